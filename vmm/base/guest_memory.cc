@@ -1,0 +1,88 @@
+#include "vmm/base/guest_memory.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "absl/strings/str_format.h"
+#include "vmm/base/status.h"
+
+namespace ember::base {
+namespace {
+
+constexpr std::uint64_t kPageSize = 4096;
+
+}  // namespace
+
+absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<Range>& ranges) {
+  if (ranges.empty()) return absl::InvalidArgumentError("guest memory needs at least one range");
+  std::uint64_t total = 0;
+  GuestAddress previous_end = 0;
+  for (const Range& r : ranges) {
+    if (r.size == 0 || r.start % kPageSize != 0 || r.size % kPageSize != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("guest memory range 0x%x+0x%x is empty or not page aligned", r.start,
+                          r.size));
+    }
+    if (r.start < previous_end || r.start + r.size < r.start) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("guest memory range 0x%x+0x%x overlaps or wraps", r.start, r.size));
+    }
+    previous_end = r.start + r.size;
+    total += r.size;
+  }
+
+  UniqueFd fd(::memfd_create("ember-guest-mem", MFD_CLOEXEC));
+  if (!fd) return ErrnoError("memfd_create", "guest memory");
+  if (::ftruncate(fd.Get(), static_cast<off_t>(total)) != 0) {
+    return ErrnoError("ftruncate", absl::StrFormat("guest memory to %u bytes", total));
+  }
+  // MAP_NORESERVE: a 64 GiB guest costs only the pages it touches.
+  EMBER_ASSIGN_OR_RETURN(MmapRegion mapping,
+                         MmapRegion::Map(total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                                         fd.Get()));
+  std::vector<GuestRegion> regions;
+  std::uint64_t offset = 0;
+  for (const Range& r : ranges) {
+    regions.push_back({r.start, r.size, mapping.data() + offset, offset});
+    offset += r.size;
+  }
+  return GuestMemory(std::move(fd), std::move(mapping), std::move(regions));
+}
+
+const GuestRegion* GuestMemory::Find(GuestAddress addr) const {
+  for (const GuestRegion& region : regions_) {
+    if (addr >= region.guest_start && addr < region.guest_end()) return &region;
+  }
+  return nullptr;
+}
+
+bool GuestMemory::Contains(GuestAddress addr, std::uint64_t len) const {
+  const GuestRegion* region = Find(addr);
+  if (region == nullptr) return false;
+  // addr is inside the region, so guest_end() - addr cannot underflow.
+  return len <= region->guest_end() - addr;
+}
+
+absl::StatusOr<std::span<std::uint8_t>> GuestMemory::Slice(GuestAddress addr,
+                                                           std::uint64_t len) const {
+  if (!Contains(addr, len)) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("guest range 0x%x+0x%x is outside guest memory", addr, len));
+  }
+  const GuestRegion* region = Find(addr);
+  return std::span<std::uint8_t>(region->host + (addr - region->guest_start), len);
+}
+
+absl::Status GuestMemory::Write(GuestAddress addr, std::span<const std::uint8_t> data) const {
+  EMBER_ASSIGN_OR_RETURN(std::span<std::uint8_t> dst, Slice(addr, data.size()));
+  if (!data.empty()) std::memcpy(dst.data(), data.data(), data.size());
+  return absl::OkStatus();
+}
+
+absl::Status GuestMemory::Read(GuestAddress addr, std::span<std::uint8_t> out) const {
+  EMBER_ASSIGN_OR_RETURN(std::span<std::uint8_t> src, Slice(addr, out.size()));
+  if (!out.empty()) std::memcpy(out.data(), src.data(), out.size());
+  return absl::OkStatus();
+}
+
+}  // namespace ember::base

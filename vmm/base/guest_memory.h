@@ -1,0 +1,84 @@
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "vmm/base/mmap_region.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::base {
+
+using GuestAddress = std::uint64_t;
+
+// One contiguous range of guest-physical RAM and where it lives in the VMM and in the
+// backing file. Regions are laid out back to back in the file, in address order.
+struct GuestRegion {
+  GuestAddress guest_start = 0;
+  std::uint64_t size = 0;
+  std::uint8_t* host = nullptr;
+  std::uint64_t file_offset = 0;
+
+  [[nodiscard]] GuestAddress guest_end() const { return guest_start + size; }
+};
+
+// Guest RAM: a memfd (so snapshots can write it out and clones can share it) mapped once
+// into the VMM. Lives as long as the VM; every device borrows it. Every access from VMM
+// code goes through the bounds-checked accessors below, which fail rather than touch
+// anything outside guest RAM, so a guest-supplied address can never reach VMM memory.
+class GuestMemory {
+ public:
+  struct Range {
+    GuestAddress start;
+    std::uint64_t size;
+  };
+
+  // Fresh zeroed memory for `ranges` (page-aligned, ascending, non-overlapping).
+  [[nodiscard]] static absl::StatusOr<GuestMemory> Create(const std::vector<Range>& ranges);
+
+  [[nodiscard]] const std::vector<GuestRegion>& regions() const { return regions_; }
+  [[nodiscard]] std::uint64_t total_size() const { return mapping_.size(); }
+  // The backing memfd; borrowed.
+  [[nodiscard]] int fd() const { return fd_.Get(); }
+  // One past the highest guest-physical RAM address.
+  [[nodiscard]] GuestAddress end() const { return regions_.back().guest_end(); }
+
+  // True when [addr, addr+len) is wholly inside one region (no overflow, len may be 0).
+  [[nodiscard]] bool Contains(GuestAddress addr, std::uint64_t len) const;
+
+  // The host bytes of [addr, addr+len), which must lie within one region.
+  [[nodiscard]] absl::StatusOr<std::span<std::uint8_t>> Slice(GuestAddress addr,
+                                                              std::uint64_t len) const;
+
+  [[nodiscard]] absl::Status Write(GuestAddress addr, std::span<const std::uint8_t> data) const;
+  [[nodiscard]] absl::Status Read(GuestAddress addr, std::span<std::uint8_t> out) const;
+
+  template <typename T>
+  [[nodiscard]] absl::StatusOr<T> ReadObj(GuestAddress addr) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T value;
+    auto status = Read(addr, std::span(reinterpret_cast<std::uint8_t*>(&value), sizeof(T)));
+    if (!status.ok()) return status;
+    return value;
+  }
+
+  template <typename T>
+  [[nodiscard]] absl::Status WriteObj(GuestAddress addr, const T& value) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return Write(addr, std::span(reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
+  }
+
+ private:
+  GuestMemory(UniqueFd fd, MmapRegion mapping, std::vector<GuestRegion> regions)
+      : fd_(std::move(fd)), mapping_(std::move(mapping)), regions_(std::move(regions)) {}
+  [[nodiscard]] const GuestRegion* Find(GuestAddress addr) const;
+
+  UniqueFd fd_;
+  MmapRegion mapping_;
+  std::vector<GuestRegion> regions_;
+};
+
+}  // namespace ember::base

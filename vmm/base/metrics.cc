@@ -1,0 +1,59 @@
+#include "vmm/base/metrics.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::base {
+
+MetricsRegistry& MetricsRegistry::Global() {
+  static auto* registry = new MetricsRegistry();  // never destroyed: vCPU threads may outlive main
+  return *registry;
+}
+
+Metric* MetricsRegistry::Get(const std::string& group, const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto& slot = groups_[group][name];
+  if (!slot) slot = std::make_unique<Metric>();
+  return slot.get();
+}
+
+std::string MetricsRegistry::ToJson() const {
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  std::string out = absl::StrCat("{\"utc_timestamp_ms\":", now.count());
+  std::lock_guard lock(mu_);
+  // Names are chosen by our own code (identifiers), so they need no JSON escaping.
+  for (const auto& [group, metrics] : groups_) {
+    absl::StrAppend(&out, ",\"", group, "\":{");
+    bool first = true;
+    for (const auto& [name, metric] : metrics) {
+      absl::StrAppend(&out, first ? "" : ",", "\"", name, "\":", metric->Get());
+      first = false;
+    }
+    out += "}";
+  }
+  out += "}";
+  return out;
+}
+
+absl::Status MetricsRegistry::WriteTo(const std::string& path) const {
+  std::string text = ToJson() + "\n";
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return ErrnoError("open metrics file", tmp);
+  if (::write(fd.Get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return ErrnoError("write metrics file", tmp);
+  }
+  fd.Reset();
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename", path);
+  return absl::OkStatus();
+}
+
+}  // namespace ember::base
