@@ -1,0 +1,83 @@
+#include "vmm/kvm/kvm.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <string>
+
+#include "vmm/base/status.h"
+
+namespace ember::kvm {
+namespace {
+
+struct RequiredCapability {
+  int id;
+  const char* name;
+};
+
+// What the VMM uses unconditionally; each is present on every KVM since Linux 4.14.
+constexpr RequiredCapability kRequiredCapabilities[] = {
+    {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+    {KVM_CAP_HLT, "KVM_CAP_HLT"},
+    {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+    {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
+    {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+    {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
+    {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},
+    {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+    {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE"},
+    {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+};
+
+// Upper bound on CPUID entries; KVM reports E2BIG when the buffer is too small.
+constexpr int kMaxCpuidEntries = 256;
+
+}  // namespace
+
+absl::StatusOr<Kvm> Kvm::Open(const char* path) {
+  base::UniqueFd fd(::open(path, O_RDWR | O_CLOEXEC));
+  if (!fd) return base::ErrnoError("open", path);
+  int version = ::ioctl(fd.Get(), KVM_GET_API_VERSION, 0);
+  if (version != KVM_API_VERSION) {
+    return absl::FailedPreconditionError("KVM API version " + std::to_string(version) +
+                                         " is not the supported version " +
+                                         std::to_string(KVM_API_VERSION));
+  }
+  for (const RequiredCapability& cap : kRequiredCapabilities) {
+    if (::ioctl(fd.Get(), KVM_CHECK_EXTENSION, cap.id) <= 0) {
+      return absl::FailedPreconditionError(std::string("this host's KVM lacks ") + cap.name +
+                                           ", which Ember requires");
+    }
+  }
+  int mmap_size = ::ioctl(fd.Get(), KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (mmap_size <= 0) return base::ErrnoError("ioctl(KVM_GET_VCPU_MMAP_SIZE)", path);
+  return Kvm(std::move(fd), mmap_size);
+}
+
+int Kvm::CheckExtension(int capability) const {
+  return ::ioctl(fd_.Get(), KVM_CHECK_EXTENSION, capability);
+}
+
+absl::StatusOr<Vm> Kvm::CreateVm() const {
+  int vm_fd;
+  do {
+    vm_fd = ::ioctl(fd_.Get(), KVM_CREATE_VM, 0);
+  } while (vm_fd < 0 && errno == EINTR);
+  if (vm_fd < 0) return base::ErrnoError("ioctl(KVM_CREATE_VM)");
+  return Vm(base::UniqueFd(vm_fd), vcpu_mmap_size_);
+}
+
+absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::GetSupportedCpuid() const {
+  // kvm_cpuid2 ends in a flexible array; allocate it as raw storage of the right size.
+  std::vector<std::uint8_t> buffer(sizeof(kvm_cpuid2) +
+                                   kMaxCpuidEntries * sizeof(kvm_cpuid_entry2));
+  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());  // storage sized for the header
+  cpuid->nent = kMaxCpuidEntries;
+  if (::ioctl(fd_.Get(), KVM_GET_SUPPORTED_CPUID, cpuid) != 0) {
+    return base::ErrnoError("ioctl(KVM_GET_SUPPORTED_CPUID)");
+  }
+  return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+}
+
+}  // namespace ember::kvm

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/kvm/vm.h"
+
+namespace ember::kvm {
+
+// The /dev/kvm system handle. Opening it checks the API version and every capability the
+// VMM relies on, so a host that lacks one fails at start-up with a message naming it
+// rather than later with an obscure ioctl error.
+class Kvm {
+ public:
+  [[nodiscard]] static absl::StatusOr<Kvm> Open(const char* path = "/dev/kvm");
+
+  [[nodiscard]] absl::StatusOr<Vm> CreateVm() const;
+  // CPUID leaves this host's KVM can expose to a guest.
+  [[nodiscard]] absl::StatusOr<std::vector<kvm_cpuid_entry2>> GetSupportedCpuid() const;
+  // Size of each vCPU's shared kvm_run area.
+  [[nodiscard]] int vcpu_mmap_size() const { return vcpu_mmap_size_; }
+  [[nodiscard]] int CheckExtension(int capability) const;
+
+ private:
+  Kvm(base::UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+  base::UniqueFd fd_;
+  int vcpu_mmap_size_;
+};
+
+}  // namespace ember::kvm

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/kvm/vcpu.h"
+
+namespace ember::kvm {
+
+// One KVM virtual machine. Owned by the VMM's builder and then by the Vmm; the ioctls
+// here are called from the VMM thread during set-up (vCPUs only use their own fds).
+class Vm {
+ public:
+  // Maps guest-physical [guest_addr, guest_addr+size) to host memory at `host` (borrowed:
+  // the mapping must outlive the VM).
+  [[nodiscard]] absl::Status SetUserMemoryRegion(std::uint32_t slot, std::uint64_t guest_addr,
+                                                 std::uint64_t size, void* host,
+                                                 std::uint32_t flags = 0);
+  // x86 needs three pages for the TSS and one for the EPT identity map somewhere the guest
+  // never uses: we put them just below the 4 GiB boundary, inside the MMIO gap.
+  [[nodiscard]] absl::Status SetTssAndIdentityMap(std::uint64_t tss_addr,
+                                                  std::uint64_t identity_map_addr);
+  // The in-kernel PIC + IOAPIC + LAPICs and the in-kernel PIT.
+  [[nodiscard]] absl::Status CreateIrqchip();
+  [[nodiscard]] absl::Status CreatePit();
+  // Raises interrupt line `gsi` whenever `eventfd` (borrowed) is signalled.
+  [[nodiscard]] absl::Status RegisterIrqfd(int eventfd, std::uint32_t gsi);
+  // Signals `eventfd` (borrowed) on a guest write of `length` bytes to `addr`, without a
+  // vCPU exit to user space. `datamatch` restricts it to writes of that value.
+  [[nodiscard]] absl::Status RegisterIoeventfd(int eventfd, std::uint64_t addr,
+                                               std::uint32_t length, bool pio,
+                                               std::optional<std::uint64_t> datamatch);
+  [[nodiscard]] absl::StatusOr<Vcpu> CreateVcpu(std::uint32_t id) const;
+
+  // Borrowed by snapshot code for VM-wide state ioctls.
+  [[nodiscard]] int fd() const { return fd_.Get(); }
+
+ private:
+  friend class Kvm;
+  Vm(base::UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+  base::UniqueFd fd_;
+  int vcpu_mmap_size_;
+};
+
+}  // namespace ember::kvm
