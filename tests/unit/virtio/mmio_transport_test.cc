@@ -1,0 +1,345 @@
+#include "virtio/mmio/mmio_transport.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <vector>
+
+#include "virtio/spec.h"
+#include "virtio/testing/fake_driver_queue.h"
+#include "virtio/testing/fake_mmio_driver.h"
+
+namespace ember::virtio {
+namespace {
+
+using testing::FakeDriverQueue;
+using testing::FakeMmioDriver;
+
+constexpr std::uint64_t kMemSize = 1 << 20;
+constexpr std::uint64_t kDeviceFeatureBit = 3;  // a device-specific feature the fake offers
+constexpr std::uint64_t kOffered = FeatureBit(kFeatureVersion1) |
+                                   FeatureBit(kFeatureEventIdx) | FeatureBit(kDeviceFeatureBit);
+constexpr std::uint32_t kAckDriver = kStatusAcknowledge | kStatusDriver;
+constexpr std::uint32_t kAckDriverFeatures = kAckDriver | kStatusFeaturesOk;
+
+// Register offsets the tests poke directly.
+constexpr std::uint64_t kDeviceFeaturesSel = 0x014;
+constexpr std::uint64_t kDeviceFeatures = 0x010;
+constexpr std::uint64_t kQueueSel = 0x030;
+constexpr std::uint64_t kQueueNumMax = 0x034;
+constexpr std::uint64_t kQueueNum = 0x038;
+constexpr std::uint64_t kQueueReady = 0x044;
+constexpr std::uint64_t kQueueNotify = 0x050;
+constexpr std::uint64_t kInterruptStatus = 0x060;
+constexpr std::uint64_t kInterruptAck = 0x064;
+constexpr std::uint64_t kStatus = 0x070;
+constexpr std::uint64_t kShmLenLow = 0x0b0;
+constexpr std::uint64_t kConfigGeneration = 0x0fc;
+constexpr std::uint64_t kConfig = 0x100;
+
+// A two-queue device that records what the transport does to it.
+class RecordingDevice : public VirtioDevice {
+ public:
+  std::uint32_t device_id() const override { return 42; }
+  std::uint64_t offered_features() const override { return kOffered; }
+  std::span<const std::uint16_t> queue_max_sizes() const override { return sizes_; }
+  std::string name() const override { return "recording"; }
+  void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const override {
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (offset + i < config.size()) data[i] = config[offset + i];
+    }
+  }
+  void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (offset + i < config.size()) config[offset + i] = data[i];
+    }
+  }
+  absl::Status Activate(ActivationContext context) override {
+    if (!activate_result.ok()) return activate_result;
+    activated = true;
+    features = context.features;
+    signals = context.signals;
+    queues_enabled.clear();
+    for (auto& q : context.queues) queues_enabled.push_back(q.has_value());
+    return absl::OkStatus();
+  }
+  void Reset() override {
+    ++resets;
+    activated = false;
+  }
+  void ProcessQueue(std::size_t index) override { processed.push_back(index); }
+
+  std::array<std::uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
+  absl::Status activate_result = absl::OkStatus();
+  bool activated = false;
+  std::uint64_t features = 0;
+  DeviceSignals* signals = nullptr;
+  std::vector<bool> queues_enabled;
+  int resets = 0;
+  std::vector<std::size_t> processed;
+
+ private:
+  std::array<std::uint16_t, 2> sizes_{16, 8};
+};
+
+class MmioTransportTest : public ::testing::Test {
+ protected:
+  MmioTransportTest()
+      : memory_(base::GuestMemory::Create({{0, kMemSize}}).value()),
+        queue0_(memory_, 0x1000, 16),
+        queue1_(memory_, 0x3000, 8) {
+    auto device = std::make_unique<RecordingDevice>();
+    device_ = device.get();
+    transport_ =
+        MmioTransport::Create(memory_, std::move(device), base::EventFd::Create().value(),
+                              metrics_)
+            .value();
+    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+  }
+
+  absl::Status InitializeBothQueues() {
+    return driver_->Initialize(FeatureBit(kFeatureVersion1),
+                               {queue0_.layout(), queue1_.layout()});
+  }
+  std::uint64_t Metric(const std::string& name) {
+    return metrics_.Get("mmio_recording", name)->Get();
+  }
+
+  base::MetricsRegistry metrics_;
+  base::GuestMemory memory_;
+  FakeDriverQueue queue0_;
+  FakeDriverQueue queue1_;
+  RecordingDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<FakeMmioDriver> driver_;
+};
+
+TEST_F(MmioTransportTest, IdentityRegistersDescribeAVersion2Device) {
+  EXPECT_EQ(driver_->Read32(0x000), 0x74726976u);
+  EXPECT_EQ(driver_->Read32(0x004), 2u);
+  EXPECT_EQ(driver_->Read32(0x008), 42u);
+  EXPECT_EQ(driver_->Read32(0x00c), MmioTransport::kVendorId);
+}
+
+TEST_F(MmioTransportTest, DeviceFeaturesAreReadThroughTheSelector) {
+  EXPECT_EQ(driver_->DeviceFeatures(), kOffered);
+  driver_->Write32(kDeviceFeaturesSel, 2);
+  EXPECT_EQ(driver_->Read32(kDeviceFeatures), 0u);
+}
+
+TEST_F(MmioTransportTest, NarrowControlRegisterReadReturnsZeroAndIsCounted) {
+  std::array<std::uint8_t, 2> data{0xff, 0xff};
+  transport_->Read(0x000, data);
+  EXPECT_EQ(data[0], 0);
+  EXPECT_EQ(data[1], 0);
+  EXPECT_EQ(Metric("invalid_register_access"), 1u);
+}
+
+TEST_F(MmioTransportTest, MisalignedControlRegisterWriteIsIgnored) {
+  driver_->Write32(kStatus + 1, kStatusAcknowledge);
+  EXPECT_EQ(driver_->Read32(kStatus), 0u);
+  EXPECT_EQ(Metric("invalid_register_access"), 1u);
+}
+
+TEST_F(MmioTransportTest, InitializationActivatesDeviceWithNegotiatedFeaturesAndQueues) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  EXPECT_TRUE(device_->activated);
+  EXPECT_EQ(device_->features, FeatureBit(kFeatureVersion1));
+  EXPECT_EQ(device_->queues_enabled, (std::vector<bool>{true, true}));
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriverFeatures | kStatusDriverOk);
+}
+
+TEST_F(MmioTransportTest, QueueLeftDisabledIsHandedOverAsAbsent) {
+  ASSERT_TRUE(driver_->Initialize(FeatureBit(kFeatureVersion1), {queue0_.layout()}).ok());
+  EXPECT_EQ(device_->queues_enabled, (std::vector<bool>{true, false}));
+}
+
+TEST_F(MmioTransportTest, FeaturesWithoutVersion1AreRefused) {
+  EXPECT_FALSE(driver_->Initialize(FeatureBit(kDeviceFeatureBit), {}).ok());
+  EXPECT_EQ(driver_->Read32(kStatus) & kStatusFeaturesOk, 0u);
+  EXPECT_FALSE(device_->activated);
+}
+
+TEST_F(MmioTransportTest, FeaturesTheDeviceDidNotOfferAreRefused) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureIndirectDesc));
+  driver_->Write32(kStatus, kAckDriverFeatures);
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriver);
+}
+
+TEST_F(MmioTransportTest, DriverFeaturesBeforeDriverStatusAreIgnored) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1));
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->Write32(kStatus, kAckDriverFeatures);
+  EXPECT_EQ(driver_->Read32(kStatus) & kStatusFeaturesOk, 0u);
+}
+
+TEST_F(MmioTransportTest, DriverFeaturesAfterFeaturesOkAreIgnored) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  driver_->WriteDriverFeatures(kOffered);
+  driver_->Write32(kStatus, 0);
+  EXPECT_EQ(Metric("invalid_register_access"), 2u);
+  EXPECT_EQ(device_->features, FeatureBit(kFeatureVersion1));
+}
+
+TEST_F(MmioTransportTest, StatusBitsOutOfOrderAreIgnored) {
+  driver_->Write32(kStatus, kStatusDriver);
+  EXPECT_EQ(driver_->Read32(kStatus), 0u);
+}
+
+TEST_F(MmioTransportTest, StatusCannotClearBitsExceptByReset) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriver);
+}
+
+TEST_F(MmioTransportTest, DriverOkWithoutFeaturesOkIsIgnored) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->Write32(kStatus, kAckDriver | kStatusDriverOk);
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriver);
+  EXPECT_FALSE(device_->activated);
+}
+
+TEST_F(MmioTransportTest, FailedCanBeSetAtAnyTime) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kStatusAcknowledge | kStatusFailed);
+  EXPECT_EQ(driver_->Read32(kStatus), kStatusAcknowledge | kStatusFailed);
+}
+
+TEST_F(MmioTransportTest, QueueRegistersBeforeFeaturesOkAreIgnored) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kQueueSel, 0);
+  driver_->Write32(kQueueNum, 4);
+  EXPECT_EQ(driver_->Read32(kQueueNum), 0u);
+}
+
+TEST_F(MmioTransportTest, QueueLayoutIsFrozenWhileReady) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1));
+  driver_->Write32(kStatus, kAckDriverFeatures);
+  driver_->SetUpQueue(0, queue0_.layout());
+  driver_->Write32(kQueueNum, 4);
+  EXPECT_EQ(driver_->Read32(kQueueNum), 16u);
+  EXPECT_EQ(driver_->Read32(kQueueReady), 1u);
+}
+
+TEST_F(MmioTransportTest, QueueNumMaxIsZeroForAQueueThatDoesNotExist) {
+  driver_->Write32(kQueueSel, 1);
+  EXPECT_EQ(driver_->Read32(kQueueNumMax), 8u);
+  driver_->Write32(kQueueSel, 2);
+  EXPECT_EQ(driver_->Read32(kQueueNumMax), 0u);
+}
+
+TEST_F(MmioTransportTest, BadQueueLayoutAtDriverOkSetsNeedsReset) {
+  QueueLayout bad = queue0_.layout();
+  bad.used_ring = kMemSize + 0x1000;
+  EXPECT_FALSE(driver_->Initialize(FeatureBit(kFeatureVersion1), {bad}).ok());
+  EXPECT_NE(driver_->Read32(kStatus) & kStatusNeedsReset, 0u);
+  EXPECT_EQ(driver_->Read32(kInterruptStatus), kInterruptConfigChange);
+  EXPECT_FALSE(device_->activated);
+  EXPECT_EQ(Metric("activate_fails"), 1u);
+}
+
+TEST_F(MmioTransportTest, DeviceActivationErrorSetsNeedsReset) {
+  device_->activate_result = absl::FailedPreconditionError("no");
+  EXPECT_FALSE(InitializeBothQueues().ok());
+  EXPECT_NE(driver_->Read32(kStatus) & kStatusNeedsReset, 0u);
+}
+
+TEST_F(MmioTransportTest, ResetClearsStatusQueuesAndInterrupts) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  device_->signals->SignalUsedBuffer();
+  const int resets_before = device_->resets;
+
+  driver_->Write32(kStatus, 0);
+
+  EXPECT_EQ(device_->resets, resets_before + 1);
+  EXPECT_FALSE(device_->activated);
+  EXPECT_EQ(driver_->Read32(kStatus), 0u);
+  EXPECT_EQ(driver_->Read32(kInterruptStatus), 0u);
+  driver_->Write32(kQueueSel, 0);
+  EXPECT_EQ(driver_->Read32(kQueueReady), 0u);
+  EXPECT_EQ(driver_->Read32(kQueueNum), 0u);
+}
+
+TEST_F(MmioTransportTest, DeviceCanBeReinitializedAfterReset) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  driver_->Write32(kStatus, 0);
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  EXPECT_TRUE(device_->activated);
+}
+
+TEST_F(MmioTransportTest, QueueNotifyWriteSignalsTheQueueEventFd) {
+  driver_->Write32(kQueueNotify, 1);
+  EXPECT_EQ(transport_->queue_event(0).Consume(), 0u);
+  EXPECT_EQ(transport_->queue_event(1).Consume(), 1u);
+}
+
+TEST_F(MmioTransportTest, QueueNotifyForUnknownQueueIsCounted) {
+  driver_->Write32(kQueueNotify, 7);
+  EXPECT_EQ(Metric("invalid_register_access"), 1u);
+}
+
+TEST_F(MmioTransportTest, HandleQueueEventConsumesTheEventAndProcessesTheQueue) {
+  driver_->Write32(kQueueNotify, 1);
+  transport_->HandleQueueEvent(1);
+  EXPECT_EQ(device_->processed, (std::vector<std::size_t>{1}));
+  EXPECT_EQ(transport_->queue_event(1).Consume(), 0u);
+}
+
+TEST_F(MmioTransportTest, UsedBufferSignalSetsInterruptStatusAndIrqfd) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  device_->signals->SignalUsedBuffer();
+  EXPECT_EQ(driver_->Read32(kInterruptStatus), kInterruptUsedBuffer);
+  EXPECT_EQ(transport_->irqfd().Consume(), 1u);
+}
+
+TEST_F(MmioTransportTest, InterruptAckClearsOnlyTheAcknowledgedBits) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  device_->signals->SignalUsedBuffer();
+  device_->signals->SignalConfigChange();
+  driver_->Write32(kInterruptAck, kInterruptUsedBuffer);
+  EXPECT_EQ(driver_->Read32(kInterruptStatus), kInterruptConfigChange);
+}
+
+TEST_F(MmioTransportTest, ConfigChangeBumpsConfigGeneration) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  const std::uint32_t before = driver_->Read32(kConfigGeneration);
+  device_->signals->SignalConfigChange();
+  EXPECT_EQ(driver_->Read32(kConfigGeneration), before + 1);
+}
+
+TEST_F(MmioTransportTest, NeedsResetFromTheDeviceRaisesConfigInterrupt) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  device_->signals->MarkNeedsReset();
+  EXPECT_NE(driver_->Read32(kStatus) & kStatusNeedsReset, 0u);
+  EXPECT_EQ(driver_->Read32(kInterruptStatus), kInterruptConfigChange);
+  EXPECT_EQ(transport_->irqfd().Consume(), 1u);
+  EXPECT_EQ(Metric("needs_reset"), 1u);
+}
+
+TEST_F(MmioTransportTest, ConfigSpaceIsReadAtAnyWidth) {
+  std::array<std::uint8_t, 2> data{};
+  transport_->Read(kConfig + 3, data);
+  EXPECT_EQ(data[0], 4);
+  EXPECT_EQ(data[1], 5);
+}
+
+TEST_F(MmioTransportTest, ConfigSpaceWritesReachTheDevice) {
+  const std::array<std::uint8_t, 1> data{0xaa};
+  transport_->Write(kConfig + 1, data);
+  EXPECT_EQ(device_->config[1], 0xaa);
+}
+
+TEST_F(MmioTransportTest, SharedMemoryRegionsReadAsAbsent) {
+  EXPECT_EQ(driver_->Read32(kShmLenLow), 0xffffffffu);
+  EXPECT_EQ(driver_->Read32(kShmLenLow + 4), 0xffffffffu);
+}
+
+}  // namespace
+}  // namespace ember::virtio

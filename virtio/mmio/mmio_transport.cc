@@ -1,0 +1,366 @@
+#include "virtio/mmio/mmio_transport.h"
+
+#include <cstring>
+
+#include "virtio/spec.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+
+namespace ember::virtio {
+namespace {
+
+// Register offsets (spec 4.2.2).
+constexpr std::uint64_t kMagicValue = 0x000;
+constexpr std::uint64_t kVersion = 0x004;
+constexpr std::uint64_t kDeviceId = 0x008;
+constexpr std::uint64_t kVendorIdReg = 0x00c;
+constexpr std::uint64_t kDeviceFeatures = 0x010;
+constexpr std::uint64_t kDeviceFeaturesSel = 0x014;
+constexpr std::uint64_t kDriverFeatures = 0x020;
+constexpr std::uint64_t kDriverFeaturesSel = 0x024;
+constexpr std::uint64_t kQueueSel = 0x030;
+constexpr std::uint64_t kQueueNumMax = 0x034;
+constexpr std::uint64_t kQueueNum = 0x038;
+constexpr std::uint64_t kQueueReady = 0x044;
+constexpr std::uint64_t kQueueNotify = MmioTransport::kQueueNotifyOffset;
+constexpr std::uint64_t kInterruptStatus = 0x060;
+constexpr std::uint64_t kInterruptAck = 0x064;
+constexpr std::uint64_t kStatus = 0x070;
+constexpr std::uint64_t kQueueDescLow = 0x080;
+constexpr std::uint64_t kQueueDescHigh = 0x084;
+constexpr std::uint64_t kQueueDriverLow = 0x090;
+constexpr std::uint64_t kQueueDriverHigh = 0x094;
+constexpr std::uint64_t kQueueDeviceLow = 0x0a0;
+constexpr std::uint64_t kQueueDeviceHigh = 0x0a4;
+constexpr std::uint64_t kShmSel = 0x0ac;
+constexpr std::uint64_t kShmLenLow = 0x0b0;
+constexpr std::uint64_t kShmBaseHigh = 0x0bc;
+constexpr std::uint64_t kConfigGeneration = 0x0fc;
+constexpr std::uint64_t kConfig = 0x100;
+
+constexpr std::uint32_t kMagic = 0x74726976;  // "virt"
+constexpr std::uint32_t kMmioVersion = 2;
+constexpr std::uint32_t kDriverStatusBits =
+    kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk | kStatusFailed;
+
+void SetLow(std::uint64_t* field, std::uint32_t value) {
+  *field = (*field & ~std::uint64_t{0xffffffff}) | value;
+}
+void SetHigh(std::uint64_t* field, std::uint32_t value) {
+  *field = (*field & 0xffffffff) | (std::uint64_t{value} << 32);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MmioTransport>> MmioTransport::Create(
+    const base::GuestMemory& memory, std::unique_ptr<VirtioDevice> device, base::EventFd irqfd,
+    base::MetricsRegistry& metrics) {
+  std::vector<base::EventFd> events;
+  for (std::size_t i = 0; i < device->queue_max_sizes().size(); ++i) {
+    EMBER_ASSIGN_OR_RETURN(base::EventFd event, base::EventFd::Create());
+    events.push_back(std::move(event));
+  }
+  return std::unique_ptr<MmioTransport>(
+      new MmioTransport(memory, std::move(device), std::move(irqfd), std::move(events), metrics));
+}
+
+MmioTransport::MmioTransport(const base::GuestMemory& memory,
+                             std::unique_ptr<VirtioDevice> device, base::EventFd irqfd,
+                             std::vector<base::EventFd> queue_events,
+                             base::MetricsRegistry& metrics)
+    : memory_(memory),
+      device_(std::move(device)),
+      irqfd_(std::move(irqfd)),
+      queue_events_(std::move(queue_events)),
+      queue_max_sizes_(device_->queue_max_sizes().begin(), device_->queue_max_sizes().end()),
+      invalid_accesses_(metrics.Get("mmio_" + device_->name(), "invalid_register_access")),
+      activate_fails_(metrics.Get("mmio_" + device_->name(), "activate_fails")),
+      needs_reset_(metrics.Get("mmio_" + device_->name(), "needs_reset")),
+      queues_(queue_max_sizes_.size()) {}
+
+void MmioTransport::Read(std::uint64_t offset, std::span<std::uint8_t> data) {
+  std::memset(data.data(), 0, data.size());
+  if (offset >= kConfig) {
+    std::lock_guard lock(mu_);
+    device_->ReadConfig(offset - kConfig, data);
+    return;
+  }
+  // Control registers are 32 bits wide and only 32-bit aligned accesses are allowed
+  // (spec 4.2.2.2); anything else reads as zero.
+  if (data.size() != 4 || offset % 4 != 0) {
+    invalid_accesses_->Add();
+    return;
+  }
+  const std::uint32_t value = ReadRegister(offset);
+  std::memcpy(data.data(), &value, sizeof(value));
+}
+
+void MmioTransport::Write(std::uint64_t offset, std::span<const std::uint8_t> data) {
+  if (offset >= kConfig) {
+    std::lock_guard lock(mu_);
+    device_->WriteConfig(offset - kConfig, data);
+    return;
+  }
+  if (data.size() != 4 || offset % 4 != 0) {
+    invalid_accesses_->Add();
+    return;
+  }
+  std::uint32_t value;
+  std::memcpy(&value, data.data(), sizeof(value));
+  WriteRegister(offset, value);
+}
+
+MmioTransport::QueueRegisters* MmioTransport::SelectedQueue() {
+  return queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
+}
+
+std::uint32_t MmioTransport::ReadRegister(std::uint64_t offset) {
+  switch (offset) {
+    case kMagicValue:
+      return kMagic;
+    case kVersion:
+      return kMmioVersion;
+    case kDeviceId:
+      return device_->device_id();
+    case kVendorIdReg:
+      return kVendorId;
+    case kInterruptStatus:
+      return interrupt_status_.load();
+    case kStatus:
+      return status_.load();
+    case kConfigGeneration:
+      return config_generation_.load();
+    default:
+      break;
+  }
+  std::lock_guard lock(mu_);
+  const QueueRegisters* queue = SelectedQueue();
+  switch (offset) {
+    case kDeviceFeatures: {
+      const std::uint64_t features = device_->offered_features();
+      if (device_features_sel_ == 0) return static_cast<std::uint32_t>(features);
+      if (device_features_sel_ == 1) return static_cast<std::uint32_t>(features >> 32);
+      return 0;
+    }
+    case kQueueNumMax:
+      return queue ? queue_max_sizes_[queue_sel_] : 0;
+    case kQueueNum:
+      return queue ? queue->layout.size : 0;
+    case kQueueReady:
+      return queue && queue->ready ? 1 : 0;
+    case kQueueDescLow:
+      return queue ? static_cast<std::uint32_t>(queue->layout.desc_table) : 0;
+    case kQueueDescHigh:
+      return queue ? static_cast<std::uint32_t>(queue->layout.desc_table >> 32) : 0;
+    case kQueueDriverLow:
+      return queue ? static_cast<std::uint32_t>(queue->layout.avail_ring) : 0;
+    case kQueueDriverHigh:
+      return queue ? static_cast<std::uint32_t>(queue->layout.avail_ring >> 32) : 0;
+    case kQueueDeviceLow:
+      return queue ? static_cast<std::uint32_t>(queue->layout.used_ring) : 0;
+    case kQueueDeviceHigh:
+      return queue ? static_cast<std::uint32_t>(queue->layout.used_ring >> 32) : 0;
+    default:
+      break;
+  }
+  // No shared-memory regions: their length and base read as -1 (spec 4.2.2).
+  if (offset >= kShmLenLow && offset <= kShmBaseHigh) return 0xffffffff;
+  return 0;
+}
+
+void MmioTransport::WriteRegister(std::uint64_t offset, std::uint32_t value) {
+  switch (offset) {
+    case kQueueNotify:
+      // Normally an ioeventfd catches this write in the kernel; when one reaches us anyway
+      // (no ioeventfd registered), take the same path.
+      if (value < queue_events_.size()) {
+        queue_events_[value].Signal();
+      } else {
+        invalid_accesses_->Add();
+      }
+      return;
+    case kInterruptAck:
+      interrupt_status_.fetch_and(~value);
+      return;
+    default:
+      break;
+  }
+  std::lock_guard lock(mu_);
+  const std::uint32_t status = status_.load();
+  switch (offset) {
+    case kDeviceFeaturesSel:
+      device_features_sel_ = value;
+      return;
+    case kDriverFeaturesSel:
+      driver_features_sel_ = value;
+      return;
+    case kDriverFeatures:
+      // Features are accepted only between DRIVER and FEATURES_OK (spec 3.1.1).
+      if ((status & kStatusDriver) == 0 || (status & kStatusFeaturesOk) != 0 ||
+          driver_features_sel_ > 1) {
+        invalid_accesses_->Add();
+        return;
+      }
+      if (driver_features_sel_ == 0) {
+        SetLow(&driver_features_, value);
+      } else {
+        SetHigh(&driver_features_, value);
+      }
+      return;
+    case kQueueSel:
+      queue_sel_ = value;
+      return;
+    case kShmSel:
+      shm_sel_ = value;
+      return;
+    case kStatus:
+      WriteStatus(value);
+      return;
+    default:
+      WriteQueueRegister(offset, value);
+      return;
+  }
+}
+
+void MmioTransport::WriteQueueRegister(std::uint64_t offset, std::uint32_t value) {
+  const std::uint32_t status = status_.load();
+  QueueRegisters* queue = SelectedQueue();
+  // Queues are configured after FEATURES_OK and before DRIVER_OK (spec 3.1.1), and a queue's
+  // layout is frozen while it is enabled (spec 4.2.3.2).
+  const bool configurable = queue != nullptr && (status & kStatusFeaturesOk) != 0 &&
+                            (status & kStatusDriverOk) == 0;
+  if (!configurable || (queue->ready && offset != kQueueReady)) {
+    invalid_accesses_->Add();
+    return;
+  }
+  switch (offset) {
+    case kQueueNum:
+      // A size that does not fit 16 bits becomes 0, which activation rejects.
+      queue->layout.size = value > 0xffff ? 0 : static_cast<std::uint16_t>(value);
+      return;
+    case kQueueReady:
+      queue->ready = value == 1;
+      return;
+    case kQueueDescLow:
+      SetLow(&queue->layout.desc_table, value);
+      return;
+    case kQueueDescHigh:
+      SetHigh(&queue->layout.desc_table, value);
+      return;
+    case kQueueDriverLow:
+      SetLow(&queue->layout.avail_ring, value);
+      return;
+    case kQueueDriverHigh:
+      SetHigh(&queue->layout.avail_ring, value);
+      return;
+    case kQueueDeviceLow:
+      SetLow(&queue->layout.used_ring, value);
+      return;
+    case kQueueDeviceHigh:
+      SetHigh(&queue->layout.used_ring, value);
+      return;
+    default:
+      invalid_accesses_->Add();  // read-only or unknown register
+      return;
+  }
+}
+
+void MmioTransport::WriteStatus(std::uint32_t value) {
+  if (value == 0) {
+    ResetLocked();
+    return;
+  }
+  const std::uint32_t old = status_.load();
+  const std::uint32_t requested = value & kDriverStatusBits;
+  // The driver only ever adds bits (spec 3.1.1), each after its predecessor; anything else
+  // is ignored, leaving the status the driver reads back unchanged.
+  const bool adds_only = (requested & (old & kDriverStatusBits)) == (old & kDriverStatusBits) &&
+                         value == (value & (kDriverStatusBits | kStatusNeedsReset));
+  auto has = [requested](std::uint32_t bit) { return (requested & bit) != 0; };
+  const bool ordered = (!has(kStatusDriver) || has(kStatusAcknowledge)) &&
+                        (!has(kStatusFeaturesOk) || has(kStatusDriver)) &&
+                        (!has(kStatusDriverOk) || has(kStatusFeaturesOk));
+  if (!adds_only || !ordered) {
+    invalid_accesses_->Add();
+    return;
+  }
+  std::uint32_t granted = requested;
+  const std::uint32_t added = requested & ~old;
+  if ((added & kStatusFeaturesOk) != 0) {
+    const std::uint64_t unknown = driver_features_ & ~device_->offered_features();
+    if (unknown != 0 || (driver_features_ & FeatureBit(kFeatureVersion1)) == 0) {
+      // Leaving FEATURES_OK clear tells the driver the device rejects its features.
+      EMBER_LOG(kWarn) << device_->name() << ": driver features 0x" << std::hex
+                       << driver_features_ << " rejected (VIRTIO_F_VERSION_1 is required)";
+      granted &= ~kStatusFeaturesOk;
+    }
+  }
+  status_.fetch_or(granted);
+  if ((added & kStatusDriverOk) != 0 && (granted & kStatusFeaturesOk) != 0 && !Activate()) {
+    activate_fails_->Add();
+    MarkNeedsReset();
+  }
+}
+
+bool MmioTransport::Activate() {
+  ActivationContext context;
+  context.memory = &memory_;
+  context.signals = this;
+  context.features = driver_features_;
+  for (std::size_t i = 0; i < queues_.size(); ++i) {
+    if (!queues_[i].ready) {
+      context.queues.emplace_back(std::nullopt);
+      continue;
+    }
+    auto queue = Queue::Create(memory_, queues_[i].layout, queue_max_sizes_[i], driver_features_);
+    if (!queue.ok()) {
+      EMBER_LOG(kWarn) << device_->name() << ": queue " << i << ": " << queue.status();
+      return false;
+    }
+    context.queues.emplace_back(std::move(queue).value());
+  }
+  absl::Status status = device_->Activate(std::move(context));
+  if (!status.ok()) {
+    EMBER_LOG(kWarn) << device_->name() << ": activation failed: " << status;
+    return false;
+  }
+  return true;
+}
+
+void MmioTransport::ResetLocked() {
+  device_->Reset();
+  device_features_sel_ = 0;
+  driver_features_sel_ = 0;
+  driver_features_ = 0;
+  queue_sel_ = 0;
+  shm_sel_ = 0;
+  for (QueueRegisters& queue : queues_) queue = QueueRegisters{};
+  interrupt_status_.store(0);
+  status_.store(0);
+}
+
+void MmioTransport::HandleQueueEvent(std::size_t index) {
+  queue_events_[index].Consume();
+  device_->ProcessQueue(index);
+}
+
+void MmioTransport::SignalUsedBuffer() {
+  interrupt_status_.fetch_or(kInterruptUsedBuffer);
+  irqfd_.Signal();
+}
+
+void MmioTransport::SignalConfigChange() {
+  config_generation_.fetch_add(1);
+  interrupt_status_.fetch_or(kInterruptConfigChange);
+  irqfd_.Signal();
+}
+
+void MmioTransport::MarkNeedsReset() {
+  needs_reset_->Add();
+  status_.fetch_or(kStatusNeedsReset);
+  // Not SignalConfigChange: the configuration itself did not change.
+  interrupt_status_.fetch_or(kInterruptConfigChange);
+  irqfd_.Signal();
+}
+
+}  // namespace ember::virtio

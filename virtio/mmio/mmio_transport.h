@@ -1,0 +1,110 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "virtio/device.h"
+#include "vmm/base/bus_device.h"
+#include "vmm/base/event_fd.h"
+#include "vmm/base/guest_memory.h"
+#include "vmm/base/metrics.h"
+
+namespace ember::virtio {
+
+// The modern (version 2) virtio-mmio transport (spec 4.2) in front of one VirtioDevice.
+//
+// Wiring (done once by the VMM before the guest runs):
+//  - Map the transport on the MMIO bus at a 4 KiB window (kWindowSize) and announce it to
+//    Linux as "virtio_mmio.device=4K@<base>:<irq>".
+//  - For each queue i, register queue_event(i) as a KVM ioeventfd on base + kQueueNotifyOffset,
+//    4 bytes, datamatch i, and watch it in the VMM loop calling HandleQueueEvent(i).
+//  - Bind irqfd() to the device's GSI with KVM_IRQFD.
+//  - Watch every entry of device().EventSources() in the loop.
+// Register accesses arrive on vCPU threads through Read/Write; queue processing runs on the
+// VMM loop thread. The transport's register state is guarded by mu_; InterruptStatus and
+// Status are atomics so that the device can raise interrupts and NEEDS_RESET from the loop
+// thread without taking mu_ (which vCPU threads hold while calling into the device).
+class MmioTransport final : public base::BusDevice, private DeviceSignals {
+ public:
+  static constexpr std::uint64_t kWindowSize = 0x1000;
+  static constexpr std::uint64_t kQueueNotifyOffset = 0x50;
+  static constexpr std::uint32_t kVendorId = 0x52424d45;  // "EMBR"
+
+  // Takes ownership of `device` and of `irqfd`, which the VMM binds to a GSI; borrows
+  // `memory` and `metrics`, which outlive the transport. Metrics go to group
+  // "mmio_<device name>".
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MmioTransport>> Create(
+      const base::GuestMemory& memory, std::unique_ptr<VirtioDevice> device,
+      base::EventFd irqfd, base::MetricsRegistry& metrics = base::MetricsRegistry::Global());
+
+  // base::BusDevice; vCPU threads.
+  void Read(std::uint64_t offset, std::span<std::uint8_t> data) override;
+  void Write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+
+  // Consumes queue_event(index) and lets the device process the queue. VMM loop thread.
+  void HandleQueueEvent(std::size_t index);
+
+  [[nodiscard]] std::size_t num_queues() const { return queue_events_.size(); }
+  // Owned by the transport; borrowed by the VMM for ioeventfd/irqfd registration.
+  [[nodiscard]] const base::EventFd& queue_event(std::size_t index) const {
+    return queue_events_[index];
+  }
+  [[nodiscard]] const base::EventFd& irqfd() const { return irqfd_; }
+  [[nodiscard]] VirtioDevice& device() { return *device_; }
+  // Current Status register; any thread.
+  [[nodiscard]] std::uint32_t status() const { return status_.load(); }
+
+ private:
+  struct QueueRegisters {
+    QueueLayout layout;
+    bool ready = false;
+  };
+
+  MmioTransport(const base::GuestMemory& memory, std::unique_ptr<VirtioDevice> device,
+                base::EventFd irqfd, std::vector<base::EventFd> queue_events,
+                base::MetricsRegistry& metrics);
+
+  // DeviceSignals, for the device; any thread.
+  void SignalUsedBuffer() override;
+  void SignalConfigChange() override;
+  void MarkNeedsReset() override;
+
+  [[nodiscard]] std::uint32_t ReadRegister(std::uint64_t offset);
+  void WriteRegister(std::uint64_t offset, std::uint32_t value);
+  void WriteStatus(std::uint32_t value);
+  void WriteQueueRegister(std::uint64_t offset, std::uint32_t value);
+  // Validates the queues, hands them to the device; false when activation failed.
+  bool Activate();
+  void ResetLocked();
+  [[nodiscard]] QueueRegisters* SelectedQueue();
+
+  const base::GuestMemory& memory_;
+  const std::unique_ptr<VirtioDevice> device_;
+  const base::EventFd irqfd_;
+  const std::vector<base::EventFd> queue_events_;
+  const std::vector<std::uint16_t> queue_max_sizes_;
+
+  base::Metric* invalid_accesses_;  // register accesses that break the spec's rules
+  base::Metric* activate_fails_;
+  base::Metric* needs_reset_;
+
+  std::atomic<std::uint32_t> status_{0};
+  std::atomic<std::uint32_t> interrupt_status_{0};
+  std::atomic<std::uint32_t> config_generation_{0};
+
+  std::mutex mu_;
+  std::uint32_t device_features_sel_ = 0;  // guarded by mu_
+  std::uint32_t driver_features_sel_ = 0;  // guarded by mu_
+  std::uint64_t driver_features_ = 0;      // guarded by mu_
+  std::uint32_t queue_sel_ = 0;            // guarded by mu_
+  std::uint32_t shm_sel_ = 0;              // guarded by mu_
+  std::vector<QueueRegisters> queues_;     // guarded by mu_
+};
+
+}  // namespace ember::virtio
