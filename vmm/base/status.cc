@@ -13,7 +13,11 @@ absl::Status ErrnoError(int err, std::string_view call, std::string_view object)
   if (!object.empty()) message.append(" ").append(object);
   message.append(" failed: ").append(std::strerror(err));
   message.append(" (errno ").append(std::to_string(err)).append(")");
-  return absl::Status(absl::ErrnoToStatusCode(err), message);
+  absl::StatusCode code = absl::ErrnoToStatusCode(err);
+  // InvalidArgument is reserved for the user's bad input, which callers mark explicitly; an
+  // EINVAL from the kernel is the VMM's own failure.
+  if (code == absl::StatusCode::kInvalidArgument) code = absl::StatusCode::kInternal;
+  return absl::Status(code, message);
 }
 
 absl::Status ErrnoError(std::string_view call, std::string_view object) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "vmm/base/status.h"
+#include "vmm/kvm/kvm_abi.h"
 
 namespace ember::kvm {
 namespace {
@@ -31,7 +32,7 @@ constexpr RequiredCapability kRequiredCapabilities[] = {
 };
 
 // Upper bound on CPUID entries; KVM reports E2BIG when the buffer is too small.
-constexpr int kMaxCpuidEntries = 256;
+constexpr std::size_t kMaxCpuidEntries = 256;
 
 }  // namespace
 
@@ -69,15 +70,11 @@ absl::StatusOr<Vm> Kvm::CreateVm() const {
 }
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::GetSupportedCpuid() const {
-  // kvm_cpuid2 ends in a flexible array; allocate it as raw storage of the right size.
-  std::vector<std::uint8_t> buffer(sizeof(kvm_cpuid2) +
-                                   kMaxCpuidEntries * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());  // storage sized for the header
-  cpuid->nent = kMaxCpuidEntries;
-  if (::ioctl(fd_.Get(), KVM_GET_SUPPORTED_CPUID, cpuid) != 0) {
+  FlexBuffer<kvm_cpuid_entry2> cpuid(kMaxCpuidEntries);
+  if (::ioctl(fd_.Get(), kGetSupportedCpuid, cpuid.data()) != 0) {
     return base::ErrnoError("ioctl(KVM_GET_SUPPORTED_CPUID)");
   }
-  return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+  return cpuid.Entries();
 }
 
 }  // namespace ember::kvm

@@ -6,7 +6,9 @@
 #include <cerrno>
 #include <string>
 
+#include "absl/strings/str_format.h"
 #include "vmm/base/status.h"
+#include "vmm/kvm/kvm_abi.h"
 
 namespace ember::kvm {
 namespace {
@@ -24,11 +26,6 @@ absl::Status StateIoctl(int fd, unsigned long request, void* arg, const char* na
 
 #define EMBER_VCPU_IOCTL(request, arg) StateIoctl(fd_.Get(), request, arg, #request, id_)
 
-// kvm_cpuid2 / kvm_msrs end in flexible arrays: build them in raw storage of the right size.
-template <typename Header, typename Entry>
-std::vector<std::uint8_t> FlexibleBuffer(std::size_t count) {
-  return std::vector<std::uint8_t>(sizeof(Header) + count * sizeof(Entry));
-}
 
 }  // namespace
 
@@ -71,33 +68,25 @@ absl::Status Vcpu::SetFpu(const kvm_fpu& fpu) const {
 }
 
 absl::Status Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) const {
-  auto buffer = FlexibleBuffer<kvm_cpuid2, kvm_cpuid_entry2>(entries.size());
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());  // storage sized for the header
-  cpuid->nent = static_cast<std::uint32_t>(entries.size());
-  std::copy(entries.begin(), entries.end(), cpuid->entries);
-  return EMBER_VCPU_IOCTL(KVM_SET_CPUID2, cpuid);
+  FlexBuffer<kvm_cpuid_entry2> cpuid(entries);
+  return StateIoctl(fd_.Get(), kSetCpuid2, cpuid.data(), "KVM_SET_CPUID2", id_);
 }
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Vcpu::GetCpuid() const {
-  auto buffer = FlexibleBuffer<kvm_cpuid2, kvm_cpuid_entry2>(kMaxCpuidEntries);
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());  // storage sized for the header
-  cpuid->nent = kMaxCpuidEntries;
-  EMBER_RETURN_IF_ERROR(EMBER_VCPU_IOCTL(KVM_GET_CPUID2, cpuid));
-  return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+  FlexBuffer<kvm_cpuid_entry2> cpuid(kMaxCpuidEntries);
+  EMBER_RETURN_IF_ERROR(StateIoctl(fd_.Get(), kGetCpuid2, cpuid.data(), "KVM_GET_CPUID2", id_));
+  return cpuid.Entries();
 }
 
 absl::Status Vcpu::SetMsrs(std::span<const kvm_msr_entry> entries) const {
-  auto buffer = FlexibleBuffer<kvm_msrs, kvm_msr_entry>(entries.size());
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buffer.data());  // storage sized for the header
-  msrs->nmsrs = static_cast<std::uint32_t>(entries.size());
-  std::copy(entries.begin(), entries.end(), msrs->entries);
+  FlexBuffer<kvm_msr_entry> msrs(entries);
   // KVM_SET_MSRS returns how many entries it set; anything short is an error.
-  int set = ::ioctl(fd_.Get(), KVM_SET_MSRS, msrs);
+  int set = ::ioctl(fd_.Get(), kSetMsrs, msrs.data());
   if (set < 0) return base::ErrnoError("ioctl(KVM_SET_MSRS)", "vcpu " + std::to_string(id_));
   if (static_cast<std::size_t>(set) != entries.size()) {
     return absl::InternalError("KVM_SET_MSRS on vcpu " + std::to_string(id_) +
-                               " rejected MSR 0x" +
-                               std::to_string(entries[static_cast<std::size_t>(set)].index));
+                               " rejected MSR " +
+                               absl::StrFormat("0x%x", entries[static_cast<std::size_t>(set)].index));
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,14 @@
+/* A scenario is one named test the host asks for with `ember.test=name,...`. It returns 1
+ * to pass, or 0 with *reason set. Add one by writing its function and listing it in
+ * scenarios.c. */
+#pragma once
+
+#include "boot_info.h"
+
+struct scenario {
+  const char *name;
+  int (*run)(const struct boot_info *boot, const char **reason);
+};
+
+/* The table of scenarios, ended by an entry with a null name. */
+extern const struct scenario kScenarios[];

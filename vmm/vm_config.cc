@@ -1,0 +1,120 @@
+#include "vmm/vm_config.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_replace.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+
+namespace ember::vmm {
+namespace {
+
+// Protobuf's messages name sections by their proto names; users wrote the JSON names.
+std::string ToUserSpelling(std::string message) {
+  message = absl::StrReplaceAll(message, {{"boot_source", "boot-source"},
+                                          {"machine_config", "machine-config"},
+                                          {"network_interfaces", "network-interfaces"},
+                                          {"\n", " "}});
+  // Collapse the caret line protobuf adds under syntax errors.
+  return std::string(absl::StripAsciiWhitespace(absl::StrReplaceAll(message, {{" ^", ""}})));
+}
+
+absl::Status FieldError(const std::string& field, const std::string& problem) {
+  return absl::InvalidArgumentError(field + ": " + problem);
+}
+
+absl::Status CheckReadableFile(const std::string& field, const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return FieldError(field,
+                      std::string(base::ErrnoError("cannot open", "\"" + path + "\"").message()));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMachine(const v1::MachineConfig& machine) {
+  if (machine.has_vcpu_count() && (machine.vcpu_count() < 1 || machine.vcpu_count() > kMaxVcpus)) {
+    return FieldError("machine-config.vcpu_count",
+                      "must be between 1 and " + std::to_string(kMaxVcpus) + ", got " +
+                          std::to_string(machine.vcpu_count()));
+  }
+  if (machine.has_mem_size_mib() &&
+      (machine.mem_size_mib() < kMinMemMib || machine.mem_size_mib() > kMaxMemMib)) {
+    return FieldError("machine-config.mem_size_mib",
+                      "must be between " + std::to_string(kMinMemMib) + " and " +
+                          std::to_string(kMaxMemMib) + " MiB, got " +
+                          std::to_string(machine.mem_size_mib()));
+  }
+  if (machine.smt()) return FieldError("machine-config.smt", "SMT is not supported");
+  std::string tmpl = absl::AsciiStrToLower(machine.cpu_template());
+  if (!tmpl.empty() && tmpl != "host" && tmpl != "none") {
+    return FieldError("machine-config.cpu_template",
+                      "unknown template \"" + machine.cpu_template() + "\" (supported: host)");
+  }
+  if (machine.track_dirty_pages()) {
+    return FieldError("machine-config.track_dirty_pages", "dirty-page tracking is not supported yet");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json) {
+  v1::VmConfig config;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(json, &config, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(ToUserSpelling(std::string(status.message())));
+  }
+  return config;
+}
+
+absl::StatusOr<v1::VmConfig> LoadVmConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return base::ErrnoError("cannot open config file", "\"" + path + "\"");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto config = ParseVmConfigJson(text.str());
+  if (!config.ok()) {
+    return absl::InvalidArgumentError("config file \"" + path + "\": " +
+                                      std::string(config.status().message()));
+  }
+  return config;
+}
+
+absl::Status ValidateVmConfig(const v1::VmConfig& config) {
+  EMBER_RETURN_IF_ERROR(ValidateMachine(config.machine_config()));
+  const v1::BootSource& boot = config.boot_source();
+  if (!boot.kernel_image_path().empty()) {
+    EMBER_RETURN_IF_ERROR(CheckReadableFile("boot-source.kernel_image_path",
+                                            boot.kernel_image_path()));
+  }
+  if (!boot.initrd_path().empty()) {
+    EMBER_RETURN_IF_ERROR(CheckReadableFile("boot-source.initrd_path", boot.initrd_path()));
+  }
+  // Devices arrive with their own issues; until then a config asking for one must not
+  // silently boot a VM without it.
+  if (config.drives_size() > 0) return FieldError("drives", "block devices are not supported yet");
+  if (config.network_interfaces_size() > 0) {
+    return FieldError("network-interfaces", "network devices are not supported yet");
+  }
+  if (config.has_vsock()) return FieldError("vsock", "vsock devices are not supported yet");
+  if (!config.logger().level().empty()) {
+    base::LogLevel level;
+    if (auto status = base::ParseLogLevel(config.logger().level(), &level); !status.ok()) {
+      return FieldError("logger.level", std::string(status.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ember::vmm

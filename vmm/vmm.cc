@@ -1,0 +1,215 @@
+#include "vmm/vmm.h"
+
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "vmm/arch/x86_64/boot_cpu.h"
+#include "vmm/arch/x86_64/cpuid.h"
+#include "vmm/arch/x86_64/layout.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/cmdline.h"
+#include "vmm/guest_loader.h"
+#include "vmm/kernel_image.h"
+#include "vmm/vm_config.h"
+
+namespace ember::vmm {
+namespace {
+
+// PC port and IRQ assignments the guest expects.
+constexpr std::uint64_t kCom1Port = 0x3f8;
+constexpr std::uint64_t kCom1Size = 8;
+constexpr std::uint32_t kCom1Irq = 4;
+constexpr std::uint64_t kI8042Port = 0x60;
+constexpr std::uint64_t kI8042Size = 5;
+
+constexpr std::uint64_t kMetricsFlushSeconds = 60;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Vmm>> Vmm::Create(const VmmOptions& options) {
+  std::unique_ptr<Vmm> vmm(new Vmm());
+  EMBER_RETURN_IF_ERROR(vmm->Build(options));
+  return vmm;
+}
+
+Vmm::~Vmm() {
+  for (auto& vcpu : vcpus_) vcpu->Stop();
+}
+
+absl::Status Vmm::Build(const VmmOptions& options) {
+  const v1::MachineConfig& machine = options.config.machine_config();
+  std::uint32_t vcpu_count = machine.has_vcpu_count() ? machine.vcpu_count() : kDefaultVcpus;
+  std::uint64_t mem_bytes =
+      std::uint64_t{machine.has_mem_size_mib() ? machine.mem_size_mib() : kDefaultMemMib} *
+      arch::kMiB;
+  metrics_path_ = options.config.metrics().metrics_path();
+
+  // Check the kernel before creating anything, so bad input fails fast and cheaply.
+  const v1::BootSource& boot = options.config.boot_source();
+  std::optional<KernelImage> kernel;
+  if (boot.kernel_image_path().empty()) {
+    kernel = KernelImage::Builtin();
+  } else {
+    auto image = KernelImage::FromFile(boot.kernel_image_path());
+    if (!image.ok()) {
+      return absl::InvalidArgumentError("boot-source.kernel_image_path: " +
+                                        std::string(image.status().message()));
+    }
+    kernel = std::move(*image);
+  }
+  cmdline_ = AssembleCmdline(options.config, boot.kernel_image_path().empty());
+  EMBER_RETURN_IF_ERROR(CheckCmdlineLength(cmdline_));
+
+  EMBER_ASSIGN_OR_RETURN(kvm_, kvm::Kvm::Open());
+  EMBER_ASSIGN_OR_RETURN(vm_, kvm_->CreateVm());
+  EMBER_ASSIGN_OR_RETURN(memory_, base::GuestMemory::Create(arch::GuestRamRanges(mem_bytes)));
+  std::uint32_t slot = 0;
+  for (const base::GuestRegion& region : memory_->regions()) {
+    EMBER_RETURN_IF_ERROR(
+        vm_->SetUserMemoryRegion(slot++, region.guest_start, region.size, region.host));
+  }
+  EMBER_RETURN_IF_ERROR(vm_->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
+  EMBER_RETURN_IF_ERROR(vm_->CreateIrqchip());
+  EMBER_RETURN_IF_ERROR(vm_->CreatePit());
+
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t entry,
+                         LoadGuest(*memory_, {&*kernel, boot.initrd_path(), cmdline_}));
+  EMBER_ASSIGN_OR_RETURN(loop_, base::EventLoop::Create());
+  EMBER_RETURN_IF_ERROR(CreateDevices(options));
+  EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, entry, options.start_us));
+  EMBER_RETURN_IF_ERROR(WatchEvents(options));
+  EMBER_LOG(kInfo) << "VM built: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
+                   << " MiB, kernel " << kernel->name() << ", command line \"" << cmdline_
+                   << "\"";
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::CreateDevices(const VmmOptions& options) {
+  EMBER_ASSIGN_OR_RETURN(serial_irq_, base::EventFd::Create());
+  EMBER_ASSIGN_OR_RETURN(serial_rx_space_, base::EventFd::Create());
+  EMBER_ASSIGN_OR_RETURN(reset_event_, base::EventFd::Create());
+  EMBER_RETURN_IF_ERROR(vm_->RegisterIrqfd(serial_irq_->Get(), kCom1Irq));
+
+  serial_ = std::make_unique<devices::Serial>(options.console_out_fd, &*serial_irq_,
+                                              &*serial_rx_space_);
+  i8042_ = std::make_unique<devices::I8042>(&*reset_event_);
+  boot_timer_ = std::make_unique<devices::BootTimer>(options.start_us, nullptr);
+  EMBER_RETURN_IF_ERROR(pio_bus_.Insert(kCom1Port, kCom1Size, serial_.get()));
+  EMBER_RETURN_IF_ERROR(pio_bus_.Insert(kI8042Port, kI8042Size, i8042_.get()));
+  EMBER_RETURN_IF_ERROR(
+      mmio_bus_.Insert(arch::kBootTimerAddr, arch::kBootTimerSize, boot_timer_.get()));
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::CreateVcpus(std::uint32_t count, std::uint64_t entry, std::uint64_t start_us) {
+  EMBER_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_->GetSupportedCpuid());
+  VcpuRunner::InstallKickSignalHandler();
+  for (std::uint32_t id = 0; id < count; ++id) {
+    EMBER_ASSIGN_OR_RETURN(kvm::Vcpu vcpu, vm_->CreateVcpu(id));
+    EMBER_RETURN_IF_ERROR(vcpu.SetCpuid(arch::NormalizeCpuid(supported, id, count)));
+    if (id == 0) {
+      EMBER_RETURN_IF_ERROR(arch::ConfigureBootVcpu(vcpu, entry));
+    } else {
+      EMBER_RETURN_IF_ERROR(arch::ConfigureApplicationVcpu(vcpu));
+    }
+    vcpus_.push_back(std::make_unique<VcpuRunner>(
+        std::move(vcpu), &pio_bus_, &mmio_bus_, start_us,
+        [this](VmExit exit) { loop_->Post([this, exit] { Finish(exit); }); }));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::WatchEvents(const VmmOptions& options) {
+  EMBER_RETURN_IF_ERROR(loop_->Add(reset_event_->Get(), EPOLLIN, [this](std::uint32_t) {
+    reset_event_->Consume();
+    Finish({kExitOk, "guest reset the machine through the i8042 controller"});
+  }));
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  signal_fd_.Reset(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_) return base::ErrnoError("signalfd");
+  EMBER_RETURN_IF_ERROR(loop_->Add(signal_fd_.Get(), EPOLLIN, [this](std::uint32_t) {
+    signalfd_siginfo info{};
+    if (::read(signal_fd_.Get(), &info, sizeof(info)) != sizeof(info)) return;
+    Finish({kExitOk, std::string("stopped by ") + strsignal(static_cast<int>(info.ssi_signo))});
+  }));
+
+  if (options.console_input) {
+    // A regular file or /dev/null cannot be polled; the console is then output-only.
+    stdin_watched_ = loop_->Add(STDIN_FILENO, EPOLLIN, [this](std::uint32_t) {
+                             FeedConsoleInput();
+                           }).ok();
+    EMBER_RETURN_IF_ERROR(loop_->Add(serial_rx_space_->Get(), EPOLLIN, [this](std::uint32_t) {
+      serial_rx_space_->Consume();
+      FeedConsoleInput();
+    }));
+  }
+
+  if (!metrics_path_.empty()) {
+    metrics_timer_.Reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!metrics_timer_) return base::ErrnoError("timerfd_create");
+    itimerspec period{};
+    period.it_interval.tv_sec = period.it_value.tv_sec = kMetricsFlushSeconds;
+    if (::timerfd_settime(metrics_timer_.Get(), 0, &period, nullptr) != 0) {
+      return base::ErrnoError("timerfd_settime");
+    }
+    EMBER_RETURN_IF_ERROR(loop_->Add(metrics_timer_.Get(), EPOLLIN, [this](std::uint32_t) {
+      std::uint64_t expirations;
+      [[maybe_unused]] ssize_t n = ::read(metrics_timer_.Get(), &expirations, sizeof(expirations));
+      WriteMetrics();
+    }));
+  }
+  return absl::OkStatus();
+}
+
+void Vmm::FeedConsoleInput() {
+  constexpr std::size_t kMaxPending = 4096;
+  if (stdin_watched_ && pending_input_.size() < kMaxPending) {
+    std::uint8_t buf[kMaxPending];
+    ssize_t n = ::read(STDIN_FILENO, buf, kMaxPending - pending_input_.size());
+    if (n <= 0) {
+      // End of input (or an error): stop watching so the loop does not spin on it.
+      loop_->Remove(STDIN_FILENO);
+      stdin_watched_ = false;
+    } else {
+      pending_input_.insert(pending_input_.end(), buf, buf + n);
+    }
+  }
+  std::size_t taken = serial_->EnqueueInput(pending_input_);
+  pending_input_.erase(pending_input_.begin(), pending_input_.begin() + static_cast<long>(taken));
+  // With the backlog full, stop reading stdin until the guest drains the FIFO.
+  if (stdin_watched_) {
+    (void)loop_->Modify(STDIN_FILENO, pending_input_.size() < kMaxPending ? std::uint32_t{EPOLLIN} : 0u);
+  }
+}
+
+VmExit Vmm::Run() {
+  for (auto& vcpu : vcpus_) vcpu->Start();
+  if (auto status = loop_->Run(); !status.ok()) {
+    Finish({kExitError, "event loop failed: " + std::string(status.message())});
+  }
+  for (auto& vcpu : vcpus_) vcpu->Stop();
+  WriteMetrics();
+  return exit_.value_or(VmExit{kExitError, "event loop ended without a reason"});
+}
+
+void Vmm::Finish(VmExit exit) {
+  if (!exit_) exit_ = std::move(exit);
+  loop_->Stop();
+}
+
+void Vmm::WriteMetrics() const {
+  if (metrics_path_.empty()) return;
+  if (auto status = base::MetricsRegistry::Global().WriteTo(metrics_path_); !status.ok()) {
+    EMBER_LOG(kWarn) << "cannot write metrics: " << status.message();
+  }
+}
+
+}  // namespace ember::vmm

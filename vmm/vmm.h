@@ -1,0 +1,85 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ember/v1/vm_config.pb.h"
+#include "vmm/base/event_fd.h"
+#include "vmm/base/event_loop.h"
+#include "vmm/base/guest_memory.h"
+#include "vmm/bus.h"
+#include "vmm/devices/legacy/boot_timer.h"
+#include "vmm/devices/legacy/i8042.h"
+#include "vmm/devices/legacy/serial.h"
+#include "vmm/exit_code.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/vcpu_runner.h"
+
+namespace ember::vmm {
+
+struct VmmOptions {
+  v1::VmConfig config;  // already validated
+  // CLOCK_MONOTONIC µs of the start command (boot time and first-instruction time count from it).
+  std::uint64_t start_us = 0;
+  // The guest's serial console: output fd (borrowed) and whether stdin feeds its input.
+  int console_out_fd = 1;
+  bool console_input = true;
+};
+
+// One microVM: KVM objects, guest memory, devices, vCPU threads and the VMM thread's event
+// loop. Create() builds it completely but runs nothing; Run() starts the vCPUs and serves
+// the loop on the calling thread (the VMM thread) until the VM ends.
+class Vmm {
+ public:
+  // Errors: InvalidArgument for a bad kernel/initrd/config value (the user's fault),
+  // anything else for a host failure.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Vmm>> Create(const VmmOptions& options);
+  ~Vmm();
+
+  // Blocks until the guest resets or faults, a vCPU fails, or SIGTERM/SIGINT arrives (the
+  // caller must have blocked those two signals in every thread). Call once.
+  VmExit Run();
+
+  [[nodiscard]] const std::string& cmdline() const { return cmdline_; }
+
+ private:
+  Vmm() = default;
+  [[nodiscard]] absl::Status Build(const VmmOptions& options);
+  [[nodiscard]] absl::Status CreateDevices(const VmmOptions& options);
+  [[nodiscard]] absl::Status CreateVcpus(std::uint32_t count, std::uint64_t entry,
+                                         std::uint64_t start_us);
+  [[nodiscard]] absl::Status WatchEvents(const VmmOptions& options);
+  void FeedConsoleInput();
+  // Records how the VM ends (the first reason wins) and stops the loop. VMM thread.
+  void Finish(VmExit exit);
+  void WriteMetrics() const;
+
+  std::optional<kvm::Kvm> kvm_;
+  std::optional<kvm::Vm> vm_;
+  std::optional<base::GuestMemory> memory_;
+  std::optional<base::EventLoop> loop_;
+  Bus pio_bus_{"pio_bus"};
+  Bus mmio_bus_{"mmio_bus"};
+
+  std::optional<base::EventFd> serial_irq_;
+  std::optional<base::EventFd> serial_rx_space_;
+  std::optional<base::EventFd> reset_event_;
+  std::unique_ptr<devices::Serial> serial_;
+  std::unique_ptr<devices::I8042> i8042_;
+  std::unique_ptr<devices::BootTimer> boot_timer_;
+  std::vector<std::unique_ptr<VcpuRunner>> vcpus_;
+
+  base::UniqueFd signal_fd_;
+  base::UniqueFd metrics_timer_;
+  std::string metrics_path_;
+  std::string cmdline_;
+  std::vector<std::uint8_t> pending_input_;  // stdin bytes the serial FIFO had no room for
+  bool stdin_watched_ = false;
+  std::optional<VmExit> exit_;
+};
+
+}  // namespace ember::vmm
