@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
@@ -9,37 +10,9 @@
 namespace ember::virtio {
 namespace {
 
-// Register offsets (spec 4.2.2).
-constexpr std::uint64_t kMagicValue = 0x000;
-constexpr std::uint64_t kVersion = 0x004;
-constexpr std::uint64_t kDeviceId = 0x008;
-constexpr std::uint64_t kVendorIdReg = 0x00c;
-constexpr std::uint64_t kDeviceFeatures = 0x010;
-constexpr std::uint64_t kDeviceFeaturesSel = 0x014;
-constexpr std::uint64_t kDriverFeatures = 0x020;
-constexpr std::uint64_t kDriverFeaturesSel = 0x024;
-constexpr std::uint64_t kQueueSel = 0x030;
-constexpr std::uint64_t kQueueNumMax = 0x034;
-constexpr std::uint64_t kQueueNum = 0x038;
-constexpr std::uint64_t kQueueReady = 0x044;
-constexpr std::uint64_t kQueueNotify = MmioTransport::kQueueNotifyOffset;
-constexpr std::uint64_t kInterruptStatus = 0x060;
-constexpr std::uint64_t kInterruptAck = 0x064;
-constexpr std::uint64_t kStatus = 0x070;
-constexpr std::uint64_t kQueueDescLow = 0x080;
-constexpr std::uint64_t kQueueDescHigh = 0x084;
-constexpr std::uint64_t kQueueDriverLow = 0x090;
-constexpr std::uint64_t kQueueDriverHigh = 0x094;
-constexpr std::uint64_t kQueueDeviceLow = 0x0a0;
-constexpr std::uint64_t kQueueDeviceHigh = 0x0a4;
-constexpr std::uint64_t kShmSel = 0x0ac;
-constexpr std::uint64_t kShmLenLow = 0x0b0;
-constexpr std::uint64_t kShmBaseHigh = 0x0bc;
-constexpr std::uint64_t kConfigGeneration = 0x0fc;
-constexpr std::uint64_t kConfig = 0x100;
+using namespace mmio;  // the register map
+static_assert(kQueueNotify == MmioTransport::kQueueNotifyOffset);
 
-constexpr std::uint32_t kMagic = 0x74726976;  // "virt"
-constexpr std::uint32_t kMmioVersion = 2;
 constexpr std::uint32_t kDriverStatusBits =
     kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk | kStatusFailed;
 
@@ -119,11 +92,11 @@ std::uint32_t MmioTransport::ReadRegister(std::uint64_t offset) {
     case kMagicValue:
       return kMagic;
     case kVersion:
-      return kMmioVersion;
+      return kVersion2;
     case kDeviceId:
       return device_->device_id();
-    case kVendorIdReg:
-      return kVendorId;
+    case mmio::kVendorId:
+      return MmioTransport::kVendorId;
     case kInterruptStatus:
       return interrupt_status_.load();
     case kStatus:

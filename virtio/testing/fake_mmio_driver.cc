@@ -4,27 +4,11 @@
 #include <span>
 
 #include "absl/strings/str_format.h"
+#include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
 
 namespace ember::virtio::testing {
-namespace {
-
-constexpr std::uint64_t kMagicValue = 0x000;
-constexpr std::uint64_t kVersion = 0x004;
-constexpr std::uint64_t kDeviceFeatures = 0x010;
-constexpr std::uint64_t kDeviceFeaturesSel = 0x014;
-constexpr std::uint64_t kDriverFeatures = 0x020;
-constexpr std::uint64_t kDriverFeaturesSel = 0x024;
-constexpr std::uint64_t kQueueSel = 0x030;
-constexpr std::uint64_t kQueueNumMax = 0x034;
-constexpr std::uint64_t kQueueNum = 0x038;
-constexpr std::uint64_t kQueueReady = 0x044;
-constexpr std::uint64_t kStatus = 0x070;
-constexpr std::uint64_t kQueueDescLow = 0x080;
-constexpr std::uint64_t kQueueDriverLow = 0x090;
-constexpr std::uint64_t kQueueDeviceLow = 0x0a0;
-
-}  // namespace
+using namespace mmio;  // the register map
 
 std::uint32_t FakeMmioDriver::Read32(std::uint64_t offset) const {
   std::uint32_t value = 0;
@@ -68,7 +52,7 @@ void FakeMmioDriver::SetUpQueue(std::uint32_t index, const QueueLayout& layout) 
 
 absl::Status FakeMmioDriver::Initialize(std::uint64_t features,
                                         const std::vector<QueueLayout>& queues) const {
-  if (Read32(kMagicValue) != 0x74726976 || Read32(kVersion) != 2) {
+  if (Read32(kMagicValue) != kMagic || Read32(kVersion) != kVersion2) {
     return absl::FailedPreconditionError("not a version 2 virtio-mmio device");
   }
   Write32(kStatus, 0);

@@ -5,6 +5,7 @@
 #include <array>
 #include <vector>
 
+#include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
 #include "virtio/testing/fake_driver_queue.h"
 #include "virtio/testing/fake_mmio_driver.h"
@@ -22,20 +23,7 @@ constexpr std::uint64_t kOffered = FeatureBit(kFeatureVersion1) |
 constexpr std::uint32_t kAckDriver = kStatusAcknowledge | kStatusDriver;
 constexpr std::uint32_t kAckDriverFeatures = kAckDriver | kStatusFeaturesOk;
 
-// Register offsets the tests poke directly.
-constexpr std::uint64_t kDeviceFeaturesSel = 0x014;
-constexpr std::uint64_t kDeviceFeatures = 0x010;
-constexpr std::uint64_t kQueueSel = 0x030;
-constexpr std::uint64_t kQueueNumMax = 0x034;
-constexpr std::uint64_t kQueueNum = 0x038;
-constexpr std::uint64_t kQueueReady = 0x044;
-constexpr std::uint64_t kQueueNotify = 0x050;
-constexpr std::uint64_t kInterruptStatus = 0x060;
-constexpr std::uint64_t kInterruptAck = 0x064;
-constexpr std::uint64_t kStatus = 0x070;
-constexpr std::uint64_t kShmLenLow = 0x0b0;
-constexpr std::uint64_t kConfigGeneration = 0x0fc;
-constexpr std::uint64_t kConfig = 0x100;
+using namespace mmio;  // the register map
 
 // A two-queue device that records what the transport does to it.
 class RecordingDevice : public VirtioDevice {
@@ -115,10 +103,10 @@ class MmioTransportTest : public ::testing::Test {
 };
 
 TEST_F(MmioTransportTest, IdentityRegistersDescribeAVersion2Device) {
-  EXPECT_EQ(driver_->Read32(0x000), 0x74726976u);
-  EXPECT_EQ(driver_->Read32(0x004), 2u);
-  EXPECT_EQ(driver_->Read32(0x008), 42u);
-  EXPECT_EQ(driver_->Read32(0x00c), MmioTransport::kVendorId);
+  EXPECT_EQ(driver_->Read32(kMagicValue), kMagic);
+  EXPECT_EQ(driver_->Read32(kVersion), kVersion2);
+  EXPECT_EQ(driver_->Read32(kDeviceId), 42u);
+  EXPECT_EQ(driver_->Read32(mmio::kVendorId), MmioTransport::kVendorId);
 }
 
 TEST_F(MmioTransportTest, DeviceFeaturesAreReadThroughTheSelector) {
@@ -129,7 +117,7 @@ TEST_F(MmioTransportTest, DeviceFeaturesAreReadThroughTheSelector) {
 
 TEST_F(MmioTransportTest, NarrowControlRegisterReadReturnsZeroAndIsCounted) {
   std::array<std::uint8_t, 2> data{0xff, 0xff};
-  transport_->Read(0x000, data);
+  transport_->Read(kMagicValue, data);
   EXPECT_EQ(data[0], 0);
   EXPECT_EQ(data[1], 0);
   EXPECT_EQ(Metric("invalid_register_access"), 1u);
