@@ -1,0 +1,418 @@
+#include "jailer/jail.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "jailer/cgroup.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::jailer {
+namespace {
+
+using base::ErrnoError;
+using base::UniqueFd;
+
+// A device node the jail gets, owned by the target uid/gid. The numbers are taken from the
+// host's node when it has one; kvm and tun have fixed misc minors, userfaultfd's is dynamic.
+struct DeviceNode {
+  const char* path;
+  unsigned fallback_major;
+  unsigned fallback_minor;
+  bool fixed_number;  // false: skip the node when the host has none.
+};
+constexpr DeviceNode kDeviceNodes[] = {
+    {"/dev/kvm", 10, 232, true},
+    {"/dev/net/tun", 10, 200, true},
+    {"/dev/userfaultfd", 0, 0, false},
+};
+
+// Signals the foreground parent (--new-pid-ns without --daemonize) forwards to its child.
+constexpr int kForwardedSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+std::atomic<pid_t> g_child_pid{0};
+
+void ForwardSignal(int sig) {
+  pid_t child = g_child_pid.load();
+  if (child > 0) ::kill(child, sig);
+}
+
+absl::Status MakeDirs(const std::string& path) {
+  std::string prefix;
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoError("mkdir", prefix);
+    }
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return ErrnoError("stat", path);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveIfPresent(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError("unlink", path);
+  return absl::OkStatus();
+}
+
+absl::Status CloseInheritedFds(std::optional<int> keep) {
+  // close_range() leaves nothing behind, however many fds the caller leaked to us.
+  unsigned first = 3;
+  if (keep) {
+    if (*keep > 3 && ::close_range(3, static_cast<unsigned>(*keep) - 1, 0) != 0) {
+      return ErrnoError("close_range");
+    }
+    first = static_cast<unsigned>(*keep) + 1;
+    int flags = ::fcntl(*keep, F_GETFD);
+    if (flags < 0 || ::fcntl(*keep, F_SETFD, flags & ~FD_CLOEXEC) != 0) {
+      return ErrnoError("fcntl(F_SETFD)", absl::StrCat("passed fd ", *keep));
+    }
+  }
+  if (::close_range(first, ~0U, 0) != 0) return ErrnoError("close_range");
+  return absl::OkStatus();
+}
+
+// A caller may have ignored or blocked signals; the VMM must start from the defaults.
+void ResetSignals() {
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    ::signal(sig, SIG_DFL);  // fails harmlessly for the signal numbers glibc reserves.
+  }
+}
+
+// The jail holds no shared libraries, so a dynamically linked binary cannot start there.
+void WarnIfDynamic(int fd, const std::string& path) {
+  Elf64_Ehdr ehdr{};
+  if (::pread(fd, &ehdr, sizeof(ehdr), 0) != static_cast<ssize_t>(sizeof(ehdr))) return;
+  if (std::string_view(reinterpret_cast<const char*>(ehdr.e_ident), 4) != ELFMAG ||
+      ehdr.e_ident[EI_CLASS] != ELFCLASS64) {
+    return;
+  }
+  for (unsigned i = 0; i < ehdr.e_phnum; ++i) {
+    Elf64_Phdr phdr{};
+    off_t at = static_cast<off_t>(ehdr.e_phoff + i * sizeof(Elf64_Phdr));
+    if (::pread(fd, &phdr, sizeof(phdr), at) != static_cast<ssize_t>(sizeof(phdr))) return;
+    if (phdr.p_type == PT_INTERP) {
+      EMBER_LOG(kWarn) << path << " is dynamically linked; unless its loader and libraries "
+                       << "were put in the jail, exec will fail with ENOENT";
+      return;
+    }
+  }
+}
+
+// A hard link is cheap, but shares the inode: only safe when the jailed uid can never write it.
+bool CanHardLink(const struct stat& st) { return st.st_uid == 0 && (st.st_mode & 022) == 0; }
+
+absl::Status CopyFile(int src, const std::string& dst, off_t size) {
+  EMBER_RETURN_IF_ERROR(RemoveIfPresent(dst));
+  UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755));
+  if (!out) return ErrnoError("create", dst);
+  off_t offset = 0;
+  while (offset < size) {
+    ssize_t n = ::sendfile(out.Get(), src, &offset, static_cast<size_t>(size - offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError("sendfile", dst);
+    if (n == 0) return absl::DataLossError(absl::StrCat("exec file shrank while copying ", dst));
+  }
+  if (::fchmod(out.Get(), 0755) != 0) return ErrnoError("fchmod", dst);
+  return absl::OkStatus();
+}
+
+absl::Status SetLimit(int resource, const char* name, uint64_t value) {
+  struct rlimit limit {
+    value, value
+  };
+  if (::setrlimit(resource, &limit) != 0) return ErrnoError("setrlimit", name);
+  return absl::OkStatus();
+}
+
+absl::Status JoinNetns(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoError("open network namespace", path);
+  if (::setns(fd.Get(), CLONE_NEWNET) != 0) return ErrnoError("setns(CLONE_NEWNET)", path);
+  return absl::OkStatus();
+}
+
+// New mount namespace whose root is `chroot_dir`; the host's tree is detached, not merely
+// hidden, so no path, fd-less trick or '..' leads back out.
+absl::Status PivotInto(const std::string& chroot_dir) {
+  if (::unshare(CLONE_NEWNS) != 0) return ErrnoError("unshare(CLONE_NEWNS)");
+  // Nothing done in here may propagate back to the host's mounts.
+  if (::mount(nullptr, "/", nullptr, MS_SLAVE | MS_REC, nullptr) != 0) {
+    return ErrnoError("mount(MS_SLAVE|MS_REC)", "/");
+  }
+  // pivot_root needs the new root to be a mount point.
+  if (::mount(chroot_dir.c_str(), chroot_dir.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return ErrnoError("bind mount", chroot_dir);
+  }
+  if (::chdir(chroot_dir.c_str()) != 0) return ErrnoError("chdir", chroot_dir);
+  // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
+  // removes it without needing a directory for it inside the jail.
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) return ErrnoError("pivot_root", chroot_dir);
+  if (::umount2(".", MNT_DETACH) != 0) return ErrnoError("umount2(old root)");
+  if (::chdir("/") != 0) return ErrnoError("chdir", "/");
+  return absl::OkStatus();
+}
+
+struct HostDevice {
+  const char* path;
+  dev_t rdev;
+};
+
+std::vector<HostDevice> LookUpHostDevices() {
+  std::vector<HostDevice> devices;
+  for (const DeviceNode& node : kDeviceNodes) {
+    struct stat st {};
+    if (::stat(node.path, &st) == 0 && S_ISCHR(st.st_mode)) {
+      devices.push_back({node.path, st.st_rdev});
+    } else if (node.fixed_number) {
+      devices.push_back({node.path, ::makedev(node.fallback_major, node.fallback_minor)});
+    } else {
+      EMBER_LOG(kWarn) << "host has no " << node.path << "; the jail will not have one either";
+    }
+  }
+  return devices;
+}
+
+// Runs inside the jail, so a symlink planted by an earlier tenant of the same chroot can only
+// point within it.
+absl::Status MakeDirInJail(const char* dir) {
+  if (::mkdir(dir, 0755) != 0 && errno != EEXIST) return ErrnoError("mkdir", dir);
+  struct stat st {};
+  if (::lstat(dir, &st) != 0) return ErrnoError("lstat", dir);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, " in the jail is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CreateDeviceNodes(const std::vector<HostDevice>& devices, uid_t uid, gid_t gid) {
+  EMBER_RETURN_IF_ERROR(MakeDirInJail("/dev"));
+  EMBER_RETURN_IF_ERROR(MakeDirInJail("/dev/net"));
+  for (const HostDevice& device : devices) {
+    EMBER_RETURN_IF_ERROR(RemoveIfPresent(device.path));
+    if (::mknod(device.path, S_IFCHR | 0600, device.rdev) != 0) {
+      return ErrnoError("mknod", device.path);
+    }
+    if (::fchownat(AT_FDCWD, device.path, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoError("chown", device.path);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WritePidFile(const std::string& path, pid_t pid) {
+  EMBER_RETURN_IF_ERROR(RemoveIfPresent(path));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) return ErrnoError("create", path);
+  std::string text = absl::StrCat(pid, "\n");
+  if (::write(fd.Get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return ErrnoError("write", path);
+  }
+  return absl::OkStatus();
+}
+
+// The last step in the process that becomes the VMM. Returns only on failure.
+absl::Status EnterVmm(const JailerArgs& args, int dev_null) {
+  if (args.daemonize) {
+    if (::setsid() < 0) return ErrnoError("setsid");
+    for (int fd = 0; fd < 3; ++fd) {
+      if (::dup2(dev_null, fd) < 0) return ErrnoError("dup2", "/dev/null");
+    }
+  }
+  EMBER_RETURN_IF_ERROR(DropPrivileges(args.uid, args.gid));
+  std::string path = "/" + args.ExecName();
+  std::vector<std::string> argv_store = {args.ExecName()};
+  argv_store.insert(argv_store.end(), args.vmm_args.begin(), args.vmm_args.end());
+  std::vector<char*> argv;
+  for (auto& arg : argv_store) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  char* envp[] = {nullptr};
+  ::execve(path.c_str(), argv.data(), envp);
+  return ErrnoError("execve", path);
+}
+
+// Parent side after fork: reports the child's pid, then learns from the close-on-exec
+// status pipe whether the child reached execve.
+absl::StatusOr<int> SuperviseChild(const JailerArgs& args, pid_t child, UniqueFd status_read) {
+  g_child_pid.store(child);
+  absl::Status pid_status = WritePidFile("/" + args.ExecName() + ".pid", child);
+  std::string failure;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(status_read.Get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    failure.append(buf, static_cast<size_t>(n));
+  }
+  if (!failure.empty()) {
+    ::waitpid(child, nullptr, 0);
+    return absl::InternalError(failure);
+  }
+  if (!pid_status.ok()) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return pid_status;
+  }
+  EMBER_LOG(kInfo) << "started /" << args.ExecName() << " as pid " << child << " in "
+                   << args.ChrootDir();
+  if (args.daemonize) return 0;
+
+  // Foreground --new-pid-ns: stay as a thin, unprivileged stand-in for the child.
+  struct sigaction action {};
+  action.sa_handler = ForwardSignal;
+  sigemptyset(&action.sa_mask);
+  for (int sig : kForwardedSignals) ::sigaction(sig, &action, nullptr);
+  EMBER_RETURN_IF_ERROR(DropPrivileges(args.uid, args.gid));
+  int wstatus = 0;
+  while (::waitpid(child, &wstatus, 0) < 0) {
+    if (errno != EINTR) return ErrnoError("waitpid");
+  }
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  return 128 + WTERMSIG(wstatus);
+}
+
+}  // namespace
+
+absl::Status CheckPassFd(const JailerArgs& args) {
+  if (args.pass_fd && ::fcntl(*args.pass_fd, F_GETFD) < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--pass-fd: ", *args.pass_fd, " is not an open file descriptor"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DropPrivileges(uid_t uid, gid_t gid) {
+  if (::setgroups(0, nullptr) != 0) return ErrnoError("setgroups");
+  if (::setresgid(gid, gid, gid) != 0) return ErrnoError("setresgid", std::to_string(gid));
+  // Emptying the bounding set needs CAP_SETPCAP, so it comes before the uid change.
+  for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap) {
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      return ErrnoError("prctl(PR_CAPBSET_DROP)", std::to_string(cap));
+    }
+  }
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) {
+    return ErrnoError("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+  }
+  // No exec may grant privileges again (setuid bits, file capabilities).
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return ErrnoError("prctl(NO_NEW_PRIVS)");
+  if (::setresuid(uid, uid, uid) != 0) return ErrnoError("setresuid", std::to_string(uid));
+  // Leaving uid 0 already cleared the rest; for --allow-root it is done explicitly.
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capset, &header, data) != 0) return ErrnoError("capset");
+
+  if (::syscall(SYS_capget, &header, data) != 0) return ErrnoError("capget");
+  for (const auto& d : data) {
+    if (d.effective != 0 || d.permitted != 0 || d.inheritable != 0) {
+      return absl::InternalError("capabilities are still held after dropping them");
+    }
+  }
+  uid_t ruid, euid, suid;
+  gid_t rgid, egid, sgid;
+  if (::getresuid(&ruid, &euid, &suid) != 0 || ::getresgid(&rgid, &egid, &sgid) != 0 ||
+      ruid != uid || euid != uid || suid != uid || rgid != gid || egid != gid || sgid != gid) {
+    return absl::InternalError("uid/gid did not change as asked");
+  }
+  if (uid != 0 && ::setuid(0) == 0) return absl::InternalError("could regain uid 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> RunJailer(const JailerArgs& args) {
+  ResetSignals();
+  EMBER_RETURN_IF_ERROR(CloseInheritedFds(args.pass_fd));
+  if (::clearenv() != 0) return absl::InternalError("clearenv failed");
+  ::umask(022);
+
+  UniqueFd exec_fd(::open(args.exec_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!exec_fd) return ErrnoError("open", args.exec_file);
+  struct stat exec_stat {};
+  if (::fstat(exec_fd.Get(), &exec_stat) != 0) return ErrnoError("fstat", args.exec_file);
+  WarnIfDynamic(exec_fd.Get(), args.exec_file);
+
+  const std::string chroot_dir = args.ChrootDir();
+  EMBER_RETURN_IF_ERROR(MakeDirs(chroot_dir));
+  const std::string jailed_exec = chroot_dir + "/" + args.ExecName();
+  bool linked = false;
+  if (CanHardLink(exec_stat)) {
+    EMBER_RETURN_IF_ERROR(RemoveIfPresent(jailed_exec));
+    // AT_EMPTY_PATH links exactly the inode checked above, not whatever the path names now.
+    linked = ::linkat(exec_fd.Get(), "", AT_FDCWD, jailed_exec.c_str(), AT_EMPTY_PATH) == 0;
+  }
+
+  EMBER_RETURN_IF_ERROR(SetUpCgroups(args, ::getpid()).status());
+  if (args.fsize_limit) {
+    EMBER_RETURN_IF_ERROR(SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", *args.fsize_limit));
+  }
+  EMBER_RETURN_IF_ERROR(SetLimit(RLIMIT_NOFILE, "RLIMIT_NOFILE", args.no_file_limit));
+  if (args.netns) EMBER_RETURN_IF_ERROR(JoinNetns(*args.netns));
+
+  UniqueFd dev_null;
+  if (args.daemonize) {
+    dev_null.Reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!dev_null) return ErrnoError("open", "/dev/null");
+  }
+  std::vector<HostDevice> devices = LookUpHostDevices();
+
+  EMBER_RETURN_IF_ERROR(PivotInto(chroot_dir));
+  // From here on every path is inside the jail.
+  EMBER_RETURN_IF_ERROR(CreateDeviceNodes(devices, args.uid, args.gid));
+  if (!linked) {
+    EMBER_RETURN_IF_ERROR(CopyFile(exec_fd.Get(), "/" + args.ExecName(), exec_stat.st_size));
+  }
+  exec_fd.Reset();
+  // The VMM creates its sockets and files next to itself.
+  if (::chown("/", args.uid, args.gid) != 0) return ErrnoError("chown", "jail root");
+
+  if (!args.daemonize && !args.new_pid_ns) {
+    EMBER_RETURN_IF_ERROR(EnterVmm(args, dev_null.Get()));
+    return absl::InternalError("unreachable: EnterVmm returned OK");
+  }
+
+  if (args.new_pid_ns && ::unshare(CLONE_NEWPID) != 0) return ErrnoError("unshare(CLONE_NEWPID)");
+  int status_pipe[2];
+  if (::pipe2(status_pipe, O_CLOEXEC) != 0) return ErrnoError("pipe2");
+  UniqueFd status_read(status_pipe[0]);
+  UniqueFd status_write(status_pipe[1]);
+  pid_t child = ::fork();
+  if (child < 0) return ErrnoError("fork");
+  if (child == 0) {
+    status_read.Reset();
+    absl::Status failure = EnterVmm(args, dev_null.Get());
+    std::string message(failure.message());
+    (void)!::write(status_write.Get(), message.data(), message.size());
+    ::_exit(1);
+  }
+  status_write.Reset();
+  dev_null.Reset();
+  return SuperviseChild(args, child, std::move(status_read));
+}
+
+}  // namespace ember::jailer
