@@ -1,0 +1,190 @@
+#include "virtio/rate_limiter.h"
+
+#include <gtest/gtest.h>
+#include <sys/timerfd.h>
+
+#include "virtio/testing/fake_clock.h"
+
+namespace ember::virtio {
+namespace {
+
+using testing::FakeClock;
+using TokenType = RateLimiter::TokenType;
+
+constexpr std::uint64_t kNsPerMs = 1'000'000;
+
+RateLimiter MakeLimiter(const RateLimiterConfig& config, const FakeClock& clock) {
+  auto limiter = RateLimiter::Create(config, clock);
+  EXPECT_TRUE(limiter.ok()) << limiter.status();
+  return std::move(limiter).value();
+}
+
+// Nanoseconds until the limiter's timer fires; 0 when disarmed.
+std::uint64_t TimerRemainingNs(const RateLimiter& limiter) {
+  itimerspec spec{};
+  EXPECT_EQ(::timerfd_gettime(limiter.timer_fd(), &spec), 0);
+  return static_cast<std::uint64_t>(spec.it_value.tv_sec) * 1'000'000'000 +
+         static_cast<std::uint64_t>(spec.it_value.tv_nsec);
+}
+
+TEST(RateLimiter, WithoutBucketsEverythingPasses) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({}, clock);
+  EXPECT_TRUE(limiter.Consume(1ull << 40, TokenType::kBytes));
+  EXPECT_TRUE(limiter.Consume(1ull << 40, TokenType::kOps));
+  EXPECT_FALSE(limiter.blocked());
+}
+
+TEST(RateLimiter, BucketGrantsItsSizeThenRefuses) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{1000, 0, 100}, {}}, clock);
+  EXPECT_TRUE(limiter.Consume(600, TokenType::kBytes));
+  EXPECT_TRUE(limiter.Consume(400, TokenType::kBytes));
+  EXPECT_FALSE(limiter.Consume(1, TokenType::kBytes));
+  EXPECT_TRUE(limiter.blocked());
+}
+
+TEST(RateLimiter, RefusalArmsTimerForTheMissingTokens) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{1000, 0, 1000}, {}}, clock);
+  ASSERT_TRUE(limiter.Consume(1000, TokenType::kBytes));
+
+  ASSERT_FALSE(limiter.Consume(250, TokenType::kBytes));
+
+  // 250 of 1000 tokens refill in a quarter of the 1000 ms refill time.
+  const std::uint64_t remaining = TimerRemainingNs(limiter);
+  EXPECT_LE(remaining, 250 * kNsPerMs);
+  EXPECT_GT(remaining, 200 * kNsPerMs);
+}
+
+TEST(RateLimiter, TokensRefillLinearlyWithTime) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{1000, 0, 100}, {}}, clock);
+  ASSERT_TRUE(limiter.Consume(1000, TokenType::kBytes));
+  clock.AdvanceMs(50);
+  EXPECT_TRUE(limiter.Consume(500, TokenType::kBytes));
+  EXPECT_FALSE(limiter.Consume(1, TokenType::kBytes));
+}
+
+TEST(RateLimiter, StaysBlockedUntilTheTimerFiresEvenWithTokens) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{}, {1, 0, 100}}, clock);
+  ASSERT_TRUE(limiter.Consume(1, TokenType::kOps));
+  ASSERT_FALSE(limiter.Consume(1, TokenType::kOps));
+  clock.AdvanceMs(100);
+  EXPECT_FALSE(limiter.Consume(1, TokenType::kOps));
+
+  limiter.OnTimer();
+
+  EXPECT_FALSE(limiter.blocked());
+  EXPECT_TRUE(limiter.Consume(1, TokenType::kOps));
+}
+
+TEST(RateLimiter, TimerFdBecomesReadableWhenTheWaitIsOver) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{}, {1000, 0, 1}}, clock);
+  ASSERT_TRUE(limiter.Consume(1000, TokenType::kOps));
+  ASSERT_FALSE(limiter.Consume(1, TokenType::kOps));  // waits ~1 µs of real time
+  ::usleep(1000);
+  std::uint64_t expirations = 0;
+  EXPECT_EQ(::read(limiter.timer_fd(), &expirations, sizeof(expirations)),
+            static_cast<ssize_t>(sizeof(expirations)));
+  EXPECT_EQ(expirations, 1u);
+}
+
+TEST(RateLimiter, OneTimeBurstIsSpentFirstAndNeverRefilled) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{100, 1000, 100}, {}}, clock);
+  EXPECT_TRUE(limiter.Consume(1000, TokenType::kBytes));
+  EXPECT_EQ(limiter.bandwidth()->one_time_burst(), 0u);
+  EXPECT_EQ(limiter.bandwidth()->budget(), 100u);
+  EXPECT_TRUE(limiter.Consume(100, TokenType::kBytes));
+  clock.AdvanceMs(1000);
+  EXPECT_TRUE(limiter.Consume(100, TokenType::kBytes));
+  EXPECT_FALSE(limiter.Consume(1, TokenType::kBytes));
+}
+
+TEST(RateLimiter, RefusedRequestKeepsTheBurstItWouldHaveUsed) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{100, 50, 100}, {}}, clock);
+  ASSERT_TRUE(limiter.Consume(100, TokenType::kBytes));  // burst 50 + 50 of the budget
+  ASSERT_FALSE(limiter.Consume(80, TokenType::kBytes));  // 50 budget is not enough
+  EXPECT_EQ(limiter.bandwidth()->one_time_burst(), 0u);
+  EXPECT_EQ(limiter.bandwidth()->budget(), 50u);
+}
+
+TEST(RateLimiter, RequestLargerThanTheBucketPassesAndThenBlocksForTheExcess) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{1000, 0, 1000}, {}}, clock);
+
+  EXPECT_TRUE(limiter.Consume(3000, TokenType::kBytes));
+
+  EXPECT_TRUE(limiter.blocked());
+  const std::uint64_t remaining = TimerRemainingNs(limiter);
+  EXPECT_LE(remaining, 2000 * kNsPerMs);
+  EXPECT_GT(remaining, 1900 * kNsPerMs);
+  // After one refill period the debt is only half repaid.
+  limiter.OnTimer();
+  clock.AdvanceMs(1000);
+  EXPECT_FALSE(limiter.Consume(1, TokenType::kBytes));
+  limiter.OnTimer();
+  clock.AdvanceMs(1001);
+  EXPECT_TRUE(limiter.Consume(1, TokenType::kBytes));
+}
+
+TEST(RateLimiter, RequestTakesOneOperationAndItsBytes) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{100, 0, 100}, {10, 0, 100}}, clock);
+  ASSERT_TRUE(limiter.ConsumeRequest(60));
+  EXPECT_EQ(limiter.ops()->budget(), 9u);
+  EXPECT_EQ(limiter.bandwidth()->budget(), 40u);
+
+  EXPECT_FALSE(limiter.ConsumeRequest(60));
+
+  EXPECT_EQ(limiter.ops()->budget(), 9u);
+  EXPECT_EQ(limiter.bandwidth()->budget(), 40u);
+}
+
+TEST(RateLimiter, UpdateReplacesABucketWithAFullOne) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{100, 0, 100}, {}}, clock);
+  ASSERT_TRUE(limiter.Consume(100, TokenType::kBytes));
+
+  limiter.Update(TokenBucketConfig{500, 0, 100}, std::nullopt);
+
+  EXPECT_EQ(limiter.bandwidth()->budget(), 500u);
+  EXPECT_FALSE(limiter.ops().has_value());
+}
+
+TEST(RateLimiter, UpdateWithDisabledConfigRemovesTheBucket) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{100, 0, 100}, {1, 0, 100}}, clock);
+  limiter.Update(TokenBucketConfig{}, std::nullopt);
+  EXPECT_FALSE(limiter.bandwidth().has_value());
+  EXPECT_TRUE(limiter.ops().has_value());
+  EXPECT_TRUE(limiter.Consume(1ull << 30, TokenType::kBytes));
+}
+
+TEST(TokenBucket, PartialTokensAccumulateAcrossSmallSteps) {
+  // One token per 3 ms, asked for every 1 ms: the fractions must add up, not be dropped.
+  TokenBucket bucket({10, 0, 30}, 0);
+  ASSERT_EQ(bucket.Reduce(10, 0), TokenBucket::Reduction::kSuccess);
+  int granted = 0;
+  for (std::uint64_t ms = 1; ms <= 9; ++ms) {
+    if (bucket.Reduce(1, ms * kNsPerMs) == TokenBucket::Reduction::kSuccess) ++granted;
+  }
+  EXPECT_EQ(granted, 3);
+}
+
+TEST(RateLimiter, HugeBucketsDoNotOverflow) {
+  FakeClock clock;
+  const std::uint64_t size = 1ull << 50;
+  RateLimiter limiter = MakeLimiter({{size, 0, 1'000'000}, {}}, clock);
+  ASSERT_TRUE(limiter.Consume(size, TokenType::kBytes));
+  clock.AdvanceMs(500'000);
+  EXPECT_TRUE(limiter.Consume(size / 2, TokenType::kBytes));
+  EXPECT_FALSE(limiter.Consume(size / 1000, TokenType::kBytes));
+}
+
+}  // namespace
+}  // namespace ember::virtio

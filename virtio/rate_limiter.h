@@ -1,0 +1,117 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::virtio {
+
+// Monotonic nanoseconds; injectable so rate-limiter tests control time.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  [[nodiscard]] virtual std::uint64_t NowNs() const = 0;
+  // CLOCK_MONOTONIC; lives for the whole process.
+  static const Clock& System();
+};
+
+// One token bucket, with Firecracker's semantics: `size` tokens refill linearly over
+// `refill_time_ms`; `one_time_burst` extra tokens are available once, at start, and are not
+// refilled. A size or refill time of 0 means "no limit".
+struct TokenBucketConfig {
+  std::uint64_t size = 0;
+  std::uint64_t one_time_burst = 0;
+  std::uint64_t refill_time_ms = 0;
+
+  [[nodiscard]] bool enabled() const { return size != 0 && refill_time_ms != 0; }
+};
+
+class TokenBucket {
+ public:
+  enum class Reduction {
+    kSuccess,          // the tokens were taken
+    kFailure,          // not enough tokens yet; nothing was taken
+    kOverConsumption,  // more than the bucket holds: it was emptied and the excess is owed
+  };
+
+  // A full bucket as of `now_ns`. `config` must be enabled().
+  TokenBucket(const TokenBucketConfig& config, std::uint64_t now_ns);
+
+  [[nodiscard]] Reduction Reduce(std::uint64_t tokens, std::uint64_t now_ns);
+  // Gives back tokens taken by a Reduce whose work did not happen (never above size).
+  void Replenish(std::uint64_t tokens);
+  // Nanoseconds until the bucket has refilled `tokens` (at most its size) beyond its budget.
+  [[nodiscard]] std::uint64_t NsToRefill(std::uint64_t tokens) const;
+
+  [[nodiscard]] std::uint64_t budget() const { return budget_; }
+  [[nodiscard]] std::uint64_t one_time_burst() const { return one_time_burst_; }
+  [[nodiscard]] const TokenBucketConfig& config() const { return config_; }
+
+ private:
+  void Refill(std::uint64_t now_ns);
+
+  TokenBucketConfig config_;
+  std::uint64_t refill_ns_;
+  std::uint64_t budget_;
+  std::uint64_t one_time_burst_;
+  std::uint64_t last_refill_ns_;
+  // Tokens owed after an over-consumption, paid from the next refills.
+  std::uint64_t debt_ = 0;
+};
+
+struct RateLimiterConfig {
+  TokenBucketConfig bandwidth;  // bytes
+  TokenBucketConfig ops;        // operations
+};
+
+// A bandwidth bucket and an operations bucket in front of one device. When the device asks
+// for more than the buckets hold, Consume says no and arms timer_fd() for the moment enough
+// tokens will have refilled; the device stops taking requests and, when the VMM loop sees
+// timer_fd() readable, calls OnTimer() and resumes. No polling.
+// Owned by its device; used only on the VMM loop thread (Update included: the control path
+// posts updates to that thread).
+class RateLimiter {
+ public:
+  enum class TokenType { kBytes, kOps };
+
+  [[nodiscard]] static absl::StatusOr<RateLimiter> Create(
+      const RateLimiterConfig& config, const Clock& clock = Clock::System());
+
+  // Takes `tokens` from one bucket. False (and the timer armed) when the device must wait.
+  [[nodiscard]] bool Consume(std::uint64_t tokens, TokenType type);
+  // One operation of `bytes` bytes: both buckets, or neither.
+  [[nodiscard]] bool ConsumeRequest(std::uint64_t bytes);
+  void ManualReplenish(std::uint64_t tokens, TokenType type);
+
+  // True while the timer is armed: everything is refused until OnTimer().
+  [[nodiscard]] bool blocked() const { return blocked_; }
+  // Readable when a throttled device should retry. Owned by the limiter.
+  [[nodiscard]] int timer_fd() const { return timer_.Get(); }
+  // Call when timer_fd() is readable: clears the timer and the block.
+  void OnTimer();
+
+  // Replaces the buckets given (nullopt keeps a bucket, a disabled config removes it). A
+  // replaced bucket starts full, as in Firecracker.
+  void Update(const std::optional<TokenBucketConfig>& bandwidth,
+              const std::optional<TokenBucketConfig>& ops);
+
+  [[nodiscard]] const std::optional<TokenBucket>& bandwidth() const { return bandwidth_; }
+  [[nodiscard]] const std::optional<TokenBucket>& ops() const { return ops_; }
+
+ private:
+  RateLimiter(base::UniqueFd timer, const Clock& clock) : timer_(std::move(timer)), clock_(&clock) {}
+  [[nodiscard]] std::optional<TokenBucket>& Bucket(TokenType type) {
+    return type == TokenType::kBytes ? bandwidth_ : ops_;
+  }
+  void Block(std::uint64_t ns);
+
+  base::UniqueFd timer_;
+  const Clock* clock_;
+  std::optional<TokenBucket> bandwidth_;
+  std::optional<TokenBucket> ops_;
+  bool blocked_ = false;
+};
+
+}  // namespace ember::virtio
