@@ -1,0 +1,156 @@
+// ember-vmm booting the test guest on real KVM, run as a user runs it.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <elf.h>
+#include <fstream>
+#include <sstream>
+
+#include "tests/support/kvm_available.h"
+#include "tests/support/process.h"
+
+namespace ember::testing {
+namespace {
+
+using std::chrono::seconds;
+
+constexpr char kDefaultCmdline[] = "console=ttyS0 reboot=k panic=1 pci=off ember.test=hello";
+
+std::string Config(const std::string& json) { return WriteTempFile("vm.json", json); }
+
+std::string BootArgsConfig(const std::string& boot_args, const std::string& machine = "{}") {
+  return Config(R"({"boot-source": {"boot_args": ")" + boot_args + R"("}, "machine-config": )" +
+                machine + "}");
+}
+
+ProcessResult RunVmm(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinPath("ember-vmm")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProcess(argv, seconds(60));
+}
+
+TEST(VmmBoot, BuiltInGuestBootsRunsHelloAndEndsThroughI8042) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result = RunVmm({});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find(std::string("Ember test guest\nCommand line: ") + kDefaultCmdline +
+                            "\n"),
+            std::string::npos)
+      << result.out;
+  EXPECT_NE(result.out.find("\nPASS hello\n"), std::string::npos) << result.out;
+  EXPECT_NE(result.err.find("i8042"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, GuestSeesExactlyTheCommandLineGiven) {
+  EMBER_REQUIRE_KVM();
+  const std::string cmdline = "console=ttyS0 ember.test=hello quiet marker=a,b=c  two-spaces";
+  ProcessResult result = RunVmm({"--config", BootArgsConfig(cmdline)});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("Command line: " + cmdline + "\n"), std::string::npos) << result.out;
+}
+
+TEST(VmmBoot, UnknownScenarioIsReportedAsFailed) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result = RunVmm({"--config", BootArgsConfig("ember.test=hello,no-such-test")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("PASS hello\nFAIL no-such-test unknown scenario\n"), std::string::npos)
+      << result.out;
+}
+
+TEST(VmmBoot, TripleFaultEndsTheVmWithItsOwnCodeAndMessage) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result = RunVmm({"--config", BootArgsConfig("ember.test=triple-fault")});
+  EXPECT_EQ(result.exit_code, 3) << result.err;
+  EXPECT_NE(result.err.find("triple fault"), std::string::npos) << result.err;
+  EXPECT_EQ(result.out.find("Resetting"), std::string::npos) << result.out;
+}
+
+TEST(VmmBoot, SeveralVcpusAndMemoryAboveFourGiBBoot) {
+  EMBER_REQUIRE_KVM();
+  // 6 GiB puts 2.75 GiB above the MMIO gap; hello checks the e820 map the guest receives.
+  ProcessResult result = RunVmm(
+      {"--config", BootArgsConfig("ember.test=hello", R"({"vcpu_count": 4, "mem_size_mib": 6144})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("PASS hello"), std::string::npos) << result.out;
+  EXPECT_NE(result.err.find("4 vCPU(s), 6144 MiB"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, TwoVmsRunAtTheSameTimeWithoutInterfering) {
+  EMBER_REQUIRE_KVM();
+  Process first({BinPath("ember-vmm"), "--config", BootArgsConfig("ember.test=idle vm=first")});
+  Process second({BinPath("ember-vmm"), "--config", BootArgsConfig("ember.test=idle vm=second")});
+  // Both guests are running at once: each has reached its idle loop.
+  ASSERT_TRUE(first.WaitForOutput("idle\n", seconds(30)));
+  ASSERT_TRUE(second.WaitForOutput("idle\n", seconds(30)));
+  first.Signal(SIGTERM);
+  second.Signal(SIGTERM);
+  ProcessResult a = first.Wait(seconds(30));
+  ProcessResult b = second.Wait(seconds(30));
+  EXPECT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(a.out.find("vm=first"), std::string::npos);
+  EXPECT_EQ(a.out.find("vm=second"), std::string::npos);
+  EXPECT_NE(b.out.find("vm=second"), std::string::npos);
+  EXPECT_EQ(b.out.find("vm=first"), std::string::npos);
+}
+
+TEST(VmmBoot, SigtermStopsAnIdleVmCleanly) {
+  EMBER_REQUIRE_KVM();
+  Process vmm({BinPath("ember-vmm"), "--config", BootArgsConfig("ember.test=idle")});
+  ASSERT_TRUE(vmm.WaitForOutput("idle\n", seconds(30)));
+  vmm.Signal(SIGTERM);
+  ProcessResult result = vmm.Wait(seconds(30));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("stopped by"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, BootTimeAndFirstInstructionAreRecordedInMetrics) {
+  EMBER_REQUIRE_KVM();
+  std::string metrics = WriteTempFile("metrics.json", "");
+  ProcessResult result = RunVmm({"--metrics-path", metrics});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::stringstream text;
+  text << std::ifstream(metrics).rdbuf();
+  EXPECT_NE(text.str().find("\"boot_time_us\":"), std::string::npos) << text.str();
+  EXPECT_EQ(text.str().find("\"boot_time_us\":0"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("\"start_to_first_instruction_us\":"), std::string::npos);
+  EXPECT_NE(result.err.find("Guest-boot-time"), std::string::npos);
+}
+
+TEST(VmmBoot, KernelThatDoesNotFitInMemoryIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  // A valid ELF whose only segment sits at 64 MiB, given a 32 MiB guest.
+  Elf64_Ehdr ehdr{};
+  std::memcpy(ehdr.e_ident, ELFMAG, SELFMAG);
+  ehdr.e_ident[EI_CLASS] = ELFCLASS64;
+  ehdr.e_ident[EI_DATA] = ELFDATA2LSB;
+  ehdr.e_type = ET_EXEC;
+  ehdr.e_machine = EM_X86_64;
+  ehdr.e_entry = 64 << 20;
+  ehdr.e_phoff = sizeof(ehdr);
+  ehdr.e_phentsize = sizeof(Elf64_Phdr);
+  ehdr.e_phnum = 1;
+  Elf64_Phdr phdr{};
+  phdr.p_type = PT_LOAD;
+  phdr.p_paddr = 64 << 20;
+  phdr.p_memsz = 4096;
+  std::string image(reinterpret_cast<const char*>(&ehdr), sizeof(ehdr));
+  image.append(reinterpret_cast<const char*>(&phdr), sizeof(phdr));
+  std::string kernel = WriteTempFile("vmlinux", image);
+  ProcessResult result = RunVmm({"--config", Config(R"({"boot-source": {"kernel_image_path": ")" +
+                                                    kernel + R"("}, "machine-config": {"mem_size_mib": 32}})")});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("does not fit in guest memory"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, KernelThatIsNotElfIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  std::string kernel = WriteTempFile("vmlinux", std::string(4096, 'x'));
+  ProcessResult result =
+      RunVmm({"--config", Config(R"({"boot-source": {"kernel_image_path": ")" + kernel + R"("}})")});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("not an ELF"), std::string::npos) << result.err;
+}
+
+}  // namespace
+}  // namespace ember::testing

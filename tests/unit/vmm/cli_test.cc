@@ -1,0 +1,76 @@
+// ember-vmm's handling of bad input, run as a user runs it. None of these reach KVM.
+#include <gtest/gtest.h>
+
+#include "tests/support/process.h"
+
+namespace ember::testing {
+namespace {
+
+// Runs ember-vmm and expects the bad-input exit code with a single error line on stderr
+// containing `expected`.
+void ExpectBadInput(const std::vector<std::string>& args, const std::string& expected) {
+  std::vector<std::string> argv = {BinPath("ember-vmm")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ProcessResult result = RunProcess(argv);
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(result.err.rfind("ember-vmm: error: ", 0), 0u) << result.err;
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+  EXPECT_NE(result.err.find(expected), std::string::npos) << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+std::string Config(const std::string& json) { return WriteTempFile("vm.json", json); }
+
+TEST(VmmCli, UnknownFlagIsRejected) { ExpectBadInput({"--frobnicate"}, "--frobnicate"); }
+
+TEST(VmmCli, FlagWithoutValueIsRejected) { ExpectBadInput({"--config"}, "needs a value"); }
+
+TEST(VmmCli, MissingConfigFileIsNamed) {
+  ExpectBadInput({"--config", "/nonexistent/vm.json"}, "/nonexistent/vm.json");
+}
+
+TEST(VmmCli, MalformedJsonIsRejected) {
+  ExpectBadInput({"--config", Config("{\"machine-config\": {")}, "config file");
+}
+
+TEST(VmmCli, UnknownFieldIsNamed) {
+  ExpectBadInput({"--config", Config(R"({"machine-config": {"memory": 5}})")}, "memory");
+}
+
+TEST(VmmCli, WrongTypeIsNamed) {
+  ExpectBadInput({"--config", Config(R"({"machine-config": {"mem_size_mib": "lots"}})")},
+                 "machine-config.mem_size_mib");
+}
+
+TEST(VmmCli, ZeroMemoryIsRejected) {
+  ExpectBadInput({"--config", Config(R"({"machine-config": {"mem_size_mib": 0}})")},
+                 "machine-config.mem_size_mib");
+}
+
+TEST(VmmCli, MissingKernelIsNamed) {
+  ExpectBadInput({"--config", Config(R"({"boot-source": {"kernel_image_path": "/no/vmlinux"}})")},
+                 "/no/vmlinux");
+}
+
+TEST(VmmCli, UnreadableKernelIsNamed) {
+  // A directory opens for reading but is not a kernel file.
+  ExpectBadInput({"--config", Config(R"({"boot-source": {"kernel_image_path": "/tmp"}})")},
+                 "not a regular file");
+}
+
+TEST(VmmCli, OverlongCommandLineIsRejected) {
+  std::string args(3000, 'a');
+  ExpectBadInput({"--config", Config(R"({"boot-source": {"boot_args": ")" + args + R"("}})")},
+                 "boot-source.boot_args");
+}
+
+TEST(VmmCli, BadStartTimeIsRejected) { ExpectBadInput({"--start-time-us", "soon"}, "soon"); }
+
+TEST(VmmCli, HelpPrintsUsageAndSucceeds) {
+  ProcessResult result = RunProcess({BinPath("ember-vmm"), "--help"});
+  EXPECT_EQ(result.exit_code, 0);
+  EXPECT_NE(result.out.find("usage: ember-vmm"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ember::testing

@@ -1,0 +1,136 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+
+#include "vmm/base/unique_fd.h"
+#include "vmm/bus.h"
+#include "vmm/devices/legacy/i8042.h"
+#include "vmm/devices/legacy/serial.h"
+
+namespace ember::devices {
+namespace {
+
+std::uint8_t ReadReg(base::BusDevice& device, std::uint64_t offset) {
+  std::array<std::uint8_t, 1> value{};
+  device.Read(offset, value);
+  return value[0];
+}
+
+void WriteReg(base::BusDevice& device, std::uint64_t offset, std::uint8_t value) {
+  device.Write(offset, std::array<std::uint8_t, 1>{value});
+}
+
+class SerialTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    read_end_.Reset(fds[0]);
+    write_end_.Reset(fds[1]);
+    auto irq = base::EventFd::Create();
+    ASSERT_TRUE(irq.ok());
+    irq_.emplace(std::move(*irq));
+    serial_ = std::make_unique<Serial>(write_end_.Get(), &*irq_, nullptr);
+  }
+
+  base::UniqueFd read_end_, write_end_;
+  std::optional<base::EventFd> irq_;
+  std::unique_ptr<Serial> serial_;
+};
+
+TEST_F(SerialTest, TransmittedByteReachesTheOutputFd) {
+  WriteReg(*serial_, 0, 'A');
+  char c = 0;
+  ASSERT_EQ(::read(read_end_.Get(), &c, 1), 1);
+  EXPECT_EQ(c, 'A');
+}
+
+TEST_F(SerialTest, TransmitterAlwaysReadsAsEmpty) {
+  EXPECT_EQ(ReadReg(*serial_, 5) & 0x60, 0x60);
+}
+
+TEST_F(SerialTest, InputIsReadInOrderAndSetsDataReady) {
+  const std::uint8_t input[] = {'h', 'i'};
+  EXPECT_EQ(serial_->EnqueueInput(input), 2u);
+  EXPECT_EQ(ReadReg(*serial_, 5) & 0x01, 0x01);
+  EXPECT_EQ(ReadReg(*serial_, 0), 'h');
+  EXPECT_EQ(ReadReg(*serial_, 0), 'i');
+  EXPECT_EQ(ReadReg(*serial_, 5) & 0x01, 0x00);
+}
+
+TEST_F(SerialTest, InputBeyondTheFifoIsNotAccepted) {
+  std::vector<std::uint8_t> input(Serial::kFifoSize + 10, 'x');
+  EXPECT_EQ(serial_->EnqueueInput(input), Serial::kFifoSize);
+}
+
+TEST_F(SerialTest, LoopbackModeMirrorsModemControlInStatus) {
+  // Linux's 8250 probe: loopback with OUT2|OUT1|RTS|DTR set must read back in MSR's top bits.
+  WriteReg(*serial_, 4, 0x10 | 0x0f);
+  EXPECT_EQ(ReadReg(*serial_, 6) & 0xf0, 0xf0);
+}
+
+TEST_F(SerialTest, ScratchRegisterHoldsItsValue) {
+  WriteReg(*serial_, 7, 0x5a);
+  EXPECT_EQ(ReadReg(*serial_, 7), 0x5a);
+}
+
+TEST_F(SerialTest, RxInterruptIsRaisedWhenEnabled) {
+  WriteReg(*serial_, 1, 0x01);  // IER: receive data available
+  irq_->Consume();
+  const std::uint8_t input[] = {'x'};
+  serial_->EnqueueInput(input);
+  EXPECT_EQ(irq_->Consume(), 1u);
+  EXPECT_EQ(ReadReg(*serial_, 2) & 0x0f, 0x04);  // IIR: receive data available
+}
+
+TEST(I8042, ResetCommandSignalsTheResetEvent) {
+  auto reset = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok());
+  I8042 i8042(&*reset);
+  WriteReg(i8042, 4, 0xfe);
+  EXPECT_EQ(reset->Consume(), 1u);
+}
+
+TEST(I8042, SelfTestAnswersPassed) {
+  auto reset = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok());
+  I8042 i8042(&*reset);
+  WriteReg(i8042, 4, 0xaa);
+  EXPECT_EQ(ReadReg(i8042, 4) & 0x01, 0x01);  // output buffer full
+  EXPECT_EQ(ReadReg(i8042, 0), 0x55);
+  EXPECT_EQ(reset->Consume(), 0u);
+}
+
+TEST(Bus, OverlappingRangesAreRejected) {
+  auto reset = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok());
+  I8042 a(&*reset), b(&*reset);
+  vmm::Bus bus("test_bus");
+  ASSERT_TRUE(bus.Insert(0x60, 5, &a).ok());
+  EXPECT_FALSE(bus.Insert(0x64, 1, &b).ok());
+  EXPECT_FALSE(bus.Insert(0x5f, 2, &b).ok());
+  EXPECT_TRUE(bus.Insert(0x65, 1, &b).ok());
+}
+
+TEST(Bus, UnclaimedReadReturnsAllOnes) {
+  vmm::Bus bus("test_bus");
+  std::array<std::uint8_t, 2> data{};
+  EXPECT_FALSE(bus.Read(0x1234, data));
+  EXPECT_EQ(data[0], 0xff);
+  EXPECT_EQ(data[1], 0xff);
+}
+
+TEST(Bus, AccessDispatchesWithOffsetFromBase) {
+  auto reset = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok());
+  I8042 i8042(&*reset);
+  vmm::Bus bus("test_bus");
+  ASSERT_TRUE(bus.Insert(0x60, 5, &i8042).ok());
+  std::array<std::uint8_t, 1> reset_command{0xfe};
+  EXPECT_TRUE(bus.Write(0x64, reset_command));
+  EXPECT_EQ(reset->Consume(), 1u);
+}
+
+}  // namespace
+}  // namespace ember::devices

@@ -1,0 +1,122 @@
+#include "vmm/vm_config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace ember::vmm {
+namespace {
+
+std::string ErrorOf(const std::string& json) {
+  auto config = ParseVmConfigJson(json);
+  if (!config.ok()) return std::string(config.status().message());
+  auto status = ValidateVmConfig(*config);
+  return status.ok() ? "" : std::string(status.message());
+}
+
+TEST(VmConfig, FirecrackerConfigFileLoadsUnchanged) {
+  // Shaped like Firecracker's own example config, minus the devices Ember does not have yet.
+  auto config = ParseVmConfigJson(R"({
+    "boot-source": {
+      "kernel_image_path": "vmlinux.bin",
+      "boot_args": "console=ttyS0 reboot=k panic=1 pci=off",
+      "initrd_path": null
+    },
+    "machine-config": {
+      "vcpu_count": 2,
+      "mem_size_mib": 1024,
+      "smt": false,
+      "track_dirty_pages": false
+    },
+    "drives": [],
+    "logger": {"log_path": "/tmp/fc.log", "level": "Debug", "show_level": true},
+    "metrics": {"metrics_path": "/tmp/fc-metrics"}
+  })");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->boot_source().kernel_image_path(), "vmlinux.bin");
+  EXPECT_EQ(config->machine_config().vcpu_count(), 2u);
+  EXPECT_EQ(config->machine_config().mem_size_mib(), 1024u);
+  EXPECT_EQ(config->logger().level(), "Debug");
+  EXPECT_EQ(config->metrics().metrics_path(), "/tmp/fc-metrics");
+}
+
+TEST(VmConfig, UnknownFieldIsNamedAsTheFileSpellsIt) {
+  EXPECT_EQ(ErrorOf(R"({"machine-config": {"vcpus": 2}})"),
+            "(machine-config) vcpus: Cannot find field.");
+}
+
+TEST(VmConfig, UnknownSectionIsNamed) {
+  EXPECT_NE(ErrorOf(R"({"balloon": {}})").find("balloon"), std::string::npos);
+}
+
+TEST(VmConfig, WrongTypeNamesTheField) {
+  EXPECT_NE(ErrorOf(R"({"machine-config": {"vcpu_count": "two"}})")
+                .find("machine-config.vcpu_count"),
+            std::string::npos);
+}
+
+TEST(VmConfig, MalformedJsonIsOneLine) {
+  std::string error = ErrorOf(R"({"machine-config": )");
+  EXPECT_FALSE(error.empty());
+  EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+}
+
+TEST(VmConfig, ZeroVcpusIsRejected) {
+  EXPECT_EQ(ErrorOf(R"({"machine-config": {"vcpu_count": 0}})"),
+            "machine-config.vcpu_count: must be between 1 and 32, got 0");
+}
+
+TEST(VmConfig, TooManyVcpusIsRejected) {
+  EXPECT_NE(ErrorOf(R"({"machine-config": {"vcpu_count": 33}})").find("vcpu_count"),
+            std::string::npos);
+}
+
+TEST(VmConfig, ZeroMemoryIsRejected) {
+  EXPECT_EQ(ErrorOf(R"({"machine-config": {"mem_size_mib": 0}})"),
+            "machine-config.mem_size_mib: must be between 16 and 1048576 MiB, got 0");
+}
+
+TEST(VmConfig, AbsurdMemoryIsRejected) {
+  EXPECT_NE(ErrorOf(R"({"machine-config": {"mem_size_mib": 4000000000}})").find("mem_size_mib"),
+            std::string::npos);
+}
+
+TEST(VmConfig, UnknownCpuTemplateIsRejected) {
+  EXPECT_NE(ErrorOf(R"({"machine-config": {"cpu_template": "T2"}})").find("cpu_template"),
+            std::string::npos);
+}
+
+TEST(VmConfig, SmtIsRejected) {
+  EXPECT_NE(ErrorOf(R"({"machine-config": {"smt": true}})").find("smt"), std::string::npos);
+}
+
+TEST(VmConfig, MissingKernelFileIsNamed) {
+  std::string error = ErrorOf(R"({"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}})");
+  EXPECT_NE(error.find("boot-source.kernel_image_path"), std::string::npos) << error;
+  EXPECT_NE(error.find("/nonexistent/vmlinux"), std::string::npos) << error;
+}
+
+TEST(VmConfig, MissingInitrdFileIsNamed) {
+  std::string error = ErrorOf(R"({"boot-source": {"initrd_path": "/nonexistent/initrd"}})");
+  EXPECT_NE(error.find("boot-source.initrd_path"), std::string::npos) << error;
+}
+
+TEST(VmConfig, DevicesNotYetSupportedAreRefusedNotIgnored) {
+  EXPECT_NE(ErrorOf(R"({"drives": [{"drive_id": "rootfs"}]})").find("drives"), std::string::npos);
+  EXPECT_NE(ErrorOf(R"({"vsock": {"guest_cid": 3}})").find("vsock"), std::string::npos);
+}
+
+TEST(VmConfig, BadLogLevelIsNamed) {
+  EXPECT_NE(ErrorOf(R"({"logger": {"level": "Loud"}})").find("logger.level"), std::string::npos);
+}
+
+TEST(VmConfig, EmptyConfigIsValid) { EXPECT_EQ(ErrorOf("{}"), ""); }
+
+TEST(VmConfig, MissingConfigFileIsNamed) {
+  auto config = LoadVmConfigFile("/nonexistent/vm.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.status().message().find("/nonexistent/vm.json"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ember::vmm
