@@ -1,0 +1,87 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace ember::jailer {
+
+// One allowed system call and why the thread needs it. Allowlists are tables of these, one
+// table per thread kind, so that a reviewer reads every permission next to its reason.
+struct SyscallRule {
+  std::string name;    // as libseccomp spells it: "read", "ioctl", "epoll_pwait".
+  std::string reason;  // one line: which code path issues it.
+  // When arg_index >= 0 the call is allowed only if (argument & arg_mask) equals one of
+  // allowed_values, e.g. ioctl's request (arg 1) against {KVM_RUN}. Otherwise any arguments.
+  int arg_index = -1;
+  std::vector<uint64_t> allowed_values;
+  // ioctl's request is an unsigned int in the kernel; compare the low 32 bits only, so a
+  // sign-extended request in the register does not slip past (or trip) the filter.
+  uint64_t arg_mask = 0xffffffffULL;
+};
+
+// Table helpers: Allow("read", "virtio queue reads"),
+// AllowIfArg("ioctl", "the vCPU loop", 1, {KVM_RUN}).
+[[nodiscard]] inline SyscallRule Allow(std::string name, std::string reason) {
+  SyscallRule rule;
+  rule.name = std::move(name);
+  rule.reason = std::move(reason);
+  return rule;
+}
+[[nodiscard]] inline SyscallRule AllowIfArg(std::string name, std::string reason, int arg_index,
+                                            std::vector<uint64_t> allowed_values) {
+  SyscallRule rule = Allow(std::move(name), std::move(reason));
+  rule.arg_index = arg_index;
+  rule.allowed_values = std::move(allowed_values);
+  return rule;
+}
+
+struct SeccompPolicy {
+  std::string name;  // "vcpu", "vmm", "control", ...; used in log lines and errors.
+  std::vector<SyscallRule> rules;
+};
+
+enum class SeccompMode {
+  kEnforce,  // a call outside the policy kills the whole process with SIGSYS.
+  kLog,      // the kernel logs such a call and lets it run; for finding missing rules.
+};
+
+// "enforce" or "log" (a --seccomp-level style flag); InvalidArgument otherwise.
+[[nodiscard]] absl::StatusOr<SeccompMode> ParseSeccompMode(const std::string& text);
+
+// A compiled, not yet installed filter. Move-only; releases the libseccomp context.
+class SeccompFilter {
+ public:
+  // Resolves every rule; InvalidArgument names an unknown syscall or a bad argument index.
+  [[nodiscard]] static absl::StatusOr<SeccompFilter> Build(const SeccompPolicy& policy,
+                                                           SeccompMode mode);
+
+  // Sets no_new_privs and loads the filter on the calling thread (and the threads it creates
+  // afterwards); other threads are untouched. Irreversible. Called by each thread of
+  // ember-vmm before it runs guest code; logs loudly when the mode is kLog.
+  [[nodiscard]] absl::Status Install() const;
+
+  // The BPF program size, in instructions, as libseccomp generates it (for tests and logs).
+  [[nodiscard]] absl::StatusOr<size_t> InstructionCount() const;
+
+  SeccompFilter(SeccompFilter&&) noexcept = default;
+  SeccompFilter& operator=(SeccompFilter&&) noexcept = default;
+  ~SeccompFilter();
+
+ private:
+  struct Context;
+  SeccompFilter(std::string name, SeccompMode mode, std::unique_ptr<Context> context);
+
+  std::string name_;
+  SeccompMode mode_;
+  std::unique_ptr<Context> context_;
+};
+
+// Build() then Install(): the usual call.
+[[nodiscard]] absl::Status InstallSeccompPolicy(const SeccompPolicy& policy, SeccompMode mode);
+
+}  // namespace ember::jailer
