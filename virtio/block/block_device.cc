@@ -1,0 +1,436 @@
+#include "virtio/block/block_device.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "virtio/block/io_uring_engine.h"
+#include "virtio/block/sync_engine.h"
+#include "virtio/spec.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+
+namespace ember::virtio::block {
+namespace {
+
+// Feature bits (spec 5.2.3).
+constexpr unsigned kFeatureSegMax = 2;
+constexpr unsigned kFeatureRo = 5;
+constexpr unsigned kFeatureBlkSize = 6;
+constexpr unsigned kFeatureFlush = 9;
+constexpr unsigned kFeatureDiscard = 13;
+constexpr unsigned kFeatureWriteZeroes = 14;
+
+// Up to this many sectors per discard / write-zeroes segment (2 GiB); one segment each.
+constexpr std::uint32_t kMaxZeroingSectors = 0x400000;
+
+// struct virtio_blk_config (spec 5.2.4), up to write_zeroes_may_unmap.
+struct ConfigSpace {
+  std::uint64_t capacity;
+  std::uint32_t size_max;
+  std::uint32_t seg_max;
+  std::uint16_t cylinders;
+  std::uint8_t heads;
+  std::uint8_t sectors;
+  std::uint32_t blk_size;
+  std::uint8_t physical_block_exp;
+  std::uint8_t alignment_offset;
+  std::uint16_t min_io_size;
+  std::uint32_t opt_io_size;
+  std::uint8_t writeback;
+  std::uint8_t unused0;
+  std::uint16_t num_queues;
+  std::uint32_t max_discard_sectors;
+  std::uint32_t max_discard_seg;
+  std::uint32_t discard_sector_alignment;
+  std::uint32_t max_write_zeroes_sectors;
+  std::uint32_t max_write_zeroes_seg;
+  std::uint8_t write_zeroes_may_unmap;
+  std::uint8_t unused1[3];
+};
+static_assert(offsetof(ConfigSpace, seg_max) == 12);
+static_assert(offsetof(ConfigSpace, blk_size) == 20);
+static_assert(offsetof(ConfigSpace, num_queues) == 34);
+static_assert(offsetof(ConfigSpace, max_discard_sectors) == 36);
+static_assert(offsetof(ConfigSpace, max_write_zeroes_seg) == 52);
+// The struct pads to 64 bytes; the device exposes the spec's 60.
+constexpr std::size_t kConfigSpaceSize = offsetof(ConfigSpace, unused1) + 3;
+static_assert(kConfigSpaceSize == 60);
+
+std::vector<std::uint8_t> MakeConfigSpace(std::uint64_t capacity_bytes,
+                                          std::uint16_t queue_size) {
+  ConfigSpace c{};
+  c.capacity = capacity_bytes / kSectorSize;
+  c.seg_max = queue_size - 2u;  // a chain also carries the header and the status byte
+  c.blk_size = kSectorSize;
+  c.num_queues = 1;
+  c.max_discard_sectors = kMaxZeroingSectors;
+  c.max_discard_seg = 1;
+  c.discard_sector_alignment = 1;
+  c.max_write_zeroes_sectors = kMaxZeroingSectors;
+  c.max_write_zeroes_seg = 1;
+  c.write_zeroes_may_unmap = 1;
+  std::vector<std::uint8_t> bytes(kConfigSpaceSize);
+  std::memcpy(bytes.data(), &c, kConfigSpaceSize);
+  return bytes;
+}
+
+std::uint64_t Features(const BlockConfig& config) {
+  std::uint64_t features = FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureIndirectDesc) |
+                           FeatureBit(kFeatureEventIdx) | FeatureBit(kFeatureSegMax) |
+                           FeatureBit(kFeatureBlkSize);
+  if (config.read_only) {
+    features |= FeatureBit(kFeatureRo);
+  } else {
+    features |= FeatureBit(kFeatureDiscard) | FeatureBit(kFeatureWriteZeroes);
+  }
+  if (config.cache == CacheMode::kWriteback) features |= FeatureBit(kFeatureFlush);
+  return features;
+}
+
+absl::StatusOr<std::uint64_t> BackingSize(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return base::ErrnoError("fstat", path);
+  std::uint64_t size = 0;
+  if (S_ISREG(st.st_mode)) {
+    size = static_cast<std::uint64_t>(st.st_size);
+  } else if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) return base::ErrnoError("BLKGETSIZE64", path);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("drive file ", path, " is neither a regular file nor a block device"));
+  }
+  if (size % kSectorSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("drive file ", path, " is ", size,
+                                                   " bytes, not a multiple of 512"));
+  }
+  return size;
+}
+
+}  // namespace
+
+BlockDevice::Metrics::Metrics(base::MetricsRegistry& registry, const std::string& group)
+    : queue_events(registry.Get(group, "queue_events")),
+      read_count(registry.Get(group, "read_count")),
+      read_bytes(registry.Get(group, "read_bytes")),
+      write_count(registry.Get(group, "write_count")),
+      write_bytes(registry.Get(group, "write_bytes")),
+      flush_count(registry.Get(group, "flush_count")),
+      discard_count(registry.Get(group, "discard_count")),
+      write_zeroes_count(registry.Get(group, "write_zeroes_count")),
+      io_errors(registry.Get(group, "io_errors")),
+      invalid_requests(registry.Get(group, "invalid_requests")),
+      invalid_chains(registry.Get(group, "invalid_chains")),
+      rate_limiter_throttled(registry.Get(group, "rate_limiter_throttled")) {}
+
+absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const BlockConfig& config,
+                                                                 base::MetricsRegistry& metrics,
+                                                                 const Clock& clock) {
+  if (config.queue_size < 4 || config.queue_size > kMaxQueueSize ||
+      (config.queue_size & (config.queue_size - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("drive ", config.drive_id, ": queue size ",
+                                                   config.queue_size,
+                                                   " is not a power of two in [4, 32768]"));
+  }
+  const int flags = O_CLOEXEC | (config.read_only ? O_RDONLY : O_RDWR) |
+                    (config.direct_io ? O_DIRECT : 0);
+  base::UniqueFd file(::open(config.path.c_str(), flags));
+  if (!file) {
+    return base::ErrnoError("open", absl::StrCat("drive ", config.drive_id, " (", config.path, ")"));
+  }
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t capacity, BackingSize(file.Get(), config.path));
+  std::unique_ptr<BlockEngine> engine;
+  if (config.engine == EngineKind::kIoUring) {
+    EMBER_ASSIGN_OR_RETURN(engine, IoUringEngine::Create(file.Get(), config.queue_size));
+  } else {
+    engine = std::make_unique<SyncEngine>(file.Get());
+  }
+  EMBER_ASSIGN_OR_RETURN(RateLimiter limiter, RateLimiter::Create(config.rate_limiter, clock));
+  return std::unique_ptr<BlockDevice>(new BlockDevice(config, std::move(file), capacity,
+                                                      std::move(engine), std::move(limiter),
+                                                      metrics));
+}
+
+BlockDevice::BlockDevice(const BlockConfig& config, base::UniqueFd file,
+                         std::uint64_t capacity_bytes, std::unique_ptr<BlockEngine> engine,
+                         RateLimiter limiter, base::MetricsRegistry& metrics)
+    : config_(config),
+      file_(std::move(file)),
+      capacity_bytes_(capacity_bytes),
+      features_(Features(config)),
+      config_space_(MakeConfigSpace(capacity_bytes, config.queue_size)),
+      metrics_(metrics, "block_" + config.drive_id),
+      engine_(std::move(engine)),
+      limiter_(std::move(limiter)) {}
+
+BlockDevice::~BlockDevice() = default;
+
+std::uint32_t BlockDevice::device_id() const { return kDeviceIdBlock; }
+
+void BlockDevice::ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const {
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    data[i] = offset + i < config_space_.size() ? config_space_[offset + i] : 0;
+  }
+}
+
+void BlockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
+  // Nothing is writable: writeback toggling (VIRTIO_BLK_F_CONFIG_WCE) is not offered.
+}
+
+absl::Status BlockDevice::Activate(ActivationContext context) {
+  if (context.queues.size() != 1 || !context.queues[0].has_value()) {
+    return absl::FailedPreconditionError(name() + ": the driver did not enable the request queue");
+  }
+  std::lock_guard lock(mu_);
+  queue_ = std::move(context.queues[0]);
+  signals_ = context.signals;
+  broken_ = false;
+  used_added_ = false;
+  return absl::OkStatus();
+}
+
+void BlockDevice::Reset() {
+  std::lock_guard lock(mu_);
+  // Requests still in the engine complete into their old buffers but are not reported.
+  ++generation_;
+  queue_.reset();
+  signals_ = nullptr;
+  broken_ = false;
+}
+
+std::vector<EventSource> BlockDevice::EventSources() {
+  std::vector<EventSource> sources;
+  if (engine_->completion_fd() >= 0) {
+    sources.push_back({engine_->completion_fd(), [this] { ProcessCompletions(); }});
+  }
+  sources.push_back({limiter_.timer_fd(), [this] { ProcessRateLimiterTimer(); }});
+  return sources;
+}
+
+void BlockDevice::ProcessQueue(std::size_t) {
+  std::lock_guard lock(mu_);
+  metrics_.queue_events->Add();
+  DrainQueue();
+}
+
+void BlockDevice::ProcessCompletions() {
+  std::lock_guard lock(mu_);
+  ReapCompletions();
+}
+
+void BlockDevice::ProcessRateLimiterTimer() {
+  std::lock_guard lock(mu_);
+  limiter_.OnTimer();
+  DrainQueue();
+}
+
+void BlockDevice::UpdateRateLimiter(const std::optional<TokenBucketConfig>& bandwidth,
+                                    const std::optional<TokenBucketConfig>& ops) {
+  std::lock_guard lock(mu_);
+  limiter_.Update(bandwidth, ops);
+}
+
+void BlockDevice::DrainQueue() {
+  if (!queue_ || broken_) return;
+  bool throttled = false;
+  do {
+    queue_->DisableNotification();
+    for (;;) {
+      auto chain = queue_->Pop();
+      if (!chain.ok()) {
+        MarkBroken(chain.status());
+        break;
+      }
+      if (!chain->has_value()) break;
+      if (!StartRequest(**chain)) {
+        // Retried when the rate limiter's timer fires; notifications stay off until then.
+        queue_->UndoPop();
+        throttled = true;
+        break;
+      }
+      if (broken_) break;
+    }
+  } while (!throttled && !broken_ && queue_->EnableNotification());
+  engine_->Submit();
+  ReapCompletions();
+}
+
+std::uint8_t BlockDevice::CheckRange(std::uint64_t sector, std::uint64_t bytes) const {
+  if (sector > capacity_bytes_ / kSectorSize) return kStatusIoErr;
+  const std::uint64_t offset = sector * kSectorSize;
+  return bytes <= capacity_bytes_ - offset ? kStatusOk : kStatusIoErr;
+}
+
+bool BlockDevice::StartRequest(const DescriptorChain& chain) {
+  auto parsed = ParseRequest(chain);
+  if (!parsed.ok()) {
+    MarkBroken(parsed.status());
+    return true;
+  }
+  const Request& request = *parsed;
+  const bool data_transfer = request.type == kTypeIn || request.type == kTypeOut;
+  if (!limiter_.ConsumeRequest(data_transfer ? request.data_len : 0)) {
+    metrics_.rate_limiter_throttled->Add();
+    return false;
+  }
+  auto reject = [&](std::uint8_t status) {
+    metrics_.invalid_requests->Add();
+    Answer(chain.head, request.status, status, 1);
+    return true;
+  };
+  switch (request.type) {
+    case kTypeIn:
+    case kTypeOut:
+      if (request.type == kTypeOut && config_.read_only) return reject(kStatusIoErr);
+      if (request.data_len % kSectorSize != 0) return reject(kStatusIoErr);
+      if (CheckRange(request.sector, request.data_len) != kStatusOk) return reject(kStatusIoErr);
+      StartIo(chain, request);
+      return true;
+    case kTypeFlush:
+      // Without FLUSH offered (cache=unsafe) there is nothing the guest may rely on.
+      if (config_.cache != CacheMode::kWriteback) {
+        Answer(chain.head, request.status, kStatusOk, 1);
+        return true;
+      }
+      StartIo(chain, request);
+      return true;
+    case kTypeGetId: {
+      std::array<std::uint8_t, kIdBytes> id{};
+      std::memcpy(id.data(), config_.drive_id.data(),
+                  std::min<std::size_t>(config_.drive_id.size(), kIdBytes));
+      const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(request.data_len, kIdBytes));
+      if (!chain.CopyToWritable(0, std::span(id).first(len))) return reject(kStatusIoErr);
+      Answer(chain.head, request.status, kStatusOk, len + 1);
+      return true;
+    }
+    case kTypeDiscard:
+    case kTypeWriteZeroes:
+      if (config_.read_only) return reject(kStatusIoErr);
+      StartIo(chain, request);
+      return true;
+    default:
+      return reject(kStatusUnsupp);
+  }
+}
+
+void BlockDevice::StartIo(const DescriptorChain& chain, const Request& request) {
+  std::uint32_t cookie;
+  if (free_slots_.empty()) {
+    cookie = static_cast<std::uint32_t>(in_flight_.size());
+    in_flight_.emplace_back();
+  } else {
+    cookie = free_slots_.back();
+    free_slots_.pop_back();
+  }
+  InFlight& op = in_flight_[cookie];
+  op.generation = generation_;
+  op.head = chain.head;
+  op.status = request.status;
+  op.type = request.type;
+  op.bytes = 0;
+  op.expected = 0;
+  op.used_len = 1;
+  auto abandon = [&](std::uint8_t status) {
+    free_slots_.push_back(cookie);
+    metrics_.invalid_requests->Add();
+    Answer(chain.head, request.status, status, 1);
+  };
+  const std::uint64_t offset = request.sector * kSectorSize;
+  switch (request.type) {
+    case kTypeIn:
+      if (!chain.WritableIoVecs(0, request.data_len, &op.iovs)) return abandon(kStatusIoErr);
+      op.bytes = request.data_len;
+      op.expected = static_cast<std::int64_t>(request.data_len);
+      op.used_len = static_cast<std::uint32_t>(request.data_len + 1);
+      engine_->Read(offset, op.iovs, cookie);
+      return;
+    case kTypeOut:
+      if (!chain.ReadableIoVecs(16, request.data_len, &op.iovs)) return abandon(kStatusIoErr);
+      op.bytes = request.data_len;
+      op.expected = static_cast<std::int64_t>(request.data_len);
+      engine_->Write(offset, op.iovs, cookie);
+      return;
+    case kTypeFlush:
+      engine_->Flush(cookie);
+      return;
+    default: {  // discard, write zeroes: exactly one segment (max_*_seg is 1)
+      DiscardSegment segment{};
+      if (request.data_len != sizeof(segment) ||
+          !chain.CopyFromReadable(16, std::span(reinterpret_cast<std::uint8_t*>(&segment),
+                                                sizeof(segment)))) {
+        return abandon(kStatusIoErr);
+      }
+      const bool zeroes = request.type == kTypeWriteZeroes;
+      const std::uint32_t allowed_flags = zeroes ? kWriteZeroesFlagUnmap : 0;
+      if ((segment.flags & ~allowed_flags) != 0) return abandon(kStatusUnsupp);
+      const std::uint64_t bytes = std::uint64_t{segment.num_sectors} * kSectorSize;
+      if (segment.num_sectors > kMaxZeroingSectors ||
+          CheckRange(segment.sector, bytes) != kStatusOk) {
+        return abandon(kStatusIoErr);
+      }
+      op.bytes = bytes;
+      engine_->WriteZeroes(segment.sector * kSectorSize, bytes,
+                           !zeroes || (segment.flags & kWriteZeroesFlagUnmap) != 0, cookie);
+      return;
+    }
+  }
+}
+
+void BlockDevice::Answer(std::uint16_t head, std::uint8_t* status, std::uint8_t value,
+                         std::uint32_t used_len) {
+  *status = value;
+  queue_->AddUsed(head, used_len);
+  used_added_ = true;
+}
+
+void BlockDevice::ReapCompletions() {
+  completions_.clear();
+  engine_->Reap(&completions_);
+  for (const Completion& done : completions_) {
+    InFlight& op = in_flight_[done.cookie];
+    op.iovs.clear();
+    free_slots_.push_back(static_cast<std::uint32_t>(done.cookie));
+    if (op.generation != generation_ || !queue_) continue;  // the driver reset meanwhile
+    const bool ok = done.result == op.expected;
+    if (!ok) {
+      metrics_.io_errors->Add();
+      EMBER_LOG(kDebug) << name() << ": request type " << op.type << " failed: result "
+                        << done.result << ", expected " << op.expected;
+    } else if (op.type == kTypeIn) {
+      metrics_.read_count->Add();
+      metrics_.read_bytes->Add(op.bytes);
+    } else if (op.type == kTypeOut) {
+      metrics_.write_count->Add();
+      metrics_.write_bytes->Add(op.bytes);
+    } else if (op.type == kTypeFlush) {
+      metrics_.flush_count->Add();
+    } else if (op.type == kTypeDiscard) {
+      metrics_.discard_count->Add();
+    } else {
+      metrics_.write_zeroes_count->Add();
+    }
+    Answer(op.head, op.status, ok ? kStatusOk : kStatusIoErr, ok ? op.used_len : 1);
+  }
+  InterruptIfNeeded();
+}
+
+void BlockDevice::InterruptIfNeeded() {
+  if (!used_added_ || !queue_) return;
+  used_added_ = false;
+  if (queue_->NeedsInterrupt() && signals_ != nullptr) signals_->SignalUsedBuffer();
+}
+
+void BlockDevice::MarkBroken(const absl::Status& why) {
+  metrics_.invalid_chains->Add();
+  EMBER_LOG(kWarn) << name() << ": driver error, device needs reset: " << why;
+  broken_ = true;
+  if (signals_ != nullptr) signals_->MarkNeedsReset();
+}
+
+}  // namespace ember::virtio::block

@@ -1,0 +1,135 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "virtio/block/config.h"
+#include "virtio/block/engine.h"
+#include "virtio/block/request.h"
+#include "virtio/device.h"
+#include "virtio/rate_limiter.h"
+#include "vmm/base/metrics.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::virtio::block {
+
+// virtio-blk (spec 5.2): one request queue, IN/OUT/FLUSH/GET_ID/DISCARD/WRITE_ZEROES, served
+// by an io_uring or synchronous engine, optionally rate limited.
+//
+// Threads: register-side calls (ReadConfig, Activate, Reset) come from vCPU threads through
+// the transport; ProcessQueue, ProcessCompletions and ProcessRateLimiterTimer run on the VMM
+// loop thread. mu_ guards the activation state they share; the configuration space is
+// immutable and needs no lock.
+//
+// A request the device cannot serve (out of range, a write to a read-only drive, an I/O
+// error) completes with VIRTIO_BLK_S_IOERR or _UNSUPP and the device carries on. A chain
+// that breaks the virtqueue rules marks the device DEVICE_NEEDS_RESET, is counted in
+// block_<id>.invalid_chains, and stops the device until the driver resets it.
+class BlockDevice final : public VirtioDevice {
+ public:
+  // Opens `config.path` (read-only drives O_RDONLY; O_DIRECT when asked) and sets up the
+  // engine. Errors: a missing or unopenable file, a size not a multiple of 512 bytes, an
+  // io_uring the kernel refuses. Borrows `metrics` and `clock`, which outlive the device.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockDevice>> Create(
+      const BlockConfig& config,
+      base::MetricsRegistry& metrics = base::MetricsRegistry::Global(),
+      const Clock& clock = Clock::System());
+  ~BlockDevice() override;
+
+  // VirtioDevice.
+  [[nodiscard]] std::uint32_t device_id() const override;
+  [[nodiscard]] std::uint64_t offered_features() const override { return features_; }
+  [[nodiscard]] std::span<const std::uint16_t> queue_max_sizes() const override {
+    return std::span(&config_.queue_size, 1);
+  }
+  [[nodiscard]] std::string name() const override { return "block_" + config_.drive_id; }
+  void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const override;
+  void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+  [[nodiscard]] absl::Status Activate(ActivationContext context) override;
+  void Reset() override;
+  void ProcessQueue(std::size_t index) override;
+  // The engine's completion eventfd (io_uring only) and the rate limiter's timerfd.
+  [[nodiscard]] std::vector<EventSource> EventSources() override;
+
+  // Loop thread: the engine's completion_fd is readable.
+  void ProcessCompletions();
+  // Loop thread: the rate limiter's timer fired; resumes a throttled queue.
+  void ProcessRateLimiterTimer();
+  // Loop thread (the control path posts it there): changes the limits while the VM runs.
+  void UpdateRateLimiter(const std::optional<TokenBucketConfig>& bandwidth,
+                         const std::optional<TokenBucketConfig>& ops);
+
+  [[nodiscard]] std::uint64_t capacity_bytes() const { return capacity_bytes_; }
+
+ private:
+  // Where one request in flight in the engine will be answered.
+  struct InFlight {
+    std::uint64_t generation = 0;  // activation it belongs to; stale after a reset
+    std::uint16_t head = 0;
+    std::uint8_t* status = nullptr;
+    std::uint32_t used_len = 0;  // bytes written into the chain on success, status included
+    std::int64_t expected = 0;   // the engine result that means success
+    std::uint32_t type = 0;
+    std::uint64_t bytes = 0;  // data bytes, for metrics
+    IoVecs iovs;              // kept alive until the engine has finished with them
+  };
+
+  struct Metrics {
+    Metrics(base::MetricsRegistry& registry, const std::string& group);
+    base::Metric* queue_events;
+    base::Metric* read_count;
+    base::Metric* read_bytes;
+    base::Metric* write_count;
+    base::Metric* write_bytes;
+    base::Metric* flush_count;
+    base::Metric* discard_count;
+    base::Metric* write_zeroes_count;
+    base::Metric* io_errors;
+    base::Metric* invalid_requests;  // answered with IOERR/UNSUPP without touching the file
+    base::Metric* invalid_chains;    // the driver broke the virtqueue: NEEDS_RESET
+    base::Metric* rate_limiter_throttled;
+  };
+
+  BlockDevice(const BlockConfig& config, base::UniqueFd file, std::uint64_t capacity_bytes,
+              std::unique_ptr<BlockEngine> engine, RateLimiter limiter,
+              base::MetricsRegistry& metrics);
+
+  // All of these run with mu_ held.
+  void DrainQueue();
+  // Starts (or answers) one request; false when the rate limiter says wait.
+  [[nodiscard]] bool StartRequest(const DescriptorChain& chain);
+  void Answer(std::uint16_t head, std::uint8_t* status, std::uint8_t value,
+              std::uint32_t used_len);
+  void StartIo(const DescriptorChain& chain, const Request& request);
+  [[nodiscard]] std::uint8_t CheckRange(std::uint64_t sector, std::uint64_t bytes) const;
+  void ReapCompletions();
+  void InterruptIfNeeded();
+  void MarkBroken(const absl::Status& why);
+
+  const BlockConfig config_;
+  const base::UniqueFd file_;  // declared before engine_: the engine borrows it
+  const std::uint64_t capacity_bytes_;
+  const std::uint64_t features_;
+  std::vector<std::uint8_t> config_space_;
+  Metrics metrics_;
+
+  std::mutex mu_;
+  std::unique_ptr<BlockEngine> engine_;           // guarded by mu_
+  RateLimiter limiter_;                           // guarded by mu_
+  std::optional<Queue> queue_;                    // guarded by mu_; set while activated
+  DeviceSignals* signals_ = nullptr;              // guarded by mu_
+  bool broken_ = false;                           // guarded by mu_
+  bool used_added_ = false;                       // guarded by mu_
+  std::uint64_t generation_ = 0;                  // guarded by mu_
+  std::deque<InFlight> in_flight_;                // guarded by mu_; stable addresses
+  std::vector<std::uint32_t> free_slots_;         // guarded by mu_
+  std::vector<Completion> completions_;           // guarded by mu_; reused buffer
+};
+
+}  // namespace ember::virtio::block
