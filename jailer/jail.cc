@@ -57,6 +57,24 @@ void ForwardSignal(int sig) {
   if (child > 0) ::kill(child, sig);
 }
 
+sigset_t ForwardedSignalSet() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : kForwardedSignals) sigaddset(&set, sig);
+  return set;
+}
+
+// Installed before the fork (with the signals blocked) so that a signal sent to the jailer
+// at any moment reaches the child, and none kills the parent behind the child's back.
+void PrepareForwarding() {
+  sigset_t forwarded = ForwardedSignalSet();
+  ::sigprocmask(SIG_BLOCK, &forwarded, nullptr);
+  struct sigaction action {};
+  action.sa_handler = ForwardSignal;
+  sigemptyset(&action.sa_mask);
+  for (int sig : kForwardedSignals) ::sigaction(sig, &action, nullptr);
+}
+
 absl::Status MakeDirs(const std::string& path) {
   std::string prefix;
   for (size_t pos = 1; pos <= path.size(); ++pos) {
@@ -263,6 +281,9 @@ absl::Status EnterVmm(const JailerArgs& args, int dev_null) {
 // status pipe whether the child reached execve.
 absl::StatusOr<int> SuperviseChild(const JailerArgs& args, pid_t child, UniqueFd status_read) {
   g_child_pid.store(child);
+  // Signals that arrived since the fork were held back until the child's pid was known.
+  sigset_t forwarded = ForwardedSignalSet();
+  ::sigprocmask(SIG_UNBLOCK, &forwarded, nullptr);
   absl::Status pid_status = WritePidFile("/" + args.ExecName() + ".pid", child);
   std::string failure;
   char buf[512];
@@ -286,10 +307,6 @@ absl::StatusOr<int> SuperviseChild(const JailerArgs& args, pid_t child, UniqueFd
   if (args.daemonize) return 0;
 
   // Foreground --new-pid-ns: stay as a thin, unprivileged stand-in for the child.
-  struct sigaction action {};
-  action.sa_handler = ForwardSignal;
-  sigemptyset(&action.sa_mask);
-  for (int sig : kForwardedSignals) ::sigaction(sig, &action, nullptr);
   EMBER_RETURN_IF_ERROR(DropPrivileges(args.uid, args.gid));
   int wstatus = 0;
   while (::waitpid(child, &wstatus, 0) < 0) {
@@ -401,10 +418,12 @@ absl::StatusOr<int> RunJailer(const JailerArgs& args) {
   if (::pipe2(status_pipe, O_CLOEXEC) != 0) return ErrnoError("pipe2");
   UniqueFd status_read(status_pipe[0]);
   UniqueFd status_write(status_pipe[1]);
+  if (!args.daemonize) PrepareForwarding();
   pid_t child = ::fork();
   if (child < 0) return ErrnoError("fork");
   if (child == 0) {
     status_read.Reset();
+    ResetSignals();  // the VMM starts with default dispositions and nothing blocked.
     absl::Status failure = EnterVmm(args, dev_null.Get());
     std::string message(failure.message());
     (void)!::write(status_write.Get(), message.data(), message.size());

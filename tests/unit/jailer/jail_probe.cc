@@ -8,6 +8,8 @@
 //   --write-bytes N   try to write N bytes to /probe-fsize; report the outcome
 //   --wait            after the report, print "ready" and block until stdin reaches EOF
 //   --exit N          exit with status N (default 0)
+//   --term-handler    exit 99 on SIGTERM (as pid 1 of a pid namespace, only a process with a
+//                     handler can be signalled at all)
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -115,16 +117,19 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     bool has_value = i + 1 < argc;
-    if (arg == "--out" && has_value)
+    if (arg == "--out" && has_value) {
       out_path = argv[++i];
-    else if (arg == "--fork" && has_value)
+    } else if (arg == "--fork" && has_value) {
       fork_count = std::atol(argv[++i]);
-    else if (arg == "--write-bytes" && has_value)
+    } else if (arg == "--write-bytes" && has_value) {
       write_bytes = std::atol(argv[++i]);
-    else if (arg == "--exit" && has_value)
+    } else if (arg == "--exit" && has_value) {
       exit_code = std::atoi(argv[++i]);
-    else if (arg == "--wait")
+    } else if (arg == "--wait") {
       wait_for_eof = true;
+    } else if (arg == "--term-handler") {
+      signal(SIGTERM, [](int) { _exit(99); });
+    }
   }
 
   std::ostringstream r;

@@ -368,6 +368,15 @@ TEST_F(JailTest, NewPidNsRunsTheBinaryAsPidOneAndMirrorsItsExitCode) {
   EXPECT_EQ(jailer.Wait(), 7) << jailer.err();
 }
 
+TEST_F(JailTest, NewPidNsForegroundParentForwardsSigterm) {
+  Jailer jailer(Args({"--new-pid-ns"}, {"--term-handler", "--wait"}), {});
+  ASSERT_EQ(ParseReport(jailer.ReadUntilReady())["end"], "1") << jailer.err();
+  ASSERT_EQ(kill(jailer.pid(), SIGTERM), 0);
+  // The probe leaves with 99 from its handler and the parent mirrors that; 143 would mean the
+  // parent itself died of the signal.
+  EXPECT_EQ(jailer.WaitWithStdinOpen(std::chrono::seconds(10)), 99) << jailer.err();
+}
+
 TEST_F(JailTest, JoinsTheGivenNetworkNamespace) {
   std::string netns = MakeNetns();
   struct stat st {};
@@ -406,8 +415,13 @@ TEST_F(JailTest, DaemonizeDetachesAndReportsThePid) {
   EXPECT_EQ(r["stderr"], "chr:1:3");
   EXPECT_EQ(r["uid"], "12345,12345,12345");
   // Let the daemon finish before TearDown removes its jail.
-  pid_t daemon = std::stoi(r["pid"]);
-  while (kill(daemon, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+  std::string stat_path = "/proc/" + r["pid"] + "/stat";
+  auto running = [&] {
+    std::string stat = ReadFileOr(stat_path);
+    size_t paren = stat.rfind(')');
+    return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
+  };
+  while (running() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }

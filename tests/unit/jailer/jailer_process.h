@@ -8,11 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ember::jailer {
@@ -104,13 +106,33 @@ class Jailer {
     err_ = Drain(stderr_);
     int status = 0;
     waitpid(pid_, &status, 0);
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return exit_code_;
+    return Finish(status);
+  }
+  // Waits up to `timeout` without closing stdin (so a probe in --wait cannot leave on its
+  // own); returns the exit code, or -1 if the jailer was still running and has been killed.
+  int WaitWithStdinOpen(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        Wait();
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    out_ += Drain(stdout_);
+    err_ = Drain(stderr_);
+    return Finish(status);
   }
   const std::string& out() const { return out_; }
   const std::string& err() const { return err_; }
 
  private:
+  int Finish(int status) {
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return exit_code_;
+  }
   static std::string Drain(int fd) {
     std::string text;
     char buf[4096];
