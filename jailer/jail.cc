@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -129,8 +130,7 @@ void ResetSignals() {
 void WarnIfDynamic(int fd, const std::string& path) {
   Elf64_Ehdr ehdr{};
   if (::pread(fd, &ehdr, sizeof(ehdr), 0) != static_cast<ssize_t>(sizeof(ehdr))) return;
-  if (std::string_view(reinterpret_cast<const char*>(ehdr.e_ident), 4) != ELFMAG ||
-      ehdr.e_ident[EI_CLASS] != ELFCLASS64) {
+  if (std::memcmp(ehdr.e_ident, ELFMAG, SELFMAG) != 0 || ehdr.e_ident[EI_CLASS] != ELFCLASS64) {
     return;
   }
   for (unsigned i = 0; i < ehdr.e_phnum; ++i) {
@@ -431,6 +431,8 @@ absl::StatusOr<int> RunJailer(const JailerArgs& args) {
   }
   status_write.Reset();
   dev_null.Reset();
+  // The child holds the only copy of the control socket, so its peer sees EOF when it dies.
+  if (args.pass_fd) ::close(*args.pass_fd);
   return SuperviseChild(args, child, std::move(status_read));
 }
 

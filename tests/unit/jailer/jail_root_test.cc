@@ -297,6 +297,27 @@ TEST_F(JailTest, ClosesInheritedFdsButKeepsThePassedOne) {
   for (int fd : {pipe_fds[0], pipe_fds[1], 40, 41}) close(fd);
 }
 
+TEST_F(JailTest, UnderNewPidNsOnlyTheVmmHoldsThePassedFd) {
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+  ASSERT_EQ(dup3(pipe_fds[0], 40, O_CLOEXEC), 40);
+  Jailer::Options options;
+  options.inherit_fds = {40};
+  Jailer jailer(Args({"--new-pid-ns", "--pass-fd", "40"}, {"--wait"}), options);
+  Report r = ParseReport(jailer.ReadUntilReady());
+  ASSERT_EQ(r["end"], "1") << jailer.err();
+  EXPECT_EQ(r["fds"], "0,1,2,40");
+  std::string vmm_pid = ReadFileOr(ChrootDir() + "/jail_probe.pid");
+  ASSERT_FALSE(vmm_pid.empty());
+  vmm_pid.pop_back();
+  struct stat st {};
+  EXPECT_EQ(stat(("/proc/" + vmm_pid + "/fd/40").c_str(), &st), 0);
+  EXPECT_NE(stat(("/proc/" + std::to_string(jailer.pid()) + "/fd/40").c_str(), &st), 0)
+      << "the waiting jailer parent still holds the passed fd";
+  EXPECT_EQ(jailer.Wait(), 0) << jailer.err();
+  for (int fd : {pipe_fds[0], pipe_fds[1], 40}) close(fd);
+}
+
 TEST_F(JailTest, ClosesEveryInheritedFdWithoutPassFd) {
   int fd = dup3(2, 50, O_CLOEXEC);
   ASSERT_EQ(fd, 50);
