@@ -1,0 +1,487 @@
+#include "virtio/block/block_device.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <numeric>
+#include <vector>
+
+#include "virtio/mmio/mmio_transport.h"
+#include "virtio/mmio/registers.h"
+#include "virtio/spec.h"
+#include "virtio/testing/fake_block_driver.h"
+#include "virtio/testing/fake_clock.h"
+#include "virtio/testing/fake_driver_queue.h"
+#include "virtio/testing/fake_mmio_driver.h"
+
+namespace ember::virtio::block {
+namespace {
+
+using testing::BlockRequestBuffers;
+using testing::FakeBlockDriver;
+using testing::FakeBuffer;
+using testing::FakeClock;
+using testing::FakeDriverQueue;
+using testing::FakeGuestAllocator;
+using testing::FakeMmioDriver;
+
+constexpr std::uint64_t kMemSize = 4 << 20;
+constexpr std::uint64_t kDiskSize = 64 * 1024;
+constexpr std::uint16_t kQueueSize = 256;
+constexpr std::uint64_t kDriverFeatures =
+    FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureIndirectDesc) | FeatureBit(kFeatureEventIdx);
+
+// Byte i of the disk image holds PatternByte(i), so any read can be checked.
+std::uint8_t PatternByte(std::uint64_t offset) {
+  return static_cast<std::uint8_t>((offset * 7 + offset / 512) & 0xff);
+}
+
+std::vector<std::uint8_t> Pattern(std::uint64_t offset, std::uint64_t len) {
+  std::vector<std::uint8_t> bytes(len);
+  for (std::uint64_t i = 0; i < len; ++i) bytes[i] = PatternByte(offset + i);
+  return bytes;
+}
+
+// A disk image file in the test's temporary directory, removed afterwards.
+class TempDisk {
+ public:
+  explicit TempDisk(std::uint64_t size) {
+    path_ = ::testing::TempDir() + "/ember_blk_XXXXXX";
+    int fd = ::mkstemp(path_.data());
+    EXPECT_GE(fd, 0);
+    std::vector<std::uint8_t> bytes = Pattern(0, size);
+    EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(size));
+    ::close(fd);
+  }
+  ~TempDisk() { ::unlink(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+  std::vector<std::uint8_t> Read(std::uint64_t offset, std::uint64_t len) const {
+    std::vector<std::uint8_t> bytes(len);
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_EQ(::pread(fd, bytes.data(), len, static_cast<off_t>(offset)),
+              static_cast<ssize_t>(len));
+    ::close(fd);
+    return bytes;
+  }
+
+ private:
+  std::string path_;
+};
+
+// A block device behind the real MMIO transport, driven through guest-memory rings by the
+// fake driver, on the engine the test is instantiated with.
+class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
+ protected:
+  BlockDeviceTest()
+      : disk_(kDiskSize),
+        memory_(base::GuestMemory::Create({{0, kMemSize}}).value()),
+        queue_(memory_, 0x1000, kQueueSize),
+        alloc_(0x10000, kMemSize - 0x10000),
+        blk_(memory_, queue_, alloc_) {}
+
+  BlockConfig Config() {
+    BlockConfig config;
+    config.drive_id = "disk0";
+    config.path = disk_.path();
+    config.engine = GetParam();
+    config.cache = CacheMode::kWriteback;
+    return config;
+  }
+
+  // Creates the device and runs the driver's probe; false (with a failure) if either fails.
+  void Start(const BlockConfig& config) {
+    auto device = BlockDevice::Create(config, metrics_, clock_);
+    ASSERT_TRUE(device.ok()) << device.status();
+    device_ = device->get();
+    auto transport = MmioTransport::Create(memory_, std::move(device).value(),
+                                           base::EventFd::Create().value(), metrics_);
+    ASSERT_TRUE(transport.ok()) << transport.status();
+    transport_ = std::move(transport).value();
+    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+    const absl::Status init = driver_->Initialize(kDriverFeatures & driver_->DeviceFeatures(),
+                                                  {queue_.layout()});
+    ASSERT_TRUE(init.ok()) << init;
+  }
+  void Start() { Start(Config()); }
+
+  // The guest writes QueueNotify; the VMM loop sees the ioeventfd and lets the device work.
+  void Kick() {
+    driver_->Write32(mmio::kQueueNotify, 0);
+    transport_->HandleQueueEvent(0);
+  }
+
+  // Runs the VMM loop's completion handler until `count` used entries arrived (or 5 s).
+  std::vector<testing::UsedElement> WaitForUsed(std::size_t count) {
+    return WaitForUsed(count, queue_);
+  }
+  std::vector<testing::UsedElement> WaitForUsed(std::size_t count, FakeDriverQueue& queue) {
+    std::vector<testing::UsedElement> used;
+    for (int spins = 0; spins < 5000 && used.size() < count; ++spins) {
+      while (auto elem = queue.PopUsed()) used.push_back(*elem);
+      if (used.size() >= count) break;
+      for (const EventSource& source : device_->EventSources()) {
+        pollfd pfd{source.fd, POLLIN, 0};
+        if (::poll(&pfd, 1, 1) == 1) source.on_readable();
+      }
+    }
+    return used;
+  }
+
+  // One request, start to finish: returns its status byte.
+  std::uint8_t Run(const BlockRequestBuffers& buffers) {
+    Kick();
+    auto used = WaitForUsed(1);
+    EXPECT_EQ(used.size(), 1u);
+    return blk_.Status(buffers);
+  }
+
+  std::uint64_t Metric(const std::string& name) {
+    return metrics_.Get("block_disk0", name)->Get();
+  }
+
+  // A discard or write-zeroes request carrying one segment.
+  BlockRequestBuffers AddSegmentRequest(std::uint32_t type, const DiscardSegment& segment) {
+    BlockRequestBuffers req = blk_.Allocate(sizeof(DiscardSegment));
+    // DiscardSegment is the wire format, little-endian like the host.
+    blk_.WriteData(req, std::span(reinterpret_cast<const std::uint8_t*>(&segment),
+                                  sizeof(segment)));
+    blk_.Add(req, type, 0);
+    return req;
+  }
+
+  TempDisk disk_;
+  base::MetricsRegistry metrics_;
+  FakeClock clock_;
+  base::GuestMemory memory_;
+  FakeDriverQueue queue_;
+  FakeGuestAllocator alloc_;
+  FakeBlockDriver blk_;
+  BlockDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<FakeMmioDriver> driver_;
+};
+
+TEST_P(BlockDeviceTest, ReadReturnsTheFileContents) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 3, 4096);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(req), Pattern(3 * 512, 4096));
+  EXPECT_EQ(Metric("read_count"), 1u);
+  EXPECT_EQ(Metric("read_bytes"), 4096u);
+}
+
+TEST_P(BlockDeviceTest, ReadReportsDataPlusStatusAsUsedLength) {
+  Start();
+  blk_.AddNew(kTypeIn, 0, 1024);
+  Kick();
+  auto used = WaitForUsed(1);
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].len, 1025u);
+}
+
+TEST_P(BlockDeviceTest, ReadScatteredOverSeveralDescriptors) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 8, 3 * 512, /*segments=*/3);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(req), Pattern(8 * 512, 3 * 512));
+}
+
+TEST_P(BlockDeviceTest, ReadThroughAnIndirectTable) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 1, 2048, /*segments=*/4, /*indirect=*/true);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(req), Pattern(512, 2048));
+}
+
+TEST_P(BlockDeviceTest, WriteReachesTheFile) {
+  Start();
+  BlockRequestBuffers req = blk_.Allocate(1024);
+  std::vector<std::uint8_t> data(1024, 0x5a);
+  blk_.WriteData(req, data);
+  blk_.Add(req, kTypeOut, 10);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(disk_.Read(10 * 512, 1024), data);
+  EXPECT_EQ(disk_.Read(9 * 512, 512), Pattern(9 * 512, 512));
+  EXPECT_EQ(Metric("write_bytes"), 1024u);
+}
+
+TEST_P(BlockDeviceTest, ReadPastTheEndFailsWithIoErr) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, kDiskSize / 512, 512);
+  EXPECT_EQ(Run(req), kStatusIoErr);
+  EXPECT_EQ(Metric("invalid_requests"), 1u);
+}
+
+TEST_P(BlockDeviceTest, ReadStraddlingTheEndFailsWithIoErr) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, kDiskSize / 512 - 1, 1024);
+  EXPECT_EQ(Run(req), kStatusIoErr);
+}
+
+TEST_P(BlockDeviceTest, ReadAtAHugeSectorDoesNotWrapAround) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, ~std::uint64_t{0} / 512 + 1, 512);
+  EXPECT_EQ(Run(req), kStatusIoErr);
+}
+
+TEST_P(BlockDeviceTest, ReadOfPartialSectorFailsWithIoErr) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 0, 100);
+  EXPECT_EQ(Run(req), kStatusIoErr);
+}
+
+TEST_P(BlockDeviceTest, WriteToReadOnlyDriveFailsWithIoErr) {
+  BlockConfig config = Config();
+  config.read_only = true;
+  Start(config);
+  BlockRequestBuffers req = blk_.AddNew(kTypeOut, 0, 512);
+  EXPECT_EQ(Run(req), kStatusIoErr);
+  EXPECT_EQ(disk_.Read(0, 512), Pattern(0, 512));
+}
+
+TEST_P(BlockDeviceTest, ReadFromReadOnlyDriveWorks) {
+  BlockConfig config = Config();
+  config.read_only = true;
+  Start(config);
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 2, 512);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(req), Pattern(1024, 512));
+}
+
+TEST_P(BlockDeviceTest, ReadBeyondAShrunkenBackingFileFailsWithIoErr) {
+  Start();
+  ASSERT_EQ(::truncate(disk_.path().c_str(), kDiskSize / 2), 0);
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, kDiskSize / 512 - 2, 1024);
+  EXPECT_EQ(Run(req), kStatusIoErr);
+  EXPECT_EQ(Metric("io_errors"), 1u);
+}
+
+TEST_P(BlockDeviceTest, IoErrorFailsOnlyThatRequest) {
+  Start();
+  ASSERT_EQ(::truncate(disk_.path().c_str(), kDiskSize / 2), 0);
+  BlockRequestBuffers bad = blk_.AddNew(kTypeIn, kDiskSize / 512 - 1, 512);
+  BlockRequestBuffers good = blk_.AddNew(kTypeIn, 0, 512);
+  Kick();
+  EXPECT_EQ(WaitForUsed(2).size(), 2u);
+  EXPECT_EQ(blk_.Status(bad), kStatusIoErr);
+  EXPECT_EQ(blk_.Status(good), kStatusOk);
+}
+
+TEST_P(BlockDeviceTest, FlushSucceeds) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeFlush, 0, 0);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(Metric("flush_count"), 1u);
+}
+
+TEST_P(BlockDeviceTest, GetIdReturnsTheDriveId) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeGetId, 0, kIdBytes);
+  EXPECT_EQ(Run(req), kStatusOk);
+  std::vector<std::uint8_t> expected(kIdBytes, 0);
+  std::memcpy(expected.data(), "disk0", 5);
+  EXPECT_EQ(blk_.ReadData(req), expected);
+}
+
+TEST_P(BlockDeviceTest, DiscardMakesTheRangeReadAsZeros) {
+  Start();
+  BlockRequestBuffers req = AddSegmentRequest(kTypeDiscard, {4, 8, 0});
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(disk_.Read(4 * 512, 8 * 512), std::vector<std::uint8_t>(8 * 512, 0));
+  EXPECT_EQ(disk_.Read(12 * 512, 512), Pattern(12 * 512, 512));
+  EXPECT_EQ(Metric("discard_count"), 1u);
+}
+
+TEST_P(BlockDeviceTest, WriteZeroesZeroesTheRange) {
+  Start();
+  BlockRequestBuffers req = AddSegmentRequest(kTypeWriteZeroes, {2, 3, kWriteZeroesFlagUnmap});
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(disk_.Read(2 * 512, 3 * 512), std::vector<std::uint8_t>(3 * 512, 0));
+  EXPECT_EQ(disk_.Read(5 * 512, 512), Pattern(5 * 512, 512));
+}
+
+TEST_P(BlockDeviceTest, DiscardWithUnknownFlagsIsUnsupported) {
+  Start();
+  BlockRequestBuffers req = AddSegmentRequest(kTypeDiscard, {0, 1, kWriteZeroesFlagUnmap});
+  EXPECT_EQ(Run(req), kStatusUnsupp);
+  EXPECT_EQ(disk_.Read(0, 512), Pattern(0, 512));
+}
+
+TEST_P(BlockDeviceTest, DiscardPastTheEndFailsWithIoErr) {
+  Start();
+  BlockRequestBuffers req = AddSegmentRequest(kTypeDiscard, {kDiskSize / 512 - 1, 2, 0});
+  EXPECT_EQ(Run(req), kStatusIoErr);
+}
+
+TEST_P(BlockDeviceTest, UnknownRequestTypeIsUnsupported) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(/*type=*/99, 0, 0);
+  EXPECT_EQ(Run(req), kStatusUnsupp);
+}
+
+TEST_P(BlockDeviceTest, ManyRequestsFromOneNotificationAllComplete) {
+  Start();
+  std::vector<BlockRequestBuffers> reqs;
+  for (std::uint64_t i = 0; i < 64; ++i) reqs.push_back(blk_.AddNew(kTypeIn, i, 512));
+  Kick();
+  EXPECT_EQ(WaitForUsed(64).size(), 64u);
+  for (std::uint64_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(blk_.Status(reqs[i]), kStatusOk);
+    EXPECT_EQ(blk_.ReadData(reqs[i]), Pattern(i * 512, 512));
+  }
+}
+
+TEST_P(BlockDeviceTest, CompletionRaisesTheUsedBufferInterrupt) {
+  Start();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 0, 512);
+  Run(req);
+  EXPECT_EQ(driver_->Read32(mmio::kInterruptStatus) & kInterruptUsedBuffer,
+            kInterruptUsedBuffer);
+  EXPECT_GE(transport_->irqfd().Consume(), 1u);
+}
+
+TEST_P(BlockDeviceTest, EventIdxPublishesAvailEventAfterDraining) {
+  Start();
+  blk_.AddNew(kTypeIn, 0, 512);
+  blk_.AddNew(kTypeIn, 1, 512);
+  Kick();
+  WaitForUsed(2);
+  EXPECT_EQ(queue_.AvailEvent(), 2);
+}
+
+TEST_P(BlockDeviceTest, ChainWithoutStatusByteMarksNeedsReset) {
+  Start();
+  const FakeBuffer header{alloc_.Alloc(16), 16, false};
+  queue_.AddChain(std::span(&header, 1));
+  Kick();
+  EXPECT_NE(driver_->Read32(mmio::kStatus) & kStatusNeedsReset, 0u);
+  EXPECT_EQ(Metric("invalid_chains"), 1u);
+}
+
+TEST_P(BlockDeviceTest, HostileDescriptorMarksNeedsResetAndStopsTheDevice) {
+  Start();
+  queue_.WriteDescriptor(0, kMemSize - 8, 4096, 0, 0);
+  queue_.Publish(0);
+  Kick();
+  EXPECT_NE(driver_->Read32(mmio::kStatus) & kStatusNeedsReset, 0u);
+  EXPECT_EQ(Metric("invalid_chains"), 1u);
+  EXPECT_EQ(driver_->Read32(mmio::kInterruptStatus) & kInterruptConfigChange,
+            kInterruptConfigChange);
+  // Until the driver resets, nothing more is processed.
+  blk_.AddNew(kTypeIn, 0, 512);
+  Kick();
+  EXPECT_EQ(queue_.UsedIdx(), 0);
+}
+
+TEST_P(BlockDeviceTest, DeviceWorksAgainAfterResetFollowingNeedsReset) {
+  Start();
+  queue_.WriteDescriptor(0, kMemSize - 8, 4096, 0, 0);
+  queue_.Publish(0);
+  Kick();
+  FakeDriverQueue fresh(memory_, 0x8000, kQueueSize);
+  FakeBlockDriver blk(memory_, fresh, alloc_);
+  ASSERT_TRUE(driver_->Initialize(kDriverFeatures, {fresh.layout()}).ok());
+  BlockRequestBuffers req = blk.AddNew(kTypeIn, 0, 512);
+  Kick();
+  ASSERT_EQ(WaitForUsed(1, fresh).size(), 1u);
+  EXPECT_EQ(blk.Status(req), kStatusOk);
+}
+
+TEST_P(BlockDeviceTest, RateLimitedRequestWaitsForTheTimer) {
+  BlockConfig config = Config();
+  config.rate_limiter.ops = {1, 0, 1000};
+  Start(config);
+  BlockRequestBuffers first = blk_.AddNew(kTypeIn, 0, 512);
+  BlockRequestBuffers second = blk_.AddNew(kTypeIn, 1, 512);
+  Kick();
+  EXPECT_EQ(WaitForUsed(1).size(), 1u);
+  EXPECT_FALSE(queue_.PopUsed().has_value());
+  EXPECT_EQ(blk_.Status(first), kStatusOk);
+  EXPECT_EQ(blk_.Status(second), 0xff);
+  EXPECT_EQ(Metric("rate_limiter_throttled"), 1u);
+
+  clock_.AdvanceMs(1000);
+  device_->ProcessRateLimiterTimer();
+
+  EXPECT_EQ(WaitForUsed(1).size(), 1u);
+  EXPECT_EQ(blk_.Status(second), kStatusOk);
+}
+
+TEST_P(BlockDeviceTest, ConfigSpaceDescribesTheDisk) {
+  Start();
+  auto read64 = [&](std::uint64_t off) {
+    return driver_->Read32(mmio::kConfig + off) |
+           (std::uint64_t{driver_->Read32(mmio::kConfig + off + 4)} << 32);
+  };
+  EXPECT_EQ(read64(0), kDiskSize / 512);                          // capacity
+  EXPECT_EQ(driver_->Read32(mmio::kConfig + 12), kQueueSize - 2u);  // seg_max
+  EXPECT_EQ(driver_->Read32(mmio::kConfig + 20), 512u);             // blk_size
+}
+
+TEST_P(BlockDeviceTest, ReadOnlyDriveOffersRoAndNoDiscard) {
+  BlockConfig config = Config();
+  config.read_only = true;
+  Start(config);
+  const std::uint64_t features = driver_->DeviceFeatures();
+  EXPECT_NE(features & FeatureBit(5), 0u);   // VIRTIO_BLK_F_RO
+  EXPECT_EQ(features & FeatureBit(13), 0u);  // VIRTIO_BLK_F_DISCARD
+}
+
+TEST_P(BlockDeviceTest, UnsafeCacheDoesNotOfferFlush) {
+  BlockConfig config = Config();
+  config.cache = CacheMode::kUnsafe;
+  Start(config);
+  EXPECT_EQ(driver_->DeviceFeatures() & FeatureBit(9), 0u);  // VIRTIO_BLK_F_FLUSH
+}
+
+TEST_P(BlockDeviceTest, ResetWithRequestsInFlightIsSafe) {
+  Start();
+  for (std::uint64_t i = 0; i < 16; ++i) blk_.AddNew(kTypeIn, i, 4096);
+  Kick();
+  driver_->Write32(mmio::kStatus, 0);
+  WaitForUsed(16);  // drains the engine; nothing may be reported after the reset
+  EXPECT_EQ(driver_->Read32(mmio::kStatus), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, BlockDeviceTest,
+                         ::testing::Values(EngineKind::kIoUring, EngineKind::kSync),
+                         [](const ::testing::TestParamInfo<EngineKind>& param_info) {
+                           return param_info.param == EngineKind::kIoUring ? "IoUring" : "Sync";
+                         });
+
+// --- Creation errors -----------------------------------------------------------------------
+
+TEST(BlockDeviceCreate, MissingFileIsAnError) {
+  BlockConfig config;
+  config.drive_id = "x";
+  config.path = "/nonexistent/ember-disk.img";
+  auto device = BlockDevice::Create(config);
+  ASSERT_FALSE(device.ok());
+  EXPECT_NE(std::string(device.status().message()).find("/nonexistent/ember-disk.img"),
+            std::string::npos);
+}
+
+TEST(BlockDeviceCreate, SizeNotAMultipleOf512IsAnError) {
+  TempDisk disk(1000);
+  BlockConfig config;
+  config.drive_id = "x";
+  config.path = disk.path();
+  auto device = BlockDevice::Create(config);
+  ASSERT_FALSE(device.ok());
+  EXPECT_NE(std::string(device.status().message()).find("multiple of 512"), std::string::npos);
+}
+
+TEST(BlockDeviceCreate, DirectoryIsAnError) {
+  BlockConfig config;
+  config.drive_id = "x";
+  config.path = ::testing::TempDir();
+  config.read_only = true;
+  EXPECT_FALSE(BlockDevice::Create(config).ok());
+}
+
+}  // namespace
+}  // namespace ember::virtio::block

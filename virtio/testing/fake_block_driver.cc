@@ -1,0 +1,82 @@
+#include "virtio/testing/fake_block_driver.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include "vmm/base/logging.h"
+
+namespace ember::virtio::testing {
+namespace {
+
+constexpr std::uint32_t kTypeIn = 0;
+constexpr std::uint32_t kTypeGetId = 8;
+
+void Check(const absl::Status& status) {
+  if (!status.ok()) {
+    EMBER_LOG(kError) << "fake block driver: " << status;
+    std::abort();
+  }
+}
+
+}  // namespace
+
+BlockRequestBuffers FakeBlockDriver::Allocate(std::uint32_t data_len) {
+  BlockRequestBuffers b;
+  b.header = alloc_->Alloc(16);
+  b.data = alloc_->Alloc(data_len == 0 ? 1 : data_len, 512);
+  b.data_len = data_len;
+  b.status = alloc_->Alloc(1, 1);
+  return b;
+}
+
+std::uint16_t FakeBlockDriver::Add(const BlockRequestBuffers& buffers, std::uint32_t type,
+                                   std::uint64_t sector, std::uint32_t segments, bool indirect) {
+  struct {
+    std::uint32_t type;
+    std::uint32_t reserved;
+    std::uint64_t sector;
+  } header{type, 0, sector};
+  Check(memory_->WriteObj(buffers.header, header));
+  Check(memory_->WriteObj<std::uint8_t>(buffers.status, 0xff));
+
+  const bool data_writable = type == kTypeIn || type == kTypeGetId;
+  std::vector<FakeBuffer> chain{{buffers.header, 16, false}};
+  if (buffers.data_len > 0) {
+    const std::uint32_t piece = (buffers.data_len + segments - 1) / segments;
+    for (std::uint32_t done = 0; done < buffers.data_len; done += piece) {
+      chain.push_back({buffers.data + done, std::min(piece, buffers.data_len - done),
+                       data_writable});
+    }
+  }
+  chain.push_back({buffers.status, 1, true});
+  if (indirect) return queue_->AddIndirectChain(alloc_->Alloc(16 * chain.size()), chain);
+  return queue_->AddChain(chain);
+}
+
+BlockRequestBuffers FakeBlockDriver::AddNew(std::uint32_t type, std::uint64_t sector,
+                                            std::uint32_t data_len, std::uint32_t segments,
+                                            bool indirect) {
+  BlockRequestBuffers buffers = Allocate(data_len);
+  Add(buffers, type, sector, segments, indirect);
+  return buffers;
+}
+
+std::uint8_t FakeBlockDriver::Status(const BlockRequestBuffers& buffers) const {
+  auto status = memory_->ReadObj<std::uint8_t>(buffers.status);
+  Check(status.status());
+  return *status;
+}
+
+void FakeBlockDriver::WriteData(const BlockRequestBuffers& buffers,
+                                std::span<const std::uint8_t> data) const {
+  Check(memory_->Write(buffers.data, data));
+}
+
+std::vector<std::uint8_t> FakeBlockDriver::ReadData(const BlockRequestBuffers& buffers) const {
+  std::vector<std::uint8_t> data(buffers.data_len);
+  Check(memory_->Read(buffers.data, data));
+  return data;
+}
+
+}  // namespace ember::virtio::testing
