@@ -24,7 +24,8 @@ void Check(const absl::Status& status) {
 BlockRequestBuffers FakeBlockDriver::Allocate(std::uint32_t data_len) {
   BlockRequestBuffers b;
   b.header = alloc_->Alloc(16);
-  b.data = alloc_->Alloc(data_len == 0 ? 1 : data_len, 512);
+  // Page-aligned, as Linux's page-cache buffers are, so O_DIRECT drives accept them.
+  b.data = alloc_->Alloc(data_len == 0 ? 1 : data_len, 4096);
   b.data_len = data_len;
   b.status = alloc_->Alloc(1, 1);
   return b;

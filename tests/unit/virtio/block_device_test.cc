@@ -209,6 +209,24 @@ TEST_P(BlockDeviceTest, WriteReachesTheFile) {
   EXPECT_EQ(Metric("write_bytes"), 1024u);
 }
 
+TEST_P(BlockDeviceTest, DirectIoReadsAndWritesBypassingThePageCache) {
+  BlockConfig config = Config();
+  config.direct_io = true;
+  if (auto probe = BlockDevice::Create(config, metrics_, clock_);
+      !probe.ok() && absl::IsInvalidArgument(probe.status())) {
+    GTEST_SKIP() << "the temporary directory's file system refuses O_DIRECT";
+  }
+  Start(config);
+  BlockRequestBuffers write = blk_.Allocate(4096);
+  std::vector<std::uint8_t> data(4096, 0xc3);
+  blk_.WriteData(write, data);
+  blk_.Add(write, kTypeOut, 8);
+  EXPECT_EQ(Run(write), kStatusOk);
+  BlockRequestBuffers read = blk_.AddNew(kTypeIn, 8, 4096);
+  EXPECT_EQ(Run(read), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(read), data);
+}
+
 TEST_P(BlockDeviceTest, ReadPastTheEndFailsWithIoErr) {
   Start();
   BlockRequestBuffers req = blk_.AddNew(kTypeIn, kDiskSize / 512, 512);
