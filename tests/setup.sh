@@ -9,6 +9,8 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev libabsl-dev
   libgrpc++-dev protobuf-compiler-grpc
   liburing-dev libseccomp-dev
+  # bzImage payload decompressors, and libcrypto for the kernel cache's SHA-256 keys
+  zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev libssl-dev
   libgtest-dev libgmock-dev
   # tests: network namespaces and tap devices
   iproute2

@@ -11,9 +11,9 @@
 #include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
-#include "vmm/cmdline.h"
-#include "vmm/guest_loader.h"
-#include "vmm/kernel_image.h"
+#include "vmm/boot/cmdline.h"
+#include "vmm/boot/guest_loader.h"
+#include "vmm/boot/kernel_image.h"
 #include "vmm/vm_config.h"
 
 namespace ember::vmm {
@@ -76,14 +76,17 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   EMBER_RETURN_IF_ERROR(vm_->CreateIrqchip());
   EMBER_RETURN_IF_ERROR(vm_->CreatePit());
 
-  EMBER_ASSIGN_OR_RETURN(std::uint64_t entry,
-                         LoadGuest(*memory_, {&*kernel, boot.initrd_path(), cmdline_}));
+  KernelCache cache(KernelCache::DefaultDir());
+  GuestBoot guest_boot{&*kernel, boot.initrd_path(), cmdline_,
+                       !boot.has_decompress_on_host() || boot.decompress_on_host(), &cache};
+  EMBER_ASSIGN_OR_RETURN(LoadedGuest guest, LoadGuest(*memory_, guest_boot));
   EMBER_ASSIGN_OR_RETURN(loop_, base::EventLoop::Create());
   EMBER_RETURN_IF_ERROR(CreateDevices(options));
-  EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, entry, options.start_us));
+  EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, guest.entry, options.start_us));
   EMBER_RETURN_IF_ERROR(WatchEvents(options));
   EMBER_LOG(kInfo) << "VM built: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
-                   << " MiB, kernel " << kernel->name() << ", command line \"" << cmdline_
+                   << " MiB, kernel " << kernel->name() << " (" << BootPathName(guest.path)
+                   << "), command line \"" << cmdline_
                    << "\"";
   return absl::OkStatus();
 }

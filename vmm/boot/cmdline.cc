@@ -1,4 +1,4 @@
-#include "vmm/cmdline.h"
+#include "vmm/boot/cmdline.h"
 
 #include "vmm/arch/x86_64/layout.h"
 

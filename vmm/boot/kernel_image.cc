@@ -1,4 +1,4 @@
-#include "vmm/kernel_image.h"
+#include "vmm/boot/kernel_image.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -30,6 +30,13 @@ absl::StatusOr<KernelImage> KernelImage::FromFile(const std::string& path) {
   EMBER_ASSIGN_OR_RETURN(base::MmapRegion mapping, MapFileReadOnly(path));
   std::span<const std::uint8_t> bytes(mapping.data(), mapping.size());
   return KernelImage(path, std::move(mapping), bytes);
+}
+
+KernelImage KernelImage::FromBytes(std::string name, std::vector<std::uint8_t> bytes) {
+  KernelImage image(std::move(name), base::MmapRegion(), {});
+  image.owned_ = std::move(bytes);
+  image.bytes_ = image.owned_;  // a vector's buffer does not move when the vector is moved
+  return image;
 }
 
 KernelImage KernelImage::Builtin() {

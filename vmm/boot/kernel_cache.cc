@@ -1,0 +1,107 @@
+#include "vmm/boot/kernel_cache.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/boot/payload_decompress.h"
+
+namespace ember::vmm {
+namespace {
+
+absl::Status MakeDirs(const std::string& path) {
+  for (std::size_t pos = 1; pos != std::string::npos;) {
+    pos = path.find('/', pos + 1);
+    std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::ErrnoError("mkdir", prefix);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreAtomically(const std::string& path, std::span<const std::uint8_t> bytes) {
+  std::string tmp = path + ".tmp.XXXXXX";
+  base::UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) return base::ErrnoError("mkostemp", tmp);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd.Get(), bytes.data() + done, bytes.size() - done);
+    if (n <= 0) {
+      ::unlink(tmp.c_str());
+      return base::ErrnoError("write", tmp);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return base::ErrnoError("rename", path);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string KernelCache::DefaultDir() {
+  if (const char* dir = std::getenv("EMBER_KERNEL_CACHE")) return dir;
+  if (::geteuid() == 0) return "/var/cache/ember/kernels";
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+    return std::string(xdg) + "/ember/kernels";
+  }
+  if (const char* home = std::getenv("HOME"); home && *home) {
+    return std::string(home) + "/.cache/ember/kernels";
+  }
+  return "";
+}
+
+std::string KernelCache::ContentKey(std::span<const std::uint8_t> bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string key;
+  for (unsigned int i = 0; i < length; ++i) {
+    key += kHex[digest[i] >> 4];
+    key += kHex[digest[i] & 0xf];
+  }
+  return key;
+}
+
+std::string KernelCache::PathFor(const std::string& key) const {
+  return dir_ + "/" + key + ".vmlinux";
+}
+
+absl::StatusOr<KernelImage> KernelCache::Vmlinux(const KernelImage& bzimage,
+                                                 const arch::BzImage& parsed) const {
+  std::string path;
+  if (!dir_.empty()) {
+    path = PathFor(ContentKey(bzimage.bytes()));
+    if (::access(path.c_str(), R_OK) == 0) {
+      auto cached = KernelImage::FromFile(path);
+      if (cached.ok()) {
+        EMBER_LOG(kDebug) << "kernel cache hit: " << path;
+        return cached;
+      }
+      EMBER_LOG(kWarn) << "ignoring unreadable kernel cache entry: " << cached.status().message();
+    }
+  }
+  EMBER_ASSIGN_OR_RETURN(std::vector<std::uint8_t> vmlinux,
+                         DecompressPayload(parsed.format, parsed.payload, parsed.uncompressed_size));
+  if (!path.empty()) {
+    absl::Status stored = MakeDirs(dir_);
+    if (stored.ok()) stored = StoreAtomically(path, vmlinux);
+    if (!stored.ok()) {
+      EMBER_LOG(kWarn) << "kernel cache not written: " << stored.message();
+    }
+  }
+  return KernelImage::FromBytes(bzimage.name() + " (decompressed)", std::move(vmlinux));
+}
+
+}  // namespace ember::vmm
