@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package Ember needs to build, test and benchmark. Idempotent: when
-# everything is already installed it changes nothing and needs no network.
+# Installs every Debian package Ember needs to build, test and benchmark, and fetches
+# Debian's cloud kernel package that the Linux boot test boots. Idempotent: when everything
+# is already there it changes nothing and needs no network.
 set -euo pipefail
 
 PACKAGES=(
@@ -12,11 +13,17 @@ PACKAGES=(
   # bzImage payload decompressors, and libcrypto for the kernel cache's SHA-256 keys
   zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev libssl-dev
   libgtest-dev libgmock-dev
-  # tests: network namespaces and tap devices
-  iproute2
+  # tests: static test binaries for jails, network namespaces and tap devices
+  libc6-dev iproute2
   # benchmarks: QEMU's microvm machine is the baseline perf/run compares against
   qemu-system-x86
 )
+# Outside the source tree, reused across builds and checkouts.
+KERNEL_DEB_DIR=/var/cache/ember/debian-kernel
+KERNEL_META_PACKAGE=linux-image-cloud-amd64
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -24,13 +31,24 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#PACKAGES[@]} packages already installed"
+need_kernel=1
+if compgen -G "$KERNEL_DEB_DIR/linux-image-*-cloud-amd64_*.deb" > /dev/null; then need_kernel=0; fi
+
+if [ ${#missing[@]} -eq 0 ] && [ $need_kernel -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages and the Debian kernel package are already here"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}"
 $SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ $need_kernel -eq 1 ]; then
+  # The meta package names the current kernel package; download that one (not installed).
+  kernel_pkg=$(apt-cache depends "$KERNEL_META_PACKAGE" |
+               awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+  echo "setup: downloading $kernel_pkg into $KERNEL_DEB_DIR"
+  $SUDO mkdir -p "$KERNEL_DEB_DIR"
+  (cd "$KERNEL_DEB_DIR" && $SUDO apt-get download -q -o APT::Sandbox::User=root "$kernel_pkg")
+fi
