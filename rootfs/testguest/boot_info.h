@@ -28,3 +28,8 @@ void boot_info_read(const uint8_t *zero_page, struct boot_info *info);
 /* The value of `key=` on the command line (up to the next space), or 0 when absent;
  * *len receives its length. */
 const char *cmdline_value(const char *cmdline, const char *key, uint64_t *len);
+
+/* Like cmdline_value, for keys that may appear several times (one virtio_mmio.device= per
+ * device): searches from *cursor (start it at the command line) and leaves *cursor after
+ * the token found, so the next call finds the next one. */
+const char *cmdline_next_value(const char **cursor, const char *key, uint64_t *len);

@@ -47,5 +47,7 @@ const struct scenario kScenarios[] = {
     {"hello", hello},
     {"idle", idle},
     {"triple-fault", triple_fault},
+    {"blk", blk_scenario},
+    {"blk-ro", blk_ro_scenario},
     {0, 0},
 };
