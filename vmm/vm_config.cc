@@ -11,7 +11,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_replace.h"
 #include "vmm/base/logging.h"
+#include "vmm/arch/x86_64/cpu_template.h"
 #include "vmm/base/status.h"
+#include "vmm/drive_config.h"
 
 namespace ember::vmm {
 namespace {
@@ -54,10 +56,10 @@ absl::Status ValidateMachine(const v1::MachineConfig& machine) {
                           std::to_string(machine.mem_size_mib()));
   }
   if (machine.smt()) return FieldError("machine-config.smt", "SMT is not supported");
-  std::string tmpl = absl::AsciiStrToLower(machine.cpu_template());
-  if (!tmpl.empty() && tmpl != "host" && tmpl != "none") {
-    return FieldError("machine-config.cpu_template",
-                      "unknown template \"" + machine.cpu_template() + "\" (supported: host)");
+  if (!machine.cpu_template().empty()) {
+    if (auto parsed = arch::ParseCpuTemplate(machine.cpu_template()); !parsed.ok()) {
+      return FieldError("machine-config.cpu_template", std::string(parsed.status().message()));
+    }
   }
   if (machine.track_dirty_pages()) {
     return FieldError("machine-config.track_dirty_pages", "dirty-page tracking is not supported yet");
@@ -103,7 +105,7 @@ absl::Status ValidateVmConfig(const v1::VmConfig& config) {
   }
   // Devices arrive with their own issues; until then a config asking for one must not
   // silently boot a VM without it.
-  if (config.drives_size() > 0) return FieldError("drives", "block devices are not supported yet");
+  if (auto drives = DriveConfigs(config); !drives.ok()) return drives.status();
   if (config.network_interfaces_size() > 0) {
     return FieldError("network-interfaces", "network devices are not supported yet");
   }

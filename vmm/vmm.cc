@@ -7,13 +7,17 @@
 #include <unistd.h>
 
 #include "vmm/arch/x86_64/boot_cpu.h"
+#include "vmm/arch/x86_64/cpu_template.h"
 #include "vmm/arch/x86_64/cpuid.h"
 #include "vmm/arch/x86_64/layout.h"
+#include "vmm/arch/x86_64/mptable.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/boot/cmdline.h"
 #include "vmm/boot/guest_loader.h"
 #include "vmm/boot/kernel_image.h"
+#include "vmm/drive_config.h"
+#include "virtio/block/block_device.h"
 #include "vmm/vm_config.h"
 
 namespace ember::vmm {
@@ -61,8 +65,13 @@ absl::Status Vmm::Build(const VmmOptions& options) {
     }
     kernel = std::move(*image);
   }
-  cmdline_ = AssembleCmdline(options.config, boot.kernel_image_path().empty());
-  EMBER_RETURN_IF_ERROR(CheckCmdlineLength(cmdline_));
+  // Every other piece of user input is checked before KVM is touched, too.
+  EMBER_ASSIGN_OR_RETURN(std::vector<virtio::block::BlockConfig> drives,
+                         DriveConfigs(options.config));
+  EMBER_ASSIGN_OR_RETURN(arch::CpuTemplate cpu_template,
+                         arch::ParseCpuTemplate(machine.cpu_template().empty()
+                                                    ? std::string("host")
+                                                    : machine.cpu_template()));
 
   EMBER_ASSIGN_OR_RETURN(kvm_, kvm::Kvm::Open());
   EMBER_ASSIGN_OR_RETURN(vm_, kvm_->CreateVm());
@@ -75,14 +84,19 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   EMBER_RETURN_IF_ERROR(vm_->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
   EMBER_RETURN_IF_ERROR(vm_->CreateIrqchip());
   EMBER_RETURN_IF_ERROR(vm_->CreatePit());
+  EMBER_ASSIGN_OR_RETURN(loop_, base::EventLoop::Create());
+  EMBER_RETURN_IF_ERROR(CreateLegacyDevices(options));
+  EMBER_RETURN_IF_ERROR(CreateBlockDevices(drives));
 
+  cmdline_ = AssembleCmdline(options.config, boot.kernel_image_path().empty(),
+                             virtio_devices_.CmdlineTokens());
+  EMBER_RETURN_IF_ERROR(CheckCmdlineLength(cmdline_));
   KernelCache cache(KernelCache::DefaultDir());
   GuestBoot guest_boot{&*kernel, boot.initrd_path(), cmdline_,
                        !boot.has_decompress_on_host() || boot.decompress_on_host(), &cache};
   EMBER_ASSIGN_OR_RETURN(LoadedGuest guest, LoadGuest(*memory_, guest_boot));
-  EMBER_ASSIGN_OR_RETURN(loop_, base::EventLoop::Create());
-  EMBER_RETURN_IF_ERROR(CreateDevices(options));
-  EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, guest.entry, options.start_us));
+  EMBER_RETURN_IF_ERROR(arch::WriteMpTable(*memory_, vcpu_count));
+  EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, guest.entry, cpu_template, options.start_us));
   EMBER_RETURN_IF_ERROR(WatchEvents(options));
   EMBER_LOG(kInfo) << "VM built: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
                    << " MiB, kernel " << kernel->name() << " (" << BootPathName(guest.path)
@@ -91,7 +105,7 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status Vmm::CreateDevices(const VmmOptions& options) {
+absl::Status Vmm::CreateLegacyDevices(const VmmOptions& options) {
   EMBER_ASSIGN_OR_RETURN(serial_irq_, base::EventFd::Create());
   EMBER_ASSIGN_OR_RETURN(serial_rx_space_, base::EventFd::Create());
   EMBER_ASSIGN_OR_RETURN(reset_event_, base::EventFd::Create());
@@ -108,12 +122,31 @@ absl::Status Vmm::CreateDevices(const VmmOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status Vmm::CreateVcpus(std::uint32_t count, std::uint64_t entry, std::uint64_t start_us) {
+absl::Status Vmm::CreateBlockDevices(const std::vector<virtio::block::BlockConfig>& drives) {
+  for (const virtio::block::BlockConfig& drive : drives) {
+    auto device = virtio::block::BlockDevice::Create(drive);
+    if (!device.ok()) {
+      // Missing files, bad sizes: the user's input.
+      return absl::InvalidArgumentError("drive \"" + drive.drive_id +
+                                        "\": " + std::string(device.status().message()));
+    }
+    EMBER_ASSIGN_OR_RETURN(base::EventFd irq, base::EventFd::Create());
+    EMBER_ASSIGN_OR_RETURN(auto transport,
+                           virtio::MmioTransport::Create(*memory_, std::move(*device), std::move(irq)));
+    EMBER_RETURN_IF_ERROR(virtio_devices_.Add(std::move(transport), mmio_bus_, *vm_, *loop_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::CreateVcpus(std::uint32_t count, std::uint64_t entry,
+                              arch::CpuTemplate cpu_template, std::uint64_t start_us) {
   EMBER_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_->GetSupportedCpuid());
   VcpuRunner::InstallKickSignalHandler();
   for (std::uint32_t id = 0; id < count; ++id) {
     EMBER_ASSIGN_OR_RETURN(kvm::Vcpu vcpu, vm_->CreateVcpu(id));
-    EMBER_RETURN_IF_ERROR(vcpu.SetCpuid(arch::NormalizeCpuid(supported, id, count)));
+    std::vector<kvm_cpuid_entry2> cpuid = arch::NormalizeCpuid(supported, id, count);
+    arch::ApplyCpuTemplate(cpu_template, cpuid);
+    EMBER_RETURN_IF_ERROR(vcpu.SetCpuid(cpuid));
     if (id == 0) {
       EMBER_RETURN_IF_ERROR(arch::ConfigureBootVcpu(vcpu, entry));
     } else {

@@ -18,6 +18,9 @@
 #include "vmm/exit_code.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/vcpu_runner.h"
+#include "vmm/virtio_devices.h"
+#include "vmm/arch/x86_64/cpu_template.h"
+#include "virtio/block/config.h"
 
 namespace ember::vmm {
 
@@ -49,9 +52,11 @@ class Vmm {
  private:
   Vmm() = default;
   [[nodiscard]] absl::Status Build(const VmmOptions& options);
-  [[nodiscard]] absl::Status CreateDevices(const VmmOptions& options);
+  [[nodiscard]] absl::Status CreateLegacyDevices(const VmmOptions& options);
+  [[nodiscard]] absl::Status CreateBlockDevices(
+      const std::vector<virtio::block::BlockConfig>& drives);
   [[nodiscard]] absl::Status CreateVcpus(std::uint32_t count, std::uint64_t entry,
-                                         std::uint64_t start_us);
+                                         arch::CpuTemplate cpu_template, std::uint64_t start_us);
   [[nodiscard]] absl::Status WatchEvents(const VmmOptions& options);
   void FeedConsoleInput();
   // Records how the VM ends (the first reason wins) and stops the loop. VMM thread.
@@ -71,6 +76,7 @@ class Vmm {
   std::unique_ptr<devices::Serial> serial_;
   std::unique_ptr<devices::I8042> i8042_;
   std::unique_ptr<devices::BootTimer> boot_timer_;
+  VirtioDevices virtio_devices_;
   std::vector<std::unique_ptr<VcpuRunner>> vcpus_;
 
   base::UniqueFd signal_fd_;

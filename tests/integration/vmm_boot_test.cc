@@ -152,5 +152,40 @@ TEST(VmmBoot, FileThatIsNoKernelIsBadInput) {
   EXPECT_NE(result.err.find("neither an ELF vmlinux nor a bzImage"), std::string::npos) << result.err;
 }
 
+TEST(VmmBoot, DriveWithMissingFileIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result = RunVmm({"--config", Config(R"({"drives": [{"drive_id": "data",
+      "path_on_host": "/nonexistent/disk.img", "is_root_device": false}]})")});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("data"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("/nonexistent/disk.img"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, DriveWhoseSizeIsNotWholeSectorsIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  std::string image = WriteTempFile("disk.img", std::string(1000, 'x'));
+  ProcessResult result = RunVmm({"--config", Config(R"({"drives": [{"drive_id": "data",
+      "path_on_host": ")" + image + R"(", "is_root_device": false}]})")});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("512"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, DrivesAreAnnouncedOnTheCommandLineRootFirst) {
+  EMBER_REQUIRE_KVM();
+  std::string data = WriteTempFile("data.img", std::string(4096, '\0'));
+  std::string root = WriteTempFile("root.img", std::string(4096, '\0'));
+  ProcessResult result = RunVmm({"--config", Config(
+      R"({"boot-source": {"boot_args": "ember.test=hello"}, "drives": [
+          {"drive_id": "data", "path_on_host": ")" + data + R"(", "is_root_device": false},
+          {"drive_id": "root", "path_on_host": ")" + root + R"(", "is_root_device": true,
+           "is_read_only": true}]})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("Command line: ember.test=hello root=/dev/vda ro "
+                            "virtio_mmio.device=4K@0xd0001000:5 "
+                            "virtio_mmio.device=4K@0xd0002000:6\n"),
+            std::string::npos)
+      << result.out;
+}
+
 }  // namespace
 }  // namespace ember::testing

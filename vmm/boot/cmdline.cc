@@ -4,11 +4,32 @@
 
 namespace ember::vmm {
 
-std::string AssembleCmdline(const v1::VmConfig& config, bool builtin_guest) {
+namespace {
+
+void Append(std::string& cmdline, const std::string& words) {
+  if (words.empty()) return;
+  if (!cmdline.empty()) cmdline += ' ';
+  cmdline += words;
+}
+
+}  // namespace
+
+std::string AssembleCmdline(const v1::VmConfig& config, bool builtin_guest,
+                            const std::string& device_tokens) {
   const v1::BootSource& boot = config.boot_source();
-  if (boot.has_boot_args()) return boot.boot_args();
-  std::string cmdline = kDefaultBootArgs;
-  if (builtin_guest) cmdline += std::string(" ") + kDefaultTestScenarios;
+  std::string cmdline;
+  if (boot.has_boot_args()) {
+    cmdline = boot.boot_args();
+  } else {
+    cmdline = kDefaultBootArgs;
+    if (builtin_guest) Append(cmdline, kDefaultTestScenarios);
+  }
+  for (const v1::Drive& drive : config.drives()) {
+    if (!drive.is_root_device()) continue;
+    Append(cmdline, drive.partuuid().empty() ? "root=/dev/vda" : "root=PARTUUID=" + drive.partuuid());
+    Append(cmdline, drive.is_read_only() ? "ro" : "rw");
+  }
+  Append(cmdline, device_tokens);
   return cmdline;
 }
 

@@ -102,8 +102,59 @@ TEST(VmConfig, MissingInitrdFileIsNamed) {
 }
 
 TEST(VmConfig, DevicesNotYetSupportedAreRefusedNotIgnored) {
-  EXPECT_NE(ErrorOf(R"({"drives": [{"drive_id": "rootfs"}]})").find("drives"), std::string::npos);
   EXPECT_NE(ErrorOf(R"({"vsock": {"guest_cid": 3}})").find("vsock"), std::string::npos);
+  EXPECT_NE(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0"}]})").find("network-interfaces"),
+            std::string::npos);
+}
+
+TEST(VmConfig, DriveWithoutPathIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"drives": [{"drive_id": "rootfs"}]})"),
+            "drives[0].path_on_host: is required");
+}
+
+TEST(VmConfig, DriveWithBadIdIsNamed) {
+  EXPECT_NE(ErrorOf(R"({"drives": [{"drive_id": "a b", "path_on_host": "/tmp"}]})")
+                .find("drives[0].drive_id"),
+            std::string::npos);
+}
+
+TEST(VmConfig, DriveWithUnknownEngineIsNamed) {
+  EXPECT_NE(ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x", "io_engine": "Fast"}]})")
+                .find("drives[0].io_engine"),
+            std::string::npos);
+}
+
+TEST(VmConfig, DriveWithUnknownCacheTypeIsNamed) {
+  EXPECT_NE(
+      ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x", "cache_type": "Magic"}]})")
+          .find("drives[0].cache_type"),
+      std::string::npos);
+}
+
+TEST(VmConfig, DuplicateDriveIdsAreRejected) {
+  EXPECT_NE(ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x"},
+                                   {"drive_id": "d", "path_on_host": "/y"}]})")
+                .find("drives[1].drive_id"),
+            std::string::npos);
+}
+
+TEST(VmConfig, TwoRootDrivesAreRejected) {
+  EXPECT_NE(ErrorOf(R"({"drives": [{"drive_id": "a", "path_on_host": "/x", "is_root_device": true},
+                                   {"drive_id": "b", "path_on_host": "/y", "is_root_device": true}]})")
+                .find("is_root_device"),
+            std::string::npos);
+}
+
+TEST(VmConfig, OneFileAsTwoWritableDrivesIsRejected) {
+  std::string image = "/tmp/ember-vm-config-test.img";
+  std::ofstream(image) << std::string(512, '\0');
+  std::string error = ErrorOf(R"({"drives": [{"drive_id": "a", "path_on_host": ")" + image +
+                              R"("}, {"drive_id": "b", "path_on_host": ")" + image + R"("}]})");
+  EXPECT_NE(error.find("drives"), std::string::npos) << error;
+}
+
+TEST(VmConfig, BaselineCpuTemplateIsAccepted) {
+  EXPECT_EQ(ErrorOf(R"({"machine-config": {"cpu_template": "baseline"}})"), "");
 }
 
 TEST(VmConfig, BadLogLevelIsNamed) {

@@ -9,6 +9,8 @@ constexpr std::uint32_t kLeafFeatures = 0x1;
 constexpr std::uint32_t kLeafCacheTopology = 0x4;
 constexpr std::uint32_t kLeafPerfMon = 0xa;
 constexpr std::uint32_t kLeafExtendedTopology = 0xb;
+// V2 extended topology: same layout as 0xb, and Linux prefers it when present.
+constexpr std::uint32_t kLeafExtendedTopologyV2 = 0x1f;
 
 constexpr std::uint32_t kEcxHypervisor = 1u << 31;
 constexpr std::uint32_t kEdxHtt = 1u << 28;
@@ -42,6 +44,7 @@ std::vector<kvm_cpuid_entry2> NormalizeCpuid(std::vector<kvm_cpuid_entry2> entri
         e.eax = e.ebx = e.ecx = e.edx = 0;
         break;
       case kLeafExtendedTopology:
+      case kLeafExtendedTopologyV2:
         e.edx = vcpu_id;  // x2APIC id
         if (e.index == 0) {
           e.eax = 0;  // no SMT: the thread level adds no id bits

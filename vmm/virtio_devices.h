@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "virtio/mmio/mmio_transport.h"
+#include "vmm/base/event_loop.h"
+#include "vmm/bus.h"
+#include "vmm/kvm/vm.h"
+
+namespace ember::vmm {
+
+// The VM's virtio-mmio devices: where each sits (MMIO window, GSI), and the wiring that
+// makes its data path bypass the vCPU threads — queue notifications through ioeventfds
+// into the VMM loop, interrupts through irqfds into the in-kernel IOAPIC. Owned by the Vmm;
+// built on the VMM thread before the vCPUs start.
+class VirtioDevices {
+ public:
+  // The first GSI given to virtio devices; legacy devices use the ISA IRQs below it.
+  static constexpr std::uint32_t kFirstGsi = 5;
+  // IOAPIC pins 5..23.
+  static constexpr std::size_t kMaxDevices = 19;
+
+  // Places `device` in the next MMIO window. Borrowed objects outlive this one.
+  [[nodiscard]] absl::Status Add(std::unique_ptr<virtio::MmioTransport> transport, Bus& mmio_bus,
+                                 kvm::Vm& vm, base::EventLoop& loop);
+
+  // `virtio_mmio.device=4K@0x<base>:<gsi>` for each device, space-separated, as Linux's
+  // virtio_mmio driver reads them from the command line.
+  [[nodiscard]] std::string CmdlineTokens() const;
+  [[nodiscard]] std::size_t size() const { return transports_.size(); }
+
+ private:
+  struct Placement {
+    std::uint64_t base;
+    std::uint32_t gsi;
+  };
+  std::vector<std::unique_ptr<virtio::MmioTransport>> transports_;
+  std::vector<Placement> placements_;
+};
+
+}  // namespace ember::vmm
