@@ -50,16 +50,53 @@ void VcpuRunner::InstallKickSignalHandler() {
   sigaction(KickSignal(), &action, nullptr);
 }
 
-void VcpuRunner::Start() { thread_ = std::thread([this] { ThreadMain(); }); }
+void VcpuRunner::Start() {
+  thread_ = std::thread([this] {
+    ThreadMain();
+    std::lock_guard lock(pause_mu_);
+    finished_ = true;  // a Pause() waiting on a vCPU that ended the VM must not hang
+    pause_cv_.notify_all();
+  });
+}
 
 void VcpuRunner::Stop() {
   if (!thread_.joinable()) return;
   stop_requested_.store(true);
+  {
+    std::lock_guard lock(pause_mu_);
+    pause_cv_.notify_all();  // a parked vCPU wakes up to stop
+  }
   // immediate_exit covers the window where the thread is about to enter KVM_RUN; the signal
   // covers a run already in progress.
   vcpu_.RequestImmediateExit();
   pthread_kill(thread_.native_handle(), KickSignal());
   thread_.join();
+}
+
+void VcpuRunner::Pause() {
+  std::unique_lock lock(pause_mu_);
+  if (!thread_.joinable()) return;
+  pause_requested_ = true;
+  // immediate_exit makes KVM finish a pending port/MMIO access and return without running
+  // guest code, so the parked state is at an instruction boundary (KVM API, KVM_RUN).
+  vcpu_.RequestImmediateExit();
+  pthread_kill(thread_.native_handle(), KickSignal());
+  pause_cv_.wait(lock, [this] { return parked_ || finished_ || stop_requested_.load(); });
+}
+
+void VcpuRunner::Resume() {
+  std::lock_guard lock(pause_mu_);
+  pause_requested_ = false;
+  pause_cv_.notify_all();
+}
+
+void VcpuRunner::Park() {
+  std::unique_lock lock(pause_mu_);
+  if (!pause_requested_) return;
+  parked_ = true;
+  pause_cv_.notify_all();
+  pause_cv_.wait(lock, [this] { return !pause_requested_ || stop_requested_.load(); });
+  parked_ = false;
 }
 
 void VcpuRunner::ThreadMain() {
@@ -84,6 +121,7 @@ void VcpuRunner::ThreadMain() {
     }
     if (*result == kvm::Vcpu::RunResult::kInterrupted) {
       vcpu_.ClearImmediateExit();
+      Park();     // returns at once unless a pause was requested
       continue;  // the loop condition decides whether we were asked to stop
     }
     if (std::optional<VmExit> exit = HandleExit()) {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -36,6 +38,10 @@ class VcpuRunner {
   void Start();
   // Makes the vCPU leave the guest and its thread end; returns once it has. Idempotent.
   void Stop();
+  // Stops the vCPU at an instruction boundary (any pending port/MMIO access completed) and
+  // returns once it is parked, so its state can be read. Resume() lets it run on.
+  void Pause();
+  void Resume();
 
   [[nodiscard]] const kvm::Vcpu& vcpu() const { return vcpu_; }
 
@@ -53,6 +59,14 @@ class VcpuRunner {
   ExitCallback on_exit_;
   std::thread thread_;
   std::atomic<bool> stop_requested_{false};
+
+  // Pause handshake between the VMM thread (Pause/Resume) and the vCPU thread (Park).
+  void Park();
+  std::mutex pause_mu_;
+  std::condition_variable pause_cv_;
+  bool pause_requested_ = false;  // guarded by pause_mu_
+  bool parked_ = false;           // guarded by pause_mu_
+  bool finished_ = false;         // guarded by pause_mu_: the thread has returned
 
   base::Metric* exits_io_;
   base::Metric* exits_mmio_;

@@ -6,6 +6,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "vmm/arch/x86_64/acpi.h"
 #include "vmm/arch/x86_64/boot_cpu.h"
 #include "vmm/arch/x86_64/cpu_template.h"
 #include "vmm/arch/x86_64/cpuid.h"
@@ -96,6 +97,7 @@ absl::Status Vmm::Build(const VmmOptions& options) {
                        !boot.has_decompress_on_host() || boot.decompress_on_host(), &cache};
   EMBER_ASSIGN_OR_RETURN(LoadedGuest guest, LoadGuest(*memory_, guest_boot));
   EMBER_RETURN_IF_ERROR(arch::WriteMpTable(*memory_, vcpu_count));
+  EMBER_RETURN_IF_ERROR(arch::WriteAcpiTables(*memory_, vcpu_count));
   EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, guest.entry, cpu_template, options.start_us));
   EMBER_RETURN_IF_ERROR(WatchEvents(options));
   EMBER_LOG(kInfo) << "VM built: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
@@ -114,7 +116,9 @@ absl::Status Vmm::CreateLegacyDevices(const VmmOptions& options) {
   serial_ = std::make_unique<devices::Serial>(options.console_out_fd, &*serial_irq_,
                                               &*serial_rx_space_);
   i8042_ = std::make_unique<devices::I8042>(&*reset_event_);
-  boot_timer_ = std::make_unique<devices::BootTimer>(options.start_us, nullptr);
+  boot_timer_ = std::make_unique<devices::BootTimer>(options.start_us, [this](std::uint64_t us) {
+    if (on_boot_) on_boot_(us);
+  });
   EMBER_RETURN_IF_ERROR(pio_bus_.Insert(kCom1Port, kCom1Size, serial_.get()));
   EMBER_RETURN_IF_ERROR(pio_bus_.Insert(kI8042Port, kI8042Size, i8042_.get()));
   EMBER_RETURN_IF_ERROR(
@@ -227,11 +231,39 @@ void Vmm::FeedConsoleInput() {
 }
 
 VmExit Vmm::Run() {
+  if (auto status = Start(); !status.ok()) return {kExitError, std::string(status.message())};
+  return Serve();
+}
+
+absl::Status Vmm::Start() {
+  if (state_ != State::kCreated) {
+    return absl::FailedPreconditionError("the VM has already been started");
+  }
   for (auto& vcpu : vcpus_) vcpu->Start();
+  state_ = State::kRunning;
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::Pause() {
+  if (state_ != State::kRunning) return absl::FailedPreconditionError("the VM is not running");
+  for (auto& vcpu : vcpus_) vcpu->Pause();
+  state_ = State::kPaused;
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::Resume() {
+  if (state_ != State::kPaused) return absl::FailedPreconditionError("the VM is not paused");
+  for (auto& vcpu : vcpus_) vcpu->Resume();
+  state_ = State::kRunning;
+  return absl::OkStatus();
+}
+
+VmExit Vmm::Serve() {
   if (auto status = loop_->Run(); !status.ok()) {
     Finish({kExitError, "event loop failed: " + std::string(status.message())});
   }
   for (auto& vcpu : vcpus_) vcpu->Stop();
+  state_ = State::kEnded;
   WriteMetrics();
   return exit_.value_or(VmExit{kExitError, "event loop ended without a reason"});
 }

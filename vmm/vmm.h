@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,9 +44,27 @@ class Vmm {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Vmm>> Create(const VmmOptions& options);
   ~Vmm();
 
-  // Blocks until the guest resets or faults, a vCPU fails, or SIGTERM/SIGINT arrives (the
-  // caller must have blocked those two signals in every thread). Call once.
+  // Starts the vCPUs and serves the VMM loop on the calling thread until the guest resets
+  // or faults, a vCPU fails, Stop() is called, or SIGTERM/SIGINT arrives (the caller must
+  // have blocked those two signals in every thread). Call once.
   VmExit Run();
+
+  // The VMM thread's side of a VM driven by a control channel. Serve() runs the loop
+  // without starting the vCPUs; Start() (posted to the loop) starts them.
+  enum class State { kCreated, kRunning, kPaused, kEnded };
+  VmExit Serve();
+  [[nodiscard]] absl::Status Start();
+  // Parks every vCPU at an instruction boundary; Resume() lets them go on.
+  [[nodiscard]] absl::Status Pause();
+  [[nodiscard]] absl::Status Resume();
+  // Ends the VM with `exit` (the first reason wins).
+  void Stop(VmExit exit) { Finish(std::move(exit)); }
+  [[nodiscard]] State state() const { return state_; }
+  // VMM thread only: control-channel handlers run on this loop.
+  [[nodiscard]] base::EventLoop& loop() { return *loop_; }
+  // Called on a vCPU thread with the boot time in µs when the guest writes the boot timer.
+  // Set before Start().
+  void OnBoot(std::function<void(std::uint64_t)> callback) { on_boot_ = std::move(callback); }
 
   [[nodiscard]] const std::string& cmdline() const { return cmdline_; }
 
@@ -86,6 +105,8 @@ class Vmm {
   std::vector<std::uint8_t> pending_input_;  // stdin bytes the serial FIFO had no room for
   bool stdin_watched_ = false;
   std::optional<VmExit> exit_;
+  State state_ = State::kCreated;
+  std::function<void(std::uint64_t)> on_boot_;
 };
 
 }  // namespace ember::vmm
