@@ -1,6 +1,8 @@
 #include "vmm/base/guest_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "absl/strings/str_format.h"
@@ -13,7 +15,7 @@ constexpr std::uint64_t kPageSize = 4096;
 
 }  // namespace
 
-absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<Range>& ranges) {
+absl::StatusOr<std::uint64_t> GuestMemory::CheckRanges(const std::vector<Range>& ranges) {
   if (ranges.empty()) return absl::InvalidArgumentError("guest memory needs at least one range");
   std::uint64_t total = 0;
   GuestAddress previous_end = 0;
@@ -30,7 +32,25 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<Range>& ranges
     previous_end = r.start + r.size;
     total += r.size;
   }
+  return total;
+}
 
+namespace {
+
+std::vector<GuestRegion> LayOut(const std::vector<GuestMemory::Range>& ranges, std::uint8_t* base) {
+  std::vector<GuestRegion> regions;
+  std::uint64_t offset = 0;
+  for (const GuestMemory::Range& r : ranges) {
+    regions.push_back({r.start, r.size, base + offset, offset});
+    offset += r.size;
+  }
+  return regions;
+}
+
+}  // namespace
+
+absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<Range>& ranges) {
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t total, CheckRanges(ranges));
   UniqueFd fd(::memfd_create("ember-guest-mem", MFD_CLOEXEC));
   if (!fd) return ErrnoError("memfd_create", "guest memory");
   if (::ftruncate(fd.Get(), static_cast<off_t>(total)) != 0) {
@@ -40,13 +60,26 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<Range>& ranges
   EMBER_ASSIGN_OR_RETURN(MmapRegion mapping,
                          MmapRegion::Map(total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
                                          fd.Get()));
-  std::vector<GuestRegion> regions;
-  std::uint64_t offset = 0;
-  for (const Range& r : ranges) {
-    regions.push_back({r.start, r.size, mapping.data() + offset, offset});
-    offset += r.size;
+  std::vector<GuestRegion> regions = LayOut(ranges, mapping.data());
+  return GuestMemory(std::move(fd), std::move(mapping), std::move(regions), true);
+}
+
+absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::string& path,
+                                                 const std::vector<Range>& ranges) {
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t total, CheckRanges(ranges));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoError("open", path);
+  struct stat st {};
+  if (::fstat(fd.Get(), &st) != 0) return ErrnoError("fstat", path);
+  if (static_cast<std::uint64_t>(st.st_size) != total) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory file %s is %d bytes; the layout needs %u", path, st.st_size, total));
   }
-  return GuestMemory(std::move(fd), std::move(mapping), std::move(regions));
+  EMBER_ASSIGN_OR_RETURN(MmapRegion mapping,
+                         MmapRegion::Map(total, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_NORESERVE, fd.Get()));
+  std::vector<GuestRegion> regions = LayOut(ranges, mapping.data());
+  return GuestMemory(std::move(fd), std::move(mapping), std::move(regions), false);
 }
 
 const GuestRegion* GuestMemory::Find(GuestAddress addr) const {

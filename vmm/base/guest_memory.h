@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -39,10 +40,19 @@ class GuestMemory {
   // Fresh zeroed memory for `ranges` (page-aligned, ascending, non-overlapping).
   [[nodiscard]] static absl::StatusOr<GuestMemory> Create(const std::vector<Range>& ranges);
 
+  // Memory restored from a snapshot's memory file, laid out like Create()'s backing file
+  // (regions back to back). The file is mapped MAP_PRIVATE: pages load on first touch, the
+  // guest's writes stay private to this VM, and any number of VMs can share one file.
+  [[nodiscard]] static absl::StatusOr<GuestMemory> MapFile(const std::string& path,
+                                                           const std::vector<Range>& ranges);
+
   [[nodiscard]] const std::vector<GuestRegion>& regions() const { return regions_; }
   [[nodiscard]] std::uint64_t total_size() const { return mapping_.size(); }
-  // The backing memfd; borrowed.
+  // The backing memfd or file; borrowed.
   [[nodiscard]] int fd() const { return fd_.Get(); }
+  // True when the backing fd holds exactly what the guest sees (a memfd), so its holes are
+  // untouched pages. False for a private file mapping, whose changes live only in memory.
+  [[nodiscard]] bool fd_is_current() const { return fd_is_current_; }
   // One past the highest guest-physical RAM address.
   [[nodiscard]] GuestAddress end() const { return regions_.back().guest_end(); }
 
@@ -72,13 +82,19 @@ class GuestMemory {
   }
 
  private:
-  GuestMemory(UniqueFd fd, MmapRegion mapping, std::vector<GuestRegion> regions)
-      : fd_(std::move(fd)), mapping_(std::move(mapping)), regions_(std::move(regions)) {}
+  GuestMemory(UniqueFd fd, MmapRegion mapping, std::vector<GuestRegion> regions,
+              bool fd_is_current)
+      : fd_(std::move(fd)),
+        mapping_(std::move(mapping)),
+        regions_(std::move(regions)),
+        fd_is_current_(fd_is_current) {}
+  [[nodiscard]] static absl::StatusOr<std::uint64_t> CheckRanges(const std::vector<Range>& ranges);
   [[nodiscard]] const GuestRegion* Find(GuestAddress addr) const;
 
   UniqueFd fd_;
   MmapRegion mapping_;
   std::vector<GuestRegion> regions_;
+  bool fd_is_current_ = true;
 };
 
 }  // namespace ember::base

@@ -56,6 +56,25 @@ absl::StatusOr<Kvm> Kvm::Open(const char* path) {
   return Kvm(std::move(fd), mmap_size);
 }
 
+absl::StatusOr<std::vector<std::uint32_t>> Kvm::GetMsrIndexList() const {
+  // First ask for the count (E2BIG fills it in), then for the list.
+  std::uint32_t count = 0;
+  if (::ioctl(fd_.Get(), kGetMsrIndexList, &count) != 0 && errno != E2BIG) {
+    return base::ErrnoError("ioctl(KVM_GET_MSR_INDEX_LIST)");
+  }
+  std::vector<std::uint32_t> list(count + 1);
+  list[0] = count;
+  if (::ioctl(fd_.Get(), kGetMsrIndexList, list.data()) != 0) {
+    return base::ErrnoError("ioctl(KVM_GET_MSR_INDEX_LIST)");
+  }
+  return std::vector<std::uint32_t>(list.begin() + 1, list.begin() + 1 + list[0]);
+}
+
+std::size_t Kvm::XsaveSize() const {
+  int size = CheckExtension(KVM_CAP_XSAVE2);
+  return size > 4096 ? static_cast<std::size_t>(size) : 4096;
+}
+
 int Kvm::CheckExtension(int capability) const {
   return ::ioctl(fd_.Get(), KVM_CHECK_EXTENSION, capability);
 }

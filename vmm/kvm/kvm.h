@@ -23,6 +23,10 @@ class Kvm {
   // Size of each vCPU's shared kvm_run area.
   [[nodiscard]] int vcpu_mmap_size() const { return vcpu_mmap_size_; }
   [[nodiscard]] int CheckExtension(int capability) const;
+  // MSRs a snapshot must save: KVM's list of MSRs it virtualises.
+  [[nodiscard]] absl::StatusOr<std::vector<std::uint32_t>> GetMsrIndexList() const;
+  // Size of a vCPU's XSAVE image: KVM_CAP_XSAVE2's answer, at least 4096.
+  [[nodiscard]] std::size_t XsaveSize() const;
 
  private:
   Kvm(base::UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}

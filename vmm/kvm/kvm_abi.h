@@ -27,6 +27,18 @@ inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, FlexHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexHeader);
 
+// kvm_msr_list is a bare u32 count followed by u32 indices (no pad word).
+inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, std::uint32_t);
+
+// kvm_xsave: a 4 KiB legacy+header area, then (KVM_GET_XSAVE2 only) the extended area.
+struct XsaveArea {
+  std::uint32_t region[1024];
+};
+static_assert(sizeof(XsaveArea) == 4096);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveArea);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveArea);
+inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, XsaveArea);
+
 // A FlexHeader followed by room for `capacity` entries of type T, in one buffer to pass to
 // an ioctl.
 template <typename T>

@@ -101,6 +101,81 @@ absl::Status Vcpu::SetLapic(const kvm_lapic_state& lapic) const {
   return EMBER_VCPU_IOCTL(KVM_SET_LAPIC, const_cast<kvm_lapic_state*>(&lapic));
 }
 
+absl::Status Vcpu::SetMpState(const kvm_mp_state& state) const {
+  return EMBER_VCPU_IOCTL(KVM_SET_MP_STATE, const_cast<kvm_mp_state*>(&state));
+}
+
+absl::StatusOr<kvm_fpu> Vcpu::GetFpu() const {
+  kvm_fpu fpu{};
+  EMBER_RETURN_IF_ERROR(EMBER_VCPU_IOCTL(KVM_GET_FPU, &fpu));
+  return fpu;
+}
+
+absl::StatusOr<std::vector<std::uint8_t>> Vcpu::GetXsave(std::size_t size) const {
+  std::vector<std::uint8_t> xsave(std::max(size, sizeof(XsaveArea)));
+  unsigned long request = xsave.size() > sizeof(XsaveArea) ? kGetXsave2 : kGetXsave;
+  EMBER_RETURN_IF_ERROR(StateIoctl(fd_.Get(), request, xsave.data(), "KVM_GET_XSAVE", id_));
+  return xsave;
+}
+
+absl::Status Vcpu::SetXsave(std::span<const std::uint8_t> xsave) const {
+  if (xsave.size() < sizeof(XsaveArea)) {
+    return absl::InvalidArgumentError("XSAVE image of " + std::to_string(xsave.size()) +
+                                      " bytes is too short");
+  }
+  std::vector<std::uint8_t> copy(xsave.begin(), xsave.end());  // the ioctl takes a mutable buffer
+  return StateIoctl(fd_.Get(), kSetXsave, copy.data(), "KVM_SET_XSAVE", id_);
+}
+
+absl::StatusOr<kvm_xcrs> Vcpu::GetXcrs() const {
+  kvm_xcrs xcrs{};
+  EMBER_RETURN_IF_ERROR(EMBER_VCPU_IOCTL(KVM_GET_XCRS, &xcrs));
+  return xcrs;
+}
+
+absl::Status Vcpu::SetXcrs(const kvm_xcrs& xcrs) const {
+  return EMBER_VCPU_IOCTL(KVM_SET_XCRS, const_cast<kvm_xcrs*>(&xcrs));
+}
+
+absl::StatusOr<kvm_vcpu_events> Vcpu::GetVcpuEvents() const {
+  kvm_vcpu_events events{};
+  EMBER_RETURN_IF_ERROR(EMBER_VCPU_IOCTL(KVM_GET_VCPU_EVENTS, &events));
+  return events;
+}
+
+absl::Status Vcpu::SetVcpuEvents(const kvm_vcpu_events& events) const {
+  return EMBER_VCPU_IOCTL(KVM_SET_VCPU_EVENTS, const_cast<kvm_vcpu_events*>(&events));
+}
+
+absl::StatusOr<kvm_debugregs> Vcpu::GetDebugRegs() const {
+  kvm_debugregs regs{};
+  EMBER_RETURN_IF_ERROR(EMBER_VCPU_IOCTL(KVM_GET_DEBUGREGS, &regs));
+  return regs;
+}
+
+absl::Status Vcpu::SetDebugRegs(const kvm_debugregs& regs) const {
+  return EMBER_VCPU_IOCTL(KVM_SET_DEBUGREGS, const_cast<kvm_debugregs*>(&regs));
+}
+
+absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(
+    std::span<const std::uint32_t> indices) const {
+  std::vector<kvm_msr_entry> wanted;
+  for (std::uint32_t index : indices) wanted.push_back({index, 0, 0});
+  std::vector<kvm_msr_entry> read;
+  // KVM_GET_MSRS stops at the first MSR it cannot read and returns how many it read: take
+  // those, skip the unreadable one, and go on.
+  std::size_t pos = 0;
+  while (pos < wanted.size()) {
+    FlexBuffer<kvm_msr_entry> msrs(std::span<const kvm_msr_entry>(wanted).subspan(pos));
+    int n = ::ioctl(fd_.Get(), kGetMsrs, msrs.data());
+    if (n < 0) return base::ErrnoError("ioctl(KVM_GET_MSRS)", "vcpu " + std::to_string(id_));
+    std::vector<kvm_msr_entry> got = msrs.Entries();
+    read.insert(read.end(), got.begin(), got.begin() + n);
+    pos += static_cast<std::size_t>(n) + 1;
+  }
+  return read;
+}
+
 absl::StatusOr<kvm_mp_state> Vcpu::GetMpState() const {
   kvm_mp_state state{};
   EMBER_RETURN_IF_ERROR(EMBER_VCPU_IOCTL(KVM_GET_MP_STATE, &state));

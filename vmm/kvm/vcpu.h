@@ -41,6 +41,22 @@ class Vcpu {
   [[nodiscard]] absl::StatusOr<kvm_lapic_state> GetLapic() const;
   [[nodiscard]] absl::Status SetLapic(const kvm_lapic_state& lapic) const;
   [[nodiscard]] absl::StatusOr<kvm_mp_state> GetMpState() const;
+  [[nodiscard]] absl::Status SetMpState(const kvm_mp_state& state) const;
+
+  // The rest of the architectural state, for snapshots. Only while the vCPU is paused.
+  [[nodiscard]] absl::StatusOr<kvm_fpu> GetFpu() const;
+  // The XSAVE image, `size` bytes (4096, or KVM_CAP_XSAVE2's size when the host has more).
+  [[nodiscard]] absl::StatusOr<std::vector<std::uint8_t>> GetXsave(std::size_t size) const;
+  [[nodiscard]] absl::Status SetXsave(std::span<const std::uint8_t> xsave) const;
+  [[nodiscard]] absl::StatusOr<kvm_xcrs> GetXcrs() const;
+  [[nodiscard]] absl::Status SetXcrs(const kvm_xcrs& xcrs) const;
+  [[nodiscard]] absl::StatusOr<kvm_vcpu_events> GetVcpuEvents() const;
+  [[nodiscard]] absl::Status SetVcpuEvents(const kvm_vcpu_events& events) const;
+  [[nodiscard]] absl::StatusOr<kvm_debugregs> GetDebugRegs() const;
+  [[nodiscard]] absl::Status SetDebugRegs(const kvm_debugregs& regs) const;
+  // Reads the MSRs in `indices`; the result holds those KVM could read, in order.
+  [[nodiscard]] absl::StatusOr<std::vector<kvm_msr_entry>> GetMsrs(
+      std::span<const std::uint32_t> indices) const;
 
   [[nodiscard]] std::uint32_t id() const { return id_; }
   [[nodiscard]] int fd() const { return fd_.Get(); }

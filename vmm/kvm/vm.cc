@@ -78,6 +78,48 @@ absl::Status Vm::RegisterIoeventfd(int eventfd, std::uint64_t addr, std::uint32_
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status VmIoctl(int fd, unsigned long request, void* arg, const char* name) {
+  if (::ioctl(fd, request, arg) != 0) return base::ErrnoError(std::string("ioctl(") + name + ")");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<kvm_irqchip> Vm::GetIrqchip(std::uint32_t chip) const {
+  kvm_irqchip state{};
+  state.chip_id = chip;
+  EMBER_RETURN_IF_ERROR(VmIoctl(fd_.Get(), KVM_GET_IRQCHIP, &state, "KVM_GET_IRQCHIP"));
+  return state;
+}
+
+absl::Status Vm::SetIrqchip(const kvm_irqchip& chip) const {
+  return VmIoctl(fd_.Get(), KVM_SET_IRQCHIP, const_cast<kvm_irqchip*>(&chip), "KVM_SET_IRQCHIP");
+}
+
+absl::StatusOr<kvm_pit_state2> Vm::GetPit() const {
+  kvm_pit_state2 pit{};
+  EMBER_RETURN_IF_ERROR(VmIoctl(fd_.Get(), KVM_GET_PIT2, &pit, "KVM_GET_PIT2"));
+  return pit;
+}
+
+absl::Status Vm::SetPit(const kvm_pit_state2& pit) const {
+  return VmIoctl(fd_.Get(), KVM_SET_PIT2, const_cast<kvm_pit_state2*>(&pit), "KVM_SET_PIT2");
+}
+
+absl::StatusOr<kvm_clock_data> Vm::GetClock() const {
+  kvm_clock_data clock{};
+  EMBER_RETURN_IF_ERROR(VmIoctl(fd_.Get(), KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK"));
+  return clock;
+}
+
+absl::Status Vm::SetClock(const kvm_clock_data& clock) const {
+  kvm_clock_data copy = clock;
+  copy.flags = 0;  // only the clock value is restored; KVM rejects flags it set itself
+  return VmIoctl(fd_.Get(), KVM_SET_CLOCK, &copy, "KVM_SET_CLOCK");
+}
+
 absl::StatusOr<Vcpu> Vm::CreateVcpu(std::uint32_t id) const {
   base::UniqueFd vcpu_fd(::ioctl(fd_.Get(), KVM_CREATE_VCPU, id));
   if (!vcpu_fd) return base::ErrnoError("ioctl(KVM_CREATE_VCPU)", "vcpu " + std::to_string(id));

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <linux/kvm.h>
+
 #include <cstdint>
 #include <optional>
 
@@ -33,6 +35,15 @@ class Vm {
                                                std::uint32_t length, bool pio,
                                                std::optional<std::uint64_t> datamatch);
   [[nodiscard]] absl::StatusOr<Vcpu> CreateVcpu(std::uint32_t id) const;
+
+  // VM-wide device state, for snapshots: the PICs (chip 0, 1) and IOAPIC (chip 2), the PIT,
+  // and kvmclock. Only while every vCPU is paused.
+  [[nodiscard]] absl::StatusOr<kvm_irqchip> GetIrqchip(std::uint32_t chip) const;
+  [[nodiscard]] absl::Status SetIrqchip(const kvm_irqchip& chip) const;
+  [[nodiscard]] absl::StatusOr<kvm_pit_state2> GetPit() const;
+  [[nodiscard]] absl::Status SetPit(const kvm_pit_state2& pit) const;
+  [[nodiscard]] absl::StatusOr<kvm_clock_data> GetClock() const;
+  [[nodiscard]] absl::Status SetClock(const kvm_clock_data& clock) const;
 
   // Borrowed by snapshot code for VM-wide state ioctls.
   [[nodiscard]] int fd() const { return fd_.Get(); }

@@ -1,0 +1,105 @@
+#include "snapshot/memory_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::snapshot {
+namespace {
+
+constexpr std::uint64_t kPageSize = 4096;
+
+bool IsZeroPage(const std::uint8_t* page) {
+  // Compare in words: this runs over every page of guest memory.
+  const auto* words = reinterpret_cast<const std::uint64_t*>(page);  // page-aligned
+  for (std::size_t i = 0; i < kPageSize / sizeof(std::uint64_t); ++i) {
+    if (words[i] != 0) return false;
+  }
+  return true;
+}
+
+absl::Status WriteAll(int fd, const std::uint8_t* data, std::uint64_t size, std::uint64_t offset,
+                      const std::string& path) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n <= 0) return base::ErrnoError("pwrite", path);
+    data += n;
+    size -= static_cast<std::uint64_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Writes the non-zero pages of [begin, end) of one region, coalescing runs.
+absl::Status WriteRange(int fd, const base::GuestRegion& region, std::uint64_t begin,
+                        std::uint64_t end, const std::string& path) {
+  std::uint64_t run_start = end;
+  for (std::uint64_t off = begin; off <= end; off += kPageSize) {
+    bool data = off < end && !IsZeroPage(region.host + off);
+    if (data && run_start == end) run_start = off;
+    if (!data && run_start != end) {
+      EMBER_RETURN_IF_ERROR(WriteAll(fd, region.host + run_start, off - run_start,
+                                     region.file_offset + run_start, path));
+      run_start = end;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestMemory& memory,
+                                                              const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return base::ErrnoError("open", path);
+  if (::ftruncate(fd.Get(), static_cast<off_t>(memory.total_size())) != 0) {
+    return base::ErrnoError("ftruncate", path);
+  }
+  std::vector<v1::MemoryRegion> layout;
+  for (const base::GuestRegion& region : memory.regions()) {
+    if (!memory.fd_is_current()) {
+      // A private file mapping: its changes are not in the file, so scan everything.
+      EMBER_RETURN_IF_ERROR(WriteRange(fd.Get(), region, 0, region.size, path));
+    }
+    // In a memfd, holes are pages the guest never touched: skip them unread.
+    std::uint64_t pos = memory.fd_is_current() ? 0 : region.size;
+    while (pos < region.size) {
+      off_t data = ::lseek(memory.fd(), static_cast<off_t>(region.file_offset + pos), SEEK_DATA);
+      if (data < 0) break;  // ENXIO: no data beyond this point
+      std::uint64_t begin = static_cast<std::uint64_t>(data) - region.file_offset;
+      if (begin >= region.size) break;
+      off_t hole = ::lseek(memory.fd(), data, SEEK_HOLE);
+      std::uint64_t end = std::min(region.size, static_cast<std::uint64_t>(hole) - region.file_offset);
+      EMBER_RETURN_IF_ERROR(WriteRange(fd.Get(), region, begin, end, path));
+      pos = end;
+    }
+    v1::MemoryRegion entry;
+    entry.set_guest_start(region.guest_start);
+    entry.set_size(region.size);
+    entry.set_file_offset(region.file_offset);
+    layout.push_back(entry);
+  }
+  if (::fsync(fd.Get()) != 0) return base::ErrnoError("fsync", path);
+  return layout;
+}
+
+absl::Status CheckMemoryFile(const std::string& path, std::uint64_t expected_size) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::InvalidArgumentError(
+        std::string(base::ErrnoError("cannot open snapshot memory file", path).message()));
+  }
+  if (static_cast<std::uint64_t>(st.st_size) != expected_size) {
+    return absl::InvalidArgumentError("snapshot memory file " + path + " is " +
+                                      std::to_string(st.st_size) + " bytes; the state file " +
+                                      "expects " + std::to_string(expected_size));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ember::snapshot

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ember/v1/snapshot.pb.h"
+
+namespace ember::snapshot {
+
+// The state file's layout, all integers little-endian:
+//   magic "EMBERSNP" (8) | format version u32 | reserved u32 | payload length u64 |
+//   payload (serialized ember.v1.SnapshotState) | CRC-64/XZ of everything before it (8)
+// A reader checks each part before trusting the next, so a foreign, truncated, newer or
+// corrupted file is refused with a message saying which.
+inline constexpr char kMagic[8] = {'E', 'M', 'B', 'E', 'R', 'S', 'N', 'P'};
+inline constexpr std::uint32_t kFormatVersion = 1;
+// Far above any real state (a few hundred KiB for 32 vCPUs), far below memory trouble.
+inline constexpr std::uint64_t kMaxPayload = 64u << 20;
+
+// Writes `state` to `path` atomically (temp file, fsync, rename).
+[[nodiscard]] absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& state);
+
+// Reads and verifies a state file. Every problem is InvalidArgument naming the file.
+[[nodiscard]] absl::StatusOr<v1::SnapshotState> ReadStateFile(const std::string& path);
+
+// The encoding itself, for tests and for in-memory use.
+[[nodiscard]] std::string EncodeState(const v1::SnapshotState& state);
+[[nodiscard]] absl::StatusOr<v1::SnapshotState> DecodeState(const std::string& bytes);
+
+}  // namespace ember::snapshot
