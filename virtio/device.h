@@ -39,6 +39,13 @@ struct ActivationContext {
   std::vector<std::optional<Queue>> queues;
 };
 
+// Where the device stands in one activated queue's rings, for snapshots (Queue::next_avail,
+// Queue::next_used).
+struct QueuePositions {
+  std::uint16_t next_avail = 0;
+  std::uint16_t next_used = 0;
+};
+
 // An fd the VMM loop watches for a device, and what to call (on the loop thread) when it
 // becomes readable. The fd is owned by the device and stays open as long as the device.
 struct EventSource {
@@ -76,6 +83,31 @@ class VirtioDevice {
   // Extra fds the VMM loop must watch for this device (io_uring completions, rate-limiter
   // timers). Called once while wiring the VM, before the guest runs.
   [[nodiscard]] virtual std::vector<EventSource> EventSources() { return {}; }
+
+  // Snapshot support. The transport calls these from MmioTransport::SaveState (VMM loop
+  // thread, every vCPU paused) and RestoreState (before any vCPU runs). The defaults suit a
+  // device that has no queues activated or nothing to save; a device that holds queues must
+  // override SaveQueuePositions, or snapshots of it fail.
+  //
+  // Finishes the work the device has started (I/O in flight in the host) and writes its used
+  // entries, so that guest memory and the state below stop changing until the device is next
+  // notified. An error means the state would be inconsistent; the snapshot must fail.
+  [[nodiscard]] virtual absl::Status Quiesce() { return absl::OkStatus(); }
+  // While activated: one entry per device queue, the positions of each queue the device
+  // holds (nullopt for a queue the driver left disabled). Empty when not activated.
+  [[nodiscard]] virtual std::vector<std::optional<QueuePositions>> SaveQueuePositions() const {
+    return {};
+  }
+  // Device-defined state that the configuration does not already determine (rate-limiter
+  // buckets, connections); opaque to the transport.
+  [[nodiscard]] virtual std::string SaveDeviceSpecific() const { return {}; }
+  // Takes back what SaveDeviceSpecific returned, after the transport has re-activated the
+  // device (when the snapshot had it activated). An error rejects the snapshot.
+  [[nodiscard]] virtual absl::Status RestoreDeviceSpecific(const std::string& state) {
+    return state.empty() ? absl::OkStatus()
+                         : absl::InvalidArgumentError(
+                               name() + ": device-specific state for a device that has none");
+  }
 };
 
 }  // namespace ember::virtio

@@ -213,6 +213,23 @@ std::vector<EventSource> BlockDevice::EventSources() {
   return sources;
 }
 
+absl::Status BlockDevice::Quiesce() {
+  std::lock_guard lock(mu_);
+  engine_->Submit();
+  ReapCompletions();
+  while (InFlightCount() > 0) {
+    EMBER_RETURN_IF_ERROR(engine_->WaitForCompletion());
+    ReapCompletions();
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::optional<QueuePositions>> BlockDevice::SaveQueuePositions() const {
+  std::lock_guard lock(mu_);
+  if (!queue_) return {};
+  return {QueuePositions{queue_->next_avail(), queue_->next_used()}};
+}
+
 void BlockDevice::ProcessQueue(std::size_t) {
   std::lock_guard lock(mu_);
   metrics_.queue_events->Add();

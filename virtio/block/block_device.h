@@ -56,6 +56,13 @@ class BlockDevice final : public VirtioDevice {
   void ProcessQueue(std::size_t index) override;
   // The engine's completion eventfd (io_uring only) and the rate limiter's timerfd.
   [[nodiscard]] std::vector<EventSource> EventSources() override;
+  // Waits for every request in the engine, stale ones from before a reset included (they
+  // still write guest memory), and answers the current ones. VMM loop thread.
+  [[nodiscard]] absl::Status Quiesce() override;
+  // The request queue's positions while activated. Nothing device-specific is saved: the
+  // configuration (path, engine, limits) comes from the VM config, and after Quiesce no
+  // request is in flight. Rate-limiter buckets restart full.
+  [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
 
   // Loop thread: the engine's completion_fd is readable.
   void ProcessCompletions();
@@ -111,6 +118,8 @@ class BlockDevice final : public VirtioDevice {
   void ReapCompletions();
   void InterruptIfNeeded();
   void MarkBroken(const absl::Status& why);
+  // Requests the engine holds, stale ones included.
+  [[nodiscard]] std::size_t InFlightCount() const { return in_flight_.size() - free_slots_.size(); }
 
   const BlockConfig config_;
   const base::UniqueFd file_;  // declared before engine_: the engine borrows it
@@ -119,7 +128,7 @@ class BlockDevice final : public VirtioDevice {
   std::vector<std::uint8_t> config_space_;
   Metrics metrics_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::unique_ptr<BlockEngine> engine_;           // guarded by mu_
   RateLimiter limiter_;                           // guarded by mu_
   std::optional<Queue> queue_;                    // guarded by mu_; set while activated

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "virtio/descriptor_chain.h"
 
 namespace ember::virtio::block {
@@ -38,6 +39,10 @@ class BlockEngine {
   virtual void Submit() = 0;
   // Appends the operations that have finished to `out`; never blocks.
   virtual void Reap(std::vector<Completion>* out) = 0;
+  // Submits what is queued, then blocks until Reap has something (at once if it already
+  // has). Only for quiescing before a snapshot, with operations in flight. The default suits
+  // engines whose operations finish inside the calls that queue them.
+  [[nodiscard]] virtual absl::Status WaitForCompletion() { return absl::OkStatus(); }
   // Readable when Reap has something; -1 when completions are ready as soon as Submit
   // returns (SyncEngine). Owned by the engine.
   [[nodiscard]] virtual int completion_fd() const = 0;

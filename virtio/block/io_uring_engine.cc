@@ -90,6 +90,19 @@ void IoUringEngine::Submit() {
   if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
 }
 
+absl::Status IoUringEngine::WaitForCompletion() {
+  if (!failed_.empty()) return absl::OkStatus();
+  for (;;) {
+    // Submits anything still queued and waits for one CQE without consuming it.
+    const int err = io_uring_submit_and_wait(&ring_, 1);
+    if (err >= 0) return absl::OkStatus();
+    if (err == -EBUSY) return absl::OkStatus();  // completions overflowed: reap them
+    if (err != -EINTR && err != -EAGAIN) {
+      return base::ErrnoError(-err, "io_uring_submit_and_wait", "block engine");
+    }
+  }
+}
+
 void IoUringEngine::Reap(std::vector<Completion>* out) {
   // Clear the eventfd first: a completion arriving after this re-signals it.
   completion_.Consume();

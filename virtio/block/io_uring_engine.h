@@ -33,6 +33,7 @@ class IoUringEngine final : public BlockEngine {
                    std::uint64_t cookie) override;
   void Submit() override;
   void Reap(std::vector<Completion>* out) override;
+  [[nodiscard]] absl::Status WaitForCompletion() override;
   [[nodiscard]] int completion_fd() const override { return completion_.Get(); }
 
  private:

@@ -1,7 +1,9 @@
 #include "virtio/mmio/mmio_transport.h"
 
 #include <cstring>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
 #include "vmm/base/logging.h"
@@ -15,6 +17,14 @@ static_assert(kQueueNotify == MmioTransport::kQueueNotifyOffset);
 
 constexpr std::uint32_t kDriverStatusBits =
     kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk | kStatusFailed;
+
+constexpr std::uint32_t kActivatedBits = kStatusFeaturesOk | kStatusDriverOk;
+
+// Whether a device with this status holds its queues: DRIVER_OK was granted together with
+// FEATURES_OK (WriteStatus activates only then), and no error has stopped it since.
+bool IsActivated(std::uint32_t status) {
+  return (status & kActivatedBits) == kActivatedBits && (status & kStatusNeedsReset) == 0;
+}
 
 void SetLow(std::uint64_t* field, std::uint32_t value) {
   *field = (*field & ~std::uint64_t{0xffffffff}) | value;
@@ -275,7 +285,7 @@ void MmioTransport::WriteStatus(std::uint32_t value) {
   }
 }
 
-bool MmioTransport::Activate() {
+absl::StatusOr<ActivationContext> MmioTransport::MakeActivationContext() {
   ActivationContext context;
   context.memory = &memory_;
   context.signals = this;
@@ -287,17 +297,159 @@ bool MmioTransport::Activate() {
     }
     auto queue = Queue::Create(memory_, queues_[i].layout, queue_max_sizes_[i], driver_features_);
     if (!queue.ok()) {
-      EMBER_LOG(kWarn) << device_->name() << ": queue " << i << ": " << queue.status();
-      return false;
+      return absl::InvalidArgumentError(absl::StrCat("queue ", i, ": ", queue.status().message()));
     }
     context.queues.emplace_back(std::move(queue).value());
   }
-  absl::Status status = device_->Activate(std::move(context));
+  return context;
+}
+
+bool MmioTransport::Activate() {
+  absl::StatusOr<ActivationContext> context = MakeActivationContext();
+  if (!context.ok()) {
+    EMBER_LOG(kWarn) << device_->name() << ": " << context.status().message();
+    return false;
+  }
+  absl::Status status = device_->Activate(std::move(context).value());
   if (!status.ok()) {
     EMBER_LOG(kWarn) << device_->name() << ": activation failed: " << status;
     return false;
   }
   return true;
+}
+
+absl::Status MmioTransport::Quiesce() { return device_->Quiesce(); }
+
+absl::StatusOr<VirtioDeviceSnapshot> MmioTransport::SaveState() {
+  std::lock_guard lock(mu_);
+  // First: completions still raise interrupts and move the used index.
+  EMBER_RETURN_IF_ERROR(device_->Quiesce());
+  VirtioDeviceSnapshot state;
+  state.device_id = device_->device_id();
+  state.name = device_->name();
+  state.status = status_.load();
+  state.driver_features = driver_features_;
+  state.device_features_sel = device_features_sel_;
+  state.driver_features_sel = driver_features_sel_;
+  state.queue_sel = queue_sel_;
+  state.interrupt_status = interrupt_status_.load();
+  state.config_generation = config_generation_.load();
+
+  const std::vector<std::optional<QueuePositions>> positions = device_->SaveQueuePositions();
+  if (!positions.empty() && positions.size() != queues_.size()) {
+    return absl::InternalError(absl::StrCat(device_->name(), " reported positions for ",
+                                            positions.size(), " queues; it has ", queues_.size()));
+  }
+  const bool activated = IsActivated(state.status);
+  if (activated && positions.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(device_->name(), " does not support snapshots (no queue positions)"));
+  }
+  for (std::size_t i = 0; i < queues_.size(); ++i) {
+    const QueueRegisters& registers = queues_[i];
+    VirtqueueSnapshot& queue = state.queues.emplace_back();
+    queue.size = registers.layout.size;
+    queue.ready = registers.ready;
+    queue.desc_addr = registers.layout.desc_table;
+    queue.driver_addr = registers.layout.avail_ring;
+    queue.device_addr = registers.layout.used_ring;
+    if (!activated) continue;
+    if (registers.ready != positions[i].has_value()) {
+      return absl::InternalError(absl::StrCat(device_->name(), " holds queue ", i, " ",
+                                              registers.ready ? "not " : "",
+                                              "enabled by the driver"));
+    }
+    if (positions[i]) {
+      queue.next_avail = positions[i]->next_avail;
+      queue.next_used = positions[i]->next_used;
+    }
+  }
+  state.device_specific = device_->SaveDeviceSpecific();
+  return state;
+}
+
+absl::Status MmioTransport::RestoreState(const VirtioDeviceSnapshot& state) {
+  std::lock_guard lock(mu_);
+  if (status_.load() != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(device_->name(), ": restoring into a transport the driver already used"));
+  }
+  absl::Status status = RestoreLocked(state);
+  if (!status.ok()) {
+    ResetLocked();
+    config_generation_.store(0);
+    return status;
+  }
+  // Work and interrupts the old process may have had pending; extra ones are harmless.
+  if (IsActivated(state.status)) {
+    for (std::size_t i = 0; i < queues_.size(); ++i) {
+      if (queues_[i].ready) queue_events_[i].Signal();
+    }
+  }
+  if (state.interrupt_status != 0) irqfd_.Signal();
+  return absl::OkStatus();
+}
+
+absl::Status MmioTransport::RestoreLocked(const VirtioDeviceSnapshot& state) {
+  auto invalid = [this](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot of ", device_->name(), ": ", what));
+  };
+  if (state.device_id != device_->device_id()) {
+    return invalid(
+        absl::StrCat("device id ", state.device_id, ", this device is ", device_->device_id()));
+  }
+  if (state.name != device_->name()) {
+    return invalid(absl::StrCat("saved from device \"", state.name, "\""));
+  }
+  if (state.queues.size() != queues_.size()) {
+    return invalid(absl::StrCat(state.queues.size(), " queues, the device has ", queues_.size()));
+  }
+  if ((state.status & ~(kDriverStatusBits | kStatusNeedsReset)) != 0) {
+    return invalid(absl::StrCat("unknown status bits in 0x", absl::Hex(state.status)));
+  }
+  const std::uint64_t unknown = state.driver_features & ~device_->offered_features();
+  if (unknown != 0) {
+    return invalid(absl::StrCat("features 0x", absl::Hex(unknown), " the device does not offer"));
+  }
+  for (std::size_t i = 0; i < state.queues.size(); ++i) {
+    const VirtqueueSnapshot& queue = state.queues[i];
+    if (queue.size > 0xffff || queue.next_avail > 0xffff || queue.next_used > 0xffff) {
+      return invalid(absl::StrCat("queue ", i, ": size or position beyond 16 bits"));
+    }
+  }
+
+  driver_features_ = state.driver_features;
+  device_features_sel_ = state.device_features_sel;
+  driver_features_sel_ = state.driver_features_sel;
+  queue_sel_ = state.queue_sel;
+  for (std::size_t i = 0; i < queues_.size(); ++i) {
+    const VirtqueueSnapshot& queue = state.queues[i];
+    queues_[i].layout = QueueLayout{static_cast<std::uint16_t>(queue.size), queue.desc_addr,
+                                    queue.driver_addr, queue.device_addr};
+    queues_[i].ready = queue.ready;
+  }
+
+  if (IsActivated(state.status)) {
+    // What Activate does for the driver's DRIVER_OK, plus the saved ring positions.
+    absl::StatusOr<ActivationContext> context = MakeActivationContext();
+    if (!context.ok()) return invalid(std::string(context.status().message()));
+    for (std::size_t i = 0; i < queues_.size(); ++i) {
+      if (!context->queues[i]) continue;
+      context->queues[i]->RestorePositions(static_cast<std::uint16_t>(state.queues[i].next_avail),
+                                           static_cast<std::uint16_t>(state.queues[i].next_used));
+    }
+    if (absl::Status activated = device_->Activate(std::move(context).value()); !activated.ok()) {
+      return invalid(absl::StrCat("activation refused: ", activated.message()));
+    }
+  }
+  status_.store(state.status);
+  interrupt_status_.store(state.interrupt_status);
+  config_generation_.store(state.config_generation);
+  if (absl::Status restored = device_->RestoreDeviceSpecific(state.device_specific);
+      !restored.ok()) {
+    return invalid(absl::StrCat("device-specific state refused: ", restored.message()));
+  }
+  return absl::OkStatus();
 }
 
 void MmioTransport::ResetLocked() {

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -16,6 +17,35 @@
 #include "vmm/base/metrics.h"
 
 namespace ember::virtio {
+
+// One queue's registers and, when the device was activated, its ring positions. Plain data
+// whose fields mirror ember.v1.VirtqueueState field for field (same names and widths), so
+// that snapshot/ converts by copying; virtio/ stays free of protobuf (DESIGN's dependency
+// rule). Untrusted on restore: RestoreState checks every value.
+struct VirtqueueSnapshot {
+  std::uint32_t size = 0;
+  bool ready = false;
+  std::uint64_t desc_addr = 0;
+  std::uint64_t driver_addr = 0;  // available ring
+  std::uint64_t device_addr = 0;  // used ring
+  std::uint32_t next_avail = 0;   // meaningful when the device was activated
+  std::uint32_t next_used = 0;
+};
+
+// A transport and the device behind it, mirroring ember.v1.VirtioDeviceState.
+struct VirtioDeviceSnapshot {
+  std::uint32_t device_id = 0;
+  std::string name;
+  std::uint32_t status = 0;
+  std::uint64_t driver_features = 0;
+  std::uint32_t device_features_sel = 0;
+  std::uint32_t driver_features_sel = 0;
+  std::uint32_t queue_sel = 0;
+  std::uint32_t interrupt_status = 0;
+  std::uint32_t config_generation = 0;
+  std::vector<VirtqueueSnapshot> queues;  // one per device queue
+  std::string device_specific;            // VirtioDevice::SaveDeviceSpecific
+};
 
 // The modern (version 2) virtio-mmio transport (spec 4.2) in front of one VirtioDevice.
 //
@@ -60,6 +90,33 @@ class MmioTransport final : public base::BusDevice, private DeviceSignals {
   // Current Status register; any thread.
   [[nodiscard]] std::uint32_t status() const { return status_.load(); }
 
+  // Snapshots. Both take mu_, then the device's lock.
+  //
+  // Lets the device finish its started work (VirtioDevice::Quiesce: in-flight io_uring
+  // requests complete and their used entries are written). VMM loop thread, vCPUs paused.
+  [[nodiscard]] absl::Status Quiesce();
+  // Quiesces the device, then reads the registers and the device's queue positions and
+  // device-specific state. VMM loop thread, every vCPU paused; guest memory must be saved
+  // after this call and before the loop dispatches any other event of this device (a
+  // rate-limiter timer would start new requests). Errors: quiescing failed, or the device is
+  // activated but cannot report its queue positions (no snapshot support).
+  [[nodiscard]] absl::StatusOr<VirtioDeviceSnapshot> SaveState();
+  // Puts a freshly created transport (the same device configuration, over guest memory
+  // restored from the snapshot) into the state `state` describes. When the driver had set
+  // DRIVER_OK (and the device did not need a reset), rebuilds the queues from their saved
+  // layouts and positions and activates the device as DRIVER_OK would; then hands the
+  // device its device-specific state; then signals every enabled queue's queue_event (a
+  // notification caught by the old process's ioeventfd, or a rate-limited queue waiting for
+  // its timer, would otherwise be lost) and, when InterruptStatus is non-zero, the irqfd
+  // (KVM delivers an irqfd signalled before KVM_IRQFD once it is bound). The caller wires
+  // the fds as for a new VM, before or after. Runs before any vCPU starts.
+  // Errors, each leaving the transport as freshly created: InvalidArgument when the state does
+  // not fit this device (device id or name, queue count, features not offered, a queue
+  // layout the device would refuse or outside guest memory, values out of range, device
+  // activation or device-specific state refused); FailedPrecondition when the transport is
+  // not fresh.
+  [[nodiscard]] absl::Status RestoreState(const VirtioDeviceSnapshot& state);
+
  private:
   struct QueueRegisters {
     QueueLayout layout;
@@ -79,8 +136,13 @@ class MmioTransport final : public base::BusDevice, private DeviceSignals {
   void WriteRegister(std::uint64_t offset, std::uint32_t value);
   void WriteStatus(std::uint32_t value);
   void WriteQueueRegister(std::uint64_t offset, std::uint32_t value);
+  // What the device receives at DRIVER_OK: the enabled queues built from their registers.
+  // InvalidArgument, naming the queue, when a layout is refused.
+  [[nodiscard]] absl::StatusOr<ActivationContext> MakeActivationContext();
   // Validates the queues, hands them to the device; false when activation failed.
   bool Activate();
+  // RestoreState's work, under mu_; the caller resets the transport on an error.
+  [[nodiscard]] absl::Status RestoreLocked(const VirtioDeviceSnapshot& state);
   void ResetLocked();
   [[nodiscard]] QueueRegisters* SelectedQueue();
 

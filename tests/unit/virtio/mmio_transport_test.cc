@@ -1,6 +1,7 @@
 #include "virtio/mmio/mmio_transport.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <array>
 #include <vector>
@@ -49,13 +50,34 @@ class RecordingDevice : public VirtioDevice {
     signals = context.signals;
     queues_enabled.clear();
     for (auto& q : context.queues) queues_enabled.push_back(q.has_value());
+    queues = std::move(context.queues);
     return absl::OkStatus();
   }
   void Reset() override {
     ++resets;
     activated = false;
+    queues.clear();
   }
   void ProcessQueue(std::size_t index) override { processed.push_back(index); }
+  absl::Status Quiesce() override {
+    ++quiesces;
+    return quiesce_result;
+  }
+  std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override {
+    if (!snapshots) return VirtioDevice::SaveQueuePositions();
+    std::vector<std::optional<QueuePositions>> positions;
+    for (const auto& q : queues) {
+      positions.push_back(q ? std::optional(QueuePositions{q->next_avail(), q->next_used()})
+                            : std::nullopt);
+    }
+    return positions;
+  }
+  std::string SaveDeviceSpecific() const override { return specific; }
+  absl::Status RestoreDeviceSpecific(const std::string& state) override {
+    if (!snapshots) return VirtioDevice::RestoreDeviceSpecific(state);
+    specific = state;
+    return absl::OkStatus();
+  }
 
   std::array<std::uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
   absl::Status activate_result = absl::OkStatus();
@@ -65,6 +87,12 @@ class RecordingDevice : public VirtioDevice {
   std::vector<bool> queues_enabled;
   int resets = 0;
   std::vector<std::size_t> processed;
+  // Snapshot support, off by default like a device that never implemented it.
+  bool snapshots = false;
+  std::vector<std::optional<Queue>> queues;
+  std::string specific;
+  absl::Status quiesce_result = absl::OkStatus();
+  int quiesces = 0;
 
  private:
   std::array<std::uint16_t, 2> sizes_{16, 8};
@@ -327,6 +355,312 @@ TEST_F(MmioTransportTest, ConfigSpaceWritesReachTheDevice) {
 TEST_F(MmioTransportTest, SharedMemoryRegionsReadAsAbsent) {
   EXPECT_EQ(driver_->Read32(kShmLenLow), 0xffffffffu);
   EXPECT_EQ(driver_->Read32(kShmLenLow + 4), 0xffffffffu);
+}
+
+// --- Snapshots ------------------------------------------------------------------------------
+
+// A second transport and device, as a restore in a new process builds them, over the same
+// guest memory.
+struct Restored {
+  explicit Restored(const base::GuestMemory& memory, base::MetricsRegistry& metrics) {
+    auto owned = std::make_unique<RecordingDevice>();
+    device = owned.get();
+    device->snapshots = true;
+    transport =
+        MmioTransport::Create(memory, std::move(owned), base::EventFd::Create().value(), metrics)
+            .value();
+    driver = std::make_unique<FakeMmioDriver>(*transport);
+  }
+  RecordingDevice* device;
+  std::unique_ptr<MmioTransport> transport;
+  std::unique_ptr<FakeMmioDriver> driver;
+};
+
+bool Readable(const base::EventFd& fd) {
+  pollfd pfd{fd.Get(), POLLIN, 0};
+  return ::poll(&pfd, 1, 0) == 1;
+}
+
+class MmioSnapshotTest : public MmioTransportTest {
+ protected:
+  MmioSnapshotTest() { device_->snapshots = true; }
+
+  // The driver probed both queues; the device took two chains from queue 0 and answered one.
+  void RunSomeWork() {
+    ASSERT_TRUE(InitializeBothQueues().ok());
+    const testing::FakeBuffer buffer{0x8000, 16, true};
+    queue0_.AddChain(std::span(&buffer, 1));
+    queue0_.AddChain(std::span(&buffer, 1));
+    Queue& queue = *device_->queues[0];
+    auto first = queue.Pop();
+    ASSERT_TRUE(first.ok() && first->has_value());
+    ASSERT_TRUE(queue.Pop().ok());
+    queue.AddUsed((*first)->head, 16);
+    device_->signals->SignalUsedBuffer();
+    device_->signals->SignalConfigChange();
+    driver_->Write32(kInterruptAck, kInterruptConfigChange);
+    driver_->Write32(kQueueSel, 1);
+    driver_->Write32(kDeviceFeaturesSel, 1);
+    device_->specific = "buckets";
+  }
+
+  VirtioDeviceSnapshot Save() {
+    auto state = transport_->SaveState();
+    EXPECT_TRUE(state.ok()) << state.status();
+    return state.ok() ? *state : VirtioDeviceSnapshot{};
+  }
+};
+
+TEST_F(MmioSnapshotTest, SaveRecordsRegistersQueuesAndPositions) {
+  RunSomeWork();
+
+  const VirtioDeviceSnapshot state = Save();
+
+  EXPECT_EQ(state.device_id, 42u);
+  EXPECT_EQ(state.name, "recording");
+  EXPECT_EQ(state.status, kAckDriverFeatures | kStatusDriverOk);
+  EXPECT_EQ(state.driver_features, FeatureBit(kFeatureVersion1));
+  EXPECT_EQ(state.device_features_sel, 1u);
+  EXPECT_EQ(state.queue_sel, 1u);
+  EXPECT_EQ(state.interrupt_status, kInterruptUsedBuffer);
+  EXPECT_EQ(state.config_generation, 1u);
+  ASSERT_EQ(state.queues.size(), 2u);
+  EXPECT_EQ(state.queues[0].size, 16u);
+  EXPECT_TRUE(state.queues[0].ready);
+  EXPECT_EQ(state.queues[0].desc_addr, queue0_.layout().desc_table);
+  EXPECT_EQ(state.queues[0].driver_addr, queue0_.layout().avail_ring);
+  EXPECT_EQ(state.queues[0].device_addr, queue0_.layout().used_ring);
+  EXPECT_EQ(state.queues[0].next_avail, 2u);
+  EXPECT_EQ(state.queues[0].next_used, 1u);
+  EXPECT_EQ(state.queues[1].size, 8u);
+  EXPECT_EQ(state.queues[1].next_avail, 0u);
+  EXPECT_EQ(state.device_specific, "buckets");
+}
+
+TEST_F(MmioSnapshotTest, SaveQuiescesTheDeviceFirst) {
+  RunSomeWork();
+  Save();
+  EXPECT_EQ(device_->quiesces, 1);
+}
+
+TEST_F(MmioSnapshotTest, SaveFailsWhenQuiescingFails) {
+  RunSomeWork();
+  device_->quiesce_result = absl::InternalError("io_uring gone");
+  EXPECT_FALSE(transport_->SaveState().ok());
+}
+
+TEST_F(MmioSnapshotTest, SaveOfAnActivatedDeviceWithoutSnapshotSupportFails) {
+  RunSomeWork();
+  device_->snapshots = false;
+  auto state = transport_->SaveState();
+  EXPECT_TRUE(absl::IsFailedPrecondition(state.status())) << state.status();
+}
+
+TEST_F(MmioSnapshotTest, SaveOfAnUnusedDeviceWithoutSnapshotSupportWorks) {
+  device_->snapshots = false;
+  auto state = transport_->SaveState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->status, 0u);
+}
+
+TEST_F(MmioSnapshotTest, RestoreShowsTheDriverTheSameRegisters) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+
+  ASSERT_TRUE(restored.transport->RestoreState(state).ok());
+
+  const FakeMmioDriver& driver = *restored.driver;
+  EXPECT_EQ(driver.Read32(kStatus), kAckDriverFeatures | kStatusDriverOk);
+  EXPECT_EQ(driver.Read32(kInterruptStatus), kInterruptUsedBuffer);
+  EXPECT_EQ(driver.Read32(kConfigGeneration), 1u);
+  EXPECT_EQ(driver.Read32(kDeviceFeatures), kOffered >> 32);  // selector 1: the high word
+  EXPECT_EQ(driver.Read32(kQueueNum), 8u);                    // selector 1
+  EXPECT_EQ(driver.Read32(kQueueReady), 1u);
+  EXPECT_EQ(driver.Read32(kQueueDescLow), static_cast<std::uint32_t>(queue1_.layout().desc_table));
+  EXPECT_EQ(driver.Read32(kQueueDeviceLow), static_cast<std::uint32_t>(queue1_.layout().used_ring));
+}
+
+TEST_F(MmioSnapshotTest, RestoreActivatesTheDeviceWithTheSavedPositions) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+
+  ASSERT_TRUE(restored.transport->RestoreState(state).ok());
+
+  const RecordingDevice& device = *restored.device;
+  EXPECT_TRUE(device.activated);
+  EXPECT_EQ(device.features, FeatureBit(kFeatureVersion1));
+  EXPECT_EQ(device.queues_enabled, (std::vector<bool>{true, true}));
+  EXPECT_EQ(device.queues[0]->next_avail(), 2);
+  EXPECT_EQ(device.queues[0]->next_used(), 1);
+  EXPECT_EQ(device.queues[0]->layout().used_ring, queue0_.layout().used_ring);
+  EXPECT_EQ(device.specific, "buckets");
+}
+
+TEST_F(MmioSnapshotTest, RestoredQueueContinuesTheDriversRing) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+  ASSERT_TRUE(restored.transport->RestoreState(state).ok());
+  const testing::FakeBuffer buffer{0x9000, 16, true};
+  const std::uint16_t head = queue0_.AddChain(std::span(&buffer, 1));
+
+  Queue& queue = *restored.device->queues[0];
+  auto chain = queue.Pop();
+  ASSERT_TRUE(chain.ok() && chain->has_value());
+  EXPECT_EQ((*chain)->head, head);
+  queue.AddUsed(head, 4);
+  EXPECT_EQ(queue0_.UsedIdx(), 2);
+}
+
+TEST_F(MmioSnapshotTest, RestoreSignalsEveryEnabledQueueAndThePendingInterrupt) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+  ASSERT_TRUE(restored.transport->RestoreState(state).ok());
+  EXPECT_TRUE(Readable(restored.transport->queue_event(0)));
+  EXPECT_TRUE(Readable(restored.transport->queue_event(1)));
+  EXPECT_TRUE(Readable(restored.transport->irqfd()));
+}
+
+TEST_F(MmioSnapshotTest, RestoreMidNegotiationLetsTheDriverFinish) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1));
+  driver_->Write32(kStatus, kAckDriverFeatures);
+  driver_->SetUpQueue(0, queue0_.layout());
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+
+  ASSERT_TRUE(restored.transport->RestoreState(state).ok());
+  EXPECT_FALSE(restored.device->activated);
+  EXPECT_FALSE(Readable(restored.transport->queue_event(0)));
+  restored.driver->SetUpQueue(1, queue1_.layout());
+  restored.driver->Write32(kStatus, kAckDriverFeatures | kStatusDriverOk);
+
+  EXPECT_TRUE(restored.device->activated);
+  EXPECT_EQ(restored.device->queues_enabled, (std::vector<bool>{true, true}));
+}
+
+TEST_F(MmioSnapshotTest, RestoreOfADeviceThatNeededResetLeavesItStopped) {
+  RunSomeWork();
+  device_->signals->MarkNeedsReset();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+
+  ASSERT_TRUE(restored.transport->RestoreState(state).ok());
+
+  EXPECT_FALSE(restored.device->activated);
+  EXPECT_NE(restored.driver->Read32(kStatus) & kStatusNeedsReset, 0u);
+  // The driver's reset and re-probe bring it back.
+  ASSERT_TRUE(restored.driver
+                  ->Initialize(FeatureBit(kFeatureVersion1), {queue0_.layout(), queue1_.layout()})
+                  .ok());
+  EXPECT_TRUE(restored.device->activated);
+}
+
+// Each mismatch is refused and leaves the new transport as freshly created.
+class MmioSnapshotMismatchTest : public MmioSnapshotTest {
+ protected:
+  void ExpectRefused(const VirtioDeviceSnapshot& state) {
+    Restored restored(memory_, metrics_);
+    const absl::Status status = restored.transport->RestoreState(state);
+    EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+    EXPECT_FALSE(restored.device->activated);
+    EXPECT_EQ(restored.driver->Read32(kStatus), 0u);
+    EXPECT_EQ(restored.driver->Read32(kInterruptStatus), 0u);
+    EXPECT_EQ(restored.driver->Read32(kConfigGeneration), 0u);
+    EXPECT_FALSE(Readable(restored.transport->queue_event(0)));
+    EXPECT_FALSE(Readable(restored.transport->irqfd()));
+    // Still usable: a driver can probe it from scratch.
+    EXPECT_TRUE(restored.driver
+                    ->Initialize(FeatureBit(kFeatureVersion1), {queue0_.layout(), queue1_.layout()})
+                    .ok());
+  }
+};
+
+TEST_F(MmioSnapshotMismatchTest, AnotherDeviceTypeIsRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.device_id = 2;
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, AnotherDeviceNameIsRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.name = "block_rootfs";
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, AnotherQueueCountIsRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.queues.pop_back();
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, QueueLayoutOutsideGuestMemoryIsRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.queues[1].device_addr = kMemSize - 16;
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, QueueLargerThanTheDeviceAllowsIsRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.queues[1].size = 16;  // queue 1's maximum is 8
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, PositionBeyondSixteenBitsIsRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.queues[0].next_avail = 0x10000;
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, FeaturesTheDeviceDoesNotOfferAreRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.driver_features |= FeatureBit(40);
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, UnknownStatusBitsAreRefused) {
+  RunSomeWork();
+  VirtioDeviceSnapshot state = Save();
+  state.status |= 0x10;
+  ExpectRefused(state);
+}
+
+TEST_F(MmioSnapshotMismatchTest, DeviceRefusingActivationIsRefused) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+  restored.device->activate_result = absl::FailedPreconditionError("no");
+  EXPECT_TRUE(absl::IsInvalidArgument(restored.transport->RestoreState(state)));
+  EXPECT_EQ(restored.driver->Read32(kStatus), 0u);
+}
+
+TEST_F(MmioSnapshotMismatchTest, DeviceSpecificStateForADeviceWithoutAnyIsRefused) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  Restored restored(memory_, metrics_);
+  restored.device->snapshots = false;  // the default RestoreDeviceSpecific
+  EXPECT_TRUE(absl::IsInvalidArgument(restored.transport->RestoreState(state)));
+  EXPECT_FALSE(restored.device->activated);
+  EXPECT_EQ(restored.device->resets, 1);
+}
+
+TEST_F(MmioSnapshotTest, RestoreIntoATransportTheDriverUsedFails) {
+  RunSomeWork();
+  const VirtioDeviceSnapshot state = Save();
+  const absl::Status status = transport_->RestoreState(state);
+  EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+  EXPECT_TRUE(device_->activated);  // untouched
 }
 
 }  // namespace
