@@ -1,0 +1,732 @@
+#include "virtio/vsock/vsock_device.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "virtio/mmio/mmio_transport.h"
+#include "virtio/mmio/registers.h"
+#include "virtio/spec.h"
+#include "virtio/testing/fake_driver_queue.h"
+#include "virtio/testing/fake_mmio_driver.h"
+#include "virtio/testing/fake_vsock_driver.h"
+
+extern "C" {
+extern const unsigned kUapiVsockHdrSize;
+extern const unsigned kUapiVsockHdrLenOffset;
+extern const unsigned kUapiVsockHdrOpOffset;
+extern const unsigned kUapiVsockHdrFwdCntOffset;
+extern const unsigned kUapiVsockTypeStream;
+extern const unsigned kUapiVsockOpRequest;
+extern const unsigned kUapiVsockOpCreditRequest;
+extern const unsigned kUapiVsockShutdownRcv;
+extern const unsigned kUapiVsockShutdownSend;
+extern const unsigned kUapiVsockEventTransportReset;
+extern const unsigned kUapiVirtioIdVsock;
+}
+
+namespace ember::virtio::vsock {
+namespace {
+
+using testing::FakeDriverQueue;
+using testing::FakeGuestAllocator;
+using testing::FakeMmioDriver;
+using testing::FakeVsockDriver;
+using testing::VsockPacket;
+
+constexpr std::uint64_t kMemSize = 16 << 20;
+constexpr std::uint16_t kQueueSize = 256;
+constexpr std::uint64_t kCid = 3;
+constexpr std::uint32_t kGuestBuf = 64 * 1024;
+constexpr std::uint64_t kFeatures = FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureEventIdx);
+
+std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<std::uint8_t> Pattern(std::size_t len, std::uint8_t seed) {
+  std::vector<std::uint8_t> bytes(len);
+  for (std::size_t i = 0; i < len; ++i) bytes[i] = static_cast<std::uint8_t>(seed + i * 7 + i / 251);
+  return bytes;
+}
+
+Header GuestHeader(Op op, std::uint32_t src_port, std::uint32_t dst_port,
+                   std::uint32_t fwd_cnt = 0, std::uint32_t flags = 0) {
+  Header h;
+  h.src_cid = kCid;
+  h.dst_cid = kHostCid;
+  h.src_port = src_port;
+  h.dst_port = dst_port;
+  h.type = kTypeStream;
+  h.op = static_cast<std::uint16_t>(op);
+  h.flags = flags;
+  h.buf_alloc = kGuestBuf;
+  h.fwd_cnt = fwd_cnt;
+  return h;
+}
+
+base::UniqueFd Listen(const std::string& path) {
+  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  EXPECT_EQ(::bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << path;
+  EXPECT_EQ(::listen(fd.Get(), 256), 0);
+  return fd;
+}
+
+base::UniqueFd Connect(const std::string& path) {
+  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  EXPECT_EQ(::connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << path;
+  return fd;
+}
+
+void WriteAll(int fd, std::span<const std::uint8_t> bytes) {
+  ASSERT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+}
+
+// Reads what is there without waiting (empty at EOF or when nothing is there).
+std::vector<std::uint8_t> ReadNow(int fd, std::size_t max = 1 << 20) {
+  std::vector<std::uint8_t> bytes(max);
+  const ssize_t n = ::recv(fd, bytes.data(), max, MSG_DONTWAIT);
+  bytes.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return bytes;
+}
+
+bool AtEof(int fd) {
+  char c;
+  return ::recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+}
+
+// A vsock device behind the real MMIO transport, driven by the fake guest driver, its host
+// side real Unix sockets in a fresh temporary directory.
+class VsockDeviceTest : public ::testing::Test {
+ protected:
+  VsockDeviceTest()
+      : memory_(base::GuestMemory::Create({{0, kMemSize}}).value()),
+        rx_(memory_, 0x1000, kQueueSize),
+        tx_(memory_, 0x6000, kQueueSize),
+        ev_(memory_, 0xb000, kQueueSize),
+        alloc_(0x20000, kMemSize - 0x20000),
+        guest_(memory_, rx_, tx_, ev_, alloc_) {
+    char dir[] = "/tmp/ember_vsock_XXXXXX";
+    EXPECT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+    uds_ = dir_ + "/v.sock";
+  }
+  ~VsockDeviceTest() override {
+    transport_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  VsockConfig Config() {
+    VsockConfig config;
+    config.vsock_id = "vsock0";
+    config.guest_cid = kCid;
+    config.uds_path = uds_;
+    config.queue_size = kQueueSize;
+    return config;
+  }
+
+  void Start() {
+    auto device = VsockDevice::Create(Config(), metrics_);
+    ASSERT_TRUE(device.ok()) << device.status();
+    device_ = device->get();
+    auto transport = MmioTransport::Create(memory_, std::move(device).value(),
+                                           base::EventFd::Create().value(), metrics_);
+    ASSERT_TRUE(transport.ok()) << transport.status();
+    transport_ = std::move(transport).value();
+    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+    guest_.AddRxBuffers(64, 4096);
+    guest_.AddEventBuffers(1);
+    const absl::Status init =
+        driver_->Initialize(kFeatures, {rx_.layout(), tx_.layout(), ev_.layout()});
+    ASSERT_TRUE(init.ok()) << init;
+  }
+
+  void Kick(std::size_t queue) {
+    driver_->Write32(mmio::kQueueNotify, static_cast<std::uint32_t>(queue));
+    transport_->HandleQueueEvent(queue);
+  }
+  // The guest sends one packet and notifies TX.
+  void GuestSend(const Header& h, std::span<const std::uint8_t> payload = {}) {
+    guest_.ReapTx();  // the driver recycles sent buffers, as Linux does
+    guest_.Send(h, payload);
+    Kick(kTxQueue);
+  }
+  // Turns of the VMM loop until the device's EventSource is idle.
+  void RunLoop() {
+    for (int i = 0; i < 1000; ++i) {
+      pollfd pfd{device_->EventSources()[0].fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 0) != 1) return;
+      device_->EventSources()[0].on_readable();
+    }
+    ADD_FAILURE() << "the device's EventSource never went idle";
+  }
+  // Keeps the guest's RX ring stocked and collects every packet the device sends.
+  std::vector<VsockPacket> Drain() {
+    RunLoop();
+    std::vector<VsockPacket> packets;
+    while (auto p = guest_.PopRx()) packets.push_back(*p);
+    if (!packets.empty()) {
+      guest_.AddRxBuffers(packets.size(), 4096);
+      Kick(kRxQueue);
+      RunLoop();
+      auto more = Drain();
+      packets.insert(packets.end(), more.begin(), more.end());
+    }
+    return packets;
+  }
+  std::optional<VsockPacket> OnePacket() {
+    auto packets = Drain();
+    EXPECT_EQ(packets.size(), 1u);
+    if (packets.empty()) return std::nullopt;
+    return packets[0];
+  }
+
+  // Host process connects to uds_path for guest port `port`; the guest accepts. Returns the
+  // host stream (after "OK <port>\n") and the host-side port.
+  std::pair<base::UniqueFd, std::uint32_t> HostInitiated(std::uint32_t port) {
+    base::UniqueFd host = Connect(uds_);
+    WriteAll(host.Get(), Bytes("CONNECT " + std::to_string(port) + "\n"));
+    auto request = OnePacket();
+    EXPECT_TRUE(request.has_value());
+    if (!request) return {std::move(host), 0};
+    EXPECT_EQ(request->header.op, static_cast<std::uint16_t>(Op::kRequest));
+    EXPECT_EQ(request->header.dst_port, port);
+    EXPECT_EQ(request->header.dst_cid, kCid);
+    const std::uint32_t host_port = request->header.src_port;
+    GuestSend(GuestHeader(Op::kResponse, port, host_port));
+    const std::string ok = "OK " + std::to_string(host_port) + "\n";
+    EXPECT_EQ(ReadNow(host.Get(), ok.size()), Bytes(ok));
+    return {std::move(host), host_port};
+  }
+
+  // The guest connects from `guest_port` to host port `port`, where `listener` listens.
+  base::UniqueFd GuestInitiated(int listener, std::uint32_t guest_port, std::uint32_t port) {
+    GuestSend(GuestHeader(Op::kRequest, guest_port, port));
+    auto response = OnePacket();
+    EXPECT_TRUE(response.has_value());
+    if (response) {
+      EXPECT_EQ(response->header.op, static_cast<std::uint16_t>(Op::kResponse));
+      EXPECT_EQ(response->header.src_port, port);
+      EXPECT_EQ(response->header.dst_port, guest_port);
+      EXPECT_EQ(response->header.buf_alloc, kConnBufferSize);
+    }
+    return base::UniqueFd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  }
+
+  std::uint64_t Metric(const std::string& name) {
+    return metrics_.Get("vsock_vsock0", name)->Get();
+  }
+
+  std::string dir_;
+  std::string uds_;
+  base::MetricsRegistry metrics_;
+  base::GuestMemory memory_;
+  FakeDriverQueue rx_;
+  FakeDriverQueue tx_;
+  FakeDriverQueue ev_;
+  FakeGuestAllocator alloc_;
+  FakeVsockDriver guest_;
+  VsockDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<FakeMmioDriver> driver_;
+};
+
+TEST(VsockPacket, HeaderLayoutMatchesTheKernel) {
+  EXPECT_EQ(kHeaderSize, kUapiVsockHdrSize);
+  Header h;
+  h.len = 0x11223344;
+  h.op = 0x5566;
+  h.fwd_cnt = 0x778899aa;
+  const auto raw = h.Encode();
+  std::uint32_t len;
+  std::uint16_t op;
+  std::uint32_t fwd;
+  std::memcpy(&len, raw.data() + kUapiVsockHdrLenOffset, 4);
+  std::memcpy(&op, raw.data() + kUapiVsockHdrOpOffset, 2);
+  std::memcpy(&fwd, raw.data() + kUapiVsockHdrFwdCntOffset, 4);
+  EXPECT_EQ(len, h.len);
+  EXPECT_EQ(op, h.op);
+  EXPECT_EQ(fwd, h.fwd_cnt);
+  EXPECT_EQ(Header::Decode(raw).fwd_cnt, h.fwd_cnt);
+  EXPECT_EQ(kTypeStream, kUapiVsockTypeStream);
+  EXPECT_EQ(static_cast<unsigned>(Op::kRequest), kUapiVsockOpRequest);
+  EXPECT_EQ(static_cast<unsigned>(Op::kCreditRequest), kUapiVsockOpCreditRequest);
+  EXPECT_EQ(kShutdownRcv, kUapiVsockShutdownRcv);
+  EXPECT_EQ(kShutdownSend, kUapiVsockShutdownSend);
+  EXPECT_EQ(kEventTransportReset, kUapiVsockEventTransportReset);
+  EXPECT_EQ(kDeviceIdVsock, kUapiVirtioIdVsock);
+}
+
+TEST_F(VsockDeviceTest, ConfigSpaceHoldsTheGuestCid) {
+  Start();
+  EXPECT_EQ(driver_->Read32(mmio::kDeviceId), kDeviceIdVsock);
+  EXPECT_EQ(driver_->Read32(mmio::kConfig), kCid);
+  EXPECT_EQ(driver_->Read32(mmio::kConfig + 4), 0u);
+}
+
+TEST_F(VsockDeviceTest, ReservedGuestCidIsAConfigError) {
+  VsockConfig config = Config();
+  config.guest_cid = 2;
+  auto device = VsockDevice::Create(config, metrics_);
+  ASSERT_FALSE(device.ok());
+  EXPECT_NE(device.status().message().find("guest_cid 2"), std::string::npos);
+}
+
+TEST_F(VsockDeviceTest, ExistingUdsPathIsAConfigError) {
+  base::UniqueFd squatter = Listen(uds_);
+  auto device = VsockDevice::Create(Config(), metrics_);
+  ASSERT_FALSE(device.ok());
+  EXPECT_EQ(device.status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(VsockDeviceTest, MissingUdsDirectoryIsAConfigError) {
+  VsockConfig config = Config();
+  config.uds_path = dir_ + "/no/such/dir/v.sock";
+  auto device = VsockDevice::Create(config, metrics_);
+  ASSERT_FALSE(device.ok());
+  EXPECT_NE(device.status().message().find("bind"), std::string::npos) << device.status();
+}
+
+TEST_F(VsockDeviceTest, HostConnectGetsOkWithTheHostSidePortOnceTheGuestAccepts) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  EXPECT_GE(host_port, 1u << 30);
+  EXPECT_EQ(device_->connection_count(), 1u);
+}
+
+TEST_F(VsockDeviceTest, HostToGuestAndGuestToHostDataOnAHostInitiatedStream) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  WriteAll(host.Get(), Bytes("ping"));
+  auto data = OnePacket();
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->header.op, static_cast<std::uint16_t>(Op::kRw));
+  EXPECT_EQ(data->payload, Bytes("ping"));
+  GuestSend(GuestHeader(Op::kRw, 52, host_port, 4), Bytes("pong"));
+  EXPECT_EQ(ReadNow(host.Get()), Bytes("pong"));
+}
+
+TEST_F(VsockDeviceTest, BytesAfterTheConnectLineAreStreamData) {
+  Start();
+  base::UniqueFd host = Connect(uds_);
+  WriteAll(host.Get(), Bytes("CONN"));
+  EXPECT_TRUE(Drain().empty());
+  WriteAll(host.Get(), Bytes("ECT 52\nearly"));
+  auto request = OnePacket();
+  ASSERT_TRUE(request.has_value());
+  GuestSend(GuestHeader(Op::kResponse, 52, request->header.src_port));
+  EXPECT_EQ(ReadNow(host.Get(), 64).size(), 3 + std::to_string(request->header.src_port).size() + 1);
+  auto data = OnePacket();
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->payload, Bytes("early"));
+}
+
+TEST_F(VsockDeviceTest, MalformedConnectLineClosesTheHostStream) {
+  Start();
+  base::UniqueFd host = Connect(uds_);
+  WriteAll(host.Get(), Bytes("HELLO 52\n"));
+  EXPECT_TRUE(Drain().empty());
+  EXPECT_TRUE(AtEof(host.Get()));
+  EXPECT_EQ(Metric("handshake_fails"), 1u);
+}
+
+TEST_F(VsockDeviceTest, GuestRefusingAHostConnectionClosesTheHostStream) {
+  Start();
+  base::UniqueFd host = Connect(uds_);
+  WriteAll(host.Get(), Bytes("CONNECT 99\n"));
+  auto request = OnePacket();
+  ASSERT_TRUE(request.has_value());
+  GuestSend(GuestHeader(Op::kRst, 99, request->header.src_port));
+  EXPECT_TRUE(AtEof(host.Get()));
+  EXPECT_EQ(device_->connection_count(), 0u);
+}
+
+TEST_F(VsockDeviceTest, GuestConnectReachesTheListenerAtPathUnderscorePort) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_1234");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 5000, 1234);
+  ASSERT_TRUE(host.Valid());
+  GuestSend(GuestHeader(Op::kRw, 5000, 1234), Bytes("marker"));
+  EXPECT_EQ(ReadNow(host.Get()), Bytes("marker"));
+  WriteAll(host.Get(), Bytes("reply"));
+  auto data = OnePacket();
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->header.dst_port, 5000u);
+  EXPECT_EQ(data->payload, Bytes("reply"));
+}
+
+TEST_F(VsockDeviceTest, GuestConnectToAPortNobodyListensOnGetsRst) {
+  Start();
+  GuestSend(GuestHeader(Op::kRequest, 5000, 4321));
+  auto rst = OnePacket();
+  ASSERT_TRUE(rst.has_value());
+  EXPECT_EQ(rst->header.op, static_cast<std::uint16_t>(Op::kRst));
+  EXPECT_EQ(rst->header.src_port, 4321u);
+  EXPECT_EQ(rst->header.dst_port, 5000u);
+  EXPECT_EQ(Metric("host_connect_fails"), 1u);
+}
+
+TEST_F(VsockDeviceTest, DeviceNeverSendsMoreThanTheGuestsCredit) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  Header request = GuestHeader(Op::kRequest, 70, 7);
+  request.buf_alloc = 1000;
+  GuestSend(request);
+  ASSERT_EQ(Drain().size(), 1u);
+  base::UniqueFd host(::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  const auto sent = Pattern(5000, 1);
+  WriteAll(host.Get(), sent);
+  auto packets = Drain();
+  std::vector<std::uint8_t> got;
+  bool asked = false;
+  for (const auto& p : packets) {
+    if (p.header.op == static_cast<std::uint16_t>(Op::kRw)) got.insert(got.end(), p.payload.begin(), p.payload.end());
+    if (p.header.op == static_cast<std::uint16_t>(Op::kCreditRequest)) asked = true;
+  }
+  EXPECT_EQ(got.size(), 1000u);
+  EXPECT_TRUE(asked) << "no CREDIT_REQUEST when the credit ran out";
+  // The guest reads it all and says so: 1000 more bytes may flow.
+  Header update = GuestHeader(Op::kCreditUpdate, 70, 7, 1000);
+  update.buf_alloc = 1000;
+  GuestSend(update);
+  packets = Drain();
+  std::size_t more = 0;
+  for (const auto& p : packets) more += p.payload.size();
+  EXPECT_EQ(more, 1000u);
+  got.insert(got.end(), packets[0].payload.begin(), packets[0].payload.end());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), sent.begin()));
+}
+
+TEST_F(VsockDeviceTest, CreditRequestIsAnsweredWithCreditUpdate) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  GuestSend(GuestHeader(Op::kCreditRequest, 70, 7));
+  auto update = OnePacket();
+  ASSERT_TRUE(update.has_value());
+  EXPECT_EQ(update->header.op, static_cast<std::uint16_t>(Op::kCreditUpdate));
+  EXPECT_EQ(update->header.buf_alloc, kConnBufferSize);
+  EXPECT_EQ(update->header.fwd_cnt, 0u);
+}
+
+TEST_F(VsockDeviceTest, ForwardingGuestDataSendsCreditUpdates) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  const auto chunk = Pattern(32 * 1024, 3);
+  std::uint32_t last_fwd = 0;
+  for (int i = 0; i < 4; ++i) {
+    GuestSend(GuestHeader(Op::kRw, 70, 7), chunk);
+    std::size_t read = 0;
+    while (read < chunk.size()) read += ReadNow(host.Get(), chunk.size() - read).size();
+    for (const auto& p : Drain()) {
+      if (p.header.op == static_cast<std::uint16_t>(Op::kCreditUpdate)) last_fwd = p.header.fwd_cnt;
+    }
+  }
+  EXPECT_GE(last_fwd, kCreditUpdateThreshold);
+  EXPECT_EQ(last_fwd % chunk.size(), 0u);
+}
+
+TEST_F(VsockDeviceTest, GuestOverrunningItsCreditIsReset) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);  // never reads
+  const auto chunk = Pattern(kMaxPayload, 5);
+  bool reset = false;
+  for (int i = 0; i < 64 && !reset; ++i) {
+    GuestSend(GuestHeader(Op::kRw, 70, 7), chunk);
+    for (const auto& p : Drain()) reset |= p.header.op == static_cast<std::uint16_t>(Op::kRst);
+  }
+  EXPECT_TRUE(reset);
+  EXPECT_EQ(Metric("credit_violations"), 1u);
+  EXPECT_EQ(device_->connection_count(), 0u);
+}
+
+TEST_F(VsockDeviceTest, SlowHostReaderHoldsUpOnlyItsOwnConnection) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd slow = GuestInitiated(listener.Get(), 70, 7);
+  base::UniqueFd fast = GuestInitiated(listener.Get(), 71, 7);
+  // The guest fills the slow connection's whole credit; the host does not read it.
+  std::vector<std::uint8_t> sent;
+  for (std::uint32_t i = 0; i < kConnBufferSize / kMaxPayload; ++i) {
+    const auto chunk = Pattern(kMaxPayload, static_cast<std::uint8_t>(i));
+    sent.insert(sent.end(), chunk.begin(), chunk.end());
+    GuestSend(GuestHeader(Op::kRw, 70, 7), chunk);
+  }
+  Drain();
+  // The other connection still flows both ways.
+  GuestSend(GuestHeader(Op::kRw, 71, 7), Bytes("fast"));
+  EXPECT_EQ(ReadNow(fast.Get()), Bytes("fast"));
+  WriteAll(fast.Get(), Bytes("back"));
+  auto packets = Drain();
+  ASSERT_FALSE(packets.empty());
+  EXPECT_EQ(packets.back().payload, Bytes("back"));
+  // Now the slow reader reads: everything arrives, in order, and credit is returned.
+  std::vector<std::uint8_t> got;
+  std::uint32_t fwd = 0;
+  for (int i = 0; i < 1000 && got.size() < sent.size(); ++i) {
+    auto part = ReadNow(slow.Get());
+    got.insert(got.end(), part.begin(), part.end());
+    for (const auto& p : Drain()) {
+      if (p.header.op == static_cast<std::uint16_t>(Op::kCreditUpdate)) fwd = p.header.fwd_cnt;
+    }
+  }
+  EXPECT_EQ(got, sent);
+  EXPECT_GT(fwd, 0u);
+  EXPECT_EQ(Metric("credit_violations"), 0u);
+}
+
+TEST_F(VsockDeviceTest, GuestFullShutdownIsAnsweredWithRstAndTheHostSeesEof) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  GuestSend(GuestHeader(Op::kRw, 70, 7), Bytes("last words"));
+  GuestSend(GuestHeader(Op::kShutdown, 70, 7, 0, kShutdownRcv | kShutdownSend));
+  auto rst = OnePacket();
+  ASSERT_TRUE(rst.has_value());
+  EXPECT_EQ(rst->header.op, static_cast<std::uint16_t>(Op::kRst));
+  EXPECT_EQ(ReadNow(host.Get()), Bytes("last words"));
+  EXPECT_TRUE(AtEof(host.Get()));
+  EXPECT_EQ(device_->connection_count(), 0u);
+}
+
+TEST_F(VsockDeviceTest, GuestSendShutdownHalfClosesTheHostStream) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  GuestSend(GuestHeader(Op::kShutdown, 70, 7, 0, kShutdownSend));
+  EXPECT_TRUE(Drain().empty());
+  EXPECT_TRUE(AtEof(host.Get()));
+  WriteAll(host.Get(), Bytes("still here"));
+  auto data = OnePacket();
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->payload, Bytes("still here"));
+}
+
+TEST_F(VsockDeviceTest, HostCloseSendsShutdownBothWaysAndGuestRstEndsIt) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  WriteAll(host.Get(), Bytes("bye"));
+  host.Reset();
+  auto packets = Drain();
+  ASSERT_EQ(packets.size(), 2u);
+  EXPECT_EQ(packets[0].payload, Bytes("bye"));
+  EXPECT_EQ(packets[1].header.op, static_cast<std::uint16_t>(Op::kShutdown));
+  EXPECT_EQ(packets[1].header.flags, kShutdownRcv | kShutdownSend);
+  EXPECT_EQ(device_->connection_count(), 1u);
+  GuestSend(GuestHeader(Op::kRst, 52, host_port));
+  EXPECT_EQ(device_->connection_count(), 0u);
+}
+
+TEST_F(VsockDeviceTest, HostHalfCloseSendsShutdownSendOnly) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  ::shutdown(host.Get(), SHUT_WR);
+  auto shutdown = OnePacket();
+  ASSERT_TRUE(shutdown.has_value());
+  EXPECT_EQ(shutdown->header.op, static_cast<std::uint16_t>(Op::kShutdown));
+  EXPECT_EQ(shutdown->header.flags, kShutdownSend);
+  GuestSend(GuestHeader(Op::kRw, 52, host_port), Bytes("answer"));
+  EXPECT_EQ(ReadNow(host.Get()), Bytes("answer"));
+}
+
+TEST_F(VsockDeviceTest, GuestRstClosesTheHostStream) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  GuestSend(GuestHeader(Op::kRst, 52, host_port));
+  EXPECT_TRUE(AtEof(host.Get()));
+  EXPECT_TRUE(Drain().empty()) << "an RST is never answered";
+}
+
+TEST_F(VsockDeviceTest, ManyConcurrentConnectionsKeepTheirDataApart) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_9");
+  constexpr std::uint32_t kCount = 100;
+  std::vector<base::UniqueFd> hosts;
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    hosts.push_back(GuestInitiated(listener.Get(), 1000 + i, 9));
+  }
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    GuestSend(GuestHeader(Op::kRw, 1000 + i, 9), Bytes("to " + std::to_string(i)));
+    WriteAll(hosts[i].Get(), Bytes("from " + std::to_string(i)));
+  }
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    EXPECT_EQ(ReadNow(hosts[i].Get()), Bytes("to " + std::to_string(i)));
+  }
+  auto packets = Drain();
+  ASSERT_EQ(packets.size(), kCount);
+  for (const auto& p : packets) {
+    EXPECT_EQ(p.payload, Bytes("from " + std::to_string(p.header.dst_port - 1000)));
+  }
+  EXPECT_EQ(device_->connection_count(), kCount);
+}
+
+TEST_F(VsockDeviceTest, PacketsForAnUnknownConnectionGetRst) {
+  Start();
+  GuestSend(GuestHeader(Op::kRw, 70, 7), Bytes("stray"));
+  auto rst = OnePacket();
+  ASSERT_TRUE(rst.has_value());
+  EXPECT_EQ(rst->header.op, static_cast<std::uint16_t>(Op::kRst));
+  EXPECT_EQ(Metric("malformed_packets"), 0u);
+}
+
+// Malformed guest packets: counted, answered with RST where the guest could be waiting,
+// never fatal; the device keeps serving.
+class VsockMalformedTest : public VsockDeviceTest {
+ protected:
+  void ExpectCounted(bool rst) {
+    auto packets = Drain();
+    EXPECT_EQ(Metric("malformed_packets"), 1u);
+    EXPECT_EQ(packets.size(), rst ? 1u : 0u);
+    if (rst && !packets.empty()) {
+      EXPECT_EQ(packets[0].header.op, static_cast<std::uint16_t>(Op::kRst));
+    }
+    EXPECT_EQ(transport_->status() & kStatusNeedsReset, 0u);
+    EXPECT_EQ(guest_.ReapTx(), 1u);
+    // Still serving.
+    GuestSend(GuestHeader(Op::kRequest, 5000, 4321));
+    EXPECT_EQ(Drain().size(), 1u);
+  }
+};
+
+TEST_F(VsockMalformedTest, ShorterThanAHeaderIsDropped) {
+  Start();
+  guest_.SendRaw(Pattern(20, 1));
+  Kick(kTxQueue);
+  ExpectCounted(false);
+}
+
+TEST_F(VsockMalformedTest, DeviceWritableTxBufferIsDropped) {
+  Start();
+  const auto raw = GuestHeader(Op::kRequest, 1, 2).Encode();
+  guest_.SendRaw(raw, /*writable=*/true);
+  Kick(kTxQueue);
+  ExpectCounted(false);
+}
+
+TEST_F(VsockMalformedTest, WrongSourceCidIsDroppedWithoutAnswer) {
+  Start();
+  Header h = GuestHeader(Op::kRequest, 5000, 1234);
+  h.src_cid = 7;
+  GuestSend(h);
+  ExpectCounted(false);
+}
+
+TEST_F(VsockMalformedTest, WrongDestinationCidIsReset) {
+  Start();
+  Header h = GuestHeader(Op::kRequest, 5000, 1234);
+  h.dst_cid = 9;
+  GuestSend(h);
+  ExpectCounted(true);
+}
+
+TEST_F(VsockMalformedTest, UnknownTypeIsReset) {
+  Start();
+  Header h = GuestHeader(Op::kRequest, 5000, 1234);
+  h.type = 2;  // SEQPACKET, not negotiated
+  GuestSend(h);
+  ExpectCounted(true);
+}
+
+TEST_F(VsockMalformedTest, UnknownOpIsReset) {
+  Start();
+  Header h = GuestHeader(Op::kRequest, 5000, 1234);
+  h.op = 42;
+  GuestSend(h);
+  ExpectCounted(true);
+}
+
+TEST_F(VsockMalformedTest, LengthBeyondTheBufferIsReset) {
+  Start();
+  Header h = GuestHeader(Op::kRw, 5000, 1234);
+  h.len = 100;
+  guest_.Send(h, Bytes("short"), /*keep_len=*/true);
+  Kick(kTxQueue);
+  ExpectCounted(true);
+}
+
+TEST_F(VsockMalformedTest, PayloadOnAControlPacketIsReset) {
+  Start();
+  GuestSend(GuestHeader(Op::kCreditUpdate, 5000, 1234), Bytes("junk"));
+  ExpectCounted(true);
+}
+
+TEST_F(VsockMalformedTest, MalformedPacketOnALiveConnectionResetsIt) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  Header h = GuestHeader(Op::kRw, 70, 7);
+  h.len = 9999;
+  guest_.Send(h, Bytes("x"), /*keep_len=*/true);
+  Kick(kTxQueue);
+  auto rst = OnePacket();
+  ASSERT_TRUE(rst.has_value());
+  EXPECT_EQ(rst->header.op, static_cast<std::uint16_t>(Op::kRst));
+  EXPECT_TRUE(AtEof(host.Get()));
+}
+
+TEST_F(VsockDeviceTest, HostileChainMarksTheDeviceNeedsReset) {
+  Start();
+  tx_.WriteDescriptor(0, kMemSize - 16, 64, 0, 0);
+  tx_.Publish(0);
+  Kick(kTxQueue);
+  EXPECT_NE(transport_->status() & kStatusNeedsReset, 0u);
+  EXPECT_EQ(Metric("invalid_chains"), 1u);
+}
+
+TEST_F(VsockDeviceTest, ResetAllConnectionsClosesHostStreamsAndSendsTransportReset) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  device_->ResetAllConnections();
+  EXPECT_TRUE(AtEof(host.Get()));
+  EXPECT_EQ(device_->connection_count(), 0u);
+  EXPECT_EQ(guest_.PopEvent(), std::optional<std::uint32_t>(kEventTransportReset));
+  EXPECT_NE(driver_->Read32(mmio::kInterruptStatus) & kInterruptUsedBuffer, 0u);
+  // New connections work afterwards.
+  auto [again, port] = HostInitiated(53);
+  EXPECT_TRUE(again.Valid());
+}
+
+TEST_F(VsockDeviceTest, TransportResetWaitsForAnEventBuffer) {
+  Start();
+  device_->ResetAllConnections();
+  EXPECT_EQ(guest_.PopEvent(), std::optional<std::uint32_t>(kEventTransportReset));
+  device_->ResetAllConnections();
+  EXPECT_FALSE(guest_.PopEvent().has_value());
+  guest_.AddEventBuffers(1);
+  Kick(kEventQueue);
+  EXPECT_EQ(guest_.PopEvent(), std::optional<std::uint32_t>(kEventTransportReset));
+}
+
+TEST_F(VsockDeviceTest, HostConnectionsBeforeTheDriverIsReadyWaitForIt) {
+  auto device = VsockDevice::Create(Config(), metrics_);
+  ASSERT_TRUE(device.ok());
+  device_ = device->get();
+  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
+                                         base::EventFd::Create().value(), metrics_);
+  ASSERT_TRUE(transport.ok());
+  transport_ = std::move(transport).value();
+  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+  base::UniqueFd host = Connect(uds_);
+  WriteAll(host.Get(), Bytes("CONNECT 52\n"));
+  RunLoop();
+  guest_.AddRxBuffers(4, 4096);
+  ASSERT_TRUE(driver_->Initialize(kFeatures, {rx_.layout(), tx_.layout(), ev_.layout()}).ok());
+  auto packets = Drain();
+  ASSERT_EQ(packets.size(), 1u);
+  EXPECT_EQ(packets[0].header.op, static_cast<std::uint16_t>(Op::kRequest));
+}
+
+}  // namespace
+}  // namespace ember::virtio::vsock

@@ -1,0 +1,57 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "virtio/testing/fake_driver_queue.h"
+#include "virtio/vsock/packet.h"
+#include "vmm/base/guest_memory.h"
+
+namespace ember::virtio::testing {
+
+struct VsockPacket {
+  vsock::Header header;
+  std::vector<std::uint8_t> payload;
+};
+
+// The virtio-vsock side of a guest driver (tests and benchmarks only): RX buffers, TX
+// packets and event buffers on three FakeDriverQueues, laid out as Linux's
+// virtio_transport does (header and payload in one chain). Borrows everything it is given.
+class FakeVsockDriver {
+ public:
+  FakeVsockDriver(const base::GuestMemory& memory, FakeDriverQueue& rx, FakeDriverQueue& tx,
+                  FakeDriverQueue& event, FakeGuestAllocator& alloc)
+      : memory_(&memory), rx_(&rx), tx_(&tx), event_(&event), alloc_(&alloc) {}
+
+  // Posts `count` RX buffers of `size` bytes (header included).
+  void AddRxBuffers(std::size_t count, std::uint32_t size = 4096);
+  // The next packet the device placed in an RX buffer, nullopt when there is none.
+  [[nodiscard]] std::optional<VsockPacket> PopRx();
+
+  // Sends `header` (its len set to payload.size() unless `keep_len`) and `payload` on TX,
+  // the header and payload in separate descriptors.
+  std::uint16_t Send(vsock::Header header, std::span<const std::uint8_t> payload = {},
+                     bool keep_len = false);
+  // Sends raw bytes as one buffer (for malformed packets); `writable` flips its direction.
+  std::uint16_t SendRaw(std::span<const std::uint8_t> bytes, bool writable = false);
+  // How many TX chains the device has returned since the last call.
+  std::size_t ReapTx();
+
+  void AddEventBuffers(std::size_t count);
+  // The next event id the device reported.
+  [[nodiscard]] std::optional<std::uint32_t> PopEvent();
+
+ private:
+  const base::GuestMemory* memory_;
+  FakeDriverQueue* rx_;
+  FakeDriverQueue* tx_;
+  FakeDriverQueue* event_;
+  FakeGuestAllocator* alloc_;
+  std::map<std::uint16_t, FakeBuffer> rx_buffers_;     // by head
+  std::map<std::uint16_t, FakeBuffer> event_buffers_;  // by head
+};
+
+}  // namespace ember::virtio::testing
