@@ -1,7 +1,9 @@
 #include "virtio/net/tap.h"
 
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -19,7 +21,24 @@ namespace {
 static_assert(kTunOffloadCsum == TUN_F_CSUM && kTunOffloadTso4 == TUN_F_TSO4 &&
               kTunOffloadTso6 == TUN_F_TSO6 && kTunOffloadUfo == TUN_F_UFO);
 
-bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+// The driver behind interface `name` ("tun" for tun and tap devices), asked in the caller's
+// network namespace (unlike /sys/class/net, which shows the namespace sysfs was mounted in).
+// Empty when the interface does not exist.
+std::string DriverOf(const std::string& name) {
+  base::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) return {};
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  // SIOCETHTOOL takes its argument through ifr_data.
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  if (::ioctl(sock.Get(), SIOCETHTOOL, &ifr) != 0) {
+    // An interface without ethtool support still exists.
+    return ::if_nametoindex(name.c_str()) != 0 ? "unknown" : "";
+  }
+  return std::string(info.driver, strnlen(info.driver, sizeof(info.driver)));
+}
 
 }  // namespace
 
@@ -29,14 +48,14 @@ absl::StatusOr<std::unique_ptr<LinuxTap>> LinuxTap::Open(const std::string& name
                                                    "\" is not a valid interface name (1 to ",
                                                    IFNAMSIZ - 1, " characters, no '/')"));
   }
-  const std::string sys = "/sys/class/net/" + name;
-  const bool exists = Exists(sys);
+  const std::string driver = DriverOf(name);
+  const bool exists = !driver.empty();
   if (mode == Mode::kExisting && !exists) {
     return absl::NotFoundError(absl::StrCat("tap device ", name,
                                             " does not exist (create it with `ip tuntap add ",
                                             name, " mode tap`)"));
   }
-  if (exists && !Exists(sys + "/tun_flags")) {
+  if (exists && driver != "tun") {
     return absl::InvalidArgumentError(
         absl::StrCat("network interface ", name, " exists but is not a tap device"));
   }
