@@ -191,6 +191,13 @@ std::vector<EventSource> NetDevice::EventSources() {
   return {{events_.fd(), [this] { ProcessEvents(); }}};
 }
 
+std::vector<std::optional<QueuePositions>> NetDevice::SaveQueuePositions() const {
+  std::lock_guard lock(mu_);
+  if (!rx_queue_ || !tx_queue_) return {};
+  return {QueuePositions{rx_queue_->next_avail(), rx_queue_->next_used()},
+          QueuePositions{tx_queue_->next_avail(), tx_queue_->next_used()}};
+}
+
 bool NetDevice::watching_tap() const {
   std::lock_guard lock(mu_);
   return watching_tap_;

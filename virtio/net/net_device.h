@@ -101,6 +101,10 @@ class NetDevice final : public VirtioDevice {
   void ProcessQueue(std::size_t index) override;
   // One source: the device's EventSet (tap readable, the rate limiters' timers, a wake-up).
   [[nodiscard]] std::vector<EventSource> EventSources() override;
+  // Snapshots: nothing is in flight between calls (the tap is read and written
+  // synchronously), so only the ring positions are state. A frame waiting for RX buffers is
+  // not saved; the network may lose a frame, as it may anyway.
+  [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
 
   // Loop thread: the EventSet is readable.
   void ProcessEvents();

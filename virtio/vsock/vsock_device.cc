@@ -41,6 +41,9 @@ constexpr std::size_t kMaxHandshakeLine = 32;
 constexpr std::uint32_t kIn = EPOLLIN;
 constexpr std::uint32_t kOut = EPOLLOUT;
 
+// SaveDeviceSpecific's marker: "the guest had a transport; reset it on restore".
+constexpr std::string_view kSnapshotMarker = "ember.vsock.v1:transport-reset";
+
 // The most iovecs one readv/sendmsg takes.
 constexpr std::size_t kMaxIov = IOV_MAX;
 
@@ -244,8 +247,31 @@ void VsockDevice::ProcessEvents() {
   InterruptIfNeeded();
 }
 
+std::vector<std::optional<QueuePositions>> VsockDevice::SaveQueuePositions() const {
+  std::lock_guard lock(mu_);
+  if (!rx_queue_ || !tx_queue_ || !event_queue_) return {};
+  return {QueuePositions{rx_queue_->next_avail(), rx_queue_->next_used()},
+          QueuePositions{tx_queue_->next_avail(), tx_queue_->next_used()},
+          QueuePositions{event_queue_->next_avail(), event_queue_->next_used()}};
+}
+
+std::string VsockDevice::SaveDeviceSpecific() const { return std::string(kSnapshotMarker); }
+
+absl::Status VsockDevice::RestoreDeviceSpecific(const std::string& state) {
+  if (!state.empty() && state != kSnapshotMarker) {
+    return absl::InvalidArgumentError(name() + ": unknown device-specific state");
+  }
+  std::lock_guard lock(mu_);
+  if (!state.empty() && event_queue_) ResetAllConnectionsLocked();
+  return absl::OkStatus();
+}
+
 void VsockDevice::ResetAllConnections() {
   std::lock_guard lock(mu_);
+  ResetAllConnectionsLocked();
+}
+
+void VsockDevice::ResetAllConnectionsLocked() {
   CloseAllConnections();
   pending_transport_reset_ = true;
   metrics_.transport_resets->Add();

@@ -79,6 +79,12 @@ class VsockDevice final : public VirtioDevice {
   void ProcessQueue(std::size_t index) override;
   // One source: the device's EventSet (listener, host sockets, a wake-up eventfd).
   [[nodiscard]] std::vector<EventSource> EventSources() override;
+  // Snapshots. Host sockets cannot be saved, so the device-specific state is only a marker
+  // that makes RestoreDeviceSpecific (on the restored, re-activated device) do what
+  // ResetAllConnections does: the guest gets VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
+  [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
+  [[nodiscard]] std::string SaveDeviceSpecific() const override;
+  [[nodiscard]] absl::Status RestoreDeviceSpecific(const std::string& state) override;
 
   // Loop thread: the EventSet is readable.
   void ProcessEvents();
@@ -148,6 +154,7 @@ class VsockDevice final : public VirtioDevice {
   void ResetConnection(const Key& key, bool tell_guest);
   void RemoveConnection(const Key& key);
   void CloseAllConnections();
+  void ResetAllConnectionsLocked();
   void MaybeFinishClose(const Key& key);
   void InterruptIfNeeded();
   void MarkBroken(const absl::Status& why);

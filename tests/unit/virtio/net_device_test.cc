@@ -463,5 +463,45 @@ TEST_F(NetDeviceTest, RxRateLimiterDefersTheFrameWithoutLosingIt) {
   EXPECT_EQ(Metric("rx_frames"), 2u);
 }
 
+TEST_F(NetDeviceTest, SnapshotRestoreResumesBothQueuesWhereTheyStood) {
+  Start();
+  net_.AddRxBuffers(4, 2048);
+  ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100, 1))));
+  RunLoopUntilIdle();
+  ASSERT_TRUE(net_.PopRx().has_value());
+  net_.AddTx(Frame(Header(), Payload(64)));
+  Kick(kTxQueue);
+  ASSERT_TRUE(tap_.Receive().has_value());
+  ASSERT_TRUE(tx_.PopUsed().has_value());
+
+  auto saved = transport_->SaveState();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  transport_.reset();  // the old VMM goes away with its tap
+  FakeTapPeer tap2;
+  auto device = NetDevice::CreateWithTap(Config(), tap2.MakeTap(), metrics_, clock_);
+  ASSERT_TRUE(device.ok());
+  device_ = device->get();
+  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
+                                         base::EventFd::Create().value(), metrics_);
+  ASSERT_TRUE(transport.ok());
+  transport_ = std::move(transport).value();
+  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+  const absl::Status restored = transport_->RestoreState(*saved);
+  ASSERT_TRUE(restored.ok()) << restored;
+  EXPECT_EQ(tap2.vnet_header_size(), 12);
+  EXPECT_EQ(tap2.offloads(), kTunOffloadCsum | kTunOffloadTso4);
+
+  ASSERT_TRUE(tap2.Send(Frame(Header(), Payload(200, 2))));
+  RunLoopUntilIdle();
+  auto got = net_.PopRx();  // one of the three buffers posted before the snapshot
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->size(), 212u);
+  net_.AddTx(Frame(Header(), Payload(65)));
+  Kick(kTxQueue);
+  auto sent = tap2.Receive();
+  ASSERT_TRUE(sent.has_value());
+  EXPECT_EQ(sent->size(), 77u);
+}
+
 }  // namespace
 }  // namespace ember::virtio::net

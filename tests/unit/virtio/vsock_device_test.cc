@@ -728,5 +728,28 @@ TEST_F(VsockDeviceTest, HostConnectionsBeforeTheDriverIsReadyWaitForIt) {
   EXPECT_EQ(packets[0].header.op, static_cast<std::uint16_t>(Op::kRequest));
 }
 
+TEST_F(VsockDeviceTest, SnapshotRestoreTellsTheGuestItsConnectionsAreGone) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  auto saved = transport_->SaveState();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  transport_.reset();  // the old VMM exits: its sockets close and its listener goes
+  EXPECT_TRUE(AtEof(host.Get()));
+  auto device = VsockDevice::Create(Config(), metrics_);
+  ASSERT_TRUE(device.ok()) << device.status();
+  device_ = device->get();
+  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
+                                         base::EventFd::Create().value(), metrics_);
+  ASSERT_TRUE(transport.ok());
+  transport_ = std::move(transport).value();
+  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+  const absl::Status restored = transport_->RestoreState(*saved);
+  ASSERT_TRUE(restored.ok()) << restored;
+  EXPECT_EQ(guest_.PopEvent(), std::optional<std::uint32_t>(kEventTransportReset));
+  // The restored device serves new connections on the rings as they stood.
+  auto [again, port] = HostInitiated(53);
+  EXPECT_TRUE(again.Valid());
+}
+
 }  // namespace
 }  // namespace ember::virtio::vsock
