@@ -751,5 +751,32 @@ TEST_F(VsockDeviceTest, SnapshotRestoreTellsTheGuestItsConnectionsAreGone) {
   EXPECT_TRUE(again.Valid());
 }
 
+TEST_F(VsockDeviceTest, HostDataWaitsWithoutSpinningWhileTheGuestHasNoRxBuffers) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  // The guest stops posting RX buffers; the host keeps writing until they are used up.
+  std::vector<std::uint8_t> got;
+  for (int i = 0; i < 200; ++i) {
+    WriteAll(host.Get(), Bytes("x"));
+    RunLoop();
+    while (auto p = guest_.PopRx()) got.insert(got.end(), p->payload.begin(), p->payload.end());
+  }
+  ASSERT_LT(got.size(), 200u) << "the RX ring never ran out";
+  WriteAll(host.Get(), Bytes("tail"));
+  RunLoop();  // fails if the device's EventSource stays readable: a busy loop
+  EXPECT_FALSE(guest_.PopRx().has_value());
+  // Buffers come back: everything arrives, in order.
+  auto rest = Drain();
+  guest_.AddRxBuffers(8, 4096);
+  Kick(kRxQueue);
+  auto more = Drain();
+  rest.insert(rest.end(), more.begin(), more.end());
+  for (const auto& p : rest) got.insert(got.end(), p.payload.begin(), p.payload.end());
+  std::vector<std::uint8_t> want(200, 'x');
+  for (char c : std::string("tail")) want.push_back(static_cast<std::uint8_t>(c));
+  EXPECT_EQ(got, want);
+}
+
 }  // namespace
 }  // namespace ember::virtio::vsock
