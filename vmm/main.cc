@@ -12,6 +12,7 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
 #include "vmm/vm_config.h"
 #include "vmm/vmm.h"
@@ -31,6 +32,8 @@ constexpr char kUsage[] =
     "  --metrics-path FILE  write metrics JSON to FILE every 60 s and at exit\n"
     "  --start-time-us N    CLOCK_MONOTONIC microseconds at which the caller started us;\n"
     "                       boot time counts from here (default: our own start)\n"
+    "  --control-fd N       serve the listening control socket N (emberd): the VM is built\n"
+    "                       but its vCPUs start only on the controller's Start request\n"
     "  --help               this text\n"
     "\n"
     "Exit codes: 0 guest reset or SIGTERM, 1 VMM error, 2 bad input, 3 guest triple fault,\n"
@@ -43,6 +46,7 @@ struct Flags {
   std::string log_level;
   std::string metrics_path;
   std::uint64_t start_us = 0;
+  int control_fd = -1;  // --control-fd: driven by emberd over vmm/control/
 };
 
 [[noreturn]] void Fail(int code, const std::string& message) {
@@ -67,6 +71,13 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--log-path") flags.log_path = value();
     else if (arg == "--log-level") flags.log_level = value();
     else if (arg == "--metrics-path") flags.metrics_path = value();
+    else if (arg == "--control-fd") {
+      std::string text = value();
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.control_fd);
+      if (ec != std::errc() || end != text.data() + text.size() || flags.control_fd < 0) {
+        Fail(kExitBadInput, "--control-fd: \"" + text + "\" is not a file descriptor number");
+      }
+    }
     else if (arg == "--start-time-us") {
       std::string text = value();
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.start_us);
@@ -131,10 +142,14 @@ int Main(int argc, char** argv) {
     options.console_out_fd = serial_out.Get();
   }
 
+  if (flags.control_fd >= 0) options.console_input = false;  // emberd's VMs have no terminal
   auto vmm = Vmm::Create(options);
   if (!vmm.ok()) {
     bool user_error = vmm.status().code() == absl::StatusCode::kInvalidArgument;
     Fail(user_error ? kExitBadInput : kExitError, std::string(vmm.status().message()));
+  }
+  if (flags.control_fd >= 0) {
+    return control::ServeControlled(**vmm, flags.control_fd, options.start_us);
   }
   VmExit exit = (*vmm)->Run();
   if (exit.code == kExitOk) {

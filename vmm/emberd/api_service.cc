@@ -1,0 +1,387 @@
+#include "vmm/emberd/api_service.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
+#include "vmm/base/clock.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/vm_config.h"  // limits only (constants); emberd links nothing of the VMM
+
+namespace ember::emberd {
+namespace {
+
+constexpr std::size_t kMaxVmIdLength = 64;
+constexpr std::size_t kMaxCmdline = 2047;
+constexpr std::uint32_t kMaxClones = 64;
+constexpr std::uint64_t kMaxBucketSize = std::uint64_t{1} << 40;
+constexpr std::uint64_t kMaxRefillMs = 3'600'000;
+constexpr std::uint32_t kMaxStopTimeoutMs = 60'000;
+constexpr std::size_t kMaxConsoleChunk = 64 * 1024;
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status Invalid(const std::string& field, const std::string& problem) {
+  return absl::InvalidArgumentError(field + ": " + problem);
+}
+
+absl::Status ValidateBucket(const std::string& field, const v1::TokenBucket& bucket) {
+  if (bucket.size() > kMaxBucketSize) {
+    return Invalid(field + ".size", "at most 2^40, got " + std::to_string(bucket.size()));
+  }
+  if (bucket.one_time_burst() > kMaxBucketSize) {
+    return Invalid(field + ".one_time_burst", "at most 2^40");
+  }
+  if (bucket.size() != 0 && (bucket.refill_time() == 0 || bucket.refill_time() > kMaxRefillMs)) {
+    return Invalid(field + ".refill_time", "must be 1 to 3600000 ms when size is set, got " +
+                                               std::to_string(bucket.refill_time()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateHostPath(const std::string& field, const std::string& path,
+                              bool required) {
+  if (path.empty()) return required ? Invalid(field, "is required") : absl::OkStatus();
+  if (path.front() != '/') return Invalid(field, "must be an absolute path, got \"" + path + "\"");
+  if (path.find('\0') != std::string::npos) return Invalid(field, "contains a NUL byte");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateVmId(const std::string& field, const std::string& vm_id, bool allow_empty) {
+  if (vm_id.empty()) return allow_empty ? absl::OkStatus() : Invalid(field, "is required");
+  if (vm_id.size() > kMaxVmIdLength) {
+    return Invalid(field, "at most 64 characters, got " + std::to_string(vm_id.size()));
+  }
+  if (!std::isalnum(static_cast<unsigned char>(vm_id[0]))) {
+    return Invalid(field, "must start with a letter or digit, got \"" + vm_id + "\"");
+  }
+  for (char c : vm_id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+      return Invalid(field, "only [A-Za-z0-9_-] allowed, got \"" + vm_id + "\"");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRateLimiter(const std::string& field, const v1::RateLimiter& limiter) {
+  if (auto status = ValidateBucket(field + ".bandwidth", limiter.bandwidth()); !status.ok()) {
+    return status;
+  }
+  return ValidateBucket(field + ".ops", limiter.ops());
+}
+
+absl::Status ValidateConfig(const v1::VmConfig& config) {
+  const auto& machine = config.machine_config();
+  if (machine.has_vcpu_count() &&
+      (machine.vcpu_count() < 1 || machine.vcpu_count() > vmm::kMaxVcpus)) {
+    return Invalid("config.machine-config.vcpu_count",
+                   "must be between 1 and 32, got " + std::to_string(machine.vcpu_count()));
+  }
+  if (machine.has_mem_size_mib() &&
+      (machine.mem_size_mib() < vmm::kMinMemMib || machine.mem_size_mib() > vmm::kMaxMemMib)) {
+    return Invalid("config.machine-config.mem_size_mib",
+                   "must be between 16 and 1048576 MiB, got " +
+                       std::to_string(machine.mem_size_mib()));
+  }
+  if (machine.smt()) return Invalid("config.machine-config.smt", "SMT is not supported");
+  const auto& boot = config.boot_source();
+  if (auto s = ValidateHostPath("config.boot-source.kernel_image_path", boot.kernel_image_path(),
+                                false);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = ValidateHostPath("config.boot-source.initrd_path", boot.initrd_path(), false);
+      !s.ok()) {
+    return s;
+  }
+  if (boot.boot_args().size() > kMaxCmdline) {
+    return Invalid("config.boot-source.boot_args",
+                   "at most 2047 bytes, got " + std::to_string(boot.boot_args().size()));
+  }
+  std::set<std::string> ids;
+  for (int i = 0; i < config.drives_size(); ++i) {
+    const auto& drive = config.drives(i);
+    std::string field = "config.drives[" + std::to_string(i) + "]";
+    if (drive.drive_id().empty()) return Invalid(field + ".drive_id", "is required");
+    if (!ids.insert(drive.drive_id()).second) {
+      return Invalid(field + ".drive_id", "\"" + drive.drive_id() + "\" is used twice");
+    }
+    if (auto s = ValidateHostPath(field + ".path_on_host", drive.path_on_host(), true); !s.ok()) {
+      return s;
+    }
+    if (auto s = ValidateRateLimiter(field + ".rate_limiter", drive.rate_limiter()); !s.ok()) {
+      return s;
+    }
+  }
+  ids.clear();
+  for (int i = 0; i < config.network_interfaces_size(); ++i) {
+    const auto& iface = config.network_interfaces(i);
+    std::string field = "config.network-interfaces[" + std::to_string(i) + "]";
+    if (iface.iface_id().empty()) return Invalid(field + ".iface_id", "is required");
+    if (!ids.insert(iface.iface_id()).second) {
+      return Invalid(field + ".iface_id", "\"" + iface.iface_id() + "\" is used twice");
+    }
+    if (iface.host_dev_name().empty()) return Invalid(field + ".host_dev_name", "is required");
+    if (auto s = ValidateRateLimiter(field + ".rx_rate_limiter", iface.rx_rate_limiter());
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = ValidateRateLimiter(field + ".tx_rate_limiter", iface.tx_rate_limiter());
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (auto s = ValidateHostPath("config.logger.log_path", config.logger().log_path(), false);
+      !s.ok()) {
+    return s;
+  }
+  return ValidateHostPath("config.metrics.metrics_path", config.metrics().metrics_path(), false);
+}
+
+grpc::Status ApiService::Create(grpc::ServerContext*, const v1::CreateRequest* request,
+                                v1::Vm* response) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id(), true); !s.ok()) return ToGrpc(s);
+  if (!request->has_config()) return ToGrpc(Invalid("config", "is required"));
+  if (auto s = ValidateConfig(request->config()); !s.ok()) return ToGrpc(s);
+  auto vm = manager_.CreateVm(request->vm_id(), request->config());
+  if (!vm.ok()) return ToGrpc(vm.status());
+  *response = std::move(*vm);
+  return grpc::Status::OK;
+}
+
+#define EMBER_VM_CALL(call)                                                     \
+  do {                                                                          \
+    if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s); \
+    auto vm = (call);                                                           \
+    if (!vm.ok()) return ToGrpc(vm.status());                                   \
+    *response = std::move(*vm);                                                 \
+    return grpc::Status::OK;                                                    \
+  } while (false)
+
+grpc::Status ApiService::Start(grpc::ServerContext*, const v1::VmRequest* request,
+                               v1::Vm* response) {
+  std::uint64_t now = base::MonotonicMicros();
+  EMBER_VM_CALL(manager_.Start(request->vm_id(), now));
+}
+
+grpc::Status ApiService::Pause(grpc::ServerContext*, const v1::VmRequest* request,
+                               v1::Vm* response) {
+  EMBER_VM_CALL(manager_.Pause(request->vm_id()));
+}
+
+grpc::Status ApiService::Resume(grpc::ServerContext*, const v1::VmRequest* request,
+                                v1::Vm* response) {
+  EMBER_VM_CALL(manager_.Resume(request->vm_id()));
+}
+
+grpc::Status ApiService::Get(grpc::ServerContext*, const v1::VmRequest* request,
+                             v1::Vm* response) {
+  EMBER_VM_CALL(manager_.Get(request->vm_id()));
+}
+
+grpc::Status ApiService::Stop(grpc::ServerContext*, const v1::StopRequest* request,
+                              v1::Vm* response) {
+  if (request->timeout_ms() > kMaxStopTimeoutMs) {
+    return ToGrpc(Invalid("timeout_ms", "at most 60000, got " +
+                                            std::to_string(request->timeout_ms())));
+  }
+  auto timeout = std::chrono::milliseconds(request->timeout_ms() == 0 ? 5000
+                                                                      : request->timeout_ms());
+  EMBER_VM_CALL(manager_.Stop(request->vm_id(), timeout));
+}
+
+#undef EMBER_VM_CALL
+
+grpc::Status ApiService::Delete(grpc::ServerContext*, const v1::DeleteRequest* request,
+                                v1::DeleteResponse*) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  return ToGrpc(manager_.Delete(request->vm_id(), request->force()));
+}
+
+grpc::Status ApiService::List(grpc::ServerContext*, const v1::ListRequest*,
+                              v1::ListResponse* response) {
+  for (v1::Vm& vm : manager_.List()) *response->add_vms() = std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::CreateSnapshot(grpc::ServerContext*,
+                                        const v1::CreateSnapshotRequest* request,
+                                        v1::Snapshot* response) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (!v1::CreateSnapshotRequest::Type_IsValid(request->type())) {
+    return ToGrpc(Invalid("type", "unknown snapshot type " + std::to_string(request->type())));
+  }
+  if (auto s = ValidateHostPath("snapshot_dir", request->snapshot_dir(), false); !s.ok()) {
+    return ToGrpc(s);
+  }
+  auto snapshot = manager_.CreateSnapshot(*request);
+  if (!snapshot.ok()) return ToGrpc(snapshot.status());
+  *response = std::move(*snapshot);
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::Restore(grpc::ServerContext*, const v1::RestoreRequest* request,
+                                 v1::RestoreResponse* response) {
+  if (request->snapshot_id().empty() == request->state_path().empty()) {
+    return ToGrpc(Invalid("snapshot_id", "exactly one of snapshot_id and state_path is required"));
+  }
+  if (auto s = ValidateHostPath("state_path", request->state_path(), false); !s.ok()) {
+    return ToGrpc(s);
+  }
+  if (auto s = ValidateVmId("vm_id_prefix", request->vm_id_prefix()); !s.ok()) return ToGrpc(s);
+  if (request->vm_id_prefix().size() > kMaxVmIdLength - 6) {
+    return ToGrpc(Invalid("vm_id_prefix", "at most 58 characters"));
+  }
+  if (request->count() > kMaxClones) {
+    return ToGrpc(absl::ResourceExhaustedError("count: at most 64 clones per request, got " +
+                                               std::to_string(request->count())));
+  }
+  std::uint32_t count = request->count() == 0 ? 1 : request->count();
+  if (static_cast<std::uint32_t>(request->overrides_size()) > count) {
+    return ToGrpc(Invalid("overrides", "more entries (" +
+                                           std::to_string(request->overrides_size()) +
+                                           ") than clones (" + std::to_string(count) + ")"));
+  }
+  for (int i = 0; i < request->overrides_size(); ++i) {
+    if (auto s = ValidateHostPath("overrides[" + std::to_string(i) + "].vsock_uds_path",
+                                  request->overrides(i).vsock_uds_path(), false);
+        !s.ok()) {
+      return ToGrpc(s);
+    }
+  }
+  auto restored = manager_.Restore(*request);
+  if (!restored.ok()) return ToGrpc(restored.status());
+  *response = std::move(*restored);
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::WatchEvents(grpc::ServerContext* context,
+                                     const v1::WatchEventsRequest* request,
+                                     grpc::ServerWriter<v1::Event>* writer) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id(), true); !s.ok()) return ToGrpc(s);
+  if (!request->vm_id().empty()) {
+    if (auto vm = manager_.Get(request->vm_id()); !vm.ok()) return ToGrpc(vm.status());
+  }
+  auto watcher = manager_.events().Subscribe(request->vm_id());
+  struct Unsubscribe {
+    EventHub& hub;
+    std::shared_ptr<EventHub::Watcher> watcher;
+    ~Unsubscribe() { hub.Unsubscribe(watcher); }
+  } unsubscribe{manager_.events(), watcher};
+  if (request->initial_state()) {
+    std::vector<v1::Vm> vms;
+    if (request->vm_id().empty()) {
+      vms = manager_.List();
+    } else if (auto vm = manager_.Get(request->vm_id()); vm.ok()) {
+      vms.push_back(*vm);
+    }
+    for (const v1::Vm& vm : vms) {
+      v1::Event event;
+      event.set_vm_id(vm.vm_id());
+      event.set_kind(v1::Event::STATE);
+      event.set_state(vm.state());
+      if (!writer->Write(event)) return grpc::Status::OK;
+    }
+  }
+  while (!context->IsCancelled()) {
+    std::deque<v1::Event> batch;
+    {
+      std::unique_lock lock(watcher->mu);
+      watcher->cv.wait_for(lock, std::chrono::milliseconds(200),
+                           [&] { return !watcher->queue.empty() || watcher->overflowed; });
+      if (watcher->overflowed) {
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "the watcher fell more than 10000 events behind");
+      }
+      batch.swap(watcher->queue);
+    }
+    for (const v1::Event& event : batch) {
+      if (!writer->Write(event)) return grpc::Status::OK;
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest* request,
+                                    v1::GetMetricsResponse* response) {
+  if (request->vm_id().empty()) {
+    response->set_json(manager_.OwnMetrics());
+    return grpc::Status::OK;
+  }
+  if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  auto json = manager_.VmMetrics(request->vm_id());
+  if (!json.ok()) return ToGrpc(json.status());
+  response->set_json(std::move(*json));
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::UpdateRateLimits(grpc::ServerContext*,
+                                          const v1::UpdateRateLimitsRequest* request,
+                                          v1::UpdateRateLimitsResponse*) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (request->drives_size() == 0 && request->interfaces_size() == 0) {
+    return ToGrpc(Invalid("drives", "nothing to update: give drives or interfaces"));
+  }
+  for (int i = 0; i < request->drives_size(); ++i) {
+    std::string field = "drives[" + std::to_string(i) + "]";
+    if (request->drives(i).drive_id().empty()) return ToGrpc(Invalid(field + ".drive_id", "is required"));
+    if (auto s = ValidateRateLimiter(field + ".rate_limiter", request->drives(i).rate_limiter());
+        !s.ok()) {
+      return ToGrpc(s);
+    }
+  }
+  for (int i = 0; i < request->interfaces_size(); ++i) {
+    std::string field = "interfaces[" + std::to_string(i) + "]";
+    const auto& iface = request->interfaces(i);
+    if (iface.iface_id().empty()) return ToGrpc(Invalid(field + ".iface_id", "is required"));
+    if (auto s = ValidateRateLimiter(field + ".rx_rate_limiter", iface.rx_rate_limiter());
+        !s.ok()) {
+      return ToGrpc(s);
+    }
+    if (auto s = ValidateRateLimiter(field + ".tx_rate_limiter", iface.tx_rate_limiter());
+        !s.ok()) {
+      return ToGrpc(s);
+    }
+  }
+  return ToGrpc(manager_.UpdateRateLimits(*request));
+}
+
+grpc::Status ApiService::StreamConsole(grpc::ServerContext* context,
+                                       const v1::StreamConsoleRequest* request,
+                                       grpc::ServerWriter<v1::ConsoleChunk>* writer) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  auto console = manager_.Console(request->vm_id());
+  if (!console.ok()) return ToGrpc(console.status());
+  const std::string path = console->first;
+  std::uint64_t offset = request->offset();
+  base::UniqueFd fd;
+  std::string buf(kMaxConsoleChunk, '\0');
+  while (!context->IsCancelled()) {
+    if (!fd) fd.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ssize_t n = fd ? ::pread(fd.Get(), buf.data(), buf.size(), static_cast<off_t>(offset)) : 0;
+    if (n > 0) {
+      v1::ConsoleChunk chunk;
+      chunk.set_offset(offset);
+      chunk.set_data(buf.data(), static_cast<std::size_t>(n));
+      offset += static_cast<std::uint64_t>(n);
+      if (!writer->Write(chunk)) return grpc::Status::OK;
+      continue;
+    }
+    // At the end of what is there: done unless following a VM that may still write.
+    if (!request->follow()) break;
+    auto now = manager_.Console(request->vm_id());
+    if (!now.ok() || console->second) break;
+    console = std::move(now);  // re-read once more after it stops, then end
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace ember::emberd

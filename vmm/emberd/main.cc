@@ -1,0 +1,166 @@
+// emberd: Ember's control plane. One per host: serves the gRPC API (ember/v1/api.proto) on a
+// Unix socket, runs one ember-vmm per VM and keeps its records under --state-dir so that a
+// restarted emberd finds every VM again.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <grpcpp/grpcpp.h>
+
+#include "vmm/base/logging.h"
+#include "vmm/emberd/api_service.h"
+#include "vmm/emberd/launcher.h"
+#include "vmm/emberd/sandbox.h"
+#include "vmm/emberd/vm_manager.h"
+
+namespace ember::emberd {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: emberd [options]\n"
+    "\n"
+    "Serves Ember's gRPC API and runs one ember-vmm per microVM.\n"
+    "\n"
+    "  --socket PATH      API Unix socket, mode 0600 (default /run/ember/emberd.sock)\n"
+    "  --state-dir DIR    VM records, control sockets, consoles (default /var/lib/ember)\n"
+    "  --tcp HOST:PORT    also listen on TCP, unauthenticated and unencrypted (off by default)\n"
+    "  --vmm PATH         the ember-vmm binary (default: next to emberd)\n"
+    "  --max-vms N        live VMs at most (default 1024)\n"
+    "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
+    "  --help             this text\n"
+    "\n"
+    "SIGTERM/SIGINT stop emberd but not the VMs; a new emberd re-attaches to them.\n";
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::fprintf(stderr, "emberd: error: %s\n", message.c_str());
+  std::exit(2);
+}
+
+struct Flags {
+  std::string socket = "/run/ember/emberd.sock";
+  std::string state_dir = "/var/lib/ember";
+  std::string tcp;
+  std::string vmm;
+  std::size_t max_vms = 1024;
+  std::string log_level;
+};
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Fail(std::string(arg) + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--socket") flags.socket = value();
+    else if (arg == "--state-dir") flags.state_dir = value();
+    else if (arg == "--tcp") flags.tcp = value();
+    else if (arg == "--vmm") flags.vmm = value();
+    else if (arg == "--log-level") flags.log_level = value();
+    else if (arg == "--max-vms") {
+      std::string text = value();
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.max_vms);
+      if (ec != std::errc() || end != text.data() + text.size() || flags.max_vms == 0) {
+        Fail("--max-vms: \"" + text + "\" is not a positive number");
+      }
+    } else {
+      Fail("unknown flag \"" + std::string(arg) + "\" (see --help)");
+    }
+  }
+  return flags;
+}
+
+std::string DefaultVmmPath() {
+  std::error_code error;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) return "ember-vmm";
+  return (self.parent_path() / "ember-vmm").string();
+}
+
+// Whether this ember-vmm supports --restore-from (its usage text names it).
+bool VmmCanRestore(const std::string& vmm) {
+  std::string command = "'" + vmm + "' --help 2>/dev/null";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return false;
+  std::string text;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, n);
+  ::pclose(pipe);
+  return text.find("--restore-from") != std::string::npos;
+}
+
+int Main(int argc, char** argv) {
+  Flags flags = ParseFlags(argc, argv);
+  if (!flags.log_level.empty()) {
+    base::LogLevel level;
+    if (auto s = base::ParseLogLevel(flags.log_level, &level); !s.ok()) {
+      Fail(std::string(s.message()));
+    }
+    base::SetLogLevel(level);
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // every thread inherits it
+
+  ManagerOptions options;
+  options.state_dir = std::filesystem::absolute(flags.state_dir).string();
+  options.max_vms = flags.max_vms;
+  std::string vmm = flags.vmm.empty() ? DefaultVmmPath() : flags.vmm;
+  if (::access(vmm.c_str(), X_OK) != 0) Fail("--vmm: \"" + vmm + "\" is not executable");
+  options.vmm_can_restore = VmmCanRestore(vmm);
+  auto manager = VmManager::Create(options, std::make_unique<DirectLauncher>(vmm));
+  if (!manager.ok()) Fail(std::string(manager.status().message()));
+  if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
+
+  std::error_code error;
+  std::filesystem::create_directories(std::filesystem::path(flags.socket).parent_path(), error);
+  ::unlink(flags.socket.c_str());
+  ApiService service(**manager);
+  grpc::ServerBuilder builder;
+  // The socket is created under this umask, so it is 0600 from the start.
+  mode_t old_umask = ::umask(0177);
+  builder.AddListeningPort("unix:" + flags.socket, grpc::InsecureServerCredentials());
+  if (!flags.tcp.empty()) {
+    EMBER_LOG(kWarn) << "emberd: listening on TCP " << flags.tcp
+                     << " without authentication: anyone who can reach it controls the VMs";
+    builder.AddListeningPort(flags.tcp, grpc::InsecureServerCredentials());
+  }
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_umask);
+  if (!server) Fail("cannot listen on " + flags.socket + (flags.tcp.empty() ? "" : " / " + flags.tcp));
+  ::chmod(flags.socket.c_str(), 0600);
+
+  if (auto s = InstallSandbox(); !s.ok()) Fail("sandbox: " + std::string(s.message()));
+  EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "
+                   << options.state_dir << ", ember-vmm " << vmm
+                   << (options.vmm_can_restore ? " (restore supported)" : "");
+  std::fprintf(stderr, "emberd: ready\n");
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  EMBER_LOG(kInfo) << "emberd: " << strsignal(sig) << ": shutting down (VMs keep running)";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  return 0;
+}
+
+}  // namespace
+}  // namespace ember::emberd
+
+int main(int argc, char** argv) { return ember::emberd::Main(argc, argv); }

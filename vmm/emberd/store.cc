@@ -1,0 +1,96 @@
+#include "vmm/emberd/store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include <google/protobuf/message.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::emberd {
+
+absl::Status WriteFileAtomic(const std::string& path, const std::string& contents, int mode) {
+  std::string temp = path + ".tmp";
+  base::UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                           static_cast<mode_t>(mode)));
+  if (!fd) return base::ErrnoError("open", temp);
+  std::size_t done = 0;
+  while (done < contents.size()) {
+    ssize_t n = ::write(fd.Get(), contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return base::ErrnoError("write", temp);
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd.Get()) != 0) return base::ErrnoError("fsync", temp);
+  fd.Reset();
+  if (::rename(temp.c_str(), path.c_str()) != 0) return base::ErrnoError("rename", temp);
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  base::UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd) (void)::fsync(dir_fd.Get());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return base::ErrnoError("open", path);
+  std::string contents;
+  char buf[8192];
+  while (true) {
+    ssize_t n = ::read(fd.Get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return base::ErrnoError("read", path);
+    if (n == 0) break;
+    contents.append(buf, static_cast<std::size_t>(n));
+  }
+  return contents;
+}
+
+absl::Status WriteMessageJson(const std::string& path, const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.add_whitespace = true;
+  if (auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+      !status.ok()) {
+    return absl::InternalError("cannot encode " + path + " as JSON: " +
+                               std::string(status.message()));
+  }
+  return WriteFileAtomic(path, json);
+}
+
+absl::Status ReadMessageJson(const std::string& path, google::protobuf::Message* message) {
+  EMBER_ASSIGN_OR_RETURN(std::string json, ReadFile(path));
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;  // records written by a newer emberd
+  if (auto status = google::protobuf::util::JsonStringToMessage(json, message, options);
+      !status.ok()) {
+    return absl::DataLossError(path + ": " + std::string(status.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ToUserJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  if (auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+      !status.ok()) {
+    return absl::InternalError("cannot encode the VM config as JSON: " +
+                               std::string(status.message()));
+  }
+  return json;
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  std::error_code error;
+  std::filesystem::remove_all(path, error);
+  if (error) return absl::InternalError("cannot remove " + path + ": " + error.message());
+  return absl::OkStatus();
+}
+
+}  // namespace ember::emberd

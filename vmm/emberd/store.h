@@ -1,0 +1,34 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace google::protobuf {
+class Message;
+}
+
+namespace ember::emberd {
+
+// Writes `contents` to `path` atomically and durably: a temp file next to it is written,
+// fsynced and renamed over `path`, then the directory is fsynced. Readers see the old or the
+// new contents, never a mix, whenever emberd is killed.
+[[nodiscard]] absl::Status WriteFileAtomic(const std::string& path, const std::string& contents,
+                                           int mode = 0600);
+
+[[nodiscard]] absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// A message as JSON (proto field names), written with WriteFileAtomic.
+[[nodiscard]] absl::Status WriteMessageJson(const std::string& path,
+                                            const google::protobuf::Message& message);
+[[nodiscard]] absl::Status ReadMessageJson(const std::string& path,
+                                           google::protobuf::Message* message);
+
+// The same message in Firecracker's JSON spelling (json_name), for ember-vmm --config.
+[[nodiscard]] absl::StatusOr<std::string> ToUserJson(const google::protobuf::Message& message);
+
+// Removes `path` and everything under it; a missing path is not an error.
+[[nodiscard]] absl::Status RemoveTree(const std::string& path);
+
+}  // namespace ember::emberd
