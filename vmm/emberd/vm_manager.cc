@@ -456,14 +456,16 @@ void VmManager::OnProcessExit(const std::shared_ptr<Entry>& entry) {
   entry->cv.notify_all();
 }
 
-absl::Status VmManager::Attach(const std::shared_ptr<Entry>& entry, pid_t pid, bool child) {
+absl::Status VmManager::Attach(const std::shared_ptr<Entry>& entry, pid_t pid, bool child,
+                              base::UniqueFd control) {
   base::UniqueFd pidfd;
   if (pid > 0) {
     pidfd = PidfdOpen(pid);
     if (!pidfd) return base::ErrnoError("pidfd_open", "pid " + std::to_string(pid));
   }
-  EMBER_ASSIGN_OR_RETURN(base::UniqueFd control, ConnectUnix(VmDir(entry->vm.vm_id()) +
-                                                             "/control.sock"));
+  if (!control) {
+    EMBER_ASSIGN_OR_RETURN(control, ConnectUnix(VmDir(entry->vm.vm_id()) + "/control.sock"));
+  }
   std::lock_guard lock(entry->mu);
   entry->child = child;
   entry->control = std::move(control);
@@ -545,6 +547,10 @@ absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig
   if (auto status = WriteFileAtomic(dir + "/config.json", *json); !status.ok()) return fail(status);
   absl::StatusOr<base::UniqueFd> listener = ListenUnix(dir + "/control.sock");
   if (!listener.ok()) return fail(listener.status());
+  // Connect before ember-vmm exists: the connection waits in the backlog, so even a VMM that
+  // fails at once (a bad kernel) is seen through the channel rather than a refused connect.
+  absl::StatusOr<base::UniqueFd> conn = ConnectUnix(dir + "/control.sock");
+  if (!conn.ok()) return fail(conn.status());
   base::UniqueFd log(::open((dir + "/vmm.log").c_str(),
                             O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!log) return fail(base::ErrnoError("open", dir + "/vmm.log"));
@@ -558,7 +564,7 @@ absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig
   absl::StatusOr<pid_t> pid = launcher_->Launch(spec);
   if (!pid.ok()) return fail(pid.status());
   listener->Reset();  // ember-vmm holds the only listening copy now
-  if (auto status = Attach(entry, *pid, true); !status.ok()) {
+  if (auto status = Attach(entry, *pid, true, std::move(*conn)); !status.ok()) {
     ::kill(*pid, SIGKILL);
     return fail(status);
   }

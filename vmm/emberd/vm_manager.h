@@ -104,8 +104,10 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<v1::Vm> SimpleOp(const std::string& vm_id, v1::Vm::State from,
                                                 const char* verb,
                                                 const v1::ControlRequest& request);
-  // Connects to the VM's control socket and registers it and `pid` with the supervisor.
-  [[nodiscard]] absl::Status Attach(const std::shared_ptr<Entry>& entry, pid_t pid, bool child);
+  // Registers the VM's control connection and `pid` with the supervisor.
+  // `control`: an already connected socket, or invalid to connect now.
+  [[nodiscard]] absl::Status Attach(const std::shared_ptr<Entry>& entry, pid_t pid, bool child,
+                                    base::UniqueFd control = {});
   void WatchFd(int fd, const std::shared_ptr<Entry>& entry, bool is_pidfd);
   void UnwatchFd(int fd);
   void SuperviseLoop();
