@@ -1,6 +1,9 @@
 #include "jailer/seccomp_filter.h"
 
 #include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -41,6 +44,8 @@ SeccompFilter::SeccompFilter(std::string name, SeccompMode mode, std::unique_ptr
     : name_(std::move(name)), mode_(mode), context_(std::move(context)) {}
 
 SeccompFilter::~SeccompFilter() = default;
+SeccompFilter::SeccompFilter(SeccompFilter&&) noexcept = default;
+SeccompFilter& SeccompFilter::operator=(SeccompFilter&&) noexcept = default;
 
 absl::StatusOr<SeccompFilter> SeccompFilter::Build(const SeccompPolicy& policy, SeccompMode mode) {
   // KILL_PROCESS, not KILL_THREAD: a vCPU thread dying alone would leave a half-alive VM.
@@ -89,14 +94,46 @@ absl::Status SeccompFilter::Install() const {
 }
 
 absl::StatusOr<size_t> SeccompFilter::InstructionCount() const {
-  // libseccomp exports the program only to an fd.
+  EMBER_ASSIGN_OR_RETURN(BpfProgram program, Compile());
+  return program.size();
+}
+
+absl::StatusOr<BpfProgram> SeccompFilter::Compile() const {
+  // libseccomp 2.5 exports the program only to an fd.
   base::UniqueFd fd(::memfd_create("seccomp-bpf", MFD_CLOEXEC));
   if (!fd) return base::ErrnoError("memfd_create");
   int rc = seccomp_export_bpf(context_->ctx, fd.Get());
   if (rc != 0) return SeccompError(rc, "seccomp_export_bpf", name_);
   struct stat st {};
   if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", "exported BPF");
-  return static_cast<size_t>(st.st_size) / sizeof(sock_filter);
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0 || size % sizeof(sock_filter) != 0) {
+    return absl::InternalError(absl::StrCat("seccomp policy \"", name_, "\": exported BPF of ",
+                                            size, " bytes is not a whole program"));
+  }
+  std::vector<sock_filter> instructions(size / sizeof(sock_filter));
+  if (::pread(fd.Get(), instructions.data(), size, 0) != static_cast<ssize_t>(size)) {
+    return base::ErrnoError("pread", "exported BPF");
+  }
+  return BpfProgram(name_, mode_, std::move(instructions));
+}
+
+absl::Status BpfProgram::InstallOnCallingThread() const {
+  if (mode_ == SeccompMode::kLog) {
+    EMBER_LOG(kWarn) << "seccomp policy \"" << name_
+                     << "\" installed in LOG mode: calls outside it are logged, not stopped";
+  }
+  // Unprivileged filters need no_new_privs; it also keeps an exec from gaining privileges.
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return base::ErrnoError("prctl(PR_SET_NO_NEW_PRIVS)", name_);
+  }
+  sock_fprog program{static_cast<unsigned short>(instructions_.size()),
+                     const_cast<sock_filter*>(instructions_.data())};  // the kernel only reads it
+  // flags 0: this thread only (no SECCOMP_FILTER_FLAG_TSYNC).
+  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) {
+    return base::ErrnoError("seccomp(SECCOMP_SET_MODE_FILTER)", name_);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status InstallSeccompPolicy(const SeccompPolicy& policy, SeccompMode mode) {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <linux/filter.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -53,6 +55,31 @@ enum class SeccompMode {
 // "enforce" or "log" (a --seccomp-level style flag); InvalidArgument otherwise.
 [[nodiscard]] absl::StatusOr<SeccompMode> ParseSeccompMode(const std::string& text);
 
+// A filter as the BPF program the kernel runs, ready to attach to any thread with one system
+// call. ember-vmm compiles its programs once, before it starts threads, so a thread installing
+// its own neither allocates nor runs libseccomp (and two threads never share a libseccomp
+// context).
+class BpfProgram {
+ public:
+  // Sets no_new_privs and attaches the program to the calling thread only: no
+  // SECCOMP_FILTER_FLAG_TSYNC, as each thread kind of ember-vmm has its own filter. Threads the
+  // caller creates afterwards inherit it. Irreversible. Logs loudly in kLog mode.
+  [[nodiscard]] absl::Status InstallOnCallingThread() const;
+
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] SeccompMode mode() const { return mode_; }
+  [[nodiscard]] size_t size() const { return instructions_.size(); }
+
+ private:
+  friend class SeccompFilter;
+  BpfProgram(std::string name, SeccompMode mode, std::vector<sock_filter> instructions)
+      : name_(std::move(name)), mode_(mode), instructions_(std::move(instructions)) {}
+
+  std::string name_;
+  SeccompMode mode_;
+  std::vector<sock_filter> instructions_;
+};
+
 // A compiled, not yet installed filter. Move-only; releases the libseccomp context.
 class SeccompFilter {
  public:
@@ -68,8 +95,12 @@ class SeccompFilter {
   // The BPF program size, in instructions, as libseccomp generates it (for tests and logs).
   [[nodiscard]] absl::StatusOr<size_t> InstructionCount() const;
 
-  SeccompFilter(SeccompFilter&&) noexcept = default;
-  SeccompFilter& operator=(SeccompFilter&&) noexcept = default;
+  // The BPF program libseccomp generates for this filter (see BpfProgram).
+  [[nodiscard]] absl::StatusOr<BpfProgram> Compile() const;
+
+  // Defined where Context is complete.
+  SeccompFilter(SeccompFilter&&) noexcept;
+  SeccompFilter& operator=(SeccompFilter&&) noexcept;
   ~SeccompFilter();
 
  private:

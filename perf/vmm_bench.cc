@@ -5,6 +5,7 @@
 // Run by perf/run; usable on its own (see kUsage). Prints figures only; never asserts a timing.
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -46,11 +47,13 @@ using base::UniqueFd;
 using std::chrono::milliseconds;
 
 constexpr char kUsage[] =
-    "usage: ember-vmm-bench --vmm PATH [--qemu PATH] [--work-dir DIR] [--runs N]\n"
-    "                       [--rss-runs N] [--mem-mib N] [--rss-breakdown] [--verbose]\n"
+    "usage: ember-vmm-bench --vmm PATH [--qemu PATH] [--jailer PATH] [--work-dir DIR]\n"
+    "                       [--runs N] [--rss-runs N] [--mem-mib N] [--rss-breakdown]\n"
+    "                       [--verbose]\n"
     "\n"
     "  --vmm PATH        ember-vmm binary (ember-testguest must be beside it)\n"
     "  --qemu PATH       qemu-system-x86_64 for the baseline; without it no baseline is printed\n"
+    "  --jailer PATH     ember-jailer (needs root): also time ember-vmm started through it\n"
     "  --work-dir DIR    scratch directory for configs, metrics, serial and QMP sockets\n"
     "  --runs N          start-up runs per figure (default 20); each figure is the median\n"
     "  --rss-runs N      idle-VM memory samples (default 10)\n"
@@ -70,6 +73,7 @@ std::string Errno(const std::string& what) { return what + ": " + std::strerror(
 struct Options {
   std::string vmm_path;
   std::string qemu_path;  // empty: no baseline
+  std::string jailer_path;  // empty: no jailed figure
   std::string work_dir;
   int runs = 20;
   int rss_runs = 10;
@@ -105,6 +109,8 @@ Options ParseOptions(int argc, char** argv) {
       options.vmm_path = value;
     else if (arg == "--qemu")
       options.qemu_path = value;
+    else if (arg == "--jailer")
+      options.jailer_path = value;
     else if (arg == "--work-dir")
       options.work_dir = value;
     else if (arg == "--runs")
@@ -394,6 +400,40 @@ class Bench {
     return {*first / 1000.0, *boot / 1000.0};
   }
 
+  // One run of the `hello` scenario through ember-jailer (chroot, new pid namespace, uid/gid
+  // nobody), to the VMM's clean exit; returns its start_to_first_instruction in ms, counted
+  // from the jailer's exec. The chroot is made afresh (and the VMM copied in) every run.
+  double JailedStart(int run) {
+    const std::string base = options_.work_dir + "/jails";
+    const std::string id = "bench-" + std::to_string(run < 0 ? 0 : run % 2);
+    const std::string root = base + "/ember-vmm/" + id + "/root";
+    RemoveTree(base + "/ember-vmm/" + id);
+    // The jailer keeps an existing chroot directory: the config goes in beforehand.
+    for (const std::string& dir : {base, base + "/ember-vmm", base + "/ember-vmm/" + id, root}) {
+      if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) Die(Errno("mkdir " + dir));
+    }
+    WriteFile(root + "/hello.json", Config("hello"));
+    std::string log = Path("jailed-start.log", run);
+    std::vector<std::string> args = {options_.jailer_path, "--id", id, "--exec-file",
+                                     options_.vmm_path, "--uid", "65534", "--gid", "65534",
+                                     "--chroot-base-dir", base, "--new-pid-ns", "--",
+                                     "--config", "/hello.json", "--metrics-path", "/metrics.json",
+                                     "--serial-out", "/serial.txt", "--start-time-us", ""};
+    args.back() = std::to_string(MonotonicMicros());
+    Child jailer = Child::Spawn(args, log);
+    std::optional<int> status = jailer.WaitExit(kRunTimeout);
+    if (!status) Die("jailed ember-vmm (hello) did not exit within 10 s; " + LogTail(log));
+    if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+      Die("jailed ember-vmm (hello) ended with " + DescribeStatus(*status) + "; " + LogTail(log));
+    }
+    std::string json = ReadFile(root + "/metrics.json");
+    auto first = MetricValue(json, "start_to_first_instruction_us");
+    if (!first) Die("jailed metrics file lacks start_to_first_instruction_us: " + json);
+    return *first / 1000.0;
+  }
+
+  void RemoveJails() { RemoveTree(options_.work_dir + "/jails"); }
+
   struct EmberMemory {
     double overhead_mib;
     std::vector<Mapping> mappings;
@@ -482,6 +522,12 @@ class Bench {
     return "{\"boot-source\":{\"boot_args\":\"console=ttyS0 ember.test=" + scenario +
            "\"},\"machine-config\":{\"vcpu_count\":1,\"mem_size_mib\":" +
            std::to_string(options_.mem_mib) + "}}\n";
+  }
+
+  static void RemoveTree(const std::string& path) {
+    ::nftw(
+        path.c_str(), [](const char* entry, const struct stat*, int, FTW*) { return ::remove(entry); },
+        16, FTW_DEPTH | FTW_PHYS);
   }
 
   // Alternating file names keep the previous run's files for comparison with a failing one's.
@@ -599,6 +645,7 @@ int Main(int argc, char** argv) {
   Options options = ParseOptions(argc, argv);
   if (::access("/dev/kvm", R_OK | W_OK) != 0) Die(Errno("/dev/kvm is not usable"));
   bool baseline = !options.qemu_path.empty();
+  bool jailed = !options.jailer_path.empty();
   if (options.work_dir.empty()) {
     char scratch[] = "/tmp/ember-vmm-bench.XXXXXX";
     if (::mkdtemp(scratch) == nullptr) Die(Errno("mkdtemp"));
@@ -615,9 +662,10 @@ int Main(int argc, char** argv) {
   // Untimed warm-up: page cache, dynamic loader caches, KVM module state.
   bench.EmberStart(-1);
   if (baseline) bench.QemuStart(-1);
+  if (jailed) bench.JailedStart(-1);
 
   // Interleaved, so that drift in machine load affects both sides alike.
-  std::vector<double> first_instruction, boot_timer, qemu_qmp, qemu_rss;
+  std::vector<double> first_instruction, boot_timer, qemu_qmp, qemu_rss, jailed_first;
   for (int run = 0; run < runs; ++run) {
     auto [first, boot] = bench.EmberStart(run);
     first_instruction.push_back(first);
@@ -632,6 +680,12 @@ int Main(int argc, char** argv) {
       if (verbose)
         std::fprintf(stderr, "run %d: qemu QMP greeting %.3f ms, RSS %.2f MiB\n", run,
                      sample.start_to_qmp_ms, sample.rss_mib);
+    }
+    if (jailed) {
+      jailed_first.push_back(bench.JailedStart(run));
+      if (verbose)
+        std::fprintf(stderr, "run %d: jailed ember first instruction %.3f ms\n", run,
+                     jailed_first.back());
     }
   }
   std::vector<Bench::EmberMemory> memory;
@@ -652,6 +706,11 @@ int Main(int argc, char** argv) {
   PrintFigure("vmm_start_to_first_instruction", Median(first_instruction), "ms",
               "qemu_microvm_start_to_qmp", qmp_median);
   PrintFigure("vmm_start_to_boot_timer", Median(boot_timer), "ms");
+  if (jailed) {
+    bench.RemoveJails();
+    PrintFigure("jailer_start_to_first_instruction", Median(jailed_first), "ms",
+                "vmm_start_to_first_instruction", Median(first_instruction));
+  }
   PrintFigure("vmm_rss_overhead", Median(overheads), "MiB", "qemu_microvm_rss", rss_median);
 
   if (rss_breakdown) {

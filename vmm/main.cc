@@ -1,6 +1,7 @@
 // ember-vmm: runs one microVM, standalone from a config file or (later) driven by emberd.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -14,6 +15,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
+#include "vmm/seccomp.h"
 #include "vmm/vm_config.h"
 #include "vmm/vmm.h"
 
@@ -34,6 +36,7 @@ constexpr char kUsage[] =
     "                       boot time counts from here (default: our own start)\n"
     "  --control-fd N       serve the listening control socket N (emberd): the VM is built\n"
     "                       but its vCPUs start only on the controller's Start request\n"
+    "  --seccomp MODE       per-thread seccomp filters: enforce (default), log, or off\n"
     "  --help               this text\n"
     "\n"
     "Exit codes: 0 guest reset or SIGTERM, 1 VMM error, 2 bad input, 3 guest triple fault,\n"
@@ -46,6 +49,7 @@ struct Flags {
   std::string log_level;
   std::string metrics_path;
   std::uint64_t start_us = 0;
+  SeccompSetting seccomp = SeccompSetting::kEnforce;
   int control_fd = -1;  // --control-fd: driven by emberd over vmm/control/
 };
 
@@ -53,6 +57,23 @@ struct Flags {
   std::fprintf(stderr, "ember-vmm: error: %s\n", message.c_str());
   std::exit(code);
 }
+
+#ifdef EMBER_VMM_TEST_HOOKS
+// Test build only (ember-vmm-test-hooks): makes the thread of the given kind call socket(2),
+// which no allowlist has, right after it installed its filter.
+jailer::VmmThreadKind g_forbidden_kind;
+void SetForbiddenSyscallHook(const std::string& kind) {
+  if (kind != "vcpu" && kind != "vmm") Fail(kExitBadInput, "--test-forbidden-syscall: vcpu|vmm");
+  g_forbidden_kind = kind == "vcpu" ? jailer::VmmThreadKind::kVcpu : jailer::VmmThreadKind::kVmm;
+  SetSeccompInstalledHookForTesting([](jailer::VmmThreadKind installed) {
+    if (installed != g_forbidden_kind) return;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // SIGSYS unless in log mode
+    std::fprintf(stderr, "forbidden socket() on the %s thread returned %d\n",
+                 jailer::VmmThreadKindName(installed), fd);
+    if (fd >= 0) ::close(fd);
+  });
+}
+#endif
 
 Flags ParseFlags(int argc, char** argv) {
   Flags flags;
@@ -71,6 +92,14 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--log-path") flags.log_path = value();
     else if (arg == "--log-level") flags.log_level = value();
     else if (arg == "--metrics-path") flags.metrics_path = value();
+    else if (arg == "--seccomp") {
+      auto setting = ParseSeccompSetting(value());
+      if (!setting.ok()) Fail(kExitBadInput, std::string(setting.status().message()));
+      flags.seccomp = *setting;
+    }
+#ifdef EMBER_VMM_TEST_HOOKS
+    else if (arg == "--test-forbidden-syscall") SetForbiddenSyscallHook(value());
+#endif
     else if (arg == "--control-fd") {
       std::string text = value();
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.control_fd);
@@ -130,6 +159,9 @@ int Main(int argc, char** argv) {
     Fail(kExitBadInput, std::string(status.message()));
   }
   ConfigureLogging(flags, options.config.logger());
+  if (auto status = ConfigureSeccomp(flags.seccomp); !status.ok()) {
+    Fail(kExitError, std::string(status.message()));
+  }
   options.start_us = flags.start_us != 0 ? flags.start_us : own_start_us;
 
   base::UniqueFd serial_out;

@@ -9,6 +9,7 @@
 
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
+#include "vmm/seccomp.h"
 
 namespace ember::vmm {
 namespace {
@@ -105,6 +106,10 @@ void VcpuRunner::ThreadMain() {
   sigemptyset(&kick);
   sigaddset(&kick, KickSignal());
   pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+  if (auto status = InstallThreadSeccomp(jailer::VmmThreadKind::kVcpu); !status.ok()) {
+    on_exit_({kExitError, std::string(status.message())});
+    return;
+  }
 
   bool first_run = true;
   while (!stop_requested_.load()) {

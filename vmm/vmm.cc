@@ -18,6 +18,7 @@
 #include "vmm/boot/guest_loader.h"
 #include "vmm/boot/kernel_image.h"
 #include "vmm/drive_config.h"
+#include "vmm/seccomp.h"
 #include "virtio/block/block_device.h"
 #include "vmm/vm_config.h"
 
@@ -173,6 +174,14 @@ absl::Status Vmm::WatchEvents(const VmmOptions& options) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  // Under ember-jailer --new-pid-ns this process is its namespace's init, and the kernel drops
+  // signals to an init whose handler is SIG_DFL. The handler never runs (the signals stay
+  // blocked and are read from the signalfd); it only makes them deliverable.
+  struct sigaction stop_action {};
+  stop_action.sa_handler = [](int) {};
+  sigemptyset(&stop_action.sa_mask);
+  sigaction(SIGTERM, &stop_action, nullptr);
+  sigaction(SIGINT, &stop_action, nullptr);
   signal_fd_.Reset(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signal_fd_) return base::ErrnoError("signalfd");
   EMBER_RETURN_IF_ERROR(loop_->Add(signal_fd_.Get(), EPOLLIN, [this](std::uint32_t) {
@@ -240,6 +249,9 @@ absl::Status Vmm::Start() {
     return absl::FailedPreconditionError("the VM has already been started");
   }
   for (auto& vcpu : vcpus_) vcpu->Start();
+  // Only now: threads inherit their creator's filter, and the vCPUs' must not be narrowed by
+  // the VMM thread's. The guest cannot reach this thread before it returns to the loop.
+  EMBER_RETURN_IF_ERROR(InstallThreadSeccomp(jailer::VmmThreadKind::kVmm));
   state_ = State::kRunning;
   return absl::OkStatus();
 }

@@ -54,21 +54,6 @@ std::string NsLink(const std::string& pid, const char* ns) {
   return n < 0 ? "unreadable" : std::string(buf, static_cast<size_t>(n));
 }
 
-// This process's cgroup path in the v1 hierarchy of `controller` ("" if there is none).
-std::string OwnV1Cgroup(const std::string& controller) {
-  std::istringstream in(ReadFileOr("/proc/self/cgroup"));
-  std::string line;
-  while (std::getline(in, line)) {
-    // id:controllers:path
-    size_t a = line.find(':');
-    size_t b = line.find(':', a + 1);
-    if (a == std::string::npos || b == std::string::npos) continue;
-    std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
-    if (controllers.find("," + controller + ",") != std::string::npos) return line.substr(b + 1);
-  }
-  return "";
-}
-
 class JailTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -34,6 +34,21 @@ inline int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) {
   return remove(path);
 }
 
+// This process's cgroup path in the v1 hierarchy of `controller` ("" if there is none).
+inline std::string OwnV1Cgroup(const std::string& controller) {
+  std::istringstream in(ReadFileOr("/proc/self/cgroup"));
+  std::string line;
+  while (std::getline(in, line)) {
+    // id:controllers:path
+    size_t a = line.find(':');
+    size_t b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    if (controllers.find("," + controller + ",") != std::string::npos) return line.substr(b + 1);
+  }
+  return "";
+}
+
 // One run of ember-jailer, started with pipes on its stdio; killed if the test forgets it.
 class Jailer {
  public:

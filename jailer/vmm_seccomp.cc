@@ -1,0 +1,115 @@
+// ember-vmm's seccomp allowlists, one per thread kind, each call with the code path that needs
+// it. A call missing here kills the VMM with SIGSYS (or is logged, under --seccomp log): run
+// the VMM with --seccomp log and read the audit log (dmesg: "audit: type=1326 ... syscall=N")
+// to find which.
+//
+// The KVM ioctl numbers come from <linux/kvm.h>, as in vmm/kvm: the filter compares the
+// request number the vCPU thread passes.
+#include "jailer/vmm_seccomp.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <utility>
+
+namespace ember::jailer {
+namespace {
+
+// `name` is allowed only when (argument `index` & `mask`) == `value`.
+SyscallRule AllowIfMasked(std::string name, std::string reason, int index, std::uint64_t mask,
+                          std::uint64_t value) {
+  SyscallRule rule = AllowIfArg(std::move(name), std::move(reason), index, {value});
+  rule.arg_mask = mask;
+  return rule;
+}
+
+// Both thread kinds: memory management by malloc, locks, time, logging, ending.
+std::vector<SyscallRule> CommonRules() {
+  return {
+      Allow("futex", "mutexes and condition variables: metrics, event-loop posts, vCPU pause"),
+      Allow("write",
+            "log lines (stderr or --log-path), guest serial output, eventfd signals (irqfds, "
+            "event-loop wake-ups)"),
+      Allow("brk", "malloc growing the main arena"),
+      AllowIfMasked("mmap", "malloc: new arenas and large blocks; never executable", 2, PROT_EXEC,
+                    0),
+      AllowIfMasked("mprotect", "malloc making arena memory usable; never executable", 2, PROT_EXEC,
+                    0),
+      Allow("munmap", "free() of large blocks and arenas; a joined thread's stack"),
+      AllowIfArg("madvise", "free() trimming arenas; glibc releasing an ended thread's stack", 2,
+                 {MADV_DONTNEED}),
+      Allow("clock_gettime", "time stamps when the vDSO falls back to the system call"),
+      Allow("rt_sigprocmask", "glibc masking signals around a thread's exit and abort()"),
+      Allow("exit", "a thread returning"),
+      Allow("exit_group", "the process ending"),
+  };
+}
+
+std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
+  return {
+      Allow("epoll_wait", "the VMM event loop"),
+      Allow("epoll_pwait", "the VMM event loop (glibc builds that wrap epoll_wait in it)"),
+      Allow("epoll_ctl",
+            "console input paused and resumed with the serial backlog; control connections "
+            "added and removed"),
+      Allow("read",
+            "ioeventfds, io_uring completion eventfd, signalfd, metrics timerfd, console stdin, "
+            "the control connection"),
+      Allow("io_uring_enter",
+            "virtio-blk io_uring engine: submitting requests, reaping completions"),
+      Allow("preadv", "virtio-blk sync engine: reads"),
+      Allow("pwritev", "virtio-blk sync engine: writes"),
+      Allow("fdatasync", "virtio-blk sync engine: flushes"),
+      Allow("fallocate", "virtio-blk sync engine: discard and write-zeroes"),
+      AllowIfArg("openat", "the metrics file: MetricsRegistry::WriteTo creates PATH.tmp", 2,
+                 {O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC}),
+      Allow("rename", "the metrics file: PATH.tmp replaces PATH atomically"),
+      Allow("close", "the metrics file, control connections, devices released at exit"),
+      Allow("fstat", "stdio sizing a buffer on its first use (exit messages)"),
+      Allow("newfstatat", "stdio sizing a buffer on its first use (exit messages)"),
+      AllowIfArg("accept4", "a controller connecting to the control socket", 3,
+                 {SOCK_NONBLOCK | SOCK_CLOEXEC}),
+      Allow("sendto", "control channel: framed replies and events (send)"),
+      Allow("poll", "control channel: waiting for a slow controller to take a reply"),
+      Allow("getpid", "pthread_kill (its own tgid); the control channel's status reply"),
+      AllowIfArg("tgkill", "kicking a vCPU out of KVM_RUN to stop or pause it", 2,
+                 {static_cast<std::uint64_t>(params.kick_signal)}),
+  };
+}
+
+std::vector<SyscallRule> VcpuRules() {
+  return {
+      AllowIfArg("ioctl",
+                 "KVM_RUN: the vCPU loop; KVM_GET_REGS: the guest's rip in the messages of a "
+                 "triple fault or an emulation failure",
+                 1, {KVM_RUN, KVM_GET_REGS}),
+      Allow("rt_sigreturn", "returning from the kick signal's handler, which ends KVM_RUN"),
+      Allow("restart_syscall", "a futex wait the kick signal interrupted"),
+  };
+}
+
+}  // namespace
+
+const char* VmmThreadKindName(VmmThreadKind kind) {
+  switch (kind) {
+    case VmmThreadKind::kVmm:
+      return "vmm";
+    case VmmThreadKind::kVcpu:
+      return "vcpu";
+  }
+  return "unknown";
+}
+
+SeccompPolicy VmmThreadPolicy(VmmThreadKind kind, const VmmSeccompParams& params) {
+  SeccompPolicy policy;
+  policy.name = VmmThreadKindName(kind);
+  policy.rules = CommonRules();
+  std::vector<SyscallRule> own = kind == VmmThreadKind::kVmm ? VmmRules(params) : VcpuRules();
+  policy.rules.insert(policy.rules.end(), std::make_move_iterator(own.begin()),
+                      std::make_move_iterator(own.end()));
+  return policy;
+}
+
+}  // namespace ember::jailer

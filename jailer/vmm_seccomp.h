@@ -1,0 +1,29 @@
+#pragma once
+
+#include "jailer/seccomp_filter.h"
+
+namespace ember::jailer {
+
+// ember-vmm's thread kinds, each with its own allowlist (vmm_seccomp.cc). The control channel
+// is served on the VMM thread, so it has no kind of its own; a dedicated control thread would
+// get one here.
+enum class VmmThreadKind {
+  kVmm,   // the event loop: virtio queues, io_uring, console input, signals, metrics, control
+  kVcpu,  // one per vCPU: KVM_RUN and the port/MMIO exits it dispatches
+};
+
+[[nodiscard]] const char* VmmThreadKindName(VmmThreadKind kind);
+
+// What the policies need to know of the VMM that is only known at run time.
+struct VmmSeccompParams {
+  // The real-time signal the VMM thread sends a vCPU thread to make KVM_RUN return
+  // (VcpuRunner's kick signal); the only signal the VMM thread may send.
+  int kick_signal = 0;
+};
+
+// The allowlist of `kind`. Each thread installs its own once it has finished setting up (the
+// VMM thread after building the VM and starting the vCPUs, a vCPU thread before its first
+// KVM_RUN), so set-up calls are not in these tables.
+[[nodiscard]] SeccompPolicy VmmThreadPolicy(VmmThreadKind kind, const VmmSeccompParams& params);
+
+}  // namespace ember::jailer

@@ -1,0 +1,69 @@
+#include "vmm/seccomp.h"
+
+#include <signal.h>
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "jailer/seccomp_filter.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+
+namespace ember::vmm {
+namespace {
+
+// One compiled program per thread kind; written by ConfigureSeccomp before threads exist and
+// only read afterwards.
+std::array<std::optional<jailer::BpfProgram>, 2> g_programs;
+SeccompInstalledHook g_installed_hook = nullptr;
+
+std::size_t Index(jailer::VmmThreadKind kind) { return static_cast<std::size_t>(kind); }
+
+// VcpuRunner's kick signal (vcpu_runner.cc): glibc reserves SIGRTMIN..SIGRTMIN+2.
+int KickSignal() { return SIGRTMIN + 3; }
+
+}  // namespace
+
+absl::StatusOr<SeccompSetting> ParseSeccompSetting(std::string_view text) {
+  if (text == "enforce") return SeccompSetting::kEnforce;
+  if (text == "log") return SeccompSetting::kLog;
+  if (text == "off") return SeccompSetting::kOff;
+  return absl::InvalidArgumentError("--seccomp: \"" + std::string(text) +
+                                    "\" is not enforce, log or off");
+}
+
+absl::Status ConfigureSeccomp(SeccompSetting setting) {
+  if (setting == SeccompSetting::kOff) {
+    EMBER_LOG(kWarn) << "seccomp filters are OFF (--seccomp off): no thread is filtered";
+    return absl::OkStatus();
+  }
+  jailer::SeccompMode mode =
+      setting == SeccompSetting::kLog ? jailer::SeccompMode::kLog : jailer::SeccompMode::kEnforce;
+  if (mode == jailer::SeccompMode::kLog) {
+    EMBER_LOG(kWarn) << "seccomp filters in LOG mode (--seccomp log): calls outside a thread's "
+                        "allowlist are logged by the kernel and allowed";
+  }
+  jailer::VmmSeccompParams params{.kick_signal = KickSignal()};
+  for (jailer::VmmThreadKind kind : {jailer::VmmThreadKind::kVmm, jailer::VmmThreadKind::kVcpu}) {
+    EMBER_ASSIGN_OR_RETURN(
+        jailer::SeccompFilter filter,
+        jailer::SeccompFilter::Build(jailer::VmmThreadPolicy(kind, params), mode));
+    EMBER_ASSIGN_OR_RETURN(g_programs[Index(kind)], filter.Compile());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InstallThreadSeccomp(jailer::VmmThreadKind kind) {
+  const std::optional<jailer::BpfProgram>& program = g_programs[Index(kind)];
+  if (!program) return absl::OkStatus();
+  EMBER_RETURN_IF_ERROR(program->InstallOnCallingThread());
+  EMBER_LOG(kDebug) << "seccomp filter \"" << program->name() << "\" (" << program->size()
+                    << " instructions) installed";
+  if (g_installed_hook != nullptr) g_installed_hook(kind);
+  return absl::OkStatus();
+}
+
+void SetSeccompInstalledHookForTesting(SeccompInstalledHook hook) { g_installed_hook = hook; }
+
+}  // namespace ember::vmm
