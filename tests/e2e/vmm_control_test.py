@@ -2,6 +2,7 @@
 listening socket it passes as --control-fd, including malformed frames, which must get an
 error (and, for a broken length, a closed connection) but never hurt the VM."""
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -76,6 +77,7 @@ class VmmControlTest(unittest.TestCase):
             self.vmm.kill()
         self.vmm.wait()
         self.vmm.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def hello(self):
         controller = Controller(self.path)
