@@ -76,6 +76,13 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("getpid", "pthread_kill (its own tgid); the control channel's status reply"),
       AllowIfArg("tgkill", "kicking a vCPU out of KVM_RUN to stop or pause it", 2,
                  {static_cast<std::uint64_t>(params.kick_signal)}),
+      // Snapshots, taken on the VMM thread while the vCPUs are parked.
+      AllowIfArg("ioctl", "snapshot: reading vCPU, irqchip, PIT and clock state", 1,
+                 params.snapshot_ioctls),
+      Allow("lseek", "snapshot: SEEK_DATA/SEEK_HOLE over guest memory to skip untouched pages"),
+      Allow("ftruncate", "snapshot: sizing the memory file"),
+      Allow("pwrite64", "snapshot: writing guest memory into the memory file"),
+      Allow("fsync", "snapshot: the state and memory files reach the disk before success"),
   };
 }
 

@@ -1,5 +1,8 @@
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "jailer/seccomp_filter.h"
 
 namespace ember::jailer {
@@ -19,6 +22,10 @@ struct VmmSeccompParams {
   // The real-time signal the VMM thread sends a vCPU thread to make KVM_RUN return
   // (VcpuRunner's kick signal); the only signal the VMM thread may send.
   int kick_signal = 0;
+  // KVM ioctl requests the VMM thread issues after start-up: reading vCPU and VM state for a
+  // snapshot. Passed in by ember-vmm, which owns the KVM ABI (vmm/kvm/kvm_abi.h), rather than
+  // spelled here.
+  std::vector<std::uint64_t> snapshot_ioctls;
 };
 
 // The allowlist of `kind`. Each thread installs its own once it has finished setting up (the

@@ -15,6 +15,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
+#include "vmm/restore.h"
 #include "vmm/seccomp.h"
 #include "vmm/vm_config.h"
 #include "vmm/vmm.h"
@@ -37,6 +38,11 @@ constexpr char kUsage[] =
     "  --control-fd N       serve the listening control socket N (emberd): the VM is built\n"
     "                       but its vCPUs start only on the controller's Start request\n"
     "  --seccomp MODE       per-thread seccomp filters: enforce (default), log, or off\n"
+    "  --restore-from FILE  restore the snapshot whose state file is FILE instead of booting\n"
+    "  --restore-mem FILE   ... and whose memory file is FILE (mapped lazily, copy-on-write)\n"
+    "  --drive-override ID=PATH  with --restore-from: give drive ID a new backing file\n"
+    "  --snapshot-path FILE, --snapshot-mem-path FILE\n"
+    "                       on SIGUSR1, pause, write a snapshot to these files and resume\n"
     "  --help               this text\n"
     "\n"
     "Exit codes: 0 guest reset or SIGTERM, 1 VMM error, 2 bad input, 3 guest triple fault,\n"
@@ -51,6 +57,11 @@ struct Flags {
   std::uint64_t start_us = 0;
   SeccompSetting seccomp = SeccompSetting::kEnforce;
   int control_fd = -1;  // --control-fd: driven by emberd over vmm/control/
+  std::string restore_from;
+  std::string restore_mem;
+  RestoreOverrides overrides;
+  std::string snapshot_path;
+  std::string snapshot_mem_path;
 };
 
 [[noreturn]] void Fail(int code, const std::string& message) {
@@ -100,6 +111,18 @@ Flags ParseFlags(int argc, char** argv) {
 #ifdef EMBER_VMM_TEST_HOOKS
     else if (arg == "--test-forbidden-syscall") SetForbiddenSyscallHook(value());
 #endif
+    else if (arg == "--restore-from") flags.restore_from = value();
+    else if (arg == "--restore-mem") flags.restore_mem = value();
+    else if (arg == "--snapshot-path") flags.snapshot_path = value();
+    else if (arg == "--snapshot-mem-path") flags.snapshot_mem_path = value();
+    else if (arg == "--drive-override") {
+      std::string text = value();
+      auto eq = text.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+        Fail(kExitBadInput, "--drive-override: \"" + text + "\" is not ID=PATH");
+      }
+      flags.overrides.drive_paths[text.substr(0, eq)] = text.substr(eq + 1);
+    }
     else if (arg == "--control-fd") {
       std::string text = value();
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.control_fd);
@@ -149,10 +172,27 @@ int Main(int argc, char** argv) {
 
   Flags flags = ParseFlags(argc, argv);
   VmmOptions options;
-  if (!flags.config_path.empty()) {
+  if (!flags.restore_from.empty()) {
+    if (!flags.config_path.empty() || flags.restore_mem.empty()) {
+      Fail(kExitBadInput, "--restore-from needs --restore-mem and takes no --config");
+    }
+    if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, flags.overrides,
+                                     &options);
+        !status.ok()) {
+      Fail(kExitBadInput, std::string(status.message()));
+    }
+  } else if (!flags.overrides.drive_paths.empty() || !flags.restore_mem.empty()) {
+    Fail(kExitBadInput, "--restore-mem and --drive-override need --restore-from");
+  } else if (!flags.config_path.empty()) {
     auto config = LoadVmConfigFile(flags.config_path);
     if (!config.ok()) Fail(kExitBadInput, std::string(config.status().message()));
     options.config = std::move(*config);
+  }
+  if (flags.snapshot_path.empty() != flags.snapshot_mem_path.empty()) {
+    Fail(kExitBadInput, "--snapshot-path and --snapshot-mem-path go together");
+  }
+  if (!flags.snapshot_path.empty()) {
+    options.snapshot_on_sigusr1 = SnapshotPaths{flags.snapshot_path, flags.snapshot_mem_path};
   }
   if (!flags.metrics_path.empty()) options.config.mutable_metrics()->set_metrics_path(flags.metrics_path);
   if (auto status = ValidateVmConfig(options.config); !status.ok()) {

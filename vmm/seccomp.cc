@@ -1,5 +1,6 @@
 #include "vmm/seccomp.h"
 
+#include <linux/kvm.h>
 #include <signal.h>
 
 #include <array>
@@ -9,6 +10,7 @@
 #include "jailer/seccomp_filter.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/kvm/kvm_abi.h"
 
 namespace ember::vmm {
 namespace {
@@ -44,7 +46,15 @@ absl::Status ConfigureSeccomp(SeccompSetting setting) {
     EMBER_LOG(kWarn) << "seccomp filters in LOG mode (--seccomp log): calls outside a thread's "
                         "allowlist are logged by the kernel and allowed";
   }
-  jailer::VmmSeccompParams params{.kick_signal = KickSignal()};
+  jailer::VmmSeccompParams params;
+  params.kick_signal = KickSignal();
+  // What Vmm::CaptureState issues (vmm/vcpu_state.cc, vmm/kvm/*): the vCPU state getters,
+  // KVM's MSR list and XSAVE size, and the VM-wide irqchip, PIT and clock.
+  params.snapshot_ioctls = {
+      KVM_GET_REGS,       KVM_GET_SREGS,          KVM_GET_FPU,         kvm::kGetXsave,
+      kvm::kGetXsave2,    KVM_GET_XCRS,           kvm::kGetMsrs,       KVM_GET_LAPIC,
+      KVM_GET_MP_STATE,   KVM_GET_VCPU_EVENTS,    KVM_GET_DEBUGREGS,   kvm::kGetMsrIndexList,
+      KVM_CHECK_EXTENSION, KVM_GET_IRQCHIP,       KVM_GET_PIT2,        KVM_GET_CLOCK};
   for (jailer::VmmThreadKind kind : {jailer::VmmThreadKind::kVmm, jailer::VmmThreadKind::kVcpu}) {
     EMBER_ASSIGN_OR_RETURN(
         jailer::SeccompFilter filter,

@@ -32,6 +32,8 @@ class VirtioDevices {
   // virtio_mmio driver reads them from the command line.
   [[nodiscard]] std::string CmdlineTokens() const;
   [[nodiscard]] std::size_t size() const { return transports_.size(); }
+  // In placement order, which is the order of the config's devices (root drive first).
+  [[nodiscard]] virtio::MmioTransport& transport(std::size_t i) { return *transports_[i]; }
 
  private:
   struct Placement {

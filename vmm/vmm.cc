@@ -53,11 +53,14 @@ absl::Status Vmm::Build(const VmmOptions& options) {
       std::uint64_t{machine.has_mem_size_mib() ? machine.mem_size_mib() : kDefaultMemMib} *
       arch::kMiB;
   metrics_path_ = options.config.metrics().metrics_path();
+  config_ = options.config;
 
   // Check the kernel before creating anything, so bad input fails fast and cheaply.
   const v1::BootSource& boot = options.config.boot_source();
   std::optional<KernelImage> kernel;
-  if (boot.kernel_image_path().empty()) {
+  if (options.restore) {
+    // A restore boots nothing: the kernel is already in the memory file.
+  } else if (boot.kernel_image_path().empty()) {
     kernel = KernelImage::Builtin();
   } else {
     auto image = KernelImage::FromFile(boot.kernel_image_path());
@@ -77,7 +80,20 @@ absl::Status Vmm::Build(const VmmOptions& options) {
 
   EMBER_ASSIGN_OR_RETURN(kvm_, kvm::Kvm::Open());
   EMBER_ASSIGN_OR_RETURN(vm_, kvm_->CreateVm());
-  EMBER_ASSIGN_OR_RETURN(memory_, base::GuestMemory::Create(arch::GuestRamRanges(mem_bytes)));
+  if (options.restore) {
+    std::vector<base::GuestMemory::Range> ranges;
+    for (const v1::MemoryRegion& region : options.restore->state.memory()) {
+      ranges.push_back({region.guest_start(), region.size()});
+    }
+    auto memory = base::GuestMemory::MapFile(options.restore->memory_path, ranges);
+    if (!memory.ok()) {
+      return absl::InvalidArgumentError("snapshot memory file: " +
+                                        std::string(memory.status().message()));
+    }
+    memory_ = std::move(*memory);
+  } else {
+    EMBER_ASSIGN_OR_RETURN(memory_, base::GuestMemory::Create(arch::GuestRamRanges(mem_bytes)));
+  }
   std::uint32_t slot = 0;
   for (const base::GuestRegion& region : memory_->regions()) {
     EMBER_RETURN_IF_ERROR(
@@ -89,6 +105,13 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   EMBER_ASSIGN_OR_RETURN(loop_, base::EventLoop::Create());
   EMBER_RETURN_IF_ERROR(CreateLegacyDevices(options));
   EMBER_RETURN_IF_ERROR(CreateBlockDevices(drives));
+  if (options.restore) {
+    EMBER_RETURN_IF_ERROR(RestoreFromSnapshot(*options.restore, options.start_us));
+    EMBER_RETURN_IF_ERROR(WatchEvents(options));
+    EMBER_LOG(kInfo) << "VM restored: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
+                     << " MiB from " << options.restore->memory_path;
+    return absl::OkStatus();
+  }
 
   cmdline_ = AssembleCmdline(options.config, boot.kernel_image_path().empty(),
                              virtio_devices_.CmdlineTokens());
@@ -152,16 +175,21 @@ absl::Status Vmm::CreateVcpus(std::uint32_t count, std::uint64_t entry,
     std::vector<kvm_cpuid_entry2> cpuid = arch::NormalizeCpuid(supported, id, count);
     arch::ApplyCpuTemplate(cpu_template, cpuid);
     EMBER_RETURN_IF_ERROR(vcpu.SetCpuid(cpuid));
+    vcpu_cpuid_.push_back(std::move(cpuid));
     if (id == 0) {
       EMBER_RETURN_IF_ERROR(arch::ConfigureBootVcpu(vcpu, entry));
     } else {
       EMBER_RETURN_IF_ERROR(arch::ConfigureApplicationVcpu(vcpu));
     }
-    vcpus_.push_back(std::make_unique<VcpuRunner>(
-        std::move(vcpu), &pio_bus_, &mmio_bus_, start_us,
-        [this](VmExit exit) { loop_->Post([this, exit] { Finish(exit); }); }));
+    AdoptVcpu(std::move(vcpu), start_us);
   }
   return absl::OkStatus();
+}
+
+void Vmm::AdoptVcpu(kvm::Vcpu vcpu, std::uint64_t start_us) {
+  vcpus_.push_back(std::make_unique<VcpuRunner>(
+      std::move(vcpu), &pio_bus_, &mmio_bus_, start_us,
+      [this](VmExit exit) { loop_->Post([this, exit] { Finish(exit); }); }));
 }
 
 absl::Status Vmm::WatchEvents(const VmmOptions& options) {
@@ -189,6 +217,8 @@ absl::Status Vmm::WatchEvents(const VmmOptions& options) {
     if (::read(signal_fd_.Get(), &info, sizeof(info)) != sizeof(info)) return;
     Finish({kExitOk, std::string("stopped by ") + strsignal(static_cast<int>(info.ssi_signo))});
   }));
+
+  if (options.snapshot_on_sigusr1) EMBER_RETURN_IF_ERROR(WatchSnapshotSignal(*options.snapshot_on_sigusr1));
 
   if (options.console_input) {
     // A regular file or /dev/null cannot be polled; the console is then output-only.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "ember/v1/snapshot.pb.h"
 #include "ember/v1/vm_config.pb.h"
 #include "vmm/base/event_fd.h"
 #include "vmm/base/event_loop.h"
@@ -25,13 +26,28 @@
 
 namespace ember::vmm {
 
+// A snapshot to restore instead of booting: its state, already read and verified, and its
+// memory file.
+struct RestoreSource {
+  v1::SnapshotState state;
+  std::string memory_path;
+};
+
+struct SnapshotPaths {
+  std::string state_path;
+  std::string memory_path;
+};
+
 struct VmmOptions {
-  v1::VmConfig config;  // already validated
+  v1::VmConfig config;  // already validated; for a restore, the snapshot's (with overrides)
+  std::optional<RestoreSource> restore;
   // CLOCK_MONOTONIC µs of the start command (boot time and first-instruction time count from it).
   std::uint64_t start_us = 0;
   // The guest's serial console: output fd (borrowed) and whether stdin feeds its input.
   int console_out_fd = 1;
   bool console_input = true;
+  // Standalone snapshots: SIGUSR1 pauses the VM, writes a snapshot here and resumes it.
+  std::optional<SnapshotPaths> snapshot_on_sigusr1;
 };
 
 // One microVM: KVM objects, guest memory, devices, vCPU threads and the VMM thread's event
@@ -57,6 +73,9 @@ class Vmm {
   // Parks every vCPU at an instruction boundary; Resume() lets them go on.
   [[nodiscard]] absl::Status Pause();
   [[nodiscard]] absl::Status Resume();
+  // Writes a full snapshot of the paused VM: every vCPU, the irqchips, PIT, clock, devices
+  // (their in-flight I/O completed first) and guest memory. VMM thread.
+  [[nodiscard]] absl::Status CreateSnapshot(const SnapshotPaths& paths);
   // Ends the VM with `exit` (the first reason wins).
   void Stop(VmExit exit) { Finish(std::move(exit)); }
   [[nodiscard]] State state() const { return state_; }
@@ -77,6 +96,13 @@ class Vmm {
   [[nodiscard]] absl::Status CreateVcpus(std::uint32_t count, std::uint64_t entry,
                                          arch::CpuTemplate cpu_template, std::uint64_t start_us);
   [[nodiscard]] absl::Status WatchEvents(const VmmOptions& options);
+  // The restore path of Build(): vCPUs, VM and device state from the snapshot.
+  [[nodiscard]] absl::Status RestoreFromSnapshot(const RestoreSource& source,
+                                                 std::uint64_t start_us);
+  [[nodiscard]] absl::StatusOr<v1::SnapshotState> CaptureState();
+  [[nodiscard]] absl::Status WatchSnapshotSignal(const SnapshotPaths& paths);
+  // Hands a configured vCPU to a runner thread (not started yet).
+  void AdoptVcpu(kvm::Vcpu vcpu, std::uint64_t start_us);
   void FeedConsoleInput();
   // Records how the VM ends (the first reason wins) and stops the loop. VMM thread.
   void Finish(VmExit exit);
@@ -99,6 +125,7 @@ class Vmm {
   std::vector<std::unique_ptr<VcpuRunner>> vcpus_;
 
   base::UniqueFd signal_fd_;
+  base::UniqueFd snapshot_signal_fd_;
   base::UniqueFd metrics_timer_;
   std::string metrics_path_;
   std::string cmdline_;
@@ -106,6 +133,9 @@ class Vmm {
   bool stdin_watched_ = false;
   std::optional<VmExit> exit_;
   State state_ = State::kCreated;
+  v1::VmConfig config_;
+  // The CPUID table each vCPU was given, as set (see SaveVcpuState).
+  std::vector<std::vector<kvm_cpuid_entry2>> vcpu_cpuid_;
   std::function<void(std::uint64_t)> on_boot_;
 };
 

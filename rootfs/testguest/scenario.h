@@ -13,6 +13,7 @@ struct scenario {
 /* The table of scenarios, ended by an entry with a null name. */
 extern const struct scenario kScenarios[];
 
-/* Scenarios defined in their own files (blk_scenarios.c). */
+/* Scenarios defined in their own files (blk_scenarios.c, counter_scenario.c). */
 int blk_scenario(const struct boot_info *boot, const char **reason);
 int blk_ro_scenario(const struct boot_info *boot, const char **reason);
+int counter_scenario(const struct boot_info *boot, const char **reason);

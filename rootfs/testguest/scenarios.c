@@ -49,5 +49,6 @@ const struct scenario kScenarios[] = {
     {"triple-fault", triple_fault},
     {"blk", blk_scenario},
     {"blk-ro", blk_ro_scenario},
+    {"counter", counter_scenario},
     {0, 0},
 };

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "tests/support/debian_kernel.h"
 #include "tests/support/kvm_available.h"
 #include "tests/support/process.h"
 #include "vmm/arch/x86_64/e820.h"
@@ -19,37 +20,9 @@
 namespace ember::testing {
 namespace {
 
-namespace fs = std::filesystem;
 using std::chrono::seconds;
 
 constexpr std::uint32_t kMemMib = 256;
-constexpr char kBootArgs[] = "earlyprintk=ttyS0 console=ttyS0 reboot=k panic=1 pci=off";
-
-// tests/setup.sh downloads the package here; EMBER_LINUX_DEB overrides.
-std::string FindKernelPackage() {
-  if (const char* deb = std::getenv("EMBER_LINUX_DEB")) return deb;
-  const fs::path dir = "/var/cache/ember/debian-kernel";
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    std::string name = entry.path().filename();
-    if (name.starts_with("linux-image-") && name.find("cloud-amd64") != std::string::npos &&
-        name.ends_with(".deb")) {
-      return entry.path();
-    }
-  }
-  return "";
-}
-
-// Unpacks /boot/vmlinuz-* from the package into a fresh directory; returns its path.
-std::string ExtractVmlinuz(const std::string& deb) {
-  std::string dir = fs::path(WriteTempFile("unused", "")).parent_path();
-  std::string command = "dpkg-deb --fsys-tarfile '" + deb + "' | tar -x -C '" + dir + "' ./boot/";
-  if (std::system(command.c_str()) != 0) return "";
-  for (const auto& entry : fs::directory_iterator(dir + "/boot")) {
-    if (entry.path().filename().string().starts_with("vmlinuz-")) return entry.path();
-  }
-  return "";
-}
 
 std::vector<arch::E820Entry> ParseE820(const std::string& serial) {
   std::vector<arch::E820Entry> map;
@@ -75,7 +48,7 @@ TEST(DebianKernel, BootsUnderEmberAndReportsWhatEmberSetUp) {
 
   std::string config = WriteTempFile(
       "vm.json", R"({"boot-source": {"kernel_image_path": ")" + vmlinuz + R"(", "boot_args": ")" +
-                     kBootArgs + R"("}, "machine-config": {"vcpu_count": 2, "mem_size_mib": )" +
+                     kDebianKernelBootArgs + R"("}, "machine-config": {"vcpu_count": 2, "mem_size_mib": )" +
                      std::to_string(kMemMib) + "}}");
   auto start = std::chrono::steady_clock::now();
   Process vmm({BinPath("ember-vmm"), "--config", config});
@@ -90,7 +63,7 @@ TEST(DebianKernel, BootsUnderEmberAndReportsWhatEmberSetUp) {
 
   ASSERT_TRUE(expect_within("Linux version ", 120));
   // Linux's early serial console ends lines with CR LF.
-  ASSERT_TRUE(expect_within(std::string("Command line: ") + kBootArgs + "\r\n", 60));
+  ASSERT_TRUE(expect_within(std::string("Command line: ") + kDebianKernelBootArgs + "\r\n", 60));
   ASSERT_TRUE(expect_within("printk: bootconsole [earlyser0] enabled", 60));  // after the e820 map
   ASSERT_TRUE(expect_within("smpboot: Allowing", 120));
   ASSERT_TRUE(expect_within(" hotplug CPUs", 30));

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tests/support/kvm_available.h"
+#include "tests/unit/boot/fake_bzimage.h"
 #include "tests/support/process.h"
 
 namespace ember::testing {
@@ -185,6 +186,76 @@ TEST(VmmBoot, DrivesAreAnnouncedOnTheCommandLineRootFirst) {
                             "virtio_mmio.device=4K@0xd0002000:6\n"),
             std::string::npos)
       << result.out;
+}
+
+TEST(VmmBoot, SixtyFourGiBGuestBootsAndCostsOnlyTouchedPages) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result =
+      RunVmm({"--config", BootArgsConfig("ember.test=hello", R"({"mem_size_mib": 65536})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("PASS hello"), std::string::npos) << result.out;
+}
+
+TEST(VmmBoot, ThirtyTwoVcpusBoot) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result =
+      RunVmm({"--config", BootArgsConfig("ember.test=hello", R"({"vcpu_count": 32})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("PASS hello"), std::string::npos) << result.out;
+}
+
+// Bad kernels and initrds given to the real binary: one line, exit code 2.
+void ExpectKernelRefused(const std::string& kernel_bytes, const std::string& expected,
+                         const std::string& extra_boot_source = "",
+                         const std::string& machine = "{}") {
+  std::string kernel = WriteTempFile("bzImage", kernel_bytes);
+  ProcessResult result = RunVmm({"--config", Config(R"({"boot-source": {"kernel_image_path": ")" +
+                                                    kernel + "\"" + extra_boot_source +
+                                                    R"(}, "machine-config": )" + machine + "}")});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+  EXPECT_NE(result.err.find(expected), std::string::npos) << result.err;
+}
+
+std::string BzImageBytes(FakeBzImage& fake) {
+  return std::string(fake.bytes.begin(), fake.bytes.end());
+}
+
+TEST(VmmBoot, TruncatedBzImageIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x1f, 0x8b, 1, 2, 3, 4}, 4096);
+  ExpectKernelRefused(BzImageBytes(fake).substr(0, 0x300), "truncated");
+}
+
+TEST(VmmBoot, BzImageWithTooOldProtocolIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x1f, 0x8b}, 4096);
+  fake.header().version = 0x0206;
+  fake.Commit();
+  ExpectKernelRefused(BzImageBytes(fake), "too old");
+}
+
+TEST(VmmBoot, ThirtyTwoBitOnlyKernelIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x1f, 0x8b}, 4096);
+  fake.header().xloadflags = 0;
+  fake.Commit();
+  ExpectKernelRefused(BzImageBytes(fake), "32-bit-only");
+}
+
+TEST(VmmBoot, InitrdLargerThanMemoryIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);
+  std::string initrd = WriteTempFile("initrd", std::string(40 << 20, 'i'));
+  ExpectKernelRefused(BzImageBytes(fake), "does not fit", R"(, "initrd_path": ")" + initrd + "\"",
+                      R"({"mem_size_mib": 32})");
+}
+
+TEST(VmmBoot, UnreadableInitrdIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);
+  // A directory: it exists, but it is no initrd file.
+  ExpectKernelRefused(BzImageBytes(fake), "initrd", R"(, "initrd_path": "/tmp")");
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/strings/str_format.h"
+#include "vmm/arch/x86_64/acpi.h"
 #include "vmm/arch/x86_64/boot_cpu.h"
 #include "vmm/arch/x86_64/bzimage.h"
 #include "vmm/arch/x86_64/e820.h"
@@ -141,6 +142,7 @@ absl::StatusOr<LoadedGuest> LoadGuest(const base::GuestMemory& memory, const Gue
   zero_page.cmdline_addr = arch::kCmdlineAddr;
   zero_page.cmdline_size = static_cast<std::uint32_t>(boot.cmdline.size());
   zero_page.e820 = arch::BuildE820Map(memory);
+  zero_page.acpi_rsdp_addr = arch::kRsdpAddr;
   EMBER_ASSIGN_OR_RETURN(boot_params params, arch::BuildZeroPage(zero_page));
   EMBER_RETURN_IF_ERROR(memory.WriteObj(arch::kZeroPageAddr, params));
   EMBER_RETURN_IF_ERROR(arch::WriteBootTables(memory));

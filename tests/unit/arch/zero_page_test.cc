@@ -60,6 +60,14 @@ TEST(ZeroPage, InitrdAboveFourGiBUsesTheExtFields) {
   EXPECT_EQ(At<std::uint32_t>(*params, 0x21c), 0x1000u);       // ramdisk_size
 }
 
+TEST(ZeroPage, AcpiRsdpAddressSitsAtItsOffset) {
+  ZeroPageInputs inputs = SampleInputs();
+  inputs.acpi_rsdp_addr = 0xe0000;
+  auto params = BuildZeroPage(inputs);
+  ASSERT_TRUE(params.ok());
+  EXPECT_EQ(At<std::uint64_t>(*params, 0x070), 0xe0000u);  // acpi_rsdp_addr
+}
+
 TEST(ZeroPage, TooManyE820EntriesIsAnError) {
   ZeroPageInputs inputs = SampleInputs();
   inputs.e820.assign(E820_MAX_ENTRIES_ZEROPAGE + 1, {0, 4096, kE820Ram});
@@ -70,6 +78,7 @@ TEST(E820, SmallGuestHasBaseMemoryAndRamFromOneMiB) {
   auto memory = base::GuestMemory::Create(GuestRamRanges(128 * kMiB));
   ASSERT_TRUE(memory.ok());
   std::vector<E820Entry> expected = {{0, kEbdaStart, kE820Ram},
+                                     {kEbdaStart, kHimemStart - kEbdaStart, kE820Reserved},
                                      {kHimemStart, 127 * kMiB, kE820Ram}};
   EXPECT_EQ(BuildE820Map(*memory), expected);
 }
@@ -78,6 +87,7 @@ TEST(E820, LargeGuestSkipsTheMmioGapAndContinuesAboveFourGiB) {
   auto memory = base::GuestMemory::Create(GuestRamRanges(4 * kGiB));
   ASSERT_TRUE(memory.ok());
   std::vector<E820Entry> expected = {{0, kEbdaStart, kE820Ram},
+                                     {kEbdaStart, kHimemStart - kEbdaStart, kE820Reserved},
                                      {kHimemStart, kMmioGapStart - kHimemStart, kE820Ram},
                                      {4 * kGiB, 768 * kMiB, kE820Ram}};
   EXPECT_EQ(BuildE820Map(*memory), expected);

@@ -84,7 +84,9 @@ absl::StatusOr<BzImage> ParseBzImage(std::span<const std::uint8_t> image) {
 
   std::size_t setup_sects = h.setup_sects == 0 ? kDefaultSetupSects : h.setup_sects;
   std::size_t pm_offset = (setup_sects + 1) * kSectorSize;
-  if (pm_offset >= image.size()) return Invalid("no protected-mode kernel after the setup code");
+  if (pm_offset >= image.size()) {
+    return Invalid("no protected-mode kernel after the setup code (truncated?)");
+  }
   bz.protected_mode = image.subspan(pm_offset);
   if (std::uint64_t{h.payload_offset} + h.payload_length > bz.protected_mode.size() ||
       h.payload_length < sizeof(std::uint32_t)) {

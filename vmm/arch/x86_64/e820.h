@@ -18,9 +18,9 @@ struct E820Entry {
   bool operator==(const E820Entry&) const = default;
 };
 
-// The memory map the guest is told about: base memory up to the EBDA, RAM from 1 MiB to the
-// MMIO gap (or the end of RAM), and RAM above 4 GiB. The first MiB above the EBDA (VGA hole,
-// ROM area) is left out, which Linux treats as reserved.
+// The memory map the guest is told about: base memory up to the EBDA, the EBDA and BIOS
+// area up to 1 MiB reserved (MP and ACPI tables), RAM from 1 MiB to the MMIO gap (or the end
+// of RAM), and RAM above 4 GiB.
 [[nodiscard]] std::vector<E820Entry> BuildE820Map(const base::GuestMemory& memory);
 
 }  // namespace ember::arch

@@ -28,6 +28,7 @@ absl::StatusOr<boot_params> BuildZeroPage(const ZeroPageInputs& inputs) {
   params.hdr.cmd_line_ptr = static_cast<std::uint32_t>(inputs.cmdline_addr);
   params.ext_cmd_line_ptr = static_cast<std::uint32_t>(inputs.cmdline_addr >> 32);
   params.hdr.cmdline_size = inputs.cmdline_size;
+  params.acpi_rsdp_addr = inputs.acpi_rsdp_addr;
   params.hdr.ramdisk_image = static_cast<std::uint32_t>(inputs.initrd_addr);
   params.ext_ramdisk_image = static_cast<std::uint32_t>(inputs.initrd_addr >> 32);
   params.hdr.ramdisk_size = static_cast<std::uint32_t>(inputs.initrd_size);

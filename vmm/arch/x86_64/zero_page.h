@@ -22,6 +22,8 @@ struct ZeroPageInputs {
   std::uint64_t initrd_addr = 0;
   std::uint64_t initrd_size = 0;
   std::vector<E820Entry> e820;
+  // Where the ACPI RSDP is, so the kernel need not scan for it (0: let it scan).
+  std::uint64_t acpi_rsdp_addr = 0;
 };
 
 // Builds the zero page for `inputs`. Fails when the e820 map does not fit.

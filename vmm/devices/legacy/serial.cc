@@ -61,6 +61,25 @@ std::size_t Serial::EnqueueInput(std::span<const std::uint8_t> bytes) {
   return n;
 }
 
+Serial::State Serial::Save() {
+  std::lock_guard lock(mu_);
+  return {std::vector<std::uint8_t>(rx_fifo_.begin(), rx_fifo_.end()),
+          ier_, lcr_, mcr_, scratch_, divisor_low_, divisor_high_, thr_empty_pending_};
+}
+
+void Serial::Restore(const State& state) {
+  std::lock_guard lock(mu_);
+  std::size_t n = std::min(state.rx_fifo.size(), kFifoSize);
+  rx_fifo_.assign(state.rx_fifo.begin(), state.rx_fifo.begin() + static_cast<long>(n));
+  ier_ = state.ier;
+  lcr_ = state.lcr;
+  mcr_ = state.mcr;
+  scratch_ = state.scratch;
+  divisor_low_ = state.divisor_low;
+  divisor_high_ = state.divisor_high;
+  thr_empty_pending_ = state.thr_empty_pending;
+}
+
 bool Serial::Loopback() const { return (mcr_ & kMcrLoop) != 0; }
 
 std::uint8_t Serial::ReadRegister(std::uint64_t offset) {

@@ -4,6 +4,7 @@
 #include <deque>
 #include <mutex>
 #include <span>
+#include <vector>
 
 #include "vmm/base/bus_device.h"
 #include "vmm/base/event_fd.h"
@@ -29,6 +30,15 @@ class Serial : public base::BusDevice {
 
   // Queues guest input; returns how many bytes fitted in the FIFO. VMM thread.
   std::size_t EnqueueInput(std::span<const std::uint8_t> bytes);
+
+  // Register and FIFO state, for snapshots; the output fd is not part of it.
+  struct State {
+    std::vector<std::uint8_t> rx_fifo;
+    std::uint8_t ier, lcr, mcr, scratch, divisor_low, divisor_high;
+    bool thr_empty_pending;
+  };
+  [[nodiscard]] State Save();
+  void Restore(const State& state);
 
  private:
   std::uint8_t ReadRegister(std::uint64_t offset);

@@ -1,0 +1,209 @@
+// Snapshots of a running test guest, restored in new ember-vmm processes on real KVM.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <regex>
+
+#include "rootfs/testguest/blk_pattern.h"
+#include "snapshot/state_file.h"
+#include "tests/support/kvm_available.h"
+#include "tests/support/process.h"
+
+namespace ember::testing {
+namespace {
+
+using std::chrono::seconds;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string MakeDisk() {
+  std::string image;
+  for (std::uint32_t s = 0; s < BLK_DISK_SECTORS; ++s) {
+    for (std::uint32_t i = 0; i < BLK_SECTOR_SIZE; ++i) {
+      image.push_back(static_cast<char>(blk_initial(s, i)));
+    }
+  }
+  return WriteTempFile("disk.img", image);
+}
+
+// The highest "count N" in `out`, or 0.
+int LastCount(const std::string& out) {
+  int last = 0;
+  std::regex count(R"(count (\d+)\n)");
+  for (std::sregex_iterator it(out.begin(), out.end(), count), end; it != end; ++it) {
+    last = std::stoi((*it)[1]);
+  }
+  return last;
+}
+
+struct Snapshot {
+  std::string state;
+  std::string memory;
+  std::string disk;
+  int count_at_snapshot = 0;
+};
+
+// Boots the counter scenario (then blk), snapshots it once it has counted to `at`, and kills
+// the original VMM so only the snapshot remains.
+Snapshot TakeSnapshot(int at) {
+  Snapshot snap;
+  snap.disk = MakeDisk();
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  snap.state = dir + "/vm.state";
+  snap.memory = dir + "/vm.mem";
+  std::string config = WriteTempFile(
+      "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter,blk"},
+                     "drives": [{"drive_id": ")" BLK_DRIVE_ID R"(", "path_on_host": ")" +
+                     snap.disk + R"(", "is_root_device": false}]})");
+  Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", snap.state,
+               "--snapshot-mem-path", snap.memory, "--log-path", dir + "/vmm.log"});
+  EXPECT_TRUE(vmm.WaitForOutput("count " + std::to_string(at) + "\n", seconds(60)));
+  vmm.Signal(SIGUSR1);
+  for (int i = 0; i < 200 && ReadFile(dir + "/vmm.log").find("snapshot written") ==
+                                 std::string::npos; ++i) {
+    usleep(50'000);
+  }
+  vmm.Signal(SIGKILL);
+  ProcessResult original = vmm.Wait(seconds(10));
+  EXPECT_NE(ReadFile(dir + "/vmm.log").find("snapshot written"), std::string::npos)
+      << ReadFile(dir + "/vmm.log");
+  // The original was paused for the snapshot; whatever it printed before is the floor.
+  snap.count_at_snapshot = at;
+  return snap;
+}
+
+std::vector<std::string> RestoreArgs(const Snapshot& snap) {
+  return {BinPath("ember-vmm"), "--restore-from", snap.state, "--restore-mem", snap.memory};
+}
+
+class SnapshotTest : public ::testing::Test {
+ protected:
+  void SetUp() override { EMBER_REQUIRE_KVM(); }
+};
+
+TEST_F(SnapshotTest, RestoredGuestCountsOnWithoutRebootAndItsMemoryIntact) {
+  Snapshot snap = TakeSnapshot(3);
+  ProcessResult restored = RunProcess(RestoreArgs(snap), seconds(120));
+  EXPECT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(restored.out.find("Ember test guest"), std::string::npos) << "the guest rebooted";
+  std::smatch first;
+  ASSERT_TRUE(std::regex_search(restored.out, first, std::regex(R"(count (\d+)\n)")))
+      << restored.out;
+  // The first count after restore follows the last one before the snapshot.
+  EXPECT_GE(std::stoi(first[1]), snap.count_at_snapshot);
+  EXPECT_LE(std::stoi(first[1]), snap.count_at_snapshot + 2);
+  EXPECT_EQ(LastCount(restored.out), 40);
+  EXPECT_NE(restored.out.find("checksum ok\nPASS counter\n"), std::string::npos) << restored.out;
+}
+
+TEST_F(SnapshotTest, BlockRequestsWorkAfterRestore) {
+  Snapshot snap = TakeSnapshot(3);
+  ProcessResult restored = RunProcess(RestoreArgs(snap), seconds(120));
+  EXPECT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_NE(restored.out.find("PASS blk\n"), std::string::npos) << restored.out;
+  std::string disk = ReadFile(snap.disk);
+  ASSERT_EQ(disk.size(), BLK_DISK_SECTORS * BLK_SECTOR_SIZE);
+  EXPECT_EQ(static_cast<std::uint8_t>(disk[BLK_WRITE_FIRST * BLK_SECTOR_SIZE]),
+            blk_written(BLK_WRITE_FIRST, 0));
+}
+
+TEST_F(SnapshotTest, TenClonesRunAtOnceEachWithItsOwnDisk) {
+  Snapshot snap = TakeSnapshot(30);
+  constexpr int kClones = 10;
+  std::vector<std::string> disks;
+  std::vector<std::unique_ptr<Process>> clones;
+  for (int i = 0; i < kClones; ++i) {
+    disks.push_back(MakeDisk());
+    std::vector<std::string> args = RestoreArgs(snap);
+    args.push_back("--drive-override");
+    args.push_back(std::string(BLK_DRIVE_ID) + "=" + disks.back());
+    clones.push_back(std::make_unique<Process>(args));
+  }
+  for (int i = 0; i < kClones; ++i) {
+    ProcessResult result = clones[static_cast<std::size_t>(i)]->Wait(seconds(180));
+    EXPECT_EQ(result.exit_code, 0) << "clone " << i << ": " << result.err;
+    EXPECT_GT(LastCount(result.out), snap.count_at_snapshot) << "clone " << i;
+    EXPECT_NE(result.out.find("PASS counter\n"), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find("PASS blk\n"), std::string::npos) << result.out;
+    // Each clone wrote its own disk; the snapshot's original disk stays untouched.
+    std::string disk = ReadFile(disks[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(static_cast<std::uint8_t>(disk[BLK_WRITE_FIRST * BLK_SECTOR_SIZE]),
+              blk_written(BLK_WRITE_FIRST, 0)) << "clone " << i;
+  }
+  EXPECT_EQ(static_cast<std::uint8_t>(ReadFile(snap.disk)[BLK_WRITE_FIRST * BLK_SECTOR_SIZE]),
+            blk_initial(BLK_WRITE_FIRST, 0));
+}
+
+// Every corrupt-file case: exit 2, one error line, and the files left as they were.
+class CorruptSnapshotTest : public SnapshotTest {
+ protected:
+  void ExpectRefused(const std::string& state, const std::string& memory,
+                     const std::string& expected) {
+    std::string memory_before = ReadFile(memory);
+    ProcessResult result = RunProcess(
+        {BinPath("ember-vmm"), "--restore-from", state, "--restore-mem", memory}, seconds(30));
+    EXPECT_EQ(result.exit_code, 2) << result.err;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+    EXPECT_NE(result.err.find(expected), std::string::npos) << result.err;
+    EXPECT_EQ(result.out, "");
+    EXPECT_TRUE(ReadFile(memory) == memory_before) << "the memory file was modified";
+  }
+
+  static std::string Variant(const std::string& bytes) { return WriteTempFile("vm.state", bytes); }
+};
+
+TEST_F(CorruptSnapshotTest, WrongMagicIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  std::string bytes = ReadFile(snap.state);
+  bytes[0] = 'X';
+  ExpectRefused(Variant(bytes), snap.memory, "wrong magic");
+}
+
+TEST_F(CorruptSnapshotTest, UnknownVersionIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  std::string bytes = ReadFile(snap.state);
+  bytes[8] = 99;
+  ExpectRefused(Variant(bytes), snap.memory, "format version 99");
+}
+
+TEST_F(CorruptSnapshotTest, FlippedPayloadBitFailsTheCrc) {
+  Snapshot snap = TakeSnapshot(2);
+  std::string bytes = ReadFile(snap.state);
+  bytes[bytes.size() / 2] ^= 0x01;
+  ExpectRefused(Variant(bytes), snap.memory, "CRC mismatch");
+}
+
+TEST_F(CorruptSnapshotTest, TruncatedStateFileIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  std::string bytes = ReadFile(snap.state);
+  bytes.resize(bytes.size() - 100);
+  ExpectRefused(Variant(bytes), snap.memory, "truncated");
+}
+
+TEST_F(CorruptSnapshotTest, MemoryFileOfTheWrongSizeIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  std::string short_memory = WriteTempFile("vm.mem", std::string(4096, '\0'));
+  ExpectRefused(snap.state, short_memory, "expects");
+}
+
+TEST_F(CorruptSnapshotTest, SnapshotNeedingCpuFeaturesThisHostLacksIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  auto state = snapshot::DecodeState(ReadFile(snap.state));
+  ASSERT_TRUE(state.ok()) << state.status();
+  // As if taken on a host with every feature bit: no real host has them all.
+  for (int i = 0; i < state->required_cpu_features_size(); ++i) {
+    state->set_required_cpu_features(i, 0xffffffff);
+  }
+  ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory,
+                "CPU features this host lacks");
+}
+
+}  // namespace
+}  // namespace ember::testing

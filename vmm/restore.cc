@@ -1,0 +1,37 @@
+#include "vmm/restore.h"
+
+#include "snapshot/memory_file.h"
+#include "snapshot/state_file.h"
+#include "vmm/base/status.h"
+#include "vmm/vm_config.h"
+
+namespace ember::vmm {
+
+absl::Status PrepareRestore(const std::string& state_path, const std::string& memory_path,
+                            const RestoreOverrides& overrides, VmmOptions* options) {
+  EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
+  EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(memory_path, state.memory_file_size()));
+  if (state.vcpus_size() == 0 || state.memory_size() == 0) {
+    return absl::InvalidArgumentError("snapshot state file " + state_path +
+                                      " describes no vCPUs or no memory");
+  }
+  v1::VmConfig config = state.config();
+  for (const auto& [id, path] : overrides.drive_paths) {
+    bool found = false;
+    for (v1::Drive& drive : *config.mutable_drives()) {
+      if (drive.drive_id() == id) {
+        drive.set_path_on_host(path);
+        found = true;
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError("drive override: the snapshot has no drive \"" + id + "\"");
+    }
+  }
+  EMBER_RETURN_IF_ERROR(ValidateVmConfig(config));
+  options->config = std::move(config);
+  options->restore = RestoreSource{std::move(state), memory_path};
+  return absl::OkStatus();
+}
+
+}  // namespace ember::vmm

@@ -1,0 +1,24 @@
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "vmm/vmm.h"
+
+namespace ember::vmm {
+
+// What a clone may change when restored from a shared snapshot.
+struct RestoreOverrides {
+  std::map<std::string, std::string> drive_paths;  // drive_id -> new path_on_host
+};
+
+// Prepares a restore: reads and verifies the state file, checks the memory file is the
+// size the state expects, and applies `overrides` to the saved configuration, which
+// becomes options.config. Touches nothing; every problem is InvalidArgument naming the file
+// or the override.
+[[nodiscard]] absl::Status PrepareRestore(const std::string& state_path,
+                                          const std::string& memory_path,
+                                          const RestoreOverrides& overrides, VmmOptions* options);
+
+}  // namespace ember::vmm

@@ -1,0 +1,188 @@
+// Vmm's snapshot and restore paths (the rest of Vmm is in vmm.cc).
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "snapshot/memory_file.h"
+#include "snapshot/state_file.h"
+#include "vmm/base/clock.h"
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/vcpu_state.h"
+#include "vmm/vmm.h"
+
+namespace ember::vmm {
+namespace {
+
+v1::VirtioDeviceState ToProto(const virtio::VirtioDeviceSnapshot& s) {
+  v1::VirtioDeviceState p;
+  p.set_device_id(s.device_id);
+  p.set_name(s.name);
+  p.set_status(s.status);
+  p.set_driver_features(s.driver_features);
+  p.set_device_features_sel(s.device_features_sel);
+  p.set_driver_features_sel(s.driver_features_sel);
+  p.set_queue_sel(s.queue_sel);
+  p.set_interrupt_status(s.interrupt_status);
+  p.set_config_generation(s.config_generation);
+  for (const virtio::VirtqueueSnapshot& q : s.queues) {
+    v1::VirtqueueState* pq = p.add_queues();
+    pq->set_size(q.size);
+    pq->set_ready(q.ready);
+    pq->set_desc_addr(q.desc_addr);
+    pq->set_driver_addr(q.driver_addr);
+    pq->set_device_addr(q.device_addr);
+    pq->set_next_avail(q.next_avail);
+    pq->set_next_used(q.next_used);
+  }
+  p.set_device_specific(s.device_specific);
+  return p;
+}
+
+virtio::VirtioDeviceSnapshot FromProto(const v1::VirtioDeviceState& p) {
+  virtio::VirtioDeviceSnapshot s;
+  s.device_id = p.device_id();
+  s.name = p.name();
+  s.status = p.status();
+  s.driver_features = p.driver_features();
+  s.device_features_sel = p.device_features_sel();
+  s.driver_features_sel = p.driver_features_sel();
+  s.queue_sel = p.queue_sel();
+  s.interrupt_status = p.interrupt_status();
+  s.config_generation = p.config_generation();
+  for (const v1::VirtqueueState& pq : p.queues()) {
+    s.queues.push_back({pq.size(), pq.ready(), pq.desc_addr(), pq.driver_addr(),
+                        pq.device_addr(), pq.next_avail(), pq.next_used()});
+  }
+  s.device_specific = p.device_specific();
+  return s;
+}
+
+v1::SerialState ToProto(const devices::Serial::State& s) {
+  v1::SerialState p;
+  p.set_rx_fifo(std::string(s.rx_fifo.begin(), s.rx_fifo.end()));
+  p.set_ier(s.ier);
+  p.set_lcr(s.lcr);
+  p.set_mcr(s.mcr);
+  p.set_scratch(s.scratch);
+  p.set_divisor_low(s.divisor_low);
+  p.set_divisor_high(s.divisor_high);
+  p.set_thr_empty_pending(s.thr_empty_pending);
+  return p;
+}
+
+devices::Serial::State FromProto(const v1::SerialState& p) {
+  auto byte = [](std::uint32_t v) { return static_cast<std::uint8_t>(v); };
+  return {std::vector<std::uint8_t>(p.rx_fifo().begin(), p.rx_fifo().end()),
+          byte(p.ier()), byte(p.lcr()), byte(p.mcr()), byte(p.scratch()),
+          byte(p.divisor_low()), byte(p.divisor_high()), p.thr_empty_pending()};
+}
+
+}  // namespace
+
+absl::StatusOr<v1::SnapshotState> Vmm::CaptureState() {
+  v1::SnapshotState state;
+  *state.mutable_config() = config_;
+  EMBER_ASSIGN_OR_RETURN(std::vector<std::uint32_t> msr_list, kvm_->GetMsrIndexList());
+  std::size_t xsave_size = kvm_->XsaveSize();
+  for (std::size_t i = 0; i < vcpus_.size(); ++i) {
+    EMBER_ASSIGN_OR_RETURN(*state.add_vcpus(),
+                           SaveVcpuState(vcpus_[i]->vcpu(), msr_list, xsave_size, vcpu_cpuid_[i]));
+  }
+  EMBER_ASSIGN_OR_RETURN(*state.mutable_vm(), SaveVmState(*vm_));
+  *state.mutable_serial() = ToProto(serial_->Save());
+  // Devices finish their in-flight I/O here, so memory (written next) holds its results.
+  for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
+    EMBER_ASSIGN_OR_RETURN(virtio::VirtioDeviceSnapshot device,
+                           virtio_devices_.transport(i).SaveState());
+    *state.add_virtio() = ToProto(device);
+  }
+  for (std::uint32_t word : RequiredCpuFeatures(vcpu_cpuid_.front())) {
+    state.add_required_cpu_features(word);
+  }
+  state.set_memory_file_size(memory_->total_size());
+  return state;
+}
+
+absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
+  if (state_ != State::kPaused) {
+    return absl::FailedPreconditionError("a snapshot needs a paused VM");
+  }
+  std::uint64_t start = base::MonotonicMicros();
+  EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, CaptureState());
+  EMBER_ASSIGN_OR_RETURN(std::vector<v1::MemoryRegion> layout,
+                         snapshot::WriteMemoryFile(*memory_, paths.memory_path));
+  for (const v1::MemoryRegion& region : layout) *state.add_memory() = region;
+  EMBER_RETURN_IF_ERROR(snapshot::WriteStateFile(paths.state_path, state));
+  std::uint64_t elapsed = base::MonotonicMicros() - start;
+  base::MetricsRegistry::Global().Get("snapshot", "create_us")->Set(elapsed);
+  EMBER_LOG(kInfo) << "snapshot written to " << paths.state_path << " and " << paths.memory_path
+                   << " in " << elapsed << " us";
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::WatchSnapshotSignal(const SnapshotPaths& paths) {
+  // Blocked here, on the VMM thread, before the vCPU threads exist: they inherit the mask.
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+  snapshot_signal_fd_.Reset(::signalfd(-1, &usr1, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!snapshot_signal_fd_) return base::ErrnoError("signalfd", "SIGUSR1");
+  return loop_->Add(snapshot_signal_fd_.Get(), EPOLLIN, [this, paths](std::uint32_t) {
+    signalfd_siginfo info{};
+    if (::read(snapshot_signal_fd_.Get(), &info, sizeof(info)) != sizeof(info)) return;
+    bool was_running = state_ == State::kRunning;
+    absl::Status status = was_running ? Pause() : absl::OkStatus();
+    if (status.ok()) status = CreateSnapshot(paths);
+    if (was_running) {
+      if (auto resumed = Resume(); !resumed.ok() && status.ok()) status = resumed;
+    }
+    if (!status.ok()) {
+      EMBER_LOG(kError) << "snapshot failed: " << status.message();
+    }
+  });
+}
+
+absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t start_us) {
+  const v1::SnapshotState& state = source.state;
+  EMBER_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_->GetSupportedCpuid());
+  std::vector<std::uint32_t> required(state.required_cpu_features().begin(),
+                                      state.required_cpu_features().end());
+  EMBER_RETURN_IF_ERROR(CheckCpuFeatures(required, supported));
+  if (state.virtio_size() != static_cast<int>(virtio_devices_.size())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the snapshot has %d virtio devices; its configuration gives %d", state.virtio_size(),
+        virtio_devices_.size()));
+  }
+
+  // The irqchip before the vCPUs: restoring a LAPIC consults the VM's interrupt routing.
+  EMBER_RETURN_IF_ERROR(RestoreVmState(*vm_, state.vm()));
+  VcpuRunner::InstallKickSignalHandler();
+  for (const v1::VcpuState& saved : state.vcpus()) {
+    EMBER_ASSIGN_OR_RETURN(kvm::Vcpu vcpu, vm_->CreateVcpu(saved.id()));
+    if (auto status = RestoreVcpuState(vcpu, saved); !status.ok()) {
+      return absl::InvalidArgumentError("vcpu " + std::to_string(saved.id()) + ": " +
+                                        std::string(status.message()));
+    }
+    std::vector<kvm_cpuid_entry2> cpuid(saved.cpuid().size() / sizeof(kvm_cpuid_entry2));
+    std::memcpy(cpuid.data(), saved.cpuid().data(), cpuid.size() * sizeof(kvm_cpuid_entry2));
+    vcpu_cpuid_.push_back(std::move(cpuid));
+    AdoptVcpu(std::move(vcpu), start_us);
+  }
+  serial_->Restore(FromProto(state.serial()));
+  for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
+    auto status = virtio_devices_.transport(i).RestoreState(FromProto(state.virtio(static_cast<int>(i))));
+    if (!status.ok()) {
+      return absl::InvalidArgumentError("virtio device " + state.virtio(static_cast<int>(i)).name() +
+                                        ": " + std::string(status.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ember::vmm
