@@ -8,6 +8,7 @@
 #include "jailer/vmm_seccomp.h"
 
 #include <fcntl.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -69,9 +70,22 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("close", "the metrics file, control connections, devices released at exit"),
       Allow("fstat", "stdio sizing a buffer on its first use (exit messages)"),
       Allow("newfstatat", "stdio sizing a buffer on its first use (exit messages)"),
-      AllowIfArg("accept4", "a controller connecting to the control socket", 3,
-                 {SOCK_NONBLOCK | SOCK_CLOEXEC}),
-      Allow("sendto", "control channel: framed replies and events (send)"),
+      AllowIfArg("accept4",
+                 "a controller connecting to the control socket; a host process connecting to "
+                 "the vsock's uds_path",
+                 3, {SOCK_NONBLOCK | SOCK_CLOEXEC}),
+      Allow("sendto",
+            "control channel: framed replies and events (send); vsock: data for a host peer "
+            "(send)"),
+      Allow("writev", "virtio-net: a guest frame (header and payload) written to the tap"),
+      Allow("readv", "vsock: host socket data read straight into the guest's RX buffers"),
+      Allow("sendmsg", "vsock: guest data written to its host socket from the TX buffers"),
+      Allow("recvfrom", "vsock: the CONNECT line of a host peer, peeked and then read (recv)"),
+      Allow("shutdown", "vsock: passing a guest's SHUTDOWN on to its host socket"),
+      AllowIfArg("socket", "vsock: a guest connecting to host port P reaches <uds_path>_P", 0,
+                 {AF_UNIX}),
+      Allow("connect", "vsock: a guest connecting to host port P reaches <uds_path>_P"),
+      Allow("unlink", "vsock: removing the uds_path listener's socket file as the VMM ends"),
       Allow("poll", "control channel: waiting for a slow controller to take a reply"),
       Allow("getpid", "pthread_kill (its own tgid); the control channel's status reply"),
       AllowIfArg("tgkill", "kicking a vCPU out of KVM_RUN to stop or pause it", 2,
@@ -90,8 +104,14 @@ std::vector<SyscallRule> VcpuRules() {
   return {
       AllowIfArg("ioctl",
                  "KVM_RUN: the vCPU loop; KVM_GET_REGS: the guest's rip in the messages of a "
-                 "triple fault or an emulation failure",
-                 1, {KVM_RUN, KVM_GET_REGS}),
+                 "triple fault or an emulation failure; TUNSETVNETHDRSZ, TUNSETOFFLOAD: "
+                 "virtio-net activation (the guest's DRIVER_OK) sets the tap's header size and "
+                 "offloads to match the negotiated features",
+                 1, {KVM_RUN, KVM_GET_REGS, TUNSETVNETHDRSZ, TUNSETOFFLOAD}),
+      Allow("epoll_ctl",
+            "virtio-net/vsock activation and reset (the guest's status writes): the device "
+            "starts or stops watching its tap or sockets"),
+      Allow("close", "vsock reset by the guest: its host connections are closed"),
       Allow("rt_sigreturn", "returning from the kick signal's handler, which ends KVM_RUN"),
       Allow("restart_syscall", "a futex wait the kick signal interrupted"),
   };

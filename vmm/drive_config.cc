@@ -5,19 +5,7 @@
 namespace ember::vmm {
 namespace {
 
-constexpr std::size_t kMaxDriveIdLength = 64;
-
-virtio::TokenBucketConfig Bucket(const v1::TokenBucket& bucket) {
-  return {bucket.size(), bucket.one_time_burst(), bucket.refill_time()};
-}
-
-bool ValidDriveId(const std::string& id) {
-  if (id.empty() || id.size() > kMaxDriveIdLength) return false;
-  for (char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
-  }
-  return true;
-}
+constexpr std::size_t kMaxDeviceIdLength = 64;
 
 absl::StatusOr<virtio::block::BlockConfig> DriveConfig(const v1::Drive& drive,
                                                        const std::string& where) {
@@ -25,7 +13,7 @@ absl::StatusOr<virtio::block::BlockConfig> DriveConfig(const v1::Drive& drive,
     return absl::InvalidArgumentError(where + "." + field + ": " + problem);
   };
   virtio::block::BlockConfig config;
-  if (!ValidDriveId(drive.drive_id())) {
+  if (!ValidDeviceId(drive.drive_id())) {
     return error("drive_id", "\"" + drive.drive_id() +
                                  "\" must be 1-64 letters, digits, '_' or '-'");
   }
@@ -48,12 +36,24 @@ absl::StatusOr<virtio::block::BlockConfig> DriveConfig(const v1::Drive& drive,
   } else {
     return error("cache_type", "\"" + drive.cache_type() + "\" is not Unsafe or Writeback");
   }
-  config.rate_limiter.bandwidth = Bucket(drive.rate_limiter().bandwidth());
-  config.rate_limiter.ops = Bucket(drive.rate_limiter().ops());
+  config.rate_limiter.bandwidth = TokenBucketOf(drive.rate_limiter().bandwidth());
+  config.rate_limiter.ops = TokenBucketOf(drive.rate_limiter().ops());
   return config;
 }
 
 }  // namespace
+
+bool ValidDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > kMaxDeviceIdLength) return false;
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+virtio::TokenBucketConfig TokenBucketOf(const v1::TokenBucket& bucket) {
+  return {bucket.size(), bucket.one_time_burst(), bucket.refill_time()};
+}
 
 absl::StatusOr<std::vector<virtio::block::BlockConfig>> DriveConfigs(const v1::VmConfig& config) {
   std::vector<virtio::block::BlockConfig> drives;

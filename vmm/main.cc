@@ -41,6 +41,9 @@ constexpr char kUsage[] =
     "  --restore-from FILE  restore the snapshot whose state file is FILE instead of booting\n"
     "  --restore-mem FILE   ... and whose memory file is FILE (mapped lazily, copy-on-write)\n"
     "  --drive-override ID=PATH  with --restore-from: give drive ID a new backing file\n"
+    "  --net-override IFACE_ID=TAP[,MAC]  with --restore-from: give network interface\n"
+    "                       IFACE_ID a new host tap (and guest MAC)\n"
+    "  --vsock-override PATH  with --restore-from: a new host socket path for the vsock\n"
     "  --snapshot-path FILE, --snapshot-mem-path FILE\n"
     "                       on SIGUSR1, pause, write a snapshot to these files and resume\n"
     "  --help               this text\n"
@@ -123,6 +126,18 @@ Flags ParseFlags(int argc, char** argv) {
       }
       flags.overrides.drive_paths[text.substr(0, eq)] = text.substr(eq + 1);
     }
+    else if (arg == "--net-override") {
+      std::string text = value();
+      auto eq = text.find('=');
+      auto comma = text.find(',', eq == std::string::npos ? 0 : eq);
+      std::string tap = eq == std::string::npos ? "" : text.substr(eq + 1, comma - eq - 1);
+      if (eq == 0 || tap.empty() || (comma != std::string::npos && comma + 1 == text.size())) {
+        Fail(kExitBadInput, "--net-override: \"" + text + "\" is not IFACE_ID=TAP[,MAC]");
+      }
+      flags.overrides.interfaces[text.substr(0, eq)] = {
+          tap, comma == std::string::npos ? "" : text.substr(comma + 1)};
+    }
+    else if (arg == "--vsock-override") flags.overrides.vsock_uds_path = value();
     else if (arg == "--control-fd") {
       std::string text = value();
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.control_fd);
@@ -181,8 +196,10 @@ int Main(int argc, char** argv) {
         !status.ok()) {
       Fail(kExitBadInput, std::string(status.message()));
     }
-  } else if (!flags.overrides.drive_paths.empty() || !flags.restore_mem.empty()) {
-    Fail(kExitBadInput, "--restore-mem and --drive-override need --restore-from");
+  } else if (!flags.overrides.drive_paths.empty() || !flags.overrides.interfaces.empty() ||
+             flags.overrides.vsock_uds_path || !flags.restore_mem.empty()) {
+    Fail(kExitBadInput, "--restore-mem, --drive-override, --net-override and --vsock-override "
+                        "need --restore-from");
   } else if (!flags.config_path.empty()) {
     auto config = LoadVmConfigFile(flags.config_path);
     if (!config.ok()) Fail(kExitBadInput, std::string(config.status().message()));

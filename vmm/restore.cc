@@ -28,6 +28,26 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
       return absl::InvalidArgumentError("drive override: the snapshot has no drive \"" + id + "\"");
     }
   }
+  for (const auto& [id, backend] : overrides.interfaces) {
+    bool found = false;
+    for (v1::NetworkInterface& ni : *config.mutable_network_interfaces()) {
+      if (ni.iface_id() == id) {
+        ni.set_host_dev_name(backend.host_dev_name);
+        if (!backend.guest_mac.empty()) ni.set_guest_mac(backend.guest_mac);
+        found = true;
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError("net override: the snapshot has no network interface \"" +
+                                        id + "\"");
+    }
+  }
+  if (overrides.vsock_uds_path) {
+    if (!config.has_vsock()) {
+      return absl::InvalidArgumentError("vsock override: the snapshot has no vsock device");
+    }
+    config.mutable_vsock()->set_uds_path(*overrides.vsock_uds_path);
+  }
   EMBER_RETURN_IF_ERROR(ValidateVmConfig(config));
   options->config = std::move(config);
   options->restore = RestoreSource{std::move(state), memory_path};

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -11,6 +12,13 @@ namespace ember::vmm {
 // What a clone may change when restored from a shared snapshot.
 struct RestoreOverrides {
   std::map<std::string, std::string> drive_paths;  // drive_id -> new path_on_host
+  // A network interface's new tap and, when not empty, its new guest MAC.
+  struct Interface {
+    std::string host_dev_name;
+    std::string guest_mac;
+  };
+  std::map<std::string, Interface> interfaces;  // iface_id -> new backend
+  std::optional<std::string> vsock_uds_path;    // the vsock's new host socket path
 };
 
 // Prepares a restore: reads and verifies the state file, checks the memory file is the

@@ -14,6 +14,7 @@
 #include "vmm/arch/x86_64/cpu_template.h"
 #include "vmm/base/status.h"
 #include "vmm/drive_config.h"
+#include "vmm/net_config.h"
 
 namespace ember::vmm {
 namespace {
@@ -103,13 +104,9 @@ absl::Status ValidateVmConfig(const v1::VmConfig& config) {
   if (!boot.initrd_path().empty()) {
     EMBER_RETURN_IF_ERROR(CheckReadableFile("boot-source.initrd_path", boot.initrd_path()));
   }
-  // Devices arrive with their own issues; until then a config asking for one must not
-  // silently boot a VM without it.
   if (auto drives = DriveConfigs(config); !drives.ok()) return drives.status();
-  if (config.network_interfaces_size() > 0) {
-    return FieldError("network-interfaces", "network devices are not supported yet");
-  }
-  if (config.has_vsock()) return FieldError("vsock", "vsock devices are not supported yet");
+  if (auto nets = NetConfigs(config); !nets.ok()) return nets.status();
+  if (auto vsock = VsockConfigOf(config); !vsock.ok()) return vsock.status();
   if (!config.logger().level().empty()) {
     base::LogLevel level;
     if (auto status = base::ParseLogLevel(config.logger().level(), &level); !status.ok()) {

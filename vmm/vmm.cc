@@ -18,6 +18,7 @@
 #include "vmm/boot/guest_loader.h"
 #include "vmm/boot/kernel_image.h"
 #include "vmm/drive_config.h"
+#include "vmm/net_config.h"
 #include "vmm/seccomp.h"
 #include "virtio/block/block_device.h"
 #include "vmm/vm_config.h"
@@ -73,6 +74,9 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   // Every other piece of user input is checked before KVM is touched, too.
   EMBER_ASSIGN_OR_RETURN(std::vector<virtio::block::BlockConfig> drives,
                          DriveConfigs(options.config));
+  EMBER_ASSIGN_OR_RETURN(std::vector<virtio::net::NetConfig> nets, NetConfigs(options.config));
+  EMBER_ASSIGN_OR_RETURN(std::optional<virtio::vsock::VsockConfig> vsock,
+                         VsockConfigOf(options.config));
   EMBER_ASSIGN_OR_RETURN(arch::CpuTemplate cpu_template,
                          arch::ParseCpuTemplate(machine.cpu_template().empty()
                                                     ? std::string("host")
@@ -104,7 +108,7 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   EMBER_RETURN_IF_ERROR(vm_->CreatePit());
   EMBER_ASSIGN_OR_RETURN(loop_, base::EventLoop::Create());
   EMBER_RETURN_IF_ERROR(CreateLegacyDevices(options));
-  EMBER_RETURN_IF_ERROR(CreateBlockDevices(drives));
+  EMBER_RETURN_IF_ERROR(CreateVirtioDevices(drives, nets, vsock));
   if (options.restore) {
     EMBER_RETURN_IF_ERROR(RestoreFromSnapshot(*options.restore, options.start_us));
     EMBER_RETURN_IF_ERROR(WatchEvents(options));

@@ -23,6 +23,8 @@
 #include "vmm/virtio_devices.h"
 #include "vmm/arch/x86_64/cpu_template.h"
 #include "virtio/block/config.h"
+#include "virtio/net/config.h"
+#include "virtio/vsock/vsock_device.h"
 
 namespace ember::vmm {
 
@@ -93,6 +95,13 @@ class Vmm {
   [[nodiscard]] absl::Status CreateLegacyDevices(const VmmOptions& options);
   [[nodiscard]] absl::Status CreateBlockDevices(
       const std::vector<virtio::block::BlockConfig>& drives);
+  // Every virtio device, in the one order boot and restore share (vmm_devices.cc).
+  [[nodiscard]] absl::Status CreateVirtioDevices(
+      const std::vector<virtio::block::BlockConfig>& drives,
+      const std::vector<virtio::net::NetConfig>& nets,
+      const std::optional<virtio::vsock::VsockConfig>& vsock);
+  // Puts `device` behind an MMIO transport in the next window.
+  [[nodiscard]] absl::Status AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device);
   [[nodiscard]] absl::Status CreateVcpus(std::uint32_t count, std::uint64_t entry,
                                          arch::CpuTemplate cpu_template, std::uint64_t start_us);
   [[nodiscard]] absl::Status WatchEvents(const VmmOptions& options);

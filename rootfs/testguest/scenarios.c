@@ -50,5 +50,8 @@ const struct scenario kScenarios[] = {
     {"blk", blk_scenario},
     {"blk-ro", blk_ro_scenario},
     {"counter", counter_scenario},
+    {"vsock", vsock_scenario},
+    {"vsock-reset", vsock_reset_scenario},
+    {"net", net_scenario},
     {0, 0},
 };

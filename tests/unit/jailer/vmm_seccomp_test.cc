@@ -4,7 +4,9 @@
 #include "jailer/vmm_seccomp.h"
 
 #include <gtest/gtest.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -39,12 +41,13 @@ TEST(VmmSeccompPolicy, EveryThreadKindCompilesAndEveryRuleHasAReason) {
   }
 }
 
-TEST(VmmSeccompPolicy, VcpuIoctlsAreOnlyKvmRunAndGetRegs) {
+TEST(VmmSeccompPolicy, VcpuIoctlsAreOnlyKvmRunGetRegsAndTheTapSetupOfNetActivation) {
   SeccompPolicy vcpu = VmmThreadPolicy(VmmThreadKind::kVcpu, kParams);
   const SyscallRule* ioctl = Find(vcpu, "ioctl");
   ASSERT_NE(ioctl, nullptr);
   EXPECT_EQ(ioctl->arg_index, 1);
-  EXPECT_EQ(ioctl->allowed_values, (std::vector<uint64_t>{KVM_RUN, KVM_GET_REGS}));
+  EXPECT_EQ(ioctl->allowed_values,
+            (std::vector<uint64_t>{KVM_RUN, KVM_GET_REGS, TUNSETVNETHDRSZ, TUNSETOFFLOAD}));
 }
 
 TEST(VmmSeccompPolicy, VmmThreadIoctlsAreOnlyTheSnapshotReadsAndItSignalsOnlyTheKick) {
@@ -59,10 +62,21 @@ TEST(VmmSeccompPolicy, VmmThreadIoctlsAreOnlyTheSnapshotReadsAndItSignalsOnlyThe
   EXPECT_EQ(tgkill->allowed_values, (std::vector<uint64_t>{37}));
 }
 
-TEST(VmmSeccompPolicy, NeitherThreadCanExecOrOpenSocketsOrMapExecutableMemory) {
+TEST(VmmSeccompPolicy, OnlyTheVmmThreadOpensSocketsAndOnlyUnixOnesForVsock) {
+  SeccompPolicy vmm = VmmThreadPolicy(VmmThreadKind::kVmm, kParams);
+  const SyscallRule* socket = Find(vmm, "socket");
+  ASSERT_NE(socket, nullptr);
+  EXPECT_EQ(socket->arg_index, 0);
+  EXPECT_EQ(socket->allowed_values, (std::vector<uint64_t>{AF_UNIX}));
+  SeccompPolicy vcpu = VmmThreadPolicy(VmmThreadKind::kVcpu, kParams);
+  EXPECT_EQ(Find(vcpu, "socket"), nullptr);
+  EXPECT_EQ(Find(vcpu, "connect"), nullptr);
+}
+
+TEST(VmmSeccompPolicy, NeitherThreadCanExecOrMapExecutableMemory) {
   for (VmmThreadKind kind : {VmmThreadKind::kVmm, VmmThreadKind::kVcpu}) {
     SeccompPolicy policy = VmmThreadPolicy(kind, kParams);
-    for (const char* name : {"execve", "execveat", "socket", "connect", "fork", "clone", "ptrace"}) {
+    for (const char* name : {"execve", "execveat", "fork", "clone", "ptrace"}) {
       EXPECT_EQ(Find(policy, name), nullptr) << policy.name << " allows " << name;
     }
     const SyscallRule* mmap = Find(policy, "mmap");

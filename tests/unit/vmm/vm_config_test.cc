@@ -101,11 +101,46 @@ TEST(VmConfig, MissingInitrdFileIsNamed) {
   EXPECT_NE(error.find("boot-source.initrd_path"), std::string::npos) << error;
 }
 
-TEST(VmConfig, DevicesNotYetSupportedAreRefusedNotIgnored) {
-  EXPECT_NE(ErrorOf(R"({"vsock": {"guest_cid": 3}})").find("vsock"), std::string::npos);
-  EXPECT_NE(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0"}]})").find("network-interfaces"),
+TEST(VmConfig, NetworkInterfaceAndVsockLoadWithFirecrackersFieldNames) {
+  EXPECT_EQ(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                         "guest_mac": "06:00:ac:10:00:02"}],
+                        "vsock": {"vsock_id": "vsock0", "guest_cid": 3,
+                                  "uds_path": "/tmp/v.sock"}})"),
+            "");
+}
+
+TEST(VmConfig, NetworkInterfaceWithoutTapIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0"}]})"),
+            "network-interfaces[0].host_dev_name: is required");
+}
+
+TEST(VmConfig, NetworkInterfaceWithBadMacIsNamed) {
+  EXPECT_NE(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                         "guest_mac": "06:00:zz:10:00:02"}]})")
+                .find("network-interfaces[0].guest_mac: "),
             std::string::npos);
 }
+
+TEST(VmConfig, TwoInterfacesOnOneTapAreRefused) {
+  EXPECT_EQ(ErrorOf(R"({"network-interfaces": [{"iface_id": "a", "host_dev_name": "tap0"},
+                                               {"iface_id": "b", "host_dev_name": "tap0"}]})"),
+            "network-interfaces[1].host_dev_name: \"tap0\" is used by another interface");
+}
+
+TEST(VmConfig, VsockWithReservedCidIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"vsock": {"vsock_id": "v", "guest_cid": 2, "uds_path": "/tmp/v"}})"),
+            "vsock.guest_cid: 2 is outside [3, 4294967294]");
+}
+
+TEST(VmConfig, VsockWithoutPathOrWithOverlongPathIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"vsock": {"vsock_id": "v", "guest_cid": 3}})"),
+            "vsock.uds_path: is required");
+  EXPECT_NE(ErrorOf(R"({"vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": "/)" +
+                    std::string(120, 'x') + R"("}})")
+                .find("vsock.uds_path: "),
+            std::string::npos);
+}
+
 
 TEST(VmConfig, DriveWithoutPathIsNamed) {
   EXPECT_EQ(ErrorOf(R"({"drives": [{"drive_id": "rootfs"}]})"),
