@@ -141,7 +141,6 @@ TEST(VmConfig, VsockWithoutPathOrWithOverlongPathIsNamed) {
             std::string::npos);
 }
 
-
 TEST(VmConfig, DriveWithoutPathIsNamed) {
   EXPECT_EQ(ErrorOf(R"({"drives": [{"drive_id": "rootfs"}]})"),
             "drives[0].path_on_host: is required");
