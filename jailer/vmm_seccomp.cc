@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
@@ -117,6 +119,23 @@ std::vector<SyscallRule> VcpuRules() {
   };
 }
 
+std::vector<SyscallRule> PageServerRules() {
+  return {
+      Allow("poll", "waiting for a page fault message or the stop event"),
+      Allow("ppoll", "waiting for a page fault message (glibc builds that wrap poll in it)"),
+      Allow("read", "page fault messages from the userfaultfd; the stop eventfd"),
+      AllowIfArg("ioctl",
+                 "UFFDIO_COPY: a data page from the memory file; UFFDIO_ZEROPAGE: a hole; "
+                 "UFFDIO_WAKE: waking a fault whose page another thread already filled",
+                 1, {UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE}),
+      Allow("rt_sigreturn", "returning from a signal handler the thread inherited"),
+      Allow("restart_syscall", "a poll or futex wait a signal interrupted"),
+      Allow("getpid", "abort() when a fault cannot be served (the guest cannot go on)"),
+      AllowIfArg("tgkill", "abort() raising SIGABRT on itself when a fault cannot be served", 2,
+                 {SIGABRT}),
+  };
+}
+
 }  // namespace
 
 const char* VmmThreadKindName(VmmThreadKind kind) {
@@ -125,6 +144,8 @@ const char* VmmThreadKindName(VmmThreadKind kind) {
       return "vmm";
     case VmmThreadKind::kVcpu:
       return "vcpu";
+    case VmmThreadKind::kPageServer:
+      return "page-server";
   }
   return "unknown";
 }
@@ -133,7 +154,18 @@ SeccompPolicy VmmThreadPolicy(VmmThreadKind kind, const VmmSeccompParams& params
   SeccompPolicy policy;
   policy.name = VmmThreadKindName(kind);
   policy.rules = CommonRules();
-  std::vector<SyscallRule> own = kind == VmmThreadKind::kVmm ? VmmRules(params) : VcpuRules();
+  std::vector<SyscallRule> own;
+  switch (kind) {
+    case VmmThreadKind::kVmm:
+      own = VmmRules(params);
+      break;
+    case VmmThreadKind::kVcpu:
+      own = VcpuRules();
+      break;
+    case VmmThreadKind::kPageServer:
+      own = PageServerRules();
+      break;
+  }
   policy.rules.insert(policy.rules.end(), std::make_move_iterator(own.begin()),
                       std::make_move_iterator(own.end()));
   return policy;

@@ -13,6 +13,9 @@ namespace ember::jailer {
 enum class VmmThreadKind {
   kVmm,   // the event loop: virtio queues, io_uring, console input, signals, metrics, control
   kVcpu,  // one per vCPU: KVM_RUN and the port/MMIO exits it dispatches
+  // a userfaultfd restore's page server (snapshot/uffd_page_server.h): reads fault messages,
+  // answers them with UFFDIO_COPY/UFFDIO_ZEROPAGE
+  kPageServer,
 };
 
 [[nodiscard]] const char* VmmThreadKindName(VmmThreadKind kind);

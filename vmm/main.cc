@@ -40,6 +40,12 @@ constexpr char kUsage[] =
     "  --seccomp MODE       per-thread seccomp filters: enforce (default), log, or off\n"
     "  --restore-from FILE  restore the snapshot whose state file is FILE instead of booting\n"
     "  --restore-mem FILE   ... and whose memory file is FILE (mapped lazily, copy-on-write)\n"
+    "  --restore-mem-backend file|uffd\n"
+    "                       file (default): map the memory file copy-on-write; uffd: serve\n"
+    "                       it page by page through userfaultfd and record the pages the\n"
+    "                       guest touches (its working set) into MEM.ws when the VM ends\n"
+    "  --prefetch-working-set  with uffd: load the recorded working set before the vCPUs run\n"
+    "  --working-set FILE   with uffd: the working-set file (default: the memory file + .ws)\n"
     "  --drive-override ID=PATH  with --restore-from: give drive ID a new backing file\n"
     "  --net-override IFACE_ID=TAP[,MAC]  with --restore-from: give network interface\n"
     "                       IFACE_ID a new host tap (and guest MAC)\n"
@@ -65,6 +71,9 @@ struct Flags {
   RestoreOverrides overrides;
   std::string snapshot_path;
   std::string snapshot_mem_path;
+  std::string restore_mem_backend;  // empty: file
+  bool prefetch_working_set = false;
+  std::string working_set;
 };
 
 [[noreturn]] void Fail(int code, const std::string& message) {
@@ -116,6 +125,9 @@ Flags ParseFlags(int argc, char** argv) {
 #endif
     else if (arg == "--restore-from") flags.restore_from = value();
     else if (arg == "--restore-mem") flags.restore_mem = value();
+    else if (arg == "--restore-mem-backend") flags.restore_mem_backend = value();
+    else if (arg == "--prefetch-working-set") flags.prefetch_working_set = true;
+    else if (arg == "--working-set") flags.working_set = value();
     else if (arg == "--snapshot-path") flags.snapshot_path = value();
     else if (arg == "--snapshot-mem-path") flags.snapshot_mem_path = value();
     else if (arg == "--drive-override") {
@@ -158,6 +170,27 @@ Flags ParseFlags(int argc, char** argv) {
   return flags;
 }
 
+// --restore-mem-backend and the working-set flags, which go with uffd only.
+absl::Status ApplyMemoryBackendFlags(const Flags& flags, RestoreSource* restore) {
+  using Backend = RestoreSource::MemoryBackend;
+  if (flags.restore_mem_backend.empty() || flags.restore_mem_backend == "file") {
+    restore->memory_backend = Backend::kFile;
+  } else if (flags.restore_mem_backend == "uffd") {
+    restore->memory_backend = Backend::kUffd;
+  } else {
+    return absl::InvalidArgumentError("--restore-mem-backend: \"" + flags.restore_mem_backend +
+                                      "\" is not file or uffd");
+  }
+  if (restore->memory_backend != Backend::kUffd &&
+      (flags.prefetch_working_set || !flags.working_set.empty())) {
+    return absl::InvalidArgumentError(
+        "--prefetch-working-set and --working-set need --restore-mem-backend uffd");
+  }
+  restore->prefetch_working_set = flags.prefetch_working_set;
+  restore->working_set_path = flags.working_set;
+  return absl::OkStatus();
+}
+
 void ConfigureLogging(const Flags& flags, const v1::Logger& logger) {
   std::string level_text = !flags.log_level.empty() ? flags.log_level : logger.level();
   if (!level_text.empty()) {
@@ -194,6 +227,9 @@ int Main(int argc, char** argv) {
     if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, flags.overrides,
                                      &options);
         !status.ok()) {
+      Fail(kExitBadInput, std::string(status.message()));
+    }
+    if (auto status = ApplyMemoryBackendFlags(flags, &*options.restore); !status.ok()) {
       Fail(kExitBadInput, std::string(status.message()));
     }
   } else if (!flags.overrides.drive_paths.empty() || !flags.overrides.interfaces.empty() ||

@@ -17,7 +17,7 @@ namespace {
 
 // One compiled program per thread kind; written by ConfigureSeccomp before threads exist and
 // only read afterwards.
-std::array<std::optional<jailer::BpfProgram>, 2> g_programs;
+std::array<std::optional<jailer::BpfProgram>, 3> g_programs;
 SeccompInstalledHook g_installed_hook = nullptr;
 
 std::size_t Index(jailer::VmmThreadKind kind) { return static_cast<std::size_t>(kind); }
@@ -55,7 +55,8 @@ absl::Status ConfigureSeccomp(SeccompSetting setting) {
       kvm::kGetXsave2,    KVM_GET_XCRS,           kvm::kGetMsrs,       KVM_GET_LAPIC,
       KVM_GET_MP_STATE,   KVM_GET_VCPU_EVENTS,    KVM_GET_DEBUGREGS,   kvm::kGetMsrIndexList,
       KVM_CHECK_EXTENSION, KVM_GET_IRQCHIP,       KVM_GET_PIT2,        KVM_GET_CLOCK};
-  for (jailer::VmmThreadKind kind : {jailer::VmmThreadKind::kVmm, jailer::VmmThreadKind::kVcpu}) {
+  for (jailer::VmmThreadKind kind : {jailer::VmmThreadKind::kVmm, jailer::VmmThreadKind::kVcpu,
+                                     jailer::VmmThreadKind::kPageServer}) {
     EMBER_ASSIGN_OR_RETURN(
         jailer::SeccompFilter filter,
         jailer::SeccompFilter::Build(jailer::VmmThreadPolicy(kind, params), mode));

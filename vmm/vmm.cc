@@ -89,7 +89,9 @@ absl::Status Vmm::Build(const VmmOptions& options) {
     for (const v1::MemoryRegion& region : options.restore->state.memory()) {
       ranges.push_back({region.guest_start(), region.size()});
     }
-    auto memory = base::GuestMemory::MapFile(options.restore->memory_path, ranges);
+    auto memory = options.restore->memory_backend == RestoreSource::MemoryBackend::kUffd
+                      ? ServeSnapshotMemory(*options.restore, ranges)
+                      : base::GuestMemory::MapFile(options.restore->memory_path, ranges);
     if (!memory.ok()) {
       return absl::InvalidArgumentError("snapshot memory file: " +
                                         std::string(memory.status().message()));
@@ -309,6 +311,7 @@ VmExit Vmm::Serve() {
     Finish({kExitError, "event loop failed: " + std::string(status.message())});
   }
   for (auto& vcpu : vcpus_) vcpu->Stop();
+  SaveWorkingSet();
   state_ = State::kEnded;
   WriteMetrics();
   return exit_.value_or(VmExit{kExitError, "event loop ended without a reason"});

@@ -13,6 +13,7 @@
 #include "vmm/base/event_fd.h"
 #include "vmm/base/event_loop.h"
 #include "vmm/base/guest_memory.h"
+#include "snapshot/uffd_page_server.h"
 #include "vmm/bus.h"
 #include "vmm/devices/legacy/boot_timer.h"
 #include "vmm/devices/legacy/i8042.h"
@@ -33,6 +34,14 @@ namespace ember::vmm {
 struct RestoreSource {
   v1::SnapshotState state;
   std::string memory_path;
+  // How guest memory comes back (vmm_uffd.cc): the file mapped MAP_PRIVATE, or anonymous
+  // memory served through userfaultfd by a page server, which records the pages the guest
+  // touches into working_set_path when the VM ends, or with prefetch_working_set loads the
+  // set recorded there before the vCPUs start (and records nothing).
+  enum class MemoryBackend { kFile, kUffd };
+  MemoryBackend memory_backend = MemoryBackend::kFile;
+  std::string working_set_path{};  // kUffd only; empty: memory_path + ".ws"
+  bool prefetch_working_set = false;
 };
 
 struct SnapshotPaths {
@@ -108,6 +117,13 @@ class Vmm {
   // The restore path of Build(): vCPUs, VM and device state from the snapshot.
   [[nodiscard]] absl::Status RestoreFromSnapshot(const RestoreSource& source,
                                                  std::uint64_t start_us);
+  // A restore's guest memory for the userfaultfd backend: anonymous memory and the page
+  // server that fills it, started (vmm_uffd.cc).
+  [[nodiscard]] absl::StatusOr<base::GuestMemory> ServeSnapshotMemory(
+      const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges);
+  // Writes the working set a userfaultfd restore recorded, if it records one. VMM thread,
+  // when the VM has ended.
+  void SaveWorkingSet();
   [[nodiscard]] absl::StatusOr<v1::SnapshotState> CaptureState();
   [[nodiscard]] absl::Status WatchSnapshotSignal(const SnapshotPaths& paths);
   // Hands a configured vCPU to a runner thread (not started yet).
@@ -120,6 +136,10 @@ class Vmm {
   std::optional<kvm::Kvm> kvm_;
   std::optional<kvm::Vm> vm_;
   std::optional<base::GuestMemory> memory_;
+  // A userfaultfd restore's page server: declared after memory_, so it stops before the
+  // memory it fills is unmapped.
+  std::unique_ptr<snapshot::UffdPageServer> page_server_;
+  std::string working_set_path_;  // where SaveWorkingSet writes; empty: nothing to record
   std::optional<base::EventLoop> loop_;
   Bus pio_bus_{"pio_bus"};
   Bus mmio_bus_{"mmio_bus"};

@@ -13,10 +13,11 @@ struct scenario {
 /* The table of scenarios, ended by an entry with a null name. */
 extern const struct scenario kScenarios[];
 
-/* Scenarios defined in their own files (blk_scenarios.c, counter_scenario.c). */
+/* Scenarios defined in their own files (blk_scenarios.c, counter_scenario.c, touch_scenario.c). */
 int blk_scenario(const struct boot_info *boot, const char **reason);
 int blk_ro_scenario(const struct boot_info *boot, const char **reason);
 int counter_scenario(const struct boot_info *boot, const char **reason);
+int touch_scenario(const struct boot_info *boot, const char **reason);
 int vsock_scenario(const struct boot_info *boot, const char **reason);
 int vsock_reset_scenario(const struct boot_info *boot, const char **reason);
 int net_scenario(const struct boot_info *boot, const char **reason);

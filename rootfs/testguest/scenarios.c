@@ -50,6 +50,7 @@ const struct scenario kScenarios[] = {
     {"blk", blk_scenario},
     {"blk-ro", blk_ro_scenario},
     {"counter", counter_scenario},
+    {"touch", touch_scenario},
     {"vsock", vsock_scenario},
     {"vsock-reset", vsock_reset_scenario},
     {"net", net_scenario},

@@ -82,6 +82,15 @@ absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::string& path,
   return GuestMemory(std::move(fd), std::move(mapping), std::move(regions), false);
 }
 
+absl::StatusOr<GuestMemory> GuestMemory::CreateAnonymous(const std::vector<Range>& ranges) {
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t total, CheckRanges(ranges));
+  EMBER_ASSIGN_OR_RETURN(MmapRegion mapping,
+                         MmapRegion::Map(total, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE));
+  std::vector<GuestRegion> regions = LayOut(ranges, mapping.data());
+  return GuestMemory(UniqueFd(), std::move(mapping), std::move(regions), false);
+}
+
 const GuestRegion* GuestMemory::Find(GuestAddress addr) const {
   for (const GuestRegion& region : regions_) {
     if (addr >= region.guest_start && addr < region.guest_end()) return &region;

@@ -46,6 +46,11 @@ class GuestMemory {
   [[nodiscard]] static absl::StatusOr<GuestMemory> MapFile(const std::string& path,
                                                            const std::vector<Range>& ranges);
 
+  // Empty anonymous private memory for a userfaultfd restore (snapshot::UffdPageServer
+  // registers it and fills each page on first touch), laid out like MapFile's. No backing fd.
+  [[nodiscard]] static absl::StatusOr<GuestMemory> CreateAnonymous(
+      const std::vector<Range>& ranges);
+
   [[nodiscard]] const std::vector<GuestRegion>& regions() const { return regions_; }
   [[nodiscard]] std::uint64_t total_size() const { return mapping_.size(); }
   // The backing memfd or file; borrowed.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
 
@@ -83,6 +84,24 @@ TEST(VmmSeccompPolicy, NeitherThreadCanExecOrMapExecutableMemory) {
     ASSERT_NE(mmap, nullptr);
     EXPECT_EQ(mmap->arg_mask, static_cast<uint64_t>(PROT_EXEC));
     EXPECT_EQ(mmap->allowed_values, (std::vector<uint64_t>{0}));
+  }
+}
+
+TEST(VmmSeccompPolicy, PageServerCompilesAndItsIoctlsAreOnlyTheUserfaultfdFills) {
+  SeccompPolicy server = VmmThreadPolicy(VmmThreadKind::kPageServer, kParams);
+  EXPECT_EQ(server.name, "page-server");
+  for (const SyscallRule& rule : server.rules) EXPECT_FALSE(rule.reason.empty()) << rule.name;
+  auto filter = SeccompFilter::Build(server, SeccompMode::kEnforce);
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  ASSERT_TRUE(filter->Compile().ok());
+  const SyscallRule* ioctl = Find(server, "ioctl");
+  ASSERT_NE(ioctl, nullptr);
+  EXPECT_EQ(ioctl->arg_index, 1);
+  EXPECT_EQ(ioctl->allowed_values,
+            (std::vector<uint64_t>{UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE}));
+  // It answers faults only: no files, no sockets, no KVM, no other process.
+  for (const char* name : {"openat", "socket", "execve", "clone", "pwrite64", "io_uring_enter"}) {
+    EXPECT_EQ(Find(server, name), nullptr) << "the page server allows " << name;
   }
 }
 
