@@ -66,6 +66,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("pwritev", "virtio-blk sync engine: writes"),
       Allow("fdatasync", "virtio-blk sync engine: flushes"),
       Allow("fallocate", "virtio-blk sync engine: discard and write-zeroes"),
+      Allow("timerfd_settime",
+            "rate limiters (configured or set by UpdateRateLimits): arming the refill timer "
+            "of a throttled device"),
       AllowIfArg("openat", "the metrics file: MetricsRegistry::WriteTo creates PATH.tmp", 2,
                  {O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC}),
       Allow("rename", "the metrics file: PATH.tmp replaces PATH atomically"),

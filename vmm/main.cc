@@ -37,6 +37,7 @@ constexpr char kUsage[] =
     "                       boot time counts from here (default: our own start)\n"
     "  --control-fd N       serve the listening control socket N (emberd): the VM is built\n"
     "                       but its vCPUs start only on the controller's Start request\n"
+    "                       (a restored VM waits PAUSED for the controller's Resume)\n"
     "  --seccomp MODE       per-thread seccomp filters: enforce (default), log, or off\n"
     "  --restore-from FILE  restore the snapshot whose state file is FILE instead of booting\n"
     "  --restore-mem FILE   ... and whose memory file is FILE (mapped lazily, copy-on-write)\n"

@@ -3,6 +3,8 @@
 #include <sys/epoll.h>
 
 #include "absl/strings/str_format.h"
+#include "virtio/block/block_device.h"
+#include "virtio/net/net_device.h"
 #include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/status.h"
 
@@ -45,6 +47,22 @@ std::string VirtioDevices::CmdlineTokens() const {
     tokens += absl::StrFormat("virtio_mmio.device=4K@0x%x:%u", at.base, at.gsi);
   }
   return tokens;
+}
+
+virtio::block::BlockDevice* VirtioDevices::FindDrive(const std::string& drive_id) {
+  for (auto& transport : transports_) {
+    auto* block = dynamic_cast<virtio::block::BlockDevice*>(&transport->device());
+    if (block != nullptr && block->name() == "block_" + drive_id) return block;
+  }
+  return nullptr;
+}
+
+virtio::net::NetDevice* VirtioDevices::FindInterface(const std::string& iface_id) {
+  for (auto& transport : transports_) {
+    auto* net = dynamic_cast<virtio::net::NetDevice*>(&transport->device());
+    if (net != nullptr && net->name() == "net_" + iface_id) return net;
+  }
+  return nullptr;
 }
 
 }  // namespace ember::vmm

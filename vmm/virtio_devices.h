@@ -11,6 +11,13 @@
 #include "vmm/bus.h"
 #include "vmm/kvm/vm.h"
 
+namespace ember::virtio::block {
+class BlockDevice;
+}
+namespace ember::virtio::net {
+class NetDevice;
+}
+
 namespace ember::vmm {
 
 // The VM's virtio-mmio devices: where each sits (MMIO window, GSI), and the wiring that
@@ -34,6 +41,10 @@ class VirtioDevices {
   [[nodiscard]] std::size_t size() const { return transports_.size(); }
   // In placement order, which is the order of the config's devices (root drive first).
   [[nodiscard]] virtio::MmioTransport& transport(std::size_t i) { return *transports_[i]; }
+  // The drive / network interface with this id, or null. The device stays owned here; its
+  // loop-thread methods (rate-limit updates) are for the VMM thread only.
+  [[nodiscard]] virtio::block::BlockDevice* FindDrive(const std::string& drive_id);
+  [[nodiscard]] virtio::net::NetDevice* FindInterface(const std::string& iface_id);
 
  private:
   struct Placement {

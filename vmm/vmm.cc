@@ -114,6 +114,7 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   if (options.restore) {
     EMBER_RETURN_IF_ERROR(RestoreFromSnapshot(*options.restore, options.start_us));
     EMBER_RETURN_IF_ERROR(WatchEvents(options));
+    state_ = State::kPaused;  // the guest is mid-run; Resume() (or Run()) starts the vCPUs
     EMBER_LOG(kInfo) << "VM restored: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
                      << " MiB from " << options.restore->memory_path;
     return absl::OkStatus();
@@ -276,14 +277,22 @@ void Vmm::FeedConsoleInput() {
 }
 
 VmExit Vmm::Run() {
-  if (auto status = Start(); !status.ok()) return {kExitError, std::string(status.message())};
+  if (auto status = StartVcpus(); !status.ok()) return {kExitError, std::string(status.message())};
   return Serve();
 }
 
 absl::Status Vmm::Start() {
   if (state_ != State::kCreated) {
-    return absl::FailedPreconditionError("the VM has already been started");
+    return absl::FailedPreconditionError(
+        vcpus_started_ ? "the VM has already been started"
+                       : "a restored VM is paused, not created: resume it to run it");
   }
+  return StartVcpus();
+}
+
+absl::Status Vmm::StartVcpus() {
+  if (vcpus_started_) return absl::FailedPreconditionError("the vCPUs are already running");
+  vcpus_started_ = true;
   for (auto& vcpu : vcpus_) vcpu->Start();
   // Only now: threads inherit their creator's filter, and the vCPUs' must not be narrowed by
   // the VMM thread's. The guest cannot reach this thread before it returns to the loop.
@@ -301,6 +310,7 @@ absl::Status Vmm::Pause() {
 
 absl::Status Vmm::Resume() {
   if (state_ != State::kPaused) return absl::FailedPreconditionError("the VM is not paused");
+  if (!vcpus_started_) return StartVcpus();  // a restored VM's first run
   for (auto& vcpu : vcpus_) vcpu->Resume();
   state_ = State::kRunning;
   return absl::OkStatus();

@@ -77,7 +77,9 @@ class Vmm {
   VmExit Run();
 
   // The VMM thread's side of a VM driven by a control channel. Serve() runs the loop
-  // without starting the vCPUs; Start() (posted to the loop) starts them.
+  // without starting the vCPUs; Start() (posted to the loop) starts them. A restored VM
+  // begins kPaused with its vCPU threads not started yet: Resume() starts them (Start()
+  // refuses it, as the guest already booted).
   enum class State { kCreated, kRunning, kPaused, kEnded };
   VmExit Serve();
   [[nodiscard]] absl::Status Start();
@@ -92,6 +94,8 @@ class Vmm {
   [[nodiscard]] State state() const { return state_; }
   // VMM thread only: control-channel handlers run on this loop.
   [[nodiscard]] base::EventLoop& loop() { return *loop_; }
+  // VMM thread only: the virtio devices, e.g. to change a drive's rate limiter.
+  [[nodiscard]] VirtioDevices& virtio_devices() { return virtio_devices_; }
   // Called on a vCPU thread with the boot time in µs when the guest writes the boot timer.
   // Set before Start().
   void OnBoot(std::function<void(std::uint64_t)> callback) { on_boot_ = std::move(callback); }
@@ -128,6 +132,8 @@ class Vmm {
   [[nodiscard]] absl::Status WatchSnapshotSignal(const SnapshotPaths& paths);
   // Hands a configured vCPU to a runner thread (not started yet).
   void AdoptVcpu(kvm::Vcpu vcpu, std::uint64_t start_us);
+  // Starts the vCPU threads (created or restored VM) and narrows the VMM thread's syscalls.
+  [[nodiscard]] absl::Status StartVcpus();
   void FeedConsoleInput();
   // Records how the VM ends (the first reason wins) and stops the loop. VMM thread.
   void Finish(VmExit exit);
@@ -162,6 +168,7 @@ class Vmm {
   bool stdin_watched_ = false;
   std::optional<VmExit> exit_;
   State state_ = State::kCreated;
+  bool vcpus_started_ = false;
   v1::VmConfig config_;
   // The CPUID table each vCPU was given, as set (see SaveVcpuState).
   std::vector<std::vector<kvm_cpuid_entry2>> vcpu_cpuid_;

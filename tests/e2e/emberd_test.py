@@ -4,6 +4,7 @@ guest; needs /dev/kvm."""
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -131,26 +132,119 @@ class EmberdTest(unittest.TestCase):
         self.assertEqual(self.stub.Get(api.VmRequest(vm_id="crash")).state, api.Vm.STOPPED)
         events.close()
 
+    def console_of(self, vm_id):
+        return b"".join(c.data for c in self.stub.StreamConsole(
+            api.StreamConsoleRequest(vm_id=vm_id), timeout=10))
+
+    def wait_console(self, vm_id, pattern, timeout=30):
+        """The VM's console once it matches the regex `pattern` (bytes)."""
+        deadline = time.time() + timeout
+        text = b""
+        while time.time() < deadline:
+            text = self.console_of(vm_id)
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.05)
+        self.fail(f"{vm_id}: {pattern!r} not on its console: {text[-400:]!r}")
+
     def test_snapshot_and_restore_two_clones(self):
-        self.create("snap")
+        events = EventReader(self.stub)
+        self.create("snap", scenario="counter,idle")
         self.stub.Start(api.VmRequest(vm_id="snap"), timeout=30)
+        events.wait_for(lambda e: e.vm_id == "snap" and e.kind == api.Event.BOOTED)
+        self.wait_console("snap", rb"count 2\n")
         self.stub.Pause(api.VmRequest(vm_id="snap"), timeout=30)
-        code, details = code_of(self.stub.CreateSnapshot,
-                                api.CreateSnapshotRequest(vm_id="snap"))
-        if code == grpc.StatusCode.UNIMPLEMENTED:
-            self.skipTest("snapshot/restore not in ember-vmm yet (CreateSnapshot answers "
-                          f"UNIMPLEMENTED: {details})")
-        self.assertEqual(code, grpc.StatusCode.OK, details)
+        before = self.console_of("snap")
+        counted = [int(n) for n in re.findall(rb"count (\d+)\n", before)]
+        self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
+
         snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="snap"), timeout=60)
+        self.assertEqual(snapshot.vm_id, "snap")
+        self.assertTrue(os.path.getsize(snapshot.state_path) > 0)
+        self.assertEqual(os.path.getsize(snapshot.memory_path), 32 << 20)
+        self.assertGreater(snapshot.create_duration_us, 0)
+        print(f"snapshot of a 32 MiB VM through the API: {snapshot.create_duration_us} us",
+              file=sys.stderr)
+        self.assertEqual(self.stub.Get(api.VmRequest(vm_id="snap")).state, api.Vm.PAUSED)
+
+        restored = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone", count=2, resume=True),
+            timeout=60)
+        self.assertEqual([vm.vm_id for vm in restored.vms], ["clone-0", "clone-1"])
+        pids = {vm.pid for vm in restored.vms}
+        self.assertEqual(len(pids), 2)
+        for vm in restored.vms:
+            self.assertEqual(vm.state, api.Vm.RUNNING)
+            self.assertEqual(vm.restored_from, snapshot.snapshot_id)
+            self.assertEqual(vm.config.boot_source.boot_args, "console=ttyS0 ember.test=counter,idle")
+            events.wait_for(lambda e, i=vm.vm_id: e.vm_id == i and e.state == api.Vm.RUNNING)
+
+        # Each clone goes on counting from the snapshot, with no new boot, and finds the
+        # memory region it filled before the snapshot intact.
+        for vm in restored.vms:
+            text = self.wait_console(vm.vm_id, rb"PASS counter\n")
+            self.assertNotIn(b"Ember test guest", text)
+            self.assertIn(b"checksum ok", text)
+            joined = before + text  # a line cut by the pause continues in the clone
+            self.assertEqual([int(n) for n in re.findall(rb"count (\d+)\n", joined)],
+                             list(range(1, 41)))
+            self.assertLessEqual(min(int(n) for n in re.findall(rb"count (\d+)\n", text)),
+                                 counted[-1] + 2)
+        # The source is untouched by its clones: resumed, it counts on too.
+        self.stub.Resume(api.VmRequest(vm_id="snap"), timeout=30)
+        self.wait_console("snap", rb"PASS counter\n")
+
+        for vm_id in ("clone-0", "clone-1", "snap"):
+            stopped = self.stub.Stop(api.StopRequest(vm_id=vm_id), timeout=30)
+            self.assertEqual((stopped.state, stopped.exit.exit_code), (api.Vm.STOPPED, 0))
+            self.stub.Delete(api.DeleteRequest(vm_id=vm_id), timeout=30)
+        self.assertEqual(list(self.stub.List(api.ListRequest()).vms), [])
+        # The snapshot outlives its VM and can still be restored.
+        again = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="late"), timeout=60)
+        self.assertEqual(again.vms[0].state, api.Vm.PAUSED)
+        events.close()
+
+    def test_restore_from_a_state_path_with_a_bad_memory_file_is_invalid(self):
+        self.create("src")
+        self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
+        self.stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="src", snapshot_dir=os.path.join(self.emberd.dir, "mine")), timeout=60)
+        self.assertEqual(snapshot.state_path, os.path.join(self.emberd.dir, "mine", "state"))
+        short = os.path.join(self.emberd.dir, "short.mem")
+        with open(short, "wb") as f:
+            f.write(b"\0" * 4096)
         code, details = code_of(self.stub.Restore, api.RestoreRequest(
-            snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone", count=2, resume=True))
-        if code == grpc.StatusCode.UNIMPLEMENTED:
-            self.skipTest(f"restore not in ember-vmm yet (--restore-from): {details}")
-        self.assertEqual(code, grpc.StatusCode.OK, details)
-        for i in range(2):
-            clone = self.stub.Get(api.VmRequest(vm_id=f"clone-{i}"))
-            self.assertEqual(clone.state, api.Vm.RUNNING)
-            self.stub.Stop(api.StopRequest(vm_id=f"clone-{i}"), timeout=30)
+            state_path=snapshot.state_path, memory_path=short, vm_id_prefix="bad"))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertIn("snapshot", details)
+        self.assertEqual(code_of(self.stub.Get, api.VmRequest(vm_id="bad-0"))[0],
+                         grpc.StatusCode.NOT_FOUND)
+        # The right memory file (found next to the state file) restores.
+        vm = self.stub.Restore(api.RestoreRequest(state_path=snapshot.state_path,
+                                                  vm_id_prefix="good", resume=True), timeout=60)
+        self.assertEqual(vm.vms[0].state, api.Vm.RUNNING)
+
+    def test_update_rate_limits_throttles_a_running_vms_drive(self):
+        image = os.path.join(self.emberd.dir, "scratch.img")
+        with open(image, "wb") as f:  # rootfs/testguest/blk_pattern.h's initial pattern
+            f.write(bytes((s * 0x9d + i + (i >> 8) * 0x3b + 0x11) & 0xff
+                          for s in range(64) for i in range(512)))
+        config = ec.config("counter,blk,idle")
+        config.drives.add(drive_id="scratch", path_on_host=image)
+        self.stub.Create(api.CreateRequest(vm_id="rl", config=config), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="rl"), timeout=30)
+        # While the guest counts (before its first block request): one request per 100 ms.
+        self.stub.UpdateRateLimits(api.UpdateRateLimitsRequest(vm_id="rl", drives=[
+            api.DriveRateLimit(drive_id="scratch", rate_limiter=ec.cfg.RateLimiter(
+                ops=ec.cfg.TokenBucket(size=1, refill_time=100)))]), timeout=30)
+        self.assertNotIn(b"PASS counter", self.console_of("rl"), "the update came too late")
+        text = self.wait_console("rl", rb"(PASS|FAIL) blk")
+        self.assertIn(b"PASS blk", text)
+        metrics = json.loads(self.stub.GetMetrics(api.GetMetricsRequest(vm_id="rl")).json)
+        self.assertGreater(metrics["block_scratch"]["rate_limiter_throttled"], 0)
+        self.assertEqual(metrics["control"]["rate_limit_updates"], 1)
 
     def test_bad_requests_get_the_right_code_naming_the_field(self):
         self.create("busy")

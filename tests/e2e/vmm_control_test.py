@@ -1,6 +1,7 @@
 """ember-vmm's control channel without emberd: this test plays the controller over the
 listening socket it passes as --control-fd, including malformed frames, which must get an
 error (and, for a broken length, a closed connection) but never hurt the VM."""
+import json
 import os
 import shutil
 import socket
@@ -55,36 +56,60 @@ class Controller:
                 return message
 
 
-class VmmControlTest(unittest.TestCase):
+class VmmFixture(unittest.TestCase):
+    """One ember-vmm under control of the test; spawn() starts more."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="ember-ctl-")
-        self.path = os.path.join(self.dir, "control.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.path)
-        listener.listen(4)
+        self.procs = []
         config = os.path.join(self.dir, "vm.json")
         with open(config, "w") as f:
             f.write('{"boot-source": {"boot_args": "console=ttyS0 ember.test=idle"},'
-                    ' "machine-config": {"mem_size_mib": 32}}')
-        self.vmm = subprocess.Popen(
-            [VMM, "--config", config, "--control-fd", str(listener.fileno()),
-             "--serial-out", os.path.join(self.dir, "console")],
+                    ' "machine-config": {"mem_size_mib": 32}' + self.extra_config() + '}')
+        self.path, self.vmm = self.spawn("control.sock", ["--config", config])
+
+    def extra_config(self):
+        return ""
+
+    def spawn(self, socket_name, args):
+        """Starts an ember-vmm serving a new control socket; returns (socket path, process)."""
+        path = os.path.join(self.dir, socket_name)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(4)
+        proc = subprocess.Popen(
+            [VMM] + args + ["--control-fd", str(listener.fileno()),
+                            "--serial-out", path + ".console"],
             pass_fds=[listener.fileno()], stderr=subprocess.PIPE)
         listener.close()
+        self.procs.append(proc)
+        return path, proc
 
     def tearDown(self):
-        if self.vmm.poll() is None:
-            self.vmm.kill()
-        self.vmm.wait()
-        self.vmm.stderr.close()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def hello(self):
-        controller = Controller(self.path)
+    def hello(self, path=None):
+        controller = Controller(path or self.path)
         message = controller.recv()
         self.assertEqual(message.event.kind, ctl.ControlEvent.HELLO)
         return controller, message.event.status
 
+    def call(self, controller, fill):
+        """Sends one request built by fill(request); returns its response (events skipped)."""
+        request = ctl.ControlRequest()
+        fill(request)
+        sent = controller.send(request)
+        response = controller.response().response
+        self.assertEqual(response.id, sent)
+        return response
+
+
+class VmmControlTest(VmmFixture):
     def test_vcpus_wait_for_start_and_stop_ends_the_process(self):
         controller, status = self.hello()
         self.assertEqual(status.state, ctl.VmmStatus.CREATED)
@@ -138,12 +163,100 @@ class VmmControlTest(unittest.TestCase):
         second.send(request)
         self.assertEqual(second.response().response.code, 0)
 
-    def test_snapshot_answers_unimplemented_for_now(self):
+    def test_snapshot_of_a_vm_that_is_not_paused_is_failed_precondition(self):
         controller, _ = self.hello()
-        request = ctl.ControlRequest()
-        request.create_snapshot.state_path = "/tmp/x"
-        controller.send(request)
-        self.assertEqual(controller.response().response.code, 12)  # UNIMPLEMENTED
+        def snapshot(r):
+            r.create_snapshot.state_path = os.path.join(self.dir, "state")
+            r.create_snapshot.memory_path = os.path.join(self.dir, "memory")
+        response = self.call(controller, snapshot)
+        self.assertEqual(response.code, 9, response.message)  # FAILED_PRECONDITION
+        self.assertIn("paused", response.message)
+
+    def test_diff_snapshot_is_unimplemented_with_a_reason(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        self.assertEqual(self.call(controller, lambda r: r.pause.SetInParent()).code, 0)
+        def diff(r):
+            r.create_snapshot.diff = True
+            r.create_snapshot.state_path = os.path.join(self.dir, "state")
+            r.create_snapshot.memory_path = os.path.join(self.dir, "memory")
+        response = self.call(controller, diff)
+        self.assertEqual(response.code, 12, response.message)  # UNIMPLEMENTED
+        self.assertIn("diff", response.message)
+
+    def test_snapshot_then_a_controlled_restore_waits_paused_until_resume(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        while controller.recv().event.kind != ctl.ControlEvent.BOOTED:
+            pass
+        self.assertEqual(self.call(controller, lambda r: r.pause.SetInParent()).code, 0)
+        state, memory = os.path.join(self.dir, "state"), os.path.join(self.dir, "memory")
+        def snapshot(r):
+            r.create_snapshot.state_path = state
+            r.create_snapshot.memory_path = memory
+        response = self.call(controller, snapshot)
+        self.assertEqual(response.code, 0, response.message)
+        self.assertEqual((response.snapshot.state_path, response.snapshot.memory_path),
+                         (state, memory))
+        self.assertGreater(response.snapshot.duration_us, 0)
+        self.assertTrue(os.path.getsize(state) > 0 and os.path.getsize(memory) > 0)
+
+        path, clone = self.spawn("clone.sock", ["--restore-from", state, "--restore-mem", memory])
+        clone_controller, status = self.hello(path)
+        self.assertEqual(status.state, ctl.VmmStatus.PAUSED)
+        self.assertEqual(status.pid, clone.pid)
+        started = self.call(clone_controller, lambda r: r.start.SetInParent())
+        self.assertEqual(started.code, 9, started.message)  # a restored VM is resumed
+        self.assertIn("resume", started.message)
+        resumed = self.call(clone_controller, lambda r: r.resume.SetInParent())
+        self.assertEqual((resumed.code, resumed.status.state), (0, ctl.VmmStatus.RUNNING))
+        # Paused and resumed again like any running VM, then stopped cleanly.
+        self.assertEqual(self.call(clone_controller, lambda r: r.pause.SetInParent()).code, 0)
+        self.assertEqual(self.call(clone_controller, lambda r: r.resume.SetInParent()).code, 0)
+        self.assertEqual(self.call(clone_controller, lambda r: r.stop.SetInParent()).code, 0)
+        self.assertEqual(clone.wait(timeout=10), 0)
+
+    def test_rate_limits_of_an_unknown_drive_are_not_found_and_change_nothing(self):
+        controller, _ = self.hello()
+        def limits(r):
+            r.update_rate_limits.drives.add(drive_id="nope").rate_limiter.ops.size = 1
+        response = self.call(controller, limits)
+        self.assertEqual(response.code, 5, response.message)  # NOT_FOUND
+        self.assertIn("nope", response.message)
+        def iface(r):
+            r.update_rate_limits.interfaces.add(iface_id="eth9")
+        response = self.call(controller, iface)
+        self.assertEqual(response.code, 5, response.message)
+        self.assertIn("eth9", response.message)
+
+
+class VmmControlDriveTest(VmmFixture):
+    """The same VMM with a drive, whose rate limiter the controller changes."""
+
+    def extra_config(self):
+        image = os.path.join(self.dir, "disk.img")
+        with open(image, "wb") as f:
+            f.write(bytes(32768))
+        return f', "drives": [{{"drive_id": "disk", "path_on_host": "{image}"}}]'
+
+    def test_rate_limits_of_a_drive_are_replaced_and_counted(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        def limits(r):
+            limiter = r.update_rate_limits.drives.add(drive_id="disk").rate_limiter
+            limiter.ops.size = 1
+            limiter.ops.refill_time = 100
+            limiter.bandwidth.size = 4096
+            limiter.bandwidth.refill_time = 100
+        response = self.call(controller, limits)
+        self.assertEqual(response.code, 0, response.message)
+        def bad(r):
+            r.update_rate_limits.drives.add(drive_id="disk").rate_limiter.ops.size = 1
+        response = self.call(controller, bad)
+        self.assertEqual(response.code, 3, response.message)  # no refill_time
+        self.assertIn("refill_time", response.message)
+        metrics = self.call(controller, lambda r: r.get_metrics.SetInParent())
+        self.assertEqual(json.loads(metrics.metrics_json)["control"]["rate_limit_updates"], 1)
 
 
 if __name__ == "__main__":

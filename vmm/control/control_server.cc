@@ -6,6 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "virtio/block/block_device.h"
+#include "virtio/net/net_device.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/metrics.h"
@@ -26,6 +32,31 @@ v1::VmmStatus::State ToProto(vmm::Vmm::State state) {
     case vmm::Vmm::State::kEnded: return v1::VmmStatus::ENDED;
   }
   return v1::VmmStatus::STATE_UNSPECIFIED;
+}
+
+// An unset bucket keeps the device's current one (nullopt); a set one replaces it, and
+// size 0 removes the limit.
+absl::StatusOr<std::optional<virtio::TokenBucketConfig>> Bucket(bool has,
+                                                                const v1::TokenBucket& bucket,
+                                                                const std::string& where) {
+  if (!has) return std::nullopt;
+  if (bucket.size() != 0 && bucket.refill_time() == 0) {
+    return absl::InvalidArgumentError(where + ".refill_time: must be non-zero with a size");
+  }
+  return virtio::TokenBucketConfig{bucket.size(), bucket.one_time_burst(), bucket.refill_time()};
+}
+
+struct LimiterUpdate {
+  std::optional<virtio::TokenBucketConfig> bandwidth;
+  std::optional<virtio::TokenBucketConfig> ops;
+};
+
+absl::StatusOr<LimiterUpdate> ToUpdate(const v1::RateLimiter& limiter, const std::string& where) {
+  LimiterUpdate update;
+  EMBER_ASSIGN_OR_RETURN(update.bandwidth,
+                         Bucket(limiter.has_bandwidth(), limiter.bandwidth(), where + ".bandwidth"));
+  EMBER_ASSIGN_OR_RETURN(update.ops, Bucket(limiter.has_ops(), limiter.ops(), where + ".ops"));
+  return update;
 }
 
 void SetStatus(v1::ControlResponse* response, const absl::Status& status) {
@@ -187,11 +218,10 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
       SetStatus(response, absl::OkStatus());
       return;
     case v1::ControlRequest::kCreateSnapshot:
-      status = absl::UnimplementedError("snapshots are not implemented in this ember-vmm yet");
-      break;
+      SetStatus(response, CreateSnapshot(request.create_snapshot(), response));
+      return;
     case v1::ControlRequest::kUpdateRateLimits:
-      status = absl::UnimplementedError(
-          "updating rate limits of a running VM is not implemented in this ember-vmm yet");
+      status = UpdateRateLimits(request.update_rate_limits());
       break;
     case v1::ControlRequest::OP_NOT_SET:
       status = absl::InvalidArgumentError("control request has no operation");
@@ -200,6 +230,71 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
   SetStatus(response, status);
   if (status.ok()) *response->mutable_status() = Status();
   if (state_changed) SendEvent(v1::ControlEvent::STATE);
+}
+
+absl::Status ControlServer::CreateSnapshot(const v1::ControlRequest::CreateSnapshot& request,
+                                           v1::ControlResponse* response) {
+  if (request.diff()) {
+    return absl::UnimplementedError(
+        "diff snapshots are not implemented in this ember-vmm yet; take a full snapshot");
+  }
+  if (request.state_path().empty() || request.state_path()[0] != '/' ||
+      request.memory_path().empty() || request.memory_path()[0] != '/') {
+    return absl::InvalidArgumentError(
+        "create_snapshot: state_path and memory_path must be absolute paths");
+  }
+  std::uint64_t start = base::MonotonicMicros();
+  EMBER_RETURN_IF_ERROR(vmm_.CreateSnapshot({request.state_path(), request.memory_path()}));
+  v1::SnapshotResult* result = response->mutable_snapshot();
+  result->set_state_path(request.state_path());
+  result->set_memory_path(request.memory_path());
+  result->set_duration_us(base::MonotonicMicros() - start);
+  return absl::OkStatus();
+}
+
+absl::Status ControlServer::UpdateRateLimits(const v1::ControlRequest::UpdateRateLimits& request) {
+  // Every id and bucket is checked before any device changes.
+  std::vector<std::pair<virtio::block::BlockDevice*, LimiterUpdate>> drives;
+  for (int i = 0; i < request.drives_size(); ++i) {
+    const auto& limit = request.drives(i);
+    std::string where = "drives[" + std::to_string(i) + "]";
+    virtio::block::BlockDevice* device = vmm_.virtio_devices().FindDrive(limit.drive_id());
+    if (device == nullptr) {
+      return absl::NotFoundError(where + ".drive_id: the VM has no drive \"" + limit.drive_id() +
+                                 "\"");
+    }
+    EMBER_ASSIGN_OR_RETURN(LimiterUpdate update,
+                           ToUpdate(limit.rate_limiter(), where + ".rate_limiter"));
+    drives.emplace_back(device, std::move(update));
+  }
+  struct NetUpdate {
+    virtio::net::NetDevice* device;
+    LimiterUpdate rx;
+    LimiterUpdate tx;
+  };
+  std::vector<NetUpdate> interfaces;
+  for (int i = 0; i < request.interfaces_size(); ++i) {
+    const auto& limit = request.interfaces(i);
+    std::string where = "interfaces[" + std::to_string(i) + "]";
+    virtio::net::NetDevice* device = vmm_.virtio_devices().FindInterface(limit.iface_id());
+    if (device == nullptr) {
+      return absl::NotFoundError(where + ".iface_id: the VM has no network interface \"" +
+                                 limit.iface_id() + "\"");
+    }
+    NetUpdate update{device, {}, {}};
+    EMBER_ASSIGN_OR_RETURN(update.rx, ToUpdate(limit.rx_rate_limiter(), where + ".rx_rate_limiter"));
+    EMBER_ASSIGN_OR_RETURN(update.tx, ToUpdate(limit.tx_rate_limiter(), where + ".tx_rate_limiter"));
+    interfaces.push_back(std::move(update));
+  }
+  for (auto& [device, update] : drives) device->UpdateRateLimiter(update.bandwidth, update.ops);
+  for (NetUpdate& update : interfaces) {
+    update.device->UpdateRateLimiters(update.rx.bandwidth, update.rx.ops, update.tx.bandwidth,
+                                      update.tx.ops);
+  }
+  base::MetricsRegistry::Global().Get("control", "rate_limit_updates")->Add();
+  EMBER_LOG(kInfo) << "control: rate limits updated on " << drives.size() << " drive(s) and "
+                   << interfaces.size() << " interface(s)";
+  return absl::OkStatus();
 }
 
 void ControlServer::SendEvent(v1::ControlEvent::Kind kind) {

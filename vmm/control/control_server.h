@@ -39,6 +39,10 @@ class ControlServer {
   void CloseConnection(const std::string& why);
   void Handle(const std::string& payload);
   void HandleRequest(const v1::ControlRequest& request, v1::ControlResponse* response);
+  // Fills response->snapshot on success.
+  [[nodiscard]] absl::Status CreateSnapshot(const v1::ControlRequest::CreateSnapshot& request,
+                                            v1::ControlResponse* response);
+  [[nodiscard]] absl::Status UpdateRateLimits(const v1::ControlRequest::UpdateRateLimits& request);
   void SendEvent(v1::ControlEvent::Kind kind);
   void Send(const v1::VmmMessage& message);
   void Flush();

@@ -41,7 +41,7 @@ constexpr char kUsage[] =
     "  watch [ID]                                       stream events until interrupted\n"
     "  metrics [ID]                                     a VM's metrics, or emberd's own\n"
     "  snapshot ID [--diff] [--dir DIR]                 snapshot a PAUSED VM\n"
-    "  restore (--snapshot ID | --state PATH) --prefix P [--count N] [--resume]\n"
+    "  restore (--snapshot ID | --state PATH [--mem PATH]) --prefix P [--count N] [--resume]\n"
     "  rate-limit ID (--drive ID | --iface ID) [--bw-size B --bw-refill-ms MS]\n"
     "             [--ops-size N --ops-refill-ms MS]\n"
     "  console ID [--follow]                            the VM's serial output\n"
@@ -362,6 +362,7 @@ int Run(Client& client, const std::string& command, const Args& args) {
     v1::RestoreRequest request;
     if (auto it = args.options.find("snapshot"); it != args.options.end()) request.set_snapshot_id(it->second);
     if (auto it = args.options.find("state"); it != args.options.end()) request.set_state_path(it->second);
+    if (auto it = args.options.find("mem"); it != args.options.end()) request.set_memory_path(it->second);
     if (auto it = args.options.find("prefix"); it != args.options.end()) request.set_vm_id_prefix(it->second);
     if (auto it = args.options.find("count"); it != args.options.end()) {
       request.set_count(static_cast<std::uint32_t>(ParseNumber("count", it->second)));

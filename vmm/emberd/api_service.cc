@@ -235,6 +235,12 @@ grpc::Status ApiService::Restore(grpc::ServerContext*, const v1::RestoreRequest*
   if (auto s = ValidateHostPath("state_path", request->state_path(), false); !s.ok()) {
     return ToGrpc(s);
   }
+  if (auto s = ValidateHostPath("memory_path", request->memory_path(), false); !s.ok()) {
+    return ToGrpc(s);
+  }
+  if (!request->memory_path().empty() && request->state_path().empty()) {
+    return ToGrpc(Invalid("memory_path", "goes with state_path (a snapshot_id names its own)"));
+  }
   if (auto s = ValidateVmId("vm_id_prefix", request->vm_id_prefix()); !s.ok()) return ToGrpc(s);
   if (request->vm_id_prefix().size() > kMaxVmIdLength - 6) {
     return ToGrpc(Invalid("vm_id_prefix", "at most 58 characters"));

@@ -89,17 +89,17 @@ std::string DefaultVmmPath() {
   return (self.parent_path() / "ember-vmm").string();
 }
 
-// Whether this ember-vmm supports --restore-from (its usage text names it).
-bool VmmCanRestore(const std::string& vmm) {
+// ember-vmm's --help text: which optional flags (--restore-from, ...) it has.
+std::string VmmHelpText(const std::string& vmm) {
   std::string command = "'" + vmm + "' --help 2>/dev/null";
   FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return false;
+  if (pipe == nullptr) return "";
   std::string text;
   char buf[4096];
   std::size_t n;
   while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, n);
   ::pclose(pipe);
-  return text.find("--restore-from") != std::string::npos;
+  return text;
 }
 
 int Main(int argc, char** argv) {
@@ -123,7 +123,10 @@ int Main(int argc, char** argv) {
   options.max_vms = flags.max_vms;
   std::string vmm = flags.vmm.empty() ? DefaultVmmPath() : flags.vmm;
   if (::access(vmm.c_str(), X_OK) != 0) Fail("--vmm: \"" + vmm + "\" is not executable");
-  options.vmm_can_restore = VmmCanRestore(vmm);
+  std::string vmm_help = VmmHelpText(vmm);
+  options.vmm_can_restore = vmm_help.find("--restore-from") != std::string::npos;
+  options.vmm_net_override = vmm_help.find("--net-override") != std::string::npos;
+  options.vmm_vsock_override = vmm_help.find("--vsock-override") != std::string::npos;
   auto manager = VmManager::Create(options, std::make_unique<DirectLauncher>(vmm));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));

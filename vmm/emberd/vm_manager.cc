@@ -106,6 +106,55 @@ std::string LastError(const std::string& log_path) {
   return found;
 }
 
+// Applies a clone's overrides to the recorded configuration of its snapshot. With `check`
+// (the configuration is known), an override naming a drive or interface the snapshot does not
+// have is INVALID_ARGUMENT; otherwise ember-vmm finds that out.
+absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::string& where,
+                            bool check, v1::VmConfig* config) {
+  for (const auto& [id, path] : overrides.drive_path_on_host()) {
+    if (path.empty() || path[0] != '/') {
+      return absl::InvalidArgumentError(where + ".drive_path_on_host[" + id +
+                                        "]: must be an absolute path");
+    }
+    bool found = false;
+    for (v1::Drive& drive : *config->mutable_drives()) {
+      if (drive.drive_id() == id) {
+        drive.set_path_on_host(path);
+        found = true;
+      }
+    }
+    if (!found && check) {
+      return absl::InvalidArgumentError(where + ".drive_path_on_host: the snapshot has no drive \"" +
+                                        id + "\"");
+    }
+  }
+  auto iface = [&](const std::string& id, const char* field) -> absl::StatusOr<v1::NetworkInterface*> {
+    for (v1::NetworkInterface& n : *config->mutable_network_interfaces()) {
+      if (n.iface_id() == id) return &n;
+    }
+    if (check) {
+      return absl::InvalidArgumentError(where + "." + field +
+                                        ": the snapshot has no network interface \"" + id + "\"");
+    }
+    return nullptr;
+  };
+  for (const auto& [id, tap] : overrides.iface_host_dev_name()) {
+    EMBER_ASSIGN_OR_RETURN(v1::NetworkInterface * n, iface(id, "iface_host_dev_name"));
+    if (n != nullptr) n->set_host_dev_name(tap);
+  }
+  for (const auto& [id, mac] : overrides.iface_guest_mac()) {
+    EMBER_ASSIGN_OR_RETURN(v1::NetworkInterface * n, iface(id, "iface_guest_mac"));
+    if (n != nullptr) n->set_guest_mac(mac);
+  }
+  if (!overrides.vsock_uds_path().empty()) {
+    if (check && !config->has_vsock()) {
+      return absl::InvalidArgumentError(where + ".vsock_uds_path: the snapshot has no vsock");
+    }
+    config->mutable_vsock()->set_uds_path(overrides.vsock_uds_path());
+  }
+  return absl::OkStatus();
+}
+
 std::string GenerateId() {
   static std::mutex mu;
   static std::mt19937_64 rng{std::random_device{}()};
@@ -502,6 +551,11 @@ absl::StatusOr<v1::ControlResponse> VmManager::Call(Entry& entry, v1::ControlReq
 }
 
 absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig& config) {
+  return SpawnVm(std::move(vm_id), config, nullptr);
+}
+
+absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig& config,
+                                          const RestorePlan* restore) {
   auto entry = std::make_shared<Entry>();
   {
     std::lock_guard lock(mu_);
@@ -522,6 +576,7 @@ absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig
     *entry->vm.mutable_config() = config;
     entry->vm.set_created_unix_ms(NowUnixMs());
     entry->vm.set_state_dir(VmDir(vm_id));
+    if (restore != nullptr) entry->vm.set_restored_from(restore->restored_from);
     entry->creating = true;
     vms_[vm_id] = entry;
   }
@@ -558,7 +613,15 @@ absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig
   LaunchSpec spec;
   spec.vm_id = vm_id;
   spec.vm_dir = dir;
-  spec.vmm_args = {"--config", dir + "/config.json", "--serial-out", dir + "/console.log"};
+  if (restore == nullptr) {
+    spec.vmm_args = {"--config", dir + "/config.json"};
+  } else {
+    absl::StatusOr<std::vector<std::string>> args = RestoreArgs(*restore, config);
+    if (!args.ok()) return fail(args.status());
+    spec.vmm_args = std::move(*args);
+  }
+  spec.vmm_args.push_back("--serial-out");
+  spec.vmm_args.push_back(dir + "/console.log");
   spec.control_listen_fd = listener->Get();
   spec.stderr_fd = log.Get();
   absl::StatusOr<pid_t> pid = launcher_->Launch(spec);
@@ -580,8 +643,10 @@ absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig
       status = absl::DeadlineExceededError("VM \"" + vm_id + "\": ember-vmm did not finish "
                                            "building the VM in time");
     } else if (entry->vm.exit().exit_code() == 2) {
-      // ember-vmm's exit code 2: the config (kernel, drives, ...) is the user's problem.
-      status = absl::InvalidArgumentError("config: " + LastError(dir + "/vmm.log"));
+      // ember-vmm's exit code 2: the config (kernel, drives, ...) or the snapshot is the
+      // user's problem.
+      status = absl::InvalidArgumentError((restore != nullptr ? "snapshot: " : "config: ") +
+                                          LastError(dir + "/vmm.log"));
     } else {
       status = absl::InternalError("VM \"" + vm_id + "\": " + entry->vm.exit().reason());
     }
@@ -593,12 +658,55 @@ absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig
   lock.unlock();
   v1::Event event;
   event.set_kind(v1::Event::STATE);
-  event.set_state(v1::Vm::CREATED);
+  event.set_state(vm.state());  // CREATED, or PAUSED for a restored VM
   event.set_vm_id(vm_id);
   event.set_unix_ms(NowUnixMs());
   events_.Publish(event);
-  EMBER_LOG(kInfo) << "emberd: VM " << vm_id << " created (pid " << vm.pid() << ")";
+  EMBER_LOG(kInfo) << "emberd: VM " << vm_id << (restore != nullptr ? " restored" : " created")
+                   << " (pid " << vm.pid() << ")";
   return vm;
+}
+
+absl::StatusOr<std::vector<std::string>> VmManager::RestoreArgs(const RestorePlan& plan,
+                                                                const v1::VmConfig& config) {
+  std::vector<std::string> args = {"--restore-from", plan.state_path, "--restore-mem",
+                                   plan.memory_path};
+  // Sorted (std::map) so that a clone's command line is reproducible.
+  std::map<std::string, std::string> drives;
+  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
+  for (const auto& [id, path] : drives) {
+    args.push_back("--drive-override");
+    args.push_back(id + "=" + path);
+  }
+  std::map<std::string, std::pair<std::string, std::string>> ifaces;  // id -> (tap, mac)
+  for (const auto& [id, tap] : plan.overrides.iface_host_dev_name()) ifaces[id].first = tap;
+  for (const auto& [id, mac] : plan.overrides.iface_guest_mac()) ifaces[id].second = mac;
+  for (const v1::NetworkInterface& iface : config.network_interfaces()) {
+    // A MAC alone keeps the interface's tap (config already has the overrides applied).
+    auto it = ifaces.find(iface.iface_id());
+    if (it != ifaces.end() && it->second.first.empty()) it->second.first = iface.host_dev_name();
+  }
+  if (!ifaces.empty() && !options_.vmm_net_override) {
+    return absl::UnimplementedError(
+        "overrides: this ember-vmm cannot change a restored VM's network interfaces (it has no "
+        "--net-override)");
+  }
+  for (const auto& [id, tap_mac] : ifaces) {
+    // --net-override IFACE_ID=TAP[,MAC]; an empty TAP keeps the snapshot's.
+    args.push_back("--net-override");
+    args.push_back(id + "=" + tap_mac.first +
+                   (tap_mac.second.empty() ? "" : "," + tap_mac.second));
+  }
+  if (!plan.overrides.vsock_uds_path().empty()) {
+    if (!options_.vmm_vsock_override) {
+      return absl::UnimplementedError(
+          "overrides: this ember-vmm cannot change a restored VM's vsock socket path (it has no "
+          "--vsock-override)");
+    }
+    args.push_back("--vsock-override");
+    args.push_back(plan.overrides.vsock_uds_path());
+  }
+  return args;
 }
 
 absl::StatusOr<v1::Vm> VmManager::SimpleOp(const std::string& vm_id, v1::Vm::State from,
@@ -819,10 +927,31 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
           request.vm_id() + "\" was created without");
     }
   }
-  snapshot.set_snapshot_id(request.vm_id() + "-" + std::to_string(NowUnixMs()));
-  std::string dir = request.snapshot_dir().empty()
-                        ? options_.state_dir + "/snapshots/" + snapshot.snapshot_id()
-                        : request.snapshot_dir();
+  v1::VmConfig config;
+  {
+    std::lock_guard lock(entry->mu);
+    config = entry->vm.config();
+  }
+  std::string snapshots_dir = options_.state_dir + "/snapshots/";
+  {
+    // Unique even for two snapshots of one VM within a millisecond.
+    std::lock_guard lock(mu_);
+    std::string base = request.vm_id() + "-" + std::to_string(NowUnixMs());
+    std::string id = base;
+    for (int n = 1; snapshots_.count(id) != 0 || ::access((snapshots_dir + id).c_str(), F_OK) == 0;
+         ++n) {
+      id = base + "-" + std::to_string(n);
+    }
+    snapshot.set_snapshot_id(id);
+    snapshots_[id];  // reserved; filled in below or erased on failure
+  }
+  auto unreserve = [&](absl::Status status) {
+    std::lock_guard lock(mu_);
+    snapshots_.erase(snapshot.snapshot_id());
+    return status;
+  };
+  std::string record_dir = snapshots_dir + snapshot.snapshot_id();
+  std::string dir = request.snapshot_dir().empty() ? record_dir : request.snapshot_dir();
   snapshot.set_vm_id(request.vm_id());
   snapshot.set_type(request.type());
   snapshot.set_state_path(dir + "/state");
@@ -832,12 +961,38 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   control.mutable_create_snapshot()->set_diff(request.type() == v1::CreateSnapshotRequest::DIFF);
   control.mutable_create_snapshot()->set_state_path(snapshot.state_path());
   control.mutable_create_snapshot()->set_memory_path(snapshot.memory_path());
-  EMBER_ASSIGN_OR_RETURN(v1::ControlResponse response, Call(*entry, control));
-  if (response.code() != 0) {
-    return absl::Status(static_cast<absl::StatusCode>(response.code()), response.message());
+  // ember-vmm writes into the directory; emberd's record (snapshot.json and the VM's
+  // config, which a restore needs) always lives under the state directory.
+  for (const std::string& d : {dir, record_dir}) {
+    std::error_code error;
+    std::filesystem::create_directories(d, error);
+    if (error) {
+      return unreserve(absl::InternalError("cannot create snapshot directory " + d + ": " +
+                                           error.message()));
+    }
   }
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return base::ErrnoError("mkdir", dir);
-  EMBER_RETURN_IF_ERROR(WriteMessageJson(dir + "/snapshot.json", snapshot));
+  absl::StatusOr<v1::ControlResponse> response = Call(*entry, control);
+  if (response.ok() && response->code() != 0) {
+    response = absl::Status(static_cast<absl::StatusCode>(response->code()),
+                            "VM \"" + request.vm_id() + "\": " + response->message());
+  }
+  if (!response.ok()) {
+    (void)RemoveTree(record_dir);
+    if (dir != record_dir) {
+      ::unlink(snapshot.state_path().c_str());
+      ::unlink(snapshot.memory_path().c_str());
+    }
+    return unreserve(response.status());
+  }
+  snapshot.set_create_duration_us(response->snapshot().duration_us());
+  if (auto status = WriteMessageJson(record_dir + "/vm_config.json", config); !status.ok()) {
+    return unreserve(status);
+  }
+  if (auto status = WriteMessageJson(record_dir + "/snapshot.json", snapshot); !status.ok()) {
+    return unreserve(status);
+  }
+  EMBER_LOG(kInfo) << "emberd: VM " << request.vm_id() << ": snapshot " << snapshot.snapshot_id()
+                   << " written in " << snapshot.create_duration_us() << " us";
   std::lock_guard lock(mu_);
   snapshots_[snapshot.snapshot_id()] = snapshot;
   return snapshot;
@@ -863,12 +1018,75 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
     }
   }
   if (!options_.vmm_can_restore) {
-    // Restore spawns `ember-vmm --restore-from <state file> --control-fd N`; this ember-vmm
-    // has no --restore-from yet.
+    // Restore spawns `ember-vmm --restore-from <state file> --control-fd N`.
     return absl::UnimplementedError(
         "restore is not implemented: this ember-vmm has no --restore-from");
   }
-  return absl::UnimplementedError("restore: emberd's --restore-from launch is not wired yet");
+
+  // Where the snapshot is, and the configuration of the VM it was taken from (emberd's
+  // record; a state_path emberd did not write may have none, and then the clones' records
+  // carry only the overrides: ember-vmm itself uses the configuration in the state file).
+  RestorePlan plan;
+  std::string record_dir;
+  if (!request.snapshot_id().empty()) {
+    std::lock_guard lock(mu_);
+    const v1::Snapshot& snapshot = snapshots_.at(request.snapshot_id());
+    if (snapshot.state_path().empty()) {
+      return absl::FailedPreconditionError("snapshot_id: snapshot \"" + request.snapshot_id() +
+                                           "\" is still being written");
+    }
+    plan.state_path = snapshot.state_path();
+    plan.memory_path = snapshot.memory_path();
+    plan.restored_from = request.snapshot_id();
+    record_dir = options_.state_dir + "/snapshots/" + request.snapshot_id();
+  } else {
+    plan.state_path = request.state_path();
+    record_dir = std::filesystem::path(request.state_path()).parent_path().string();
+    plan.memory_path =
+        request.memory_path().empty() ? record_dir + "/memory" : request.memory_path();
+    plan.restored_from = request.state_path();
+  }
+  for (const std::string& path : {plan.state_path, plan.memory_path}) {
+    if (::access(path.c_str(), R_OK) != 0) {
+      return absl::NotFoundError(
+          std::string(request.snapshot_id().empty() ? "state_path" : "snapshot_id") +
+          ": cannot read " + path + ": " + std::strerror(errno));
+    }
+  }
+  v1::VmConfig base_config;
+  bool config_known = ReadMessageJson(record_dir + "/vm_config.json", &base_config).ok();
+  if (!config_known) base_config.Clear();
+
+  std::vector<v1::Vm> clones;
+  auto rollback = [&](absl::Status status) {
+    for (const v1::Vm& clone : clones) (void)Delete(clone.vm_id(), /*force=*/true);
+    return status;
+  };
+  for (std::uint32_t i = 0; i < count; ++i) {
+    plan.overrides = i < static_cast<std::uint32_t>(request.overrides_size())
+                         ? request.overrides(static_cast<int>(i))
+                         : v1::RestoreOverrides();
+    v1::VmConfig config = base_config;
+    if (auto status = ApplyOverrides(plan.overrides, "overrides[" + std::to_string(i) + "]",
+                                     config_known, &config);
+        !status.ok()) {
+      return rollback(status);
+    }
+    absl::StatusOr<v1::Vm> vm =
+        SpawnVm(request.vm_id_prefix() + "-" + std::to_string(i), config, &plan);
+    if (!vm.ok()) return rollback(vm.status());
+    clones.push_back(*vm);
+  }
+  if (request.resume()) {
+    for (v1::Vm& clone : clones) {
+      absl::StatusOr<v1::Vm> resumed = Resume(clone.vm_id());
+      if (!resumed.ok()) return rollback(resumed.status());
+      clone = *resumed;
+    }
+  }
+  v1::RestoreResponse response;
+  for (v1::Vm& clone : clones) *response.add_vms() = std::move(clone);
+  return response;
 }
 
 absl::StatusOr<std::pair<std::string, bool>> VmManager::Console(const std::string& vm_id) {

@@ -51,8 +51,11 @@ struct ManagerOptions {
   std::size_t max_vms = 1024;  // live (not STOPPED) VMs
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds create_timeout{30000};
-  // ember-vmm supports --restore-from (set from its --help at start-up).
+  // ember-vmm supports --restore-from, --net-override IFACE=TAP[,MAC] and
+  // --vsock-override PATH (each set from its --help at start-up).
   bool vmm_can_restore = false;
+  bool vmm_net_override = false;
+  bool vmm_vsock_override = false;
 };
 
 // Owns every VM record and the ember-vmm processes behind them. The gRPC service calls it
@@ -99,6 +102,19 @@ class VmManager {
       : options_(std::move(options)), launcher_(std::move(launcher)) {}
   [[nodiscard]] std::string VmDir(const std::string& vm_id) const;
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& vm_id);
+  // How a new VM's ember-vmm builds it: from a config (CreateVm) or from a snapshot.
+  struct RestorePlan {
+    std::string state_path;
+    std::string memory_path;
+    std::string restored_from;  // the snapshot_id, or the state path
+    v1::RestoreOverrides overrides;
+  };
+  // Spawns the VM's ember-vmm and waits for its HELLO: CREATED, or PAUSED for a restore.
+  [[nodiscard]] absl::StatusOr<v1::Vm> SpawnVm(std::string vm_id, const v1::VmConfig& config,
+                                               const RestorePlan* restore);
+  // ember-vmm's restore flags for `plan`; `config` has the overrides applied.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> RestoreArgs(const RestorePlan& plan,
+                                                                     const v1::VmConfig& config);
   [[nodiscard]] absl::StatusOr<v1::ControlResponse> Call(Entry& entry,
                                                          v1::ControlRequest request);
   [[nodiscard]] absl::StatusOr<v1::Vm> SimpleOp(const std::string& vm_id, v1::Vm::State from,
