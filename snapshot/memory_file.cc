@@ -88,6 +88,133 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestM
   return layout;
 }
 
+namespace {
+
+std::vector<v1::MemoryRegion> Layout(const base::GuestMemory& memory) {
+  std::vector<v1::MemoryRegion> layout;
+  for (const base::GuestRegion& region : memory.regions()) {
+    v1::MemoryRegion entry;
+    entry.set_guest_start(region.guest_start);
+    entry.set_size(region.size);
+    entry.set_file_offset(region.file_offset);
+    layout.push_back(entry);
+  }
+  return layout;
+}
+
+// Calls `visit(offset, length)` for each data (non-hole) range of the file.
+template <typename Visit>
+absl::Status ForEachDataRange(int fd, const std::string& path, Visit visit) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return base::ErrnoError("fstat", path);
+  off_t pos = 0;
+  while (pos < st.st_size) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole remains
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return base::ErrnoError("lseek(SEEK_HOLE)", path);
+    EMBER_RETURN_IF_ERROR(visit(static_cast<std::uint64_t>(data),
+                                static_cast<std::uint64_t>(hole - data)));
+    pos = hole;
+  }
+  return absl::OkStatus();
+}
+
+// The host bytes of backing-layout offset `offset` (a page inside one region).
+std::uint8_t* HostAtOffset(const base::GuestMemory& memory, std::uint64_t offset,
+                           std::uint64_t* room) {
+  for (const base::GuestRegion& region : memory.regions()) {
+    if (offset >= region.file_offset && offset < region.file_offset + region.size) {
+      *room = region.file_offset + region.size - offset;
+      return region.host + (offset - region.file_offset);
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
+    const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
+    const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return base::ErrnoError("open", path);
+  if (::ftruncate(fd.Get(), static_cast<off_t>(memory.total_size())) != 0) {
+    return base::ErrnoError("ftruncate", path);
+  }
+  std::uint64_t pages = memory.page_count();
+  for (std::uint64_t page = 0; page < pages;) {
+    if (!(dirty[page / 64] >> (page % 64) & 1)) {
+      ++page;
+      continue;
+    }
+    std::uint64_t run = page;
+    while (run < pages && (dirty[run / 64] >> (run % 64) & 1)) ++run;
+    // A run may cross a region boundary; write it region by region.
+    for (std::uint64_t off = page * kPageSize; off < run * kPageSize;) {
+      std::uint64_t room = 0;
+      std::uint8_t* host = HostAtOffset(memory, off, &room);
+      if (host == nullptr) return absl::InternalError("dirty page outside guest memory");
+      std::uint64_t len = std::min(room, run * kPageSize - off);
+      EMBER_RETURN_IF_ERROR(WriteAll(fd.Get(), host, len, off, path));
+      off += len;
+    }
+    page = run;
+  }
+  if (::fsync(fd.Get()) != 0) return base::ErrnoError("fsync", path);
+  return Layout(memory);
+}
+
+absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory, const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return base::ErrnoError("open", path);
+  return ForEachDataRange(fd.Get(), path, [&](std::uint64_t offset, std::uint64_t length) {
+    while (length > 0) {
+      std::uint64_t room = 0;
+      std::uint8_t* host = HostAtOffset(memory, offset, &room);
+      if (host == nullptr) {
+        return absl::InvalidArgumentError("diff memory file " + path +
+                                          " has data beyond guest memory");
+      }
+      std::uint64_t len = std::min(room, length);
+      ssize_t n = ::pread(fd.Get(), host, len, static_cast<off_t>(offset));
+      if (n <= 0) return base::ErrnoError("pread", path);
+      offset += static_cast<std::uint64_t>(n);
+      length -= static_cast<std::uint64_t>(n);
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status MergeMemoryFiles(const std::vector<std::string>& chain, const std::string& out_path) {
+  if (chain.empty()) return absl::InvalidArgumentError("nothing to merge");
+  base::UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out) return base::ErrnoError("open", out_path);
+  std::vector<std::uint8_t> buffer(1 << 20);
+  for (const std::string& path : chain) {
+    base::UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) return base::ErrnoError("open", path);
+    struct stat st {};
+    if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", path);
+    if (::ftruncate(out.Get(), st.st_size) != 0) return base::ErrnoError("ftruncate", out_path);
+    EMBER_RETURN_IF_ERROR(ForEachDataRange(in.Get(), path, [&](std::uint64_t offset,
+                                                               std::uint64_t length) {
+      while (length > 0) {
+        std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(length, buffer.size()));
+        ssize_t n = ::pread(in.Get(), buffer.data(), chunk, static_cast<off_t>(offset));
+        if (n <= 0) return base::ErrnoError("pread", path);
+        EMBER_RETURN_IF_ERROR(WriteAll(out.Get(), buffer.data(), static_cast<std::uint64_t>(n),
+                                       offset, out_path));
+        offset += static_cast<std::uint64_t>(n);
+        length -= static_cast<std::uint64_t>(n);
+      }
+      return absl::OkStatus();
+    }));
+  }
+  if (::fsync(out.Get()) != 0) return base::ErrnoError("fsync", out_path);
+  return absl::OkStatus();
+}
+
 absl::Status CheckMemoryFile(const std::string& path, std::uint64_t expected_size) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,24 @@ namespace ember::snapshot {
 // the state file.
 [[nodiscard]] absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(
     const base::GuestMemory& memory, const std::string& path);
+
+// Diff snapshots: writes only the pages set in `dirty` (one bit per 4 KiB page of the
+// memory's backing layout) to a new file of the full size at `path`; everything else stays
+// a hole. Dirty pages are written even when zero, so a reader can tell "changed to zero"
+// (data) from "unchanged" (hole).
+[[nodiscard]] absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
+    const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
+    const std::string& path);
+
+// Lays the data (non-hole) ranges of the diff memory file `path` over `memory`, at the same
+// offsets of its backing layout. For restoring a diff snapshot onto its base.
+[[nodiscard]] absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory,
+                                               const std::string& path);
+
+// Merges a chain — a full memory file, then diffs in order — into one full memory file at
+// `out_path`: each later file's data ranges replace the earlier contents.
+[[nodiscard]] absl::Status MergeMemoryFiles(const std::vector<std::string>& chain,
+                                            const std::string& out_path);
 
 // Checks that the file at `path` is the size the state file recorded. InvalidArgument
 // naming the file otherwise.

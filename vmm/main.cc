@@ -52,7 +52,8 @@ constexpr char kUsage[] =
     "                       IFACE_ID a new host tap (and guest MAC)\n"
     "  --vsock-override PATH  with --restore-from: a new host socket path for the vsock\n"
     "  --snapshot-path FILE, --snapshot-mem-path FILE\n"
-    "                       on SIGUSR1, pause, write a snapshot to these files and resume\n"
+    "                       on SIGUSR1, pause, write a snapshot to these files and resume;\n"
+    "                       on SIGUSR2, the same with a diff snapshot to FILE-diffN\n"
     "  --help               this text\n"
     "\n"
     "Exit codes: 0 guest reset or SIGTERM, 1 VMM error, 2 bad input, 3 guest triple fault,\n"
@@ -234,8 +235,11 @@ int Main(int argc, char** argv) {
       Fail(kExitBadInput, std::string(status.message()));
     }
   } else if (!flags.overrides.drive_paths.empty() || !flags.overrides.interfaces.empty() ||
-             flags.overrides.vsock_uds_path || !flags.restore_mem.empty()) {
-    Fail(kExitBadInput, "--restore-mem, --drive-override, --net-override and --vsock-override "
+             flags.overrides.vsock_uds_path || !flags.restore_mem.empty() ||
+             !flags.restore_mem_backend.empty() || flags.prefetch_working_set ||
+             !flags.working_set.empty()) {
+    Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --prefetch-working-set, "
+                        "--working-set, --drive-override, --net-override and --vsock-override "
                         "need --restore-from");
   } else if (!flags.config_path.empty()) {
     auto config = LoadVmConfigFile(flags.config_path);

@@ -11,6 +11,9 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
                             const RestoreOverrides& overrides, VmmOptions* options) {
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
   EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(memory_path, state.memory_file_size()));
+  for (const std::string& base : state.base_memory_files()) {
+    EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(base, state.memory_file_size()));
+  }
   if (state.vcpus_size() == 0 || state.memory_size() == 0) {
     return absl::InvalidArgumentError("snapshot state file " + state_path +
                                       " describes no vCPUs or no memory");

@@ -49,12 +49,14 @@ absl::Status ConfigureSeccomp(SeccompSetting setting) {
   jailer::VmmSeccompParams params;
   params.kick_signal = KickSignal();
   // What Vmm::CaptureState issues (vmm/vcpu_state.cc, vmm/kvm/*): the vCPU state getters,
-  // KVM's MSR list and XSAVE size, and the VM-wide irqchip, PIT and clock.
+  // KVM's MSR list and XSAVE size, the VM-wide irqchip, PIT and clock, and (diff snapshots)
+  // the dirty log.
   params.snapshot_ioctls = {
       KVM_GET_REGS,       KVM_GET_SREGS,          KVM_GET_FPU,         kvm::kGetXsave,
       kvm::kGetXsave2,    KVM_GET_XCRS,           kvm::kGetMsrs,       KVM_GET_LAPIC,
       KVM_GET_MP_STATE,   KVM_GET_VCPU_EVENTS,    KVM_GET_DEBUGREGS,   kvm::kGetMsrIndexList,
-      KVM_CHECK_EXTENSION, KVM_GET_IRQCHIP,       KVM_GET_PIT2,        KVM_GET_CLOCK};
+      KVM_CHECK_EXTENSION, KVM_GET_IRQCHIP,       KVM_GET_PIT2,        KVM_GET_CLOCK,
+      KVM_GET_DIRTY_LOG};
   for (jailer::VmmThreadKind kind : {jailer::VmmThreadKind::kVmm, jailer::VmmThreadKind::kVcpu,
                                      jailer::VmmThreadKind::kPageServer}) {
     EMBER_ASSIGN_OR_RETURN(

@@ -62,9 +62,6 @@ absl::Status ValidateMachine(const v1::MachineConfig& machine) {
       return FieldError("machine-config.cpu_template", std::string(parsed.status().message()));
     }
   }
-  if (machine.track_dirty_pages()) {
-    return FieldError("machine-config.track_dirty_pages", "dirty-page tracking is not supported yet");
-  }
   return absl::OkStatus();
 }
 

@@ -91,7 +91,7 @@ absl::Status Vmm::Build(const VmmOptions& options) {
     }
     auto memory = options.restore->memory_backend == RestoreSource::MemoryBackend::kUffd
                       ? ServeSnapshotMemory(*options.restore, ranges)
-                      : base::GuestMemory::MapFile(options.restore->memory_path, ranges);
+                      : MapSnapshotMemory(*options.restore, ranges);
     if (!memory.ok()) {
       return absl::InvalidArgumentError("snapshot memory file: " +
                                         std::string(memory.status().message()));
@@ -100,10 +100,15 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   } else {
     EMBER_ASSIGN_OR_RETURN(memory_, base::GuestMemory::Create(arch::GuestRamRanges(mem_bytes)));
   }
+  // Diff snapshots need to know what changed: KVM logs the guest's writes per memslot, guest
+  // memory the VMM's own (device) writes.
+  const bool track_dirty = machine.track_dirty_pages();
+  if (track_dirty) memory_->EnableDirtyTracking();
   std::uint32_t slot = 0;
   for (const base::GuestRegion& region : memory_->regions()) {
-    EMBER_RETURN_IF_ERROR(
-        vm_->SetUserMemoryRegion(slot++, region.guest_start, region.size, region.host));
+    EMBER_RETURN_IF_ERROR(vm_->SetUserMemoryRegion(slot++, region.guest_start, region.size,
+                                                   region.host,
+                                                   track_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0));
   }
   EMBER_RETURN_IF_ERROR(vm_->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
   EMBER_RETURN_IF_ERROR(vm_->CreateIrqchip());

@@ -47,6 +47,9 @@ struct RestoreSource {
 struct SnapshotPaths {
   std::string state_path;
   std::string memory_path;
+  // Only the pages written since the previous snapshot (or the restore), laid over that
+  // snapshot's memory on restore. Needs machine-config.track_dirty_pages.
+  bool diff = false;
 };
 
 struct VmmOptions {
@@ -57,7 +60,8 @@ struct VmmOptions {
   // The guest's serial console: output fd (borrowed) and whether stdin feeds its input.
   int console_out_fd = 1;
   bool console_input = true;
-  // Standalone snapshots: SIGUSR1 pauses the VM, writes a snapshot here and resumes it.
+  // Standalone snapshots: SIGUSR1 pauses the VM, writes a full snapshot here and resumes
+  // it; SIGUSR2 does the same with a diff snapshot at these paths plus "-diffN".
   std::optional<SnapshotPaths> snapshot_on_sigusr1;
 };
 
@@ -129,6 +133,14 @@ class Vmm {
   // when the VM has ended.
   void SaveWorkingSet();
   [[nodiscard]] absl::StatusOr<v1::SnapshotState> CaptureState();
+  // The guest memory of a snapshot: its memory file mapped lazily, with a diff's bases
+  // beneath it.
+  [[nodiscard]] static absl::StatusOr<base::GuestMemory> MapSnapshotMemory(
+      const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges);
+  // Pages written since the last snapshot (guest and devices), one bit per page of the
+  // memory's backing layout; resets the tracking.
+  [[nodiscard]] absl::StatusOr<std::vector<std::uint64_t>> TakeDirtyPages(
+      const v1::SnapshotState& state);
   [[nodiscard]] absl::Status WatchSnapshotSignal(const SnapshotPaths& paths);
   // Hands a configured vCPU to a runner thread (not started yet).
   void AdoptVcpu(kvm::Vcpu vcpu, std::uint64_t start_us);
@@ -170,6 +182,10 @@ class Vmm {
   State state_ = State::kCreated;
   bool vcpus_started_ = false;
   v1::VmConfig config_;
+  // Memory files a diff snapshot taken now would apply onto: the last full snapshot's, then
+  // the diffs since. Empty until a snapshot is taken or restored.
+  std::vector<std::string> snapshot_chain_;
+  int diff_snapshots_taken_ = 0;  // standalone SIGUSR2 snapshots, for their file names
   // The CPUID table each vCPU was given, as set (see SaveVcpuState).
   std::vector<std::vector<kvm_cpuid_entry2>> vcpu_cpuid_;
   std::function<void(std::uint64_t)> on_boot_;

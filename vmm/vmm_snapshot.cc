@@ -108,37 +108,100 @@ absl::StatusOr<v1::SnapshotState> Vmm::CaptureState() {
   return state;
 }
 
+absl::StatusOr<std::vector<std::uint64_t>> Vmm::TakeDirtyPages(const v1::SnapshotState& state) {
+  std::vector<std::uint64_t> dirty((memory_->page_count() + 63) / 64, 0);
+  // KVM's log is per memslot (one per region), indexed from the slot's start.
+  const auto& regions = memory_->regions();
+  for (std::uint32_t slot = 0; slot < regions.size(); ++slot) {
+    std::vector<std::uint64_t> log((regions[slot].size / 4096 + 63) / 64, 0);
+    EMBER_RETURN_IF_ERROR(vm_->TakeDirtyLog(slot, log));
+    std::uint64_t first_page = regions[slot].file_offset / 4096;
+    for (std::uint64_t page = 0; page < regions[slot].size / 4096; ++page) {
+      if (log[page / 64] >> (page % 64) & 1) {
+        dirty[(first_page + page) / 64] |= std::uint64_t{1} << ((first_page + page) % 64);
+      }
+    }
+  }
+  memory_->TakeDirtyPages(dirty);
+  // Devices write their used rings through pointers taken once at activation, which the
+  // VMM's own tracking cannot see: count those rings as written.
+  for (const v1::VirtioDeviceState& device : state.virtio()) {
+    for (const v1::VirtqueueState& queue : device.queues()) {
+      if (!queue.ready()) continue;
+      std::uint64_t used_bytes = 6 + 8 * std::uint64_t{queue.size()} + 2;
+      for (std::uint64_t addr = queue.device_addr() & ~std::uint64_t{4095};
+           addr < queue.device_addr() + used_bytes; addr += 4096) {
+        auto host = memory_->Slice(addr, 1);  // marks the page in memory's own tracking
+        if (!host.ok()) break;
+      }
+    }
+  }
+  memory_->TakeDirtyPages(dirty);
+  return dirty;
+}
+
 absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
   if (state_ != State::kPaused) {
     return absl::FailedPreconditionError("a snapshot needs a paused VM");
   }
+  if (paths.diff && !memory_->dirty_tracking()) {
+    return absl::FailedPreconditionError(
+        "a diff snapshot needs machine-config.track_dirty_pages set when the VM was created");
+  }
+  if (paths.diff && snapshot_chain_.empty()) {
+    return absl::FailedPreconditionError(
+        "a diff snapshot needs a previous snapshot (or a restore) to apply onto");
+  }
   std::uint64_t start = base::MonotonicMicros();
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, CaptureState());
-  EMBER_ASSIGN_OR_RETURN(std::vector<v1::MemoryRegion> layout,
-                         snapshot::WriteMemoryFile(*memory_, paths.memory_path));
+  std::vector<std::uint64_t> dirty;
+  if (memory_->dirty_tracking()) {
+    // Taken after the devices were quiesced (CaptureState), so their last writes count; a
+    // full snapshot takes them too, to start the next diff from here.
+    EMBER_ASSIGN_OR_RETURN(dirty, TakeDirtyPages(state));
+  }
+  std::vector<v1::MemoryRegion> layout;
+  if (paths.diff) {
+    EMBER_ASSIGN_OR_RETURN(layout,
+                           snapshot::WriteDiffMemoryFile(*memory_, dirty, paths.memory_path));
+    state.set_kind(v1::SnapshotState::DIFF);
+    for (const std::string& base : snapshot_chain_) state.add_base_memory_files(base);
+  } else {
+    EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteMemoryFile(*memory_, paths.memory_path));
+    snapshot_chain_.clear();
+  }
+  snapshot_chain_.push_back(paths.memory_path);
   for (const v1::MemoryRegion& region : layout) *state.add_memory() = region;
   EMBER_RETURN_IF_ERROR(snapshot::WriteStateFile(paths.state_path, state));
   std::uint64_t elapsed = base::MonotonicMicros() - start;
   base::MetricsRegistry::Global().Get("snapshot", "create_us")->Set(elapsed);
-  EMBER_LOG(kInfo) << "snapshot written to " << paths.state_path << " and " << paths.memory_path
+  EMBER_LOG(kInfo) << (paths.diff ? "diff " : "") << "snapshot written to " << paths.state_path << " and " << paths.memory_path
                    << " in " << elapsed << " us";
   return absl::OkStatus();
 }
 
 absl::Status Vmm::WatchSnapshotSignal(const SnapshotPaths& paths) {
   // Blocked here, on the VMM thread, before the vCPU threads exist: they inherit the mask.
-  sigset_t usr1;
-  sigemptyset(&usr1);
-  sigaddset(&usr1, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
-  snapshot_signal_fd_.Reset(::signalfd(-1, &usr1, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!snapshot_signal_fd_) return base::ErrnoError("signalfd", "SIGUSR1");
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGUSR1);
+  sigaddset(&signals, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  snapshot_signal_fd_.Reset(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!snapshot_signal_fd_) return base::ErrnoError("signalfd", "SIGUSR1/SIGUSR2");
   return loop_->Add(snapshot_signal_fd_.Get(), EPOLLIN, [this, paths](std::uint32_t) {
     signalfd_siginfo info{};
     if (::read(snapshot_signal_fd_.Get(), &info, sizeof(info)) != sizeof(info)) return;
+    // SIGUSR1: a full snapshot at the given paths. SIGUSR2: the next diff, at the same paths
+    // with "-diff1", "-diff2", ... appended.
+    SnapshotPaths target = paths;
+    if (info.ssi_signo == SIGUSR2) {
+      std::string suffix = "-diff" + std::to_string(++diff_snapshots_taken_);
+      target = {paths.state_path + suffix, paths.memory_path + suffix, /*diff=*/true};
+    }
     bool was_running = state_ == State::kRunning;
     absl::Status status = was_running ? Pause() : absl::OkStatus();
-    if (status.ok()) status = CreateSnapshot(paths);
+    if (status.ok()) status = CreateSnapshot(target);
     if (was_running) {
       if (auto resumed = Resume(); !resumed.ok() && status.ok()) status = resumed;
     }
@@ -148,8 +211,30 @@ absl::Status Vmm::WatchSnapshotSignal(const SnapshotPaths& paths) {
   });
 }
 
+absl::StatusOr<base::GuestMemory> Vmm::MapSnapshotMemory(
+    const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges) {
+  const v1::SnapshotState& state = source.state;
+  if (state.kind() != v1::SnapshotState::DIFF) {
+    return base::GuestMemory::MapFile(source.memory_path, ranges);
+  }
+  if (state.base_memory_files().empty()) {
+    return absl::InvalidArgumentError("diff snapshot names no base memory file");
+  }
+  // The full base, mapped lazily; then each later diff's pages, then this one's, copied over.
+  EMBER_ASSIGN_OR_RETURN(base::GuestMemory memory,
+                         base::GuestMemory::MapFile(state.base_memory_files(0), ranges));
+  for (int i = 1; i < state.base_memory_files_size(); ++i) {
+    EMBER_RETURN_IF_ERROR(snapshot::ApplyDiffMemoryFile(memory, state.base_memory_files(i)));
+  }
+  EMBER_RETURN_IF_ERROR(snapshot::ApplyDiffMemoryFile(memory, source.memory_path));
+  return memory;
+}
+
 absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t start_us) {
   const v1::SnapshotState& state = source.state;
+  // A diff taken from this VM applies onto what it was restored from.
+  snapshot_chain_.assign(state.base_memory_files().begin(), state.base_memory_files().end());
+  snapshot_chain_.push_back(source.memory_path);
   EMBER_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_->GetSupportedCpuid());
   std::vector<std::uint32_t> required(state.required_cpu_features().begin(),
                                       state.required_cpu_features().end());

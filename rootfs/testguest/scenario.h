@@ -17,7 +17,7 @@ extern const struct scenario kScenarios[];
 int blk_scenario(const struct boot_info *boot, const char **reason);
 int blk_ro_scenario(const struct boot_info *boot, const char **reason);
 int counter_scenario(const struct boot_info *boot, const char **reason);
-int touch_scenario(const struct boot_info *boot, const char **reason);
 int vsock_scenario(const struct boot_info *boot, const char **reason);
 int vsock_reset_scenario(const struct boot_info *boot, const char **reason);
 int net_scenario(const struct boot_info *boot, const char **reason);
+int touch_scenario(const struct boot_info *boot, const char **reason);

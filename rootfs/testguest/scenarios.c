@@ -50,9 +50,9 @@ const struct scenario kScenarios[] = {
     {"blk", blk_scenario},
     {"blk-ro", blk_ro_scenario},
     {"counter", counter_scenario},
-    {"touch", touch_scenario},
     {"vsock", vsock_scenario},
     {"vsock-reset", vsock_reset_scenario},
     {"net", net_scenario},
+    {"touch", touch_scenario},
     {0, 0},
 };

@@ -56,7 +56,8 @@ TEST(DebianKernel, BootsUnderEmberAndReportsWhatEmberSetUp) {
     bool seen = vmm.WaitForOutput(text, seconds(timeout_s));
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                   std::chrono::steady_clock::now() - start).count();
-    std::printf("[ timing ] \"%s\" %s after %lld ms\n", text.c_str(), seen ? "seen" : "NOT seen",
+    std::string shown = text.substr(0, text.find_first_of("\r\n"));
+    std::printf("[ timing ] \"%s\" %s after %lld ms\n", shown.c_str(), seen ? "seen" : "NOT seen",
                 static_cast<long long>(ms));
     return seen;
   };

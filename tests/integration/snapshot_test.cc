@@ -1,6 +1,8 @@
 // Snapshots of a running test guest, restored in new ember-vmm processes on real KVM.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iterator>
@@ -139,6 +141,73 @@ TEST_F(SnapshotTest, TenClonesRunAtOnceEachWithItsOwnDisk) {
   }
   EXPECT_EQ(static_cast<std::uint8_t>(ReadFile(snap.disk)[BLK_WRITE_FIRST * BLK_SECTOR_SIZE]),
             blk_initial(BLK_WRITE_FIRST, 0));
+}
+
+// A full snapshot at count 3, more counting, then a diff at count 10: restoring the diff
+// (laid over the full one) resumes at 10, and so does the merged full snapshot.
+TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string state = dir + "/vm.state", memory = dir + "/vm.mem", log = dir + "/vmm.log";
+  std::string config = WriteTempFile(
+      "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter"},
+                     "machine-config": {"track_dirty_pages": true}})");
+  Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", state,
+               "--snapshot-mem-path", memory, "--log-path", log});
+  auto wait_log = [&](const std::string& text) {
+    for (int i = 0; i < 200 && ReadFile(log).find(text) == std::string::npos; ++i) usleep(50'000);
+    return ReadFile(log).find(text) != std::string::npos;
+  };
+  ASSERT_TRUE(vmm.WaitForOutput("count 3\n", seconds(60)));
+  vmm.Signal(SIGUSR1);
+  ASSERT_TRUE(wait_log("snapshot written")) << ReadFile(log);
+  ASSERT_TRUE(vmm.WaitForOutput("count 10\n", seconds(60)));
+  vmm.Signal(SIGUSR2);
+  ASSERT_TRUE(wait_log("diff snapshot written")) << ReadFile(log);
+  vmm.Signal(SIGKILL);
+  vmm.Wait(seconds(10));
+
+  // The diff holds only what changed: far fewer blocks on disk than the full snapshot.
+  struct stat full_st {}, diff_st {};
+  ASSERT_EQ(::stat(memory.c_str(), &full_st), 0);
+  ASSERT_EQ(::stat((memory + "-diff1").c_str(), &diff_st), 0);
+  EXPECT_EQ(diff_st.st_size, full_st.st_size);
+  EXPECT_LT(diff_st.st_blocks, full_st.st_blocks);
+
+  auto expect_resumes_at_ten = [](const ProcessResult& result) {
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    std::smatch first;
+    ASSERT_TRUE(std::regex_search(result.out, first, std::regex(R"(count (\d+)\n)")))
+        << result.out;
+    EXPECT_GE(std::stoi(first[1]), 10);
+    EXPECT_NE(result.out.find("checksum ok\nPASS counter\n"), std::string::npos) << result.out;
+  };
+  expect_resumes_at_ten(RunProcess({BinPath("ember-vmm"), "--restore-from", state + "-diff1",
+                                    "--restore-mem", memory + "-diff1"},
+                                   seconds(120)));
+
+  ProcessResult merged = RunProcess({BinPath("ember-snapshot"), "merge", "--state",
+                                     state + "-diff1", "--mem", memory + "-diff1", "--out-state",
+                                     dir + "/merged.state", "--out-mem", dir + "/merged.mem"});
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  expect_resumes_at_ten(RunProcess({BinPath("ember-vmm"), "--restore-from", dir + "/merged.state",
+                                    "--restore-mem", dir + "/merged.mem"},
+                                   seconds(120)));
+}
+
+TEST_F(SnapshotTest, DiffSnapshotWithoutDirtyTrackingIsRefusedAndTheVmRunsOn) {
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string config = WriteTempFile(
+      "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter"}})");
+  Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", dir + "/s",
+               "--snapshot-mem-path", dir + "/m"});
+  ASSERT_TRUE(vmm.WaitForOutput("count 2\n", seconds(60)));
+  vmm.Signal(SIGUSR2);
+  ProcessResult result = vmm.Wait(seconds(120));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("track_dirty_pages"), std::string::npos) << result.err;
+  EXPECT_NE(result.out.find("PASS counter"), std::string::npos);
 }
 
 // Every corrupt-file case: exit 2, one error line, and the files left as they were.

@@ -105,6 +105,28 @@ bool GuestMemory::Contains(GuestAddress addr, std::uint64_t len) const {
   return len <= region->guest_end() - addr;
 }
 
+void GuestMemory::EnableDirtyTracking() {
+  std::uint64_t words = (page_count() + 63) / 64;
+  dirty_ = std::make_unique<std::atomic<std::uint64_t>[]>(words);
+  for (std::uint64_t i = 0; i < words; ++i) dirty_[i].store(0);
+}
+
+void GuestMemory::MarkDirty(const GuestRegion& region, GuestAddress addr,
+                            std::uint64_t len) const {
+  if (dirty_ == nullptr || len == 0) return;
+  std::uint64_t first = (region.file_offset + (addr - region.guest_start)) / kPageSize;
+  std::uint64_t last = (region.file_offset + (addr - region.guest_start) + len - 1) / kPageSize;
+  for (std::uint64_t page = first; page <= last; ++page) {
+    dirty_[page / 64].fetch_or(std::uint64_t{1} << (page % 64), std::memory_order_relaxed);
+  }
+}
+
+void GuestMemory::TakeDirtyPages(std::span<std::uint64_t> bitmap) const {
+  if (dirty_ == nullptr) return;
+  std::uint64_t words = std::min<std::uint64_t>(bitmap.size(), (page_count() + 63) / 64);
+  for (std::uint64_t i = 0; i < words; ++i) bitmap[i] |= dirty_[i].exchange(0);
+}
+
 absl::StatusOr<std::span<std::uint8_t>> GuestMemory::Slice(GuestAddress addr,
                                                            std::uint64_t len) const {
   if (!Contains(addr, len)) {
@@ -112,6 +134,7 @@ absl::StatusOr<std::span<std::uint8_t>> GuestMemory::Slice(GuestAddress addr,
         absl::StrFormat("guest range 0x%x+0x%x is outside guest memory", addr, len));
   }
   const GuestRegion* region = Find(addr);
+  MarkDirty(*region, addr, len);
   return std::span<std::uint8_t>(region->host + (addr - region->guest_start), len);
 }
 
@@ -122,7 +145,12 @@ absl::Status GuestMemory::Write(GuestAddress addr, std::span<const std::uint8_t>
 }
 
 absl::Status GuestMemory::Read(GuestAddress addr, std::span<std::uint8_t> out) const {
-  EMBER_ASSIGN_OR_RETURN(std::span<std::uint8_t> src, Slice(addr, out.size()));
+  if (!Contains(addr, out.size())) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("guest range 0x%x+0x%x is outside guest memory", addr, out.size()));
+  }
+  const GuestRegion* region = Find(addr);
+  std::span<std::uint8_t> src(region->host + (addr - region->guest_start), out.size());
   if (!out.empty()) std::memcpy(out.data(), src.data(), out.size());
   return absl::OkStatus();
 }

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <cstring>
 #include <span>
 #include <string>
@@ -61,6 +63,16 @@ class GuestMemory {
   // One past the highest guest-physical RAM address.
   [[nodiscard]] GuestAddress end() const { return regions_.back().guest_end(); }
 
+  // Diff snapshots: from now on, remember every page the VMM hands out for access (Slice,
+  // Write) — device writes that KVM's dirty log cannot see. Reads through Read/ReadObj do
+  // not count; a Slice may be written, so it does. Call before any device runs.
+  void EnableDirtyTracking();
+  [[nodiscard]] bool dirty_tracking() const { return dirty_ != nullptr; }
+  // OR-s the pages marked since the last call into `bitmap` (one bit per 4 KiB page of the
+  // memory's backing file, bit i of word i/64 for page i) and clears them. Any thread.
+  void TakeDirtyPages(std::span<std::uint64_t> bitmap) const;
+  [[nodiscard]] std::uint64_t page_count() const { return total_size() / 4096; }
+
   // True when [addr, addr+len) is wholly inside one region (no overflow, len may be 0).
   [[nodiscard]] bool Contains(GuestAddress addr, std::uint64_t len) const;
 
@@ -95,11 +107,14 @@ class GuestMemory {
         fd_is_current_(fd_is_current) {}
   [[nodiscard]] static absl::StatusOr<std::uint64_t> CheckRanges(const std::vector<Range>& ranges);
   [[nodiscard]] const GuestRegion* Find(GuestAddress addr) const;
+  void MarkDirty(const GuestRegion& region, GuestAddress addr, std::uint64_t len) const;
 
   UniqueFd fd_;
   MmapRegion mapping_;
   std::vector<GuestRegion> regions_;
   bool fd_is_current_ = true;
+  // One bit per page of the backing file, set by MarkDirty; null until tracking is enabled.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> dirty_;
 };
 
 }  // namespace ember::base

@@ -20,10 +20,13 @@ namespace ember::base {
 #define EMBER_CONCAT_(a, b) EMBER_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define EMBER_RETURN_IF_ERROR(expr)                  \
+#define EMBER_RETURN_IF_ERROR(expr) \
+  EMBER_RETURN_IF_ERROR_IMPL_(EMBER_CONCAT_(ember_status_, __LINE__), expr)
+// The status variable is named per line so the macro nests (inside a lambda argument).
+#define EMBER_RETURN_IF_ERROR_IMPL_(status, expr)    \
   do {                                               \
-    if (absl::Status ember_status_ = (expr); !ember_status_.ok()) { \
-      return ember_status_;                          \
+    if (absl::Status status = (expr); !status.ok()) { \
+      return status;                                 \
     }                                                \
   } while (false)
 

@@ -120,6 +120,16 @@ absl::Status Vm::SetClock(const kvm_clock_data& clock) const {
   return VmIoctl(fd_.Get(), KVM_SET_CLOCK, &copy, "KVM_SET_CLOCK");
 }
 
+absl::Status Vm::TakeDirtyLog(std::uint32_t slot, std::span<std::uint64_t> bitmap) const {
+  std::vector<std::uint64_t> log(bitmap.size());
+  kvm_dirty_log request{};
+  request.slot = slot;
+  request.dirty_bitmap = log.data();
+  EMBER_RETURN_IF_ERROR(VmIoctl(fd_.Get(), KVM_GET_DIRTY_LOG, &request, "KVM_GET_DIRTY_LOG"));
+  for (std::size_t i = 0; i < bitmap.size(); ++i) bitmap[i] |= log[i];
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Vcpu> Vm::CreateVcpu(std::uint32_t id) const {
   base::UniqueFd vcpu_fd(::ioctl(fd_.Get(), KVM_CREATE_VCPU, id));
   if (!vcpu_fd) return base::ErrnoError("ioctl(KVM_CREATE_VCPU)", "vcpu " + std::to_string(id));

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "vmm/base/unique_fd.h"
@@ -43,6 +45,9 @@ class Vm {
   [[nodiscard]] absl::StatusOr<kvm_pit_state2> GetPit() const;
   [[nodiscard]] absl::Status SetPit(const kvm_pit_state2& pit) const;
   [[nodiscard]] absl::StatusOr<kvm_clock_data> GetClock() const;
+  // ORs the pages the guest wrote in memslot `slot` since the last call into `bitmap` (one
+  // bit per page of the slot) and resets the log. The slot needs KVM_MEM_LOG_DIRTY_PAGES.
+  [[nodiscard]] absl::Status TakeDirtyLog(std::uint32_t slot, std::span<std::uint64_t> bitmap) const;
   [[nodiscard]] absl::Status SetClock(const kvm_clock_data& clock) const;
 
   // Borrowed by snapshot code for VM-wide state ioctls.

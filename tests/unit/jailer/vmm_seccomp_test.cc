@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
-#include <linux/userfaultfd.h>
 #include <sys/socket.h>
+#include <linux/userfaultfd.h>
 #include <sys/mman.h>
 
 #include <algorithm>
