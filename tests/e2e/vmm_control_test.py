@@ -172,7 +172,7 @@ class VmmControlTest(VmmFixture):
         self.assertEqual(response.code, 9, response.message)  # FAILED_PRECONDITION
         self.assertIn("paused", response.message)
 
-    def test_diff_snapshot_is_unimplemented_with_a_reason(self):
+    def test_diff_snapshot_without_dirty_tracking_is_failed_precondition(self):
         controller, _ = self.hello()
         self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
         self.assertEqual(self.call(controller, lambda r: r.pause.SetInParent()).code, 0)
@@ -181,8 +181,8 @@ class VmmControlTest(VmmFixture):
             r.create_snapshot.state_path = os.path.join(self.dir, "state")
             r.create_snapshot.memory_path = os.path.join(self.dir, "memory")
         response = self.call(controller, diff)
-        self.assertEqual(response.code, 12, response.message)  # UNIMPLEMENTED
-        self.assertIn("diff", response.message)
+        self.assertEqual(response.code, 9, response.message)  # FAILED_PRECONDITION
+        self.assertIn("track_dirty_pages", response.message)
 
     def test_snapshot_then_a_controlled_restore_waits_paused_until_resume(self):
         controller, _ = self.hello()

@@ -234,17 +234,14 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
 
 absl::Status ControlServer::CreateSnapshot(const v1::ControlRequest::CreateSnapshot& request,
                                            v1::ControlResponse* response) {
-  if (request.diff()) {
-    return absl::UnimplementedError(
-        "diff snapshots are not implemented in this ember-vmm yet; take a full snapshot");
-  }
   if (request.state_path().empty() || request.state_path()[0] != '/' ||
       request.memory_path().empty() || request.memory_path()[0] != '/') {
     return absl::InvalidArgumentError(
         "create_snapshot: state_path and memory_path must be absolute paths");
   }
   std::uint64_t start = base::MonotonicMicros();
-  EMBER_RETURN_IF_ERROR(vmm_.CreateSnapshot({request.state_path(), request.memory_path()}));
+  EMBER_RETURN_IF_ERROR(
+      vmm_.CreateSnapshot({request.state_path(), request.memory_path(), request.diff()}));
   v1::SnapshotResult* result = response->mutable_snapshot();
   result->set_state_path(request.state_path());
   result->set_memory_path(request.memory_path());
