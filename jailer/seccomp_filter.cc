@@ -62,8 +62,11 @@ absl::StatusOr<SeccompFilter> SeccompFilter::Build(const SeccompPolicy& policy, 
       return absl::InvalidArgumentError(absl::StrCat("seccomp policy \"", policy.name,
                                                      "\": unknown syscall \"", rule.name, "\""));
     }
+    uint32_t action = rule.fail_errno != 0
+                          ? SCMP_ACT_ERRNO(static_cast<uint32_t>(rule.fail_errno))
+                          : SCMP_ACT_ALLOW;
     if (rule.arg_index < 0) {
-      int rc = seccomp_rule_add(context->ctx, SCMP_ACT_ALLOW, nr, 0);
+      int rc = seccomp_rule_add(context->ctx, action, nr, 0);
       if (rc != 0) return SeccompError(rc, "seccomp_rule_add " + rule.name, policy.name);
       continue;
     }
@@ -75,7 +78,7 @@ absl::StatusOr<SeccompFilter> SeccompFilter::Build(const SeccompPolicy& policy, 
     for (uint64_t value : rule.allowed_values) {
       scmp_arg_cmp cmp{static_cast<unsigned>(rule.arg_index), SCMP_CMP_MASKED_EQ, rule.arg_mask,
                        value & rule.arg_mask};
-      int rc = seccomp_rule_add_array(context->ctx, SCMP_ACT_ALLOW, nr, 1, &cmp);
+      int rc = seccomp_rule_add_array(context->ctx, action, nr, 1, &cmp);
       if (rc != 0) return SeccompError(rc, "seccomp_rule_add " + rule.name, policy.name);
     }
   }
@@ -118,22 +121,35 @@ absl::StatusOr<BpfProgram> SeccompFilter::Compile() const {
   return BpfProgram(name_, mode_, std::move(instructions));
 }
 
-absl::Status BpfProgram::InstallOnCallingThread() const {
+absl::Status BpfProgram::Attach(unsigned int flags) const {
   if (mode_ == SeccompMode::kLog) {
     EMBER_LOG(kWarn) << "seccomp policy \"" << name_
                      << "\" installed in LOG mode: calls outside it are logged, not stopped";
   }
   // Unprivileged filters need no_new_privs; it also keeps an exec from gaining privileges.
+  // With TSYNC the kernel copies it to every thread it attaches the filter to.
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     return base::ErrnoError("prctl(PR_SET_NO_NEW_PRIVS)", name_);
   }
   sock_fprog program{static_cast<unsigned short>(instructions_.size()),
                      const_cast<sock_filter*>(instructions_.data())};  // the kernel only reads it
-  // flags 0: this thread only (no SECCOMP_FILTER_FLAG_TSYNC).
-  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) {
-    return base::ErrnoError("seccomp(SECCOMP_SET_MODE_FILTER)", name_);
+  long rc = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &program);
+  if (rc < 0) return base::ErrnoError("seccomp(SECCOMP_SET_MODE_FILTER)", name_);
+  if (rc > 0) {
+    // TSYNC: thread `rc` has a filter of its own, so no thread got this one.
+    return absl::FailedPreconditionError(
+        absl::StrCat("seccomp policy \"", name_, "\": thread ", rc,
+                     " has a different filter; no thread was filtered"));
   }
   return absl::OkStatus();
+}
+
+absl::Status BpfProgram::InstallOnCallingThread() const {
+  return Attach(0);  // this thread only (no SECCOMP_FILTER_FLAG_TSYNC)
+}
+
+absl::Status BpfProgram::InstallOnAllThreads() const {
+  return Attach(SECCOMP_FILTER_FLAG_TSYNC);
 }
 
 absl::Status InstallSeccompPolicy(const SeccompPolicy& policy, SeccompMode mode) {

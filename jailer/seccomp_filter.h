@@ -24,6 +24,9 @@ struct SyscallRule {
   // ioctl's request is an unsigned int in the kernel; compare the low 32 bits only, so a
   // sign-extended request in the register does not slip past (or trip) the filter.
   uint64_t arg_mask = 0xffffffffULL;
+  // When non-zero the call is not run but fails with this errno (e.g. clone3 with ENOSYS, so
+  // glibc falls back to clone(2), whose flags a filter can read).
+  int fail_errno = 0;
 };
 
 // Table helpers: Allow("read", "virtio queue reads"),
@@ -39,6 +42,20 @@ struct SyscallRule {
   SyscallRule rule = Allow(std::move(name), std::move(reason));
   rule.arg_index = arg_index;
   rule.allowed_values = std::move(allowed_values);
+  return rule;
+}
+// AllowIfArgMasked("mmap", "never executable", 2, PROT_EXEC, 0): allowed only when
+// (argument `arg_index` & `mask`) == `value`, e.g. a flag bit that must be clear.
+[[nodiscard]] inline SyscallRule AllowIfArgMasked(std::string name, std::string reason,
+                                                  int arg_index, uint64_t mask, uint64_t value) {
+  SyscallRule rule = AllowIfArg(std::move(name), std::move(reason), arg_index, {value});
+  rule.arg_mask = mask;
+  return rule;
+}
+// FailWith("clone3", "glibc falls back to clone(2)", ENOSYS): the call fails, the process lives.
+[[nodiscard]] inline SyscallRule FailWith(std::string name, std::string reason, int error) {
+  SyscallRule rule = Allow(std::move(name), std::move(reason));
+  rule.fail_errno = error;
   return rule;
 }
 
@@ -66,6 +83,12 @@ class BpfProgram {
   // caller creates afterwards inherit it. Irreversible. Logs loudly in kLog mode.
   [[nodiscard]] absl::Status InstallOnCallingThread() const;
 
+  // Sets no_new_privs and attaches the program to every thread of the process at once
+  // (SECCOMP_FILTER_FLAG_TSYNC): for a multi-threaded process with one policy, such as emberd
+  // once its gRPC server runs. Threads created afterwards inherit it. Fails, naming the thread,
+  // if a thread already has a filter the caller does not. Irreversible. Logs loudly in kLog mode.
+  [[nodiscard]] absl::Status InstallOnAllThreads() const;
+
   [[nodiscard]] const std::string& name() const { return name_; }
   [[nodiscard]] SeccompMode mode() const { return mode_; }
   [[nodiscard]] size_t size() const { return instructions_.size(); }
@@ -74,6 +97,7 @@ class BpfProgram {
   friend class SeccompFilter;
   BpfProgram(std::string name, SeccompMode mode, std::vector<sock_filter> instructions)
       : name_(std::move(name)), mode_(mode), instructions_(std::move(instructions)) {}
+  absl::Status Attach(unsigned int flags) const;
 
   std::string name_;
   SeccompMode mode_;

@@ -48,22 +48,27 @@ def proc_rss_kib(pid):
 class Emberd:
     """One emberd process over a scratch state directory; restartable."""
 
-    def __init__(self, max_vms=None):
+    def __init__(self, max_vms=None, binary=None, extra_args=(), **popen_args):
+        """binary: another emberd build (e.g. emberd-test-hooks); extra_args: more flags;
+        popen_args: passed on to subprocess.Popen (env, pass_fds)."""
         self.dir = tempfile.mkdtemp(prefix="ember-e2e-")
         self.socket = os.path.join(self.dir, "emberd.sock")
         self.state_dir = os.path.join(self.dir, "state")
         self.max_vms = max_vms
+        self.binary = binary or os.path.join(BUILD_DIR, "bin", "emberd")
+        self.extra_args = list(extra_args)
+        self.popen_args = popen_args
         self.proc = None
         self.log = None
         self.start()
 
     def start(self):
-        args = [os.path.join(BUILD_DIR, "bin", "emberd"), "--socket", self.socket,
-                "--state-dir", self.state_dir]
+        args = [self.binary, "--socket", self.socket, "--state-dir", self.state_dir]
         if self.max_vms:
             args += ["--max-vms", str(self.max_vms)]
+        args += self.extra_args
         self.log = open(os.path.join(self.dir, "emberd.log"), "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, **self.popen_args)
         deadline = time.time() + 10
         while not os.path.exists(self.socket):
             if self.proc.poll() is not None or time.time() > deadline:

@@ -3,22 +3,47 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <filesystem>
 
+#include "vmm/base/logging.h"
 #include "vmm/base/status.h"
-#include "vmm/base/unique_fd.h"
 
 extern char** environ;
 
 namespace ember::emberd {
+namespace {
 
 // The fd number ember-vmm finds its control socket at.
 constexpr int kChildControlFd = 3;
+// A request is kRequestTag and then ember-vmm's arguments, each ended by a NUL, with the control
+// and stderr fds attached (SCM_RIGHTS, in that order). The tag keeps a request from ever being
+// empty, which on a SEQPACKET socket would read as emberd closing it. Paths under the state dir
+// keep a request far below kMaxRequest.
+constexpr char kRequestTag[] = "ember-spawn-v1";
+constexpr std::size_t kMaxRequest = 64 * 1024;
+constexpr int kRequestFds = 2;
 
-absl::StatusOr<pid_t> DirectLauncher::Launch(const LaunchSpec& spec) {
-  std::vector<std::string> args = {vmm_binary_};
-  args.insert(args.end(), spec.vmm_args.begin(), spec.vmm_args.end());
+// The helper's answer: posix_spawn's error (0 on success, kMalformed for a request it could not
+// read) and ember-vmm's pid.
+constexpr std::int32_t kMalformed = -1;
+struct SpawnReply {
+  std::int32_t error = 0;
+  std::int32_t pid = 0;
+};
+
+// posix_spawns `binary` with `vmm_args` in its own session: stdin/stdout on /dev/null, stderr
+// on stderr_fd, the control socket at kChildControlFd, signals at their defaults.
+SpawnReply SpawnVmm(const std::string& binary, std::vector<std::string> vmm_args, int control_fd,
+                    int stderr_fd) {
+  std::vector<std::string> args = {binary};
+  args.insert(args.end(), vmm_args.begin(), vmm_args.end());
   args.push_back("--control-fd");
   args.push_back(std::to_string(kChildControlFd));
   std::vector<char*> argv;
@@ -29,29 +54,197 @@ absl::StatusOr<pid_t> DirectLauncher::Launch(const LaunchSpec& spec) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, spec.stderr_fd, 2);
-  // dup2 clears FD_CLOEXEC on the copy; every other fd of emberd is close-on-exec.
-  posix_spawn_file_actions_adddup2(&actions, spec.control_listen_fd, kChildControlFd);
+  posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+  // dup2 clears FD_CLOEXEC on the copy; every other fd of the helper is close-on-exec.
+  posix_spawn_file_actions_adddup2(&actions, control_fd, kChildControlFd);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // Its own session: a terminal's signals to emberd do not reach the VMs, and VMs outlive
-  // an emberd restart. Signal mask and dispositions reset to defaults.
+  // an emberd restart. Signal mask and dispositions reset to defaults: emberd blocks
+  // SIGTERM/SIGINT and ignores SIGPIPE, and ignored signals would stay ignored across exec.
   sigset_t empty;
   sigemptyset(&empty);
-  // emberd ignores SIGPIPE; ignored signals would stay ignored across exec.
   sigset_t defaults;
   sigemptyset(&defaults);
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &empty);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
-  int err = ::posix_spawn(&pid, vmm_binary_.c_str(), &actions, &attr, argv.data(), environ);
+  int err = ::posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (err != 0) return base::ErrnoError(err, "posix_spawn", vmm_binary_);
-  return pid;
+  return SpawnReply{err, err == 0 ? pid : 0};
+}
+
+// One spawn, in the helper: a middle process spawns ember-vmm, reports, and exits at once, so
+// that ember-vmm is re-parented to the nearest subreaper, emberd. Reaping the middle process
+// before replying means the re-parenting is done by the time emberd reads the pid.
+SpawnReply SpawnThroughMiddle(const std::string& binary, std::vector<std::string> vmm_args,
+                              int control_fd, int stderr_fd) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0};
+  base::UniqueFd read_end(pipe_fds[0]);
+  base::UniqueFd write_end(pipe_fds[1]);
+  pid_t middle = ::fork();
+  if (middle < 0) return SpawnReply{errno, 0};
+  if (middle == 0) {
+    SpawnReply reply = SpawnVmm(binary, std::move(vmm_args), control_fd, stderr_fd);
+    ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
+    ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
+  }
+  write_end.Reset();
+  SpawnReply reply{EPIPE, 0};
+  ssize_t n;
+  do {
+    n = ::read(read_end.Get(), &reply, sizeof(reply));
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0};
+  while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  return reply;
+}
+
+// The helper's loop: one request, one spawn, one reply, until emberd closes its end.
+[[noreturn]] void ServeSpawns(base::UniqueFd socket, const std::string& binary, pid_t emberd) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != emberd) ::_exit(0);  // emberd died before the line above
+  EMBER_LOG(kDebug) << "emberd: fork server for " << binary << " is pid " << ::getpid();
+  std::vector<char> buffer(kMaxRequest);
+  while (true) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kRequestFds)];
+    iovec iov{buffer.data(), buffer.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n = ::recvmsg(socket.Get(), &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ::_exit(0);  // emberd is gone
+    std::vector<base::UniqueFd> fds;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        fds.emplace_back(fd);
+      }
+    }
+    SpawnReply reply{kMalformed, 0};
+    if (fds.size() == kRequestFds && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
+      std::vector<std::string> args;
+      std::size_t start = 0;
+      for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+        if (buffer[i] != '\0') continue;
+        args.emplace_back(buffer.data() + start, i - start);
+        start = i + 1;
+      }
+      if (!args.empty() && args.front() == kRequestTag) {
+        args.erase(args.begin());
+        reply = SpawnThroughMiddle(binary, std::move(args), fds[0].Get(), fds[1].Get());
+      }
+    }
+    fds.clear();
+    if (::send(socket.Get(), &reply, sizeof(reply), MSG_NOSIGNAL) != sizeof(reply)) ::_exit(0);
+  }
+}
+
+std::size_t ThreadCount() {
+  std::error_code error;
+  std::size_t count = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(std::string binary) {
+  if (std::size_t threads = ThreadCount(); threads != 1) {
+    return absl::FailedPreconditionError(
+        "the fork server must start while emberd has one thread; it has " +
+        std::to_string(threads));
+  }
+  // ember-vmm's middle parent exits at once; the orphan goes to the nearest subreaper.
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    return base::ErrnoError("prctl(PR_SET_CHILD_SUBREAPER)");
+  }
+  int pair[2];
+  // SEQPACKET: one request or reply per message, fds attached to it.
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    return base::ErrnoError("socketpair", "fork server");
+  }
+  base::UniqueFd ours(pair[0]);
+  base::UniqueFd theirs(pair[1]);
+  pid_t emberd = ::getpid();
+  pid_t helper = ::fork();
+  if (helper < 0) return base::ErrnoError("fork", "fork server");
+  if (helper == 0) {
+    ours.Reset();
+    ServeSpawns(std::move(theirs), binary, emberd);
+  }
+  return std::unique_ptr<ForkServerLauncher>(
+      new ForkServerLauncher(std::move(binary), std::move(ours), helper));
+}
+
+absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
+  std::string request(kRequestTag, sizeof(kRequestTag));  // with its NUL
+  for (const std::string& arg : spec.vmm_args) {
+    if (arg.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("VM \"" + spec.vm_id +
+                                        "\": an ember-vmm argument contains a NUL byte");
+    }
+    request += arg;
+    request += '\0';
+  }
+  if (request.size() > kMaxRequest) {
+    return absl::InvalidArgumentError("VM \"" + spec.vm_id + "\": ember-vmm's arguments are " +
+                                      std::to_string(request.size()) + " bytes, more than " +
+                                      std::to_string(kMaxRequest));
+  }
+  int fds[kRequestFds] = {spec.control_listen_fd, spec.stderr_fd};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(fds))] = {};
+  iovec iov{request.data(), request.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(fds));
+  std::memcpy(CMSG_DATA(c), fds, sizeof(fds));
+
+  std::lock_guard lock(mu_);
+  ssize_t sent;
+  do {
+    sent = ::sendmsg(socket_.Get(), &msg, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent != static_cast<ssize_t>(request.size())) {
+    return base::ErrnoError(
+        "sendmsg", "emberd's fork server (pid " + std::to_string(helper_pid_) + ") for " + binary_);
+  }
+  SpawnReply reply;
+  ssize_t got;
+  do {
+    got = ::recv(socket_.Get(), &reply, sizeof(reply), 0);
+  } while (got < 0 && errno == EINTR);
+  if (got != static_cast<ssize_t>(sizeof(reply))) {
+    return absl::UnavailableError("emberd's fork server (pid " + std::to_string(helper_pid_) +
+                                  ") did not answer a spawn of " + binary_ +
+                                  (got < 0 ? std::string(": ") + std::strerror(errno) : ""));
+  }
+  if (reply.error == kMalformed) {
+    return absl::InternalError("emberd's fork server refused a malformed spawn request");
+  }
+  if (reply.error != 0) return base::ErrnoError(reply.error, "posix_spawn", binary_);
+  return static_cast<pid_t>(reply.pid);
 }
 
 }  // namespace ember::emberd

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,7 @@ constexpr char kUsage[] =
     "  --tcp HOST:PORT    also listen on TCP, unauthenticated and unencrypted (off by default)\n"
     "  --vmm PATH         the ember-vmm binary (default: next to emberd)\n"
     "  --max-vms N        live VMs at most (default 1024)\n"
+    "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
     "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
     "  --help             this text\n"
     "\n"
@@ -50,6 +52,7 @@ struct Flags {
   std::string vmm;
   std::size_t max_vms = 1024;
   std::string log_level;
+  std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
 };
 
 Flags ParseFlags(int argc, char** argv) {
@@ -69,6 +72,11 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--tcp") flags.tcp = value();
     else if (arg == "--vmm") flags.vmm = value();
     else if (arg == "--log-level") flags.log_level = value();
+    else if (arg == "--seccomp") {
+      auto mode = ParseSeccompFlag(value());
+      if (!mode.ok()) Fail(std::string(mode.status().message()));
+      flags.seccomp = *mode;
+    }
     else if (arg == "--max-vms") {
       std::string text = value();
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.max_vms);
@@ -127,7 +135,10 @@ int Main(int argc, char** argv) {
   options.vmm_can_restore = vmm_help.find("--restore-from") != std::string::npos;
   options.vmm_net_override = vmm_help.find("--net-override") != std::string::npos;
   options.vmm_vsock_override = vmm_help.find("--vsock-override") != std::string::npos;
-  auto manager = VmManager::Create(options, std::make_unique<DirectLauncher>(vmm));
+  // Before any thread exists and before the filter: see ForkServerLauncher.
+  auto launcher = ForkServerLauncher::Start(vmm);
+  if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
+  auto manager = VmManager::Create(options, std::move(*launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
 
@@ -150,7 +161,9 @@ int Main(int argc, char** argv) {
   if (!server) Fail("cannot listen on " + flags.socket + (flags.tcp.empty() ? "" : " / " + flags.tcp));
   ::chmod(flags.socket.c_str(), 0600);
 
-  if (auto s = InstallSandbox(); !s.ok()) Fail("sandbox: " + std::string(s.message()));
+  if (auto s = InstallSandbox(flags.seccomp, !flags.tcp.empty()); !s.ok()) {
+    Fail("sandbox: " + std::string(s.message()));
+  }
   EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "
                    << options.state_dir << ", ember-vmm " << vmm
                    << (options.vmm_can_restore ? " (restore supported)" : "");

@@ -1,15 +1,23 @@
 #pragma once
 
+#include <optional>
+#include <string_view>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "jailer/seccomp_filter.h"
 
 namespace ember::emberd {
 
-// emberd's own seccomp allowlist, installed once it serves. The seam for jailer/'s seccomp
-// builder (jailer/ owns the filter definitions): today it installs nothing and says so.
-// emberd needs (beyond glibc/gRPC's usual set): socket/bind/listen/accept4/connect on
-// AF_UNIX (+AF_INET/6 with --tcp), epoll_*, eventfd2, pidfd_open, pidfd_send_signal, waitid,
-// clone3/vfork+execve (posix_spawn of ember-vmm or ember-jailer), openat/mkdirat/renameat/
-// unlinkat/fsync/fdatasync/getdents64 (state dir), pread64 (console), futex, madvise, mmap.
-[[nodiscard]] absl::Status InstallSandbox();
+// --seccomp: enforce (default), log, or off (no filter; nullopt).
+[[nodiscard]] absl::StatusOr<std::optional<jailer::SeccompMode>> ParseSeccompFlag(
+    std::string_view text);
+
+// emberd's own seccomp allowlist (jailer/emberd_seccomp.h), installed on every thread at once
+// by the main thread once the gRPC server has started: gRPC's threads and the VM supervisor
+// exist by then, and threads started later inherit it. emberd must not exec afterwards (VMMs
+// are spawned by the fork server, launcher.h). `mode` nullopt installs nothing and says so;
+// every choice is logged. `tcp`: emberd also listens on TCP.
+[[nodiscard]] absl::Status InstallSandbox(std::optional<jailer::SeccompMode> mode, bool tcp);
 
 }  // namespace ember::emberd

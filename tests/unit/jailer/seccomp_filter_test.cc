@@ -11,8 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <functional>
+#include <thread>
 
 namespace ember::jailer {
 namespace {
@@ -130,6 +133,56 @@ TEST(SeccompFilter, ArgumentRuleKillsOnUnlistedIoctlRequest) {
     WriteMarker(fd, "survived");
   });
   EXPECT_EQ(end.signal, SIGSYS);
+  EXPECT_EQ(end.out, "");
+}
+
+TEST(SeccompFilter, FailWithRuleFailsTheCallWithItsErrnoAndTheProcessLives) {
+  SeccompPolicy policy = TestPolicy({FailWith("getppid", "test", ENOSYS)});
+  ChildEnd end = RunFiltered(policy, SeccompMode::kEnforce, [](int fd) {
+    long rc = syscall(SYS_getppid);
+    WriteMarker(fd, rc == -1 && errno == ENOSYS ? "enosys" : "ran");
+  });
+  EXPECT_TRUE(end.exited) << "signal " << end.signal;
+  EXPECT_EQ(end.out, "enosys");
+}
+
+TEST(SeccompFilter, InstallOnAllThreadsFiltersAThreadStartedBefore) {
+  ChildEnd end;
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pipe_fds[0]);
+    struct rlimit no_core {
+      0, 0
+    };
+    setrlimit(RLIMIT_CORE, &no_core);
+    // A thread that exists before the filter calls getppid once the main thread has
+    // installed it on every thread; a filter on the main thread alone would let it through.
+    std::atomic<bool> installed{false};
+    std::thread other([&] {
+      while (!installed.load()) {
+      }
+      syscall(SYS_getppid);
+      WriteMarker(pipe_fds[1], "survived");
+    });
+    auto filter = SeccompFilter::Build(TestPolicy({Allow("futex", "join")}), SeccompMode::kEnforce);
+    if (!filter.ok()) _exit(90);
+    auto program = filter->Compile();
+    if (!program.ok() || !program->InstallOnAllThreads().ok()) _exit(90);
+    installed.store(true);
+    other.join();
+    _exit(0);
+  }
+  close(pipe_fds[1]);
+  char buf[64];
+  ssize_t n;
+  while ((n = read(pipe_fds[0], buf, sizeof(buf))) > 0) end.out.append(buf, static_cast<size_t>(n));
+  close(pipe_fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
   EXPECT_EQ(end.out, "");
 }
 
