@@ -1,5 +1,7 @@
 #include "virtio/rate_limiter.h"
 
+#include <cstring>
+
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +43,14 @@ TokenBucket::TokenBucket(const TokenBucketConfig& config, std::uint64_t now_ns)
       budget_(config.size),
       one_time_burst_(config.one_time_burst),
       last_refill_ns_(now_ns) {}
+
+void TokenBucket::RestoreLevel(std::uint64_t budget, std::uint64_t one_time_burst,
+                               std::uint64_t debt, std::uint64_t now_ns) {
+  budget_ = std::min(budget, config_.size);
+  one_time_burst_ = std::min(one_time_burst, config_.one_time_burst);
+  debt_ = debt;
+  last_refill_ns_ = now_ns;
+}
 
 void TokenBucket::Refill(std::uint64_t now_ns) {
   if (now_ns <= last_refill_ns_) return;
@@ -159,6 +169,49 @@ void RateLimiter::Update(const std::optional<TokenBucketConfig>& bandwidth,
   };
   apply(bandwidth_, bandwidth);
   apply(ops_, ops);
+}
+
+namespace {
+
+// Per bucket: a presence byte, then size, budget, one-time burst and debt (u64 each,
+// little-endian as on x86-64). The size identifies the bucket the level belongs to.
+constexpr std::size_t kBucketBytes = 1 + 4 * sizeof(std::uint64_t);
+
+void PutBucket(std::string& out, const std::optional<TokenBucket>& bucket) {
+  out.push_back(bucket ? 1 : 0);
+  std::uint64_t fields[4] = {bucket ? bucket->config().size : 0, bucket ? bucket->budget() : 0,
+                             bucket ? bucket->one_time_burst() : 0, bucket ? bucket->debt() : 0};
+  out.append(reinterpret_cast<const char*>(fields), sizeof(fields));  // raw little-endian u64s
+}
+
+void GetBucket(const char* in, std::optional<TokenBucket>& bucket, std::uint64_t now_ns) {
+  if (in[0] == 0 || !bucket) return;
+  std::uint64_t fields[4];
+  std::memcpy(fields, in + 1, sizeof(fields));
+  if (fields[0] != bucket->config().size) return;  // other limits now: start full
+  bucket->RestoreLevel(fields[1], fields[2], fields[3], now_ns);
+}
+
+}  // namespace
+
+std::string RateLimiter::SaveLevels() const {
+  std::string out;
+  PutBucket(out, bandwidth_);
+  PutBucket(out, ops_);
+  return out;
+}
+
+absl::Status RateLimiter::RestoreLevels(const std::string& saved) {
+  if (saved.empty()) return absl::OkStatus();  // saved without a limiter
+  if (saved.size() != 2 * kBucketBytes) {
+    return absl::InvalidArgumentError("saved rate-limiter state is " +
+                                      std::to_string(saved.size()) + " bytes; expected " +
+                                      std::to_string(2 * kBucketBytes));
+  }
+  const std::uint64_t now = clock_->NowNs();
+  GetBucket(saved.data(), bandwidth_, now);
+  GetBucket(saved.data() + kBucketBytes, ops_, now);
+  return absl::OkStatus();
 }
 
 }  // namespace ember::virtio

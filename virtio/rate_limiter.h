@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "vmm/base/unique_fd.h"
@@ -47,6 +48,11 @@ class TokenBucket {
 
   [[nodiscard]] std::uint64_t budget() const { return budget_; }
   [[nodiscard]] std::uint64_t one_time_burst() const { return one_time_burst_; }
+  [[nodiscard]] std::uint64_t debt() const { return debt_; }
+  // Snapshots: puts back a saved level (clamped to the configuration), refilling from
+  // `now_ns` on — the time the VM spent saved does not earn tokens.
+  void RestoreLevel(std::uint64_t budget, std::uint64_t one_time_burst, std::uint64_t debt,
+                    std::uint64_t now_ns);
   [[nodiscard]] const TokenBucketConfig& config() const { return config_; }
 
  private:
@@ -99,6 +105,11 @@ class RateLimiter {
 
   [[nodiscard]] const std::optional<TokenBucket>& bandwidth() const { return bandwidth_; }
   [[nodiscard]] const std::optional<TokenBucket>& ops() const { return ops_; }
+
+  // Snapshots: the buckets' levels as bytes, and back. Restoring into a limiter whose
+  // buckets differ from the saved ones (a clone given other limits) keeps them full.
+  [[nodiscard]] std::string SaveLevels() const;
+  [[nodiscard]] absl::Status RestoreLevels(const std::string& saved);
 
  private:
   RateLimiter(base::UniqueFd timer, const Clock& clock) : timer_(std::move(timer)), clock_(&clock) {}

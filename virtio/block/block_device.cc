@@ -230,6 +230,16 @@ std::vector<std::optional<QueuePositions>> BlockDevice::SaveQueuePositions() con
   return {QueuePositions{queue_->next_avail(), queue_->next_used()}};
 }
 
+std::string BlockDevice::SaveDeviceSpecific() const {
+  std::lock_guard lock(mu_);
+  return limiter_.SaveLevels();
+}
+
+absl::Status BlockDevice::RestoreDeviceSpecific(const std::string& state) {
+  std::lock_guard lock(mu_);
+  return limiter_.RestoreLevels(state);
+}
+
 void BlockDevice::ProcessQueue(std::size_t) {
   std::lock_guard lock(mu_);
   metrics_.queue_events->Add();

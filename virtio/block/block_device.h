@@ -59,10 +59,12 @@ class BlockDevice final : public VirtioDevice {
   // Waits for every request in the engine, stale ones from before a reset included (they
   // still write guest memory), and answers the current ones. VMM loop thread.
   [[nodiscard]] absl::Status Quiesce() override;
-  // The request queue's positions while activated. Nothing device-specific is saved: the
-  // configuration (path, engine, limits) comes from the VM config, and after Quiesce no
-  // request is in flight. Rate-limiter buckets restart full.
+  // The request queue's positions while activated. The configuration (path, engine, limits)
+  // comes from the VM config, and after Quiesce no request is in flight.
   [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
+  // The rate limiter's bucket levels, so a restored guest does not get a fresh burst.
+  [[nodiscard]] std::string SaveDeviceSpecific() const override;
+  [[nodiscard]] absl::Status RestoreDeviceSpecific(const std::string& state) override;
 
   // Loop thread: the engine's completion_fd is readable.
   void ProcessCompletions();

@@ -198,6 +198,22 @@ std::vector<std::optional<QueuePositions>> NetDevice::SaveQueuePositions() const
           QueuePositions{tx_queue_->next_avail(), tx_queue_->next_used()}};
 }
 
+std::string NetDevice::SaveDeviceSpecific() const {
+  std::lock_guard lock(mu_);
+  return rx_limiter_.SaveLevels() + tx_limiter_.SaveLevels();
+}
+
+absl::Status NetDevice::RestoreDeviceSpecific(const std::string& state) {
+  std::lock_guard lock(mu_);
+  if (state.empty()) return absl::OkStatus();
+  if (state.size() % 2 != 0) {
+    return absl::InvalidArgumentError("saved net rate-limiter state has an odd size");
+  }
+  const std::size_t half = state.size() / 2;
+  EMBER_RETURN_IF_ERROR(rx_limiter_.RestoreLevels(state.substr(0, half)));
+  return tx_limiter_.RestoreLevels(state.substr(half));
+}
+
 bool NetDevice::watching_tap() const {
   std::lock_guard lock(mu_);
   return watching_tap_;

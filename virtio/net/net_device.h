@@ -105,6 +105,9 @@ class NetDevice final : public VirtioDevice {
   // synchronously), so only the ring positions are state. A frame waiting for RX buffers is
   // not saved; the network may lose a frame, as it may anyway.
   [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
+  // The RX then TX rate limiters' bucket levels.
+  [[nodiscard]] std::string SaveDeviceSpecific() const override;
+  [[nodiscard]] absl::Status RestoreDeviceSpecific(const std::string& state) override;
 
   // Loop thread: the EventSet is readable.
   void ProcessEvents();

@@ -186,5 +186,36 @@ TEST(RateLimiter, HugeBucketsDoNotOverflow) {
   EXPECT_FALSE(limiter.Consume(size / 1000, TokenType::kBytes));
 }
 
+TEST(RateLimiter, SavedLevelsRestoreIntoANewLimiter) {
+  FakeClock clock;
+  RateLimiter original = MakeLimiter({{1000, 200, 100}, {10, 0, 100}}, clock);
+  ASSERT_TRUE(original.Consume(1100, TokenType::kBytes));  // the burst, then most of the budget
+  ASSERT_TRUE(original.Consume(7, TokenType::kOps));
+  std::string saved = original.SaveLevels();
+
+  RateLimiter restored = MakeLimiter({{1000, 200, 100}, {10, 0, 100}}, clock);
+  ASSERT_TRUE(restored.RestoreLevels(saved).ok());
+  EXPECT_EQ(restored.bandwidth()->budget(), 100u);
+  EXPECT_EQ(restored.bandwidth()->one_time_burst(), 0u);
+  EXPECT_EQ(restored.ops()->budget(), 3u);
+  EXPECT_FALSE(restored.Consume(101, TokenType::kBytes));  // no fresh burst after a restore
+}
+
+TEST(RateLimiter, LevelsOfOtherLimitsAreIgnored) {
+  FakeClock clock;
+  RateLimiter original = MakeLimiter({{1000, 0, 100}, {}}, clock);
+  ASSERT_TRUE(original.Consume(900, TokenType::kBytes));
+  RateLimiter clone = MakeLimiter({{5000, 0, 100}, {}}, clock);  // a clone with other limits
+  ASSERT_TRUE(clone.RestoreLevels(original.SaveLevels()).ok());
+  EXPECT_EQ(clone.bandwidth()->budget(), 5000u);
+}
+
+TEST(RateLimiter, MalformedSavedLevelsAreRefused) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({{1000, 0, 100}, {}}, clock);
+  EXPECT_FALSE(limiter.RestoreLevels("short").ok());
+  EXPECT_TRUE(limiter.RestoreLevels("").ok());
+}
+
 }  // namespace
 }  // namespace ember::virtio
