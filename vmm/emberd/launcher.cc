@@ -5,9 +5,13 @@
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <string_view>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -22,27 +26,100 @@ namespace {
 
 // The fd number ember-vmm finds its control socket at.
 constexpr int kChildControlFd = 3;
-// A request is kRequestTag and then ember-vmm's arguments, each ended by a NUL, with the control
-// and stderr fds attached (SCM_RIGHTS, in that order). The tag keeps a request from ever being
-// empty, which on a SEQPACKET socket would read as emberd closing it. Paths under the state dir
-// keep a request far below kMaxRequest.
-constexpr char kRequestTag[] = "ember-spawn-v1";
+// A request is strings each ended by a NUL: kRequestTag, the VM id, the number N of jail files,
+// N pairs (the JailFile's How character followed by its jail name; its host path), then
+// ember-vmm's arguments; with the control and stderr fds attached (SCM_RIGHTS, in that order).
+// The tag keeps a request from ever being empty, which on a SEQPACKET socket would read as
+// emberd closing it. Paths under the state dir keep a request far below kMaxRequest.
+constexpr char kRequestTag[] = "ember-spawn-v2";
 constexpr std::size_t kMaxRequest = 64 * 1024;
 constexpr int kRequestFds = 2;
 
 // The helper's answer: posix_spawn's error (0 on success, kMalformed for a request it could not
-// read) and ember-vmm's pid.
+// read) and ember-vmm's pid; `jail_step` is non-zero when the error is from preparing the jail
+// (the index + 1 of the JailFile, or kJailDirStep for the directory itself).
 constexpr std::int32_t kMalformed = -1;
+constexpr std::int32_t kJailDirStep = 1000000;
 struct SpawnReply {
   std::int32_t error = 0;
   std::int32_t pid = 0;
+  std::int32_t jail_step = 0;
 };
+
+std::string Basename(const std::string& path) {
+  std::size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// mkdir -p, 0755.
+int MakeDirs(const std::string& path) {
+  for (std::size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) return errno;
+  }
+  return 0;
+}
+
+int CopyFile(const std::string& from, const std::string& to, mode_t mode) {
+  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return errno;
+  base::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!out) return errno;
+  std::vector<char> buffer(1 << 16);
+  while (true) {
+    ssize_t n = ::read(in.Get(), buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return 0;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(out.Get(), buffer.data() + done, static_cast<std::size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno;
+      done += w;
+    }
+  }
+}
+
+// Puts `file` into the jail root `root` (in the helper, as root, before the jailer runs).
+int PlaceJailFile(const JailFile& file, const std::string& root, const JailerConfig& jail) {
+  std::string target = root + "/" + file.jail_name;
+  switch (file.how) {
+    case JailFile::How::kCopy: {
+      ::unlink(target.c_str());
+      if (int err = CopyFile(file.host_path, target, 0600); err != 0) return err;
+      return ::chown(target.c_str(), jail.uid, jail.gid) == 0 ? 0 : errno;
+    }
+    case JailFile::How::kLinkOrCopy:
+    case JailFile::How::kLink:
+      ::unlink(target.c_str());
+      if (::link(file.host_path.c_str(), target.c_str()) == 0) return 0;
+      if (errno != EXDEV || file.how == JailFile::How::kLink) return errno;
+      return CopyFile(file.host_path, target, 0644);
+    case JailFile::How::kSymlinkHost:
+      ::unlink(file.host_path.c_str());
+      return ::symlink(target.c_str(), file.host_path.c_str()) == 0 ? 0 : errno;
+  }
+  return EINVAL;
+}
 
 // posix_spawns `binary` with `vmm_args` in its own session: stdin/stdout on /dev/null, stderr
 // on stderr_fd, the control socket at kChildControlFd, signals at their defaults.
-SpawnReply SpawnVmm(const std::string& binary, std::vector<std::string> vmm_args, int control_fd,
+SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>& jail,
+                    const std::string& vm_id, std::vector<std::string> vmm_args, int control_fd,
                     int stderr_fd) {
   std::vector<std::string> args = {binary};
+  const std::string* exec = &binary;
+  if (jail) {
+    args = {jail->jailer,         "--id",          vm_id,
+            "--exec-file",        binary,          "--uid",
+            std::to_string(jail->uid), "--gid",    std::to_string(jail->gid),
+            "--chroot-base-dir",  jail->chroot_base, "--pass-fd",
+            std::to_string(kChildControlFd)};
+    if (jail->new_pid_ns) args.push_back("--new-pid-ns");
+    args.push_back("--");
+    exec = &jail->jailer;
+  }
   args.insert(args.end(), vmm_args.begin(), vmm_args.end());
   args.push_back("--control-fd");
   args.push_back(std::to_string(kChildControlFd));
@@ -72,42 +149,56 @@ SpawnReply SpawnVmm(const std::string& binary, std::vector<std::string> vmm_args
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
-  int err = ::posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
+  int err = ::posix_spawn(&pid, exec->c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  return SpawnReply{err, err == 0 ? pid : 0};
+  return SpawnReply{err, err == 0 ? pid : 0, 0};
 }
 
 // One spawn, in the helper: a middle process spawns ember-vmm, reports, and exits at once, so
 // that ember-vmm is re-parented to the nearest subreaper, emberd. Reaping the middle process
 // before replying means the re-parenting is done by the time emberd reads the pid.
-SpawnReply SpawnThroughMiddle(const std::string& binary, std::vector<std::string> vmm_args,
-                              int control_fd, int stderr_fd) {
+SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<JailerConfig>& jail,
+                              const std::string& vm_id, const std::vector<JailFile>& files,
+                              std::vector<std::string> vmm_args, int control_fd, int stderr_fd) {
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0};
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
   base::UniqueFd read_end(pipe_fds[0]);
   base::UniqueFd write_end(pipe_fds[1]);
   pid_t middle = ::fork();
-  if (middle < 0) return SpawnReply{errno, 0};
+  if (middle < 0) return SpawnReply{errno, 0, 0};
   if (middle == 0) {
-    SpawnReply reply = SpawnVmm(binary, std::move(vmm_args), control_fd, stderr_fd);
+    SpawnReply reply;
+    if (jail) {
+      std::string root = jail->JailRoot(binary, vm_id);
+      if (int err = MakeDirs(root); err != 0) reply = SpawnReply{err, 0, kJailDirStep};
+      for (std::size_t i = 0; i < files.size() && reply.error == 0; ++i) {
+        if (int err = PlaceJailFile(files[i], root, *jail); err != 0) {
+          reply = SpawnReply{err, 0, static_cast<std::int32_t>(i + 1)};
+        }
+      }
+    }
+    if (reply.error == 0) {
+      reply = SpawnVmm(binary, jail, vm_id, std::move(vmm_args), control_fd, stderr_fd);
+    }
     ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
     ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
   }
   write_end.Reset();
-  SpawnReply reply{EPIPE, 0};
+  SpawnReply reply{EPIPE, 0, 0};
   ssize_t n;
   do {
     n = ::read(read_end.Get(), &reply, sizeof(reply));
   } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0};
+  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0, 0};
   while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
   }
   return reply;
 }
 
 // The helper's loop: one request, one spawn, one reply, until emberd closes its end.
-[[noreturn]] void ServeSpawns(base::UniqueFd socket, const std::string& binary, pid_t emberd) {
+[[noreturn]] void ServeSpawns(base::UniqueFd socket, const std::string& binary,
+                              const std::optional<JailerConfig>& jail, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != emberd) ::_exit(0);  // emberd died before the line above
   EMBER_LOG(kDebug) << "emberd: fork server for " << binary << " is pid " << ::getpid();
@@ -133,7 +224,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, std::vector<std::string
         fds.emplace_back(fd);
       }
     }
-    SpawnReply reply{kMalformed, 0};
+    SpawnReply reply{kMalformed, 0, 0};
     if (fds.size() == kRequestFds && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
       std::vector<std::string> args;
       std::size_t start = 0;
@@ -142,9 +233,38 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, std::vector<std::string
         args.emplace_back(buffer.data() + start, i - start);
         start = i + 1;
       }
-      if (!args.empty() && args.front() == kRequestTag) {
-        args.erase(args.begin());
-        reply = SpawnThroughMiddle(binary, std::move(args), fds[0].Get(), fds[1].Get());
+      std::size_t count = 0;
+      bool ok = args.size() >= 3 && args[0] == kRequestTag;
+      if (ok) {
+        auto [end, ec] = std::from_chars(args[2].data(), args[2].data() + args[2].size(), count);
+        ok = ec == std::errc() && end == args[2].data() + args[2].size() &&
+             args.size() >= 3 + 2 * count && (jail || count == 0);
+      }
+      // A jailed VM's id names its jail directory: ember-jailer's alphabet only, so that no
+      // request reaches outside <chroot_base>/<exec name>/.
+      if (ok && jail) {
+        const std::string& id = args[1];
+        ok = !id.empty() && id.size() <= 64;
+        for (char c : id) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-');
+      }
+      std::vector<JailFile> files;
+      for (std::size_t i = 0; ok && i < count; ++i) {
+        const std::string& kind_name = args[3 + 2 * i];
+        const std::string& host = args[4 + 2 * i];
+        if (kind_name.size() < 2 || kind_name.find('/') != std::string::npos ||
+            kind_name.substr(1) == "." || kind_name.substr(1) == ".." || host.empty() ||
+            host[0] != '/' || std::string_view("clLs").find(kind_name[0]) == std::string::npos) {
+          ok = false;
+          break;
+        }
+        files.push_back(JailFile{static_cast<JailFile::How>(kind_name[0]), host,
+                                 kind_name.substr(1)});
+      }
+      if (ok) {
+        std::string vm_id = args[1];
+        args.erase(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(3 + 2 * count));
+        reply = SpawnThroughMiddle(binary, jail, vm_id, files, std::move(args), fds[0].Get(),
+                                   fds[1].Get());
       }
     }
     fds.clear();
@@ -164,7 +284,12 @@ std::size_t ThreadCount() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(std::string binary) {
+std::string JailerConfig::JailRoot(const std::string& vmm_binary, const std::string& id) const {
+  return chroot_base + "/" + Basename(vmm_binary) + "/" + id + "/root";
+}
+
+absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
+    std::string binary, std::optional<JailerConfig> jailer) {
   if (std::size_t threads = ThreadCount(); threads != 1) {
     return absl::FailedPreconditionError(
         "the fork server must start while emberd has one thread; it has " +
@@ -186,7 +311,7 @@ absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(st
   if (helper < 0) return base::ErrnoError("fork", "fork server");
   if (helper == 0) {
     ours.Reset();
-    ServeSpawns(std::move(theirs), binary, emberd);
+    ServeSpawns(std::move(theirs), binary, jailer, emberd);
   }
   return std::unique_ptr<ForkServerLauncher>(
       new ForkServerLauncher(std::move(binary), std::move(ours), helper));
@@ -194,7 +319,13 @@ absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(st
 
 absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
   std::string request(kRequestTag, sizeof(kRequestTag));  // with its NUL
-  for (const std::string& arg : spec.vmm_args) {
+  std::vector<std::string> fields = {spec.vm_id, std::to_string(spec.jail_files.size())};
+  for (const JailFile& file : spec.jail_files) {
+    fields.push_back(static_cast<char>(file.how) + file.jail_name);
+    fields.push_back(file.host_path);
+  }
+  fields.insert(fields.end(), spec.vmm_args.begin(), spec.vmm_args.end());
+  for (const std::string& arg : fields) {
     if (arg.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("VM \"" + spec.vm_id +
                                         "\": an ember-vmm argument contains a NUL byte");
@@ -242,6 +373,21 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
   }
   if (reply.error == kMalformed) {
     return absl::InternalError("emberd's fork server refused a malformed spawn request");
+  }
+  if (reply.error != 0 && reply.jail_step == kJailDirStep) {
+    return base::ErrnoError(reply.error, "mkdir", "VM \"" + spec.vm_id + "\"'s jail");
+  }
+  if (reply.error != 0 && reply.jail_step > 0 &&
+      static_cast<std::size_t>(reply.jail_step) <= spec.jail_files.size()) {
+    const JailFile& file = spec.jail_files[static_cast<std::size_t>(reply.jail_step - 1)];
+    if (file.how == JailFile::How::kLink && reply.error == EXDEV) {
+      return absl::FailedPreconditionError(
+          "VM \"" + spec.vm_id + "\": " + file.host_path +
+          " is on another filesystem than the jail (--chroot-base); a jailed VM's drives are "
+          "hard-linked into its jail, never copied");
+    }
+    return base::ErrnoError(reply.error, "putting " + file.host_path + " into the jail",
+                            "VM \"" + spec.vm_id + "\"");
   }
   if (reply.error != 0) return base::ErrnoError(reply.error, "posix_spawn", binary_);
   return static_cast<pid_t>(reply.pid);

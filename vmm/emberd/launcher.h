@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,31 @@
 
 namespace ember::emberd {
 
+// A file a jailed ember-vmm needs, put into its chroot by the fork server before the jailer
+// runs (emberd's own seccomp filter allows neither link nor chown).
+struct JailFile {
+  enum class How : char {
+    kCopy = 'c',        // copied, owned by the jail's uid:gid, mode 0600 (the config)
+    kLinkOrCopy = 'l',  // hard-linked, or copied when on another filesystem (kernel, initrd)
+    kLink = 'L',        // hard-linked only: a copy of a drive would not be the drive
+    kSymlinkHost = 's', // host_path becomes a symlink to the jail's file (the console)
+  };
+  How how = How::kCopy;
+  std::string host_path;  // absolute, on the host
+  std::string jail_name;  // a plain file name in the jail's root
+};
+
+// Running ember-vmm through ember-jailer (emberd --jailer).
+struct JailerConfig {
+  std::string jailer;       // the ember-jailer binary
+  std::string chroot_base;  // absolute; a VM's jail is <chroot_base>/ember-vmm/<id>/root
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool new_pid_ns = false;
+  // <chroot_base>/<exec name>/<id>/root, the directory the jailer chroots into.
+  [[nodiscard]] std::string JailRoot(const std::string& vmm_binary, const std::string& id) const;
+};
+
 // What one ember-vmm needs to start. Fds are borrowed for the Launch call.
 struct LaunchSpec {
   std::string vm_id;
@@ -19,6 +45,7 @@ struct LaunchSpec {
   std::vector<std::string> vmm_args;  // ember-vmm's arguments, without --control-fd
   int control_listen_fd = -1;         // becomes ember-vmm's --control-fd
   int stderr_fd = -1;                 // ember-vmm's log
+  std::vector<JailFile> jail_files;   // only for a jailed launch; paths in vmm_args are the jail's
 };
 
 // How emberd starts an ember-vmm. The seam for the jailer: a jailed launch execs ember-jailer
@@ -49,8 +76,11 @@ class ForkServerLauncher : public VmmLauncher {
   // Forks the helper for `binary`. Called by emberd's main thread while it is still the only
   // thread (fails otherwise: the helper would inherit locks other threads hold); makes emberd
   // a child subreaper.
+  // With `jailer`, the helper execs ember-jailer with `binary` as its --exec-file instead of
+  // `binary` itself: without --new-pid-ns the jailer becomes ember-vmm (same pid); with it, the
+  // pid is the jailer's foreground parent, which mirrors ember-vmm's exit.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ForkServerLauncher>> Start(
-      std::string binary);
+      std::string binary, std::optional<JailerConfig> jailer = std::nullopt);
 
   // Any thread; launches are serialised (one spawn takes about a millisecond).
   [[nodiscard]] absl::StatusOr<pid_t> Launch(const LaunchSpec& spec) override;

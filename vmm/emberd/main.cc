@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -36,6 +37,15 @@ constexpr char kUsage[] =
     "  --max-vms N        live VMs at most (default 1024)\n"
     "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
     "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
+    "  --jailer PATH      run each ember-vmm through this ember-jailer (off by default); needs\n"
+    "                     --jailer-uid, --jailer-gid and --chroot-base. A VM's jail is\n"
+    "                     <chroot-base>/ember-vmm/<id>/root: its config, kernel and initrd are\n"
+    "                     put there (drives hard-linked: same filesystem); no snapshots\n"
+    "  --jailer-uid N, --jailer-gid N\n"
+    "                     the jailed ember-vmm's identity (not 0)\n"
+    "  --chroot-base DIR  the jailer's --chroot-base-dir\n"
+    "  --jailer-new-pid-ns\n"
+    "                     run each jailed ember-vmm as pid 1 of its own pid namespace\n"
     "  --help             this text\n"
     "\n"
     "SIGTERM/SIGINT stop emberd but not the VMs; a new emberd re-attaches to them.\n";
@@ -53,7 +63,22 @@ struct Flags {
   std::size_t max_vms = 1024;
   std::string log_level;
   std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
+  std::string jailer;
+  std::optional<std::uint32_t> jailer_uid;
+  std::optional<std::uint32_t> jailer_gid;
+  std::string chroot_base;
+  bool jailer_new_pid_ns = false;
 };
+
+std::uint32_t ParseId(const std::string& flag, const std::string& text) {
+  std::uint32_t id = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
+    Fail(flag + ": \"" + text + "\" is not a number");
+  }
+  if (id == 0) Fail(flag + ": 0 (root) is refused for a jailed ember-vmm");
+  return id;
+}
 
 Flags ParseFlags(int argc, char** argv) {
   Flags flags;
@@ -72,6 +97,11 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--tcp") flags.tcp = value();
     else if (arg == "--vmm") flags.vmm = value();
     else if (arg == "--log-level") flags.log_level = value();
+    else if (arg == "--jailer") flags.jailer = value();
+    else if (arg == "--jailer-uid") flags.jailer_uid = ParseId("--jailer-uid", value());
+    else if (arg == "--jailer-gid") flags.jailer_gid = ParseId("--jailer-gid", value());
+    else if (arg == "--chroot-base") flags.chroot_base = value();
+    else if (arg == "--jailer-new-pid-ns") flags.jailer_new_pid_ns = true;
     else if (arg == "--seccomp") {
       auto mode = ParseSeccompFlag(value());
       if (!mode.ok()) Fail(std::string(mode.status().message()));
@@ -86,6 +116,12 @@ Flags ParseFlags(int argc, char** argv) {
     } else {
       Fail("unknown flag \"" + std::string(arg) + "\" (see --help)");
     }
+  }
+  bool any_jail = !flags.jailer.empty() || flags.jailer_uid || flags.jailer_gid ||
+                  !flags.chroot_base.empty() || flags.jailer_new_pid_ns;
+  if (any_jail && (flags.jailer.empty() || !flags.jailer_uid || !flags.jailer_gid ||
+                   flags.chroot_base.empty())) {
+    Fail("--jailer needs --jailer-uid, --jailer-gid and --chroot-base (and they need --jailer)");
   }
   return flags;
 }
@@ -135,8 +171,26 @@ int Main(int argc, char** argv) {
   options.vmm_can_restore = vmm_help.find("--restore-from") != std::string::npos;
   options.vmm_net_override = vmm_help.find("--net-override") != std::string::npos;
   options.vmm_vsock_override = vmm_help.find("--vsock-override") != std::string::npos;
+  std::optional<JailerConfig> jail;
+  if (!flags.jailer.empty()) {
+    if (::access(flags.jailer.c_str(), X_OK) != 0) {
+      Fail("--jailer: \"" + flags.jailer + "\" is not executable");
+    }
+    jail.emplace();
+    jail->jailer = std::filesystem::absolute(flags.jailer).string();
+    jail->chroot_base = std::filesystem::absolute(flags.chroot_base).lexically_normal().string();
+    while (jail->chroot_base.size() > 1 && jail->chroot_base.back() == '/') {
+      jail->chroot_base.pop_back();
+    }
+    jail->uid = *flags.jailer_uid;
+    jail->gid = *flags.jailer_gid;
+    jail->new_pid_ns = flags.jailer_new_pid_ns;
+    vmm = std::filesystem::absolute(vmm).string();
+    options.jail_dir =
+        std::filesystem::path(jail->JailRoot(vmm, "x")).parent_path().parent_path().string();
+  }
   // Before any thread exists and before the filter: see ForkServerLauncher.
-  auto launcher = ForkServerLauncher::Start(vmm);
+  auto launcher = ForkServerLauncher::Start(vmm, jail);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
   auto manager = VmManager::Create(options, std::move(*launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
@@ -166,7 +220,8 @@ int Main(int argc, char** argv) {
   }
   EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "
                    << options.state_dir << ", ember-vmm " << vmm
-                   << (options.vmm_can_restore ? " (restore supported)" : "");
+                   << (options.vmm_can_restore ? " (restore supported)" : "")
+                   << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir : "");
   std::fprintf(stderr, "emberd: ready\n");
 
   int sig = 0;

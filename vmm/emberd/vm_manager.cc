@@ -592,8 +592,22 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
       if (entry->pidfd) PidfdKill(entry->pidfd.Get(), SIGKILL);
     }
     (void)RemoveTree(VmDir(vm_id));
+    if (!options_.jail_dir.empty()) (void)RemoveTree(options_.jail_dir + "/" + vm_id);
     return status;
   };
+  if (!options_.jail_dir.empty()) {
+    // ember-jailer's ids: letters, digits and dashes.
+    if (vm_id.find('_') != std::string::npos) {
+      return fail(absl::InvalidArgumentError(
+          "vm_id: \"" + vm_id + "\" has an underscore, which ember-jailer's ids (emberd "
+          "--jailer) do not allow"));
+    }
+    if (restore != nullptr) {
+      return fail(absl::FailedPreconditionError(
+          "restore is not supported with emberd --jailer: a jailed ember-vmm sees only its "
+          "chroot, not the snapshot's files"));
+    }
+  }
 
   std::string dir = VmDir(vm_id);
   if (::mkdir(dir.c_str(), 0700) != 0) return fail(base::ErrnoError("mkdir", dir));
@@ -613,15 +627,19 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   LaunchSpec spec;
   spec.vm_id = vm_id;
   spec.vm_dir = dir;
-  if (restore == nullptr) {
+  if (!options_.jail_dir.empty()) {
+    if (auto status = PrepareJailedLaunch(vm_id, config, &spec); !status.ok()) return fail(status);
+  } else if (restore == nullptr) {
     spec.vmm_args = {"--config", dir + "/config.json"};
   } else {
     absl::StatusOr<std::vector<std::string>> args = RestoreArgs(*restore, config);
     if (!args.ok()) return fail(args.status());
     spec.vmm_args = std::move(*args);
   }
-  spec.vmm_args.push_back("--serial-out");
-  spec.vmm_args.push_back(dir + "/console.log");
+  if (options_.jail_dir.empty()) {
+    spec.vmm_args.push_back("--serial-out");
+    spec.vmm_args.push_back(dir + "/console.log");
+  }
   spec.control_listen_fd = listener->Get();
   spec.stderr_fd = log.Get();
   absl::StatusOr<pid_t> pid = launcher_->Launch(spec);
@@ -665,6 +683,44 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << (restore != nullptr ? " restored" : " created")
                    << " (pid " << vm.pid() << ")";
   return vm;
+}
+
+absl::Status VmManager::PrepareJailedLaunch(const std::string& vm_id, const v1::VmConfig& config,
+                                            LaunchSpec* spec) {
+  auto refuse = [](const std::string& field) {
+    return absl::FailedPreconditionError(
+        field + ": not supported with emberd --jailer (a jailed ember-vmm sees only its chroot; "
+                "leave it empty)");
+  };
+  if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
+  if (!config.logger().log_path().empty()) return refuse("logger.log_path");
+  if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
+  std::string dir = VmDir(vm_id);
+  v1::VmConfig jailed = config;
+  auto add = [&](JailFile::How how, const std::string& host, const std::string& name) {
+    spec->jail_files.push_back(JailFile{how, std::filesystem::absolute(host).string(), name});
+    return "/" + name;
+  };
+  v1::BootSource* boot = jailed.mutable_boot_source();
+  if (!boot->kernel_image_path().empty()) {
+    boot->set_kernel_image_path(add(JailFile::How::kLinkOrCopy, boot->kernel_image_path(), "kernel"));
+  }
+  if (!boot->initrd_path().empty()) {
+    boot->set_initrd_path(add(JailFile::How::kLinkOrCopy, boot->initrd_path(), "initrd"));
+  }
+  for (int i = 0; i < jailed.drives_size(); ++i) {
+    v1::Drive* drive = jailed.mutable_drives(i);
+    if (drive->path_on_host().empty()) continue;
+    drive->set_path_on_host(
+        add(JailFile::How::kLink, drive->path_on_host(), "drive" + std::to_string(i)));
+  }
+  EMBER_ASSIGN_OR_RETURN(std::string json, ToUserJson(jailed));
+  EMBER_RETURN_IF_ERROR(WriteFileAtomic(dir + "/jail-config.json", json));
+  add(JailFile::How::kCopy, dir + "/jail-config.json", "config.json");
+  // emberd reads the console through a symlink into the jail.
+  add(JailFile::How::kSymlinkHost, dir + "/console.log", "console.log");
+  spec->vmm_args = {"--config", "/config.json", "--serial-out", "/console.log"};
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> VmManager::RestoreArgs(const RestorePlan& plan,
@@ -805,6 +861,7 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
     Publish(*entry, event);
   }
   EMBER_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
+  if (!options_.jail_dir.empty()) EMBER_RETURN_IF_ERROR(RemoveTree(options_.jail_dir + "/" + vm_id));
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << " deleted";
   return absl::OkStatus();
 }
@@ -911,6 +968,11 @@ absl::Status VmManager::UpdateRateLimits(const v1::UpdateRateLimitsRequest& requ
 
 absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotRequest& request) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.vm_id()));
+  if (!options_.jail_dir.empty()) {
+    return absl::FailedPreconditionError(
+        "snapshots are not supported with emberd --jailer: a jailed ember-vmm writes only "
+        "inside its chroot, not to the snapshot directory");
+  }
   std::lock_guard op(entry->op_mu);
   v1::Snapshot snapshot;
   {
@@ -1016,6 +1078,11 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
                                           " clones would exceed emberd's limit of " +
                                           std::to_string(options_.max_vms) + " VMs (--max-vms)");
     }
+  }
+  if (!options_.jail_dir.empty()) {
+    return absl::FailedPreconditionError(
+        "restore is not supported with emberd --jailer: a jailed ember-vmm sees only its "
+        "chroot, not the snapshot's files");
   }
   if (!options_.vmm_can_restore) {
     // Restore spawns `ember-vmm --restore-from <state file> --control-fd N`.

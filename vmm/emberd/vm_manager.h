@@ -56,6 +56,9 @@ struct ManagerOptions {
   bool vmm_can_restore = false;
   bool vmm_net_override = false;
   bool vmm_vsock_override = false;
+  // Non-empty: ember-vmm runs under ember-jailer (emberd --jailer), VM <id> chrooted into
+  // <jail_dir>/<id>/root, and sees paths in there only. Snapshots and restore are refused.
+  std::string jail_dir;
 };
 
 // Owns every VM record and the ember-vmm processes behind them. The gRPC service calls it
@@ -101,6 +104,9 @@ class VmManager {
   explicit VmManager(ManagerOptions options, std::unique_ptr<VmmLauncher> launcher)
       : options_(std::move(options)), launcher_(std::move(launcher)) {}
   [[nodiscard]] std::string VmDir(const std::string& vm_id) const;
+  // For a jailed VM: writes the config it sees, fills in `spec`'s arguments and jail files.
+  [[nodiscard]] absl::Status PrepareJailedLaunch(const std::string& vm_id,
+                                                 const v1::VmConfig& config, LaunchSpec* spec);
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& vm_id);
   // How a new VM's ember-vmm builds it: from a config (CreateVm) or from a snapshot.
   struct RestorePlan {
