@@ -20,14 +20,6 @@
 namespace ember::jailer {
 namespace {
 
-// `name` is allowed only when (argument `index` & `mask`) == `value`.
-SyscallRule AllowIfMasked(std::string name, std::string reason, int index, std::uint64_t mask,
-                          std::uint64_t value) {
-  SyscallRule rule = AllowIfArg(std::move(name), std::move(reason), index, {value});
-  rule.arg_mask = mask;
-  return rule;
-}
-
 // Both thread kinds: memory management by malloc, locks, time, logging, ending.
 std::vector<SyscallRule> CommonRules() {
   return {
@@ -36,9 +28,9 @@ std::vector<SyscallRule> CommonRules() {
             "log lines (stderr or --log-path), guest serial output, eventfd signals (irqfds, "
             "event-loop wake-ups)"),
       Allow("brk", "malloc growing the main arena"),
-      AllowIfMasked("mmap", "malloc: new arenas and large blocks; never executable", 2, PROT_EXEC,
+      AllowIfArgMasked("mmap", "malloc: new arenas and large blocks; never executable", 2, PROT_EXEC,
                     0),
-      AllowIfMasked("mprotect", "malloc making arena memory usable; never executable", 2, PROT_EXEC,
+      AllowIfArgMasked("mprotect", "malloc making arena memory usable; never executable", 2, PROT_EXEC,
                     0),
       Allow("munmap", "free() of large blocks and arenas; a joined thread's stack"),
       AllowIfArg("madvise", "free() trimming arenas; glibc releasing an ended thread's stack", 2,

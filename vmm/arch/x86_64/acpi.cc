@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "vmm/arch/x86_64/layout.h"
+#include "vmm/arch/x86_64/table_bytes.h"
 #include "vmm/arch/x86_64/mptable.h"
 #include "vmm/base/status.h"
 
@@ -221,23 +222,6 @@ constexpr std::uint16_t kIntiConforms = 0;
 constexpr std::uint8_t kNmiLint = 1;
 
 constexpr std::size_t kTableAlign = 16;
-
-std::uint8_t Checksum(std::span<const std::uint8_t> bytes) {
-  std::uint8_t sum = 0;
-  for (std::uint8_t b : bytes) sum = static_cast<std::uint8_t>(sum + b);
-  return static_cast<std::uint8_t>(0x100 - sum);
-}
-
-template <typename T>
-std::span<const std::uint8_t> BytesOf(const T& value) {
-  return {reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)};  // packed POD: its bytes
-}
-
-template <typename T>
-void Append(std::vector<std::uint8_t>& out, const T& value) {
-  std::span<const std::uint8_t> bytes = BytesOf(value);
-  out.insert(out.end(), bytes.begin(), bytes.end());
-}
 
 SdtHeader Header(const char (&signature)[5], std::uint8_t revision) {
   SdtHeader h{};

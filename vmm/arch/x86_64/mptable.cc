@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "vmm/arch/x86_64/layout.h"
+#include "vmm/arch/x86_64/table_bytes.h"
 #include "vmm/base/status.h"
 
 namespace ember::arch {
@@ -112,18 +113,6 @@ constexpr std::uint64_t kBaseMemoryEnd = 0xa0000;
 constexpr std::uint32_t kIoInterruptEntries = kIoapicPins - 1;
 constexpr std::uint32_t kLocalInterruptEntries = 2;
 
-std::uint8_t Checksum(const std::uint8_t* bytes, std::size_t len) {
-  std::uint8_t sum = 0;
-  for (std::size_t i = 0; i < len; ++i) sum = static_cast<std::uint8_t>(sum + bytes[i]);
-  return static_cast<std::uint8_t>(0x100 - sum);
-}
-
-template <typename T>
-void Append(std::vector<std::uint8_t>& out, const T& entry) {
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(&entry);  // packed POD: its bytes
-  out.insert(out.end(), bytes, bytes + sizeof(T));
-}
-
 MpInterrupt IoInterrupt(std::uint8_t isa_irq, std::uint8_t ioapic_id) {
   MpInterrupt e{};
   e.type = kIoInterrupt;
@@ -174,8 +163,7 @@ absl::StatusOr<std::vector<std::uint8_t>> BuildMpTable(std::uint64_t base_addr,
   pointer.config_addr = static_cast<std::uint32_t>(base_addr + sizeof(MpFloatingPointer));
   pointer.length = 1;
   pointer.spec_rev = kSpecRev;
-  pointer.checksum = Checksum(reinterpret_cast<const std::uint8_t*>(&pointer),  // its bytes
-                              sizeof(pointer));
+  pointer.checksum = Checksum(BytesOf(pointer));
   Append(table, pointer);
 
   // The header's length, count and checksum depend on the entries: reserve its place now.
@@ -234,7 +222,7 @@ absl::StatusOr<std::vector<std::uint8_t>> BuildMpTable(std::uint64_t base_addr,
   header.lapic_addr = kLapicAddr;
   std::memcpy(table.data() + header_offset, &header, sizeof(header));
   table[header_offset + offsetof(MpConfigHeader, checksum)] =
-      Checksum(table.data() + header_offset, header.base_length);
+      Checksum(std::span(table).subspan(header_offset, header.base_length));
   return table;
 }
 
