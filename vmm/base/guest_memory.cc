@@ -91,18 +91,9 @@ absl::StatusOr<GuestMemory> GuestMemory::CreateAnonymous(const std::vector<Range
   return GuestMemory(UniqueFd(), std::move(mapping), std::move(regions), false);
 }
 
-const GuestRegion* GuestMemory::Find(GuestAddress addr) const {
-  for (const GuestRegion& region : regions_) {
-    if (addr >= region.guest_start && addr < region.guest_end()) return &region;
-  }
-  return nullptr;
-}
-
-bool GuestMemory::Contains(GuestAddress addr, std::uint64_t len) const {
-  const GuestRegion* region = Find(addr);
-  if (region == nullptr) return false;
-  // addr is inside the region, so guest_end() - addr cannot underflow.
-  return len <= region->guest_end() - addr;
+absl::Status GuestMemory::OutsideError(GuestAddress addr, std::uint64_t len) {
+  return absl::OutOfRangeError(
+      absl::StrFormat("guest range 0x%x+0x%x is outside guest memory", addr, len));
 }
 
 void GuestMemory::EnableDirtyTracking() {
@@ -125,34 +116,6 @@ void GuestMemory::TakeDirtyPages(std::span<std::uint64_t> bitmap) const {
   if (dirty_ == nullptr) return;
   std::uint64_t words = std::min<std::uint64_t>(bitmap.size(), (page_count() + 63) / 64);
   for (std::uint64_t i = 0; i < words; ++i) bitmap[i] |= dirty_[i].exchange(0);
-}
-
-absl::StatusOr<std::span<std::uint8_t>> GuestMemory::Slice(GuestAddress addr,
-                                                           std::uint64_t len) const {
-  if (!Contains(addr, len)) {
-    return absl::OutOfRangeError(
-        absl::StrFormat("guest range 0x%x+0x%x is outside guest memory", addr, len));
-  }
-  const GuestRegion* region = Find(addr);
-  MarkDirty(*region, addr, len);
-  return std::span<std::uint8_t>(region->host + (addr - region->guest_start), len);
-}
-
-absl::Status GuestMemory::Write(GuestAddress addr, std::span<const std::uint8_t> data) const {
-  EMBER_ASSIGN_OR_RETURN(std::span<std::uint8_t> dst, Slice(addr, data.size()));
-  if (!data.empty()) std::memcpy(dst.data(), data.data(), data.size());
-  return absl::OkStatus();
-}
-
-absl::Status GuestMemory::Read(GuestAddress addr, std::span<std::uint8_t> out) const {
-  if (!Contains(addr, out.size())) {
-    return absl::OutOfRangeError(
-        absl::StrFormat("guest range 0x%x+0x%x is outside guest memory", addr, out.size()));
-  }
-  const GuestRegion* region = Find(addr);
-  std::span<std::uint8_t> src(region->host + (addr - region->guest_start), out.size());
-  if (!out.empty()) std::memcpy(out.data(), src.data(), out.size());
-  return absl::OkStatus();
 }
 
 }  // namespace ember::base

@@ -74,19 +74,47 @@ class GuestMemory {
   [[nodiscard]] std::uint64_t page_count() const { return total_size() / 4096; }
 
   // True when [addr, addr+len) is wholly inside one region (no overflow, len may be 0).
-  [[nodiscard]] bool Contains(GuestAddress addr, std::uint64_t len) const;
+  [[nodiscard]] bool Contains(GuestAddress addr, std::uint64_t len) const {
+    return FindRange(addr, len) != nullptr;
+  }
 
-  // The host bytes of [addr, addr+len), which must lie within one region.
+  // The host bytes of [addr, addr+len), which must lie within one region. Inline: device data
+  // paths call it for every descriptor.
   [[nodiscard]] absl::StatusOr<std::span<std::uint8_t>> Slice(GuestAddress addr,
-                                                              std::uint64_t len) const;
+                                                              std::uint64_t len) const {
+    std::uint8_t* host = HostAddress(addr, len);
+    if (host == nullptr) [[unlikely]] return OutsideError(addr, len);
+    return std::span<std::uint8_t>(host, len);
+  }
+  // Slice for hot paths that report a fault their own way: the host address of `addr`, or
+  // nullptr when [addr, addr+len) is not wholly inside one region. No Status is built.
+  [[nodiscard]] std::uint8_t* HostAddress(GuestAddress addr, std::uint64_t len) const {
+    const GuestRegion* region = FindRange(addr, len);
+    if (region == nullptr) [[unlikely]] return nullptr;
+    if (dirty_ != nullptr) [[unlikely]] MarkDirty(*region, addr, len);
+    return region->host + (addr - region->guest_start);
+  }
 
-  [[nodiscard]] absl::Status Write(GuestAddress addr, std::span<const std::uint8_t> data) const;
-  [[nodiscard]] absl::Status Read(GuestAddress addr, std::span<std::uint8_t> out) const;
+  [[nodiscard]] absl::Status Write(GuestAddress addr, std::span<const std::uint8_t> data) const {
+    std::uint8_t* dst = HostAddress(addr, data.size());
+    if (dst == nullptr) [[unlikely]] return OutsideError(addr, data.size());
+    if (!data.empty()) std::memcpy(dst, data.data(), data.size());
+    return absl::OkStatus();
+  }
+
+  [[nodiscard]] absl::Status Read(GuestAddress addr, std::span<std::uint8_t> out) const {
+    const GuestRegion* region = FindRange(addr, out.size());
+    if (region == nullptr) [[unlikely]] return OutsideError(addr, out.size());
+    if (!out.empty()) {
+      std::memcpy(out.data(), region->host + (addr - region->guest_start), out.size());
+    }
+    return absl::OkStatus();
+  }
 
   template <typename T>
   [[nodiscard]] absl::StatusOr<T> ReadObj(GuestAddress addr) const {
     static_assert(std::is_trivially_copyable_v<T>);
-    T value;
+    T value{};  // zeroed: GCC cannot see that Read fills it whenever it returns OK
     auto status = Read(addr, std::span(reinterpret_cast<std::uint8_t*>(&value), sizeof(T)));
     if (!status.ok()) return status;
     return value;
@@ -106,7 +134,17 @@ class GuestMemory {
         regions_(std::move(regions)),
         fd_is_current_(fd_is_current) {}
   [[nodiscard]] static absl::StatusOr<std::uint64_t> CheckRanges(const std::vector<Range>& ranges);
-  [[nodiscard]] const GuestRegion* Find(GuestAddress addr) const;
+  // The region wholly holding [addr, addr+len), or nullptr (which includes overflow).
+  [[nodiscard]] const GuestRegion* FindRange(GuestAddress addr, std::uint64_t len) const {
+    for (const GuestRegion& region : regions_) {
+      if (addr >= region.guest_start && addr < region.guest_end()) {
+        // addr is inside the region, so guest_end() - addr cannot underflow.
+        return len <= region.guest_end() - addr ? &region : nullptr;
+      }
+    }
+    return nullptr;
+  }
+  [[nodiscard]] static absl::Status OutsideError(GuestAddress addr, std::uint64_t len);
   void MarkDirty(const GuestRegion& region, GuestAddress addr, std::uint64_t len) const;
 
   UniqueFd fd_;
