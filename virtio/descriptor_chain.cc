@@ -29,7 +29,10 @@ bool CollectIoVecs(std::span<const Descriptor> descs, std::uint64_t offset, std:
                    IoVecs* out) {
   out->clear();
   return ForEachPiece(descs, offset, len, [out](std::span<std::uint8_t> piece) {
-    out->push_back(iovec{piece.data(), piece.size()});
+    // Filled in place rather than copied from a temporary (a store-forwarding stall).
+    iovec& iov = out->emplace_back();
+    iov.iov_base = piece.data();
+    iov.iov_len = piece.size();
   });
 }
 

@@ -87,9 +87,16 @@ absl::StatusOr<Queue> Queue::Create(const base::GuestMemory& memory, const Queue
 std::uint16_t Queue::AvailIdx() const { return LoadAcquire16(avail_ + 2); }
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
+  DescriptorChain chain;
+  EMBER_ASSIGN_OR_RETURN(bool popped, Pop(&chain));
+  if (!popped) return std::nullopt;
+  return chain;
+}
+
+absl::StatusOr<bool> Queue::Pop(DescriptorChain* chain) {
   const std::uint16_t avail_idx = AvailIdx();
   const std::uint16_t pending = static_cast<std::uint16_t>(avail_idx - next_avail_);
-  if (pending == 0) return std::nullopt;
+  if (pending == 0) return false;
   if (pending > layout_.size) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "virtqueue available index %u is %u ahead of the device, more than the queue size %u",
@@ -103,14 +110,17 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
         "virtqueue available ring names head %u, beyond the queue size %u", head,
         layout_.size));
   }
-  DescriptorChain chain;
-  EMBER_RETURN_IF_ERROR(ParseChain(head, &chain));
+  EMBER_RETURN_IF_ERROR(ParseChain(head, chain));
   ++next_avail_;
-  return chain;
+  return true;
 }
 
 absl::Status Queue::ParseChain(std::uint16_t head, DescriptorChain* chain) const {
   chain->head = head;
+  chain->descriptors.clear();
+  chain->readable_count = 0;
+  chain->readable_bytes = 0;
+  chain->writable_bytes = 0;
   const std::uint8_t* table = desc_;
   std::uint32_t table_entries = layout_.size;
   bool in_indirect = false;
@@ -164,12 +174,18 @@ absl::Status Queue::ParseChain(std::uint16_t head, DescriptorChain* chain) const
       return ChainError(head, absl::StrFormat("chain is longer than the queue size %u",
                                               layout_.size));
     }
-    auto host = memory_->Slice(d.addr, d.len);
-    if (!host.ok()) {
+    std::uint8_t* host = memory_->HostAddress(d.addr, d.len);
+    if (host == nullptr) {
       return ChainError(head, absl::StrFormat("buffer 0x%x+0x%x is outside guest memory",
                                               d.addr, d.len));
     }
-    chain->descriptors.push_back(Descriptor{d.addr, d.len, writable, *host});
+    // Filled in place: building a temporary and copying it costs a store-forwarding stall
+    // per descriptor, measurable at a million requests a second.
+    Descriptor& added = chain->descriptors.emplace_back();
+    added.addr = d.addr;
+    added.len = d.len;
+    added.device_writable = writable;
+    added.host = std::span(host, d.len);
     if (writable) {
       seen_writable = true;
       chain->writable_bytes += d.len;

@@ -40,6 +40,10 @@ class Queue {
   // Takes the next available chain, nullopt when the driver has published nothing new.
   // An error means the driver broke the ring; the queue must not be used again until reset.
   [[nodiscard]] absl::StatusOr<std::optional<DescriptorChain>> Pop();
+  // The same into `chain`, whose previous contents are replaced: true when a chain was taken.
+  // For data paths that reuse one DescriptorChain rather than build and move one per request.
+  // On false or an error `chain` holds nothing to use.
+  [[nodiscard]] absl::StatusOr<bool> Pop(DescriptorChain* chain);
   // Puts the chain Pop just returned back, so a throttled device can retry it later.
   void UndoPop();
 
