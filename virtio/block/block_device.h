@@ -141,6 +141,7 @@ class BlockDevice final : public VirtioDevice {
   std::deque<InFlight> in_flight_;                // guarded by mu_; stable addresses
   std::vector<std::uint32_t> free_slots_;         // guarded by mu_
   std::vector<Completion> completions_;           // guarded by mu_; reused buffer
+  DescriptorChain chain_;                         // guarded by mu_; reused by DrainQueue
 };
 
 }  // namespace ember::virtio::block
