@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "vmm/base/logging.h"
 
 namespace ember::virtio::testing {
@@ -42,7 +43,7 @@ std::uint16_t FakeBlockDriver::Add(const BlockRequestBuffers& buffers, std::uint
   Check(memory_->WriteObj<std::uint8_t>(buffers.status, 0xff));
 
   const bool data_writable = type == kTypeIn || type == kTypeGetId;
-  std::vector<FakeBuffer> chain{{buffers.header, 16, false}};
+  absl::InlinedVector<FakeBuffer, 8> chain{{buffers.header, 16, false}};
   if (buffers.data_len > 0) {
     const std::uint32_t piece = (buffers.data_len + segments - 1) / segments;
     for (std::uint32_t done = 0; done < buffers.data_len; done += piece) {

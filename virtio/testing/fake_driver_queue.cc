@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/container/inlined_vector.h"
+
 #include "virtio/spec.h"
 #include "vmm/base/logging.h"
 
@@ -28,6 +30,15 @@ Offsets Layout(std::uint16_t size) {
   return o;
 }
 
+// struct virtq_desc as the driver writes it.
+struct RawDesc {
+  std::uint64_t addr;
+  std::uint32_t len;
+  std::uint16_t flags;
+  std::uint16_t next;
+};
+static_assert(sizeof(RawDesc) == 16);
+
 // A test that cannot lay out its queue is broken; stop it loudly.
 void Check(const absl::Status& status) {
   if (!status.ok()) {
@@ -42,28 +53,31 @@ std::uint64_t FakeDriverQueue::Footprint(std::uint16_t size) { return Layout(siz
 
 FakeDriverQueue::FakeDriverQueue(const base::GuestMemory& memory, base::GuestAddress base,
                                  std::uint16_t size)
-    : memory_(&memory), held_(size) {
+    : memory_(&memory), chain_length_(size, 0), next_(size, 0) {
   const Offsets o = Layout(size);
   layout_ = QueueLayout{size, base, base + o.avail, base + o.used};
-  std::vector<std::uint8_t> zeros(o.end, 0);
-  Check(memory.Write(base, zeros));
+  avail_offset_ = o.avail;
+  used_offset_ = o.used;
+  auto area = memory.Slice(base, o.end);
+  Check(area.status());
+  area_ = *area;
+  std::memset(area_.data(), 0, area_.size());
   for (std::uint16_t i = size; i > 0; --i) free_.push_back(static_cast<std::uint16_t>(i - 1));
 }
 
-void FakeDriverQueue::WriteU16(base::GuestAddress addr, std::uint16_t value) const {
-  auto bytes = memory_->Slice(addr, sizeof(value));
-  Check(bytes.status());
-  // Ring fields are aligned u16s the device reads concurrently; publish like a driver's
-  // virtio_store_mb / smp_wmb would.
-  std::atomic_ref<std::uint16_t>(*reinterpret_cast<std::uint16_t*>(bytes->data()))
+void FakeDriverQueue::WriteU16(std::uint64_t offset, std::uint16_t value) const {
+  // Ring fields are aligned u16s inside area_ (the layout keeps them so) that the device
+  // reads concurrently; publish like a driver's virtio_store_mb / smp_wmb would.
+  std::atomic_ref<std::uint16_t>(
+      *reinterpret_cast<std::uint16_t*>(area_.subspan(offset, 2).data()))
       .store(value, std::memory_order_release);
 }
 
-std::uint16_t FakeDriverQueue::ReadU16(base::GuestAddress addr) const {
-  auto value = memory_->ReadObj<std::uint16_t>(addr);
-  Check(value.status());
-  std::atomic_thread_fence(std::memory_order_acquire);
-  return *value;
+std::uint16_t FakeDriverQueue::ReadU16(std::uint64_t offset) const {
+  // Aligned inside area_, as above.
+  return std::atomic_ref<std::uint16_t>(
+             *reinterpret_cast<std::uint16_t*>(area_.subspan(offset, 2).data()))
+      .load(std::memory_order_acquire);
 }
 
 std::uint16_t FakeDriverQueue::TakeFree() {
@@ -79,34 +93,34 @@ std::uint16_t FakeDriverQueue::TakeFree() {
 void FakeDriverQueue::WriteDescriptor(std::uint16_t index, base::GuestAddress addr,
                                       std::uint32_t len, std::uint16_t flags,
                                       std::uint16_t next) {
-  WriteIndirectDescriptor(layout_.desc_table, index, addr, len, flags, next);
+  if (index >= layout_.size) {
+    // Outside the table on purpose (a malformed-layout test): write where it points.
+    WriteIndirectDescriptor(layout_.desc_table, index, addr, len, flags, next);
+    return;
+  }
+  const RawDesc desc{addr, len, flags, next};
+  std::memcpy(area_.subspan(16ull * index, sizeof(desc)).data(), &desc, sizeof(desc));
 }
 
 void FakeDriverQueue::WriteIndirectDescriptor(base::GuestAddress table, std::uint16_t index,
                                               base::GuestAddress addr, std::uint32_t len,
                                               std::uint16_t flags, std::uint16_t next) {
-  struct {
-    std::uint64_t addr;
-    std::uint32_t len;
-    std::uint16_t flags;
-    std::uint16_t next;
-  } desc{addr, len, flags, next};
-  static_assert(sizeof(desc) == 16);
-  Check(memory_->WriteObj(table + 16ull * index, desc));
+  Check(memory_->WriteObj(table + 16ull * index, RawDesc{addr, len, flags, next}));
 }
 
 std::uint16_t FakeDriverQueue::AddChain(std::span<const FakeBuffer> buffers) {
-  std::vector<std::uint16_t> indices;
+  absl::InlinedVector<std::uint16_t, 8> indices;
   for (std::size_t i = 0; i < buffers.size(); ++i) indices.push_back(TakeFree());
   for (std::size_t i = 0; i < buffers.size(); ++i) {
     const bool last = i + 1 == buffers.size();
     std::uint16_t flags = static_cast<std::uint16_t>(
         (buffers[i].device_writable ? kDescFlagWrite : 0) | (last ? 0 : kDescFlagNext));
-    WriteDescriptor(indices[i], buffers[i].addr, buffers[i].len, flags,
-                    last ? 0 : indices[i + 1]);
+    const std::uint16_t next = last ? 0 : indices[i + 1];
+    WriteDescriptor(indices[i], buffers[i].addr, buffers[i].len, flags, next);
+    next_[indices[i]] = next;
   }
   const std::uint16_t head = indices.front();
-  held_[head] = std::move(indices);
+  chain_length_[head] = static_cast<std::uint16_t>(indices.size());
   Publish(head);
   return head;
 }
@@ -123,46 +137,52 @@ std::uint16_t FakeDriverQueue::AddIndirectChain(base::GuestAddress table,
   const std::uint16_t head = TakeFree();
   WriteDescriptor(head, table, static_cast<std::uint32_t>(16 * buffers.size()),
                   kDescFlagIndirect, 0);
-  held_[head] = {head};
+  chain_length_[head] = 1;
   Publish(head);
   return head;
 }
 
 void FakeDriverQueue::Publish(std::uint16_t head) {
   const std::uint16_t slot = static_cast<std::uint16_t>(avail_idx_ & (layout_.size - 1));
-  WriteU16(layout_.avail_ring + 4 + 2ull * slot, head);
+  WriteU16(avail_offset_ + 4 + 2ull * slot, head);
   SetAvailIdx(static_cast<std::uint16_t>(avail_idx_ + 1));
 }
 
 void FakeDriverQueue::SetAvailIdx(std::uint16_t idx) {
   avail_idx_ = idx;
-  WriteU16(layout_.avail_ring + 2, idx);
+  WriteU16(avail_offset_ + 2, idx);
 }
 
-void FakeDriverQueue::SetAvailFlags(std::uint16_t flags) { WriteU16(layout_.avail_ring, flags); }
+void FakeDriverQueue::SetAvailFlags(std::uint16_t flags) { WriteU16(avail_offset_, flags); }
 
 void FakeDriverQueue::SetUsedEvent(std::uint16_t used_event) {
-  WriteU16(layout_.avail_ring + 4 + 2ull * layout_.size, used_event);
+  WriteU16(avail_offset_ + 4 + 2ull * layout_.size, used_event);
 }
 
-std::uint16_t FakeDriverQueue::AvailIdx() const { return ReadU16(layout_.avail_ring + 2); }
-std::uint16_t FakeDriverQueue::UsedIdx() const { return ReadU16(layout_.used_ring + 2); }
-std::uint16_t FakeDriverQueue::UsedFlags() const { return ReadU16(layout_.used_ring); }
+std::uint16_t FakeDriverQueue::AvailIdx() const { return ReadU16(avail_offset_ + 2); }
+std::uint16_t FakeDriverQueue::UsedIdx() const { return ReadU16(used_offset_ + 2); }
+std::uint16_t FakeDriverQueue::UsedFlags() const { return ReadU16(used_offset_); }
 std::uint16_t FakeDriverQueue::AvailEvent() const {
-  return ReadU16(layout_.used_ring + 4 + 8ull * layout_.size);
+  return ReadU16(used_offset_ + 4 + 8ull * layout_.size);
 }
 
 std::optional<UsedElement> FakeDriverQueue::PopUsed() {
   if (UsedIdx() == last_used_) return std::nullopt;
   const std::uint16_t slot = static_cast<std::uint16_t>(last_used_ & (layout_.size - 1));
-  auto elem = memory_->ReadObj<UsedElement>(layout_.used_ring + 4 + 8ull * slot);
-  Check(elem.status());
+  UsedElement elem;
+  // The acquire load of used idx orders this read after the device's write of the element.
+  std::memcpy(&elem, area_.subspan(used_offset_ + 4 + 8ull * slot, sizeof(elem)).data(),
+              sizeof(elem));
   ++last_used_;
-  if (elem->id < held_.size()) {
-    for (std::uint16_t index : held_[elem->id]) free_.push_back(index);
-    held_[elem->id].clear();
+  if (elem.id < chain_length_.size()) {
+    auto index = static_cast<std::uint16_t>(elem.id);
+    for (std::uint16_t n = chain_length_[elem.id]; n > 0; --n) {
+      free_.push_back(index);
+      index = next_[index];
+    }
+    chain_length_[elem.id] = 0;
   }
-  return *elem;
+  return elem;
 }
 
 base::GuestAddress FakeGuestAllocator::Alloc(std::uint64_t len, std::uint64_t align) {
