@@ -163,6 +163,36 @@ absl::Status CopyFile(int src, const std::string& dst, off_t size) {
   return absl::OkStatus();
 }
 
+// Binaries the VMM runs from beside its own executable; the jail gets them with it.
+constexpr const char* kCompanionBinaries[] = {"ember-config"};
+
+// A binary to place in the jail: opened (and checked) before the jail exists, hard-linked in
+// before pivot_root when that is safe, otherwise copied in after it.
+struct JailedBinary {
+  std::string name;  // its name in the jail's root
+  UniqueFd fd;
+  struct stat info {};
+  bool linked = false;
+};
+
+absl::StatusOr<JailedBinary> OpenBinary(const std::string& path, const std::string& name) {
+  JailedBinary binary{name, UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC))};
+  if (!binary.fd) return ErrnoError("open", path);
+  if (::fstat(binary.fd.Get(), &binary.info) != 0) return ErrnoError("fstat", path);
+  WarnIfDynamic(binary.fd.Get(), path);
+  return binary;
+}
+
+absl::Status LinkIntoJail(const std::string& chroot_dir, JailedBinary* binary) {
+  if (!CanHardLink(binary->info)) return absl::OkStatus();
+  const std::string jailed = chroot_dir + "/" + binary->name;
+  EMBER_RETURN_IF_ERROR(RemoveIfPresent(jailed));
+  // AT_EMPTY_PATH links exactly the inode checked above, not whatever the path names now.
+  binary->linked =
+      ::linkat(binary->fd.Get(), "", AT_FDCWD, jailed.c_str(), AT_EMPTY_PATH) == 0;
+  return absl::OkStatus();
+}
+
 absl::Status SetLimit(int resource, const char* name, uint64_t value) {
   struct rlimit limit {
     value, value
@@ -368,20 +398,22 @@ absl::StatusOr<int> RunJailer(const JailerArgs& args) {
   if (::clearenv() != 0) return absl::InternalError("clearenv failed");
   ::umask(022);
 
-  UniqueFd exec_fd(::open(args.exec_file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!exec_fd) return ErrnoError("open", args.exec_file);
-  struct stat exec_stat {};
-  if (::fstat(exec_fd.Get(), &exec_stat) != 0) return ErrnoError("fstat", args.exec_file);
-  WarnIfDynamic(exec_fd.Get(), args.exec_file);
+  // The exec file, and the tools it runs from beside itself (ember-vmm reads --config's JSON
+  // through ember-config), when they are there.
+  std::vector<JailedBinary> binaries;
+  EMBER_ASSIGN_OR_RETURN(JailedBinary exec, OpenBinary(args.exec_file, args.ExecName()));
+  binaries.push_back(std::move(exec));
+  std::string exec_dir = args.exec_file.substr(0, args.exec_file.rfind('/') + 1);
+  for (const char* companion : kCompanionBinaries) {
+    if (::access((exec_dir + companion).c_str(), F_OK) != 0) continue;
+    EMBER_ASSIGN_OR_RETURN(JailedBinary binary, OpenBinary(exec_dir + companion, companion));
+    binaries.push_back(std::move(binary));
+  }
 
   const std::string chroot_dir = args.ChrootDir();
   EMBER_RETURN_IF_ERROR(MakeDirs(chroot_dir));
-  const std::string jailed_exec = chroot_dir + "/" + args.ExecName();
-  bool linked = false;
-  if (CanHardLink(exec_stat)) {
-    EMBER_RETURN_IF_ERROR(RemoveIfPresent(jailed_exec));
-    // AT_EMPTY_PATH links exactly the inode checked above, not whatever the path names now.
-    linked = ::linkat(exec_fd.Get(), "", AT_FDCWD, jailed_exec.c_str(), AT_EMPTY_PATH) == 0;
+  for (JailedBinary& binary : binaries) {
+    EMBER_RETURN_IF_ERROR(LinkIntoJail(chroot_dir, &binary));
   }
 
   EMBER_RETURN_IF_ERROR(SetUpCgroups(args, ::getpid()).status());
@@ -401,10 +433,12 @@ absl::StatusOr<int> RunJailer(const JailerArgs& args) {
   EMBER_RETURN_IF_ERROR(PivotInto(chroot_dir));
   // From here on every path is inside the jail.
   EMBER_RETURN_IF_ERROR(CreateDeviceNodes(devices, args.uid, args.gid));
-  if (!linked) {
-    EMBER_RETURN_IF_ERROR(CopyFile(exec_fd.Get(), "/" + args.ExecName(), exec_stat.st_size));
+  for (JailedBinary& binary : binaries) {
+    if (!binary.linked) {
+      EMBER_RETURN_IF_ERROR(CopyFile(binary.fd.Get(), "/" + binary.name, binary.info.st_size));
+    }
+    binary.fd.Reset();
   }
-  exec_fd.Reset();
   // The VMM creates its sockets and files next to itself.
   if (::chown("/", args.uid, args.gid) != 0) return ErrnoError("chown", "jail root");
 

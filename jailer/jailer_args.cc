@@ -309,7 +309,8 @@ The jail is <chroot-base-dir>/<exec name>/<id>/root; PATH is copied (or hard-lin
 and /dev/kvm, /dev/net/tun and /dev/userfaultfd are created there, owned by UID:GID.
 
   --id ID                   letters, digits and dashes, at most 64 characters
-  --exec-file PATH          binary to run in the jail (must be statically linked)
+  --exec-file PATH          binary to run in the jail (must be statically linked); an
+                            ember-config beside it (ember-vmm's JSON config reader) goes in too
   --uid UID, --gid GID      identity to run as; 0 is refused without --allow-root
   --allow-root              permit uid or gid 0 (capabilities are still all dropped)
   --chroot-base-dir DIR     absolute; default /srv/jailer

@@ -10,8 +10,8 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev libabsl-dev
   libgrpc++-dev protobuf-compiler-grpc
   liburing-dev libseccomp-dev
-  # bzImage payload decompressors, and libcrypto for the kernel cache's SHA-256 keys
-  zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev libssl-dev
+  # bzImage payload decompressors, and nettle for the kernel cache's SHA-256 keys
+  zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev nettle-dev
   libgtest-dev libgmock-dev
   # tests: static test binaries for jails, network namespaces and tap devices
   libc6-dev iproute2

@@ -13,6 +13,7 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/config_loader.h"
 #include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
 #include "vmm/restore.h"
@@ -28,7 +29,9 @@ constexpr char kUsage[] =
     "\n"
     "Runs one microVM. With no kernel in the config, boots Ember's built-in test guest.\n"
     "\n"
-    "  --config FILE        VM configuration (Firecracker's config-file JSON format)\n"
+    "  --config FILE        VM configuration (Firecracker's config-file JSON format), read\n"
+    "                       through ember-config, which must sit beside ember-vmm\n"
+    "  --config-proto FILE  VM configuration as a binary ember.v1.VmConfig message (emberd)\n"
     "  --serial-out FILE    write the guest's serial console to FILE instead of stdout\n"
     "  --log-path FILE      append the VMM's log to FILE instead of stderr\n"
     "  --log-level LEVEL    Error, Warning, Info (default), Debug or Trace\n"
@@ -60,7 +63,8 @@ constexpr char kUsage[] =
     "4 KVM internal error, 5 KVM entry failure, 6 unexpected vCPU exit.\n";
 
 struct Flags {
-  std::string config_path;
+  std::string config_path;        // JSON
+  std::string config_proto_path;  // binary VmConfig
   std::string serial_out;
   std::string log_path;
   std::string log_level;
@@ -113,6 +117,7 @@ Flags ParseFlags(int argc, char** argv) {
       return argv[++i];
     };
     if (arg == "--config") flags.config_path = value();
+    else if (arg == "--config-proto") flags.config_proto_path = value();
     else if (arg == "--serial-out") flags.serial_out = value();
     else if (arg == "--log-path") flags.log_path = value();
     else if (arg == "--log-level") flags.log_level = value();
@@ -223,7 +228,8 @@ int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
   VmmOptions options;
   if (!flags.restore_from.empty()) {
-    if (!flags.config_path.empty() || flags.restore_mem.empty()) {
+    if (!flags.config_path.empty() || !flags.config_proto_path.empty() ||
+        flags.restore_mem.empty()) {
       Fail(kExitBadInput, "--restore-from needs --restore-mem and takes no --config");
     }
     if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, flags.overrides,
@@ -241,9 +247,16 @@ int Main(int argc, char** argv) {
     Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --prefetch-working-set, "
                         "--working-set, --drive-override, --net-override and --vsock-override "
                         "need --restore-from");
-  } else if (!flags.config_path.empty()) {
-    auto config = LoadVmConfigFile(flags.config_path);
-    if (!config.ok()) Fail(kExitBadInput, std::string(config.status().message()));
+  } else if (!flags.config_path.empty() || !flags.config_proto_path.empty()) {
+    if (!flags.config_path.empty() && !flags.config_proto_path.empty()) {
+      Fail(kExitBadInput, "--config and --config-proto are alternatives; give one");
+    }
+    auto config = flags.config_path.empty() ? LoadVmConfigBinaryFile(flags.config_proto_path)
+                                            : LoadVmConfigFile(flags.config_path);
+    if (!config.ok()) {
+      bool user_error = config.status().code() == absl::StatusCode::kInvalidArgument;
+      Fail(user_error ? kExitBadInput : kExitError, std::string(config.status().message()));
+    }
     options.config = std::move(*config);
   }
   if (flags.snapshot_path.empty() != flags.snapshot_mem_path.empty()) {

@@ -15,13 +15,6 @@ constexpr std::uint32_t kMaxMemMib = 1024 * 1024;  // 1 TiB
 constexpr std::uint32_t kDefaultVcpus = 1;
 constexpr std::uint32_t kDefaultMemMib = 128;
 
-// Parses a VM config in its JSON form (Firecracker's config-file format). Unknown fields and
-// wrong types are errors whose one-line message names the field as the file spells it.
-[[nodiscard]] absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json);
-
-// Reads and parses the config file at `path`; errors name the file.
-[[nodiscard]] absl::StatusOr<v1::VmConfig> LoadVmConfigFile(const std::string& path);
-
 // Checks the values a parsed config holds (ranges, supported features, files that must be
 // readable). Errors are one line naming the field or file.
 [[nodiscard]] absl::Status ValidateVmConfig(const v1::VmConfig& config);

@@ -48,14 +48,14 @@ class EmberdJailedTest(unittest.TestCase):
         self.assertTrue(os.path.samestat(os.stat(f"/proc/{vm.pid}/root"), os.stat(jail_root)))
         self.assertEqual(sorted(os.listdir(f"/proc/{vm.pid}/root")),
                          sorted(os.listdir(jail_root)))
-        self.assertIn("config.json", os.listdir(f"/proc/{vm.pid}/root"))
+        self.assertIn("config.pb", os.listdir(f"/proc/{vm.pid}/root"))
         self.assertNotIn("proc", os.listdir(f"/proc/{vm.pid}/root"))
         with open(f"/proc/{vm.pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
         self.assertEqual(status["Uid"].split(), [str(JAIL_UID)] * 4)
         self.assertEqual(status["Gid"].split(), [str(JAIL_GID)] * 4)
         self.assertEqual(os.path.basename(os.readlink(f"/proc/{vm.pid}/exe")), "ember-vmm")
-        self.assertTrue(os.path.exists(os.path.join(jail_root, "config.json")))
+        self.assertTrue(os.path.exists(os.path.join(jail_root, "config.pb")))
 
         self.assertEqual(self.stub.Start(api.VmRequest(vm_id="jailed-1"), timeout=30).state,
                          api.Vm.RUNNING)

@@ -117,6 +117,7 @@ TEST_F(JailedVmm, SigtermReachesTheVmmAsPidOneAndStopsItCleanly) {
   ASSERT_EQ(system(("mkdir -p '" + ChrootDir() + "'").c_str()), 0);
   std::ofstream(ChrootDir() + "/vm.json")
       << R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=idle"}})";
+  // ember-vmm reads it through ember-config, which the jailer linked in beside ember-vmm.
   Process jailed(Command({"--config", "/vm.json"}));
   ASSERT_TRUE(jailed.WaitForOutput("idle\n", seconds(30)));
 

@@ -1,7 +1,7 @@
 #include "vmm/boot/kernel_cache.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,12 +62,14 @@ std::string KernelCache::DefaultDir() {
 }
 
 std::string KernelCache::ContentKey(std::span<const std::uint8_t> bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
+  sha256_ctx context;
+  sha256_init(&context);
+  sha256_update(&context, bytes.size(), bytes.data());
+  std::uint8_t digest[SHA256_DIGEST_SIZE];
+  sha256_digest(&context, sizeof digest, digest);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string key;
-  for (unsigned int i = 0; i < length; ++i) {
+  for (std::size_t i = 0; i < sizeof digest; ++i) {
     key += kHex[digest[i] >> 4];
     key += kHex[digest[i] & 0xf];
   }

@@ -611,9 +611,14 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
 
   std::string dir = VmDir(vm_id);
   if (::mkdir(dir.c_str(), 0700) != 0) return fail(base::ErrnoError("mkdir", dir));
+  // config.json is the readable record; ember-vmm reads the binary config.pb, which spares it
+  // running ember-config (the JSON parser) on every start.
   absl::StatusOr<std::string> json = ToUserJson(config);
   if (!json.ok()) return fail(json.status());
   if (auto status = WriteFileAtomic(dir + "/config.json", *json); !status.ok()) return fail(status);
+  if (auto status = WriteFileAtomic(dir + "/config.pb", config.SerializeAsString()); !status.ok()) {
+    return fail(status);
+  }
   absl::StatusOr<base::UniqueFd> listener = ListenUnix(dir + "/control.sock");
   if (!listener.ok()) return fail(listener.status());
   // Connect before ember-vmm exists: the connection waits in the backlog, so even a VMM that
@@ -630,7 +635,7 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   if (!options_.jail_dir.empty()) {
     if (auto status = PrepareJailedLaunch(vm_id, config, &spec); !status.ok()) return fail(status);
   } else if (restore == nullptr) {
-    spec.vmm_args = {"--config", dir + "/config.json"};
+    spec.vmm_args = {"--config-proto", dir + "/config.pb"};
   } else {
     absl::StatusOr<std::vector<std::string>> args = RestoreArgs(*restore, config);
     if (!args.ok()) return fail(args.status());
@@ -714,12 +719,11 @@ absl::Status VmManager::PrepareJailedLaunch(const std::string& vm_id, const v1::
     drive->set_path_on_host(
         add(JailFile::How::kLink, drive->path_on_host(), "drive" + std::to_string(i)));
   }
-  EMBER_ASSIGN_OR_RETURN(std::string json, ToUserJson(jailed));
-  EMBER_RETURN_IF_ERROR(WriteFileAtomic(dir + "/jail-config.json", json));
-  add(JailFile::How::kCopy, dir + "/jail-config.json", "config.json");
+  EMBER_RETURN_IF_ERROR(WriteFileAtomic(dir + "/jail-config.pb", jailed.SerializeAsString()));
+  add(JailFile::How::kCopy, dir + "/jail-config.pb", "config.pb");
   // emberd reads the console through a symlink into the jail.
   add(JailFile::How::kSymlinkHost, dir + "/console.log", "console.log");
-  spec->vmm_args = {"--config", "/config.json", "--serial-out", "/console.log"};
+  spec->vmm_args = {"--config-proto", "/config.pb", "--serial-out", "/console.log"};
   return absl::OkStatus();
 }
 

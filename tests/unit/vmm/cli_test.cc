@@ -1,6 +1,9 @@
 // ember-vmm's handling of bad input, run as a user runs it. None of these reach KVM.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+
 #include "tests/support/process.h"
 
 namespace ember::testing {
@@ -65,6 +68,61 @@ TEST(VmmCli, OverlongCommandLineIsRejected) {
 }
 
 TEST(VmmCli, BadStartTimeIsRejected) { ExpectBadInput({"--start-time-us", "soon"}, "soon"); }
+
+TEST(VmmCli, GarbageBinaryConfigIsRejected) {
+  ExpectBadInput({"--config-proto", WriteTempFile("vm.pb", std::string("\xff\xff\xff", 3))},
+                 "is not a binary ember.v1.VmConfig message");
+}
+
+TEST(VmmCli, MissingBinaryConfigIsNamed) {
+  ExpectBadInput({"--config-proto", "/nonexistent/vm.pb"}, "/nonexistent/vm.pb");
+}
+
+TEST(VmmCli, JsonAndBinaryConfigTogetherAreRejected) {
+  ExpectBadInput({"--config", Config("{}"), "--config-proto", "/nonexistent/vm.pb"},
+                 "--config and --config-proto");
+}
+
+TEST(VmmCli, MissingConfigToolIsAHostErrorNamingIt) {
+  // ember-vmm copied somewhere without its ember-config beside it.
+  std::string lonely = WriteTempFile("ember-vmm", "");
+  std::filesystem::copy_file(BinPath("ember-vmm"), lonely,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::permissions(lonely, std::filesystem::perms::owner_all);
+  ProcessResult result = RunProcess({lonely, "--config", Config("{}")});
+  EXPECT_EQ(result.exit_code, 1) << result.err;
+  EXPECT_NE(result.err.find("ember-config"), std::string::npos) << result.err;
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+}
+
+TEST(ConfigToolCli, MalformedJsonIsOneLineWithExitCodeTwo) {
+  ProcessResult result = RunProcess({BinPath("ember-config"), Config("{\"drives\": [")});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(result.err.rfind("ember-config: error: config file ", 0), 0u) << result.err;
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+TEST(ConfigToolCli, ValidConfigChecksSilently) {
+  ProcessResult result = RunProcess({BinPath("ember-config"), Config(R"({"drives": []})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "");
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(ConfigToolCli, BinaryOutputIsTheSerializedMessage) {
+  // machine-config (field 2) holding vcpu_count (field 1) = 2: bytes 12 02 08 02.
+  ProcessResult result = RunProcess(
+      {BinPath("ember-config"), "--binary", Config(R"({"machine-config": {"vcpu_count": 2}})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, std::string("\x12\x02\x08\x02", 4));
+}
+
+TEST(ConfigToolCli, NoFileIsRejected) {
+  ProcessResult result = RunProcess({BinPath("ember-config"), "--binary"});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("no config file"), std::string::npos) << result.err;
+}
 
 TEST(VmmCli, HelpPrintsUsageAndSucceeds) {
   ProcessResult result = RunProcess({BinPath("ember-vmm"), "--help"});

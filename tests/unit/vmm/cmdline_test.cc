@@ -2,13 +2,16 @@
 
 #include <gtest/gtest.h>
 
-#include "vmm/vm_config.h"
+#include "vmm/config_loader.h"
 
 namespace ember::vmm {
 namespace {
 
+// The JSON goes through the built ember-config, as ember-vmm's --config does.
+constexpr char kConfigTool[] = EMBER_BIN_DIR "/ember-config";
+
 v1::VmConfig Parse(const std::string& json) {
-  auto config = ParseVmConfigJson(json);
+  auto config = ParseVmConfigJson(json, kConfigTool);
   EXPECT_TRUE(config.ok()) << config.status();
   return *config;
 }

@@ -4,11 +4,16 @@
 
 #include <fstream>
 
+#include "vmm/config_loader.h"
+
 namespace ember::vmm {
 namespace {
 
+// The JSON goes through the built ember-config, as ember-vmm's --config does.
+constexpr char kConfigTool[] = EMBER_BIN_DIR "/ember-config";
+
 std::string ErrorOf(const std::string& json) {
-  auto config = ParseVmConfigJson(json);
+  auto config = ParseVmConfigJson(json, kConfigTool);
   if (!config.ok()) return std::string(config.status().message());
   auto status = ValidateVmConfig(*config);
   return status.ok() ? "" : std::string(status.message());
@@ -31,7 +36,7 @@ TEST(VmConfig, FirecrackerConfigFileLoadsUnchanged) {
     "drives": [],
     "logger": {"log_path": "/tmp/fc.log", "level": "Debug", "show_level": true},
     "metrics": {"metrics_path": "/tmp/fc-metrics"}
-  })");
+  })", kConfigTool);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->boot_source().kernel_image_path(), "vmlinux.bin");
   EXPECT_EQ(config->machine_config().vcpu_count(), 2u);
@@ -198,7 +203,7 @@ TEST(VmConfig, BadLogLevelIsNamed) {
 TEST(VmConfig, EmptyConfigIsValid) { EXPECT_EQ(ErrorOf("{}"), ""); }
 
 TEST(VmConfig, MissingConfigFileIsNamed) {
-  auto config = LoadVmConfigFile("/nonexistent/vm.json");
+  auto config = LoadVmConfigFile("/nonexistent/vm.json", kConfigTool);
   ASSERT_FALSE(config.ok());
   EXPECT_NE(config.status().message().find("/nonexistent/vm.json"), std::string::npos);
 }

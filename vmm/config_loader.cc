@@ -1,0 +1,176 @@
+#include "vmm/config_loader.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/exit_code.h"
+
+extern char** environ;
+
+namespace ember::vmm {
+namespace {
+
+constexpr char kToolName[] = "ember-config";
+constexpr char kToolErrorPrefix[] = "ember-config: error: ";
+
+struct ToolResult {
+  int wait_status = 0;
+  std::string out;
+  std::string err;
+};
+
+absl::Status MakePipe(base::UniqueFd* read_end, base::UniqueFd* write_end) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return base::ErrnoError("pipe2", "for ember-config");
+  read_end->Reset(fds[0]);
+  write_end->Reset(fds[1]);
+  return absl::OkStatus();
+}
+
+// `input` as a file to read from the start: a memfd rather than a pipe, so that writing it
+// can neither block nor raise SIGPIPE whatever the tool does.
+absl::StatusOr<base::UniqueFd> InputFile(const std::string& input) {
+  base::UniqueFd fd(::memfd_create("ember-config-input", MFD_CLOEXEC));
+  if (!fd) return base::ErrnoError("memfd_create", "for ember-config's input");
+  for (std::size_t done = 0; done < input.size();) {
+    ssize_t n = ::pwrite(fd.Get(), input.data() + done, input.size() - done,
+                         static_cast<off_t>(done));
+    if (n < 0 && errno != EINTR) return base::ErrnoError("write", "ember-config's input");
+    if (n > 0) done += static_cast<std::size_t>(n);
+  }
+  return fd;
+}
+
+// Runs `argv` with `input` on its standard input and collects its standard output and error.
+// One poll loop drains both pipes, so the tool cannot block on either however much it writes.
+absl::StatusOr<ToolResult> RunTool(const std::vector<std::string>& argv, const std::string& input) {
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, InputFile(input));
+  base::UniqueFd out_read, out_write, err_read, err_write;
+  EMBER_RETURN_IF_ERROR(MakePipe(&out_read, &out_write));
+  EMBER_RETURN_IF_ERROR(MakePipe(&err_read, &err_write));
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in.Get(), STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out_write.Get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err_write.Get(), STDERR_FILENO);
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  int spawn_error = ::posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawn_error != 0) {
+    return base::ErrnoError(spawn_error, "cannot run", "\"" + argv[0] + "\"");
+  }
+  out_write.Reset();
+  err_write.Reset();
+
+  ToolResult result;
+  while (out_read || err_read) {
+    pollfd fds[2];
+    nfds_t count = 0;
+    if (out_read) fds[count++] = {out_read.Get(), POLLIN, 0};
+    if (err_read) fds[count++] = {err_read.Get(), POLLIN, 0};
+    if (::poll(fds, count, -1) < 0) {
+      if (errno == EINTR) continue;
+      return base::ErrnoError("poll", "ember-config's output");
+    }
+    for (nfds_t i = 0; i < count; ++i) {
+      if (fds[i].revents == 0) continue;
+      bool is_out = out_read && fds[i].fd == out_read.Get();
+      char buffer[16384];
+      ssize_t n = ::read(fds[i].fd, buffer, sizeof buffer);
+      if (n > 0) {
+        (is_out ? result.out : result.err).append(buffer, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        (is_out ? out_read : err_read).Reset();
+      }
+    }
+  }
+  while (::waitpid(pid, &result.wait_status, 0) < 0) {
+    if (errno != EINTR) return base::ErrnoError("waitpid", "ember-config");
+  }
+  return result;
+}
+
+absl::StatusOr<v1::VmConfig> RunConfigTool(const std::string& tool, const std::string& source,
+                                           const std::string& input) {
+  absl::StatusOr<ToolResult> run = RunTool({tool, "--binary", source}, input);
+  if (!run.ok()) {
+    return absl::InternalError(std::string(run.status().message()) +
+                               " (ember-config reads --config's JSON for ember-vmm and belongs "
+                               "beside it)");
+  }
+  ToolResult& result = *run;
+  std::string message = result.err;
+  if (message.starts_with(kToolErrorPrefix)) message.erase(0, sizeof kToolErrorPrefix - 1);
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  if (WIFEXITED(result.wait_status) && WEXITSTATUS(result.wait_status) == kExitBadInput) {
+    return absl::InvalidArgumentError(message);
+  }
+  if (!WIFEXITED(result.wait_status) || WEXITSTATUS(result.wait_status) != kExitOk) {
+    return absl::InternalError("\"" + tool + "\" failed reading the config" +
+                               (message.empty() ? std::string() : ": " + message));
+  }
+  v1::VmConfig config;
+  if (!config.ParseFromString(result.out)) {
+    return absl::InternalError("\"" + tool + "\" returned a config that does not parse");
+  }
+  return config;
+}
+
+}  // namespace
+
+std::string DefaultConfigToolPath() {
+  // /proc/self/exe resolves symlinks; a jail has no /proc, but the kernel keeps the path
+  // ember-vmm was executed by (AT_EXECFN) for every process.
+  char self[PATH_MAX];
+  ssize_t length = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  std::string exe;
+  if (length > 0) {
+    exe.assign(self, static_cast<std::size_t>(length));
+  } else if (const auto* execfn = reinterpret_cast<const char*>(::getauxval(AT_EXECFN))) {
+    // getauxval returns the string's address as an integer.
+    exe = execfn;
+  }
+  std::size_t slash = exe.rfind('/');
+  return (slash == std::string::npos ? std::string() : exe.substr(0, slash + 1)) + kToolName;
+}
+
+absl::StatusOr<v1::VmConfig> LoadVmConfigFile(const std::string& path, const std::string& tool) {
+  return RunConfigTool(tool, path, "");
+}
+
+absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json, const std::string& tool) {
+  return RunConfigTool(tool, "-", json);
+}
+
+absl::StatusOr<v1::VmConfig> LoadVmConfigBinaryFile(const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    // The user's bad input (exit code 2), whatever the errno.
+    return absl::InvalidArgumentError(
+        base::ErrnoError("cannot open config file", "\"" + path + "\"").message());
+  }
+  v1::VmConfig config;
+  if (!config.ParseFromFileDescriptor(fd.Get())) {
+    return absl::InvalidArgumentError("config file \"" + path +
+                                      "\" is not a binary ember.v1.VmConfig message");
+  }
+  return config;
+}
+
+}  // namespace ember::vmm
