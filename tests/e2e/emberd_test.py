@@ -384,6 +384,29 @@ class EmberdTest(unittest.TestCase):
             self.assertIn("stopped", vm.exit.reason)
         events.close()
 
+    def test_fork_server_death_ends_emberd_and_a_restart_recovers(self):
+        vm = self.create("kept")
+        self.stub.Start(api.VmRequest(vm_id="kept"), timeout=30)
+        emberd_pid = self.emberd.proc.pid
+        with open(f"/proc/{emberd_pid}/task/{emberd_pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+        # The fork server is a fork of emberd (same executable); the VMs are ember-vmm.
+        fork_servers = [pid for pid in children
+                        if os.readlink(f"/proc/{pid}/exe") == os.readlink(f"/proc/{emberd_pid}/exe")]
+        self.assertEqual(len(fork_servers), 1, children)
+        os.kill(fork_servers[0], signal.SIGKILL)
+
+        self.assertEqual(self.emberd.proc.wait(timeout=10), 1)
+        self.assertIn(f"the fork server (pid {fork_servers[0]}) exited", self.emberd.read_log())
+        self.emberd.channel.close()
+        self.emberd.log.close()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        after = self.stub.Get(api.VmRequest(vm_id="kept"), timeout=30)
+        self.assertEqual(after.state, api.Vm.RUNNING)
+        self.assertEqual(after.pid, vm.pid)
+        self.create("new")  # the new emberd has a fork server again
+
     def test_vm_that_ends_while_emberd_is_down_is_stopped_after_restart(self):
         vm = self.create("lost")
         self.stub.Start(api.VmRequest(vm_id="lost"), timeout=30)

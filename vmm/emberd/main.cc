@@ -1,7 +1,9 @@
 // emberd: Ember's control plane. One per host: serves the gRPC API (ember/v1/api.proto) on a
 // Unix socket, runs one ember-vmm per VM and keeps its records under --state-dir so that a
 // restarted emberd finds every VM again.
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "vmm/base/logging.h"
+#include "vmm/base/unique_fd.h"
 #include "vmm/emberd/api_service.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/sandbox.h"
@@ -146,6 +149,33 @@ std::string VmmHelpText(const std::string& vmm) {
   return text;
 }
 
+volatile sig_atomic_t g_stop_signal = 0;
+void OnStopSignal(int sig) { g_stop_signal = sig; }
+
+// Blocks until SIGTERM/SIGINT arrives (returns 0) or the fork server exits (returns 1).
+// The fork server cannot be restarted: it must be forked before emberd has threads or its
+// seccomp filter. Without it no VM can be created, so emberd ends and lets its service manager
+// start a new one, which re-attaches to every VM (they keep running meanwhile).
+int WaitForStopOrForkServerDeath(const base::UniqueFd& fork_server, pid_t fork_server_pid) {
+  // Only this thread leaves the stop signals unblocked, and only while it waits in ppoll.
+  sigset_t wait_mask;
+  pthread_sigmask(SIG_SETMASK, nullptr, &wait_mask);
+  sigdelset(&wait_mask, SIGTERM);
+  sigdelset(&wait_mask, SIGINT);
+  while (g_stop_signal == 0) {
+    pollfd watched{fork_server.Get(), POLLIN, 0};
+    if (::ppoll(&watched, 1, nullptr, &wait_mask) > 0) {
+      EMBER_LOG(kError) << "emberd: the fork server (pid " << fork_server_pid
+                        << ") exited; no VM can be created without it, so emberd stops here "
+                           "(VMs keep running; a restarted emberd re-attaches to them)";
+      return 1;
+    }
+  }
+  EMBER_LOG(kInfo) << "emberd: " << strsignal(g_stop_signal)
+                   << ": shutting down (VMs keep running)";
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
   if (!flags.log_level.empty()) {
@@ -192,6 +222,13 @@ int Main(int argc, char** argv) {
   // Before any thread exists and before the filter: see ForkServerLauncher.
   auto launcher = ForkServerLauncher::Start(vmm, jail);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
+  pid_t fork_server_pid = (*launcher)->helper_pid();
+  base::UniqueFd fork_server(static_cast<int>(::syscall(SYS_pidfd_open, fork_server_pid, 0)));
+  if (!fork_server) Fail("pidfd_open of the fork server: " + std::string(strerror(errno)));
+  struct sigaction on_stop {};
+  on_stop.sa_handler = OnStopSignal;
+  ::sigaction(SIGTERM, &on_stop, nullptr);
+  ::sigaction(SIGINT, &on_stop, nullptr);
   auto manager = VmManager::Create(options, std::move(*launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
@@ -224,11 +261,9 @@ int Main(int argc, char** argv) {
                    << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir : "");
   std::fprintf(stderr, "emberd: ready\n");
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  EMBER_LOG(kInfo) << "emberd: " << strsignal(sig) << ": shutting down (VMs keep running)";
+  int exit_code = WaitForStopOrForkServerDeath(fork_server, fork_server_pid);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  return 0;
+  return exit_code;
 }
 
 }  // namespace
