@@ -32,7 +32,7 @@ absl::Status EventLoop::Add(int fd, std::uint32_t events, Handler handler) {
   if (::epoll_ctl(epoll_.Get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
     return ErrnoError("epoll_ctl(ADD)", "fd " + std::to_string(fd));
   }
-  handlers_[fd] = std::move(handler);
+  handlers_[fd] = std::make_unique<Handler>(std::move(handler));
   return absl::OkStatus();
 }
 
@@ -48,7 +48,10 @@ absl::Status EventLoop::Modify(int fd, std::uint32_t events) {
 
 void EventLoop::Remove(int fd) {
   ::epoll_ctl(epoll_.Get(), EPOLL_CTL_DEL, fd, nullptr);
-  handlers_.erase(fd);
+  auto it = handlers_.find(fd);
+  if (it == handlers_.end()) return;
+  if (dispatching_) retired_.push_back(std::move(it->second));
+  handlers_.erase(it);
 }
 
 void EventLoop::Post(std::function<void()> task) {
@@ -94,10 +97,12 @@ absl::Status EventLoop::RunOnce(int timeout_ms) {
     // A handler may remove other fds; look each one up afresh.
     auto it = handlers_.find(fd);
     if (it != handlers_.end()) {
-      Handler handler = it->second;  // copy: the handler may Remove() itself
-      handler(events[static_cast<std::size_t>(i)].events);
+      dispatching_ = true;
+      (*it->second)(events[static_cast<std::size_t>(i)].events);
+      dispatching_ = false;
     }
   }
+  retired_.clear();
   return absl::OkStatus();
 }
 

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -48,7 +49,12 @@ class EventLoop {
 
   UniqueFd epoll_;
   EventFd wakeup_;
-  std::unordered_map<int, Handler> handlers_;
+  // Heap-held so dispatch calls a handler in place rather than copying it (a copy can
+  // allocate, once per event). A handler removed while events are being dispatched (it may
+  // remove itself) is moved to retired_ and destroyed after the round.
+  std::unordered_map<int, std::unique_ptr<Handler>> handlers_;
+  std::vector<std::unique_ptr<Handler>> retired_;
+  bool dispatching_ = false;
   bool stopping_ = false;
 
   // Heap-held so the loop stays movable while holding a mutex.
