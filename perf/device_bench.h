@@ -62,7 +62,7 @@ inline void WireTransport(const std::string& harness, base::EventLoop& loop,
   }
   for (virtio::EventSource& source : t->device().EventSources()) {
     CheckOk(harness,
-            loop.Add(source.fd, EPOLLIN,
+            loop.Add(source.fd, EPOLLIN | (source.edge_triggered ? EPOLLET : 0u),
                      [on_readable = std::move(source.on_readable), count](std::uint32_t) {
                        ++*count;
                        on_readable();

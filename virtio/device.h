@@ -48,9 +48,14 @@ struct QueuePositions {
 
 // An fd the VMM loop watches for a device, and what to call (on the loop thread) when it
 // becomes readable. The fd is owned by the device and stays open as long as the device.
+// An edge-triggered source is one the device never drains (io_uring's completion eventfd,
+// signalled by every completion even when the device reaps them inline, where draining would
+// cost a system call per batch): the loop must watch it with EPOLLET, so that every signal
+// wakes it once, and a level-triggered watcher must drain it itself.
 struct EventSource {
   int fd = -1;
   std::function<void()> on_readable;
+  bool edge_triggered = false;
 };
 
 // A virtio device model (block, net, vsock) behind a transport. The transport owns the

@@ -31,9 +31,8 @@ absl::Status VirtioDevices::Add(std::unique_ptr<virtio::MmioTransport> transport
   }
   for (virtio::EventSource& source : t->device().EventSources()) {
     EMBER_RETURN_IF_ERROR(loop.Add(
-        source.fd, EPOLLIN, [on_readable = std::move(source.on_readable)](std::uint32_t) {
-          on_readable();
-        }));
+        source.fd, EPOLLIN | (source.edge_triggered ? EPOLLET : 0u),
+        [on_readable = std::move(source.on_readable)](std::uint32_t) { on_readable(); }));
   }
   transports_.push_back(std::move(transport));
   placements_.push_back(at);

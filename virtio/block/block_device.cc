@@ -207,7 +207,8 @@ void BlockDevice::Reset() {
 std::vector<EventSource> BlockDevice::EventSources() {
   std::vector<EventSource> sources;
   if (engine_->completion_fd() >= 0) {
-    sources.push_back({engine_->completion_fd(), [this] { ProcessCompletions(); }});
+    sources.push_back({engine_->completion_fd(), [this] { ProcessCompletions(); },
+                       /*edge_triggered=*/true});
   }
   sources.push_back({limiter_.timer_fd(), [this] { ProcessRateLimiterTimer(); }});
   return sources;
@@ -350,12 +351,12 @@ void BlockDevice::StartIo(const DescriptorChain& chain, const Request& request) 
   std::uint32_t cookie;
   if (free_slots_.empty()) {
     cookie = static_cast<std::uint32_t>(in_flight_.size());
-    in_flight_.emplace_back();
+    in_flight_.push_back(std::make_unique<InFlight>());
   } else {
     cookie = free_slots_.back();
     free_slots_.pop_back();
   }
-  InFlight& op = in_flight_[cookie];
+  InFlight& op = *in_flight_[cookie];
   op.generation = generation_;
   op.head = chain.head;
   op.status = request.status;
@@ -425,7 +426,7 @@ void BlockDevice::ReapCompletions() {
   std::uint64_t writes = 0;
   std::uint64_t write_bytes = 0;
   for (const Completion& done : completions_) {
-    InFlight& op = in_flight_[done.cookie];
+    InFlight& op = *in_flight_[done.cookie];
     op.iovs.clear();
     free_slots_.push_back(static_cast<std::uint32_t>(done.cookie));
     if (op.generation != generation_ || !queue_) continue;  // the driver reset meanwhile

@@ -43,8 +43,9 @@ class BlockEngine {
   // has). Only for quiescing before a snapshot, with operations in flight. The default suits
   // engines whose operations finish inside the calls that queue them.
   [[nodiscard]] virtual absl::Status WaitForCompletion() { return absl::OkStatus(); }
-  // Readable when Reap has something; -1 when completions are ready as soon as Submit
-  // returns (SyncEngine). Owned by the engine.
+  // Signalled whenever operations finish, and never drained by the engine: watch it
+  // edge-triggered (EventSource::edge_triggered). -1 when completions are ready as soon as
+  // Submit returns (SyncEngine). Owned by the engine.
   [[nodiscard]] virtual int completion_fd() const = 0;
 };
 

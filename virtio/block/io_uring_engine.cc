@@ -116,8 +116,10 @@ absl::Status IoUringEngine::WaitForCompletion() {
 }
 
 void IoUringEngine::Reap(std::vector<Completion>* out) {
-  // Clear the eventfd first: a completion arriving after this re-signals it.
-  completion_.Consume();
+  // The eventfd is not drained: it is watched edge-triggered, and each CQE the kernel posts
+  // after this reads the ring signals it again. Reads served from the page cache complete
+  // inside Submit and are reaped right after it, and draining the signal they left would be
+  // a system call per batch.
   out->insert(out->end(), failed_.begin(), failed_.end());
   failed_.clear();
   io_uring_cqe* cqe = nullptr;

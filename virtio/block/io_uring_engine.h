@@ -15,7 +15,7 @@ namespace ember::virtio::block {
 // registered file (IOSQE_FIXED_FILE, no per-operation fd lookup); Submit() hands the whole
 // batch to the kernel in one io_uring_submit, so a guest notification that brought N requests
 // costs one system call. Each completion signals completion_fd(), an eventfd that the VMM
-// loop watches.
+// loop watches edge-triggered.
 class IoUringEngine final : public BlockEngine {
  public:
   // Borrows `fd` (kept open by the device longer than the engine). `depth` is the most
