@@ -114,8 +114,8 @@ std::vector<SyscallRule> IoRules(const EmberdSeccompParams& params) {
   };
 }
 
-std::vector<SyscallRule> StateDirRules() {
-  return {
+std::vector<SyscallRule> StateDirRules(const EmberdSeccompParams& params) {
+  std::vector<SyscallRule> rules = {
       Allow("openat", "records, VM logs and consoles under the state dir (never executed)"),
       Allow("newfstatat", "std::filesystem and stdio: file types and sizes"),
       Allow("fstat", "stdio sizing a buffer"),
@@ -130,6 +130,16 @@ std::vector<SyscallRule> StateDirRules() {
       Allow("fdatasync", "atomic record writes reach the disk before the rename"),
       Allow("access", "picking a free snapshot id; checking a snapshot's files before a restore"),
   };
+  if (params.jail_uid) {
+    rules.push_back(Allow("ftruncate",
+                          "a jailed VM's snapshot copied out of its jail across filesystems "
+                          "keeps its size (CopySparse skips a trailing hole)"));
+    rules.push_back(AllowIfArg("fchown",
+                               "that copy stays the jail's, as a renamed file would (a jailed "
+                               "restore maps it as the jail's uid)",
+                               1, {*params.jail_uid}));
+  }
+  return rules;
 }
 
 std::vector<SyscallRule> ProcessRules() {
@@ -152,7 +162,7 @@ SeccompPolicy EmberdPolicy(const EmberdSeccompParams& params) {
   };
   append(MemoryAndThreadRules());
   append(IoRules(params));
-  append(StateDirRules());
+  append(StateDirRules(params));
   append(ProcessRules());
   return policy;
 }

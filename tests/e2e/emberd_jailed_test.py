@@ -2,7 +2,9 @@
 emberd's gRPC API like any VM. Needs root (the jailer chroots and changes identity) and
 /dev/kvm."""
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -10,13 +12,13 @@ import unittest
 
 import ember_client as ec
 from ember_client import api, grpc
-from emberd_test import EventReader, code_of
+from emberd_test import EventReader, VmChecks, code_of
 
 JAIL_UID = 23456
 JAIL_GID = 23457
 
 
-class EmberdJailedTest(unittest.TestCase):
+class EmberdJailedTest(VmChecks, unittest.TestCase):
     def setUp(self):
         self.base = tempfile.mkdtemp(prefix="ember-e2e-jail-")
         self.emberd = ec.Emberd(extra_args=[
@@ -28,10 +30,6 @@ class EmberdJailedTest(unittest.TestCase):
     def tearDown(self):
         self.emberd.close()
         shutil.rmtree(self.base, ignore_errors=True)
-
-    def console_of(self, vm_id):
-        return b"".join(c.data for c in self.stub.StreamConsole(
-            api.StreamConsoleRequest(vm_id=vm_id), timeout=10))
 
     def test_jailed_vm_create_start_console_stop(self):
         events = EventReader(self.stub)
@@ -70,14 +68,6 @@ class EmberdJailedTest(unittest.TestCase):
             time.sleep(0.1)
         self.assertIn(b"idle\n", text)
 
-        # Snapshots would be written outside the jail: refused, naming why.
-        self.stub.Pause(api.VmRequest(vm_id="jailed-1"), timeout=30)
-        code, details = code_of(self.stub.CreateSnapshot,
-                                api.CreateSnapshotRequest(vm_id="jailed-1"))
-        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION)
-        self.assertIn("--jailer", details)
-        self.stub.Resume(api.VmRequest(vm_id="jailed-1"), timeout=30)
-
         vm = self.stub.Stop(api.StopRequest(vm_id="jailed-1"), timeout=30)
         self.assertEqual(vm.state, api.Vm.STOPPED)
         self.assertEqual(vm.exit.exit_code, 0, vm.exit.reason)
@@ -98,6 +88,187 @@ class EmberdJailedTest(unittest.TestCase):
         self.assertIn(b"PASS hello", self.console_of("jailed-2"))
         self.assertEqual(self.stub.Get(api.VmRequest(vm_id="jailed-2")).state, api.Vm.STOPPED)
         events.close()
+
+    def jail_root(self, vm_id):
+        return os.path.join(self.base, "ember-vmm", vm_id, "root")
+
+    def assert_jailed(self, pid, vm_id):
+        """`pid` runs chrooted in `vm_id`'s jail with the jail's identity."""
+        self.assertTrue(os.path.samestat(os.stat(f"/proc/{pid}/root"),
+                                         os.stat(self.jail_root(vm_id))))
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        self.assertEqual(status["Uid"].split(), [str(JAIL_UID)] * 4)
+        self.assertEqual(status["Gid"].split(), [str(JAIL_GID)] * 4)
+
+    def assert_jails_file(self, path):
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), (JAIL_UID, JAIL_GID), path)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600, path)
+
+    def counting_vm(self, vm_id, config=None):
+        """A jailed VM counting (`counter` scenario), paused mid-count; its console so far."""
+        self.stub.Create(api.CreateRequest(vm_id=vm_id, config=config or ec.config("counter,idle")),
+                         timeout=30)
+        self.stub.Start(api.VmRequest(vm_id=vm_id), timeout=30)
+        self.wait_console(vm_id, rb"count 2\n")
+        self.stub.Pause(api.VmRequest(vm_id=vm_id), timeout=30)
+        before = self.console_of(vm_id)
+        self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
+        return before
+
+    def test_jailed_snapshot_lands_where_recorded_and_two_jailed_clones_continue(self):
+        before = self.counting_vm("jsnap")
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="jsnap"), timeout=60)
+
+        # Where an unjailed snapshot goes, recorded the same way; the jail's files, moved out.
+        record = os.path.join(self.emberd.state_dir, "snapshots", snapshot.snapshot_id)
+        self.assertEqual(snapshot.state_path, os.path.join(record, "state"))
+        self.assertEqual(snapshot.memory_path, os.path.join(record, "memory"))
+        self.assertTrue(os.path.exists(os.path.join(record, "snapshot.json")))
+        self.assertGreater(os.path.getsize(snapshot.state_path), 0)
+        self.assertEqual(os.path.getsize(snapshot.memory_path), 32 << 20)
+        self.assert_jails_file(snapshot.state_path)
+        self.assert_jails_file(snapshot.memory_path)
+        self.assertEqual([f for f in os.listdir(self.jail_root("jsnap"))
+                          if f.endswith((".state", ".mem", ".tmp"))], [])
+        self.assertEqual(self.stub.Get(api.VmRequest(vm_id="jsnap")).state, api.Vm.PAUSED)
+
+        restored = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="jclone", count=2, resume=True),
+            timeout=60)
+        self.assertEqual([vm.vm_id for vm in restored.vms], ["jclone-0", "jclone-1"])
+        self.assertEqual(len({vm.pid for vm in restored.vms}), 2)
+        for vm in restored.vms:
+            self.assertEqual(vm.state, api.Vm.RUNNING)
+            self.assertEqual(vm.restored_from, snapshot.snapshot_id)
+            self.assert_jailed(vm.pid, vm.vm_id)
+            # Both clones map the one memory file, hard-linked into each jail.
+            linked = os.path.join(self.jail_root(vm.vm_id), snapshot.snapshot_id + ".mem")
+            self.assertTrue(os.path.samestat(os.stat(linked), os.stat(snapshot.memory_path)))
+        self.assertGreaterEqual(os.stat(snapshot.memory_path).st_nlink, 3)
+        for vm in restored.vms:
+            self.assert_counts_on(vm.vm_id, before)
+            self.assert_jailed(vm.pid, vm.vm_id)
+        # The source is untouched by its clones: resumed, it counts on too.
+        self.stub.Resume(api.VmRequest(vm_id="jsnap"), timeout=30)
+        self.wait_console("jsnap", rb"PASS counter\n")
+
+        self.stop_and_delete("jclone-0", "jclone-1", "jsnap")
+        # Deleting the clones' jails leaves the snapshot whole.
+        self.assertEqual(os.stat(snapshot.memory_path).st_nlink, 1)
+        self.assertEqual(os.path.getsize(snapshot.memory_path), 32 << 20)
+
+    def test_jailed_diff_snapshot_restores_onto_its_base_in_a_new_jail(self):
+        config = ec.config("counter,idle")
+        config.machine_config.track_dirty_pages = True
+        self.counting_vm("jdiff", config)
+        full = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="jdiff"), timeout=60)
+        self.stub.Resume(api.VmRequest(vm_id="jdiff"), timeout=30)
+        counted = [int(n) for n in re.findall(rb"count (\d+)\n", self.console_of("jdiff"))]
+        self.wait_console("jdiff", rb"count %d\n" % (counted[-1] + 2))
+        self.stub.Pause(api.VmRequest(vm_id="jdiff"), timeout=30)
+        before = self.console_of("jdiff")
+        self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
+        diff = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="jdiff", type=api.CreateSnapshotRequest.DIFF), timeout=60)
+        self.assert_jails_file(diff.memory_path)
+        # Only the pages written since the full snapshot: far less than the VM's 32 MiB.
+        self.assertLess(os.stat(diff.memory_path).st_blocks * 512, 8 << 20)
+
+        vm = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=diff.snapshot_id, vm_id_prefix="jdclone", resume=True), timeout=60).vms[0]
+        self.assert_jailed(vm.pid, vm.vm_id)
+        root = self.jail_root(vm.vm_id)
+        for snapshot in (full, diff):
+            self.assertTrue(os.path.samestat(
+                os.stat(os.path.join(root, snapshot.snapshot_id + ".mem")),
+                os.stat(snapshot.memory_path)))
+        self.assert_counts_on(vm.vm_id, before)
+
+    def test_jailed_snapshot_in_another_filesystem_is_copied_sparse_and_restores(self):
+        other = tempfile.mkdtemp(prefix="ember-e2e-jail-", dir="/dev/shm")
+        self.addCleanup(shutil.rmtree, other, True)
+        if os.stat(other).st_dev == os.stat(self.base).st_dev:
+            self.skipTest("/dev/shm is on the same filesystem as " + self.base)
+        before = self.counting_vm("jxdev")
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="jxdev", snapshot_dir=os.path.join(other, "snap")), timeout=60)
+        self.assertEqual(snapshot.memory_path, os.path.join(other, "snap", "memory"))
+        self.assert_jails_file(snapshot.state_path)
+        self.assert_jails_file(snapshot.memory_path)
+        st = os.stat(snapshot.memory_path)
+        self.assertEqual(st.st_size, 32 << 20)
+        self.assertLess(st.st_blocks * 512, 16 << 20, "the copy filled the memory file's holes")
+        self.assertEqual([f for f in os.listdir(self.jail_root("jxdev"))
+                          if f.endswith((".state", ".mem"))], [])
+
+        vm = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="jxclone", resume=True),
+            timeout=60).vms[0]
+        self.assert_jailed(vm.pid, vm.vm_id)
+        # Across filesystems the clone's jail holds a private copy, still the jail's.
+        self.assert_jails_file(os.path.join(self.jail_root(vm.vm_id),
+                                            snapshot.snapshot_id + ".mem"))
+        self.assert_counts_on(vm.vm_id, before)
+
+    def test_snapshot_of_a_stopped_jailed_vm_is_failed_precondition(self):
+        self.stub.Create(api.CreateRequest(vm_id="jstop", config=ec.config("idle")), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="jstop"), timeout=30)
+        self.stub.Stop(api.StopRequest(vm_id="jstop"), timeout=30)
+        code, details = code_of(self.stub.CreateSnapshot,
+                                api.CreateSnapshotRequest(vm_id="jstop"))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("STOPPED", details)
+        self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "snapshots")), [])
+
+    def jailed_snapshot_copy(self, vm_id):
+        """A snapshot of a jailed VM, copied to a directory of its own: (state, memory)."""
+        self.counting_vm(vm_id)
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id=vm_id), timeout=60)
+        mine = os.path.join(self.emberd.dir, "mine")
+        os.makedirs(mine)
+        state = shutil.copy(snapshot.state_path, os.path.join(mine, "state"))
+        memory = shutil.copy(snapshot.memory_path, os.path.join(mine, "memory"))
+        return state, memory
+
+    def test_jailed_restore_with_a_missing_memory_file_is_not_found(self):
+        state, memory = self.jailed_snapshot_copy("jmiss")
+        os.unlink(memory)
+        code, details = code_of(self.stub.Restore, api.RestoreRequest(
+            state_path=state, vm_id_prefix="jmclone"))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND, details)
+        self.assertIn(memory, details)
+        self.assertEqual(code_of(self.stub.Get, api.VmRequest(vm_id="jmclone-0"))[0],
+                         grpc.StatusCode.NOT_FOUND)
+        self.assertFalse(os.path.exists(os.path.join(self.base, "ember-vmm", "jmclone-0")))
+
+    def test_jailed_restore_of_memory_the_jail_cannot_read_is_refused_naming_the_rule(self):
+        # As a snapshot taken without --jailer leaves it: root's, 0600.
+        state, memory = self.jailed_snapshot_copy("jroot")
+        os.chown(memory, 0, 0)
+        os.chmod(memory, 0o600)
+        code, details = code_of(self.stub.Restore, api.RestoreRequest(
+            state_path=state, vm_id_prefix="jrclone"))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("memory_path", details)
+        self.assertIn(f"not readable by the jail's uid {JAIL_UID}", details)
+        self.assertIn(f"chown {JAIL_UID}:{JAIL_GID}", details)
+        # Given to the jail, the same files restore.
+        os.chown(memory, JAIL_UID, JAIL_GID)
+        vm = self.stub.Restore(api.RestoreRequest(state_path=state, vm_id_prefix="jrclone"),
+                               timeout=60).vms[0]
+        self.assertEqual(vm.state, api.Vm.PAUSED)
+        self.assert_jailed(vm.pid, vm.vm_id)
+
+    def test_jailed_restore_refuses_a_host_vsock_socket(self):
+        self.counting_vm("jvsock")
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="jvsock"), timeout=60)
+        overrides = api.RestoreOverrides(vsock_uds_path="/tmp/v.sock")
+        code, details = code_of(self.stub.Restore, api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="jvclone", overrides=[overrides]))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("overrides[0].vsock_uds_path", details)
 
     def test_underscore_ids_are_refused(self):
         code, details = code_of(self.stub.Create,

@@ -59,7 +59,48 @@ class EventReader:
         self.call.cancel()
 
 
-class EmberdTest(unittest.TestCase):
+class VmChecks:
+    """Checks of VMs for a TestCase whose self.stub talks to emberd."""
+
+    def console_of(self, vm_id):
+        return b"".join(c.data for c in self.stub.StreamConsole(
+            api.StreamConsoleRequest(vm_id=vm_id), timeout=10))
+
+    def wait_console(self, vm_id, pattern, timeout=30):
+        """The VM's console once it matches the regex `pattern` (bytes)."""
+        deadline = time.time() + timeout
+        text = b""
+        while time.time() < deadline:
+            text = self.console_of(vm_id)
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.05)
+        self.fail(f"{vm_id}: {pattern!r} not on its console: {text[-400:]!r}")
+
+    def assert_counts_on(self, vm_id, before):
+        """A clone of a VM paused mid-count (`counter` scenario; `before`: the VM's console at
+        the snapshot) goes on counting from the snapshot, with no new boot, and finds the
+        memory region it filled before the snapshot intact."""
+        text = self.wait_console(vm_id, rb"PASS counter\n")
+        self.assertNotIn(b"Ember test guest", text)
+        self.assertIn(b"checksum ok", text)
+        joined = before + text  # a line cut by the pause continues in the clone
+        self.assertEqual([int(n) for n in re.findall(rb"count (\d+)\n", joined)],
+                         list(range(1, 41)))
+        counted = [int(n) for n in re.findall(rb"count (\d+)\n", before)]
+        self.assertLessEqual(min(int(n) for n in re.findall(rb"count (\d+)\n", text)),
+                             counted[-1] + 2)
+
+
+    def stop_and_delete(self, *vm_ids):
+        """Each VM stops cleanly (exit code 0) through the API and is deleted."""
+        for vm_id in vm_ids:
+            stopped = self.stub.Stop(api.StopRequest(vm_id=vm_id), timeout=30)
+            self.assertEqual((stopped.state, stopped.exit.exit_code), (api.Vm.STOPPED, 0))
+            self.stub.Delete(api.DeleteRequest(vm_id=vm_id), timeout=30)
+
+
+class EmberdTest(VmChecks, unittest.TestCase):
     def setUp(self):
         self.emberd = ec.Emberd()
         self.stub = self.emberd.stub
@@ -132,21 +173,6 @@ class EmberdTest(unittest.TestCase):
         self.assertEqual(self.stub.Get(api.VmRequest(vm_id="crash")).state, api.Vm.STOPPED)
         events.close()
 
-    def console_of(self, vm_id):
-        return b"".join(c.data for c in self.stub.StreamConsole(
-            api.StreamConsoleRequest(vm_id=vm_id), timeout=10))
-
-    def wait_console(self, vm_id, pattern, timeout=30):
-        """The VM's console once it matches the regex `pattern` (bytes)."""
-        deadline = time.time() + timeout
-        text = b""
-        while time.time() < deadline:
-            text = self.console_of(vm_id)
-            if re.search(pattern, text):
-                return text
-            time.sleep(0.05)
-        self.fail(f"{vm_id}: {pattern!r} not on its console: {text[-400:]!r}")
-
     def test_snapshot_and_restore_two_clones(self):
         events = EventReader(self.stub)
         self.create("snap", scenario="counter,idle")
@@ -155,7 +181,6 @@ class EmberdTest(unittest.TestCase):
         self.wait_console("snap", rb"count 2\n")
         self.stub.Pause(api.VmRequest(vm_id="snap"), timeout=30)
         before = self.console_of("snap")
-        counted = [int(n) for n in re.findall(rb"count (\d+)\n", before)]
         self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
 
         snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="snap"), timeout=60)
@@ -179,25 +204,13 @@ class EmberdTest(unittest.TestCase):
             self.assertEqual(vm.config.boot_source.boot_args, "console=ttyS0 ember.test=counter,idle")
             events.wait_for(lambda e, i=vm.vm_id: e.vm_id == i and e.state == api.Vm.RUNNING)
 
-        # Each clone goes on counting from the snapshot, with no new boot, and finds the
-        # memory region it filled before the snapshot intact.
         for vm in restored.vms:
-            text = self.wait_console(vm.vm_id, rb"PASS counter\n")
-            self.assertNotIn(b"Ember test guest", text)
-            self.assertIn(b"checksum ok", text)
-            joined = before + text  # a line cut by the pause continues in the clone
-            self.assertEqual([int(n) for n in re.findall(rb"count (\d+)\n", joined)],
-                             list(range(1, 41)))
-            self.assertLessEqual(min(int(n) for n in re.findall(rb"count (\d+)\n", text)),
-                                 counted[-1] + 2)
+            self.assert_counts_on(vm.vm_id, before)
         # The source is untouched by its clones: resumed, it counts on too.
         self.stub.Resume(api.VmRequest(vm_id="snap"), timeout=30)
         self.wait_console("snap", rb"PASS counter\n")
 
-        for vm_id in ("clone-0", "clone-1", "snap"):
-            stopped = self.stub.Stop(api.StopRequest(vm_id=vm_id), timeout=30)
-            self.assertEqual((stopped.state, stopped.exit.exit_code), (api.Vm.STOPPED, 0))
-            self.stub.Delete(api.DeleteRequest(vm_id=vm_id), timeout=30)
+        self.stop_and_delete("clone-0", "clone-1", "snap")
         self.assertEqual(list(self.stub.List(api.ListRequest()).vms), [])
         # The snapshot outlives its VM and can still be restored.
         again = self.stub.Restore(api.RestoreRequest(

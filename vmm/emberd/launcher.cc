@@ -18,6 +18,7 @@
 
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/emberd/store.h"
 
 extern char** environ;
 
@@ -66,36 +67,32 @@ int CopyFile(const std::string& from, const std::string& to, mode_t mode) {
   if (!in) return errno;
   base::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!out) return errno;
-  std::vector<char> buffer(1 << 16);
-  while (true) {
-    ssize_t n = ::read(in.Get(), buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    if (n == 0) return 0;
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = ::write(out.Get(), buffer.data() + done, static_cast<std::size_t>(n - done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return errno;
-      done += w;
-    }
-  }
+  return CopySparse(in.Get(), out.Get());
+}
+
+// A private copy for the jail: its uid:gid may read it, nobody else (a snapshot's memory).
+int CopyOwned(const std::string& from, const std::string& to, const JailerConfig& jail) {
+  ::unlink(to.c_str());
+  if (int err = CopyFile(from, to, 0600); err != 0) return err;
+  return ::chown(to.c_str(), jail.uid, jail.gid) == 0 ? 0 : errno;
 }
 
 // Puts `file` into the jail root `root` (in the helper, as root, before the jailer runs).
 int PlaceJailFile(const JailFile& file, const std::string& root, const JailerConfig& jail) {
   std::string target = root + "/" + file.jail_name;
   switch (file.how) {
-    case JailFile::How::kCopy: {
-      ::unlink(target.c_str());
-      if (int err = CopyFile(file.host_path, target, 0600); err != 0) return err;
-      return ::chown(target.c_str(), jail.uid, jail.gid) == 0 ? 0 : errno;
-    }
+    case JailFile::How::kCopy:
+      return CopyOwned(file.host_path, target, jail);
     case JailFile::How::kLinkOrCopy:
     case JailFile::How::kLink:
       ::unlink(target.c_str());
-      if (::link(file.host_path.c_str(), target.c_str()) == 0) return 0;
+      // A symlink's target, not the symlink: inside the jail it would point nowhere.
+      if (::linkat(AT_FDCWD, file.host_path.c_str(), AT_FDCWD, target.c_str(),
+                   AT_SYMLINK_FOLLOW) == 0) {
+        return 0;
+      }
       if (errno != EXDEV || file.how == JailFile::How::kLink) return errno;
-      return CopyFile(file.host_path, target, 0644);
+      return CopyOwned(file.host_path, target, jail);
     case JailFile::How::kSymlinkHost:
       ::unlink(file.host_path.c_str());
       return ::symlink(target.c_str(), file.host_path.c_str()) == 0 ? 0 : errno;

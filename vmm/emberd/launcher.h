@@ -17,8 +17,10 @@ namespace ember::emberd {
 // runs (emberd's own seccomp filter allows neither link nor chown).
 struct JailFile {
   enum class How : char {
-    kCopy = 'c',        // copied, owned by the jail's uid:gid, mode 0600 (the config)
-    kLinkOrCopy = 'l',  // hard-linked, or copied when on another filesystem (kernel, initrd)
+    kCopy = 'c',        // copied, owned by the jail's uid:gid, mode 0600 (config, state file)
+    // Hard-linked (the jail's uid must be able to read it), or on another filesystem copied as
+    // kCopy, holes kept (kernel, initrd, a snapshot's memory files).
+    kLinkOrCopy = 'l',
     kLink = 'L',        // hard-linked only: a copy of a drive would not be the drive
     kSymlinkHost = 's', // host_path becomes a symlink to the jail's file (the console)
   };

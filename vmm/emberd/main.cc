@@ -43,7 +43,9 @@ constexpr char kUsage[] =
     "  --jailer PATH      run each ember-vmm through this ember-jailer (off by default); needs\n"
     "                     --jailer-uid, --jailer-gid and --chroot-base. A VM's jail is\n"
     "                     <chroot-base>/ember-vmm/<id>/root: its config, kernel and initrd are\n"
-    "                     put there (drives hard-linked: same filesystem); no snapshots\n"
+    "                     put there (drives hard-linked: same filesystem). Snapshots are\n"
+    "                     moved out of the jail; a restored clone gets the snapshot's files\n"
+    "                     linked into its own jail (memory must be readable by the jail uid)\n"
     "  --jailer-uid N, --jailer-gid N\n"
     "                     the jailed ember-vmm's identity (not 0)\n"
     "  --chroot-base DIR  the jailer's --chroot-base-dir\n"
@@ -215,6 +217,8 @@ int Main(int argc, char** argv) {
     jail->uid = *flags.jailer_uid;
     jail->gid = *flags.jailer_gid;
     jail->new_pid_ns = flags.jailer_new_pid_ns;
+    options.jail_uid = jail->uid;
+    options.jail_gid = jail->gid;
     vmm = std::filesystem::absolute(vmm).string();
     options.jail_dir =
         std::filesystem::path(jail->JailRoot(vmm, "x")).parent_path().parent_path().string();
@@ -252,7 +256,10 @@ int Main(int argc, char** argv) {
   if (!server) Fail("cannot listen on " + flags.socket + (flags.tcp.empty() ? "" : " / " + flags.tcp));
   ::chmod(flags.socket.c_str(), 0600);
 
-  if (auto s = InstallSandbox(flags.seccomp, !flags.tcp.empty()); !s.ok()) {
+  jailer::EmberdSeccompParams seccomp_params;
+  seccomp_params.tcp = !flags.tcp.empty();
+  if (jail) seccomp_params.jail_uid = jail->uid;
+  if (auto s = InstallSandbox(flags.seccomp, seccomp_params); !s.ok()) {
     Fail("sandbox: " + std::string(s.message()));
   }
   EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "

@@ -47,13 +47,12 @@ absl::StatusOr<std::optional<jailer::SeccompMode>> ParseSeccompFlag(std::string_
                                     "\" is not enforce, log or off");
 }
 
-absl::Status InstallSandbox(std::optional<jailer::SeccompMode> mode, bool tcp) {
+absl::Status InstallSandbox(std::optional<jailer::SeccompMode> mode,
+                            const jailer::EmberdSeccompParams& params) {
   if (!mode) {
     EMBER_LOG(kWarn) << "emberd: seccomp filter is OFF (--seccomp off): emberd is not filtered";
     return absl::OkStatus();
   }
-  jailer::EmberdSeccompParams params;
-  params.tcp = tcp;
   jailer::SeccompPolicy policy = jailer::EmberdPolicy(params);
   EMBER_ASSIGN_OR_RETURN(jailer::SeccompFilter filter, jailer::SeccompFilter::Build(policy, *mode));
   EMBER_ASSIGN_OR_RETURN(jailer::BpfProgram program, filter.Compile());

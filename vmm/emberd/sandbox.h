@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "jailer/emberd_seccomp.h"
 #include "jailer/seccomp_filter.h"
 
 namespace ember::emberd {
@@ -17,7 +18,8 @@ namespace ember::emberd {
 // by the main thread once the gRPC server has started: gRPC's threads and the VM supervisor
 // exist by then, and threads started later inherit it. emberd must not exec afterwards (VMMs
 // are spawned by the fork server, launcher.h). `mode` nullopt installs nothing and says so;
-// every choice is logged. `tcp`: emberd also listens on TCP.
-[[nodiscard]] absl::Status InstallSandbox(std::optional<jailer::SeccompMode> mode, bool tcp);
+// every choice is logged. `params`: what the allowlist depends on (--tcp, --jailer-uid).
+[[nodiscard]] absl::Status InstallSandbox(std::optional<jailer::SeccompMode> mode,
+                                          const jailer::EmberdSeccompParams& params);
 
 }  // namespace ember::emberd

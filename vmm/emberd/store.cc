@@ -1,10 +1,13 @@
 #include "vmm/emberd/store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
+#include <vector>
 
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/json_util.h>
@@ -91,6 +94,37 @@ absl::Status RemoveTree(const std::string& path) {
   std::filesystem::remove_all(path, error);
   if (error) return absl::InternalError("cannot remove " + path + ": " + error.message());
   return absl::OkStatus();
+}
+
+int CopySparse(int in, int out) {
+  struct stat st {};
+  if (::fstat(in, &st) != 0) return errno;
+  std::vector<char> buffer(1 << 16);
+  off_t offset = 0;
+  while (offset < st.st_size) {
+    off_t data = ::lseek(in, offset, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole is left: ftruncate makes it
+    if (data < 0) return errno;
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0) return errno;
+    if (::lseek(in, data, SEEK_SET) < 0 || ::lseek(out, data, SEEK_SET) < 0) return errno;
+    for (off_t pos = data; pos < hole;) {
+      std::size_t want = std::min(buffer.size(), static_cast<std::size_t>(hole - pos));
+      ssize_t n = ::read(in, buffer.data(), want);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno;
+      if (n == 0) return EIO;  // the file shrank under us: the copy would not be it
+      for (ssize_t done = 0; done < n;) {
+        ssize_t w = ::write(out, buffer.data() + done, static_cast<std::size_t>(n - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno;
+        done += w;
+      }
+      pos += n;
+    }
+    offset = hole;
+  }
+  return ::ftruncate(out, st.st_size) == 0 ? 0 : errno;
 }
 
 }  // namespace ember::emberd

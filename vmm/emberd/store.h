@@ -31,4 +31,10 @@ namespace ember::emberd {
 // Removes `path` and everything under it; a missing path is not an error.
 [[nodiscard]] absl::Status RemoveTree(const std::string& path);
 
+// Copies the regular file open at `in` into the empty file open for writing at `out` (both
+// borrowed), data extents only: a snapshot's memory file is mostly holes, and a plain copy
+// would allocate every one of them. Returns 0 or the errno of the call that failed (the fork
+// server, which also calls it, reports errnos). Uses read, write, lseek, fstat and ftruncate.
+[[nodiscard]] int CopySparse(int in, int out);
+
 }  // namespace ember::emberd

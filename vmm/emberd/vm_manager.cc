@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -155,6 +156,130 @@ absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::st
   return absl::OkStatus();
 }
 
+// A jailed VM's diff chain (VmManager::JailChain), one "NAME HOST_PATH" line per memory file:
+// in the VM's directory the chain its ember-vmm holds now, in a jailed snapshot's record
+// directory the bases its state file names (none for a full snapshot). Its presence marks a
+// snapshot a jailed ember-vmm took.
+constexpr char kJailChainFile[] = "jail-chain";
+constexpr char kJailBasesFile[] = "jail-bases";
+
+absl::Status WriteJailChain(const std::string& path,
+                            const std::vector<std::pair<std::string, std::string>>& chain) {
+  std::string text;
+  for (const auto& [name, host] : chain) {
+    if (host.find('\n') != std::string::npos) {
+      return absl::InvalidArgumentError("snapshot_dir: " + host + " has a newline");
+    }
+    text += name + " " + host + "\n";
+  }
+  return WriteFileAtomic(path, text);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadJailChain(
+    const std::string& path) {
+  EMBER_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::vector<std::pair<std::string, std::string>> chain;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    std::size_t space = line.find(' ');
+    // A name is a plain file name in a jail's root (JailFile::jail_name).
+    if (space == 0 || space == std::string::npos ||
+        line.substr(0, space).find('/') != std::string::npos ||
+        line.compare(space + 1, 1, "/") != 0) {
+      return absl::DataLossError(path + ": malformed line \"" + line + "\"");
+    }
+    chain.emplace_back(line.substr(0, space), line.substr(space + 1));
+  }
+  return chain;
+}
+
+// What a jailed ember-vmm cannot do, whatever emberd puts into its jail: reach a host path.
+absl::Status CheckJailable(const v1::VmConfig& config) {
+  auto refuse = [](const std::string& field) {
+    return absl::FailedPreconditionError(
+        field + ": not supported with emberd --jailer (a jailed ember-vmm sees only its chroot; "
+                "leave it empty)");
+  };
+  if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
+  if (!config.logger().log_path().empty()) return refuse("logger.log_path");
+  if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
+  return absl::OkStatus();
+}
+
+// Moves a snapshot file the jailed ember-vmm wrote at `from` (in its jail) to `to`, keeping its
+// owner: a rename, or across filesystems a sparse copy given back to uid:gid. The jail is the
+// VMM's to fill, so `from` must be a regular file of the jail's uid with no other link: else
+// the VMM could have emberd move (or copy, as root) a file that is not its own.
+absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t uid,
+                           gid_t gid) {
+  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!in) return base::ErrnoError("open", from);
+  struct stat st {};
+  if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", from);
+  if (!S_ISREG(st.st_mode) || st.st_uid != uid || st.st_nlink != 1) {
+    return absl::InternalError(from + ": the jailed ember-vmm left something other than a "
+                               "regular file of its own (uid " + std::to_string(uid) +
+                               ") with one link");
+  }
+  if (::rename(from.c_str(), to.c_str()) == 0) {
+    // The name could have been swapped between the open and the rename: what moved must be
+    // what was checked.
+    struct stat moved {};
+    if (::lstat(to.c_str(), &moved) != 0 || moved.st_ino != st.st_ino ||
+        moved.st_dev != st.st_dev) {
+      ::unlink(to.c_str());
+      return absl::InternalError(from + " changed while emberd moved it out of the jail");
+    }
+    return absl::OkStatus();
+  }
+  if (errno != EXDEV) return base::ErrnoError("rename", from + " to " + to);
+  ::unlink(to.c_str());
+  base::UniqueFd out(
+      ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) return base::ErrnoError("open", to);
+  int err = CopySparse(in.Get(), out.Get());
+  if (err == 0 && ::fchown(out.Get(), uid, gid) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(to.c_str());
+    return base::ErrnoError(err, "copying " + from + " to", to);
+  }
+  ::unlink(from.c_str());
+  return absl::OkStatus();
+}
+
+// The rule for a jailed restore's memory files: a clone maps them through a hard link in its
+// jail, as the jail's uid:gid, so they must be readable by that identity (by the kernel's
+// order: owner bits if it owns the file, else group bits if its group, else the others'). Files
+// a jailed VM wrote are its uid's; a file on another filesystem than the jails is copied for
+// the jail instead (JailFile::kLinkOrCopy), so anything readable will do.
+absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
+                             const std::string& jail_dir, uid_t uid, gid_t gid) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return base::ErrnoError("stat", path);
+  struct stat jails {};
+  // Before its first VM the jails' directory may not exist: its parent is the chroot base.
+  if (::stat(jail_dir.c_str(), &jails) != 0 &&
+      ::stat(std::filesystem::path(jail_dir).parent_path().c_str(), &jails) != 0) {
+    return base::ErrnoError("stat", jail_dir);
+  }
+  if (st.st_dev != jails.st_dev) return absl::OkStatus();
+  mode_t bit = st.st_uid == uid ? S_IRUSR : st.st_gid == gid ? S_IRGRP : S_IROTH;
+  if ((st.st_mode & bit) != 0) return absl::OkStatus();
+  char mode[8];
+  std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return absl::FailedPreconditionError(
+      field + ": " + path + " (uid " + std::to_string(st.st_uid) + ", gid " +
+      std::to_string(st.st_gid) + ", mode " + mode + ") is not readable by the jail's uid " +
+      std::to_string(uid) + " / gid " + std::to_string(gid) +
+      ": a jailed clone maps its snapshot's memory through a hard link, as the jail's identity. "
+      "Snapshots of jailed VMs are the jail's; give one taken without --jailer to it (chown " +
+      std::to_string(uid) + ":" + std::to_string(gid) + ") to restore it jailed");
+}
+
 std::string GenerateId() {
   static std::mutex mu;
   static std::mt19937_64 rng{std::random_device{}()};
@@ -203,6 +328,7 @@ struct VmManager::Entry {
   std::map<std::uint64_t, std::optional<v1::ControlResponse>> responses;  // guarded by mu
   std::optional<std::pair<int, std::string>> vmm_exit;  // guarded by mu: from EXITED
   control::FrameReader reader;  // supervisor thread only
+  JailChain jail_chain;         // guarded by mu; jailed VMs only
 };
 
 std::shared_ptr<EventHub::Watcher> EventHub::Subscribe(const std::string& vm_id) {
@@ -602,11 +728,6 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
           "vm_id: \"" + vm_id + "\" has an underscore, which ember-jailer's ids (emberd "
           "--jailer) do not allow"));
     }
-    if (restore != nullptr) {
-      return fail(absl::FailedPreconditionError(
-          "restore is not supported with emberd --jailer: a jailed ember-vmm sees only its "
-          "chroot, not the snapshot's files"));
-    }
   }
 
   std::string dir = VmDir(vm_id);
@@ -633,7 +754,10 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   spec.vm_id = vm_id;
   spec.vm_dir = dir;
   if (!options_.jail_dir.empty()) {
-    if (auto status = PrepareJailedLaunch(vm_id, config, &spec); !status.ok()) return fail(status);
+    absl::Status status = restore == nullptr
+                              ? PrepareJailedLaunch(vm_id, config, &spec)
+                              : PrepareJailedRestore(vm_id, *restore, config, &spec);
+    if (!status.ok()) return fail(status);
   } else if (restore == nullptr) {
     spec.vmm_args = {"--config-proto", dir + "/config.pb"};
   } else {
@@ -657,6 +781,16 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   std::unique_lock lock(entry->mu);
   entry->vm.set_pid(*pid);
   Persist(*entry);
+  if (!options_.jail_dir.empty() && restore != nullptr) {
+    // The clone's ember-vmm names these as the bases of its first diff snapshot.
+    entry->jail_chain = restore->jail_bases;
+    entry->jail_chain.emplace_back(restore->jail_memory_name, restore->memory_path);
+    if (auto status = WriteJailChain(dir + "/" + kJailChainFile, entry->jail_chain);
+        !status.ok()) {
+      lock.unlock();
+      return fail(status);
+    }
+  }
   bool ready = entry->cv.wait_for(lock, options_.create_timeout, [&] {
     return entry->hello || entry->vm.state() == v1::Vm::STOPPED;
   });
@@ -690,21 +824,28 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   return vm;
 }
 
+namespace {
+
+// Adds `host` to the files put into the jail as `name`; returns the path the jail sees.
+std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& host,
+                        const std::string& name) {
+  spec->jail_files.push_back(JailFile{how, std::filesystem::absolute(host).string(), name});
+  return "/" + name;
+}
+
+}  // namespace
+
+std::string VmManager::JailRoot(const std::string& vm_id) const {
+  return options_.jail_dir + "/" + vm_id + "/root";
+}
+
 absl::Status VmManager::PrepareJailedLaunch(const std::string& vm_id, const v1::VmConfig& config,
                                             LaunchSpec* spec) {
-  auto refuse = [](const std::string& field) {
-    return absl::FailedPreconditionError(
-        field + ": not supported with emberd --jailer (a jailed ember-vmm sees only its chroot; "
-                "leave it empty)");
-  };
-  if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
-  if (!config.logger().log_path().empty()) return refuse("logger.log_path");
-  if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
+  EMBER_RETURN_IF_ERROR(CheckJailable(config));
   std::string dir = VmDir(vm_id);
   v1::VmConfig jailed = config;
   auto add = [&](JailFile::How how, const std::string& host, const std::string& name) {
-    spec->jail_files.push_back(JailFile{how, std::filesystem::absolute(host).string(), name});
-    return "/" + name;
+    return AddJailFile(spec, how, host, name);
   };
   v1::BootSource* boot = jailed.mutable_boot_source();
   if (!boot->kernel_image_path().empty()) {
@@ -724,6 +865,41 @@ absl::Status VmManager::PrepareJailedLaunch(const std::string& vm_id, const v1::
   // emberd reads the console through a symlink into the jail.
   add(JailFile::How::kSymlinkHost, dir + "/console.log", "console.log");
   spec->vmm_args = {"--config-proto", "/config.pb", "--serial-out", "/console.log"};
+  return absl::OkStatus();
+}
+
+absl::Status VmManager::PrepareJailedRestore(const std::string& vm_id, const RestorePlan& plan,
+                                             const v1::VmConfig& config, LaunchSpec* spec) {
+  // `config` is the snapshotted VM's with the clone's overrides: what the clone will open.
+  EMBER_RETURN_IF_ERROR(CheckJailable(config));
+  RestorePlan jailed = plan;  // the same restore, in the paths the jail sees
+  // The state file is read once: a private copy costs little and needs no rule on its owner.
+  jailed.state_path = AddJailFile(spec, JailFile::How::kCopy, plan.state_path, "snapshot.state");
+  // Memory is mapped MAP_PRIVATE read-only, so every clone can share the file's inode.
+  jailed.memory_path =
+      AddJailFile(spec, JailFile::How::kLinkOrCopy, plan.memory_path, plan.jail_memory_name);
+  for (const auto& [name, host] : plan.jail_bases) {
+    AddJailFile(spec, JailFile::How::kLinkOrCopy, host, name);
+  }
+  // The state file names the drives as the snapshotted VM saw them (a jail's "/drive0" or a
+  // host path), neither of which this jail has: every drive gets a link in the jail and an
+  // override to it. Sorted by id so that a clone's command line is reproducible.
+  std::map<std::string, std::string> drives;
+  for (const v1::Drive& drive : config.drives()) {
+    if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
+  }
+  // With no recorded configuration, the overrides are all emberd knows of the drives.
+  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
+  jailed.overrides.clear_drive_path_on_host();
+  int index = 0;
+  for (const auto& [id, host] : drives) {
+    (*jailed.overrides.mutable_drive_path_on_host())[id] =
+        AddJailFile(spec, JailFile::How::kLink, host, "drive" + std::to_string(index++));
+  }
+  EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(jailed, config));
+  AddJailFile(spec, JailFile::How::kSymlinkHost, VmDir(vm_id) + "/console.log", "console.log");
+  spec->vmm_args.push_back("--serial-out");
+  spec->vmm_args.push_back("/console.log");
   return absl::OkStatus();
 }
 
@@ -972,11 +1148,8 @@ absl::Status VmManager::UpdateRateLimits(const v1::UpdateRateLimitsRequest& requ
 
 absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotRequest& request) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.vm_id()));
-  if (!options_.jail_dir.empty()) {
-    return absl::FailedPreconditionError(
-        "snapshots are not supported with emberd --jailer: a jailed ember-vmm writes only "
-        "inside its chroot, not to the snapshot directory");
-  }
+  const bool jailed = !options_.jail_dir.empty();
+  const bool diff = request.type() == v1::CreateSnapshotRequest::DIFF;
   std::lock_guard op(entry->op_mu);
   v1::Snapshot snapshot;
   {
@@ -991,6 +1164,12 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
       return absl::FailedPreconditionError(
           "type: a DIFF snapshot needs machine-config.track_dirty_pages, which VM \"" +
           request.vm_id() + "\" was created without");
+    }
+    if (jailed && diff && entry->jail_chain.empty()) {
+      // emberd names a jailed diff's bases (kJailBasesFile) from this chain.
+      return absl::FailedPreconditionError(
+          "type: a DIFF snapshot needs an earlier snapshot (or a restore) of VM \"" +
+          request.vm_id() + "\" to apply onto, and emberd knows of none");
     }
   }
   v1::VmConfig config;
@@ -1023,10 +1202,16 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   snapshot.set_state_path(dir + "/state");
   snapshot.set_memory_path(dir + "/memory");
   snapshot.set_created_unix_ms(NowUnixMs());
+  // A jailed ember-vmm writes into its jail's root, which it owns (emberd then moves the files
+  // to `dir`), under names that are also what a clone's jail calls them: the names its diff
+  // snapshots will give as their bases.
+  std::string jail_state = "/" + snapshot.snapshot_id() + ".state";
+  std::string jail_memory = "/" + snapshot.snapshot_id() + ".mem";
   v1::ControlRequest control;
-  control.mutable_create_snapshot()->set_diff(request.type() == v1::CreateSnapshotRequest::DIFF);
-  control.mutable_create_snapshot()->set_state_path(snapshot.state_path());
-  control.mutable_create_snapshot()->set_memory_path(snapshot.memory_path());
+  control.mutable_create_snapshot()->set_diff(diff);
+  control.mutable_create_snapshot()->set_state_path(jailed ? jail_state : snapshot.state_path());
+  control.mutable_create_snapshot()->set_memory_path(jailed ? jail_memory
+                                                            : snapshot.memory_path());
   // ember-vmm writes into the directory; emberd's record (snapshot.json and the VM's
   // config, which a restore needs) always lives under the state directory.
   for (const std::string& d : {dir, record_dir}) {
@@ -1042,11 +1227,20 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
     response = absl::Status(static_cast<absl::StatusCode>(response->code()),
                             "VM \"" + request.vm_id() + "\": " + response->message());
   }
+  if (response.ok() && jailed) {
+    absl::Status moved =
+        FinishJailedSnapshot(*entry, record_dir, diff, jail_state, jail_memory, snapshot);
+    if (!moved.ok()) response = moved;
+  }
   if (!response.ok()) {
     (void)RemoveTree(record_dir);
     if (dir != record_dir) {
       ::unlink(snapshot.state_path().c_str());
       ::unlink(snapshot.memory_path().c_str());
+    }
+    if (jailed) {
+      ::unlink((JailRoot(request.vm_id()) + jail_state).c_str());
+      ::unlink((JailRoot(request.vm_id()) + jail_memory).c_str());
     }
     return unreserve(response.status());
   }
@@ -1062,6 +1256,60 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   std::lock_guard lock(mu_);
   snapshots_[snapshot.snapshot_id()] = snapshot;
   return snapshot;
+}
+
+absl::Status VmManager::FinishJailedSnapshot(Entry& entry, const std::string& record_dir,
+                                              bool diff, const std::string& jail_state,
+                                              const std::string& jail_memory,
+                                              const v1::Snapshot& snapshot) {
+  std::string root = JailRoot(snapshot.vm_id());
+  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + jail_state, snapshot.state_path(),
+                                      options_.jail_uid, options_.jail_gid));
+  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + jail_memory, snapshot.memory_path(),
+                                      options_.jail_uid, options_.jail_gid));
+  // Like ember-vmm's own chain: a full snapshot starts it afresh, a diff extends it.
+  std::lock_guard lock(entry.mu);
+  JailChain bases = diff ? entry.jail_chain : JailChain();
+  EMBER_RETURN_IF_ERROR(WriteJailChain(record_dir + "/" + kJailBasesFile, bases));
+  bases.emplace_back(jail_memory.substr(1), snapshot.memory_path());
+  EMBER_RETURN_IF_ERROR(WriteJailChain(VmDir(snapshot.vm_id()) + "/" + kJailChainFile, bases));
+  entry.jail_chain = std::move(bases);
+  return absl::OkStatus();
+}
+
+absl::Status VmManager::PlanJailedRestore(const v1::RestoreRequest& request,
+                                          const std::string& record_dir, bool diff,
+                                          RestorePlan* plan) {
+  const std::string field = request.snapshot_id().empty() ? "memory_path" : "snapshot_id";
+  std::string bases_file = record_dir + "/" + kJailBasesFile;
+  if (::access(bases_file.c_str(), F_OK) == 0) {
+    EMBER_ASSIGN_OR_RETURN(plan->jail_bases, ReadJailChain(bases_file));
+  } else if (diff) {
+    return absl::FailedPreconditionError(
+        field + ": snapshot \"" + request.snapshot_id() +
+        "\" is a DIFF snapshot taken without --jailer: its state file names its base memory "
+        "files by host paths, which a jail cannot see; fold it into a full snapshot "
+        "(ember-snapshot merge) and restore that");
+  }
+  // The snapshot's own name where emberd has one, so the clone's later diffs name it so too.
+  plan->jail_memory_name =
+      request.snapshot_id().empty() ? "snapshot.mem" : request.snapshot_id() + ".mem";
+  auto taken = [&] {
+    return std::any_of(plan->jail_bases.begin(), plan->jail_bases.end(),
+                       [&](const auto& base) { return base.first == plan->jail_memory_name; });
+  };
+  for (int n = 1; taken(); ++n) plan->jail_memory_name = "snapshot-" + std::to_string(n) + ".mem";
+  EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, plan->memory_path, options_.jail_dir,
+                                        options_.jail_uid, options_.jail_gid));
+  for (const auto& [name, host] : plan->jail_bases) {
+    if (::access(host.c_str(), R_OK) != 0) {
+      return absl::NotFoundError(field + ": cannot read " + host + ", a base of this diff "
+                                 "snapshot: " + std::strerror(errno));
+    }
+    EMBER_RETURN_IF_ERROR(
+        CheckJailCanMap(field, host, options_.jail_dir, options_.jail_uid, options_.jail_gid));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request) {
@@ -1083,11 +1331,6 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
                                           std::to_string(options_.max_vms) + " VMs (--max-vms)");
     }
   }
-  if (!options_.jail_dir.empty()) {
-    return absl::FailedPreconditionError(
-        "restore is not supported with emberd --jailer: a jailed ember-vmm sees only its "
-        "chroot, not the snapshot's files");
-  }
   if (!options_.vmm_can_restore) {
     // Restore spawns `ember-vmm --restore-from <state file> --control-fd N`.
     return absl::UnimplementedError(
@@ -1099,9 +1342,11 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   // carry only the overrides: ember-vmm itself uses the configuration in the state file).
   RestorePlan plan;
   std::string record_dir;
+  bool diff = false;
   if (!request.snapshot_id().empty()) {
     std::lock_guard lock(mu_);
     const v1::Snapshot& snapshot = snapshots_.at(request.snapshot_id());
+    diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
     if (snapshot.state_path().empty()) {
       return absl::FailedPreconditionError("snapshot_id: snapshot \"" + request.snapshot_id() +
                                            "\" is still being written");
@@ -1124,6 +1369,8 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
           ": cannot read " + path + ": " + std::strerror(errno));
     }
   }
+  const bool jailed = !options_.jail_dir.empty();
+  if (jailed) EMBER_RETURN_IF_ERROR(PlanJailedRestore(request, record_dir, diff, &plan));
   v1::VmConfig base_config;
   bool config_known = ReadMessageJson(record_dir + "/vm_config.json", &base_config).ok();
   if (!config_known) base_config.Clear();
@@ -1137,6 +1384,11 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
     plan.overrides = i < static_cast<std::uint32_t>(request.overrides_size())
                          ? request.overrides(static_cast<int>(i))
                          : v1::RestoreOverrides();
+    if (jailed && !plan.overrides.vsock_uds_path().empty()) {
+      return rollback(absl::FailedPreconditionError(
+          "overrides[" + std::to_string(i) + "].vsock_uds_path: not supported with emberd "
+          "--jailer (a jailed ember-vmm sees only its chroot; leave it empty)"));
+    }
     v1::VmConfig config = base_config;
     if (auto status = ApplyOverrides(plan.overrides, "overrides[" + std::to_string(i) + "]",
                                      config_known, &config);
@@ -1177,6 +1429,15 @@ absl::Status VmManager::Recover() {
     if (auto status = ReadMessageJson(dir + "/vm.json", &entry->vm); !status.ok()) {
       EMBER_LOG(kWarn) << "emberd: skipping " << dir << ": " << status.message();
       continue;
+    }
+    if (::access((dir + "/" + kJailChainFile).c_str(), F_OK) == 0) {
+      absl::StatusOr<JailChain> chain = ReadJailChain(dir + "/" + kJailChainFile);
+      if (chain.ok()) {
+        entry->jail_chain = std::move(*chain);
+      } else {
+        // Only its next diff snapshot needs it, and ember-vmm refuses one without a base.
+        EMBER_LOG(kWarn) << "emberd: " << chain.status().message();
+      }
     }
     {
       std::lock_guard lock(mu_);

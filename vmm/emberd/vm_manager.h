@@ -56,9 +56,13 @@ struct ManagerOptions {
   bool vmm_can_restore = false;
   bool vmm_net_override = false;
   bool vmm_vsock_override = false;
-  // Non-empty: ember-vmm runs under ember-jailer (emberd --jailer), VM <id> chrooted into
-  // <jail_dir>/<id>/root, and sees paths in there only. Snapshots and restore are refused.
+  // Non-empty: ember-vmm runs under ember-jailer (emberd --jailer) as jail_uid:jail_gid, VM
+  // <id> chrooted into <jail_dir>/<id>/root, and sees paths in there only. A jailed VM writes
+  // its snapshot into its jail's root, and emberd moves the files to where the record says; a
+  // restored clone gets the snapshot's files linked (or copied) into its new jail.
   std::string jail_dir;
+  uid_t jail_uid = 0;
+  gid_t jail_gid = 0;
 };
 
 // Owns every VM record and the ember-vmm processes behind them. The gRPC service calls it
@@ -101,12 +105,17 @@ class VmManager {
     bool is_pidfd;
   };
 
+  // A jailed VM's memory files that its ember-vmm names as the bases of its next diff snapshot,
+  // oldest first: (the file's name in the jail's root, the file on the host).
+  using JailChain = std::vector<std::pair<std::string, std::string>>;
+
   explicit VmManager(ManagerOptions options, std::unique_ptr<VmmLauncher> launcher)
       : options_(std::move(options)), launcher_(std::move(launcher)) {}
   [[nodiscard]] std::string VmDir(const std::string& vm_id) const;
   // For a jailed VM: writes the config it sees, fills in `spec`'s arguments and jail files.
   [[nodiscard]] absl::Status PrepareJailedLaunch(const std::string& vm_id,
                                                  const v1::VmConfig& config, LaunchSpec* spec);
+  [[nodiscard]] std::string JailRoot(const std::string& vm_id) const;
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& vm_id);
   // How a new VM's ember-vmm builds it: from a config (CreateVm) or from a snapshot.
   struct RestorePlan {
@@ -114,7 +123,25 @@ class VmManager {
     std::string memory_path;
     std::string restored_from;  // the snapshot_id, or the state path
     v1::RestoreOverrides overrides;
+    // Jailed only: the memory file's name in the clone's jail, and the diff bases to link in
+    // beside it under the names its state file gives them.
+    std::string jail_memory_name;
+    JailChain jail_bases;
   };
+  // For a jailed clone: puts the snapshot's files and drives into its jail and fills in
+  // `spec`'s arguments with the paths the jail sees.
+  [[nodiscard]] absl::Status PrepareJailedRestore(const std::string& vm_id,
+                                                  const RestorePlan& plan,
+                                                  const v1::VmConfig& config, LaunchSpec* spec);
+  // Restore's checks of a jailed restore's files; fills in `plan`'s jail fields.
+  [[nodiscard]] absl::Status PlanJailedRestore(const v1::RestoreRequest& request,
+                                               const std::string& record_dir, bool diff,
+                                               RestorePlan* plan);
+  // After a jailed VM's snapshot: moves its files out of the jail and records its diff bases.
+  [[nodiscard]] absl::Status FinishJailedSnapshot(Entry& entry, const std::string& record_dir,
+                                                  bool diff, const std::string& jail_state,
+                                                  const std::string& jail_memory,
+                                                  const v1::Snapshot& snapshot);
   // Spawns the VM's ember-vmm and waits for its HELLO: CREATED, or PAUSED for a restore.
   [[nodiscard]] absl::StatusOr<v1::Vm> SpawnVm(std::string vm_id, const v1::VmConfig& config,
                                                const RestorePlan* restore);

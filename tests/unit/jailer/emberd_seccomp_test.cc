@@ -107,5 +107,27 @@ TEST(EmberdSeccompPolicy, MemoryIsNeverMappedExecutable) {
   EXPECT_EQ(Find(policy, "pkey_mprotect"), nullptr);
 }
 
+TEST(EmberdSeccompPolicy, FilesAreOnlyGivenAwayToTheJailUidAndOnlyWhenJailed) {
+  SeccompPolicy unjailed = Policy(false);
+  for (const char* name : {"fchown", "ftruncate", "chown", "fchownat", "lchown", "link",
+                           "linkat"}) {
+    EXPECT_EQ(Find(unjailed, name), nullptr) << "unjailed emberd allows " << name;
+  }
+  EmberdSeccompParams params;
+  params.jail_uid = 23456;
+  SeccompPolicy jailed = EmberdPolicy(params);
+  const SyscallRule* fchown = Find(jailed, "fchown");
+  ASSERT_NE(fchown, nullptr);
+  EXPECT_EQ(fchown->arg_index, 1);
+  EXPECT_EQ(fchown->allowed_values, (std::vector<uint64_t>{23456}));
+  EXPECT_NE(Find(jailed, "ftruncate"), nullptr);
+  for (const char* name : {"chown", "fchownat", "lchown", "link", "linkat"}) {
+    EXPECT_EQ(Find(jailed, name), nullptr) << "jailed emberd allows " << name;
+  }
+  auto filter = SeccompFilter::Build(jailed, SeccompMode::kEnforce);
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_TRUE(filter->Compile().ok());
+}
+
 }  // namespace
 }  // namespace ember::jailer
