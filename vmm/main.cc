@@ -42,6 +42,8 @@ constexpr char kUsage[] =
     "                       but its vCPUs start only on the controller's Start request\n"
     "                       (a restored VM waits PAUSED for the controller's Resume)\n"
     "  --seccomp MODE       per-thread seccomp filters: enforce (default), log, or off\n"
+    "  --exit-record FILE   when the VM ends, write \"CODE REASON\" (one line) to FILE, so a\n"
+    "                       supervisor that was not watching can still learn how it ended\n"
     "  --restore-from FILE  restore the snapshot whose state file is FILE instead of booting\n"
     "  --restore-mem FILE   ... and whose memory file is FILE (mapped lazily, copy-on-write)\n"
     "  --restore-mem-backend file|uffd\n"
@@ -69,6 +71,7 @@ struct Flags {
   std::string log_path;
   std::string log_level;
   std::string metrics_path;
+  std::string exit_record;
   std::uint64_t start_us = 0;
   SeccompSetting seccomp = SeccompSetting::kEnforce;
   int control_fd = -1;  // --control-fd: driven by emberd over vmm/control/
@@ -122,6 +125,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--log-path") flags.log_path = value();
     else if (arg == "--log-level") flags.log_level = value();
     else if (arg == "--metrics-path") flags.metrics_path = value();
+    else if (arg == "--exit-record") flags.exit_record = value();
     else if (arg == "--seccomp") {
       auto setting = ParseSeccompSetting(value());
       if (!setting.ok()) Fail(kExitBadInput, std::string(setting.status().message()));
@@ -285,20 +289,38 @@ int Main(int argc, char** argv) {
     options.console_out_fd = serial_out.Get();
   }
 
+  // Opened now, while every path is still allowed; written once, when the VM ends.
+  base::UniqueFd exit_record;
+  if (!flags.exit_record.empty()) {
+    exit_record.Reset(::open(flags.exit_record.c_str(),
+                             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!exit_record) {
+      Fail(kExitBadInput, "--exit-record: cannot open \"" + flags.exit_record +
+                              "\": " + std::strerror(errno));
+    }
+  }
+
   if (flags.control_fd >= 0) options.console_input = false;  // emberd's VMs have no terminal
   auto vmm = Vmm::Create(options);
   if (!vmm.ok()) {
     bool user_error = vmm.status().code() == absl::StatusCode::kInvalidArgument;
     Fail(user_error ? kExitBadInput : kExitError, std::string(vmm.status().message()));
   }
-  if (flags.control_fd >= 0) {
-    return control::ServeControlled(**vmm, flags.control_fd, options.start_us);
-  }
-  VmExit exit = (*vmm)->Run();
+  VmExit exit = flags.control_fd >= 0
+                    ? control::ServeControlled(**vmm, flags.control_fd, options.start_us)
+                    : (*vmm)->Run();
   if (exit.code == kExitOk) {
     EMBER_LOG(kInfo) << "VM ended: " << exit.reason;
   } else {
     EMBER_LOG(kError) << "VM ended: " << exit.reason << " (exit code " << exit.code << ")";
+  }
+  if (exit_record) {
+    std::string line = std::to_string(exit.code) + " " + exit.reason + "\n";
+    if (::pwrite(exit_record.Get(), line.data(), line.size(), 0) !=
+        static_cast<ssize_t>(line.size())) {
+      EMBER_LOG(kError) << "--exit-record: cannot write \"" << flags.exit_record
+                        << "\": " << std::strerror(errno);
+    }
   }
   return exit.code;
 }

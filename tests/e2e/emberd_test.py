@@ -420,6 +420,25 @@ class EmberdTest(VmChecks, unittest.TestCase):
         self.assertEqual(after.pid, vm.pid)
         self.create("new")  # the new emberd has a fork server again
 
+    def test_exit_of_a_vm_while_emberd_is_down_is_read_from_its_record(self):
+        vm = self.create("ended-alone")
+        self.stub.Start(api.VmRequest(vm_id="ended-alone"), timeout=30)
+        self.emberd.kill9()
+        os.kill(vm.pid, signal.SIGTERM)  # a clean stop, exit code 0, nobody watching
+        deadline = time.time() + 10
+        while os.path.exists(f"/proc/{vm.pid}") and time.time() < deadline:
+            with open(f"/proc/{vm.pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    break  # a zombie of the dead emberd's subreaper chain: it has ended
+            time.sleep(0.02)
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        vm = self.stub.Get(api.VmRequest(vm_id="ended-alone"))
+        self.assertEqual(vm.state, api.Vm.STOPPED)
+        self.assertEqual(vm.exit.exit_code, 0)
+        self.assertIn("stopped by", vm.exit.reason)
+        self.assertIn("while emberd was not running", vm.exit.reason)
+
     def test_vm_that_ends_while_emberd_is_down_is_stopped_after_restart(self):
         vm = self.create("lost")
         self.stub.Start(api.VmRequest(vm_id="lost"), timeout=30)

@@ -3,7 +3,9 @@
 #include <signal.h>
 
 #include <elf.h>
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "tests/support/kvm_available.h"
@@ -64,6 +66,19 @@ TEST(VmmBoot, TripleFaultEndsTheVmWithItsOwnCodeAndMessage) {
   EXPECT_EQ(result.exit_code, 3) << result.err;
   EXPECT_NE(result.err.find("triple fault"), std::string::npos) << result.err;
   EXPECT_EQ(result.out.find("Resetting"), std::string::npos) << result.out;
+}
+
+TEST(VmmBoot, ExitRecordHoldsTheCodeAndReasonOfATripleFault) {
+  EMBER_REQUIRE_KVM();
+  std::string record = WriteTempFile("exit", "stale contents that must go");
+  ProcessResult result = RunVmm(
+      {"--exit-record", record, "--config", BootArgsConfig("ember.test=triple-fault")});
+  EXPECT_EQ(result.exit_code, 3) << result.err;
+  std::ifstream in(record);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.rfind("3 ", 0), 0u) << text;
+  EXPECT_NE(text.find("triple fault"), std::string::npos) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
 }
 
 TEST(VmmBoot, SeveralVcpusAndMemoryAboveFourGiBBoot) {

@@ -344,23 +344,18 @@ void ControlServer::SendExit(const vmm::VmExit& exit) {
   pending_.clear();
 }
 
-int ServeControlled(vmm::Vmm& vmm, int listen_fd, std::uint64_t own_start_us) {
+vmm::VmExit ServeControlled(vmm::Vmm& vmm, int listen_fd, std::uint64_t own_start_us) {
   // A controller that goes away must not kill the VM with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   auto server = ControlServer::Create(vmm, base::UniqueFd(listen_fd), own_start_us);
   if (!server.ok()) {
-    EMBER_LOG(kError) << "control: " << server.status().message();
-    return server.status().code() == absl::StatusCode::kInvalidArgument ? vmm::kExitBadInput
-                                                                         : vmm::kExitError;
+    return {server.status().code() == absl::StatusCode::kInvalidArgument ? vmm::kExitBadInput
+                                                                          : vmm::kExitError,
+            "control: " + std::string(server.status().message())};
   }
   vmm::VmExit exit = vmm.Serve();
   (*server)->SendExit(exit);
-  if (exit.code == vmm::kExitOk) {
-    EMBER_LOG(kInfo) << "VM ended: " << exit.reason;
-  } else {
-    EMBER_LOG(kError) << "VM ended: " << exit.reason << " (exit code " << exit.code << ")";
-  }
-  return exit.code;
+  return exit;
 }
 
 }  // namespace ember::control

@@ -60,8 +60,9 @@ class ControlServer {
 };
 
 // Runs a VM built by `vmm` under a controller: serves `listen_fd` on the VMM loop until the
-// VM ends, then reports the exit. Returns the process exit code. Called by ember-vmm's main
-// for --control-fd.
-[[nodiscard]] int ServeControlled(vmm::Vmm& vmm, int listen_fd, std::uint64_t own_start_us);
+// VM ends, then reports the exit to the controller. Returns how the VM ended. Called by
+// ember-vmm's main for --control-fd.
+[[nodiscard]] vmm::VmExit ServeControlled(vmm::Vmm& vmm, int listen_fd,
+                                          std::uint64_t own_start_us);
 
 }  // namespace ember::control

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -208,6 +209,25 @@ absl::Status CheckJailable(const v1::VmConfig& config) {
   if (!config.logger().log_path().empty()) return refuse("logger.log_path");
   if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
   return absl::OkStatus();
+}
+
+// How a VM that ended while emberd was not running ended: the "CODE REASON" line ember-vmm
+// wrote to its --exit-record file, or exit code -1 when there is none (it was killed).
+v1::ExitInfo RecordedExit(const std::string& path) {
+  v1::ExitInfo exit;
+  exit.set_exit_code(-1);
+  exit.set_reason("ember-vmm ended while emberd was not running (exit status unknown)");
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return exit;
+  line.resize(std::min<std::size_t>(line.size(), 1024));  // the VMM's words; keep them short
+  int code = -1;
+  auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), code);
+  if (ec != std::errc() || end == line.data() + line.size() || *end != ' ' || code < 0) return exit;
+  exit.set_exit_code(code);
+  exit.set_reason(line.substr(static_cast<std::size_t>(end + 1 - line.data())) +
+                  " (while emberd was not running)");
+  return exit;
 }
 
 // Moves a snapshot file the jailed ember-vmm wrote at `from` (in its jail) to `to`, keeping its
@@ -769,6 +789,9 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
     spec.vmm_args.push_back("--serial-out");
     spec.vmm_args.push_back(dir + "/console.log");
   }
+  // How the VM ended, for an emberd that was not running then (Recover reads it).
+  spec.vmm_args.push_back("--exit-record");
+  spec.vmm_args.push_back(options_.jail_dir.empty() ? dir + "/exit" : "/exit");
   spec.control_listen_fd = listener->Get();
   spec.stderr_fd = log.Get();
   absl::StatusOr<pid_t> pid = launcher_->Launch(spec);
@@ -1474,10 +1497,8 @@ absl::Status VmManager::Recover() {
       UnwatchFd(entry->control.Get());
       entry->control.Reset();
     }
-    v1::ExitInfo exit;
-    exit.set_exit_code(-1);
-    exit.set_reason("ember-vmm ended while emberd was not running (exit status unknown)");
-    *entry->vm.mutable_exit() = exit;
+    *entry->vm.mutable_exit() = RecordedExit(
+        options_.jail_dir.empty() ? VmDir(id) + "/exit" : JailRoot(id) + "/exit");
     entry->vm.set_pid(0);
     SetState(*entry, v1::Vm::STOPPED);
     EMBER_LOG(kInfo) << "emberd: VM " << id << " is gone: marked STOPPED";

@@ -67,6 +67,10 @@ TEST(VmmCli, OverlongCommandLineIsRejected) {
                  "boot-source.boot_args");
 }
 
+TEST(VmmCli, UnopenableExitRecordIsNamed) {
+  ExpectBadInput({"--exit-record", "/nonexistent/dir/exit"}, "/nonexistent/dir/exit");
+}
+
 TEST(VmmCli, BadStartTimeIsRejected) { ExpectBadInput({"--start-time-us", "soon"}, "soon"); }
 
 TEST(VmmCli, GarbageBinaryConfigIsRejected) {
