@@ -129,7 +129,7 @@ bool RateLimiter::Consume(std::uint64_t tokens, TokenType type) {
   return false;
 }
 
-bool RateLimiter::ConsumeRequest(std::uint64_t bytes) {
+bool RateLimiter::ConsumeLimitedRequest(std::uint64_t bytes) {
   if (!Consume(1, TokenType::kOps)) return false;
   if (!Consume(bytes, TokenType::kBytes)) {
     ManualReplenish(1, TokenType::kOps);

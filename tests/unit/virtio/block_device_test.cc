@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdlib>
 #include <numeric>
 #include <optional>
@@ -228,6 +229,53 @@ TEST_P(BlockDeviceTest, ReadScatteredOverSeveralDescriptors) {
   BlockRequestBuffers req = blk_.AddNew(kTypeIn, 8, 3 * 512, /*segments=*/3);
   EXPECT_EQ(Run(req), kStatusOk);
   EXPECT_EQ(blk_.ReadData(req), Pattern(8 * 512, 3 * 512));
+}
+
+// The layouts below take ParseRequest's general paths rather than its fast ones.
+TEST_P(BlockDeviceTest, ReadWithTheHeaderSplitAcrossTwoDescriptors) {
+  Start();
+  // Two separate 8-byte halves (type + reserved, then sector), with a gap of other bytes
+  // between them.
+  const base::GuestAddress first = alloc_.Alloc(16);
+  const base::GuestAddress second = alloc_.Alloc(16);
+  ASSERT_TRUE(memory_.WriteObj(first, std::array<std::uint32_t, 4>{kTypeIn, 0, 7, 7}).ok());
+  ASSERT_TRUE(memory_.WriteObj(second, std::uint64_t{2}).ok());
+  const base::GuestAddress data = alloc_.Alloc(512, 512);
+  const base::GuestAddress status = alloc_.Alloc(1, 1);
+  const FakeBuffer chain[] = {
+      {first, 8, false}, {second, 8, false}, {data, 512, true}, {status, 1, true}};
+  queue_.AddChain(chain);
+  Kick();
+  ASSERT_EQ(WaitForUsed(1).size(), 1u);
+  EXPECT_EQ(memory_.ReadObj<std::uint8_t>(status).value(), kStatusOk);
+  std::vector<std::uint8_t> read(512);
+  ASSERT_TRUE(memory_.Read(data, read).ok());
+  EXPECT_EQ(read, Pattern(2 * 512, 512));
+}
+
+TEST_P(BlockDeviceTest, StatusByteBeforeAnEmptyLastDescriptorIsAnswered) {
+  Start();
+  BlockRequestBuffers req = blk_.Allocate(512);
+  struct {
+    std::uint32_t type;
+    std::uint32_t reserved;
+    std::uint64_t sector;
+  } fields{kTypeIn, 0, 1};
+  ASSERT_TRUE(memory_.WriteObj(req.header, fields).ok());
+  ASSERT_TRUE(memory_.WriteObj<std::uint8_t>(req.status, 0xff).ok());
+  // The empty descriptor points at the data, so taking its "last byte" would miss the
+  // status byte.
+  const FakeBuffer chain[] = {{req.header, 16, false},
+                              {req.data, 512, true},
+                              {req.status, 1, true},
+                              {req.data + 8, 0, true}};
+  queue_.AddChain(chain);
+  Kick();
+  auto used = WaitForUsed(1);
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].len, 513u);
+  EXPECT_EQ(blk_.Status(req), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(req), Pattern(512, 512));
 }
 
 TEST_P(BlockDeviceTest, ReadThroughAnIndirectTable) {
