@@ -15,6 +15,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # tests: static test binaries for jails, network namespaces and tap devices
   libc6-dev iproute2
+  # tests: ACPICA's iasl and acpiexec read back the DSDT the VMM writes
+  acpica-tools
   # e2e tests: the independent gRPC client of emberd
   python3-grpcio python3-protobuf
   # benchmarks: QEMU's microvm machine is the baseline perf/run compares against

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "virtio/mmio/mmio_transport.h"
+#include "vmm/arch/x86_64/acpi.h"
 #include "vmm/base/event_loop.h"
 #include "vmm/bus.h"
 #include "vmm/kvm/vm.h"
@@ -38,6 +39,14 @@ class VirtioDevices {
   // `virtio_mmio.device=4K@0x<base>:<gsi>` for each device, space-separated, as Linux's
   // virtio_mmio driver reads them from the command line.
   [[nodiscard]] std::string CmdlineTokens() const;
+  // Each device's window and GSI in placement order, for the DSDT to declare them.
+  [[nodiscard]] std::vector<arch::MmioDevice> MmioDevices() const {
+    std::vector<arch::MmioDevice> devices;
+    for (const Placement& at : placements_) {
+      devices.push_back({at.base, virtio::MmioTransport::kWindowSize, at.gsi});
+    }
+    return devices;
+  }
   [[nodiscard]] std::size_t size() const { return transports_.size(); }
   // In placement order, which is the order of the config's devices (root drive first).
   [[nodiscard]] virtio::MmioTransport& transport(std::size_t i) { return *transports_[i]; }

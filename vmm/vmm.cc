@@ -26,13 +26,6 @@
 namespace ember::vmm {
 namespace {
 
-// PC port and IRQ assignments the guest expects.
-constexpr std::uint64_t kCom1Port = 0x3f8;
-constexpr std::uint64_t kCom1Size = 8;
-constexpr std::uint32_t kCom1Irq = 4;
-constexpr std::uint64_t kI8042Port = 0x60;
-constexpr std::uint64_t kI8042Size = 5;
-
 constexpr std::uint64_t kMetricsFlushSeconds = 60;
 
 }  // namespace
@@ -133,7 +126,13 @@ absl::Status Vmm::Build(const VmmOptions& options) {
                        !boot.has_decompress_on_host() || boot.decompress_on_host(), &cache};
   EMBER_ASSIGN_OR_RETURN(LoadedGuest guest, LoadGuest(*memory_, guest_boot));
   EMBER_RETURN_IF_ERROR(arch::WriteMpTable(*memory_, vcpu_count));
-  EMBER_RETURN_IF_ERROR(arch::WriteAcpiTables(*memory_, vcpu_count));
+  // The same devices as the command line's tokens and the buses: a kernel with ACPI finds
+  // them in the DSDT, whether its drivers are built in or modules.
+  const arch::AcpiDevices acpi_devices{
+      .com1 = arch::IsaDevice{arch::kCom1Port, arch::kCom1Size, arch::kCom1Irq},
+      .i8042 = arch::IsaDevice{arch::kI8042Port, arch::kI8042Size, arch::kI8042Irq},
+      .virtio_mmio = virtio_devices_.MmioDevices()};
+  EMBER_RETURN_IF_ERROR(arch::WriteAcpiTables(*memory_, vcpu_count, acpi_devices));
   EMBER_RETURN_IF_ERROR(CreateVcpus(vcpu_count, guest.entry, cpu_template, options.start_us));
   EMBER_RETURN_IF_ERROR(WatchEvents(options));
   EMBER_LOG(kInfo) << "VM built: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
@@ -147,7 +146,7 @@ absl::Status Vmm::CreateLegacyDevices(const VmmOptions& options) {
   EMBER_ASSIGN_OR_RETURN(serial_irq_, base::EventFd::Create());
   EMBER_ASSIGN_OR_RETURN(serial_rx_space_, base::EventFd::Create());
   EMBER_ASSIGN_OR_RETURN(reset_event_, base::EventFd::Create());
-  EMBER_RETURN_IF_ERROR(vm_->RegisterIrqfd(serial_irq_->Get(), kCom1Irq));
+  EMBER_RETURN_IF_ERROR(vm_->RegisterIrqfd(serial_irq_->Get(), arch::kCom1Irq));
 
   serial_ = std::make_unique<devices::Serial>(options.console_out_fd, &*serial_irq_,
                                               &*serial_rx_space_);
@@ -155,8 +154,8 @@ absl::Status Vmm::CreateLegacyDevices(const VmmOptions& options) {
   boot_timer_ = std::make_unique<devices::BootTimer>(options.start_us, [this](std::uint64_t us) {
     if (on_boot_) on_boot_(us);
   });
-  EMBER_RETURN_IF_ERROR(pio_bus_.Insert(kCom1Port, kCom1Size, serial_.get()));
-  EMBER_RETURN_IF_ERROR(pio_bus_.Insert(kI8042Port, kI8042Size, i8042_.get()));
+  EMBER_RETURN_IF_ERROR(pio_bus_.Insert(arch::kCom1Port, arch::kCom1Size, serial_.get()));
+  EMBER_RETURN_IF_ERROR(pio_bus_.Insert(arch::kI8042Port, arch::kI8042Size, i8042_.get()));
   EMBER_RETURN_IF_ERROR(
       mmio_bus_.Insert(arch::kBootTimerAddr, arch::kBootTimerSize, boot_timer_.get()));
   return absl::OkStatus();

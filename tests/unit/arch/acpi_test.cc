@@ -2,11 +2,21 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <numeric>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "tests/support/process.h"
 #include "vmm/arch/x86_64/layout.h"
 
 namespace ember::arch {
@@ -22,8 +32,18 @@ constexpr std::size_t kMadtEntriesStart = 44;
 
 using Bytes = std::vector<std::uint8_t>;
 
-Bytes Build(std::uint32_t vcpus) {
-  auto tables = BuildAcpiTables(kBase, vcpus);
+// The devices ember-vmm declares, with two virtio-mmio devices placed as it places them.
+AcpiDevices EmberDevices(std::size_t virtio_count = 2) {
+  AcpiDevices devices{
+      .com1 = IsaDevice{0x3f8, 8, 4}, .i8042 = IsaDevice{0x60, 5, 1}, .virtio_mmio = {}};
+  for (std::uint32_t i = 0; i < virtio_count; ++i) {
+    devices.virtio_mmio.push_back({0xd0001000 + i * 0x1000u, 0x1000, 5 + i});
+  }
+  return devices;
+}
+
+Bytes Build(std::uint32_t vcpus, const AcpiDevices& devices = EmberDevices()) {
+  auto tables = BuildAcpiTables(kBase, vcpus, devices);
   EXPECT_TRUE(tables.ok()) << tables.status();
   return tables.ok() ? *tables : Bytes{};
 }
@@ -248,10 +268,10 @@ TEST(AcpiTables, OneVcpuGetsOneLocalApicAndTheIoapicIdOne) {
   EXPECT_EQ(t[ioapics[0].offset + 2], 1);
 }
 
-TEST(AcpiTables, ThirtyTwoVcpusAreWrittenAtTheRsdpAddressBelowOneMiB) {
+TEST(AcpiTables, ThirtyTwoVcpusAndNineteenVirtioDevicesAreWrittenAtTheRsdpAddressBelowOneMiB) {
   auto memory = base::GuestMemory::Create({{0, 2 * kMiB}});
   ASSERT_TRUE(memory.ok()) << memory.status();
-  ASSERT_TRUE(WriteAcpiTables(*memory, 32).ok());
+  ASSERT_TRUE(WriteAcpiTables(*memory, 32, EmberDevices(19)).ok());
 
   Bytes t(kAcpiAreaEnd - kRsdpAddr);
   ASSERT_TRUE(memory->Read(kRsdpAddr, t).ok());
@@ -262,24 +282,311 @@ TEST(AcpiTables, ThirtyTwoVcpusAreWrittenAtTheRsdpAddressBelowOneMiB) {
 }
 
 TEST(AcpiTables, RejectsZeroAndThirtyThreeVcpus) {
-  EXPECT_EQ(BuildAcpiTables(kBase, 0).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(BuildAcpiTables(kBase, 33).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildAcpiTables(kBase, 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildAcpiTables(kBase, 33, {}).status().code(), absl::StatusCode::kInvalidArgument);
   auto memory = base::GuestMemory::Create({{0, 2 * kMiB}});
   ASSERT_TRUE(memory.ok()) << memory.status();
-  EXPECT_FALSE(WriteAcpiTables(*memory, 0).ok());
-  EXPECT_FALSE(WriteAcpiTables(*memory, 33).ok());
+  EXPECT_FALSE(WriteAcpiTables(*memory, 0, {}).ok());
+  EXPECT_FALSE(WriteAcpiTables(*memory, 33, {}).ok());
 }
 
 TEST(AcpiTables, RejectsAnUnalignedBase) {
-  EXPECT_EQ(BuildAcpiTables(kBase + 8, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildAcpiTables(kBase + 8, 2, {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(AcpiTables, WriteFailsWhenGuestMemoryStopsBeforeTheRsdpArea) {
   auto memory = base::GuestMemory::Create({{0, kRsdpAddr}});
   ASSERT_TRUE(memory.ok()) << memory.status();
-  absl::Status status = WriteAcpiTables(*memory, 2);
+  absl::Status status = WriteAcpiTables(*memory, 2, EmberDevices());
   EXPECT_FALSE(status.ok());
   EXPECT_NE(std::string(status.message()).find("ACPI"), std::string::npos) << status;
+}
+
+
+Bytes Dsdt(const Bytes& t) {
+  const std::uint64_t dsdt = FindTable(t, "DSDT");
+  if (dsdt + Length(t, dsdt) > t.size()) return {};
+  return Bytes(t.begin() + static_cast<std::ptrdiff_t>(dsdt),
+               t.begin() + static_cast<std::ptrdiff_t>(dsdt + Length(t, dsdt)));
+}
+
+std::size_t Count(const Bytes& haystack, std::string_view needle) {
+  std::string text(haystack.begin(), haystack.end());
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(AcpiDsdt, WithoutDevicesHoldsAnEmptySystemBusScope) {
+  Bytes dsdt = Dsdt(Build(1, {}));
+  EXPECT_EQ(dsdt, Dsdt(Build(1, {})));
+  ASSERT_EQ(dsdt.size(), kSdtHeaderSize + 7);
+  EXPECT_EQ(Bytes(dsdt.begin() + kSdtHeaderSize, dsdt.end()),
+            (Bytes{0x10, 0x06, '\\', '_', 'S', 'B', '_'}));
+  EXPECT_EQ(Sum(dsdt, 0, dsdt.size()), 0);
+}
+
+TEST(AcpiDsdt, DeclaresEachVirtioDeviceAsLnro0005AndTheLegacyDevicesByEisaId) {
+  Bytes dsdt = Dsdt(Build(2, EmberDevices(3)));
+  EXPECT_EQ(Count(dsdt, std::string("\x0dLNRO0005\0", 10)), 3u);
+  EXPECT_EQ(Count(dsdt, "V000"), 1u);
+  EXPECT_EQ(Count(dsdt, "V002"), 1u);
+  EXPECT_EQ(Count(dsdt, "\x0c\x41\xd0\x05\x01"), 1u);  // EisaId ("PNP0501")
+  EXPECT_EQ(Count(dsdt, "\x0c\x41\xd0\x03\x03"), 1u);  // EisaId ("PNP0303")
+  EXPECT_EQ(Sum(dsdt, 0, dsdt.size()), 0);
+}
+
+TEST(AcpiDsdt, RejectsDevicesItCannotDescribe) {
+  AcpiDevices high_irq = EmberDevices();
+  high_irq.com1->irq = 16;
+  EXPECT_EQ(BuildAcpiTables(kBase, 1, high_irq).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  AcpiDevices short_i8042 = EmberDevices();
+  short_i8042.i8042->size = 4;
+  EXPECT_FALSE(BuildAcpiTables(kBase, 1, short_i8042).ok());
+  AcpiDevices past_4g = EmberDevices();
+  past_4g.virtio_mmio[1].base = 4 * kGiB - 0x800;
+  EXPECT_FALSE(BuildAcpiTables(kBase, 1, past_4g).ok());
+  AcpiDevices no_pin = EmberDevices();
+  no_pin.virtio_mmio[0].gsi = 24;
+  EXPECT_FALSE(BuildAcpiTables(kBase, 1, no_pin).ok());
+}
+
+// iasl and acpiexec (Debian's acpica-tools, which tests/setup.sh installs) are ACPICA's
+// compiler, disassembler and interpreter: the AML parser and resource code Linux runs, so
+// their reading of the DSDT is the guest's. Empty when `tool` is not on PATH.
+std::string FindAcpicaTool(const std::string& tool) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = dir + "/" + tool;
+    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A scratch directory holding the DSDT as a file, removed with everything iasl wrote there.
+class DsdtFile {
+ public:
+  explicit DsdtFile(const Bytes& dsdt)
+      : path_(ember::testing::WriteTempFile("dsdt.aml", std::string(dsdt.begin(), dsdt.end()))),
+        dir_(path_.substr(0, path_.rfind('/'))) {}
+  ~DsdtFile() { std::filesystem::remove_all(dir_); }
+  DsdtFile(const DsdtFile&) = delete;
+  DsdtFile& operator=(const DsdtFile&) = delete;
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+  // Where iasl's output for prefix `name` goes: dir/name.dsl, dir/name.aml.
+  [[nodiscard]] std::string Prefix(const std::string& name) const { return dir_ + "/" + name; }
+
+ private:
+  std::string path_;
+  std::string dir_;
+};
+
+struct Disassembly {
+  std::string dsl;  // the ASL iasl reconstructs
+  std::string log;  // what it said doing so
+};
+
+// Has iasl disassemble the DSDT into ASL.
+Disassembly DisassembleDsdt(const std::string& iasl, const DsdtFile& file) {
+  ember::testing::ProcessResult r =
+      ember::testing::RunProcess({iasl, "-p", file.Prefix("disassembled"), "-d", file.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  return {ReadFile(file.Prefix("disassembled") + ".dsl"), r.out + r.err};
+}
+
+// ASL text with each run of white space made one space, so layout does not matter.
+std::string Squeeze(const std::string& text) {
+  std::string out;
+  bool space = false;
+  for (char c : text) {
+    if (c == ' ' || c == '\n' || c == '\t' || c == '\r') {
+      space = true;
+      continue;
+    }
+    if (space && !out.empty()) out += ' ';
+    space = false;
+    out += c;
+  }
+  return out;
+}
+
+// How iasl writes back one virtio-mmio device, squeezed.
+std::string VirtioAsl(const std::string& name, const std::string& uid, const std::string& base,
+                      const std::string& gsi) {
+  return Squeeze("Device (" + name + R"()
+        {
+            Name (_HID, "LNRO0005")  // _HID: Hardware ID
+            Name (_UID, )" + uid + R"()  // _UID: Unique ID
+            Name (_CCA, One)  // _CCA: Cache Coherency Attribute
+            Name (_CRS, ResourceTemplate ()  // _CRS: Current Resource Settings
+            {
+                Memory32Fixed (ReadWrite,
+                    )" + base + R"(,         // Address Base
+                    0x00001000,         // Address Length
+                    )
+                Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )
+                {
+                    )" + gsi + R"(,
+                }
+            })
+        })");
+}
+
+TEST(AcpiDsdt, IaslDisassemblesTheDevicesTheirIdsAndResources) {
+  const std::string iasl = FindAcpicaTool("iasl");
+  if (iasl.empty()) GTEST_SKIP() << "iasl not found on PATH (Debian package acpica-tools)";
+  DsdtFile file(Dsdt(Build(2, EmberDevices(2))));
+  Disassembly d = DisassembleDsdt(iasl, file);
+  std::cout << d.dsl;  // the evidence, for a reader of the test log
+  EXPECT_EQ(d.log.find("Error"), std::string::npos) << d.log;
+  EXPECT_EQ(d.log.find("Warning"), std::string::npos) << d.log;
+  const std::string dsl = Squeeze(d.dsl);
+  EXPECT_NE(dsl.find(Squeeze(R"(Scope (\_SB)
+    {
+        Device (COM1)
+        {
+            Name (_HID, EisaId ("PNP0501") /* 16550A-compatible COM Serial Port */)  // _HID: Hardware ID
+            Name (_UID, Zero)  // _UID: Unique ID
+            Name (_CRS, ResourceTemplate ()  // _CRS: Current Resource Settings
+            {
+                IO (Decode16,
+                    0x03F8,             // Range Minimum
+                    0x03F8,             // Range Maximum
+                    0x01,               // Alignment
+                    0x08,               // Length
+                    )
+                IRQ (Edge, ActiveHigh, Exclusive, )
+                    {4}
+            })
+        }
+
+        Device (PS2)
+        {
+            Name (_HID, EisaId ("PNP0303") /* IBM Enhanced Keyboard (101/102-key, PS/2 Mouse) */)  // _HID: Hardware ID
+            Name (_CRS, ResourceTemplate ()  // _CRS: Current Resource Settings
+            {
+                IO (Decode16,
+                    0x0060,             // Range Minimum
+                    0x0060,             // Range Maximum
+                    0x01,               // Alignment
+                    0x01,               // Length
+                    )
+                IO (Decode16,
+                    0x0064,             // Range Minimum
+                    0x0064,             // Range Maximum
+                    0x01,               // Alignment
+                    0x01,               // Length
+                    )
+                IRQ (Edge, ActiveHigh, Exclusive, )
+                    {1}
+            })
+        }
+)")),
+            std::string::npos)
+      << d.dsl;
+  EXPECT_NE(dsl.find(VirtioAsl("V000", "Zero", "0xD0001000", "0x00000005")), std::string::npos)
+      << d.dsl;
+  EXPECT_NE(dsl.find(VirtioAsl("V001", "One", "0xD0002000", "0x00000006")), std::string::npos)
+      << d.dsl;
+}
+
+// ACPICA's compiler, given back the ASL its disassembler read out of our DSDT, emits
+// the same AML: every encoding choice (PkgLength sizes, integer prefixes, descriptor
+// layouts, buffer sizes) is the one iasl makes. -on keeps "\_SB" spelled from the root,
+// as we spell it, instead of shortening it to "_SB" at the top level.
+TEST(AcpiDsdt, IaslRecompilesItsDisassemblyToTheSameAml) {
+  const std::string iasl = FindAcpicaTool("iasl");
+  if (iasl.empty()) GTEST_SKIP() << "iasl not found on PATH (Debian package acpica-tools)";
+  Bytes dsdt = Dsdt(Build(2, EmberDevices(19)));
+  DsdtFile file(dsdt);
+  (void)DisassembleDsdt(iasl, file);
+  ember::testing::ProcessResult r = ember::testing::RunProcess(
+      {iasl, "-on", "-p", file.Prefix("recompiled"), file.Prefix("disassembled") + ".dsl"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("0 Errors, 0 Warnings"), std::string::npos) << r.out;
+  std::string recompiled = ReadFile(file.Prefix("recompiled") + ".aml");
+  ASSERT_EQ(recompiled.size(), dsdt.size());
+  // The header differs in its compiler id and checksum; the AML after it must not.
+  EXPECT_EQ(recompiled.substr(kSdtHeaderSize),
+            std::string(dsdt.begin() + kSdtHeaderSize, dsdt.end()));
+}
+
+// How acpiexec prints a one-port IO(Decode16) range as resource `index`, squeezed.
+std::string IoResource(const std::string& index, const std::string& port,
+                       const std::string& length) {
+  return Squeeze("[" + index + R"(] I/O Resource
+           Address Decoding : Decode16
+            Address Minimum : )" + port + R"(
+            Address Maximum : )" + port + R"(
+                  Alignment : 01
+             Address Length : )" + length);
+}
+
+// How acpiexec prints an edge-triggered, active-high ISA IRQ as resource `index`, squeezed.
+std::string IsaIrqResource(const std::string& index, const std::string& irq) {
+  return Squeeze("[" + index + R"(] IRQ Resource
+          Descriptor Length : 03
+                 Triggering : Edge
+                   Polarity : ActiveHigh
+                    Sharing : Exclusive
+            Interrupt Count : 01
+             Interrupt List : )" + irq);
+}
+
+// acpiexec loads the DSDT into an ACPICA namespace as Linux's acpi_load_tables does, then
+// converts each _CRS into the resource structures Linux's drivers receive
+// (acpi_walk_resources): what the serial, i8042 and virtio_mmio drivers will be given.
+TEST(AcpiDsdt, AcpiexecLoadsTheDsdtAndConvertsEachDevicesResources) {
+  const std::string acpiexec = FindAcpicaTool("acpiexec");
+  if (acpiexec.empty()) GTEST_SKIP() << "acpiexec not found on PATH (Debian package acpica-tools)";
+  DsdtFile file(Dsdt(Build(2, EmberDevices(2))));
+  ember::testing::ProcessResult r = ember::testing::RunProcess(
+      {acpiexec, "-b", "Resources \\_SB.COM1; Resources \\_SB.PS2_; Resources \\_SB.V001",
+       file.path()},
+      std::chrono::seconds(30));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string log = Squeeze(r.out + r.err);
+  EXPECT_NE(log.find("ACPI: 1 ACPI AML tables successfully acquired and loaded"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(log.find("ACPI Error"), std::string::npos) << r.out;
+  EXPECT_EQ(log.find("ACPI Exception"), std::string::npos) << r.out;
+  EXPECT_NE(log.find(IoResource("00", "03F8", "08") + " " + IsaIrqResource("01", "4")),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(log.find(IoResource("00", "0060", "01") + " " + IoResource("01", "0064", "01") + " " +
+                     IsaIrqResource("02", "1")),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(log.find(Squeeze(R"([00] 32-Bit Fixed Memory Range Resource
+              Write Protect : ReadWrite
+                    Address : D0002000
+             Address Length : 00001000
+
+[01] Extended IRQ Resource
+                       Type : ResourceConsumer
+                 Triggering : Edge
+                   Polarity : ActiveHigh
+                    Sharing : Exclusive
+      Resource Source Index : 00
+            Resource Source : [Not Specified]
+            Interrupt Count : 01
+                    Dword00 : 00000006)")),
+            std::string::npos)
+      << r.out;
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "vmm/arch/x86_64/aml.h"
 #include "vmm/arch/x86_64/layout.h"
-#include "vmm/arch/x86_64/table_bytes.h"
 #include "vmm/arch/x86_64/mptable.h"
+#include "vmm/arch/x86_64/table_bytes.h"
 #include "vmm/base/status.h"
 
 namespace ember::arch {
@@ -197,9 +199,9 @@ constexpr std::uint32_t kFadtHwReducedAcpi = 1u << 20;
 
 // IA-PC boot architecture flags (5.2.9.3). The i8042 bit is set: Linux otherwise marks
 // the controller as absent (arch/x86/kernel/acpi/boot.c, acpi_parse_fadt) and its i8042
-// driver, finding no PNP0303 device in our empty DSDT, gives up, whereas today it
-// probes the ports directly. reboot=k pokes port 0x64 itself and works either way.
-// LEGACY_DEVICES stays clear: nothing on an ISA/LPC bus needs PnP BIOS enumeration.
+// driver gives up before looking for the DSDT's PNP0303 device. reboot=k pokes port 0x64
+// itself and works either way. LEGACY_DEVICES stays clear: the DSDT declares the ISA
+// devices, nothing needs PnP BIOS enumeration.
 constexpr std::uint16_t kBootArch8042 = 1u << 1;
 constexpr std::uint16_t kBootArchNoVga = 1u << 2;
 constexpr std::uint16_t kBootArchNoMsi = 1u << 3;
@@ -267,11 +269,99 @@ std::vector<std::uint8_t> BuildFadt(std::uint64_t dsdt_addr) {
   return t;
 }
 
-// No devices are described in AML yet: the serial port, i8042 and virtio-mmio devices are
-// found by Linux's legacy probing and the kernel command line.
-std::vector<std::uint8_t> BuildDsdt() {
+// The i8042's command/status port, from its data port (Linux's i8042-io.h).
+constexpr std::uint16_t kI8042CommandOffset = 4;
+// Device names V000..V999.
+constexpr std::size_t kMaxVirtioMmioDevices = 1000;
+
+// ISA devices take their ISA IRQ as a PC's would: edge-triggered, active high, which is
+// also what Linux assumes for IRQs 0-15 without an override in the MADT, so it logs no
+// "IRQ override" complaint.
+aml::Bytes IsaIrq(std::uint8_t irq) {
+  return aml::Irq(irq, aml::Trigger::kEdge, aml::Polarity::kActiveHigh, aml::Sharing::kExclusive);
+}
+
+aml::Bytes Com1(const IsaDevice& com1) {
+  return aml::Device(
+      "COM1",
+      {aml::Name("_HID", aml::EisaId("PNP0501")), aml::Name("_UID", aml::Integer(0)),
+       aml::Name("_CRS", aml::ResourceTemplate({aml::Io(com1.port, com1.port, 1,
+                                                        static_cast<std::uint8_t>(com1.size)),
+                                                IsaIrq(com1.irq)}))});
+}
+
+aml::Bytes I8042(const IsaDevice& i8042) {
+  const auto command = static_cast<std::uint16_t>(i8042.port + kI8042CommandOffset);
+  return aml::Device(
+      "PS2_", {aml::Name("_HID", aml::EisaId("PNP0303")),
+               aml::Name("_CRS", aml::ResourceTemplate({aml::Io(i8042.port, i8042.port, 1, 1),
+                                                        aml::Io(command, command, 1, 1),
+                                                        IsaIrq(i8042.irq)}))});
+}
+
+// What Linux's virtio_mmio driver matches (its ACPI id table), with the window and the
+// interrupt. Edge-triggered, as Firecracker and Cloud Hypervisor declare it: the irqfd
+// pulses the IOAPIC pin and never holds it, and virtio_mmio's handler reads the cause from
+// the device's InterruptStatus register, so it needs no level to re-check.
+aml::Bytes VirtioMmio(std::size_t index, const MmioDevice& device) {
+  return aml::Device(
+      absl::StrFormat("V%03d", index),
+      {aml::Name("_HID", aml::String("LNRO0005")), aml::Name("_UID", aml::Integer(index)),
+       // DMA is cache-coherent; x86 assumes it anyway, other architectures need saying.
+       aml::Name("_CCA", aml::Integer(1)),
+       aml::Name(
+           "_CRS",
+           aml::ResourceTemplate(
+               {aml::Memory32Fixed(/*read_write=*/true, static_cast<std::uint32_t>(device.base),
+                                   static_cast<std::uint32_t>(device.size)),
+                aml::ExtendedInterrupt(device.gsi, aml::Trigger::kEdge, aml::Polarity::kActiveHigh,
+                                       aml::Sharing::kExclusive)}))});
+}
+
+absl::Status CheckIsa(const char* name, const std::optional<IsaDevice>& isa) {
+  // The IO descriptor's length is a byte; the IRQ descriptor covers IRQs 0-15.
+  if (isa && (isa->irq > 15 || isa->size == 0 || isa->size > UINT8_MAX ||
+              isa->port + isa->size > 0x10000)) {
+    return absl::InvalidArgumentError(absl::StrCat("ACPI tables: ", name, " at port 0x",
+                                                   absl::Hex(isa->port), " size ", isa->size,
+                                                   " IRQ ", isa->irq, " is not an ISA device"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDevices(const AcpiDevices& devices) {
+  EMBER_RETURN_IF_ERROR(CheckIsa("COM1", devices.com1));
+  EMBER_RETURN_IF_ERROR(CheckIsa("i8042", devices.i8042));
+  if (devices.i8042 && devices.i8042->size <= kI8042CommandOffset) {
+    return absl::InvalidArgumentError("ACPI tables: the i8042 needs ports for data and command");
+  }
+  if (devices.virtio_mmio.size() > kMaxVirtioMmioDevices) {
+    return absl::InvalidArgumentError(absl::StrCat("ACPI tables: ", devices.virtio_mmio.size(),
+                                                   " virtio-mmio devices; at most ",
+                                                   kMaxVirtioMmioDevices, " have names"));
+  }
+  for (const MmioDevice& d : devices.virtio_mmio) {
+    if (d.size == 0 || d.base >= kMmioGapEnd || d.size > kMmioGapEnd - d.base ||
+        d.gsi >= kIoapicPins) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ACPI tables: virtio-mmio device at 0x", absl::Hex(d.base), " size 0x", absl::Hex(d.size),
+          " GSI ", d.gsi, " is not a 32-bit window on an IOAPIC pin"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::uint8_t> BuildDsdt(const AcpiDevices& devices) {
+  std::vector<aml::Bytes> system_bus;
+  if (devices.com1) system_bus.push_back(Com1(*devices.com1));
+  if (devices.i8042) system_bus.push_back(I8042(*devices.i8042));
+  for (std::size_t i = 0; i < devices.virtio_mmio.size(); ++i) {
+    system_bus.push_back(VirtioMmio(i, devices.virtio_mmio[i]));
+  }
   std::vector<std::uint8_t> t;
   Append(t, Header("DSDT", kDsdtRevision));
+  aml::Bytes scope = aml::Scope("\\_SB_", system_bus);
+  t.insert(t.end(), scope.begin(), scope.end());
   Seal(t);
   return t;
 }
@@ -333,20 +423,21 @@ std::uint64_t AlignUp(std::uint64_t value) {
 }  // namespace
 
 absl::StatusOr<std::vector<std::uint8_t>> BuildAcpiTables(std::uint64_t base_addr,
-                                                          std::uint32_t vcpu_count) {
+                                                          std::uint32_t vcpu_count,
+                                                          const AcpiDevices& devices) {
   if (vcpu_count < 1 || vcpu_count > kMaxMpVcpus) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ACPI tables: ", vcpu_count, " vCPUs requested; supported are 1 to ", kMaxMpVcpus));
   }
-  // The bound leaves room for the tables themselves, which take well under 4 KiB.
-  if (base_addr % kTableAlign != 0 || base_addr > 4 * kGiB - 4 * kKiB) {
+  if (base_addr % kTableAlign != 0 || base_addr >= 4 * kGiB) {
     return absl::InvalidArgumentError(absl::StrCat("ACPI tables: base address 0x",
                                                    absl::Hex(base_addr),
                                                    " is not 16-byte aligned below 4 GiB"));
   }
+  EMBER_RETURN_IF_ERROR(CheckDevices(devices));
 
   // Lay the tables out first: each one's address goes into the table that points at it.
-  std::vector<std::uint8_t> dsdt = BuildDsdt();
+  std::vector<std::uint8_t> dsdt = BuildDsdt(devices);
   std::vector<std::uint8_t> madt = BuildMadt(vcpu_count);
   constexpr std::size_t kXsdtEntries = 2;
   const std::uint64_t xsdt_addr = AlignUp(base_addr + sizeof(Rsdp));
@@ -355,6 +446,11 @@ absl::StatusOr<std::vector<std::uint8_t>> BuildAcpiTables(std::uint64_t base_add
   const std::uint64_t dsdt_addr = AlignUp(fadt_addr + sizeof(Fadt));
   const std::uint64_t madt_addr = AlignUp(dsdt_addr + dsdt.size());
   const std::uint64_t end = madt_addr + madt.size();
+  // Firmware tables belong in the 32-bit address space, where a PC's BIOS area is.
+  if (end > 4 * kGiB) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ACPI tables at 0x", absl::Hex(base_addr), " would reach past 4 GiB"));
+  }
 
   const std::uint64_t xsdt_entries[kXsdtEntries] = {fadt_addr, madt_addr};
   std::vector<std::uint8_t> xsdt = BuildXsdt(xsdt_entries);
@@ -381,12 +477,14 @@ absl::StatusOr<std::vector<std::uint8_t>> BuildAcpiTables(std::uint64_t base_add
   return out;
 }
 
-absl::Status WriteAcpiTables(const base::GuestMemory& memory, std::uint32_t vcpu_count) {
-  EMBER_ASSIGN_OR_RETURN(std::vector<std::uint8_t> tables, BuildAcpiTables(kRsdpAddr, vcpu_count));
+absl::Status WriteAcpiTables(const base::GuestMemory& memory, std::uint32_t vcpu_count,
+                             const AcpiDevices& devices) {
+  EMBER_ASSIGN_OR_RETURN(std::vector<std::uint8_t> tables,
+                         BuildAcpiTables(kRsdpAddr, vcpu_count, devices));
   if (kRsdpAddr + tables.size() > kAcpiAreaEnd) {
-    return absl::InvalidArgumentError(absl::StrCat("ACPI tables for ", vcpu_count, " vCPUs (",
-                                                   tables.size(),
-                                                   " bytes) do not fit below 0x100000"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ACPI tables for ", vcpu_count, " vCPUs and ", devices.virtio_mmio.size(),
+                     " virtio devices (", tables.size(), " bytes) do not fit below 0x100000"));
   }
   absl::Status status = memory.Write(kRsdpAddr, tables);
   if (!status.ok()) {

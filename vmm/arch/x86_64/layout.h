@@ -32,6 +32,15 @@ constexpr std::uint64_t kEbdaStart = 0x9fc00;
 // Kernels load at or above 1 MiB; everything below belongs to the boot structures.
 constexpr std::uint64_t kHimemStart = 0x100000;
 
+// The PC legacy devices on the I/O ports, at their PC ports and ISA IRQs: COM1's 8250
+// UART and the i8042 keyboard controller (data port 0x60, command/status port 0x64).
+constexpr std::uint16_t kCom1Port = 0x3f8;
+constexpr std::uint16_t kCom1Size = 8;
+constexpr std::uint8_t kCom1Irq = 4;
+constexpr std::uint16_t kI8042Port = 0x60;
+constexpr std::uint16_t kI8042Size = 5;
+constexpr std::uint8_t kI8042Irq = 1;
+
 // The 32-bit MMIO gap: the last 768 MiB below 4 GiB hold no RAM. Devices live at its start;
 // the IOAPIC and LAPIC at its top.
 constexpr std::uint64_t kMmioGapStart = 4 * kGiB - 768 * kMiB;  // 0xd000_0000
