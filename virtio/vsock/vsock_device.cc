@@ -763,6 +763,11 @@ bool VsockDevice::FillRx(Connection& conn, const DescriptorChain& chain) {
       conn.rx_cnt += len;
       WriteRx(chain, h, len);
       metrics_.rx_bytes->Add(len);
+      // A full read means the socket probably holds more: stay in the RX list and read again
+      // with the next buffer instead of re-arming the socket in epoll and waiting for the
+      // loop to come round (two epoll_ctl calls and a loop turn per packet otherwise). A
+      // short read drained it, and the socket goes back into the EventSet.
+      conn.want_data = n == static_cast<ssize_t>(room);
       if (conn.PeerFreeCredit() == 0 && !conn.credit_requested) {
         // The guest's buffer is full: ask how far it has read, so that its CREDIT_UPDATE
         // lets the socket be read again.
