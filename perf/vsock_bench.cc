@@ -11,11 +11,13 @@
 // more, so the figure is what one loop thread can move end to end.
 //
 // The baseline is a plain Unix stream socket pair moving the same bytes in the same run, on
-// one thread: 64 KiB writes, 4 KiB reads (the chunks the guest receives). Samples alternate,
+// one thread: 64 KiB writes, and reads as the device makes them: one readv into 16 buffers of
+// 4 KiB (the chunks the guest receives). Samples alternate,
 // the figure the median. Prints figures only; never asserts.
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -75,6 +77,10 @@ constexpr std::uint32_t kRxPayload = 4096;
 constexpr std::uint32_t kGuestBufAlloc = 256 * 1024;
 constexpr std::uint32_t kCreditUpdateBelow = vsock::kMaxPayload;
 constexpr std::size_t kWriteChunk = 64 * 1024;
+// The device reads a host socket with one readv across up to 16 of those buffers (64 KiB, one
+// maximal packet); the baseline reads the same way, so that it makes no more syscalls per byte
+// than the device does.
+constexpr std::size_t kReadBatch = vsock::kMaxPayload / kRxPayload;
 
 [[noreturn]] void Fail(const std::string& message) { Die(kHarness, message); }
 
@@ -82,7 +88,11 @@ template <typename T>
 T Check(absl::StatusOr<T> value, const std::string& what) {
   return CheckOk(kHarness, std::move(value), what);
 }
-void Check(const absl::Status& status, const std::string& what) { CheckOk(kHarness, status, what); }
+// The fake guest checks every header it reads or writes: no strings are built unless the
+// check fails, so that their heap allocations are not counted against the device.
+void Check(const absl::Status& status, const char* what) {
+  if (!status.ok()) [[unlikely]] CheckOk(kHarness, status, what);
+}
 
 struct Options {
   int runs = 9;
@@ -306,7 +316,7 @@ class DeviceSample {
 };
 
 // The baseline: the same bytes through a plain Unix stream socket pair on one thread, written
-// in 64 KiB and read in 4 KiB; bytes per second read.
+// in 64 KiB and read with readv into 16 x 4 KiB buffers; bytes per second read.
 double PlainSocketPair(double seconds) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
@@ -315,7 +325,11 @@ double PlainSocketPair(double seconds) {
   const base::UniqueFd writer(fds[0]);
   const base::UniqueFd reader(fds[1]);
   const std::vector<std::uint8_t>& chunk = StreamChunk();
-  std::vector<std::uint8_t> buffer(kRxPayload);
+  // The guest's RX buffers, read as the device reads a host socket: one readv across a
+  // batch of them (see kReadBatch).
+  std::vector<std::uint8_t> buffer(kReadBatch * kRxPayload);
+  std::array<iovec, kReadBatch> iovs{};
+  for (std::size_t i = 0; i < kReadBatch; ++i) iovs[i] = {buffer.data() + i * kRxPayload, kRxPayload};
   std::uint64_t received = 0;
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline =
@@ -325,12 +339,12 @@ double PlainSocketPair(double seconds) {
     }
     if (errno != EAGAIN && errno != EWOULDBLOCK) Fail(ErrnoText("send on the socket pair"));
     for (;;) {
-      const ssize_t n = ::recv(reader.Get(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+      const ssize_t n = ::readv(reader.Get(), iovs.data(), static_cast<int>(iovs.size()));
       if (n > 0) {
         received += static_cast<std::uint64_t>(n);
         continue;
       }
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) Fail(ErrnoText("recv on the pair"));
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) Fail(ErrnoText("readv on the pair"));
       break;
     }
   }
@@ -348,10 +362,11 @@ int Main(int argc, char** argv) {
   if (::mkdtemp(dir_template) == nullptr) Fail(ErrnoText("mkdtemp"));
   const std::string dir = dir_template;
 
-  char note[320];
+  char note[400];
   std::snprintf(note, sizeof note,
                 "vsock stream host to guest: Unix-socket backend (CONNECT <port>), 256 x 4 KiB "
-                "guest RX buffers, 256 KiB guest credit; samples of %.1f s, median of %d; one "
+                "guest RX buffers (Linux's size), 256 KiB guest credit; baseline reads with "
+                "readv into 16 x 4 KiB as the device does; samples of %.1f s, median of %d; one "
                 "thread for host writer, device and fake guest",
                 options.seconds, options.runs);
   PrintNote(note);

@@ -1,5 +1,6 @@
 #include "virtio/testing/fake_vsock_driver.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "vmm/base/logging.h"
@@ -17,9 +18,14 @@ void Check(bool ok, const char* what) {
 }  // namespace
 
 void FakeVsockDriver::AddRxBuffers(std::size_t count, std::uint32_t size) {
+  AddSplitRxBuffers(count, std::span(&size, 1));
+}
+
+void FakeVsockDriver::AddSplitRxBuffers(std::size_t count, std::span<const std::uint32_t> sizes) {
   for (std::size_t i = 0; i < count; ++i) {
-    const FakeBuffer buffer{alloc_->Alloc(size), size, true};
-    rx_buffers_[rx_->AddChain(std::span(&buffer, 1))] = buffer;
+    std::vector<FakeBuffer> chain;
+    for (const std::uint32_t size : sizes) chain.push_back({alloc_->Alloc(size), size, true});
+    rx_buffers_[rx_->AddChain(chain)] = std::move(chain);
   }
 }
 
@@ -28,9 +34,16 @@ std::optional<VsockPacket> FakeVsockDriver::PopRx() {
   if (!used) return std::nullopt;
   auto it = rx_buffers_.find(static_cast<std::uint16_t>(used->id));
   Check(it != rx_buffers_.end(), "used RX head the driver never posted");
-  Check(used->len >= vsock::kHeaderSize && used->len <= it->second.len, "bad used length");
+  std::uint64_t capacity = 0;
+  for (const FakeBuffer& buffer : it->second) capacity += buffer.len;
+  Check(used->len >= vsock::kHeaderSize && used->len <= capacity, "bad used length");
   std::vector<std::uint8_t> bytes(used->len);
-  Check(memory_->Read(it->second.addr, bytes).ok(), "read RX buffer");
+  std::size_t done = 0;
+  for (const FakeBuffer& buffer : it->second) {
+    const std::size_t take = std::min<std::size_t>(buffer.len, bytes.size() - done);
+    Check(memory_->Read(buffer.addr, std::span(bytes).subspan(done, take)).ok(), "read RX buffer");
+    done += take;
+  }
   rx_buffers_.erase(it);
   VsockPacket packet;
   packet.header = vsock::Header::Decode(std::span(bytes).first<vsock::kHeaderSize>());

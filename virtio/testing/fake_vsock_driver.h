@@ -28,6 +28,9 @@ class FakeVsockDriver {
 
   // Posts `count` RX buffers of `size` bytes (header included).
   void AddRxBuffers(std::size_t count, std::uint32_t size = 4096);
+  // Posts `count` RX chains of several descriptors, of `sizes` bytes each in order (the
+  // header may span them), as a driver that splits header and payload does.
+  void AddSplitRxBuffers(std::size_t count, std::span<const std::uint32_t> sizes);
   // The next packet the device placed in an RX buffer, nullopt when there is none.
   [[nodiscard]] std::optional<VsockPacket> PopRx();
 
@@ -50,7 +53,7 @@ class FakeVsockDriver {
   FakeDriverQueue* tx_;
   FakeDriverQueue* event_;
   FakeGuestAllocator* alloc_;
-  std::map<std::uint16_t, FakeBuffer> rx_buffers_;     // by head
+  std::map<std::uint16_t, std::vector<FakeBuffer>> rx_buffers_;  // by head
   std::map<std::uint16_t, FakeBuffer> event_buffers_;  // by head
 };
 

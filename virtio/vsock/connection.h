@@ -81,6 +81,9 @@ struct Connection {
   bool want_credit_request = false;
   bool want_data = false;           // the socket was readable; interest off until read
   bool in_rx_list = false;
+  // RX buffers the next read of the socket fills at once: grows while reads fill every
+  // buffer, shrinks to what a short read needed (VsockDevice::ReadHostData).
+  std::size_t rx_batch = 1;
   bool dead = false;                // to be removed once the caller is done with it
 
   std::uint32_t interest = ~0u;     // epoll events currently asked for; ~0: not yet set

@@ -46,6 +46,11 @@ constexpr std::string_view kSnapshotMarker = "ember.vsock.v1:transport-reset";
 
 // The most iovecs one readv/sendmsg takes.
 constexpr std::size_t kMaxIov = IOV_MAX;
+// One readv of a host socket fills at most this much, in at most this many RX buffers: one
+// maximal packet's worth, so that a busy connection takes its turn in the round robin after
+// 16 of Linux's 4 KiB buffers rather than after the guest's whole credit.
+constexpr std::uint64_t kMaxRxBatchBytes = kMaxPayload;
+constexpr std::size_t kMaxRxBatchChains = 64;
 
 std::optional<std::uint32_t> ParseConnect(const std::string& line) {
   constexpr std::string_view kPrefix = "CONNECT ";
@@ -674,19 +679,31 @@ void VsockDevice::WantRx(Connection& conn) {
   rx_list_.emplace_back(conn.local_port, conn.peer_port);
 }
 
+bool VsockDevice::PopRxChain(DescriptorChain* chain) {
+  auto popped = rx_queue_->Pop(chain);
+  if (!popped.ok()) {
+    MarkBroken(popped.status());
+    return false;
+  }
+  if (!*popped) return false;
+  if (chain->readable_count != 0 || chain->writable_bytes < kHeaderSize) {
+    MarkBroken(absl::InvalidArgumentError(absl::StrCat(
+        "RX chain ", chain->head, " is device-readable or shorter than a packet header")));
+    return false;
+  }
+  return true;
+}
+
 void VsockDevice::ProcessRx() {
   if (!Active()) return;
+  // One chain object reused for every packet, and more behind it for batched reads.
+  if (rx_chains_.empty()) rx_chains_.resize(1);
   while (!pending_rsts_.empty() || !rx_list_.empty()) {
-    auto popped = rx_queue_->Pop();
-    if (!popped.ok()) return MarkBroken(popped.status());
-    if (!popped->has_value()) {
+    DescriptorChain& chain = rx_chains_[0];
+    if (!PopRxChain(&chain)) {
+      if (broken_) return;
       if (rx_queue_->EnableNotification()) continue;
       return;  // the guest's next RX buffer notifies the queue
-    }
-    const DescriptorChain& chain = **popped;
-    if (chain.readable_count != 0 || chain.writable_bytes < kHeaderSize) {
-      return MarkBroken(absl::InvalidArgumentError(absl::StrCat(
-          "RX chain ", chain.head, " is device-readable or shorter than a packet header")));
     }
     if (!pending_rsts_.empty()) {
       WriteRx(chain, pending_rsts_.front(), 0);
@@ -703,6 +720,7 @@ void VsockDevice::ProcessRx() {
     Connection& conn = *it->second;
     conn.in_rx_list = false;
     if (!FillRx(conn, chain)) rx_queue_->UndoPop();
+    if (broken_) return;
     if (conn.dead) {
       ResetConnection(key, true);
       continue;
@@ -747,35 +765,8 @@ bool VsockDevice::FillRx(Connection& conn, const DescriptorChain& chain) {
     }
     const std::uint32_t credit = conn.PeerFreeCredit();
     if (credit == 0) return false;  // read again when the guest's credit update arrives
-    const std::uint64_t room = std::min<std::uint64_t>(
-        {chain.writable_bytes - kHeaderSize, credit, kMaxPayload});
-    IoVecs iovs;
-    if (room == 0 || !chain.WritableIoVecs(kHeaderSize, room, &iovs)) return false;
-    if (iovs.size() > kMaxIov) iovs.resize(kMaxIov);
-    ssize_t n;
-    do {
-      n = ::readv(conn.sock.Get(), iovs.data(), static_cast<int>(iovs.size()));
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      const auto len = static_cast<std::uint32_t>(n);
-      Header h = ReplyHeader(conn, Op::kRw);
-      conn.last_fwd_cnt_sent = conn.fwd_cnt;
-      conn.rx_cnt += len;
-      WriteRx(chain, h, len);
-      metrics_.rx_bytes->Add(len);
-      // A full read means the socket probably holds more: stay in the RX list and read again
-      // with the next buffer instead of re-arming the socket in epoll and waiting for the
-      // loop to come round (two epoll_ctl calls and a loop turn per packet otherwise). A
-      // short read drained it, and the socket goes back into the EventSet.
-      conn.want_data = n == static_cast<ssize_t>(room);
-      if (conn.PeerFreeCredit() == 0 && !conn.credit_requested) {
-        // The guest's buffer is full: ask how far it has read, so that its CREDIT_UPDATE
-        // lets the socket be read again.
-        conn.credit_requested = true;
-        conn.want_credit_request = true;
-      }
-      return true;
-    }
+    const ssize_t n = ReadHostData(conn, credit);
+    if (n > 0 || broken_) return n > 0;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
     if (n < 0) {
       conn.dead = true;  // ECONNRESET and the like: the host peer is gone
@@ -797,6 +788,84 @@ bool VsockDevice::FillRx(Connection& conn, const DescriptorChain& chain) {
     return send(Op::kShutdown, flags);
   }
   return false;
+}
+
+ssize_t VsockDevice::ReadHostData(Connection& conn, std::uint32_t credit) {
+  // Gather the payload areas of rx_chains_[0] (popped by ProcessRx) and of up to
+  // conn.rx_batch - 1 more chains, within the guest's credit, for one readv. Linux's guest
+  // posts 4 KiB buffers, so one readv per buffer would cost a syscall per 4 KiB.
+  std::uint64_t budget = std::min<std::uint64_t>(credit, kMaxRxBatchBytes);
+  rx_iovs_.clear();
+  rx_rooms_.clear();
+  std::size_t chains = 0;
+  std::uint64_t total = 0;
+  IoVecs piece;
+  while (budget > 0 && chains < conn.rx_batch) {
+    if (chains == rx_chains_.size()) rx_chains_.emplace_back();
+    DescriptorChain& chain = rx_chains_[chains];
+    if (chains > 0 && !PopRxChain(&chain)) break;  // none posted, or the driver broke the ring
+    std::uint64_t room =
+        std::min<std::uint64_t>({chain.writable_bytes - kHeaderSize, budget, kMaxPayload});
+    if (room == 0 || !chain.WritableIoVecs(kHeaderSize, room, &piece)) {
+      if (chains > 0) rx_queue_->UndoPop();
+      break;
+    }
+    if (rx_iovs_.size() + piece.size() > kMaxIov) {
+      if (chains > 0) {
+        rx_queue_->UndoPop();
+        break;
+      }
+      // A first chain of more pieces than readv takes is filled as far as they reach.
+      piece.resize(kMaxIov);
+      room = 0;
+      for (const iovec& iov : piece) room += iov.iov_len;
+    }
+    rx_iovs_.insert(rx_iovs_.end(), piece.begin(), piece.end());
+    rx_rooms_.push_back(static_cast<std::uint32_t>(room));
+    budget -= room;
+    total += room;
+    ++chains;
+  }
+  ssize_t n = -1;
+  errno = EAGAIN;
+  if (chains > 0 && !broken_) {
+    do {
+      n = ::readv(conn.sock.Get(), rx_iovs_.data(), static_cast<int>(rx_iovs_.size()));
+    } while (n < 0 && errno == EINTR);
+  }
+  // Every chain gets a packet in order until the bytes run out; the ones left over go back
+  // to the ring, last popped first (ProcessRx puts back the first one when nothing was read).
+  std::size_t used = 0;
+  std::uint64_t left = n > 0 ? static_cast<std::uint64_t>(n) : 0;
+  for (; used < chains && left > 0; ++used) {
+    const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(rx_rooms_[used], left));
+    conn.rx_cnt += len;
+    WriteRx(rx_chains_[used], ReplyHeader(conn, Op::kRw), len);
+    metrics_.rx_bytes->Add(len);
+    left -= len;
+  }
+  for (std::size_t i = std::max<std::size_t>(used, 1); i < chains; ++i) rx_queue_->UndoPop();
+  if (n <= 0) return n;
+  conn.last_fwd_cnt_sent = conn.fwd_cnt;
+  if (conn.PeerFreeCredit() == 0 && !conn.credit_requested) {
+    // The guest's buffer is full: ask how far it has read, so that its CREDIT_UPDATE lets
+    // the socket be read again.
+    conn.credit_requested = true;
+    conn.want_credit_request = true;
+  }
+  // A read that filled every buffer means the socket probably holds more: the connection
+  // stays in the RX list (round robin with the others) and reads again, twice as many
+  // buffers at once, instead of going back into the EventSet and waiting for the loop (two
+  // epoll_ctl calls and a loop turn per read otherwise). A short read drained the socket:
+  // the next batch is as large as this one needed, so a trickle of small messages does not
+  // pop and put back many buffers for each.
+  if (static_cast<std::uint64_t>(n) == total) {
+    conn.want_data = true;
+    conn.rx_batch = std::min<std::size_t>(conn.rx_batch * 2, kMaxRxBatchChains);
+  } else {
+    conn.rx_batch = used;
+  }
+  return n;
 }
 
 void VsockDevice::WriteRx(const DescriptorChain& chain, const Header& header,

@@ -1,5 +1,8 @@
 #pragma once
 
+#include <sys/types.h>
+#include <sys/uio.h>
+
 #include <array>
 #include <cstdint>
 #include <deque>
@@ -140,8 +143,15 @@ class VsockDevice final : public VirtioDevice {
   void HandleGuestRequest(const Header& header);
   void HandleGuestRw(Connection& conn, const Header& header, const DescriptorChain& chain);
   void ProcessRx();
-  // Fills one RX chain for `conn`: true when it used the chain.
+  // Pops the next RX chain into `chain` and checks that it can hold a packet: false when the
+  // driver has posted none, or broke the rules (the device is then marked broken).
+  [[nodiscard]] bool PopRxChain(DescriptorChain* chain);
+  // Fills RX chain `chain` (rx_chains_[0]) for `conn`, and maybe more: true when it used it.
   [[nodiscard]] bool FillRx(Connection& conn, const DescriptorChain& chain);
+  // One readv of conn's socket into rx_chains_[0] and as many further RX chains as it pops
+  // (up to conn.rx_batch, within `credit`); each chain that got bytes is a RW packet. What
+  // readv returned (errno set when negative).
+  [[nodiscard]] ssize_t ReadHostData(Connection& conn, std::uint32_t credit);
   void WriteRx(const DescriptorChain& chain, const Header& header, std::uint32_t payload);
   void ProcessEventQueue();
   [[nodiscard]] Header ReplyHeader(const Connection& conn, Op op) const;
@@ -181,6 +191,11 @@ class VsockDevice final : public VirtioDevice {
   std::deque<Header> pending_rsts_;    // guarded by mu_; RSTs waiting for RX buffers
   std::set<std::uint32_t> host_ports_;  // guarded by mu_; host-side ports in use (host-init)
   std::uint32_t next_host_port_ = 1u << 30;  // guarded by mu_
+  // Scratch for ProcessRx and ReadHostData, kept so that the data path allocates nothing per
+  // packet. Guarded by mu_.
+  std::vector<DescriptorChain> rx_chains_;
+  std::vector<iovec> rx_iovs_;
+  std::vector<std::uint32_t> rx_rooms_;  // payload bytes each chain of a batch can take
 };
 
 }  // namespace ember::virtio::vsock

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -144,7 +145,7 @@ class VsockDeviceTest : public ::testing::Test {
     ASSERT_TRUE(transport.ok()) << transport.status();
     transport_ = std::move(transport).value();
     driver_ = std::make_unique<FakeMmioDriver>(*transport_);
-    guest_.AddRxBuffers(64, 4096);
+    guest_.AddSplitRxBuffers(rx_count_, rx_layout_);
     guest_.AddEventBuffers(1);
     const absl::Status init =
         driver_->Initialize(kFeatures, {rx_.layout(), tx_.layout(), ev_.layout()});
@@ -176,7 +177,7 @@ class VsockDeviceTest : public ::testing::Test {
     std::vector<VsockPacket> packets;
     while (auto p = guest_.PopRx()) packets.push_back(*p);
     if (!packets.empty()) {
-      guest_.AddRxBuffers(packets.size(), 4096);
+      guest_.AddSplitRxBuffers(packets.size(), rx_layout_);
       Kick(kRxQueue);
       RunLoop();
       auto more = Drain();
@@ -227,6 +228,10 @@ class VsockDeviceTest : public ::testing::Test {
     return metrics_.Get("vsock_vsock0", name)->Get();
   }
 
+  // The RX buffers Start posts, and Drain tops up: how many, and the descriptor sizes of
+  // each chain (header included).
+  std::size_t rx_count_ = 64;
+  std::vector<std::uint32_t> rx_layout_ = {4096};
   std::string dir_;
   std::string uds_;
   base::MetricsRegistry metrics_;
@@ -749,6 +754,105 @@ TEST_F(VsockDeviceTest, SnapshotRestoreTellsTheGuestItsConnectionsAreGone) {
   // The restored device serves new connections on the rings as they stood.
   auto [again, port] = HostInitiated(53);
   EXPECT_TRUE(again.Valid());
+}
+
+// Payload of the RW packets among `packets`, in order.
+std::vector<std::uint8_t> StreamOf(const std::vector<VsockPacket>& packets) {
+  std::vector<std::uint8_t> bytes;
+  for (const auto& p : packets) {
+    if (p.header.op == static_cast<std::uint16_t>(Op::kRw)) {
+      bytes.insert(bytes.end(), p.payload.begin(), p.payload.end());
+    }
+  }
+  return bytes;
+}
+
+constexpr std::uint32_t kRxPayload = 4096 - kHeaderSize;  // what one default RX buffer holds
+
+TEST_F(VsockDeviceTest, HostDataFillsEveryRxBufferItTakesInOrder) {
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  const auto sent = Pattern(40000, 9);
+  WriteAll(host.Get(), sent);
+  const auto packets = Drain();
+  ASSERT_FALSE(packets.empty());
+  for (std::size_t i = 0; i + 1 < packets.size(); ++i) {
+    EXPECT_EQ(packets[i].payload.size(), kRxPayload) << "packet " << i << " is not full";
+    EXPECT_EQ(packets[i].header.len, packets[i].payload.size());
+  }
+  EXPECT_EQ(StreamOf(packets), sent);
+  EXPECT_EQ(Metric("rx_bytes"), sent.size());
+}
+
+TEST_F(VsockDeviceTest, RxBuffersAReadDidNotNeedGoBackToTheRing) {
+  rx_count_ = 16;
+  Start();
+  auto [host, host_port] = HostInitiated(52);  // the REQUEST's buffer is replaced
+  // Three full buffers and a few bytes: the reads take 1, 2, then 4 buffers at once, of which
+  // the last read needs only one; the other three must return to the ring unused.
+  std::vector<std::uint8_t> sent = Pattern(3 * kRxPayload + 10, 4);
+  WriteAll(host.Get(), sent);
+  RunLoop();
+  std::vector<VsockPacket> got;
+  while (auto p = guest_.PopRx()) got.push_back(*p);
+  ASSERT_EQ(got.size(), 4u);
+  // The 12 buffers left must all still be there: fill them exactly, with the guest's credit
+  // kept open, and nothing is lost or reordered.
+  std::uint32_t fwd = static_cast<std::uint32_t>(StreamOf(got).size());
+  GuestSend(GuestHeader(Op::kCreditUpdate, 52, host_port, fwd));
+  for (int i = 0; i < 3; ++i) {
+    const auto more = Pattern(4 * kRxPayload, static_cast<std::uint8_t>(20 + i));
+    WriteAll(host.Get(), more);
+    sent.insert(sent.end(), more.begin(), more.end());
+    RunLoop();
+    const std::size_t before = got.size();
+    while (auto p = guest_.PopRx()) got.push_back(*p);
+    for (std::size_t k = before; k < got.size(); ++k) fwd += got[k].header.len;
+    GuestSend(GuestHeader(Op::kCreditUpdate, 52, host_port, fwd));
+  }
+  EXPECT_EQ(got.size(), 16u);
+  EXPECT_EQ(StreamOf(got), sent);
+  // The ring is empty now; the next bytes wait for a buffer.
+  WriteAll(host.Get(), Bytes("x"));
+  RunLoop();
+  EXPECT_FALSE(guest_.PopRx().has_value());
+  guest_.AddRxBuffers(1, 4096);
+  Kick(kRxQueue);
+  auto last = guest_.PopRx();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->payload, Bytes("x"));
+}
+
+TEST_F(VsockDeviceTest, RxChainsOfSeveralDescriptorsCarryHeaderAndPayload) {
+  // The header spans the first two descriptors; the payload the rest.
+  rx_layout_ = {16, 40, 1000, 3040};
+  Start();
+  auto [host, host_port] = HostInitiated(52);
+  const auto sent = Pattern(20000, 2);
+  WriteAll(host.Get(), sent);
+  const auto packets = Drain();
+  ASSERT_FALSE(packets.empty());
+  for (const auto& p : packets) {
+    EXPECT_EQ(p.header.op, static_cast<std::uint16_t>(Op::kRw));
+    EXPECT_EQ(p.header.dst_port, 52u);
+    EXPECT_LE(p.payload.size(), kRxPayload);
+  }
+  EXPECT_EQ(StreamOf(packets), sent);
+}
+
+TEST_F(VsockDeviceTest, HostileRxChainInTheMiddleOfABatchedReadMarksTheDeviceNeedsReset) {
+  rx_count_ = 1;
+  Start();
+  auto [host, host_port] = HostInitiated(52);  // leaves one RX buffer posted
+  guest_.AddRxBuffers(1, 4096);
+  // The third chain is device-readable, which an RX buffer must not be.
+  const testing::FakeBuffer readable{alloc_.Alloc(4096), 4096, false};
+  rx_.AddChain(std::span(&readable, 1));
+  Kick(kRxQueue);
+  WriteAll(host.Get(), Pattern(3 * kRxPayload, 1));
+  RunLoop();
+  EXPECT_NE(transport_->status() & kStatusNeedsReset, 0u);
+  EXPECT_EQ(Metric("invalid_chains"), 1u);
 }
 
 TEST_F(VsockDeviceTest, HostDataWaitsWithoutSpinningWhileTheGuestHasNoRxBuffers) {
