@@ -10,9 +10,17 @@
 // writer is a handler on the same loop, writing 64 KiB at a time whenever its socket takes
 // more, so the figure is what one loop thread can move end to end.
 //
-// The baseline is a plain Unix stream socket pair moving the same bytes in the same run, on
-// one thread: 64 KiB writes, and reads as the device makes them: one readv into 16 buffers of
-// 4 KiB (the chunks the guest receives). Samples alternate,
+// Guest to host, on the same kind of connection: the fake guest sends RW packets as Linux's
+// virtio_transport does, each a 44-byte header and up to 64 KiB of payload in two readable
+// descriptors, as much as the device's credit allows, sending more whenever a TX completion or
+// a CREDIT_UPDATE comes back. Its payload buffers are filled once (its application's copy into
+// them is not counted); the device reads every byte of them. The host reader is a handler on
+// the same loop reading 64 KiB at a time.
+//
+// The baselines are a plain Unix stream socket pair moving the same bytes in the same run, on
+// one thread, with 64 KiB writes: host to guest, reads as the device makes them, one readv into
+// 16 buffers of 4 KiB (the chunks the guest receives); guest to host, 64 KiB reads as the host
+// reader makes them. Samples alternate,
 // the figure the median. Prints figures only; never asserts.
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -81,6 +89,11 @@ constexpr std::size_t kWriteChunk = 64 * 1024;
 // maximal packet); the baseline reads the same way, so that it makes no more syscalls per byte
 // than the device does.
 constexpr std::size_t kReadBatch = vsock::kMaxPayload / kRxPayload;
+// Guest to host: the fake guest's TX payload buffers (one maximal packet each), more than the
+// device's 256 KiB of credit can keep in flight.
+constexpr std::size_t kTxDataSlots = 8;
+
+enum class Direction { kHostToGuest, kGuestToHost };
 
 [[noreturn]] void Fail(const std::string& message) { Die(kHarness, message); }
 
@@ -154,6 +167,7 @@ class DeviceSample {
                     static_cast<std::uint32_t>(vsock::kHeaderSize) + kRxPayload),
         tx_buffers_(kHarness, alloc_, kQueueSize, static_cast<std::uint32_t>(vsock::kHeaderSize)),
         event_buffer_(alloc_.Alloc(8)),
+        data_slot_of_head_(kQueueSize, -1),
         loop_(Check(base::EventLoop::Create(), "event loop")),
         uds_path_(dir + "/v.sock") {
     vsock::VsockConfig config;
@@ -166,6 +180,12 @@ class DeviceSample {
                            Check(base::EventFd::Create(), "irqfd"), metrics_),
                        "transport");
     while (!rx_buffers_.empty()) rx_buffers_.Post(rx_, rx_buffers_.bytes(), true);
+    const std::vector<std::uint8_t>& chunk = StreamChunk();
+    for (std::size_t i = 0; i < kTxDataSlots; ++i) {
+      data_slots_.push_back({alloc_.Alloc(vsock::kHeaderSize, 64), alloc_.Alloc(chunk.size(), 64)});
+      Check(memory_.Write(data_slots_.back().payload, chunk), "fill TX payload");
+      free_data_slots_.push_back(i);
+    }
     const virtio::testing::FakeBuffer event{event_buffer_, 8, true};
     ev_.AddChain(std::span(&event, 1));
     virtio::testing::FakeMmioDriver probe(*transport_);
@@ -176,13 +196,19 @@ class DeviceSample {
         kHarness, loop_, *transport_, [this] { OnInterrupt(); }, events_);
   }
 
-  // The host process connects for guest port kGuestPort, the guest accepts, then the host
-  // streams for `seconds`; returns bytes per second that reached the guest.
-  double Run(double seconds) {
+  // The host process connects for guest port kGuestPort, the guest accepts, then one side
+  // streams to the other for `seconds`; returns bytes per second that reached the other side.
+  double Run(double seconds, Direction direction) {
     Connect();
     SetNonBlocking(host_.Get());
     const int host = host_.Get();
-    Check(loop_.Add(host, EPOLLOUT, [this](std::uint32_t) { Write(); }), "watch host stream");
+    if (direction == Direction::kHostToGuest) {
+      Check(loop_.Add(host, EPOLLOUT, [this](std::uint32_t) { Write(); }), "watch host stream");
+    } else {
+      Check(loop_.Add(host, EPOLLIN, [this](std::uint32_t) { Read(); }), "watch host stream");
+      guest_sends_ = true;
+      SendData();
+    }
     const Clock::time_point start = Clock::now();
     const Clock::time_point deadline =
         start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -232,12 +258,33 @@ class DeviceSample {
     }
   }
 
+  // The host process: reads what the guest sent, 64 KiB at a time.
+  void Read() {
+    for (;;) {
+      const ssize_t n = ::recv(host_.Get(), read_buffer_.data(), read_buffer_.size(), MSG_DONTWAIT);
+      if (n > 0) {
+        received_ += static_cast<std::uint64_t>(n);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      Fail(n == 0 ? std::string("the device closed the host stream") : ErrnoText("recv"));
+    }
+  }
+
   // The guest's interrupt handler (vm_interrupt + virtio_transport's RX and TX completion).
   void OnInterrupt() {
     transport_->irqfd().Consume();
     virtio::testing::FakeMmioDriver mmio(*transport_);
     mmio.Write32(virtio::mmio::kInterruptAck, mmio.Read32(virtio::mmio::kInterruptStatus));
-    while (auto used = tx_.PopUsed()) (void)tx_buffers_.Release(used->id);
+    while (auto used = tx_.PopUsed()) {
+      int& slot = data_slot_of_head_[used->id];
+      if (slot >= 0) {
+        free_data_slots_.push_back(static_cast<std::size_t>(slot));
+        slot = -1;
+      } else {
+        (void)tx_buffers_.Release(used->id);
+      }
+    }
     tx_.SetUsedEvent(tx_.UsedIdx());
     bool rx_posted = false;
     while (auto used = rx_.PopUsed()) {
@@ -245,6 +292,9 @@ class DeviceSample {
       std::array<std::uint8_t, vsock::kHeaderSize> raw{};
       Check(memory_.Read(addr, raw), "read RX header");
       const vsock::Header h = vsock::Header::Decode(raw);
+      // Every packet from the device carries its credit.
+      peer_buf_alloc_ = h.buf_alloc;
+      peer_fwd_cnt_ = h.fwd_cnt;
       switch (static_cast<vsock::Op>(h.op)) {
         case vsock::Op::kRequest:
           host_port_ = h.src_port;
@@ -272,10 +322,36 @@ class DeviceSample {
     if (rx_posted && rx_kick_.NeedsKick(rx_)) {
       transport_->queue_event(vsock::kRxQueue).Signal();
     }
+    if (guest_sends_) SendData();
   }
 
-  // One header-only packet from the guest's side of the connection, with its credit.
-  void Send(vsock::Op op) {
+  // The guest's application writing without end: RW packets of up to 64 KiB while the
+  // device's credit and the guest's TX buffers allow (virtio_transport_send_pkt_info).
+  void SendData() {
+    bool sent = false;
+    while (!free_data_slots_.empty() && tx_.free_descriptors() >= 2) {
+      const std::uint32_t in_flight = tx_cnt_ - peer_fwd_cnt_;
+      const std::uint32_t credit = in_flight >= peer_buf_alloc_ ? 0 : peer_buf_alloc_ - in_flight;
+      if (credit == 0) break;
+      const auto len = static_cast<std::uint32_t>(std::min<std::size_t>(credit, kWriteChunk));
+      const std::size_t slot = free_data_slots_.back();
+      free_data_slots_.pop_back();
+      vsock::Header h = GuestHeader(vsock::Op::kRw);
+      h.len = len;
+      Check(memory_.Write(data_slots_[slot].header, h.Encode()), "write TX header");
+      const std::array<virtio::testing::FakeBuffer, 2> chain{
+          virtio::testing::FakeBuffer{data_slots_[slot].header,
+                                      static_cast<std::uint32_t>(vsock::kHeaderSize), false},
+          virtio::testing::FakeBuffer{data_slots_[slot].payload, len, false}};
+      data_slot_of_head_[tx_.AddChain(chain)] = static_cast<int>(slot);
+      tx_cnt_ += len;
+      sent = true;
+    }
+    if (sent && tx_kick_.NeedsKick(tx_)) transport_->queue_event(vsock::kTxQueue).Signal();
+  }
+
+  // A header from the guest's side of the connection, with its credit.
+  vsock::Header GuestHeader(vsock::Op op) {
     vsock::Header h;
     h.src_cid = kGuestCid;
     h.dst_cid = vsock::kHostCid;
@@ -286,7 +362,15 @@ class DeviceSample {
     h.buf_alloc = kGuestBufAlloc;
     h.fwd_cnt = fwd_cnt_;
     fwd_cnt_sent_ = fwd_cnt_;
-    if (tx_buffers_.empty()) Fail("the device holds every TX buffer");
+    return h;
+  }
+
+  // One header-only packet from the guest's side of the connection, with its credit.
+  void Send(vsock::Op op) {
+    const vsock::Header h = GuestHeader(op);
+    if (tx_buffers_.empty() || tx_.free_descriptors() == 0) {
+      Fail("the device holds every TX buffer");
+    }
     const base::GuestAddress addr =
         tx_buffers_.Post(tx_, static_cast<std::uint32_t>(vsock::kHeaderSize), false);
     Check(memory_.Write(addr, h.Encode()), "write TX header");
@@ -302,6 +386,13 @@ class DeviceSample {
   GuestBufferPool rx_buffers_;
   GuestBufferPool tx_buffers_;
   base::GuestAddress event_buffer_;
+  struct DataSlot {
+    base::GuestAddress header;
+    base::GuestAddress payload;
+  };
+  std::vector<DataSlot> data_slots_;
+  std::vector<std::size_t> free_data_slots_;
+  std::vector<int> data_slot_of_head_;  // -1: the head is not a data packet's
   base::EventLoop loop_;
   std::string uds_path_;
   std::unique_ptr<virtio::MmioTransport> transport_;
@@ -313,11 +404,17 @@ class DeviceSample {
   std::uint32_t fwd_cnt_ = 0;  // wraps, as on the wire
   std::uint32_t fwd_cnt_sent_ = 0;
   std::uint64_t received_ = 0;
+  // Guest to host.
+  bool guest_sends_ = false;
+  std::uint32_t tx_cnt_ = 0;           // payload bytes the guest sent; wraps
+  std::uint32_t peer_buf_alloc_ = 0;   // the device's credit, from its last packet
+  std::uint32_t peer_fwd_cnt_ = 0;
+  std::vector<std::uint8_t> read_buffer_ = std::vector<std::uint8_t>(kWriteChunk);
 };
 
 // The baseline: the same bytes through a plain Unix stream socket pair on one thread, written
-// in 64 KiB and read with readv into 16 x 4 KiB buffers; bytes per second read.
-double PlainSocketPair(double seconds) {
+// in 64 KiB and read with readv into `read_count` buffers of `read_size`; bytes per second read.
+double PlainSocketPair(double seconds, std::size_t read_size, std::size_t read_count) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
     Fail(ErrnoText("socketpair"));
@@ -325,11 +422,9 @@ double PlainSocketPair(double seconds) {
   const base::UniqueFd writer(fds[0]);
   const base::UniqueFd reader(fds[1]);
   const std::vector<std::uint8_t>& chunk = StreamChunk();
-  // The guest's RX buffers, read as the device reads a host socket: one readv across a
-  // batch of them (see kReadBatch).
-  std::vector<std::uint8_t> buffer(kReadBatch * kRxPayload);
-  std::array<iovec, kReadBatch> iovs{};
-  for (std::size_t i = 0; i < kReadBatch; ++i) iovs[i] = {buffer.data() + i * kRxPayload, kRxPayload};
+  std::vector<std::uint8_t> buffer(read_count * read_size);
+  std::vector<iovec> iovs(read_count);
+  for (std::size_t i = 0; i < read_count; ++i) iovs[i] = {buffer.data() + i * read_size, read_size};
   std::uint64_t received = 0;
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline =
@@ -351,9 +446,9 @@ double PlainSocketPair(double seconds) {
   return static_cast<double>(received) / SecondsSince(start);
 }
 
-double DeviceStream(const std::string& dir, double seconds) {
+double DeviceStream(const std::string& dir, double seconds, Direction direction) {
   DeviceSample sample(dir);
-  return sample.Run(seconds);
+  return sample.Run(seconds, direction);
 }
 
 int Main(int argc, char** argv) {
@@ -372,8 +467,21 @@ int Main(int argc, char** argv) {
   PrintNote(note);
   MeasureAgainstBaseline(
       "vsock_stream_mibs", "unix_socketpair_mibs", "MiB/s", 1.0 / (1 << 20),
-      [&] { return DeviceStream(dir, options.seconds); },
-      [&] { return PlainSocketPair(options.seconds); }, options.runs, options.verbose);
+      [&] { return DeviceStream(dir, options.seconds, Direction::kHostToGuest); },
+      // The guest's RX buffers, read as the device reads a host socket: one readv across a
+      // batch of them (see kReadBatch).
+      [&] { return PlainSocketPair(options.seconds, kRxPayload, kReadBatch); }, options.runs,
+      options.verbose);
+  std::snprintf(note, sizeof note,
+                "vsock stream guest to host: the same connection, guest RW packets of 64 KiB "
+                "(header + payload in 2 descriptors) within the device's 256 KiB credit, host "
+                "reads of 64 KiB; baseline reads of 64 KiB");
+  PrintNote(note);
+  MeasureAgainstBaseline(
+      "vsock_stream_g2h_mibs", "unix_socketpair_64k_reads_mibs", "MiB/s", 1.0 / (1 << 20),
+      [&] { return DeviceStream(dir, options.seconds, Direction::kGuestToHost); },
+      [&] { return PlainSocketPair(options.seconds, kWriteChunk, 1); }, options.runs,
+      options.verbose);
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
   return 0;
