@@ -206,12 +206,12 @@ void Queue::AddUsed(std::uint16_t head, std::uint32_t len) {
                       << layout_.size;
     std::abort();
   }
-  struct {
-    std::uint32_t id;
-    std::uint32_t len;
-  } elem{head, len};
-  std::memcpy(used_ + 4 + kUsedElemSize * (next_used_ & (layout_.size - 1)), &elem,
-              sizeof(elem));
+  // struct virtq_used_elem, field by field straight into the ring: copying in a struct built
+  // just before stalls on store forwarding, once per request.
+  std::uint8_t* elem = used_ + 4 + kUsedElemSize * (next_used_ & (layout_.size - 1));
+  const std::uint32_t id = head;
+  std::memcpy(elem, &id, sizeof(id));
+  std::memcpy(elem + sizeof(id), &len, sizeof(len));
   ++next_used_;
   // Release: the element (and the data the device wrote) is visible before the index.
   StoreRelease16(used_ + 2, next_used_);
