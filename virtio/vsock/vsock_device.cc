@@ -369,10 +369,7 @@ void VsockDevice::ProcessSocket(int fd, std::uint32_t events) {
   Connection& conn = *conns_.at(key);
   if (!conn.TxBufferEmpty()) {
     if (!conn.Flush()) return ResetConnection(key, true);
-    if (conn.fwd_cnt - conn.last_fwd_cnt_sent >= kCreditUpdateThreshold) {
-      conn.want_credit_update = true;
-      WantRx(conn);
-    }
+    MaybeSendCreditUpdate(conn);
     if (conn.TxBufferEmpty() && conn.guest_shut_send) {
       MaybeFinishClose(key);
       if (!conns_.contains(key)) return;
@@ -613,9 +610,12 @@ void VsockDevice::HandleGuestRw(Connection& conn, const Header& h, const Descrip
   }
   metrics_.tx_bytes->Add(h.len);
   std::size_t written = 0;
+  const bool was_empty = conn.TxBufferEmpty();
+  bool sent = false;
   IoVecs iovs;
-  if (conn.TxBufferEmpty() && chain.ReadableIoVecs(kHeaderSize, h.len, &iovs) &&
-      iovs.size() <= kMaxIov) {
+  // Straight from guest memory to the socket when nothing is queued before this packet.
+  if (was_empty && chain.ReadableIoVecs(kHeaderSize, h.len, &iovs) && iovs.size() <= kMaxIov) {
+    sent = true;
     msghdr msg{};
     msg.msg_iov = iovs.data();
     msg.msg_iovlen = iovs.size();
@@ -628,15 +628,27 @@ void VsockDevice::HandleGuestRw(Connection& conn, const Header& h, const Descrip
     conn.fwd_cnt += static_cast<std::uint32_t>(written);
   }
   if (written < h.len) {
-    std::vector<std::uint8_t> rest(h.len - written);
-    if (!chain.CopyFromReadable(kHeaderSize + written, rest)) return ResetConnection(key, true);
-    conn.Append(rest, /*counted=*/true);
-    if (!conn.Flush()) return ResetConnection(key, true);
+    // The socket is full (or the chain too fragmented for one sendmsg): the rest goes into
+    // the connection's buffer, copied once, and the chain back to the guest, so that a slow
+    // host reader holds no TX descriptors that other connections need.
+    const std::size_t rest = h.len - written;
+    const auto space = conn.TxSpace(rest);
+    if (!chain.CopyFromReadable(kHeaderSize + written, space[0]) ||
+        !chain.CopyFromReadable(kHeaderSize + written + space[0].size(), space[1])) {
+      return ResetConnection(key, true);
+    }
+    conn.CommitTx(rest, /*counted=*/true);
+    // A socket that just took less than offered, or has bytes queued already, is written
+    // again on EPOLLOUT (UpdateInterest); trying now would only meet EAGAIN.
+    if (was_empty && !sent && !conn.Flush()) return ResetConnection(key, true);
   }
-  if (conn.fwd_cnt - conn.last_fwd_cnt_sent >= kCreditUpdateThreshold) {
-    conn.want_credit_update = true;
-    WantRx(conn);
-  }
+  MaybeSendCreditUpdate(conn);
+}
+
+void VsockDevice::MaybeSendCreditUpdate(Connection& conn) {
+  if (!conn.CreditUpdateDue()) return;
+  conn.want_credit_update = true;
+  WantRx(conn);
 }
 
 // --- Host to guest (RX queue) ----------------------------------------------------------------
@@ -781,9 +793,7 @@ bool VsockDevice::FillRx(Connection& conn, const DescriptorChain& chain) {
     if (hung_up) {
       flags |= kShutdownRcv;
       conn.state = Connection::State::kClosing;
-      conn.tx_buf.clear();
-      conn.tx_offset = 0;
-      conn.uncounted_bytes = 0;
+      conn.DropTx();
     }
     return send(Op::kShutdown, flags);
   }

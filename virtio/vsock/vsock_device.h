@@ -158,6 +158,8 @@ class VsockDevice final : public VirtioDevice {
   // The RST answering guest packet `to`.
   [[nodiscard]] Header RstFor(const Header& to) const;
   void WantRx(Connection& conn);
+  // Queues a CREDIT_UPDATE when Connection::CreditUpdateDue.
+  void MaybeSendCreditUpdate(Connection& conn);
   void QueueRst(const Header& rst);
   void UpdateInterest(Connection& conn);
   // Forgets the connection, first queueing an RST for the guest when `tell_guest`.

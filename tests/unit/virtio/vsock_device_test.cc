@@ -424,22 +424,31 @@ TEST_F(VsockDeviceTest, CreditRequestIsAnsweredWithCreditUpdate) {
   EXPECT_EQ(update->header.fwd_cnt, 0u);
 }
 
-TEST_F(VsockDeviceTest, ForwardingGuestDataSendsCreditUpdates) {
+TEST_F(VsockDeviceTest, ForwardingGuestDataSendsCreditUpdatesBeforeTheGuestRunsOut) {
   Start();
   base::UniqueFd listener = Listen(uds_ + "_7");
   base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
   const auto chunk = Pattern(32 * 1024, 3);
-  std::uint32_t last_fwd = 0;
-  for (int i = 0; i < 4; ++i) {
+  std::uint32_t sent = 0;
+  std::uint32_t heard_fwd = 0;  // the fwd_cnt of the last CREDIT_UPDATE
+  int updates = 0;
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_LE(sent + chunk.size() - heard_fwd, kConnBufferSize)
+        << "the guest ran out of credit before chunk " << i;
     GuestSend(GuestHeader(Op::kRw, 70, 7), chunk);
+    sent += static_cast<std::uint32_t>(chunk.size());
     std::size_t read = 0;
     while (read < chunk.size()) read += ReadNow(host.Get(), chunk.size() - read).size();
     for (const auto& p : Drain()) {
-      if (p.header.op == static_cast<std::uint16_t>(Op::kCreditUpdate)) last_fwd = p.header.fwd_cnt;
+      if (p.header.op != static_cast<std::uint16_t>(Op::kCreditUpdate)) continue;
+      heard_fwd = p.header.fwd_cnt;
+      ++updates;
     }
   }
-  EXPECT_GE(last_fwd, kCreditUpdateThreshold);
-  EXPECT_EQ(last_fwd % chunk.size(), 0u);
+  EXPECT_EQ(heard_fwd % chunk.size(), 0u);
+  // 512 KiB through a 256 KiB buffer: an update each time the guest is down to its last
+  // 64 KiB, not one per packet.
+  EXPECT_EQ(updates, 2);
 }
 
 TEST_F(VsockDeviceTest, GuestOverrunningItsCreditIsReset) {
@@ -469,7 +478,11 @@ TEST_F(VsockDeviceTest, SlowHostReaderHoldsUpOnlyItsOwnConnection) {
     sent.insert(sent.end(), chunk.begin(), chunk.end());
     GuestSend(GuestHeader(Op::kRw, 70, 7), chunk);
   }
-  Drain();
+  // The guest hears of what the socket took at once when its credit runs low.
+  std::uint32_t fwd = 0;
+  for (const auto& p : Drain()) {
+    if (p.header.op == static_cast<std::uint16_t>(Op::kCreditUpdate)) fwd = p.header.fwd_cnt;
+  }
   // The other connection still flows both ways.
   GuestSend(GuestHeader(Op::kRw, 71, 7), Bytes("fast"));
   EXPECT_EQ(ReadNow(fast.Get()), Bytes("fast"));
@@ -479,7 +492,6 @@ TEST_F(VsockDeviceTest, SlowHostReaderHoldsUpOnlyItsOwnConnection) {
   EXPECT_EQ(packets.back().payload, Bytes("back"));
   // Now the slow reader reads: everything arrives, in order, and credit is returned.
   std::vector<std::uint8_t> got;
-  std::uint32_t fwd = 0;
   for (int i = 0; i < 1000 && got.size() < sent.size(); ++i) {
     auto part = ReadNow(slow.Get());
     got.insert(got.end(), part.begin(), part.end());
@@ -489,6 +501,37 @@ TEST_F(VsockDeviceTest, SlowHostReaderHoldsUpOnlyItsOwnConnection) {
   }
   EXPECT_EQ(got, sent);
   EXPECT_GT(fwd, 0u);
+  EXPECT_EQ(Metric("credit_violations"), 0u);
+}
+
+TEST_F(VsockDeviceTest, GuestDataQueuedBehindASlowHostReaderArrivesWholeAndInOrder) {
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);
+  // The guest sends 1 MiB as fast as its credit allows; the host reads 16 KiB at a time, so
+  // the device's socket writes come up short and the rest queues (and wraps) in its buffer.
+  constexpr std::size_t kTotal = 1 << 20;
+  std::vector<std::uint8_t> sent;
+  std::vector<std::uint8_t> got;
+  std::uint32_t heard_fwd = 0;
+  for (int i = 0; i < 5000 && got.size() < kTotal; ++i) {
+    const std::uint32_t credit =
+        kConnBufferSize - (static_cast<std::uint32_t>(sent.size()) - heard_fwd);
+    if (credit > 0 && sent.size() < kTotal) {
+      const std::size_t len = std::min<std::size_t>({credit, kMaxPayload, kTotal - sent.size()});
+      const auto chunk = Pattern(len, static_cast<std::uint8_t>(i));
+      GuestSend(GuestHeader(Op::kRw, 70, 7, 0), chunk);
+      sent.insert(sent.end(), chunk.begin(), chunk.end());
+    }
+    const auto part = ReadNow(host.Get(), 16 * 1024);
+    got.insert(got.end(), part.begin(), part.end());
+    for (const auto& p : Drain()) {
+      if (p.header.op == static_cast<std::uint16_t>(Op::kRst)) FAIL() << "connection reset";
+      if (p.header.op == static_cast<std::uint16_t>(Op::kCreditUpdate)) heard_fwd = p.header.fwd_cnt;
+    }
+  }
+  EXPECT_EQ(got.size(), kTotal);
+  EXPECT_TRUE(got == sent) << "the host stream differs from what the guest sent";
   EXPECT_EQ(Metric("credit_violations"), 0u);
 }
 
