@@ -19,7 +19,7 @@ constexpr std::size_t kFwdCnt = 40;
 
 // The host is little-endian like the wire format (checked in virtio/spec.h).
 template <typename T>
-void Put(std::array<std::uint8_t, kHeaderSize>& out, std::size_t at, T value) {
+void Put(std::span<std::uint8_t, kHeaderSize> out, std::size_t at, T value) {
   std::memcpy(out.data() + at, &value, sizeof(T));
 }
 template <typename T>
@@ -33,6 +33,11 @@ T Get(std::span<const std::uint8_t, kHeaderSize> in, std::size_t at) {
 
 std::array<std::uint8_t, kHeaderSize> Header::Encode() const {
   std::array<std::uint8_t, kHeaderSize> out{};
+  EncodeTo(out);
+  return out;
+}
+
+void Header::EncodeTo(std::span<std::uint8_t, kHeaderSize> out) const {
   Put(out, kSrcCid, src_cid);
   Put(out, kDstCid, dst_cid);
   Put(out, kSrcPort, src_port);
@@ -43,7 +48,6 @@ std::array<std::uint8_t, kHeaderSize> Header::Encode() const {
   Put(out, kFlags, flags);
   Put(out, kBufAlloc, buf_alloc);
   Put(out, kFwdCnt, fwd_cnt);
-  return out;
 }
 
 Header Header::Decode(std::span<const std::uint8_t, kHeaderSize> in) {

@@ -55,6 +55,8 @@ struct Header {
   std::uint32_t fwd_cnt = 0;
 
   [[nodiscard]] std::array<std::uint8_t, kHeaderSize> Encode() const;
+  // Encode into `out`, e.g. straight into a guest buffer.
+  void EncodeTo(std::span<std::uint8_t, kHeaderSize> out) const;
   [[nodiscard]] static Header Decode(std::span<const std::uint8_t, kHeaderSize> bytes);
 };
 

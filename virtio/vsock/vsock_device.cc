@@ -52,6 +52,25 @@ constexpr std::size_t kMaxIov = IOV_MAX;
 constexpr std::uint64_t kMaxRxBatchBytes = kMaxPayload;
 constexpr std::size_t kMaxRxBatchChains = 64;
 
+// Appends to `out` the iovecs of the `len` payload bytes after the header in `chain`'s
+// writable stream, straight from its descriptors (DescriptorChain::WritableIoVecs would build
+// them in a vector of their own, to be copied again). False when the stream is shorter.
+bool AppendWritableIoVecs(const DescriptorChain& chain, std::uint64_t len, std::vector<iovec>* out) {
+  std::uint64_t skip = kHeaderSize;
+  for (const Descriptor& d : chain.writable()) {
+    if (len == 0) break;
+    if (skip >= d.len) {
+      skip -= d.len;
+      continue;
+    }
+    const std::uint64_t take = std::min<std::uint64_t>(d.len - skip, len);
+    out->push_back({d.host.data() + skip, take});
+    len -= take;
+    skip = 0;
+  }
+  return len == 0;
+}
+
 std::optional<std::uint32_t> ParseConnect(const std::string& line) {
   constexpr std::string_view kPrefix = "CONNECT ";
   if (line.size() <= kPrefix.size() || line.compare(0, kPrefix.size(), kPrefix) != 0) {
@@ -809,28 +828,29 @@ ssize_t VsockDevice::ReadHostData(Connection& conn, std::uint32_t credit) {
   rx_rooms_.clear();
   std::size_t chains = 0;
   std::uint64_t total = 0;
-  IoVecs piece;
   while (budget > 0 && chains < conn.rx_batch) {
     if (chains == rx_chains_.size()) rx_chains_.emplace_back();
     DescriptorChain& chain = rx_chains_[chains];
     if (chains > 0 && !PopRxChain(&chain)) break;  // none posted, or the driver broke the ring
     std::uint64_t room =
         std::min<std::uint64_t>({chain.writable_bytes - kHeaderSize, budget, kMaxPayload});
-    if (room == 0 || !chain.WritableIoVecs(kHeaderSize, room, &piece)) {
+    const std::size_t had = rx_iovs_.size();
+    if (room == 0 || !AppendWritableIoVecs(chain, room, &rx_iovs_)) {
+      rx_iovs_.resize(had);
       if (chains > 0) rx_queue_->UndoPop();
       break;
     }
-    if (rx_iovs_.size() + piece.size() > kMaxIov) {
+    if (rx_iovs_.size() > kMaxIov) {
       if (chains > 0) {
+        rx_iovs_.resize(had);
         rx_queue_->UndoPop();
         break;
       }
       // A first chain of more pieces than readv takes is filled as far as they reach.
-      piece.resize(kMaxIov);
+      rx_iovs_.resize(kMaxIov);
       room = 0;
-      for (const iovec& iov : piece) room += iov.iov_len;
+      for (const iovec& iov : rx_iovs_) room += iov.iov_len;
     }
-    rx_iovs_.insert(rx_iovs_.end(), piece.begin(), piece.end());
     rx_rooms_.push_back(static_cast<std::uint32_t>(room));
     budget -= room;
     total += room;
@@ -850,9 +870,13 @@ ssize_t VsockDevice::ReadHostData(Connection& conn, std::uint32_t credit) {
   for (; used < chains && left > 0; ++used) {
     const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(rx_rooms_[used], left));
     conn.rx_cnt += len;
-    WriteRx(rx_chains_[used], ReplyHeader(conn, Op::kRw), len);
-    metrics_.rx_bytes->Add(len);
+    PublishRx(rx_chains_[used], ReplyHeader(conn, Op::kRw), len);
     left -= len;
+  }
+  // Counted once per read: the counters are atomics, too dear for every 4 KiB.
+  if (used > 0) {
+    metrics_.rx_packets->Add(used);
+    metrics_.rx_bytes->Add(static_cast<std::uint64_t>(n));
   }
   for (std::size_t i = std::max<std::size_t>(used, 1); i < chains; ++i) rx_queue_->UndoPop();
   if (n <= 0) return n;
@@ -880,13 +904,21 @@ ssize_t VsockDevice::ReadHostData(Connection& conn, std::uint32_t credit) {
 
 void VsockDevice::WriteRx(const DescriptorChain& chain, const Header& header,
                           std::uint32_t payload) {
-  Header h = header;
-  h.len = payload;
-  const auto raw = h.Encode();
-  // Checked by the caller: the chain is writable and holds at least a header.
-  (void)chain.CopyToWritable(0, raw);
-  rx_queue_->AddUsed(chain.head, static_cast<std::uint32_t>(kHeaderSize) + payload);
+  PublishRx(chain, header, payload);
   metrics_.rx_packets->Add();
+}
+
+void VsockDevice::PublishRx(const DescriptorChain& chain, Header header, std::uint32_t payload) {
+  header.len = payload;
+  // Checked by the caller: the chain is writable and holds at least a header. The usual
+  // layout (Linux's: header and payload in one buffer) is encoded in place.
+  const std::span<std::uint8_t> first = chain.writable().front().host;
+  if (first.size() >= kHeaderSize) {
+    header.EncodeTo(first.first<kHeaderSize>());
+  } else {
+    (void)chain.CopyToWritable(0, header.Encode());
+  }
+  rx_queue_->AddUsed(chain.head, static_cast<std::uint32_t>(kHeaderSize) + payload);
 }
 
 // --- Event queue -------------------------------------------------------------------------------

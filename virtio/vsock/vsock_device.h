@@ -152,7 +152,11 @@ class VsockDevice final : public VirtioDevice {
   // (up to conn.rx_batch, within `credit`); each chain that got bytes is a RW packet. What
   // readv returned (errno set when negative).
   [[nodiscard]] ssize_t ReadHostData(Connection& conn, std::uint32_t credit);
+  // Returns `chain` to the guest as the packet `header` with `payload` bytes (already in the
+  // chain after the header), counting it.
   void WriteRx(const DescriptorChain& chain, const Header& header, std::uint32_t payload);
+  // WriteRx without the count, for callers that count a batch at once.
+  void PublishRx(const DescriptorChain& chain, Header header, std::uint32_t payload);
   void ProcessEventQueue();
   [[nodiscard]] Header ReplyHeader(const Connection& conn, Op op) const;
   // The RST answering guest packet `to`.
