@@ -228,6 +228,30 @@ TEST_F(NetDeviceTest, RxFramesWaitingForBuffersArriveInOrderOnceBuffersCome) {
   EXPECT_EQ(Metric("rx_frames"), 3u);
 }
 
+TEST_F(NetDeviceTest, RxBatchThatRunsOutOfBuffersMidwayKeepsTheRestInOrder) {
+  Start();
+  net_.AddRxBuffers(2, 2048);
+  Kick(kRxQueue);
+  for (std::uint8_t i = 0; i < 5; ++i) ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(60 + i, i))));
+  RunLoopUntilIdle();
+  EXPECT_EQ(Metric("rx_frames"), 2u);
+  EXPECT_EQ(Metric("rx_no_buffers"), 1u);
+  EXPECT_FALSE(device_->watching_tap());
+  net_.AddRxBuffers(3, 2048);
+  Kick(kRxQueue);
+  RunLoopUntilIdle();
+  for (std::uint8_t i = 0; i < 5; ++i) {
+    auto got = net_.PopRx();
+    ASSERT_TRUE(got.has_value()) << "frame " << int{i} << " lost";
+    ASSERT_EQ(got->size(), 12u + 60 + i) << "frame " << int{i} << " out of order";
+    EXPECT_EQ(NumBuffers(*got), 1);
+    EXPECT_EQ((*got)[12], Payload(1, i)[0]);
+  }
+  EXPECT_FALSE(net_.PopRx().has_value());
+  EXPECT_EQ(Metric("rx_frames"), 5u);
+  EXPECT_EQ(Metric("rx_bytes"), 60u + 61 + 62 + 63 + 64);
+}
+
 TEST_F(NetDeviceTest, MergeableRxSplitsALargeFrameAcrossBuffersAndCountsThem) {
   Start(kMrgFeatures);
   net_.AddRxBuffers(8, 1024);
@@ -395,6 +419,28 @@ TEST_F(NetTxMalformedTest, DataValidFlagOnTxIsDropped) {
   ExpectDropped();
 }
 
+TEST_F(NetDeviceTest, TxBatchWithOneMalformedChainSendsTheOthersInOrder) {
+  Start();
+  net_.AddTx(Frame(Header(), Payload(64, 1)));
+  net_.AddTx(Header());  // header only: dropped
+  net_.AddTx(Frame(Header(), Payload(65, 2)));
+  Kick(kTxQueue);
+  auto first = tap_.Receive();
+  auto second = tap_.Receive();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(*first, Frame(Header(), Payload(64, 1)));
+  EXPECT_EQ(*second, Frame(Header(), Payload(65, 2)));
+  EXPECT_FALSE(tap_.Receive().has_value());
+  EXPECT_EQ(Metric("tx_malformed_frames"), 1u);
+  EXPECT_EQ(Metric("tx_frames"), 2u);
+  EXPECT_EQ(Metric("tx_bytes"), 64u + 65);
+  int used = 0;
+  while (tx_.PopUsed()) ++used;
+  EXPECT_EQ(used, 3);
+  EXPECT_FALSE(NeedsReset());
+}
+
 TEST_F(NetDeviceTest, HostileTxChainMarksTheDeviceNeedsResetAndIsCounted) {
   Start();
   tx_.WriteDescriptor(0, kMemSize - 8, 64, 0, 0);  // runs past the end of guest memory
@@ -461,6 +507,15 @@ TEST_F(NetDeviceTest, RxRateLimiterDefersTheFrameWithoutLosingIt) {
     if (::poll(&pfd, 1, 10) == 1) device_->EventSources()[0].on_readable();
   }
   EXPECT_EQ(Metric("rx_frames"), 2u);
+  // The held-back frame had already been read into a guest buffer; it arrives intact.
+  auto first = net_.PopRx();
+  auto second = net_.PopRx();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(second.has_value());
+  const auto payload = Payload(65);
+  ASSERT_EQ(second->size(), 12u + payload.size());
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), second->begin() + 12));
+  EXPECT_EQ(NumBuffers(*second), 1);
 }
 
 TEST_F(NetDeviceTest, SnapshotRestoreResumesBothQueuesWhereTheyStood) {
