@@ -44,7 +44,9 @@ class Queue {
   // For data paths that reuse one DescriptorChain rather than build and move one per request.
   // On false or an error `chain` holds nothing to use.
   [[nodiscard]] absl::StatusOr<bool> Pop(DescriptorChain* chain);
-  // Puts the chain Pop just returned back, so a throttled device can retry it later.
+  // Puts the chain Pop just returned back, so a throttled device can retry it later. Called n
+  // times in a row it puts back the last n chains popped, newest first (vsock returns the RX
+  // chains a short read did not fill), as long as none of them was completed with AddUsed.
   void UndoPop();
 
   // Returns chain `head` to the driver with `len` bytes written into its writable buffers.

@@ -1,5 +1,6 @@
 #include "vmm/arch/x86_64/acpi.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <span>
@@ -358,10 +359,13 @@ std::vector<std::uint8_t> BuildDsdt(const AcpiDevices& devices) {
   for (std::size_t i = 0; i < devices.virtio_mmio.size(); ++i) {
     system_bus.push_back(VirtioMmio(i, devices.virtio_mmio[i]));
   }
-  std::vector<std::uint8_t> t;
-  Append(t, Header("DSDT", kDsdtRevision));
   aml::Bytes scope = aml::Scope("\\_SB_", system_bus);
-  t.insert(t.end(), scope.begin(), scope.end());
+  // Sized once and filled in place: appending the scope after the header makes GCC 12 at -O3
+  // report a false -Wstringop-overflow (it loses track of the vector's grown capacity).
+  SdtHeader header = Header("DSDT", kDsdtRevision);
+  std::vector<std::uint8_t> t(sizeof(header) + scope.size());
+  std::memcpy(t.data(), &header, sizeof(header));
+  std::copy(scope.begin(), scope.end(), t.begin() + sizeof(header));
   Seal(t);
   return t;
 }
