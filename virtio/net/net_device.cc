@@ -288,15 +288,22 @@ void NetDevice::ProcessRx() {
   for (;;) {
     if (rx_frame_len_ == 0) {
       if (budget-- == 0) break;  // still watched: the loop calls back for the rest
-      const ReadResult read = ReadFrame();
-      if (read == ReadResult::kAgain) continue;
-      if (read == ReadResult::kStop) break;
-      if (read == ReadResult::kDelivered) {
-        ++frames;
-        bytes += rx_direct_len_ - header_bytes_;
+      const ssize_t n = ::read(tap_->fd(), rx_frame_.data(), rx_frame_.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) {
+          metrics_.tap_read_fails->Add();
+          EMBER_LOG(kDebug) << name() << ": " << base::ErrnoError("read", tap_->name());
+        }
+        WatchTap(true);
+        break;
+      }
+      if (static_cast<std::size_t>(n) <= header_bytes_) {
+        metrics_.tap_read_fails->Add();  // a runt without a frame after the header
         continue;
       }
-      // kPending: the frame waits in rx_frame_ for the path below.
+      rx_frame_len_ = static_cast<std::size_t>(n);
+      rx_frame_charged_ = false;
     }
     if (!rx_frame_charged_) {
       if (!rx_limiter_.ConsumeRequest(rx_frame_len_ - header_bytes_)) {
@@ -325,90 +332,6 @@ void NetDevice::ProcessRx() {
     metrics_.rx_bytes->Add(bytes);
   }
   if (rx_queue_) InterruptIfNeeded(*rx_queue_, &rx_used_added_);
-}
-
-NetDevice::ReadResult NetDevice::ReadFrame() {
-  // The common case reads the frame straight into the guest's next RX chain. What does not
-  // fit that chain lands in rx_frame_ at its offset in the frame, so nothing is ever cut
-  // short (the tap truncates silently when a read offers too little room) and a larger frame
-  // continues through the copying path below.
-  auto popped = rx_queue_->Pop(&rx_chain_);
-  if (!popped.ok()) {
-    MarkBroken(popped.status());
-    return ReadResult::kStop;
-  }
-  std::size_t direct = 0;  // bytes of the frame that the chain's buffers take
-  rx_iovs_.clear();
-  if (*popped) {
-    if (rx_chain_.readable_count != 0 || rx_chain_.writable_bytes < header_bytes_) {
-      MarkBroken(absl::InvalidArgumentError(absl::StrCat(
-          "RX chain ", rx_chain_.head, " has device-readable buffers or is shorter than the ",
-          header_bytes_, "-byte header")));
-      return ReadResult::kStop;
-    }
-    direct = static_cast<std::size_t>(
-        std::min<std::uint64_t>(rx_chain_.writable_bytes, kMaxFrameBytes));
-    if (!rx_chain_.WritableIoVecs(0, direct, &rx_iovs_)) {
-      MarkBroken(absl::InternalError("RX chain shorter than its writable length"));
-      return ReadResult::kStop;
-    }
-  }
-  // No chain: the frame is read whole into rx_frame_ and waits there for buffers.
-  const std::size_t chain_iovs = rx_iovs_.size();
-  if (direct < kMaxFrameBytes) {
-    iovec& rest = rx_iovs_.emplace_back();
-    rest.iov_base = rx_frame_.data() + direct;
-    rest.iov_len = kMaxFrameBytes - direct;
-  }
-  const ssize_t n = rx_iovs_.size() == 1
-                        ? ::read(tap_->fd(), rx_iovs_[0].iov_base, rx_iovs_[0].iov_len)
-                        : ::readv(tap_->fd(), rx_iovs_.data(), static_cast<int>(rx_iovs_.size()));
-  if (n < 0) {
-    const int error = errno;
-    if (direct != 0) rx_queue_->UndoPop();
-    if (error == EINTR) return ReadResult::kAgain;
-    if (error != EAGAIN) {
-      metrics_.tap_read_fails->Add();
-      EMBER_LOG(kDebug) << name() << ": " << base::ErrnoError("read", tap_->name());
-    }
-    WatchTap(true);
-    return ReadResult::kStop;
-  }
-  const auto len = static_cast<std::size_t>(n);
-  if (len <= header_bytes_) {
-    if (direct != 0) rx_queue_->UndoPop();
-    metrics_.tap_read_fails->Add();  // a runt without a frame after the header
-    return ReadResult::kAgain;
-  }
-  if (direct != 0 && len <= direct && rx_limiter_.ConsumeRequest(len - header_bytes_)) {
-    if (header_bytes_ == sizeof(VirtioNetHeader)) {
-      // num_buffers (little-endian): the frame took this one chain (spec 5.1.6.4).
-      std::uint8_t* lo = rx_chain_.WritableByte(kNumBuffersOffset);
-      std::uint8_t* hi = rx_chain_.WritableByte(kNumBuffersOffset + 1);
-      if (lo != nullptr && hi != nullptr) {
-        *lo = 1;
-        *hi = 0;
-      }
-    }
-    rx_queue_->AddUsed(rx_chain_.head, static_cast<std::uint32_t>(len));
-    rx_used_added_ = true;
-    rx_direct_len_ = len;
-    return ReadResult::kDelivered;
-  }
-  // The frame needs more than this chain, or the rate limiter holds it back: gather it into
-  // rx_frame_ and put the chain back, so that it waits and is delivered as any other.
-  if (direct != 0) {
-    std::size_t copied = 0;
-    for (std::size_t i = 0; i < chain_iovs && copied < len; ++i) {
-      const std::size_t piece = std::min(rx_iovs_[i].iov_len, len - copied);
-      std::memcpy(rx_frame_.data() + copied, rx_iovs_[i].iov_base, piece);
-      copied += piece;
-    }
-    rx_queue_->UndoPop();
-  }
-  rx_frame_len_ = len;
-  rx_frame_charged_ = false;
-  return ReadResult::kPending;
 }
 
 NetDevice::Delivery NetDevice::DeliverFrame() {

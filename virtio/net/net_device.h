@@ -140,10 +140,6 @@ class NetDevice final : public VirtioDevice {
   };
 
   enum class Delivery { kDelivered, kNoBuffers, kTooLarge, kBroken };
-  // What reading one frame from the tap came to: delivered straight into the guest's next RX
-  // chain; waiting in rx_frame_ (no chain, larger than the chain, or rate-limited); nothing
-  // taken but the loop may go on (EINTR, a runt); stop (tap empty or failing, device broken).
-  enum class ReadResult { kDelivered, kPending, kAgain, kStop };
 
   NetDevice(const NetConfig& config, std::unique_ptr<Tap> tap, EventSet events,
             base::EventFd wake, RateLimiter rx_limiter, RateLimiter tx_limiter, base::MetricsRegistry& metrics);
@@ -151,7 +147,6 @@ class NetDevice final : public VirtioDevice {
   // All of these run with mu_ held.
   void ProcessRx();
   void ProcessTx();
-  [[nodiscard]] ReadResult ReadFrame();
   [[nodiscard]] Delivery DeliverFrame();
   // Checks a TX chain; false (and counted) when the frame must be dropped.
   [[nodiscard]] bool ValidTxFrame(const DescriptorChain& chain);
@@ -186,13 +181,10 @@ class NetDevice final : public VirtioDevice {
   std::vector<std::uint8_t> rx_frame_;
   std::size_t rx_frame_len_ = 0;           // guarded by mu_; 0: no frame waiting
   bool rx_frame_charged_ = false;          // guarded by mu_; rate limiter already paid
-  std::size_t rx_direct_len_ = 0;          // guarded by mu_; the last kDelivered frame's size
   // Chains popped for one MRG_RXBUF frame: (head, bytes); guarded by mu_; reused.
   std::vector<std::pair<std::uint16_t, std::uint32_t>> rx_chains_;
   // Reused per frame so that the data path allocates nothing; guarded by mu_.
-  DescriptorChain rx_chain_;
   DescriptorChain tx_chain_;
-  IoVecs rx_iovs_;
   IoVecs tx_iovs_;
 };
 

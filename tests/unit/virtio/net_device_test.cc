@@ -507,7 +507,7 @@ TEST_F(NetDeviceTest, RxRateLimiterDefersTheFrameWithoutLosingIt) {
     if (::poll(&pfd, 1, 10) == 1) device_->EventSources()[0].on_readable();
   }
   EXPECT_EQ(Metric("rx_frames"), 2u);
-  // The held-back frame had already been read into a guest buffer; it arrives intact.
+  // The held-back frame arrives intact once the limiter lets it through.
   auto first = net_.PopRx();
   auto second = net_.PopRx();
   ASSERT_TRUE(first.has_value());
