@@ -53,13 +53,13 @@ absl::StatusOr<base::UniqueFd> InputFile(const std::string& input) {
   return fd;
 }
 
-// Runs `argv` with `input` on its standard input and collects its standard output and error.
-// One poll loop drains both pipes, so the tool cannot block on either however much it writes.
-absl::StatusOr<ToolResult> RunTool(const std::vector<std::string>& argv, const std::string& input) {
+// Starts `argv` with `input` on its standard input and pipes on its standard output and error.
+absl::Status SpawnTool(const std::vector<std::string>& argv, const std::string& input,
+                       RunningTool* tool) {
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, InputFile(input));
-  base::UniqueFd out_read, out_write, err_read, err_write;
-  EMBER_RETURN_IF_ERROR(MakePipe(&out_read, &out_write));
-  EMBER_RETURN_IF_ERROR(MakePipe(&err_read, &err_write));
+  base::UniqueFd out_write, err_write;
+  EMBER_RETURN_IF_ERROR(MakePipe(&tool->out, &out_write));
+  EMBER_RETURN_IF_ERROR(MakePipe(&tool->err, &err_write));
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -69,52 +69,55 @@ absl::StatusOr<ToolResult> RunTool(const std::vector<std::string>& argv, const s
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
-  pid_t pid = 0;
-  int spawn_error = ::posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
+  int spawn_error =
+      ::posix_spawn(&tool->pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error != 0) {
     return base::ErrnoError(spawn_error, "cannot run", "\"" + argv[0] + "\"");
   }
-  out_write.Reset();
-  err_write.Reset();
+  return absl::OkStatus();
+}
 
+// Collects what the tool writes and its exit status. One poll loop drains both pipes, so the
+// tool cannot block on either however much it writes.
+absl::StatusOr<ToolResult> CollectTool(RunningTool& tool) {
   ToolResult result;
-  while (out_read || err_read) {
+  while (tool.out || tool.err) {
     pollfd fds[2];
     nfds_t count = 0;
-    if (out_read) fds[count++] = {out_read.Get(), POLLIN, 0};
-    if (err_read) fds[count++] = {err_read.Get(), POLLIN, 0};
+    if (tool.out) fds[count++] = {tool.out.Get(), POLLIN, 0};
+    if (tool.err) fds[count++] = {tool.err.Get(), POLLIN, 0};
     if (::poll(fds, count, -1) < 0) {
       if (errno == EINTR) continue;
       return base::ErrnoError("poll", "ember-config's output");
     }
     for (nfds_t i = 0; i < count; ++i) {
       if (fds[i].revents == 0) continue;
-      bool is_out = out_read && fds[i].fd == out_read.Get();
+      bool is_out = tool.out && fds[i].fd == tool.out.Get();
       char buffer[16384];
       ssize_t n = ::read(fds[i].fd, buffer, sizeof buffer);
       if (n > 0) {
         (is_out ? result.out : result.err).append(buffer, static_cast<std::size_t>(n));
       } else if (n == 0 || errno != EINTR) {
-        (is_out ? out_read : err_read).Reset();
+        (is_out ? tool.out : tool.err).Reset();
       }
     }
   }
-  while (::waitpid(pid, &result.wait_status, 0) < 0) {
+  while (::waitpid(tool.pid, &result.wait_status, 0) < 0) {
     if (errno != EINTR) return base::ErrnoError("waitpid", "ember-config");
   }
+  tool.pid = -1;
   return result;
 }
 
-absl::StatusOr<v1::VmConfig> RunConfigTool(const std::string& tool, const std::string& source,
-                                           const std::string& input) {
-  absl::StatusOr<ToolResult> run = RunTool({tool, "--binary", source}, input);
-  if (!run.ok()) {
-    return absl::InternalError(std::string(run.status().message()) +
-                               " (ember-config reads --config's JSON for ember-vmm and belongs "
-                               "beside it)");
-  }
-  ToolResult& result = *run;
+absl::Status WithToolHint(const absl::Status& status) {
+  return absl::InternalError(std::string(status.message()) +
+                             " (ember-config reads --config's JSON for ember-vmm and belongs "
+                             "beside it)");
+}
+
+// What ember-config's run came to: its binary config, or its one-line error.
+absl::StatusOr<v1::VmConfig> ConfigFromTool(const std::string& tool, const ToolResult& result) {
   std::string message = result.err;
   if (message.starts_with(kToolErrorPrefix)) message.erase(0, sizeof kToolErrorPrefix - 1);
   while (!message.empty() && message.back() == '\n') message.pop_back();
@@ -150,12 +153,46 @@ std::string DefaultConfigToolPath() {
   return (slash == std::string::npos ? std::string() : exe.substr(0, slash + 1)) + kToolName;
 }
 
+absl::StatusOr<PendingVmConfig> PendingVmConfig::Start(const std::string& source,
+                                                       const std::string& input,
+                                                       const std::string& tool) {
+  PendingVmConfig pending;
+  pending.tool_path_ = tool;
+  if (auto status = SpawnTool({tool, "--binary", source}, input, &pending.tool_); !status.ok()) {
+    return WithToolHint(status);
+  }
+  return pending;
+}
+
+PendingVmConfig::~PendingVmConfig() {
+  // Not collected (the VMM failed first): reap it rather than leave a zombie.
+  if (tool_.pid > 0) {
+    tool_.out.Reset();
+    tool_.err.Reset();
+    int status = 0;
+    ::waitpid(tool_.pid, &status, 0);
+  }
+}
+
+absl::StatusOr<v1::VmConfig> PendingVmConfig::Finish() {
+  absl::StatusOr<ToolResult> result = CollectTool(tool_);
+  if (!result.ok()) return WithToolHint(result.status());
+  return ConfigFromTool(tool_path_, *result);
+}
+
+absl::StatusOr<PendingVmConfig> StartLoadingVmConfigFile(const std::string& path,
+                                                         const std::string& tool) {
+  return PendingVmConfig::Start(path, "", tool);
+}
+
 absl::StatusOr<v1::VmConfig> LoadVmConfigFile(const std::string& path, const std::string& tool) {
-  return RunConfigTool(tool, path, "");
+  EMBER_ASSIGN_OR_RETURN(PendingVmConfig pending, StartLoadingVmConfigFile(path, tool));
+  return pending.Finish();
 }
 
 absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json, const std::string& tool) {
-  return RunConfigTool(tool, "-", json);
+  EMBER_ASSIGN_OR_RETURN(PendingVmConfig pending, PendingVmConfig::Start("-", json, tool));
+  return pending.Finish();
 }
 
 absl::StatusOr<v1::VmConfig> LoadVmConfigBinaryFile(const std::string& path) {

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -202,6 +203,15 @@ absl::Status ApplyMemoryBackendFlags(const Flags& flags, RestoreSource* restore)
   return absl::OkStatus();
 }
 
+// A loaded config, or the process ends: exit code 2 for the user's bad input, 1 otherwise.
+v1::VmConfig ConfigOrFail(absl::StatusOr<v1::VmConfig> config) {
+  if (!config.ok()) {
+    bool user_error = config.status().code() == absl::StatusCode::kInvalidArgument;
+    Fail(user_error ? kExitBadInput : kExitError, std::string(config.status().message()));
+  }
+  return std::move(*config);
+}
+
 void ConfigureLogging(const Flags& flags, const v1::Logger& logger) {
   std::string level_text = !flags.log_level.empty() ? flags.log_level : logger.level();
   if (!level_text.empty()) {
@@ -231,6 +241,7 @@ int Main(int argc, char** argv) {
 
   Flags flags = ParseFlags(argc, argv);
   VmmOptions options;
+  std::optional<PendingVmConfig> pending_config;  // --config: ember-config at work
   if (!flags.restore_from.empty()) {
     if (!flags.config_path.empty() || !flags.config_proto_path.empty() ||
         flags.restore_mem.empty()) {
@@ -255,14 +266,19 @@ int Main(int argc, char** argv) {
     if (!flags.config_path.empty() && !flags.config_proto_path.empty()) {
       Fail(kExitBadInput, "--config and --config-proto are alternatives; give one");
     }
-    auto config = flags.config_path.empty() ? LoadVmConfigBinaryFile(flags.config_proto_path)
-                                            : LoadVmConfigFile(flags.config_path);
-    if (!config.ok()) {
-      bool user_error = config.status().code() == absl::StatusCode::kInvalidArgument;
-      Fail(user_error ? kExitBadInput : kExitError, std::string(config.status().message()));
+    if (flags.config_path.empty()) {
+      options.config = ConfigOrFail(LoadVmConfigBinaryFile(flags.config_proto_path));
+    } else {
+      auto started = StartLoadingVmConfigFile(flags.config_path);
+      if (!started.ok()) Fail(kExitError, std::string(started.status().message()));
+      pending_config.emplace(std::move(*started));
     }
-    options.config = std::move(*config);
   }
+  // Compiled while ember-config, if any, parses the JSON on the other CPU.
+  if (auto status = ConfigureSeccomp(flags.seccomp); !status.ok()) {
+    Fail(kExitError, std::string(status.message()));
+  }
+  if (pending_config) options.config = ConfigOrFail(pending_config->Finish());
   if (flags.snapshot_path.empty() != flags.snapshot_mem_path.empty()) {
     Fail(kExitBadInput, "--snapshot-path and --snapshot-mem-path go together");
   }
@@ -274,9 +290,7 @@ int Main(int argc, char** argv) {
     Fail(kExitBadInput, std::string(status.message()));
   }
   ConfigureLogging(flags, options.config.logger());
-  if (auto status = ConfigureSeccomp(flags.seccomp); !status.ok()) {
-    Fail(kExitError, std::string(status.message()));
-  }
+  WarnIfSeccompRelaxed(flags.seccomp);
   options.start_us = flags.start_us != 0 ? flags.start_us : own_start_us;
 
   base::UniqueFd serial_out;

@@ -35,17 +35,19 @@ absl::StatusOr<SeccompSetting> ParseSeccompSetting(std::string_view text) {
                                     "\" is not enforce, log or off");
 }
 
-absl::Status ConfigureSeccomp(SeccompSetting setting) {
+void WarnIfSeccompRelaxed(SeccompSetting setting) {
   if (setting == SeccompSetting::kOff) {
     EMBER_LOG(kWarn) << "seccomp filters are OFF (--seccomp off): no thread is filtered";
-    return absl::OkStatus();
-  }
-  jailer::SeccompMode mode =
-      setting == SeccompSetting::kLog ? jailer::SeccompMode::kLog : jailer::SeccompMode::kEnforce;
-  if (mode == jailer::SeccompMode::kLog) {
+  } else if (setting == SeccompSetting::kLog) {
     EMBER_LOG(kWarn) << "seccomp filters in LOG mode (--seccomp log): calls outside a thread's "
                         "allowlist are logged by the kernel and allowed";
   }
+}
+
+absl::Status ConfigureSeccomp(SeccompSetting setting) {
+  if (setting == SeccompSetting::kOff) return absl::OkStatus();
+  jailer::SeccompMode mode =
+      setting == SeccompSetting::kLog ? jailer::SeccompMode::kLog : jailer::SeccompMode::kEnforce;
   jailer::VmmSeccompParams params;
   params.kick_signal = KickSignal();
   // What Vmm::CaptureState issues (vmm/vcpu_state.cc, vmm/kvm/*): the vCPU state getters,

@@ -19,9 +19,13 @@ enum class SeccompSetting {
 [[nodiscard]] absl::StatusOr<SeccompSetting> ParseSeccompSetting(std::string_view text);
 
 // Called once by main, before any thread exists: compiles every thread kind's filter (so that
-// installing one later is a single system call) and logs the choice when it is not enforce.
-// A process that never calls it (tests building VMs in-process) installs no filters.
+// installing one later is a single system call). Logs nothing, so main may call it before the
+// log is set up. A process that never calls it (tests building VMs in-process) installs no
+// filters.
 [[nodiscard]] absl::Status ConfigureSeccomp(SeccompSetting setting);
+
+// Logs a warning when `setting` is not enforce. Called by main once logging is set up.
+void WarnIfSeccompRelaxed(SeccompSetting setting);
 
 // Called by each thread of the VMM, on itself, when it has finished setting up and before it
 // serves the guest: installs the filter of `kind` on the calling thread only. No-op when
