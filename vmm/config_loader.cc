@@ -73,6 +73,7 @@ absl::Status SpawnTool(const std::vector<std::string>& argv, const std::string& 
       ::posix_spawn(&tool->pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error != 0) {
+    tool->pid = -1;  // posix_spawn leaves it unspecified on failure: nothing to reap
     return base::ErrnoError(spawn_error, "cannot run", "\"" + argv[0] + "\"");
   }
   return absl::OkStatus();
