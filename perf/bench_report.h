@@ -41,6 +41,15 @@ inline void ParseArguments(
   }
 }
 
+// ParseArguments' `on_flag` for a harness whose one flag is --verbose.
+[[nodiscard]] inline std::function<bool(const std::string& name)> VerboseFlag(bool* verbose) {
+  return [verbose](const std::string& name) {
+    if (name != "--verbose") return false;
+    *verbose = true;
+    return true;
+  };
+}
+
 [[nodiscard]] inline double Median(std::vector<double> values) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());

@@ -343,11 +343,7 @@ int Main(int argc, char** argv) {
   Options options;
   ParseArguments(
       argc, argv, kHarness, kUsage,
-      [&](const std::string& name) {
-        if (name != "--verbose") return false;
-        options.verbose = true;
-        return true;
-      },
+      VerboseFlag(&options.verbose),
       [&](const std::string& name, const std::string& value) {
         if (name == "--vmm") options.vmm = value;
         else if (name == "--work-dir") options.work_dir = value;

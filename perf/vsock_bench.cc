@@ -117,11 +117,7 @@ Options ParseOptions(int argc, char** argv) {
   Options options;
   ParseArguments(
       argc, argv, kHarness, kUsage,
-      [&](const std::string& name) {
-        if (name != "--verbose") return false;
-        options.verbose = true;
-        return true;
-      },
+      VerboseFlag(&options.verbose),
       [&](const std::string& name, const std::string& value) {
         if (name == "--runs") {
           options.runs = std::stoi(value);

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "tests/support/kvm_available.h"
+#include "tests/support/netns.h"
 #include "tests/support/process.h"
 #include "vmm/base/unique_fd.h"
 
@@ -66,18 +67,8 @@ std::string NetConfig(const std::string& tap, const std::string& mac) {
 class NetGuest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (::geteuid() != 0) {
-      skip_reason_ = "needs root for a network namespace and a tap";
-      return;
-    }
-    if (!unshared_) {
-      if (::unshare(CLONE_NEWNET) != 0) {
-        skip_reason_ = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-        return;
-      }
-      unshared_ = true;
-      (void)Ip("link set lo up");
-    }
+    skip_reason_ = EnterPrivateNetns();
+    if (skip_reason_.empty()) (void)Ip("link set lo up");
   }
   void SetUp() override {
     if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
@@ -97,7 +88,6 @@ class NetGuest : public ::testing::Test {
     }
   }
 
-  static inline bool unshared_ = false;
   static inline std::string skip_reason_;
   bool made_tap_ = false;
 };

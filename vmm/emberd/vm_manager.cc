@@ -217,10 +217,10 @@ v1::ExitInfo RecordedExit(const std::string& path) {
   v1::ExitInfo exit;
   exit.set_exit_code(-1);
   exit.set_reason("ember-vmm ended while emberd was not running (exit status unknown)");
-  std::ifstream in(path);
-  std::string line;
-  if (!std::getline(in, line)) return exit;
-  line.resize(std::min<std::size_t>(line.size(), 1024));  // the VMM's words; keep them short
+  absl::StatusOr<std::string> record = ReadFile(path);
+  if (!record.ok()) return exit;
+  // The first line only, and short: the VMM's words.
+  std::string line = record->substr(0, std::min(record->find('\n'), std::size_t{1024}));
   int code = -1;
   auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), code);
   if (ec != std::errc() || end == line.data() + line.size() || *end != ' ' || code < 0) return exit;

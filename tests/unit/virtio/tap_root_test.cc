@@ -13,6 +13,7 @@
 
 #include <cstring>
 
+#include "tests/support/netns.h"
 #include "virtio/mmio/mmio_transport.h"
 #include "virtio/mmio/registers.h"
 #include "virtio/net/net_device.h"
@@ -29,24 +30,11 @@ namespace {
 // it and never touch the host's interfaces. Skips every test without root.
 class NetnsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (::geteuid() != 0) {
-      skip_reason_ = "needs root for taps";
-      return;
-    }
-    if (!unshared_) {
-      if (::unshare(CLONE_NEWNET) != 0) {
-        skip_reason_ = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-        return;
-      }
-      unshared_ = true;
-    }
-  }
+  static void SetUpTestSuite() { skip_reason_ = ember::testing::EnterPrivateNetns(); }
   void SetUp() override {
     if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
   }
 
-  static inline bool unshared_ = false;
   static inline std::string skip_reason_;
 };
 
