@@ -36,13 +36,12 @@ std::uint16_t FakeBlockDriver::Add(const BlockRequestBuffers& buffers, std::uint
                                    std::uint64_t sector, std::uint32_t segments, bool indirect) {
   // struct virtio_blk_outhdr field by field (type, reserved, sector): copying in a struct
   // built just before stalls on store forwarding.
-  auto header = memory_->Slice(buffers.header, 16);
-  Check(header.status());
+  std::uint8_t* header = Host(buffers.header, 16);
   const std::uint32_t reserved = 0;
-  std::memcpy(header->data(), &type, sizeof(type));
-  std::memcpy(header->data() + 4, &reserved, sizeof(reserved));
-  std::memcpy(header->data() + 8, &sector, sizeof(sector));
-  Check(memory_->WriteObj<std::uint8_t>(buffers.status, 0xff));
+  std::memcpy(header, &type, sizeof(type));
+  std::memcpy(header + 4, &reserved, sizeof(reserved));
+  std::memcpy(header + 8, &sector, sizeof(sector));
+  *Host(buffers.status, 1) = 0xff;
 
   const bool data_writable = type == kTypeIn || type == kTypeGetId;
   std::vector<FakeBuffer>& chain = chain_;
@@ -76,9 +75,17 @@ BlockRequestBuffers FakeBlockDriver::AddNew(std::uint32_t type, std::uint64_t se
 }
 
 std::uint8_t FakeBlockDriver::Status(const BlockRequestBuffers& buffers) const {
-  auto status = memory_->ReadObj<std::uint8_t>(buffers.status);
-  Check(status.status());
-  return *status;
+  return *Host(buffers.status, 1);
+}
+
+std::uint8_t* FakeBlockDriver::Host(base::GuestAddress addr, std::uint64_t len) const {
+  std::uint8_t* host = memory_->HostAddress(addr, len);
+  if (host == nullptr) {
+    EMBER_LOG(kError) << "fake block driver: 0x" << std::hex << addr << "+0x" << len
+                      << " is outside guest memory";
+    std::abort();
+  }
+  return host;
 }
 
 void FakeBlockDriver::WriteData(const BlockRequestBuffers& buffers,
