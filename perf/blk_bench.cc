@@ -5,8 +5,13 @@
 // "guest" is an interrupt handler run on the same thread after each round of the loop in
 // which the device raised its interrupt (signalled the irqfd and set InterruptStatus); it
 // acknowledges the interrupt, reaps used entries and posts new requests (EVENT_IDX on both
-// sides, as Linux's virtio_blk negotiates it), so the figure is what the VMM's loop thread
-// can serve.
+// sides, as Linux's virtio_blk negotiates it).
+//
+// The device's figure is what the VMM's loop thread serves: requests completed per second of
+// the thread's own time, the sample's time less what the fake guest spent in its handler
+// (timed around every call). In a VM that work, the kick included, runs on the guest's vCPU
+// thread, not the VMM's. The same sample measured by the wall clock, guest work included, is
+// printed as a second line (_with_guest), so the guest's cost stays in view.
 //
 // The baseline is a plain liburing loop doing the same operations at the same queue depth on
 // the same file in the same run: what the host kernel gives without a VMM. Samples of the
@@ -284,8 +289,9 @@ void Check(const absl::Status& status, const std::string& what) {
 }
 
 struct Sample {
-  double ops_per_second = 0;
-  double guest_share = 0;  // of the sample's time, spent in the fake guest
+  double ops_per_second = 0;      // per second of the VMM thread's time (the guest's left out)
+  double wall_ops_per_second = 0;  // per second of the sample, the fake guest's work included
+  double guest_share = 0;          // of the sample's time, spent in the fake guest
 };
 
 // One sample through Ember's device on `engine`.
@@ -351,7 +357,9 @@ Sample RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, 
     }
   }
   const double elapsed = SecondsSince(start);
-  return {static_cast<double>(guest.completed()) / elapsed, guest.guest_seconds() / elapsed};
+  const auto completed = static_cast<double>(guest.completed());
+  return {completed / (elapsed - guest.guest_seconds()), completed / elapsed,
+          guest.guest_seconds() / elapsed};
 }
 
 // One sample of the plain liburing loop; returns operations per second. The file is
@@ -418,7 +426,8 @@ Sample RunLiburing(const Disk& disk, const Workload& workload, double seconds) {
   }
   const double elapsed = SecondsSince(start);
   io_uring_queue_exit(&ring);
-  return {static_cast<double>(completed) / elapsed, 0};
+  const double ops_per_second = static_cast<double>(completed) / elapsed;
+  return {ops_per_second, ops_per_second, 0};
 }
 
 // Creates (or reuses) a fully written image of `size` bytes: no holes, so reads reach real
@@ -478,17 +487,22 @@ void MeasureFigure(const Disk& disk, const Workload& workload, const Options& op
   // Untimed: first-use costs (io_uring set-up, page faults in the harness) stay out.
   for (const auto& variant : variants) (void)variant();
   std::vector<std::vector<double>> samples(variants.size());
-  std::vector<double> guest_share;  // io_uring engine samples
+  std::vector<double> uring_with_guest;  // io_uring engine samples by the wall clock
+  std::vector<double> guest_share;       // io_uring engine samples
   for (int run = 0; run < options.runs; ++run) {
     for (std::size_t k = 0; k < variants.size(); ++k) {
       const std::size_t v = (k + static_cast<std::size_t>(run)) % variants.size();
       const Sample sample = variants[v]();
       const double value = sample.ops_per_second * scale;
       samples[v].push_back(value);
-      if (v == 0) guest_share.push_back(sample.guest_share);
+      if (v == 0) {
+        uring_with_guest.push_back(sample.wall_ops_per_second * scale);
+        guest_share.push_back(sample.guest_share);
+      }
       if (options.verbose) {
-        std::fprintf(stderr, "run %d: %s%s %s: %.0f %s\n", run, workload.name.c_str(),
-                     disk.suffix.c_str(), names[v], value, workload.unit.c_str());
+        std::fprintf(stderr, "run %d: %s%s %s: %.0f %s (%.0f with the guest's work)\n", run,
+                     workload.name.c_str(), disk.suffix.c_str(), names[v], value,
+                     workload.unit.c_str(), sample.wall_ops_per_second * scale);
       }
     }
   }
@@ -498,10 +512,11 @@ void MeasureFigure(const Disk& disk, const Workload& workload, const Options& op
   const double plain = Median(samples[1]);
   PrintFigure(name, uring, workload.unit, baseline, plain);
   PrintFigure(name + "_sync", Median(samples[2]), workload.unit, baseline, plain);
-  char note[240];
+  PrintFigure(name + "_with_guest", Median(uring_with_guest), workload.unit, baseline, plain);
+  char note[320];
   std::snprintf(note, sizeof note,
-                "target: %s >= 0.80 x %s: %s (ratio %.2f; the fake guest's own work took %.0f%% "
-                "of the io_uring samples' time)",
+                "target: %s >= 0.80 x %s: %s (ratio %.2f; the fake guest's own work, left out "
+                "of the device's figures, took %.0f%% of the io_uring samples' time)",
                 name.c_str(), baseline.c_str(), plain > 0 && uring >= 0.8 * plain ? "met" : "NOT met",
                 plain > 0 ? uring / plain : 0.0, 100 * Median(guest_share));
   PrintNote(note);
