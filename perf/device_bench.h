@@ -2,8 +2,9 @@
 
 // What the host-side device harnesses (net_bench, vsock_bench) share: the real MmioTransport
 // wired into a real base::EventLoop as ember-vmm's VMM thread wires it, Linux's EVENT_IDX kick
-// test on the driver side, and status checks that end the harness. No guest CPU is involved:
-// the "guest" is the irqfd handler on the loop thread.
+// test on the driver side, the timing that keeps the fake guest's work out of the device's
+// figure, and status checks that end the harness. No guest CPU is involved: the "guest" is the
+// irqfd handler on the loop thread.
 #include <sys/epoll.h>
 
 #include <cerrno>
@@ -42,14 +43,61 @@ inline void CheckOk(const std::string& harness, const absl::Status& status,
   if (!status.ok()) Die(harness, what + ": " + status.ToString());
 }
 
+// One device sample's result: what it moved per second, by two clocks.
+struct DeviceRate {
+  double per_second = 0;       // per second of the VMM thread's time: the sample's less the guest's
+  double wall_per_second = 0;  // per second of the sample, the fake guest's work included
+  double guest_share = 0;      // of the sample's time, spent in the fake guest's work
+};
+
+// A device sample's clock: the wall-clock time since Start and, within it, the time the fake
+// guest spent in its own work (its interrupt handler: reaping, refilling, the kick). In a VM
+// that work runs on the guest's vCPU thread, not the VMM's, so the device's figure leaves it
+// out. Owned by one sample; only the loop's thread uses it.
+class SampleClock {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // Starts the sample; returns its start. Guest work timed before it (the probe, a handshake,
+  // buffers posted before the clock started) was never part of the sample's time and is
+  // dropped.
+  Clock::time_point Start() {
+    guest_seconds_ = 0;
+    start_ = Clock::now();
+    return start_;
+  }
+
+  // Runs `work`, the fake guest's own, and counts its time as the guest's.
+  template <typename Work>
+  void Guest(Work&& work) {
+    const Clock::time_point entry = Clock::now();
+    std::forward<Work>(work)();
+    guest_seconds_ += SecondsSince(entry);
+  }
+
+  // Ends the sample: `count` units moved since Start.
+  [[nodiscard]] DeviceRate Rate(double count) const {
+    const double elapsed = SecondsSince(start_);
+    return {count / (elapsed - guest_seconds_), count / elapsed, guest_seconds_ / elapsed};
+  }
+
+ private:
+  Clock::time_point start_ = Clock::now();
+  double guest_seconds_ = 0;
+};
+
 // Wires `transport` into `loop` as VirtioDevices::Add wires a device into ember-vmm's loop
 // (every queue's ioeventfd, every device EventSource), plus `on_interrupt` on the irqfd, which
-// stands in for the guest's interrupt handler. `events` counts dispatches, for stall checks.
-// Borrows everything; the transport and `events` outlive the loop's use of them.
+// stands in for the guest's interrupt handler: every call is timed on `clock` as the guest's
+// work (taking the interrupt off the irqfd included, which KVM does in a VM). The loop's
+// epoll_wait reporting the irqfd, which ember-vmm's loop does not watch, stays counted against
+// the device. `events` counts dispatches, for stall checks. Borrows everything; the transport,
+// `clock` and `events` outlive the loop's use of them.
 inline void WireTransport(const std::string& harness, base::EventLoop& loop,
-                          virtio::MmioTransport& transport, std::function<void()> on_interrupt,
-                          std::uint64_t& events) {
+                          virtio::MmioTransport& transport, SampleClock& clock,
+                          std::function<void()> on_interrupt, std::uint64_t& events) {
   virtio::MmioTransport* t = &transport;
+  SampleClock* guest_clock = &clock;
   std::uint64_t* count = &events;
   for (std::size_t q = 0; q < t->num_queues(); ++q) {
     CheckOk(harness,
@@ -71,9 +119,9 @@ inline void WireTransport(const std::string& harness, base::EventLoop& loop,
   }
   CheckOk(harness,
           loop.Add(t->irqfd().Get(), EPOLLIN,
-                   [on_interrupt = std::move(on_interrupt), count](std::uint32_t) {
+                   [on_interrupt = std::move(on_interrupt), guest_clock, count](std::uint32_t) {
                      ++*count;
-                     on_interrupt();
+                     guest_clock->Guest(on_interrupt);
                    }),
           "watch irqfd");
 }
@@ -145,28 +193,51 @@ class GuestBufferPool {
 
 // One figure against its baseline: each variant once untimed (first-use costs stay out), then
 // `runs` samples of each in turn, the order swapping every run so that neither always follows
-// the other, printed as medians. `scale` turns a sample into the figure's unit.
+// the other, printed as medians. `scale` turns a sample into the figure's unit. The device's
+// figure is per second of the VMM thread's time; the same samples by the wall clock, the fake
+// guest's work included, follow as NAME_with_guest against the same baseline, and a note says
+// what share of the samples' time the guest took.
 inline void MeasureAgainstBaseline(const std::string& name, const std::string& baseline_name,
                                    const std::string& unit, double scale,
-                                   const std::function<double()>& measured,
+                                   const std::function<DeviceRate()>& measured,
                                    const std::function<double()>& baseline, int runs,
                                    bool verbose) {
   (void)measured();
   (void)baseline();
   std::vector<double> measured_samples;
+  std::vector<double> with_guest_samples;
+  std::vector<double> guest_shares;
   std::vector<double> baseline_samples;
   for (int run = 0; run < runs; ++run) {
     for (int k = 0; k < 2; ++k) {
-      const bool is_measured = (k + run) % 2 == 0;
-      const double value = (is_measured ? measured() : baseline()) * scale;
-      (is_measured ? measured_samples : baseline_samples).push_back(value);
-      if (verbose) {
-        std::fprintf(stderr, "run %d: %s: %.2f %s\n", run,
-                     (is_measured ? name : baseline_name).c_str(), value, unit.c_str());
+      if ((k + run) % 2 == 0) {
+        const DeviceRate rate = measured();
+        measured_samples.push_back(rate.per_second * scale);
+        with_guest_samples.push_back(rate.wall_per_second * scale);
+        guest_shares.push_back(rate.guest_share);
+        if (verbose) {
+          std::fprintf(stderr, "run %d: %s: %.2f %s (%.2f with the guest's work)\n", run,
+                       name.c_str(), measured_samples.back(), unit.c_str(),
+                       with_guest_samples.back());
+        }
+      } else {
+        baseline_samples.push_back(baseline() * scale);
+        if (verbose) {
+          std::fprintf(stderr, "run %d: %s: %.2f %s\n", run, baseline_name.c_str(),
+                       baseline_samples.back(), unit.c_str());
+        }
       }
     }
   }
-  PrintFigure(name, Median(measured_samples), unit, baseline_name, Median(baseline_samples));
+  const double plain = Median(baseline_samples);
+  PrintFigure(name, Median(measured_samples), unit, baseline_name, plain);
+  PrintFigure(name + "_with_guest", Median(with_guest_samples), unit, baseline_name, plain);
+  char note[240];
+  std::snprintf(note, sizeof note,
+                "%s: the fake guest's own work, left out of %s and counted in %s_with_guest, "
+                "took %.0f%% of the device samples' time",
+                name.c_str(), name.c_str(), name.c_str(), 100 * Median(guest_shares));
+  PrintNote(note);
 }
 
 // Runs `loop` until `done()`; ends the harness when nothing was dispatched for 5 s.
