@@ -8,10 +8,11 @@
 // sides, as Linux's virtio_blk negotiates it).
 //
 // The device's figure is what the VMM's loop thread serves: requests completed per second of
-// the thread's own time, the sample's time less what the fake guest spent in its handler
-// (timed around every call). In a VM that work, the kick included, runs on the guest's vCPU
-// thread, not the VMM's. The same sample measured by the wall clock, guest work included, is
-// printed as a second line (_with_guest), so the guest's cost stays in view.
+// the thread's own time, the sample's time less what the fake guest spent posting its first
+// requests and in its handler (every call timed, on device_bench.h's SampleClock as the net and
+// vsock benches time theirs). In a VM that work, the kick included, runs on the guest's vCPU
+// thread, not the VMM's. The same samples by the wall clock, guest work included, are printed
+// as a second line (_with_guest), so the guest's cost stays in view.
 //
 // The baseline is a plain liburing loop doing the same operations at the same queue depth on
 // the same file in the same run: what the host kernel gives without a VMM. Samples of the
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "perf/bench_report.h"
+#include "perf/device_bench.h"
 #include "virtio/block/block_device.h"
 #include "virtio/block/request.h"
 #include "virtio/mmio/mmio_transport.h"
@@ -198,8 +200,6 @@ class BenchGuest {
 
   [[nodiscard]] const virtio::QueueLayout& layout() const { return queue_.layout(); }
   [[nodiscard]] std::uint64_t completed() const { return completed_; }
-  // Time spent in the guest's own work (OnInterrupt), which a real guest does on its vCPU.
-  [[nodiscard]] double guest_seconds() const { return guest_seconds_; }
   [[nodiscard]] bool done() const { return stopping_ && in_flight_ == 0; }
 
   void Start(Clock::time_point deadline) {
@@ -215,7 +215,6 @@ class BenchGuest {
   bool OnInterrupt() {
     const std::uint32_t status = mmio_.Read32(virtio::mmio::kInterruptStatus);
     if (status == 0) return false;
-    const Clock::time_point entry = Clock::now();
     mmio_.Write32(virtio::mmio::kInterruptAck, status);
     while (auto used = queue_.PopUsed()) {
       const int slot = slot_of_head_[used->id];
@@ -232,10 +231,8 @@ class BenchGuest {
     // virtqueue_enable_cb: interrupt on the next used entry. (Linux then re-checks the used
     // ring for entries added meanwhile; here the device runs on this thread and cannot.)
     queue_.SetUsedEvent(queue_.UsedIdx());
-    // The entry time is close enough for the deadline; a clock read costs like a request.
-    if (entry >= deadline_) stopping_ = true;
+    if (Clock::now() >= deadline_) stopping_ = true;
     if (!stopping_) Post();
-    guest_seconds_ += SecondsSince(entry);
     return true;
   }
 
@@ -274,7 +271,6 @@ class BenchGuest {
   std::uint16_t prepared_avail_ = 0;
   unsigned in_flight_ = 0;
   std::uint64_t completed_ = 0;
-  double guest_seconds_ = 0;
   bool stopping_ = false;
 };
 
@@ -288,14 +284,8 @@ void Check(const absl::Status& status, const std::string& what) {
   if (!status.ok()) Fail(what + ": " + status.ToString());
 }
 
-struct Sample {
-  double ops_per_second = 0;      // per second of the VMM thread's time (the guest's left out)
-  double wall_ops_per_second = 0;  // per second of the sample, the fake guest's work included
-  double guest_share = 0;          // of the sample's time, spent in the fake guest
-};
-
-// One sample through Ember's device on `engine`.
-Sample RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, double seconds) {
+// One sample through Ember's device on `engine`, in operations per second.
+DeviceRate RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, double seconds) {
   base::MetricsRegistry metrics;  // the sample's own, so runs do not add up
   base::GuestMemory memory = Check(base::GuestMemory::Create({{0, kGuestMemory}}), "guest memory");
   BlockConfig config;
@@ -332,9 +322,11 @@ Sample RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, 
           "watch device fd");
   }
 
-  const Clock::time_point start = Clock::now();
-  guest.Start(start + std::chrono::duration_cast<Clock::duration>(
-                          std::chrono::duration<double>(seconds)));
+  SampleClock clock;
+  const Clock::time_point deadline =
+      clock.Start() +
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  clock.Guest([&] { guest.Start(deadline); });
   // RunOnce also returns without an event when io_uring's task work interrupts epoll_wait
   // (EINTR, common with O_DIRECT); only a long silence is a stall. The clock is read only
   // when a round brought no event, not once per round.
@@ -345,7 +337,9 @@ Sample RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, 
     Check(loop.RunOnce(static_cast<int>(
               std::chrono::duration_cast<std::chrono::milliseconds>(kStallTimeout).count())),
           "event loop");
-    if (guest.OnInterrupt()) ++events;
+    clock.Guest([&] {
+      if (guest.OnInterrupt()) ++events;
+    });
     if (events != seen) {
       seen = events;
       silent = false;
@@ -356,15 +350,12 @@ Sample RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, 
       Fail("the device completed nothing for 5 s (" + workload.name + disk.suffix + ")");
     }
   }
-  const double elapsed = SecondsSince(start);
-  const auto completed = static_cast<double>(guest.completed());
-  return {completed / (elapsed - guest.guest_seconds()), completed / elapsed,
-          guest.guest_seconds() / elapsed};
+  return clock.Rate(static_cast<double>(guest.completed()));
 }
 
-// One sample of the plain liburing loop; returns operations per second. The file is
-// registered (IOSQE_FIXED_FILE) as Ember's engine registers it.
-Sample RunLiburing(const Disk& disk, const Workload& workload, double seconds) {
+// One sample of the plain liburing loop, in operations per second (no guest: both rates are
+// the wall clock's). The file is registered (IOSQE_FIXED_FILE) as Ember's engine registers it.
+DeviceRate RunLiburing(const Disk& disk, const Workload& workload, double seconds) {
   const int flags = (workload.write ? O_RDWR : O_RDONLY) | O_CLOEXEC | (disk.direct ? O_DIRECT : 0);
   base::UniqueFd fd(::open(disk.path.c_str(), flags));
   if (!fd) Fail(Errno("open " + disk.path));
@@ -478,7 +469,7 @@ void MeasureFigure(const Disk& disk, const Workload& workload, const Options& op
   // IOPS or MiB/s from operations per second.
   const double scale =
       workload.unit == "IOPS" ? 1.0 : static_cast<double>(workload.block) / (1 << 20);
-  const std::vector<std::function<Sample()>> variants = {
+  const std::vector<std::function<DeviceRate()>> variants = {
       [&] { return RunDevice(disk, EngineKind::kIoUring, workload, options.seconds); },
       [&] { return RunLiburing(disk, workload, options.seconds); },
       [&] { return RunDevice(disk, EngineKind::kSync, workload, options.seconds); },
@@ -492,17 +483,17 @@ void MeasureFigure(const Disk& disk, const Workload& workload, const Options& op
   for (int run = 0; run < options.runs; ++run) {
     for (std::size_t k = 0; k < variants.size(); ++k) {
       const std::size_t v = (k + static_cast<std::size_t>(run)) % variants.size();
-      const Sample sample = variants[v]();
-      const double value = sample.ops_per_second * scale;
+      const DeviceRate sample = variants[v]();
+      const double value = sample.per_second * scale;
       samples[v].push_back(value);
       if (v == 0) {
-        uring_with_guest.push_back(sample.wall_ops_per_second * scale);
+        uring_with_guest.push_back(sample.wall_per_second * scale);
         guest_share.push_back(sample.guest_share);
       }
       if (options.verbose) {
         std::fprintf(stderr, "run %d: %s%s %s: %.0f %s (%.0f with the guest's work)\n", run,
                      workload.name.c_str(), disk.suffix.c_str(), names[v], value,
-                     workload.unit.c_str(), sample.wall_ops_per_second * scale);
+                     workload.unit.c_str(), sample.wall_per_second * scale);
       }
     }
   }
