@@ -197,8 +197,16 @@ absl::Status BlockDevice::Activate(ActivationContext context) {
 
 void BlockDevice::Reset() {
   std::lock_guard lock(mu_);
-  // Requests still in the engine complete into their old buffers but are not reported.
+  // Requests still in the engine are orphaned (never reported) and waited for: once the
+  // driver reads status 0 it may reuse their buffers, and a late read landing in one would
+  // corrupt the re-initialised guest (spec 2.4: after a reset the device leaves the queues'
+  // memory alone). This blocks the writing vCPU for the time the host takes to finish them,
+  // as QEMU's virtio-blk does.
   ++generation_;
+  if (absl::Status drained = WaitForInFlight(); !drained.ok()) {
+    EMBER_LOG(kWarn) << name() << ": reset could not wait for the requests in flight: "
+                     << drained;
+  }
   queue_.reset();
   signals_ = nullptr;
   broken_ = false;
@@ -216,6 +224,10 @@ std::vector<EventSource> BlockDevice::EventSources() {
 
 absl::Status BlockDevice::Quiesce() {
   std::lock_guard lock(mu_);
+  return WaitForInFlight();
+}
+
+absl::Status BlockDevice::WaitForInFlight() {
   engine_->Submit();
   ReapCompletions();
   while (InFlightCount() > 0) {

@@ -118,6 +118,8 @@ class BlockDevice final : public VirtioDevice {
   void StartIo(const DescriptorChain& chain, const Request& request);
   [[nodiscard]] std::uint8_t CheckRange(std::uint64_t sector, std::uint64_t bytes) const;
   void ReapCompletions();
+  // Submits what is queued and reaps until the engine holds no request, stale ones included.
+  [[nodiscard]] absl::Status WaitForInFlight();
   void InterruptIfNeeded();
   void MarkBroken(const absl::Status& why);
   // Requests the engine holds, stale ones included.
