@@ -221,6 +221,8 @@ void ConfigureLogging(const Flags& flags, const v1::Logger& logger) {
     }
     base::SetLogLevel(level);
   }
+  base::SetLogDecorations(!logger.has_show_level() || logger.show_level(),
+                          !logger.has_show_log_origin() || logger.show_log_origin());
   std::string path = !flags.log_path.empty() ? flags.log_path : logger.log_path();
   if (!path.empty()) {
     if (auto status = base::SetLogFile(path); !status.ok()) {

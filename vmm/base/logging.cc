@@ -15,6 +15,8 @@ namespace {
 
 std::atomic<LogLevel> g_level{LogLevel::kInfo};
 std::atomic<int> g_log_fd{STDERR_FILENO};
+std::atomic<bool> g_show_level{true};
+std::atomic<bool> g_show_origin{true};
 thread_local std::string t_thread_name = "main";
 
 const char* LevelName(LogLevel level) {
@@ -67,6 +69,11 @@ absl::Status SetLogFile(const std::string& path) {
 
 void SetThreadName(std::string_view name) { t_thread_name = std::string(name); }
 
+void SetLogDecorations(bool show_level, bool show_origin) {
+  g_show_level.store(show_level);
+  g_show_origin.store(show_origin);
+}
+
 LogMessage::LogMessage(LogLevel level, const char* file, int line) {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
@@ -78,8 +85,11 @@ LogMessage::LogMessage(LogLevel level, const char* file, int line) {
   std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
   char frac[16];
   std::snprintf(frac, sizeof(frac), ".%06lldZ", static_cast<long long>(micros.count()));
-  stream_ << stamp << frac << " [" << t_thread_name << "] " << LevelName(level) << ' '
-          << Basename(file) << ':' << line << "] ";
+  stream_ << stamp << frac << " [" << t_thread_name << "] ";
+  if (g_show_level.load(std::memory_order_relaxed)) stream_ << LevelName(level) << ' ';
+  if (g_show_origin.load(std::memory_order_relaxed)) {
+    stream_ << Basename(file) << ':' << line << "] ";
+  }
 }
 
 LogMessage::~LogMessage() {

@@ -20,6 +20,8 @@ void SetLogLevel(LogLevel level);
 [[nodiscard]] absl::Status SetLogFile(const std::string& path);
 // Names the calling thread in its log lines ("main", "vcpu0", ...).
 void SetThreadName(std::string_view name);
+// Whether lines carry their level and their source file:line (both, by default).
+void SetLogDecorations(bool show_level, bool show_origin);
 
 // One log line; written (whole, with one write) when it goes out of scope.
 class LogMessage {
