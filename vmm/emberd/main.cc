@@ -138,19 +138,6 @@ std::string DefaultVmmPath() {
   return (self.parent_path() / "ember-vmm").string();
 }
 
-// ember-vmm's --help text: which optional flags (--restore-from, ...) it has.
-std::string VmmHelpText(const std::string& vmm) {
-  std::string command = "'" + vmm + "' --help 2>/dev/null";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return "";
-  std::string text;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, n);
-  ::pclose(pipe);
-  return text;
-}
-
 volatile sig_atomic_t g_stop_signal = 0;
 void OnStopSignal(int sig) { g_stop_signal = sig; }
 
@@ -199,10 +186,6 @@ int Main(int argc, char** argv) {
   options.max_vms = flags.max_vms;
   std::string vmm = flags.vmm.empty() ? DefaultVmmPath() : flags.vmm;
   if (::access(vmm.c_str(), X_OK) != 0) Fail("--vmm: \"" + vmm + "\" is not executable");
-  std::string vmm_help = VmmHelpText(vmm);
-  options.vmm_can_restore = vmm_help.find("--restore-from") != std::string::npos;
-  options.vmm_net_override = vmm_help.find("--net-override") != std::string::npos;
-  options.vmm_vsock_override = vmm_help.find("--vsock-override") != std::string::npos;
   std::optional<JailerConfig> jail;
   if (!flags.jailer.empty()) {
     if (::access(flags.jailer.c_str(), X_OK) != 0) {
@@ -264,7 +247,6 @@ int Main(int argc, char** argv) {
   }
   EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "
                    << options.state_dir << ", ember-vmm " << vmm
-                   << (options.vmm_can_restore ? " (restore supported)" : "")
                    << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir : "");
   std::fprintf(stderr, "emberd: ready\n");
 

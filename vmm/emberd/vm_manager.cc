@@ -310,7 +310,8 @@ std::string GenerateId() {
   return buf;
 }
 
-std::uint64_t ReadProcKib(const char* field) {
+// The number after `field` in /proc/self/status: KiB for "VmRSS:", a count for "Threads:".
+std::uint64_t ReadProcStatusNumber(const char* field) {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line)) {
@@ -945,11 +946,6 @@ absl::StatusOr<std::vector<std::string>> VmManager::RestoreArgs(const RestorePla
     auto it = ifaces.find(iface.iface_id());
     if (it != ifaces.end() && it->second.first.empty()) it->second.first = iface.host_dev_name();
   }
-  if (!ifaces.empty() && !options_.vmm_net_override) {
-    return absl::UnimplementedError(
-        "overrides: this ember-vmm cannot change a restored VM's network interfaces (it has no "
-        "--net-override)");
-  }
   for (const auto& [id, tap_mac] : ifaces) {
     // --net-override IFACE_ID=TAP[,MAC]; an empty TAP keeps the snapshot's.
     args.push_back("--net-override");
@@ -957,11 +953,6 @@ absl::StatusOr<std::vector<std::string>> VmManager::RestoreArgs(const RestorePla
                    (tap_mac.second.empty() ? "" : "," + tap_mac.second));
   }
   if (!plan.overrides.vsock_uds_path().empty()) {
-    if (!options_.vmm_vsock_override) {
-      return absl::UnimplementedError(
-          "overrides: this ember-vmm cannot change a restored VM's vsock socket path (it has no "
-          "--vsock-override)");
-    }
     args.push_back("--vsock-override");
     args.push_back(plan.overrides.vsock_uds_path());
   }
@@ -1119,9 +1110,9 @@ std::string VmManager::OwnMetrics() {
          ", \"emberd\": {\"vms\": " + std::to_string(total) +
          ", \"live_vms\": " + std::to_string(live) +
          ", \"watchers\": " + std::to_string(events_.watchers()) +
-         ", \"rss_kib\": " + std::to_string(ReadProcKib("VmRSS:")) +
+         ", \"rss_kib\": " + std::to_string(ReadProcStatusNumber("VmRSS:")) +
          ", \"fds\": " + std::to_string(CountFds()) +
-         ", \"threads\": " + std::to_string(ReadProcKib("Threads:")) + "}}";
+         ", \"threads\": " + std::to_string(ReadProcStatusNumber("Threads:")) + "}}";
 }
 
 absl::Status VmManager::UpdateRateLimits(const v1::UpdateRateLimitsRequest& request) {
@@ -1354,12 +1345,6 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
                                           std::to_string(options_.max_vms) + " VMs (--max-vms)");
     }
   }
-  if (!options_.vmm_can_restore) {
-    // Restore spawns `ember-vmm --restore-from <state file> --control-fd N`.
-    return absl::UnimplementedError(
-        "restore is not implemented: this ember-vmm has no --restore-from");
-  }
-
   // Where the snapshot is, and the configuration of the VM it was taken from (emberd's
   // record; a state_path emberd did not write may have none, and then the clones' records
   // carry only the overrides: ember-vmm itself uses the configuration in the state file).

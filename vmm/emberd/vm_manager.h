@@ -51,11 +51,6 @@ struct ManagerOptions {
   std::size_t max_vms = 1024;  // live (not STOPPED) VMs
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds create_timeout{30000};
-  // ember-vmm supports --restore-from, --net-override IFACE=TAP[,MAC] and
-  // --vsock-override PATH (each set from its --help at start-up).
-  bool vmm_can_restore = false;
-  bool vmm_net_override = false;
-  bool vmm_vsock_override = false;
   // Non-empty: ember-vmm runs under ember-jailer (emberd --jailer) as jail_uid:jail_gid, VM
   // <id> chrooted into <jail_dir>/<id>/root, and sees paths in there only. A jailed VM writes
   // its snapshot into its jail's root, and emberd moves the files to where the record says; a

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""A stand-in for ember-vmm that speaks its control protocol (proto/ember/v1/vmm_control.proto)
+and nothing else: no KVM, no guest. emberd's tests run it as `emberd --vmm` to give it a VMM
+whose timing and answers they choose. Like ember-vmm it has no --help that names its flags.
+
+Environment (inherited through emberd and its fork server):
+  FAKE_VMM_ARGV_LOG          append each start's argv to this file, one JSON list a line
+  FAKE_VMM_SNAPSHOT_SECONDS  CreateSnapshot writes the state file, waits this long, then writes
+                             the memory file and answers (default 0)
+  FAKE_VMM_SNAPSHOT_DONE     after answering a CreateSnapshot, create this file
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.environ.get("EMBER_BUILD_DIR", ""), "python"))
+from ember.v1 import vmm_control_pb2 as ctl  # noqa: E402
+
+
+def flag(argv, name):
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def read_frame(conn):
+    header = b""
+    while len(header) < 4:
+        chunk = conn.recv(4 - len(header))
+        if not chunk:
+            return None
+        header += chunk
+    (length,) = struct.unpack("<I", header)
+    payload = b""
+    while len(payload) < length:
+        chunk = conn.recv(length - len(payload))
+        if not chunk:
+            return None
+        payload += chunk
+    request = ctl.ControlRequest()
+    request.ParseFromString(payload)
+    return request
+
+
+def send(conn, message):
+    payload = message.SerializeToString()
+    conn.sendall(struct.pack("<I", len(payload)) + payload)
+
+
+def status(state):
+    return ctl.VmmStatus(pid=os.getpid(), state=state, protocol_version=1)
+
+
+def main():
+    argv = sys.argv[1:]
+    if os.environ.get("FAKE_VMM_ARGV_LOG"):
+        with open(os.environ["FAKE_VMM_ARGV_LOG"], "a") as f:
+            f.write(json.dumps(argv) + "\n")
+    restore = flag(argv, "--restore-from")
+    if restore is not None:
+        for path in (restore, flag(argv, "--restore-mem")):
+            open(path, "rb").close()  # like ember-vmm: a snapshot it cannot read is fatal
+    state = ctl.VmmStatus.PAUSED if restore is not None else ctl.VmmStatus.CREATED
+    listener = socket.socket(fileno=int(flag(argv, "--control-fd")))
+    delay = float(os.environ.get("FAKE_VMM_SNAPSHOT_SECONDS", "0"))
+    while True:
+        conn, _ = listener.accept()
+        send(conn, ctl.VmmMessage(event=ctl.ControlEvent(kind=ctl.ControlEvent.HELLO,
+                                                         status=status(state))))
+        while True:
+            request = read_frame(conn)
+            if request is None:
+                break  # the controller went away; wait for the next one
+            response = ctl.ControlResponse(id=request.id)
+            op = request.WhichOneof("op")
+            if op in ("start", "resume"):
+                state = ctl.VmmStatus.RUNNING
+            elif op == "pause":
+                state = ctl.VmmStatus.PAUSED
+            elif op == "get_metrics":
+                response.metrics_json = "{}"
+            elif op == "create_snapshot":
+                started = time.monotonic()
+                snap = request.create_snapshot
+                with open(snap.state_path, "wb") as f:
+                    f.write(b"fake state")
+                time.sleep(delay)
+                with open(snap.memory_path, "wb") as f:
+                    f.write(b"\0" * 4096)
+                response.snapshot.state_path = snap.state_path
+                response.snapshot.memory_path = snap.memory_path
+                response.snapshot.duration_us = int((time.monotonic() - started) * 1e6) + 1
+            if op != "get_metrics" and op != "create_snapshot":
+                response.status.CopyFrom(status(state))
+            send(conn, ctl.VmmMessage(response=response))
+            if op == "create_snapshot" and os.environ.get("FAKE_VMM_SNAPSHOT_DONE"):
+                open(os.environ["FAKE_VMM_SNAPSHOT_DONE"], "w").close()
+            if op == "stop":
+                send(conn, ctl.VmmMessage(event=ctl.ControlEvent(
+                    kind=ctl.ControlEvent.EXITED, exit_code=0, reason=request.stop.reason)))
+                return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
