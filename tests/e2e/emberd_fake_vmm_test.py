@@ -1,8 +1,12 @@
 """emberd driving a stand-in VMM (fake_vmm.py: the control protocol only, no KVM): what emberd
-does when the VMM binary is a script with no --help."""
+does when a snapshot takes long and when the VMM binary is a script with no --help."""
+import concurrent.futures
 import json
 import os
+import time
 import unittest
+
+import grpc
 
 import ember_client as ec
 from ember_client import api
@@ -13,8 +17,10 @@ FAKE_VMM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_vmm.py
 class FakeVmmTest(unittest.TestCase):
     def setUp(self):
         self.emberd = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
 
     def tearDown(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
         if self.emberd:
             self.emberd.close()
 
@@ -27,6 +33,56 @@ class FakeVmmTest(unittest.TestCase):
         self.stub.Create(api.CreateRequest(vm_id=vm_id, config=config or ec.config()), timeout=30)
         self.stub.Start(api.VmRequest(vm_id=vm_id), timeout=30)
         self.stub.Pause(api.VmRequest(vm_id=vm_id), timeout=30)
+
+    def test_snapshot_longer_than_the_request_timeout_succeeds_and_keeps_its_files(self):
+        # emberd's quick calls give up after 10 s; a snapshot of a big guest takes longer.
+        self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=12)
+        self.paused_vm("big")
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="big"), timeout=60)
+        self.assertGreater(snapshot.create_duration_us, 12_000_000)
+        self.assertEqual(os.path.getsize(snapshot.memory_path), 4096)
+        self.assertTrue(os.path.exists(snapshot.state_path))
+        restored = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone"), timeout=30)
+        self.assertEqual(restored.vms[0].state, api.Vm.PAUSED)
+
+    def test_client_deadline_before_a_slow_snapshot_ends_keeps_and_records_it(self):
+        done = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fake-vmm-done-{os.getpid()}")
+        self.addCleanup(lambda: os.path.exists(done) and os.unlink(done))
+        self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=2, FAKE_VMM_SNAPSHOT_DONE=done)
+        self.paused_vm("slow")
+        with self.assertRaises(grpc.RpcError) as raised:
+            self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="slow"), timeout=0.5)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        deadline = time.time() + 20
+        while not os.path.exists(done):
+            self.assertLess(time.time(), deadline, "the fake VMM never finished its snapshot")
+            time.sleep(0.05)
+        # The VMM finished writing: emberd kept the files and the record, so the snapshot
+        # restores under the id emberd gave it (the VM's one snapshot directory).
+        time.sleep(0.5)
+        snapshots = os.listdir(os.path.join(self.emberd.state_dir, "snapshots"))
+        self.assertEqual(len(snapshots), 1)
+        record = os.path.join(self.emberd.state_dir, "snapshots", snapshots[0])
+        self.assertEqual(sorted(os.listdir(record)),
+                         ["memory", "snapshot.json", "state", "vm_config.json"])
+        restored = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshots[0], vm_id_prefix="clone"), timeout=30)
+        self.assertEqual(restored.vms[0].state, api.Vm.PAUSED)
+
+    def test_stop_ends_a_vm_whose_snapshot_never_finishes(self):
+        self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=3600)
+        self.paused_vm("stuck")
+        snapshot = self.pool.submit(
+            self.stub.CreateSnapshot, api.CreateSnapshotRequest(vm_id="stuck"), timeout=60)
+        time.sleep(1)
+        stopped = self.stub.Stop(api.StopRequest(vm_id="stuck", timeout_ms=500), timeout=30)
+        self.assertEqual(stopped.state, api.Vm.STOPPED)
+        with self.assertRaises(grpc.RpcError) as raised:
+            snapshot.result(timeout=30)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        # The VMM is gone, so nothing writes the half-made files any more: they are removed.
+        self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "snapshots")), [])
 
     def test_restore_and_overrides_need_no_help_text_from_the_vmm(self):
         argv_log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fake-vmm-argv-{os.getpid()}")

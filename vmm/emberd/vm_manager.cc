@@ -333,9 +333,10 @@ std::size_t CountFds() {
 }  // namespace
 
 // One VM. `mu` guards the record and the connection; `op_mu` serialises the API calls on
-// one VM (Start vs Stop vs Delete) without blocking the supervisor.
+// one VM (Start vs Stop vs Delete) without blocking the supervisor. A snapshot or a restore
+// holds `op_mu` for as long as its VMM works, so Stop waits for it only so long (a timed mutex).
 struct VmManager::Entry {
-  std::mutex op_mu;
+  std::timed_mutex op_mu;
   std::mutex mu;
   std::condition_variable cv;  // responses, HELLO, process exit
   v1::Vm vm;                   // guarded by mu
@@ -673,7 +674,8 @@ absl::Status VmManager::Attach(const std::shared_ptr<Entry>& entry, pid_t pid, b
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::ControlResponse> VmManager::Call(Entry& entry, v1::ControlRequest request) {
+absl::StatusOr<v1::ControlResponse> VmManager::Call(Entry& entry, v1::ControlRequest request,
+                                                    Wait wait) {
   std::unique_lock lock(entry.mu);
   if (!entry.control) {
     return absl::UnavailableError("VM \"" + entry.vm.vm_id() + "\": its ember-vmm is not connected");
@@ -684,10 +686,14 @@ absl::StatusOr<v1::ControlResponse> VmManager::Call(Entry& entry, v1::ControlReq
   EMBER_RETURN_IF_ERROR(control::AppendFrame(request, &frame));
   EMBER_RETURN_IF_ERROR(control::WriteAll(entry.control.Get(), frame, 2000));
   entry.responses[id];
-  auto deadline = std::chrono::steady_clock::now() + options_.request_timeout;
-  bool answered = entry.cv.wait_until(lock, deadline, [&] {
-    return entry.responses[id].has_value() || !entry.control;
-  });
+  auto answered_or_gone = [&] { return entry.responses[id].has_value() || !entry.control; };
+  bool answered = true;
+  if (wait == Wait::kWhileConnected) {
+    // The VMM's exit closes the connection, so this ends when the VMM does.
+    entry.cv.wait(lock, answered_or_gone);
+  } else {
+    answered = entry.cv.wait_for(lock, options_.request_timeout, answered_or_gone);
+  }
   std::optional<v1::ControlResponse> response = std::move(entry.responses[id]);
   entry.responses.erase(id);
   if (!response) {
@@ -695,6 +701,11 @@ absl::StatusOr<v1::ControlResponse> VmManager::Call(Entry& entry, v1::ControlReq
                                   (answered ? "went away" : "did not answer in time"));
   }
   return *response;
+}
+
+bool VmManager::WaitForExit(Entry& entry, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(entry.mu);
+  return entry.cv.wait_for(lock, timeout, [&] { return entry.vm.state() == v1::Vm::STOPPED; });
 }
 
 absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig& config) {
@@ -815,9 +826,15 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
       return fail(status);
     }
   }
-  bool ready = entry->cv.wait_for(lock, options_.create_timeout, [&] {
-    return entry->hello || entry->vm.state() == v1::Vm::STOPPED;
-  });
+  auto hello_or_exit = [&] { return entry->hello || entry->vm.state() == v1::Vm::STOPPED; };
+  bool ready = true;
+  if (restore != nullptr) {
+    // A restore's time grows with the snapshot: wait while its VMM lives (its exit, or Stop,
+    // ends the wait).
+    entry->cv.wait(lock, hello_or_exit);
+  } else {
+    ready = entry->cv.wait_for(lock, options_.create_timeout, hello_or_exit);
+  }
   if (!ready || !entry->hello) {
     absl::Status status;
     if (!ready) {
@@ -1003,7 +1020,16 @@ absl::StatusOr<v1::Vm> VmManager::Resume(const std::string& vm_id) {
 absl::StatusOr<v1::Vm> VmManager::Stop(const std::string& vm_id,
                                        std::chrono::milliseconds timeout) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(vm_id));
-  std::lock_guard op(entry->op_mu);
+  std::unique_lock op(entry->op_mu, std::defer_lock);
+  if (!op.try_lock_for(timeout)) {
+    // A snapshot or a restore has kept the VMM busy for longer than the stop may take: end it
+    // as a VMM that does not answer the stop is ended. That call then fails and gives op_mu up.
+    std::lock_guard lock(entry->mu);
+    EMBER_LOG(kWarn) << "emberd: VM " << vm_id << ": still busy with a snapshot or restore "
+                     << "after " << timeout.count() << " ms; killing it";
+    if (entry->pidfd) PidfdKill(entry->pidfd.Get(), SIGKILL);
+  }
+  if (!op.owns_lock()) op.lock();
   {
     std::lock_guard lock(entry->mu);
     if (entry->vm.state() == v1::Vm::STOPPED) return entry->vm;
@@ -1236,7 +1262,9 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
                                            error.message()));
     }
   }
-  absl::StatusOr<v1::ControlResponse> response = Call(*entry, control);
+  absl::StatusOr<v1::ControlResponse> response = Call(*entry, control, Wait::kWhileConnected);
+  // Without an answer ember-vmm may still be writing the files, unless it has ended.
+  const bool vmm_done = response.ok() || WaitForExit(*entry, std::chrono::seconds(5));
   if (response.ok() && response->code() != 0) {
     response = absl::Status(static_cast<absl::StatusCode>(response->code()),
                             "VM \"" + request.vm_id() + "\": " + response->message());
@@ -1245,6 +1273,15 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
     absl::Status moved =
         FinishJailedSnapshot(*entry, record_dir, diff, jail_state, jail_memory, snapshot);
     if (!moved.ok()) response = moved;
+  }
+  if (!response.ok() && !vmm_done) {
+    EMBER_LOG(kWarn) << "emberd: VM " << request.vm_id() << ": snapshot "
+                     << snapshot.snapshot_id() << " failed while ember-vmm may still write it; "
+                     << "its files are left in " << dir;
+    return unreserve(absl::Status(response.status().code(),
+                                  std::string(response.status().message()) +
+                                      " (the snapshot's files are left in " + dir +
+                                      ": ember-vmm may still be writing them)"));
   }
   if (!response.ok()) {
     (void)RemoveTree(record_dir);

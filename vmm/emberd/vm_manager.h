@@ -49,6 +49,10 @@ class EventHub {
 struct ManagerOptions {
   std::string state_dir;  // <state_dir>/vms/<id>/ per VM, <state_dir>/snapshots/
   std::size_t max_vms = 1024;  // live (not STOPPED) VMs
+  // How long emberd waits for ember-vmm to answer a quick request (start, pause, metrics, ...)
+  // and for a new VM's HELLO. A snapshot and a restored VM's HELLO have no such limit: their
+  // time grows with guest memory, so emberd waits for as long as the VMM lives and stays
+  // connected (a client's own deadline ends only its wait; Stop ends a VMM that never answers).
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds create_timeout{30000};
   // Non-empty: ember-vmm runs under ember-jailer (emberd --jailer) as jail_uid:jail_gid, VM
@@ -143,8 +147,16 @@ class VmManager {
   // ember-vmm's restore flags for `plan`; `config` has the overrides applied.
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> RestoreArgs(const RestorePlan& plan,
                                                                      const v1::VmConfig& config);
+  // How long Call waits for the answer.
+  enum class Wait {
+    kRequestTimeout,  // ManagerOptions::request_timeout
+    kWhileConnected,  // until the VMM answers, exits or closes its control connection
+  };
   [[nodiscard]] absl::StatusOr<v1::ControlResponse> Call(Entry& entry,
-                                                         v1::ControlRequest request);
+                                                         v1::ControlRequest request,
+                                                         Wait wait = Wait::kRequestTimeout);
+  // Whether the VM's ember-vmm has exited (its VM is STOPPED), waiting up to `timeout` for it.
+  [[nodiscard]] bool WaitForExit(Entry& entry, std::chrono::milliseconds timeout);
   [[nodiscard]] absl::StatusOr<v1::Vm> SimpleOp(const std::string& vm_id, v1::Vm::State from,
                                                 const char* verb,
                                                 const v1::ControlRequest& request);
