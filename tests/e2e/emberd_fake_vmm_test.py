@@ -1,8 +1,10 @@
 """emberd driving a stand-in VMM (fake_vmm.py: the control protocol only, no KVM): what emberd
-does when a snapshot takes long and when the VMM binary is a script with no --help."""
+does when a snapshot takes long, when the VMM binary is a script with no --help, and when a
+second emberd is started on the same state directory."""
 import concurrent.futures
 import json
 import os
+import subprocess
 import time
 import unittest
 
@@ -12,6 +14,7 @@ import ember_client as ec
 from ember_client import api
 
 FAKE_VMM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_vmm.py")
+EMBERD = os.path.join(ec.BUILD_DIR, "bin", "emberd")
 
 
 class FakeVmmTest(unittest.TestCase):
@@ -109,6 +112,53 @@ class FakeVmmTest(unittest.TestCase):
                             ("--net-override", "eth0=tap-clone"),
                             ("--vsock-override", "/tmp/clone.vsock")):
             self.assertEqual(clone_argv[clone_argv.index(flag) + 1], value)
+
+
+class StateDirLockTest(unittest.TestCase):
+    def setUp(self):
+        self.emberd = ec.Emberd(extra_args=["--vmm", FAKE_VMM])
+
+    def tearDown(self):
+        self.emberd.close()
+
+    def second_emberd(self, socket):
+        return subprocess.run(
+            [EMBERD, "--socket", socket, "--state-dir", self.emberd.state_dir,
+             "--vmm", FAKE_VMM], capture_output=True, text=True, timeout=30)
+
+    def test_second_emberd_on_the_same_state_dir_and_socket_exits_and_leaves_the_socket(self):
+        second = self.second_emberd(self.emberd.socket)
+        self.assertNotEqual(second.returncode, 0)
+        self.assertIn(self.emberd.state_dir, second.stderr)
+        self.assertIn("another emberd", second.stderr)
+        # The first emberd still serves on its socket.
+        self.assertTrue(os.path.exists(self.emberd.socket))
+        self.assertEqual(list(self.emberd.stub.List(api.ListRequest(), timeout=5).vms), [])
+
+    def test_second_emberd_on_the_same_state_dir_with_its_own_socket_exits(self):
+        other = os.path.join(self.emberd.dir, "other.sock")
+        second = self.second_emberd(other)
+        self.assertNotEqual(second.returncode, 0)
+        self.assertIn("another emberd", second.stderr)
+        self.assertFalse(os.path.exists(other))
+
+    def test_second_emberd_on_the_same_socket_with_its_own_state_dir_exits(self):
+        state_dir = os.path.join(self.emberd.dir, "other-state")
+        second = subprocess.run(
+            [EMBERD, "--socket", self.emberd.socket, "--state-dir", state_dir,
+             "--vmm", FAKE_VMM], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(second.returncode, 0)
+        self.assertIn(self.emberd.socket, second.stderr)
+        self.assertEqual(list(self.emberd.stub.List(api.ListRequest(), timeout=5).vms), [])
+
+    def test_the_lock_ends_with_emberd_not_with_its_vms(self):
+        self.emberd.stub.Create(api.CreateRequest(vm_id="live", config=ec.config()), timeout=30)
+        pid = self.emberd.stub.Get(api.VmRequest(vm_id="live")).pid
+        self.emberd.kill9()
+        os.kill(pid, 0)  # the VM outlives emberd
+        self.emberd.start()
+        self.assertEqual(self.emberd.stub.Get(api.VmRequest(vm_id="live"), timeout=5).state,
+                         api.Vm.CREATED)
 
 
 if __name__ == "__main__":

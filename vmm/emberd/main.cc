@@ -1,15 +1,19 @@
 // emberd: Ember's control plane. One per host: serves the gRPC API (ember/v1/api.proto) on a
 // Unix socket, runs one ember-vmm per VM and keeps its records under --state-dir so that a
 // restarted emberd finds every VM again.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -23,6 +27,8 @@
 #include "vmm/emberd/api_service.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/sandbox.h"
+#include "vmm/emberd/store.h"
+#include "vmm/emberd/unix_socket.h"
 #include "vmm/emberd/vm_manager.h"
 
 namespace ember::emberd {
@@ -34,7 +40,8 @@ constexpr char kUsage[] =
     "Serves Ember's gRPC API and runs one ember-vmm per microVM.\n"
     "\n"
     "  --socket PATH      API Unix socket, mode 0600 (default /run/ember/emberd.sock)\n"
-    "  --state-dir DIR    VM records, control sockets, consoles (default /var/lib/ember)\n"
+    "  --state-dir DIR    VM records, control sockets, consoles (default /var/lib/ember);\n"
+    "                     one emberd per directory (it holds DIR/emberd.lock)\n"
     "  --tcp HOST:PORT    also listen on TCP, unauthenticated and unencrypted (off by default)\n"
     "  --vmm PATH         the ember-vmm binary (default: next to emberd)\n"
     "  --max-vms N        live VMs at most (default 1024)\n"
@@ -138,6 +145,33 @@ std::string DefaultVmmPath() {
   return (self.parent_path() / "ember-vmm").string();
 }
 
+// Takes the state directory's lock, an flock on <state_dir>/emberd.lock, held for as long as
+// the returned fd (close-on-exec: no ember-vmm inherits it) is open. Exits when another emberd
+// holds it, naming that emberd's pid.
+base::UniqueFd LockStateDir(const std::string& state_dir) {
+  if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    Fail("--state-dir: mkdir " + state_dir + ": " + std::strerror(errno));
+  }
+  const std::string path = state_dir + "/emberd.lock";
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) Fail("--state-dir: open " + path + ": " + std::strerror(errno));
+  if (::flock(fd.Get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) Fail("--state-dir: flock " + path + ": " + std::strerror(errno));
+    absl::StatusOr<std::string> holder = ReadFile(path);
+    std::string pid = holder.ok() ? holder->substr(0, holder->find('\n')) : "";
+    Fail("--state-dir: another emberd" + (pid.empty() ? "" : " (pid " + pid + ")") +
+         " already uses " + state_dir + " (it holds " + path + "); one emberd per state "
+         "directory");
+  }
+  // For the message above, in the next emberd: which one holds the lock.
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.Get(), 0) != 0 ||
+      ::pwrite(fd.Get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    Fail("--state-dir: write " + path + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
 volatile sig_atomic_t g_stop_signal = 0;
 void OnStopSignal(int sig) { g_stop_signal = sig; }
 
@@ -209,6 +243,14 @@ int Main(int argc, char** argv) {
   // Before any thread exists and before the filter: see ForkServerLauncher.
   auto launcher = ForkServerLauncher::Start(vmm, jail);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
+  // One emberd per state directory: a second would take over the VMs' control connections and
+  // write the same records. Locked after the fork server is forked, so that it holds no copy.
+  base::UniqueFd state_lock = LockStateDir(options.state_dir);
+  // A socket that still accepts connections is a live server's (an emberd with another state
+  // directory): unlinking it would take its clients away.
+  if (ConnectUnix(flags.socket).ok()) {
+    Fail("--socket: " + flags.socket + " is served by another process (another emberd?)");
+  }
   pid_t fork_server_pid = (*launcher)->helper_pid();
   base::UniqueFd fork_server(static_cast<int>(::syscall(SYS_pidfd_open, fork_server_pid, 0)));
   if (!fork_server) Fail("pidfd_open of the fork server: " + std::string(strerror(errno)));

@@ -6,10 +6,8 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +23,7 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/emberd/store.h"
+#include "vmm/emberd/unix_socket.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -56,39 +55,6 @@ const char* StateName(v1::Vm::State state) {
     case v1::Vm::STOPPED: return "STOPPED";
     default: return "UNSPECIFIED";
   }
-}
-
-absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError("socket path too long: " + path);
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return base::ErrnoError("socket", path);
-  ::unlink(path.c_str());
-  if (::bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return base::ErrnoError("bind", path);
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.Get(), 8) != 0) return base::ErrnoError("listen", path);
-  return fd;
-}
-
-absl::StatusOr<base::UniqueFd> ConnectUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError("socket path too long: " + path);
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return base::ErrnoError("socket", path);
-  if (::connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return base::ErrnoError("connect", path);
-  }
-  return fd;
 }
 
 // The last "error:" line ember-vmm wrote to its log: why it refused to build the VM.
