@@ -7,15 +7,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 
+#include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 
 namespace ember::virtio {
 namespace {
 
 // Token arithmetic multiplies nanoseconds by bucket sizes, which overflows 64 bits for large
-// buckets; __extension__ keeps -Wpedantic quiet about the GCC/Clang 128-bit type.
+// buckets; __extension__ keeps -Wpedantic quiet about the GCC/Clang 128-bit type. With a valid
+// config (size <= 2^40, refill time <= 3.6e12 ns < 2^42) and tokens or debt below 2^65, every
+// product below stays under 2^107.
 __extension__ using Wide = unsigned __int128;
+
+constexpr std::uint64_t kMaxU64 = std::numeric_limits<std::uint64_t>::max();
 
 constexpr std::uint64_t kNsPerMs = 1'000'000;
 constexpr std::uint64_t kNsPerSec = 1'000'000'000;
@@ -30,6 +37,23 @@ class SystemClock final : public Clock {
   }
 };
 
+// a + b, stopping at 2^64 - 1: a guest that keeps over-consuming owes "forever", not a
+// wrapped-around small debt.
+std::uint64_t SaturatingAdd(std::uint64_t a, std::uint64_t b) {
+  return b > kMaxU64 - a ? kMaxU64 : a + b;
+}
+
+// The bucket's refill period in ns; aborts on a config no caller should have let through,
+// since the arithmetic below is only safe within ValidateTokenBucket's bounds.
+std::uint64_t RefillNs(const TokenBucketConfig& config) {
+  if (absl::Status status = ValidateTokenBucket(config, "token_bucket");
+      !status.ok() || !config.enabled()) {
+    EMBER_LOG(kError) << "invalid token bucket reached the rate limiter: " << status.message();
+    std::abort();
+  }
+  return config.refill_time_ms * kNsPerMs;
+}
+
 }  // namespace
 
 const Clock& Clock::System() {
@@ -39,7 +63,7 @@ const Clock& Clock::System() {
 
 TokenBucket::TokenBucket(const TokenBucketConfig& config, std::uint64_t now_ns)
     : config_(config),
-      refill_ns_(config.refill_time_ms * kNsPerMs),
+      refill_ns_(RefillNs(config)),
       budget_(config.size),
       one_time_burst_(config.one_time_burst),
       last_refill_ns_(now_ns) {}
@@ -59,11 +83,10 @@ void TokenBucket::Refill(std::uint64_t now_ns) {
   if (earned == 0) return;  // keep last_refill_ns_ so that partial tokens accumulate
   // Advance by the time the whole tokens took, carrying the remainder to the next refill.
   last_refill_ns_ += static_cast<std::uint64_t>(earned * refill_ns_ / config_.size);
-  std::uint64_t tokens =
-      static_cast<std::uint64_t>(std::min<Wide>(earned, Wide{config_.size} + debt_));
-  const std::uint64_t paid = std::min(tokens, debt_);
+  // The debt is paid first; the rest fills the bucket, and what does not fit is lost.
+  const auto paid = static_cast<std::uint64_t>(std::min<Wide>(earned, debt_));
   debt_ -= paid;
-  tokens -= paid;
+  const auto tokens = static_cast<std::uint64_t>(std::min<Wide>(earned - paid, config_.size));
   budget_ = std::min(config_.size, budget_ + tokens);
   if (budget_ == config_.size) last_refill_ns_ = now_ns;  // a full bucket banks nothing
 }
@@ -84,7 +107,7 @@ TokenBucket::Reduction TokenBucket::Reduce(std::uint64_t tokens, std::uint64_t n
   if (tokens > config_.size) {
     // Can never fit: let it through, empty the bucket and owe the rest, so the average rate
     // still holds (the limiter blocks until the debt is repaid).
-    debt_ += tokens - budget_;
+    debt_ = SaturatingAdd(debt_, tokens - budget_);
     budget_ = 0;
     return Reduction::kOverConsumption;
   }
@@ -93,18 +116,20 @@ TokenBucket::Reduction TokenBucket::Reduce(std::uint64_t tokens, std::uint64_t n
 }
 
 void TokenBucket::Replenish(std::uint64_t tokens) {
-  budget_ = std::min(config_.size, budget_ + tokens);
+  budget_ = std::min(config_.size, budget_ + std::min(tokens, config_.size));
 }
 
 std::uint64_t TokenBucket::NsToRefill(std::uint64_t tokens) const {
   const std::uint64_t wanted = std::min(tokens, config_.size);
   const Wide needed = Wide{debt_} + (wanted > budget_ ? wanted - budget_ : 0);
-  // Rounded up: waking early would only fail again.
-  return static_cast<std::uint64_t>((needed * refill_ns_ + config_.size - 1) / config_.size);
+  // Rounded up: waking early would only fail again. A debt of centuries saturates.
+  return static_cast<std::uint64_t>(
+      std::min<Wide>((needed * refill_ns_ + config_.size - 1) / config_.size, kMaxU64));
 }
 
 absl::StatusOr<RateLimiter> RateLimiter::Create(const RateLimiterConfig& config,
                                                 const Clock& clock) {
+  EMBER_RETURN_IF_ERROR(ValidateRateLimiterConfig(config, "rate_limiter"));
   base::UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer) return base::ErrnoError("timerfd_create", "rate limiter");
   RateLimiter limiter(std::move(timer), clock);

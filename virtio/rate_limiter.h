@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "vmm/base/unique_fd.h"
 
@@ -20,14 +21,61 @@ class Clock {
 
 // One token bucket, with Firecracker's semantics: `size` tokens refill linearly over
 // `refill_time_ms`; `one_time_burst` extra tokens are available once, at start, and are not
-// refilled. A size or refill time of 0 means "no limit".
+// refilled. A size of 0 means "no limit". Valid values: ValidateTokenBucket.
 struct TokenBucketConfig {
   std::uint64_t size = 0;
   std::uint64_t one_time_burst = 0;
   std::uint64_t refill_time_ms = 0;
 
-  [[nodiscard]] bool enabled() const { return size != 0 && refill_time_ms != 0; }
+  [[nodiscard]] bool enabled() const { return size != 0; }
 };
+
+struct RateLimiterConfig {
+  TokenBucketConfig bandwidth;  // bytes
+  TokenBucketConfig ops;        // operations
+};
+
+// The valid range of a bucket, one rule wherever limits come from (ember-vmm's config,
+// emberd's API, runtime updates over the control channel). Size 0 disables the bucket and
+// the other fields are then ignored; otherwise size and one_time_burst are at most
+// kMaxBucketTokens and refill_time_ms is 1 to kMaxRefillTimeMs. Within these bounds the token
+// arithmetic cannot overflow (rate_limiter.cc), and they are far beyond any real limit: 1 TiB
+// per millisecond at one end, one token per hour at the other.
+inline constexpr std::uint64_t kMaxBucketTokens = std::uint64_t{1} << 40;
+inline constexpr std::uint64_t kMaxRefillTimeMs = 3'600'000;  // one hour
+
+// OK, or INVALID_ARGUMENT naming `field` and the member by its config name, e.g.
+// "drives[0].rate_limiter.bandwidth.refill_time: ...". Any thread. Inline so that emberd,
+// which links nothing of the VMM, checks API requests by the same rule.
+[[nodiscard]] inline absl::Status ValidateTokenBucket(const TokenBucketConfig& bucket,
+                                                      const std::string& field) {
+  if (bucket.size == 0) return absl::OkStatus();
+  const std::string max_tokens = std::to_string(kMaxBucketTokens);
+  if (bucket.size > kMaxBucketTokens) {
+    return absl::InvalidArgumentError(field + ".size: must be at most " + max_tokens +
+                                      " (2^40), got " + std::to_string(bucket.size));
+  }
+  if (bucket.one_time_burst > kMaxBucketTokens) {
+    return absl::InvalidArgumentError(field + ".one_time_burst: must be at most " + max_tokens +
+                                      " (2^40), got " + std::to_string(bucket.one_time_burst));
+  }
+  if (bucket.refill_time_ms == 0 || bucket.refill_time_ms > kMaxRefillTimeMs) {
+    return absl::InvalidArgumentError(
+        field + ".refill_time: must be 1 to " + std::to_string(kMaxRefillTimeMs) +
+        " ms when size is set, got " + std::to_string(bucket.refill_time_ms));
+  }
+  return absl::OkStatus();
+}
+
+// Both buckets, named `field`.bandwidth and `field`.ops. Any thread.
+[[nodiscard]] inline absl::Status ValidateRateLimiterConfig(const RateLimiterConfig& config,
+                                                            const std::string& field) {
+  if (absl::Status status = ValidateTokenBucket(config.bandwidth, field + ".bandwidth");
+      !status.ok()) {
+    return status;
+  }
+  return ValidateTokenBucket(config.ops, field + ".ops");
+}
 
 class TokenBucket {
  public:
@@ -37,7 +85,8 @@ class TokenBucket {
     kOverConsumption,  // more than the bucket holds: it was emptied and the excess is owed
   };
 
-  // A full bucket as of `now_ns`. `config` must be enabled().
+  // A full bucket as of `now_ns`. `config` must be enabled() and valid (ValidateTokenBucket);
+  // anything else is a caller's bug and aborts.
   TokenBucket(const TokenBucketConfig& config, std::uint64_t now_ns);
 
   [[nodiscard]] Reduction Reduce(std::uint64_t tokens, std::uint64_t now_ns);
@@ -67,11 +116,6 @@ class TokenBucket {
   std::uint64_t debt_ = 0;
 };
 
-struct RateLimiterConfig {
-  TokenBucketConfig bandwidth;  // bytes
-  TokenBucketConfig ops;        // operations
-};
-
 // A bandwidth bucket and an operations bucket in front of one device. When the device asks
 // for more than the buckets hold, Consume says no and arms timer_fd() for the moment enough
 // tokens will have refilled; the device stops taking requests and, when the VMM loop sees
@@ -82,6 +126,8 @@ class RateLimiter {
  public:
   enum class TokenType { kBytes, kOps };
 
+  // INVALID_ARGUMENT ("rate_limiter.bandwidth.refill_time: ...") for a config
+  // ValidateRateLimiterConfig refuses.
   [[nodiscard]] static absl::StatusOr<RateLimiter> Create(
       const RateLimiterConfig& config, const Clock& clock = Clock::System());
 
@@ -103,7 +149,8 @@ class RateLimiter {
   void OnTimer();
 
   // Replaces the buckets given (nullopt keeps a bucket, a disabled config removes it). A
-  // replaced bucket starts full, as in Firecracker.
+  // replaced bucket starts full, as in Firecracker. The caller has validated the configs
+  // (ValidateTokenBucket); an invalid one aborts.
   void Update(const std::optional<TokenBucketConfig>& bandwidth,
               const std::optional<TokenBucketConfig>& ops);
 

@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "vmm/base/status.h"
+
 namespace ember::vmm {
 namespace {
 
@@ -36,8 +38,8 @@ absl::StatusOr<virtio::block::BlockConfig> DriveConfig(const v1::Drive& drive,
   } else {
     return error("cache_type", "\"" + drive.cache_type() + "\" is not Unsafe or Writeback");
   }
-  config.rate_limiter.bandwidth = TokenBucketOf(drive.rate_limiter().bandwidth());
-  config.rate_limiter.ops = TokenBucketOf(drive.rate_limiter().ops());
+  EMBER_ASSIGN_OR_RETURN(config.rate_limiter,
+                         RateLimiterOf(drive.rate_limiter(), where + ".rate_limiter"));
   return config;
 }
 
@@ -51,8 +53,20 @@ bool ValidDeviceId(const std::string& id) {
   return true;
 }
 
-virtio::TokenBucketConfig TokenBucketOf(const v1::TokenBucket& bucket) {
-  return {bucket.size(), bucket.one_time_burst(), bucket.refill_time()};
+absl::StatusOr<virtio::TokenBucketConfig> TokenBucketOf(const v1::TokenBucket& bucket,
+                                                        const std::string& field) {
+  virtio::TokenBucketConfig config{bucket.size(), bucket.one_time_burst(), bucket.refill_time()};
+  EMBER_RETURN_IF_ERROR(virtio::ValidateTokenBucket(config, field));
+  return config;
+}
+
+absl::StatusOr<virtio::RateLimiterConfig> RateLimiterOf(const v1::RateLimiter& limiter,
+                                                        const std::string& field) {
+  virtio::RateLimiterConfig config;
+  EMBER_ASSIGN_OR_RETURN(config.bandwidth,
+                         TokenBucketOf(limiter.bandwidth(), field + ".bandwidth"));
+  EMBER_ASSIGN_OR_RETURN(config.ops, TokenBucketOf(limiter.ops(), field + ".ops"));
+  return config;
 }
 
 absl::StatusOr<std::vector<virtio::block::BlockConfig>> DriveConfigs(const v1::VmConfig& config) {

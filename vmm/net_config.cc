@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "vmm/base/status.h"
 #include "vmm/drive_config.h"
 
 namespace ember::vmm {
@@ -16,10 +17,6 @@ constexpr std::uint64_t kMaxGuestCid = 0xfffffffeull;
 // "_<port>" is appended for the per-port listeners the guest connects to.
 constexpr std::size_t kMaxUdsPathLength =
     sizeof(sockaddr_un::sun_path) - 1 - (sizeof("_4294967295") - 1);
-
-virtio::RateLimiterConfig Limiter(const v1::RateLimiter& limiter) {
-  return {TokenBucketOf(limiter.bandwidth()), TokenBucketOf(limiter.ops())};
-}
 
 absl::StatusOr<virtio::net::NetConfig> InterfaceConfig(const v1::NetworkInterface& ni,
                                                        const std::string& where) {
@@ -42,8 +39,10 @@ absl::StatusOr<virtio::net::NetConfig> InterfaceConfig(const v1::NetworkInterfac
     if (!mac.ok()) return error("guest_mac", std::string(mac.status().message()));
     config.guest_mac = *mac;
   }
-  config.rx_rate_limiter = Limiter(ni.rx_rate_limiter());
-  config.tx_rate_limiter = Limiter(ni.tx_rate_limiter());
+  EMBER_ASSIGN_OR_RETURN(config.rx_rate_limiter,
+                         RateLimiterOf(ni.rx_rate_limiter(), where + ".rx_rate_limiter"));
+  EMBER_ASSIGN_OR_RETURN(config.tx_rate_limiter,
+                         RateLimiterOf(ni.tx_rate_limiter(), where + ".tx_rate_limiter"));
   return config;
 }
 

@@ -278,6 +278,11 @@ class EmberdTest(VmChecks, unittest.TestCase):
             d = dup_drive.drives.add()
             d.drive_id = "root"
             d.path_on_host = "/dev/null"
+        # 2^58 ms: 0 ns once multiplied out in 64 bits (ember-vmm used to die of SIGFPE).
+        overflowing_bucket = ec.cfg.TokenBucket(size=4096, refill_time=288230376151711744)
+        overflowing_drive = ec.config()
+        d = overflowing_drive.drives.add(drive_id="root", path_on_host="/dev/null")
+        d.rate_limiter.bandwidth.CopyFrom(overflowing_bucket)
         I, N, E, F, R = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION,
                          grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -298,6 +303,9 @@ class EmberdTest(VmChecks, unittest.TestCase):
              I, "kernel_image_path"),
             ("duplicate drive", s.Create, api.CreateRequest(vm_id="x", config=dup_drive), I,
              "drive_id"),
+            ("create overflowing refill", s.Create,
+             api.CreateRequest(vm_id="x", config=overflowing_drive), I,
+             "config.drives[0].rate_limiter.bandwidth.refill_time"),
             ("create taken id", s.Create, api.CreateRequest(vm_id="busy", config=ec.config()),
              E, "busy"),
             ("start empty id", s.Start, api.VmRequest(), I, "vm_id"),
@@ -339,6 +347,11 @@ class EmberdTest(VmChecks, unittest.TestCase):
                 vm_id="busy", drives=[api.DriveRateLimit(
                     drive_id="d", rate_limiter=ec.cfg.RateLimiter(
                         bandwidth=ec.cfg.TokenBucket(size=1000)))]), I, "refill_time"),
+            ("rate limit overflowing refill", s.UpdateRateLimits, api.UpdateRateLimitsRequest(
+                vm_id="busy", interfaces=[api.InterfaceRateLimit(
+                    iface_id="eth0", tx_rate_limiter=ec.cfg.RateLimiter(
+                        ops=overflowing_bucket))]), I,
+             "interfaces[0].tx_rate_limiter.ops.refill_time"),
             ("console unknown", lambda r, timeout: list(s.StreamConsole(r, timeout=timeout)),
              api.StreamConsoleRequest(vm_id="nope"), N, "nope"),
         ]

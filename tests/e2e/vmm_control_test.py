@@ -255,6 +255,13 @@ class VmmControlDriveTest(VmmFixture):
         response = self.call(controller, bad)
         self.assertEqual(response.code, 3, response.message)  # no refill_time
         self.assertIn("refill_time", response.message)
+        def overflowing(r):
+            bucket = r.update_rate_limits.drives.add(drive_id="disk").rate_limiter.bandwidth
+            bucket.size = 4096
+            bucket.refill_time = 288230376151711744  # 2^58 ms: 0 ns in 64 bits
+        response = self.call(controller, overflowing)
+        self.assertEqual(response.code, 3, response.message)  # INVALID_ARGUMENT
+        self.assertIn("drives[0].rate_limiter.bandwidth.refill_time", response.message)
         metrics = self.call(controller, lambda r: r.get_metrics.SetInParent())
         self.assertEqual(json.loads(metrics.metrics_json)["control"]["rate_limit_updates"], 1)
 

@@ -16,6 +16,7 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/metrics.h"
 #include "vmm/base/status.h"
+#include "vmm/drive_config.h"
 
 namespace ember::control {
 namespace {
@@ -35,15 +36,12 @@ v1::VmmStatus::State ToProto(vmm::Vmm::State state) {
 }
 
 // An unset bucket keeps the device's current one (nullopt); a set one replaces it, and
-// size 0 removes the limit.
+// size 0 removes the limit. Checked by the same rule as the VM config.
 absl::StatusOr<std::optional<virtio::TokenBucketConfig>> Bucket(bool has,
                                                                 const v1::TokenBucket& bucket,
                                                                 const std::string& where) {
   if (!has) return std::nullopt;
-  if (bucket.size() != 0 && bucket.refill_time() == 0) {
-    return absl::InvalidArgumentError(where + ".refill_time: must be non-zero with a size");
-  }
-  return virtio::TokenBucketConfig{bucket.size(), bucket.one_time_burst(), bucket.refill_time()};
+  return vmm::TokenBucketOf(bucket, where);
 }
 
 struct LimiterUpdate {

@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "virtio/rate_limiter.h"  // ValidateTokenBucket only (inline); nothing linked
 #include "vmm/base/clock.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/vm_config.h"  // limits only (constants); emberd links nothing of the VMM
@@ -16,8 +17,6 @@ namespace {
 constexpr std::size_t kMaxVmIdLength = 64;
 constexpr std::size_t kMaxCmdline = 2047;
 constexpr std::uint32_t kMaxClones = 64;
-constexpr std::uint64_t kMaxBucketSize = std::uint64_t{1} << 40;
-constexpr std::uint64_t kMaxRefillMs = 3'600'000;
 constexpr std::uint32_t kMaxStopTimeoutMs = 60'000;
 constexpr std::size_t kMaxConsoleChunk = 64 * 1024;
 
@@ -30,18 +29,10 @@ absl::Status Invalid(const std::string& field, const std::string& problem) {
   return absl::InvalidArgumentError(field + ": " + problem);
 }
 
+// The rule ember-vmm applies to its config and to runtime updates.
 absl::Status ValidateBucket(const std::string& field, const v1::TokenBucket& bucket) {
-  if (bucket.size() > kMaxBucketSize) {
-    return Invalid(field + ".size", "at most 2^40, got " + std::to_string(bucket.size()));
-  }
-  if (bucket.one_time_burst() > kMaxBucketSize) {
-    return Invalid(field + ".one_time_burst", "at most 2^40");
-  }
-  if (bucket.size() != 0 && (bucket.refill_time() == 0 || bucket.refill_time() > kMaxRefillMs)) {
-    return Invalid(field + ".refill_time", "must be 1 to 3600000 ms when size is set, got " +
-                                               std::to_string(bucket.refill_time()));
-  }
-  return absl::OkStatus();
+  return virtio::ValidateTokenBucket({bucket.size(), bucket.one_time_burst(), bucket.refill_time()},
+                                     field);
 }
 
 absl::Status ValidateHostPath(const std::string& field, const std::string& path,

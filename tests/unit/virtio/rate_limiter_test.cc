@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/timerfd.h>
 
+#include <limits>
+
 #include "virtio/testing/fake_clock.h"
 
 namespace ember::virtio {
@@ -176,14 +178,93 @@ TEST(TokenBucket, PartialTokensAccumulateAcrossSmallSteps) {
   EXPECT_EQ(granted, 3);
 }
 
-TEST(RateLimiter, HugeBucketsDoNotOverflow) {
+TEST(RateLimiter, LargestValidBucketDoesNotOverflow) {
   FakeClock clock;
-  const std::uint64_t size = 1ull << 50;
-  RateLimiter limiter = MakeLimiter({{size, 0, 1'000'000}, {}}, clock);
+  const std::uint64_t size = kMaxBucketTokens;
+  RateLimiter limiter = MakeLimiter({{size, 0, kMaxRefillTimeMs}, {}}, clock);
   ASSERT_TRUE(limiter.Consume(size, TokenType::kBytes));
-  clock.AdvanceMs(500'000);
+  clock.AdvanceMs(kMaxRefillTimeMs / 2);
   EXPECT_TRUE(limiter.Consume(size / 2, TokenType::kBytes));
   EXPECT_FALSE(limiter.Consume(size / 1000, TokenType::kBytes));
+}
+
+TEST(RateLimiter, CreateRefusesABucketOutsideTheValidRange) {
+  // The refill time that used to make the refill period exactly 0 ns (2^58 ms * 10^6 wraps).
+  FakeClock clock;
+  auto limiter = RateLimiter::Create({{1, 0, 288230376151711744}, {}}, clock);
+  ASSERT_FALSE(limiter.ok());
+  EXPECT_EQ(limiter.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(limiter.status().message().find("rate_limiter.bandwidth.refill_time"),
+            std::string::npos)
+      << limiter.status();
+}
+
+TEST(RateLimiterDeathTest, UpdateWithAnUnvalidatedBucketAborts) {
+  FakeClock clock;
+  RateLimiter limiter = MakeLimiter({}, clock);
+  EXPECT_DEATH(limiter.Update(std::nullopt, TokenBucketConfig{1, 0, 0}), "refill_time");
+}
+
+TEST(TokenBucket, WaitForAHugeDebtOnTheSlowestBucketSaturates) {
+  // 2^40 tokens owed at one token per hour is ~4e24 ns: more than 64 bits hold.
+  TokenBucket bucket({1, 0, kMaxRefillTimeMs}, 0);
+  ASSERT_EQ(bucket.Reduce(kMaxBucketTokens, 0), TokenBucket::Reduction::kOverConsumption);
+  EXPECT_EQ(bucket.NsToRefill(0), std::numeric_limits<std::uint64_t>::max());
+}
+
+TEST(TokenBucket, DebtSaturatesInsteadOfWrapping) {
+  const std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+  TokenBucket bucket({1, 0, 1}, 0);
+  ASSERT_EQ(bucket.Reduce(max, 0), TokenBucket::Reduction::kOverConsumption);
+  ASSERT_EQ(bucket.Reduce(max, 0), TokenBucket::Reduction::kOverConsumption);
+  EXPECT_EQ(bucket.debt(), max);
+}
+
+TEST(TokenBucket, HugeReplenishFillsTheBucketWithoutWrapping) {
+  TokenBucket bucket({100, 0, 1}, 0);
+  ASSERT_EQ(bucket.Reduce(60, 0), TokenBucket::Reduction::kSuccess);
+  bucket.Replenish(std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(bucket.budget(), 100u);
+}
+
+TEST(ValidateTokenBucket, SizeZeroDisablesTheBucketWhateverTheOtherFields) {
+  EXPECT_TRUE(ValidateTokenBucket({0, ~0ull, ~0ull}, "b").ok());
+  EXPECT_TRUE(ValidateTokenBucket({}, "b").ok());
+}
+
+TEST(ValidateTokenBucket, LargestAndSmallestLimitsAreValid) {
+  EXPECT_TRUE(
+      ValidateTokenBucket({kMaxBucketTokens, kMaxBucketTokens, kMaxRefillTimeMs}, "b").ok());
+  EXPECT_TRUE(ValidateTokenBucket({1, 0, 1}, "b").ok());
+}
+
+TEST(ValidateTokenBucket, SizeWithoutRefillTimeIsNamed) {
+  EXPECT_EQ(ValidateTokenBucket({1, 0, 0}, "drives[0].rate_limiter.ops").message(),
+            "drives[0].rate_limiter.ops.refill_time: must be 1 to 3600000 ms when size is set, "
+            "got 0");
+}
+
+TEST(ValidateTokenBucket, RefillTimeAboveAnHourIsNamed) {
+  EXPECT_EQ(ValidateTokenBucket({1, 0, kMaxRefillTimeMs + 1}, "b").message(),
+            "b.refill_time: must be 1 to 3600000 ms when size is set, got 3600001");
+  EXPECT_EQ(ValidateTokenBucket({1, 0, 288230376151711744}, "b").code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ValidateTokenBucket, SizeAbove2To40IsNamed) {
+  EXPECT_EQ(ValidateTokenBucket({kMaxBucketTokens + 1, 0, 100}, "b").message(),
+            "b.size: must be at most 1099511627776 (2^40), got 1099511627777");
+}
+
+TEST(ValidateTokenBucket, OneTimeBurstAbove2To40IsNamed) {
+  EXPECT_EQ(ValidateTokenBucket({1, kMaxBucketTokens + 1, 100}, "b").message(),
+            "b.one_time_burst: must be at most 1099511627776 (2^40), got 1099511627777");
+}
+
+TEST(ValidateRateLimiterConfig, NamesTheBucketAtFault) {
+  const absl::Status status = ValidateRateLimiterConfig({{1, 0, 100}, {1, 0, 0}}, "rx");
+  EXPECT_EQ(status.message().substr(0, 19), "rx.ops.refill_time:") << status;
+  EXPECT_TRUE(ValidateRateLimiterConfig({{1, 0, 100}, {}}, "rx").ok());
 }
 
 TEST(RateLimiter, SavedLevelsRestoreIntoANewLimiter) {

@@ -67,6 +67,14 @@ TEST(VmmCli, OverlongCommandLineIsRejected) {
                  "boot-source.boot_args");
 }
 
+TEST(VmmCli, RateLimiterRefillTimeThatUsedToCrashIsRejected) {
+  // 2^58 ms is 0 ns once multiplied out in 64 bits: ember-vmm died of SIGFPE on first I/O.
+  ExpectBadInput({"--config", Config(R"({"drives": [{"drive_id": "d", "path_on_host": "/x",
+                     "rate_limiter": {"bandwidth": {"size": 4096,
+                                                    "refill_time": 288230376151711744}}}]})")},
+                 "drives[0].rate_limiter.bandwidth.refill_time: must be 1 to 3600000 ms");
+}
+
 TEST(VmmCli, UnopenableExitRecordIsNamed) {
   ExpectBadInput({"--exit-record", "/nonexistent/dir/exit"}, "/nonexistent/dir/exit");
 }

@@ -192,6 +192,37 @@ TEST(VmConfig, OneFileAsTwoWritableDrivesIsRejected) {
   EXPECT_NE(error.find("drives"), std::string::npos) << error;
 }
 
+TEST(VmConfig, DriveRefillTimeThatWouldOverflowIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x", "rate_limiter":
+                         {"bandwidth": {"size": 1048576, "refill_time": 288230376151711744}}}]})"),
+            "drives[0].rate_limiter.bandwidth.refill_time: must be 1 to 3600000 ms when size is "
+            "set, got 288230376151711744");
+}
+
+TEST(VmConfig, DriveBucketWithSizeButNoRefillTimeIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x",
+                                    "rate_limiter": {"ops": {"size": 100}}}]})"),
+            "drives[0].rate_limiter.ops.refill_time: must be 1 to 3600000 ms when size is set, "
+            "got 0");
+}
+
+TEST(VmConfig, NetworkInterfaceBucketAbove2To40IsNamed) {
+  EXPECT_NE(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                         "tx_rate_limiter": {"ops": {"size": 1099511627777, "refill_time": 1}}}]})")
+                .find("network-interfaces[0].tx_rate_limiter.ops.size: "),
+            std::string::npos);
+}
+
+TEST(VmConfig, NetworkInterfaceWithLargestLimitsOrSizeZeroIsValid) {
+  EXPECT_EQ(ErrorOf(R"({"network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                         "rx_rate_limiter": {"bandwidth": {"size": 1099511627776,
+                                                           "one_time_burst": 1099511627776,
+                                                           "refill_time": 3600000}},
+                         "tx_rate_limiter": {"ops": {"size": 0, "refill_time": 288230376151711744}}
+                        }]})"),
+            "");
+}
+
 TEST(VmConfig, BaselineCpuTemplateIsAccepted) {
   EXPECT_EQ(ErrorOf(R"({"machine-config": {"cpu_template": "baseline"}})"), "");
 }
