@@ -137,10 +137,11 @@ class Vmm {
   // beneath it.
   [[nodiscard]] static absl::StatusOr<base::GuestMemory> MapSnapshotMemory(
       const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges);
-  // Pages written since the last snapshot (guest and devices), one bit per page of the
-  // memory's backing layout; resets the tracking.
-  [[nodiscard]] absl::StatusOr<std::vector<std::uint64_t>> TakeDirtyPages(
-      const v1::SnapshotState& state);
+  // OR-s the pages written since the last call (guest and devices) into `dirty`, one bit
+  // per page of the memory's backing layout, sizing it first; resets the tracking. On an
+  // error, what was taken before it is in `dirty`.
+  [[nodiscard]] absl::Status TakeDirtyPages(const v1::SnapshotState& state,
+                                            std::vector<std::uint64_t>& dirty);
   [[nodiscard]] absl::Status WatchSnapshotSignal(const SnapshotPaths& paths);
   // Hands a configured vCPU to a runner thread (not started yet).
   void AdoptVcpu(kvm::Vcpu vcpu, std::uint64_t start_us);
@@ -185,6 +186,10 @@ class Vmm {
   // Memory files a diff snapshot taken now would apply onto: the last full snapshot's, then
   // the diffs since. Empty until a snapshot is taken or restored.
   std::vector<std::string> snapshot_chain_;
+  // Pages written since the last snapshot whose files were all written: taken out of the
+  // dirty tracking by CreateSnapshot and kept here until a snapshot succeeds, so a failed
+  // one (disk full, EIO) leaves them for the next diff. Empty when nothing is pending.
+  std::vector<std::uint64_t> pending_dirty_;
   int diff_snapshots_taken_ = 0;  // standalone SIGUSR2 snapshots, for their file names
   // The CPUID table each vCPU was given, as set (see SaveVcpuState).
   std::vector<std::vector<kvm_cpuid_entry2>> vcpu_cpuid_;

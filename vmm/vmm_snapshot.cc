@@ -108,9 +108,11 @@ absl::StatusOr<v1::SnapshotState> Vmm::CaptureState() {
   return state;
 }
 
-absl::StatusOr<std::vector<std::uint64_t>> Vmm::TakeDirtyPages(const v1::SnapshotState& state) {
-  std::vector<std::uint64_t> dirty((memory_->page_count() + 63) / 64, 0);
-  // KVM's log is per memslot (one per region), indexed from the slot's start.
+absl::Status Vmm::TakeDirtyPages(const v1::SnapshotState& state,
+                                 std::vector<std::uint64_t>& dirty) {
+  dirty.resize((memory_->page_count() + 63) / 64, 0);
+  // KVM's log is per memslot (one per region), indexed from the slot's start. Each slot's
+  // log goes into `dirty` as soon as it is taken, so a later failure loses nothing.
   const auto& regions = memory_->regions();
   for (std::uint32_t slot = 0; slot < regions.size(); ++slot) {
     std::vector<std::uint64_t> log((regions[slot].size / 4096 + 63) / 64, 0);
@@ -137,7 +139,7 @@ absl::StatusOr<std::vector<std::uint64_t>> Vmm::TakeDirtyPages(const v1::Snapsho
     }
   }
   memory_->TakeDirtyPages(dirty);
-  return dirty;
+  return absl::OkStatus();
 }
 
 absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
@@ -154,25 +156,30 @@ absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
   }
   std::uint64_t start = base::MonotonicMicros();
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, CaptureState());
-  std::vector<std::uint64_t> dirty;
   if (memory_->dirty_tracking()) {
     // Taken after the devices were quiesced (CaptureState), so their last writes count; a
-    // full snapshot takes them too, to start the next diff from here.
-    EMBER_ASSIGN_OR_RETURN(dirty, TakeDirtyPages(state));
+    // full snapshot takes them too, to start the next diff from here. Taking them clears
+    // KVM's log and memory's own, so they join the pages a failed attempt left pending and
+    // stay pending until this snapshot's files are all written.
+    EMBER_RETURN_IF_ERROR(TakeDirtyPages(state, pending_dirty_));
   }
   std::vector<v1::MemoryRegion> layout;
+  std::vector<std::string> chain;
   if (paths.diff) {
-    EMBER_ASSIGN_OR_RETURN(layout,
-                           snapshot::WriteDiffMemoryFile(*memory_, dirty, paths.memory_path));
+    EMBER_ASSIGN_OR_RETURN(
+        layout, snapshot::WriteDiffMemoryFile(*memory_, pending_dirty_, paths.memory_path));
     state.set_kind(v1::SnapshotState::DIFF);
     for (const std::string& base : snapshot_chain_) state.add_base_memory_files(base);
+    chain = snapshot_chain_;
   } else {
     EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteMemoryFile(*memory_, paths.memory_path));
-    snapshot_chain_.clear();
   }
-  snapshot_chain_.push_back(paths.memory_path);
+  chain.push_back(paths.memory_path);
   for (const v1::MemoryRegion& region : layout) *state.add_memory() = region;
   EMBER_RETURN_IF_ERROR(snapshot::WriteStateFile(paths.state_path, state));
+  // Only a snapshot that can be restored becomes the base of the next diff.
+  snapshot_chain_ = std::move(chain);
+  pending_dirty_.clear();
   std::uint64_t elapsed = base::MonotonicMicros() - start;
   base::MetricsRegistry::Global().Get("snapshot", "create_us")->Set(elapsed);
   EMBER_LOG(kInfo) << (paths.diff ? "diff " : "") << "snapshot written to " << paths.state_path << " and " << paths.memory_path

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -44,6 +45,12 @@ int LastCount(const std::string& out) {
   return last;
 }
 
+// Waits up to 10 s for `text` to appear in the log file at `path`; true when it did.
+bool WaitForLog(const std::string& path, const std::string& text) {
+  for (int i = 0; i < 200 && ReadFile(path).find(text) == std::string::npos; ++i) usleep(50'000);
+  return ReadFile(path).find(text) != std::string::npos;
+}
+
 struct Snapshot {
   std::string state;
   std::string memory;
@@ -68,14 +75,10 @@ Snapshot TakeSnapshot(int at) {
                "--snapshot-mem-path", snap.memory, "--log-path", dir + "/vmm.log"});
   EXPECT_TRUE(vmm.WaitForOutput("count " + std::to_string(at) + "\n", seconds(60)));
   vmm.Signal(SIGUSR1);
-  for (int i = 0; i < 200 && ReadFile(dir + "/vmm.log").find("snapshot written") ==
-                                 std::string::npos; ++i) {
-    usleep(50'000);
-  }
+  bool written = WaitForLog(dir + "/vmm.log", "snapshot written");
   vmm.Signal(SIGKILL);
   ProcessResult original = vmm.Wait(seconds(10));
-  EXPECT_NE(ReadFile(dir + "/vmm.log").find("snapshot written"), std::string::npos)
-      << ReadFile(dir + "/vmm.log");
+  EXPECT_TRUE(written) << ReadFile(dir + "/vmm.log");
   // The original was paused for the snapshot; whatever it printed before is the floor.
   snap.count_at_snapshot = at;
   return snap;
@@ -154,10 +157,7 @@ TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
                      "machine-config": {"track_dirty_pages": true}})");
   Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", state,
                "--snapshot-mem-path", memory, "--log-path", log});
-  auto wait_log = [&](const std::string& text) {
-    for (int i = 0; i < 200 && ReadFile(log).find(text) == std::string::npos; ++i) usleep(50'000);
-    return ReadFile(log).find(text) != std::string::npos;
-  };
+  auto wait_log = [&](const std::string& text) { return WaitForLog(log, text); };
   ASSERT_TRUE(vmm.WaitForOutput("count 3\n", seconds(60)));
   vmm.Signal(SIGUSR1);
   ASSERT_TRUE(wait_log("snapshot written")) << ReadFile(log);
@@ -193,6 +193,47 @@ TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
   expect_resumes_at_ten(RunProcess({BinPath("ember-vmm"), "--restore-from", dir + "/merged.state",
                                     "--restore-mem", dir + "/merged.mem"},
                                    seconds(120)));
+}
+
+// A diff snapshot that fails (here: its memory file's path is a directory) has already taken
+// the dirty-page record; the next diff must still hold the pages written before the failure.
+// The guest counts (full snapshot), then fills 32 MiB in its `touch` scenario and waits, so
+// those pages are written after the full snapshot and never again.
+TEST_F(SnapshotTest, DiffAfterAFailedDiffHoldsThePagesWrittenBeforeTheFailure) {
+  // rootfs/testguest/touch_scenario.c: one word per page, below the MMIO gap, where the
+  // memory file's offsets are guest addresses.
+  constexpr std::uint64_t kTouchBase = 0x4000000;
+  constexpr std::uint32_t kTouchPages = 8192;
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string state = dir + "/vm.state", memory = dir + "/vm.mem", log = dir + "/vmm.log";
+  std::string config = WriteTempFile(
+      "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter,touch"},
+                     "machine-config": {"track_dirty_pages": true}})");
+  Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", state,
+               "--snapshot-mem-path", memory, "--log-path", log});
+  ASSERT_TRUE(vmm.WaitForOutput("count 2\n", seconds(60)));
+  vmm.Signal(SIGUSR1);
+  ASSERT_TRUE(WaitForLog(log, "snapshot written")) << ReadFile(log);
+  ASSERT_TRUE(vmm.WaitForOutput("touch ready\n", seconds(120)));
+  ASSERT_EQ(::mkdir((memory + "-diff1").c_str(), 0755), 0);
+  vmm.Signal(SIGUSR2);
+  ASSERT_TRUE(WaitForLog(log, "snapshot failed")) << ReadFile(log);
+  vmm.Signal(SIGUSR2);
+  ASSERT_TRUE(WaitForLog(log, "diff snapshot written to " + state + "-diff2")) << ReadFile(log);
+  vmm.Signal(SIGKILL);
+  vmm.Wait(seconds(10));
+
+  // A page the diff left out is a hole and reads as zero; every touched word is odd.
+  std::string diff = ReadFile(memory + "-diff2");
+  ASSERT_GE(diff.size(), kTouchBase + std::uint64_t{kTouchPages} * 4096);
+  std::uint32_t missing = 0;
+  for (std::uint32_t page = 0; page < kTouchPages; ++page) {
+    std::uint64_t word;
+    std::memcpy(&word, diff.data() + kTouchBase + std::uint64_t{page} * 4096, sizeof(word));
+    if (word != (std::uint64_t{page} * 0x9e3779b97f4a7c15ull | 1)) ++missing;
+  }
+  EXPECT_EQ(missing, 0u) << "of " << kTouchPages << " pages written before the failed diff";
 }
 
 TEST_F(SnapshotTest, DiffSnapshotWithoutDirtyTrackingIsRefusedAndTheVmRunsOn) {
