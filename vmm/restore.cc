@@ -1,11 +1,65 @@
 #include "vmm/restore.h"
 
+#include <vector>
+
+#include "absl/strings/str_format.h"
 #include "snapshot/memory_file.h"
 #include "snapshot/state_file.h"
+#include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/status.h"
 #include "vmm/vm_config.h"
 
 namespace ember::vmm {
+
+absl::Status CheckStateMatchesConfig(const v1::SnapshotState& state, const v1::VmConfig& config) {
+  const std::uint64_t mem_bytes = MemBytesOf(config);
+  const std::vector<base::GuestMemory::Range> ranges = arch::GuestRamRanges(mem_bytes);
+  if (state.memory_size() != static_cast<int>(ranges.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("it has %d memory regions; a VM of %d MiB has %d", state.memory_size(),
+                        mem_bytes / arch::kMiB, ranges.size()));
+  }
+  // Regions lie back to back in the memory file, in address order, as GuestMemory maps them.
+  std::uint64_t file_offset = 0;
+  for (int i = 0; i < state.memory_size(); ++i) {
+    const v1::MemoryRegion& region = state.memory(i);
+    const base::GuestMemory::Range& expected = ranges[static_cast<std::size_t>(i)];
+    if (region.guest_start() != expected.start || region.size() != expected.size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "memory region %d is 0x%x bytes at 0x%x; a VM of %d MiB has 0x%x bytes at 0x%x", i,
+          region.size(), region.guest_start(), mem_bytes / arch::kMiB, expected.size,
+          expected.start));
+    }
+    if (region.file_offset() != file_offset) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("memory region %d is at memory-file offset 0x%x; it must be at 0x%x",
+                          i, region.file_offset(), file_offset));
+    }
+    file_offset += region.size();
+  }
+  if (state.memory_file_size() != file_offset) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("it records a memory file of %d bytes; its memory regions fill %d",
+                        state.memory_file_size(), file_offset));
+  }
+  const std::uint32_t vcpu_count = VcpuCountOf(config);
+  if (state.vcpus_size() != static_cast<int>(vcpu_count)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "it has %d vCPUs; its configuration gives %d", state.vcpus_size(), vcpu_count));
+  }
+  std::vector<bool> seen(vcpu_count, false);
+  for (const v1::VcpuState& vcpu : state.vcpus()) {
+    if (vcpu.id() >= vcpu_count) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "vCPU id %d is out of range for %d vCPUs", vcpu.id(), vcpu_count));
+    }
+    if (seen[vcpu.id()]) {
+      return absl::InvalidArgumentError(absl::StrFormat("vCPU id %d appears twice", vcpu.id()));
+    }
+    seen[vcpu.id()] = true;
+  }
+  return absl::OkStatus();
+}
 
 absl::Status PrepareRestore(const std::string& state_path, const std::string& memory_path,
                             const RestoreOverrides& overrides, VmmOptions* options) {
@@ -13,10 +67,6 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
   EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(memory_path, state.memory_file_size()));
   for (const std::string& base : state.base_memory_files()) {
     EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(base, state.memory_file_size()));
-  }
-  if (state.vcpus_size() == 0 || state.memory_size() == 0) {
-    return absl::InvalidArgumentError("snapshot state file " + state_path +
-                                      " describes no vCPUs or no memory");
   }
   v1::VmConfig config = state.config();
   for (const auto& [id, path] : overrides.drive_paths) {
@@ -52,6 +102,13 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
     config.mutable_vsock()->set_uds_path(*overrides.vsock_uds_path);
   }
   EMBER_RETURN_IF_ERROR(ValidateVmConfig(config));
+  // The CRC proves the file intact, not that whoever wrote it was Ember: what gets mapped and
+  // created is derived from the configuration, and the state must describe exactly that.
+  if (auto status = CheckStateMatchesConfig(state, config); !status.ok()) {
+    return absl::InvalidArgumentError("snapshot state file " + state_path +
+                                      " does not match its configuration: " +
+                                      std::string(status.message()));
+  }
   options->config = std::move(config);
   options->restore = RestoreSource{std::move(state), memory_path};
   return absl::OkStatus();

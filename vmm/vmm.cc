@@ -30,6 +30,17 @@ constexpr std::uint64_t kMetricsFlushSeconds = 60;
 
 }  // namespace
 
+std::uint32_t VcpuCountOf(const v1::VmConfig& config) {
+  const v1::MachineConfig& machine = config.machine_config();
+  return machine.has_vcpu_count() ? machine.vcpu_count() : kDefaultVcpus;
+}
+
+std::uint64_t MemBytesOf(const v1::VmConfig& config) {
+  const v1::MachineConfig& machine = config.machine_config();
+  return std::uint64_t{machine.has_mem_size_mib() ? machine.mem_size_mib() : kDefaultMemMib} *
+         arch::kMiB;
+}
+
 absl::StatusOr<std::unique_ptr<Vmm>> Vmm::Create(const VmmOptions& options) {
   std::unique_ptr<Vmm> vmm(new Vmm());
   EMBER_RETURN_IF_ERROR(vmm->Build(options));
@@ -42,10 +53,8 @@ Vmm::~Vmm() {
 
 absl::Status Vmm::Build(const VmmOptions& options) {
   const v1::MachineConfig& machine = options.config.machine_config();
-  std::uint32_t vcpu_count = machine.has_vcpu_count() ? machine.vcpu_count() : kDefaultVcpus;
-  std::uint64_t mem_bytes =
-      std::uint64_t{machine.has_mem_size_mib() ? machine.mem_size_mib() : kDefaultMemMib} *
-      arch::kMiB;
+  std::uint32_t vcpu_count = VcpuCountOf(options.config);
+  std::uint64_t mem_bytes = MemBytesOf(options.config);
   metrics_path_ = options.config.metrics().metrics_path();
   config_ = options.config;
 
@@ -78,10 +87,9 @@ absl::Status Vmm::Build(const VmmOptions& options) {
   EMBER_ASSIGN_OR_RETURN(kvm_, kvm::Kvm::Open());
   EMBER_ASSIGN_OR_RETURN(vm_, kvm_->CreateVm());
   if (options.restore) {
-    std::vector<base::GuestMemory::Range> ranges;
-    for (const v1::MemoryRegion& region : options.restore->state.memory()) {
-      ranges.push_back({region.guest_start(), region.size()});
-    }
+    // The layout a VM of this size has, never the state file's own say (PrepareRestore
+    // refuses a state whose regions differ from it).
+    std::vector<base::GuestMemory::Range> ranges = arch::GuestRamRanges(mem_bytes);
     auto memory = options.restore->memory_backend == RestoreSource::MemoryBackend::kUffd
                       ? ServeSnapshotMemory(*options.restore, ranges)
                       : MapSnapshotMemory(*options.restore, ranges);
@@ -113,8 +121,9 @@ absl::Status Vmm::Build(const VmmOptions& options) {
     EMBER_RETURN_IF_ERROR(RestoreFromSnapshot(*options.restore, options.start_us));
     EMBER_RETURN_IF_ERROR(WatchEvents(options));
     state_ = State::kPaused;  // the guest is mid-run; Resume() (or Run()) starts the vCPUs
-    EMBER_LOG(kInfo) << "VM restored: " << vcpu_count << " vCPU(s), " << mem_bytes / arch::kMiB
-                     << " MiB from " << options.restore->memory_path;
+    EMBER_LOG(kInfo) << "VM restored: " << vcpus_.size() << " vCPU(s), "
+                     << memory_->total_size() / arch::kMiB << " MiB from "
+                     << options.restore->memory_path;
     return absl::OkStatus();
   }
 

@@ -65,6 +65,11 @@ struct VmmOptions {
   std::optional<SnapshotPaths> snapshot_on_sigusr1;
 };
 
+// What a VM built from `config` has: its vCPUs (ids 0 to count-1) and bytes of guest RAM,
+// defaults applied. Boot and restore both build from these.
+[[nodiscard]] std::uint32_t VcpuCountOf(const v1::VmConfig& config);
+[[nodiscard]] std::uint64_t MemBytesOf(const v1::VmConfig& config);
+
 // One microVM: KVM objects, guest memory, devices, vCPU threads and the VMM thread's event
 // loop. Create() builds it completely but runs nothing; Run() starts the vCPUs and serves
 // the loop on the calling thread (the VMM thread) until the VM ends.

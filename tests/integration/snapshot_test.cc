@@ -315,5 +315,35 @@ TEST_F(CorruptSnapshotTest, SnapshotNeedingCpuFeaturesThisHostLacksIsRefused) {
                 "CPU features this host lacks");
 }
 
+// A state file whose CRC is right but whose layout is not Ember's: refused before any of it
+// is mapped or created.
+TEST_F(CorruptSnapshotTest, MemoryRegionInTheMmioGapIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  auto state = snapshot::DecodeState(ReadFile(snap.state));
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->memory_size(), 1);
+  // The same memory file, its last page moved over the devices at the start of the gap.
+  v1::MemoryRegion* low = state->mutable_memory(0);
+  low->set_size(low->size() - 4096);
+  v1::MemoryRegion* gap = state->add_memory();
+  gap->set_guest_start(0xd0000000);
+  gap->set_size(4096);
+  gap->set_file_offset(low->size());
+  ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory,
+                "it has 2 memory regions; a VM of 128 MiB has 1");
+}
+
+TEST_F(CorruptSnapshotTest, DuplicateVcpuIsRefused) {
+  Snapshot snap = TakeSnapshot(2);
+  auto state = snapshot::DecodeState(ReadFile(snap.state));
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->vcpus_size(), 1);
+  // Two vCPUs, as the configuration says, but both of them vCPU 0.
+  state->mutable_config()->mutable_machine_config()->set_vcpu_count(2);
+  v1::VcpuState copy = state->vcpus(0);
+  *state->add_vcpus() = copy;
+  ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory, "vCPU id 0 appears twice");
+}
+
 }  // namespace
 }  // namespace ember::testing
