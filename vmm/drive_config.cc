@@ -8,6 +8,17 @@ namespace ember::vmm {
 namespace {
 
 constexpr std::size_t kMaxDeviceIdLength = 64;
+constexpr std::size_t kMaxPartuuidLength = 36;  // a GUID; an MBR one ("0eaa91a0-01") is shorter
+
+// Empty, or what root=PARTUUID= takes: it goes onto the kernel command line as it is, so a
+// space would smuggle in arguments of its own.
+bool ValidPartuuid(const std::string& partuuid) {
+  if (partuuid.size() > kMaxPartuuidLength) return false;
+  for (char c : partuuid) {
+    if (!std::isxdigit(static_cast<unsigned char>(c)) && c != '-') return false;
+  }
+  return true;
+}
 
 absl::StatusOr<virtio::block::BlockConfig> DriveConfig(const v1::Drive& drive,
                                                        const std::string& where) {
@@ -23,6 +34,11 @@ absl::StatusOr<virtio::block::BlockConfig> DriveConfig(const v1::Drive& drive,
   if (drive.path_on_host().empty()) return error("path_on_host", "is required");
   config.path = drive.path_on_host();
   config.read_only = drive.is_read_only();
+  config.direct_io = drive.direct_io();
+  if (!ValidPartuuid(drive.partuuid())) {
+    return error("partuuid", "\"" + drive.partuuid() +
+                                 "\" is not a partition UUID (hex digits and '-', at most 36)");
+  }
   // Firecracker's names; Ember's io_uring engine is its "Async".
   if (drive.io_engine().empty() || drive.io_engine() == "Async") {
     config.engine = virtio::block::EngineKind::kIoUring;

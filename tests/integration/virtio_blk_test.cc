@@ -1,7 +1,9 @@
 // The test guest's virtio-blk driver against ember-vmm's block device on real KVM: the guest
 // reads the pattern the test put on the disk, writes a second one, and the test checks the
-// host file afterwards, on both I/O engines.
+// host file afterwards, on both I/O engines, through the page cache and with O_DIRECT.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <fstream>
@@ -39,6 +41,7 @@ struct Drive {
   std::string engine = "Async";
   std::string cache = "Unsafe";
   bool read_only = false;
+  bool direct_io = false;
 };
 
 ProcessResult RunGuest(const std::string& scenario, const Drive& drive) {
@@ -46,7 +49,8 @@ ProcessResult RunGuest(const std::string& scenario, const Drive& drive) {
       R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=)" + scenario +
       R"("}, "drives": [{"drive_id": ")" BLK_DRIVE_ID R"(", "path_on_host": ")" + drive.path +
       R"(", "is_root_device": false, "is_read_only": )" + (drive.read_only ? "true" : "false") +
-      R"(, "io_engine": ")" + drive.engine + R"(", "cache_type": ")" + drive.cache + R"("}]})";
+      R"(, "io_engine": ")" + drive.engine + R"(", "cache_type": ")" + drive.cache +
+      R"(", "direct_io": )" + (drive.direct_io ? "true" : "false") + R"(}]})";
   return RunProcess({BinPath("ember-vmm"), "--config", WriteTempFile("vm.json", config)},
                     seconds(120));
 }
@@ -76,16 +80,31 @@ std::string DiffFromExpected(const std::string& disk, bool written) {
 struct EngineCase {
   const char* engine;
   const char* cache;
+  bool direct_io = false;
 };
 
 // Names the case in CTest's test list instead of a byte dump.
-void PrintTo(const EngineCase& c, std::ostream* os) { *os << c.engine << ' ' << c.cache; }
+void PrintTo(const EngineCase& c, std::ostream* os) {
+  *os << c.engine << ' ' << c.cache << (c.direct_io ? " O_DIRECT" : "");
+}
+
+bool DirectIoWorks(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (fd >= 0) ::close(fd);
+  return fd >= 0;
+}
 
 class VirtioBlkGuest : public ::testing::TestWithParam<EngineCase> {};
 
 TEST_P(VirtioBlkGuest, GuestReadsTheImageAndTheFileHoldsExactlyWhatItWrote) {
   EMBER_REQUIRE_KVM();
-  Drive drive{.path = MakeImage(), .engine = GetParam().engine, .cache = GetParam().cache};
+  Drive drive{.path = MakeImage(),
+              .engine = GetParam().engine,
+              .cache = GetParam().cache,
+              .direct_io = GetParam().direct_io};
+  if (drive.direct_io && !DirectIoWorks(drive.path)) {
+    GTEST_SKIP() << "the temporary directory's file system refuses O_DIRECT";
+  }
 
   ProcessResult result = RunGuest("blk", drive);
 
@@ -100,8 +119,13 @@ TEST_P(VirtioBlkGuest, GuestReadsTheImageAndTheFileHoldsExactlyWhatItWrote) {
 INSTANTIATE_TEST_SUITE_P(
     Engines, VirtioBlkGuest,
     ::testing::Values(EngineCase{"Async", "Writeback"}, EngineCase{"Async", "Unsafe"},
-                      EngineCase{"Sync", "Writeback"}, EngineCase{"Sync", "Unsafe"}),
-    [](const auto& test) { return std::string(test.param.engine) + test.param.cache; });
+                      EngineCase{"Sync", "Writeback"}, EngineCase{"Sync", "Unsafe"},
+                      EngineCase{"Async", "Writeback", /*direct_io=*/true},
+                      EngineCase{"Sync", "Unsafe", /*direct_io=*/true}),
+    [](const auto& test) {
+      return std::string(test.param.engine) + test.param.cache +
+             (test.param.direct_io ? "Direct" : "");
+    });
 
 TEST(VirtioBlkGuestReadOnly, WritesFailWithIoErrAndTheFileIsUnchanged) {
   EMBER_REQUIRE_KVM();

@@ -27,13 +27,6 @@ struct BlockConfig {
   std::uint16_t queue_size = 256;
 };
 
-// Parses a command-line drive token: comma-separated key=value pairs,
-//   id=<drive id>,path=<file>[,ro=on|off][,engine=io_uring|sync][,cache=unsafe|writeback]
-//   [,direct=on|off][,bw_size=N,bw_burst=N,bw_refill_ms=N][,ops_size=N,ops_burst=N,
-//   ops_refill_ms=N]
-// e.g. "id=rootfs,path=/images/rootfs.ext4,ro=on,engine=sync". Unknown keys are errors.
-[[nodiscard]] absl::StatusOr<BlockConfig> ParseDriveToken(const std::string& token);
-
 // Fails when two drives would open the same file (same device and inode) and at least one
 // of them writably: the guest would corrupt its own file system.
 [[nodiscard]] absl::Status CheckDrivesShareNoWritableFile(const std::vector<BlockConfig>& drives);

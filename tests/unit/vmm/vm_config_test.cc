@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "vmm/config_loader.h"
+#include "vmm/drive_config.h"
 
 namespace ember::vmm {
 namespace {
@@ -42,6 +43,8 @@ TEST(VmConfig, FirecrackerConfigFileLoadsUnchanged) {
   EXPECT_EQ(config->machine_config().vcpu_count(), 2u);
   EXPECT_EQ(config->machine_config().mem_size_mib(), 1024u);
   EXPECT_EQ(config->logger().level(), "Debug");
+  EXPECT_TRUE(config->logger().has_show_level());  // unset would keep Ember's default
+  EXPECT_FALSE(config->logger().has_show_log_origin());
   EXPECT_EQ(config->metrics().metrics_path(), "/tmp/fc-metrics");
 }
 
@@ -168,6 +171,31 @@ TEST(VmConfig, DriveWithUnknownCacheTypeIsNamed) {
       ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x", "cache_type": "Magic"}]})")
           .find("drives[0].cache_type"),
       std::string::npos);
+}
+
+TEST(VmConfig, DrivePartuuidThatWouldAddKernelArgumentsIsNamed) {
+  EXPECT_EQ(ErrorOf(R"({"drives": [{"drive_id": "d", "path_on_host": "/x", "is_root_device": true,
+                                     "partuuid": "0eaa91a0-01 init=/bin/sh"}]})"),
+            "drives[0].partuuid: \"0eaa91a0-01 init=/bin/sh\" is not a partition UUID (hex "
+            "digits and '-', at most 36)");
+}
+
+TEST(VmConfig, DriveDirectIoReachesTheBlockDevice) {
+  const std::string direct = ::testing::TempDir() + "/ember-vm-config-direct.img";
+  const std::string cached = ::testing::TempDir() + "/ember-vm-config-cached.img";
+  std::ofstream(direct) << std::string(512, '\0');
+  std::ofstream(cached) << std::string(512, '\0');
+  auto config = ParseVmConfigJson(R"({"drives": [{"drive_id": "d", "path_on_host": ")" + direct +
+                                      R"(", "direct_io": true}, {"drive_id": "e",
+                                      "path_on_host": ")" + cached + R"(",
+                                      "partuuid": "0eaa91a0-01"}]})",
+                                  kConfigTool);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto drives = DriveConfigs(*config);
+  ASSERT_TRUE(drives.ok()) << drives.status();
+  ASSERT_EQ(drives->size(), 2u);
+  EXPECT_TRUE((*drives)[0].direct_io);
+  EXPECT_FALSE((*drives)[1].direct_io);
 }
 
 TEST(VmConfig, DuplicateDriveIdsAreRejected) {
