@@ -92,6 +92,17 @@ class VmChecks:
                              counted[-1] + 2)
 
 
+    def counting_vm(self, vm_id, config=None):
+        """A VM counting (`counter` scenario), paused mid-count; its console so far."""
+        self.stub.Create(api.CreateRequest(vm_id=vm_id, config=config or ec.config("counter,idle")),
+                         timeout=30)
+        self.stub.Start(api.VmRequest(vm_id=vm_id), timeout=30)
+        self.wait_console(vm_id, rb"count 2\n")
+        self.stub.Pause(api.VmRequest(vm_id=vm_id), timeout=30)
+        before = self.console_of(vm_id)
+        self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
+        return before
+
     def stop_and_delete(self, *vm_ids):
         """Each VM stops cleanly (exit code 0) through the API and is deleted."""
         for vm_id in vm_ids:
@@ -239,6 +250,124 @@ class EmberdTest(VmChecks, unittest.TestCase):
                                                   vm_id_prefix="good", resume=True), timeout=60)
         self.assertEqual(vm.vms[0].state, api.Vm.RUNNING)
 
+    def uffd_metric(self, vm_id, name):
+        return json.loads(self.stub.GetMetrics(
+            api.GetMetricsRequest(vm_id=vm_id), timeout=30).json).get("uffd", {}).get(name, 0)
+
+    def test_uffd_restore_records_a_working_set_that_a_later_restore_prefetches(self):
+        before = self.counting_vm("src")
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="src"), timeout=60)
+        working_set = snapshot.memory_path + ".ws"
+        # Nothing recorded yet: a prefetching restore is refused before any VMM starts.
+        code, details = code_of(self.stub.Restore, api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="early",
+            memory_backend=api.RestoreRequest.UFFD, prefetch_working_set=True))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("prefetch_working_set", details)
+        self.assertEqual(code_of(self.stub.Get, api.VmRequest(vm_id="early-0"))[0],
+                         grpc.StatusCode.NOT_FOUND)
+
+        vm = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="uffd",
+            memory_backend=api.RestoreRequest.UFFD, resume=True), timeout=60).vms[0]
+        self.assertEqual(vm.state, api.Vm.RUNNING)
+        self.assert_counts_on("uffd-0", before)
+        self.assertGreater(self.uffd_metric("uffd-0", "page_faults_served"), 0)
+        self.assertFalse(os.path.exists(working_set))
+        self.stop_and_delete("uffd-0")
+        self.assertGreater(os.path.getsize(working_set), 0)  # recorded when the VM ended
+
+        vm = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="pre",
+            memory_backend=api.RestoreRequest.UFFD, prefetch_working_set=True, resume=True),
+            timeout=60).vms[0]
+        self.assertEqual(vm.state, api.Vm.RUNNING)
+        self.assert_counts_on("pre-0", before)
+        self.assertGreater(self.uffd_metric("pre-0", "prefetched_pages"), 0)
+        self.stop_and_delete("pre-0")
+
+    def test_list_and_delete_snapshots(self):
+        self.create("src")
+        self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
+        self.stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
+        kept = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="src"), timeout=60)
+        mine_dir = os.path.join(self.emberd.dir, "mine")
+        mine = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="src", snapshot_dir=mine_dir), timeout=60)
+        listed = self.stub.ListSnapshots(api.ListSnapshotsRequest(), timeout=30).snapshots
+        self.assertEqual([s.snapshot_id for s in listed],
+                         sorted([kept.snapshot_id, mine.snapshot_id]))
+        self.assertEqual({s.snapshot_id: s for s in listed}[mine.snapshot_id], mine)
+        self.assertEqual(len(self.stub.ListSnapshots(
+            api.ListSnapshotsRequest(vm_id="src"), timeout=30).snapshots), 2)
+        self.assertEqual(list(self.stub.ListSnapshots(
+            api.ListSnapshotsRequest(vm_id="other"), timeout=30).snapshots), [])
+
+        self.stub.DeleteSnapshot(api.DeleteSnapshotRequest(snapshot_id=mine.snapshot_id),
+                                 timeout=30)
+        self.assertFalse(os.path.exists(mine.memory_path))
+        self.assertFalse(os.path.exists(mine_dir))  # emptied, so removed
+        record_dir = os.path.join(self.emberd.state_dir, "snapshots", mine.snapshot_id)
+        self.assertFalse(os.path.exists(record_dir))
+        self.assertEqual([s.snapshot_id for s in self.stub.ListSnapshots(
+            api.ListSnapshotsRequest(), timeout=30).snapshots], [kept.snapshot_id])
+        code, details = code_of(self.stub.Restore, api.RestoreRequest(
+            snapshot_id=mine.snapshot_id, vm_id_prefix="c"))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND, details)
+        code, details = code_of(self.stub.DeleteSnapshot,
+                                api.DeleteSnapshotRequest(snapshot_id=mine.snapshot_id))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND, details)
+        self.assertIn(mine.snapshot_id, details)
+
+        # A restarted emberd has forgotten it too, and still knows the other.
+        self.emberd.kill9()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        self.assertEqual([s.snapshot_id for s in self.stub.ListSnapshots(
+            api.ListSnapshotsRequest(), timeout=30).snapshots], [kept.snapshot_id])
+
+    def test_delete_snapshot_is_refused_while_a_clone_or_a_diff_needs_it(self):
+        config = ec.config("counter,idle")
+        config.machine_config.track_dirty_pages = True
+        self.counting_vm("src", config)
+        full = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="src"), timeout=60)
+        diff = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="src", type=api.CreateSnapshotRequest.DIFF), timeout=60)
+        self.assertEqual(full.base_snapshot_id, "")
+        self.assertEqual(diff.base_snapshot_id, full.snapshot_id)
+        self.stub.Restore(api.RestoreRequest(snapshot_id=full.snapshot_id, vm_id_prefix="clone"),
+                          timeout=60)
+
+        def refused(snapshot, *mentions):
+            code, details = code_of(self.stub.DeleteSnapshot,
+                                    api.DeleteSnapshotRequest(snapshot_id=snapshot.snapshot_id))
+            self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+            for text in mentions:
+                self.assertIn(text, details)
+            self.assertTrue(os.path.exists(snapshot.memory_path))
+
+        refused(full, diff.snapshot_id)  # the diff applies onto it
+        refused(diff, "src", "next DIFF")  # src's next diff would apply onto it
+        # What emberd knows of the chain survives its restart.
+        self.emberd.kill9()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        self.assertEqual({s.snapshot_id: s.base_snapshot_id for s in self.stub.ListSnapshots(
+            api.ListSnapshotsRequest(), timeout=30).snapshots}[diff.snapshot_id],
+            full.snapshot_id)
+        refused(diff, "src", "next DIFF")
+        self.stub.Stop(api.StopRequest(vm_id="src"), timeout=30)
+        self.stub.DeleteSnapshot(api.DeleteSnapshotRequest(snapshot_id=diff.snapshot_id),
+                                 timeout=30)
+        self.assertFalse(os.path.exists(diff.memory_path))
+        refused(full, "clone-0", "restored from")  # the clone still reads its memory file
+        self.stub.Stop(api.StopRequest(vm_id="clone-0"), timeout=30)
+        self.stub.DeleteSnapshot(api.DeleteSnapshotRequest(snapshot_id=full.snapshot_id),
+                                 timeout=30)
+        self.assertFalse(os.path.exists(full.memory_path))
+        self.assertEqual(list(self.stub.ListSnapshots(api.ListSnapshotsRequest(),
+                                                      timeout=30).snapshots), [])
+
     def test_update_rate_limits_throttles_a_running_vms_drive(self):
         image = os.path.join(self.emberd.dir, "scratch.img")
         with open(image, "wb") as f:  # rootfs/testguest/blk_pattern.h's initial pattern
@@ -339,6 +468,20 @@ class EmberdTest(VmChecks, unittest.TestCase):
              "vm_id_prefix"),
             ("restore 65 clones", s.Restore,
              api.RestoreRequest(snapshot_id="x", vm_id_prefix="c", count=65), R, "count"),
+            ("restore prefetch without uffd", s.Restore,
+             api.RestoreRequest(snapshot_id="x", vm_id_prefix="c", prefetch_working_set=True),
+             I, "prefetch_working_set"),
+            ("restore unknown memory backend", s.Restore,
+             api.RestoreRequest(snapshot_id="x", vm_id_prefix="c", memory_backend=7), I,
+             "memory_backend"),
+            ("delete snapshot without id", s.DeleteSnapshot, api.DeleteSnapshotRequest(), I,
+             "snapshot_id"),
+            ("delete snapshot bad id", s.DeleteSnapshot,
+             api.DeleteSnapshotRequest(snapshot_id="../vms"), I, "snapshot_id"),
+            ("delete unknown snapshot", s.DeleteSnapshot,
+             api.DeleteSnapshotRequest(snapshot_id="nope"), N, "nope"),
+            ("list snapshots bad vm id", s.ListSnapshots,
+             api.ListSnapshotsRequest(vm_id="a/b"), I, "vm_id"),
             ("rate limits nothing", s.UpdateRateLimits, api.UpdateRateLimitsRequest(vm_id="busy"),
              I, "drives"),
             ("rate limit unknown drive", s.UpdateRateLimits, api.UpdateRateLimitsRequest(
@@ -510,6 +653,34 @@ class EmberctlTest(unittest.TestCase):
         vm = json.loads(self.ctl("--json", "create", "--id", "f1", "--config", path,
                                  check=0).stdout)
         self.assertEqual(vm["config"]["machine_config"]["mem_size_mib"], 32)
+
+    def test_snapshots_listed_restored_with_uffd_and_deleted_through_emberctl(self):
+        self.ctl("create", "--id", "s1", "--mem", "32", "--boot-args",
+                 "console=ttyS0 ember.test=idle", check=0)
+        self.ctl("start", "s1", check=0)
+        self.ctl("pause", "s1", check=0)
+        snapshot_id = json.loads(self.ctl("snapshot", "s1", check=0).stdout)["snapshot_id"]
+        listed = json.loads(self.ctl("--json", "snapshots", check=0).stdout)
+        self.assertEqual([s["snapshot_id"] for s in listed["snapshots"]], [snapshot_id])
+        self.assertIn(snapshot_id, self.ctl("snapshots", "s1", check=0).stdout)
+        result = self.ctl("restore", "--snapshot", snapshot_id, "--prefix", "c",
+                          "--prefetch-working-set", check=1)
+        self.assertIn("INVALID_ARGUMENT", result.stderr)
+        self.assertIn("prefetch_working_set", result.stderr)
+        self.assertIn("not file or uffd", self.ctl("restore", "--snapshot", snapshot_id,
+                                                   "--prefix", "c", "--mem-backend", "mmap",
+                                                   check=2).stderr)
+        clone = json.loads(self.ctl("--json", "restore", "--snapshot", snapshot_id, "--prefix",
+                                    "u", "--mem-backend", "uffd", "--resume", check=0).stdout)
+        self.assertEqual(clone["vms"][0]["state"], "RUNNING")
+        result = self.ctl("delete-snapshot", snapshot_id, check=1)
+        self.assertIn("FAILED_PRECONDITION", result.stderr)
+        self.assertIn("u-0", result.stderr)
+        self.ctl("stop", "u-0", check=0)
+        self.ctl("delete-snapshot", snapshot_id, check=0)
+        self.assertEqual(json.loads(self.ctl("--json", "snapshots", check=0).stdout)
+                         .get("snapshots", []), [])
+        self.assertIn("NOT_FOUND", self.ctl("delete-snapshot", snapshot_id, check=1).stderr)
 
     def test_errors_are_readable_with_exit_codes(self):
         result = self.ctl("start", "nope", check=1)

@@ -42,6 +42,9 @@ constexpr char kUsage[] =
     "  metrics [ID]                                     a VM's metrics, or emberd's own\n"
     "  snapshot ID [--diff] [--dir DIR]                 snapshot a PAUSED VM\n"
     "  restore (--snapshot ID | --state PATH [--mem PATH]) --prefix P [--count N] [--resume]\n"
+    "          [--mem-backend file|uffd] [--prefetch-working-set]\n"
+    "  snapshots [VM_ID]                                the snapshots emberd keeps\n"
+    "  delete-snapshot SNAPSHOT_ID                      remove a snapshot's record and files\n"
     "  rate-limit ID (--drive ID | --iface ID) [--bw-size B --bw-refill-ms MS]\n"
     "             [--ops-size N --ops-refill-ms MS]\n"
     "  console ID [--follow]                            the VM's serial output\n"
@@ -368,10 +371,51 @@ int Run(Client& client, const std::string& command, const Args& args) {
       request.set_count(static_cast<std::uint32_t>(ParseNumber("count", it->second)));
     }
     request.set_resume(args.options.count("resume") != 0);
+    if (auto it = args.options.find("mem-backend"); it != args.options.end()) {
+      if (it->second == "file") {
+        request.set_memory_backend(v1::RestoreRequest::FILE);
+      } else if (it->second == "uffd") {
+        request.set_memory_backend(v1::RestoreRequest::UFFD);
+      } else {
+        UsageError("--mem-backend: \"" + it->second + "\" is not file or uffd");
+      }
+    }
+    request.set_prefetch_working_set(args.options.count("prefetch-working-set") != 0);
     v1::RestoreResponse response;
     status = client.stub().Restore(Context().get(), request, &response);
     if (!status.ok()) return client.Fail(status);
     client.PrintVms(response);
+    return 0;
+  }
+  if (command == "snapshots") {
+    v1::ListSnapshotsRequest request;
+    if (!args.positional.empty()) request.set_vm_id(args.positional[0]);
+    v1::ListSnapshotsResponse response;
+    status = client.stub().ListSnapshots(Context().get(), request, &response);
+    if (!status.ok()) return client.Fail(status);
+    if (client.json()) {
+      client.PrintJson(response);
+      return 0;
+    }
+    for (const v1::Snapshot& snapshot : response.snapshots()) {
+      std::printf("%-40s %-4s vm %-24s %s", snapshot.snapshot_id().c_str(),
+                  v1::CreateSnapshotRequest::Type_Name(snapshot.type()).c_str(),
+                  snapshot.vm_id().c_str(), snapshot.state_path().c_str());
+      if (!snapshot.base_snapshot_id().empty()) {
+        std::printf("  base %s", snapshot.base_snapshot_id().c_str());
+      }
+      std::printf("\n");
+    }
+    return 0;
+  }
+  if (command == "delete-snapshot") {
+    if (args.positional.empty()) UsageError("delete-snapshot needs a snapshot id");
+    v1::DeleteSnapshotRequest request;
+    request.set_snapshot_id(args.positional[0]);
+    v1::DeleteSnapshotResponse response;
+    status = client.stub().DeleteSnapshot(Context().get(), request, &response);
+    if (!status.ok()) return client.Fail(status);
+    if (client.json()) client.PrintJson(response);
     return 0;
   }
   if (command == "rate-limit") {
@@ -439,7 +483,8 @@ int Main(int argc, char** argv) {
   std::string command = argv[i];
   if (command == "run") pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::vector<std::string> rest(argv + i + 1, argv + argc);
-  Args args = ParseArgs(rest, {"force", "diff", "follow", "resume", "rm", "json"});
+  Args args =
+      ParseArgs(rest, {"force", "diff", "follow", "resume", "rm", "json", "prefetch-working-set"});
   if (args.options.count("json") != 0) json = true;
   Client client(socket, json);
   return Run(client, command, args);

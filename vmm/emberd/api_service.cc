@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <set>
 #include <thread>
 
@@ -15,6 +16,7 @@ namespace ember::emberd {
 namespace {
 
 constexpr std::size_t kMaxVmIdLength = 64;
+constexpr std::size_t kMaxSnapshotIdLength = 128;
 constexpr std::size_t kMaxCmdline = 2047;
 constexpr std::uint32_t kMaxClones = 64;
 constexpr std::uint32_t kMaxStopTimeoutMs = 60'000;
@@ -253,10 +255,51 @@ grpc::Status ApiService::Restore(grpc::ServerContext*, const v1::RestoreRequest*
       return ToGrpc(s);
     }
   }
+  if (!v1::RestoreRequest::MemoryBackend_IsValid(request->memory_backend())) {
+    return ToGrpc(Invalid("memory_backend", "unknown memory backend " +
+                                                std::to_string(request->memory_backend())));
+  }
+  if (request->prefetch_working_set() && request->memory_backend() != v1::RestoreRequest::UFFD) {
+    return ToGrpc(Invalid("prefetch_working_set",
+                          "needs memory_backend UFFD (the FILE backend has no page server to "
+                          "prefetch with)"));
+  }
   auto restored = manager_.Restore(*request);
   if (!restored.ok()) return ToGrpc(restored.status());
   *response = std::move(*restored);
   return grpc::Status::OK;
+}
+
+grpc::Status ApiService::ListSnapshots(grpc::ServerContext*,
+                                       const v1::ListSnapshotsRequest* request,
+                                       v1::ListSnapshotsResponse* response) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id(), true); !s.ok()) return ToGrpc(s);
+  for (v1::Snapshot& snapshot : manager_.ListSnapshots(request->vm_id())) {
+    *response->add_snapshots() = std::move(snapshot);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::DeleteSnapshot(grpc::ServerContext*,
+                                        const v1::DeleteSnapshotRequest* request,
+                                        v1::DeleteSnapshotResponse*) {
+  // emberd's ids are a vm_id, a timestamp and maybe a counter: the vm_id rules, longer.
+  const std::string& id = request->snapshot_id();
+  if (id.empty()) return ToGrpc(Invalid("snapshot_id", "is required"));
+  if (id.size() > kMaxSnapshotIdLength) {
+    return ToGrpc(Invalid("snapshot_id", "at most 128 characters, got " +
+                                             std::to_string(id.size())));
+  }
+  bool well_formed = std::isalnum(static_cast<unsigned char>(id[0])) != 0;
+  for (char c : id) {
+    well_formed = well_formed && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                  c == '_');
+  }
+  if (!well_formed) {
+    return ToGrpc(Invalid("snapshot_id", "[A-Za-z0-9_-], first one alphanumeric, got \"" +
+                                             id + "\""));
+  }
+  return ToGrpc(manager_.DeleteSnapshot(id));
 }
 
 grpc::Status ApiService::WatchEvents(grpc::ServerContext* context,

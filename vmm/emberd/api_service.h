@@ -19,6 +19,10 @@ class ApiService final : public v1::Ember::Service {
                               v1::Snapshot*) override;
   grpc::Status Restore(grpc::ServerContext*, const v1::RestoreRequest*,
                        v1::RestoreResponse*) override;
+  grpc::Status ListSnapshots(grpc::ServerContext*, const v1::ListSnapshotsRequest*,
+                             v1::ListSnapshotsResponse*) override;
+  grpc::Status DeleteSnapshot(grpc::ServerContext*, const v1::DeleteSnapshotRequest*,
+                              v1::DeleteSnapshotResponse*) override;
   grpc::Status Stop(grpc::ServerContext*, const v1::StopRequest*, v1::Vm*) override;
   grpc::Status Delete(grpc::ServerContext*, const v1::DeleteRequest*,
                       v1::DeleteResponse*) override;

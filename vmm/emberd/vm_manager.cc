@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
@@ -317,6 +318,9 @@ struct VmManager::Entry {
   std::optional<std::pair<int, std::string>> vmm_exit;  // guarded by mu: from EXITED
   control::FrameReader reader;  // supervisor thread only
   JailChain jail_chain;         // guarded by mu; jailed VMs only
+  // The snapshot the VM's next DIFF snapshot applies onto (its latest, or the one it was
+  // restored from); empty when emberd knows of none.
+  std::string last_snapshot_id;  // guarded by mu
 };
 
 std::shared_ptr<EventHub::Watcher> EventHub::Subscribe(const std::string& vm_id) {
@@ -700,7 +704,10 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
     *entry->vm.mutable_config() = config;
     entry->vm.set_created_unix_ms(NowUnixMs());
     entry->vm.set_state_dir(VmDir(vm_id));
-    if (restore != nullptr) entry->vm.set_restored_from(restore->restored_from);
+    if (restore != nullptr) {
+      entry->vm.set_restored_from(restore->restored_from);
+      entry->last_snapshot_id = restore->snapshot_id;
+    }
     entry->creating = true;
     vms_[vm_id] = entry;
   }
@@ -914,6 +921,11 @@ absl::StatusOr<std::vector<std::string>> VmManager::RestoreArgs(const RestorePla
                                                                 const v1::VmConfig& config) {
   std::vector<std::string> args = {"--restore-from", plan.state_path, "--restore-mem",
                                    plan.memory_path};
+  if (plan.uffd) {
+    // The working set is <memory>.ws, beside the memory file (ember-vmm's default).
+    args.insert(args.end(), {"--restore-mem-backend", "uffd"});
+    if (plan.prefetch) args.push_back("--prefetch-working-set");
+  }
   // Sorted (std::map) so that a clone's command line is reproducible.
   std::map<std::string, std::string> drives;
   for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
@@ -1160,6 +1172,7 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   v1::Snapshot snapshot;
   {
     std::lock_guard lock(entry->mu);
+    if (diff) snapshot.set_base_snapshot_id(entry->last_snapshot_id);
     if (entry->vm.state() != v1::Vm::PAUSED) {
       return absl::FailedPreconditionError("cannot snapshot VM \"" + request.vm_id() +
                                            "\": it is " + StateName(entry->vm.state()) +
@@ -1270,9 +1283,90 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   }
   EMBER_LOG(kInfo) << "emberd: VM " << request.vm_id() << ": snapshot " << snapshot.snapshot_id()
                    << " written in " << snapshot.create_duration_us() << " us";
+  {
+    // Like ember-vmm's chain: a full snapshot starts it afresh, a diff extends it.
+    std::lock_guard lock(entry->mu);
+    entry->last_snapshot_id = snapshot.snapshot_id();
+  }
   std::lock_guard lock(mu_);
   snapshots_[snapshot.snapshot_id()] = snapshot;
   return snapshot;
+}
+
+std::vector<v1::Snapshot> VmManager::ListSnapshots(const std::string& vm_id) {
+  std::lock_guard lock(mu_);
+  std::vector<v1::Snapshot> out;
+  for (const auto& [id, snapshot] : snapshots_) {
+    if (snapshot.state_path().empty()) continue;  // still being written
+    if (!vm_id.empty() && snapshot.vm_id() != vm_id) continue;
+    out.push_back(snapshot);
+  }
+  return out;
+}
+
+absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
+  v1::Snapshot snapshot;
+  {
+    std::lock_guard lock(mu_);
+    auto it = snapshots_.find(snapshot_id);
+    if (it == snapshots_.end()) {
+      return absl::NotFoundError("snapshot_id: no snapshot \"" + snapshot_id + "\"");
+    }
+    const std::string quoted = "snapshot \"" + snapshot_id + "\"";
+    if (it->second.state_path().empty()) {
+      return absl::FailedPreconditionError("snapshot_id: " + quoted + " is still being written");
+    }
+    if (auto r = restoring_.find(snapshot_id); r != restoring_.end() && r->second > 0) {
+      return absl::FailedPreconditionError("snapshot_id: " + quoted +
+                                           " is being restored; try again when that is done");
+    }
+    for (const auto& [id, other] : snapshots_) {
+      if (other.base_snapshot_id() == snapshot_id) {
+        return absl::FailedPreconditionError(
+            "snapshot_id: DIFF snapshot \"" + id + "\" applies onto " + quoted +
+            "; delete it first (or fold it into a full snapshot with ember-snapshot merge)");
+      }
+    }
+    for (const auto& [id, entry] : vms_) {
+      std::lock_guard vm_lock(entry->mu);
+      if (entry->vm.state() == v1::Vm::STOPPED) continue;
+      const std::string vm = "VM \"" + id + "\" (" + StateName(entry->vm.state()) + ")";
+      if (entry->vm.restored_from() == snapshot_id ||
+          entry->vm.restored_from() == it->second.state_path()) {
+        return absl::FailedPreconditionError("snapshot_id: " + vm + " was restored from " +
+                                             quoted + " and still reads its memory file; stop "
+                                             "it first");
+      }
+      if (entry->last_snapshot_id == snapshot_id &&
+          entry->vm.config().machine_config().track_dirty_pages()) {
+        return absl::FailedPreconditionError(
+            "snapshot_id: " + vm + " would apply its next DIFF snapshot onto " + quoted +
+            "; take a FULL snapshot of it, or stop it, first");
+      }
+    }
+    snapshot = it->second;
+    snapshots_.erase(it);
+  }
+  // The files first, the record last: if emberd dies in between, the record is still there
+  // and a second DeleteSnapshot finishes the job.
+  const std::string record_dir = options_.state_dir + "/snapshots/" + snapshot_id;
+  auto keep = [&](const absl::Status& status) {
+    std::lock_guard lock(mu_);
+    snapshots_[snapshot_id] = snapshot;  // a second DeleteSnapshot tries again
+    return absl::InternalError("snapshot_id: " + std::string(status.message()));
+  };
+  for (const std::string& path :
+       {snapshot.state_path(), snapshot.memory_path(), snapshot.memory_path() + ".ws"}) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return keep(base::ErrnoError("unlink", path));
+    }
+  }
+  std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+  // A caller's snapshot_dir goes too once empty; whatever else is in it stays.
+  if (dir != record_dir) (void)::rmdir(dir.c_str());
+  if (auto status = RemoveTree(record_dir); !status.ok()) return keep(status);
+  EMBER_LOG(kInfo) << "emberd: snapshot " << snapshot_id << " deleted";
+  return absl::OkStatus();
 }
 
 absl::Status VmManager::FinishJailedSnapshot(Entry& entry, const std::string& record_dir,
@@ -1354,24 +1448,69 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   RestorePlan plan;
   std::string record_dir;
   bool diff = false;
-  if (!request.snapshot_id().empty()) {
+  {
     std::lock_guard lock(mu_);
-    const v1::Snapshot& snapshot = snapshots_.at(request.snapshot_id());
-    diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
-    if (snapshot.state_path().empty()) {
-      return absl::FailedPreconditionError("snapshot_id: snapshot \"" + request.snapshot_id() +
-                                           "\" is still being written");
+    if (!request.snapshot_id().empty()) {
+      auto it = snapshots_.find(request.snapshot_id());
+      if (it == snapshots_.end()) {  // deleted since the check above
+        return absl::NotFoundError("snapshot_id: no snapshot \"" + request.snapshot_id() + "\"");
+      }
+      const v1::Snapshot& snapshot = it->second;
+      diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
+      if (snapshot.state_path().empty()) {
+        return absl::FailedPreconditionError("snapshot_id: snapshot \"" +
+                                             request.snapshot_id() + "\" is still being written");
+      }
+      plan.state_path = snapshot.state_path();
+      plan.memory_path = snapshot.memory_path();
+      plan.restored_from = request.snapshot_id();
+      plan.snapshot_id = request.snapshot_id();
+      record_dir = options_.state_dir + "/snapshots/" + request.snapshot_id();
+    } else {
+      plan.state_path = request.state_path();
+      record_dir = std::filesystem::path(request.state_path()).parent_path().string();
+      plan.memory_path =
+          request.memory_path().empty() ? record_dir + "/memory" : request.memory_path();
+      plan.restored_from = request.state_path();
+      // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
+      // apply onto it all the same.
+      for (const auto& [id, snapshot] : snapshots_) {
+        if (snapshot.state_path() == plan.state_path &&
+            snapshot.memory_path() == plan.memory_path) {
+          plan.snapshot_id = id;
+        }
+      }
     }
-    plan.state_path = snapshot.state_path();
-    plan.memory_path = snapshot.memory_path();
-    plan.restored_from = request.snapshot_id();
-    record_dir = options_.state_dir + "/snapshots/" + request.snapshot_id();
-  } else {
-    plan.state_path = request.state_path();
-    record_dir = std::filesystem::path(request.state_path()).parent_path().string();
-    plan.memory_path =
-        request.memory_path().empty() ? record_dir + "/memory" : request.memory_path();
-    plan.restored_from = request.state_path();
+    // DeleteSnapshot refuses while this restore may still open the snapshot's files.
+    if (!plan.snapshot_id.empty()) ++restoring_[plan.snapshot_id];
+  }
+  struct RestoreDone {
+    VmManager* self;
+    std::string id;
+    ~RestoreDone() {
+      if (id.empty()) return;
+      std::lock_guard lock(self->mu_);
+      if (--self->restoring_[id] == 0) self->restoring_.erase(id);
+    }
+  } restore_done{this, plan.snapshot_id};
+  plan.uffd = request.memory_backend() == v1::RestoreRequest::UFFD;
+  plan.prefetch = request.prefetch_working_set();
+  if (plan.uffd && !options_.jail_dir.empty()) {
+    return absl::FailedPreconditionError(
+        "memory_backend: UFFD is not supported with emberd --jailer (a jailed ember-vmm has "
+        "neither CAP_SYS_PTRACE nor /dev/userfaultfd, which userfaultfd needs); use FILE");
+  }
+  if (plan.uffd && diff) {
+    return absl::FailedPreconditionError(
+        "memory_backend: UFFD restores FULL snapshots only, and snapshot \"" +
+        request.snapshot_id() + "\" is a DIFF; use FILE, or fold it into a full snapshot "
+        "(ember-snapshot merge)");
+  }
+  if (plan.prefetch && ::access((plan.memory_path + ".ws").c_str(), R_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "prefetch_working_set: no working set recorded for " + plan.memory_path + " (" +
+        plan.memory_path + ".ws: " + std::strerror(errno) +
+        "); a UFFD restore without prefetch_working_set records one when its VM ends");
   }
   for (const std::string& path : {plan.state_path, plan.memory_path}) {
     if (::access(path.c_str(), R_OK) != 0) {
@@ -1464,6 +1603,37 @@ absl::Status VmManager::Recover() {
     if (ReadMessageJson(it->path().string() + "/snapshot.json", &snapshot).ok()) {
       std::lock_guard lock(mu_);
       snapshots_[snapshot.snapshot_id()] = snapshot;
+    }
+  }
+  {
+    // What each VM's next DIFF snapshot applies onto: its latest snapshot (one taken from an
+    // earlier VM of the same id is older than the VM), else the snapshot it was restored from.
+    std::lock_guard lock(mu_);
+    for (auto& [vm_id, entry] : vms_) {
+      std::lock_guard vm_lock(entry->mu);
+      const v1::Snapshot* latest = nullptr;
+      for (const auto& [id, snapshot] : snapshots_) {
+        if (snapshot.vm_id() != vm_id ||
+            snapshot.created_unix_ms() < entry->vm.created_unix_ms()) {
+          continue;
+        }
+        if (latest == nullptr ||
+            std::make_tuple(snapshot.created_unix_ms(), id.size(), id) >
+                std::make_tuple(latest->created_unix_ms(), latest->snapshot_id().size(),
+                                latest->snapshot_id())) {
+          latest = &snapshot;
+        }
+      }
+      if (latest != nullptr) {
+        entry->last_snapshot_id = latest->snapshot_id();
+        continue;
+      }
+      for (const auto& [id, snapshot] : snapshots_) {
+        if (entry->vm.restored_from() == id ||
+            entry->vm.restored_from() == snapshot.state_path()) {
+          entry->last_snapshot_id = id;
+        }
+      }
     }
   }
   // Re-attach: a live ember-vmm still holds its listening control socket and answers HELLO.

@@ -92,6 +92,11 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<v1::Snapshot> CreateSnapshot(
       const v1::CreateSnapshotRequest& request);
   [[nodiscard]] absl::StatusOr<v1::RestoreResponse> Restore(const v1::RestoreRequest& request);
+  // The finished snapshots emberd keeps (all, or `vm_id`'s), sorted by snapshot_id.
+  [[nodiscard]] std::vector<v1::Snapshot> ListSnapshots(const std::string& vm_id);
+  // Removes a snapshot's files and record, unless a live VM, a restore in progress or a DIFF
+  // snapshot emberd knows of still needs them (api.proto DeleteSnapshot).
+  [[nodiscard]] absl::Status DeleteSnapshot(const std::string& snapshot_id);
   // The console file and whether the VM has stopped (no more output will come).
   [[nodiscard]] absl::StatusOr<std::pair<std::string, bool>> Console(const std::string& vm_id);
 
@@ -121,6 +126,11 @@ class VmManager {
     std::string state_path;
     std::string memory_path;
     std::string restored_from;  // the snapshot_id, or the state path
+    // The emberd snapshot restored (by id, or by its state path), empty if none: the base of
+    // the clone's first DIFF snapshot.
+    std::string snapshot_id;
+    bool uffd = false;      // RestoreRequest.memory_backend UFFD
+    bool prefetch = false;  // RestoreRequest.prefetch_working_set
     v1::RestoreOverrides overrides;
     // Jailed only: the memory file's name in the clone's jail, and the diff bases to link in
     // beside it under the names its state file gives them.
@@ -184,6 +194,8 @@ class VmManager {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> vms_;  // guarded by mu_
   std::map<std::string, v1::Snapshot> snapshots_;      // guarded by mu_
+  // Restores in progress per snapshot_id, which DeleteSnapshot waits out (refuses).
+  std::map<std::string, int> restoring_;               // guarded by mu_
 
   base::UniqueFd epoll_;
   base::UniqueFd wakeup_;  // eventfd: stops the supervisor
