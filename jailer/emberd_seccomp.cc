@@ -122,7 +122,7 @@ std::vector<SyscallRule> StateDirRules(const EmberdSeccompParams& params) {
       Allow("getdents64", "listing the state dir (Recover) and a VM's dir (Delete)"),
       Allow("mkdir", "a new VM's directory; a snapshot's directory"),
       AllowIfArg("chmod", "a VM's control socket made 0600 once bound", 1, {0600}),
-      Allow("rename", "atomic record writes: PATH.tmp replaces PATH"),
+      Allow("rename", "atomic record writes: a temporary file replaces PATH"),
       Allow("unlink", "a VM's control socket and temporary files"),
       Allow("unlinkat", "Delete removing a VM's directory tree"),
       Allow("rmdir", "Delete removing a VM's directory tree"),

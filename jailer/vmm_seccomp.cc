@@ -61,9 +61,16 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("timerfd_settime",
             "rate limiters (configured or set by UpdateRateLimits): arming the refill timer "
             "of a throttled device"),
-      AllowIfArg("openat", "the metrics file: MetricsRegistry::WriteTo creates PATH.tmp", 2,
-                 {O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC}),
-      Allow("rename", "the metrics file: PATH.tmp replaces PATH atomically"),
+      AllowIfArg("openat",
+                 "the metrics file: MetricsRegistry::WriteTo creates PATH.tmp; snapshot, memory "
+                 "and working-set files: base::AtomicFile creates a new file of its own and "
+                 "opens its directory to fsync the rename",
+                 2,
+                 {O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                  O_RDONLY | O_DIRECTORY | O_CLOEXEC}),
+      Allow("rename",
+            "the metrics file, snapshot, memory and working-set files: a temporary file "
+            "replaces PATH atomically"),
       Allow("close", "the metrics file, control connections, devices released at exit"),
       Allow("fstat", "stdio sizing a buffer on its first use (exit messages)"),
       Allow("newfstatat", "stdio sizing a buffer on its first use (exit messages)"),
@@ -82,9 +89,13 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       AllowIfArg("socket", "vsock: a guest connecting to host port P reaches <uds_path>_P", 0,
                  {AF_UNIX}),
       Allow("connect", "vsock: a guest connecting to host port P reaches <uds_path>_P"),
-      Allow("unlink", "vsock: removing the uds_path listener's socket file as the VMM ends"),
+      Allow("unlink",
+            "vsock: removing the uds_path listener's socket file as the VMM ends; "
+            "base::AtomicFile removing its temporary file after a failed snapshot write"),
       Allow("poll", "control channel: waiting for a slow controller to take a reply"),
-      Allow("getpid", "pthread_kill (its own tgid); the control channel's status reply"),
+      Allow("getpid",
+            "pthread_kill (its own tgid); the control channel's status reply; "
+            "base::AtomicFile naming its temporary file"),
       AllowIfArg("tgkill", "kicking a vCPU out of KVM_RUN to stop or pause it", 2,
                  {static_cast<std::uint64_t>(params.kick_signal)}),
       // Snapshots, taken on the VMM thread while the vCPUs are parked.
@@ -93,7 +104,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("lseek", "snapshot: SEEK_DATA/SEEK_HOLE over guest memory to skip untouched pages"),
       Allow("ftruncate", "snapshot: sizing the memory file"),
       Allow("pwrite64", "snapshot: writing guest memory into the memory file"),
-      Allow("fsync", "snapshot: the state and memory files reach the disk before success"),
+      Allow("fsync",
+            "snapshot: the state and memory files, and their directory, reach the disk before "
+            "success"),
   };
 }
 

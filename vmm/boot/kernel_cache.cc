@@ -1,6 +1,5 @@
 #include "vmm/boot/kernel_cache.h"
 
-#include <fcntl.h>
 #include <nettle/sha2.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,9 +7,9 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
-#include "vmm/base/unique_fd.h"
 #include "vmm/boot/payload_decompress.h"
 
 namespace ember::vmm {
@@ -23,26 +22,6 @@ absl::Status MakeDirs(const std::string& path) {
     if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
       return base::ErrnoError("mkdir", prefix);
     }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status StoreAtomically(const std::string& path, std::span<const std::uint8_t> bytes) {
-  std::string tmp = path + ".tmp.XXXXXX";
-  base::UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd) return base::ErrnoError("mkostemp", tmp);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd.Get(), bytes.data() + done, bytes.size() - done);
-    if (n <= 0) {
-      ::unlink(tmp.c_str());
-      return base::ErrnoError("write", tmp);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return base::ErrnoError("rename", path);
   }
   return absl::OkStatus();
 }
@@ -87,18 +66,26 @@ absl::StatusOr<KernelImage> KernelCache::Vmlinux(const KernelImage& bzimage,
     path = PathFor(ContentKey(bzimage.bytes()));
     if (::access(path.c_str(), R_OK) == 0) {
       auto cached = KernelImage::FromFile(path);
-      if (cached.ok()) {
+      // An entry of another size is not this kernel: one cut short by a crash before its
+      // data reached the disk, say. Decompressing again replaces it.
+      if (cached.ok() && cached->bytes().size() == parsed.uncompressed_size) {
         EMBER_LOG(kDebug) << "kernel cache hit: " << path;
         return cached;
       }
-      EMBER_LOG(kWarn) << "ignoring unreadable kernel cache entry: " << cached.status().message();
+      EMBER_LOG(kWarn) << "ignoring kernel cache entry " << path << ": "
+                       << (cached.ok() ? "it is " + std::to_string(cached->bytes().size()) +
+                                             " bytes, the kernel " +
+                                             std::to_string(parsed.uncompressed_size)
+                                       : std::string(cached.status().message()));
     }
   }
   EMBER_ASSIGN_OR_RETURN(std::vector<std::uint8_t> vmlinux,
                          DecompressPayload(parsed.format, parsed.payload, parsed.uncompressed_size));
   if (!path.empty()) {
     absl::Status stored = MakeDirs(dir_);
-    if (stored.ok()) stored = StoreAtomically(path, vmlinux);
+    // Bytes as chars for the writer; the same memory, only the element type differs.
+    std::string_view bytes(reinterpret_cast<const char*>(vmlinux.data()), vmlinux.size());
+    if (stored.ok()) stored = base::WriteFileAtomically(path, bytes);
     if (!stored.ok()) {
       EMBER_LOG(kWarn) << "kernel cache not written: " << stored.message();
     }

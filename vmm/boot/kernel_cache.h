@@ -10,7 +10,9 @@ namespace ember::vmm {
 
 // Decompressed vmlinux images of bzImages, stored by the SHA-256 of the whole bzImage so
 // that only the first boot of a kernel pays for decompression. Entries are written once,
-// atomically (temp file + rename), and never modified; a reader never sees a partial file.
+// atomically and durably (base::WriteFileAtomically), and never modified; a reader never sees
+// a partial file. An entry whose size is not the kernel's uncompressed size is a miss and is
+// rewritten.
 class KernelCache {
  public:
   // `dir` is created (mode 0700) on first store. Empty: no caching.

@@ -12,30 +12,14 @@
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 
 namespace ember::emberd {
 
 absl::Status WriteFileAtomic(const std::string& path, const std::string& contents, int mode) {
-  std::string temp = path + ".tmp";
-  base::UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                           static_cast<mode_t>(mode)));
-  if (!fd) return base::ErrnoError("open", temp);
-  std::size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = ::write(fd.Get(), contents.data() + done, contents.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return base::ErrnoError("write", temp);
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd.Get()) != 0) return base::ErrnoError("fsync", temp);
-  fd.Reset();
-  if (::rename(temp.c_str(), path.c_str()) != 0) return base::ErrnoError("rename", temp);
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  base::UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd) (void)::fsync(dir_fd.Get());
-  return absl::OkStatus();
+  return base::WriteFileAtomically(path, contents, static_cast<mode_t>(mode));
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

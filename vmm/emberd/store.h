@@ -11,9 +11,8 @@ class Message;
 
 namespace ember::emberd {
 
-// Writes `contents` to `path` atomically and durably: a temp file next to it is written,
-// fsynced and renamed over `path`, then the directory is fsynced. Readers see the old or the
-// new contents, never a mix, whenever emberd is killed.
+// Writes `contents` to `path` atomically and durably (base::WriteFileAtomically): readers see
+// the old or the new contents, never a mix, whenever emberd is killed.
 [[nodiscard]] absl::Status WriteFileAtomic(const std::string& path, const std::string& contents,
                                            int mode = 0600);
 

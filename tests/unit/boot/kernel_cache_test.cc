@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -48,13 +49,31 @@ TEST_F(KernelCacheTest, MissDecompressesAndStoresUnderTheContentKey) {
 TEST_F(KernelCacheTest, HitReadsTheStoredFileInsteadOfDecompressing) {
   KernelCache cache(dir_);
   ASSERT_TRUE(cache.Vmlinux(*image_, *parsed_).ok());
-  // Replace the entry: a hit must return what the cache holds.
+  // Replace the entry by one of the same size: a hit must return what the cache holds.
   std::string path = cache.PathFor(KernelCache::ContentKey(image_->bytes()));
-  std::ofstream(path, std::ios::trunc) << "cached";
+  std::string cached(vmlinux_.size(), 'c');
+  std::ofstream(path, std::ios::trunc) << cached;
   auto vmlinux = cache.Vmlinux(*image_, *parsed_);
   ASSERT_TRUE(vmlinux.ok());
-  EXPECT_EQ(std::string(vmlinux->bytes().begin(), vmlinux->bytes().end()), "cached");
+  EXPECT_EQ(std::string(vmlinux->bytes().begin(), vmlinux->bytes().end()), cached);
   EXPECT_EQ(vmlinux->name(), path);
+}
+
+// As a power loss can leave an entry whose rename reached the disk before its data.
+TEST_F(KernelCacheTest, EntryOfTheWrongSizeIsAMissAndIsRewritten) {
+  KernelCache cache(dir_);
+  ASSERT_TRUE(cache.Vmlinux(*image_, *parsed_).ok());
+  std::string path = cache.PathFor(KernelCache::ContentKey(image_->bytes()));
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(vmlinux_.size() / 2)), 0);
+
+  auto vmlinux = cache.Vmlinux(*image_, *parsed_);
+
+  ASSERT_TRUE(vmlinux.ok()) << vmlinux.status();
+  EXPECT_TRUE(std::equal(vmlinux->bytes().begin(), vmlinux->bytes().end(), vmlinux_.begin(),
+                         vmlinux_.end()));
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), vmlinux_.size());
 }
 
 TEST_F(KernelCacheTest, UnwritableCacheStillReturnsTheKernel) {

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::base {
+
+// A new file that replaces the one at `path` only when committed: Ember's one way of
+// (re)writing a file that others read or map (snapshot, working-set, record and kernel-cache
+// files). It is created under a name of its own next to `path`, so concurrent writers of the
+// same path never share a file, and readers and MAP_PRIVATE mappings of the old file keep its
+// inode untouched; Commit() fsyncs it, renames it over `path` and fsyncs the directory, so
+// after a crash `path` names the old or the new contents, never a mix. Dropped uncommitted,
+// the temporary file is removed.
+//
+// System calls, all on the VMM thread's seccomp allowlist: openat with
+// O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC (the file) and O_RDONLY|O_DIRECTORY|O_CLOEXEC (its
+// directory), getpid and clock_gettime (the unique name), write, fsync, rename, unlink, close.
+// Owned by one thread at a time.
+class AtomicFile {
+ public:
+  // Creates the temporary file, empty, with `mode`.
+  [[nodiscard]] static absl::StatusOr<AtomicFile> Create(const std::string& path,
+                                                         mode_t mode = 0600);
+
+  AtomicFile(AtomicFile&& other) noexcept;
+  AtomicFile& operator=(AtomicFile&& other) noexcept;
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  ~AtomicFile();
+
+  // The temporary file, open for writing; borrowed. Only until Commit().
+  [[nodiscard]] int fd() const { return fd_.Get(); }
+  // Its name, for error messages.
+  [[nodiscard]] const std::string& temp_path() const { return temp_path_; }
+
+  // Appends all of `bytes` at the file offset, however many write calls it takes.
+  [[nodiscard]] absl::Status Append(std::string_view bytes);
+
+  // fsync, rename over the target, fsync of the directory. Call once; on failure the
+  // temporary file is removed and the target is left as it was (unless the directory fsync
+  // failed after the rename).
+  [[nodiscard]] absl::Status Commit();
+
+ private:
+  AtomicFile(std::string path, std::string temp_path, UniqueFd fd)
+      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(std::move(fd)) {}
+  void Discard();
+
+  std::string path_;
+  std::string temp_path_;  // empty once committed or discarded
+  UniqueFd fd_;
+};
+
+// `bytes` as the new contents of `path`, through an AtomicFile.
+[[nodiscard]] absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes,
+                                               mode_t mode = 0600);
+
+}  // namespace ember::base
