@@ -1,7 +1,8 @@
 #pragma once
 
 // What Ember's small snapshot-side file formats (state file, working-set file) share:
-// little-endian fields, a CRC-64 trailer, atomic writes and whole-file reads. Internal to
+// little-endian fields, a CRC-64 trailer and whole-file reads (writes go through
+// base::WriteFileAtomically). Internal to
 // snapshot/.
 #include <cstdint>
 #include <cstring>
@@ -28,10 +29,6 @@ T GetLittleEndian(const std::string& in, std::size_t offset) {
 
 // CRC-64/XZ (ECMA-182) of the first `length` bytes.
 [[nodiscard]] std::uint64_t Crc64(const std::string& bytes, std::size_t length);
-
-// Writes `bytes` to PATH.tmp (opened O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, which the VMM
-// thread's seccomp allowlist permits), fsyncs it and renames it over `path`.
-[[nodiscard]] absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes);
 
 // The whole file; InvalidArgument "cannot open <what> <path>: <errno>" when it cannot be read.
 [[nodiscard]] absl::StatusOr<std::string> ReadWholeFile(const std::string& path,

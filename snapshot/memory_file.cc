@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <filesystem>
 
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 
@@ -23,11 +26,25 @@ bool IsZeroPage(const std::uint8_t* page) {
   return true;
 }
 
+// A new memory file for `memory`, all holes: it replaces `path` only once complete, so clones
+// mapping the old file MAP_PRIVATE — this VM itself, when restored from `path` — keep reading
+// the old inode, and a crash leaves the old file whole.
+absl::StatusOr<base::AtomicFile> CreateMemoryFile(const base::GuestMemory& memory,
+                                                  const std::string& path) {
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, base::AtomicFile::Create(path));
+  if (::ftruncate(file.fd(), static_cast<off_t>(memory.total_size())) != 0) {
+    return base::ErrnoError("ftruncate", file.temp_path());
+  }
+  return file;
+}
+
 absl::Status WriteAll(int fd, const std::uint8_t* data, std::uint64_t size, std::uint64_t offset,
                       const std::string& path) {
   while (size > 0) {
     ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
-    if (n <= 0) return base::ErrnoError("pwrite", path);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return base::ErrnoError("pwrite", path);
+    if (n == 0) return base::ErrnoError(EIO, "pwrite (no progress)", path);
     data += n;
     size -= static_cast<std::uint64_t>(n);
     offset += static_cast<std::uint64_t>(n);
@@ -55,16 +72,12 @@ absl::Status WriteRange(int fd, const base::GuestRegion& region, std::uint64_t b
 
 absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestMemory& memory,
                                                               const std::string& path) {
-  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return base::ErrnoError("open", path);
-  if (::ftruncate(fd.Get(), static_cast<off_t>(memory.total_size())) != 0) {
-    return base::ErrnoError("ftruncate", path);
-  }
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
   std::vector<v1::MemoryRegion> layout;
   for (const base::GuestRegion& region : memory.regions()) {
     if (!memory.fd_is_current()) {
       // A private file mapping: its changes are not in the file, so scan everything.
-      EMBER_RETURN_IF_ERROR(WriteRange(fd.Get(), region, 0, region.size, path));
+      EMBER_RETURN_IF_ERROR(WriteRange(file.fd(), region, 0, region.size, path));
     }
     // In a memfd, holes are pages the guest never touched: skip them unread.
     std::uint64_t pos = memory.fd_is_current() ? 0 : region.size;
@@ -75,7 +88,7 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestM
       if (begin >= region.size) break;
       off_t hole = ::lseek(memory.fd(), data, SEEK_HOLE);
       std::uint64_t end = std::min(region.size, static_cast<std::uint64_t>(hole) - region.file_offset);
-      EMBER_RETURN_IF_ERROR(WriteRange(fd.Get(), region, begin, end, path));
+      EMBER_RETURN_IF_ERROR(WriteRange(file.fd(), region, begin, end, path));
       pos = end;
     }
     v1::MemoryRegion entry;
@@ -84,7 +97,7 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestM
     entry.set_file_offset(region.file_offset);
     layout.push_back(entry);
   }
-  if (::fsync(fd.Get()) != 0) return base::ErrnoError("fsync", path);
+  EMBER_RETURN_IF_ERROR(file.Commit());
   return layout;
 }
 
@@ -137,11 +150,7 @@ std::uint8_t* HostAtOffset(const base::GuestMemory& memory, std::uint64_t offset
 absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
     const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
     const std::string& path) {
-  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return base::ErrnoError("open", path);
-  if (::ftruncate(fd.Get(), static_cast<off_t>(memory.total_size())) != 0) {
-    return base::ErrnoError("ftruncate", path);
-  }
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
   std::uint64_t pages = memory.page_count();
   for (std::uint64_t page = 0; page < pages;) {
     if (!(dirty[page / 64] >> (page % 64) & 1)) {
@@ -156,12 +165,12 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
       std::uint8_t* host = HostAtOffset(memory, off, &room);
       if (host == nullptr) return absl::InternalError("dirty page outside guest memory");
       std::uint64_t len = std::min(room, run * kPageSize - off);
-      EMBER_RETURN_IF_ERROR(WriteAll(fd.Get(), host, len, off, path));
+      EMBER_RETURN_IF_ERROR(WriteAll(file.fd(), host, len, off, path));
       off += len;
     }
     page = run;
   }
-  if (::fsync(fd.Get()) != 0) return base::ErrnoError("fsync", path);
+  EMBER_RETURN_IF_ERROR(file.Commit());
   return Layout(memory);
 }
 
@@ -186,24 +195,49 @@ absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory, const std::str
   });
 }
 
+absl::Status CheckOutputIsNoInput(const std::string& output,
+                                  const std::vector<std::string>& inputs) {
+  struct stat out_st {};
+  bool out_exists = ::stat(output.c_str(), &out_st) == 0;
+  for (const std::string& input : inputs) {
+    struct stat in_st {};
+    bool in_exists = ::stat(input.c_str(), &in_st) == 0;
+    bool same = false;
+    if (out_exists && in_exists) {
+      same = out_st.st_dev == in_st.st_dev && out_st.st_ino == in_st.st_ino;
+    } else {
+      std::error_code out_error, in_error;
+      std::filesystem::path out_name = std::filesystem::weakly_canonical(output, out_error);
+      std::filesystem::path in_name = std::filesystem::weakly_canonical(input, in_error);
+      same = !out_error && !in_error && out_name == in_name;
+    }
+    if (same) {
+      return absl::InvalidArgumentError("output " + output + " is the input " + input +
+                                        " itself; write the merged snapshot to new files (the "
+                                        "inputs may still be in use)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MergeMemoryFiles(const std::vector<std::string>& chain, const std::string& out_path) {
   if (chain.empty()) return absl::InvalidArgumentError("nothing to merge");
-  base::UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!out) return base::ErrnoError("open", out_path);
+  EMBER_RETURN_IF_ERROR(CheckOutputIsNoInput(out_path, chain));
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile out, base::AtomicFile::Create(out_path));
   std::vector<std::uint8_t> buffer(1 << 20);
   for (const std::string& path : chain) {
     base::UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!in) return base::ErrnoError("open", path);
     struct stat st {};
     if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", path);
-    if (::ftruncate(out.Get(), st.st_size) != 0) return base::ErrnoError("ftruncate", out_path);
+    if (::ftruncate(out.fd(), st.st_size) != 0) return base::ErrnoError("ftruncate", out_path);
     EMBER_RETURN_IF_ERROR(ForEachDataRange(in.Get(), path, [&](std::uint64_t offset,
                                                                std::uint64_t length) {
       while (length > 0) {
         std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(length, buffer.size()));
         ssize_t n = ::pread(in.Get(), buffer.data(), chunk, static_cast<off_t>(offset));
         if (n <= 0) return base::ErrnoError("pread", path);
-        EMBER_RETURN_IF_ERROR(WriteAll(out.Get(), buffer.data(), static_cast<std::uint64_t>(n),
+        EMBER_RETURN_IF_ERROR(WriteAll(out.fd(), buffer.data(), static_cast<std::uint64_t>(n),
                                        offset, out_path));
         offset += static_cast<std::uint64_t>(n);
         length -= static_cast<std::uint64_t>(n);
@@ -211,8 +245,7 @@ absl::Status MergeMemoryFiles(const std::vector<std::string>& chain, const std::
       return absl::OkStatus();
     }));
   }
-  if (::fsync(out.Get()) != 0) return base::ErrnoError("fsync", out_path);
-  return absl::OkStatus();
+  return out.Commit();
 }
 
 absl::Status CheckMemoryFile(const std::string& path, std::uint64_t expected_size) {

@@ -1,10 +1,12 @@
 // ember-snapshot: offline tools for snapshot files.
 //   ember-snapshot merge --state DIFF_STATE --mem DIFF_MEM --out-state STATE --out-mem MEM
 // folds a diff snapshot and the chain beneath it (its base memory files) into one full
-// snapshot, which restores without the chain.
+// snapshot, which restores without the chain. The outputs are new files: naming an input as
+// an output is refused, since the inputs stay in use (other diffs, clones).
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "snapshot/memory_file.h"
 #include "snapshot/state_file.h"
@@ -52,6 +54,16 @@ int main(int argc, char** argv) {
         !status.ok()) {
       return Fail(2, std::string(status.message()));
     }
+  }
+  // Checked before anything is written: a refused merge leaves every file as it was.
+  std::vector<std::string> inputs = chain;
+  inputs.push_back(state_path);
+  if (auto status = ember::snapshot::CheckOutputIsNoInput(out_mem, inputs); !status.ok()) {
+    return Fail(2, "--out-mem: " + std::string(status.message()));
+  }
+  inputs.push_back(out_mem);
+  if (auto status = ember::snapshot::CheckOutputIsNoInput(out_state, inputs); !status.ok()) {
+    return Fail(2, "--out-state: " + std::string(status.message()));
   }
   if (auto status = ember::snapshot::MergeMemoryFiles(chain, out_mem); !status.ok()) {
     return Fail(1, std::string(status.message()));

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "snapshot/file_codec.h"
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 
 namespace ember::snapshot {
@@ -55,7 +56,7 @@ absl::StatusOr<v1::SnapshotState> DecodeState(const std::string& bytes) {
 }
 
 absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& state) {
-  return WriteFileAtomically(path, EncodeState(state));
+  return base::WriteFileAtomically(path, EncodeState(state));
 }
 
 absl::StatusOr<v1::SnapshotState> ReadStateFile(const std::string& path) {

@@ -18,7 +18,7 @@ inline constexpr std::uint32_t kFormatVersion = 1;
 // Far above any real state (a few hundred KiB for 32 vCPUs), far below memory trouble.
 inline constexpr std::uint64_t kMaxPayload = 64u << 20;
 
-// Writes `state` to `path` atomically (temp file, fsync, rename).
+// Writes `state` to `path` atomically (base::WriteFileAtomically).
 [[nodiscard]] absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& state);
 
 // Reads and verifies a state file. Every problem is InvalidArgument naming the file.

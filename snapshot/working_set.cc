@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "snapshot/file_codec.h"
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 
 namespace ember::snapshot {
@@ -107,7 +108,7 @@ absl::StatusOr<WorkingSet> DecodeWorkingSet(const std::string& bytes) {
 }
 
 absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set) {
-  return WriteFileAtomically(path, EncodeWorkingSet(set));
+  return base::WriteFileAtomically(path, EncodeWorkingSet(set));
 }
 
 absl::StatusOr<WorkingSet> ReadWorkingSetFile(const std::string& path, std::uint64_t memory_size,

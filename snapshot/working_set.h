@@ -44,8 +44,8 @@ inline constexpr std::uint32_t kWorkingSetVersion = 1;
 [[nodiscard]] std::string EncodeWorkingSet(const WorkingSet& set);
 [[nodiscard]] absl::StatusOr<WorkingSet> DecodeWorkingSet(const std::string& bytes);
 
-// Writes `set` atomically (PATH.tmp, fsync, rename). Opens with O_WRONLY|O_CREAT|O_TRUNC|
-// O_CLOEXEC only, which is what the VMM thread's seccomp allowlist lets it open.
+// Writes `set` atomically through base::WriteFileAtomically (a temporary file of its own, so
+// clones ending together never mix their sets; the VMM thread's seccomp allowlist permits it).
 [[nodiscard]] absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set);
 
 // Reads and verifies the file at `path`, and that it was recorded against a memory file of

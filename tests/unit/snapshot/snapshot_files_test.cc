@@ -1,0 +1,219 @@
+// Snapshot files on disk — state, working-set and memory files — written and read without KVM.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "snapshot/memory_file.h"
+#include "snapshot/state_file.h"
+#include "snapshot/working_set.h"
+#include "tests/support/process.h"
+
+namespace ember::snapshot {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+class SnapshotFilesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/ember-snapshot-files-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string dir_;
+};
+
+WorkingSet SetOf(std::uint64_t first_page, std::uint64_t pages) {
+  WorkingSet set;
+  set.memory_size = 1 << 30;
+  set.memory_fingerprint = 42;
+  set.runs.push_back({first_page, pages});
+  return set;
+}
+
+TEST_F(SnapshotFilesTest, WorkingSetWriteLeavesAnotherWritersTemporaryFileAlone) {
+  std::string path = dir_ + "/mem.ws";
+  std::ofstream(path + ".tmp") << "another clone's set, half written";
+  ASSERT_TRUE(WriteWorkingSetFile(path, SetOf(1, 2)).ok());
+  EXPECT_EQ(ReadFile(path + ".tmp"), "another clone's set, half written");
+  auto set = ReadWorkingSetFile(path, 1 << 30, 42);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->runs, SetOf(1, 2).runs);
+}
+
+constexpr std::uint64_t kPage = 4096;
+const std::vector<base::GuestMemory::Range> kRanges = {{0, 16 * kPage}};
+
+// Guest memory whose every byte is `fill`.
+base::GuestMemory FilledMemory(char fill) {
+  auto memory = base::GuestMemory::Create(kRanges);
+  EXPECT_TRUE(memory.ok()) << memory.status();
+  std::vector<std::uint8_t> bytes(16 * kPage, static_cast<std::uint8_t>(fill));
+  EXPECT_TRUE(memory->Write(0, bytes).ok());
+  return std::move(*memory);
+}
+
+// What the guest sees in `memory`, read through the accessors.
+std::string Contents(const base::GuestMemory& memory) {
+  std::string bytes(16 * kPage, '\0');
+  // Guest bytes as chars, to compare as a string.
+  EXPECT_TRUE(memory.Read(0, {reinterpret_cast<std::uint8_t*>(bytes.data()), bytes.size()}).ok());
+  return bytes;
+}
+
+// A snapshot taken while clones run from the previous one at the same path.
+TEST_F(SnapshotFilesTest, RewritingAMemoryFileLeavesAClonesMemoryIntact) {
+  std::string path = dir_ + "/vm.mem";
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path).ok());
+  auto clone = base::GuestMemory::MapFile(path, kRanges);  // MAP_PRIVATE, nothing loaded yet
+  ASSERT_TRUE(clone.ok()) << clone.status();
+
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('b'), path).ok());
+
+  EXPECT_EQ(Contents(*clone), std::string(16 * kPage, 'a'));
+  EXPECT_EQ(ReadFile(path), std::string(16 * kPage, 'b'));
+}
+
+TEST_F(SnapshotFilesTest, RewritingADiffMemoryFileLeavesAClonesMemoryIntact) {
+  std::string path = dir_ + "/vm.mem";
+  std::vector<std::uint64_t> all_dirty(1, 0xffff);
+  ASSERT_TRUE(WriteDiffMemoryFile(FilledMemory('a'), all_dirty, path).ok());
+  auto clone = base::GuestMemory::MapFile(path, kRanges);
+  ASSERT_TRUE(clone.ok()) << clone.status();
+
+  ASSERT_TRUE(WriteDiffMemoryFile(FilledMemory('b'), all_dirty, path).ok());
+
+  EXPECT_EQ(Contents(*clone), std::string(16 * kPage, 'a'));
+}
+
+// A VM restored from M snapshots to M: its untouched pages are still only in M.
+TEST_F(SnapshotFilesTest, AVmRestoredFromAMemoryFileCanSnapshotIntoIt) {
+  std::string path = dir_ + "/vm.mem";
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path).ok());
+  auto restored = base::GuestMemory::MapFile(path, kRanges);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  std::vector<std::uint8_t> page(kPage, 'z');
+  ASSERT_TRUE(restored->Write(3 * kPage, page).ok());
+
+  ASSERT_TRUE(WriteMemoryFile(*restored, path).ok());
+
+  std::string expected(16 * kPage, 'a');
+  expected.replace(3 * kPage, kPage, kPage, 'z');
+  EXPECT_EQ(ReadFile(path), expected);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_),
+                          std::filesystem::directory_iterator()),
+            1)
+      << "temporary files left behind";
+}
+
+// A base memory file of 'a's and a diff that changed page 3 to 'z', as files in `dir`.
+struct Chain {
+  std::string base;
+  std::string diff;
+  std::string state;  // the diff's state file, naming `base` as its base
+};
+
+Chain WriteChain(const std::string& dir) {
+  Chain chain{dir + "/base.mem", dir + "/diff.mem", dir + "/diff.state"};
+  EXPECT_TRUE(WriteMemoryFile(FilledMemory('a'), chain.base).ok());
+  base::GuestMemory later = FilledMemory('a');
+  std::vector<std::uint8_t> page(kPage, 'z');
+  EXPECT_TRUE(later.Write(3 * kPage, page).ok());
+  std::vector<std::uint64_t> dirty(1, 1u << 3);
+  EXPECT_TRUE(WriteDiffMemoryFile(later, dirty, chain.diff).ok());
+  v1::SnapshotState state;
+  state.set_kind(v1::SnapshotState::DIFF);
+  state.add_base_memory_files(chain.base);
+  state.set_memory_file_size(16 * kPage);
+  EXPECT_TRUE(WriteStateFile(chain.state, state).ok());
+  return chain;
+}
+
+std::string MergedContents() {
+  std::string merged(16 * kPage, 'a');
+  merged.replace(3 * kPage, kPage, kPage, 'z');
+  return merged;
+}
+
+TEST_F(SnapshotFilesTest, MergeLaysTheDiffOverItsBase) {
+  Chain chain = WriteChain(dir_);
+  ASSERT_TRUE(MergeMemoryFiles({chain.base, chain.diff}, dir_ + "/merged.mem").ok());
+  EXPECT_EQ(ReadFile(dir_ + "/merged.mem"), MergedContents());
+}
+
+TEST_F(SnapshotFilesTest, MergeIntoItsOwnBaseIsRefusedAndTheBaseKept) {
+  Chain chain = WriteChain(dir_);
+  absl::Status status = MergeMemoryFiles({chain.base, chain.diff}, chain.base);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(ReadFile(chain.base), std::string(16 * kPage, 'a'));
+}
+
+// The same file under another name is the same file.
+TEST_F(SnapshotFilesTest, MergeIntoAHardLinkOfAnInputIsRefused) {
+  Chain chain = WriteChain(dir_);
+  ASSERT_EQ(::link(chain.diff.c_str(), (dir_ + "/alias.mem").c_str()), 0);
+  absl::Status status = MergeMemoryFiles({chain.base, chain.diff}, dir_ + "/alias.mem");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+}
+
+class MergeToolTest : public SnapshotFilesTest {
+ protected:
+  testing::ProcessResult Merge(const Chain& chain, const std::string& out_state,
+                               const std::string& out_mem) {
+    return testing::RunProcess({testing::BinPath("ember-snapshot"), "merge", "--state",
+                                chain.state, "--mem", chain.diff, "--out-state", out_state,
+                                "--out-mem", out_mem});
+  }
+};
+
+TEST_F(MergeToolTest, MergeIntoNewFilesWritesAFullSnapshot) {
+  Chain chain = WriteChain(dir_);
+  testing::ProcessResult result = Merge(chain, dir_ + "/full.state", dir_ + "/full.mem");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(ReadFile(dir_ + "/full.mem"), MergedContents());
+  auto state = ReadStateFile(dir_ + "/full.state");
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->kind(), v1::SnapshotState::FULL);
+  EXPECT_EQ(state->base_memory_files_size(), 0);
+}
+
+TEST_F(MergeToolTest, OutMemThatIsTheBaseIsRefusedAndNothingChanges) {
+  Chain chain = WriteChain(dir_);
+  std::string state_before = ReadFile(chain.state);
+  testing::ProcessResult result = Merge(chain, dir_ + "/full.state", chain.base);
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("--out-mem"), std::string::npos) << result.err;
+  EXPECT_EQ(ReadFile(chain.base), std::string(16 * kPage, 'a'));
+  EXPECT_EQ(ReadFile(chain.state), state_before);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/full.state"));
+}
+
+TEST_F(MergeToolTest, OutStateThatIsTheDiffsStateIsRefusedAndNothingChanges) {
+  Chain chain = WriteChain(dir_);
+  std::string state_before = ReadFile(chain.state);
+  testing::ProcessResult result = Merge(chain, chain.state, dir_ + "/full.mem");
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("--out-state"), std::string::npos) << result.err;
+  EXPECT_EQ(ReadFile(chain.state), state_before);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/full.mem"));
+}
+
+TEST_F(MergeToolTest, OutStateThatIsOutMemIsRefused) {
+  Chain chain = WriteChain(dir_);
+  testing::ProcessResult result = Merge(chain, dir_ + "/full", dir_ + "/./full");
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("--out-state"), std::string::npos) << result.err;
+}
+
+}  // namespace
+}  // namespace ember::snapshot
