@@ -250,6 +250,27 @@ class EmberdTest(VmChecks, unittest.TestCase):
                                                   vm_id_prefix="good", resume=True), timeout=60)
         self.assertEqual(vm.vms[0].state, api.Vm.RUNNING)
 
+    def test_snapshot_into_a_directory_holding_one_is_refused_and_keeps_it(self):
+        self.create("src")
+        self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
+        self.stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
+        mine_dir = os.path.join(self.emberd.dir, "mine")
+        first = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="src", snapshot_dir=mine_dir), timeout=60)
+        with open(first.memory_path, "rb") as f:
+            memory = f.read()
+        code, details = code_of(self.stub.CreateSnapshot, api.CreateSnapshotRequest(
+            vm_id="src", snapshot_dir=mine_dir))
+        self.assertEqual(code, grpc.StatusCode.ALREADY_EXISTS, details)
+        self.assertIn("snapshot_dir", details)
+        with open(first.memory_path, "rb") as f:
+            self.assertEqual(f.read(), memory)
+        self.assertEqual([s.snapshot_id for s in self.stub.ListSnapshots(
+            api.ListSnapshotsRequest(vm_id="src"), timeout=30).snapshots], [first.snapshot_id])
+        vm = self.stub.Restore(api.RestoreRequest(snapshot_id=first.snapshot_id,
+                                                  vm_id_prefix="again", resume=True), timeout=60)
+        self.assertEqual(vm.vms[0].state, api.Vm.RUNNING)
+
     def uffd_metric(self, vm_id, name):
         return json.loads(self.stub.GetMetrics(
             api.GetMetricsRequest(vm_id=vm_id), timeout=30).json).get("uffd", {}).get(name, 0)

@@ -1221,6 +1221,15 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   snapshot.set_state_path(dir + "/state");
   snapshot.set_memory_path(dir + "/memory");
   snapshot.set_created_unix_ms(NowUnixMs());
+  // A caller's directory may already hold a snapshot: writing over it would pull the memory
+  // from under the clones restored from it and silently change what its record restores.
+  for (const std::string& path : {snapshot.state_path(), snapshot.memory_path()}) {
+    if (::access(path.c_str(), F_OK) == 0) {
+      return unreserve(absl::AlreadyExistsError(
+          "snapshot_dir: " + dir + " already holds a snapshot (" + path +
+          "); choose another directory, or DeleteSnapshot the one there first"));
+    }
+  }
   // A jailed ember-vmm writes into its jail's root, which it owns (emberd then moves the files
   // to `dir`), under names that are also what a clone's jail calls them: the names its diff
   // snapshots will give as their bases.
