@@ -1,11 +1,12 @@
 #pragma once
 
 // What Ember's small snapshot-side file formats (state file, working-set file) share:
-// little-endian fields, a CRC-64 trailer and whole-file reads (writes go through
+// little-endian fields, a CRC-64 trailer and header-first reads (writes go through
 // base::WriteFileAtomically). Internal to
 // snapshot/.
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -30,8 +31,34 @@ T GetLittleEndian(const std::string& in, std::size_t offset) {
 // CRC-64/XZ (ECMA-182) of the first `length` bytes.
 [[nodiscard]] std::uint64_t Crc64(const std::string& bytes, std::size_t length);
 
-// The whole file; InvalidArgument "cannot open <what> <path>: <errno>" when it cannot be read.
-[[nodiscard]] absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
-                                                        const std::string& what);
+// What the formats' headers begin with: an 8-byte magic, then a u32 format version.
+struct FormatHeader {
+  const char* magic;        // 8 bytes
+  const char* description;  // "snapshot state file": for "not an Ember <description>"
+  std::size_t header_size;  // the fixed header, up to the variable part
+  std::uint32_t version;    // the one this Ember reads
+};
+// Every file ends in a CRC-64 of all before it.
+inline constexpr std::size_t kCrcSize = 8;
+
+// The checks every format starts with, in this order: the magic, room for the fixed header and
+// the CRC, the version. InvalidArgument saying which failed.
+[[nodiscard]] absl::Status CheckHeaderStart(const std::string& header, std::uint64_t file_size,
+                                            const FormatHeader& format);
+
+// Checks a format's fixed header — `header` is the file's first bytes, as many of
+// `header_size` as it holds — against the file's size: OK only when the header is the format's
+// and announces a bounded length that is exactly `file_size`. Its messages do not name the file.
+using HeaderCheck =
+    std::function<absl::Status(const std::string& header, std::uint64_t file_size)>;
+
+// The whole file at `path`, read only once `check` has accepted its header and its size (from
+// fstat), so a foreign or huge file (a memory file passed as a state file) is refused
+// without being read. InvalidArgument "cannot open <what> <path>: <errno>" when it cannot be
+// opened; "<what> <path>: <check's message>" when the check refuses it.
+[[nodiscard]] absl::StatusOr<std::string> ReadCheckedFile(const std::string& path,
+                                                          const std::string& what,
+                                                          std::size_t header_size,
+                                                          const HeaderCheck& check);
 
 }  // namespace ember::snapshot

@@ -10,7 +10,19 @@ namespace ember::snapshot {
 namespace {
 
 constexpr std::size_t kHeaderSize = 8 + 4 + 4 + 8;
-constexpr std::size_t kCrcSize = 8;
+constexpr FormatHeader kFormat = {kMagic, "snapshot state file", kHeaderSize, kFormatVersion};
+
+// The fixed header against the size of the whole file (see HeaderCheck).
+absl::Status CheckStateHeader(const std::string& header, std::uint64_t file_size) {
+  EMBER_RETURN_IF_ERROR(CheckHeaderStart(header, file_size, kFormat));
+  auto length = GetLittleEndian<std::uint64_t>(header, 16);
+  if (length > kMaxPayload || file_size != kHeaderSize + length + kCrcSize) {
+    return absl::InvalidArgumentError(
+        "truncated or padded: the header announces " + std::to_string(length) +
+        " payload bytes, the file holds " + std::to_string(file_size) + " bytes in all");
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -26,24 +38,8 @@ std::string EncodeState(const v1::SnapshotState& state) {
 }
 
 absl::StatusOr<v1::SnapshotState> DecodeState(const std::string& bytes) {
-  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return absl::InvalidArgumentError("not an Ember snapshot state file (wrong magic)");
-  }
-  if (bytes.size() < kHeaderSize + kCrcSize) {
-    return absl::InvalidArgumentError("truncated: shorter than the header");
-  }
-  auto version = GetLittleEndian<std::uint32_t>(bytes, 8);
-  if (version != kFormatVersion) {
-    return absl::InvalidArgumentError("format version " + std::to_string(version) +
-                                      " is not supported (this Ember reads version " +
-                                      std::to_string(kFormatVersion) + ")");
-  }
+  EMBER_RETURN_IF_ERROR(CheckStateHeader(bytes, bytes.size()));
   auto length = GetLittleEndian<std::uint64_t>(bytes, 16);
-  if (length > kMaxPayload || bytes.size() != kHeaderSize + length + kCrcSize) {
-    return absl::InvalidArgumentError(
-        "truncated or padded: the header announces " + std::to_string(length) +
-        " payload bytes, the file holds " + std::to_string(bytes.size()) + " bytes in all");
-  }
   std::size_t crc_offset = kHeaderSize + length;
   if (GetLittleEndian<std::uint64_t>(bytes, crc_offset) != Crc64(bytes, crc_offset)) {
     return absl::InvalidArgumentError("CRC mismatch: the file is corrupted");
@@ -60,7 +56,8 @@ absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& st
 }
 
 absl::StatusOr<v1::SnapshotState> ReadStateFile(const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path, "snapshot state file"));
+  EMBER_ASSIGN_OR_RETURN(std::string bytes,
+                         ReadCheckedFile(path, "snapshot state file", kHeaderSize, CheckStateHeader));
   auto state = DecodeState(bytes);
   if (!state.ok()) {
     return absl::InvalidArgumentError("snapshot state file " + path + ": " +

@@ -13,7 +13,29 @@ namespace {
 constexpr std::uint32_t kPageSize = 4096;
 constexpr std::size_t kHeaderSize = 8 + 4 + 4 + 8 + 8 + 8;
 constexpr std::size_t kRunSize = 16;
-constexpr std::size_t kCrcSize = 8;
+constexpr FormatHeader kFormat = {kWorkingSetMagic, "working-set file", kHeaderSize,
+                                   kWorkingSetVersion};
+
+// The fixed header against the size of the whole file (see HeaderCheck).
+absl::Status CheckWorkingSetHeader(const std::string& header, std::uint64_t file_size) {
+  EMBER_RETURN_IF_ERROR(CheckHeaderStart(header, file_size, kFormat));
+  if (GetLittleEndian<std::uint32_t>(header, 12) != kPageSize) {
+    return absl::InvalidArgumentError(
+        "page size " + std::to_string(GetLittleEndian<std::uint32_t>(header, 12)) +
+        " is not 4096");
+  }
+  // Runs are disjoint and non-empty, so there are at most as many as memory pages.
+  auto memory_pages = GetLittleEndian<std::uint64_t>(header, 16) / kPageSize;
+  auto count = GetLittleEndian<std::uint64_t>(header, 32);
+  std::uint64_t max_runs = (file_size - kHeaderSize - kCrcSize) / kRunSize;
+  if (count > max_runs || count > memory_pages ||
+      file_size != kHeaderSize + count * kRunSize + kCrcSize) {
+    return absl::InvalidArgumentError("truncated or padded: the header announces " +
+                                      std::to_string(count) + " runs, the file holds " +
+                                      std::to_string(file_size) + " bytes in all");
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -60,33 +82,11 @@ std::string EncodeWorkingSet(const WorkingSet& set) {
 }
 
 absl::StatusOr<WorkingSet> DecodeWorkingSet(const std::string& bytes) {
-  if (bytes.size() < sizeof(kWorkingSetMagic) ||
-      std::memcmp(bytes.data(), kWorkingSetMagic, sizeof(kWorkingSetMagic)) != 0) {
-    return absl::InvalidArgumentError("not an Ember working-set file (wrong magic)");
-  }
-  if (bytes.size() < kHeaderSize + kCrcSize) {
-    return absl::InvalidArgumentError("truncated: shorter than the header");
-  }
-  auto version = GetLittleEndian<std::uint32_t>(bytes, 8);
-  if (version != kWorkingSetVersion) {
-    return absl::InvalidArgumentError("format version " + std::to_string(version) +
-                                      " is not supported (this Ember reads version " +
-                                      std::to_string(kWorkingSetVersion) + ")");
-  }
-  if (GetLittleEndian<std::uint32_t>(bytes, 12) != kPageSize) {
-    return absl::InvalidArgumentError("page size " + std::to_string(GetLittleEndian<std::uint32_t>(bytes, 12)) +
-                                      " is not 4096");
-  }
+  EMBER_RETURN_IF_ERROR(CheckWorkingSetHeader(bytes, bytes.size()));
   WorkingSet set;
   set.memory_size = GetLittleEndian<std::uint64_t>(bytes, 16);
   set.memory_fingerprint = GetLittleEndian<std::uint64_t>(bytes, 24);
   auto count = GetLittleEndian<std::uint64_t>(bytes, 32);
-  std::uint64_t max_runs = (bytes.size() - kHeaderSize - kCrcSize) / kRunSize;
-  if (count > max_runs || bytes.size() != kHeaderSize + count * kRunSize + kCrcSize) {
-    return absl::InvalidArgumentError("truncated or padded: the header announces " +
-                                      std::to_string(count) + " runs, the file holds " +
-                                      std::to_string(bytes.size()) + " bytes in all");
-  }
   std::size_t crc_offset = kHeaderSize + count * kRunSize;
   if (GetLittleEndian<std::uint64_t>(bytes, crc_offset) != Crc64(bytes, crc_offset)) {
     return absl::InvalidArgumentError("CRC mismatch: the file is corrupted");
@@ -113,18 +113,26 @@ absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set)
 
 absl::StatusOr<WorkingSet> ReadWorkingSetFile(const std::string& path, std::uint64_t memory_size,
                                               std::uint64_t memory_fingerprint) {
-  EMBER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path, "working-set file"));
+  // A set recorded on another memory file is refused from its header, before its runs are read.
+  auto check = [&](const std::string& header, std::uint64_t file_size) -> absl::Status {
+    EMBER_RETURN_IF_ERROR(CheckWorkingSetHeader(header, file_size));
+    auto set_size = GetLittleEndian<std::uint64_t>(header, 16);
+    auto set_fingerprint = GetLittleEndian<std::uint64_t>(header, 24);
+    if (set_size != memory_size || set_fingerprint != memory_fingerprint) {
+      return absl::InvalidArgumentError(
+          "recorded for a different snapshot memory file (" + std::to_string(set_size) +
+          " bytes, fingerprint " + std::to_string(set_fingerprint) + "; this one is " +
+          std::to_string(memory_size) + " bytes, fingerprint " +
+          std::to_string(memory_fingerprint) + ")");
+    }
+    return absl::OkStatus();
+  };
+  EMBER_ASSIGN_OR_RETURN(std::string bytes,
+                         ReadCheckedFile(path, "working-set file", kHeaderSize, check));
   auto set = DecodeWorkingSet(bytes);
   if (!set.ok()) {
     return absl::InvalidArgumentError("working-set file " + path + ": " +
                                       std::string(set.status().message()));
-  }
-  if (set->memory_size != memory_size || set->memory_fingerprint != memory_fingerprint) {
-    return absl::InvalidArgumentError(
-        "working-set file " + path + " was recorded for a different snapshot memory file (" +
-        std::to_string(set->memory_size) + " bytes, fingerprint " +
-        std::to_string(set->memory_fingerprint) + "; this one is " + std::to_string(memory_size) +
-        " bytes, fingerprint " + std::to_string(memory_fingerprint) + ")");
   }
   return set;
 }

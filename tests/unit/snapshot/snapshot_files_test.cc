@@ -215,5 +215,76 @@ TEST_F(MergeToolTest, OutStateThatIsOutMemIsRefused) {
   EXPECT_NE(result.err.find("--out-state"), std::string::npos) << result.err;
 }
 
+// Bytes this process has read through read-like calls so far (/proc/self/io's rchar).
+std::uint64_t BytesReadSoFar() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  ADD_FAILURE() << "no rchar in /proc/self/io";
+  return 0;
+}
+
+// Expects `read` to fail with a message holding `expected` after reading less than 1 MiB.
+template <typename Read>
+void ExpectRefusedUnread(Read read, const std::string& expected) {
+  std::uint64_t before = BytesReadSoFar();
+  absl::Status status = read().status();
+  EXPECT_LT(BytesReadSoFar() - before, 1u << 20);
+  EXPECT_NE(status.message().find(expected), std::string::npos) << status;
+}
+
+// A sparse file of `size` bytes beginning with `head`.
+std::string SparseFile(const std::string& path, const std::string& head, std::uint64_t size) {
+  std::ofstream(path, std::ios::binary) << head;
+  EXPECT_EQ(::truncate(path.c_str(), static_cast<off_t>(size)), 0);
+  return path;
+}
+
+constexpr std::uint64_t kBigFile = 256ull << 20;
+
+// --restore-from and --restore-mem swapped.
+TEST_F(SnapshotFilesTest, AMemoryFileReadAsAStateFileIsRefusedWithoutBeingRead) {
+  std::string memory = SparseFile(dir_ + "/vm.mem", "", kBigFile);
+  ExpectRefusedUnread([&] { return ReadStateFile(memory); }, "wrong magic");
+}
+
+TEST_F(SnapshotFilesTest, StateHeaderAnnouncingAnOversizedPayloadIsRefusedWithoutReadingIt) {
+  std::string header(kMagic, sizeof(kMagic));
+  header += std::string("\x01\0\0\0\0\0\0\0", 8);  // version 1, reserved
+  std::uint64_t length = kBigFile;
+  header.append(reinterpret_cast<const char*>(&length), sizeof(length));  // little-endian
+  std::string path = SparseFile(dir_ + "/vm.state", header, 24 + length + 8);
+  ExpectRefusedUnread([&] { return ReadStateFile(path); }, "announces");
+}
+
+TEST_F(SnapshotFilesTest, AMemoryFileReadAsAWorkingSetIsRefusedWithoutBeingRead) {
+  std::string memory = SparseFile(dir_ + "/vm.mem", "", kBigFile);
+  ExpectRefusedUnread([&] { return ReadWorkingSetFile(memory, kBigFile, 1); }, "wrong magic");
+}
+
+TEST_F(SnapshotFilesTest, StateFileRoundTripsThroughTheHeaderFirstRead) {
+  v1::SnapshotState state;
+  state.set_memory_file_size(12345);
+  ASSERT_TRUE(WriteStateFile(dir_ + "/vm.state", state).ok());
+  auto read = ReadStateFile(dir_ + "/vm.state");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->memory_file_size(), 12345u);
+}
+
+TEST_F(SnapshotFilesTest, TruncatedStateFileIsRefused) {
+  v1::SnapshotState state;
+  state.set_memory_file_size(12345);
+  std::string bytes = EncodeState(state);
+  std::string path = dir_ + "/vm.state";
+  std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() - 3);
+  auto read = ReadStateFile(path);
+  ASSERT_FALSE(read.ok());
+  EXPECT_NE(read.status().message().find("truncated"), std::string::npos) << read.status();
+  EXPECT_NE(read.status().message().find(path), std::string::npos) << read.status();
+}
+
 }  // namespace
 }  // namespace ember::snapshot
