@@ -206,15 +206,15 @@ absl::Status CheckOutputIsNoInput(const std::string& output,
     if (out_exists && in_exists) {
       same = out_st.st_dev == in_st.st_dev && out_st.st_ino == in_st.st_ino;
     } else {
-      std::error_code out_error, in_error;
-      std::filesystem::path out_name = std::filesystem::weakly_canonical(output, out_error);
-      std::filesystem::path in_name = std::filesystem::weakly_canonical(input, in_error);
-      same = !out_error && !in_error && out_name == in_name;
+      // Lexically only: ember-vmm checks its diffs here, and its seccomp filter has no room
+      // for the system calls that resolving a path would make.
+      same = std::filesystem::path(output).lexically_normal() ==
+             std::filesystem::path(input).lexically_normal();
     }
     if (same) {
       return absl::InvalidArgumentError("output " + output + " is the input " + input +
-                                        " itself; write the merged snapshot to new files (the "
-                                        "inputs may still be in use)");
+                                        " itself; write to a new file (the inputs may still be "
+                                        "in use)");
     }
   }
   return absl::OkStatus();

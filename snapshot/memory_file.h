@@ -41,8 +41,9 @@ namespace ember::snapshot {
                                             const std::string& out_path);
 
 // InvalidArgument when `output` is the same file as one of `inputs`: the same device and inode,
-// or, where one of them does not exist yet, the same path. For the merge tool, whose inputs
-// stay in use (other diffs build on a base; clones map it) and must not be replaced.
+// or, where one of them does not exist yet, the same path. For the merge tool and diff
+// snapshots, whose inputs stay in use (other diffs build on a base; clones map it) and must not
+// be replaced.
 [[nodiscard]] absl::Status CheckOutputIsNoInput(const std::string& output,
                                                 const std::vector<std::string>& inputs);
 

@@ -166,6 +166,9 @@ absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
   std::vector<v1::MemoryRegion> layout;
   std::vector<std::string> chain;
   if (paths.diff) {
+    // A VM restored from a diff names that diff among its bases; writing its own next diff
+    // there (ember-vmm's SIGUSR2 numbering starts again at -diff1) would replace a base.
+    EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(paths.memory_path, snapshot_chain_));
     EMBER_ASSIGN_OR_RETURN(
         layout, snapshot::WriteDiffMemoryFile(*memory_, pending_dirty_, paths.memory_path));
     state.set_kind(v1::SnapshotState::DIFF);

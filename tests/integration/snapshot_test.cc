@@ -146,26 +146,32 @@ TEST_F(SnapshotTest, TenClonesRunAtOnceEachWithItsOwnDisk) {
             blk_initial(BLK_WRITE_FIRST, 0));
 }
 
-// A full snapshot at count 3, more counting, then a diff at count 10: restoring the diff
-// (laid over the full one) resumes at 10, and so does the merged full snapshot.
-TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
-  std::string dir = WriteTempFile("unused", "");
-  dir = dir.substr(0, dir.rfind('/'));
+// The counter guest with dirty tracking, a full snapshot at count 3 into dir/vm.state and
+// dir/vm.mem, more counting, then a diff at count 10 (vm.state-diff1, vm.mem-diff1).
+void TakeFullThenDiff(const std::string& dir) {
   std::string state = dir + "/vm.state", memory = dir + "/vm.mem", log = dir + "/vmm.log";
   std::string config = WriteTempFile(
       "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter"},
                      "machine-config": {"track_dirty_pages": true}})");
   Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", state,
                "--snapshot-mem-path", memory, "--log-path", log});
-  auto wait_log = [&](const std::string& text) { return WaitForLog(log, text); };
   ASSERT_TRUE(vmm.WaitForOutput("count 3\n", seconds(60)));
   vmm.Signal(SIGUSR1);
-  ASSERT_TRUE(wait_log("snapshot written")) << ReadFile(log);
+  ASSERT_TRUE(WaitForLog(log, "snapshot written")) << ReadFile(log);
   ASSERT_TRUE(vmm.WaitForOutput("count 10\n", seconds(60)));
   vmm.Signal(SIGUSR2);
-  ASSERT_TRUE(wait_log("diff snapshot written")) << ReadFile(log);
+  ASSERT_TRUE(WaitForLog(log, "diff snapshot written")) << ReadFile(log);
   vmm.Signal(SIGKILL);
   vmm.Wait(seconds(10));
+}
+
+// Restoring the diff (laid over the full one) resumes at 10, and so does the merged full
+// snapshot.
+TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string state = dir + "/vm.state", memory = dir + "/vm.mem";
+  ASSERT_NO_FATAL_FAILURE(TakeFullThenDiff(dir));
 
   // The diff holds only what changed: far fewer blocks on disk than the full snapshot.
   struct stat full_st {}, diff_st {};
@@ -193,6 +199,29 @@ TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
   expect_resumes_at_ten(RunProcess({BinPath("ember-vmm"), "--restore-from", dir + "/merged.state",
                                     "--restore-mem", dir + "/merged.mem"},
                                    seconds(120)));
+}
+
+// A VM restored from vm.mem-diff1 with the same snapshot paths would number its own first diff
+// -diff1 too: that diff must be refused rather than replace the base the VM runs on.
+TEST_F(SnapshotTest, DiffOfARestoredDiffIsNeverWrittenOverItsOwnBase) {
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string state = dir + "/vm.state", memory = dir + "/vm.mem", log = dir + "/restored.log";
+  ASSERT_NO_FATAL_FAILURE(TakeFullThenDiff(dir));
+  const std::string base = ReadFile(memory + "-diff1");
+
+  Process restored({BinPath("ember-vmm"), "--restore-from", state + "-diff1", "--restore-mem",
+                    memory + "-diff1", "--snapshot-path", state, "--snapshot-mem-path", memory,
+                    "--log-path", log});
+  ASSERT_TRUE(restored.WaitForOutput("count 12\n", seconds(60)));
+  restored.Signal(SIGUSR2);
+  ASSERT_TRUE(WaitForLog(log, "snapshot failed")) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("is the input " + memory + "-diff1"), std::string::npos)
+      << ReadFile(log);
+  ProcessResult result = restored.Wait(seconds(120));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("checksum ok\nPASS counter\n"), std::string::npos) << result.out;
+  EXPECT_TRUE(ReadFile(memory + "-diff1") == base) << "the base was rewritten";
 }
 
 // A diff snapshot that fails (here: its memory file's path is a directory) has already taken
