@@ -62,12 +62,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
             "rate limiters (configured or set by UpdateRateLimits): arming the refill timer "
             "of a throttled device"),
       AllowIfArg("openat",
-                 "the metrics file: MetricsRegistry::WriteTo creates PATH.tmp; snapshot, memory "
-                 "and working-set files: base::AtomicFile creates a new file of its own and "
-                 "opens its directory to fsync the rename",
-                 2,
-                 {O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                  O_RDONLY | O_DIRECTORY | O_CLOEXEC}),
+                 "the metrics, snapshot, memory and working-set files: base::AtomicFile creates "
+                 "a new file of its own and opens its directory to fsync the rename",
+                 2, {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC}),
       Allow("rename",
             "the metrics file, snapshot, memory and working-set files: a temporary file "
             "replaces PATH atomically"),

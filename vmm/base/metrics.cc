@@ -1,14 +1,9 @@
 #include "vmm/base/metrics.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "vmm/base/status.h"
-#include "vmm/base/unique_fd.h"
+#include "vmm/base/atomic_file.h"
 
 namespace ember::base {
 
@@ -44,16 +39,7 @@ std::string MetricsRegistry::ToJson() const {
 }
 
 absl::Status MetricsRegistry::WriteTo(const std::string& path) const {
-  std::string text = ToJson() + "\n";
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return ErrnoError("open metrics file", tmp);
-  if (::write(fd.Get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-    return ErrnoError("write metrics file", tmp);
-  }
-  fd.Reset();
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename", path);
-  return absl::OkStatus();
+  return WriteFileAtomically(path, ToJson() + "\n");
 }
 
 }  // namespace ember::base
