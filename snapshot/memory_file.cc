@@ -17,6 +17,12 @@ namespace {
 
 constexpr std::uint64_t kPageSize = 4096;
 
+// A data range SEEK_DATA reported that pread then found past the end: the file shrank under us.
+absl::Status EndedEarly(const std::string& path, std::uint64_t offset) {
+  return absl::InvalidArgumentError("memory file " + path + " ended at offset " +
+                                    std::to_string(offset) + " while being read");
+}
+
 bool IsZeroPage(const std::uint8_t* page) {
   // Compare in words: this runs over every page of guest memory.
   const auto* words = reinterpret_cast<const std::uint64_t*>(page);  // page-aligned
@@ -187,7 +193,8 @@ absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory, const std::str
       }
       std::uint64_t len = std::min(room, length);
       ssize_t n = ::pread(fd.Get(), host, len, static_cast<off_t>(offset));
-      if (n <= 0) return base::ErrnoError("pread", path);
+      if (n < 0) return base::ErrnoError("pread", path);
+      if (n == 0) return EndedEarly(path, offset);
       offset += static_cast<std::uint64_t>(n);
       length -= static_cast<std::uint64_t>(n);
     }
@@ -236,7 +243,8 @@ absl::Status MergeMemoryFiles(const std::vector<std::string>& chain, const std::
       while (length > 0) {
         std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(length, buffer.size()));
         ssize_t n = ::pread(in.Get(), buffer.data(), chunk, static_cast<off_t>(offset));
-        if (n <= 0) return base::ErrnoError("pread", path);
+        if (n < 0) return base::ErrnoError("pread", path);
+        if (n == 0) return EndedEarly(path, offset);
         EMBER_RETURN_IF_ERROR(WriteAll(out.fd(), buffer.data(), static_cast<std::uint64_t>(n),
                                        offset, out_path));
         offset += static_cast<std::uint64_t>(n);

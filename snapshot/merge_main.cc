@@ -25,6 +25,10 @@ int Fail(int code, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (argc < 2 || std::string_view(argv[1]) != "merge") {
     std::fputs(kUsage, stderr);
     return 2;

@@ -106,17 +106,6 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertEqual((st.st_uid, st.st_gid), (JAIL_UID, JAIL_GID), path)
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o600, path)
 
-    def counting_vm(self, vm_id, config=None):
-        """A jailed VM counting (`counter` scenario), paused mid-count; its console so far."""
-        self.stub.Create(api.CreateRequest(vm_id=vm_id, config=config or ec.config("counter,idle")),
-                         timeout=30)
-        self.stub.Start(api.VmRequest(vm_id=vm_id), timeout=30)
-        self.wait_console(vm_id, rb"count 2\n")
-        self.stub.Pause(api.VmRequest(vm_id=vm_id), timeout=30)
-        before = self.console_of(vm_id)
-        self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
-        return before
-
     def test_jailed_snapshot_lands_where_recorded_and_two_jailed_clones_continue(self):
         before = self.counting_vm("jsnap")
         snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="jsnap"), timeout=60)

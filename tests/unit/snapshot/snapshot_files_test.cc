@@ -176,6 +176,15 @@ class MergeToolTest : public SnapshotFilesTest {
   }
 };
 
+TEST_F(MergeToolTest, HelpGoesToStdoutWithExitCodeZeroAndNoArgumentsIsAnError) {
+  testing::ProcessResult help = testing::RunProcess({testing::BinPath("ember-snapshot"), "--help"});
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  EXPECT_NE(help.out.find("usage: ember-snapshot merge"), std::string::npos) << help.out;
+  testing::ProcessResult bare = testing::RunProcess({testing::BinPath("ember-snapshot")});
+  EXPECT_EQ(bare.exit_code, 2);
+  EXPECT_NE(bare.err.find("usage: ember-snapshot merge"), std::string::npos) << bare.err;
+}
+
 TEST_F(MergeToolTest, MergeIntoNewFilesWritesAFullSnapshot) {
   Chain chain = WriteChain(dir_);
   testing::ProcessResult result = Merge(chain, dir_ + "/full.state", dir_ + "/full.mem");
