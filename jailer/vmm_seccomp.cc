@@ -70,7 +70,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
             "replaces PATH atomically"),
       Allow("close", "the metrics file, control connections, devices released at exit"),
       Allow("fstat", "stdio sizing a buffer on its first use (exit messages)"),
-      Allow("newfstatat", "stdio sizing a buffer on its first use (exit messages)"),
+      Allow("newfstatat",
+            "stdio sizing a buffer on its first use (exit messages); diff snapshots: "
+            "CheckOutputIsNoInput's stat of the new file and of the chain beneath it"),
       AllowIfArg("accept4",
                  "a controller connecting to the control socket; a host process connecting to "
                  "the vsock's uds_path",
@@ -119,6 +121,9 @@ std::vector<SyscallRule> VcpuRules() {
             "virtio-net/vsock activation and reset (the guest's status writes): the device "
             "starts or stops watching its tap or sockets"),
       Allow("close", "vsock reset by the guest: its host connections are closed"),
+      Allow("io_uring_enter",
+            "virtio-blk reset by the guest: the requests still in the io_uring engine are "
+            "waited for, so none lands in buffers the re-initialised driver reuses"),
       Allow("rt_sigreturn", "returning from the kick signal's handler, which ends KVM_RUN"),
       Allow("restart_syscall", "a futex wait the kick signal interrupted"),
   };

@@ -1,6 +1,6 @@
 #pragma once
 
-// What the host-side device harnesses (net_bench, vsock_bench) share: the real MmioTransport
+// What the host-side device harnesses (blk_bench, net_bench, vsock_bench) share: the real MmioTransport
 // wired into a real base::EventLoop as ember-vmm's VMM thread wires it, Linux's EVENT_IDX kick
 // test on the driver side, the timing that keeps the fake guest's work out of the device's
 // figure, and status checks that end the harness. No guest CPU is involved: the "guest" is the

@@ -3,6 +3,8 @@
 // folds a diff snapshot and the chain beneath it (its base memory files) into one full
 // snapshot, which restores without the chain. The outputs are new files: naming an input as
 // an output is refused, since the inputs stay in use (other diffs, clones).
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -75,6 +77,8 @@ int main(int argc, char** argv) {
   state->set_kind(ember::v1::SnapshotState::FULL);
   state->clear_base_memory_files();
   if (auto status = ember::snapshot::WriteStateFile(out_state, *state); !status.ok()) {
+    // A memory file without its state file restores nothing; it was new, so it goes.
+    ::unlink(out_mem.c_str());
     return Fail(1, std::string(status.message()));
   }
   std::printf("merged %zu memory files into %s\n", chain.size(), out_mem.c_str());

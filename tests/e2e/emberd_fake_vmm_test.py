@@ -61,9 +61,11 @@ class FakeVmmTest(unittest.TestCase):
         while not os.path.exists(done):
             self.assertLess(time.time(), deadline, "the fake VMM never finished its snapshot")
             time.sleep(0.05)
-        # The VMM finished writing: emberd kept the files and the record, so the snapshot
+        # The VMM finished writing: emberd keeps the files and records the snapshot, so it
         # restores under the id emberd gave it (the VM's one snapshot directory).
-        time.sleep(0.5)
+        while not self.stub.ListSnapshots(api.ListSnapshotsRequest(), timeout=5).snapshots:
+            self.assertLess(time.time(), deadline, "emberd never recorded the snapshot")
+            time.sleep(0.05)
         snapshots = os.listdir(os.path.join(self.emberd.state_dir, "snapshots"))
         self.assertEqual(len(snapshots), 1)
         record = os.path.join(self.emberd.state_dir, "snapshots", snapshots[0])
@@ -76,16 +78,24 @@ class FakeVmmTest(unittest.TestCase):
     def test_stop_ends_a_vm_whose_snapshot_never_finishes(self):
         self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=3600)
         self.paused_vm("stuck")
+        mine = os.path.join(self.emberd.dir, "mine")
         snapshot = self.pool.submit(
-            self.stub.CreateSnapshot, api.CreateSnapshotRequest(vm_id="stuck"), timeout=60)
-        time.sleep(1)
+            self.stub.CreateSnapshot,
+            api.CreateSnapshotRequest(vm_id="stuck", snapshot_dir=mine), timeout=60)
+        # Stop only once the VMM is writing: its state file is there.
+        deadline = time.time() + 20
+        while not os.path.exists(os.path.join(mine, "state")):
+            self.assertLess(time.time(), deadline, "the fake VMM never started its snapshot")
+            time.sleep(0.05)
         stopped = self.stub.Stop(api.StopRequest(vm_id="stuck", timeout_ms=500), timeout=30)
         self.assertEqual(stopped.state, api.Vm.STOPPED)
         with self.assertRaises(grpc.RpcError) as raised:
             snapshot.result(timeout=30)
         self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
-        # The VMM is gone, so nothing writes the half-made files any more: they are removed.
+        # The VMM is gone, so nothing writes the half-made files any more: they are removed,
+        # its unfinished temporary memory file too, and the directory emberd made for them.
         self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "snapshots")), [])
+        self.assertFalse(os.path.exists(mine))
 
     def test_restore_and_overrides_need_no_help_text_from_the_vmm(self):
         argv_log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fake-vmm-argv-{os.getpid()}")

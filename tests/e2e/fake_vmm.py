@@ -85,9 +85,13 @@ def main():
                 snap = request.create_snapshot
                 with open(snap.state_path, "wb") as f:
                     f.write(b"fake state")
-                time.sleep(delay)
-                with open(snap.memory_path, "wb") as f:
+                # Like base::AtomicFile: a file of its own, renamed over the target when done.
+                temp = f"{snap.memory_path}.tmp-{os.getpid()}-0-0"
+                with open(temp, "wb") as f:
                     f.write(b"\0" * 4096)
+                    f.flush()
+                    time.sleep(delay)
+                os.rename(temp, snap.memory_path)
                 response.snapshot.state_path = snap.state_path
                 response.snapshot.memory_path = snap.memory_path
                 response.snapshot.duration_us = int((time.monotonic() - started) * 1e6) + 1

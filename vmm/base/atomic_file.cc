@@ -78,8 +78,9 @@ absl::Status AtomicFile::Append(std::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::Status AtomicFile::Commit() {
-  if (::fsync(fd_.Get()) != 0) {
+absl::Status AtomicFile::Commit(Durability durability) {
+  const bool durable = durability == Durability::kDurable;
+  if (durable && ::fsync(fd_.Get()) != 0) {
     absl::Status error = ErrnoError("fsync", temp_path_);
     Discard();
     return error;
@@ -91,6 +92,7 @@ absl::Status AtomicFile::Commit() {
     return error;
   }
   temp_path_.clear();
+  if (!durable) return absl::OkStatus();
   // The rename itself is durable only once the directory is.
   std::string dir = DirectoryOf(path_);
   UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -99,10 +101,11 @@ absl::Status AtomicFile::Commit() {
   return absl::OkStatus();
 }
 
-absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes, mode_t mode) {
+absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes, mode_t mode,
+                                 AtomicFile::Durability durability) {
   EMBER_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, mode));
   EMBER_RETURN_IF_ERROR(file.Append(bytes));
-  return file.Commit();
+  return file.Commit(durability);
 }
 
 }  // namespace ember::base

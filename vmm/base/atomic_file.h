@@ -44,10 +44,18 @@ class AtomicFile {
   // Appends all of `bytes` at the file offset, however many write calls it takes.
   [[nodiscard]] absl::Status Append(std::string_view bytes);
 
-  // fsync, rename over the target, fsync of the directory. Call once; on failure the
-  // temporary file is removed and the target is left as it was (unless the directory fsync
-  // failed after the rename).
-  [[nodiscard]] absl::Status Commit();
+  // What Commit makes sure of beyond the rename's atomicity.
+  enum class Durability {
+    kDurable,     // fsync of the file before the rename and of the directory after it
+    kRenameOnly,  // neither: after a crash `path` may name the old contents (or, on some file
+                  // systems, an empty file); for figures rewritten every minute (metrics),
+                  // whose writer must not stall on the disk
+  };
+
+  // Renames the file over the target, with the syncs `durability` asks for. Call once; on
+  // failure the temporary file is removed and the target is left as it was (unless the
+  // directory fsync failed after the rename).
+  [[nodiscard]] absl::Status Commit(Durability durability = Durability::kDurable);
 
  private:
   AtomicFile(std::string path, std::string temp_path, UniqueFd fd)
@@ -60,7 +68,8 @@ class AtomicFile {
 };
 
 // `bytes` as the new contents of `path`, through an AtomicFile.
-[[nodiscard]] absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes,
-                                               mode_t mode = 0600);
+[[nodiscard]] absl::Status WriteFileAtomically(
+    const std::string& path, std::string_view bytes, mode_t mode = 0600,
+    AtomicFile::Durability durability = AtomicFile::Durability::kDurable);
 
 }  // namespace ember::base

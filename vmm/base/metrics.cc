@@ -39,7 +39,8 @@ std::string MetricsRegistry::ToJson() const {
 }
 
 absl::Status MetricsRegistry::WriteTo(const std::string& path) const {
-  return WriteFileAtomically(path, ToJson() + "\n");
+  // Rewritten every minute from the VMM's event loop, which must not wait for the disk.
+  return WriteFileAtomically(path, ToJson() + "\n", 0600, AtomicFile::Durability::kRenameOnly);
 }
 
 }  // namespace ember::base

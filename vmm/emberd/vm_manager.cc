@@ -1164,6 +1164,25 @@ absl::Status VmManager::UpdateRateLimits(const v1::UpdateRateLimitsRequest& requ
   return absl::OkStatus();
 }
 
+namespace {
+
+// What a failed snapshot into a caller's directory may have left there: its state and memory
+// files, and the temporary files (NAME.tmp-...) of an ember-vmm killed while writing them;
+// then the directory itself if that emptied it. Anything else in it is the caller's.
+void RemoveFailedSnapshotFiles(const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "state" || name == "memory" || name.rfind("state.tmp-", 0) == 0 ||
+        name.rfind("memory.tmp-", 0) == 0) {
+      ::unlink(entry.path().c_str());
+    }
+  }
+  ::rmdir(dir.c_str());  // fails, leaving it, unless empty
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotRequest& request) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.vm_id()));
   const bool jailed = !options_.jail_dir.empty();
@@ -1273,10 +1292,7 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   }
   if (!response.ok()) {
     (void)RemoveTree(record_dir);
-    if (dir != record_dir) {
-      ::unlink(snapshot.state_path().c_str());
-      ::unlink(snapshot.memory_path().c_str());
-    }
+    if (dir != record_dir) RemoveFailedSnapshotFiles(dir);
     if (jailed) {
       ::unlink((JailRoot(request.vm_id()) + jail_state).c_str());
       ::unlink((JailRoot(request.vm_id()) + jail_memory).c_str());
