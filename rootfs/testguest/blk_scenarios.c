@@ -1,5 +1,5 @@
-/* The `blk` and `blk-ro` scenarios: drive the first virtio-blk device against the pattern
- * of blk_pattern.h, which the host test put on the disk and checks afterwards. */
+/* The `blk`, `blk-ro` and `blk-reset` scenarios: drive the first virtio-blk device against
+ * the pattern of blk_pattern.h, which the host test put on the disk and checks afterwards. */
 #include "blk_pattern.h"
 #include "lib.h"
 #include "scenario.h"
@@ -187,4 +187,22 @@ int blk_ro_scenario(const struct boot_info *boot, const char **reason) {
     return 0;
   }
   return check(data, 0, 1, INITIAL, "refused write changed the disk", reason);
+}
+
+/* Reads of the whole disk queued and notified, then at once the driver resets the device (the
+ * first step of bringing it up again), as a driver being unloaded with I/O outstanding might:
+ * the device must come through the reset with those reads still in flight on the host, report
+ * none of them into the new queue, and serve it. */
+int blk_reset_scenario(const struct boot_info *boot, const char **reason) {
+  static uint8_t whole[4][BLK_DISK_SECTORS / 4 * BLK_SECTOR_SIZE] __attribute__((aligned(512)));
+  if (!init(boot, reason)) return 0;
+  for (uint32_t i = 0; i < 4; i++) {
+    struct virtio_blk_seg seg = {whole[i], sizeof(whole[i])};
+    if (virtio_blk_queue(&blk, VIRTIO_BLK_T_IN, i * (BLK_DISK_SECTORS / 4), &seg, 1) < 0) {
+      *reason = "queue too small for four requests";
+      return 0;
+    }
+  }
+  virtio_mmio_notify(&blk.dev, 0);
+  return init(boot, reason) && read_initial(reason);
 }

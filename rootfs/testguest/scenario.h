@@ -16,6 +16,7 @@ extern const struct scenario kScenarios[];
 /* Scenarios defined in their own files (blk_scenarios.c, counter_scenario.c, touch_scenario.c). */
 int blk_scenario(const struct boot_info *boot, const char **reason);
 int blk_ro_scenario(const struct boot_info *boot, const char **reason);
+int blk_reset_scenario(const struct boot_info *boot, const char **reason);
 int counter_scenario(const struct boot_info *boot, const char **reason);
 int vsock_scenario(const struct boot_info *boot, const char **reason);
 int vsock_reset_scenario(const struct boot_info *boot, const char **reason);

@@ -49,6 +49,7 @@ const struct scenario kScenarios[] = {
     {"triple-fault", triple_fault},
     {"blk", blk_scenario},
     {"blk-ro", blk_ro_scenario},
+    {"blk-reset", blk_reset_scenario},
     {"counter", counter_scenario},
     {"vsock", vsock_scenario},
     {"vsock-reset", vsock_reset_scenario},

@@ -138,6 +138,23 @@ TEST(VirtioBlkGuestReadOnly, WritesFailWithIoErrAndTheFileIsUnchanged) {
   EXPECT_EQ(DiffFromExpected(ReadFile(drive.path), /*written=*/false), "");
 }
 
+// A driver reset with reads in flight (O_DIRECT: they wait for the host's disk), under the
+// enforced seccomp filters: ember-vmm waits for them on the resetting vCPU, reports none of
+// them into the new queue and serves it.
+TEST(VirtioBlkGuestReset, ResetWithReadsInFlightKeepsTheVmAndTheDevice) {
+  EMBER_REQUIRE_KVM();
+  Drive drive{.path = MakeImage(), .direct_io = true};
+  if (!DirectIoWorks(drive.path)) {
+    GTEST_SKIP() << "the temporary directory's file system refuses O_DIRECT";
+  }
+
+  ProcessResult result = RunGuest("blk-reset", drive);
+
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("\nPASS blk-reset\n"), std::string::npos) << result.out << result.err;
+  EXPECT_EQ(DiffFromExpected(ReadFile(drive.path), /*written=*/false), "");
+}
+
 // The guest's checks can fail: a disk holding something else than the pattern is reported.
 TEST(VirtioBlkGuestChecks, DiskWithoutThePatternIsReportedAsFailed) {
   EMBER_REQUIRE_KVM();
