@@ -81,8 +81,9 @@ constexpr std::uint64_t kDriverFeatures =
     virtio::FeatureBit(virtio::kFeatureVersion1) | virtio::FeatureBit(virtio::kFeatureEventIdx);
 constexpr auto kStallTimeout = std::chrono::seconds(5);
 
-[[noreturn]] void Fail(const std::string& message) { Die("ember-blk-bench", message); }
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+constexpr char kHarness[] = "ember-blk-bench";
+
+[[noreturn]] void Fail(const std::string& message) { Die(kHarness, message); }
 
 struct Options {
   std::string dir;
@@ -96,7 +97,7 @@ struct Options {
 Options ParseOptions(int argc, char** argv) {
   Options options;
   ParseArguments(
-      argc, argv, "ember-blk-bench", kUsage,
+      argc, argv, kHarness, kUsage,
       VerboseFlag(&options.verbose),
       [&](const std::string& name, const std::string& value) {
         if (name == "--dir") {
@@ -276,13 +277,10 @@ class BenchGuest {
 
 template <typename T>
 T Check(absl::StatusOr<T> value, const std::string& what) {
-  if (!value.ok()) Fail(what + ": " + value.status().ToString());
-  return std::move(value).value();
+  return CheckOk(kHarness, std::move(value), what);
 }
 
-void Check(const absl::Status& status, const std::string& what) {
-  if (!status.ok()) Fail(what + ": " + status.ToString());
-}
+void Check(const absl::Status& status, const std::string& what) { CheckOk(kHarness, status, what); }
 
 // One sample through Ember's device on `engine`, in operations per second.
 DeviceRate RunDevice(const Disk& disk, EngineKind engine, const Workload& workload, double seconds) {
@@ -358,7 +356,7 @@ DeviceRate RunDevice(const Disk& disk, EngineKind engine, const Workload& worklo
 DeviceRate RunLiburing(const Disk& disk, const Workload& workload, double seconds) {
   const int flags = (workload.write ? O_RDWR : O_RDONLY) | O_CLOEXEC | (disk.direct ? O_DIRECT : 0);
   base::UniqueFd fd(::open(disk.path.c_str(), flags));
-  if (!fd) Fail(Errno("open " + disk.path));
+  if (!fd) Fail(ErrnoText("open " + disk.path));
   const std::size_t bytes = std::size_t{workload.block} * workload.depth;
   base::MmapRegion buffers = Check(
       base::MmapRegion::Map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS), "buffers");
@@ -430,23 +428,23 @@ void PrepareImage(const std::string& path, std::uint64_t size) {
                static_cast<unsigned long long>(size >> 20));
   const std::string tmp = path + ".tmp";
   base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) Fail(Errno("create " + tmp));
+  if (!fd) Fail(ErrnoText("create " + tmp));
   std::vector<std::uint64_t> chunk((1 << 20) / sizeof(std::uint64_t));
   std::mt19937_64 random(7);
   for (std::uint64_t done = 0; done < size; done += 1 << 20) {
     for (std::uint64_t& word : chunk) word = random();
     if (::pwrite(fd.Get(), chunk.data(), 1 << 20, static_cast<off_t>(done)) != 1 << 20) {
-      Fail(Errno("write " + tmp));
+      Fail(ErrnoText("write " + tmp));
     }
   }
-  if (::fsync(fd.Get()) != 0) Fail(Errno("fsync " + tmp));
-  if (::rename(tmp.c_str(), path.c_str()) != 0) Fail(Errno("rename " + tmp));
+  if (::fsync(fd.Get()) != 0) Fail(ErrnoText("fsync " + tmp));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) Fail(ErrnoText("rename " + tmp));
 }
 
 // Reads the whole file so the page-cache figures start from a warm cache.
 void WarmPageCache(const std::string& path) {
   base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) Fail(Errno("open " + path));
+  if (!fd) Fail(ErrnoText("open " + path));
   std::vector<std::uint8_t> buffer(1 << 20);
   while (::read(fd.Get(), buffer.data(), buffer.size()) > 0) {
   }
@@ -516,7 +514,7 @@ void MeasureFigure(const Disk& disk, const Workload& workload, const Options& op
 int Main(int argc, char** argv) {
   const Options options = ParseOptions(argc, argv);
   if (::mkdir(options.dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    Fail(Errno("mkdir " + options.dir));
+    Fail(ErrnoText("mkdir " + options.dir));
   }
   const std::uint64_t size = options.size_mib << 20;
   const Workload workloads[] = {

@@ -5,13 +5,12 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <regex>
 
 #include "rootfs/testguest/blk_pattern.h"
 #include "snapshot/state_file.h"
+#include "tests/support/files.h"
 #include "tests/support/kvm_available.h"
 #include "tests/support/process.h"
 
@@ -20,10 +19,7 @@ namespace {
 
 using std::chrono::seconds;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using ::ember::testing::ReadFile;
 
 std::string MakeDisk() {
   std::string image;

@@ -6,12 +6,11 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <fstream>
-#include <iterator>
 #include <ostream>
 #include <string>
 
 #include "rootfs/testguest/blk_pattern.h"
+#include "tests/support/files.h"
 #include "tests/support/kvm_available.h"
 #include "tests/support/process.h"
 
@@ -31,10 +30,7 @@ std::string MakeImage() {
   return WriteTempFile("disk.img", image);
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using ::ember::testing::ReadFile;
 
 struct Drive {
   std::string path;

@@ -14,10 +14,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 
 #include "rootfs/testguest/vsock_ports.h"
+#include "tests/support/files.h"
 #include "tests/support/kvm_available.h"
 #include "tests/support/process.h"
 #include "vmm/base/unique_fd.h"
@@ -41,10 +41,7 @@ struct ScratchDir {
   operator const std::string&() const { return path; }
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using ::ember::testing::ReadFile;
 
 sockaddr_un Address(const std::string& path) {
   sockaddr_un addr{};

@@ -21,6 +21,8 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+constexpr char kTempInfix[] = ".tmp-";
+
 // PATH.tmp-PID-N-NANOS: the pid and counter tell this process's writers apart, the clock the
 // writers of processes sharing a pid number (jails with their own pid namespace). Not
 // mkostemp: glibc may draw its name from getrandom, which the VMM's seccomp filter lacks.
@@ -28,8 +30,8 @@ std::string TempName(const std::string& path) {
   static std::atomic<std::uint64_t> counter{0};
   timespec now{};
   ::clock_gettime(CLOCK_MONOTONIC, &now);
-  return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-         std::to_string(now.tv_nsec);
+  return path + kTempInfix + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+         "-" + std::to_string(now.tv_nsec);
 }
 
 }  // namespace
@@ -99,6 +101,10 @@ absl::Status AtomicFile::Commit(Durability durability) {
   if (!dir_fd) return ErrnoError("open directory", dir);
   if (::fsync(dir_fd.Get()) != 0) return ErrnoError("fsync directory", dir);
   return absl::OkStatus();
+}
+
+bool IsAtomicFileTemp(const std::string& name, const std::string& target) {
+  return name.rfind(target + kTempInfix, 0) == 0;
 }
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes, mode_t mode,

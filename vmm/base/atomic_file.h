@@ -67,6 +67,10 @@ class AtomicFile {
   UniqueFd fd_;
 };
 
+// Whether file name `name` is an AtomicFile's temporary file for a target named `target` (both
+// names in one directory): what a writer killed before Commit leaves behind.
+[[nodiscard]] bool IsAtomicFileTemp(const std::string& name, const std::string& target);
+
 // `bytes` as the new contents of `path`, through an AtomicFile.
 [[nodiscard]] absl::Status WriteFileAtomically(
     const std::string& path, std::string_view bytes, mode_t mode = 0600,

@@ -20,6 +20,7 @@
 #include <random>
 #include <tuple>
 
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
@@ -1173,8 +1174,8 @@ void RemoveFailedSnapshotFiles(const std::string& dir) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (name == "state" || name == "memory" || name.rfind("state.tmp-", 0) == 0 ||
-        name.rfind("memory.tmp-", 0) == 0) {
+    if (name == "state" || name == "memory" || base::IsAtomicFileTemp(name, "state") ||
+        base::IsAtomicFileTemp(name, "memory")) {
       ::unlink(entry.path().c_str());
     }
   }

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/support/files.h"
 #include "tests/support/process.h"
 #include "vmm/arch/x86_64/layout.h"
 
@@ -368,12 +369,7 @@ std::string FindAcpicaTool(const std::string& tool) {
   return "";
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using ::ember::testing::ReadFile;
 
 // A scratch directory holding the DSDT as a file, removed with everything iasl wrote there.
 class DsdtFile {

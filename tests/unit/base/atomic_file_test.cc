@@ -11,17 +11,15 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <thread>
 #include <vector>
+
+#include "tests/support/files.h"
 
 namespace ember::base {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using ::ember::testing::ReadFile;
 
 std::vector<std::string> Listing(const std::string& dir) {
   std::vector<std::string> names;
@@ -34,16 +32,9 @@ std::vector<std::string> Listing(const std::string& dir) {
 
 class AtomicFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/ember-atomic-file-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    dir_ = dir;
-    path_ = dir_ + "/file";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string dir_;
-  std::string path_;
+  ::ember::testing::ScopedTempDir temp_{"ember-atomic-file-test"};
+  const std::string dir_ = temp_.path();
+  const std::string path_ = dir_ + "/file";
 };
 
 TEST_F(AtomicFileTest, WriteReplacesTheContentsAndLeavesNothingElseBehind) {
@@ -82,6 +73,16 @@ TEST_F(AtomicFileTest, AnotherWritersTemporaryFileIsLeftAlone) {
   ASSERT_TRUE(WriteFileAtomically(path_, "mine").ok());
   EXPECT_EQ(ReadFile(path_), "mine");
   EXPECT_EQ(ReadFile(path_ + ".tmp"), "another writer's");
+}
+
+TEST_F(AtomicFileTest, ItsTemporaryFileIsKnownByNameAndNoOtherIs) {
+  auto file = AtomicFile::Create(path_);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const std::string temp_name = std::filesystem::path(file->temp_path()).filename().string();
+  EXPECT_TRUE(IsAtomicFileTemp(temp_name, "file")) << temp_name;
+  EXPECT_FALSE(IsAtomicFileTemp(temp_name, "fil"));
+  EXPECT_FALSE(IsAtomicFileTemp("file", "file"));
+  EXPECT_FALSE(IsAtomicFileTemp("file.tmp", "file"));  // not an AtomicFile's name
 }
 
 TEST_F(AtomicFileTest, ConcurrentWritersOfOnePathLeaveOneWritersWholeContents) {

@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include "tests/support/files.h"
 
 namespace ember::base {
 namespace {
@@ -27,12 +27,7 @@ class LoggingTest : public ::testing::Test {
     ASSERT_TRUE(SetLogFile("/dev/stderr").ok());
     ::unlink(path_.c_str());
   }
-  std::string Logged() const {
-    std::ifstream in(path_);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
+  std::string Logged() const { return ::ember::testing::ReadFile(path_); }
 
   std::string path_;
 };

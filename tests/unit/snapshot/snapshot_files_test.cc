@@ -5,32 +5,23 @@
 
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <vector>
 
 #include "snapshot/memory_file.h"
 #include "snapshot/state_file.h"
 #include "snapshot/working_set.h"
+#include "tests/support/files.h"
 #include "tests/support/process.h"
 
 namespace ember::snapshot {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using ::ember::testing::ReadFile;
 
 class SnapshotFilesTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/ember-snapshot-files-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    dir_ = dir;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string dir_;
+  ::ember::testing::ScopedTempDir temp_{"ember-snapshot-files-test"};
+  const std::string dir_ = temp_.path();
 };
 
 WorkingSet SetOf(std::uint64_t first_page, std::uint64_t pages) {
