@@ -359,10 +359,11 @@ std::size_t EventHub::watchers() const {
 absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
     ManagerOptions options, std::unique_ptr<VmmLauncher> launcher) {
   std::unique_ptr<VmManager> manager(new VmManager(std::move(options), std::move(launcher)));
-  for (const char* sub : {"", "/vms", "/snapshots"}) {
+  for (const char* sub : {"", "/vms"}) {
     std::string dir = manager->options_.state_dir + sub;
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return base::ErrnoError("mkdir", dir);
   }
+  EMBER_ASSIGN_OR_RETURN(manager->catalog_, SnapshotCatalog::Create(manager->options_.state_dir));
   manager->epoll_.Reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!manager->epoll_) return base::ErrnoError("epoll_create1");
   manager->wakeup_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -1216,25 +1217,13 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
     std::lock_guard lock(entry->mu);
     config = entry->vm.config();
   }
-  std::string snapshots_dir = options_.state_dir + "/snapshots/";
-  {
-    // Unique even for two snapshots of one VM within a millisecond.
-    std::lock_guard lock(mu_);
-    std::string base = request.vm_id() + "-" + std::to_string(NowUnixMs());
-    std::string id = base;
-    for (int n = 1; snapshots_.count(id) != 0 || ::access((snapshots_dir + id).c_str(), F_OK) == 0;
-         ++n) {
-      id = base + "-" + std::to_string(n);
-    }
-    snapshot.set_snapshot_id(id);
-    snapshots_[id];  // reserved; filled in below or erased on failure
-  }
+  // Reserved; recorded below or given up on failure.
+  snapshot.set_snapshot_id(catalog_->Reserve(request.vm_id(), NowUnixMs()));
   auto unreserve = [&](absl::Status status) {
-    std::lock_guard lock(mu_);
-    snapshots_.erase(snapshot.snapshot_id());
+    catalog_->Unreserve(snapshot.snapshot_id());
     return status;
   };
-  std::string record_dir = snapshots_dir + snapshot.snapshot_id();
+  std::string record_dir = catalog_->RecordDir(snapshot.snapshot_id());
   std::string dir = request.snapshot_dir().empty() ? record_dir : request.snapshot_dir();
   snapshot.set_vm_id(request.vm_id());
   snapshot.set_type(request.type());
@@ -1301,12 +1290,7 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
     return unreserve(response.status());
   }
   snapshot.set_create_duration_us(response->snapshot().duration_us());
-  if (auto status = WriteMessageJson(record_dir + "/vm_config.json", config); !status.ok()) {
-    return unreserve(status);
-  }
-  if (auto status = WriteMessageJson(record_dir + "/snapshot.json", snapshot); !status.ok()) {
-    return unreserve(status);
-  }
+  if (auto status = catalog_->Commit(snapshot, config); !status.ok()) return unreserve(status);
   EMBER_LOG(kInfo) << "emberd: VM " << request.vm_id() << ": snapshot " << snapshot.snapshot_id()
                    << " written in " << snapshot.create_duration_us() << " us";
   {
@@ -1314,85 +1298,29 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
     std::lock_guard lock(entry->mu);
     entry->last_snapshot_id = snapshot.snapshot_id();
   }
-  std::lock_guard lock(mu_);
-  snapshots_[snapshot.snapshot_id()] = snapshot;
   return snapshot;
 }
 
 std::vector<v1::Snapshot> VmManager::ListSnapshots(const std::string& vm_id) {
-  std::lock_guard lock(mu_);
-  std::vector<v1::Snapshot> out;
-  for (const auto& [id, snapshot] : snapshots_) {
-    if (snapshot.state_path().empty()) continue;  // still being written
-    if (!vm_id.empty() && snapshot.vm_id() != vm_id) continue;
-    out.push_back(snapshot);
-  }
-  return out;
+  return catalog_->List(vm_id);
 }
 
 absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
-  v1::Snapshot snapshot;
+  std::vector<SnapshotUser> users;
+  absl::StatusOr<v1::Snapshot> taken;
   {
+    // Under mu_, so that no clone of the snapshot starts between the look and the take.
     std::lock_guard lock(mu_);
-    auto it = snapshots_.find(snapshot_id);
-    if (it == snapshots_.end()) {
-      return absl::NotFoundError("snapshot_id: no snapshot \"" + snapshot_id + "\"");
-    }
-    const std::string quoted = "snapshot \"" + snapshot_id + "\"";
-    if (it->second.state_path().empty()) {
-      return absl::FailedPreconditionError("snapshot_id: " + quoted + " is still being written");
-    }
-    if (auto r = restoring_.find(snapshot_id); r != restoring_.end() && r->second > 0) {
-      return absl::FailedPreconditionError("snapshot_id: " + quoted +
-                                           " is being restored; try again when that is done");
-    }
-    for (const auto& [id, other] : snapshots_) {
-      if (other.base_snapshot_id() == snapshot_id) {
-        return absl::FailedPreconditionError(
-            "snapshot_id: DIFF snapshot \"" + id + "\" applies onto " + quoted +
-            "; delete it first (or fold it into a full snapshot with ember-snapshot merge)");
-      }
-    }
     for (const auto& [id, entry] : vms_) {
       std::lock_guard vm_lock(entry->mu);
-      if (entry->vm.state() == v1::Vm::STOPPED) continue;
-      const std::string vm = "VM \"" + id + "\" (" + StateName(entry->vm.state()) + ")";
-      if (entry->vm.restored_from() == snapshot_id ||
-          entry->vm.restored_from() == it->second.state_path()) {
-        return absl::FailedPreconditionError("snapshot_id: " + vm + " was restored from " +
-                                             quoted + " and still reads its memory file; stop "
-                                             "it first");
-      }
-      if (entry->last_snapshot_id == snapshot_id &&
-          entry->vm.config().machine_config().track_dirty_pages()) {
-        return absl::FailedPreconditionError(
-            "snapshot_id: " + vm + " would apply its next DIFF snapshot onto " + quoted +
-            "; take a FULL snapshot of it, or stop it, first");
-      }
+      users.push_back(SnapshotUser{id, entry->vm.state(), entry->vm.restored_from(),
+                                   entry->last_snapshot_id,
+                                   entry->vm.config().machine_config().track_dirty_pages()});
     }
-    snapshot = it->second;
-    snapshots_.erase(it);
+    taken = catalog_->Take(snapshot_id, users);
   }
-  // The files first, the record last: if emberd dies in between, the record is still there
-  // and a second DeleteSnapshot finishes the job.
-  const std::string record_dir = options_.state_dir + "/snapshots/" + snapshot_id;
-  auto keep = [&](const absl::Status& status) {
-    std::lock_guard lock(mu_);
-    snapshots_[snapshot_id] = snapshot;  // a second DeleteSnapshot tries again
-    return absl::InternalError("snapshot_id: " + std::string(status.message()));
-  };
-  for (const std::string& path :
-       {snapshot.state_path(), snapshot.memory_path(), snapshot.memory_path() + ".ws"}) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return keep(base::ErrnoError("unlink", path));
-    }
-  }
-  std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
-  // A caller's snapshot_dir goes too once empty; whatever else is in it stays.
-  if (dir != record_dir) (void)::rmdir(dir.c_str());
-  if (auto status = RemoveTree(record_dir); !status.ok()) return keep(status);
-  EMBER_LOG(kInfo) << "emberd: snapshot " << snapshot_id << " deleted";
-  return absl::OkStatus();
+  if (!taken.ok()) return taken.status();
+  return catalog_->Remove(*taken);
 }
 
 absl::Status VmManager::FinishJailedSnapshot(Entry& entry, const std::string& record_dir,
@@ -1451,11 +1379,11 @@ absl::Status VmManager::PlanJailedRestore(const v1::RestoreRequest& request,
 
 absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request) {
   std::uint32_t count = request.count() == 0 ? 1 : request.count();
+  if (!request.snapshot_id().empty()) {
+    EMBER_RETURN_IF_ERROR(catalog_->Get(request.snapshot_id()).status());
+  }
   {
     std::lock_guard lock(mu_);
-    if (!request.snapshot_id().empty() && snapshots_.count(request.snapshot_id()) == 0) {
-      return absl::NotFoundError("snapshot_id: no snapshot \"" + request.snapshot_id() + "\"");
-    }
     for (std::uint32_t i = 0; i < count; ++i) {
       std::string id = request.vm_id_prefix() + "-" + std::to_string(i);
       if (vms_.count(id) != 0) {
@@ -1474,51 +1402,33 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   RestorePlan plan;
   std::string record_dir;
   bool diff = false;
-  {
-    std::lock_guard lock(mu_);
-    if (!request.snapshot_id().empty()) {
-      auto it = snapshots_.find(request.snapshot_id());
-      if (it == snapshots_.end()) {  // deleted since the check above
-        return absl::NotFoundError("snapshot_id: no snapshot \"" + request.snapshot_id() + "\"");
-      }
-      const v1::Snapshot& snapshot = it->second;
-      diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
-      if (snapshot.state_path().empty()) {
-        return absl::FailedPreconditionError("snapshot_id: snapshot \"" +
-                                             request.snapshot_id() + "\" is still being written");
-      }
-      plan.state_path = snapshot.state_path();
-      plan.memory_path = snapshot.memory_path();
-      plan.restored_from = request.snapshot_id();
-      plan.snapshot_id = request.snapshot_id();
-      record_dir = options_.state_dir + "/snapshots/" + request.snapshot_id();
-    } else {
-      plan.state_path = request.state_path();
-      record_dir = std::filesystem::path(request.state_path()).parent_path().string();
-      plan.memory_path =
-          request.memory_path().empty() ? record_dir + "/memory" : request.memory_path();
-      plan.restored_from = request.state_path();
-      // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
-      // apply onto it all the same.
-      for (const auto& [id, snapshot] : snapshots_) {
-        if (snapshot.state_path() == plan.state_path &&
-            snapshot.memory_path() == plan.memory_path) {
-          plan.snapshot_id = id;
-        }
-      }
-    }
-    // DeleteSnapshot refuses while this restore may still open the snapshot's files.
-    if (!plan.snapshot_id.empty()) ++restoring_[plan.snapshot_id];
+  if (!request.snapshot_id().empty()) {
+    EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog_->Get(request.snapshot_id()));
+    diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
+    plan.state_path = snapshot.state_path();
+    plan.memory_path = snapshot.memory_path();
+    plan.restored_from = request.snapshot_id();
+    plan.snapshot_id = request.snapshot_id();
+    record_dir = catalog_->RecordDir(request.snapshot_id());
+  } else {
+    plan.state_path = request.state_path();
+    record_dir = std::filesystem::path(request.state_path()).parent_path().string();
+    plan.memory_path =
+        request.memory_path().empty() ? record_dir + "/memory" : request.memory_path();
+    plan.restored_from = request.state_path();
+    // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
+    // apply onto it all the same.
+    plan.snapshot_id = catalog_->FindByFiles(plan.state_path, plan.memory_path);
   }
+  // DeleteSnapshot refuses while this restore may still open the snapshot's files.
+  if (!plan.snapshot_id.empty()) EMBER_RETURN_IF_ERROR(catalog_->BeginRestore(plan.snapshot_id));
   struct RestoreDone {
-    VmManager* self;
+    SnapshotCatalog* catalog;
     std::string id;
     ~RestoreDone() {
-      if (id.empty()) return;
-      std::lock_guard lock(self->mu_);
-      if (--self->restoring_[id] == 0) self->restoring_.erase(id);
+      if (!id.empty()) catalog->EndRestore(id);
     }
-  } restore_done{this, plan.snapshot_id};
+  } restore_done{catalog_.get(), plan.snapshot_id};
   plan.uffd = request.memory_backend() == v1::RestoreRequest::UFFD;
   plan.prefetch = request.prefetch_working_set();
   if (plan.uffd && !options_.jail_dir.empty()) {
@@ -1622,44 +1532,13 @@ absl::Status VmManager::Recover() {
     if (entry->vm.state() != v1::Vm::STOPPED) running.push_back(entry);
   }
   if (error) return absl::InternalError("cannot list " + vms_dir + ": " + error.message());
-  // Snapshots.
-  for (auto it = std::filesystem::directory_iterator(options_.state_dir + "/snapshots", error);
-       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
-    v1::Snapshot snapshot;
-    if (ReadMessageJson(it->path().string() + "/snapshot.json", &snapshot).ok()) {
-      std::lock_guard lock(mu_);
-      snapshots_[snapshot.snapshot_id()] = snapshot;
-    }
-  }
+  catalog_->Load();
   {
-    // What each VM's next DIFF snapshot applies onto: its latest snapshot (one taken from an
-    // earlier VM of the same id is older than the VM), else the snapshot it was restored from.
     std::lock_guard lock(mu_);
     for (auto& [vm_id, entry] : vms_) {
       std::lock_guard vm_lock(entry->mu);
-      const v1::Snapshot* latest = nullptr;
-      for (const auto& [id, snapshot] : snapshots_) {
-        if (snapshot.vm_id() != vm_id ||
-            snapshot.created_unix_ms() < entry->vm.created_unix_ms()) {
-          continue;
-        }
-        if (latest == nullptr ||
-            std::make_tuple(snapshot.created_unix_ms(), id.size(), id) >
-                std::make_tuple(latest->created_unix_ms(), latest->snapshot_id().size(),
-                                latest->snapshot_id())) {
-          latest = &snapshot;
-        }
-      }
-      if (latest != nullptr) {
-        entry->last_snapshot_id = latest->snapshot_id();
-        continue;
-      }
-      for (const auto& [id, snapshot] : snapshots_) {
-        if (entry->vm.restored_from() == id ||
-            entry->vm.restored_from() == snapshot.state_path()) {
-          entry->last_snapshot_id = id;
-        }
-      }
+      entry->last_snapshot_id = catalog_->NextDiffBase(vm_id, entry->vm.created_unix_ms(),
+                                                       entry->vm.restored_from());
     }
   }
   // Re-attach: a live ember-vmm still holds its listening control socket and answers HELLO.

@@ -21,6 +21,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/control/frame.h"
 #include "vmm/emberd/launcher.h"
+#include "vmm/emberd/snapshot_catalog.h"
 
 namespace ember::emberd {
 
@@ -193,9 +194,7 @@ class VmManager {
 
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> vms_;  // guarded by mu_
-  std::map<std::string, v1::Snapshot> snapshots_;      // guarded by mu_
-  // Restores in progress per snapshot_id, which DeleteSnapshot waits out (refuses).
-  std::map<std::string, int> restoring_;               // guarded by mu_
+  std::unique_ptr<SnapshotCatalog> catalog_;
 
   base::UniqueFd epoll_;
   base::UniqueFd wakeup_;  // eventfd: stops the supervisor

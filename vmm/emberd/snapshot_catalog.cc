@@ -1,0 +1,217 @@
+#include "vmm/emberd/snapshot_catalog.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <tuple>
+
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/emberd/store.h"
+
+namespace ember::emberd {
+
+namespace {
+
+const char* StateName(v1::Vm::State state) { return v1::Vm::State_Name(state).c_str(); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SnapshotCatalog>> SnapshotCatalog::Create(std::string state_dir) {
+  std::string dir = state_dir + "/snapshots";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return base::ErrnoError("mkdir", dir);
+  return std::unique_ptr<SnapshotCatalog>(new SnapshotCatalog(std::move(state_dir)));
+}
+
+std::string SnapshotCatalog::RecordDir(const std::string& snapshot_id) const {
+  return state_dir_ + "/snapshots/" + snapshot_id;
+}
+
+void SnapshotCatalog::Load() {
+  std::error_code error;
+  std::lock_guard lock(mu_);
+  for (auto it = std::filesystem::directory_iterator(state_dir_ + "/snapshots", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    v1::Snapshot snapshot;
+    if (ReadMessageJson(it->path().string() + "/snapshot.json", &snapshot).ok()) {
+      snapshots_[snapshot.snapshot_id()] = snapshot;
+    }
+  }
+}
+
+std::string SnapshotCatalog::Reserve(const std::string& vm_id, std::int64_t now_unix_ms) {
+  std::lock_guard lock(mu_);
+  std::string base = vm_id + "-" + std::to_string(now_unix_ms);
+  std::string id = base;
+  for (int n = 1; snapshots_.count(id) != 0 || ::access(RecordDir(id).c_str(), F_OK) == 0; ++n) {
+    id = base + "-" + std::to_string(n);
+  }
+  snapshots_[id];
+  return id;
+}
+
+void SnapshotCatalog::Unreserve(const std::string& snapshot_id) {
+  std::lock_guard lock(mu_);
+  snapshots_.erase(snapshot_id);
+}
+
+absl::Status SnapshotCatalog::Commit(const v1::Snapshot& snapshot, const v1::VmConfig& config) {
+  const std::string dir = RecordDir(snapshot.snapshot_id());
+  EMBER_RETURN_IF_ERROR(WriteMessageJson(dir + "/vm_config.json", config));
+  EMBER_RETURN_IF_ERROR(WriteMessageJson(dir + "/snapshot.json", snapshot));
+  std::lock_guard lock(mu_);
+  snapshots_[snapshot.snapshot_id()] = snapshot;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Snapshot> SnapshotCatalog::Get(const std::string& snapshot_id,
+                                                  const std::string& field) const {
+  std::lock_guard lock(mu_);
+  auto it = snapshots_.find(snapshot_id);
+  if (it == snapshots_.end()) {
+    return absl::NotFoundError(field + ": no snapshot \"" + snapshot_id + "\"");
+  }
+  if (it->second.state_path().empty()) {
+    return absl::FailedPreconditionError(field + ": snapshot \"" + snapshot_id +
+                                         "\" is still being written");
+  }
+  return it->second;
+}
+
+std::string SnapshotCatalog::FindByFiles(const std::string& state_path,
+                                         const std::string& memory_path) const {
+  std::lock_guard lock(mu_);
+  std::string found;
+  for (const auto& [id, snapshot] : snapshots_) {
+    if (snapshot.state_path() == state_path && snapshot.memory_path() == memory_path) found = id;
+  }
+  return found;
+}
+
+std::vector<v1::Snapshot> SnapshotCatalog::List(const std::string& vm_id) const {
+  std::lock_guard lock(mu_);
+  std::vector<v1::Snapshot> out;
+  for (const auto& [id, snapshot] : snapshots_) {
+    if (snapshot.state_path().empty()) continue;  // still being written
+    if (!vm_id.empty() && snapshot.vm_id() != vm_id) continue;
+    out.push_back(snapshot);
+  }
+  return out;
+}
+
+std::string SnapshotCatalog::NextDiffBase(const std::string& vm_id, std::int64_t created_unix_ms,
+                                          const std::string& restored_from) const {
+  std::lock_guard lock(mu_);
+  const v1::Snapshot* latest = nullptr;
+  for (const auto& [id, snapshot] : snapshots_) {
+    if (snapshot.state_path().empty() || snapshot.vm_id() != vm_id ||
+        snapshot.created_unix_ms() < created_unix_ms) {
+      continue;
+    }
+    // Later, else the longer id ("-n" suffixes), else the greater: the last one taken.
+    if (latest == nullptr ||
+        std::make_tuple(snapshot.created_unix_ms(), id.size(), id) >
+            std::make_tuple(latest->created_unix_ms(), latest->snapshot_id().size(),
+                            latest->snapshot_id())) {
+      latest = &snapshot;
+    }
+  }
+  if (latest != nullptr) return latest->snapshot_id();
+  std::string found;
+  for (const auto& [id, snapshot] : snapshots_) {
+    if (!restored_from.empty() &&
+        (restored_from == id || restored_from == snapshot.state_path())) {
+      found = id;
+    }
+  }
+  return found;
+}
+
+absl::Status SnapshotCatalog::BeginRestore(const std::string& snapshot_id) {
+  std::lock_guard lock(mu_);
+  if (snapshots_.count(snapshot_id) == 0) {
+    return absl::NotFoundError("snapshot_id: no snapshot \"" + snapshot_id + "\"");
+  }
+  ++restoring_[snapshot_id];
+  return absl::OkStatus();
+}
+
+void SnapshotCatalog::EndRestore(const std::string& snapshot_id) {
+  std::lock_guard lock(mu_);
+  if (--restoring_[snapshot_id] <= 0) restoring_.erase(snapshot_id);
+}
+
+absl::Status SnapshotCatalog::CheckDeletable(const std::string& snapshot_id,
+                                             const v1::Snapshot& snapshot,
+                                             const std::vector<SnapshotUser>& users) const {
+  const std::string quoted = "snapshot \"" + snapshot_id + "\"";
+  if (snapshot.state_path().empty()) {
+    return absl::FailedPreconditionError("snapshot_id: " + quoted + " is still being written");
+  }
+  if (auto r = restoring_.find(snapshot_id); r != restoring_.end() && r->second > 0) {
+    return absl::FailedPreconditionError("snapshot_id: " + quoted +
+                                         " is being restored; try again when that is done");
+  }
+  for (const auto& [id, other] : snapshots_) {
+    if (other.base_snapshot_id() == snapshot_id) {
+      return absl::FailedPreconditionError(
+          "snapshot_id: DIFF snapshot \"" + id + "\" applies onto " + quoted +
+          "; delete it first (or fold it into a full snapshot with ember-snapshot merge)");
+    }
+  }
+  for (const SnapshotUser& user : users) {
+    if (user.state == v1::Vm::STOPPED) continue;
+    const std::string vm = "VM \"" + user.vm_id + "\" (" + StateName(user.state) + ")";
+    if (user.restored_from == snapshot_id || user.restored_from == snapshot.state_path()) {
+      return absl::FailedPreconditionError("snapshot_id: " + vm + " was restored from " + quoted +
+                                           " and still reads its memory file; stop it first");
+    }
+    if (user.next_diff_base == snapshot_id && user.tracks_dirty_pages) {
+      return absl::FailedPreconditionError(
+          "snapshot_id: " + vm + " would apply its next DIFF snapshot onto " + quoted +
+          "; take a FULL snapshot of it, or stop it, first");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Snapshot> SnapshotCatalog::Take(const std::string& snapshot_id,
+                                                   const std::vector<SnapshotUser>& users) {
+  std::lock_guard lock(mu_);
+  auto it = snapshots_.find(snapshot_id);
+  if (it == snapshots_.end()) {
+    return absl::NotFoundError("snapshot_id: no snapshot \"" + snapshot_id + "\"");
+  }
+  EMBER_RETURN_IF_ERROR(CheckDeletable(snapshot_id, it->second, users));
+  v1::Snapshot snapshot = std::move(it->second);
+  snapshots_.erase(it);
+  return snapshot;
+}
+
+absl::Status SnapshotCatalog::Remove(const v1::Snapshot& taken) {
+  if (absl::Status status = RemoveFiles(taken); !status.ok()) {
+    std::lock_guard lock(mu_);
+    snapshots_[taken.snapshot_id()] = taken;
+    return absl::InternalError("snapshot_id: " + std::string(status.message()));
+  }
+  EMBER_LOG(kInfo) << "emberd: snapshot " << taken.snapshot_id() << " deleted";
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotCatalog::RemoveFiles(const v1::Snapshot& snapshot) const {
+  // The files first, the record last: if emberd dies in between, the record is still there
+  // and a second DeleteSnapshot finishes the job.
+  for (const std::string& path :
+       {snapshot.state_path(), snapshot.memory_path(), snapshot.memory_path() + ".ws"}) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return base::ErrnoError("unlink", path);
+  }
+  const std::string record_dir = RecordDir(snapshot.snapshot_id());
+  std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+  // A caller's snapshot_dir goes too once empty; whatever else is in it stays.
+  if (dir != record_dir) (void)::rmdir(dir.c_str());
+  return RemoveTree(record_dir);
+}
+
+}  // namespace ember::emberd
