@@ -76,109 +76,6 @@ std::string LastError(const std::string& log_path) {
   return found;
 }
 
-// Applies a clone's overrides to the recorded configuration of its snapshot. With `check`
-// (the configuration is known), an override naming a drive or interface the snapshot does not
-// have is INVALID_ARGUMENT; otherwise ember-vmm finds that out.
-absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::string& where,
-                            bool check, v1::VmConfig* config) {
-  for (const auto& [id, path] : overrides.drive_path_on_host()) {
-    if (path.empty() || path[0] != '/') {
-      return absl::InvalidArgumentError(where + ".drive_path_on_host[" + id +
-                                        "]: must be an absolute path");
-    }
-    bool found = false;
-    for (v1::Drive& drive : *config->mutable_drives()) {
-      if (drive.drive_id() == id) {
-        drive.set_path_on_host(path);
-        found = true;
-      }
-    }
-    if (!found && check) {
-      return absl::InvalidArgumentError(where + ".drive_path_on_host: the snapshot has no drive \"" +
-                                        id + "\"");
-    }
-  }
-  auto iface = [&](const std::string& id, const char* field) -> absl::StatusOr<v1::NetworkInterface*> {
-    for (v1::NetworkInterface& n : *config->mutable_network_interfaces()) {
-      if (n.iface_id() == id) return &n;
-    }
-    if (check) {
-      return absl::InvalidArgumentError(where + "." + field +
-                                        ": the snapshot has no network interface \"" + id + "\"");
-    }
-    return nullptr;
-  };
-  for (const auto& [id, tap] : overrides.iface_host_dev_name()) {
-    EMBER_ASSIGN_OR_RETURN(v1::NetworkInterface * n, iface(id, "iface_host_dev_name"));
-    if (n != nullptr) n->set_host_dev_name(tap);
-  }
-  for (const auto& [id, mac] : overrides.iface_guest_mac()) {
-    EMBER_ASSIGN_OR_RETURN(v1::NetworkInterface * n, iface(id, "iface_guest_mac"));
-    if (n != nullptr) n->set_guest_mac(mac);
-  }
-  if (!overrides.vsock_uds_path().empty()) {
-    if (check && !config->has_vsock()) {
-      return absl::InvalidArgumentError(where + ".vsock_uds_path: the snapshot has no vsock");
-    }
-    config->mutable_vsock()->set_uds_path(overrides.vsock_uds_path());
-  }
-  return absl::OkStatus();
-}
-
-// A jailed VM's diff chain (VmManager::JailChain), one "NAME HOST_PATH" line per memory file:
-// in the VM's directory the chain its ember-vmm holds now, in a jailed snapshot's record
-// directory the bases its state file names (none for a full snapshot). Its presence marks a
-// snapshot a jailed ember-vmm took.
-constexpr char kJailChainFile[] = "jail-chain";
-constexpr char kJailBasesFile[] = "jail-bases";
-
-absl::Status WriteJailChain(const std::string& path,
-                            const std::vector<std::pair<std::string, std::string>>& chain) {
-  std::string text;
-  for (const auto& [name, host] : chain) {
-    if (host.find('\n') != std::string::npos) {
-      return absl::InvalidArgumentError("snapshot_dir: " + host + " has a newline");
-    }
-    text += name + " " + host + "\n";
-  }
-  return WriteFileAtomic(path, text);
-}
-
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadJailChain(
-    const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  std::vector<std::pair<std::string, std::string>> chain;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    start = end + 1;
-    std::size_t space = line.find(' ');
-    // A name is a plain file name in a jail's root (JailFile::jail_name).
-    if (space == 0 || space == std::string::npos ||
-        line.substr(0, space).find('/') != std::string::npos ||
-        line.compare(space + 1, 1, "/") != 0) {
-      return absl::DataLossError(path + ": malformed line \"" + line + "\"");
-    }
-    chain.emplace_back(line.substr(0, space), line.substr(space + 1));
-  }
-  return chain;
-}
-
-// What a jailed ember-vmm cannot do, whatever emberd puts into its jail: reach a host path.
-absl::Status CheckJailable(const v1::VmConfig& config) {
-  auto refuse = [](const std::string& field) {
-    return absl::FailedPreconditionError(
-        field + ": not supported with emberd --jailer (a jailed ember-vmm sees only its chroot; "
-                "leave it empty)");
-  };
-  if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
-  if (!config.logger().log_path().empty()) return refuse("logger.log_path");
-  if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
-  return absl::OkStatus();
-}
-
 // How a VM that ended while emberd was not running ended: the "CODE REASON" line ember-vmm
 // wrote to its --exit-record file, or exit code -1 when there is none (it was killed).
 v1::ExitInfo RecordedExit(const std::string& path) {
@@ -196,76 +93,6 @@ v1::ExitInfo RecordedExit(const std::string& path) {
   exit.set_reason(line.substr(static_cast<std::size_t>(end + 1 - line.data())) +
                   " (while emberd was not running)");
   return exit;
-}
-
-// Moves a snapshot file the jailed ember-vmm wrote at `from` (in its jail) to `to`, keeping its
-// owner: a rename, or across filesystems a sparse copy given back to uid:gid. The jail is the
-// VMM's to fill, so `from` must be a regular file of the jail's uid with no other link: else
-// the VMM could have emberd move (or copy, as root) a file that is not its own.
-absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t uid,
-                           gid_t gid) {
-  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!in) return base::ErrnoError("open", from);
-  struct stat st {};
-  if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", from);
-  if (!S_ISREG(st.st_mode) || st.st_uid != uid || st.st_nlink != 1) {
-    return absl::InternalError(from + ": the jailed ember-vmm left something other than a "
-                               "regular file of its own (uid " + std::to_string(uid) +
-                               ") with one link");
-  }
-  if (::rename(from.c_str(), to.c_str()) == 0) {
-    // The name could have been swapped between the open and the rename: what moved must be
-    // what was checked.
-    struct stat moved {};
-    if (::lstat(to.c_str(), &moved) != 0 || moved.st_ino != st.st_ino ||
-        moved.st_dev != st.st_dev) {
-      ::unlink(to.c_str());
-      return absl::InternalError(from + " changed while emberd moved it out of the jail");
-    }
-    return absl::OkStatus();
-  }
-  if (errno != EXDEV) return base::ErrnoError("rename", from + " to " + to);
-  ::unlink(to.c_str());
-  base::UniqueFd out(
-      ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!out) return base::ErrnoError("open", to);
-  int err = CopySparse(in.Get(), out.Get());
-  if (err == 0 && ::fchown(out.Get(), uid, gid) != 0) err = errno;
-  if (err != 0) {
-    ::unlink(to.c_str());
-    return base::ErrnoError(err, "copying " + from + " to", to);
-  }
-  ::unlink(from.c_str());
-  return absl::OkStatus();
-}
-
-// The rule for a jailed restore's memory files: a clone maps them through a hard link in its
-// jail, as the jail's uid:gid, so they must be readable by that identity (by the kernel's
-// order: owner bits if it owns the file, else group bits if its group, else the others'). Files
-// a jailed VM wrote are its uid's; a file on another filesystem than the jails is copied for
-// the jail instead (JailFile::kLinkOrCopy), so anything readable will do.
-absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
-                             const std::string& jail_dir, uid_t uid, gid_t gid) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return base::ErrnoError("stat", path);
-  struct stat jails {};
-  // Before its first VM the jails' directory may not exist: its parent is the chroot base.
-  if (::stat(jail_dir.c_str(), &jails) != 0 &&
-      ::stat(std::filesystem::path(jail_dir).parent_path().c_str(), &jails) != 0) {
-    return base::ErrnoError("stat", jail_dir);
-  }
-  if (st.st_dev != jails.st_dev) return absl::OkStatus();
-  mode_t bit = st.st_uid == uid ? S_IRUSR : st.st_gid == gid ? S_IRGRP : S_IROTH;
-  if ((st.st_mode & bit) != 0) return absl::OkStatus();
-  char mode[8];
-  std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-  return absl::FailedPreconditionError(
-      field + ": " + path + " (uid " + std::to_string(st.st_uid) + ", gid " +
-      std::to_string(st.st_gid) + ", mode " + mode + ") is not readable by the jail's uid " +
-      std::to_string(uid) + " / gid " + std::to_string(gid) +
-      ": a jailed clone maps its snapshot's memory through a hard link, as the jail's identity. "
-      "Snapshots of jailed VMs are the jail's; give one taken without --jailer to it (chown " +
-      std::to_string(uid) + ":" + std::to_string(gid) + ") to restore it jailed");
 }
 
 std::string GenerateId() {
@@ -318,7 +145,6 @@ struct VmManager::Entry {
   std::map<std::uint64_t, std::optional<v1::ControlResponse>> responses;  // guarded by mu
   std::optional<std::pair<int, std::string>> vmm_exit;  // guarded by mu: from EXITED
   control::FrameReader reader;  // supervisor thread only
-  JailChain jail_chain;         // guarded by mu; jailed VMs only
   // The snapshot the VM's next DIFF snapshot applies onto (its latest, or the one it was
   // restored from); empty when emberd knows of none.
   std::string last_snapshot_id;  // guarded by mu
@@ -364,6 +190,10 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return base::ErrnoError("mkdir", dir);
   }
   EMBER_ASSIGN_OR_RETURN(manager->catalog_, SnapshotCatalog::Create(manager->options_.state_dir));
+  const ManagerOptions& o = manager->options_;
+  manager->view_ = o.jail_dir.empty()
+                       ? MakeDirectView(o.state_dir + "/vms")
+                       : MakeJailedView(o.state_dir + "/vms", o.jail_dir, o.jail_uid, o.jail_gid);
   manager->epoll_.Reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!manager->epoll_) return base::ErrnoError("epoll_create1");
   manager->wakeup_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -725,17 +555,10 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
       if (entry->pidfd) PidfdKill(entry->pidfd.Get(), SIGKILL);
     }
     (void)RemoveTree(VmDir(vm_id));
-    if (!options_.jail_dir.empty()) (void)RemoveTree(options_.jail_dir + "/" + vm_id);
+    (void)view_->RemoveVm(vm_id);
     return status;
   };
-  if (!options_.jail_dir.empty()) {
-    // ember-jailer's ids: letters, digits and dashes.
-    if (vm_id.find('_') != std::string::npos) {
-      return fail(absl::InvalidArgumentError(
-          "vm_id: \"" + vm_id + "\" has an underscore, which ember-jailer's ids (emberd "
-          "--jailer) do not allow"));
-    }
-  }
+  if (auto status = view_->CheckVmId(vm_id); !status.ok()) return fail(status);
 
   std::string dir = VmDir(vm_id);
   if (::mkdir(dir.c_str(), 0700) != 0) return fail(base::ErrnoError("mkdir", dir));
@@ -760,25 +583,11 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   LaunchSpec spec;
   spec.vm_id = vm_id;
   spec.vm_dir = dir;
-  if (!options_.jail_dir.empty()) {
-    absl::Status status = restore == nullptr
-                              ? PrepareJailedLaunch(vm_id, config, &spec)
-                              : PrepareJailedRestore(vm_id, *restore, config, &spec);
-    if (!status.ok()) return fail(status);
-  } else if (restore == nullptr) {
-    spec.vmm_args = {"--config-proto", dir + "/config.pb"};
-  } else {
-    absl::StatusOr<std::vector<std::string>> args = RestoreArgs(*restore, config);
-    if (!args.ok()) return fail(args.status());
-    spec.vmm_args = std::move(*args);
+  // With its console and its exit record: how the VM ended, for an emberd that was not
+  // running then (Recover reads it).
+  if (auto status = view_->PrepareLaunch(config, restore, &spec); !status.ok()) {
+    return fail(status);
   }
-  if (options_.jail_dir.empty()) {
-    spec.vmm_args.push_back("--serial-out");
-    spec.vmm_args.push_back(dir + "/console.log");
-  }
-  // How the VM ended, for an emberd that was not running then (Recover reads it).
-  spec.vmm_args.push_back("--exit-record");
-  spec.vmm_args.push_back(options_.jail_dir.empty() ? dir + "/exit" : "/exit");
   spec.control_listen_fd = listener->Get();
   spec.stderr_fd = log.Get();
   absl::StatusOr<pid_t> pid = launcher_->Launch(spec);
@@ -791,16 +600,6 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   std::unique_lock lock(entry->mu);
   entry->vm.set_pid(*pid);
   Persist(*entry);
-  if (!options_.jail_dir.empty() && restore != nullptr) {
-    // The clone's ember-vmm names these as the bases of its first diff snapshot.
-    entry->jail_chain = restore->jail_bases;
-    entry->jail_chain.emplace_back(restore->jail_memory_name, restore->memory_path);
-    if (auto status = WriteJailChain(dir + "/" + kJailChainFile, entry->jail_chain);
-        !status.ok()) {
-      lock.unlock();
-      return fail(status);
-    }
-  }
   auto hello_or_exit = [&] { return entry->hello || entry->vm.state() == v1::Vm::STOPPED; };
   bool ready = true;
   if (restore != nullptr) {
@@ -838,122 +637,6 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << (restore != nullptr ? " restored" : " created")
                    << " (pid " << vm.pid() << ")";
   return vm;
-}
-
-namespace {
-
-// Adds `host` to the files put into the jail as `name`; returns the path the jail sees.
-std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& host,
-                        const std::string& name) {
-  spec->jail_files.push_back(JailFile{how, std::filesystem::absolute(host).string(), name});
-  return "/" + name;
-}
-
-}  // namespace
-
-std::string VmManager::JailRoot(const std::string& vm_id) const {
-  return options_.jail_dir + "/" + vm_id + "/root";
-}
-
-absl::Status VmManager::PrepareJailedLaunch(const std::string& vm_id, const v1::VmConfig& config,
-                                            LaunchSpec* spec) {
-  EMBER_RETURN_IF_ERROR(CheckJailable(config));
-  std::string dir = VmDir(vm_id);
-  v1::VmConfig jailed = config;
-  auto add = [&](JailFile::How how, const std::string& host, const std::string& name) {
-    return AddJailFile(spec, how, host, name);
-  };
-  v1::BootSource* boot = jailed.mutable_boot_source();
-  if (!boot->kernel_image_path().empty()) {
-    boot->set_kernel_image_path(add(JailFile::How::kLinkOrCopy, boot->kernel_image_path(), "kernel"));
-  }
-  if (!boot->initrd_path().empty()) {
-    boot->set_initrd_path(add(JailFile::How::kLinkOrCopy, boot->initrd_path(), "initrd"));
-  }
-  for (int i = 0; i < jailed.drives_size(); ++i) {
-    v1::Drive* drive = jailed.mutable_drives(i);
-    if (drive->path_on_host().empty()) continue;
-    drive->set_path_on_host(
-        add(JailFile::How::kLink, drive->path_on_host(), "drive" + std::to_string(i)));
-  }
-  EMBER_RETURN_IF_ERROR(WriteFileAtomic(dir + "/jail-config.pb", jailed.SerializeAsString()));
-  add(JailFile::How::kCopy, dir + "/jail-config.pb", "config.pb");
-  // emberd reads the console through a symlink into the jail.
-  add(JailFile::How::kSymlinkHost, dir + "/console.log", "console.log");
-  spec->vmm_args = {"--config-proto", "/config.pb", "--serial-out", "/console.log"};
-  return absl::OkStatus();
-}
-
-absl::Status VmManager::PrepareJailedRestore(const std::string& vm_id, const RestorePlan& plan,
-                                             const v1::VmConfig& config, LaunchSpec* spec) {
-  // `config` is the snapshotted VM's with the clone's overrides: what the clone will open.
-  EMBER_RETURN_IF_ERROR(CheckJailable(config));
-  RestorePlan jailed = plan;  // the same restore, in the paths the jail sees
-  // The state file is read once: a private copy costs little and needs no rule on its owner.
-  jailed.state_path = AddJailFile(spec, JailFile::How::kCopy, plan.state_path, "snapshot.state");
-  // Memory is mapped MAP_PRIVATE read-only, so every clone can share the file's inode.
-  jailed.memory_path =
-      AddJailFile(spec, JailFile::How::kLinkOrCopy, plan.memory_path, plan.jail_memory_name);
-  for (const auto& [name, host] : plan.jail_bases) {
-    AddJailFile(spec, JailFile::How::kLinkOrCopy, host, name);
-  }
-  // The state file names the drives as the snapshotted VM saw them (a jail's "/drive0" or a
-  // host path), neither of which this jail has: every drive gets a link in the jail and an
-  // override to it. Sorted by id so that a clone's command line is reproducible.
-  std::map<std::string, std::string> drives;
-  for (const v1::Drive& drive : config.drives()) {
-    if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
-  }
-  // With no recorded configuration, the overrides are all emberd knows of the drives.
-  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
-  jailed.overrides.clear_drive_path_on_host();
-  int index = 0;
-  for (const auto& [id, host] : drives) {
-    (*jailed.overrides.mutable_drive_path_on_host())[id] =
-        AddJailFile(spec, JailFile::How::kLink, host, "drive" + std::to_string(index++));
-  }
-  EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(jailed, config));
-  AddJailFile(spec, JailFile::How::kSymlinkHost, VmDir(vm_id) + "/console.log", "console.log");
-  spec->vmm_args.push_back("--serial-out");
-  spec->vmm_args.push_back("/console.log");
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<std::string>> VmManager::RestoreArgs(const RestorePlan& plan,
-                                                                const v1::VmConfig& config) {
-  std::vector<std::string> args = {"--restore-from", plan.state_path, "--restore-mem",
-                                   plan.memory_path};
-  if (plan.uffd) {
-    // The working set is <memory>.ws, beside the memory file (ember-vmm's default).
-    args.insert(args.end(), {"--restore-mem-backend", "uffd"});
-    if (plan.prefetch) args.push_back("--prefetch-working-set");
-  }
-  // Sorted (std::map) so that a clone's command line is reproducible.
-  std::map<std::string, std::string> drives;
-  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
-  for (const auto& [id, path] : drives) {
-    args.push_back("--drive-override");
-    args.push_back(id + "=" + path);
-  }
-  std::map<std::string, std::pair<std::string, std::string>> ifaces;  // id -> (tap, mac)
-  for (const auto& [id, tap] : plan.overrides.iface_host_dev_name()) ifaces[id].first = tap;
-  for (const auto& [id, mac] : plan.overrides.iface_guest_mac()) ifaces[id].second = mac;
-  for (const v1::NetworkInterface& iface : config.network_interfaces()) {
-    // A MAC alone keeps the interface's tap (config already has the overrides applied).
-    auto it = ifaces.find(iface.iface_id());
-    if (it != ifaces.end() && it->second.first.empty()) it->second.first = iface.host_dev_name();
-  }
-  for (const auto& [id, tap_mac] : ifaces) {
-    // --net-override IFACE_ID=TAP[,MAC]; an empty TAP keeps the snapshot's.
-    args.push_back("--net-override");
-    args.push_back(id + "=" + tap_mac.first +
-                   (tap_mac.second.empty() ? "" : "," + tap_mac.second));
-  }
-  if (!plan.overrides.vsock_uds_path().empty()) {
-    args.push_back("--vsock-override");
-    args.push_back(plan.overrides.vsock_uds_path());
-  }
-  return args;
 }
 
 absl::StatusOr<v1::Vm> VmManager::SimpleOp(const std::string& vm_id, v1::Vm::State from,
@@ -1061,7 +744,7 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
     Publish(*entry, event);
   }
   EMBER_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
-  if (!options_.jail_dir.empty()) EMBER_RETURN_IF_ERROR(RemoveTree(options_.jail_dir + "/" + vm_id));
+  EMBER_RETURN_IF_ERROR(view_->RemoveVm(vm_id));
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << " deleted";
   return absl::OkStatus();
 }
@@ -1187,7 +870,6 @@ void RemoveFailedSnapshotFiles(const std::string& dir) {
 
 absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotRequest& request) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.vm_id()));
-  const bool jailed = !options_.jail_dir.empty();
   const bool diff = request.type() == v1::CreateSnapshotRequest::DIFF;
   std::lock_guard op(entry->op_mu);
   v1::Snapshot snapshot;
@@ -1205,13 +887,8 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
           "type: a DIFF snapshot needs machine-config.track_dirty_pages, which VM \"" +
           request.vm_id() + "\" was created without");
     }
-    if (jailed && diff && entry->jail_chain.empty()) {
-      // emberd names a jailed diff's bases (kJailBasesFile) from this chain.
-      return absl::FailedPreconditionError(
-          "type: a DIFF snapshot needs an earlier snapshot (or a restore) of VM \"" +
-          request.vm_id() + "\" to apply onto, and emberd knows of none");
-    }
   }
+  EMBER_RETURN_IF_ERROR(view_->CheckSnapshot(request.vm_id(), diff));
   v1::VmConfig config;
   {
     std::lock_guard lock(entry->mu);
@@ -1239,16 +916,11 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
           "); choose another directory, or DeleteSnapshot the one there first"));
     }
   }
-  // A jailed ember-vmm writes into its jail's root, which it owns (emberd then moves the files
-  // to `dir`), under names that are also what a clone's jail calls them: the names its diff
-  // snapshots will give as their bases.
-  std::string jail_state = "/" + snapshot.snapshot_id() + ".state";
-  std::string jail_memory = "/" + snapshot.snapshot_id() + ".mem";
+  const VmmView::SnapshotFiles target = view_->SnapshotTarget(snapshot);
   v1::ControlRequest control;
   control.mutable_create_snapshot()->set_diff(diff);
-  control.mutable_create_snapshot()->set_state_path(jailed ? jail_state : snapshot.state_path());
-  control.mutable_create_snapshot()->set_memory_path(jailed ? jail_memory
-                                                            : snapshot.memory_path());
+  control.mutable_create_snapshot()->set_state_path(target.state);
+  control.mutable_create_snapshot()->set_memory_path(target.memory);
   // ember-vmm writes into the directory; emberd's record (snapshot.json and the VM's
   // config, which a restore needs) always lives under the state directory.
   for (const std::string& d : {dir, record_dir}) {
@@ -1266,9 +938,8 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
     response = absl::Status(static_cast<absl::StatusCode>(response->code()),
                             "VM \"" + request.vm_id() + "\": " + response->message());
   }
-  if (response.ok() && jailed) {
-    absl::Status moved =
-        FinishJailedSnapshot(*entry, record_dir, diff, jail_state, jail_memory, snapshot);
+  if (response.ok()) {
+    absl::Status moved = view_->FinishSnapshot(snapshot, record_dir);
     if (!moved.ok()) response = moved;
   }
   if (!response.ok() && !vmm_done) {
@@ -1283,10 +954,7 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   if (!response.ok()) {
     (void)RemoveTree(record_dir);
     if (dir != record_dir) RemoveFailedSnapshotFiles(dir);
-    if (jailed) {
-      ::unlink((JailRoot(request.vm_id()) + jail_state).c_str());
-      ::unlink((JailRoot(request.vm_id()) + jail_memory).c_str());
-    }
+    view_->AbandonSnapshot(snapshot);
     return unreserve(response.status());
   }
   snapshot.set_create_duration_us(response->snapshot().duration_us());
@@ -1323,60 +991,6 @@ absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
   return catalog_->Remove(*taken);
 }
 
-absl::Status VmManager::FinishJailedSnapshot(Entry& entry, const std::string& record_dir,
-                                              bool diff, const std::string& jail_state,
-                                              const std::string& jail_memory,
-                                              const v1::Snapshot& snapshot) {
-  std::string root = JailRoot(snapshot.vm_id());
-  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + jail_state, snapshot.state_path(),
-                                      options_.jail_uid, options_.jail_gid));
-  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + jail_memory, snapshot.memory_path(),
-                                      options_.jail_uid, options_.jail_gid));
-  // Like ember-vmm's own chain: a full snapshot starts it afresh, a diff extends it.
-  std::lock_guard lock(entry.mu);
-  JailChain bases = diff ? entry.jail_chain : JailChain();
-  EMBER_RETURN_IF_ERROR(WriteJailChain(record_dir + "/" + kJailBasesFile, bases));
-  bases.emplace_back(jail_memory.substr(1), snapshot.memory_path());
-  EMBER_RETURN_IF_ERROR(WriteJailChain(VmDir(snapshot.vm_id()) + "/" + kJailChainFile, bases));
-  entry.jail_chain = std::move(bases);
-  return absl::OkStatus();
-}
-
-absl::Status VmManager::PlanJailedRestore(const v1::RestoreRequest& request,
-                                          const std::string& record_dir, bool diff,
-                                          RestorePlan* plan) {
-  const std::string field = request.snapshot_id().empty() ? "memory_path" : "snapshot_id";
-  std::string bases_file = record_dir + "/" + kJailBasesFile;
-  if (::access(bases_file.c_str(), F_OK) == 0) {
-    EMBER_ASSIGN_OR_RETURN(plan->jail_bases, ReadJailChain(bases_file));
-  } else if (diff) {
-    return absl::FailedPreconditionError(
-        field + ": snapshot \"" + request.snapshot_id() +
-        "\" is a DIFF snapshot taken without --jailer: its state file names its base memory "
-        "files by host paths, which a jail cannot see; fold it into a full snapshot "
-        "(ember-snapshot merge) and restore that");
-  }
-  // The snapshot's own name where emberd has one, so the clone's later diffs name it so too.
-  plan->jail_memory_name =
-      request.snapshot_id().empty() ? "snapshot.mem" : request.snapshot_id() + ".mem";
-  auto taken = [&] {
-    return std::any_of(plan->jail_bases.begin(), plan->jail_bases.end(),
-                       [&](const auto& base) { return base.first == plan->jail_memory_name; });
-  };
-  for (int n = 1; taken(); ++n) plan->jail_memory_name = "snapshot-" + std::to_string(n) + ".mem";
-  EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, plan->memory_path, options_.jail_dir,
-                                        options_.jail_uid, options_.jail_gid));
-  for (const auto& [name, host] : plan->jail_bases) {
-    if (::access(host.c_str(), R_OK) != 0) {
-      return absl::NotFoundError(field + ": cannot read " + host + ", a base of this diff "
-                                 "snapshot: " + std::strerror(errno));
-    }
-    EMBER_RETURN_IF_ERROR(
-        CheckJailCanMap(field, host, options_.jail_dir, options_.jail_uid, options_.jail_gid));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request) {
   std::uint32_t count = request.count() == 0 ? 1 : request.count();
   if (!request.snapshot_id().empty()) {
@@ -1400,8 +1014,8 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   // record; a state_path emberd did not write may have none, and then the clones' records
   // carry only the overrides: ember-vmm itself uses the configuration in the state file).
   RestorePlan plan;
-  std::string record_dir;
-  bool diff = false;
+  std::string& record_dir = plan.record_dir;
+  bool& diff = plan.diff;
   if (!request.snapshot_id().empty()) {
     EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog_->Get(request.snapshot_id()));
     diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
@@ -1431,11 +1045,6 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   } restore_done{catalog_.get(), plan.snapshot_id};
   plan.uffd = request.memory_backend() == v1::RestoreRequest::UFFD;
   plan.prefetch = request.prefetch_working_set();
-  if (plan.uffd && !options_.jail_dir.empty()) {
-    return absl::FailedPreconditionError(
-        "memory_backend: UFFD is not supported with emberd --jailer (a jailed ember-vmm has "
-        "neither CAP_SYS_PTRACE nor /dev/userfaultfd, which userfaultfd needs); use FILE");
-  }
   if (plan.uffd && diff) {
     return absl::FailedPreconditionError(
         "memory_backend: UFFD restores FULL snapshots only, and snapshot \"" +
@@ -1455,8 +1064,8 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
           ": cannot read " + path + ": " + std::strerror(errno));
     }
   }
-  const bool jailed = !options_.jail_dir.empty();
-  if (jailed) EMBER_RETURN_IF_ERROR(PlanJailedRestore(request, record_dir, diff, &plan));
+  EMBER_RETURN_IF_ERROR(
+      view_->PlanRestore(request.snapshot_id().empty() ? "memory_path" : "snapshot_id", &plan));
   v1::VmConfig base_config;
   bool config_known = ReadMessageJson(record_dir + "/vm_config.json", &base_config).ok();
   if (!config_known) base_config.Clear();
@@ -1470,14 +1079,12 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
     plan.overrides = i < static_cast<std::uint32_t>(request.overrides_size())
                          ? request.overrides(static_cast<int>(i))
                          : v1::RestoreOverrides();
-    if (jailed && !plan.overrides.vsock_uds_path().empty()) {
-      return rollback(absl::FailedPreconditionError(
-          "overrides[" + std::to_string(i) + "].vsock_uds_path: not supported with emberd "
-          "--jailer (a jailed ember-vmm sees only its chroot; leave it empty)"));
-    }
+    const std::string where = "overrides[" + std::to_string(i) + "]";
     v1::VmConfig config = base_config;
-    if (auto status = ApplyOverrides(plan.overrides, "overrides[" + std::to_string(i) + "]",
-                                     config_known, &config);
+    if (auto status = view_->CheckOverrides(where, plan.overrides); !status.ok()) {
+      return rollback(status);
+    }
+    if (auto status = ApplyOverrides(plan.overrides, where, config_known, &config);
         !status.ok()) {
       return rollback(status);
     }
@@ -1516,15 +1123,7 @@ absl::Status VmManager::Recover() {
       EMBER_LOG(kWarn) << "emberd: skipping " << dir << ": " << status.message();
       continue;
     }
-    if (::access((dir + "/" + kJailChainFile).c_str(), F_OK) == 0) {
-      absl::StatusOr<JailChain> chain = ReadJailChain(dir + "/" + kJailChainFile);
-      if (chain.ok()) {
-        entry->jail_chain = std::move(*chain);
-      } else {
-        // Only its next diff snapshot needs it, and ember-vmm refuses one without a base.
-        EMBER_LOG(kWarn) << "emberd: " << chain.status().message();
-      }
-    }
+    view_->LoadVm(entry->vm.vm_id());
     {
       std::lock_guard lock(mu_);
       vms_[entry->vm.vm_id()] = entry;
@@ -1560,8 +1159,7 @@ absl::Status VmManager::Recover() {
       UnwatchFd(entry->control.Get());
       entry->control.Reset();
     }
-    *entry->vm.mutable_exit() = RecordedExit(
-        options_.jail_dir.empty() ? VmDir(id) + "/exit" : JailRoot(id) + "/exit");
+    *entry->vm.mutable_exit() = RecordedExit(view_->ExitRecordPath(id));
     entry->vm.set_pid(0);
     SetState(*entry, v1::Vm::STOPPED);
     EMBER_LOG(kInfo) << "emberd: VM " << id << " is gone: marked STOPPED";

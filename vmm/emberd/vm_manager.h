@@ -21,7 +21,9 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/control/frame.h"
 #include "vmm/emberd/launcher.h"
+#include "vmm/emberd/restore_plan.h"
 #include "vmm/emberd/snapshot_catalog.h"
+#include "vmm/emberd/vmm_view.h"
 
 namespace ember::emberd {
 
@@ -110,54 +112,13 @@ class VmManager {
     bool is_pidfd;
   };
 
-  // A jailed VM's memory files that its ember-vmm names as the bases of its next diff snapshot,
-  // oldest first: (the file's name in the jail's root, the file on the host).
-  using JailChain = std::vector<std::pair<std::string, std::string>>;
-
   explicit VmManager(ManagerOptions options, std::unique_ptr<VmmLauncher> launcher)
       : options_(std::move(options)), launcher_(std::move(launcher)) {}
   [[nodiscard]] std::string VmDir(const std::string& vm_id) const;
-  // For a jailed VM: writes the config it sees, fills in `spec`'s arguments and jail files.
-  [[nodiscard]] absl::Status PrepareJailedLaunch(const std::string& vm_id,
-                                                 const v1::VmConfig& config, LaunchSpec* spec);
-  [[nodiscard]] std::string JailRoot(const std::string& vm_id) const;
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& vm_id);
-  // How a new VM's ember-vmm builds it: from a config (CreateVm) or from a snapshot.
-  struct RestorePlan {
-    std::string state_path;
-    std::string memory_path;
-    std::string restored_from;  // the snapshot_id, or the state path
-    // The emberd snapshot restored (by id, or by its state path), empty if none: the base of
-    // the clone's first DIFF snapshot.
-    std::string snapshot_id;
-    bool uffd = false;      // RestoreRequest.memory_backend UFFD
-    bool prefetch = false;  // RestoreRequest.prefetch_working_set
-    v1::RestoreOverrides overrides;
-    // Jailed only: the memory file's name in the clone's jail, and the diff bases to link in
-    // beside it under the names its state file gives them.
-    std::string jail_memory_name;
-    JailChain jail_bases;
-  };
-  // For a jailed clone: puts the snapshot's files and drives into its jail and fills in
-  // `spec`'s arguments with the paths the jail sees.
-  [[nodiscard]] absl::Status PrepareJailedRestore(const std::string& vm_id,
-                                                  const RestorePlan& plan,
-                                                  const v1::VmConfig& config, LaunchSpec* spec);
-  // Restore's checks of a jailed restore's files; fills in `plan`'s jail fields.
-  [[nodiscard]] absl::Status PlanJailedRestore(const v1::RestoreRequest& request,
-                                               const std::string& record_dir, bool diff,
-                                               RestorePlan* plan);
-  // After a jailed VM's snapshot: moves its files out of the jail and records its diff bases.
-  [[nodiscard]] absl::Status FinishJailedSnapshot(Entry& entry, const std::string& record_dir,
-                                                  bool diff, const std::string& jail_state,
-                                                  const std::string& jail_memory,
-                                                  const v1::Snapshot& snapshot);
   // Spawns the VM's ember-vmm and waits for its HELLO: CREATED, or PAUSED for a restore.
   [[nodiscard]] absl::StatusOr<v1::Vm> SpawnVm(std::string vm_id, const v1::VmConfig& config,
                                                const RestorePlan* restore);
-  // ember-vmm's restore flags for `plan`; `config` has the overrides applied.
-  [[nodiscard]] absl::StatusOr<std::vector<std::string>> RestoreArgs(const RestorePlan& plan,
-                                                                     const v1::VmConfig& config);
   // How long Call waits for the answer.
   enum class Wait {
     kRequestTimeout,  // ManagerOptions::request_timeout
@@ -195,6 +156,7 @@ class VmManager {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> vms_;  // guarded by mu_
   std::unique_ptr<SnapshotCatalog> catalog_;
+  std::unique_ptr<VmmView> view_;
 
   base::UniqueFd epoll_;
   base::UniqueFd wakeup_;  // eventfd: stops the supervisor

@@ -1,0 +1,202 @@
+#include "vmm/emberd/vmm_view.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "tests/support/files.h"
+
+namespace ember::emberd {
+namespace {
+
+using ::ember::testing::ReadFile;
+
+// The value after `flag` in `args`, or "" if the flag is missing.
+std::string FlagValue(const std::vector<std::string>& args, const std::string& flag) {
+  auto it = std::find(args.begin(), args.end(), flag);
+  return it == args.end() || it + 1 == args.end() ? "" : *(it + 1);
+}
+
+class VmmViewTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directories(vms_dir_ + "/vm1");
+    std::filesystem::create_directories(jail_dir_ + "/vm1/root");
+    spec_.vm_id = "vm1";
+    spec_.vm_dir = vms_dir_ + "/vm1";
+  }
+
+  std::unique_ptr<VmmView> Jailed() {
+    // The test's own identity as the jail's, so that what it writes counts as the jail's.
+    return MakeJailedView(vms_dir_, jail_dir_, ::getuid(), ::getgid());
+  }
+
+  // A snapshot of vm1 in `dir`, as the manager would record it.
+  v1::Snapshot SnapshotIn(const std::string& dir, const std::string& id,
+                          v1::CreateSnapshotRequest::Type type) {
+    v1::Snapshot snapshot;
+    snapshot.set_snapshot_id(id);
+    snapshot.set_vm_id("vm1");
+    snapshot.set_type(type);
+    snapshot.set_state_path(dir + "/state");
+    snapshot.set_memory_path(dir + "/memory");
+    return snapshot;
+  }
+
+  // Writes the files a jailed VMM would have written for `snapshot` into vm1's jail.
+  void WriteInJail(VmmView& view, const v1::Snapshot& snapshot) {
+    VmmView::SnapshotFiles files = view.SnapshotTarget(snapshot);
+    std::ofstream(jail_dir_ + "/vm1/root" + files.state) << "state";
+    std::ofstream(jail_dir_ + "/vm1/root" + files.memory) << "memory";
+  }
+
+  ::ember::testing::ScopedTempDir temp_{"ember-vmm-view-test"};
+  const std::string vms_dir_ = temp_.path() + "/vms";
+  const std::string jail_dir_ = temp_.path() + "/jails";
+  LaunchSpec spec_;
+};
+
+TEST_F(VmmViewTest, DirectLaunchNamesTheHostsPaths) {
+  auto view = MakeDirectView(vms_dir_);
+  ASSERT_TRUE(view->PrepareLaunch(v1::VmConfig(), nullptr, &spec_).ok());
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--config-proto"), spec_.vm_dir + "/config.pb");
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--serial-out"), spec_.vm_dir + "/console.log");
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--exit-record"), view->ExitRecordPath("vm1"));
+  EXPECT_TRUE(spec_.jail_files.empty());
+}
+
+TEST_F(VmmViewTest, JailedLaunchPutsTheKernelAndDrivesIntoTheJailAndNamesThemThere) {
+  v1::VmConfig config;
+  config.mutable_boot_source()->set_kernel_image_path("/boot/vmlinux");
+  config.add_drives()->set_path_on_host("/dev/null");
+  auto view = Jailed();
+  ASSERT_TRUE(view->PrepareLaunch(config, nullptr, &spec_).ok());
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--config-proto"), "/config.pb");
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--serial-out"), "/console.log");
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--exit-record"), "/exit");
+  EXPECT_EQ(view->ExitRecordPath("vm1"), jail_dir_ + "/vm1/root/exit");
+  // The config the jail sees names the files by their names in the jail.
+  v1::VmConfig seen;
+  ASSERT_TRUE(seen.ParseFromString(ReadFile(spec_.vm_dir + "/jail-config.pb")));
+  EXPECT_EQ(seen.boot_source().kernel_image_path(), "/kernel");
+  EXPECT_EQ(seen.drives(0).path_on_host(), "/drive0");
+  std::vector<std::string> names;
+  for (const JailFile& file : spec_.jail_files) names.push_back(file.jail_name);
+  EXPECT_EQ(names, (std::vector<std::string>{"kernel", "drive0", "config.pb", "console.log"}));
+}
+
+TEST_F(VmmViewTest, JailedLaunchRefusesHostPathsTheJailCannotSee) {
+  v1::VmConfig config;
+  config.mutable_vsock()->set_uds_path("/tmp/v.sock");
+  absl::Status refused = Jailed()->PrepareLaunch(config, nullptr, &spec_);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("vsock.uds_path"), std::string::npos) << refused;
+  v1::RestoreOverrides overrides;
+  overrides.set_vsock_uds_path("/tmp/v.sock");
+  EXPECT_EQ(Jailed()->CheckOverrides("overrides[0]", overrides).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(MakeDirectView(vms_dir_)->CheckOverrides("overrides[0]", overrides).ok());
+}
+
+TEST_F(VmmViewTest, JailedIdsHaveNoUnderscore) {
+  EXPECT_EQ(Jailed()->CheckVmId("a_b").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Jailed()->CheckVmId("a-b").ok());
+  EXPECT_TRUE(MakeDirectView(vms_dir_)->CheckVmId("a_b").ok());
+}
+
+TEST_F(VmmViewTest, JailedDiffSnapshotNeedsAnEarlierOne) {
+  auto view = Jailed();
+  EXPECT_EQ(view->CheckSnapshot("vm1", /*diff=*/true).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(view->CheckSnapshot("vm1", /*diff=*/false).ok());
+  const std::string dir = temp_.path() + "/full";
+  std::filesystem::create_directories(dir);
+  v1::Snapshot full = SnapshotIn(dir, "vm1-1", v1::CreateSnapshotRequest::FULL);
+  WriteInJail(*view, full);
+  ASSERT_TRUE(view->FinishSnapshot(full, dir).ok());
+  EXPECT_TRUE(view->CheckSnapshot("vm1", /*diff=*/true).ok());
+}
+
+TEST_F(VmmViewTest, JailedSnapshotIsMovedOutAndADiffRecordsItsBases) {
+  auto view = Jailed();
+  const std::string full_dir = temp_.path() + "/full";
+  const std::string diff_dir = temp_.path() + "/diff";
+  std::filesystem::create_directories(full_dir);
+  std::filesystem::create_directories(diff_dir);
+  v1::Snapshot full = SnapshotIn(full_dir, "vm1-1", v1::CreateSnapshotRequest::FULL);
+  WriteInJail(*view, full);
+  ASSERT_TRUE(view->FinishSnapshot(full, full_dir).ok());
+  EXPECT_EQ(ReadFile(full.memory_path()), "memory");
+  EXPECT_FALSE(std::filesystem::exists(jail_dir_ + "/vm1/root/vm1-1.mem"));
+  EXPECT_EQ(ReadFile(full_dir + "/jail-bases"), "");
+  v1::Snapshot diff = SnapshotIn(diff_dir, "vm1-2", v1::CreateSnapshotRequest::DIFF);
+  WriteInJail(*view, diff);
+  ASSERT_TRUE(view->FinishSnapshot(diff, diff_dir).ok());
+  EXPECT_EQ(ReadFile(diff_dir + "/jail-bases"), "vm1-1.mem " + full.memory_path() + "\n");
+  // A restore of the diff links its base in under the name its state file gives it.
+  RestorePlan plan;
+  plan.diff = true;
+  plan.snapshot_id = "vm1-2";
+  plan.record_dir = diff_dir;
+  plan.state_path = diff.state_path();
+  plan.memory_path = diff.memory_path();
+  ASSERT_TRUE(view->PlanRestore("snapshot_id", &plan).ok());
+  EXPECT_EQ(plan.jail_memory_name, "vm1-2.mem");
+  EXPECT_EQ(plan.jail_bases, (JailChain{{"vm1-1.mem", full.memory_path()}}));
+}
+
+TEST_F(VmmViewTest, AJailedSnapshotFileThatIsNotTheJailsOwnIsNotMoved) {
+  auto view = Jailed();
+  const std::string dir = temp_.path() + "/full";
+  std::filesystem::create_directories(dir);
+  v1::Snapshot full = SnapshotIn(dir, "vm1-1", v1::CreateSnapshotRequest::FULL);
+  WriteInJail(*view, full);
+  // A second link to the memory file: the VMM could have linked a file that is not its own.
+  const std::string jailed_memory = jail_dir_ + "/vm1/root/vm1-1.mem";
+  ASSERT_EQ(::link(jailed_memory.c_str(), (temp_.path() + "/other").c_str()), 0);
+  EXPECT_FALSE(view->FinishSnapshot(full, dir).ok());
+  EXPECT_FALSE(std::filesystem::exists(full.memory_path()));
+}
+
+TEST_F(VmmViewTest, JailedRestoreRefusesUffd) {
+  RestorePlan plan;
+  plan.uffd = true;
+  absl::Status refused = Jailed()->PlanRestore("snapshot_id", &plan);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("memory_backend"), std::string::npos) << refused;
+}
+
+TEST(RestoreArgs, OverridesAreSortedAndAMacAloneKeepsTheSnapshotsTap) {
+  RestorePlan plan;
+  plan.state_path = "/s";
+  plan.memory_path = "/m";
+  (*plan.overrides.mutable_drive_path_on_host())["b"] = "/b.img";
+  (*plan.overrides.mutable_drive_path_on_host())["a"] = "/a.img";
+  (*plan.overrides.mutable_iface_guest_mac())["eth0"] = "02:00:00:00:00:01";
+  v1::VmConfig config;
+  auto* iface = config.add_network_interfaces();
+  iface->set_iface_id("eth0");
+  iface->set_host_dev_name("tap0");
+  EXPECT_EQ(RestoreArgs(plan, config),
+            (std::vector<std::string>{"--restore-from", "/s", "--restore-mem", "/m",
+                                      "--drive-override", "a=/a.img", "--drive-override",
+                                      "b=/b.img", "--net-override",
+                                      "eth0=tap0,02:00:00:00:00:01"}));
+}
+
+TEST(ApplyOverrides, AnOverrideOfADriveTheSnapshotLacksIsInvalidOnlyWhenTheConfigIsKnown) {
+  v1::RestoreOverrides overrides;
+  (*overrides.mutable_drive_path_on_host())["nope"] = "/x.img";
+  v1::VmConfig config;
+  absl::Status refused = ApplyOverrides(overrides, "overrides[0]", /*check=*/true, &config);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("overrides[0].drive_path_on_host"), std::string::npos);
+  EXPECT_TRUE(ApplyOverrides(overrides, "overrides[0]", /*check=*/false, &config).ok());
+}
+
+}  // namespace
+}  // namespace ember::emberd

@@ -1,0 +1,60 @@
+#include "vmm/emberd/vmm_view.h"
+
+namespace ember::emberd {
+
+namespace {
+
+// An unjailed ember-vmm opens every path emberd gives it as it is.
+class DirectView final : public VmmView {
+ public:
+  explicit DirectView(std::string vms_dir) : vms_dir_(std::move(vms_dir)) {}
+
+  absl::Status CheckVmId(const std::string&) const override { return absl::OkStatus(); }
+
+  absl::Status PrepareLaunch(const v1::VmConfig& config, const RestorePlan* restore,
+                             LaunchSpec* spec) override {
+    const std::string& dir = spec->vm_dir;
+    spec->vmm_args = restore == nullptr
+                         ? std::vector<std::string>{"--config-proto", dir + "/config.pb"}
+                         : RestoreArgs(*restore, config);
+    spec->vmm_args.insert(spec->vmm_args.end(), {"--serial-out", dir + "/console.log",
+                                                 "--exit-record", ExitRecordPath(spec->vm_id)});
+    return absl::OkStatus();
+  }
+
+  std::string ExitRecordPath(const std::string& vm_id) const override {
+    return vms_dir_ + "/" + vm_id + "/exit";
+  }
+
+  void LoadVm(const std::string&) override {}
+  absl::Status RemoveVm(const std::string&) override { return absl::OkStatus(); }
+
+  absl::Status PlanRestore(const std::string&, RestorePlan*) const override {
+    return absl::OkStatus();
+  }
+  absl::Status CheckOverrides(const std::string&, const v1::RestoreOverrides&) const override {
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckSnapshot(const std::string&, bool) const override {
+    return absl::OkStatus();
+  }
+  SnapshotFiles SnapshotTarget(const v1::Snapshot& snapshot) const override {
+    return {snapshot.state_path(), snapshot.memory_path()};
+  }
+  absl::Status FinishSnapshot(const v1::Snapshot&, const std::string&) override {
+    return absl::OkStatus();
+  }
+  void AbandonSnapshot(const v1::Snapshot&) override {}
+
+ private:
+  const std::string vms_dir_;
+};
+
+}  // namespace
+
+std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir) {
+  return std::make_unique<DirectView>(std::move(vms_dir));
+}
+
+}  // namespace ember::emberd

@@ -1,0 +1,392 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/emberd/store.h"
+#include "vmm/emberd/vmm_view.h"
+
+namespace ember::emberd {
+
+namespace {
+
+// A jailed VM's diff chain (JailChain), one "NAME HOST_PATH" line per memory file:
+// in the VM's directory the chain its ember-vmm holds now, in a jailed snapshot's record
+// directory the bases its state file names (none for a full snapshot). Its presence marks a
+// snapshot a jailed ember-vmm took.
+constexpr char kJailChainFile[] = "jail-chain";
+constexpr char kJailBasesFile[] = "jail-bases";
+
+absl::Status WriteJailChain(const std::string& path,
+                            const JailChain& chain) {
+  std::string text;
+  for (const auto& [name, host] : chain) {
+    if (host.find('\n') != std::string::npos) {
+      return absl::InvalidArgumentError("snapshot_dir: " + host + " has a newline");
+    }
+    text += name + " " + host + "\n";
+  }
+  return WriteFileAtomic(path, text);
+}
+
+absl::StatusOr<JailChain> ReadJailChain(
+    const std::string& path) {
+  EMBER_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  JailChain chain;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    std::size_t space = line.find(' ');
+    // A name is a plain file name in a jail's root (JailFile::jail_name).
+    if (space == 0 || space == std::string::npos ||
+        line.substr(0, space).find('/') != std::string::npos ||
+        line.compare(space + 1, 1, "/") != 0) {
+      return absl::DataLossError(path + ": malformed line \"" + line + "\"");
+    }
+    chain.emplace_back(line.substr(0, space), line.substr(space + 1));
+  }
+  return chain;
+}
+
+// What a jailed ember-vmm cannot do, whatever emberd puts into its jail: reach a host path.
+absl::Status CheckJailable(const v1::VmConfig& config) {
+  auto refuse = [](const std::string& field) {
+    return absl::FailedPreconditionError(
+        field + ": not supported with emberd --jailer (a jailed ember-vmm sees only its chroot; "
+                "leave it empty)");
+  };
+  if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
+  if (!config.logger().log_path().empty()) return refuse("logger.log_path");
+  if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
+  return absl::OkStatus();
+}
+
+
+// Moves a snapshot file the jailed ember-vmm wrote at `from` (in its jail) to `to`, keeping its
+// owner: a rename, or across filesystems a sparse copy given back to uid:gid. The jail is the
+// VMM's to fill, so `from` must be a regular file of the jail's uid with no other link: else
+// the VMM could have emberd move (or copy, as root) a file that is not its own.
+absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t uid,
+                           gid_t gid) {
+  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!in) return base::ErrnoError("open", from);
+  struct stat st {};
+  if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", from);
+  if (!S_ISREG(st.st_mode) || st.st_uid != uid || st.st_nlink != 1) {
+    return absl::InternalError(from + ": the jailed ember-vmm left something other than a "
+                               "regular file of its own (uid " + std::to_string(uid) +
+                               ") with one link");
+  }
+  if (::rename(from.c_str(), to.c_str()) == 0) {
+    // The name could have been swapped between the open and the rename: what moved must be
+    // what was checked.
+    struct stat moved {};
+    if (::lstat(to.c_str(), &moved) != 0 || moved.st_ino != st.st_ino ||
+        moved.st_dev != st.st_dev) {
+      ::unlink(to.c_str());
+      return absl::InternalError(from + " changed while emberd moved it out of the jail");
+    }
+    return absl::OkStatus();
+  }
+  if (errno != EXDEV) return base::ErrnoError("rename", from + " to " + to);
+  ::unlink(to.c_str());
+  base::UniqueFd out(
+      ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) return base::ErrnoError("open", to);
+  int err = CopySparse(in.Get(), out.Get());
+  if (err == 0 && ::fchown(out.Get(), uid, gid) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(to.c_str());
+    return base::ErrnoError(err, "copying " + from + " to", to);
+  }
+  ::unlink(from.c_str());
+  return absl::OkStatus();
+}
+
+// The rule for a jailed restore's memory files: a clone maps them through a hard link in its
+// jail, as the jail's uid:gid, so they must be readable by that identity (by the kernel's
+// order: owner bits if it owns the file, else group bits if its group, else the others'). Files
+// a jailed VM wrote are its uid's; a file on another filesystem than the jails is copied for
+// the jail instead (JailFile::kLinkOrCopy), so anything readable will do.
+absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
+                             const std::string& jail_dir, uid_t uid, gid_t gid) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return base::ErrnoError("stat", path);
+  struct stat jails {};
+  // Before its first VM the jails' directory may not exist: its parent is the chroot base.
+  if (::stat(jail_dir.c_str(), &jails) != 0 &&
+      ::stat(std::filesystem::path(jail_dir).parent_path().c_str(), &jails) != 0) {
+    return base::ErrnoError("stat", jail_dir);
+  }
+  if (st.st_dev != jails.st_dev) return absl::OkStatus();
+  mode_t bit = st.st_uid == uid ? S_IRUSR : st.st_gid == gid ? S_IRGRP : S_IROTH;
+  if ((st.st_mode & bit) != 0) return absl::OkStatus();
+  char mode[8];
+  std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return absl::FailedPreconditionError(
+      field + ": " + path + " (uid " + std::to_string(st.st_uid) + ", gid " +
+      std::to_string(st.st_gid) + ", mode " + mode + ") is not readable by the jail's uid " +
+      std::to_string(uid) + " / gid " + std::to_string(gid) +
+      ": a jailed clone maps its snapshot's memory through a hard link, as the jail's identity. "
+      "Snapshots of jailed VMs are the jail's; give one taken without --jailer to it (chown " +
+      std::to_string(uid) + ":" + std::to_string(gid) + ") to restore it jailed");
+}
+
+
+// Adds `host` to the files put into the jail as `name`; returns the path the jail sees.
+std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& host,
+                        const std::string& name) {
+  spec->jail_files.push_back(JailFile{how, std::filesystem::absolute(host).string(), name});
+  return "/" + name;
+}
+
+
+
+class JailedView final : public VmmView {
+ public:
+  JailedView(std::string vms_dir, std::string jail_dir, uid_t uid, gid_t gid)
+      : vms_dir_(std::move(vms_dir)), jail_dir_(std::move(jail_dir)), uid_(uid), gid_(gid) {}
+
+  absl::Status CheckVmId(const std::string& vm_id) const override {
+    // ember-jailer's ids: letters, digits and dashes.
+    if (vm_id.find('_') == std::string::npos) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        "vm_id: \"" + vm_id + "\" has an underscore, which ember-jailer's ids (emberd "
+        "--jailer) do not allow");
+  }
+
+  absl::Status PrepareLaunch(const v1::VmConfig& config, const RestorePlan* restore,
+                             LaunchSpec* spec) override {
+    // `config` is what the VMM will open (a clone's has its overrides applied).
+    EMBER_RETURN_IF_ERROR(CheckJailable(config));
+    if (restore == nullptr) {
+      EMBER_RETURN_IF_ERROR(PrepareBoot(config, spec));
+    } else {
+      EMBER_RETURN_IF_ERROR(PrepareRestore(*restore, config, spec));
+    }
+    // emberd reads the console through a symlink into the jail.
+    AddJailFile(spec, JailFile::How::kSymlinkHost, spec->vm_dir + "/console.log", "console.log");
+    spec->vmm_args.insert(spec->vmm_args.end(),
+                          {"--serial-out", "/console.log", "--exit-record", "/exit"});
+    if (restore == nullptr) return absl::OkStatus();
+    // The clone's ember-vmm names these as the bases of its first diff snapshot.
+    JailChain chain = restore->jail_bases;
+    chain.emplace_back(restore->jail_memory_name, restore->memory_path);
+    EMBER_RETURN_IF_ERROR(WriteJailChain(spec->vm_dir + "/" + kJailChainFile, chain));
+    std::lock_guard lock(mu_);
+    chains_[spec->vm_id] = std::move(chain);
+    return absl::OkStatus();
+  }
+
+  std::string ExitRecordPath(const std::string& vm_id) const override {
+    return JailRoot(vm_id) + "/exit";
+  }
+
+  void LoadVm(const std::string& vm_id) override {
+    const std::string path = vms_dir_ + "/" + vm_id + "/" + kJailChainFile;
+    if (::access(path.c_str(), F_OK) != 0) return;
+    absl::StatusOr<JailChain> chain = ReadJailChain(path);
+    if (!chain.ok()) {
+      // Only its next diff snapshot needs it, and ember-vmm refuses one without a base.
+      EMBER_LOG(kWarn) << "emberd: " << chain.status().message();
+      return;
+    }
+    std::lock_guard lock(mu_);
+    chains_[vm_id] = std::move(*chain);
+  }
+
+  absl::Status RemoveVm(const std::string& vm_id) override {
+    {
+      std::lock_guard lock(mu_);
+      chains_.erase(vm_id);
+    }
+    return RemoveTree(jail_dir_ + "/" + vm_id);
+  }
+
+  absl::Status PlanRestore(const std::string& field, RestorePlan* plan) const override;
+
+  absl::Status CheckOverrides(const std::string& where,
+                              const v1::RestoreOverrides& overrides) const override {
+    if (overrides.vsock_uds_path().empty()) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        where + ".vsock_uds_path: not supported with emberd --jailer (a jailed ember-vmm sees "
+                "only its chroot; leave it empty)");
+  }
+
+  absl::Status CheckSnapshot(const std::string& vm_id, bool diff) const override {
+    std::lock_guard lock(mu_);
+    auto it = chains_.find(vm_id);
+    if (!diff || (it != chains_.end() && !it->second.empty())) return absl::OkStatus();
+    // emberd names a jailed diff's bases (kJailBasesFile) from this chain.
+    return absl::FailedPreconditionError(
+        "type: a DIFF snapshot needs an earlier snapshot (or a restore) of VM \"" + vm_id +
+        "\" to apply onto, and emberd knows of none");
+  }
+
+  SnapshotFiles SnapshotTarget(const v1::Snapshot& snapshot) const override {
+    // The jailed ember-vmm writes into its jail's root, which it owns, under names that are
+    // also what a clone's jail calls them: the names its diff snapshots will give as their
+    // bases.
+    return {"/" + snapshot.snapshot_id() + ".state", "/" + snapshot.snapshot_id() + ".mem"};
+  }
+
+  absl::Status FinishSnapshot(const v1::Snapshot& snapshot,
+                              const std::string& record_dir) override;
+
+  void AbandonSnapshot(const v1::Snapshot& snapshot) override {
+    const SnapshotFiles files = SnapshotTarget(snapshot);
+    const std::string root = JailRoot(snapshot.vm_id());
+    ::unlink((root + files.state).c_str());
+    ::unlink((root + files.memory).c_str());
+  }
+
+ private:
+  [[nodiscard]] std::string JailRoot(const std::string& vm_id) const {
+    return jail_dir_ + "/" + vm_id + "/root";
+  }
+  // Writes the config the jailed VMM sees and names the files it needs in the jail.
+  [[nodiscard]] absl::Status PrepareBoot(const v1::VmConfig& config, LaunchSpec* spec) const;
+  // Puts the snapshot's files and drives into the clone's jail.
+  [[nodiscard]] absl::Status PrepareRestore(const RestorePlan& plan, const v1::VmConfig& config,
+                                            LaunchSpec* spec) const;
+
+  const std::string vms_dir_;
+  const std::string jail_dir_;
+  const uid_t uid_;
+  const gid_t gid_;
+  mutable std::mutex mu_;
+  // Per VM, the memory files its ember-vmm names as the bases of its next diff snapshot; also
+  // in its directory's kJailChainFile.
+  std::map<std::string, JailChain> chains_;  // guarded by mu_
+};
+
+absl::Status JailedView::PrepareBoot(const v1::VmConfig& config, LaunchSpec* spec) const {
+  v1::VmConfig jailed = config;
+  auto add = [&](JailFile::How how, const std::string& host, const std::string& name) {
+    return AddJailFile(spec, how, host, name);
+  };
+  v1::BootSource* boot = jailed.mutable_boot_source();
+  if (!boot->kernel_image_path().empty()) {
+    boot->set_kernel_image_path(
+        add(JailFile::How::kLinkOrCopy, boot->kernel_image_path(), "kernel"));
+  }
+  if (!boot->initrd_path().empty()) {
+    boot->set_initrd_path(add(JailFile::How::kLinkOrCopy, boot->initrd_path(), "initrd"));
+  }
+  for (int i = 0; i < jailed.drives_size(); ++i) {
+    v1::Drive* drive = jailed.mutable_drives(i);
+    if (drive->path_on_host().empty()) continue;
+    drive->set_path_on_host(
+        add(JailFile::How::kLink, drive->path_on_host(), "drive" + std::to_string(i)));
+  }
+  const std::string jail_config = spec->vm_dir + "/jail-config.pb";
+  EMBER_RETURN_IF_ERROR(WriteFileAtomic(jail_config, jailed.SerializeAsString()));
+  add(JailFile::How::kCopy, jail_config, "config.pb");
+  spec->vmm_args = {"--config-proto", "/config.pb"};
+  return absl::OkStatus();
+}
+
+absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmConfig& config,
+                                        LaunchSpec* spec) const {
+  RestorePlan jailed = plan;  // the same restore, in the paths the jail sees
+  // The state file is read once: a private copy costs little and needs no rule on its owner.
+  jailed.state_path = AddJailFile(spec, JailFile::How::kCopy, plan.state_path, "snapshot.state");
+  // Memory is mapped MAP_PRIVATE read-only, so every clone can share the file's inode.
+  jailed.memory_path =
+      AddJailFile(spec, JailFile::How::kLinkOrCopy, plan.memory_path, plan.jail_memory_name);
+  for (const auto& [name, host] : plan.jail_bases) {
+    AddJailFile(spec, JailFile::How::kLinkOrCopy, host, name);
+  }
+  // The state file names the drives as the snapshotted VM saw them (a jail's "/drive0" or a
+  // host path), neither of which this jail has: every drive gets a link in the jail and an
+  // override to it. Sorted by id so that a clone's command line is reproducible.
+  std::map<std::string, std::string> drives;
+  for (const v1::Drive& drive : config.drives()) {
+    if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
+  }
+  // With no recorded configuration, the overrides are all emberd knows of the drives.
+  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
+  jailed.overrides.clear_drive_path_on_host();
+  int index = 0;
+  for (const auto& [id, host] : drives) {
+    (*jailed.overrides.mutable_drive_path_on_host())[id] =
+        AddJailFile(spec, JailFile::How::kLink, host, "drive" + std::to_string(index++));
+  }
+  spec->vmm_args = RestoreArgs(jailed, config);
+  return absl::OkStatus();
+}
+
+absl::Status JailedView::FinishSnapshot(const v1::Snapshot& snapshot,
+                                        const std::string& record_dir) {
+  const SnapshotFiles files = SnapshotTarget(snapshot);
+  const std::string root = JailRoot(snapshot.vm_id());
+  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + files.state, snapshot.state_path(), uid_, gid_));
+  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + files.memory, snapshot.memory_path(), uid_, gid_));
+  // Like ember-vmm's own chain: a full snapshot starts it afresh, a diff extends it.
+  std::lock_guard lock(mu_);
+  JailChain& chain = chains_[snapshot.vm_id()];
+  JailChain bases =
+      snapshot.type() == v1::CreateSnapshotRequest::DIFF ? chain : JailChain();
+  EMBER_RETURN_IF_ERROR(WriteJailChain(record_dir + "/" + kJailBasesFile, bases));
+  bases.emplace_back(files.memory.substr(1), snapshot.memory_path());
+  EMBER_RETURN_IF_ERROR(
+      WriteJailChain(vms_dir_ + "/" + snapshot.vm_id() + "/" + kJailChainFile, bases));
+  chain = std::move(bases);
+  return absl::OkStatus();
+}
+
+absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan) const {
+  if (plan->uffd) {
+    return absl::FailedPreconditionError(
+        "memory_backend: UFFD is not supported with emberd --jailer (a jailed ember-vmm has "
+        "neither CAP_SYS_PTRACE nor /dev/userfaultfd, which userfaultfd needs); use FILE");
+  }
+  std::string bases_file = plan->record_dir + "/" + kJailBasesFile;
+  if (::access(bases_file.c_str(), F_OK) == 0) {
+    EMBER_ASSIGN_OR_RETURN(plan->jail_bases, ReadJailChain(bases_file));
+  } else if (plan->diff) {
+    return absl::FailedPreconditionError(
+        field + ": snapshot \"" + plan->snapshot_id +
+        "\" is a DIFF snapshot taken without --jailer: its state file names its base memory "
+        "files by host paths, which a jail cannot see; fold it into a full snapshot "
+        "(ember-snapshot merge) and restore that");
+  }
+  // The snapshot's own name where emberd has one, so the clone's later diffs name it so too.
+  plan->jail_memory_name = field == "snapshot_id" ? plan->snapshot_id + ".mem" : "snapshot.mem";
+  auto taken = [&] {
+    return std::any_of(plan->jail_bases.begin(), plan->jail_bases.end(),
+                       [&](const auto& base) { return base.first == plan->jail_memory_name; });
+  };
+  for (int n = 1; taken(); ++n) plan->jail_memory_name = "snapshot-" + std::to_string(n) + ".mem";
+  EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, plan->memory_path, jail_dir_, uid_, gid_));
+  for (const auto& [name, host] : plan->jail_bases) {
+    if (::access(host.c_str(), R_OK) != 0) {
+      return absl::NotFoundError(field + ": cannot read " + host + ", a base of this diff "
+                                 "snapshot: " + std::strerror(errno));
+    }
+    EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, host, jail_dir_, uid_, gid_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, uid_t uid,
+                                        gid_t gid) {
+  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), uid, gid);
+}
+
+}  // namespace ember::emberd

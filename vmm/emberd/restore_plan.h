@@ -1,0 +1,47 @@
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "ember/v1/api.pb.h"
+
+namespace ember::emberd {
+
+// A jailed VM's memory files that its ember-vmm names as the bases of its next diff snapshot,
+// oldest first: (the file's name in the jail's root, the file on the host).
+using JailChain = std::vector<std::pair<std::string, std::string>>;
+
+// How a clone's ember-vmm builds its VM from a snapshot (VmManager::Restore).
+struct RestorePlan {
+  std::string state_path;
+  std::string memory_path;
+  std::string restored_from;  // the snapshot_id, or the state path
+  // The emberd snapshot restored (by id, or by its state path), empty if none: the base of
+  // the clone's first DIFF snapshot.
+  std::string snapshot_id;
+  bool uffd = false;      // RestoreRequest.memory_backend UFFD
+  bool prefetch = false;  // RestoreRequest.prefetch_working_set
+  bool diff = false;      // the snapshot is a DIFF snapshot
+  std::string record_dir; // where emberd's record of it is (or the state file's directory)
+  v1::RestoreOverrides overrides;
+  // Jailed only: the memory file's name in the clone's jail, and the diff bases to link in
+  // beside it under the names its state file gives them (JailedView).
+  std::string jail_memory_name;
+  JailChain jail_bases;
+};
+
+// ember-vmm's restore flags for `plan`; `config` has the overrides applied.
+[[nodiscard]] std::vector<std::string> RestoreArgs(const RestorePlan& plan,
+                                                   const v1::VmConfig& config);
+
+// Applies a clone's overrides to the recorded configuration of its snapshot. With `check`
+// (the configuration is known), an override naming a drive or interface the snapshot does not
+// have is INVALID_ARGUMENT; otherwise ember-vmm finds that out. `where` names the overrides in
+// messages ("overrides[0]").
+[[nodiscard]] absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides,
+                                          const std::string& where, bool check,
+                                          v1::VmConfig* config);
+
+}  // namespace ember::emberd

@@ -1,0 +1,76 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "ember/v1/api.pb.h"
+#include "vmm/emberd/launcher.h"
+#include "vmm/emberd/restore_plan.h"
+
+namespace ember::emberd {
+
+// How an ember-vmm sees the host's files: everything emberd names to a VMM (its config, kernel,
+// drives, a snapshot to restore, where to write a snapshot, its console and exit record) goes
+// through here, so that the manager is the same whether VMMs run in the host's mount namespace
+// (DirectView) or each in its own jail (JailedView: files staged into the chroot, snapshots
+// moved out). Called by VmManager from any thread; an implementation guards what it keeps.
+class VmmView {
+ public:
+  // A snapshot's two files as the VMM sees them (the paths it is told to write).
+  struct SnapshotFiles {
+    std::string state;
+    std::string memory;
+  };
+
+  virtual ~VmmView() = default;
+
+  // Whether `vm_id` can name a VM of this view (ember-jailer's ids have no underscore).
+  [[nodiscard]] virtual absl::Status CheckVmId(const std::string& vm_id) const = 0;
+  // Fills in `spec`'s ember-vmm arguments (and, jailed, the files to put into the jail) for a
+  // VM built from `config` (its config.pb is in spec->vm_dir) or, with `restore`, restored
+  // from a snapshot; `config` then has the clone's overrides applied.
+  [[nodiscard]] virtual absl::Status PrepareLaunch(const v1::VmConfig& config,
+                                                   const RestorePlan* restore,
+                                                   LaunchSpec* spec) = 0;
+  // The host path of the VM's exit record (ember-vmm --exit-record).
+  [[nodiscard]] virtual std::string ExitRecordPath(const std::string& vm_id) const = 0;
+  // Reads what the view keeps of a VM that a previous emberd ran (Recover).
+  virtual void LoadVm(const std::string& vm_id) = 0;
+  // Removes what the view made for a VM that is deleted or failed to start.
+  [[nodiscard]] virtual absl::Status RemoveVm(const std::string& vm_id) = 0;
+
+  // A restore's checks of the snapshot's files, beyond that they are readable; may fill in
+  // `plan`'s view-specific fields. `field` names the snapshot in messages.
+  [[nodiscard]] virtual absl::Status PlanRestore(const std::string& field,
+                                                 RestorePlan* plan) const = 0;
+  // Whether a clone's overrides (`where`: "overrides[i]") can be honoured.
+  [[nodiscard]] virtual absl::Status CheckOverrides(
+      const std::string& where, const v1::RestoreOverrides& overrides) const = 0;
+
+  // Whether the VM can take a snapshot of this kind now.
+  [[nodiscard]] virtual absl::Status CheckSnapshot(const std::string& vm_id,
+                                                   bool diff) const = 0;
+  // Where the VM's ember-vmm writes `snapshot` (whose state_path and memory_path say where
+  // the files end up).
+  [[nodiscard]] virtual SnapshotFiles SnapshotTarget(const v1::Snapshot& snapshot) const = 0;
+  // After ember-vmm wrote `snapshot`: puts its files where the record says and records in
+  // `record_dir` what a restore of it needs.
+  [[nodiscard]] virtual absl::Status FinishSnapshot(const v1::Snapshot& snapshot,
+                                                    const std::string& record_dir) = 0;
+  // After a failed snapshot whose VMM has ended: removes what it wrote where FinishSnapshot
+  // would have found it.
+  virtual void AbandonSnapshot(const v1::Snapshot& snapshot) = 0;
+};
+
+// VMMs run in the host's mount namespace: every path is the host's. `vms_dir`: the VMs'
+// state directories (<vms_dir>/<vm_id>).
+[[nodiscard]] std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir);
+
+// VMMs run under ember-jailer as uid:gid, VM <id> chrooted into <jail_dir>/<id>/root.
+[[nodiscard]] std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir,
+                                                      uid_t uid, gid_t gid);
+
+}  // namespace ember::emberd
