@@ -20,10 +20,20 @@ constexpr std::uint32_t kDriverStatusBits =
 
 constexpr std::uint32_t kActivatedBits = kStatusFeaturesOk | kStatusDriverOk;
 
-// Whether a device with this status holds its queues: DRIVER_OK was granted together with
-// FEATURES_OK (WriteStatus activates only then), and no error has stopped it since.
+// Whether a device with this status holds its queues: DRIVER_OK was granted (WriteStatus
+// grants it only with FEATURES_OK, and activates then), and no error has stopped it since.
 bool IsActivated(std::uint32_t status) {
   return (status & kActivatedBits) == kActivatedBits && (status & kStatusNeedsReset) == 0;
+}
+
+// Whether each driver bit in `status` comes with its predecessor in the initialization
+// sequence (spec 3.1.1): DRIVER after ACKNOWLEDGE, FEATURES_OK after DRIVER, DRIVER_OK after
+// FEATURES_OK. FAILED may come at any point.
+bool IsOrdered(std::uint32_t status) {
+  auto has = [status](std::uint32_t bit) { return (status & bit) != 0; };
+  return (!has(kStatusDriver) || has(kStatusAcknowledge)) &&
+         (!has(kStatusFeaturesOk) || has(kStatusDriver)) &&
+         (!has(kStatusDriverOk) || has(kStatusFeaturesOk));
 }
 
 void SetLow(std::uint64_t* field, std::uint32_t value) {
@@ -259,30 +269,39 @@ void MmioTransport::WriteStatus(std::uint32_t value) {
   // is ignored, leaving the status the driver reads back unchanged.
   const bool adds_only = (requested & (old & kDriverStatusBits)) == (old & kDriverStatusBits) &&
                          value == (value & (kDriverStatusBits | kStatusNeedsReset));
-  auto has = [requested](std::uint32_t bit) { return (requested & bit) != 0; };
-  const bool ordered = (!has(kStatusDriver) || has(kStatusAcknowledge)) &&
-                        (!has(kStatusFeaturesOk) || has(kStatusDriver)) &&
-                        (!has(kStatusDriverOk) || has(kStatusFeaturesOk));
-  if (!adds_only || !ordered) {
+  if (!adds_only || !IsOrdered(requested)) {
     invalid_accesses_->Add();
     return;
   }
-  std::uint32_t granted = requested;
   const std::uint32_t added = requested & ~old;
-  if ((added & kStatusFeaturesOk) != 0) {
-    const std::uint64_t unknown = driver_features_ & ~device_->offered_features();
-    if (unknown != 0 || (driver_features_ & FeatureBit(kFeatureVersion1)) == 0) {
-      // Leaving FEATURES_OK clear tells the driver the device rejects its features.
-      EMBER_LOG(kWarn) << device_->name() << ": driver features 0x" << std::hex
-                       << driver_features_ << " rejected (VIRTIO_F_VERSION_1 is required)";
-      granted &= ~kStatusFeaturesOk;
-    }
+  if (added == 0) return;
+  // A driver that gave up (FAILED) must reset before it tries again, and so must one whose
+  // device needs a reset (spec 2.1.1): until then only FAILED itself is taken, even from a
+  // write that also sets DRIVER_OK, so that no device is activated behind a dead driver.
+  if ((requested & kStatusFailed) != 0 || (old & kStatusNeedsReset) != 0) {
+    if ((added & ~kStatusFailed) != 0) invalid_accesses_->Add();
+    if ((added & kStatusFailed) != 0) status_.fetch_or(kStatusFailed);
+    return;
+  }
+  std::uint32_t granted = requested;
+  if ((added & kStatusFeaturesOk) != 0 && !FeaturesAcceptable()) {
+    // Leaving FEATURES_OK clear tells the driver the device rejects its features (spec
+    // 2.2.2); DRIVER_OK in the same write falls with it, since it needs FEATURES_OK.
+    EMBER_LOG(kWarn) << device_->name() << ": driver features 0x" << std::hex
+                     << driver_features_ << " refused (VIRTIO_F_VERSION_1 is required and "
+                     << "only the offered 0x" << device_->offered_features() << " may be set)";
+    granted &= ~(kStatusFeaturesOk | kStatusDriverOk);
   }
   status_.fetch_or(granted);
-  if ((added & kStatusDriverOk) != 0 && (granted & kStatusFeaturesOk) != 0 && !Activate()) {
+  if ((added & granted & kStatusDriverOk) != 0 && !Activate()) {
     activate_fails_->Add();
     MarkNeedsReset();
   }
+}
+
+bool MmioTransport::FeaturesAcceptable() const {
+  const std::uint64_t unknown = driver_features_ & ~device_->offered_features();
+  return unknown == 0 && (driver_features_ & FeatureBit(kFeatureVersion1)) != 0;
 }
 
 absl::StatusOr<ActivationContext> MmioTransport::MakeActivationContext() {
@@ -406,6 +425,12 @@ absl::Status MmioTransport::RestoreLocked(const VirtioDeviceSnapshot& state) {
   }
   if ((state.status & ~(kDriverStatusBits | kStatusNeedsReset)) != 0) {
     return invalid(absl::StrCat("unknown status bits in 0x", absl::Hex(state.status)));
+  }
+  // A status no driver could have reached (DRIVER_OK without FEATURES_OK, say) would let
+  // the driver complete it later without the device ever being activated.
+  if (!IsOrdered(state.status)) {
+    return invalid(absl::StrCat("status 0x", absl::Hex(state.status),
+                                " sets a bit without its predecessor"));
   }
   const std::uint64_t unknown = state.driver_features & ~device_->offered_features();
   if (unknown != 0) {

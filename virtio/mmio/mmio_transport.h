@@ -135,6 +135,8 @@ class MmioTransport final : public base::BusDevice, private DeviceSignals {
   [[nodiscard]] std::uint32_t ReadRegister(std::uint64_t offset);
   void WriteRegister(std::uint64_t offset, std::uint32_t value);
   void WriteStatus(std::uint32_t value);
+  // Whether the driver's features are a subset of the offered ones with VERSION_1.
+  [[nodiscard]] bool FeaturesAcceptable() const;
   void WriteQueueRegister(std::uint64_t offset, std::uint32_t value);
   // What the device receives at DRIVER_OK: the enabled queues built from their registers.
   // InvalidArgument, naming the queue, when a layout is refused.

@@ -226,6 +226,73 @@ TEST_F(MmioTransportTest, FailedCanBeSetAtAnyTime) {
   EXPECT_EQ(driver_->Read32(kStatus), kStatusAcknowledge | kStatusFailed);
 }
 
+// Walks the driver up to FEATURES_OK with `features` and queue 0 set up; the status write
+// that follows is the test's.
+void NegotiateUpToFeaturesOk(const FakeMmioDriver& driver, std::uint64_t features,
+                             const QueueLayout& queue) {
+  driver.Write32(kStatus, kStatusAcknowledge);
+  driver.Write32(kStatus, kAckDriver);
+  driver.WriteDriverFeatures(features);
+  driver.Write32(kStatus, kAckDriverFeatures);
+  driver.SetUpQueue(0, queue);
+}
+
+constexpr std::uint32_t kRunning = kAckDriverFeatures | kStatusDriverOk;
+
+TEST_F(MmioTransportTest, DriverOkInTheWriteThatRefusesFeaturesOkIsNotGranted) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->WriteDriverFeatures(FeatureBit(kDeviceFeatureBit));  // no VERSION_1
+
+  driver_->Write32(kStatus, kRunning);
+
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriver);
+  EXPECT_FALSE(device_->activated);
+}
+
+TEST_F(MmioTransportTest, DeviceNeverReadsRunningWithoutActivationAfterAFeatureRetry) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->WriteDriverFeatures(FeatureBit(kDeviceFeatureBit));
+  driver_->Write32(kStatus, kRunning);  // refused: no VERSION_1
+  driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1));
+
+  driver_->Write32(kStatus, kRunning);
+
+  EXPECT_EQ(driver_->Read32(kStatus), kRunning);
+  EXPECT_TRUE(device_->activated);
+}
+
+TEST_F(MmioTransportTest, DriverOkAfterFailedDoesNotActivate) {
+  NegotiateUpToFeaturesOk(*driver_, FeatureBit(kFeatureVersion1), queue0_.layout());
+  driver_->Write32(kStatus, kAckDriverFeatures | kStatusFailed);
+
+  driver_->Write32(kStatus, kRunning | kStatusFailed);
+
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriverFeatures | kStatusFailed);
+  EXPECT_FALSE(device_->activated);
+  EXPECT_EQ(Metric("invalid_register_access"), 1u);
+}
+
+TEST_F(MmioTransportTest, DriverOkWrittenTogetherWithFailedDoesNotActivate) {
+  NegotiateUpToFeaturesOk(*driver_, FeatureBit(kFeatureVersion1), queue0_.layout());
+
+  driver_->Write32(kStatus, kRunning | kStatusFailed);
+
+  EXPECT_EQ(driver_->Read32(kStatus), kAckDriverFeatures | kStatusFailed);
+  EXPECT_FALSE(device_->activated);
+}
+
+TEST_F(MmioTransportTest, FailedDeviceWorksAgainAfterReset) {
+  NegotiateUpToFeaturesOk(*driver_, FeatureBit(kFeatureVersion1), queue0_.layout());
+  driver_->Write32(kStatus, kAckDriverFeatures | kStatusFailed);
+
+  ASSERT_TRUE(InitializeBothQueues().ok());
+
+  EXPECT_EQ(driver_->Read32(kStatus), kRunning);
+  EXPECT_TRUE(device_->activated);
+}
+
 TEST_F(MmioTransportTest, QueueRegistersBeforeFeaturesOkAreIgnored) {
   driver_->Write32(kStatus, kStatusAcknowledge);
   driver_->Write32(kQueueSel, 0);
@@ -633,6 +700,14 @@ TEST_F(MmioSnapshotMismatchTest, UnknownStatusBitsAreRefused) {
   RunSomeWork();
   VirtioDeviceSnapshot state = Save();
   state.status |= 0x10;
+  ExpectRefused(state);
+}
+
+// The driver could finish it by setting FEATURES_OK, and the device would read running
+// without ever having been activated.
+TEST_F(MmioSnapshotMismatchTest, DriverOkWithoutFeaturesOkIsRefused) {
+  VirtioDeviceSnapshot state = Save();
+  state.status = kAckDriver | kStatusDriverOk;
   ExpectRefused(state);
 }
 
