@@ -1,5 +1,6 @@
 #include "vmm/boot/guest_loader.h"
 
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_format.h"
@@ -38,8 +39,16 @@ struct LoadedKernel {
 // decompress itself, which needs init_size bytes from there.
 absl::StatusOr<LoadedKernel> LoadSelfDecompressing(const base::GuestMemory& memory,
                                                    const arch::BzImage& bz) {
-  std::uint64_t align = std::max<std::uint64_t>(bz.header.kernel_alignment, kPageSize);
+  // ParseBzImage checked that kernel_alignment is a power of two.
+  const std::uint64_t align = std::max<std::uint64_t>(bz.header.kernel_alignment, kPageSize);
   std::uint64_t load = std::max<std::uint64_t>(bz.header.pref_address, arch::kHimemStart);
+  // Rounding up must not wrap to a low address (the kernel would be copied over the zero
+  // page and the page tables).
+  if (load > std::numeric_limits<std::uint64_t>::max() - (align - 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "pref_address 0x%x cannot be aligned to kernel_alignment 0x%x within 64 bits",
+        bz.header.pref_address, align));
+  }
   load = (load + align - 1) & ~(align - 1);
   if (!memory.Contains(load, bz.header.init_size)) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -90,6 +90,25 @@ TEST(BzImage, NonRelocatableKernelIsRejected) {
   EXPECT_FALSE(ParseBzImage(fake.bytes).ok());
 }
 
+TEST(BzImage, KernelAlignmentThatIsNotAPowerOfTwoIsRejected) {
+  FakeBzImage fake({0x1f, 0x8b}, 100);
+  fake.header().kernel_alignment = 0x300000;
+  fake.Commit();
+  auto bz = ParseBzImage(fake.bytes);
+  ASSERT_FALSE(bz.ok());
+  EXPECT_EQ(bz.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bz.status().message().find("kernel_alignment 0x300000 is not a power of two"),
+            std::string::npos)
+      << bz.status();
+}
+
+TEST(BzImage, ZeroKernelAlignmentIsRejected) {
+  FakeBzImage fake({0x1f, 0x8b}, 100);
+  fake.header().kernel_alignment = 0;
+  fake.Commit();
+  EXPECT_FALSE(ParseBzImage(fake.bytes).ok());
+}
+
 TEST(BzImage, InitSizeSmallerThanTheKernelIsRejected) {
   FakeBzImage fake({0x1f, 0x8b}, 100);
   fake.header().init_size = 16;

@@ -76,6 +76,31 @@ TEST_F(GuestLoaderTest, KernelNeedingMoreRoomThanRamIsRejected) {
   EXPECT_NE(guest.status().message().find("to decompress itself"), std::string::npos);
 }
 
+// Rounded up to the alignment, this address would wrap to 0, under the zero page.
+TEST_F(GuestLoaderTest, PrefAddressThatWrapsWhenAlignedIsRejected) {
+  testing::FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);
+  fake.header().pref_address = 0xffff'ffff'ffff'f000;
+  fake.Commit();
+  KernelImage kernel = KernelImage::FromBytes("bz", fake.bytes);
+  auto guest = LoadGuest(*memory_, {&kernel, "", "", true, nullptr});
+  ASSERT_FALSE(guest.ok());
+  EXPECT_EQ(guest.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(guest.status().message().find("pref_address 0xfffffffffffff000"), std::string::npos)
+      << guest.status();
+}
+
+TEST_F(GuestLoaderTest, KernelAlignmentThatIsNotAPowerOfTwoIsRejected) {
+  testing::FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);
+  fake.header().kernel_alignment = 0x300000;
+  fake.Commit();
+  KernelImage kernel = KernelImage::FromBytes("bz", fake.bytes);
+  auto guest = LoadGuest(*memory_, {&kernel, "", "", true, nullptr});
+  ASSERT_FALSE(guest.ok());
+  EXPECT_EQ(guest.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(guest.status().message().find("not a power of two"), std::string::npos)
+      << guest.status();
+}
+
 TEST_F(GuestLoaderTest, CommandLineLongerThanTheKernelAcceptsIsRejected) {
   testing::FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);
   fake.header().cmdline_size = 8;

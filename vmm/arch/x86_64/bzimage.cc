@@ -77,6 +77,11 @@ absl::StatusOr<BzImage> ParseBzImage(std::span<const std::uint8_t> image) {
     return Invalid("the kernel has no 64-bit entry point (a 32-bit-only kernel)");
   }
   if (!h.relocatable_kernel) return Invalid("the kernel is not relocatable");
+  // The loader rounds pref_address up to it with a mask, which only works for a power of two.
+  if (h.kernel_alignment == 0 || (h.kernel_alignment & (h.kernel_alignment - 1)) != 0) {
+    return Invalid(absl::StrFormat("kernel_alignment 0x%x is not a power of two",
+                                   h.kernel_alignment));
+  }
   if (image[kSetupHeaderEndField] + kHeaderMagicOffset < offsetof(setup_header, init_size) +
                                                              kSetupHeaderOffset) {
     return Invalid("setup header is too short for its protocol version");
