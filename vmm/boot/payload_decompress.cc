@@ -56,12 +56,14 @@ absl::Status Bunzip2(std::span<const std::uint8_t> in, std::span<std::uint8_t> o
   return absl::OkStatus();
 }
 
-// xz (.xz container) and lzma (lzma_alone) both go through liblzma.
+// xz (.xz container) and lzma (lzma_alone) both go through liblzma, whose dictionary is as
+// large as the stream's header asks (up to 4 GiB): kMaxDecompressorMemory bounds it.
 absl::Status Unlzma(PayloadFormat format, std::span<const std::uint8_t> in,
                     std::span<std::uint8_t> out) {
   lzma_stream s = LZMA_STREAM_INIT;
-  lzma_ret rc = format == PayloadFormat::kXz ? lzma_stream_decoder(&s, UINT64_MAX, 0)
-                                             : lzma_alone_decoder(&s, UINT64_MAX);
+  lzma_ret rc = format == PayloadFormat::kXz
+                    ? lzma_stream_decoder(&s, kMaxDecompressorMemory, 0)
+                    : lzma_alone_decoder(&s, kMaxDecompressorMemory);
   if (rc != LZMA_OK) return Corrupt(format, "init");
   s.next_in = in.data();
   s.avail_in = in.size();
@@ -71,7 +73,14 @@ absl::Status Unlzma(PayloadFormat format, std::span<const std::uint8_t> in,
     rc = lzma_code(&s, LZMA_FINISH);
   } while (rc == LZMA_OK && s.avail_out > 0);
   std::size_t produced = out.size() - s.avail_out;
+  const std::uint64_t needed = lzma_memusage(&s);
   lzma_end(&s);
+  if (rc == LZMA_MEMLIMIT_ERROR) {
+    constexpr std::uint64_t kMiB = 1 << 20;
+    return Corrupt(format, "the stream needs " + std::to_string((needed + kMiB - 1) / kMiB) +
+                               " MiB of memory to decompress; at most " +
+                               std::to_string(kMaxDecompressorMemory / kMiB) + " MiB is allowed");
+  }
   // lzma_alone streams without an end marker stop when the output is full.
   bool complete = rc == LZMA_STREAM_END || (rc == LZMA_OK && produced == out.size());
   if (!complete) return Corrupt(format, "liblzma error " + std::to_string(rc));
