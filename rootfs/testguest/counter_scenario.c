@@ -7,18 +7,13 @@
 
 #include "scenario.h"
 #include "serial.h"
+#include "tsc.h"
 
 #define COUNTER_WORDS 8192u          /* 64 KiB of pattern */
 #define COUNTER_LIMIT 40u
 #define CYCLES_PER_COUNT 100000000ull /* ~50 ms at 2 GHz */
 
 static uint64_t region[COUNTER_WORDS];
-
-static inline uint64_t rdtsc(void) {
-  uint32_t lo, hi;
-  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-  return ((uint64_t)hi << 32) | lo;
-}
 
 static uint64_t checksum(void) {
   uint64_t sum = 0;

@@ -13,7 +13,7 @@ struct scenario {
 /* The table of scenarios, ended by an entry with a null name. */
 extern const struct scenario kScenarios[];
 
-/* Scenarios defined in their own files (blk_scenarios.c, counter_scenario.c, touch_scenario.c). */
+/* Scenarios defined in their own files (blk_scenarios.c, counter_scenario.c, ...). */
 int blk_scenario(const struct boot_info *boot, const char **reason);
 int blk_ro_scenario(const struct boot_info *boot, const char **reason);
 int blk_reset_scenario(const struct boot_info *boot, const char **reason);
@@ -22,3 +22,10 @@ int vsock_scenario(const struct boot_info *boot, const char **reason);
 int vsock_reset_scenario(const struct boot_info *boot, const char **reason);
 int net_scenario(const struct boot_info *boot, const char **reason);
 int touch_scenario(const struct boot_info *boot, const char **reason);
+/* Hostile guests (hostile.h): each does what a broken or malicious driver might. */
+int blk_flood_scenario(const struct boot_info *boot, const char **reason);
+int vsock_tiny_rx_scenario(const struct boot_info *boot, const char **reason);
+int vsock_req_churn_scenario(const struct boot_info *boot, const char **reason);
+int features_retry_scenario(const struct boot_info *boot, const char **reason);
+int serial_flood_scenario(const struct boot_info *boot, const char **reason);
+int status_order_scenario(const struct boot_info *boot, const char **reason);

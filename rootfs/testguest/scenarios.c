@@ -55,5 +55,11 @@ const struct scenario kScenarios[] = {
     {"vsock-reset", vsock_reset_scenario},
     {"net", net_scenario},
     {"touch", touch_scenario},
+    {"blk-flood", blk_flood_scenario},
+    {"vsock-tiny-rx", vsock_tiny_rx_scenario},
+    {"vsock-req-churn", vsock_req_churn_scenario},
+    {"features-retry", features_retry_scenario},
+    {"serial-flood", serial_flood_scenario},
+    {"status-order", status_order_scenario},
     {0, 0},
 };

@@ -9,6 +9,10 @@ int virtio_blk_init(struct virtio_blk *blk, const char *cmdline, const char **re
   if (!virtio_mmio_find(cmdline, VIRTIO_ID_BLOCK, &blk->dev, reason)) return 0;
   uint64_t optional = (1ull << VIRTIO_BLK_F_RO) | (1ull << VIRTIO_BLK_F_FLUSH);
   if (!virtio_mmio_negotiate(&blk->dev, 0, optional, reason)) return 0;
+  return virtio_blk_start(blk, reason);
+}
+
+int virtio_blk_start(struct virtio_blk *blk, const char **reason) {
   if (!virtio_mmio_setup_queue(&blk->dev, 0, &blk->vq, reason)) return 0;
   if (!virtio_mmio_driver_ok(&blk->dev, reason)) return 0;
   /* capacity: the config space's first field, a u64 read as two registers. */

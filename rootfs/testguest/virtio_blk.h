@@ -52,6 +52,10 @@ struct virtio_blk {
  * VIRTIO_F_VERSION_1, plus RO and FLUSH when offered. Returns 1, or 0 with *reason set. */
 int virtio_blk_init(struct virtio_blk *blk, const char *cmdline, const char **reason);
 
+/* The second half of virtio_blk_init, for a driver that found the device and negotiated its
+ * features (blk->dev.features) itself: queue set-up, DRIVER_OK, capacity. */
+int virtio_blk_start(struct virtio_blk *blk, const char **reason);
+
 static inline int virtio_blk_has(const struct virtio_blk *blk, unsigned feature) {
   return (blk->dev.features >> feature) & 1;
 }

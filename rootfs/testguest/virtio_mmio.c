@@ -127,22 +127,41 @@ int virtio_mmio_negotiate(struct virtio_mmio_dev *dev, uint64_t required, uint64
   return 1;
 }
 
+uint16_t virtio_mmio_queue_size(struct virtio_mmio_dev *dev, uint32_t index, uint16_t limit,
+                                const char **reason) {
+  wr(dev, VIRTIO_MMIO_QUEUE_SEL, index);
+  uint32_t max = rd(dev, VIRTIO_MMIO_QUEUE_NUM_MAX);
+  if (rd(dev, VIRTIO_MMIO_QUEUE_READY) != 0) {
+    fail(dev, "queue already in use", reason);
+    return 0;
+  }
+  if (max == 0) {
+    fail(dev, "queue not available", reason);
+    return 0;
+  }
+  return (uint16_t)(max < limit ? max : limit);
+}
+
+void virtio_mmio_give_queue(struct virtio_mmio_dev *dev, uint32_t index, uint16_t size,
+                            const void *desc, const void *avail, const void *used) {
+  wr(dev, VIRTIO_MMIO_QUEUE_SEL, index);
+  wr(dev, VIRTIO_MMIO_QUEUE_NUM, size);
+  /* Identity-mapped: these addresses are guest-physical, and below 4 GiB. */
+  wr(dev, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)(uint64_t)desc);
+  wr(dev, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)((uint64_t)desc >> 32));
+  wr(dev, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)(uint64_t)avail);
+  wr(dev, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)((uint64_t)avail >> 32));
+  wr(dev, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)(uint64_t)used);
+  wr(dev, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)((uint64_t)used >> 32));
+  wr(dev, VIRTIO_MMIO_QUEUE_READY, 1);
+}
+
 int virtio_mmio_setup_queue(struct virtio_mmio_dev *dev, uint32_t index, struct virtq *q,
                             const char **reason) {
-  wr(dev, VIRTIO_MMIO_QUEUE_SEL, index);
-  if (rd(dev, VIRTIO_MMIO_QUEUE_READY) != 0) return fail(dev, "queue already in use", reason);
-  uint32_t max = rd(dev, VIRTIO_MMIO_QUEUE_NUM_MAX);
-  if (max == 0) return fail(dev, "queue not available", reason);
-  virtq_init(q, (uint16_t)(max < VIRTQ_MAX_SIZE ? max : VIRTQ_MAX_SIZE));
-  wr(dev, VIRTIO_MMIO_QUEUE_NUM, q->size);
-  /* Identity-mapped: these addresses are guest-physical, and below 4 GiB. */
-  wr(dev, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)(uint64_t)q->desc);
-  wr(dev, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)((uint64_t)q->desc >> 32));
-  wr(dev, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)(uint64_t)&q->avail);
-  wr(dev, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)((uint64_t)&q->avail >> 32));
-  wr(dev, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)(uint64_t)&q->used);
-  wr(dev, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)((uint64_t)&q->used >> 32));
-  wr(dev, VIRTIO_MMIO_QUEUE_READY, 1);
+  uint16_t size = virtio_mmio_queue_size(dev, index, VIRTQ_MAX_SIZE, reason);
+  if (size == 0) return 0;
+  virtq_init(q, size);
+  virtio_mmio_give_queue(dev, index, q->size, q->desc, &q->avail, &q->used);
   return 1;
 }
 

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "io.h"
 #include "virtqueue.h"
 
 #define VIRTIO_ID_NET 1
@@ -73,6 +74,15 @@ int virtio_mmio_negotiate(struct virtio_mmio_dev *dev, uint64_t required, uint64
 int virtio_mmio_setup_queue(struct virtio_mmio_dev *dev, uint32_t index, struct virtq *q,
                             const char **reason);
 
+/* The two halves of virtio_mmio_setup_queue, for scenarios that lay out a ring of their
+ * own: the size to use for queue `index` (min(QueueNumMax, limit); 0 with *reason set and
+ * FAILED written when the queue is in use or absent), then handing the ring's three areas
+ * (guest-physical = identity-mapped addresses) to the device and enabling the queue. */
+uint16_t virtio_mmio_queue_size(struct virtio_mmio_dev *dev, uint32_t index, uint16_t limit,
+                                const char **reason);
+void virtio_mmio_give_queue(struct virtio_mmio_dev *dev, uint32_t index, uint16_t size,
+                            const void *desc, const void *avail, const void *used);
+
 /* Sets DRIVER_OK; fails when the device refused activation (NEEDS_RESET set). */
 int virtio_mmio_driver_ok(struct virtio_mmio_dev *dev, const char **reason);
 
@@ -83,6 +93,15 @@ void virtio_mmio_notify(const struct virtio_mmio_dev *dev, uint32_t index);
  * device raised the used-buffer interrupt status and acknowledges it, so it keeps
  * signalling. Returns 1, or 0 with *reason set. */
 int virtio_mmio_wait_used(const struct virtio_mmio_dev *dev, struct virtq *q, const char **reason);
+
+/* Raw register access, for scenarios that drive the transport out of the usual order. */
+static inline uint32_t virtio_mmio_read(const struct virtio_mmio_dev *dev, uint32_t reg) {
+  return mmio_read32(dev->base + reg);
+}
+static inline void virtio_mmio_write(const struct virtio_mmio_dev *dev, uint32_t reg,
+                                     uint32_t value) {
+  mmio_write32(dev->base + reg, value);
+}
 
 static inline uint32_t virtio_mmio_config32(const struct virtio_mmio_dev *dev, uint32_t offset) {
   return *(volatile uint32_t *)(dev->base + VIRTIO_MMIO_CONFIG + offset);

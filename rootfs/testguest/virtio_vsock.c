@@ -2,10 +2,6 @@
 
 #include "lib.h"
 
-#define RX_QUEUE 0
-#define TX_QUEUE 1
-#define EVENT_QUEUE 2
-
 static void post_rx(struct virtio_vsock *vs, struct vsock_packet *buf) {
   struct virtq_buf b = {buf, sizeof(*buf), 1};
   int head = virtq_add(&vs->rx, &b, 1);
@@ -18,20 +14,25 @@ static void post_event(struct virtio_vsock *vs) {
 }
 
 int virtio_vsock_init(struct virtio_vsock *vs, const char *cmdline, const char **reason) {
+  if (!virtio_vsock_open(vs, cmdline, reason)) return 0;
+  for (int i = 0; i < VSOCK_RX_BUFFERS; i++) post_rx(vs, &vs->rx_bufs[i]);
+  post_event(vs);
+  virtio_mmio_notify(&vs->dev, VSOCK_RX_QUEUE);
+  virtio_mmio_notify(&vs->dev, VSOCK_EVENT_QUEUE);
+  return 1;
+}
+
+int virtio_vsock_open(struct virtio_vsock *vs, const char *cmdline, const char **reason) {
   if (!virtio_mmio_find(cmdline, VIRTIO_ID_VSOCK, &vs->dev, reason)) return 0;
   if (!virtio_mmio_negotiate(&vs->dev, 0, 0, reason)) return 0;
-  if (!virtio_mmio_setup_queue(&vs->dev, RX_QUEUE, &vs->rx, reason) ||
-      !virtio_mmio_setup_queue(&vs->dev, TX_QUEUE, &vs->tx, reason) ||
-      !virtio_mmio_setup_queue(&vs->dev, EVENT_QUEUE, &vs->ev, reason)) {
+  if (!virtio_mmio_setup_queue(&vs->dev, VSOCK_RX_QUEUE, &vs->rx, reason) ||
+      !virtio_mmio_setup_queue(&vs->dev, VSOCK_TX_QUEUE, &vs->tx, reason) ||
+      !virtio_mmio_setup_queue(&vs->dev, VSOCK_EVENT_QUEUE, &vs->ev, reason)) {
     return 0;
   }
   if (!virtio_mmio_driver_ok(&vs->dev, reason)) return 0;
   uint64_t high = virtio_mmio_config32(&vs->dev, 4);
   vs->cid = high << 32 | virtio_mmio_config32(&vs->dev, 0);
-  for (int i = 0; i < VSOCK_RX_BUFFERS; i++) post_rx(vs, &vs->rx_bufs[i]);
-  post_event(vs);
-  virtio_mmio_notify(&vs->dev, RX_QUEUE);
-  virtio_mmio_notify(&vs->dev, EVENT_QUEUE);
   return 1;
 }
 
@@ -59,7 +60,7 @@ int virtio_vsock_send(struct virtio_vsock *vs, uint32_t src_port, uint32_t dst_p
     *reason = "vsock TX queue full";
     return 0;
   }
-  virtio_mmio_notify(&vs->dev, TX_QUEUE);
+  virtio_mmio_notify(&vs->dev, VSOCK_TX_QUEUE);
   if (!virtio_mmio_wait_used(&vs->dev, &vs->tx, reason)) return 0;
   uint32_t used_len;
   (void)virtq_get_used(&vs->tx, &used_len);
@@ -73,7 +74,7 @@ const struct vsock_packet *virtio_vsock_poll(struct virtio_vsock *vs) {
   if (lent) {
     post_rx(vs, lent);
     lent = 0;
-    virtio_mmio_notify(&vs->dev, RX_QUEUE);
+    virtio_mmio_notify(&vs->dev, VSOCK_RX_QUEUE);
   }
   if (!virtq_has_used(&vs->rx)) return 0;
   uint32_t len;
@@ -89,6 +90,6 @@ int virtio_vsock_poll_event(struct virtio_vsock *vs, uint32_t *id) {
   (void)virtq_get_used(&vs->ev, &len);
   *id = *(volatile uint32_t *)&vs->event;
   post_event(vs);
-  virtio_mmio_notify(&vs->dev, EVENT_QUEUE);
+  virtio_mmio_notify(&vs->dev, VSOCK_EVENT_QUEUE);
   return 1;
 }

@@ -9,6 +9,11 @@
 #include "virtio_mmio.h"
 #include "virtqueue.h"
 
+/* The device's queues, in order. */
+#define VSOCK_RX_QUEUE 0
+#define VSOCK_TX_QUEUE 1
+#define VSOCK_EVENT_QUEUE 2
+
 #define VSOCK_HOST_CID 2
 #define VSOCK_TYPE_STREAM 1
 
@@ -67,6 +72,10 @@ struct virtio_vsock {
 /* Finds the first vsock device, brings it to DRIVER_OK and gives it every RX buffer and one
  * event buffer. Returns 1, or 0 with *reason set. */
 int virtio_vsock_init(struct virtio_vsock *vs, const char *cmdline, const char **reason);
+
+/* virtio_vsock_init without the buffers: the device at DRIVER_OK with empty queues, for a
+ * scenario that posts RX buffers of its own (vs->rx) and sends with virtio_vsock_send. */
+int virtio_vsock_open(struct virtio_vsock *vs, const char *cmdline, const char **reason);
 
 /* Sends one packet to the host (header fields from the arguments, src_cid the guest's,
  * buf_alloc VSOCK_BUF_ALLOC) and waits until the device took it. Returns 1, or 0 with *reason

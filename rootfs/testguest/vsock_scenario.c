@@ -6,6 +6,7 @@
 #include "lib.h"
 #include "scenario.h"
 #include "serial.h"
+#include "tsc.h"
 #include "virtio_vsock.h"
 #include "vsock_ports.h"
 
@@ -16,12 +17,6 @@
 #define RESET_CYCLES 120000000000ull
 
 static struct virtio_vsock vs;
-
-static inline uint64_t rdtsc(void) {
-  uint32_t lo, hi;
-  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-  return ((uint64_t)hi << 32) | lo;
-}
 
 static int init(const struct boot_info *boot, const char **reason) {
   if (!virtio_vsock_init(&vs, boot->cmdline, reason)) return 0;
