@@ -14,8 +14,12 @@ namespace ember::virtio::block {
 // The asynchronous engine: one io_uring per drive. Operations become SQEs against the drive's
 // registered file (IOSQE_FIXED_FILE, no per-operation fd lookup); Submit() hands the whole
 // batch to the kernel in one io_uring_submit, so a guest notification that brought N requests
-// costs one system call (one per 64 requests for bigger batches). Each completion signals completion_fd(), an eventfd that the VMM
-// loop watches edge-triggered.
+// costs one system call (one per 64 requests for bigger batches). Each completion signals
+// completion_fd(), an eventfd that the VMM loop watches edge-triggered.
+//
+// The ring is restricted before it is enabled (IORING_REGISTER_RESTRICTIONS): it accepts only
+// the opcodes the engine issues, only on its registered file, and no further registration, so
+// it is no way around the VMM thread's seccomp filter. Anything else completes with -EACCES.
 class IoUringEngine final : public BlockEngine {
  public:
   // Borrows `fd` (kept open by the device longer than the engine). `depth` is the most
@@ -35,6 +39,9 @@ class IoUringEngine final : public BlockEngine {
   void Reap(std::vector<Completion>* out) override;
   [[nodiscard]] absl::Status WaitForCompletion() override;
   [[nodiscard]] int completion_fd() const override { return completion_.Get(); }
+
+  // Tests only: the ring itself, to submit what a compromised VMM could write into it.
+  [[nodiscard]] io_uring& ring_for_testing() { return ring_; }
 
  private:
   explicit IoUringEngine(base::EventFd completion) : completion_(std::move(completion)) {}
