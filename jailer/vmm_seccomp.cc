@@ -23,7 +23,9 @@ namespace {
 // Both thread kinds: memory management by malloc, locks, time, logging, ending.
 std::vector<SyscallRule> CommonRules() {
   return {
-      Allow("futex", "mutexes and condition variables: metrics, event-loop posts, vCPU pause"),
+      Allow("futex",
+            "mutexes and condition variables: metrics, event-loop posts, vCPU pause; a "
+            "virtio-blk reset waiting for the requests in flight (vCPU thread, with a timeout)"),
       Allow("write",
             "log lines (stderr or --log-path), guest serial output, eventfd signals (irqfds, "
             "event-loop wake-ups)"),
@@ -53,7 +55,10 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
             "ioeventfds, io_uring completion eventfd, signalfd, metrics timerfd, console stdin, "
             "the control connection"),
       Allow("io_uring_enter",
-            "virtio-blk io_uring engine: submitting requests, reaping completions"),
+            "virtio-blk io_uring engine: submitting requests, waiting for them before a "
+            "snapshot. The ring takes only the engine's opcodes on its registered file "
+            "(restricted before it is enabled); io_uring_setup and io_uring_register are "
+            "not allowed, so no other ring can be made or widened"),
       Allow("preadv", "virtio-blk sync engine: reads"),
       Allow("pwritev", "virtio-blk sync engine: writes"),
       Allow("fdatasync", "virtio-blk sync engine: flushes"),
@@ -121,9 +126,6 @@ std::vector<SyscallRule> VcpuRules() {
             "virtio-net/vsock activation and reset (the guest's status writes): the device "
             "starts or stops watching its tap or sockets"),
       Allow("close", "vsock reset by the guest: its host connections are closed"),
-      Allow("io_uring_enter",
-            "virtio-blk reset by the guest: the requests still in the io_uring engine are "
-            "waited for, so none lands in buffers the re-initialised driver reuses"),
       Allow("rt_sigreturn", "returning from the kick signal's handler, which ends KVM_RUN"),
       Allow("restart_syscall", "a futex wait the kick signal interrupted"),
   };

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 
@@ -132,6 +133,22 @@ BlockDevice::Metrics::Metrics(base::MetricsRegistry& registry, const std::string
 absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const BlockConfig& config,
                                                                  base::MetricsRegistry& metrics,
                                                                  const Clock& clock) {
+  return CreateWithEngine(
+      config,
+      [&config](int fd) -> absl::StatusOr<std::unique_ptr<BlockEngine>> {
+        if (config.engine == EngineKind::kIoUring) {
+          EMBER_ASSIGN_OR_RETURN(std::unique_ptr<IoUringEngine> engine,
+                                 IoUringEngine::Create(fd, config.queue_size));
+          return engine;
+        }
+        return std::make_unique<SyncEngine>(fd);
+      },
+      metrics, clock);
+}
+
+absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::CreateWithEngine(
+    const BlockConfig& config, const EngineFactory& make_engine, base::MetricsRegistry& metrics,
+    const Clock& clock) {
   if (config.queue_size < 4 || config.queue_size > kMaxQueueSize ||
       (config.queue_size & (config.queue_size - 1)) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("drive ", config.drive_id, ": queue size ",
@@ -145,21 +162,17 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const BlockConf
     return base::ErrnoError("open", absl::StrCat("drive ", config.drive_id, " (", config.path, ")"));
   }
   EMBER_ASSIGN_OR_RETURN(std::uint64_t capacity, BackingSize(file.Get(), config.path));
-  std::unique_ptr<BlockEngine> engine;
-  if (config.engine == EngineKind::kIoUring) {
-    EMBER_ASSIGN_OR_RETURN(engine, IoUringEngine::Create(file.Get(), config.queue_size));
-  } else {
-    engine = std::make_unique<SyncEngine>(file.Get());
-  }
+  EMBER_ASSIGN_OR_RETURN(std::unique_ptr<BlockEngine> engine, make_engine(file.Get()));
   EMBER_ASSIGN_OR_RETURN(RateLimiter limiter, RateLimiter::Create(config.rate_limiter, clock));
+  EMBER_ASSIGN_OR_RETURN(base::EventFd resume, base::EventFd::Create());
   return std::unique_ptr<BlockDevice>(new BlockDevice(config, std::move(file), capacity,
                                                       std::move(engine), std::move(limiter),
-                                                      metrics));
+                                                      std::move(resume), metrics));
 }
 
 BlockDevice::BlockDevice(const BlockConfig& config, base::UniqueFd file,
                          std::uint64_t capacity_bytes, std::unique_ptr<BlockEngine> engine,
-                         RateLimiter limiter, base::MetricsRegistry& metrics)
+                         RateLimiter limiter, base::EventFd resume, base::MetricsRegistry& metrics)
     : config_(config),
       file_(std::move(file)),
       capacity_bytes_(capacity_bytes),
@@ -167,7 +180,9 @@ BlockDevice::BlockDevice(const BlockConfig& config, base::UniqueFd file,
       config_space_(MakeConfigSpace(capacity_bytes, config.queue_size)),
       metrics_(metrics, "block_" + config.drive_id),
       engine_(std::move(engine)),
-      limiter_(std::move(limiter)) {}
+      limiter_(std::move(limiter)),
+      in_flight_(config.queue_size),
+      resume_(std::move(resume)) {}
 
 BlockDevice::~BlockDevice() = default;
 
@@ -188,6 +203,12 @@ absl::Status BlockDevice::Activate(ActivationContext context) {
     return absl::FailedPreconditionError(name() + ": the driver did not enable the request queue");
   }
   std::lock_guard lock(mu_);
+  ReapCompletions();
+  if (in_flight_count_ > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name(), ": ", in_flight_count_,
+                     " requests from before the last reset are still in flight in the host"));
+  }
   queue_ = std::move(context.queues[0]);
   signals_ = context.signals;
   broken_ = false;
@@ -196,20 +217,41 @@ absl::Status BlockDevice::Activate(ActivationContext context) {
 }
 
 void BlockDevice::Reset() {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   // Requests still in the engine are orphaned (never reported) and waited for: once the
   // driver reads status 0 it may reuse their buffers, and a late read landing in one would
   // corrupt the re-initialised guest (spec 2.4: after a reset the device leaves the queues'
   // memory alone). This blocks the writing vCPU for the time the host takes to finish them,
-  // as QEMU's virtio-blk does.
+  // as QEMU's virtio-blk does, but not for ever: past the limit the reset completes, and the
+  // device refuses to start again (NEEDS_RESET) until they have finished.
   ++generation_;
-  if (absl::Status drained = WaitForInFlight(); !drained.ok()) {
-    EMBER_LOG(kWarn) << name() << ": reset could not wait for the requests in flight: "
-                     << drained;
-  }
   queue_.reset();
   signals_ = nullptr;
   broken_ = false;
+  if (!WaitForInFlightWithoutEntering(lock)) {
+    EMBER_LOG(kError) << name() << ": reset gave up after "
+                      << config_.in_flight_wait_limit.count() << " ms with " << in_flight_count_
+                      << " requests still in flight in the host; the device stays stopped "
+                         "until they finish";
+  }
+}
+
+bool BlockDevice::WaitForInFlightWithoutEntering(std::unique_lock<std::mutex>& lock) {
+  // Completions normally come from the VMM thread (ProcessCompletions signals drained_); the
+  // vCPU also looks at the completion queue itself every kPeek, since that thread may be
+  // busy or waiting for this very vCPU to pause. The kernel posts completions whoever waits.
+  constexpr auto kPeek = std::chrono::milliseconds(1);
+  const auto deadline = std::chrono::steady_clock::now() + config_.in_flight_wait_limit;
+  resetting_ = true;
+  for (;;) {
+    ReapCompletions();
+    if (in_flight_count_ == 0) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    drained_.wait_until(lock, std::min(now + kPeek, deadline));
+  }
+  resetting_ = false;
+  return in_flight_count_ == 0;
 }
 
 std::vector<EventSource> BlockDevice::EventSources() {
@@ -219,6 +261,7 @@ std::vector<EventSource> BlockDevice::EventSources() {
                        /*edge_triggered=*/true});
   }
   sources.push_back({limiter_.timer_fd(), [this] { ProcessRateLimiterTimer(); }});
+  sources.push_back({resume_.Get(), [this] { ProcessResume(); }});
   return sources;
 }
 
@@ -228,10 +271,19 @@ absl::Status BlockDevice::Quiesce() {
 }
 
 absl::Status BlockDevice::WaitForInFlight() {
+  const auto deadline = std::chrono::steady_clock::now() + config_.in_flight_wait_limit;
   engine_->Submit();
   ReapCompletions();
-  while (InFlightCount() > 0) {
-    EMBER_RETURN_IF_ERROR(engine_->WaitForCompletion());
+  while (in_flight_count_ > 0) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    absl::Status waited = left > left.zero() ? engine_->WaitForCompletion(left)
+                                             : absl::DeadlineExceededError("no time left");
+    if (absl::IsDeadlineExceeded(waited)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          name(), ": ", in_flight_count_, " requests still in flight in the host after ",
+          config_.in_flight_wait_limit.count(), " ms"));
+    }
+    EMBER_RETURN_IF_ERROR(waited);
     ReapCompletions();
   }
   return absl::OkStatus();
@@ -270,6 +322,12 @@ void BlockDevice::ProcessRateLimiterTimer() {
   DrainQueue();
 }
 
+void BlockDevice::ProcessResume() {
+  resume_.Consume();
+  std::lock_guard lock(mu_);
+  DrainQueue();
+}
+
 void BlockDevice::UpdateRateLimiter(const std::optional<TokenBucketConfig>& bandwidth,
                                     const std::optional<TokenBucketConfig>& ops) {
   std::lock_guard lock(mu_);
@@ -278,16 +336,27 @@ void BlockDevice::UpdateRateLimiter(const std::optional<TokenBucketConfig>& band
 
 void BlockDevice::DrainQueue() {
   if (!queue_ || broken_) return;
+  // A ring's worth per pass: a driver that keeps publishing (as fast as the device returns
+  // heads) would otherwise hold the VMM thread for as long as it likes.
+  std::size_t budget = queue_->size();
   bool throttled = false;
   do {
     queue_->DisableNotification();
-    for (;;) {
+    for (; budget > 0; --budget) {
       auto popped = queue_->Pop(&chain_);
       if (!popped.ok()) {
         MarkBroken(popped.status());
         break;
       }
       if (!*popped) break;
+      if (HeadInFlight(chain_.head)) {
+        // Its request was never returned: the driver broke the ring (spec 2.7.13), and
+        // serving both would hand one head back twice. This is also what bounds the requests
+        // in flight to the queue size.
+        MarkBroken(absl::InvalidArgumentError(absl::StrCat(
+            "descriptor head ", chain_.head, " made available again while still in flight")));
+        break;
+      }
       if (!StartRequest(chain_)) {
         // Retried when the rate limiter's timer fires; notifications stay off until then.
         queue_->UndoPop();
@@ -296,9 +365,11 @@ void BlockDevice::DrainQueue() {
       }
       if (broken_) break;
     }
-  } while (!throttled && !broken_ && queue_->EnableNotification());
+  } while (budget > 0 && !throttled && !broken_ && queue_->EnableNotification());
   engine_->Submit();
   ReapCompletions();
+  // Notifications stay off, and the loop comes back once it has served the rest.
+  if (budget == 0 && !broken_ && queue_) resume_.Signal();
 }
 
 std::uint8_t BlockDevice::CheckRange(std::uint64_t sector, std::uint64_t bytes) const {
@@ -359,16 +430,17 @@ bool BlockDevice::StartRequest(const DescriptorChain& chain) {
   }
 }
 
+bool BlockDevice::HeadInFlight(std::uint16_t head) const {
+  return in_flight_[head] != nullptr && in_flight_[head]->busy;
+}
+
 void BlockDevice::StartIo(const DescriptorChain& chain, const Request& request) {
-  std::uint32_t cookie;
-  if (free_slots_.empty()) {
-    cookie = static_cast<std::uint32_t>(in_flight_.size());
-    in_flight_.push_back(std::make_unique<InFlight>());
-  } else {
-    cookie = free_slots_.back();
-    free_slots_.pop_back();
-  }
-  InFlight& op = *in_flight_[cookie];
+  std::unique_ptr<InFlight>& slot = in_flight_[chain.head];
+  if (!slot) slot = std::make_unique<InFlight>();
+  slot->busy = true;
+  ++in_flight_count_;
+  const std::uint64_t cookie = chain.head;
+  InFlight& op = *slot;
   op.generation = generation_;
   op.head = chain.head;
   op.status = request.status;
@@ -377,7 +449,8 @@ void BlockDevice::StartIo(const DescriptorChain& chain, const Request& request) 
   op.expected = 0;
   op.used_len = 1;
   auto abandon = [&](std::uint8_t status) {
-    free_slots_.push_back(cookie);
+    op.busy = false;
+    --in_flight_count_;
     metrics_.invalid_requests->Add();
     Answer(chain.head, request.status, status, 1);
   };
@@ -440,7 +513,8 @@ void BlockDevice::ReapCompletions() {
   for (const Completion& done : completions_) {
     InFlight& op = *in_flight_[done.cookie];
     op.iovs.clear();
-    free_slots_.push_back(static_cast<std::uint32_t>(done.cookie));
+    op.busy = false;
+    --in_flight_count_;
     if (op.generation != generation_ || !queue_) continue;  // the driver reset meanwhile
     const bool ok = done.result == op.expected;
     if (!ok) {
@@ -470,6 +544,7 @@ void BlockDevice::ReapCompletions() {
     metrics_.write_count->Add(writes);
     metrics_.write_bytes->Add(write_bytes);
   }
+  if (resetting_ && in_flight_count_ == 0) drained_.notify_all();
   InterruptIfNeeded();
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13,6 +15,7 @@
 #include "virtio/block/request.h"
 #include "virtio/device.h"
 #include "virtio/rate_limiter.h"
+#include "vmm/base/event_fd.h"
 #include "vmm/base/metrics.h"
 #include "vmm/base/unique_fd.h"
 
@@ -30,6 +33,14 @@ namespace ember::virtio::block {
 // error) completes with VIRTIO_BLK_S_IOERR or _UNSUPP and the device carries on. A chain
 // that breaks the virtqueue rules marks the device DEVICE_NEEDS_RESET, is counted in
 // block_<id>.invalid_chains, and stops the device until the driver resets it.
+//
+// What a guest can make the host hold is bounded: one request per descriptor head at most
+// (a head made available again while its request is in flight breaks the rules), so at most
+// queue-size requests are in flight and the io_uring completion queue cannot overflow; one
+// pass over the queue takes at most queue-size requests and then yields to the VMM loop (the
+// rest follows from the resume eventfd), since that thread also serves the control socket
+// and the other devices; a reset or a snapshot waits for requests in flight at most
+// BlockConfig::in_flight_wait_limit.
 class BlockDevice final : public VirtioDevice {
  public:
   // Opens `config.path` (read-only drives O_RDONLY; O_DIRECT when asked) and sets up the
@@ -39,6 +50,12 @@ class BlockDevice final : public VirtioDevice {
       const BlockConfig& config,
       base::MetricsRegistry& metrics = base::MetricsRegistry::Global(),
       const Clock& clock = Clock::System());
+  // Tests only: the same over the engine `make_engine` builds on the opened file, whatever
+  // config.engine says (an engine that holds requests, to test the bounded waits).
+  using EngineFactory = std::function<absl::StatusOr<std::unique_ptr<BlockEngine>>(int fd)>;
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockDevice>> CreateWithEngine(
+      const BlockConfig& config, const EngineFactory& make_engine,
+      base::MetricsRegistry& metrics, const Clock& clock);
   ~BlockDevice() override;
 
   // VirtioDevice.
@@ -50,14 +67,22 @@ class BlockDevice final : public VirtioDevice {
   [[nodiscard]] std::string name() const override { return "block_" + config_.drive_id; }
   void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const override;
   void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+  // Refused while requests from before the last reset are still in flight (a reset that
+  // gave up waiting for them): the transport then sets DEVICE_NEEDS_RESET.
   [[nodiscard]] absl::Status Activate(ActivationContext context) override;
+  // Waits, on the vCPU thread, for the requests still in flight (they would write guest
+  // memory the driver reuses once status reads 0), at most in_flight_wait_limit. The vCPU
+  // never enters the io_uring (its seccomp filter has no io_uring_enter): it reaps the
+  // completion queue's memory itself, and sleeps on a condition variable that the VMM
+  // thread's ProcessCompletions also signals.
   void Reset() override;
   void ProcessQueue(std::size_t index) override;
-  // The engine's completion eventfd (io_uring only; edge-triggered, never drained) and the
-  // rate limiter's timerfd.
+  // The engine's completion eventfd (io_uring only; edge-triggered, never drained), the
+  // rate limiter's timerfd and the resume eventfd of a pass that stopped at its bound.
   [[nodiscard]] std::vector<EventSource> EventSources() override;
   // Waits for every request in the engine, stale ones from before a reset included (they
-  // still write guest memory), and answers the current ones. VMM loop thread.
+  // still write guest memory), and answers the current ones. VMM loop thread. Gives up with
+  // DEADLINE_EXCEEDED after in_flight_wait_limit.
   [[nodiscard]] absl::Status Quiesce() override;
   // The request queue's positions while activated. The configuration (path, engine, limits)
   // comes from the VM config, and after Quiesce no request is in flight.
@@ -70,6 +95,9 @@ class BlockDevice final : public VirtioDevice {
   void ProcessCompletions();
   // Loop thread: the rate limiter's timer fired; resumes a throttled queue.
   void ProcessRateLimiterTimer();
+  // Loop thread: the resume eventfd fired; goes on with a queue whose last pass stopped at
+  // its bound.
+  void ProcessResume();
   // Loop thread (the control path posts it there): changes the limits while the VM runs.
   void UpdateRateLimiter(const std::optional<TokenBucketConfig>& bandwidth,
                          const std::optional<TokenBucketConfig>& ops);
@@ -77,8 +105,10 @@ class BlockDevice final : public VirtioDevice {
   [[nodiscard]] std::uint64_t capacity_bytes() const { return capacity_bytes_; }
 
  private:
-  // Where one request in flight in the engine will be answered.
+  // Where one request in flight in the engine will be answered. Indexed by descriptor head,
+  // which is also the engine cookie: a head has at most one request in flight.
   struct InFlight {
+    bool busy = false;             // in the engine now
     std::uint64_t generation = 0;  // activation it belongs to; stale after a reset
     std::uint16_t head = 0;
     std::uint8_t* status = nullptr;
@@ -106,7 +136,7 @@ class BlockDevice final : public VirtioDevice {
   };
 
   BlockDevice(const BlockConfig& config, base::UniqueFd file, std::uint64_t capacity_bytes,
-              std::unique_ptr<BlockEngine> engine, RateLimiter limiter,
+              std::unique_ptr<BlockEngine> engine, RateLimiter limiter, base::EventFd resume,
               base::MetricsRegistry& metrics);
 
   // All of these run with mu_ held.
@@ -117,13 +147,18 @@ class BlockDevice final : public VirtioDevice {
               std::uint32_t used_len);
   void StartIo(const DescriptorChain& chain, const Request& request);
   [[nodiscard]] std::uint8_t CheckRange(std::uint64_t sector, std::uint64_t bytes) const;
+  // Takes what the engine has finished; no system call (see Reset).
   void ReapCompletions();
-  // Submits what is queued and reaps until the engine holds no request, stale ones included.
+  // Whether the engine holds a request of descriptor head `head`.
+  [[nodiscard]] bool HeadInFlight(std::uint16_t head) const;
+  // Quiesce's wait on the VMM thread: submits what is queued and reaps until the engine
+  // holds no request, stale ones included, waiting in the engine.
   [[nodiscard]] absl::Status WaitForInFlight();
+  // Reset's wait on a vCPU thread, which must not enter the engine: true once nothing is
+  // in flight, false at the limit. `lock` holds mu_ (released while it sleeps).
+  [[nodiscard]] bool WaitForInFlightWithoutEntering(std::unique_lock<std::mutex>& lock);
   void InterruptIfNeeded();
   void MarkBroken(const absl::Status& why);
-  // Requests the engine holds, stale ones included.
-  [[nodiscard]] std::size_t InFlightCount() const { return in_flight_.size() - free_slots_.size(); }
 
   const BlockConfig config_;
   const base::UniqueFd file_;  // declared before engine_: the engine borrows it
@@ -140,13 +175,18 @@ class BlockDevice final : public VirtioDevice {
   bool broken_ = false;                           // guarded by mu_
   bool used_added_ = false;                       // guarded by mu_
   std::uint64_t generation_ = 0;                  // guarded by mu_
-  // Guarded by mu_. Each slot is allocated once and keeps its address while the vector
-  // grows (the engine holds pointers to its iovecs); indexing is one load, where a deque of
-  // these 192-byte records took a division per access.
+  // Guarded by mu_. One slot per descriptor head, allocated on the head's first request and
+  // kept at its address (the engine holds pointers to its iovecs); indexing is one load,
+  // where a deque of these 192-byte records took a division per access.
   std::vector<std::unique_ptr<InFlight>> in_flight_;
-  std::vector<std::uint32_t> free_slots_;         // guarded by mu_
+  std::size_t in_flight_count_ = 0;               // guarded by mu_; busy slots, stale included
+  bool resetting_ = false;                        // guarded by mu_; a Reset waits on drained_
+  std::condition_variable drained_;               // signalled when a reap empties the engine
   std::vector<Completion> completions_;           // guarded by mu_; reused buffer
   DescriptorChain chain_;                         // guarded by mu_; reused by DrainQueue
+  // Signalled when a pass stops at its bound with more available; the loop then comes back
+  // through ProcessResume after serving what else is ready.
+  const base::EventFd resume_;
 };
 
 }  // namespace ember::virtio::block

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ struct BlockConfig {
   bool direct_io = false;  // O_DIRECT: bypass the host page cache
   RateLimiterConfig rate_limiter;
   std::uint16_t queue_size = 256;
+  // How long a driver reset or a snapshot waits for requests in flight in the host before it
+  // gives up with an error: a hung disk (a dead NFS server, say) must not hold a vCPU or the
+  // VMM thread for ever.
+  std::chrono::milliseconds in_flight_wait_limit{10'000};
 };
 
 // Fails when two drives would open the same file (same device and inode) and at least one

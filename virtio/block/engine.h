@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -37,12 +38,16 @@ class BlockEngine {
 
   // Starts everything queued since the last call: one system call per batch.
   virtual void Submit() = 0;
-  // Appends the operations that have finished to `out`; never blocks.
+  // Appends the operations that have finished to `out`; never blocks and makes no system
+  // call, so a vCPU thread (whose seccomp filter has no io_uring_enter) may reap too.
   virtual void Reap(std::vector<Completion>* out) = 0;
   // Submits what is queued, then blocks until Reap has something (at once if it already
-  // has). Only for quiescing before a snapshot, with operations in flight. The default suits
-  // engines whose operations finish inside the calls that queue them.
-  [[nodiscard]] virtual absl::Status WaitForCompletion() { return absl::OkStatus(); }
+  // has), for at most `timeout` (then DEADLINE_EXCEEDED). Only for quiescing before a
+  // snapshot, with operations in flight; the VMM loop thread. The default suits engines
+  // whose operations finish inside the calls that queue them.
+  [[nodiscard]] virtual absl::Status WaitForCompletion(std::chrono::nanoseconds /*timeout*/) {
+    return absl::OkStatus();
+  }
   // Signalled whenever operations finish, and never drained by the engine: watch it
   // edge-triggered (EventSource::edge_triggered). -1 when completions are ready as soon as
   // Submit returns (SyncEngine). Owned by the engine.

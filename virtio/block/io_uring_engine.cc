@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -20,8 +21,10 @@ constexpr int kFileIndex = 0;
 // Submission-queue entries. The submission queue only needs a batch, and a larger batch is
 // submitted in pieces (NextSqe); a small one keeps its entries in cache, where one as deep
 // as the virtqueue cycles through 16 KiB of SQEs, which the page copies evict between uses.
-// The completion queue stays twice the virtqueue size (io_uring's default for a ring that
-// deep), so that even operations orphaned by a reset and their successors never overflow it.
+// The completion queue holds twice the virtqueue size (io_uring's default for a ring that
+// deep): the device keeps at most one request per descriptor head in flight, so it never
+// overflows, and an overflowed queue would need io_uring_enter to flush it, which a
+// resetting vCPU thread cannot make.
 constexpr unsigned kMaxBatch = 64;
 
 // The operations the engine issues (a request with one data buffer becomes READ/WRITE, more
@@ -77,6 +80,11 @@ absl::StatusOr<std::unique_ptr<IoUringEngine>> IoUringEngine::Create(int fd, uns
     return base::ErrnoError(-err, "io_uring_queue_init_params", "block engine");
   }
   engine->ring_ready_ = true;
+  if ((params.features & IORING_FEAT_EXT_ARG) == 0) {
+    // WaitForCompletion's timeout would otherwise take a TIMEOUT SQE, which the ring refuses.
+    return absl::FailedPreconditionError(
+        "block engine: io_uring without IORING_FEAT_EXT_ARG (Linux 5.11 or later needed)");
+  }
   if (int err = io_uring_register_files(&engine->ring_, &fd, 1); err < 0) {
     return base::ErrnoError(-err, "io_uring_register_files", "block engine");
   }
@@ -160,15 +168,25 @@ void IoUringEngine::Submit() {
   if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
 }
 
-absl::Status IoUringEngine::WaitForCompletion() {
+absl::Status IoUringEngine::WaitForCompletion(std::chrono::nanoseconds timeout) {
   if (!failed_.empty()) return absl::OkStatus();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    // Submits anything still queued and waits for one CQE without consuming it.
-    const int err = io_uring_submit_and_wait(&ring_, 1);
-    if (err >= 0) return absl::OkStatus();
-    if (err == -EBUSY) return absl::OkStatus();  // completions overflowed: reap them
+    const auto left = std::max(std::chrono::nanoseconds(0),
+                               deadline - std::chrono::steady_clock::now());
+    __kernel_timespec ts{};
+    ts.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(left).count();
+    ts.tv_nsec = (left % std::chrono::seconds(1)).count();
+    // Submits anything still queued and waits for one CQE without consuming it; the timeout
+    // goes in the enter call's arguments (IORING_FEAT_EXT_ARG), not in an SQE.
+    io_uring_cqe* cqe = nullptr;
+    const int err = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    if (err >= 0 || err == -EBUSY) return absl::OkStatus();  // EBUSY: overflowed, reap them
+    if (err == -ETIME) {
+      return absl::DeadlineExceededError("block engine: no request finished in time");
+    }
     if (err != -EINTR && err != -EAGAIN) {
-      return base::ErrnoError(-err, "io_uring_submit_and_wait", "block engine");
+      return base::ErrnoError(-err, "io_uring_submit_and_wait_timeout", "block engine");
     }
   }
 }

@@ -37,7 +37,7 @@ class IoUringEngine final : public BlockEngine {
                    std::uint64_t cookie) override;
   void Submit() override;
   void Reap(std::vector<Completion>* out) override;
-  [[nodiscard]] absl::Status WaitForCompletion() override;
+  [[nodiscard]] absl::Status WaitForCompletion(std::chrono::nanoseconds timeout) override;
   [[nodiscard]] int completion_fd() const override { return completion_.Get(); }
 
   // Tests only: the ring itself, to submit what a compromised VMM could write into it.

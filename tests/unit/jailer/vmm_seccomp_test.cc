@@ -74,6 +74,21 @@ TEST(VmmSeccompPolicy, OnlyTheVmmThreadOpensSocketsAndOnlyUnixOnesForVsock) {
   EXPECT_EQ(Find(vcpu, "connect"), nullptr);
 }
 
+// The ring is restricted to the block engine's operations when it is made; a thread that could
+// make or register rings could build one without that fence.
+TEST(VmmSeccompPolicy, OnlyTheVmmThreadEntersTheRingAndNoThreadMakesOrRegistersOne) {
+  EXPECT_NE(Find(VmmThreadPolicy(VmmThreadKind::kVmm, kParams), "io_uring_enter"), nullptr);
+  for (VmmThreadKind kind :
+       {VmmThreadKind::kVmm, VmmThreadKind::kVcpu, VmmThreadKind::kPageServer}) {
+    SeccompPolicy policy = VmmThreadPolicy(kind, kParams);
+    if (kind != VmmThreadKind::kVmm) {
+      EXPECT_EQ(Find(policy, "io_uring_enter"), nullptr) << policy.name;
+    }
+    EXPECT_EQ(Find(policy, "io_uring_setup"), nullptr) << policy.name;
+    EXPECT_EQ(Find(policy, "io_uring_register"), nullptr) << policy.name;
+  }
+}
+
 TEST(VmmSeccompPolicy, NeitherThreadCanExecOrMapExecutableMemory) {
   for (VmmThreadKind kind : {VmmThreadKind::kVmm, VmmThreadKind::kVcpu}) {
     SeccompPolicy policy = VmmThreadPolicy(kind, kParams);

@@ -7,9 +7,13 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <numeric>
 #include <optional>
+#include <functional>
+#include <thread>
 #include <vector>
 
 #include "virtio/mmio/mmio_transport.h"
@@ -76,6 +80,53 @@ class TempDisk {
   std::string path_;
 };
 
+// An engine whose operations finish only when the test releases them: a hung host disk.
+class HeldEngine final : public BlockEngine {
+ public:
+  void Read(std::uint64_t, const IoVecs&, std::uint64_t cookie) override { Hold(cookie); }
+  void Write(std::uint64_t, const IoVecs&, std::uint64_t cookie) override { Hold(cookie); }
+  void Flush(std::uint64_t cookie) override { Hold(cookie); }
+  void WriteZeroes(std::uint64_t, std::uint64_t, bool, std::uint64_t cookie) override {
+    Hold(cookie);
+  }
+  void Submit() override {}
+  void Reap(std::vector<Completion>* out) override {
+    std::lock_guard lock(mu_);
+    out->insert(out->end(), done_.begin(), done_.end());
+    done_.clear();
+  }
+  absl::Status WaitForCompletion(std::chrono::nanoseconds timeout) override {
+    {
+      std::lock_guard lock(mu_);
+      if (!done_.empty()) return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(timeout);
+    return absl::DeadlineExceededError("held");
+  }
+  int completion_fd() const override { return -1; }
+
+  // Finishes every operation held so far, each with an I/O error.
+  void Release() {
+    std::lock_guard lock(mu_);
+    for (std::uint64_t cookie : held_) done_.push_back({cookie, -EIO});
+    held_.clear();
+  }
+  int held() {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(held_.size());
+  }
+
+ private:
+  void Hold(std::uint64_t cookie) {
+    std::lock_guard lock(mu_);
+    held_.push_back(cookie);
+  }
+
+  std::mutex mu_;  // the test releases from its thread while a reset reaps on another
+  std::vector<std::uint64_t> held_;
+  std::vector<Completion> done_;
+};
+
 // A block device behind the real MMIO transport, driven through guest-memory rings by the
 // fake driver, on the engine the test is instantiated with.
 class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
@@ -97,8 +148,9 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
   }
 
   // Creates the device and runs the driver's probe; false (with a failure) if either fails.
-  void Start(const BlockConfig& config) {
-    auto device = BlockDevice::Create(config, metrics_, clock_);
+  void Start(const BlockConfig& config) { Start(BlockDevice::Create(config, metrics_, clock_)); }
+  void Start() { Start(Config()); }
+  void Start(absl::StatusOr<std::unique_ptr<BlockDevice>> device) {
     ASSERT_TRUE(device.ok()) << device.status();
     device_ = device->get();
     auto transport = MmioTransport::Create(memory_, std::move(device).value(),
@@ -110,7 +162,20 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
                                                   {queue_.layout()});
     ASSERT_TRUE(init.ok()) << init;
   }
-  void Start() { Start(Config()); }
+
+  // Starts the device on HeldEngine (held_), giving up on requests in flight after 50 ms.
+  void StartOnHungDisk() {
+    BlockConfig config = Config();
+    config.in_flight_wait_limit = std::chrono::milliseconds(50);
+    Start(BlockDevice::CreateWithEngine(
+        config,
+        [this](int) -> absl::StatusOr<std::unique_ptr<BlockEngine>> {
+          auto engine = std::make_unique<HeldEngine>();
+          held_ = engine.get();
+          return engine;
+        },
+        metrics_, clock_));
+  }
 
   // What a restore in a new VMM process does: a fresh device and transport built from
   // `config` over the same guest memory, put into `state`. The driver (registers, rings,
@@ -209,12 +274,15 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
   FakeGuestAllocator alloc_;
   FakeBlockDriver blk_;
   BlockDevice* device_ = nullptr;
+  HeldEngine* held_ = nullptr;  // StartOnHungDisk's, owned by the device
   std::unique_ptr<MmioTransport> transport_;
   std::unique_ptr<FakeMmioDriver> driver_;
 };
 
 // Requests still in flight when the test acts: see the instantiation at the end.
 class InFlightBlockDeviceTest : public BlockDeviceTest {};
+// Requests that never finish on their own (HeldEngine), whatever engine the config names.
+class HungDiskBlockDeviceTest : public BlockDeviceTest {};
 
 TEST_P(BlockDeviceTest, ReadReturnsTheFileContents) {
   Start();
@@ -617,6 +685,119 @@ TEST_P(InFlightBlockDeviceTest, ResetWaitsForRequestsInFlightAndReportsNone) {
   EXPECT_EQ(queue_.UsedIdx(), answered);
 }
 
+// --- What a driver can make the host hold (issue 22) ----------------------------------------
+
+TEST_P(BlockDeviceTest, HeadMadeAvailableAgainWhileInFlightMarksNeedsReset) {
+  Start();
+  BlockRequestBuffers req = blk_.Allocate(512);
+  const std::uint16_t head = blk_.Add(req, kTypeIn, 0);
+  queue_.Publish(head);  // before the device returned it
+
+  Kick();
+
+  EXPECT_NE(driver_->Read32(mmio::kStatus) & kStatusNeedsReset, 0u);
+  EXPECT_EQ(Metric("invalid_chains"), 1u);
+  ASSERT_EQ(WaitForUsed(1).size(), 1u);
+  EXPECT_EQ(queue_.UsedIdx(), 1) << "one head handed back twice";
+}
+
+// Issue 22's flood: one read chain published again and again, a ring's worth each round, on
+// a disk that finishes nothing meanwhile.
+TEST_P(HungDiskBlockDeviceTest, RequestsInFlightNeverExceedTheQueueSize) {
+  StartOnHungDisk();
+  BlockRequestBuffers req = blk_.Allocate(4096);
+  const std::uint16_t head = blk_.Add(req, kTypeIn, 0);
+  int most = 0;
+  for (int round = 0; round < 4; ++round) {
+    for (int i = round == 0 ? 1 : 0; i < kQueueSize; ++i) queue_.Publish(head);
+    Kick();
+    most = std::max<int>(most, held_->held());
+  }
+  EXPECT_LE(most, kQueueSize);
+  EXPECT_NE(driver_->Read32(mmio::kStatus) & kStatusNeedsReset, 0u);
+}
+
+// The guest, on a vCPU, publishes while the device drains. Made deterministic here: each time
+// the device reads the clock (once a request, for the rate limiter) the driver has returned
+// the heads the device answered to the ring, as a driver does that keeps its queue full.
+class GuestOnTheClock final : public Clock {
+ public:
+  explicit GuestOnTheClock(std::function<void()> guest) : guest_(std::move(guest)) {}
+  std::uint64_t NowNs() const override {
+    guest_();
+    return 1'000'000'000;
+  }
+
+ private:
+  std::function<void()> guest_;
+};
+
+TEST_P(BlockDeviceTest, OnePassTakesAtMostAQueueOfRequestsFromADriverThatKeepsPublishing) {
+  // Requests the device answers at once (an unknown type), two descriptors each.
+  BlockRequestBuffers req = blk_.Allocate(0);
+  for (int i = 0; i < kQueueSize / 2; ++i) blk_.Add(req, /*type=*/99, 0);
+  constexpr int kPublished = 16 * kQueueSize;
+  int published = kQueueSize / 2;
+  GuestOnTheClock guest([&] {
+    while (auto used = queue_.PopUsed()) {
+      if (published == kPublished) break;
+      queue_.Publish(static_cast<std::uint16_t>(used->id));
+      ++published;
+    }
+  });
+  BlockConfig config = Config();
+  config.rate_limiter.ops = {1'000'000, 0, 1000};  // never runs out: only its clock matters
+  Start(BlockDevice::Create(config, metrics_, guest));
+
+  Kick();
+
+  EXPECT_LE(queue_.UsedIdx(), kQueueSize);
+  // Nothing is lost: the loop, run on, takes up the rest through the device's resume event.
+  for (int spins = 0; spins < 1000 && queue_.UsedIdx() != kPublished; ++spins) {
+    for (const EventSource& source : device_->EventSources()) {
+      pollfd pfd{source.fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 0) == 1) source.on_readable();
+    }
+  }
+  EXPECT_EQ(queue_.UsedIdx(), kPublished);
+}
+
+TEST_P(HungDiskBlockDeviceTest, ResetGivesUpAtTheLimitAndTheDeviceStaysStoppedUntilTheyFinish) {
+  StartOnHungDisk();
+  blk_.AddNew(kTypeIn, 0, 512);
+  Kick();
+  ASSERT_EQ(held_->held(), 1);
+
+  // The driver resets and sets the device up again: the reset returns, but the device will
+  // not start with the read still in the host.
+  FakeDriverQueue fresh(memory_, 0x8000, kQueueSize);
+  const absl::Status again = driver_->Initialize(kDriverFeatures, {fresh.layout()});
+
+  EXPECT_FALSE(again.ok());
+  EXPECT_NE(driver_->Read32(mmio::kStatus) & kStatusNeedsReset, 0u);
+  // Once the read has finished, the next reset and start work, and nothing is reported.
+  held_->Release();
+  ASSERT_TRUE(driver_->Initialize(kDriverFeatures, {fresh.layout()}).ok());
+  EXPECT_EQ(fresh.UsedIdx(), 0);
+  EXPECT_EQ(queue_.UsedIdx(), 0);
+}
+
+TEST_P(HungDiskBlockDeviceTest, SnapshotGivesUpAtTheLimitWithAClearError) {
+  StartOnHungDisk();
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 0, 512);
+  Kick();
+
+  auto state = transport_->SaveState();
+
+  ASSERT_TRUE(absl::IsDeadlineExceeded(state.status())) << state.status();
+  EXPECT_NE(state.status().message().find("1 requests still in flight in the host"),
+            std::string::npos)
+      << state.status();
+  held_->Release();
+  EXPECT_TRUE(transport_->SaveState().ok());
+  EXPECT_EQ(blk_.Status(req), kStatusIoErr);
+}
+
 // --- Snapshots ------------------------------------------------------------------------------
 
 bool Readable(const base::EventFd& fd) {
@@ -795,6 +976,9 @@ INSTANTIATE_TEST_SUITE_P(Engines, BlockDeviceTest,
 // engine answers each one inside it), so these cases are the io_uring engine's alone.
 INSTANTIATE_TEST_SUITE_P(Engines, InFlightBlockDeviceTest, ::testing::Values(EngineKind::kIoUring),
                          [](const ::testing::TestParamInfo<EngineKind>&) { return "IoUring"; });
+
+INSTANTIATE_TEST_SUITE_P(Engines, HungDiskBlockDeviceTest, ::testing::Values(EngineKind::kSync),
+                         [](const ::testing::TestParamInfo<EngineKind>&) { return "Held"; });
 
 // --- Creation errors -----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -102,6 +103,13 @@ TEST_F(IoUringEngineRing, ReadsTheRegisteredFile) {
             }),
             4096);
   EXPECT_EQ(buffer_[0], 'd');
+}
+
+TEST_F(IoUringEngineRing, WaitForCompletionGivesUpAtItsTimeout) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status waited = engine_->WaitForCompletion(std::chrono::milliseconds(20));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(waited)) << waited;
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(20));
 }
 
 }  // namespace
