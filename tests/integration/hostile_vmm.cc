@@ -68,7 +68,8 @@ ControlledVmm::ControlledVmm(const std::string& dir, const std::string& config_j
   }
   v1::VmmMessage hello;
   if (!Receive(&hello, milliseconds(30'000)) || hello.event().kind() != v1::ControlEvent::HELLO) {
-    error_ = "no HELLO from ember-vmm: " + ReadFile(log_path_);
+    const ProcessResult ended = process_->Wait(milliseconds(1000));
+    error_ = "no HELLO from ember-vmm: " + ended.err + ReadFile(log_path_);
     return;
   }
   v1::ControlRequest start;
@@ -130,6 +131,24 @@ bool ControlledVmm::WaitForConsole(const std::string& text, milliseconds timeout
 }
 
 std::string ControlledVmm::Console() const { return ReadFile(console_path_); }
+
+IdleVm RunUntilIdle(const std::string& dir, const std::string& config_json) {
+  ControlledVmm vmm(dir, config_json);
+  EXPECT_TRUE(vmm.ok()) << vmm.error();
+  if (!vmm.ok()) return {};
+  EXPECT_TRUE(vmm.WaitForConsole("\nidle\n", milliseconds(120'000))) << vmm.Console();
+  return {AnonRssKib(vmm.pid()), vmm.Console()};
+}
+
+::testing::AssertionResult OwnMemoryWithinMargin(const IdleVm& hostile, const IdleVm& control,
+                                                 std::uint64_t margin_kib) {
+  if (hostile.own_kib <= control.own_kib + margin_kib) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "the VMM holds " << hostile.own_kib << " KiB of its own memory after the hostile "
+         << "guest, " << control.own_kib << " KiB after the control run (margin " << margin_kib
+         << " KiB)\n"
+         << hostile.console;
+}
 
 base::UniqueFd ListenUnix(const std::string& path, int backlog, bool inheritable) {
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | (inheritable ? 0 : SOCK_CLOEXEC), 0));

@@ -3,6 +3,7 @@
 // What the hostile-guest tests (hostile_*_test.cc) share: ember-vmm run as emberd runs it,
 // under a control socket, with its console and log in files; and the host-side figures
 // those tests assert on (memory, the VMM thread's CPU time, file sizes, answer times).
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -64,6 +65,22 @@ class ControlledVmm {
   std::uint64_t next_id_ = 1;
   std::string error_;
 };
+
+// A VM whose guest ran its scenarios and now idles (the `idle` scenario's line is on its
+// console): the VMM's own memory then (AnonRssKib), and the console.
+struct IdleVm {
+  std::uint64_t own_kib = 0;
+  std::string console;
+};
+
+// Runs `config_json`, whose scenarios must end with `idle`, in `dir` under ControlledVmm,
+// until the guest idles. Test failures (EXPECT) when it cannot start or never idles.
+IdleVm RunUntilIdle(const std::string& dir, const std::string& config_json);
+
+// Whether the VMM after a hostile guest holds at most `margin_kib` more of its own memory than
+// the control run; the failure message gives both figures and the hostile guest's console.
+::testing::AssertionResult OwnMemoryWithinMargin(const IdleVm& hostile, const IdleVm& control,
+                                                 std::uint64_t margin_kib);
 
 // A listening Unix stream socket at `path`, close-on-exec unless `inheritable`; empty on
 // failure (errno says why).
