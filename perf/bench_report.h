@@ -2,12 +2,12 @@
 
 // What the perf/ harnesses share: medians of repeated samples, perf/run's line format
 // (`NAME VALUE UNIT | BASELINE-NAME VALUE UNIT | ratio R`, `#` lines for notes), and fatal
-// errors. Header-only so that each harness stays one small target.
+// errors (their command lines: bench_options.h). Header-only so that each harness stays one
+// small target.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,36 +18,6 @@ namespace ember::perf {
 [[noreturn]] inline void Die(const std::string& harness, const std::string& message) {
   std::fprintf(stderr, "%s: error: %s\n", harness.c_str(), message.c_str());
   std::exit(1);
-}
-
-// Reads `--flag` and `--name VALUE` arguments: `on_flag` is asked first, then `on_value`; each
-// returns false for a name it does not know, which ends the harness with `usage`. -h/--help
-// prints `usage` and exits.
-inline void ParseArguments(
-    int argc, char** argv, const std::string& harness, const char* usage,
-    const std::function<bool(const std::string& name)>& on_flag,
-    const std::function<bool(const std::string& name, const std::string& value)>& on_value) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      std::fputs(usage, stdout);
-      std::exit(0);
-    }
-    if (on_flag(arg)) continue;
-    if (i + 1 >= argc || !on_value(arg, argv[i + 1])) {
-      Die(harness, "unknown argument or missing value: " + arg + "\n" + usage);
-    }
-    ++i;
-  }
-}
-
-// ParseArguments' `on_flag` for a harness whose one flag is --verbose.
-[[nodiscard]] inline std::function<bool(const std::string& name)> VerboseFlag(bool* verbose) {
-  return [verbose](const std::string& name) {
-    if (name != "--verbose") return false;
-    *verbose = true;
-    return true;
-  };
 }
 
 [[nodiscard]] inline double Median(std::vector<double> values) {

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "perf/bench_options.h"
 #include "perf/bench_report.h"
 #include "perf/device_bench.h"
 #include "virtio/block/block_device.h"
@@ -96,29 +97,14 @@ struct Options {
 
 Options ParseOptions(int argc, char** argv) {
   Options options;
-  ParseArguments(
-      argc, argv, kHarness, kUsage,
-      VerboseFlag(&options.verbose),
-      [&](const std::string& name, const std::string& value) {
-        if (name == "--dir") {
-          options.dir = value;
-        } else if (name == "--only") {
-          options.only = value;
-        } else if (name == "--size-mib") {
-          options.size_mib = std::stoull(value);
-        } else if (name == "--runs") {
-          options.runs = std::stoi(value);
-        } else if (name == "--seconds") {
-          options.seconds = std::stod(value);
-        } else {
-          return false;
-        }
-        return true;
-      });
-  if (options.dir.empty()) Fail(std::string("--dir is required\n") + kUsage);
-  if (options.runs < 1 || options.seconds <= 0 || options.size_mib < 16) {
-    Fail("--runs must be >= 1, --seconds > 0, --size-mib >= 16");
-  }
+  BenchOptions(kHarness, kUsage)
+      .Text("--dir", &options.dir, /*required=*/true)
+      .Text("--only", &options.only)
+      .Number("--size-mib", &options.size_mib, std::uint64_t{16})
+      .Number("--runs", &options.runs, 1)
+      .Number("--seconds", &options.seconds, kMinSampleSeconds)
+      .Flag("--verbose", &options.verbose)
+      .Parse(argc, argv);
   return options;
 }
 

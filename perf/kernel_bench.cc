@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "perf/bench_options.h"
 #include "perf/bench_report.h"
 #include "vmm/arch/x86_64/bzimage.h"
 #include "vmm/arch/x86_64/elf_loader.h"
@@ -55,25 +56,12 @@ struct Options {
 
 Options ParseOptions(int argc, char** argv) {
   Options options;
-  ParseArguments(
-      argc, argv, "ember-kernel-bench", kUsage,
-      VerboseFlag(&options.verbose),
-      [&](const std::string& name, const std::string& value) {
-        if (name == "--kernel") {
-          options.kernel = value;
-        } else if (name == "--cache-dir") {
-          options.cache_dir = value;
-        } else if (name == "--runs") {
-          options.runs = std::stoi(value);
-        } else {
-          return false;
-        }
-        return true;
-      });
-  if (options.kernel.empty() || options.cache_dir.empty()) {
-    Fail(std::string("--kernel and --cache-dir are required\n") + kUsage);
-  }
-  if (options.runs < 1) Fail("--runs must be >= 1");
+  BenchOptions("ember-kernel-bench", kUsage)
+      .Text("--kernel", &options.kernel, /*required=*/true)
+      .Text("--cache-dir", &options.cache_dir, /*required=*/true)
+      .Number("--runs", &options.runs, 1)
+      .Flag("--verbose", &options.verbose)
+      .Parse(argc, argv);
   return options;
 }
 

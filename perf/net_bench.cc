@@ -50,6 +50,7 @@
 #include <string>
 #include <vector>
 
+#include "perf/bench_options.h"
 #include "perf/bench_report.h"
 #include "perf/device_bench.h"
 #include "virtio/mmio/mmio_transport.h"
@@ -119,28 +120,15 @@ struct Options {
 
 Options ParseOptions(int argc, char** argv) {
   Options options;
-  ParseArguments(
-      argc, argv, kHarness, kUsage,
-      VerboseFlag(&options.verbose),
-      [&](const std::string& name, const std::string& value) {
-        if (name == "--runs") {
-          options.runs = std::stoi(value);
-        } else if (name == "--seconds") {
-          options.seconds = std::stod(value);
-        } else if (name == "--burst") {
-          options.burst = std::stoul(value);
-        } else if (name == "--tap") {
-          options.tap = value;
-        } else {
-          return false;
-        }
-        return true;
-      });
-  if (options.runs < 1 || options.seconds <= 0 || options.burst < 1024 || options.tap.empty() ||
-      options.tap.size() >= IFNAMSIZ) {
-    Fail(std::string("--runs must be >= 1, --seconds > 0, --burst >= 1024, --tap a valid "
-                     "interface name\n") +
-         kUsage);
+  BenchOptions(kHarness, kUsage)
+      .Number("--runs", &options.runs, 1)
+      .Number("--seconds", &options.seconds, kMinSampleSeconds)
+      .Number("--burst", &options.burst, std::size_t{1024})
+      .Text("--tap", &options.tap)
+      .Flag("--verbose", &options.verbose)
+      .Parse(argc, argv);
+  if (options.tap.empty() || options.tap.size() >= IFNAMSIZ) {
+    Fail(std::string("--tap: not a valid interface name\n") + kUsage);
   }
   return options;
 }

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "perf/bench_options.h"
 #include "perf/bench_report.h"
 #include "vmm/base/clock.h"
 
@@ -341,18 +342,13 @@ class Bench {
 
 int Main(int argc, char** argv) {
   Options options;
-  ParseArguments(
-      argc, argv, kHarness, kUsage,
-      VerboseFlag(&options.verbose),
-      [&](const std::string& name, const std::string& value) {
-        if (name == "--vmm") options.vmm = value;
-        else if (name == "--work-dir") options.work_dir = value;
-        else if (name == "--runs") options.runs = std::max(1, std::atoi(value.c_str()));
-        else if (name == "--clones") options.clones = std::max(1, std::atoi(value.c_str()));
-        else return false;
-        return true;
-      });
-  if (options.vmm.empty() || options.work_dir.empty()) Die(kHarness, kUsage);
+  BenchOptions(kHarness, kUsage)
+      .Text("--vmm", &options.vmm, /*required=*/true)
+      .Text("--work-dir", &options.work_dir, /*required=*/true)
+      .Number("--runs", &options.runs, 1)
+      .Number("--clones", &options.clones, 1)
+      .Flag("--verbose", &options.verbose)
+      .Parse(argc, argv);
   PrintNote("snapshots (issue 6): touch guest, 1 vCPU, working set 32 MiB; restore figures are "
             "ember-vmm's start_to_first_instruction; touch figures are host time from the "
             "restore command to the guest's \"touched\" line");

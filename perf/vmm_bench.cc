@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "perf/bench_options.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/unique_fd.h"
 
@@ -82,47 +83,19 @@ struct Options {
   bool verbose = false;
 };
 
-int ParsePositive(std::string_view flag, std::string_view text) {
-  int value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value <= 0) {
-    Die(std::string(flag) + ": \"" + std::string(text) + "\" is not a positive whole number");
-  }
-  return value;
-}
-
 Options ParseOptions(int argc, char** argv) {
   Options options;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--rss-breakdown" || arg == "--verbose") {
-      (arg == "--verbose" ? options.verbose : options.rss_breakdown) = true;
-      continue;
-    }
-    if (i + 1 >= argc) Die(std::string(arg) + " needs a value (see --help)");
-    std::string_view value = argv[++i];
-    if (arg == "--vmm")
-      options.vmm_path = value;
-    else if (arg == "--qemu")
-      options.qemu_path = value;
-    else if (arg == "--jailer")
-      options.jailer_path = value;
-    else if (arg == "--work-dir")
-      options.work_dir = value;
-    else if (arg == "--runs")
-      options.runs = ParsePositive(arg, value);
-    else if (arg == "--rss-runs")
-      options.rss_runs = ParsePositive(arg, value);
-    else if (arg == "--mem-mib")
-      options.mem_mib = ParsePositive(arg, value);
-    else
-      Die("unknown flag \"" + std::string(arg) + "\" (see --help)");
-  }
-  if (options.vmm_path.empty()) Die("--vmm is required (see --help)");
+  BenchOptions("ember-vmm-bench", kUsage)
+      .Text("--vmm", &options.vmm_path, /*required=*/true)
+      .Text("--qemu", &options.qemu_path)
+      .Text("--jailer", &options.jailer_path)
+      .Text("--work-dir", &options.work_dir)
+      .Number("--runs", &options.runs, 1)
+      .Number("--rss-runs", &options.rss_runs, 1)
+      .Number("--mem-mib", &options.mem_mib, 1)
+      .Flag("--rss-breakdown", &options.rss_breakdown)
+      .Flag("--verbose", &options.verbose)
+      .Parse(argc, argv);
   return options;
 }
 

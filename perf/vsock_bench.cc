@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "perf/bench_options.h"
 #include "perf/bench_report.h"
 #include "perf/device_bench.h"
 #include "virtio/mmio/mmio_transport.h"
@@ -128,22 +129,11 @@ struct Options {
 
 Options ParseOptions(int argc, char** argv) {
   Options options;
-  ParseArguments(
-      argc, argv, kHarness, kUsage,
-      VerboseFlag(&options.verbose),
-      [&](const std::string& name, const std::string& value) {
-        if (name == "--runs") {
-          options.runs = std::stoi(value);
-        } else if (name == "--seconds") {
-          options.seconds = std::stod(value);
-        } else {
-          return false;
-        }
-        return true;
-      });
-  if (options.runs < 1 || options.seconds <= 0) {
-    Fail(std::string("--runs must be >= 1, --seconds > 0\n") + kUsage);
-  }
+  BenchOptions(kHarness, kUsage)
+      .Number("--runs", &options.runs, 1)
+      .Number("--seconds", &options.seconds, kMinSampleSeconds)
+      .Flag("--verbose", &options.verbose)
+      .Parse(argc, argv);
   return options;
 }
 
