@@ -159,7 +159,11 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::CreateWithEngine(
                     (config.direct_io ? O_DIRECT : 0);
   base::UniqueFd file(::open(config.path.c_str(), flags));
   if (!file) {
-    return base::ErrnoError("open", absl::StrCat("drive ", config.drive_id, " (", config.path, ")"));
+    // Whatever the errno (no such file, no permission, O_DIRECT unsupported there), the file
+    // is the configurer's choice.
+    return absl::InvalidArgumentError(
+        base::ErrnoError("open", absl::StrCat("drive ", config.drive_id, " (", config.path, ")"))
+            .message());
   }
   EMBER_ASSIGN_OR_RETURN(std::uint64_t capacity, BackingSize(file.Get(), config.path));
   EMBER_ASSIGN_OR_RETURN(std::unique_ptr<BlockEngine> engine, make_engine(file.Get()));

@@ -44,8 +44,10 @@ namespace ember::virtio::block {
 class BlockDevice final : public VirtioDevice {
  public:
   // Opens `config.path` (read-only drives O_RDONLY; O_DIRECT when asked) and sets up the
-  // engine. Errors: a missing or unopenable file, a size not a multiple of 512 bytes, an
-  // io_uring the kernel refuses. Borrows `metrics` and `clock`, which outlive the device.
+  // engine. Errors: InvalidArgument for the drive file's faults, which are its configurer's
+  // (missing or unopenable, neither a regular file nor a block device, a size not a multiple
+  // of 512 bytes); another code for the host's (an io_uring the kernel refuses). Borrows
+  // `metrics` and `clock`, which outlive the device.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockDevice>> Create(
       const BlockConfig& config,
       base::MetricsRegistry& metrics = base::MetricsRegistry::Global(),
