@@ -29,6 +29,7 @@ LAYERS = {
     "proto": ["proto", "ember/v1"],
     "control_frame": ["vmm/control/frame.h", "vmm/control/frame.cc"],
     "exit_code": ["vmm/exit_code.h"],
+    "rules": ["vmm/rules"],
     "vmm": ["vmm"],  # the rest of vmm/: its top, boot/, control/'s VMM end, main
     "config_tool": ["vmm/config_tool"],
     "emberd": ["vmm/emberd"],
@@ -52,8 +53,11 @@ ALLOWED = {
     "proto": set(),
     "control_frame": {"base", "proto"},
     "exit_code": set(),
+    # The rules of a VM config, shared by ember-vmm and emberd: the messages, and virtio's
+    # token-bucket rule (virtio/rate_limiter.h, inline; nothing of virtio is linked).
+    "rules": {"proto", "virtio"},
     "vmm": {"base", "kvm", "arch", "legacy", "virtio", "snapshot", "jailer", "proto",
-            "control_frame", "exit_code"},
+            "control_frame", "exit_code", "rules"},
     "config_tool": {"base", "proto", "exit_code"},
     # The control plane: proto, the control channel's framing, its own seccomp filter (jailer/);
     # never the VMM.

@@ -196,18 +196,24 @@ absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json, const st
   return pending.Finish();
 }
 
-absl::StatusOr<v1::VmConfig> LoadVmConfigBinaryFile(const std::string& path) {
+absl::Status LoadBinaryMessage(const std::string& path, const std::string& what,
+                               google::protobuf::MessageLite* message) {
   base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     // The user's bad input (exit code 2), whatever the errno.
     return absl::InvalidArgumentError(
-        base::ErrnoError("cannot open config file", "\"" + path + "\"").message());
+        base::ErrnoError("cannot open " + what, "\"" + path + "\"").message());
   }
+  if (!message->ParseFromFileDescriptor(fd.Get())) {
+    return absl::InvalidArgumentError(what + " \"" + path + "\" is not a binary " +
+                                      message->GetTypeName() + " message");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::VmConfig> LoadVmConfigBinaryFile(const std::string& path) {
   v1::VmConfig config;
-  if (!config.ParseFromFileDescriptor(fd.Get())) {
-    return absl::InvalidArgumentError("config file \"" + path +
-                                      "\" is not a binary ember.v1.VmConfig message");
-  }
+  EMBER_RETURN_IF_ERROR(LoadBinaryMessage(path, "config file", &config));
   return config;
 }
 

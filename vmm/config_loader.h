@@ -67,4 +67,9 @@ class PendingVmConfig {
 // starts, so they skip the JSON step). Errors name the file.
 [[nodiscard]] absl::StatusOr<v1::VmConfig> LoadVmConfigBinaryFile(const std::string& path);
 
+// Reads the binary protobuf `message` from `path`; errors are InvalidArgument naming it by
+// `what` ("config file") and the file.
+[[nodiscard]] absl::Status LoadBinaryMessage(const std::string& path, const std::string& what,
+                                             google::protobuf::MessageLite* message);
+
 }  // namespace ember::vmm

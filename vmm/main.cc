@@ -53,10 +53,15 @@ constexpr char kUsage[] =
     "                       guest touches (its working set) into MEM.ws when the VM ends\n"
     "  --prefetch-working-set  with uffd: load the recorded working set before the vCPUs run\n"
     "  --working-set FILE   with uffd: the working-set file (default: the memory file + .ws)\n"
+    "  --restore-overrides FILE  with --restore-from: the clone's new drive files, taps,\n"
+    "                       guest MACs and vsock path, as a binary ember.v1.RestoreOverrides\n"
+    "                       message (emberd); the flags below add to it\n"
     "  --drive-override ID=PATH  with --restore-from: give drive ID a new backing file\n"
     "  --net-override IFACE_ID=TAP[,MAC]  with --restore-from: give network interface\n"
     "                       IFACE_ID a new host tap (and guest MAC)\n"
     "  --vsock-override PATH  with --restore-from: a new host socket path for the vsock\n"
+    "                       A restored VM logs and writes metrics only where --log-path and\n"
+    "                       --metrics-path say, never where its state file says.\n"
     "  --snapshot-path FILE, --snapshot-mem-path FILE\n"
     "                       on SIGUSR1, pause, write a snapshot to these files and resume;\n"
     "                       on SIGUSR2, the same with a diff snapshot to FILE-diffN\n"
@@ -78,7 +83,8 @@ struct Flags {
   int control_fd = -1;  // --control-fd: driven by emberd over vmm/control/
   std::string restore_from;
   std::string restore_mem;
-  RestoreOverrides overrides;
+  std::string restore_overrides;  // --restore-overrides: a binary v1::RestoreOverrides
+  v1::RestoreOverrides overrides;  // the --*-override flags
   std::string snapshot_path;
   std::string snapshot_mem_path;
   std::string restore_mem_backend;  // empty: file
@@ -148,7 +154,7 @@ Flags ParseFlags(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
         Fail(kExitBadInput, "--drive-override: \"" + text + "\" is not ID=PATH");
       }
-      flags.overrides.drive_paths[text.substr(0, eq)] = text.substr(eq + 1);
+      (*flags.overrides.mutable_drive_path_on_host())[text.substr(0, eq)] = text.substr(eq + 1);
     }
     else if (arg == "--net-override") {
       std::string text = value();
@@ -158,10 +164,14 @@ Flags ParseFlags(int argc, char** argv) {
       if (eq == 0 || tap.empty() || (comma != std::string::npos && comma + 1 == text.size())) {
         Fail(kExitBadInput, "--net-override: \"" + text + "\" is not IFACE_ID=TAP[,MAC]");
       }
-      flags.overrides.interfaces[text.substr(0, eq)] = {
-          tap, comma == std::string::npos ? "" : text.substr(comma + 1)};
+      std::string id = text.substr(0, eq);
+      (*flags.overrides.mutable_iface_host_dev_name())[id] = tap;
+      if (comma != std::string::npos) {
+        (*flags.overrides.mutable_iface_guest_mac())[id] = text.substr(comma + 1);
+      }
     }
-    else if (arg == "--vsock-override") flags.overrides.vsock_uds_path = value();
+    else if (arg == "--vsock-override") flags.overrides.set_vsock_uds_path(value());
+    else if (arg == "--restore-overrides") flags.restore_overrides = value();
     else if (arg == "--control-fd") {
       std::string text = value();
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.control_fd);
@@ -249,21 +259,27 @@ int Main(int argc, char** argv) {
         flags.restore_mem.empty()) {
       Fail(kExitBadInput, "--restore-from needs --restore-mem and takes no --config");
     }
-    if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, flags.overrides,
-                                     &options);
+    v1::RestoreOverrides overrides;
+    if (!flags.restore_overrides.empty()) {
+      auto loaded = LoadRestoreOverrides(flags.restore_overrides);
+      if (!loaded.ok()) Fail(kExitBadInput, std::string(loaded.status().message()));
+      overrides = std::move(*loaded);
+    }
+    overrides.MergeFrom(flags.overrides);  // a flag replaces the file's entry for its device
+    if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, overrides, &options);
         !status.ok()) {
       Fail(kExitBadInput, std::string(status.message()));
     }
     if (auto status = ApplyMemoryBackendFlags(flags, &*options.restore); !status.ok()) {
       Fail(kExitBadInput, std::string(status.message()));
     }
-  } else if (!flags.overrides.drive_paths.empty() || !flags.overrides.interfaces.empty() ||
-             flags.overrides.vsock_uds_path || !flags.restore_mem.empty() ||
+  } else if (flags.overrides.ByteSizeLong() != 0 || !flags.restore_overrides.empty() ||
+             !flags.restore_mem.empty() ||
              !flags.restore_mem_backend.empty() || flags.prefetch_working_set ||
              !flags.working_set.empty()) {
     Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --prefetch-working-set, "
-                        "--working-set, --drive-override, --net-override and --vsock-override "
-                        "need --restore-from");
+                        "--working-set, --restore-overrides, --drive-override, --net-override "
+                        "and --vsock-override need --restore-from");
   } else if (!flags.config_path.empty() || !flags.config_proto_path.empty()) {
     if (!flags.config_path.empty() && !flags.config_proto_path.empty()) {
       Fail(kExitBadInput, "--config and --config-proto are alternatives; give one");

@@ -10,17 +10,15 @@
 
 namespace ember::vmm {
 
-// Turns the config's Firecracker-style `network-interfaces` into net-device configurations,
-// checking every field that can be checked without touching the host (ids, tap names, MACs,
-// duplicates). Errors name the interface and field, e.g.
-// "network-interfaces[1].guest_mac: ...". Whether the tap exists is found out by
-// NetDevice::Create when the VM is built.
+// Turns the `network-interfaces` of a config that rules::CheckVmConfig accepted (ids, tap
+// names, duplicates, rate limits) into net-device configurations, parsing the guest MACs
+// ("network-interfaces[1].guest_mac: ..."; one MAC for two interfaces is refused). Whether
+// the tap exists is found out by NetDevice::Create when the VM is built.
 [[nodiscard]] absl::StatusOr<std::vector<virtio::net::NetConfig>> NetConfigs(
     const v1::VmConfig& config);
 
-// The config's `vsock` section, if present, checked likewise ("vsock.guest_cid: ...").
-// Whether the socket path is free is found out by VsockDevice::Create.
-[[nodiscard]] absl::StatusOr<std::optional<virtio::vsock::VsockConfig>> VsockConfigOf(
-    const v1::VmConfig& config);
+// The `vsock` section of such a config, if present. Whether the socket path is free is found
+// out by VsockDevice::Create.
+[[nodiscard]] std::optional<virtio::vsock::VsockConfig> VsockConfigOf(const v1::VmConfig& config);
 
 }  // namespace ember::vmm

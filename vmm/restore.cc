@@ -7,6 +7,8 @@
 #include "snapshot/state_file.h"
 #include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/status.h"
+#include "vmm/config_loader.h"
+#include "vmm/rules/restore_overrides.h"
 #include "vmm/vm_config.h"
 
 namespace ember::vmm {
@@ -62,45 +64,16 @@ absl::Status CheckStateMatchesConfig(const v1::SnapshotState& state, const v1::V
 }
 
 absl::Status PrepareRestore(const std::string& state_path, const std::string& memory_path,
-                            const RestoreOverrides& overrides, VmmOptions* options) {
+                            const v1::RestoreOverrides& overrides,
+                            VmmOptions* options) {
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
   EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(memory_path, state.memory_file_size()));
   for (const std::string& base : state.base_memory_files()) {
     EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(base, state.memory_file_size()));
   }
   v1::VmConfig config = state.config();
-  for (const auto& [id, path] : overrides.drive_paths) {
-    bool found = false;
-    for (v1::Drive& drive : *config.mutable_drives()) {
-      if (drive.drive_id() == id) {
-        drive.set_path_on_host(path);
-        found = true;
-      }
-    }
-    if (!found) {
-      return absl::InvalidArgumentError("drive override: the snapshot has no drive \"" + id + "\"");
-    }
-  }
-  for (const auto& [id, backend] : overrides.interfaces) {
-    bool found = false;
-    for (v1::NetworkInterface& ni : *config.mutable_network_interfaces()) {
-      if (ni.iface_id() == id) {
-        ni.set_host_dev_name(backend.host_dev_name);
-        if (!backend.guest_mac.empty()) ni.set_guest_mac(backend.guest_mac);
-        found = true;
-      }
-    }
-    if (!found) {
-      return absl::InvalidArgumentError("net override: the snapshot has no network interface \"" +
-                                        id + "\"");
-    }
-  }
-  if (overrides.vsock_uds_path) {
-    if (!config.has_vsock()) {
-      return absl::InvalidArgumentError("vsock override: the snapshot has no vsock device");
-    }
-    config.mutable_vsock()->set_uds_path(*overrides.vsock_uds_path);
-  }
+  EMBER_RETURN_IF_ERROR(rules::ApplyRestoreOverrides(overrides, "overrides",
+                                                     rules::UnknownDevices::kRefuse, &config));
   EMBER_RETURN_IF_ERROR(ValidateVmConfig(config));
   // The CRC proves the file intact, not that whoever wrote it was Ember: what gets mapped and
   // created is derived from the configuration, and the state must describe exactly that.
@@ -112,6 +85,12 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
   options->config = std::move(config);
   options->restore = RestoreSource{std::move(state), memory_path};
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::RestoreOverrides> LoadRestoreOverrides(const std::string& path) {
+  v1::RestoreOverrides overrides;
+  EMBER_RETURN_IF_ERROR(LoadBinaryMessage(path, "--restore-overrides file", &overrides));
+  return overrides;
 }
 
 }  // namespace ember::vmm

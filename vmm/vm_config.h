@@ -1,22 +1,21 @@
 #pragma once
 
-#include <cstdint>
-#include <string>
-
-#include "absl/status/statusor.h"
+#include "absl/status/status.h"
 #include "ember/v1/vm_config.pb.h"
+#include "vmm/rules/vm_config_rules.h"
 
 namespace ember::vmm {
 
-// Limits on what a VM config may ask for.
-constexpr std::uint32_t kMaxVcpus = 32;
-constexpr std::uint32_t kMinMemMib = 16;
-constexpr std::uint32_t kMaxMemMib = 1024 * 1024;  // 1 TiB
-constexpr std::uint32_t kDefaultVcpus = 1;
-constexpr std::uint32_t kDefaultMemMib = 128;
+// The rules' limits, by the names ember-vmm's code has always used.
+using rules::kDefaultMemMib;
+using rules::kDefaultVcpus;
+using rules::kMaxMemMib;
+using rules::kMaxVcpus;
+using rules::kMinMemMib;
 
-// Checks the values a parsed config holds (ranges, supported features, files that must be
-// readable). Errors are one line naming the field or file.
+// Checks a parsed config: the rules every source of configs shares (rules::CheckVmConfig),
+// then what only the host can tell (CPU templates, MAC addresses, log levels, files that must
+// be readable, drives sharing a writable file). Errors are one line naming the field or file.
 [[nodiscard]] absl::Status ValidateVmConfig(const v1::VmConfig& config);
 
 }  // namespace ember::vmm

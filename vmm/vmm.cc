@@ -30,15 +30,8 @@ constexpr std::uint64_t kMetricsFlushSeconds = 60;
 
 }  // namespace
 
-std::uint32_t VcpuCountOf(const v1::VmConfig& config) {
-  const v1::MachineConfig& machine = config.machine_config();
-  return machine.has_vcpu_count() ? machine.vcpu_count() : kDefaultVcpus;
-}
-
 std::uint64_t MemBytesOf(const v1::VmConfig& config) {
-  const v1::MachineConfig& machine = config.machine_config();
-  return std::uint64_t{machine.has_mem_size_mib() ? machine.mem_size_mib() : kDefaultMemMib} *
-         arch::kMiB;
+  return std::uint64_t{rules::MemMibOf(config)} * arch::kMiB;
 }
 
 absl::StatusOr<std::unique_ptr<Vmm>> Vmm::Create(const VmmOptions& options) {
@@ -74,11 +67,11 @@ absl::Status Vmm::Build(const VmmOptions& options) {
     kernel = std::move(*image);
   }
   // Every other piece of user input is checked before KVM is touched, too.
+  EMBER_RETURN_IF_ERROR(rules::CheckVmConfig(options.config));
   EMBER_ASSIGN_OR_RETURN(std::vector<virtio::block::BlockConfig> drives,
                          DriveConfigs(options.config));
   EMBER_ASSIGN_OR_RETURN(std::vector<virtio::net::NetConfig> nets, NetConfigs(options.config));
-  EMBER_ASSIGN_OR_RETURN(std::optional<virtio::vsock::VsockConfig> vsock,
-                         VsockConfigOf(options.config));
+  std::optional<virtio::vsock::VsockConfig> vsock = VsockConfigOf(options.config);
   EMBER_ASSIGN_OR_RETURN(arch::CpuTemplate cpu_template,
                          arch::ParseCpuTemplate(machine.cpu_template().empty()
                                                     ? std::string("host")

@@ -20,6 +20,7 @@
 #include "vmm/devices/legacy/serial.h"
 #include "vmm/exit_code.h"
 #include "vmm/kvm/kvm.h"
+#include "vmm/rules/vm_config_rules.h"
 #include "vmm/vcpu_runner.h"
 #include "vmm/virtio_devices.h"
 #include "vmm/arch/x86_64/cpu_template.h"
@@ -67,7 +68,7 @@ struct VmmOptions {
 
 // What a VM built from `config` has: its vCPUs (ids 0 to count-1) and bytes of guest RAM,
 // defaults applied. Boot and restore both build from these.
-[[nodiscard]] std::uint32_t VcpuCountOf(const v1::VmConfig& config);
+using rules::VcpuCountOf;
 [[nodiscard]] std::uint64_t MemBytesOf(const v1::VmConfig& config);
 
 // One microVM: KVM objects, guest memory, devices, vCPU threads and the VMM thread's event

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "snapshot/state_file.h"
 #include "tests/support/process.h"
 #include "vmm/arch/x86_64/layout.h"
@@ -31,14 +33,35 @@ v1::SnapshotState ValidState(std::uint32_t mem_mib, std::uint32_t vcpus) {
   return state;
 }
 
-// PrepareRestore's verdict on `state`, with a (sparse) memory file of the size it records.
-absl::Status Prepare(const v1::SnapshotState& state) {
-  std::string state_path = testing::WriteTempFile("vm.state", "");
-  EXPECT_TRUE(snapshot::WriteStateFile(state_path, state).ok());
-  std::string memory_path = testing::WriteTempFile("vm.mem", "");
-  EXPECT_EQ(::truncate(memory_path.c_str(), static_cast<off_t>(state.memory_file_size())), 0);
-  VmmOptions options;
-  return PrepareRestore(state_path, memory_path, {}, &options);
+struct SnapshotFiles {
+  std::string state_path;
+  std::string memory_path;
+};
+
+// `state` written as a state file, with a (sparse) memory file of the size it records.
+SnapshotFiles WriteSnapshot(const v1::SnapshotState& state) {
+  SnapshotFiles files{testing::WriteTempFile("vm.state", ""), testing::WriteTempFile("vm.mem", "")};
+  EXPECT_TRUE(snapshot::WriteStateFile(files.state_path, state).ok());
+  EXPECT_EQ(::truncate(files.memory_path.c_str(), static_cast<off_t>(state.memory_file_size())),
+            0);
+  return files;
+}
+
+// PrepareRestore's verdict on `state`.
+absl::Status Prepare(const v1::SnapshotState& state, VmmOptions* options = nullptr,
+                     const v1::RestoreOverrides& overrides = {}) {
+  SnapshotFiles files = WriteSnapshot(state);
+  VmmOptions scratch;
+  return PrepareRestore(files.state_path, files.memory_path, overrides,
+                        options != nullptr ? options : &scratch);
+}
+
+// A state file crafted to name host files a restoring VMM would write to.
+v1::SnapshotState StateNamingLogAndMetricsFiles(const std::string& dir) {
+  v1::SnapshotState state = ValidState(128, 1);
+  state.mutable_config()->mutable_logger()->set_log_path(dir + "/planted.log");
+  state.mutable_config()->mutable_metrics()->set_metrics_path(dir + "/planted.metrics");
+  return state;
 }
 
 void ExpectRefused(const v1::SnapshotState& state, const std::string& expected) {
@@ -110,6 +133,73 @@ TEST(PrepareRestore, VcpuIdBeyondTheCountIsRefused) {
   v1::SnapshotState state = ValidState(128, 2);
   state.mutable_vcpus(1)->set_id(7);
   ExpectRefused(state, "vCPU id 7 is out of range for 2 vCPUs");
+}
+
+TEST(PrepareRestore, StateFilesLogAndMetricsPathsAreNotTheRestoredVms) {
+  VmmOptions options;
+  ASSERT_TRUE(Prepare(StateNamingLogAndMetricsFiles("/etc"), &options).ok());
+  EXPECT_EQ(options.config.logger().log_path(), "");
+  EXPECT_EQ(options.config.metrics().metrics_path(), "");
+}
+
+TEST(PrepareRestore, OverridesReplaceTheDevicesTheyName) {
+  v1::SnapshotState state = ValidState(128, 1);
+  v1::Drive* drive = state.mutable_config()->add_drives();
+  drive->set_drive_id("scratch");
+  drive->set_path_on_host(testing::WriteTempFile("src.img", std::string(4096, '\0')));
+  v1::RestoreOverrides overrides;
+  std::string clone_disk = testing::WriteTempFile("clone.img", std::string(4096, '\0'));
+  (*overrides.mutable_drive_path_on_host())["scratch"] = clone_disk;
+  VmmOptions options;
+  ASSERT_TRUE(Prepare(state, &options, overrides).ok());
+  EXPECT_EQ(options.config.drives(0).path_on_host(), clone_disk);
+}
+
+TEST(PrepareRestore, OverrideOfADriveTheSnapshotLacksIsNamed) {
+  v1::RestoreOverrides overrides;
+  (*overrides.mutable_drive_path_on_host())["data"] = "/tmp/data.img";
+  absl::Status status = Prepare(ValidState(128, 1), nullptr, overrides);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "overrides.drive_path_on_host: the snapshot has no drive \"data\"");
+}
+
+TEST(VmmRestoreCli, RestoredVmNeverOpensTheLogFileItsStateFileNames) {
+  std::string dir = std::filesystem::path(testing::WriteTempFile("dir-marker", "")).parent_path();
+  SnapshotFiles files = WriteSnapshot(StateNamingLogAndMetricsFiles(dir));
+  // However far the restore gets here (this state holds no vCPU registers; the machine may
+  // have no KVM), the log is configured first.
+  testing::ProcessResult result = testing::RunProcess(
+      {testing::BinPath("ember-vmm"), "--restore-from", files.state_path, "--restore-mem",
+       files.memory_path});
+  EXPECT_NE(result.exit_code, 0) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/planted.log")) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/planted.metrics")) << result.err;
+}
+
+TEST(VmmRestoreCli, OverridesMessageFileThatDoesNotParseIsNamed) {
+  SnapshotFiles files = WriteSnapshot(ValidState(128, 1));
+  std::string garbage = testing::WriteTempFile("overrides.pb", std::string("\xff\xff\xff", 3));
+  testing::ProcessResult result = testing::RunProcess(
+      {testing::BinPath("ember-vmm"), "--restore-from", files.state_path, "--restore-mem",
+       files.memory_path, "--restore-overrides", garbage});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("is not a binary ember.v1.RestoreOverrides message"),
+            std::string::npos)
+      << result.err;
+}
+
+TEST(VmmRestoreCli, OverridesMessageIsAppliedToTheSnapshotsConfiguration) {
+  SnapshotFiles files = WriteSnapshot(ValidState(128, 1));
+  v1::RestoreOverrides overrides;
+  (*overrides.mutable_drive_path_on_host())["nope"] = "/tmp/nope.img";
+  std::string message = testing::WriteTempFile("overrides.pb", overrides.SerializeAsString());
+  testing::ProcessResult result = testing::RunProcess(
+      {testing::BinPath("ember-vmm"), "--restore-from", files.state_path, "--restore-mem",
+       files.memory_path, "--restore-overrides", message});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("overrides.drive_path_on_host: the snapshot has no drive \"nope\""),
+            std::string::npos)
+      << result.err;
 }
 
 }  // namespace
