@@ -117,6 +117,8 @@ std::vector<SyscallRule> IoRules(const EmberdSeccompParams& params) {
 std::vector<SyscallRule> StateDirRules(const EmberdSeccompParams& params) {
   std::vector<SyscallRule> rules = {
       Allow("openat", "records, VM logs and consoles under the state dir (never executed)"),
+      Allow("openat2", "checking a request's host paths beneath --allow-dir (O_PATH, "
+                       "RESOLVE_BENEATH); nothing openat does not already allow"),
       Allow("newfstatat", "std::filesystem and stdio: file types and sizes"),
       Allow("fstat", "stdio sizing a buffer"),
       Allow("getdents64", "listing the state dir (Recover) and a VM's dir (Delete)"),
