@@ -48,15 +48,21 @@ def proc_rss_kib(pid):
 class Emberd:
     """One emberd process over a scratch state directory; restartable."""
 
-    def __init__(self, max_vms=None, binary=None, extra_args=(), **popen_args):
+    # Where the tests keep the files they name in requests (their scratch directories under
+    # the temporary directory, and /dev/shm for another filesystem): emberd --allow-dir.
+    TEST_ALLOW_DIRS = (tempfile.gettempdir(), "/dev/shm")
+
+    def __init__(self, max_vms=None, binary=None, extra_args=(), allow_dirs=TEST_ALLOW_DIRS,
+                 **popen_args):
         """binary: another emberd build (e.g. emberd-test-hooks); extra_args: more flags;
-        popen_args: passed on to subprocess.Popen (env, pass_fds)."""
+        allow_dirs: emberd's --allow-dir list; popen_args: passed on to subprocess.Popen (env,
+        pass_fds)."""
         self.dir = tempfile.mkdtemp(prefix="ember-e2e-")
         self.socket = os.path.join(self.dir, "emberd.sock")
         self.state_dir = os.path.join(self.dir, "state")
         self.max_vms = max_vms
         self.binary = binary or os.path.join(BUILD_DIR, "bin", "emberd")
-        self.extra_args = list(extra_args)
+        self.extra_args = [a for d in allow_dirs for a in ("--allow-dir", d)] + list(extra_args)
         self.popen_args = popen_args
         self.proc = None
         self.log = None

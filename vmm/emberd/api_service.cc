@@ -9,6 +9,7 @@
 
 #include "virtio/rate_limiter.h"  // ValidateTokenBucket only (inline); nothing linked
 #include "vmm/base/clock.h"
+#include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/vm_config.h"  // limits only (constants); emberd links nothing of the VMM
 
@@ -135,7 +136,39 @@ absl::Status ValidateConfig(const v1::VmConfig& config) {
       !s.ok()) {
     return s;
   }
+  if (auto s = ValidateHostPath("config.vsock.uds_path", config.vsock().uds_path(), false);
+      !s.ok()) {
+    return s;
+  }
   return ValidateHostPath("config.metrics.metrics_path", config.metrics().metrics_path(), false);
+}
+
+absl::Status CheckConfigPaths(const PathRules& paths, const v1::VmConfig& config) {
+  EMBER_RETURN_IF_ERROR(
+      paths.Check("config.boot-source.kernel_image_path", config.boot_source().kernel_image_path()));
+  EMBER_RETURN_IF_ERROR(
+      paths.Check("config.boot-source.initrd_path", config.boot_source().initrd_path()));
+  for (int i = 0; i < config.drives_size(); ++i) {
+    EMBER_RETURN_IF_ERROR(paths.Check("config.drives[" + std::to_string(i) + "].path_on_host",
+                                      config.drives(i).path_on_host()));
+  }
+  EMBER_RETURN_IF_ERROR(paths.Check("config.vsock.uds_path", config.vsock().uds_path()));
+  EMBER_RETURN_IF_ERROR(paths.Check("config.logger.log_path", config.logger().log_path()));
+  return paths.Check("config.metrics.metrics_path", config.metrics().metrics_path());
+}
+
+absl::Status CheckRestorePaths(const PathRules& paths, const v1::RestoreRequest& request) {
+  EMBER_RETURN_IF_ERROR(paths.Check("state_path", request.state_path()));
+  EMBER_RETURN_IF_ERROR(paths.Check("memory_path", request.memory_path()));
+  for (int i = 0; i < request.overrides_size(); ++i) {
+    const std::string where = "overrides[" + std::to_string(i) + "]";
+    const v1::RestoreOverrides& overrides = request.overrides(i);
+    EMBER_RETURN_IF_ERROR(paths.Check(where + ".vsock_uds_path", overrides.vsock_uds_path()));
+    for (const auto& [id, path] : overrides.drive_path_on_host()) {
+      EMBER_RETURN_IF_ERROR(paths.Check(where + ".drive_path_on_host[" + id + "]", path));
+    }
+  }
+  return absl::OkStatus();
 }
 
 grpc::Status ApiService::Create(grpc::ServerContext*, const v1::CreateRequest* request,
@@ -143,6 +176,7 @@ grpc::Status ApiService::Create(grpc::ServerContext*, const v1::CreateRequest* r
   if (auto s = ValidateVmId("vm_id", request->vm_id(), true); !s.ok()) return ToGrpc(s);
   if (!request->has_config()) return ToGrpc(Invalid("config", "is required"));
   if (auto s = ValidateConfig(request->config()); !s.ok()) return ToGrpc(s);
+  if (auto s = CheckConfigPaths(paths_, request->config()); !s.ok()) return ToGrpc(s);
   auto vm = manager_.CreateVm(request->vm_id(), request->config());
   if (!vm.ok()) return ToGrpc(vm.status());
   *response = std::move(*vm);
@@ -214,6 +248,7 @@ grpc::Status ApiService::CreateSnapshot(grpc::ServerContext*,
   if (auto s = ValidateHostPath("snapshot_dir", request->snapshot_dir(), false); !s.ok()) {
     return ToGrpc(s);
   }
+  if (auto s = paths_.Check("snapshot_dir", request->snapshot_dir()); !s.ok()) return ToGrpc(s);
   auto snapshot = manager_.CreateSnapshot(*request);
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
   *response = std::move(*snapshot);
@@ -264,6 +299,7 @@ grpc::Status ApiService::Restore(grpc::ServerContext*, const v1::RestoreRequest*
                           "needs memory_backend UFFD (the FILE backend has no page server to "
                           "prefetch with)"));
   }
+  if (auto s = CheckRestorePaths(paths_, *request); !s.ok()) return ToGrpc(s);
   auto restored = manager_.Restore(*request);
   if (!restored.ok()) return ToGrpc(restored.status());
   *response = std::move(*restored);

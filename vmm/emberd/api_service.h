@@ -1,15 +1,17 @@
 #pragma once
 
 #include "ember/v1/api.grpc.pb.h"
+#include "vmm/emberd/path_rules.h"
 #include "vmm/emberd/vm_manager.h"
 
 namespace ember::emberd {
 
 // The gRPC face of emberd: validates each request (INVALID_ARGUMENT naming the field) and
-// hands it to the VmManager. Called on gRPC's threads.
+// hands it to the VmManager. Every host path a request names must pass `paths` (emberd
+// --allow-dir). Called on gRPC's threads; `manager` and `paths` outlive it.
 class ApiService final : public v1::Ember::Service {
  public:
-  explicit ApiService(VmManager& manager) : manager_(manager) {}
+  ApiService(VmManager& manager, const PathRules& paths) : manager_(manager), paths_(paths) {}
 
   grpc::Status Create(grpc::ServerContext*, const v1::CreateRequest*, v1::Vm*) override;
   grpc::Status Start(grpc::ServerContext*, const v1::VmRequest*, v1::Vm*) override;
@@ -39,12 +41,18 @@ class ApiService final : public v1::Ember::Service {
 
  private:
   VmManager& manager_;
+  const PathRules& paths_;
 };
 
 // Request checks, exposed for unit tests. Each returns INVALID_ARGUMENT naming the field.
 [[nodiscard]] absl::Status ValidateVmId(const std::string& field, const std::string& vm_id,
                                         bool allow_empty = false);
 [[nodiscard]] absl::Status ValidateConfig(const v1::VmConfig& config);
+// Every host path of `config` against the allowed directories (after ValidateConfig).
+[[nodiscard]] absl::Status CheckConfigPaths(const PathRules& paths, const v1::VmConfig& config);
+// Every host path a Restore request names (its files and each clone's overrides).
+[[nodiscard]] absl::Status CheckRestorePaths(const PathRules& paths,
+                                             const v1::RestoreRequest& request);
 [[nodiscard]] absl::Status ValidateRateLimiter(const std::string& field,
                                                const v1::RateLimiter& limiter);
 

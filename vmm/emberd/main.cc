@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -26,6 +27,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/api_service.h"
 #include "vmm/emberd/launcher.h"
+#include "vmm/emberd/path_rules.h"
 #include "vmm/emberd/sandbox.h"
 #include "vmm/emberd/store.h"
 #include "vmm/emberd/unix_socket.h"
@@ -43,6 +45,10 @@ constexpr char kUsage[] =
     "  --state-dir DIR    VM records, control sockets, consoles (default /var/lib/ember);\n"
     "                     one emberd per directory (it holds DIR/emberd.lock)\n"
     "  --tcp HOST:PORT    also listen on TCP, unauthenticated and unencrypted (off by default)\n"
+  "  --allow-dir DIR    host paths an API request names (kernel, initrd, drives, log,\n"
+  "                     metrics, vsock socket, snapshot dir, restore files) must lie under\n"
+  "                     DIR, with no symlink or \"..\" leading out; repeatable. Default\n"
+  "                     /srv/ember; giving one replaces it. Others get INVALID_ARGUMENT\n"
     "  --vmm PATH         the ember-vmm binary (default: next to emberd)\n"
     "  --max-vms N        live VMs at most (default 1024)\n"
     "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
@@ -62,6 +68,11 @@ constexpr char kUsage[] =
     "\n"
     "SIGTERM/SIGINT stop emberd but not the VMs; a new emberd re-attaches to them.\n";
 
+// Where an operator keeps kernels, images and snapshots for API clients to name, unless
+// --allow-dir says otherwise. emberd's state directory is not allowed by default: it holds
+// the VMs' records and control sockets, which no drive or log path should reach.
+constexpr char kDefaultAllowDir[] = "/srv/ember";
+
 [[noreturn]] void Fail(const std::string& message) {
   std::fprintf(stderr, "emberd: error: %s\n", message.c_str());
   std::exit(2);
@@ -71,6 +82,7 @@ struct Flags {
   std::string socket = "/run/ember/emberd.sock";
   std::string state_dir = "/var/lib/ember";
   std::string tcp;
+  std::vector<std::string> allow_dirs;  // empty: kDefaultAllowDir
   std::string vmm;
   std::size_t max_vms = 1024;
   std::string log_level;
@@ -107,6 +119,7 @@ Flags ParseFlags(int argc, char** argv) {
     if (arg == "--socket") flags.socket = value();
     else if (arg == "--state-dir") flags.state_dir = value();
     else if (arg == "--tcp") flags.tcp = value();
+    else if (arg == "--allow-dir") flags.allow_dirs.push_back(value());
     else if (arg == "--vmm") flags.vmm = value();
     else if (arg == "--log-level") flags.log_level = value();
     else if (arg == "--jailer") flags.jailer = value();
@@ -170,6 +183,24 @@ base::UniqueFd LockStateDir(const std::string& state_dir) {
     Fail("--state-dir: write " + path + ": " + std::strerror(errno));
   }
   return fd;
+}
+
+// The allowed directories (--allow-dir, or the default when it exists), opened before the
+// seccomp filter. An operator's directory that cannot be opened stops emberd.
+PathRules OpenPathRules(std::vector<std::string> dirs) {
+  if (dirs.empty()) {
+    struct stat st {};
+    if (::stat(kDefaultAllowDir, &st) == 0 && S_ISDIR(st.st_mode)) {
+      dirs.push_back(kDefaultAllowDir);
+    } else {
+      EMBER_LOG(kWarn) << "emberd: " << kDefaultAllowDir << " (the default --allow-dir) is "
+                       << "missing: no request may name a host path until it exists and "
+                       << "emberd restarts, or --allow-dir names others";
+    }
+  }
+  absl::StatusOr<PathRules> rules = PathRules::Open(dirs);
+  if (!rules.ok()) Fail(std::string(rules.status().message()));
+  return std::move(*rules);
 }
 
 volatile sig_atomic_t g_stop_signal = 0;
@@ -265,7 +296,8 @@ int Main(int argc, char** argv) {
   std::error_code error;
   std::filesystem::create_directories(std::filesystem::path(flags.socket).parent_path(), error);
   ::unlink(flags.socket.c_str());
-  ApiService service(**manager);
+  PathRules paths = OpenPathRules(flags.allow_dirs);
+  ApiService service(**manager, paths);
   grpc::ServerBuilder builder;
   // The socket is created under this umask, so it is 0600 from the start.
   mode_t old_umask = ::umask(0177);
@@ -288,7 +320,7 @@ int Main(int argc, char** argv) {
     Fail("sandbox: " + std::string(s.message()));
   }
   EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "
-                   << options.state_dir << ", ember-vmm " << vmm
+                   << options.state_dir << ", host paths under " << paths.Describe() << ", ember-vmm " << vmm
                    << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir : "");
   std::fprintf(stderr, "emberd: ready\n");
 

@@ -1,0 +1,131 @@
+#include "vmm/emberd/path_rules.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/support/files.h"
+
+namespace ember::emberd {
+namespace {
+
+// <temp>/allowed is the one allowed directory; <temp>/outside holds a root-only file.
+class PathRulesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directories(allowed_ + "/images");
+    std::filesystem::create_directories(outside_);
+    std::ofstream(allowed_ + "/images/disk.img") << "disk";
+    std::ofstream(secret_) << "secret";
+    ASSERT_EQ(::chmod(secret_.c_str(), 0600), 0);
+    auto rules = PathRules::Open({allowed_});
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    rules_ = std::move(*rules);
+  }
+
+  // Asserts `path` is refused as INVALID_ARGUMENT naming the field and the rule.
+  void ExpectRefused(const std::string& path, const std::string& why) {
+    absl::Status status = rules_.Check("config.drives[0].path_on_host", path);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << path << ": " << status;
+    EXPECT_NE(status.message().find("config.drives[0].path_on_host: " + path), std::string::npos)
+        << status;
+    EXPECT_NE(status.message().find(why), std::string::npos) << status;
+    EXPECT_NE(status.message().find("--allow-dir: " + allowed_), std::string::npos) << status;
+  }
+
+  testing::ScopedTempDir temp_{"ember-path-rules"};
+  const std::string allowed_ = temp_.path() + "/allowed";
+  const std::string outside_ = temp_.path() + "/outside";
+  const std::string secret_ = outside_ + "/secret";
+  PathRules rules_;
+};
+
+TEST_F(PathRulesTest, AFileInsideAnAllowedDirectoryPasses) {
+  EXPECT_TRUE(rules_.Check("f", allowed_ + "/images/disk.img").ok());
+}
+
+TEST_F(PathRulesTest, ARootOnlyFileOutsideIsRefused) {
+  ExpectRefused(secret_, "outside the allowed directories");
+  ExpectRefused("/etc/shadow", "outside the allowed directories");
+}
+
+TEST_F(PathRulesTest, ARootOnlyFileInsideIsAllowedTheRuleIsWhereNotWho) {
+  const std::string inside = allowed_ + "/images/root-only.img";
+  std::ofstream(inside) << "x";
+  ASSERT_EQ(::chmod(inside.c_str(), 0600), 0);
+  EXPECT_TRUE(rules_.Check("f", inside).ok());
+}
+
+TEST_F(PathRulesTest, DotDotIsRefusedEvenWhenItStaysInside) {
+  ExpectRefused(allowed_ + "/../outside/secret", "contains \"..\"");
+  ExpectRefused(allowed_ + "/images/../images/disk.img", "contains \"..\"");
+  ExpectRefused(allowed_ + "/missing/../../outside/new", "contains \"..\"");
+}
+
+TEST_F(PathRulesTest, ASymlinkInsidePointingOutIsRefused) {
+  std::filesystem::create_symlink(secret_, allowed_ + "/absolute-out");
+  std::filesystem::create_symlink("../outside/secret", allowed_ + "/relative-out");
+  std::filesystem::create_symlink(outside_, allowed_ + "/dir-out");
+  ExpectRefused(allowed_ + "/absolute-out", "leads out of " + allowed_);
+  ExpectRefused(allowed_ + "/relative-out", "leads out of " + allowed_);
+  ExpectRefused(allowed_ + "/dir-out/secret", "leads out of " + allowed_);
+  // A file to be created through a symlinked directory lands outside just the same.
+  ExpectRefused(allowed_ + "/dir-out/new.log", "leads out of " + allowed_);
+}
+
+TEST_F(PathRulesTest, ADanglingSymlinkPointingOutIsRefused) {
+  std::filesystem::create_symlink(outside_ + "/not-yet", allowed_ + "/metrics.json");
+  ExpectRefused(allowed_ + "/metrics.json", "leads out of " + allowed_);
+}
+
+TEST_F(PathRulesTest, ASymlinkInsidePointingInsidePasses) {
+  std::filesystem::create_symlink("images/disk.img", allowed_ + "/current.img");
+  std::filesystem::create_symlink(allowed_ + "/images", allowed_ + "/latest");
+  EXPECT_FALSE(rules_.Check("f", allowed_ + "/latest/disk.img").ok())
+      << "an absolute symlink, even to inside, is refused: RESOLVE_BENEATH cannot follow it";
+  EXPECT_TRUE(rules_.Check("f", allowed_ + "/current.img").ok());
+}
+
+TEST_F(PathRulesTest, AMagicLinkIsRefused) {
+  // /proc/self/fd/N inside an allowed tree would reopen whatever emberd holds.
+  auto rules = PathRules::Open({"/proc/self"});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  absl::Status status = rules->Check("f", "/proc/self/exe");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("magic link"), std::string::npos) << status;
+}
+
+TEST_F(PathRulesTest, APathNotYetCreatedPassesWhenItsParentIsInside) {
+  EXPECT_TRUE(rules_.Check("f", allowed_ + "/logs/vm1/ember.log").ok());
+  EXPECT_TRUE(rules_.Check("f", allowed_).ok());
+}
+
+TEST_F(PathRulesTest, APrefixThatIsNotADirectoryBoundaryIsOutside) {
+  std::filesystem::create_directories(allowed_ + "2");
+  std::ofstream(allowed_ + "2/disk.img") << "x";
+  ExpectRefused(allowed_ + "2/disk.img", "outside the allowed directories");
+}
+
+TEST_F(PathRulesTest, ARelativePathIsRefused) {
+  ExpectRefused("images/disk.img", "is not an absolute path");
+}
+
+TEST(PathRules, WithNoAllowedDirectoryEverythingIsRefused) {
+  auto rules = PathRules::Open({});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  absl::Status status = rules->Check("snapshot_dir", "/tmp/x");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("--allow-dir: none"), std::string::npos) << status;
+}
+
+TEST(PathRules, AMissingOrRelativeAllowedDirectoryIsRefusedAtStartUp) {
+  EXPECT_EQ(PathRules::Open({"/nonexistent/ember"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PathRules::Open({"srv/ember"}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace ember::emberd

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::emberd {
+
+// The directories an API client may name host paths in (emberd --allow-dir), and the rule
+// every such path (kernel, initrd, drives, log, metrics, vsock socket, snapshot dir, restore
+// files) must pass: it lies lexically under an allowed directory and resolves there, from an
+// fd of that directory, with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): neither ".."
+// nor a symlink (absolute, or relative and climbing out) nor a /proc magic link leads out.
+// A symlink inside must be relative (RESOLVE_BENEATH refuses every absolute one, even one
+// that points back inside). A path that does not exist yet (a log, a socket, a new snapshot dir) passes when its nearest
+// existing ancestor does, as that is where it will be created.
+//
+// What the check guarantees: at the moment of the request, the path names a place inside an
+// allowed directory. It does not hold the file open for ember-vmm, which opens the path later:
+// someone who can rename or replace entries inside an allowed directory between the check and
+// that open can still swap a checked component for a symlink. So an allowed directory's
+// contents must be writable only by users trusted as much as the API's clients are; the jail
+// (where ember-vmm opens only what emberd linked into it) narrows what such a swap reaches.
+//
+// Built once at start-up (before emberd's seccomp filter) and then only read: any thread.
+class PathRules {
+ public:
+  // Opens each directory (absolute, existing; symlinks in the directory's own path are
+  // followed once, here: the operator named it). INVALID_ARGUMENT naming the bad one.
+  [[nodiscard]] static absl::StatusOr<PathRules> Open(const std::vector<std::string>& dirs);
+
+  // OK when `path` passes the rule; otherwise INVALID_ARGUMENT "<field>: <why>, <the rule>".
+  // An empty path is OK (the caller decides whether the field is required).
+  [[nodiscard]] absl::Status Check(const std::string& field, const std::string& path) const;
+
+  // The allowed directories as the operator named them (normalised), for messages and logs.
+  [[nodiscard]] std::string Describe() const;
+
+ private:
+  struct Dir {
+    std::string name;  // as given, without trailing '/'
+    std::string real;  // its canonical path (differs when `name` passes through a symlink)
+    base::UniqueFd fd;  // O_PATH | O_DIRECTORY
+  };
+  // OK, or why `relative` (under `dir`) escapes or cannot be resolved.
+  [[nodiscard]] absl::Status Resolve(const Dir& dir, const std::string& relative) const;
+
+  std::vector<Dir> dirs_;
+};
+
+}  // namespace ember::emberd
