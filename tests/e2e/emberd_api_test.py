@@ -1,12 +1,13 @@
 """What emberd's API lets a client reach (issue 21, item 3), through the real gRPC API with
 fake_vmm.py as the VMM (the refusals happen in emberd, before any VMM): host paths only under
---allow-dir."""
+--allow-dir, and emberd's records read only from its own state directory."""
 import os
 import shutil
 import tempfile
 import unittest
 
 import grpc
+from google.protobuf import json_format
 
 import ember_client as ec
 from ember_client import api
@@ -106,6 +107,32 @@ class AllowedDirsTest(unittest.TestCase):
         self.assert_refused(self.stub.Restore, api.RestoreRequest(
             snapshot_id=snapshot.snapshot_id, vm_id_prefix="c", overrides=[overrides]),
             "overrides[0].vsock_uds_path")
+
+
+    def test_restore_by_state_path_ignores_records_planted_beside_the_state_file(self):
+        self.stub.Create(api.CreateRequest(vm_id="src", config=ec.config()), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
+        self.stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="src", snapshot_dir=os.path.join(self.allowed, "snap")), timeout=30)
+        planted = os.path.join(self.allowed, "planted")
+        os.makedirs(planted)
+        state = shutil.copy(snapshot.state_path, os.path.join(planted, "state"))
+        shutil.copy(snapshot.memory_path, os.path.join(planted, "memory"))
+        # What emberd keeps in its own record directory, written by a caller instead: a
+        # configuration whose drive is a root-only file outside the allowed directories.
+        lure = ec.config()
+        lure.drives.add(drive_id="root", path_on_host=self.secret)
+        with open(os.path.join(planted, "vm_config.json"), "w") as f:
+            f.write(json_format.MessageToJson(lure))
+        with open(os.path.join(planted, "jail-bases"), "w") as f:
+            f.write("base.mem " + self.secret + "\n")
+        clone = self.stub.Restore(api.RestoreRequest(state_path=state, vm_id_prefix="c"),
+                                  timeout=30).vms[0]
+        self.assertEqual(clone.state, api.Vm.PAUSED)
+        self.assertEqual(list(clone.config.drives), [])
+        self.assertEqual(list(self.stub.Get(api.VmRequest(vm_id="c-0"), timeout=30)
+                              .config.drives), [])
 
 
 if __name__ == "__main__":

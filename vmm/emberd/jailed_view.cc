@@ -355,7 +355,7 @@ absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan
         "neither CAP_SYS_PTRACE nor /dev/userfaultfd, which userfaultfd needs); use FILE");
   }
   std::string bases_file = plan->record_dir + "/" + kJailBasesFile;
-  if (::access(bases_file.c_str(), F_OK) == 0) {
+  if (!plan->record_dir.empty() && ::access(bases_file.c_str(), F_OK) == 0) {
     EMBER_ASSIGN_OR_RETURN(plan->jail_bases, ReadJailChain(bases_file));
   } else if (plan->diff) {
     return absl::FailedPreconditionError(

@@ -24,7 +24,7 @@ struct RestorePlan {
   bool uffd = false;      // RestoreRequest.memory_backend UFFD
   bool prefetch = false;  // RestoreRequest.prefetch_working_set
   bool diff = false;      // the snapshot is a DIFF snapshot
-  std::string record_dir; // where emberd's record of it is (or the state file's directory)
+  std::string record_dir; // emberd's record of it; empty when emberd has none
   v1::RestoreOverrides overrides;
   // Jailed only: the memory file's name in the clone's jail, and the diff bases to link in
   // beside it under the names its state file gives them (JailedView).

@@ -1026,13 +1026,15 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
     record_dir = catalog_->RecordDir(request.snapshot_id());
   } else {
     plan.state_path = request.state_path();
-    record_dir = std::filesystem::path(request.state_path()).parent_path().string();
-    plan.memory_path =
-        request.memory_path().empty() ? record_dir + "/memory" : request.memory_path();
+    const std::string beside = std::filesystem::path(request.state_path()).parent_path();
+    plan.memory_path = request.memory_path().empty() ? beside + "/memory" : request.memory_path();
     plan.restored_from = request.state_path();
     // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
     // apply onto it all the same.
     plan.snapshot_id = catalog_->FindByFiles(plan.state_path, plan.memory_path);
+    // Only emberd's own record: what a file in the caller's directory says would decide
+    // which host files a clone is given (its drives, a jail's links).
+    if (!plan.snapshot_id.empty()) record_dir = catalog_->RecordDir(plan.snapshot_id);
   }
   // DeleteSnapshot refuses while this restore may still open the snapshot's files.
   if (!plan.snapshot_id.empty()) EMBER_RETURN_IF_ERROR(catalog_->BeginRestore(plan.snapshot_id));
@@ -1067,7 +1069,8 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   EMBER_RETURN_IF_ERROR(
       view_->PlanRestore(request.snapshot_id().empty() ? "memory_path" : "snapshot_id", &plan));
   v1::VmConfig base_config;
-  bool config_known = ReadMessageJson(record_dir + "/vm_config.json", &base_config).ok();
+  bool config_known =
+      !record_dir.empty() && ReadMessageJson(record_dir + "/vm_config.json", &base_config).ok();
   if (!config_known) base_config.Clear();
 
   std::vector<v1::Vm> clones;
