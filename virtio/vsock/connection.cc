@@ -249,6 +249,18 @@ Connection::RxOutcome Connection::FillData(RxBuffers& rx) {
   // whole credit.
   const RxBuffers::Read read =
       rx.ReadStream(sock_.Get(), ReplyHeader(Op::kRw), std::min(credit, kMaxPayload), rx_batch_);
+  if (read.no_room) {
+    // A buffer with room for a header only (spec-legal: every control packet fits) cannot
+    // carry data. Putting it back would meet it again at the head of the ring on every turn
+    // of the loop while the socket stays readable, and marking the device broken would punish
+    // a driver the spec allows. Linux's driver takes a packet's payload from its own buffer
+    // only (hdr.len beyond it is dropped), so the data cannot start here and continue in the
+    // next buffers either. So the buffer carries a header-only packet that is always valid on
+    // an established stream, a CREDIT_UPDATE, and the data waits for the next buffer.
+    want_data_ = true;
+    SendControl(rx, Op::kCreditUpdate);
+    return {true};
+  }
   if (read.n > 0) {
     rx_cnt_ += static_cast<std::uint32_t>(read.n);
     last_fwd_cnt_sent_ = fwd_cnt_;  // every packet carried it

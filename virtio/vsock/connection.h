@@ -37,13 +37,15 @@ class RxBuffers {
     int error = 0;
     std::size_t used = 0;      // buffers that got a packet, the first ones offered
     bool filled = false;       // the bytes read filled every buffer offered
+    bool no_room = false;      // the first buffer holds a header and no payload: nothing read
   };
 
   // Puts the header-only packet `header` in the first buffer.
   virtual void SendControl(const Header& header) = 0;
   // One readv of `fd` into the payload areas of the first buffer and of up to
   // `max_buffers - 1` more taken from the ring, at most `max_bytes` in all. Every buffer that
-  // got bytes goes to the guest as `rw` with its own len, in order; the rest go back.
+  // got bytes goes to the guest as `rw` with its own len, in order; the rest go back. When the
+  // first buffer has room for a header only, nothing is read and `no_room` is set.
   virtual Read ReadStream(int fd, const Header& rw, std::uint64_t max_bytes,
                           std::size_t max_buffers) = 0;
   // The driver broke the ring while buffers were taken: stop, the device needs a reset.

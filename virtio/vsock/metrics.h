@@ -26,6 +26,7 @@ struct VsockMetrics {
         handshake_fails(registry.Get(group, "handshake_fails")),
         rx_rst_dropped(registry.Get(group, "rx_rst_dropped")),
         invalid_chains(registry.Get(group, "invalid_chains")),
+        rx_short_buffers(registry.Get(group, "rx_short_buffers")),
         transport_resets(registry.Get(group, "transport_resets")) {}
 
   base::Metric* rx_queue_events;
@@ -44,6 +45,7 @@ struct VsockMetrics {
   base::Metric* handshake_fails;     // a host peer that did not send "CONNECT <port>\n"
   base::Metric* rx_rst_dropped;      // orphan RSTs beyond the bounded backlog
   base::Metric* invalid_chains;      // the driver broke the virtqueue: NEEDS_RESET
+  base::Metric* rx_short_buffers;    // header-only RX buffers data met (a CREDIT_UPDATE instead)
   base::Metric* transport_resets;
 };
 

@@ -284,6 +284,11 @@ RxBuffers::Read VsockDevice::ReadStream(int fd, const Header& rw, std::uint64_t 
   }
   Read read;
   read.error = EAGAIN;
+  if (chains == 0 && rx_chains_[0].writable_bytes == kHeaderSize) {
+    read.no_room = true;  // the connection decides what the buffer carries instead
+    metrics_.rx_short_buffers->Add();
+    return read;
+  }
   if (chains > 0 && !broken_) {
     do {
       read.n = ::readv(fd, rx_iovs_.data(), static_cast<int>(rx_iovs_.size()));

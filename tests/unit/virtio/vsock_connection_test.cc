@@ -49,6 +49,10 @@ class RecordingRx final : public RxBuffers {
                   std::size_t max_buffers) override {
     asked_buffers.push_back(max_buffers);
     asked_bytes.push_back(max_bytes);
+    if (header_only) {
+      header_only = false;
+      return {.no_room = true};
+    }
     const std::uint64_t offered = std::min<std::uint64_t>(max_bytes, kRoom * max_buffers);
     std::vector<std::uint8_t> bytes(offered);
     Read read;
@@ -74,6 +78,7 @@ class RecordingRx final : public RxBuffers {
   std::vector<std::uint8_t> data;
   std::vector<std::size_t> asked_buffers;
   std::vector<std::uint64_t> asked_bytes;
+  bool header_only = false;  // the next buffer has room for a header only
 };
 
 class VsockConnectionTest : public ::testing::Test {
@@ -391,6 +396,21 @@ TEST_F(VsockConnectionTest, GuestRstIsForgottenWithoutAnswer) {
   Connection conn = Guest();
   const Header rst = GuestHeader(Op::kRst);
   EXPECT_EQ(Deliver(conn, rst).verdict, Connection::Verdict::kForget);
+}
+
+TEST_F(VsockConnectionTest, HeaderOnlyRxBufferGetsACreditUpdateAndTheDataTheNextBuffer) {
+  Connection conn = Guest();
+  ASSERT_EQ(::send(host_.Get(), "data", 4, 0), 4);
+  ASSERT_EQ(conn.OnHostReady(true), Connection::Verdict::kKeep);
+  RecordingRx rx;
+  rx.header_only = true;
+  ASSERT_TRUE(conn.FillRx(rx).used) << "the buffer must not go back to the ring";
+  EXPECT_EQ(rx.Ops(), std::vector<Op>{Op::kCreditUpdate});
+  EXPECT_TRUE(conn.HasPendingRx()) << "the data still waits";
+  EXPECT_EQ(conn.WantedEvents() & EPOLLIN, 0u) << "and the socket does not wake the loop";
+  ASSERT_TRUE(conn.FillRx(rx).used);
+  EXPECT_EQ(rx.data, Bytes("data"));
+  EXPECT_EQ(conn.rx_cnt(), 4u);
 }
 
 }  // namespace

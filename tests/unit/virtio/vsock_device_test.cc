@@ -162,14 +162,15 @@ class VsockDeviceTest : public ::testing::Test {
     guest_.Send(h, payload);
     Kick(kTxQueue);
   }
-  // Turns of the VMM loop until the device's EventSource is idle.
-  void RunLoop() {
+  // Turns of the VMM loop until the device's EventSource is idle; returns how many it took.
+  int RunLoop() {
     for (int i = 0; i < 1000; ++i) {
       pollfd pfd{device_->EventSources()[0].fd, POLLIN, 0};
-      if (::poll(&pfd, 1, 0) != 1) return;
+      if (::poll(&pfd, 1, 0) != 1) return i;
       device_->EventSources()[0].on_readable();
     }
     ADD_FAILURE() << "the device's EventSource never went idle";
+    return 1000;
   }
   // Keeps the guest's RX ring stocked and collects every packet the device sends.
   std::vector<VsockPacket> Drain() {
@@ -923,6 +924,33 @@ TEST_F(VsockDeviceTest, HostDataWaitsWithoutSpinningWhileTheGuestHasNoRxBuffers)
   std::vector<std::uint8_t> want(200, 'x');
   for (char c : std::string("tail")) want.push_back(static_cast<std::uint8_t>(c));
   EXPECT_EQ(got, want);
+}
+
+TEST_F(VsockDeviceTest, HeaderOnlyRxBufferCarriesACreditUpdateAndTheDataWaitsForTheNext) {
+  // Every RX buffer the guest posts holds a packet header and nothing more.
+  rx_count_ = 1;
+  rx_layout_ = {static_cast<std::uint32_t>(kHeaderSize)};
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);  // RESPONSE fits; one reposted
+  WriteAll(host.Get(), Bytes("data"));
+  // The loop settles at once instead of meeting the same buffer on every turn.
+  EXPECT_LE(RunLoop(), 2);
+  auto update = guest_.PopRx();
+  ASSERT_TRUE(update.has_value()) << "the header-only buffer was not used";
+  EXPECT_EQ(update->header.op, static_cast<std::uint16_t>(Op::kCreditUpdate));
+  EXPECT_EQ(update->header.dst_port, 70u);
+  EXPECT_TRUE(update->payload.empty());
+  EXPECT_EQ(Metric("rx_short_buffers"), 1u);
+  EXPECT_EQ(transport_->status() & kStatusNeedsReset, 0u);
+  // A buffer with room takes the data.
+  guest_.AddRxBuffers(1, 4096);
+  Kick(kRxQueue);
+  auto data = guest_.PopRx();
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->header.op, static_cast<std::uint16_t>(Op::kRw));
+  EXPECT_EQ(data->payload, Bytes("data"));
+  EXPECT_EQ(RunLoop(), 0);
 }
 
 }  // namespace
