@@ -352,6 +352,9 @@ void Muxer::Remove(const Key& key, bool tell_guest) {
     QueueRst(entry.conn.ReplyHeader(Op::kRst));
   }
   if (entry.interest != 0) events_.Remove(entry.conn.fd());
+  // At most one entry per live connection, so the search is bounded by kMaxConnections, and
+  // only a connection that goes while waiting pays it.
+  if (entry.waiting_rx) rx_wait_.erase(std::find(rx_wait_.begin(), rx_wait_.end(), key));
   conn_by_fd_.erase(entry.conn.fd());
   if (entry.conn.host_initiated()) host_ports_.erase(entry.conn.local_port());
   conns_.erase(it);

@@ -66,7 +66,7 @@ class Muxer {
   void CloseAll();
 
   [[nodiscard]] std::size_t connection_count() const { return conns_.size(); }
-  // Entries of the RX wait list.
+  // Connections waiting for an RX buffer: at most one entry per live connection.
   [[nodiscard]] std::size_t rx_wait_count() const { return rx_wait_.size(); }
   // The live connection `key`, nullptr when there is none (for snapshots and tests).
   [[nodiscard]] const Connection* Find(const Key& key) const;
@@ -112,7 +112,9 @@ class Muxer {
   std::map<Key, Entry> conns_;
   std::unordered_map<int, Key> conn_by_fd_;
   std::unordered_map<int, Handshake> handshakes_;  // by fd
-  // Connections with packets for the guest, in round-robin order.
+  // Live connections with packets for the guest, in round-robin order, each at most once: an
+  // entry leaves with its connection, so a guest that posts no RX buffers and churns
+  // connections cannot grow it (and a new connection on the same ports is not served twice).
   std::deque<Key> rx_wait_;
   std::deque<Header> pending_rsts_;  // RSTs waiting for RX buffers
   std::set<std::uint32_t> host_ports_;  // host-side ports in use (host-initiated)

@@ -127,6 +127,11 @@ std::size_t VsockDevice::connection_count() const {
   return muxer_->connection_count();
 }
 
+std::size_t VsockDevice::rx_wait_count() const {
+  std::lock_guard lock(mu_);
+  return muxer_->rx_wait_count();
+}
+
 void VsockDevice::ProcessQueue(std::size_t index) {
   std::lock_guard lock(mu_);
   if (index == kRxQueue) {

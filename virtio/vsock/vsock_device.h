@@ -89,6 +89,8 @@ class VsockDevice final : public VirtioDevice, private RxBuffers {
   void ResetAllConnections();
 
   [[nodiscard]] std::size_t connection_count() const;
+  // Connections waiting for an RX buffer (Muxer::rx_wait_count), for tests and diagnostics.
+  [[nodiscard]] std::size_t rx_wait_count() const;
 
  private:
   VsockDevice(const VsockConfig& config, base::MetricsRegistry& metrics);

@@ -953,5 +953,22 @@ TEST_F(VsockDeviceTest, HeaderOnlyRxBufferCarriesACreditUpdateAndTheDataWaitsFor
   EXPECT_EQ(RunLoop(), 0);
 }
 
+TEST_F(VsockDeviceTest, RequestChurnWithoutRxBuffersKeepsTheRxWaitListBounded) {
+  rx_count_ = 0;  // the guest never posts an RX buffer
+  Start();
+  base::UniqueFd listener = Listen(uds_ + "_7");
+  // REQUEST opens a connection whose RESPONSE waits for a buffer; the same REQUEST again is a
+  // protocol error that resets it (its RST waits too, in a queue of its own).
+  for (int i = 0; i < 2000; ++i) {
+    GuestSend(GuestHeader(Op::kRequest, 70, 7));
+    GuestSend(GuestHeader(Op::kRequest, 70, 7));
+    base::UniqueFd accepted(::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(accepted.Valid()) << "cycle " << i;
+  }
+  EXPECT_EQ(device_->connection_count(), 0u);
+  EXPECT_EQ(device_->rx_wait_count(), 0u);
+  EXPECT_EQ(Metric("conns_added"), 2000u);
+}
+
 }  // namespace
 }  // namespace ember::virtio::vsock
