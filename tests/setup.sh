@@ -17,8 +17,8 @@ PACKAGES=(
   libc6-dev iproute2
   # tests: ACPICA's iasl and acpiexec read back the DSDT the VMM writes
   acpica-tools
-  # e2e tests: the independent gRPC client of emberd
-  python3-grpcio python3-protobuf
+  # e2e tests: the independent gRPC client of emberd, and throwaway TLS certificates
+  python3-grpcio python3-protobuf openssl
   # benchmarks: QEMU's microvm machine is the baseline perf/run compares against
   qemu-system-x86
 )

@@ -30,6 +30,7 @@
 #include "vmm/emberd/path_rules.h"
 #include "vmm/emberd/sandbox.h"
 #include "vmm/emberd/store.h"
+#include "vmm/emberd/tls_credentials.h"
 #include "vmm/emberd/unix_socket.h"
 #include "vmm/emberd/vm_manager.h"
 
@@ -44,7 +45,12 @@ constexpr char kUsage[] =
     "  --socket PATH      API Unix socket, mode 0600 (default /run/ember/emberd.sock)\n"
     "  --state-dir DIR    VM records, control sockets, consoles (default /var/lib/ember);\n"
     "                     one emberd per directory (it holds DIR/emberd.lock)\n"
-    "  --tcp HOST:PORT    also listen on TCP, unauthenticated and unencrypted (off by default)\n"
+    "  --tcp HOST:PORT    also listen on TCP (off by default), only with mutual TLS: needs\n"
+  "                     --tls-cert, --tls-key and --tls-client-ca\n"
+  "  --tls-cert FILE, --tls-key FILE\n"
+  "                     emberd's TLS certificate chain and private key (PEM) for --tcp\n"
+  "  --tls-client-ca FILE\n"
+  "                     the CA (PEM) whose certificates --tcp clients must present\n"
   "  --allow-dir DIR    host paths an API request names (kernel, initrd, drives, log,\n"
   "                     metrics, vsock socket, snapshot dir, restore files) must lie under\n"
   "                     DIR, with no symlink or \"..\" leading out; repeatable. Default\n"
@@ -82,6 +88,7 @@ struct Flags {
   std::string socket = "/run/ember/emberd.sock";
   std::string state_dir = "/var/lib/ember";
   std::string tcp;
+  TlsFiles tls;
   std::vector<std::string> allow_dirs;  // empty: kDefaultAllowDir
   std::string vmm;
   std::size_t max_vms = 1024;
@@ -119,6 +126,9 @@ Flags ParseFlags(int argc, char** argv) {
     if (arg == "--socket") flags.socket = value();
     else if (arg == "--state-dir") flags.state_dir = value();
     else if (arg == "--tcp") flags.tcp = value();
+    else if (arg == "--tls-cert") flags.tls.cert = value();
+    else if (arg == "--tls-key") flags.tls.key = value();
+    else if (arg == "--tls-client-ca") flags.tls.client_ca = value();
     else if (arg == "--allow-dir") flags.allow_dirs.push_back(value());
     else if (arg == "--vmm") flags.vmm = value();
     else if (arg == "--log-level") flags.log_level = value();
@@ -147,6 +157,17 @@ Flags ParseFlags(int argc, char** argv) {
   if (any_jail && (flags.jailer.empty() || !flags.jailer_uid || !flags.jailer_gid ||
                    flags.chroot_base.empty())) {
     Fail("--jailer needs --jailer-uid, --jailer-gid and --chroot-base (and they need --jailer)");
+  }
+  // A TCP listener anyone on the network can reach is as good as root on this host: it is
+  // served only to clients with a certificate the operator's CA signed.
+  bool any_tls = !flags.tls.cert.empty() || !flags.tls.key.empty() || !flags.tls.client_ca.empty();
+  if (!flags.tcp.empty() &&
+      (flags.tls.cert.empty() || flags.tls.key.empty() || flags.tls.client_ca.empty())) {
+    Fail("--tcp needs --tls-cert, --tls-key and --tls-client-ca: emberd serves TCP only with "
+         "mutual TLS");
+  }
+  if (flags.tcp.empty() && any_tls) {
+    Fail("--tls-cert, --tls-key and --tls-client-ca go with --tcp (the Unix socket needs none)");
   }
   return flags;
 }
@@ -303,9 +324,9 @@ int Main(int argc, char** argv) {
   mode_t old_umask = ::umask(0177);
   builder.AddListeningPort("unix:" + flags.socket, grpc::InsecureServerCredentials());
   if (!flags.tcp.empty()) {
-    EMBER_LOG(kWarn) << "emberd: listening on TCP " << flags.tcp
-                     << " without authentication: anyone who can reach it controls the VMs";
-    builder.AddListeningPort(flags.tcp, grpc::InsecureServerCredentials());
+    auto credentials = MutualTlsCredentials(flags.tls);
+    if (!credentials.ok()) Fail(std::string(credentials.status().message()));
+    builder.AddListeningPort(flags.tcp, *credentials);
   }
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -319,7 +340,9 @@ int Main(int argc, char** argv) {
   if (auto s = InstallSandbox(flags.seccomp, seccomp_params); !s.ok()) {
     Fail("sandbox: " + std::string(s.message()));
   }
-  EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket << ", state in "
+  EMBER_LOG(kInfo) << "emberd: serving on unix:" << flags.socket
+                   << (flags.tcp.empty() ? "" : " and tcp:" + flags.tcp + " (mutual TLS)")
+                   << ", state in "
                    << options.state_dir << ", host paths under " << paths.Describe() << ", ember-vmm " << vmm
                    << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir : "");
   std::fprintf(stderr, "emberd: ready\n");
