@@ -1,5 +1,6 @@
 #include "vmm/drive_config.h"
 
+#include "virtio/block/block_device.h"
 #include "vmm/base/status.h"
 #include "vmm/rules/vm_config_rules.h"
 
@@ -53,6 +54,24 @@ absl::StatusOr<std::vector<virtio::block::BlockConfig>> DriveConfigs(const v1::V
     return absl::InvalidArgumentError("drives: " + std::string(status.message()));
   }
   return drives;
+}
+
+absl::Status AddDriveSpecs(const v1::VmConfig& config, std::vector<DeviceSpec>& specs) {
+  EMBER_ASSIGN_OR_RETURN(std::vector<virtio::block::BlockConfig> drives, DriveConfigs(config));
+  for (virtio::block::BlockConfig& drive : drives) {
+    std::string id = drive.drive_id;
+    specs.push_back({std::move(id), [drive = std::move(drive)](DeviceIndex& index)
+                                        -> absl::StatusOr<std::unique_ptr<virtio::VirtioDevice>> {
+      auto device = virtio::block::BlockDevice::Create(drive);
+      if (!device.ok()) {
+        return absl::Status(device.status().code(), "drive \"" + drive.drive_id + "\": " +
+                                                        std::string(device.status().message()));
+      }
+      index.drives.Add(drive.drive_id, device->get());
+      return std::unique_ptr<virtio::VirtioDevice>(std::move(*device));
+    }});
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace ember::vmm

@@ -5,6 +5,7 @@
 #include "absl/status/statusor.h"
 #include "ember/v1/vm_config.pb.h"
 #include "virtio/block/config.h"
+#include "vmm/device_list.h"
 
 namespace ember::vmm {
 
@@ -21,5 +22,11 @@ namespace ember::vmm {
 // what needs the host: two writable users of one file ("drives: ...").
 [[nodiscard]] absl::StatusOr<std::vector<virtio::block::BlockConfig>> DriveConfigs(
     const v1::VmConfig& config);
+
+// The device list's line for drives (device_list.cc): a spec per drive, root first. A drive
+// file that cannot be used is the user's input (InvalidArgument, as BlockDevice::Create
+// reports it); an engine that cannot be set up is the host's failure.
+[[nodiscard]] absl::Status AddDriveSpecs(const v1::VmConfig& config,
+                                         std::vector<DeviceSpec>& specs);
 
 }  // namespace ember::vmm

@@ -3,6 +3,7 @@
 #include <set>
 #include <string>
 
+#include "virtio/net/net_device.h"
 #include "vmm/base/status.h"
 #include "vmm/drive_config.h"
 
@@ -42,6 +43,43 @@ std::optional<virtio::vsock::VsockConfig> VsockConfigOf(const v1::VmConfig& conf
   if (!config.has_vsock()) return std::nullopt;
   const v1::Vsock& v = config.vsock();
   return virtio::vsock::VsockConfig{v.vsock_id(), v.guest_cid(), v.uds_path()};
+}
+
+absl::Status AddInterfaceSpecs(const v1::VmConfig& config, std::vector<DeviceSpec>& specs) {
+  EMBER_ASSIGN_OR_RETURN(std::vector<virtio::net::NetConfig> nets, NetConfigs(config));
+  for (std::size_t i = 0; i < nets.size(); ++i) {
+    std::string id = nets[i].iface_id;
+    specs.push_back({std::move(id), [i, net = std::move(nets[i])](DeviceIndex& index)
+                                        -> absl::StatusOr<std::unique_ptr<virtio::VirtioDevice>> {
+      auto device = virtio::net::NetDevice::Create(net);
+      if (!device.ok()) {
+        return absl::InvalidArgumentError("network-interfaces[" + std::to_string(i) +
+                                          "].host_dev_name: " +
+                                          std::string(device.status().message()));
+      }
+      index.interfaces.Add(net.iface_id, device->get());
+      return std::unique_ptr<virtio::VirtioDevice>(std::move(*device));
+    }});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddVsockSpec(const v1::VmConfig& config, std::vector<DeviceSpec>& specs) {
+  std::optional<virtio::vsock::VsockConfig> vsock = VsockConfigOf(config);
+  if (!vsock) return absl::OkStatus();
+  std::string id = vsock->vsock_id;
+  specs.push_back({std::move(id), [vsock = std::move(*vsock)](DeviceIndex&)
+                                      -> absl::StatusOr<std::unique_ptr<virtio::VirtioDevice>> {
+    auto device = virtio::vsock::VsockDevice::Create(vsock);
+    if (!device.ok()) {
+      // The CID and the path's length were checked with the config: what is left is the
+      // path (exists already, no such directory, cannot bind).
+      return absl::InvalidArgumentError("vsock.uds_path: " +
+                                        std::string(device.status().message()));
+    }
+    return std::unique_ptr<virtio::VirtioDevice>(std::move(*device));
+  }});
+  return absl::OkStatus();
 }
 
 }  // namespace ember::vmm

@@ -3,15 +3,13 @@
 #include <sys/epoll.h>
 
 #include "absl/strings/str_format.h"
-#include "virtio/block/block_device.h"
-#include "virtio/net/net_device.h"
 #include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/status.h"
 
 namespace ember::vmm {
 
-absl::Status VirtioDevices::Add(std::unique_ptr<virtio::MmioTransport> transport, Bus& mmio_bus,
-                                kvm::Vm& vm, base::EventLoop& loop) {
+absl::Status VirtioDevices::Add(std::string id, std::unique_ptr<virtio::MmioTransport> transport,
+                                Bus& mmio_bus, kvm::Vm& vm, base::EventLoop& loop) {
   if (transports_.size() >= kMaxDevices) {
     return absl::InvalidArgumentError("at most " + std::to_string(kMaxDevices) +
                                       " virtio devices fit on the interrupt controller");
@@ -35,6 +33,7 @@ absl::Status VirtioDevices::Add(std::unique_ptr<virtio::MmioTransport> transport
         [on_readable = std::move(source.on_readable)](std::uint32_t) { on_readable(); }));
   }
   transports_.push_back(std::move(transport));
+  ids_.push_back(std::move(id));
   placements_.push_back(at);
   return absl::OkStatus();
 }
@@ -46,22 +45,6 @@ std::string VirtioDevices::CmdlineTokens() const {
     tokens += absl::StrFormat("virtio_mmio.device=4K@0x%x:%u", at.base, at.gsi);
   }
   return tokens;
-}
-
-virtio::block::BlockDevice* VirtioDevices::FindDrive(const std::string& drive_id) {
-  for (auto& transport : transports_) {
-    auto* block = dynamic_cast<virtio::block::BlockDevice*>(&transport->device());
-    if (block != nullptr && block->name() == "block_" + drive_id) return block;
-  }
-  return nullptr;
-}
-
-virtio::net::NetDevice* VirtioDevices::FindInterface(const std::string& iface_id) {
-  for (auto& transport : transports_) {
-    auto* net = dynamic_cast<virtio::net::NetDevice*>(&transport->device());
-    if (net != nullptr && net->name() == "net_" + iface_id) return net;
-  }
-  return nullptr;
 }
 
 }  // namespace ember::vmm

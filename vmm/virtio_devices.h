@@ -10,14 +10,8 @@
 #include "vmm/arch/x86_64/acpi.h"
 #include "vmm/base/event_loop.h"
 #include "vmm/bus.h"
+#include "vmm/device_index.h"
 #include "vmm/kvm/vm.h"
-
-namespace ember::virtio::block {
-class BlockDevice;
-}
-namespace ember::virtio::net {
-class NetDevice;
-}
 
 namespace ember::vmm {
 
@@ -32,9 +26,10 @@ class VirtioDevices {
   // IOAPIC pins 5..23.
   static constexpr std::size_t kMaxDevices = 19;
 
-  // Places `device` in the next MMIO window. Borrowed objects outlive this one.
-  [[nodiscard]] absl::Status Add(std::unique_ptr<virtio::MmioTransport> transport, Bus& mmio_bus,
-                                 kvm::Vm& vm, base::EventLoop& loop);
+  // Places the device behind `transport`, whose config id is `id`, in the next MMIO window.
+  // Borrowed objects outlive this one.
+  [[nodiscard]] absl::Status Add(std::string id, std::unique_ptr<virtio::MmioTransport> transport,
+                                 Bus& mmio_bus, kvm::Vm& vm, base::EventLoop& loop);
 
   // `virtio_mmio.device=4K@0x<base>:<gsi>` for each device, space-separated, as Linux's
   // virtio_mmio driver reads them from the command line.
@@ -48,12 +43,21 @@ class VirtioDevices {
     return devices;
   }
   [[nodiscard]] std::size_t size() const { return transports_.size(); }
-  // In placement order, which is the order of the config's devices (root drive first).
+  // In placement order, which is the device list's (device_list.h).
   [[nodiscard]] virtio::MmioTransport& transport(std::size_t i) { return *transports_[i]; }
+  // The config id (drive_id, iface_id, vsock_id) of the device at `i`.
+  [[nodiscard]] const std::string& id(std::size_t i) const { return ids_[i]; }
+  // The devices looked up at run time, by id with their own types; the device specs fill it
+  // as they create the devices placed here.
+  [[nodiscard]] DeviceIndex& index() { return index_; }
   // The drive / network interface with this id, or null. The device stays owned here; its
   // loop-thread methods (rate-limit updates) are for the VMM thread only.
-  [[nodiscard]] virtio::block::BlockDevice* FindDrive(const std::string& drive_id);
-  [[nodiscard]] virtio::net::NetDevice* FindInterface(const std::string& iface_id);
+  [[nodiscard]] virtio::block::BlockDevice* FindDrive(const std::string& drive_id) const {
+    return index_.drives.Find(drive_id);
+  }
+  [[nodiscard]] virtio::net::NetDevice* FindInterface(const std::string& iface_id) const {
+    return index_.interfaces.Find(iface_id);
+  }
 
  private:
   struct Placement {
@@ -61,7 +65,9 @@ class VirtioDevices {
     std::uint32_t gsi;
   };
   std::vector<std::unique_ptr<virtio::MmioTransport>> transports_;
+  std::vector<std::string> ids_;
   std::vector<Placement> placements_;
+  DeviceIndex index_;
 };
 
 }  // namespace ember::vmm

@@ -24,9 +24,6 @@
 #include "vmm/vcpu_runner.h"
 #include "vmm/virtio_devices.h"
 #include "vmm/arch/x86_64/cpu_template.h"
-#include "virtio/block/config.h"
-#include "virtio/net/config.h"
-#include "virtio/vsock/vsock_device.h"
 
 namespace ember::vmm {
 
@@ -76,8 +73,9 @@ using rules::VcpuCountOf;
 // the loop on the calling thread (the VMM thread) until the VM ends.
 class Vmm {
  public:
-  // Errors: InvalidArgument for a bad kernel/initrd/config value (the user's fault),
-  // anything else for a host failure.
+  // Builds the VM for boot, or from options.restore (VmBuilder). Errors: InvalidArgument for
+  // the user's bad input (config, kernel, initrd, snapshot, device files), anything else for
+  // a host failure.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Vmm>> Create(const VmmOptions& options);
   ~Vmm();
 
@@ -114,19 +112,7 @@ class Vmm {
 
  private:
   Vmm() = default;
-  [[nodiscard]] absl::Status Build(const VmmOptions& options);
-  [[nodiscard]] absl::Status CreateLegacyDevices(const VmmOptions& options);
-  [[nodiscard]] absl::Status CreateBlockDevices(
-      const std::vector<virtio::block::BlockConfig>& drives);
-  // Every virtio device, in the one order boot and restore share (vmm_devices.cc).
-  [[nodiscard]] absl::Status CreateVirtioDevices(
-      const std::vector<virtio::block::BlockConfig>& drives,
-      const std::vector<virtio::net::NetConfig>& nets,
-      const std::optional<virtio::vsock::VsockConfig>& vsock);
-  // Puts `device` behind an MMIO transport in the next window.
-  [[nodiscard]] absl::Status AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device);
-  [[nodiscard]] absl::Status CreateVcpus(std::uint32_t count, std::uint64_t entry,
-                                         arch::CpuTemplate cpu_template, std::uint64_t start_us);
+  friend class VmBuilder;  // builds every part of a Vmm (builder.h)
   [[nodiscard]] absl::Status WatchEvents(const VmmOptions& options);
   // The restore path of Build(): vCPUs, VM and device state from the snapshot.
   [[nodiscard]] absl::Status RestoreFromSnapshot(const RestoreSource& source,

@@ -1,7 +1,16 @@
 // ember-vmm's handling of bad input, run as a user runs it. None of these reach KVM.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstddef>
 #include <filesystem>
 
 #include "tests/support/process.h"
@@ -134,6 +143,70 @@ TEST(ConfigToolCli, NoFileIsRejected) {
   ProcessResult result = RunProcess({BinPath("ember-config"), "--binary"});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.err.find("no config file"), std::string::npos) << result.err;
+}
+
+// Runs `argv` as a host where io_uring is refused would (sysctl kernel.io_uring_disabled, an
+// outer seccomp policy): io_uring_setup(2) fails with EPERM, through a filter installed in
+// the child before exec. Returns the exit code and what it wrote to stderr.
+ProcessResult RunWithIoUringRefused(const std::vector<std::string>& argv) {
+  int err_pipe[2];
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(err_pipe[1], STDERR_FILENO);
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(null, STDOUT_FILENO);
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog program{static_cast<unsigned short>(std::size(code)), code};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+      ::_exit(99);
+    }
+    std::vector<char*> args;
+    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(98);
+  }
+  ::close(err_pipe[1]);
+  ProcessResult result;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(err_pipe[0], buffer, sizeof buffer)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    result.err.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(err_pipe[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+TEST(VmmCli, IoUringTheHostRefusesIsAHostErrorNotBadInput) {
+  std::string disk = WriteTempFile("disk.img", std::string(64 * 1024, '\0'));
+  ProcessResult result = RunWithIoUringRefused(
+      {BinPath("ember-vmm"), "--config",
+       Config(R"({"drives": [{"drive_id": "data", "path_on_host": ")" + disk +
+              R"(", "io_engine": "Async"}]})")});
+  EXPECT_EQ(result.exit_code, 1) << result.err;
+  EXPECT_NE(result.err.find("io_uring"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("drive \"data\""), std::string::npos) << result.err;
+}
+
+TEST(VmmCli, DriveFileWithoutPermissionIsBadInput) {
+  // A writable drive on a file that cannot be opened for writing is the config's fault. Tests
+  // run as root, whom no mode bit refuses; ember-vmm's own executable, running, cannot be
+  // opened for writing (ETXTBSY).
+  ExpectBadInput({"--config", Config(R"({"drives": [{"drive_id": "data", "path_on_host": ")" +
+                                     BinPath("ember-vmm") + R"("}]})")},
+                 "drive \"data\"");
 }
 
 TEST(VmmCli, HelpPrintsUsageAndSucceeds) {
