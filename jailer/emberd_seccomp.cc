@@ -101,7 +101,9 @@ std::vector<SyscallRule> IoRules(const EmberdSeccompParams& params) {
       Allow("bind", "a VM's control socket at <state-dir>/<vm>/control.sock"),
       Allow("listen", "a VM's control socket"),
       Allow("connect", "emberd connecting to a VM's control socket"),
-      Allow("accept4", "gRPC accepting API clients"),
+      Allow("accept4", "gRPC accepting API clients; emberd itself with --socket-group"),
+      Allow("uname", "gRPC taking over a connection emberd accepted (--socket-group): it reads "
+                     "the kernel's version; nothing to leak or change"),
       Allow("getsockopt", "gRPC reading SO_ERROR and buffer sizes of connections"),
       Allow("setsockopt", "gRPC tuning accepted connections (buffers, TCP_NODELAY)"),
       Allow("getsockname", "gRPC naming connections' local ends"),
