@@ -29,6 +29,7 @@
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/path_rules.h"
 #include "vmm/emberd/sandbox.h"
+#include "vmm/emberd/socket_group.h"
 #include "vmm/emberd/store.h"
 #include "vmm/emberd/tls_credentials.h"
 #include "vmm/emberd/unix_socket.h"
@@ -42,7 +43,10 @@ constexpr char kUsage[] =
     "\n"
     "Serves Ember's gRPC API and runs one ember-vmm per microVM.\n"
     "\n"
-    "  --socket PATH      API Unix socket, mode 0600 (default /run/ember/emberd.sock)\n"
+    "  --socket PATH      API Unix socket, mode 0600 root (default /run/ember/emberd.sock)\n"
+  "  --socket-group GROUP\n"
+  "                     make the socket 0660 root:GROUP (a name or gid) and admit only\n"
+  "                     connections whose peer (SO_PEERCRED) is root or in GROUP\n"
     "  --state-dir DIR    VM records, control sockets, consoles (default /var/lib/ember);\n"
     "                     one emberd per directory (it holds DIR/emberd.lock)\n"
     "  --tcp HOST:PORT    also listen on TCP (off by default), only with mutual TLS: needs\n"
@@ -89,6 +93,7 @@ struct Flags {
   std::string state_dir = "/var/lib/ember";
   std::string tcp;
   TlsFiles tls;
+  std::string socket_group;
   std::vector<std::string> allow_dirs;  // empty: kDefaultAllowDir
   std::string vmm;
   std::size_t max_vms = 1024;
@@ -126,6 +131,7 @@ Flags ParseFlags(int argc, char** argv) {
     if (arg == "--socket") flags.socket = value();
     else if (arg == "--state-dir") flags.state_dir = value();
     else if (arg == "--tcp") flags.tcp = value();
+    else if (arg == "--socket-group") flags.socket_group = value();
     else if (arg == "--tls-cert") flags.tls.cert = value();
     else if (arg == "--tls-key") flags.tls.key = value();
     else if (arg == "--tls-client-ca") flags.tls.client_ca = value();
@@ -322,7 +328,17 @@ int Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   // The socket is created under this umask, so it is 0600 from the start.
   mode_t old_umask = ::umask(0177);
-  builder.AddListeningPort("unix:" + flags.socket, grpc::InsecureServerCredentials());
+  std::unique_ptr<GroupSocketServer> group_socket;
+  if (flags.socket_group.empty()) {
+    builder.AddListeningPort("unix:" + flags.socket, grpc::InsecureServerCredentials());
+  } else {
+    // emberd accepts on the socket itself, to check each peer before gRPC sees it.
+    absl::StatusOr<gid_t> group = ResolveGroup(flags.socket_group);
+    if (!group.ok()) Fail(std::string(group.status().message()));
+    auto listening = GroupSocketServer::Listen(flags.socket, *group);
+    if (!listening.ok()) Fail("--socket: " + std::string(listening.status().message()));
+    group_socket = std::move(*listening);
+  }
   if (!flags.tcp.empty()) {
     auto credentials = MutualTlsCredentials(flags.tls);
     if (!credentials.ok()) Fail(std::string(credentials.status().message()));
@@ -332,7 +348,11 @@ int Main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old_umask);
   if (!server) Fail("cannot listen on " + flags.socket + (flags.tcp.empty() ? "" : " / " + flags.tcp));
-  ::chmod(flags.socket.c_str(), 0600);
+  if (group_socket) {
+    group_socket->Serve(server.get());
+  } else {
+    ::chmod(flags.socket.c_str(), 0600);
+  }
 
   jailer::EmberdSeccompParams seccomp_params;
   seccomp_params.tcp = !flags.tcp.empty();
@@ -348,6 +368,7 @@ int Main(int argc, char** argv) {
   std::fprintf(stderr, "emberd: ready\n");
 
   int exit_code = WaitForStopOrForkServerDeath(fork_server, fork_server_pid);
+  group_socket.reset();  // no new connections while the server shuts down
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return exit_code;
 }
