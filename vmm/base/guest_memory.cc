@@ -75,6 +75,18 @@ absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::string& path,
     return absl::InvalidArgumentError(absl::StrFormat(
         "memory file %s is %d bytes; the layout needs %u", path, st.st_size, total));
   }
+  return MapFile(std::move(fd), path, ranges);
+}
+
+absl::StatusOr<GuestMemory> GuestMemory::MapFile(UniqueFd fd, const std::string& name,
+                                                 const std::vector<Range>& ranges) {
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t total, CheckRanges(ranges));
+  struct stat st {};
+  if (::fstat(fd.Get(), &st) != 0) return ErrnoError("fstat", name);
+  if (static_cast<std::uint64_t>(st.st_size) < total) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory file %s is %d bytes; the layout needs %u", name, st.st_size, total));
+  }
   EMBER_ASSIGN_OR_RETURN(MmapRegion mapping,
                          MmapRegion::Map(total, PROT_READ | PROT_WRITE,
                                          MAP_PRIVATE | MAP_NORESERVE, fd.Get()));

@@ -47,6 +47,11 @@ class GuestMemory {
   // guest's writes stay private to this VM, and any number of VMs can share one file.
   [[nodiscard]] static absl::StatusOr<GuestMemory> MapFile(const std::string& path,
                                                            const std::vector<Range>& ranges);
+  // The same for a file its caller opened and checked: maps its first bytes, as many as
+  // `ranges` need, and keeps `file`. The file may hold more after them (a snapshot memory
+  // file's trailer). `name` is for messages.
+  [[nodiscard]] static absl::StatusOr<GuestMemory> MapFile(UniqueFd file, const std::string& name,
+                                                           const std::vector<Range>& ranges);
 
   // Empty anonymous private memory for a userfaultfd restore (snapshot::UffdPageServer
   // registers it and fills each page on first touch), laid out like MapFile's. No backing fd.
