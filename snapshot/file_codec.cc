@@ -30,9 +30,11 @@ absl::Status CheckHeaderStart(const std::string& header, std::uint64_t file_size
   }
   auto version = GetLittleEndian<std::uint32_t>(header, 8);
   if (version != format.version) {
-    return absl::InvalidArgumentError("format version " + std::to_string(version) +
-                                      " is not supported (this Ember reads version " +
-                                      std::to_string(format.version) + ")");
+    // An older version is one this Ember wrote before: say what to do about it.
+    return absl::InvalidArgumentError(
+        "format version " + std::to_string(version) + " is not supported (this Ember reads " +
+        "version " + std::to_string(format.version) + ")" +
+        (version < format.version ? "; it was written by an older Ember: take it again" : ""));
   }
   return absl::OkStatus();
 }
@@ -55,20 +57,44 @@ absl::Status ReadAt(int fd, std::uint64_t offset, std::uint64_t length, std::str
   return absl::OkStatus();
 }
 
+const char* FileKind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
 }  // namespace
 
-absl::StatusOr<std::string> ReadCheckedFile(const std::string& path, const std::string& what,
-                                            std::size_t header_size, const HeaderCheck& check) {
-  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+absl::StatusOr<OpenedFile> OpenSnapshotFile(const std::string& path, const std::string& what,
+                                            Symlinks symlinks) {
+  // O_NONBLOCK: opening a FIFO waits for a writer, a terminal for its carrier. Regular files
+  // ignore it.
+  int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (symlinks == Symlinks::kRefuse ? O_NOFOLLOW : 0);
+  base::UniqueFd fd(::open(path.c_str(), flags));
+  if (!fd && errno == ELOOP && symlinks == Symlinks::kRefuse) {
+    return absl::InvalidArgumentError(what + " " + path +
+                                      " is a symlink; a snapshot names the file itself");
+  }
   struct stat st {};
   if (!fd || ::fstat(fd.Get(), &st) != 0) {
     return absl::InvalidArgumentError(
         std::string(base::ErrnoError("cannot open " + what, path).message()));
   }
   if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(what + " " + path + " is not a regular file");
+    return absl::InvalidArgumentError(what + " " + path + " is " + FileKind(st.st_mode) +
+                                      ", not a regular file");
   }
-  auto file_size = static_cast<std::uint64_t>(st.st_size);
+  return OpenedFile{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
+}
+
+absl::StatusOr<std::string> ReadCheckedFile(const std::string& path, const std::string& what,
+                                            std::size_t header_size, const HeaderCheck& check) {
+  EMBER_ASSIGN_OR_RETURN(OpenedFile file, OpenSnapshotFile(path, what));
+  const base::UniqueFd& fd = file.fd;
+  std::uint64_t file_size = file.size;
   std::string bytes;
   EMBER_RETURN_IF_ERROR(
       ReadAt(fd.Get(), 0, std::min<std::uint64_t>(header_size, file_size), bytes, what, path));

@@ -1,15 +1,16 @@
 #pragma once
 
-// What Ember's small snapshot-side file formats (state file, working-set file) share:
-// little-endian fields, a CRC-64 trailer and header-first reads (writes go through
-// base::WriteFileAtomically). Internal to
-// snapshot/.
+// What Ember's small snapshot-side file formats (state file, working-set file, memory-file
+// trailer) share: little-endian fields, a CRC-64 and header-first reads (writes go through
+// base::WriteFileAtomically), and how every snapshot file is opened. Internal to snapshot/
+// but for OpenSnapshotFile and Symlinks.
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
 
 namespace ember::snapshot {
 
@@ -46,6 +47,24 @@ inline constexpr std::size_t kCrcSize = 8;
 [[nodiscard]] absl::Status CheckHeaderStart(const std::string& header, std::uint64_t file_size,
                                             const FormatHeader& format);
 
+// A snapshot file opened for reading, and its size when opened.
+struct OpenedFile {
+  base::UniqueFd fd;
+  std::uint64_t size = 0;
+};
+
+// Whether a path may end in a symlink: the restorer's own command line may name one; a path
+// a state file names (a diff's base memory files) is untrusted and may not.
+enum class Symlinks { kFollow, kRefuse };
+
+// Opens the file at `path` for reading, and only a regular file: non-blocking, so a FIFO or a
+// device node named by mistake or malice is refused at once instead of waiting for a writer
+// (with SIGTERM blocked, for ever). InvalidArgument "cannot open <what> <path>: <errno>" or
+// "<what> <path> is not a regular file (a FIFO)"; never reads a byte.
+[[nodiscard]] absl::StatusOr<OpenedFile> OpenSnapshotFile(const std::string& path,
+                                                          const std::string& what,
+                                                          Symlinks symlinks = Symlinks::kFollow);
+
 // Checks a format's fixed header — `header` is the file's first bytes, as many of
 // `header_size` as it holds — against the file's size: OK only when the header is the format's
 // and announces a bounded length that is exactly `file_size`. Its messages do not name the file.
@@ -54,8 +73,8 @@ using HeaderCheck =
 
 // The whole file at `path`, read only once `check` has accepted its header and its size (from
 // fstat), so a foreign or huge file (a memory file passed as a state file) is refused
-// without being read. InvalidArgument "cannot open <what> <path>: <errno>" when it cannot be
-// opened; "<what> <path>: <check's message>" when the check refuses it.
+// without being read. Opened as OpenSnapshotFile opens it, with its messages;
+// "<what> <path>: <check's message>" when the check refuses it.
 [[nodiscard]] absl::StatusOr<std::string> ReadCheckedFile(const std::string& path,
                                                           const std::string& what,
                                                           std::size_t header_size,

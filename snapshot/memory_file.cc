@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <filesystem>
 
+#include "snapshot/snapshot_id.h"
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
@@ -58,6 +59,15 @@ absl::Status WriteAll(int fd, const std::uint8_t* data, std::uint64_t size, std:
   return absl::OkStatus();
 }
 
+// The trailer after `memory_size` bytes of memory: the file's last bytes.
+absl::Status WriteTrailer(int fd, std::uint64_t memory_size, const std::string& id,
+                          const std::string& path) {
+  std::string trailer = EncodeMemoryTrailer(memory_size, id);
+  // The trailer's chars as the bytes pwrite takes.
+  return WriteAll(fd, reinterpret_cast<const std::uint8_t*>(trailer.data()), trailer.size(),
+                  memory_size, path);
+}
+
 // Writes the non-zero pages of [begin, end) of one region, coalescing runs.
 absl::Status WriteRange(int fd, const base::GuestRegion& region, std::uint64_t begin,
                         std::uint64_t end, const std::string& path) {
@@ -77,7 +87,8 @@ absl::Status WriteRange(int fd, const base::GuestRegion& region, std::uint64_t b
 }  // namespace
 
 absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestMemory& memory,
-                                                              const std::string& path) {
+                                                              const std::string& path,
+                                                              const std::string& id) {
   EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
   std::vector<v1::MemoryRegion> layout;
   for (const base::GuestRegion& region : memory.regions()) {
@@ -103,6 +114,7 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestM
     entry.set_file_offset(region.file_offset);
     layout.push_back(entry);
   }
+  EMBER_RETURN_IF_ERROR(WriteTrailer(file.fd(), memory.total_size(), id, path));
   EMBER_RETURN_IF_ERROR(file.Commit());
   return layout;
 }
@@ -121,17 +133,19 @@ std::vector<v1::MemoryRegion> Layout(const base::GuestMemory& memory) {
   return layout;
 }
 
-// Calls `visit(offset, length)` for each data (non-hole) range of the file.
+// Calls `visit(offset, length)` for each data (non-hole) range of the file's first
+// `memory_size` bytes, its memory (the trailer after them is not memory).
 template <typename Visit>
-absl::Status ForEachDataRange(int fd, const std::string& path, Visit visit) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return base::ErrnoError("fstat", path);
+absl::Status ForEachDataRange(int fd, std::uint64_t memory_size, const std::string& path,
+                              Visit visit) {
+  auto end = static_cast<off_t>(memory_size);
   off_t pos = 0;
-  while (pos < st.st_size) {
+  while (pos < end) {
     off_t data = ::lseek(fd, pos, SEEK_DATA);
-    if (data < 0) break;  // ENXIO: only a hole remains
+    if (data < 0 || data >= end) break;  // ENXIO: only a hole remains
     off_t hole = ::lseek(fd, data, SEEK_HOLE);
     if (hole < 0) return base::ErrnoError("lseek(SEEK_HOLE)", path);
+    hole = std::min(hole, end);
     EMBER_RETURN_IF_ERROR(visit(static_cast<std::uint64_t>(data),
                                 static_cast<std::uint64_t>(hole - data)));
     pos = hole;
@@ -155,7 +169,7 @@ std::uint8_t* HostAtOffset(const base::GuestMemory& memory, std::uint64_t offset
 
 absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
     const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
-    const std::string& path) {
+    const std::string& path, const std::string& id) {
   EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
   std::uint64_t pages = memory.page_count();
   for (std::uint64_t page = 0; page < pages;) {
@@ -176,14 +190,16 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
     }
     page = run;
   }
+  EMBER_RETURN_IF_ERROR(WriteTrailer(file.fd(), memory.total_size(), id, path));
   EMBER_RETURN_IF_ERROR(file.Commit());
   return Layout(memory);
 }
 
-absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory, const std::string& path) {
-  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return base::ErrnoError("open", path);
-  return ForEachDataRange(fd.Get(), path, [&](std::uint64_t offset, std::uint64_t length) {
+absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory, const MemoryFileRef& file) {
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenMemoryFile(file, memory.total_size()));
+  const std::string& path = file.path;
+  return ForEachDataRange(fd.Get(), memory.total_size(), path, [&](std::uint64_t offset,
+                                                                  std::uint64_t length) {
     while (length > 0) {
       std::uint64_t room = 0;
       std::uint8_t* host = HostAtOffset(memory, offset, &room);
@@ -227,19 +243,27 @@ absl::Status CheckOutputIsNoInput(const std::string& output,
   return absl::OkStatus();
 }
 
-absl::Status MergeMemoryFiles(const std::vector<std::string>& chain, const std::string& out_path) {
+absl::Status MergeMemoryFiles(const std::vector<MemoryFileRef>& chain, std::uint64_t memory_size,
+                              const std::string& out_path, const std::string& out_id) {
   if (chain.empty()) return absl::InvalidArgumentError("nothing to merge");
-  EMBER_RETURN_IF_ERROR(CheckOutputIsNoInput(out_path, chain));
+  std::vector<std::string> inputs;
+  for (const MemoryFileRef& file : chain) inputs.push_back(file.path);
+  EMBER_RETURN_IF_ERROR(CheckOutputIsNoInput(out_path, inputs));
+  // Every input checked before the output exists.
+  std::vector<base::UniqueFd> files;
+  for (const MemoryFileRef& file : chain) {
+    EMBER_ASSIGN_OR_RETURN(files.emplace_back(), OpenMemoryFile(file, memory_size));
+  }
   EMBER_ASSIGN_OR_RETURN(base::AtomicFile out, base::AtomicFile::Create(out_path));
+  if (::ftruncate(out.fd(), static_cast<off_t>(memory_size)) != 0) {
+    return base::ErrnoError("ftruncate", out_path);
+  }
   std::vector<std::uint8_t> buffer(1 << 20);
-  for (const std::string& path : chain) {
-    base::UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!in) return base::ErrnoError("open", path);
-    struct stat st {};
-    if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", path);
-    if (::ftruncate(out.fd(), st.st_size) != 0) return base::ErrnoError("ftruncate", out_path);
-    EMBER_RETURN_IF_ERROR(ForEachDataRange(in.Get(), path, [&](std::uint64_t offset,
-                                                               std::uint64_t length) {
+  for (std::size_t i = 0; i < chain.size(); ++i) {
+    const base::UniqueFd& in = files[i];
+    const std::string& path = chain[i].path;
+    EMBER_RETURN_IF_ERROR(ForEachDataRange(in.Get(), memory_size, path, [&](std::uint64_t offset,
+                                                                            std::uint64_t length) {
       while (length > 0) {
         std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(length, buffer.size()));
         ssize_t n = ::pread(in.Get(), buffer.data(), chunk, static_cast<off_t>(offset));
@@ -253,21 +277,100 @@ absl::Status MergeMemoryFiles(const std::vector<std::string>& chain, const std::
       return absl::OkStatus();
     }));
   }
+  EMBER_RETURN_IF_ERROR(WriteTrailer(out.fd(), memory_size, out_id, out_path));
   return out.Commit();
 }
 
-absl::Status CheckMemoryFile(const std::string& path, std::uint64_t expected_size) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return absl::InvalidArgumentError(
-        std::string(base::ErrnoError("cannot open snapshot memory file", path).message()));
+std::string EncodeMemoryTrailer(std::uint64_t memory_size, const std::string& id) {
+  std::string out(kMemoryTrailerMagic, sizeof(kMemoryTrailerMagic));
+  PutLittleEndian<std::uint32_t>(out, kMemoryTrailerVersion);
+  PutLittleEndian<std::uint32_t>(out, 0);
+  PutLittleEndian<std::uint64_t>(out, memory_size);
+  out += id;
+  out.resize(kMemoryTrailerSize - kCrcSize, '\0');  // an id of the wrong size cannot overrun
+  PutLittleEndian<std::uint64_t>(out, Crc64(out, out.size()));
+  return out;
+}
+
+std::vector<MemoryFileRef> MemoryChain(const v1::SnapshotState& state,
+                                       const std::string& memory_path) {
+  std::vector<MemoryFileRef> chain;
+  for (int i = 0; i < state.base_memory_files_size(); ++i) {
+    // ReadStateFile checked there is an id for each.
+    chain.push_back({state.base_memory_files(i), state.base_memory_ids(i), Symlinks::kRefuse});
   }
-  if (static_cast<std::uint64_t>(st.st_size) != expected_size) {
-    return absl::InvalidArgumentError("snapshot memory file " + path + " is " +
-                                      std::to_string(st.st_size) + " bytes; the state file " +
-                                      "expects " + std::to_string(expected_size));
+  chain.push_back({memory_path, state.snapshot_id(), Symlinks::kFollow});
+  return chain;
+}
+
+namespace {
+
+// What is wrong with `trailer`, the last bytes of a memory file that must hold `memory_size`
+// bytes of memory and carry `id`; OK when nothing is. Continues "snapshot memory file PATH ".
+absl::Status CheckTrailer(const std::string& trailer, std::uint64_t memory_size,
+                          const std::string& id) {
+  if (std::memcmp(trailer.data(), kMemoryTrailerMagic, sizeof(kMemoryTrailerMagic)) != 0) {
+    return absl::InvalidArgumentError(
+        "does not end in an Ember memory-file trailer (not a memory file, or one of an older "
+        "Ember, which had no snapshot id: take the snapshot again)");
+  }
+  if (auto version = GetLittleEndian<std::uint32_t>(trailer, 8); version != kMemoryTrailerVersion) {
+    return absl::InvalidArgumentError("has trailer version " + std::to_string(version) +
+                                      " is not supported (this Ember reads version " +
+                                      std::to_string(kMemoryTrailerVersion) + ")");
+  }
+  std::size_t crc_offset = kMemoryTrailerSize - kCrcSize;
+  if (GetLittleEndian<std::uint64_t>(trailer, crc_offset) != Crc64(trailer, crc_offset)) {
+    return absl::InvalidArgumentError("has a CRC mismatch in its trailer: the file is corrupted");
+  }
+  if (GetLittleEndian<std::uint32_t>(trailer, 12) != 0) {
+    return absl::InvalidArgumentError("has a reserved word other than 0 in its trailer");
+  }
+  if (auto recorded = GetLittleEndian<std::uint64_t>(trailer, 16); recorded != memory_size) {
+    return absl::InvalidArgumentError(
+        "records " + std::to_string(recorded) + " bytes of memory in its trailer; the state file " +
+        "expects " + std::to_string(memory_size));
+  }
+  std::string file_id = trailer.substr(24, kSnapshotIdSize);
+  if (file_id != id) {
+    return absl::InvalidArgumentError(
+        "belongs to snapshot " + SnapshotIdText(file_id) + ", not to snapshot " +
+        SnapshotIdText(id) + " that the state file names: the two files are of different "
+        "snapshots (was one of them replaced?)");
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<base::UniqueFd> OpenMemoryFile(const MemoryFileRef& file,
+                                              std::uint64_t memory_size) {
+  const std::string what = "snapshot memory file";
+  EMBER_ASSIGN_OR_RETURN(OpenedFile opened, OpenSnapshotFile(file.path, what, file.symlinks));
+  if (opened.size != memory_size + kMemoryTrailerSize) {
+    return absl::InvalidArgumentError(
+        what + " " + file.path + " is " + std::to_string(opened.size) + " bytes; the state " +
+        "file expects " + std::to_string(memory_size) + " of memory and a " +
+        std::to_string(kMemoryTrailerSize) + "-byte trailer" +
+        (opened.size == memory_size ? " (it has no trailer: an older Ember's memory file, "
+                                      "without a snapshot id; take the snapshot again)"
+                                    : ""));
+  }
+  std::string trailer(kMemoryTrailerSize, '\0');
+  ssize_t n = ::pread(opened.fd.Get(), trailer.data(), trailer.size(),
+                      static_cast<off_t>(memory_size));
+  if (n < 0) return base::ErrnoError("read the trailer of " + what, file.path);
+  if (static_cast<std::size_t>(n) != trailer.size()) return EndedEarly(file.path, memory_size);
+  if (absl::Status status = CheckTrailer(trailer, memory_size, file.id);
+      !status.ok()) {
+    return absl::InvalidArgumentError(what + " " + file.path + " " +
+                                      std::string(status.message()));
+  }
+  return std::move(opened.fd);
+}
+
+absl::Status CheckMemoryFile(const MemoryFileRef& file, std::uint64_t memory_size) {
+  return OpenMemoryFile(file, memory_size).status();
 }
 
 }  // namespace ember::snapshot

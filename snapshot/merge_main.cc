@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "snapshot/memory_file.h"
+#include "snapshot/snapshot_id.h"
 #include "snapshot/state_file.h"
 
 namespace {
@@ -52,17 +53,17 @@ int main(int argc, char** argv) {
   }
   auto state = ember::snapshot::ReadStateFile(state_path);
   if (!state.ok()) return Fail(2, std::string(state.status().message()));
-  std::vector<std::string> chain(state->base_memory_files().begin(),
-                                 state->base_memory_files().end());
-  chain.push_back(mem_path);
-  for (const std::string& file : chain) {
+  std::vector<ember::snapshot::MemoryFileRef> chain =
+      ember::snapshot::MemoryChain(*state, mem_path);
+  for (const ember::snapshot::MemoryFileRef& file : chain) {
     if (auto status = ember::snapshot::CheckMemoryFile(file, state->memory_file_size());
         !status.ok()) {
       return Fail(2, std::string(status.message()));
     }
   }
   // Checked before anything is written: a refused merge leaves every file as it was.
-  std::vector<std::string> inputs = chain;
+  std::vector<std::string> inputs;
+  for (const ember::snapshot::MemoryFileRef& file : chain) inputs.push_back(file.path);
   inputs.push_back(state_path);
   if (auto status = ember::snapshot::CheckOutputIsNoInput(out_mem, inputs); !status.ok()) {
     return Fail(2, "--out-mem: " + std::string(status.message()));
@@ -71,11 +72,17 @@ int main(int argc, char** argv) {
   if (auto status = ember::snapshot::CheckOutputIsNoInput(out_state, inputs); !status.ok()) {
     return Fail(2, "--out-state: " + std::string(status.message()));
   }
-  if (auto status = ember::snapshot::MergeMemoryFiles(chain, out_mem); !status.ok()) {
+  // A new snapshot, with an id of its own: the diff's memory file must not pass for it.
+  std::string id = ember::snapshot::NewSnapshotId();
+  if (auto status =
+          ember::snapshot::MergeMemoryFiles(chain, state->memory_file_size(), out_mem, id);
+      !status.ok()) {
     return Fail(1, std::string(status.message()));
   }
   state->set_kind(ember::v1::SnapshotState::FULL);
   state->clear_base_memory_files();
+  state->clear_base_memory_ids();
+  state->set_snapshot_id(id);
   if (auto status = ember::snapshot::WriteStateFile(out_state, *state); !status.ok()) {
     // A memory file without its state file restores nothing; it was new, so it goes.
     ::unlink(out_mem.c_str());

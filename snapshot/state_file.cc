@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "snapshot/file_codec.h"
+#include "snapshot/snapshot_id.h"
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 
@@ -15,6 +16,11 @@ constexpr FormatHeader kFormat = {kMagic, "snapshot state file", kHeaderSize, kF
 // The fixed header against the size of the whole file (see HeaderCheck).
 absl::Status CheckStateHeader(const std::string& header, std::uint64_t file_size) {
   EMBER_RETURN_IF_ERROR(CheckHeaderStart(header, file_size, kFormat));
+  // Zero now, so that a later format can give it a meaning old readers refuse.
+  if (auto reserved = GetLittleEndian<std::uint32_t>(header, 12); reserved != 0) {
+    return absl::InvalidArgumentError("the reserved header word is " + std::to_string(reserved) +
+                                      ", not 0");
+  }
   auto length = GetLittleEndian<std::uint64_t>(header, 16);
   if (length > kMaxPayload || file_size != kHeaderSize + length + kCrcSize) {
     return absl::InvalidArgumentError(
@@ -47,6 +53,23 @@ absl::StatusOr<v1::SnapshotState> DecodeState(const std::string& bytes) {
   v1::SnapshotState state;
   if (!state.ParseFromArray(bytes.data() + kHeaderSize, static_cast<int>(length))) {
     return absl::InvalidArgumentError("the state payload does not parse");
+  }
+  if (state.snapshot_id().size() != kSnapshotIdSize) {
+    return absl::InvalidArgumentError("the snapshot id is " +
+                                      std::to_string(state.snapshot_id().size()) + " bytes, not " +
+                                      std::to_string(kSnapshotIdSize));
+  }
+  if (state.base_memory_ids_size() != state.base_memory_files_size()) {
+    return absl::InvalidArgumentError(
+        "it names " + std::to_string(state.base_memory_files_size()) + " base memory files and " +
+        std::to_string(state.base_memory_ids_size()) + " ids for them");
+  }
+  for (const std::string& id : state.base_memory_ids()) {
+    if (id.size() != kSnapshotIdSize) {
+      return absl::InvalidArgumentError("a base memory file's id is " +
+                                        std::to_string(id.size()) + " bytes, not " +
+                                        std::to_string(kSnapshotIdSize));
+    }
   }
   return state;
 }

@@ -9,19 +9,23 @@
 namespace ember::snapshot {
 
 // The state file's layout, all integers little-endian:
-//   magic "EMBERSNP" (8) | format version u32 | reserved u32 | payload length u64 |
+//   magic "EMBERSNP" (8) | format version u32 | reserved u32, zero | payload length u64 |
 //   payload (serialized ember.v1.SnapshotState) | CRC-64/XZ of everything before it (8)
 // A reader checks each part before trusting the next, so a foreign, truncated, newer or
 // corrupted file is refused with a message saying which.
+// Version 2: the payload carries the snapshot's id (snapshot_id.h), which its memory file's
+// trailer carries too (memory_file.h). A version 1 file has no id to check its memory file
+// against and is refused, as is any other version.
 inline constexpr char kMagic[8] = {'E', 'M', 'B', 'E', 'R', 'S', 'N', 'P'};
-inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr std::uint32_t kFormatVersion = 2;
 // Far above any real state (a few hundred KiB for 32 vCPUs), far below memory trouble.
 inline constexpr std::uint64_t kMaxPayload = 64u << 20;
 
 // Writes `state` to `path` atomically (base::WriteFileAtomically).
 [[nodiscard]] absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& state);
 
-// Reads and verifies a state file. Every problem is InvalidArgument naming the file.
+// Reads and verifies a state file: its framing, and that the payload carries a snapshot id
+// and one for each base memory file. Every problem is InvalidArgument naming the file.
 [[nodiscard]] absl::StatusOr<v1::SnapshotState> ReadStateFile(const std::string& path);
 
 // The encoding itself, for tests and for in-memory use.

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -65,22 +66,13 @@ Metrics& GetMetrics() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UffdPageServer>> UffdPageServer::Create(
-    const base::GuestMemory& memory, const std::string& memory_path,
+    const base::GuestMemory& memory, const MemoryFileRef& memory_file,
     const std::string& snapshot_identity) {
   std::unique_ptr<UffdPageServer> server(new UffdPageServer());
-  base::UniqueFd file(::open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!file) {
-    return absl::InvalidArgumentError(
-        std::string(base::ErrnoError("open", memory_path).message()));
-  }
-  struct stat st {};
-  if (::fstat(file.Get(), &st) != 0) return base::ErrnoError("fstat", memory_path);
-  auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size != memory.total_size() || size % kPageSize != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "memory file %s is %u bytes; the guest memory is %u", memory_path, size,
-        memory.total_size()));
-  }
+  const std::string& memory_path = memory_file.path;
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd file, OpenMemoryFile(memory_file, memory.total_size()));
+  // The memory, not the trailer after it.
+  std::uint64_t size = memory.total_size();
   EMBER_ASSIGN_OR_RETURN(server->file_map_,
                          base::MmapRegion::Map(size, PROT_READ, MAP_SHARED | MAP_NORESERVE,
                                                file.Get()));
@@ -97,13 +89,15 @@ absl::StatusOr<std::unique_ptr<UffdPageServer>> UffdPageServer::Create(
     if (data < 0) break;  // ENXIO: only a hole remains
     off_t hole = ::lseek(file.Get(), data, SEEK_HOLE);
     if (hole < 0) return base::ErrnoError("lseek(SEEK_HOLE)", memory_path);
-    std::uint64_t extent[2] = {static_cast<std::uint64_t>(data), static_cast<std::uint64_t>(hole)};
+    if (static_cast<std::uint64_t>(data) >= size) break;  // the trailer
+    std::uint64_t extent[2] = {static_cast<std::uint64_t>(data),
+                               std::min(size, static_cast<std::uint64_t>(hole))};
     crc = lzma_crc64(reinterpret_cast<const std::uint8_t*>(extent), sizeof(extent), crc);  // bytes
     for (std::uint64_t page = extent[0] / kPageSize; page < (extent[1] + kPageSize - 1) / kPageSize;
          ++page) {
       server->data_pages_[page / 64] |= std::uint64_t{1} << (page % 64);
     }
-    pos = hole;
+    pos = static_cast<off_t>(extent[1]);
   }
   server->fingerprint_ = crc;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "snapshot/memory_file.h"
 #include "snapshot/working_set.h"
 #include "vmm/base/event_fd.h"
 #include "vmm/base/guest_memory.h"
@@ -39,12 +40,13 @@ namespace ember::snapshot {
 class UffdPageServer {
  public:
   // Registers every region of `memory` (anonymous memory from GuestMemory::CreateAnonymous,
-  // laid out like `memory_path`) with a new userfaultfd and maps `memory_path` read-only as the
-  // source. `snapshot_identity` is bytes unique to the snapshot (e.g. its encoded state) that go
-  // into the fingerprint a working set is checked against. Nothing is served until Start().
+  // laid out like the memory file) with a new userfaultfd and maps the memory file
+  // `memory_file` (checked as OpenMemoryFile checks it) read-only as the source.
+  // `snapshot_identity` is bytes unique to the snapshot (e.g. its encoded state) that go into
+  // the fingerprint a working set is checked against. Nothing is served until Start().
   // InvalidArgument for an unusable memory file; other errors are the host's.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<UffdPageServer>> Create(
-      const base::GuestMemory& memory, const std::string& memory_path,
+      const base::GuestMemory& memory, const MemoryFileRef& memory_file,
       const std::string& snapshot_identity);
   ~UffdPageServer();
   UffdPageServer(const UffdPageServer&) = delete;

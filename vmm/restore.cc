@@ -67,9 +67,11 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
                             const v1::RestoreOverrides& overrides,
                             VmmOptions* options) {
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
-  EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(memory_path, state.memory_file_size()));
-  for (const std::string& base : state.base_memory_files()) {
-    EMBER_RETURN_IF_ERROR(snapshot::CheckMemoryFile(base, state.memory_file_size()));
+  for (const snapshot::MemoryFileRef& file : snapshot::MemoryChain(state, memory_path)) {
+    if (auto status = snapshot::CheckMemoryFile(file, state.memory_file_size()); !status.ok()) {
+      return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
+                                        std::string(status.message()));
+    }
   }
   v1::VmConfig config = state.config();
   EMBER_RETURN_IF_ERROR(rules::ApplyRestoreOverrides(overrides, "overrides",

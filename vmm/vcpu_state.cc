@@ -132,8 +132,20 @@ absl::StatusOr<v1::VmState> SaveVmState(const kvm::Vm& vm) {
 }
 
 absl::Status RestoreVmState(const kvm::Vm& vm, const v1::VmState& state) {
-  for (const std::string* chip : {&state.pic_master(), &state.pic_slave(), &state.ioapic()}) {
-    EMBER_ASSIGN_OR_RETURN(kvm_irqchip irqchip, FromBytes<kvm_irqchip>(*chip, "irqchip"));
+  struct Chip {
+    const std::string* bytes;
+    std::uint32_t id;
+    const char* name;
+  };
+  for (const Chip& chip : {Chip{&state.pic_master(), KVM_IRQCHIP_PIC_MASTER, "pic_master"},
+                           Chip{&state.pic_slave(), KVM_IRQCHIP_PIC_SLAVE, "pic_slave"},
+                           Chip{&state.ioapic(), KVM_IRQCHIP_IOAPIC, "ioapic"}}) {
+    EMBER_ASSIGN_OR_RETURN(kvm_irqchip irqchip, FromBytes<kvm_irqchip>(*chip.bytes, chip.name));
+    // The blob says which chip it sets: one saved as another would set that one twice.
+    if (irqchip.chip_id != chip.id) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "saved %s is irqchip %d, not %d", chip.name, irqchip.chip_id, chip.id));
+    }
     EMBER_RETURN_IF_ERROR(vm.SetIrqchip(irqchip));
   }
   EMBER_ASSIGN_OR_RETURN(kvm_pit_state2 pit, FromBytes<kvm_pit_state2>(state.pit(), "pit"));
@@ -159,10 +171,16 @@ std::vector<std::uint32_t> RequiredCpuFeatures(std::span<const kvm_cpuid_entry2>
 absl::Status CheckCpuFeatures(std::span<const std::uint32_t> required,
                               std::span<const kvm_cpuid_entry2> supported) {
   std::vector<std::uint32_t> have = RequiredCpuFeatures(supported);
+  // Every snapshot lists each word, zero or not; a shorter list would require nothing.
+  if (required.size() != have.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the snapshot lists %d required CPU feature words; a snapshot lists %d",
+        required.size(), have.size()));
+  }
   static constexpr const char* kNames[] = {"leaf 1 ECX", "leaf 1 EDX", "leaf 7 EBX",
                                            "leaf 7 ECX", "leaf 7 EDX"};
   std::string missing;
-  for (std::size_t i = 0; i < required.size() && i < have.size(); ++i) {
+  for (std::size_t i = 0; i < required.size(); ++i) {
     std::uint32_t lacking = required[i] & ~have[i];
     if (lacking != 0) missing += absl::StrFormat(" %s bits 0x%08x;", kNames[i], lacking);
   }

@@ -29,7 +29,8 @@ namespace ember::vmm {
 // EBX/ECX/EDX), minus the bits the VMM itself synthesises.
 [[nodiscard]] std::vector<std::uint32_t> RequiredCpuFeatures(
     std::span<const kvm_cpuid_entry2> cpuid);
-// Fails, listing what is missing, when `supported` lacks a bit of `required`.
+// Fails, listing what is missing, when `supported` lacks a bit of `required`, and when
+// `required` is not one word for each RequiredCpuFeatures gives. InvalidArgument.
 [[nodiscard]] absl::Status CheckCpuFeatures(std::span<const std::uint32_t> required,
                                             std::span<const kvm_cpuid_entry2> supported);
 

@@ -175,9 +175,9 @@ class Vmm {
   State state_ = State::kCreated;
   bool vcpus_started_ = false;
   v1::VmConfig config_;
-  // Memory files a diff snapshot taken now would apply onto: the last full snapshot's, then
-  // the diffs since. Empty until a snapshot is taken or restored.
-  std::vector<std::string> snapshot_chain_;
+  // Memory files a diff snapshot taken now would apply onto, with the ids they carry: the
+  // last full snapshot's, then the diffs since. Empty until a snapshot is taken or restored.
+  std::vector<snapshot::MemoryFileRef> snapshot_chain_;
   // Pages written since the last snapshot whose files were all written: taken out of the
   // dirty tracking by CreateSnapshot and kept here until a snapshot succeeds, so a failed
   // one (disk full, EIO) leaves them for the next diff. Empty when nothing is pending.

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "snapshot/memory_file.h"
+#include "snapshot/snapshot_id.h"
 #include "snapshot/state_file.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
@@ -164,20 +165,31 @@ absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
     EMBER_RETURN_IF_ERROR(TakeDirtyPages(state, pending_dirty_));
   }
   std::vector<v1::MemoryRegion> layout;
-  std::vector<std::string> chain;
+  std::vector<snapshot::MemoryFileRef> chain;
+  // Both files carry it: a state file and a memory file of two snapshots (a crash between
+  // the two renames below) are refused on restore.
+  state.set_snapshot_id(snapshot::NewSnapshotId());
   if (paths.diff) {
     // A VM restored from a diff names that diff among its bases; writing its own next diff
     // there (ember-vmm's SIGUSR2 numbering starts again at -diff1) would replace a base.
-    EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(paths.memory_path, snapshot_chain_));
-    EMBER_ASSIGN_OR_RETURN(
-        layout, snapshot::WriteDiffMemoryFile(*memory_, pending_dirty_, paths.memory_path));
+    std::vector<std::string> bases;
+    for (const snapshot::MemoryFileRef& base : snapshot_chain_) bases.push_back(base.path);
+    EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(paths.memory_path, bases));
+    EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteDiffMemoryFile(*memory_, pending_dirty_,
+                                                                 paths.memory_path,
+                                                                 state.snapshot_id()));
     state.set_kind(v1::SnapshotState::DIFF);
-    for (const std::string& base : snapshot_chain_) state.add_base_memory_files(base);
+    for (const snapshot::MemoryFileRef& base : snapshot_chain_) {
+      state.add_base_memory_files(base.path);
+      state.add_base_memory_ids(base.id);
+    }
     chain = snapshot_chain_;
   } else {
-    EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteMemoryFile(*memory_, paths.memory_path));
+    EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteMemoryFile(*memory_, paths.memory_path,
+                                                             state.snapshot_id()));
   }
-  chain.push_back(paths.memory_path);
+  // The restorer named it; what this VM wrote itself is no less trusted for being a symlink.
+  chain.push_back({paths.memory_path, state.snapshot_id(), snapshot::Symlinks::kFollow});
   for (const v1::MemoryRegion& region : layout) *state.add_memory() = region;
   EMBER_RETURN_IF_ERROR(snapshot::WriteStateFile(paths.state_path, state));
   // Only a snapshot that can be restored becomes the base of the next diff.
@@ -224,27 +236,27 @@ absl::Status Vmm::WatchSnapshotSignal(const SnapshotPaths& paths) {
 absl::StatusOr<base::GuestMemory> Vmm::MapSnapshotMemory(
     const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges) {
   const v1::SnapshotState& state = source.state;
-  if (state.kind() != v1::SnapshotState::DIFF) {
-    return base::GuestMemory::MapFile(source.memory_path, ranges);
-  }
-  if (state.base_memory_files().empty()) {
+  if (state.kind() == v1::SnapshotState::DIFF && state.base_memory_files().empty()) {
     return absl::InvalidArgumentError("diff snapshot names no base memory file");
   }
-  // The full base, mapped lazily; then each later diff's pages, then this one's, copied over.
+  // A full snapshot's memory file, or a diff's full base, mapped lazily; then each later
+  // diff's pages, then this one's, copied over. Each file is checked again as it is opened:
+  // the one mapped is the one checked.
+  std::vector<snapshot::MemoryFileRef> chain = snapshot::MemoryChain(state, source.memory_path);
+  std::uint64_t memory_size = state.memory_file_size();
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd full, snapshot::OpenMemoryFile(chain[0], memory_size));
   EMBER_ASSIGN_OR_RETURN(base::GuestMemory memory,
-                         base::GuestMemory::MapFile(state.base_memory_files(0), ranges));
-  for (int i = 1; i < state.base_memory_files_size(); ++i) {
-    EMBER_RETURN_IF_ERROR(snapshot::ApplyDiffMemoryFile(memory, state.base_memory_files(i)));
+                         base::GuestMemory::MapFile(std::move(full), chain[0].path, ranges));
+  for (std::size_t i = 1; i < chain.size(); ++i) {
+    EMBER_RETURN_IF_ERROR(snapshot::ApplyDiffMemoryFile(memory, chain[i]));
   }
-  EMBER_RETURN_IF_ERROR(snapshot::ApplyDiffMemoryFile(memory, source.memory_path));
   return memory;
 }
 
 absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t start_us) {
   const v1::SnapshotState& state = source.state;
   // A diff taken from this VM applies onto what it was restored from.
-  snapshot_chain_.assign(state.base_memory_files().begin(), state.base_memory_files().end());
-  snapshot_chain_.push_back(source.memory_path);
+  snapshot_chain_ = snapshot::MemoryChain(state, source.memory_path);
   EMBER_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_->GetSupportedCpuid());
   std::vector<std::uint32_t> required(state.required_cpu_features().begin(),
                                       state.required_cpu_features().end());
@@ -256,7 +268,10 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
   }
 
   // The irqchip before the vCPUs: restoring a LAPIC consults the VM's interrupt routing.
-  EMBER_RETURN_IF_ERROR(RestoreVmState(*vm_, state.vm()));
+  // What KVM refuses of it is the file's fault, as for the vCPUs below.
+  if (auto status = RestoreVmState(*vm_, state.vm()); !status.ok()) {
+    return absl::InvalidArgumentError("vm state: " + std::string(status.message()));
+  }
   VcpuRunner::InstallKickSignalHandler();
   for (const v1::VcpuState& saved : state.vcpus()) {
     EMBER_ASSIGN_OR_RETURN(kvm::Vcpu vcpu, vm_->CreateVcpu(saved.id()));

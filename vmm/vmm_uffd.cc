@@ -22,7 +22,7 @@ absl::StatusOr<base::GuestMemory> Vmm::ServeSnapshotMemory(
   // recorded on another snapshot of the same guest does not match it.
   EMBER_ASSIGN_OR_RETURN(
       page_server_,
-      snapshot::UffdPageServer::Create(memory, source.memory_path,
+      snapshot::UffdPageServer::Create(memory, {source.memory_path, source.state.snapshot_id()},
                                        source.state.SerializeAsString()));
   std::string ws_path =
       source.working_set_path.empty() ? source.memory_path + ".ws" : source.working_set_path;

@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <regex>
 
@@ -197,6 +200,52 @@ TEST_F(SnapshotTest, DiffSnapshotRestoresTheLaterStateAndMergesIntoAFullOne) {
                                    seconds(120)));
 }
 
+// Occurrences of `text` in the file at `path`.
+int CountInFile(const std::string& path, const std::string& text) {
+  std::string contents = ReadFile(path);
+  int count = 0;
+  for (std::size_t at = contents.find(text); at != std::string::npos;
+       at = contents.find(text, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+// SIGUSR1 again after a diff writes a new full snapshot over the diff's base: the diff, laid
+// over that, would be a guest that never was. Its restore must refuse the chain.
+TEST_F(SnapshotTest, DiffWhoseBaseALaterFullSnapshotReplacedIsRefused) {
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string state = dir + "/vm.state", memory = dir + "/vm.mem", log = dir + "/vmm.log";
+  std::string config = WriteTempFile(
+      "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter"},
+                     "machine-config": {"track_dirty_pages": true}})");
+  Process vmm({BinPath("ember-vmm"), "--config", config, "--snapshot-path", state,
+               "--snapshot-mem-path", memory, "--log-path", log});
+  const std::string full_written = "snapshot written to " + state + " and";
+  ASSERT_TRUE(vmm.WaitForOutput("count 3\n", seconds(60)));
+  vmm.Signal(SIGUSR1);
+  ASSERT_TRUE(WaitForLog(log, full_written)) << ReadFile(log);
+  ASSERT_TRUE(vmm.WaitForOutput("count 6\n", seconds(60)));
+  vmm.Signal(SIGUSR2);
+  ASSERT_TRUE(WaitForLog(log, "diff snapshot written")) << ReadFile(log);
+  ASSERT_TRUE(vmm.WaitForOutput("count 9\n", seconds(60)));
+  vmm.Signal(SIGUSR1);
+  for (int i = 0; i < 200 && CountInFile(log, full_written) < 2; ++i) usleep(50'000);
+  ASSERT_EQ(CountInFile(log, full_written), 2) << ReadFile(log);
+  vmm.Signal(SIGKILL);
+  vmm.Wait(seconds(10));
+
+  ProcessResult result = RunProcess({BinPath("ember-vmm"), "--restore-from", state + "-diff1",
+                                     "--restore-mem", memory + "-diff1"},
+                                    seconds(30));
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("snapshot memory file " + memory + " belongs to snapshot "),
+            std::string::npos)
+      << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
 // A VM restored from vm.mem-diff1 with the same snapshot paths would number its own first diff
 // -diff1 too: that diff must be refused rather than replace the base the VM runs on.
 TEST_F(SnapshotTest, DiffOfARestoredDiffIsNeverWrittenOverItsOwnBase) {
@@ -292,6 +341,17 @@ class CorruptSnapshotTest : public SnapshotTest {
   }
 
   static std::string Variant(const std::string& bytes) { return WriteTempFile("vm.state", bytes); }
+
+  // A snapshot whose state `edit` bent (its CRC made right again) is refused with `expected`.
+  void ExpectEditRefused(const std::function<void(v1::SnapshotState&)>& edit,
+                         const std::string& expected) {
+    Snapshot snap = TakeSnapshot(2);
+    auto state = snapshot::DecodeState(ReadFile(snap.state));
+    ASSERT_TRUE(state.ok()) << state.status();
+    edit(*state);
+    if (HasFatalFailure()) return;
+    ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory, expected);
+  }
 };
 
 TEST_F(CorruptSnapshotTest, WrongMagicIsRefused) {
@@ -322,6 +382,37 @@ TEST_F(CorruptSnapshotTest, TruncatedStateFileIsRefused) {
   ExpectRefused(Variant(bytes), snap.memory, "truncated");
 }
 
+// kill -9 between the two renames of a snapshot left the state file of one snapshot and the
+// memory file of the next: same VM, same size, different guest.
+TEST_F(CorruptSnapshotTest, StateAndMemoryFilesOfTwoSnapshotsAreRefusedNamingTheMismatch) {
+  Snapshot first = TakeSnapshot(2);
+  Snapshot second = TakeSnapshot(3);
+  ExpectRefused(first.state, second.memory,
+                "snapshot state file " + first.state + ": snapshot memory file " +
+                    second.memory + " belongs to snapshot ");
+}
+
+TEST_F(CorruptSnapshotTest, EmptiedRequiredCpuFeaturesAreRefused) {
+  ExpectEditRefused(
+      [](v1::SnapshotState& state) {
+        state.clear_required_cpu_features();
+      },
+      "the snapshot lists 0 required CPU feature words; a snapshot lists 5");
+}
+
+// A blob of the right size that KVM itself would refuse (no irqchip 7) is the file's fault:
+// exit 2, as for every other bad snapshot.
+TEST_F(CorruptSnapshotTest, BadIrqchipBlobIsRefusedAsBadInput) {
+  ExpectEditRefused(
+      [](v1::SnapshotState& state) {
+        std::string chip = state.vm().pic_master();
+        ASSERT_GE(chip.size(), 4u);
+        chip[0] = 7;  // kvm_irqchip.chip_id, little-endian
+        state.mutable_vm()->set_pic_master(chip);
+      },
+      "vm state: saved pic_master is irqchip 7, not 0");
+}
+
 TEST_F(CorruptSnapshotTest, MemoryFileOfTheWrongSizeIsRefused) {
   Snapshot snap = TakeSnapshot(2);
   std::string short_memory = WriteTempFile("vm.mem", std::string(4096, '\0'));
@@ -329,45 +420,76 @@ TEST_F(CorruptSnapshotTest, MemoryFileOfTheWrongSizeIsRefused) {
 }
 
 TEST_F(CorruptSnapshotTest, SnapshotNeedingCpuFeaturesThisHostLacksIsRefused) {
-  Snapshot snap = TakeSnapshot(2);
-  auto state = snapshot::DecodeState(ReadFile(snap.state));
-  ASSERT_TRUE(state.ok()) << state.status();
-  // As if taken on a host with every feature bit: no real host has them all.
-  for (int i = 0; i < state->required_cpu_features_size(); ++i) {
-    state->set_required_cpu_features(i, 0xffffffff);
-  }
-  ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory,
-                "CPU features this host lacks");
+  ExpectEditRefused(
+      [](v1::SnapshotState& state) {
+        // As if taken on a host with every feature bit: no real host has them all.
+        for (int i = 0; i < state.required_cpu_features_size(); ++i) {
+          state.set_required_cpu_features(i, 0xffffffff);
+        }
+      },
+      "CPU features this host lacks");
 }
 
 // A state file whose CRC is right but whose layout is not Ember's: refused before any of it
 // is mapped or created.
 TEST_F(CorruptSnapshotTest, MemoryRegionInTheMmioGapIsRefused) {
-  Snapshot snap = TakeSnapshot(2);
-  auto state = snapshot::DecodeState(ReadFile(snap.state));
-  ASSERT_TRUE(state.ok()) << state.status();
-  ASSERT_EQ(state->memory_size(), 1);
-  // The same memory file, its last page moved over the devices at the start of the gap.
-  v1::MemoryRegion* low = state->mutable_memory(0);
-  low->set_size(low->size() - 4096);
-  v1::MemoryRegion* gap = state->add_memory();
-  gap->set_guest_start(0xd0000000);
-  gap->set_size(4096);
-  gap->set_file_offset(low->size());
-  ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory,
-                "it has 2 memory regions; a VM of 128 MiB has 1");
+  ExpectEditRefused(
+      [](v1::SnapshotState& state) {
+        ASSERT_EQ(state.memory_size(), 1);
+        // The same memory file, its last page moved over the devices at the start of the gap.
+        v1::MemoryRegion* low = state.mutable_memory(0);
+        low->set_size(low->size() - 4096);
+        v1::MemoryRegion* gap = state.add_memory();
+        gap->set_guest_start(0xd0000000);
+        gap->set_size(4096);
+        gap->set_file_offset(low->size());
+      },
+      "it has 2 memory regions; a VM of 128 MiB has 1");
 }
 
 TEST_F(CorruptSnapshotTest, DuplicateVcpuIsRefused) {
-  Snapshot snap = TakeSnapshot(2);
-  auto state = snapshot::DecodeState(ReadFile(snap.state));
-  ASSERT_TRUE(state.ok()) << state.status();
-  ASSERT_EQ(state->vcpus_size(), 1);
-  // Two vCPUs, as the configuration says, but both of them vCPU 0.
-  state->mutable_config()->mutable_machine_config()->set_vcpu_count(2);
-  v1::VcpuState copy = state->vcpus(0);
-  *state->add_vcpus() = copy;
-  ExpectRefused(Variant(snapshot::EncodeState(*state)), snap.memory, "vCPU id 0 appears twice");
+  ExpectEditRefused(
+      [](v1::SnapshotState& state) {
+        ASSERT_EQ(state.vcpus_size(), 1);
+        // Two vCPUs, as the configuration says, but both of them vCPU 0.
+        state.mutable_config()->mutable_machine_config()->set_vcpu_count(2);
+        v1::VcpuState copy = state.vcpus(0);
+        *state.add_vcpus() = copy;
+      },
+      "vCPU id 0 appears twice");
+}
+
+// Neither needs KVM: ember-vmm refuses them before it opens /dev/kvm.
+TEST(SnapshotPathTest, AFifoAsTheStateFileEndsARestoreAtOnceWithExitCode2) {
+  ScopedTempDir dir("ember-snapshot-fifo");
+  std::string fifo = dir.path() + "/vm.state";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // Killed when the bound passes: today's ember-vmm blocked opening it, SIGTERM blocked too.
+  ProcessResult result = RunProcess(
+      {BinPath("ember-vmm"), "--restore-from", fifo, "--restore-mem", dir.path() + "/vm.mem"},
+      seconds(20));
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find("snapshot state file " + fifo + " is a FIFO, not a regular file"),
+            std::string::npos)
+      << result.err;
+}
+
+TEST(SnapshotPathTest, ADirectoryOrDeviceNodeAsTheMemoryFileEndsARestoreWithExitCode2) {
+  ScopedTempDir dir("ember-snapshot-dir");
+  for (const std::string& memory : {dir.path(), std::string("/dev/null")}) {
+    // Only the state file's own checks are passed: its memory file is checked next.
+    v1::SnapshotState state;
+    state.set_snapshot_id(std::string(16, 'x'));
+    state.set_memory_file_size(128 << 20);
+    std::string state_path = dir.path() + "/vm.state";
+    ASSERT_TRUE(snapshot::WriteStateFile(state_path, state).ok());
+    ProcessResult result = RunProcess(
+        {BinPath("ember-vmm"), "--restore-from", state_path, "--restore-mem", memory},
+        seconds(20));
+    EXPECT_EQ(result.exit_code, 2) << result.err;
+    EXPECT_NE(result.err.find("snapshot memory file " + memory + " is a"), std::string::npos)
+        << result.err;
+  }
 }
 
 }  // namespace

@@ -1,13 +1,21 @@
 // Snapshot files on disk — state, working-set and memory files — written and read without KVM.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
+#include <thread>
 #include <vector>
 
+#include "snapshot/file_codec.h"
 #include "snapshot/memory_file.h"
+#include "snapshot/snapshot_id.h"
 #include "snapshot/state_file.h"
 #include "snapshot/working_set.h"
 #include "tests/support/files.h"
@@ -54,6 +62,13 @@ base::GuestMemory FilledMemory(char fill) {
   return std::move(*memory);
 }
 
+// The memory a memory file holds: all of it but its trailer.
+std::string MemoryIn(const std::string& path) {
+  std::string bytes = ReadFile(path);
+  EXPECT_EQ(bytes.size(), 16 * kPage + kMemoryTrailerSize) << path;
+  return bytes.substr(0, 16 * kPage);
+}
+
 // What the guest sees in `memory`, read through the accessors.
 std::string Contents(const base::GuestMemory& memory) {
   std::string bytes(16 * kPage, '\0');
@@ -62,27 +77,36 @@ std::string Contents(const base::GuestMemory& memory) {
   return bytes;
 }
 
+// A memory file mapped as a restore maps it.
+absl::StatusOr<base::GuestMemory> MapMemoryFile(const MemoryFileRef& file) {
+  auto fd = OpenMemoryFile(file, 16 * kPage);
+  if (!fd.ok()) return fd.status();
+  return base::GuestMemory::MapFile(std::move(*fd), file.path, kRanges);
+}
+
 // A snapshot taken while clones run from the previous one at the same path.
 TEST_F(SnapshotFilesTest, RewritingAMemoryFileLeavesAClonesMemoryIntact) {
   std::string path = dir_ + "/vm.mem";
-  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path).ok());
-  auto clone = base::GuestMemory::MapFile(path, kRanges);  // MAP_PRIVATE, nothing loaded yet
+  std::string id = NewSnapshotId();
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path, id).ok());
+  auto clone = MapMemoryFile({path, id});  // MAP_PRIVATE, nothing loaded yet
   ASSERT_TRUE(clone.ok()) << clone.status();
 
-  ASSERT_TRUE(WriteMemoryFile(FilledMemory('b'), path).ok());
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('b'), path, NewSnapshotId()).ok());
 
   EXPECT_EQ(Contents(*clone), std::string(16 * kPage, 'a'));
-  EXPECT_EQ(ReadFile(path), std::string(16 * kPage, 'b'));
+  EXPECT_EQ(MemoryIn(path), std::string(16 * kPage, 'b'));
 }
 
 TEST_F(SnapshotFilesTest, RewritingADiffMemoryFileLeavesAClonesMemoryIntact) {
   std::string path = dir_ + "/vm.mem";
   std::vector<std::uint64_t> all_dirty(1, 0xffff);
-  ASSERT_TRUE(WriteDiffMemoryFile(FilledMemory('a'), all_dirty, path).ok());
-  auto clone = base::GuestMemory::MapFile(path, kRanges);
+  std::string id = NewSnapshotId();
+  ASSERT_TRUE(WriteDiffMemoryFile(FilledMemory('a'), all_dirty, path, id).ok());
+  auto clone = MapMemoryFile({path, id});
   ASSERT_TRUE(clone.ok()) << clone.status();
 
-  ASSERT_TRUE(WriteDiffMemoryFile(FilledMemory('b'), all_dirty, path).ok());
+  ASSERT_TRUE(WriteDiffMemoryFile(FilledMemory('b'), all_dirty, path, NewSnapshotId()).ok());
 
   EXPECT_EQ(Contents(*clone), std::string(16 * kPage, 'a'));
 }
@@ -90,17 +114,18 @@ TEST_F(SnapshotFilesTest, RewritingADiffMemoryFileLeavesAClonesMemoryIntact) {
 // A VM restored from M snapshots to M: its untouched pages are still only in M.
 TEST_F(SnapshotFilesTest, AVmRestoredFromAMemoryFileCanSnapshotIntoIt) {
   std::string path = dir_ + "/vm.mem";
-  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path).ok());
-  auto restored = base::GuestMemory::MapFile(path, kRanges);
+  std::string id = NewSnapshotId();
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path, id).ok());
+  auto restored = MapMemoryFile({path, id});
   ASSERT_TRUE(restored.ok()) << restored.status();
   std::vector<std::uint8_t> page(kPage, 'z');
   ASSERT_TRUE(restored->Write(3 * kPage, page).ok());
 
-  ASSERT_TRUE(WriteMemoryFile(*restored, path).ok());
+  ASSERT_TRUE(WriteMemoryFile(*restored, path, NewSnapshotId()).ok());
 
   std::string expected(16 * kPage, 'a');
   expected.replace(3 * kPage, kPage, kPage, 'z');
-  EXPECT_EQ(ReadFile(path), expected);
+  EXPECT_EQ(MemoryIn(path), expected);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_),
                           std::filesystem::directory_iterator()),
             1)
@@ -112,19 +137,28 @@ struct Chain {
   std::string base;
   std::string diff;
   std::string state;  // the diff's state file, naming `base` as its base
+  std::string base_id;
+  std::string diff_id;
+
+  [[nodiscard]] std::vector<MemoryFileRef> Refs() const {
+    return {{base, base_id}, {diff, diff_id}};
+  }
 };
 
 Chain WriteChain(const std::string& dir) {
-  Chain chain{dir + "/base.mem", dir + "/diff.mem", dir + "/diff.state"};
-  EXPECT_TRUE(WriteMemoryFile(FilledMemory('a'), chain.base).ok());
+  Chain chain{dir + "/base.mem", dir + "/diff.mem", dir + "/diff.state", NewSnapshotId(),
+              NewSnapshotId()};
+  EXPECT_TRUE(WriteMemoryFile(FilledMemory('a'), chain.base, chain.base_id).ok());
   base::GuestMemory later = FilledMemory('a');
   std::vector<std::uint8_t> page(kPage, 'z');
   EXPECT_TRUE(later.Write(3 * kPage, page).ok());
   std::vector<std::uint64_t> dirty(1, 1u << 3);
-  EXPECT_TRUE(WriteDiffMemoryFile(later, dirty, chain.diff).ok());
+  EXPECT_TRUE(WriteDiffMemoryFile(later, dirty, chain.diff, chain.diff_id).ok());
   v1::SnapshotState state;
   state.set_kind(v1::SnapshotState::DIFF);
+  state.set_snapshot_id(chain.diff_id);
   state.add_base_memory_files(chain.base);
+  state.add_base_memory_ids(chain.base_id);
   state.set_memory_file_size(16 * kPage);
   EXPECT_TRUE(WriteStateFile(chain.state, state).ok());
   return chain;
@@ -138,22 +172,25 @@ std::string MergedContents() {
 
 TEST_F(SnapshotFilesTest, MergeLaysTheDiffOverItsBase) {
   Chain chain = WriteChain(dir_);
-  ASSERT_TRUE(MergeMemoryFiles({chain.base, chain.diff}, dir_ + "/merged.mem").ok());
-  EXPECT_EQ(ReadFile(dir_ + "/merged.mem"), MergedContents());
+  std::string id = NewSnapshotId();
+  ASSERT_TRUE(MergeMemoryFiles(chain.Refs(), 16 * kPage, dir_ + "/merged.mem", id).ok());
+  EXPECT_EQ(MemoryIn(dir_ + "/merged.mem"), MergedContents());
+  EXPECT_TRUE(CheckMemoryFile({dir_ + "/merged.mem", id}, 16 * kPage).ok());
 }
 
 TEST_F(SnapshotFilesTest, MergeIntoItsOwnBaseIsRefusedAndTheBaseKept) {
   Chain chain = WriteChain(dir_);
-  absl::Status status = MergeMemoryFiles({chain.base, chain.diff}, chain.base);
+  absl::Status status = MergeMemoryFiles(chain.Refs(), 16 * kPage, chain.base, NewSnapshotId());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-  EXPECT_EQ(ReadFile(chain.base), std::string(16 * kPage, 'a'));
+  EXPECT_EQ(MemoryIn(chain.base), std::string(16 * kPage, 'a'));
 }
 
 // The same file under another name is the same file.
 TEST_F(SnapshotFilesTest, MergeIntoAHardLinkOfAnInputIsRefused) {
   Chain chain = WriteChain(dir_);
   ASSERT_EQ(::link(chain.diff.c_str(), (dir_ + "/alias.mem").c_str()), 0);
-  absl::Status status = MergeMemoryFiles({chain.base, chain.diff}, dir_ + "/alias.mem");
+  absl::Status status =
+      MergeMemoryFiles(chain.Refs(), 16 * kPage, dir_ + "/alias.mem", NewSnapshotId());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
 }
 
@@ -180,11 +217,15 @@ TEST_F(MergeToolTest, MergeIntoNewFilesWritesAFullSnapshot) {
   Chain chain = WriteChain(dir_);
   testing::ProcessResult result = Merge(chain, dir_ + "/full.state", dir_ + "/full.mem");
   ASSERT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_EQ(ReadFile(dir_ + "/full.mem"), MergedContents());
+  EXPECT_EQ(MemoryIn(dir_ + "/full.mem"), MergedContents());
   auto state = ReadStateFile(dir_ + "/full.state");
   ASSERT_TRUE(state.ok()) << state.status();
   EXPECT_EQ(state->kind(), v1::SnapshotState::FULL);
   EXPECT_EQ(state->base_memory_files_size(), 0);
+  EXPECT_EQ(state->base_memory_ids_size(), 0);
+  // A snapshot of its own: neither input's id.
+  EXPECT_NE(state->snapshot_id(), chain.diff_id);
+  EXPECT_TRUE(CheckMemoryFile({dir_ + "/full.mem", state->snapshot_id()}, 16 * kPage).ok());
 }
 
 TEST_F(MergeToolTest, OutMemThatIsTheBaseIsRefusedAndNothingChanges) {
@@ -193,7 +234,7 @@ TEST_F(MergeToolTest, OutMemThatIsTheBaseIsRefusedAndNothingChanges) {
   testing::ProcessResult result = Merge(chain, dir_ + "/full.state", chain.base);
   EXPECT_EQ(result.exit_code, 2) << result.err;
   EXPECT_NE(result.err.find("--out-mem"), std::string::npos) << result.err;
-  EXPECT_EQ(ReadFile(chain.base), std::string(16 * kPage, 'a'));
+  EXPECT_EQ(MemoryIn(chain.base), std::string(16 * kPage, 'a'));
   EXPECT_EQ(ReadFile(chain.state), state_before);
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/full.state"));
 }
@@ -253,7 +294,7 @@ TEST_F(SnapshotFilesTest, AMemoryFileReadAsAStateFileIsRefusedWithoutBeingRead) 
 
 TEST_F(SnapshotFilesTest, StateHeaderAnnouncingAnOversizedPayloadIsRefusedWithoutReadingIt) {
   std::string header(kMagic, sizeof(kMagic));
-  header += std::string("\x01\0\0\0\0\0\0\0", 8);  // version 1, reserved
+  header += std::string("\x02\0\0\0\0\0\0\0", 8);  // version 2, reserved
   std::uint64_t length = kBigFile;
   header.append(reinterpret_cast<const char*>(&length), sizeof(length));  // little-endian
   std::string path = SparseFile(dir_ + "/vm.state", header, 24 + length + 8);
@@ -267,6 +308,7 @@ TEST_F(SnapshotFilesTest, AMemoryFileReadAsAWorkingSetIsRefusedWithoutBeingRead)
 
 TEST_F(SnapshotFilesTest, StateFileRoundTripsThroughTheHeaderFirstRead) {
   v1::SnapshotState state;
+  state.set_snapshot_id(NewSnapshotId());
   state.set_memory_file_size(12345);
   ASSERT_TRUE(WriteStateFile(dir_ + "/vm.state", state).ok());
   auto read = ReadStateFile(dir_ + "/vm.state");
@@ -284,6 +326,171 @@ TEST_F(SnapshotFilesTest, TruncatedStateFileIsRefused) {
   ASSERT_FALSE(read.ok());
   EXPECT_NE(read.status().message().find("truncated"), std::string::npos) << read.status();
   EXPECT_NE(read.status().message().find(path), std::string::npos) << read.status();
+}
+
+// The bytes of `state` as this Ember frames them, then bent by `edit` and given a right CRC
+// again, as a crafted file would be.
+std::string Reframed(const v1::SnapshotState& state,
+                     const std::function<void(std::string&)>& edit) {
+  std::string bytes = EncodeState(state);
+  edit(bytes);
+  bytes.resize(bytes.size() - kCrcSize);
+  PutLittleEndian<std::uint64_t>(bytes, Crc64(bytes, bytes.size()));
+  return bytes;
+}
+
+v1::SnapshotState SmallState() {
+  v1::SnapshotState state;
+  state.set_snapshot_id(NewSnapshotId());
+  state.set_memory_file_size(16 * kPage);
+  return state;
+}
+
+absl::Status ReadStateBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+  return ReadStateFile(path).status();
+}
+
+TEST_F(SnapshotFilesTest, StateFileOfThePreviousFormatIsRefusedAsAnOlderEmbers) {
+  std::string bytes = Reframed(SmallState(), [](std::string& b) { b[8] = 1; });
+  absl::Status status = ReadStateBytes(dir_ + "/vm.state", bytes);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("format version 1 is not supported (this Ember reads version "
+                                  "2); it was written by an older Ember: take it again"),
+            std::string::npos)
+      << status;
+}
+
+TEST_F(SnapshotFilesTest, StateFileWithANonZeroReservedWordIsRefused) {
+  std::string bytes = Reframed(SmallState(), [](std::string& b) { b[13] = 1; });
+  absl::Status status = ReadStateBytes(dir_ + "/vm.state", bytes);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("the reserved header word is 256, not 0"), std::string::npos)
+      << status;
+}
+
+TEST_F(SnapshotFilesTest, StateFileWithoutASnapshotIdIsRefused) {
+  v1::SnapshotState state = SmallState();
+  state.clear_snapshot_id();
+  absl::Status status = ReadStateBytes(dir_ + "/vm.state", EncodeState(state));
+  EXPECT_NE(status.message().find("the snapshot id is 0 bytes, not 16"), std::string::npos)
+      << status;
+}
+
+TEST_F(SnapshotFilesTest, DiffStateWithoutAnIdForEachBaseIsRefused) {
+  v1::SnapshotState state = SmallState();
+  state.set_kind(v1::SnapshotState::DIFF);
+  state.add_base_memory_files(dir_ + "/base.mem");
+  absl::Status status = ReadStateBytes(dir_ + "/vm.state", EncodeState(state));
+  EXPECT_NE(status.message().find("names 1 base memory files and 0 ids"), std::string::npos)
+      << status;
+}
+
+// A memory file as the previous format wrote it: the guest memory and nothing after it.
+TEST_F(SnapshotFilesTest, MemoryFileOfThePreviousFormatIsRefusedAsAnOlderEmbers) {
+  std::string path = SparseFile(dir_ + "/vm.mem", "", 16 * kPage);
+  absl::Status status = CheckMemoryFile({path, NewSnapshotId()}, 16 * kPage);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find(path), std::string::npos) << status;
+  EXPECT_NE(status.message().find("it has no trailer: an older Ember's memory file"),
+            std::string::npos)
+      << status;
+}
+
+TEST_F(SnapshotFilesTest, MemoryFileOfAnotherSnapshotIsRefusedNamingBothIds) {
+  std::string path = dir_ + "/vm.mem";
+  std::string written = NewSnapshotId(), expected = NewSnapshotId();
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path, written).ok());
+  absl::Status status = CheckMemoryFile({path, expected}, 16 * kPage);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("snapshot memory file " + path + " belongs to snapshot " +
+                                  SnapshotIdText(written) + ", not to snapshot " +
+                                  SnapshotIdText(expected)),
+            std::string::npos)
+      << status;
+  EXPECT_TRUE(CheckMemoryFile({path, written}, 16 * kPage).ok());
+}
+
+TEST_F(SnapshotFilesTest, MemoryFileWithACorruptedTrailerIsRefused) {
+  std::string path = dir_ + "/vm.mem";
+  std::string id = NewSnapshotId();
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('a'), path, id).ok());
+  std::string bytes = ReadFile(path);
+  bytes[16 * kPage + 30] ^= 1;  // inside the id
+  std::ofstream(path, std::ios::binary) << bytes;
+  absl::Status status = CheckMemoryFile({path, id}, 16 * kPage);
+  EXPECT_NE(status.message().find("CRC mismatch in its trailer"), std::string::npos) << status;
+}
+
+// A later full snapshot to the same path replaced the base a diff was taken on.
+TEST_F(MergeToolTest, DiffWhoseBaseWasReplacedByALaterSnapshotIsRefused) {
+  Chain chain = WriteChain(dir_);
+  std::string later = NewSnapshotId();
+  ASSERT_TRUE(WriteMemoryFile(FilledMemory('b'), chain.base, later).ok());
+  testing::ProcessResult result = Merge(chain, dir_ + "/full.state", dir_ + "/full.mem");
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_NE(result.err.find(chain.base + " belongs to snapshot " + SnapshotIdText(later) +
+                            ", not to snapshot " + SnapshotIdText(chain.base_id)),
+            std::string::npos)
+      << result.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/full.mem"));
+}
+
+// A path inside a state file is not the restorer's: it may not lead elsewhere.
+TEST_F(SnapshotFilesTest, BaseMemoryFileThatIsASymlinkIsRefused) {
+  Chain chain = WriteChain(dir_);
+  std::string link = dir_ + "/link.mem";
+  ASSERT_EQ(::symlink(chain.base.c_str(), link.c_str()), 0);
+  auto state = ReadStateFile(chain.state);
+  ASSERT_TRUE(state.ok()) << state.status();
+  state->set_base_memory_files(0, link);
+  std::vector<MemoryFileRef> files = MemoryChain(*state, chain.diff);
+  ASSERT_EQ(files.size(), 2u);
+  absl::Status status = CheckMemoryFile(files[0], 16 * kPage);
+  EXPECT_NE(status.message().find(link + " is a symlink"), std::string::npos) << status;
+  // The restorer's own path may be one.
+  ASSERT_EQ(::symlink(chain.diff.c_str(), (dir_ + "/diff-link.mem").c_str()), 0);
+  EXPECT_TRUE(CheckMemoryFile(MemoryChain(*state, dir_ + "/diff-link.mem")[1], 16 * kPage).ok());
+}
+
+// Runs `read` on another thread and expects it to return at once, refusing the FIFO at
+// `fifo` with `expected`. Should it block opening the FIFO, a writer opened here releases it,
+// so the test fails rather than hangs.
+void ExpectFifoRefusedAtOnce(const std::string& fifo, const std::function<absl::Status()>& read,
+                             const std::string& expected) {
+  std::promise<absl::Status> result;
+  std::future<absl::Status> done = result.get_future();
+  std::thread reader([&] { result.set_value(read()); });
+  bool at_once = done.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  if (!at_once) ::close(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  reader.join();
+  EXPECT_TRUE(at_once) << "blocked opening the FIFO " << fifo;
+  absl::Status status = done.get();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find(expected), std::string::npos) << status;
+}
+
+TEST_F(SnapshotFilesTest, AFifoAsAnySnapshotFileIsRefusedAtOnce) {
+  std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ExpectFifoRefusedAtOnce(fifo, [&] { return ReadStateFile(fifo).status(); },
+                          "snapshot state file " + fifo + " is a FIFO, not a regular file");
+  ExpectFifoRefusedAtOnce(fifo, [&] { return ReadWorkingSetFile(fifo, kBigFile, 1).status(); },
+                          "working-set file " + fifo + " is a FIFO");
+  ExpectFifoRefusedAtOnce(fifo, [&] { return CheckMemoryFile({fifo, NewSnapshotId()}, kPage); },
+                          "snapshot memory file " + fifo + " is a FIFO");
+}
+
+TEST_F(SnapshotFilesTest, ADirectoryOrADeviceNodeAsAnySnapshotFileIsRefusedNamingWhatItIs) {
+  for (const auto& [path, kind] : {std::pair<std::string, std::string>{dir_, "a directory"},
+                                   {"/dev/null", "a character device"}}) {
+    std::string expected = path + " is " + kind + ", not a regular file";
+    EXPECT_NE(ReadStateFile(path).status().message().find(expected), std::string::npos);
+    EXPECT_NE(ReadWorkingSetFile(path, kBigFile, 1).status().message().find(expected),
+              std::string::npos);
+    EXPECT_NE(CheckMemoryFile({path, NewSnapshotId()}, kPage).message().find(expected),
+              std::string::npos);
+  }
 }
 
 }  // namespace

@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
+#include "snapshot/memory_file.h"
+#include "snapshot/snapshot_id.h"
 #include "snapshot/state_file.h"
 #include "tests/support/process.h"
 #include "vmm/arch/x86_64/layout.h"
@@ -29,6 +32,7 @@ v1::SnapshotState ValidState(std::uint32_t mem_mib, std::uint32_t vcpus) {
     offset += range.size;
   }
   state.set_memory_file_size(offset);
+  state.set_snapshot_id(snapshot::NewSnapshotId());
   for (std::uint32_t id = 0; id < vcpus; ++id) state.add_vcpus()->set_id(id);
   return state;
 }
@@ -38,12 +42,15 @@ struct SnapshotFiles {
   std::string memory_path;
 };
 
-// `state` written as a state file, with a (sparse) memory file of the size it records.
+// `state` written as a state file, with a (sparse) memory file of the size it records,
+// ending in the trailer of the state's snapshot.
 SnapshotFiles WriteSnapshot(const v1::SnapshotState& state) {
   SnapshotFiles files{testing::WriteTempFile("vm.state", ""), testing::WriteTempFile("vm.mem", "")};
   EXPECT_TRUE(snapshot::WriteStateFile(files.state_path, state).ok());
   EXPECT_EQ(::truncate(files.memory_path.c_str(), static_cast<off_t>(state.memory_file_size())),
             0);
+  std::ofstream(files.memory_path, std::ios::binary | std::ios::app)
+      << snapshot::EncodeMemoryTrailer(state.memory_file_size(), state.snapshot_id());
   return files;
 }
 
