@@ -116,7 +116,7 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertEqual(snapshot.memory_path, os.path.join(record, "memory"))
         self.assertTrue(os.path.exists(os.path.join(record, "snapshot.json")))
         self.assertGreater(os.path.getsize(snapshot.state_path), 0)
-        self.assertEqual(os.path.getsize(snapshot.memory_path), 32 << 20)
+        self.assertEqual(os.path.getsize(snapshot.memory_path), (32 << 20) + 48)  # + its trailer
         self.assert_jails_file(snapshot.state_path)
         self.assert_jails_file(snapshot.memory_path)
         self.assertEqual([f for f in os.listdir(self.jail_root("jsnap"))
@@ -146,7 +146,7 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.stop_and_delete("jclone-0", "jclone-1", "jsnap")
         # Deleting the clones' jails leaves the snapshot whole.
         self.assertEqual(os.stat(snapshot.memory_path).st_nlink, 1)
-        self.assertEqual(os.path.getsize(snapshot.memory_path), 32 << 20)
+        self.assertEqual(os.path.getsize(snapshot.memory_path), (32 << 20) + 48)  # + its trailer
 
     def test_jailed_diff_snapshot_restores_onto_its_base_in_a_new_jail(self):
         config = ec.config("counter,idle")
@@ -187,7 +187,7 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assert_jails_file(snapshot.state_path)
         self.assert_jails_file(snapshot.memory_path)
         st = os.stat(snapshot.memory_path)
-        self.assertEqual(st.st_size, 32 << 20)
+        self.assertEqual(st.st_size, (32 << 20) + 48)  # + its trailer
         self.assertLess(st.st_blocks * 512, 16 << 20, "the copy filled the memory file's holes")
         self.assertEqual([f for f in os.listdir(self.jail_root("jxdev"))
                           if f.endswith((".state", ".mem"))], [])
