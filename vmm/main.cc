@@ -15,6 +15,7 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/config_loader.h"
+#include "vmm/control/build_failure.h"
 #include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
 #include "vmm/restore.h"
@@ -94,6 +95,7 @@ struct Flags {
 
 [[noreturn]] void Fail(int code, const std::string& message) {
   std::fprintf(stderr, "ember-vmm: error: %s\n", message.c_str());
+  control::ReportBuildFailure(code, message);
   std::exit(code);
 }
 
@@ -252,6 +254,7 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   Flags flags = ParseFlags(argc, argv);
+  control::SetBuildFailureSinks(flags.control_fd, flags.exit_record);
   VmmOptions options;
   std::optional<PendingVmConfig> pending_config;  // --config: ember-config at work
   if (!flags.restore_from.empty()) {
