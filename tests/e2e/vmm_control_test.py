@@ -230,6 +230,45 @@ class VmmControlTest(VmmFixture):
         self.assertIn("eth9", response.message)
 
 
+class VmmBuildFailureTest(unittest.TestCase):
+    """A VM ember-vmm cannot build: the controller already waiting (as emberd does, connected
+    before the spawn) is told why, and so is the exit record; no log is read."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="ember-ctl-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_a_missing_kernel_is_reported_as_a_structured_build_failure(self):
+        config = os.path.join(self.dir, "vm.json")
+        with open(config, "w") as f:
+            f.write('{"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"},'
+                    ' "machine-config": {"mem_size_mib": 32}}')
+        path = os.path.join(self.dir, "control.sock")
+        record = os.path.join(self.dir, "exit")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(4)
+        controller = Controller(path)
+        proc = subprocess.run(
+            [VMM, "--config", config, "--control-fd", str(listener.fileno()),
+             "--exit-record", record],
+            pass_fds=[listener.fileno()], capture_output=True, timeout=60)
+        listener.close()
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        message = controller.recv()
+        self.assertIsNotNone(message, "ember-vmm said nothing before it exited")
+        self.assertEqual(message.event.kind, ctl.ControlEvent.BUILD_FAILED)
+        failure = message.event.build_failure
+        self.assertEqual(failure.code, 3)  # INVALID_ARGUMENT
+        self.assertEqual(failure.exit_code, 2)
+        self.assertIn("kernel_image_path", failure.message)
+        self.assertIsNone(controller.recv())  # the only message of the connection
+        with open(record) as f:
+            self.assertEqual(f.read(), "2 " + failure.message + "\n")
+
+
 class VmmControlDriveTest(VmmFixture):
     """The same VMM with a drive, whose rate limiter the controller changes."""
 
