@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <tuple>
 
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/emberd/store.h"
@@ -127,6 +128,22 @@ std::string SnapshotCatalog::NextDiffBase(const std::string& vm_id, std::int64_t
     }
   }
   return found;
+}
+
+void SnapshotCatalog::RemoveUnfinished(const v1::Snapshot& snapshot) const {
+  const std::string record_dir = RecordDir(snapshot.snapshot_id());
+  (void)RemoveTree(record_dir);
+  const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+  if (dir == record_dir) return;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "state" || name == "memory" || base::IsAtomicFileTemp(name, "state") ||
+        base::IsAtomicFileTemp(name, "memory")) {
+      ::unlink(entry.path().c_str());
+    }
+  }
+  ::rmdir(dir.c_str());  // fails, leaving it, unless empty
 }
 
 absl::Status SnapshotCatalog::BeginRestore(const std::string& snapshot_id) {

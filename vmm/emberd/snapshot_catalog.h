@@ -66,6 +66,12 @@ class SnapshotCatalog {
   [[nodiscard]] absl::Status BeginRestore(const std::string& snapshot_id);
   void EndRestore(const std::string& snapshot_id);
 
+  // After a failed snapshot whose VMM has ended: removes its record directory and, in a
+  // caller's directory, what the snapshot may have left there (its state and memory files,
+  // the temporary files of an ember-vmm killed while writing them, the directory itself if
+  // that emptied it). Anything else there is the caller's.
+  void RemoveUnfinished(const v1::Snapshot& snapshot) const;
+
   // Deleting a snapshot (api.proto DeleteSnapshot) in two steps, so that a caller can hold
   // its own lock over what `users` says while the rules are checked, and not while files go:
   // Take drops the record unless a restore in progress, a DIFF snapshot of the catalog or one

@@ -3,51 +3,24 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
-#include <thread>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "ember/v1/api.pb.h"
-#include "ember/v1/vmm_control.pb.h"
-#include "vmm/base/unique_fd.h"
-#include "vmm/control/frame.h"
+#include "vmm/emberd/event_hub.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/restore_plan.h"
 #include "vmm/emberd/snapshot_catalog.h"
+#include "vmm/emberd/supervisor.h"
 #include "vmm/emberd/vmm_view.h"
 
 namespace ember::emberd {
-
-// Fans VM events out to WatchEvents streams. Any thread.
-class EventHub {
- public:
-  struct Watcher {
-    std::string vm_id;  // empty: every VM
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<v1::Event> queue;  // guarded by mu
-    bool overflowed = false;      // guarded by mu: the client fell too far behind
-  };
-  static constexpr std::size_t kMaxQueuedEvents = 10000;
-
-  [[nodiscard]] std::shared_ptr<Watcher> Subscribe(const std::string& vm_id);
-  void Unsubscribe(const std::shared_ptr<Watcher>& watcher);
-  void Publish(const v1::Event& event);
-  [[nodiscard]] std::size_t watchers() const;
-
- private:
-  mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Watcher>> watchers_;  // guarded by mu_
-};
 
 struct ManagerOptions {
   std::string state_dir;  // <state_dir>/vms/<id>/ per VM, <state_dir>/snapshots/
@@ -67,9 +40,10 @@ struct ManagerOptions {
   gid_t jail_gid = 0;
 };
 
-// Owns every VM record and the ember-vmm processes behind them. The gRPC service calls it
-// from its threads; one supervisor thread watches every VM's control socket and pidfd.
-// Errors are the API's status codes with messages naming the field.
+// Owns every VM record and orchestrates the ember-vmm processes behind them: the supervisor
+// (supervisor.h) watches and talks to the processes, the snapshot catalog keeps the
+// snapshots, the VMM view (vmm_view.h) says how a VMM sees the host's files. The gRPC service
+// calls it from its threads. Errors are the API's status codes with messages naming the field.
 class VmManager {
  public:
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<VmManager>> Create(
@@ -107,10 +81,8 @@ class VmManager {
 
  private:
   struct Entry;
-  struct Watch {
-    std::shared_ptr<Entry> entry;
-    bool is_pidfd;
-  };
+  // A new VM's files and the two ends of its control socket (SpawnVm).
+  struct VmFiles;
 
   explicit VmManager(ManagerOptions options, std::unique_ptr<VmmLauncher> launcher)
       : options_(std::move(options)), launcher_(std::move(launcher)) {}
@@ -119,30 +91,36 @@ class VmManager {
   // Spawns the VM's ember-vmm and waits for its HELLO: CREATED, or PAUSED for a restore.
   [[nodiscard]] absl::StatusOr<v1::Vm> SpawnVm(std::string vm_id, const v1::VmConfig& config,
                                                const RestorePlan* restore);
-  // How long Call waits for the answer.
-  enum class Wait {
-    kRequestTimeout,  // ManagerOptions::request_timeout
-    kWhileConnected,  // until the VMM answers, exits or closes its control connection
-  };
-  [[nodiscard]] absl::StatusOr<v1::ControlResponse> Call(Entry& entry,
-                                                         v1::ControlRequest request,
-                                                         Wait wait = Wait::kRequestTimeout);
-  // Whether the VM's ember-vmm has exited (its VM is STOPPED), waiting up to `timeout` for it.
-  [[nodiscard]] bool WaitForExit(Entry& entry, std::chrono::milliseconds timeout);
+  // Records a new VM (CREATED, `creating`) under `vm_id`, or a generated id if empty.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> AddEntry(std::string vm_id,
+                                                                const v1::VmConfig& config,
+                                                                const RestorePlan* restore);
+  // Forgets a VM whose creation failed, kills its VMM and removes its files; returns `status`.
+  absl::Status Abandon(Entry& entry, absl::Status status);
+  // Writes the VM's directory and starts its ember-vmm under supervision.
+  [[nodiscard]] absl::Status Launch(const std::shared_ptr<Entry>& entry,
+                                    const v1::VmConfig& config, const RestorePlan* restore);
+  // Waits until the VMM has built the VM (its HELLO) or says why it could not.
+  [[nodiscard]] absl::Status AwaitBuilt(Entry& entry, bool restore);
   [[nodiscard]] absl::StatusOr<v1::Vm> SimpleOp(const std::string& vm_id, v1::Vm::State from,
                                                 const char* verb,
                                                 const v1::ControlRequest& request);
-  // Registers the VM's control connection and `pid` with the supervisor.
-  // `control`: an already connected socket, or invalid to connect now.
-  [[nodiscard]] absl::Status Attach(const std::shared_ptr<Entry>& entry, pid_t pid, bool child,
-                                    base::UniqueFd control = {});
-  void WatchFd(int fd, const std::shared_ptr<Entry>& entry, bool is_pidfd);
-  void UnwatchFd(int fd);
-  void SuperviseLoop();
-  void OnControlReadable(const std::shared_ptr<Entry>& entry);
-  void OnProcessExit(const std::shared_ptr<Entry>& entry);
+  // CreateSnapshot's checks of the VM; returns its config.
+  [[nodiscard]] absl::StatusOr<v1::VmConfig> CheckSnapshotable(
+      Entry& entry, const v1::CreateSnapshotRequest& request, v1::Snapshot* snapshot);
+  // Has the VMM write `snapshot` into `dir`; records it or cleans up after it.
+  [[nodiscard]] absl::Status WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
+                                           const std::string& dir, v1::Snapshot* written);
+  // Restore's plan from its request: the snapshot's files and where its record is.
+  [[nodiscard]] absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request);
+  [[nodiscard]] absl::Status CheckRestoreFiles(const v1::RestoreRequest& request,
+                                               const RestorePlan& plan);
+  [[nodiscard]] absl::StatusOr<std::vector<v1::Vm>> SpawnClones(
+      const v1::RestoreRequest& request, RestorePlan& plan);
+  // Recover's steps: the VMs' records, then each live VMM's connection.
+  [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms();
+  void Reattach(const std::shared_ptr<Entry>& entry);
   // Entry::mu held.
-  void HandleVmmMessage(Entry& entry, const v1::VmmMessage& message);
   void ApplyVmmState(Entry& entry, v1::VmmStatus::State state);
   void SetState(Entry& entry, v1::Vm::State state);
   void Persist(Entry& entry);
@@ -152,18 +130,13 @@ class VmManager {
   ManagerOptions options_;
   std::unique_ptr<VmmLauncher> launcher_;
   EventHub events_;
-
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Entry>> vms_;  // guarded by mu_
   std::unique_ptr<SnapshotCatalog> catalog_;
   std::unique_ptr<VmmView> view_;
 
-  base::UniqueFd epoll_;
-  base::UniqueFd wakeup_;  // eventfd: stops the supervisor
-  std::mutex watch_mu_;
-  std::unordered_map<int, Watch> watches_;  // guarded by watch_mu_
-  std::thread supervisor_;
-  bool stopping_ = false;  // guarded by watch_mu_
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> vms_;  // guarded by mu_
+  // Last: its thread calls into the entries, and so into the members above.
+  std::unique_ptr<Supervisor> supervisor_;
 };
 
 }  // namespace ember::emberd
