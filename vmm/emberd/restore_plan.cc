@@ -1,5 +1,10 @@
 #include "vmm/emberd/restore_plan.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "vmm/base/status.h"
@@ -84,6 +89,58 @@ absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::st
       return absl::InvalidArgumentError(where + ".vsock_uds_path: the snapshot has no vsock");
     }
     config->mutable_vsock()->set_uds_path(overrides.vsock_uds_path());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
+                                        const SnapshotCatalog& catalog) {
+  // Where the snapshot is, and the configuration of the VM it was taken from (emberd's
+  // record; a state_path emberd did not write may have none).
+  RestorePlan plan;
+  if (!request.snapshot_id().empty()) {
+    EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog.Get(request.snapshot_id()));
+    plan.diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
+    plan.state_path = snapshot.state_path();
+    plan.memory_path = snapshot.memory_path();
+    plan.restored_from = request.snapshot_id();
+    plan.snapshot_id = request.snapshot_id();
+    plan.record_dir = catalog.RecordDir(request.snapshot_id());
+  } else {
+    plan.state_path = request.state_path();
+    const std::string beside = std::filesystem::path(request.state_path()).parent_path();
+    plan.memory_path = request.memory_path().empty() ? beside + "/memory" : request.memory_path();
+    plan.restored_from = request.state_path();
+    // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
+    // apply onto it all the same.
+    plan.snapshot_id = catalog.FindByFiles(plan.state_path, plan.memory_path);
+    // Only emberd's own record: what a file in the caller's directory says would decide
+    // which host files a clone is given (its drives, a jail's links).
+    if (!plan.snapshot_id.empty()) plan.record_dir = catalog.RecordDir(plan.snapshot_id);
+  }
+  plan.uffd = request.memory_backend() == v1::RestoreRequest::UFFD;
+  plan.prefetch = request.prefetch_working_set();
+  return plan;
+}
+
+absl::Status CheckRestoreFiles(const v1::RestoreRequest& request, const RestorePlan& plan) {
+  if (plan.uffd && plan.diff) {
+    return absl::FailedPreconditionError(
+        "memory_backend: UFFD restores FULL snapshots only, and snapshot \"" +
+        request.snapshot_id() + "\" is a DIFF; use FILE, or fold it into a full snapshot "
+        "(ember-snapshot merge)");
+  }
+  if (plan.prefetch && ::access((plan.memory_path + ".ws").c_str(), R_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "prefetch_working_set: no working set recorded for " + plan.memory_path + " (" +
+        plan.memory_path + ".ws: " + std::strerror(errno) +
+        "); a UFFD restore without prefetch_working_set records one when its VM ends");
+  }
+  const std::string field = request.snapshot_id().empty() ? "state_path" : "snapshot_id";
+  for (const std::string& path : {plan.state_path, plan.memory_path}) {
+    if (::access(path.c_str(), R_OK) != 0) {
+      return absl::NotFoundError(field + ": cannot read " + path + ": " + std::strerror(errno));
+    }
   }
   return absl::OkStatus();
 }

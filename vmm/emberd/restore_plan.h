@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "ember/v1/api.pb.h"
+#include "vmm/emberd/snapshot_catalog.h"
 
 namespace ember::emberd {
 
@@ -31,6 +32,14 @@ struct RestorePlan {
   std::string jail_memory_name;
   JailChain jail_bases;
 };
+
+// A restore's plan from its request: the snapshot's files (of `catalog`'s snapshot, or the
+// paths the request names) and where its record is.
+[[nodiscard]] absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
+                                                      const SnapshotCatalog& catalog);
+// Whether the plan's files are there and fit its memory backend; errors name the field.
+[[nodiscard]] absl::Status CheckRestoreFiles(const v1::RestoreRequest& request,
+                                             const RestorePlan& plan);
 
 // ember-vmm's restore flags for `plan`; `config` has the overrides applied.
 [[nodiscard]] std::vector<std::string> RestoreArgs(const RestorePlan& plan,

@@ -130,6 +130,31 @@ std::string SnapshotCatalog::NextDiffBase(const std::string& vm_id, std::int64_t
   return found;
 }
 
+absl::Status SnapshotCatalog::PrepareDirs(const v1::Snapshot& snapshot) const {
+  const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+  // A caller's directory may already hold a snapshot: writing over it would pull the memory
+  // from under the clones restored from it and silently change what its record restores.
+  for (const std::string& path : {snapshot.state_path(), snapshot.memory_path()}) {
+    if (::access(path.c_str(), F_OK) == 0) {
+      return absl::AlreadyExistsError(
+          "snapshot_dir: " + dir + " already holds a snapshot (" + path +
+          "); choose another directory, or DeleteSnapshot the one there first");
+    }
+  }
+  // ember-vmm writes into the directory; emberd's record (snapshot.json and the VM's
+  // config, which a restore needs) always lives under the state directory.
+  const std::string record_dir = RecordDir(snapshot.snapshot_id());
+  for (const std::string& d : {dir, record_dir}) {
+    std::error_code error;
+    std::filesystem::create_directories(d, error);
+    if (error) {
+      return absl::InternalError("cannot create snapshot directory " + d + ": " +
+                                 error.message());
+    }
+  }
+  return absl::OkStatus();
+}
+
 void SnapshotCatalog::RemoveUnfinished(const v1::Snapshot& snapshot) const {
   const std::string record_dir = RecordDir(snapshot.snapshot_id());
   (void)RemoveTree(record_dir);

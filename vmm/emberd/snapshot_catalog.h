@@ -66,6 +66,10 @@ class SnapshotCatalog {
   [[nodiscard]] absl::Status BeginRestore(const std::string& snapshot_id);
   void EndRestore(const std::string& snapshot_id);
 
+  // Before a reserved snapshot is written: the directory of its files (the record directory,
+  // or the caller's) must not hold a snapshot already (ALREADY_EXISTS naming snapshot_dir);
+  // creates it and the record directory.
+  [[nodiscard]] absl::Status PrepareDirs(const v1::Snapshot& snapshot) const;
   // After a failed snapshot whose VMM has ended: removes its record directory and, in a
   // caller's directory, what the snapshot may have left there (its state and memory files,
   // the temporary files of an ember-vmm killed while writing them, the directory itself if

@@ -12,6 +12,7 @@
 
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/emberd/control_requests.h"
 #include "vmm/emberd/self_metrics.h"
 #include "vmm/emberd/store.h"
 #include "vmm/emberd/unix_socket.h"
@@ -19,22 +20,6 @@
 namespace ember::emberd {
 
 namespace {
-
-std::int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-const char* StateName(v1::Vm::State state) {
-  switch (state) {
-    case v1::Vm::CREATED: return "CREATED";
-    case v1::Vm::RUNNING: return "RUNNING";
-    case v1::Vm::PAUSED: return "PAUSED";
-    case v1::Vm::STOPPED: return "STOPPED";
-    default: return "UNSPECIFIED";
-  }
-}
 
 std::string GenerateId() {
   static std::mutex mu;
@@ -46,91 +31,11 @@ std::string GenerateId() {
   return buf;
 }
 
-// The control request for an API UpdateRateLimits on a VM with `config`: NOT_FOUND naming the
-// field for a drive or interface the VM does not have.
-absl::StatusOr<v1::ControlRequest::UpdateRateLimits> RateLimitUpdate(
-    const v1::UpdateRateLimitsRequest& request, const v1::VmConfig& config) {
-  v1::ControlRequest::UpdateRateLimits update;
-  const std::string vm = "VM \"" + request.vm_id() + "\"";
-  for (int i = 0; i < request.drives_size(); ++i) {
-    const auto& drive = request.drives(i);
-    bool known = false;
-    for (const auto& d : config.drives()) known = known || d.drive_id() == drive.drive_id();
-    if (!known) {
-      return absl::NotFoundError("drives[" + std::to_string(i) + "].drive_id: " + vm +
-                                 " has no drive \"" + drive.drive_id() + "\"");
-    }
-    auto* out = update.add_drives();
-    out->set_drive_id(drive.drive_id());
-    *out->mutable_rate_limiter() = drive.rate_limiter();
-  }
-  for (int i = 0; i < request.interfaces_size(); ++i) {
-    const auto& iface = request.interfaces(i);
-    bool known = false;
-    for (const auto& n : config.network_interfaces()) {
-      known = known || n.iface_id() == iface.iface_id();
-    }
-    if (!known) {
-      return absl::NotFoundError("interfaces[" + std::to_string(i) + "].iface_id: " + vm +
-                                 " has no interface \"" + iface.iface_id() + "\"");
-    }
-    auto* out = update.add_interfaces();
-    out->set_iface_id(iface.iface_id());
-    *out->mutable_rx_rate_limiter() = iface.rx_rate_limiter();
-    *out->mutable_tx_rate_limiter() = iface.tx_rate_limiter();
-  }
-  return update;
-}
-
 absl::Status StillCreating(const std::string& vm_id) {
   return absl::FailedPreconditionError("VM \"" + vm_id + "\" is still being created");
 }
 
 }  // namespace
-
-// One VM: its record, and (SupervisedVmm) its ember-vmm's connection and process, all under
-// `mu`. `op_mu` serialises the API calls on one VM (Start vs Stop vs Delete) without blocking
-// the supervisor. A snapshot or a restore holds `op_mu` for as long as its VMM works, so Stop
-// waits for it only so long (a timed mutex).
-struct VmManager::Entry final : SupervisedVmm {
-  Entry(VmManager& owner, v1::Vm record)
-      : SupervisedVmm(record.vm_id()), manager(owner), vm(std::move(record)) {}
-
-  VmManager& manager;
-  std::timed_mutex op_mu;
-  v1::Vm vm;              // guarded by mu
-  bool creating = false;  // guarded by mu: Create has not returned yet
-  bool deleted = false;   // guarded by mu
-  // The snapshot the VM's next DIFF snapshot applies onto (its latest, or the one it was
-  // restored from); empty when emberd knows of none.
-  std::string last_snapshot_id;  // guarded by mu
-
- protected:
-  void OnHello(const v1::VmmStatus& status) override {
-    vm.set_pid(status.pid());
-    if (status.boot_time_us() != 0) vm.set_boot_time_us(status.boot_time_us());
-    manager.ApplyVmmState(*this, status.state());
-  }
-  void OnState(v1::VmmStatus::State state) override { manager.ApplyVmmState(*this, state); }
-  void OnBooted(std::uint64_t boot_time_us) override {
-    vm.set_boot_time_us(boot_time_us);
-    manager.Persist(*this);
-    v1::Event event;
-    event.set_kind(v1::Event::BOOTED);
-    event.set_boot_time_us(boot_time_us);
-    manager.Publish(*this, event);
-  }
-  void OnExit(const v1::ExitInfo& exit) override {
-    *vm.mutable_exit() = exit;
-    vm.set_pid(0);
-    v1::Event event;
-    event.set_kind(v1::Event::EXITED);
-    *event.mutable_exit() = exit;
-    manager.Publish(*this, event);
-    manager.SetState(*this, v1::Vm::STOPPED);
-    manager.Persist(*this);
-  }
-};
 
 absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
     ManagerOptions options, std::unique_ptr<VmmLauncher> launcher) {
@@ -169,44 +74,6 @@ std::size_t VmManager::LiveVms() {
   return live;
 }
 
-void VmManager::ApplyVmmState(Entry& entry, v1::VmmStatus::State state) {
-  switch (state) {
-    case v1::VmmStatus::CREATED: SetState(entry, v1::Vm::CREATED); break;
-    case v1::VmmStatus::RUNNING: SetState(entry, v1::Vm::RUNNING); break;
-    case v1::VmmStatus::PAUSED: SetState(entry, v1::Vm::PAUSED); break;
-    default: break;  // ENDED: the process exit makes it STOPPED
-  }
-}
-
-void VmManager::SetState(Entry& entry, v1::Vm::State state) {
-  // STOPPED is final: a response that raced with the process exit must not revive the VM.
-  if (entry.vm.state() == state || entry.vm.state() == v1::Vm::STOPPED) return;
-  EMBER_LOG(kInfo) << "emberd: VM " << entry.vm.vm_id() << ": " << StateName(entry.vm.state())
-                   << " -> " << StateName(state);
-  entry.vm.set_state(state);
-  Persist(entry);
-  v1::Event event;
-  event.set_kind(v1::Event::STATE);
-  event.set_state(state);
-  Publish(entry, event);
-}
-
-void VmManager::Persist(Entry& entry) {
-  if (entry.deleted) return;
-  if (auto status = WriteMessageJson(VmDir(entry.vm.vm_id()) + "/vm.json", entry.vm);
-      !status.ok()) {
-    EMBER_LOG(kError) << "emberd: cannot record VM " << entry.vm.vm_id() << ": "
-                      << status.message();
-  }
-}
-
-void VmManager::Publish(Entry& entry, v1::Event event) {
-  if (entry.creating) return;  // nobody knows this VM until Create returns
-  event.set_vm_id(entry.vm.vm_id());
-  event.set_unix_ms(NowUnixMs());
-  events_.Publish(event);
-}
-
 absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig& config) {
   return SpawnVm(std::move(vm_id), config, nullptr);
 }
@@ -233,7 +100,7 @@ absl::StatusOr<std::shared_ptr<VmManager::Entry>> VmManager::AddEntry(
   vm.set_created_unix_ms(NowUnixMs());
   vm.set_state_dir(VmDir(vm_id));
   if (restore != nullptr) vm.set_restored_from(restore->restored_from);
-  auto entry = std::make_shared<Entry>(*this, std::move(vm));
+  auto entry = std::make_shared<Entry>(std::move(vm), VmDir(vm_id), events_);
   if (restore != nullptr) entry->last_snapshot_id = restore->snapshot_id;
   entry->creating = true;
   vms_[vm_id] = entry;
@@ -316,7 +183,7 @@ absl::Status VmManager::Launch(const std::shared_ptr<Entry>& entry, const v1::Vm
   }
   std::lock_guard lock(entry->mu);
   entry->vm.set_pid(pid);
-  Persist(*entry);
+  entry->Persist();
   return absl::OkStatus();
 }
 
@@ -353,7 +220,7 @@ absl::StatusOr<v1::Vm> VmManager::SimpleOp(const std::string& vm_id, v1::Vm::Sta
   }
   EMBER_ASSIGN_OR_RETURN(v1::ControlResponse response, supervisor_->Call(*entry, request));
   std::lock_guard lock(entry->mu);
-  ApplyVmmState(*entry, response.status().state());
+  entry->ApplyVmmState(response.status().state());
   return entry->vm;
 }
 
@@ -435,7 +302,7 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
     entry->deleted = true;
     v1::Event event;
     event.set_kind(v1::Event::DELETED);
-    Publish(*entry, event);
+    entry->Publish(event);
   }
   EMBER_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
   EMBER_RETURN_IF_ERROR(view_->RemoveVm(vm_id));
@@ -545,7 +412,7 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   snapshot.set_memory_path(dir + "/memory");
   snapshot.set_created_unix_ms(NowUnixMs());
   v1::Snapshot written;
-  absl::Status status = WriteSnapshot(*entry, snapshot, dir, &written);
+  absl::Status status = WriteSnapshot(*entry, snapshot, &written);
   if (status.ok()) status = catalog_->Commit(written, config);
   if (!status.ok()) {
     catalog_->Unreserve(snapshot.snapshot_id());
@@ -562,35 +429,13 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
 }
 
 absl::Status VmManager::WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
-                                      const std::string& dir, v1::Snapshot* written) {
-  // A caller's directory may already hold a snapshot: writing over it would pull the memory
-  // from under the clones restored from it and silently change what its record restores.
-  for (const std::string& path : {snapshot.state_path(), snapshot.memory_path()}) {
-    if (::access(path.c_str(), F_OK) == 0) {
-      return absl::AlreadyExistsError(
-          "snapshot_dir: " + dir + " already holds a snapshot (" + path +
-          "); choose another directory, or DeleteSnapshot the one there first");
-    }
-  }
-  // ember-vmm writes into the directory; emberd's record (snapshot.json and the VM's
-  // config, which a restore needs) always lives under the state directory.
+                                      v1::Snapshot* written) {
+  const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+  EMBER_RETURN_IF_ERROR(catalog_->PrepareDirs(snapshot));
   const std::string record_dir = catalog_->RecordDir(snapshot.snapshot_id());
-  for (const std::string& d : {dir, record_dir}) {
-    std::error_code error;
-    std::filesystem::create_directories(d, error);
-    if (error) {
-      return absl::InternalError("cannot create snapshot directory " + d + ": " +
-                                 error.message());
-    }
-  }
-  const VmmView::SnapshotFiles target = view_->SnapshotTarget(snapshot);
-  v1::ControlRequest control;
-  control.mutable_create_snapshot()->set_diff(snapshot.type() ==
-                                              v1::CreateSnapshotRequest::DIFF);
-  control.mutable_create_snapshot()->set_state_path(target.state);
-  control.mutable_create_snapshot()->set_memory_path(target.memory);
   absl::StatusOr<v1::ControlResponse> response =
-      supervisor_->Call(entry, control, Supervisor::Wait::kWhileConnected);
+      supervisor_->Call(entry, SnapshotRequest(snapshot, view_->SnapshotTarget(snapshot)),
+                        Supervisor::Wait::kWhileConnected);
   if (response.ok()) {
     *written = snapshot;
     written->set_create_duration_us(response->snapshot().duration_us());
@@ -641,58 +486,6 @@ absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
   return catalog_->Remove(*taken);
 }
 
-absl::StatusOr<RestorePlan> VmManager::PlanRestore(const v1::RestoreRequest& request) {
-  // Where the snapshot is, and the configuration of the VM it was taken from (emberd's
-  // record; a state_path emberd did not write may have none).
-  RestorePlan plan;
-  if (!request.snapshot_id().empty()) {
-    EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog_->Get(request.snapshot_id()));
-    plan.diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
-    plan.state_path = snapshot.state_path();
-    plan.memory_path = snapshot.memory_path();
-    plan.restored_from = request.snapshot_id();
-    plan.snapshot_id = request.snapshot_id();
-    plan.record_dir = catalog_->RecordDir(request.snapshot_id());
-  } else {
-    plan.state_path = request.state_path();
-    const std::string beside = std::filesystem::path(request.state_path()).parent_path();
-    plan.memory_path = request.memory_path().empty() ? beside + "/memory" : request.memory_path();
-    plan.restored_from = request.state_path();
-    // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
-    // apply onto it all the same.
-    plan.snapshot_id = catalog_->FindByFiles(plan.state_path, plan.memory_path);
-    // Only emberd's own record: what a file in the caller's directory says would decide
-    // which host files a clone is given (its drives, a jail's links).
-    if (!plan.snapshot_id.empty()) plan.record_dir = catalog_->RecordDir(plan.snapshot_id);
-  }
-  plan.uffd = request.memory_backend() == v1::RestoreRequest::UFFD;
-  plan.prefetch = request.prefetch_working_set();
-  return plan;
-}
-
-absl::Status VmManager::CheckRestoreFiles(const v1::RestoreRequest& request,
-                                          const RestorePlan& plan) {
-  if (plan.uffd && plan.diff) {
-    return absl::FailedPreconditionError(
-        "memory_backend: UFFD restores FULL snapshots only, and snapshot \"" +
-        request.snapshot_id() + "\" is a DIFF; use FILE, or fold it into a full snapshot "
-        "(ember-snapshot merge)");
-  }
-  if (plan.prefetch && ::access((plan.memory_path + ".ws").c_str(), R_OK) != 0) {
-    return absl::FailedPreconditionError(
-        "prefetch_working_set: no working set recorded for " + plan.memory_path + " (" +
-        plan.memory_path + ".ws: " + std::strerror(errno) +
-        "); a UFFD restore without prefetch_working_set records one when its VM ends");
-  }
-  const std::string field = request.snapshot_id().empty() ? "state_path" : "snapshot_id";
-  for (const std::string& path : {plan.state_path, plan.memory_path}) {
-    if (::access(path.c_str(), R_OK) != 0) {
-      return absl::NotFoundError(field + ": cannot read " + path + ": " + std::strerror(errno));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request) {
   std::uint32_t count = request.count() == 0 ? 1 : request.count();
   if (!request.snapshot_id().empty()) {
@@ -712,7 +505,7 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
                                           std::to_string(options_.max_vms) + " VMs (--max-vms)");
     }
   }
-  EMBER_ASSIGN_OR_RETURN(RestorePlan plan, PlanRestore(request));
+  EMBER_ASSIGN_OR_RETURN(RestorePlan plan, PlanRestore(request, *catalog_));
   // DeleteSnapshot refuses while this restore may still open the snapshot's files.
   if (!plan.snapshot_id.empty()) EMBER_RETURN_IF_ERROR(catalog_->BeginRestore(plan.snapshot_id));
   struct RestoreDone {
@@ -786,7 +579,8 @@ absl::StatusOr<std::vector<std::shared_ptr<VmManager::Entry>>> VmManager::LoadVm
       EMBER_LOG(kWarn) << "emberd: skipping " << dir << ": " << status.message();
       continue;
     }
-    auto entry = std::make_shared<Entry>(*this, std::move(vm));
+    const std::string vm_id = vm.vm_id();
+    auto entry = std::make_shared<Entry>(std::move(vm), VmDir(vm_id), events_);
     view_->LoadVm(entry->vm_id());
     {
       std::lock_guard lock(mu_);
@@ -820,7 +614,7 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
   supervisor_->Detach(*entry);
   *entry->vm.mutable_exit() = RecordedExit(ReadFile(view_->ExitRecordPath(id)));
   entry->vm.set_pid(0);
-  SetState(*entry, v1::Vm::STOPPED);
+  entry->SetState(v1::Vm::STOPPED);
   EMBER_LOG(kInfo) << "emberd: VM " << id << " is gone: marked STOPPED";
 }
 

@@ -18,6 +18,7 @@
 #include "vmm/emberd/restore_plan.h"
 #include "vmm/emberd/snapshot_catalog.h"
 #include "vmm/emberd/supervisor.h"
+#include "vmm/emberd/vm_entry.h"
 #include "vmm/emberd/vmm_view.h"
 
 namespace ember::emberd {
@@ -80,7 +81,7 @@ class VmManager {
   EventHub& events() { return events_; }
 
  private:
-  struct Entry;
+  using Entry = VmEntry;
   // A new VM's files and the two ends of its control socket (SpawnVm).
   struct VmFiles;
 
@@ -108,23 +109,15 @@ class VmManager {
   // CreateSnapshot's checks of the VM; returns its config.
   [[nodiscard]] absl::StatusOr<v1::VmConfig> CheckSnapshotable(
       Entry& entry, const v1::CreateSnapshotRequest& request, v1::Snapshot* snapshot);
-  // Has the VMM write `snapshot` into `dir`; records it or cleans up after it.
+  // Has the VMM write `snapshot` (into the directory of its files) and puts the files where
+  // its record says; on failure, cleans up after it unless the VMM may still be writing.
   [[nodiscard]] absl::Status WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
-                                           const std::string& dir, v1::Snapshot* written);
-  // Restore's plan from its request: the snapshot's files and where its record is.
-  [[nodiscard]] absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request);
-  [[nodiscard]] absl::Status CheckRestoreFiles(const v1::RestoreRequest& request,
-                                               const RestorePlan& plan);
+                                           v1::Snapshot* written);
   [[nodiscard]] absl::StatusOr<std::vector<v1::Vm>> SpawnClones(
       const v1::RestoreRequest& request, RestorePlan& plan);
   // Recover's steps: the VMs' records, then each live VMM's connection.
   [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms();
   void Reattach(const std::shared_ptr<Entry>& entry);
-  // Entry::mu held.
-  void ApplyVmmState(Entry& entry, v1::VmmStatus::State state);
-  void SetState(Entry& entry, v1::Vm::State state);
-  void Persist(Entry& entry);
-  void Publish(Entry& entry, v1::Event event);
   [[nodiscard]] std::size_t LiveVms();
 
   ManagerOptions options_;
