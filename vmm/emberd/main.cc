@@ -257,8 +257,8 @@ int WaitForStopOrForkServerDeath(const base::UniqueFd& fork_server, pid_t fork_s
   return 0;
 }
 
-int Main(int argc, char** argv) {
-  Flags flags = ParseFlags(argc, argv);
+// The log level, and the signals: SIGPIPE ignored, SIGTERM/SIGINT blocked in every thread.
+void ConfigureProcess(const Flags& flags) {
   if (!flags.log_level.empty()) {
     base::LogLevel level;
     if (auto s = base::ParseLogLevel(flags.log_level, &level); !s.ok()) {
@@ -272,32 +272,42 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // every thread inherits it
+}
 
+// The jail of --jailer (none without it), filling in `options`' jail fields; `vmm` becomes
+// absolute, as the jailer's --exec-file.
+std::optional<JailerConfig> JailFromFlags(const Flags& flags, std::string* vmm,
+                                          ManagerOptions* options) {
+  if (flags.jailer.empty()) return std::nullopt;
+  if (::access(flags.jailer.c_str(), X_OK) != 0) {
+    Fail("--jailer: \"" + flags.jailer + "\" is not executable");
+  }
+  JailerConfig jail;
+  jail.jailer = std::filesystem::absolute(flags.jailer).string();
+  jail.chroot_base = std::filesystem::absolute(flags.chroot_base).lexically_normal().string();
+  while (jail.chroot_base.size() > 1 && jail.chroot_base.back() == '/') {
+    jail.chroot_base.pop_back();
+  }
+  jail.uid = *flags.jailer_uid;
+  jail.gid = *flags.jailer_gid;
+  jail.new_pid_ns = flags.jailer_new_pid_ns;
+  options->jail_uid = jail.uid;
+  options->jail_gid = jail.gid;
+  *vmm = std::filesystem::absolute(*vmm).string();
+  options->jail_dir =
+      std::filesystem::path(jail.JailRoot(*vmm, "x")).parent_path().parent_path().string();
+  return jail;
+}
+
+int Main(int argc, char** argv) {
+  Flags flags = ParseFlags(argc, argv);
+  ConfigureProcess(flags);
   ManagerOptions options;
   options.state_dir = std::filesystem::absolute(flags.state_dir).string();
   options.max_vms = flags.max_vms;
   std::string vmm = flags.vmm.empty() ? DefaultVmmPath() : flags.vmm;
   if (::access(vmm.c_str(), X_OK) != 0) Fail("--vmm: \"" + vmm + "\" is not executable");
-  std::optional<JailerConfig> jail;
-  if (!flags.jailer.empty()) {
-    if (::access(flags.jailer.c_str(), X_OK) != 0) {
-      Fail("--jailer: \"" + flags.jailer + "\" is not executable");
-    }
-    jail.emplace();
-    jail->jailer = std::filesystem::absolute(flags.jailer).string();
-    jail->chroot_base = std::filesystem::absolute(flags.chroot_base).lexically_normal().string();
-    while (jail->chroot_base.size() > 1 && jail->chroot_base.back() == '/') {
-      jail->chroot_base.pop_back();
-    }
-    jail->uid = *flags.jailer_uid;
-    jail->gid = *flags.jailer_gid;
-    jail->new_pid_ns = flags.jailer_new_pid_ns;
-    options.jail_uid = jail->uid;
-    options.jail_gid = jail->gid;
-    vmm = std::filesystem::absolute(vmm).string();
-    options.jail_dir =
-        std::filesystem::path(jail->JailRoot(vmm, "x")).parent_path().parent_path().string();
-  }
+  std::optional<JailerConfig> jail = JailFromFlags(flags, &vmm, &options);
   // Before any thread exists and before the filter: see ForkServerLauncher.
   auto launcher = ForkServerLauncher::Start(vmm, jail);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
