@@ -7,11 +7,10 @@
 #include <set>
 #include <thread>
 
-#include "virtio/rate_limiter.h"  // ValidateTokenBucket only (inline); nothing linked
 #include "vmm/base/clock.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
-#include "vmm/vm_config.h"  // limits only (constants); emberd links nothing of the VMM
+#include "vmm/rules/vm_config_rules.h"
 
 namespace ember::emberd {
 namespace {
@@ -34,8 +33,7 @@ absl::Status Invalid(const std::string& field, const std::string& problem) {
 
 // The rule ember-vmm applies to its config and to runtime updates.
 absl::Status ValidateBucket(const std::string& field, const v1::TokenBucket& bucket) {
-  return virtio::ValidateTokenBucket({bucket.size(), bucket.one_time_burst(), bucket.refill_time()},
-                                     field);
+  return rules::CheckTokenBucket(bucket, field);
 }
 
 absl::Status ValidateHostPath(const std::string& field, const std::string& path,
@@ -74,12 +72,12 @@ absl::Status ValidateRateLimiter(const std::string& field, const v1::RateLimiter
 absl::Status ValidateConfig(const v1::VmConfig& config) {
   const auto& machine = config.machine_config();
   if (machine.has_vcpu_count() &&
-      (machine.vcpu_count() < 1 || machine.vcpu_count() > vmm::kMaxVcpus)) {
+      (machine.vcpu_count() < 1 || machine.vcpu_count() > rules::kMaxVcpus)) {
     return Invalid("config.machine-config.vcpu_count",
                    "must be between 1 and 32, got " + std::to_string(machine.vcpu_count()));
   }
   if (machine.has_mem_size_mib() &&
-      (machine.mem_size_mib() < vmm::kMinMemMib || machine.mem_size_mib() > vmm::kMaxMemMib)) {
+      (machine.mem_size_mib() < rules::kMinMemMib || machine.mem_size_mib() > rules::kMaxMemMib)) {
     return Invalid("config.machine-config.mem_size_mib",
                    "must be between 16 and 1048576 MiB, got " +
                        std::to_string(machine.mem_size_mib()));
