@@ -4,6 +4,7 @@ second emberd is started on the same state directory."""
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import time
 import unittest
@@ -96,6 +97,50 @@ class FakeVmmTest(unittest.TestCase):
         # its unfinished temporary memory file too, and the directory emberd made for them.
         self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "snapshots")), [])
         self.assertFalse(os.path.exists(mine))
+
+    def wait_for(self, path, what):
+        deadline = time.time() + 20
+        while not os.path.exists(path):
+            self.assertLess(time.time(), deadline, what)
+            time.sleep(0.05)
+
+    def test_snapshot_finished_after_emberd_was_killed_is_recorded_on_restart(self):
+        self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=2)
+        self.paused_vm("src")
+        mine = os.path.join(self.emberd.dir, "mine")
+        self.pool.submit(self.stub.CreateSnapshot,
+                         api.CreateSnapshotRequest(vm_id="src", snapshot_dir=mine), timeout=60)
+        self.wait_for(os.path.join(mine, "state"), "the fake VMM never started its snapshot")
+        self.emberd.kill9()
+        # The VMM finishes writing with nobody to tell.
+        self.wait_for(os.path.join(mine, "memory"), "the fake VMM never finished its snapshot")
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        snapshots = self.stub.ListSnapshots(api.ListSnapshotsRequest(), timeout=5).snapshots
+        self.assertEqual([s.state_path for s in snapshots], [os.path.join(mine, "state")])
+        self.stub.DeleteSnapshot(api.DeleteSnapshotRequest(
+            snapshot_id=snapshots[0].snapshot_id), timeout=5)
+        self.assertFalse(os.path.exists(mine))
+
+    def test_snapshot_cut_short_with_emberd_and_its_vmm_is_removed_on_restart(self):
+        self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=3600)
+        self.paused_vm("src")
+        vmm_pid = self.stub.Get(api.VmRequest(vm_id="src"), timeout=5).pid
+        mine = os.path.join(self.emberd.dir, "mine")
+        self.pool.submit(self.stub.CreateSnapshot,
+                         api.CreateSnapshotRequest(vm_id="src", snapshot_dir=mine), timeout=60)
+        self.wait_for(os.path.join(mine, "state"), "the fake VMM never started its snapshot")
+        self.emberd.kill9()
+        os.kill(vmm_pid, signal.SIGKILL)
+        self.assertTrue(any(".tmp-" in name for name in os.listdir(mine)), os.listdir(mine))
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        self.assertEqual(list(self.stub.ListSnapshots(api.ListSnapshotsRequest(),
+                                                      timeout=5).snapshots), [])
+        # Its files, the temporary memory file and both directories are gone: nothing is left
+        # that emberd does not know of.
+        self.assertFalse(os.path.exists(mine))
+        self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "snapshots")), [])
 
     def test_restore_and_overrides_need_no_help_text_from_the_vmm(self):
         argv_log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fake-vmm-argv-{os.getpid()}")

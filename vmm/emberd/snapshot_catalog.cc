@@ -18,6 +18,9 @@ namespace {
 
 const char* StateName(v1::Vm::State state) { return v1::Vm::State_Name(state).c_str(); }
 
+constexpr char kRecordFile[] = "/snapshot.json";
+constexpr char kPendingFile[] = "/pending.json";
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SnapshotCatalog>> SnapshotCatalog::Create(std::string state_dir) {
@@ -36,10 +39,29 @@ void SnapshotCatalog::Load() {
   for (auto it = std::filesystem::directory_iterator(state_dir_ + "/snapshots", error);
        !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
     v1::Snapshot snapshot;
-    if (ReadMessageJson(it->path().string() + "/snapshot.json", &snapshot).ok()) {
+    if (ReadMessageJson(it->path().string() + kRecordFile, &snapshot).ok()) {
       snapshots_[snapshot.snapshot_id()] = snapshot;
+    } else if (ReadMessageJson(it->path().string() + kPendingFile, &snapshot).ok() &&
+               RecordDir(snapshot.snapshot_id()) == it->path().string()) {
+      Reconcile(snapshot);
     }
   }
+}
+
+void SnapshotCatalog::Reconcile(const v1::Snapshot& pending) {
+  const std::string dir = RecordDir(pending.snapshot_id());
+  const bool complete = ::access(pending.state_path().c_str(), F_OK) == 0 &&
+                        ::access(pending.memory_path().c_str(), F_OK) == 0;
+  if (complete && WriteMessageJson(dir + kRecordFile, pending).ok()) {
+    ::unlink((dir + kPendingFile).c_str());
+    snapshots_[pending.snapshot_id()] = pending;
+    EMBER_LOG(kInfo) << "emberd: snapshot " << pending.snapshot_id()
+                     << " was finished after an earlier emberd ended; recorded";
+    return;
+  }
+  RemoveUnfinished(pending);
+  EMBER_LOG(kInfo) << "emberd: snapshot " << pending.snapshot_id()
+                   << " was left unfinished by an earlier emberd; its files are removed";
 }
 
 std::string SnapshotCatalog::Reserve(const std::string& vm_id, std::int64_t now_unix_ms) {
@@ -58,10 +80,10 @@ void SnapshotCatalog::Unreserve(const std::string& snapshot_id) {
   snapshots_.erase(snapshot_id);
 }
 
-absl::Status SnapshotCatalog::Commit(const v1::Snapshot& snapshot, const v1::VmConfig& config) {
+absl::Status SnapshotCatalog::Commit(const v1::Snapshot& snapshot) {
   const std::string dir = RecordDir(snapshot.snapshot_id());
-  EMBER_RETURN_IF_ERROR(WriteMessageJson(dir + "/vm_config.json", config));
-  EMBER_RETURN_IF_ERROR(WriteMessageJson(dir + "/snapshot.json", snapshot));
+  EMBER_RETURN_IF_ERROR(WriteMessageJson(dir + kRecordFile, snapshot));
+  ::unlink((dir + kPendingFile).c_str());
   std::lock_guard lock(mu_);
   snapshots_[snapshot.snapshot_id()] = snapshot;
   return absl::OkStatus();
@@ -130,7 +152,8 @@ std::string SnapshotCatalog::NextDiffBase(const std::string& vm_id, std::int64_t
   return found;
 }
 
-absl::Status SnapshotCatalog::PrepareDirs(const v1::Snapshot& snapshot) const {
+absl::Status SnapshotCatalog::Begin(const v1::Snapshot& snapshot,
+                                    const v1::VmConfig& config) const {
   const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
   // A caller's directory may already hold a snapshot: writing over it would pull the memory
   // from under the clones restored from it and silently change what its record restores.
@@ -152,7 +175,8 @@ absl::Status SnapshotCatalog::PrepareDirs(const v1::Snapshot& snapshot) const {
                                  error.message());
     }
   }
-  return absl::OkStatus();
+  EMBER_RETURN_IF_ERROR(WriteMessageJson(record_dir + "/vm_config.json", config));
+  return WriteMessageJson(record_dir + kPendingFile, snapshot);
 }
 
 void SnapshotCatalog::RemoveUnfinished(const v1::Snapshot& snapshot) const {

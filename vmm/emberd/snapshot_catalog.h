@@ -25,14 +25,18 @@ struct SnapshotUser {
 // The snapshots emberd keeps: one record directory per snapshot under
 // <state_dir>/snapshots/<snapshot_id>/ (snapshot.json, the VM's vm_config.json, and the files
 // themselves unless the caller named another directory), their ids, and the rules for
-// deleting one. Any thread; one mutex guards the records.
+// deleting one. A snapshot being written has pending.json instead of snapshot.json, so that
+// an emberd killed meanwhile finds it on its next start (Load). Any thread; one mutex guards
+// the records.
 class SnapshotCatalog {
  public:
   // Creates <state_dir>/snapshots if needed.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<SnapshotCatalog>> Create(
       std::string state_dir);
 
-  // Reads the records a previous emberd left. Called once, before any other call.
+  // Reads the records a previous emberd left. A snapshot it left pending is recorded if both
+  // its files are complete (an ember-vmm renames each into place only once written), else
+  // removed with whatever it left (RemoveUnfinished). Called once, before any other call.
   void Load();
 
   [[nodiscard]] std::string RecordDir(const std::string& snapshot_id) const;
@@ -42,9 +46,9 @@ class SnapshotCatalog {
   // Commit or Unreserve.
   [[nodiscard]] std::string Reserve(const std::string& vm_id, std::int64_t now_unix_ms);
   void Unreserve(const std::string& snapshot_id);
-  // Records a reserved snapshot whose files are complete: writes vm_config.json (what a
-  // restore of it needs) and snapshot.json into its record directory.
-  [[nodiscard]] absl::Status Commit(const v1::Snapshot& snapshot, const v1::VmConfig& config);
+  // Records a reserved snapshot, begun with Begin, whose files are complete: writes
+  // snapshot.json into its record directory in place of pending.json.
+  [[nodiscard]] absl::Status Commit(const v1::Snapshot& snapshot);
 
   // A finished snapshot, or NOT_FOUND / FAILED_PRECONDITION (still being written) naming the
   // field `field`.
@@ -68,8 +72,9 @@ class SnapshotCatalog {
 
   // Before a reserved snapshot is written: the directory of its files (the record directory,
   // or the caller's) must not hold a snapshot already (ALREADY_EXISTS naming snapshot_dir);
-  // creates it and the record directory.
-  [[nodiscard]] absl::Status PrepareDirs(const v1::Snapshot& snapshot) const;
+  // creates it and the record directory, and writes the VM's `config` (what a restore needs)
+  // and the pending record there.
+  [[nodiscard]] absl::Status Begin(const v1::Snapshot& snapshot, const v1::VmConfig& config) const;
   // After a failed snapshot whose VMM has ended: removes its record directory and, in a
   // caller's directory, what the snapshot may have left there (its state and memory files,
   // the temporary files of an ember-vmm killed while writing them, the directory itself if
@@ -92,6 +97,8 @@ class SnapshotCatalog {
                                             const v1::Snapshot& snapshot,
                                             const std::vector<SnapshotUser>& users) const;
   [[nodiscard]] absl::Status RemoveFiles(const v1::Snapshot& snapshot) const;
+  // Load's decision on a snapshot a previous emberd left pending. mu_ held.
+  void Reconcile(const v1::Snapshot& pending);
 
   const std::string state_dir_;
   mutable std::mutex mu_;

@@ -412,8 +412,8 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   snapshot.set_memory_path(dir + "/memory");
   snapshot.set_created_unix_ms(NowUnixMs());
   v1::Snapshot written;
-  absl::Status status = WriteSnapshot(*entry, snapshot, &written);
-  if (status.ok()) status = catalog_->Commit(written, config);
+  absl::Status status = WriteSnapshot(*entry, snapshot, config, &written);
+  if (status.ok()) status = catalog_->Commit(written);
   if (!status.ok()) {
     catalog_->Unreserve(snapshot.snapshot_id());
     return status;
@@ -429,9 +429,9 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
 }
 
 absl::Status VmManager::WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
-                                      v1::Snapshot* written) {
+                                      const v1::VmConfig& config, v1::Snapshot* written) {
   const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
-  EMBER_RETURN_IF_ERROR(catalog_->PrepareDirs(snapshot));
+  EMBER_RETURN_IF_ERROR(catalog_->Begin(snapshot, config));
   const std::string record_dir = catalog_->RecordDir(snapshot.snapshot_id());
   absl::StatusOr<v1::ControlResponse> response =
       supervisor_->Call(entry, SnapshotRequest(snapshot, view_->SnapshotTarget(snapshot)),

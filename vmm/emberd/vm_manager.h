@@ -109,10 +109,11 @@ class VmManager {
   // CreateSnapshot's checks of the VM; returns its config.
   [[nodiscard]] absl::StatusOr<v1::VmConfig> CheckSnapshotable(
       Entry& entry, const v1::CreateSnapshotRequest& request, v1::Snapshot* snapshot);
-  // Has the VMM write `snapshot` (into the directory of its files) and puts the files where
-  // its record says; on failure, cleans up after it unless the VMM may still be writing.
+  // Has the VMM of a VM with `config` write `snapshot` (into the directory of its files) and
+  // puts the files where its record says; on failure, cleans up after it unless the VMM may
+  // still be writing (then its pending record stays for the next start to settle).
   [[nodiscard]] absl::Status WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
-                                           v1::Snapshot* written);
+                                           const v1::VmConfig& config, v1::Snapshot* written);
   [[nodiscard]] absl::StatusOr<std::vector<v1::Vm>> SpawnClones(
       const v1::RestoreRequest& request, RestorePlan& plan);
   // Recover's steps: the VMs' records, then each live VMM's connection.

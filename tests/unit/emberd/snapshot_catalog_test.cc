@@ -11,6 +11,8 @@
 namespace ember::emberd {
 namespace {
 
+using ::ember::testing::ReadFile;
+
 class SnapshotCatalogTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -19,25 +21,43 @@ class SnapshotCatalogTest : public ::testing::Test {
     catalog_ = std::move(*catalog);
   }
 
-  // A finished snapshot of `vm_id` taken at `unix_ms`, its files in its record directory.
-  v1::Snapshot Finished(const std::string& vm_id, std::int64_t unix_ms,
-                    const std::string& base = "") {
+  // A snapshot of `vm_id` taken at `unix_ms` as CreateSnapshot begins it: reserved, its
+  // directories made and its pending record written, its files in `dir` (default: its
+  // record directory) not yet.
+  v1::Snapshot Begun(const std::string& vm_id, std::int64_t unix_ms, const std::string& base = "",
+                     std::string dir = "") {
     v1::Snapshot snapshot;
     snapshot.set_snapshot_id(catalog_->Reserve(vm_id, unix_ms));
-    const std::string record = catalog_->RecordDir(snapshot.snapshot_id());
-    std::filesystem::create_directories(record);
+    if (dir.empty()) dir = catalog_->RecordDir(snapshot.snapshot_id());
     snapshot.set_vm_id(vm_id);
     snapshot.set_type(base.empty() ? v1::CreateSnapshotRequest::FULL
                                    : v1::CreateSnapshotRequest::DIFF);
     snapshot.set_base_snapshot_id(base);
-    snapshot.set_state_path(record + "/state");
-    snapshot.set_memory_path(record + "/memory");
+    snapshot.set_state_path(dir + "/state");
+    snapshot.set_memory_path(dir + "/memory");
     snapshot.set_created_unix_ms(unix_ms);
+    absl::Status begun = catalog_->Begin(snapshot, v1::VmConfig());
+    EXPECT_TRUE(begun.ok()) << begun;
+    return snapshot;
+  }
+
+  // A finished snapshot of `vm_id` taken at `unix_ms`, its files in its record directory.
+  v1::Snapshot Finished(const std::string& vm_id, std::int64_t unix_ms,
+                        const std::string& base = "") {
+    v1::Snapshot snapshot = Begun(vm_id, unix_ms, base);
     std::ofstream(snapshot.state_path()) << "state";
     std::ofstream(snapshot.memory_path()) << "memory";
-    absl::Status committed = catalog_->Commit(snapshot, v1::VmConfig());
+    absl::Status committed = catalog_->Commit(snapshot);
     EXPECT_TRUE(committed.ok()) << committed;
     return snapshot;
+  }
+
+  // The catalog a restarted emberd has.
+  std::unique_ptr<SnapshotCatalog> Reloaded() {
+    auto again = SnapshotCatalog::Create(dir_);
+    EXPECT_TRUE(again.ok());
+    (*again)->Load();
+    return std::move(*again);
   }
 
   absl::Status Delete(const std::string& id, const std::vector<SnapshotUser>& users = {}) {
@@ -129,14 +149,58 @@ TEST_F(SnapshotCatalogTest, AFailedRemoveKeepsTheRecordForASecondDelete) {
 
 TEST_F(SnapshotCatalogTest, LoadFindsTheRecordsOfAPreviousEmberd) {
   v1::Snapshot snapshot = Finished("vm", 1000);
-  auto again = SnapshotCatalog::Create(dir_);
-  ASSERT_TRUE(again.ok());
-  (*again)->Load();
-  absl::StatusOr<v1::Snapshot> found = (*again)->Get(snapshot.snapshot_id());
+  auto again = Reloaded();
+  absl::StatusOr<v1::Snapshot> found = again->Get(snapshot.snapshot_id());
   ASSERT_TRUE(found.ok()) << found.status();
   EXPECT_EQ(found->memory_path(), snapshot.memory_path());
-  EXPECT_EQ((*again)->FindByFiles(snapshot.state_path(), snapshot.memory_path()),
+  EXPECT_EQ(again->FindByFiles(snapshot.state_path(), snapshot.memory_path()),
             snapshot.snapshot_id());
+}
+
+TEST_F(SnapshotCatalogTest, BeginRefusesADirectoryThatHoldsASnapshot) {
+  const std::string mine = dir_ + "/mine";
+  std::filesystem::create_directories(mine);
+  std::ofstream(mine + "/memory") << "someone's memory";
+  v1::Snapshot snapshot;
+  snapshot.set_snapshot_id(catalog_->Reserve("vm", 1000));
+  snapshot.set_state_path(mine + "/state");
+  snapshot.set_memory_path(mine + "/memory");
+  EXPECT_EQ(catalog_->Begin(snapshot, v1::VmConfig()).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReadFile(mine + "/memory"), "someone's memory");
+}
+
+TEST_F(SnapshotCatalogTest, APendingSnapshotWhoseFilesAreCompleteIsRecordedOnTheNextStart) {
+  // emberd was killed after ember-vmm wrote both files, before it recorded them.
+  v1::Snapshot snapshot = Begun("vm", 1000, "", dir_ + "/mine");
+  std::ofstream(snapshot.state_path()) << "state";
+  std::ofstream(snapshot.memory_path()) << "memory";
+  auto again = Reloaded();
+  absl::StatusOr<v1::Snapshot> found = again->Get(snapshot.snapshot_id());
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->state_path(), snapshot.state_path());
+  const std::string record = again->RecordDir(snapshot.snapshot_id());
+  EXPECT_TRUE(std::filesystem::exists(record + "/snapshot.json"));
+  EXPECT_FALSE(std::filesystem::exists(record + "/pending.json"));
+  // A record like any other: deletable, and a third start still has it until then.
+  EXPECT_TRUE(Reloaded()->Get(snapshot.snapshot_id()).ok());
+  absl::StatusOr<v1::Snapshot> taken = again->Take(snapshot.snapshot_id(), {});
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_TRUE(again->Remove(*taken).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/mine"));
+}
+
+TEST_F(SnapshotCatalogTest, APendingSnapshotLeftUnfinishedIsRemovedWithItsTemporaryFiles) {
+  // emberd and its VMM were killed while the memory file was being written.
+  v1::Snapshot snapshot = Begun("vm", 1000, "", dir_ + "/mine");
+  std::ofstream(snapshot.state_path()) << "state";
+  std::ofstream(dir_ + "/mine/memory.tmp-123-0-0") << "half";
+  auto again = Reloaded();
+  EXPECT_EQ(again->Get(snapshot.snapshot_id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/mine"));
+  EXPECT_FALSE(std::filesystem::exists(again->RecordDir(snapshot.snapshot_id())));
+  // The directory takes a new snapshot.
+  v1::Snapshot next = Begun("vm", 2000, "", dir_ + "/mine");
+  EXPECT_TRUE(std::filesystem::exists(again->RecordDir(next.snapshot_id()) + "/pending.json"));
 }
 
 TEST_F(SnapshotCatalogTest, NextDiffBaseIsTheVmsLatestSnapshotElseTheOneItWasRestoredFrom) {
