@@ -76,7 +76,9 @@ class AllowedDirsTest(unittest.TestCase):
                 ("config.logger.log_path", lambda c: setattr(c.logger, "log_path", self.secret)),
                 ("config.metrics.metrics_path",
                  lambda c: setattr(c.metrics, "metrics_path", self.secret)),
-                ("config.vsock.uds_path", lambda c: setattr(c.vsock, "uds_path", self.secret)),
+                # A vsock the config rules accept, so that only its path is at fault.
+                ("config.vsock.uds_path", lambda c: c.vsock.MergeFrom(
+                    ec.cfg.Vsock(vsock_id="v", guest_cid=3, uds_path=self.secret))),
                 ("config.boot-source.kernel_image_path",
                  lambda c: setattr(c.boot_source, "kernel_image_path", self.secret))):
             config = ec.config()

@@ -53,7 +53,5 @@ class ApiService final : public v1::Ember::Service {
 // Every host path a Restore request names (its files and each clone's overrides).
 [[nodiscard]] absl::Status CheckRestorePaths(const PathRules& paths,
                                              const v1::RestoreRequest& request);
-[[nodiscard]] absl::Status ValidateRateLimiter(const std::string& field,
-                                               const v1::RateLimiter& limiter);
 
 }  // namespace ember::emberd

@@ -1,5 +1,7 @@
 #include "vmm/emberd/vmm_view.h"
 
+#include "vmm/base/status.h"
+
 namespace ember::emberd {
 
 namespace {
@@ -11,12 +13,15 @@ class DirectView final : public VmmView {
 
   absl::Status CheckVmId(const std::string&) const override { return absl::OkStatus(); }
 
-  absl::Status PrepareLaunch(const v1::VmConfig& config, const RestorePlan* restore,
+  absl::Status PrepareLaunch(const v1::VmConfig&, const RestorePlan* restore,
                              LaunchSpec* spec) override {
     const std::string& dir = spec->vm_dir;
-    spec->vmm_args = restore == nullptr
-                         ? std::vector<std::string>{"--config-proto", dir + "/config.pb"}
-                         : RestoreArgs(*restore, config);
+    if (restore == nullptr) {
+      spec->vmm_args = {"--config-proto", dir + "/config.pb"};
+    } else {
+      const std::string overrides = dir + "/restore-overrides.pb";
+      EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(*restore, overrides, overrides));
+    }
     spec->vmm_args.insert(spec->vmm_args.end(), {"--serial-out", dir + "/console.log",
                                                  "--exit-record", ExitRecordPath(spec->vm_id)});
     return absl::OkStatus();

@@ -312,7 +312,7 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
   }
   // The state file names the drives as the snapshotted VM saw them (a jail's "/drive0" or a
   // host path), neither of which this jail has: every drive gets a link in the jail and an
-  // override to it. Sorted by id so that a clone's command line is reproducible.
+  // override to it. Sorted by id so that the jail's drive names are reproducible.
   std::map<std::string, std::string> drives;
   for (const v1::Drive& drive : config.drives()) {
     if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
@@ -325,7 +325,9 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
     (*jailed.overrides.mutable_drive_path_on_host())[id] =
         AddJailFile(spec, JailFile::How::kLink, host, "drive" + std::to_string(index++));
   }
-  spec->vmm_args = RestoreArgs(jailed, config);
+  const std::string overrides = spec->vm_dir + "/restore-overrides.pb";
+  EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(jailed, overrides, "/restore-overrides.pb"));
+  AddJailFile(spec, JailFile::How::kCopy, overrides, "restore-overrides.pb");
   return absl::OkStatus();
 }
 

@@ -5,44 +5,24 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <map>
 
 #include "vmm/base/status.h"
+#include "vmm/emberd/store.h"
+#include "vmm/rules/restore_overrides.h"
 
 namespace ember::emberd {
 
-std::vector<std::string> RestoreArgs(const RestorePlan& plan, const v1::VmConfig& config) {
-  std::vector<std::string> args = {"--restore-from", plan.state_path, "--restore-mem",
-                                   plan.memory_path};
+absl::StatusOr<std::vector<std::string>> RestoreArgs(const RestorePlan& plan,
+                                                     const std::string& overrides_file,
+                                                     const std::string& overrides_for_vmm) {
+  EMBER_RETURN_IF_ERROR(WriteFileAtomic(overrides_file, plan.overrides.SerializeAsString()));
+  std::vector<std::string> args = {"--restore-from",      plan.state_path,
+                                   "--restore-mem",       plan.memory_path,
+                                   "--restore-overrides", overrides_for_vmm};
   if (plan.uffd) {
     // The working set is <memory>.ws, beside the memory file (ember-vmm's default).
     args.insert(args.end(), {"--restore-mem-backend", "uffd"});
     if (plan.prefetch) args.push_back("--prefetch-working-set");
-  }
-  // Sorted (std::map) so that a clone's command line is reproducible.
-  std::map<std::string, std::string> drives;
-  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
-  for (const auto& [id, path] : drives) {
-    args.push_back("--drive-override");
-    args.push_back(id + "=" + path);
-  }
-  std::map<std::string, std::pair<std::string, std::string>> ifaces;  // id -> (tap, mac)
-  for (const auto& [id, tap] : plan.overrides.iface_host_dev_name()) ifaces[id].first = tap;
-  for (const auto& [id, mac] : plan.overrides.iface_guest_mac()) ifaces[id].second = mac;
-  for (const v1::NetworkInterface& iface : config.network_interfaces()) {
-    // A MAC alone keeps the interface's tap (config already has the overrides applied).
-    auto it = ifaces.find(iface.iface_id());
-    if (it != ifaces.end() && it->second.first.empty()) it->second.first = iface.host_dev_name();
-  }
-  for (const auto& [id, tap_mac] : ifaces) {
-    // --net-override IFACE_ID=TAP[,MAC]; an empty TAP keeps the snapshot's.
-    args.push_back("--net-override");
-    args.push_back(id + "=" + tap_mac.first +
-                   (tap_mac.second.empty() ? "" : "," + tap_mac.second));
-  }
-  if (!plan.overrides.vsock_uds_path().empty()) {
-    args.push_back("--vsock-override");
-    args.push_back(plan.overrides.vsock_uds_path());
   }
   return args;
 }
@@ -54,43 +34,10 @@ absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::st
       return absl::InvalidArgumentError(where + ".drive_path_on_host[" + id +
                                         "]: must be an absolute path");
     }
-    bool found = false;
-    for (v1::Drive& drive : *config->mutable_drives()) {
-      if (drive.drive_id() == id) {
-        drive.set_path_on_host(path);
-        found = true;
-      }
-    }
-    if (!found && check) {
-      return absl::InvalidArgumentError(where + ".drive_path_on_host: the snapshot has no drive \"" +
-                                        id + "\"");
-    }
   }
-  auto iface = [&](const std::string& id, const char* field) -> absl::StatusOr<v1::NetworkInterface*> {
-    for (v1::NetworkInterface& n : *config->mutable_network_interfaces()) {
-      if (n.iface_id() == id) return &n;
-    }
-    if (check) {
-      return absl::InvalidArgumentError(where + "." + field +
-                                        ": the snapshot has no network interface \"" + id + "\"");
-    }
-    return nullptr;
-  };
-  for (const auto& [id, tap] : overrides.iface_host_dev_name()) {
-    EMBER_ASSIGN_OR_RETURN(v1::NetworkInterface * n, iface(id, "iface_host_dev_name"));
-    if (n != nullptr) n->set_host_dev_name(tap);
-  }
-  for (const auto& [id, mac] : overrides.iface_guest_mac()) {
-    EMBER_ASSIGN_OR_RETURN(v1::NetworkInterface * n, iface(id, "iface_guest_mac"));
-    if (n != nullptr) n->set_guest_mac(mac);
-  }
-  if (!overrides.vsock_uds_path().empty()) {
-    if (check && !config->has_vsock()) {
-      return absl::InvalidArgumentError(where + ".vsock_uds_path: the snapshot has no vsock");
-    }
-    config->mutable_vsock()->set_uds_path(overrides.vsock_uds_path());
-  }
-  return absl::OkStatus();
+  return rules::ApplyRestoreOverrides(
+      overrides, where, check ? rules::UnknownDevices::kRefuse : rules::UnknownDevices::kIgnore,
+      config);
 }
 
 absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "ember/v1/api.pb.h"
 #include "vmm/emberd/snapshot_catalog.h"
 
@@ -41,12 +42,17 @@ struct RestorePlan {
 [[nodiscard]] absl::Status CheckRestoreFiles(const v1::RestoreRequest& request,
                                              const RestorePlan& plan);
 
-// ember-vmm's restore flags for `plan`; `config` has the overrides applied.
-[[nodiscard]] std::vector<std::string> RestoreArgs(const RestorePlan& plan,
-                                                   const v1::VmConfig& config);
+// ember-vmm's restore flags for `plan`. Its overrides travel as one message (ember-vmm
+// --restore-overrides), written here to `overrides_file`, which the VMM opens as
+// `overrides_for_vmm` (the same path, or where its jail shows the file).
+[[nodiscard]] absl::StatusOr<std::vector<std::string>> RestoreArgs(
+    const RestorePlan& plan, const std::string& overrides_file,
+    const std::string& overrides_for_vmm);
 
-// Applies a clone's overrides to the recorded configuration of its snapshot. With `check`
-// (the configuration is known), an override naming a drive or interface the snapshot does not
+// Applies a clone's overrides to the recorded configuration of its snapshot by the rules
+// (rules::ApplyRestoreOverrides, which ember-vmm applies too: the snapshot's log and metrics
+// paths are dropped), after emberd's own: drive paths are absolute. With `check` (the
+// configuration is known), an override naming a drive or interface the snapshot does not
 // have is INVALID_ARGUMENT; otherwise ember-vmm finds that out. `where` names the overrides in
 // messages ("overrides[0]").
 [[nodiscard]] absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides,

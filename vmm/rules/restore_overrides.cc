@@ -47,8 +47,8 @@ absl::Status ApplyRestoreOverrides(const v1::RestoreOverrides& overrides,
   // A state file is untrusted input: the files a VM writes to are its restorer's choice,
   // never its writer's (a crafted one would have a root VMM append its log to, or replace
   // with metrics, any file it names).
-  config->mutable_logger()->clear_log_path();
-  config->mutable_metrics()->clear_metrics_path();
+  if (config->has_logger()) config->mutable_logger()->clear_log_path();
+  if (config->has_metrics()) config->mutable_metrics()->clear_metrics_path();
   return absl::OkStatus();
 }
 

@@ -170,22 +170,38 @@ TEST_F(VmmViewTest, JailedRestoreRefusesUffd) {
   EXPECT_NE(refused.message().find("memory_backend"), std::string::npos) << refused;
 }
 
-TEST(RestoreArgs, OverridesAreSortedAndAMacAloneKeepsTheSnapshotsTap) {
+TEST_F(VmmViewTest, DirectRestoreHandsTheOverridesToTheVmmAsOneMessage) {
   RestorePlan plan;
   plan.state_path = "/s";
   plan.memory_path = "/m";
-  (*plan.overrides.mutable_drive_path_on_host())["b"] = "/b.img";
   (*plan.overrides.mutable_drive_path_on_host())["a"] = "/a.img";
   (*plan.overrides.mutable_iface_guest_mac())["eth0"] = "02:00:00:00:00:01";
+  ASSERT_TRUE(MakeDirectView(vms_dir_)->PrepareLaunch(v1::VmConfig(), &plan, &spec_).ok());
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--restore-from"), "/s");
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--restore-mem"), "/m");
+  EXPECT_EQ(std::count(spec_.vmm_args.begin(), spec_.vmm_args.end(), "--drive-override"), 0);
+  v1::RestoreOverrides sent;
+  ASSERT_TRUE(sent.ParseFromString(ReadFile(FlagValue(spec_.vmm_args, "--restore-overrides"))));
+  EXPECT_EQ(sent.SerializeAsString(), plan.overrides.SerializeAsString());
+}
+
+TEST_F(VmmViewTest, JailedRestoreSendsOverridesNamingTheDrivesInTheJail) {
+  RestorePlan plan;
+  plan.state_path = "/s";
+  plan.memory_path = "/m";
+  plan.jail_memory_name = "m";
   v1::VmConfig config;
-  auto* iface = config.add_network_interfaces();
-  iface->set_iface_id("eth0");
-  iface->set_host_dev_name("tap0");
-  EXPECT_EQ(RestoreArgs(plan, config),
-            (std::vector<std::string>{"--restore-from", "/s", "--restore-mem", "/m",
-                                      "--drive-override", "a=/a.img", "--drive-override",
-                                      "b=/b.img", "--net-override",
-                                      "eth0=tap0,02:00:00:00:00:01"}));
+  auto* drive = config.add_drives();
+  drive->set_drive_id("data");
+  drive->set_path_on_host("/dev/null");
+  ASSERT_TRUE(Jailed()->PrepareLaunch(config, &plan, &spec_).ok());
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--restore-overrides"), "/restore-overrides.pb");
+  v1::RestoreOverrides sent;
+  ASSERT_TRUE(sent.ParseFromString(ReadFile(spec_.vm_dir + "/restore-overrides.pb")));
+  EXPECT_EQ(sent.drive_path_on_host().at("data"), "/drive0");
+  std::vector<std::string> names;
+  for (const JailFile& file : spec_.jail_files) names.push_back(file.jail_name);
+  EXPECT_NE(std::find(names.begin(), names.end(), "restore-overrides.pb"), names.end());
 }
 
 TEST(ApplyOverrides, AnOverrideOfADriveTheSnapshotLacksIsInvalidOnlyWhenTheConfigIsKnown) {
