@@ -8,6 +8,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/drive_config.h"
 #include "vmm/net_config.h"
+#include "vmm/rules/vm_config_rules.h"
 
 namespace ember::vmm {
 namespace {

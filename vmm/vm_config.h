@@ -2,16 +2,8 @@
 
 #include "absl/status/status.h"
 #include "ember/v1/vm_config.pb.h"
-#include "vmm/rules/vm_config_rules.h"
 
 namespace ember::vmm {
-
-// The rules' limits, by the names ember-vmm's code has always used.
-using rules::kDefaultMemMib;
-using rules::kDefaultVcpus;
-using rules::kMaxMemMib;
-using rules::kMaxVcpus;
-using rules::kMinMemMib;
 
 // Checks a parsed config: the rules every source of configs shares (rules::CheckVmConfig),
 // then what only the host can tell (CPU templates, MAC addresses, log levels, files that must
