@@ -71,7 +71,7 @@ class FakeVmmTest(unittest.TestCase):
         self.assertEqual(len(snapshots), 1)
         record = os.path.join(self.emberd.state_dir, "snapshots", snapshots[0])
         self.assertEqual(sorted(os.listdir(record)),
-                         ["memory", "snapshot.json", "state", "vm_config.json"])
+                         ["memory", "snapshot.json", "snapshot.mac", "state", "vm_config.json"])
         restored = self.stub.Restore(api.RestoreRequest(
             snapshot_id=snapshots[0], vm_id_prefix="clone"), timeout=30)
         self.assertEqual(restored.vms[0].state, api.Vm.PAUSED)

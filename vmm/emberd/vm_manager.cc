@@ -45,6 +45,8 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return base::ErrnoError("mkdir", dir);
   }
   EMBER_ASSIGN_OR_RETURN(manager->catalog_, SnapshotCatalog::Create(o.state_dir));
+  EMBER_ASSIGN_OR_RETURN(SnapshotMac mac, SnapshotMac::LoadOrCreateKey(o.state_dir));
+  manager->mac_.emplace(std::move(mac));
   manager->view_ = o.jail_dir.empty()
                        ? MakeDirectView(o.state_dir + "/vms")
                        : MakeJailedView(o.state_dir + "/vms", o.jail_dir, o.jail_uid, o.jail_gid);
@@ -413,6 +415,10 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   snapshot.set_created_unix_ms(NowUnixMs());
   v1::Snapshot written;
   absl::Status status = WriteSnapshot(*entry, snapshot, config, &written);
+  if (status.ok()) {
+    status = mac_->Record(written.snapshot_id(), written.state_path(), written.memory_path(),
+                          record_dir);
+  }
   if (status.ok()) status = catalog_->Commit(written);
   if (!status.ok()) {
     catalog_->Unreserve(snapshot.snapshot_id());
@@ -516,6 +522,12 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
     }
   } restore_done{catalog_.get(), plan.snapshot_id};
   EMBER_RETURN_IF_ERROR(CheckRestoreFiles(request, plan));
+  // A snapshot emberd made is restored only as emberd wrote it, before anything is spawned.
+  if (!plan.record_dir.empty()) {
+    EMBER_RETURN_IF_ERROR(mac_->Verify(request.snapshot_id().empty() ? "state_path" : "snapshot_id",
+                                       plan.snapshot_id, plan.state_path, plan.memory_path,
+                                       plan.record_dir));
+  }
   EMBER_RETURN_IF_ERROR(
       view_->PlanRestore(request.snapshot_id().empty() ? "memory_path" : "snapshot_id", &plan));
   EMBER_ASSIGN_OR_RETURN(std::vector<v1::Vm> clones, SpawnClones(request, plan));

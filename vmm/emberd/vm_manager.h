@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/restore_plan.h"
 #include "vmm/emberd/snapshot_catalog.h"
+#include "vmm/emberd/snapshot_mac.h"
 #include "vmm/emberd/supervisor.h"
 #include "vmm/emberd/vm_entry.h"
 #include "vmm/emberd/vmm_view.h"
@@ -125,6 +127,7 @@ class VmManager {
   std::unique_ptr<VmmLauncher> launcher_;
   EventHub events_;
   std::unique_ptr<SnapshotCatalog> catalog_;
+  std::optional<SnapshotMac> mac_;  // set by Create; authenticates the snapshots emberd makes
   std::unique_ptr<VmmView> view_;
 
   std::mutex mu_;
