@@ -4,7 +4,9 @@ second emberd is started on the same state directory."""
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import time
 import unittest
@@ -218,6 +220,51 @@ class StateDirLockTest(unittest.TestCase):
         self.emberd.start()
         self.assertEqual(self.emberd.stub.Get(api.VmRequest(vm_id="live"), timeout=5).state,
                          api.Vm.CREATED)
+
+
+class SnapshotKeyTest(unittest.TestCase):
+    """emberd's snapshot key (<state dir>/snapshot.key): made private at first start, and a
+    start refused while anyone else could read it."""
+
+    def setUp(self):
+        self.emberd = ec.Emberd(extra_args=["--vmm", FAKE_VMM])
+        self.key = os.path.join(self.emberd.state_dir, "snapshot.key")
+
+    def tearDown(self):
+        if self.emberd.proc.poll() is None:
+            self.emberd.close()
+        shutil.rmtree(self.emberd.dir, ignore_errors=True)
+
+    def restart(self):
+        """emberd started again on its state dir: its exit code and stderr."""
+        self.emberd.kill9()  # keeps the state dir
+        try:
+            again = subprocess.run(
+                [EMBERD, "--socket", self.emberd.socket, "--state-dir", self.emberd.state_dir,
+                 "--vmm", FAKE_VMM], capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            self.fail("emberd started with a snapshot key it should refuse")
+        return again.returncode, again.stderr
+
+    def test_key_is_made_at_first_start_readable_by_emberd_alone(self):
+        st = os.stat(self.key)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+        self.assertEqual(st.st_size, 32)
+        self.assertTrue(stat.S_ISREG(st.st_mode))
+
+    def test_start_with_a_key_readable_by_others_is_refused(self):
+        os.chmod(self.key, 0o644)
+        code, stderr = self.restart()
+        self.assertNotEqual(code, 0)
+        self.assertIn(self.key, stderr)
+        self.assertIn("mode 0644", stderr)
+
+    def test_start_with_a_key_that_is_no_regular_file_is_refused(self):
+        os.unlink(self.key)
+        os.mkdir(self.key, 0o700)
+        code, stderr = self.restart()
+        self.assertNotEqual(code, 0)
+        self.assertIn(self.key + " is not a regular file", stderr)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,42 @@ class EmberdTest(VmChecks, unittest.TestCase):
                                                   vm_id_prefix="good", resume=True), timeout=60)
         self.assertEqual(vm.vms[0].state, api.Vm.RUNNING)
 
+    def test_restore_of_a_snapshot_changed_after_emberd_wrote_it_is_refused(self):
+        self.create("src")
+        self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
+        self.stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="src"), timeout=60)
+
+        def flip(path, offset_from_end):
+            with open(path, "r+b") as f:
+                f.seek(os.path.getsize(path) - offset_from_end)
+                byte = f.read(1)[0]
+                f.seek(-1, os.SEEK_CUR)
+                f.write(bytes([byte ^ 1]))
+
+        # One byte of the state file, restored by id and by its path.
+        flip(snapshot.state_path, os.path.getsize(snapshot.state_path) // 2)
+        for request in (api.RestoreRequest(snapshot_id=snapshot.snapshot_id, vm_id_prefix="bad"),
+                        api.RestoreRequest(state_path=snapshot.state_path, vm_id_prefix="bad")):
+            code, details = code_of(self.stub.Restore, request)
+            self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+            self.assertIn("state file " + snapshot.state_path, details)
+            self.assertEqual(code_of(self.stub.Get, api.VmRequest(vm_id="bad-0"))[0],
+                             grpc.StatusCode.NOT_FOUND)
+        flip(snapshot.state_path, os.path.getsize(snapshot.state_path) // 2)
+        # One byte of the snapshot id in the memory file's trailer (its last 48 bytes).
+        flip(snapshot.memory_path, 20)
+        code, details = code_of(self.stub.Restore, api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="bad"))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("memory file " + snapshot.memory_path, details)
+        flip(snapshot.memory_path, 20)
+        # As emberd wrote it, the snapshot restores.
+        vm = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="good", resume=True), timeout=60)
+        self.assertEqual(vm.vms[0].state, api.Vm.RUNNING)
+        self.stop_and_delete("good-0", "src")
+
     def test_snapshot_into_a_directory_holding_one_is_refused_and_keeps_it(self):
         self.create("src")
         self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
