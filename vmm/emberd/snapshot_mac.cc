@@ -181,7 +181,9 @@ absl::Status SnapshotMac::Verify(const std::string& field, const std::string& sn
     if (!fd.Valid()) {
       return absl::FailedPreconditionError(
           refused + "has no MAC recorded (" + path + ": " + std::strerror(errno) +
-          "), so emberd cannot tell that its files are the ones it wrote; refusing to restore it");
+          "; a snapshot finished while emberd was down, or made by an emberd without snapshot "
+          "MACs, has none), so emberd cannot tell that its files are the ones it wrote; refusing "
+          "to restore it");
     }
     ssize_t got = ::read(fd.Get(), recorded.data(), recorded.size());
     if (got < 0) return base::ErrnoError("read", path);
