@@ -16,6 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -38,15 +43,16 @@ using base::UniqueFd;
 // A device node the jail gets, owned by the target uid/gid. The numbers are taken from the
 // host's node when it has one; kvm and tun have fixed misc minors, userfaultfd's is dynamic.
 struct DeviceNode {
+  const char* name;  // as --device names it
   const char* path;
   unsigned fallback_major;
   unsigned fallback_minor;
   bool fixed_number;  // false: skip the node when the host has none.
 };
 constexpr DeviceNode kDeviceNodes[] = {
-    {"/dev/kvm", 10, 232, true},
-    {"/dev/net/tun", 10, 200, true},
-    {"/dev/userfaultfd", 0, 0, false},
+    {"kvm", "/dev/kvm", 10, 232, true},
+    {"tun", "/dev/net/tun", 10, 200, true},
+    {"userfaultfd", "/dev/userfaultfd", 0, 0, false},
 };
 
 // Signals the foreground parent (--new-pid-ns without --daemonize) forwards to its child.
@@ -201,6 +207,32 @@ absl::Status SetLimit(int resource, const char* name, uint64_t value) {
   return absl::OkStatus();
 }
 
+// New ipc, uts and network namespaces, and in the network one the taps the VMM will attach to:
+// persistent and owned by uid:gid, so that the VMM needs no CAP_NET_ADMIN to open them. They
+// go with the namespace when its last process exits.
+absl::Status Isolate(const JailerArgs& args) {
+  if (::unshare(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0) {
+    return ErrnoError("unshare(CLONE_NEWIPC|CLONE_NEWUTS|CLONE_NEWNET)");
+  }
+  for (const std::string& name : args.taps) {
+    UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+    if (!tun) return ErrnoError("open", "/dev/net/tun");
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof(ifr.ifr_name) - 1));
+    // The flags ember-vmm opens a tap with (virtio/net/tap.cc): a persistent tap must match.
+    ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+    if (::ioctl(tun.Get(), TUNSETIFF, &ifr) != 0) return ErrnoError("TUNSETIFF", name);
+    if (::ioctl(tun.Get(), TUNSETOWNER, static_cast<unsigned long>(args.uid)) != 0) {
+      return ErrnoError("TUNSETOWNER", name);
+    }
+    if (::ioctl(tun.Get(), TUNSETGROUP, static_cast<unsigned long>(args.gid)) != 0) {
+      return ErrnoError("TUNSETGROUP", name);
+    }
+    if (::ioctl(tun.Get(), TUNSETPERSIST, 1UL) != 0) return ErrnoError("TUNSETPERSIST", name);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status JoinNetns(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return ErrnoError("open network namespace", path);
@@ -234,9 +266,13 @@ struct HostDevice {
   dev_t rdev;
 };
 
-std::vector<HostDevice> LookUpHostDevices() {
+// The nodes --device asks for (every one when it is not given).
+std::vector<HostDevice> LookUpHostDevices(const std::optional<std::vector<std::string>>& wanted) {
   std::vector<HostDevice> devices;
   for (const DeviceNode& node : kDeviceNodes) {
+    if (wanted && std::find(wanted->begin(), wanted->end(), node.name) == wanted->end()) {
+      continue;
+    }
     struct stat st {};
     if (::stat(node.path, &st) == 0 && S_ISCHR(st.st_mode)) {
       devices.push_back({node.path, st.st_rdev});
@@ -296,6 +332,11 @@ absl::Status EnterVmm(const JailerArgs& args, int dev_null) {
     }
   }
   EMBER_RETURN_IF_ERROR(DropPrivileges(args.uid, args.gid));
+  // Under a foreground stand-in (--new-pid-ns) the VMM must not outlive it: whoever supervises
+  // the stand-in's pid (emberd) kills that pid. Set after the uid change, which clears it.
+  if (args.new_pid_ns && !args.daemonize && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    return ErrnoError("prctl(PR_SET_PDEATHSIG)");
+  }
   std::string path = "/" + args.ExecName();
   std::vector<std::string> argv_store = {args.ExecName()};
   argv_store.insert(argv_store.end(), args.vmm_args.begin(), args.vmm_args.end());
@@ -421,14 +462,18 @@ absl::StatusOr<int> RunJailer(const JailerArgs& args) {
     EMBER_RETURN_IF_ERROR(SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", *args.fsize_limit));
   }
   EMBER_RETURN_IF_ERROR(SetLimit(RLIMIT_NOFILE, "RLIMIT_NOFILE", args.no_file_limit));
+  if (args.nproc_limit) {
+    EMBER_RETURN_IF_ERROR(SetLimit(RLIMIT_NPROC, "RLIMIT_NPROC", *args.nproc_limit));
+  }
   if (args.netns) EMBER_RETURN_IF_ERROR(JoinNetns(*args.netns));
+  if (args.isolate) EMBER_RETURN_IF_ERROR(Isolate(args));
 
   UniqueFd dev_null;
   if (args.daemonize) {
     dev_null.Reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!dev_null) return ErrnoError("open", "/dev/null");
   }
-  std::vector<HostDevice> devices = LookUpHostDevices();
+  std::vector<HostDevice> devices = LookUpHostDevices(args.devices);
 
   EMBER_RETURN_IF_ERROR(PivotInto(chroot_dir));
   // From here on every path is inside the jail.

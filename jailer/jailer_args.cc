@@ -142,7 +142,7 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
   using ValueHandler = std::function<absl::Status(const std::string& flag, const std::string&)>;
   using SwitchHandler = std::function<void()>;
   // Flags that may be given more than once; every other flag is refused the second time.
-  const std::set<std::string> repeatable = {"--cgroup", "--resource-limit"};
+  const std::set<std::string> repeatable = {"--cgroup", "--resource-limit", "--tap", "--device"};
 
   const std::map<std::string, ValueHandler> valued = {
       {"--id",
@@ -208,16 +208,38 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
        [&](const std::string& flag, const std::string& v) -> absl::Status {
          size_t eq = v.find('=');
          std::string name = v.substr(0, eq);
-         if (eq == std::string::npos || (name != "fsize" && name != "no-file")) {
-           return Refuse(flag, absl::StrCat("\"", v, "\" is not fsize=N or no-file=N"));
+         if (eq == std::string::npos || (name != "fsize" && name != "no-file" && name != "nproc")) {
+           return Refuse(flag,
+                         absl::StrCat("\"", v, "\" is not fsize=N, no-file=N or nproc=N"));
          }
          EMBER_ASSIGN_OR_RETURN(uint64_t n, ParseDecimal(flag, v.substr(eq + 1), UINT64_MAX - 1));
          if (name == "fsize") {
            args.fsize_limit = n;
+         } else if (name == "nproc") {
+           if (n < 1) return Refuse(flag, "nproc must be at least 1");
+           args.nproc_limit = n;
          } else {
            if (n < 3) return Refuse(flag, "no-file must be at least 3 (stdin, stdout, stderr)");
            args.no_file_limit = n;
          }
+         return absl::OkStatus();
+       }},
+      {"--tap",
+       [&](const std::string& flag, const std::string& v) -> absl::Status {
+         // IFNAMSIZ - 1 characters, no '/' or whitespace: the kernel's rules for a name.
+         bool ok = !v.empty() && v.size() < 16 && v != "." && v != "..";
+         for (char c : v) ok = ok && c != '/' && c != ':' && c > ' ' && c < 127;
+         if (!ok) return Refuse(flag, absl::StrCat("\"", v, "\" is not a network interface name"));
+         args.taps.push_back(v);
+         return absl::OkStatus();
+       }},
+      {"--device",
+       [&](const std::string& flag, const std::string& v) -> absl::Status {
+         if (v != "kvm" && v != "tun" && v != "userfaultfd") {
+           return Refuse(flag, absl::StrCat("\"", v, "\" is not kvm, tun or userfaultfd"));
+         }
+         if (!args.devices) args.devices.emplace();
+         args.devices->push_back(v);
          return absl::OkStatus();
        }},
       {"--pass-fd",
@@ -230,6 +252,7 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
   };
   const std::map<std::string, SwitchHandler> switches = {
       {"--new-pid-ns", [&] { args.new_pid_ns = true; }},
+      {"--isolate", [&] { args.isolate = true; }},
       {"--daemonize", [&] { args.daemonize = true; }},
       {"--allow-root", [&] { args.allow_root = true; }},
       {"--help", [&] { args.help = true; }},
@@ -281,6 +304,12 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
   if (!args.allow_root && args.gid == 0) {
     return Refuse("--gid", "0 (root) is refused unless --allow-root is given");
   }
+  if (args.isolate && args.netns) {
+    return Refuse("--netns", "joins an existing network namespace; --isolate makes a new one");
+  }
+  if (!args.taps.empty() && !args.isolate) {
+    return Refuse("--tap", "creates a tap in the jail's own network namespace: needs --isolate");
+  }
   if (args.parent_cgroup && args.cgroups.empty()) {
     return Refuse("--parent-cgroup", "has no effect without --cgroup");
   }
@@ -315,6 +344,11 @@ and /dev/kvm, /dev/net/tun and /dev/userfaultfd are created there, owned by UID:
   --allow-root              permit uid or gid 0 (capabilities are still all dropped)
   --chroot-base-dir DIR     absolute; default /srv/jailer
   --netns PATH              join this network namespace (e.g. /run/netns/NAME)
+  --isolate                 new ipc, uts and network namespaces (no host interfaces)
+  --tap NAME                create tap NAME in the new network namespace, owned by UID:GID
+                            (repeatable; needs --isolate)
+  --device kvm|tun|userfaultfd
+                            only these device nodes in the jail (repeatable); default all
   --new-pid-ns              run the binary as pid 1 of a new pid namespace; its host pid is
                             written to /<exec name>.pid in the jail
   --cgroup-version 1|2      hierarchy for --cgroup; default 2
@@ -322,7 +356,8 @@ and /dev/kvm, /dev/net/tun and /dev/userfaultfd are created there, owned by UID:
                             e.g. memory.max=268435456, pids.max=64
   --parent-cgroup PATH      the jail's cgroup is <hierarchy>/<PATH>/<id>; default PATH is
                             the exec name
-  --resource-limit fsize=N  RLIMIT_FSIZE in bytes (repeatable with no-file)
+  --resource-limit fsize=N  RLIMIT_FSIZE in bytes (repeatable with no-file, nproc)
+  --resource-limit nproc=N  RLIMIT_NPROC (the uid's processes and threads)
   --resource-limit no-file=N
                             RLIMIT_NOFILE; default 2048
   --daemonize               detach: new session, stdio on /dev/null, jailer exits 0 once

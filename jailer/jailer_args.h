@@ -34,10 +34,19 @@ struct JailerArgs {
   std::string chroot_base_dir = kDefaultChrootBase;
   std::optional<std::string> netns;
   bool new_pid_ns = false;
+  // New ipc, uts and network namespaces (--isolate): no System V objects, hostname or network
+  // interface of the host. Exclusive with --netns.
+  bool isolate = false;
+  // Tap devices created in the jail's new network namespace, owned by uid:gid and persistent
+  // until the namespace goes, so that the VMM attaches to them without CAP_NET_ADMIN.
+  std::vector<std::string> taps;
+  // The device nodes the jail gets ("kvm", "tun", "userfaultfd"); all three when not given.
+  std::optional<std::vector<std::string>> devices;
   int cgroup_version = 2;
   std::vector<CgroupSetting> cgroups;
   std::optional<std::string> parent_cgroup;  // relative; defaults to ExecName().
   std::optional<uint64_t> fsize_limit;
+  std::optional<uint64_t> nproc_limit;
   uint64_t no_file_limit = kDefaultNoFileLimit;
   bool daemonize = false;
   std::optional<int> pass_fd;

@@ -199,6 +199,36 @@ TEST(JailerArgs, RefusesMalformedResourceLimits) {
   ExpectRefused(Valid({"--resource-limit", "fsize"}), "--resource-limit", "fsize=N");
 }
 
+TEST(JailerArgs, IsolateTapsDevicesAndNprocAreParsed) {
+  auto args = ParseJailerArgs(Valid({"--isolate", "--tap", "tap0", "--tap", "tap1", "--device",
+                                     "kvm", "--device", "tun", "--resource-limit", "nproc=64"}));
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_TRUE(args->isolate);
+  EXPECT_EQ(args->taps, (std::vector<std::string>{"tap0", "tap1"}));
+  ASSERT_TRUE(args->devices.has_value());
+  EXPECT_EQ(*args->devices, (std::vector<std::string>{"kvm", "tun"}));
+  EXPECT_EQ(args->nproc_limit, 64u);
+}
+
+TEST(JailerArgs, WithoutDeviceFlagsEveryDeviceNodeIsWanted) {
+  auto args = ParseJailerArgs(Valid());
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_FALSE(args->devices.has_value());
+  EXPECT_FALSE(args->isolate);
+}
+
+TEST(JailerArgs, RefusesTapWithoutIsolateAndIsolateWithNetns) {
+  ExpectRefused(Valid({"--tap", "tap0"}), "--tap", "needs --isolate");
+  ExpectRefused(Valid({"--isolate", "--netns", "/run/netns/x"}), "--netns", "--isolate");
+}
+
+TEST(JailerArgs, RefusesBadTapNamesAndUnknownDevices) {
+  ExpectRefused(Valid({"--isolate", "--tap", "a/b"}), "--tap", "not a network interface name");
+  ExpectRefused(Valid({"--isolate", "--tap", "0123456789abcdef"}), "--tap", "not a network");
+  ExpectRefused(Valid({"--device", "mem"}), "--device", "not kvm, tun or userfaultfd");
+  ExpectRefused(Valid({"--resource-limit", "nproc=0"}), "--resource-limit", "at least 1");
+}
+
 TEST(JailerArgs, RefusesUnknownCgroupVersion) {
   ExpectRefused(Valid({"--cgroup-version", "3"}), "--cgroup-version", "not 1 or 2");
 }

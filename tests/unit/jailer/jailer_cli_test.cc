@@ -114,7 +114,7 @@ const RefusedCase kRefused[] = {
     {"PassFdNotNumber", {"--pass-fd", "three"}, "not a decimal number"},
     {"PassFdStdio", {"--pass-fd", "1"}, "3 or more"},
     {"PassFdNotOpen", {"--pass-fd", "987"}, "not an open file descriptor"},
-    {"ResourceLimitUnknown", {"--resource-limit", "core=0"}, "fsize=N or no-file=N"},
+    {"ResourceLimitUnknown", {"--resource-limit", "core=0"}, "fsize=N, no-file=N or nproc=N"},
     {"ResourceLimitNotNumber", {"--resource-limit", "fsize=big"}, "not a decimal number"},
     {"CgroupVersionThree", {"--cgroup-version", "3"}, "not 1 or 2"},
     {"CgroupNotKeyValue", {"--cgroup", "pids.max"}, "not FILE=VALUE"},
