@@ -52,7 +52,9 @@ void VmEntry::Publish(v1::Event event) {
 }
 
 void VmEntry::OnHello(const v1::VmmStatus& status) {
-  vm.set_pid(status.pid());
+  // The pid emberd launched (or recorded) wins: HELLO's is the VMM's own view, which in a
+  // jail's pid namespace is 1, and the process emberd supervises is the jailer's stand-in.
+  if (vm.pid() == 0) vm.set_pid(status.pid());
   if (status.boot_time_us() != 0) vm.set_boot_time_us(status.boot_time_us());
   ApplyVmmState(status.state());
 }
