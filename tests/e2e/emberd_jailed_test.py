@@ -39,9 +39,13 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertGreater(vm.pid, 0)
         jail_root = os.path.join(self.base, "ember-vmm", "jailed-1", "root")
 
-        # The process emberd supervises is ember-vmm itself, chrooted and with the jail's ids.
+        # The process emberd supervises is the jailer's stand-in; its one child, pid 1 of a new
+        # pid namespace, is ember-vmm, chrooted and with the jail's ids.
         # The jailer pivot_roots in its own mount namespace, so /proc/<pid>/root reads "/" from
         # outside; it is the jail's directory (same inode) holding only what the jail put there.
+        self.assertEqual(os.path.basename(os.readlink(f"/proc/{vm.pid}/exe")), "ember-jailer")
+        with open(f"/proc/{vm.pid}/task/{vm.pid}/children") as f:
+            vm.pid = int(f.read().split()[0])
         self.assertEqual(os.readlink(f"/proc/{vm.pid}/root"), "/")
         self.assertTrue(os.path.samestat(os.stat(f"/proc/{vm.pid}/root"), os.stat(jail_root)))
         self.assertEqual(sorted(os.listdir(f"/proc/{vm.pid}/root")),

@@ -1,3 +1,5 @@
+#include "vmm/base/logging.h"
+#include "vmm/emberd/store.h"
 #include "vmm/emberd/vmm_view.h"
 
 #include "vmm/base/status.h"
@@ -5,6 +7,12 @@
 namespace ember::emberd {
 
 namespace {
+
+constexpr char kUnjailedFile[] = "UNJAILED";
+constexpr char kUnjailedText[] =
+    "WARNING: this VM's ember-vmm was started by emberd --no-jail: it runs as root with all "
+    "capabilities in the host's mount, pid, ipc, uts and network namespaces. For development "
+    "only.\n";
 
 // An unjailed ember-vmm opens every path emberd gives it as it is.
 class DirectView final : public VmmView {
@@ -24,7 +32,11 @@ class DirectView final : public VmmView {
     }
     spec->vmm_args.insert(spec->vmm_args.end(), {"--serial-out", dir + "/console.log",
                                                  "--exit-record", ExitRecordPath(spec->vm_id)});
-    return absl::OkStatus();
+    // Loudly, in the log and beside the VM's record: this VMM runs as root with every
+    // capability in the host's namespaces.
+    EMBER_LOG(kWarn) << "emberd: VM \"" << spec->vm_id << "\" runs UNJAILED (emberd --no-jail): "
+                     << "its ember-vmm is root with all capabilities in the host's namespaces";
+    return WriteFileAtomic(dir + "/" + kUnjailedFile, kUnjailedText);
   }
 
   std::string ExitRecordPath(const std::string& vm_id) const override {

@@ -14,6 +14,7 @@
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/store.h"
+#include "vmm/rules/vm_config_rules.h"
 #include "vmm/emberd/vmm_view.h"
 
 namespace ember::emberd {
@@ -146,6 +147,32 @@ absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
 }
 
 
+// The most a jailed VMM may write into one file (RLIMIT_FSIZE): its largest file is a snapshot
+// of its memory; the rest (console, exit record, a diff's bitmap) are far smaller. Bounds the
+// console log a guest fills.
+constexpr std::uint64_t kFileSizeSlackMib = 64;
+
+// This VM's ember-jailer options: only the device nodes it uses (KVM; the tun device when it
+// has a network interface; userfaultfd only for a UFFD restore), its taps
+// made in its network namespace, and its file size bound.
+std::vector<std::string> JailerOptions(const v1::VmConfig& config, const RestorePlan* restore) {
+  std::vector<std::string> options = {"--device", "kvm"};
+  if (config.network_interfaces_size() > 0) options.insert(options.end(), {"--device", "tun"});
+  // A UFFD restore's page server opens /dev/userfaultfd (its uid may not call userfaultfd(2)).
+  if (restore != nullptr && restore->uffd) {
+    options.insert(options.end(), {"--device", "userfaultfd"});
+  }
+  for (const v1::NetworkInterface& iface : config.network_interfaces()) {
+    if (!iface.host_dev_name().empty()) options.insert(options.end(), {"--tap", iface.host_dev_name()});
+  }
+  const v1::MachineConfig& machine = config.machine_config();
+  std::uint64_t mib = (machine.has_mem_size_mib() ? machine.mem_size_mib() : rules::kDefaultMemMib) +
+                      kFileSizeSlackMib;
+  options.insert(options.end(),
+                 {"--resource-limit", "fsize=" + std::to_string(mib * 1024 * 1024)});
+  return options;
+}
+
 // Adds `host` to the files put into the jail as `name`; returns the path the jail sees.
 std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& host,
                         const std::string& name) {
@@ -177,6 +204,7 @@ class JailedView final : public VmmView {
     } else {
       EMBER_RETURN_IF_ERROR(PrepareRestore(*restore, config, spec));
     }
+    spec->jailer_args = JailerOptions(config, restore);
     // emberd reads the console through a symlink into the jail.
     AddJailFile(spec, JailFile::How::kSymlinkHost, spec->vm_dir + "/console.log", "console.log");
     spec->vmm_args.insert(spec->vmm_args.end(),
@@ -351,11 +379,6 @@ absl::Status JailedView::FinishSnapshot(const v1::Snapshot& snapshot,
 }
 
 absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan) const {
-  if (plan->uffd) {
-    return absl::FailedPreconditionError(
-        "memory_backend: UFFD is not supported with emberd --jailer (a jailed ember-vmm has "
-        "neither CAP_SYS_PTRACE nor /dev/userfaultfd, which userfaultfd needs); use FILE");
-  }
   std::string bases_file = plan->record_dir + "/" + kJailBasesFile;
   if (!plan->record_dir.empty() && ::access(bases_file.c_str(), F_OK) == 0) {
     EMBER_ASSIGN_OR_RETURN(plan->jail_bases, ReadJailChain(bases_file));

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,11 +29,11 @@ namespace {
 // The fd number ember-vmm finds its control socket at.
 constexpr int kChildControlFd = 3;
 // A request is strings each ended by a NUL: kRequestTag, the VM id, the number N of jail files,
-// N pairs (the JailFile's How character followed by its jail name; its host path), then
-// ember-vmm's arguments; with the control and stderr fds attached (SCM_RIGHTS, in that order).
+// N pairs (the JailFile's How character followed by its jail name; its host path), the number M
+// of jailer option pairs, M pairs (flag, value), then ember-vmm's arguments; with the control and stderr fds attached (SCM_RIGHTS, in that order).
 // The tag keeps a request from ever being empty, which on a SEQPACKET socket would read as
 // emberd closing it. Paths under the state dir keep a request far below kMaxRequest.
-constexpr char kRequestTag[] = "ember-spawn-v2";
+constexpr char kRequestTag[] = "ember-spawn-v3";
 constexpr std::size_t kMaxRequest = 64 * 1024;
 constexpr int kRequestFds = 2;
 
@@ -103,8 +104,8 @@ int PlaceJailFile(const JailFile& file, const std::string& root, const JailerCon
 // posix_spawns `binary` with `vmm_args` in its own session: stdin/stdout on /dev/null, stderr
 // on stderr_fd, the control socket at kChildControlFd, signals at their defaults.
 SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>& jail,
-                    const std::string& vm_id, std::vector<std::string> vmm_args, int control_fd,
-                    int stderr_fd) {
+                    const std::string& vm_id, const std::vector<std::string>& jailer_args,
+                    std::vector<std::string> vmm_args, int control_fd, int stderr_fd) {
   std::vector<std::string> args = {binary};
   const std::string* exec = &binary;
   if (jail) {
@@ -114,6 +115,8 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
             "--chroot-base-dir",  jail->chroot_base, "--pass-fd",
             std::to_string(kChildControlFd)};
     if (jail->new_pid_ns) args.push_back("--new-pid-ns");
+    if (jail->isolate) args.push_back("--isolate");
+    args.insert(args.end(), jailer_args.begin(), jailer_args.end());
     args.push_back("--");
     exec = &jail->jailer;
   }
@@ -157,6 +160,7 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
 // before replying means the re-parenting is done by the time emberd reads the pid.
 SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<JailerConfig>& jail,
                               const std::string& vm_id, const std::vector<JailFile>& files,
+                              const std::vector<std::string>& jailer_args,
                               std::vector<std::string> vmm_args, int control_fd, int stderr_fd) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
@@ -176,7 +180,8 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       }
     }
     if (reply.error == 0) {
-      reply = SpawnVmm(binary, jail, vm_id, std::move(vmm_args), control_fd, stderr_fd);
+      reply = SpawnVmm(binary, jail, vm_id, jailer_args, std::move(vmm_args), control_fd,
+                       stderr_fd);
     }
     ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
     ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
@@ -198,6 +203,13 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
                               const std::optional<JailerConfig>& jail, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != emberd) ::_exit(0);  // emberd died before the line above
+  // Whatever emberd's own parent left open without close-on-exec (a service manager's or a
+  // shell's fds) must not reach a VMM, jailed or not: every VMM gets only stdio and its
+  // control socket. The helper's socket is close-on-exec already.
+  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    EMBER_LOG(kError) << "emberd: fork server: close_range: " << std::strerror(errno);
+    ::_exit(1);
+  }
   EMBER_LOG(kDebug) << "emberd: fork server for " << binary << " is pid " << ::getpid();
   std::vector<char> buffer(kMaxRequest);
   while (true) {
@@ -257,11 +269,29 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
         files.push_back(JailFile{static_cast<JailFile::How>(kind_name[0]), host,
                                  kind_name.substr(1)});
       }
+      std::size_t options_at = 3 + 2 * count;
+      std::size_t option_pairs = 0;
+      if (ok) {
+        ok = args.size() > options_at;
+        const std::string& text = ok ? args[options_at] : args[0];
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), option_pairs);
+        ok = ok && ec == std::errc() && end == text.data() + text.size() &&
+             args.size() >= options_at + 1 + 2 * option_pairs && (jail || option_pairs == 0);
+      }
+      std::vector<std::string> jailer_args;
+      for (std::size_t i = 0; ok && i < option_pairs; ++i) {
+        const std::string& flag = args[options_at + 1 + 2 * i];
+        // Per-VM options only: identity, paths and namespaces are the helper's own.
+        ok = flag == "--device" || flag == "--tap" || flag == "--resource-limit";
+        jailer_args.push_back(flag);
+        jailer_args.push_back(args[options_at + 2 + 2 * i]);
+      }
       if (ok) {
         std::string vm_id = args[1];
-        args.erase(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(3 + 2 * count));
-        reply = SpawnThroughMiddle(binary, jail, vm_id, files, std::move(args), fds[0].Get(),
-                                   fds[1].Get());
+        args.erase(args.begin(),
+                   args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
+        reply = SpawnThroughMiddle(binary, jail, vm_id, files, jailer_args, std::move(args),
+                                   fds[0].Get(), fds[1].Get());
       }
     }
     fds.clear();
@@ -321,6 +351,11 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
     fields.push_back(static_cast<char>(file.how) + file.jail_name);
     fields.push_back(file.host_path);
   }
+  if (spec.jailer_args.size() % 2 != 0) {
+    return absl::InternalError("VM \"" + spec.vm_id + "\": jailer options come in pairs");
+  }
+  fields.push_back(std::to_string(spec.jailer_args.size() / 2));
+  fields.insert(fields.end(), spec.jailer_args.begin(), spec.jailer_args.end());
   fields.insert(fields.end(), spec.vmm_args.begin(), spec.vmm_args.end());
   for (const std::string& arg : fields) {
     if (arg.find('\0') != std::string::npos) {

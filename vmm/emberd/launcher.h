@@ -36,6 +36,7 @@ struct JailerConfig {
   uid_t uid = 0;
   gid_t gid = 0;
   bool new_pid_ns = false;
+  bool isolate = false;  // new ipc, uts and network namespaces (ember-jailer --isolate)
   // <chroot_base>/<exec name>/<id>/root, the directory the jailer chroots into.
   [[nodiscard]] std::string JailRoot(const std::string& vmm_binary, const std::string& id) const;
 };
@@ -48,6 +49,9 @@ struct LaunchSpec {
   int control_listen_fd = -1;         // becomes ember-vmm's --control-fd
   int stderr_fd = -1;                 // ember-vmm's log
   std::vector<JailFile> jail_files;   // only for a jailed launch; paths in vmm_args are the jail's
+  // Only for a jailed launch: this VM's ember-jailer options, flag and value pairs of
+  // --device, --tap and --resource-limit (the fork server refuses any other flag).
+  std::vector<std::string> jailer_args;
 };
 
 // How emberd starts an ember-vmm. The seam for the jailer: a jailed launch execs ember-jailer

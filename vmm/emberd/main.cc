@@ -63,17 +63,21 @@ constexpr char kUsage[] =
     "  --max-vms N        live VMs at most (default 1024)\n"
     "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
     "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
-    "  --jailer PATH      run each ember-vmm through this ember-jailer (off by default); needs\n"
-    "                     --jailer-uid, --jailer-gid and --chroot-base. A VM's jail is\n"
-    "                     <chroot-base>/ember-vmm/<id>/root: its config, kernel and initrd are\n"
-    "                     put there (drives hard-linked: same filesystem). Snapshots are\n"
-    "                     moved out of the jail; a restored clone gets the snapshot's files\n"
-    "                     linked into its own jail (memory must be readable by the jail uid)\n"
+    "  --no-jail          run each ember-vmm UNJAILED: as root, with all capabilities, in\n"
+    "                     emberd's namespaces. For development only: emberd warns at start-up\n"
+    "                     and writes UNJAILED beside each VM's record\n"
+    "  By default each ember-vmm runs through ember-jailer: chrooted (pivot_root) into\n"
+    "  <chroot-base>/ember-vmm/<id>/root with its config, kernel and initrd (drives hard-linked:\n"
+    "  same filesystem), as --jailer-uid:--jailer-gid with no capabilities and NoNewPrivs, in\n"
+    "  new mount, pid, ipc, uts and network namespaces (a VM's taps are made in its own), with\n"
+    "  only the device nodes it uses and RLIMIT_FSIZE its memory size + 64 MiB. Snapshots are\n"
+    "  moved out of the jail; a restored clone gets the snapshot's files linked into its jail.\n"
+    "  --jailer PATH      the ember-jailer binary (default: next to emberd)\n"
     "  --jailer-uid N, --jailer-gid N\n"
-    "                     the jailed ember-vmm's identity (not 0)\n"
-    "  --chroot-base DIR  the jailer's --chroot-base-dir\n"
+    "                     the jailed ember-vmm's identity (not 0; default 830000)\n"
+    "  --chroot-base DIR  the jailer's --chroot-base-dir (default STATE-DIR/jail)\n"
     "  --jailer-new-pid-ns\n"
-    "                     run each jailed ember-vmm as pid 1 of its own pid namespace\n"
+    "                     accepted for old command lines: a new pid namespace is the default\n"
     "  --help             this text\n"
     "\n"
     "SIGTERM/SIGINT stop emberd but not the VMs; a new emberd re-attaches to them.\n";
@@ -103,8 +107,12 @@ struct Flags {
   std::optional<std::uint32_t> jailer_uid;
   std::optional<std::uint32_t> jailer_gid;
   std::string chroot_base;
-  bool jailer_new_pid_ns = false;
+  bool no_jail = false;
 };
+
+// The jailed ember-vmm's uid and gid unless --jailer-uid/--jailer-gid say otherwise: far above
+// the ranges distributions give to users and system accounts.
+constexpr std::uint32_t kDefaultJailId = 830000;
 
 std::uint32_t ParseId(const std::string& flag, const std::string& text) {
   std::uint32_t id = 0;
@@ -142,7 +150,8 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--jailer-uid") flags.jailer_uid = ParseId("--jailer-uid", value());
     else if (arg == "--jailer-gid") flags.jailer_gid = ParseId("--jailer-gid", value());
     else if (arg == "--chroot-base") flags.chroot_base = value();
-    else if (arg == "--jailer-new-pid-ns") flags.jailer_new_pid_ns = true;
+    else if (arg == "--jailer-new-pid-ns") {}  // the default
+    else if (arg == "--no-jail") flags.no_jail = true;
     else if (arg == "--seccomp") {
       auto mode = ParseSeccompFlag(value());
       if (!mode.ok()) Fail(std::string(mode.status().message()));
@@ -159,10 +168,10 @@ Flags ParseFlags(int argc, char** argv) {
     }
   }
   bool any_jail = !flags.jailer.empty() || flags.jailer_uid || flags.jailer_gid ||
-                  !flags.chroot_base.empty() || flags.jailer_new_pid_ns;
-  if (any_jail && (flags.jailer.empty() || !flags.jailer_uid || !flags.jailer_gid ||
-                   flags.chroot_base.empty())) {
-    Fail("--jailer needs --jailer-uid, --jailer-gid and --chroot-base (and they need --jailer)");
+                  !flags.chroot_base.empty();
+  if (flags.no_jail && any_jail) {
+    Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-uid, --jailer-gid and "
+         "--chroot-base have nothing to configure");
   }
   // A TCP listener anyone on the network can reach is as good as root on this host: it is
   // served only to clients with a certificate the operator's CA signed.
@@ -274,23 +283,44 @@ void ConfigureProcess(const Flags& flags) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // every thread inherits it
 }
 
-// The jail of --jailer (none without it), filling in `options`' jail fields; `vmm` becomes
-// absolute, as the jailer's --exec-file.
+// The jail every ember-vmm runs in unless --no-jail, filling in `options`' jail fields; `vmm`
+// becomes absolute, as the jailer's --exec-file.
 std::optional<JailerConfig> JailFromFlags(const Flags& flags, std::string* vmm,
                                           ManagerOptions* options) {
-  if (flags.jailer.empty()) return std::nullopt;
-  if (::access(flags.jailer.c_str(), X_OK) != 0) {
-    Fail("--jailer: \"" + flags.jailer + "\" is not executable");
+  if (flags.no_jail) {
+    EMBER_LOG(kWarn) << "emberd: --no-jail: every ember-vmm runs UNJAILED, as root with all "
+                        "capabilities in emberd's namespaces. For development only; never on a "
+                        "host whose guests you do not trust";
+    return std::nullopt;
+  }
+  std::string jailer = flags.jailer.empty()
+                           ? (std::filesystem::path(DefaultVmmPath()).parent_path() /
+                              "ember-jailer").string()
+                           : flags.jailer;
+  if (::access(jailer.c_str(), X_OK) != 0) {
+    Fail("--jailer: \"" + jailer + "\" is not executable (or run emberd --no-jail, for "
+         "development only)");
+  }
+  if (::geteuid() != 0) {
+    Fail("the jail (the default) needs root: ember-jailer chroots, makes namespaces and "
+         "changes identity. Run emberd as root, or with --no-jail for development only");
   }
   JailerConfig jail;
-  jail.jailer = std::filesystem::absolute(flags.jailer).string();
-  jail.chroot_base = std::filesystem::absolute(flags.chroot_base).lexically_normal().string();
+  jail.jailer = std::filesystem::absolute(jailer).string();
+  std::string chroot_base =
+      flags.chroot_base.empty() ? options->state_dir + "/jail" : flags.chroot_base;
+  if (flags.chroot_base.empty() && ::mkdir(options->state_dir.c_str(), 0700) != 0 &&
+      errno != EEXIST) {
+    Fail("--state-dir: mkdir " + options->state_dir + ": " + std::strerror(errno));
+  }
+  jail.chroot_base = std::filesystem::absolute(chroot_base).lexically_normal().string();
   while (jail.chroot_base.size() > 1 && jail.chroot_base.back() == '/') {
     jail.chroot_base.pop_back();
   }
-  jail.uid = *flags.jailer_uid;
-  jail.gid = *flags.jailer_gid;
-  jail.new_pid_ns = flags.jailer_new_pid_ns;
+  jail.uid = flags.jailer_uid.value_or(kDefaultJailId);
+  jail.gid = flags.jailer_gid.value_or(kDefaultJailId);
+  jail.new_pid_ns = true;
+  jail.isolate = true;
   options->jail_uid = jail.uid;
   options->jail_gid = jail.gid;
   *vmm = std::filesystem::absolute(*vmm).string();
@@ -374,7 +404,8 @@ int Main(int argc, char** argv) {
                    << (flags.tcp.empty() ? "" : " and tcp:" + flags.tcp + " (mutual TLS)")
                    << ", state in "
                    << options.state_dir << ", host paths under " << paths.Describe() << ", ember-vmm " << vmm
-                   << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir : "");
+                   << (jail ? ", jailed by " + jail->jailer + " in " + options.jail_dir
+                            : ", UNJAILED (--no-jail)");
   std::fprintf(stderr, "emberd: ready\n");
 
   int exit_code = WaitForStopOrForkServerDeath(fork_server, fork_server_pid);

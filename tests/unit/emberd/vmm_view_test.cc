@@ -162,12 +162,39 @@ TEST_F(VmmViewTest, AJailedSnapshotFileThatIsNotTheJailsOwnIsNotMoved) {
   EXPECT_FALSE(std::filesystem::exists(full.memory_path()));
 }
 
-TEST_F(VmmViewTest, JailedRestoreRefusesUffd) {
+TEST_F(VmmViewTest, JailedBootGetsOnlyKvmAndAFileSizeBoundFromItsMemory) {
+  v1::VmConfig config;
+  config.mutable_machine_config()->set_mem_size_mib(256);
+  ASSERT_TRUE(Jailed()->PrepareLaunch(config, nullptr, &spec_).ok());
+  EXPECT_EQ(spec_.jailer_args,
+            (std::vector<std::string>{"--device", "kvm", "--resource-limit",
+                                      "fsize=" + std::to_string((256 + 64) << 20)}));
+}
+
+TEST_F(VmmViewTest, JailedVmWithATapGetsTunAndTheTapMadeInItsNetns) {
+  v1::VmConfig config;
+  config.add_network_interfaces()->set_host_dev_name("tap7");
+  ASSERT_TRUE(Jailed()->PrepareLaunch(config, nullptr, &spec_).ok());
+  EXPECT_EQ(FlagValue(spec_.jailer_args, "--tap"), "tap7");
+  std::vector<std::string> devices;
+  for (std::size_t i = 0; i + 1 < spec_.jailer_args.size(); ++i) {
+    if (spec_.jailer_args[i] == "--device") devices.push_back(spec_.jailer_args[i + 1]);
+  }
+  EXPECT_EQ(devices, (std::vector<std::string>{"kvm", "tun"}));
+}
+
+TEST_F(VmmViewTest, JailedUffdRestoreIsPlannedAndGetsUserfaultfd) {
   RestorePlan plan;
   plan.uffd = true;
-  absl::Status refused = Jailed()->PlanRestore("snapshot_id", &plan);
-  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(refused.message().find("memory_backend"), std::string::npos) << refused;
+  plan.memory_path = vms_dir_ + "/mem";
+  std::ofstream(plan.memory_path) << "m";
+  plan.state_path = vms_dir_ + "/state";
+  std::ofstream(plan.state_path) << "s";
+  auto view = Jailed();
+  ASSERT_TRUE(view->PlanRestore("state_path", &plan).ok());
+  ASSERT_TRUE(view->PrepareLaunch(v1::VmConfig(), &plan, &spec_).ok());
+  EXPECT_NE(std::find(spec_.jailer_args.begin(), spec_.jailer_args.end(), "userfaultfd"),
+            spec_.jailer_args.end());
 }
 
 TEST_F(VmmViewTest, DirectRestoreHandsTheOverridesToTheVmmAsOneMessage) {
