@@ -34,7 +34,7 @@ class AllowedDirsTest(unittest.TestCase):
         with open(self.secret, "w") as f:
             f.write("root only\n")
         os.chmod(self.secret, 0o600)
-        self.emberd = ec.Emberd(extra_args=["--vmm", FAKE_VMM], allow_dirs=[self.allowed])
+        self.emberd = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM], allow_dirs=[self.allowed])
         self.addCleanup(self.emberd.close)
         self.stub = self.emberd.stub
 

@@ -32,7 +32,7 @@ class FakeVmmTest(unittest.TestCase):
 
     def start_emberd(self, **fake_env):
         env = dict(os.environ, **{k: str(v) for k, v in fake_env.items()})
-        self.emberd = ec.Emberd(extra_args=["--vmm", FAKE_VMM], env=env)
+        self.emberd = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM], env=env)
         self.stub = self.emberd.stub
 
     def paused_vm(self, vm_id, config=None):
@@ -177,7 +177,7 @@ class FakeVmmTest(unittest.TestCase):
 
 class StateDirLockTest(unittest.TestCase):
     def setUp(self):
-        self.emberd = ec.Emberd(extra_args=["--vmm", FAKE_VMM])
+        self.emberd = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM])
 
     def tearDown(self):
         self.emberd.close()

@@ -119,6 +119,14 @@ class EmberdTest(VmChecks, unittest.TestCase):
     def tearDown(self):
         self.emberd.close()
 
+    def unjailed(self):
+        """Replaces the fixture's emberd by one with --no-jail, for a test about something a
+        jailed VMM does not do (a working set written beside the snapshot; a drive the test
+        makes as root)."""
+        self.emberd.close()
+        self.emberd = ec.Emberd(extra_args=["--no-jail"])
+        self.stub = self.emberd.stub
+
     def create(self, vm_id, scenario="idle"):
         return self.stub.Create(api.CreateRequest(vm_id=vm_id, config=ec.config(scenario)),
                                 timeout=30)
@@ -312,6 +320,7 @@ class EmberdTest(VmChecks, unittest.TestCase):
             api.GetMetricsRequest(vm_id=vm_id), timeout=30).json).get("uffd", {}).get(name, 0)
 
     def test_uffd_restore_records_a_working_set_that_a_later_restore_prefetches(self):
+        self.unjailed()
         before = self.counting_vm("src")
         snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="src"), timeout=60)
         working_set = snapshot.memory_path + ".ws"
@@ -426,6 +435,7 @@ class EmberdTest(VmChecks, unittest.TestCase):
                                                       timeout=30).snapshots), [])
 
     def test_update_rate_limits_throttles_a_running_vms_drive(self):
+        self.unjailed()
         image = os.path.join(self.emberd.dir, "scratch.img")
         with open(image, "wb") as f:  # rootfs/testguest/blk_pattern.h's initial pattern
             f.write(bytes((s * 0x9d + i + (i >> 8) * 0x3b + 0x11) & 0xff

@@ -78,7 +78,7 @@ class TcpMutualTlsTest(unittest.TestCase):
     def setUp(self):
         self.address = f"127.0.0.1:{free_port()}"
         self.emberd = ec.Emberd(extra_args=[
-            "--vmm", FAKE_VMM, "--tcp", self.address, "--tls-cert", self.server_cert,
+            "--no-jail", "--vmm", FAKE_VMM, "--tcp", self.address, "--tls-cert", self.server_cert,
             "--tls-key", self.server_key, "--tls-client-ca", self.pki.ca])
         self.addCleanup(self.emberd.close)
 
