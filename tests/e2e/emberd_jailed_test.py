@@ -263,6 +263,24 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
         self.assertIn("overrides[0].vsock_uds_path", details)
 
+    def test_a_console_the_jail_turned_into_a_symlink_is_refused(self):
+        secret = os.path.join(self.base, "root-only")
+        with open(secret, "w") as f:
+            f.write("ROOT-ONLY-SECRET\n")
+        os.chmod(secret, 0o600)
+        self.stub.Create(api.CreateRequest(vm_id="jsym", config=ec.config("idle")), timeout=30)
+        # What a compromised VMM can do in the jail's root, which is its own: swap its console
+        # for a symlink to a file only root may read.
+        console = os.path.join(self.base, "ember-vmm", "jsym", "root", "console.log")
+        os.unlink(console)
+        os.symlink(secret, console)
+        code, details = code_of(
+            lambda r, timeout: b"".join(c.data for c in self.stub.StreamConsole(r, timeout=timeout)),
+            api.StreamConsoleRequest(vm_id="jsym"))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("console.log", details)
+        self.assertNotIn("ROOT-ONLY-SECRET", details)
+
     def test_underscore_ids_are_refused(self):
         code, details = code_of(self.stub.Create,
                                 api.CreateRequest(vm_id="a_b", config=ec.config("idle")))

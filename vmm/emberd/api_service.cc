@@ -376,14 +376,21 @@ grpc::Status ApiService::StreamConsole(grpc::ServerContext* context,
                                        const v1::StreamConsoleRequest* request,
                                        grpc::ServerWriter<v1::ConsoleChunk>* writer) {
   if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
-  auto console = manager_.Console(request->vm_id());
-  if (!console.ok()) return ToGrpc(console.status());
-  const std::string path = console->first;
+  auto ended = manager_.ConsoleEnded(request->vm_id());
+  if (!ended.ok()) return ToGrpc(ended.status());
   std::uint64_t offset = request->offset();
   base::UniqueFd fd;
   std::string buf(kMaxConsoleChunk, '\0');
   while (!context->IsCancelled()) {
-    if (!fd) fd.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      // Not there yet is no error: the VMM makes it when it starts.
+      absl::StatusOr<base::UniqueFd> opened = manager_.OpenConsole(request->vm_id());
+      if (opened.ok()) {
+        fd = std::move(*opened);
+      } else if (opened.status().code() != absl::StatusCode::kNotFound) {
+        return ToGrpc(opened.status());
+      }
+    }
     ssize_t n = fd ? ::pread(fd.Get(), buf.data(), buf.size(), static_cast<off_t>(offset)) : 0;
     if (n > 0) {
       v1::ConsoleChunk chunk;
@@ -395,9 +402,9 @@ grpc::Status ApiService::StreamConsole(grpc::ServerContext* context,
     }
     // At the end of what is there: done unless following a VM that may still write.
     if (!request->follow()) break;
-    auto now = manager_.Console(request->vm_id());
-    if (!now.ok() || console->second) break;
-    console = std::move(now);  // re-read once more after it stops, then end
+    auto now = manager_.ConsoleEnded(request->vm_id());
+    if (!now.ok() || *ended) break;
+    ended = std::move(now);  // re-read once more after it stops, then end
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return grpc::Status::OK;

@@ -42,6 +42,10 @@ class DirectView final : public VmmView {
   std::string ExitRecordPath(const std::string& vm_id) const override {
     return vms_dir_ + "/" + vm_id + "/exit";
   }
+  absl::StatusOr<base::UniqueFd> OpenVmmFile(const std::string& vm_id,
+                                             const std::string& name) const override {
+    return emberd::OpenVmmFile(vms_dir_ + "/" + vm_id, name, /*in_root=*/false);
+  }
 
   void LoadVm(const std::string&) override {}
   absl::Status RemoveVm(const std::string&) override { return absl::OkStatus(); }

@@ -222,6 +222,11 @@ class JailedView final : public VmmView {
   std::string ExitRecordPath(const std::string& vm_id) const override {
     return JailRoot(vm_id) + "/exit";
   }
+  absl::StatusOr<base::UniqueFd> OpenVmmFile(const std::string& vm_id,
+                                             const std::string& name) const override {
+    // The jail's root is the jail uid's: its VMM may have put anything there.
+    return emberd::OpenVmmFile(JailRoot(vm_id), name, /*in_root=*/true);
+  }
 
   void LoadVm(const std::string& vm_id) override {
     const std::string path = vms_dir_ + "/" + vm_id + "/" + kJailChainFile;

@@ -31,6 +31,9 @@ std::string GenerateId() {
   return buf;
 }
 
+// More than RecordedExit reads of an exit record's first line.
+constexpr std::size_t kMaxExitRecordBytes = 4096;
+
 absl::Status StillCreating(const std::string& vm_id) {
   return absl::FailedPreconditionError("VM \"" + vm_id + "\" is still being created");
 }
@@ -573,10 +576,15 @@ absl::StatusOr<std::vector<v1::Vm>> VmManager::SpawnClones(const v1::RestoreRequ
   return clones;
 }
 
-absl::StatusOr<std::pair<std::string, bool>> VmManager::Console(const std::string& vm_id) {
+absl::StatusOr<bool> VmManager::ConsoleEnded(const std::string& vm_id) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(vm_id));
   std::lock_guard lock(entry->mu);
-  return std::make_pair(VmDir(vm_id) + "/console.log", entry->vm.state() == v1::Vm::STOPPED);
+  return entry->vm.state() == v1::Vm::STOPPED;
+}
+
+absl::StatusOr<base::UniqueFd> VmManager::OpenConsole(const std::string& vm_id) {
+  EMBER_RETURN_IF_ERROR(Find(vm_id).status());
+  return view_->OpenVmmFile(vm_id, "console.log");
 }
 
 absl::StatusOr<std::vector<std::shared_ptr<VmManager::Entry>>> VmManager::LoadVms() {
@@ -624,7 +632,11 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
     }
   }
   supervisor_->Detach(*entry);
-  *entry->vm.mutable_exit() = RecordedExit(ReadFile(view_->ExitRecordPath(id)));
+  // The VMM's words, so read as any file it writes, and no more than a line's worth.
+  absl::StatusOr<base::UniqueFd> fd = view_->OpenVmmFile(id, "exit");
+  absl::StatusOr<std::string> record =
+      fd.ok() ? ReadAtMost(fd->Get(), kMaxExitRecordBytes) : fd.status();
+  *entry->vm.mutable_exit() = RecordedExit(record);
   entry->vm.set_pid(0);
   entry->SetState(v1::Vm::STOPPED);
   EMBER_LOG(kInfo) << "emberd: VM " << id << " is gone: marked STOPPED";

@@ -77,8 +77,10 @@ class VmManager {
   // Removes a snapshot's files and record, unless a live VM, a restore in progress or a DIFF
   // snapshot emberd knows of still needs them (api.proto DeleteSnapshot).
   [[nodiscard]] absl::Status DeleteSnapshot(const std::string& snapshot_id);
-  // The console file and whether the VM has stopped (no more output will come).
-  [[nodiscard]] absl::StatusOr<std::pair<std::string, bool>> Console(const std::string& vm_id);
+  // Whether the VM has stopped (no more console output will come).
+  [[nodiscard]] absl::StatusOr<bool> ConsoleEnded(const std::string& vm_id);
+  // The VM's console file, opened safely (VmmView::OpenVmmFile): NOT_FOUND until it exists.
+  [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenConsole(const std::string& vm_id);
 
   EventHub& events() { return events_; }
 

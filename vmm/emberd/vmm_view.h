@@ -9,6 +9,7 @@
 #include "ember/v1/api.pb.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/restore_plan.h"
+#include "vmm/emberd/vmm_file.h"
 
 namespace ember::emberd {
 
@@ -37,6 +38,10 @@ class VmmView {
                                                    LaunchSpec* spec) = 0;
   // The host path of the VM's exit record (ember-vmm --exit-record).
   [[nodiscard]] virtual std::string ExitRecordPath(const std::string& vm_id) const = 0;
+  // Opens `name` ("console.log", "exit"), a file the VM's ember-vmm writes, as OpenVmmFile
+  // does: never through a symlink, never from outside where that VMM writes.
+  [[nodiscard]] virtual absl::StatusOr<base::UniqueFd> OpenVmmFile(
+      const std::string& vm_id, const std::string& name) const = 0;
   // Reads what the view keeps of a VM that a previous emberd ran (Recover).
   virtual void LoadVm(const std::string& vm_id) = 0;
   // Removes what the view made for a VM that is deleted or failed to start.

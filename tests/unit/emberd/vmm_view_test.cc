@@ -197,6 +197,29 @@ TEST_F(VmmViewTest, JailedUffdRestoreIsPlannedAndGetsUserfaultfd) {
             spec_.jailer_args.end());
 }
 
+TEST_F(VmmViewTest, AVmmsFileIsReadOnlyAsARegularFileOfItsOwn) {
+  auto view = Jailed();
+  const std::string root = jail_dir_ + "/vm1/root";
+  EXPECT_EQ(view->OpenVmmFile("vm1", "console.log").status().code(), absl::StatusCode::kNotFound);
+  std::ofstream(root + "/console.log") << "hello";
+  absl::StatusOr<base::UniqueFd> fd = view->OpenVmmFile("vm1", "console.log");
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  EXPECT_EQ(*ReadAtMost(fd->Get(), 3), "hel");
+  // A symlink, even one that stays inside, a FIFO (which would block a reader) and a way out
+  // of the jail are refused.
+  std::ofstream(temp_.path() + "/secret") << "secret";
+  ASSERT_EQ(::symlink((temp_.path() + "/secret").c_str(), (root + "/exit").c_str()), 0);
+  EXPECT_EQ(view->OpenVmmFile("vm1", "exit").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(::symlink("console.log", (root + "/inside").c_str()), 0);
+  EXPECT_EQ(view->OpenVmmFile("vm1", "inside").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(::mkfifo((root + "/fifo").c_str(), 0600), 0);
+  EXPECT_EQ(view->OpenVmmFile("vm1", "fifo").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(view->OpenVmmFile("vm1", "../../../secret").ok());
+}
+
 TEST_F(VmmViewTest, DirectRestoreHandsTheOverridesToTheVmmAsOneMessage) {
   RestorePlan plan;
   plan.state_path = "/s";
