@@ -1,7 +1,9 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <array>
+#include <string>
 
 #include "vmm/base/unique_fd.h"
 #include "vmm/bus.h"
@@ -44,6 +46,24 @@ TEST_F(SerialTest, TransmittedByteReachesTheOutputFd) {
   char c = 0;
   ASSERT_EQ(::read(read_end_.Get(), &c, 1), 1);
   EXPECT_EQ(c, 'A');
+}
+
+TEST(SerialCap, OutputPastTheCapIsDroppedAndCounted) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_NONBLOCK), 0);
+  base::UniqueFd read_end(fds[0]), write_end(fds[1]);
+  Serial serial(write_end.Get(), nullptr, nullptr, /*max_output_bytes=*/4);
+  base::Metric* over_cap = base::MetricsRegistry::Global().Get("uart", "bytes_over_cap");
+  const std::uint64_t before = over_cap->Get();
+
+  for (char c : std::string("abcdef")) WriteReg(serial, 0, static_cast<std::uint8_t>(c));
+
+  std::array<char, 16> out{};
+  EXPECT_EQ(::read(read_end.Get(), out.data(), out.size()), 4);
+  EXPECT_EQ(std::string(out.data(), 4), "abcd");
+  EXPECT_EQ(over_cap->Get() - before, 2u);
+  // The guest is not held up: its transmitter still reads empty.
+  EXPECT_EQ(ReadReg(serial, 5) & 0x60, 0x60);
 }
 
 TEST_F(SerialTest, TransmitterAlwaysReadsAsEmpty) {

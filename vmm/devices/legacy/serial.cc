@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "vmm/base/logging.h"
+
 namespace ember::devices {
 namespace {
 
@@ -30,13 +32,16 @@ constexpr std::uint8_t kMsrIdle = 0x80 | 0x20 | 0x10;
 
 }  // namespace
 
-Serial::Serial(int out_fd, const base::EventFd* irq, const base::EventFd* rx_space)
+Serial::Serial(int out_fd, const base::EventFd* irq, const base::EventFd* rx_space,
+               std::uint64_t max_output_bytes)
     : out_fd_(out_fd),
       irq_(irq),
       rx_space_(rx_space),
+      max_output_bytes_(max_output_bytes),
       tx_bytes_(base::MetricsRegistry::Global().Get("uart", "write_count")),
       rx_bytes_(base::MetricsRegistry::Global().Get("uart", "read_count")),
-      missed_writes_(base::MetricsRegistry::Global().Get("uart", "missed_write_count")) {}
+      missed_writes_(base::MetricsRegistry::Global().Get("uart", "missed_write_count")),
+      bytes_over_cap_(base::MetricsRegistry::Global().Get("uart", "bytes_over_cap")) {}
 
 void Serial::Read(std::uint64_t offset, std::span<std::uint8_t> data) {
   if (data.size() != 1) {  // the UART's registers are byte-wide
@@ -168,9 +173,17 @@ void Serial::WriteRegister(std::uint64_t offset, std::uint8_t value) {
 }
 
 void Serial::Transmit(std::uint8_t byte) {
-  // Console output is best effort: a closed or full output must not stall the guest.
-  if (::write(out_fd_, &byte, 1) == 1) {
+  // Console output is best effort: a closed or full output, or one at its cap, must not
+  // stall the guest.
+  if (output_bytes_ >= max_output_bytes_) {
+    bytes_over_cap_->Add();
+  } else if (::write(out_fd_, &byte, 1) == 1) {
     tx_bytes_->Add();
+    if (++output_bytes_ == max_output_bytes_) {
+      EMBER_LOG(kWarn) << "the guest's console reached its cap of " << max_output_bytes_
+                       << " bytes (console.max_bytes); later output is dropped and counted "
+                          "in metrics (uart.bytes_over_cap)";
+    }
   } else {
     missed_writes_->Add();
   }

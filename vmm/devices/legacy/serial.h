@@ -19,11 +19,17 @@ namespace ember::devices {
 class Serial : public base::BusDevice {
  public:
   static constexpr std::size_t kFifoSize = 64;
+  // What the console may take unless the VM config says otherwise (console.max_bytes).
+  static constexpr std::uint64_t kDefaultMaxOutputBytes = std::uint64_t{16} << 20;
 
-  // `out_fd` (borrowed, must outlive the device) receives the guest's output; `irq`
-  // (borrowed irqfd) is signalled on an interrupt; `rx_space` (borrowed, may be null) is
-  // signalled when the guest takes bytes out of a FIFO so the VMM can feed it more.
-  Serial(int out_fd, const base::EventFd* irq, const base::EventFd* rx_space);
+  // `out_fd` (borrowed, must outlive the device) receives the guest's output, at most
+  // `max_output_bytes` of it: the guest decides how much it writes, and the console file
+  // must not fill the host's disk. Bytes past the cap are dropped and counted (metric
+  // uart.bytes_over_cap); the guest sees its transmitter empty as always. `irq` (borrowed
+  // irqfd) is signalled on an interrupt; `rx_space` (borrowed, may be null) is signalled
+  // when the guest takes bytes out of a FIFO so the VMM can feed it more.
+  Serial(int out_fd, const base::EventFd* irq, const base::EventFd* rx_space,
+         std::uint64_t max_output_bytes = kDefaultMaxOutputBytes);
 
   void Read(std::uint64_t offset, std::span<std::uint8_t> data) override;
   void Write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
@@ -51,9 +57,11 @@ class Serial : public base::BusDevice {
   const int out_fd_;
   const base::EventFd* const irq_;
   const base::EventFd* const rx_space_;
+  const std::uint64_t max_output_bytes_;
   base::Metric* tx_bytes_;
   base::Metric* rx_bytes_;
   base::Metric* missed_writes_;
+  base::Metric* bytes_over_cap_;
 
   std::mutex mu_;
   std::deque<std::uint8_t> rx_fifo_;  // guarded by mu_
@@ -64,6 +72,7 @@ class Serial : public base::BusDevice {
   std::uint8_t divisor_low_ = 0x0c;   // guarded by mu_ (9600 baud)
   std::uint8_t divisor_high_ = 0;     // guarded by mu_
   bool thr_empty_pending_ = false;    // guarded by mu_: THRE interrupt not yet acknowledged
+  std::uint64_t output_bytes_ = 0;    // guarded by mu_: written to out_fd_ so far
 };
 
 }  // namespace ember::devices
