@@ -118,8 +118,10 @@ absl::Status VmBuilder::CreateLegacyDevices() {
   EMBER_ASSIGN_OR_RETURN(vmm_.reset_event_, base::EventFd::Create());
   EMBER_RETURN_IF_ERROR(vmm_.vm_->RegisterIrqfd(vmm_.serial_irq_->Get(), arch::kCom1Irq));
 
-  vmm_.serial_ = std::make_unique<devices::Serial>(options_.console_out_fd, &*vmm_.serial_irq_,
-                                                   &*vmm_.serial_rx_space_);
+  const v1::Console& console = options_.config.console();
+  vmm_.serial_ = std::make_unique<devices::Serial>(
+      options_.console_out_fd, &*vmm_.serial_irq_, &*vmm_.serial_rx_space_,
+      console.has_max_bytes() ? console.max_bytes() : devices::Serial::kDefaultMaxOutputBytes);
   vmm_.i8042_ = std::make_unique<devices::I8042>(&*vmm_.reset_event_);
   Vmm* vmm = &vmm_;
   vmm_.boot_timer_ =

@@ -235,6 +235,9 @@ void ConfigureLogging(const Flags& flags, const v1::Logger& logger) {
   }
   base::SetLogDecorations(!logger.has_show_level() || logger.show_level(),
                           !logger.has_show_log_origin() || logger.show_log_origin());
+  // The guest can make this process log, and must not fill the host's disk through it.
+  base::SetLogRateLimit(true);
+  base::SetLogSizeLimit(logger.has_max_bytes() ? logger.max_bytes() : base::kDefaultLogSizeLimit);
   std::string path = !flags.log_path.empty() ? flags.log_path : logger.log_path();
   if (!path.empty()) {
     if (auto status = base::SetLogFile(path); !status.ok()) {

@@ -8,6 +8,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "tests/support/files.h"
 #include "tests/support/kvm_available.h"
 #include "tests/unit/boot/fake_bzimage.h"
 #include "tests/support/process.h"
@@ -42,6 +43,29 @@ TEST(VmmBoot, BuiltInGuestBootsRunsHelloAndEndsThroughI8042) {
       << result.out;
   EXPECT_NE(result.out.find("\nPASS hello\n"), std::string::npos) << result.out;
   EXPECT_NE(result.err.find("i8042"), std::string::npos) << result.err;
+}
+
+TEST(VmmBoot, ConsoleStopsAtTheCapTheConfigSets) {
+  EMBER_REQUIRE_KVM();
+  ProcessResult result = RunVmm(
+      {"--config", Config(R"({"boot-source": {"boot_args": ")" + std::string(kDefaultCmdline) +
+                          R"("}, "console": {"max_bytes": 20}})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "Ember test guest\nCom");
+  EXPECT_NE(result.err.find("console reached its cap of 20 bytes"), std::string::npos)
+      << result.err;
+}
+
+TEST(VmmBoot, LogStopsAtTheCapTheConfigSets) {
+  EMBER_REQUIRE_KVM();
+  const std::string log = WriteTempFile("vmm.log", "");
+  ProcessResult result = RunVmm(
+      {"--config", Config(R"({"logger": {"log_path": ")" + log +
+                          R"(", "level": "Debug", "max_bytes": 600}})")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  const std::string logged = ReadFile(log);
+  EXPECT_LE(logged.size(), 600u) << logged;
+  EXPECT_NE(logged.find("reached its size cap of 600 bytes"), std::string::npos) << logged;
 }
 
 TEST(VmmBoot, GuestSeesExactlyTheCommandLineGiven) {
@@ -248,6 +272,22 @@ TEST(VmmBoot, BzImageWithTooOldProtocolIsBadInput) {
   fake.header().version = 0x0206;
   fake.Commit();
   ExpectKernelRefused(BzImageBytes(fake), "too old");
+}
+
+TEST(VmmBoot, BzImageWhosePrefAddressWrapsIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);  // LZO: loaded at pref_address as it is
+  fake.header().pref_address = 0xffff'ffff'ffff'f000;
+  fake.Commit();
+  ExpectKernelRefused(BzImageBytes(fake), "pref_address 0xfffffffffffff000");
+}
+
+TEST(VmmBoot, BzImageWithAnAlignmentThatIsNotAPowerOfTwoIsBadInput) {
+  EMBER_REQUIRE_KVM();
+  FakeBzImage fake({0x89, 'L', 'Z', 'O'}, 4096);
+  fake.header().kernel_alignment = 0x300000;
+  fake.Commit();
+  ExpectKernelRefused(BzImageBytes(fake), "not a power of two");
 }
 
 TEST(VmmBoot, ThirtyTwoBitOnlyKernelIsBadInput) {
