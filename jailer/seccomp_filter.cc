@@ -70,15 +70,21 @@ absl::StatusOr<SeccompFilter> SeccompFilter::Build(const SeccompPolicy& policy, 
       if (rc != 0) return SeccompError(rc, "seccomp_rule_add " + rule.name, policy.name);
       continue;
     }
-    if (rule.arg_index > 5 || rule.allowed_values.empty()) {
+    if (rule.arg_index > 5 || rule.allowed_values.empty() || rule.also_arg_index > 5 ||
+        rule.also_arg_index == rule.arg_index) {
       return absl::InvalidArgumentError(
           absl::StrCat("seccomp policy \"", policy.name, "\": rule for \"", rule.name,
-                       "\" needs an argument index 0-5 and at least one allowed value"));
+                       "\" needs an argument index 0-5 and at least one allowed value (and a second "
+                       "index 0-5 that is another argument)"));
     }
     for (uint64_t value : rule.allowed_values) {
-      scmp_arg_cmp cmp{static_cast<unsigned>(rule.arg_index), SCMP_CMP_MASKED_EQ, rule.arg_mask,
-                       value & rule.arg_mask};
-      int rc = seccomp_rule_add_array(context->ctx, action, nr, 1, &cmp);
+      scmp_arg_cmp cmp[2] = {
+          {static_cast<unsigned>(rule.arg_index), SCMP_CMP_MASKED_EQ, rule.arg_mask,
+           value & rule.arg_mask},
+          {static_cast<unsigned>(rule.also_arg_index), SCMP_CMP_MASKED_EQ, 0xffffffffULL,
+           rule.also_arg_value & 0xffffffffULL}};
+      unsigned count = rule.also_arg_index >= 0 ? 2 : 1;
+      int rc = seccomp_rule_add_array(context->ctx, action, nr, count, cmp);
       if (rc != 0) return SeccompError(rc, "seccomp_rule_add " + rule.name, policy.name);
     }
   }

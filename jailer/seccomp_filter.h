@@ -24,6 +24,10 @@ struct SyscallRule {
   // ioctl's request is an unsigned int in the kernel; compare the low 32 bits only, so a
   // sign-extended request in the register does not slip past (or trip) the filter.
   uint64_t arg_mask = 0xffffffffULL;
+  // When also_arg_index >= 0, the call must besides have (argument & 0xffffffff) equal to
+  // also_arg_value, e.g. tgkill's tgid (arg 0) against the caller's own pid.
+  int also_arg_index = -1;
+  uint64_t also_arg_value = 0;
   // When non-zero the call is not run but fails with this errno (e.g. clone3 with ENOSYS, so
   // glibc falls back to clone(2), whose flags a filter can read).
   int fail_errno = 0;
@@ -50,6 +54,13 @@ struct SyscallRule {
                                                   int arg_index, uint64_t mask, uint64_t value) {
   SyscallRule rule = AllowIfArg(std::move(name), std::move(reason), arg_index, {value});
   rule.arg_mask = mask;
+  return rule;
+}
+// AndArgIs(AllowIfArg("tgkill", "...", 2, {SIGUSR1}), 0, getpid()): the rule, and besides
+// argument `arg_index` (low 32 bits) must be `value`.
+[[nodiscard]] inline SyscallRule AndArgIs(SyscallRule rule, int arg_index, uint64_t value) {
+  rule.also_arg_index = arg_index;
+  rule.also_arg_value = value;
   return rule;
 }
 // FailWith("clone3", "glibc falls back to clone(2)", ENOSYS): the call fails, the process lives.

@@ -20,6 +20,11 @@
 namespace ember::jailer {
 namespace {
 
+// tgkill's target process (arg 0, the tgid) is the VMM itself when its pid is known.
+SyscallRule OwnProcessOnly(SyscallRule rule, const VmmSeccompParams& params) {
+  return params.pid == 0 ? rule : AndArgIs(std::move(rule), 0, params.pid);
+}
+
 // Both thread kinds: memory management by malloc, locks, time, logging, ending.
 std::vector<SyscallRule> CommonRules() {
   return {
@@ -100,8 +105,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("getpid",
             "pthread_kill (its own tgid); the control channel's status reply; "
             "base::AtomicFile naming its temporary file"),
-      AllowIfArg("tgkill", "kicking a vCPU out of KVM_RUN to stop or pause it", 2,
-                 {static_cast<std::uint64_t>(params.kick_signal)}),
+      OwnProcessOnly(AllowIfArg("tgkill", "kicking a vCPU out of KVM_RUN to stop or pause it",
+                                2, {static_cast<std::uint64_t>(params.kick_signal)}),
+                     params),
       // Snapshots, taken on the VMM thread while the vCPUs are parked.
       AllowIfArg("ioctl", "snapshot: reading vCPU, irqchip, PIT and clock state", 1,
                  params.snapshot_ioctls),
@@ -131,7 +137,7 @@ std::vector<SyscallRule> VcpuRules() {
   };
 }
 
-std::vector<SyscallRule> PageServerRules() {
+std::vector<SyscallRule> PageServerRules(const VmmSeccompParams& params) {
   return {
       Allow("poll", "waiting for a page fault message or the stop event"),
       Allow("ppoll", "waiting for a page fault message (glibc builds that wrap poll in it)"),
@@ -143,8 +149,10 @@ std::vector<SyscallRule> PageServerRules() {
       Allow("rt_sigreturn", "returning from a signal handler the thread inherited"),
       Allow("restart_syscall", "a poll or futex wait a signal interrupted"),
       Allow("getpid", "abort() when a fault cannot be served (the guest cannot go on)"),
-      AllowIfArg("tgkill", "abort() raising SIGABRT on itself when a fault cannot be served", 2,
-                 {SIGABRT}),
+      OwnProcessOnly(AllowIfArg("tgkill",
+                                "abort() raising SIGABRT on itself when a fault cannot be served",
+                                2, {SIGABRT}),
+                     params),
   };
 }
 
@@ -175,7 +183,7 @@ SeccompPolicy VmmThreadPolicy(VmmThreadKind kind, const VmmSeccompParams& params
       own = VcpuRules();
       break;
     case VmmThreadKind::kPageServer:
-      own = PageServerRules();
+      own = PageServerRules(params);
       break;
   }
   policy.rules.insert(policy.rules.end(), std::make_move_iterator(own.begin()),

@@ -25,6 +25,9 @@ struct VmmSeccompParams {
   // The real-time signal the VMM thread sends a vCPU thread to make KVM_RUN return
   // (VcpuRunner's kick signal); the only signal the VMM thread may send.
   int kick_signal = 0;
+  // The VMM's own pid (its tgid), known when the filter is built: tgkill reaches only the
+  // VMM's own threads, never another process. 0: tgkill is not limited by target.
+  std::uint64_t pid = 0;
   // KVM ioctl requests the VMM thread issues after start-up: reading vCPU and VM state for a
   // snapshot. Passed in by ember-vmm, which owns the KVM ABI (vmm/kvm/kvm_abi.h), rather than
   // spelled here.

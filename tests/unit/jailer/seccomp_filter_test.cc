@@ -136,6 +136,49 @@ TEST(SeccompFilter, ArgumentRuleKillsOnUnlistedIoctlRequest) {
   EXPECT_EQ(end.out, "");
 }
 
+TEST(SeccompFilter, SecondArgumentConditionAllowsTgkillOnlyWithinTheCallersProcess) {
+  // The child's own pid is what the VMM's policy is built with (vmm/seccomp.cc).
+  pid_t sibling = fork();
+  if (sibling == 0) {
+    pause();
+    _exit(0);
+  }
+  ASSERT_GT(sibling, 0);
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct rlimit no_core {
+      0, 0
+    };
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(SIGUSR2, SIG_IGN);
+    pid_t self = getpid();  // single-threaded: also its tid
+    SeccompPolicy policy = TestPolicy({AndArgIs(
+        AllowIfArg("tgkill", "own threads only", 2, {SIGUSR2}), 0,
+        static_cast<uint64_t>(self))});
+    if (!InstallSeccompPolicy(policy, SeccompMode::kEnforce).ok()) _exit(90);
+    if (syscall(SYS_tgkill, self, self, SIGUSR2) != 0) _exit(91);
+    WriteMarker(pipe_fds[1], "own;");
+    syscall(SYS_tgkill, sibling, sibling, SIGUSR2);  // another process: SIGSYS
+    WriteMarker(pipe_fds[1], "other");
+    _exit(0);
+  }
+  close(pipe_fds[1]);
+  std::string out;
+  char buf[64];
+  ssize_t n;
+  while ((n = read(pipe_fds[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(pipe_fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  kill(sibling, SIGKILL);
+  waitpid(sibling, nullptr, 0);
+  EXPECT_EQ(out, "own;");
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+}
+
 TEST(SeccompFilter, FailWithRuleFailsTheCallWithItsErrnoAndTheProcessLives) {
   SeccompPolicy policy = TestPolicy({FailWith("getppid", "test", ENOSYS)});
   ChildEnd end = RunFiltered(policy, SeccompMode::kEnforce, [](int fd) {

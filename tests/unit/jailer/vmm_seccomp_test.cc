@@ -18,6 +18,7 @@ namespace {
 VmmSeccompParams Params() {
   VmmSeccompParams params;
   params.kick_signal = 37;
+  params.pid = 4242;
   params.snapshot_ioctls = {0xae80};  // any request number: the table takes what it is given
   return params;
 }
@@ -61,6 +62,16 @@ TEST(VmmSeccompPolicy, VmmThreadIoctlsAreOnlyTheSnapshotReadsAndItSignalsOnlyThe
   ASSERT_NE(tgkill, nullptr);
   EXPECT_EQ(tgkill->arg_index, 2);
   EXPECT_EQ(tgkill->allowed_values, (std::vector<uint64_t>{37}));
+  // Only to its own process: the tgid is the VMM's pid.
+  EXPECT_EQ(tgkill->also_arg_index, 0);
+  EXPECT_EQ(tgkill->also_arg_value, 4242u);
+}
+
+TEST(VmmSeccompPolicy, ThePageServersAbortSignalsOnlyItsOwnProcess) {
+  const SyscallRule* tgkill = Find(VmmThreadPolicy(VmmThreadKind::kPageServer, kParams), "tgkill");
+  ASSERT_NE(tgkill, nullptr);
+  EXPECT_EQ(tgkill->also_arg_index, 0);
+  EXPECT_EQ(tgkill->also_arg_value, 4242u);
 }
 
 TEST(VmmSeccompPolicy, OnlyTheVmmThreadOpensSocketsAndOnlyUnixOnesForVsock) {
