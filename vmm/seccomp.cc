@@ -2,6 +2,7 @@
 
 #include <linux/kvm.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <array>
 #include <optional>
@@ -50,6 +51,7 @@ absl::Status ConfigureSeccomp(SeccompSetting setting) {
       setting == SeccompSetting::kLog ? jailer::SeccompMode::kLog : jailer::SeccompMode::kEnforce;
   jailer::VmmSeccompParams params;
   params.kick_signal = KickSignal();
+  params.pid = static_cast<std::uint64_t>(::getpid());  // tgkill only within this process
   // What Vmm::CaptureState issues (vmm/vcpu_state.cc, vmm/kvm/*): the vCPU state getters,
   // KVM's MSR list and XSAVE size, the VM-wide irqchip, PIT and clock, and (diff snapshots)
   // the dirty log.
