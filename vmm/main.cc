@@ -255,6 +255,9 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A jail's RLIMIT_FSIZE must fail the write that reaches it (EFBIG: a console byte or log
+  // line dropped and counted, a snapshot refused), not kill the VM with SIGXFSZ.
+  ::signal(SIGXFSZ, SIG_IGN);
 
   Flags flags = ParseFlags(argc, argv);
   control::SetBuildFailureSinks(flags.control_fd, flags.exit_record);

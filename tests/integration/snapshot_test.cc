@@ -92,6 +92,27 @@ class SnapshotTest : public ::testing::Test {
   void SetUp() override { EMBER_REQUIRE_KVM(); }
 };
 
+// A jail's RLIMIT_FSIZE that a snapshot's memory file would pass must fail that snapshot
+// (EFBIG), not kill the VM with SIGXFSZ: the guest goes on as after any failed snapshot.
+TEST_F(SnapshotTest, MemoryFilePastTheFileSizeLimitFailsTheSnapshotNotTheVm) {
+  std::string dir = WriteTempFile("unused", "");
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string config = WriteTempFile(
+      "vm.json", R"({"boot-source": {"boot_args": "console=ttyS0 ember.test=counter"},
+                     "machine-config": {"vcpu_count": 1, "mem_size_mib": 32}})");
+  // The guest's memory is exactly at the limit; its memory file needs a trailer more.
+  Process vmm({"/usr/bin/prlimit", "--fsize=" + std::to_string(32 << 20), "--",
+               BinPath("ember-vmm"), "--config", config, "--snapshot-path", dir + "/vm.state",
+               "--snapshot-mem-path", dir + "/vm.mem", "--log-path", dir + "/vmm.log"});
+  ASSERT_TRUE(vmm.WaitForOutput("count 2\n", seconds(60)));
+  vmm.Signal(SIGUSR1);
+  EXPECT_TRUE(WaitForLog(dir + "/vmm.log", "snapshot failed")) << ReadFile(dir + "/vmm.log");
+  ProcessResult result = vmm.Wait(seconds(120));
+  EXPECT_EQ(result.term_signal, 0) << result.err;
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("PASS counter"), std::string::npos) << result.out;
+}
+
 TEST_F(SnapshotTest, RestoredGuestCountsOnWithoutRebootAndItsMemoryIntact) {
   Snapshot snap = TakeSnapshot(3);
   ProcessResult restored = RunProcess(RestoreArgs(snap), seconds(120));
