@@ -14,10 +14,12 @@ namespace ember::snapshot {
 // A reader checks each part before trusting the next, so a foreign, truncated, newer or
 // corrupted file is refused with a message saying which.
 // Version 2: the payload carries the snapshot's id (snapshot_id.h), which its memory file's
-// trailer carries too (memory_file.h). A version 1 file has no id to check its memory file
-// against and is refused, as is any other version.
+// trailer carries too (memory_file.h).
+// Version 3: each device's state is typed (VirtioDeviceState's oneof) and named by the device's
+// id. A file of an earlier version (no id to check its memory file against, or opaque device
+// bytes) is refused, as is any other version.
 inline constexpr char kMagic[8] = {'E', 'M', 'B', 'E', 'R', 'S', 'N', 'P'};
-inline constexpr std::uint32_t kFormatVersion = 2;
+inline constexpr std::uint32_t kFormatVersion = 3;
 // Far above any real state (a few hundred KiB for 32 vCPUs), far below memory trouble.
 inline constexpr std::uint64_t kMaxPayload = 64u << 20;
 

@@ -24,6 +24,10 @@ LAYERS = {
     "arch": ["vmm/arch"],
     "legacy": ["vmm/devices/legacy"],
     "virtio": ["virtio"],
+    # Each device's state to and from its snapshot message, beside the device.
+    "virtio_proto": [f"virtio/{stem}_proto.{ext}" for stem in
+                     ["rate_limiter", "block/state", "net/state", "vsock/state", "mmio/state"]
+                     for ext in ["h", "cc"]],
     "snapshot": ["snapshot"],
     "jailer": ["jailer"],
     "proto": ["proto", "ember/v1"],
@@ -48,6 +52,7 @@ ALLOWED = {
     "arch": {"base", "kvm"},
     "legacy": {"base"},
     "virtio": {"base"},
+    "virtio_proto": {"base", "virtio", "proto"},
     "snapshot": {"base", "virtio", "proto"},
     "jailer": {"base"},
     "proto": set(),
@@ -56,7 +61,7 @@ ALLOWED = {
     # The rules of a VM config, shared by ember-vmm and emberd: the messages, and virtio's
     # token-bucket rule (virtio/rate_limiter.h, inline; nothing of virtio is linked).
     "rules": {"proto", "virtio"},
-    "vmm": {"base", "kvm", "arch", "legacy", "virtio", "snapshot", "jailer", "proto",
+    "vmm": {"base", "kvm", "arch", "legacy", "virtio", "virtio_proto", "snapshot", "jailer", "proto",
             "control_frame", "exit_code", "rules"},
     "config_tool": {"base", "proto", "exit_code"},
     # The control plane: proto, the rules of a VM config, the control channel's framing, its

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "virtio/device_state.h"
 #include "virtio/queue.h"
 #include "vmm/base/guest_memory.h"
 
@@ -103,15 +104,16 @@ class VirtioDevice {
   [[nodiscard]] virtual std::vector<std::optional<QueuePositions>> SaveQueuePositions() const {
     return {};
   }
-  // Device-defined state that the configuration does not already determine (rate-limiter
-  // buckets, connections); opaque to the transport.
-  [[nodiscard]] virtual std::string SaveDeviceSpecific() const { return {}; }
-  // Takes back what SaveDeviceSpecific returned, after the transport has re-activated the
-  // device (when the snapshot had it activated). An error rejects the snapshot.
-  [[nodiscard]] virtual absl::Status RestoreDeviceSpecific(const std::string& state) {
-    return state.empty() ? absl::OkStatus()
-                         : absl::InvalidArgumentError(
-                               name() + ": device-specific state for a device that has none");
+  // The device's own state that the configuration does not already determine (rate-limiter
+  // buckets, say), as its alternative of DeviceState.
+  [[nodiscard]] virtual DeviceState SaveDeviceState() const { return {}; }
+  // Takes back what SaveDeviceState returned, after the transport has re-activated the
+  // device (when the snapshot had it activated). An error (the state of another kind of
+  // device, say) rejects the snapshot.
+  [[nodiscard]] virtual absl::Status RestoreDeviceState(const DeviceState& state) {
+    return std::holds_alternative<std::monostate>(state)
+               ? absl::OkStatus()
+               : absl::InvalidArgumentError(name() + ": device state for a device that has none");
   }
 };
 

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "virtio/rate_limiter_state.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 
@@ -198,45 +199,29 @@ void RateLimiter::Update(const std::optional<TokenBucketConfig>& bandwidth,
 
 namespace {
 
-// Per bucket: a presence byte, then size, budget, one-time burst and debt (u64 each,
-// little-endian as on x86-64). The size identifies the bucket the level belongs to.
-constexpr std::size_t kBucketBytes = 1 + 4 * sizeof(std::uint64_t);
-
-void PutBucket(std::string& out, const std::optional<TokenBucket>& bucket) {
-  out.push_back(bucket ? 1 : 0);
-  std::uint64_t fields[4] = {bucket ? bucket->config().size : 0, bucket ? bucket->budget() : 0,
-                             bucket ? bucket->one_time_burst() : 0, bucket ? bucket->debt() : 0};
-  out.append(reinterpret_cast<const char*>(fields), sizeof(fields));  // raw little-endian u64s
+std::optional<TokenBucketState> SaveBucket(const std::optional<TokenBucket>& bucket) {
+  if (!bucket) return std::nullopt;
+  return TokenBucketState{bucket->config().size, bucket->budget(), bucket->one_time_burst(),
+                          bucket->debt()};
 }
 
-void GetBucket(const char* in, std::optional<TokenBucket>& bucket, std::uint64_t now_ns) {
-  if (in[0] == 0 || !bucket) return;
-  std::uint64_t fields[4];
-  std::memcpy(fields, in + 1, sizeof(fields));
-  if (fields[0] != bucket->config().size) return;  // other limits now: start full
-  bucket->RestoreLevel(fields[1], fields[2], fields[3], now_ns);
+void RestoreBucket(const std::optional<TokenBucketState>& saved,
+                   std::optional<TokenBucket>& bucket, std::uint64_t now_ns) {
+  if (!saved || !bucket) return;
+  if (saved->size != bucket->config().size) return;  // other limits now: start full
+  bucket->RestoreLevel(saved->budget, saved->one_time_burst, saved->debt, now_ns);
 }
 
 }  // namespace
 
-std::string RateLimiter::SaveLevels() const {
-  std::string out;
-  PutBucket(out, bandwidth_);
-  PutBucket(out, ops_);
-  return out;
+RateLimiterState RateLimiter::SaveState() const {
+  return {SaveBucket(bandwidth_), SaveBucket(ops_)};
 }
 
-absl::Status RateLimiter::RestoreLevels(const std::string& saved) {
-  if (saved.empty()) return absl::OkStatus();  // saved without a limiter
-  if (saved.size() != 2 * kBucketBytes) {
-    return absl::InvalidArgumentError("saved rate-limiter state is " +
-                                      std::to_string(saved.size()) + " bytes; expected " +
-                                      std::to_string(2 * kBucketBytes));
-  }
+void RateLimiter::RestoreState(const RateLimiterState& saved) {
   const std::uint64_t now = clock_->NowNs();
-  GetBucket(saved.data(), bandwidth_, now);
-  GetBucket(saved.data() + kBucketBytes, ops_, now);
-  return absl::OkStatus();
+  RestoreBucket(saved.bandwidth, bandwidth_, now);
+  RestoreBucket(saved.ops, ops_, now);
 }
 
 }  // namespace ember::virtio

@@ -10,6 +10,10 @@
 
 namespace ember::virtio {
 
+// virtio/rate_limiter_state.h; declared only, so that the rules library and emberd, which
+// take this header alone for the token-bucket rule, need nothing more of virtio.
+struct RateLimiterState;
+
 // Monotonic nanoseconds; injectable so rate-limiter tests control time.
 class Clock {
  public:
@@ -157,10 +161,10 @@ class RateLimiter {
   [[nodiscard]] const std::optional<TokenBucket>& bandwidth() const { return bandwidth_; }
   [[nodiscard]] const std::optional<TokenBucket>& ops() const { return ops_; }
 
-  // Snapshots: the buckets' levels as bytes, and back. Restoring into a limiter whose
-  // buckets differ from the saved ones (a clone given other limits) keeps them full.
-  [[nodiscard]] std::string SaveLevels() const;
-  [[nodiscard]] absl::Status RestoreLevels(const std::string& saved);
+  // Snapshots: the buckets' levels, and back. Restoring into a limiter whose buckets differ
+  // from the saved ones (a clone given other limits, or none) keeps them full.
+  [[nodiscard]] RateLimiterState SaveState() const;
+  void RestoreState(const RateLimiterState& saved);
 
  private:
   RateLimiter(base::UniqueFd timer, const Clock& clock) : timer_(std::move(timer)), clock_(&clock) {}

@@ -10,6 +10,7 @@
 #include "snapshot/memory_file.h"
 #include "snapshot/snapshot_id.h"
 #include "snapshot/state_file.h"
+#include "virtio/mmio/state_proto.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
@@ -18,50 +19,6 @@
 
 namespace ember::vmm {
 namespace {
-
-v1::VirtioDeviceState ToProto(const virtio::VirtioDeviceSnapshot& s) {
-  v1::VirtioDeviceState p;
-  p.set_device_id(s.device_id);
-  p.set_name(s.name);
-  p.set_status(s.status);
-  p.set_driver_features(s.driver_features);
-  p.set_device_features_sel(s.device_features_sel);
-  p.set_driver_features_sel(s.driver_features_sel);
-  p.set_queue_sel(s.queue_sel);
-  p.set_interrupt_status(s.interrupt_status);
-  p.set_config_generation(s.config_generation);
-  for (const virtio::VirtqueueSnapshot& q : s.queues) {
-    v1::VirtqueueState* pq = p.add_queues();
-    pq->set_size(q.size);
-    pq->set_ready(q.ready);
-    pq->set_desc_addr(q.desc_addr);
-    pq->set_driver_addr(q.driver_addr);
-    pq->set_device_addr(q.device_addr);
-    pq->set_next_avail(q.next_avail);
-    pq->set_next_used(q.next_used);
-  }
-  p.set_device_specific(s.device_specific);
-  return p;
-}
-
-virtio::VirtioDeviceSnapshot FromProto(const v1::VirtioDeviceState& p) {
-  virtio::VirtioDeviceSnapshot s;
-  s.device_id = p.device_id();
-  s.name = p.name();
-  s.status = p.status();
-  s.driver_features = p.driver_features();
-  s.device_features_sel = p.device_features_sel();
-  s.driver_features_sel = p.driver_features_sel();
-  s.queue_sel = p.queue_sel();
-  s.interrupt_status = p.interrupt_status();
-  s.config_generation = p.config_generation();
-  for (const v1::VirtqueueState& pq : p.queues()) {
-    s.queues.push_back({pq.size(), pq.ready(), pq.desc_addr(), pq.driver_addr(),
-                        pq.device_addr(), pq.next_avail(), pq.next_used()});
-  }
-  s.device_specific = p.device_specific();
-  return s;
-}
 
 v1::SerialState ToProto(const devices::Serial::State& s) {
   v1::SerialState p;
@@ -100,7 +57,7 @@ absl::StatusOr<v1::SnapshotState> Vmm::CaptureState() {
   for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
     EMBER_ASSIGN_OR_RETURN(virtio::VirtioDeviceSnapshot device,
                            virtio_devices_.transport(i).SaveState());
-    *state.add_virtio() = ToProto(device);
+    *state.add_virtio() = virtio::ToProto(device);
   }
   for (std::uint32_t word : RequiredCpuFeatures(vcpu_cpuid_.front())) {
     state.add_required_cpu_features(word);
@@ -129,7 +86,7 @@ absl::Status Vmm::TakeDirtyPages(const v1::SnapshotState& state,
   // Devices write their used rings through pointers taken once at activation, which the
   // VMM's own tracking cannot see: count those rings as written.
   for (const v1::VirtioDeviceState& device : state.virtio()) {
-    for (const v1::VirtqueueState& queue : device.queues()) {
+    for (const v1::VirtqueueState& queue : device.transport().queues()) {
       if (!queue.ready()) continue;
       std::uint64_t used_bytes = 6 + 8 * std::uint64_t{queue.size()} + 2;
       for (std::uint64_t addr = queue.device_addr() & ~std::uint64_t{4095};
@@ -286,10 +243,11 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
   }
   serial_->Restore(FromProto(state.serial()));
   for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
-    auto status = virtio_devices_.transport(i).RestoreState(FromProto(state.virtio(static_cast<int>(i))));
+    const v1::VirtioDeviceState& saved = state.virtio(static_cast<int>(i));
+    auto status = virtio_devices_.transport(i).RestoreState(virtio::FromProto(saved));
     if (!status.ok()) {
-      return absl::InvalidArgumentError("virtio device " + state.virtio(static_cast<int>(i)).name() +
-                                        ": " + std::string(status.message()));
+      return absl::InvalidArgumentError("virtio device " + saved.id() + ": " +
+                                        std::string(status.message()));
     }
   }
   return absl::OkStatus();

@@ -299,14 +299,16 @@ std::vector<std::optional<QueuePositions>> BlockDevice::SaveQueuePositions() con
   return {QueuePositions{queue_->next_avail(), queue_->next_used()}};
 }
 
-std::string BlockDevice::SaveDeviceSpecific() const {
+DeviceState BlockDevice::SaveDeviceState() const {
   std::lock_guard lock(mu_);
-  return limiter_.SaveLevels();
+  return BlockState{limiter_.SaveState()};
 }
 
-absl::Status BlockDevice::RestoreDeviceSpecific(const std::string& state) {
+absl::Status BlockDevice::RestoreDeviceState(const DeviceState& state) {
+  EMBER_ASSIGN_OR_RETURN(BlockState saved, DeviceStateAs<BlockState>(state, name()));
   std::lock_guard lock(mu_);
-  return limiter_.RestoreLevels(state);
+  limiter_.RestoreState(saved.rate_limiter);
+  return absl::OkStatus();
 }
 
 void BlockDevice::ProcessQueue(std::size_t) {

@@ -90,8 +90,8 @@ class BlockDevice final : public VirtioDevice {
   // comes from the VM config, and after Quiesce no request is in flight.
   [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
   // The rate limiter's bucket levels, so a restored guest does not get a fresh burst.
-  [[nodiscard]] std::string SaveDeviceSpecific() const override;
-  [[nodiscard]] absl::Status RestoreDeviceSpecific(const std::string& state) override;
+  [[nodiscard]] DeviceState SaveDeviceState() const override;
+  [[nodiscard]] absl::Status RestoreDeviceState(const DeviceState& state) override;
 
   // Loop thread: the engine's completion_fd is readable.
   void ProcessCompletions();

@@ -383,7 +383,7 @@ absl::StatusOr<VirtioDeviceSnapshot> MmioTransport::SaveState() {
       queue.next_used = positions[i]->next_used;
     }
   }
-  state.device_specific = device_->SaveDeviceSpecific();
+  state.device = device_->SaveDeviceState();
   return state;
 }
 
@@ -470,9 +470,8 @@ absl::Status MmioTransport::RestoreLocked(const VirtioDeviceSnapshot& state) {
   status_.store(state.status);
   interrupt_status_.store(state.interrupt_status);
   config_generation_.store(state.config_generation);
-  if (absl::Status restored = device_->RestoreDeviceSpecific(state.device_specific);
-      !restored.ok()) {
-    return invalid(absl::StrCat("device-specific state refused: ", restored.message()));
+  if (absl::Status restored = device_->RestoreDeviceState(state.device); !restored.ok()) {
+    return invalid(absl::StrCat("device state refused: ", restored.message()));
   }
   return absl::OkStatus();
 }

@@ -19,8 +19,8 @@
 namespace ember::virtio {
 
 // One queue's registers and, when the device was activated, its ring positions. Plain data
-// whose fields mirror ember.v1.VirtqueueState field for field (same names and widths), so
-// that snapshot/ converts by copying; virtio/ stays free of protobuf (DESIGN's dependency
+// whose fields mirror ember.v1.VirtqueueState field for field (same names and widths);
+// mmio/state_proto.h converts, so that the devices stay free of protobuf (DESIGN's dependency
 // rule). Untrusted on restore: RestoreState checks every value.
 struct VirtqueueSnapshot {
   std::uint32_t size = 0;
@@ -32,7 +32,8 @@ struct VirtqueueSnapshot {
   std::uint32_t next_used = 0;
 };
 
-// A transport and the device behind it, mirroring ember.v1.VirtioDeviceState.
+// A transport and the device behind it, mirroring ember.v1.VirtioDeviceState: `name` is its
+// id, `device_id` its type, `device` the device's own state (DeviceState).
 struct VirtioDeviceSnapshot {
   std::uint32_t device_id = 0;
   std::string name;
@@ -44,7 +45,7 @@ struct VirtioDeviceSnapshot {
   std::uint32_t interrupt_status = 0;
   std::uint32_t config_generation = 0;
   std::vector<VirtqueueSnapshot> queues;  // one per device queue
-  std::string device_specific;            // VirtioDevice::SaveDeviceSpecific
+  DeviceState device;                     // VirtioDevice::SaveDeviceState
 };
 
 // The modern (version 2) virtio-mmio transport (spec 4.2) in front of one VirtioDevice.

@@ -198,20 +198,17 @@ std::vector<std::optional<QueuePositions>> NetDevice::SaveQueuePositions() const
           QueuePositions{tx_queue_->next_avail(), tx_queue_->next_used()}};
 }
 
-std::string NetDevice::SaveDeviceSpecific() const {
+DeviceState NetDevice::SaveDeviceState() const {
   std::lock_guard lock(mu_);
-  return rx_limiter_.SaveLevels() + tx_limiter_.SaveLevels();
+  return NetState{rx_limiter_.SaveState(), tx_limiter_.SaveState()};
 }
 
-absl::Status NetDevice::RestoreDeviceSpecific(const std::string& state) {
+absl::Status NetDevice::RestoreDeviceState(const DeviceState& state) {
+  EMBER_ASSIGN_OR_RETURN(NetState saved, DeviceStateAs<NetState>(state, name()));
   std::lock_guard lock(mu_);
-  if (state.empty()) return absl::OkStatus();
-  if (state.size() % 2 != 0) {
-    return absl::InvalidArgumentError("saved net rate-limiter state has an odd size");
-  }
-  const std::size_t half = state.size() / 2;
-  EMBER_RETURN_IF_ERROR(rx_limiter_.RestoreLevels(state.substr(0, half)));
-  return tx_limiter_.RestoreLevels(state.substr(half));
+  rx_limiter_.RestoreState(saved.rx_rate_limiter);
+  tx_limiter_.RestoreState(saved.tx_rate_limiter);
+  return absl::OkStatus();
 }
 
 bool NetDevice::watching_tap() const {

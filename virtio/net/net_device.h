@@ -106,8 +106,8 @@ class NetDevice final : public VirtioDevice {
   // not saved; the network may lose a frame, as it may anyway.
   [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
   // The RX then TX rate limiters' bucket levels.
-  [[nodiscard]] std::string SaveDeviceSpecific() const override;
-  [[nodiscard]] absl::Status RestoreDeviceSpecific(const std::string& state) override;
+  [[nodiscard]] DeviceState SaveDeviceState() const override;
+  [[nodiscard]] absl::Status RestoreDeviceState(const DeviceState& state) override;
 
   // Loop thread: the EventSet is readable.
   void ProcessEvents();

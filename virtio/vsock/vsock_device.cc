@@ -11,12 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "virtio/spec.h"
 #include "vmm/base/logging.h"
+#include "vmm/base/status.h"
 
 namespace ember::virtio::vsock {
 namespace {
-
-// SaveDeviceSpecific's marker: "the guest had a transport; reset it on restore".
-constexpr std::string_view kSnapshotMarker = "ember.vsock.v1:transport-reset";
 
 // The most iovecs one readv takes.
 constexpr std::size_t kMaxIov = IOV_MAX;
@@ -163,14 +161,12 @@ std::vector<std::optional<QueuePositions>> VsockDevice::SaveQueuePositions() con
           QueuePositions{event_queue_->next_avail(), event_queue_->next_used()}};
 }
 
-std::string VsockDevice::SaveDeviceSpecific() const { return std::string(kSnapshotMarker); }
+DeviceState VsockDevice::SaveDeviceState() const { return VsockState{}; }
 
-absl::Status VsockDevice::RestoreDeviceSpecific(const std::string& state) {
-  if (!state.empty() && state != kSnapshotMarker) {
-    return absl::InvalidArgumentError(name() + ": unknown device-specific state");
-  }
+absl::Status VsockDevice::RestoreDeviceState(const DeviceState& state) {
+  EMBER_RETURN_IF_ERROR(DeviceStateAs<VsockState>(state, name()).status());
   std::lock_guard lock(mu_);
-  if (!state.empty() && event_queue_) ResetAllConnectionsLocked();
+  if (event_queue_) ResetAllConnectionsLocked();
   return absl::OkStatus();
 }
 

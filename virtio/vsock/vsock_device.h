@@ -72,12 +72,12 @@ class VsockDevice final : public VirtioDevice, private RxBuffers {
   void ProcessQueue(std::size_t index) override;
   // One source: the muxer's EventSet (listener, host sockets, a wake-up eventfd).
   [[nodiscard]] std::vector<EventSource> EventSources() override;
-  // Snapshots. Host sockets cannot be saved, so the device-specific state is only a marker
-  // that makes RestoreDeviceSpecific (on the restored, re-activated device) do what
-  // ResetAllConnections does: the guest gets VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
+  // Snapshots. Host sockets cannot be saved, so the device's state (VsockState) holds nothing:
+  // RestoreDeviceState (on the restored, re-activated device) does what ResetAllConnections
+  // does, and the guest gets VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
   [[nodiscard]] std::vector<std::optional<QueuePositions>> SaveQueuePositions() const override;
-  [[nodiscard]] std::string SaveDeviceSpecific() const override;
-  [[nodiscard]] absl::Status RestoreDeviceSpecific(const std::string& state) override;
+  [[nodiscard]] DeviceState SaveDeviceState() const override;
+  [[nodiscard]] absl::Status RestoreDeviceState(const DeviceState& state) override;
 
   // Loop thread: the EventSet is readable.
   void ProcessEvents();

@@ -294,7 +294,8 @@ TEST_F(SnapshotFilesTest, AMemoryFileReadAsAStateFileIsRefusedWithoutBeingRead) 
 
 TEST_F(SnapshotFilesTest, StateHeaderAnnouncingAnOversizedPayloadIsRefusedWithoutReadingIt) {
   std::string header(kMagic, sizeof(kMagic));
-  header += std::string("\x02\0\0\0\0\0\0\0", 8);  // version 2, reserved
+  const std::uint32_t version_and_reserved[2] = {kFormatVersion, 0};
+  header.append(reinterpret_cast<const char*>(version_and_reserved), 8);  // little-endian
   std::uint64_t length = kBigFile;
   header.append(reinterpret_cast<const char*>(&length), sizeof(length));  // little-endian
   std::string path = SparseFile(dir_ + "/vm.state", header, 24 + length + 8);
@@ -352,11 +353,15 @@ absl::Status ReadStateBytes(const std::string& path, const std::string& bytes) {
 }
 
 TEST_F(SnapshotFilesTest, StateFileOfThePreviousFormatIsRefusedAsAnOlderEmbers) {
-  std::string bytes = Reframed(SmallState(), [](std::string& b) { b[8] = 1; });
+  const std::uint32_t previous = kFormatVersion - 1;
+  std::string bytes =
+      Reframed(SmallState(), [&](std::string& b) { b[8] = static_cast<char>(previous); });
   absl::Status status = ReadStateBytes(dir_ + "/vm.state", bytes);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-  EXPECT_NE(status.message().find("format version 1 is not supported (this Ember reads version "
-                                  "2); it was written by an older Ember: take it again"),
+  EXPECT_NE(status.message().find("format version " + std::to_string(previous) +
+                                  " is not supported (this Ember reads version " +
+                                  std::to_string(kFormatVersion) +
+                                  "); it was written by an older Ember: take it again"),
             std::string::npos)
       << status;
 }

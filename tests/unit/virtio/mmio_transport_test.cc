@@ -19,6 +19,8 @@ using testing::FakeMmioDriver;
 
 constexpr std::uint64_t kMemSize = 1 << 20;
 constexpr std::uint64_t kDeviceFeatureBit = 3;  // a device-specific feature the fake offers
+// The fake's own state at a snapshot: some alternative the transport must carry untouched.
+const block::BlockState kBuckets{{TokenBucketState{1000, 250, 0, 0}, std::nullopt}};
 constexpr std::uint64_t kOffered = FeatureBit(kFeatureVersion1) |
                                    FeatureBit(kFeatureEventIdx) | FeatureBit(kDeviceFeatureBit);
 constexpr std::uint32_t kAckDriver = kStatusAcknowledge | kStatusDriver;
@@ -72,9 +74,9 @@ class RecordingDevice : public VirtioDevice {
     }
     return positions;
   }
-  std::string SaveDeviceSpecific() const override { return specific; }
-  absl::Status RestoreDeviceSpecific(const std::string& state) override {
-    if (!snapshots) return VirtioDevice::RestoreDeviceSpecific(state);
+  DeviceState SaveDeviceState() const override { return specific; }
+  absl::Status RestoreDeviceState(const DeviceState& state) override {
+    if (!snapshots) return VirtioDevice::RestoreDeviceState(state);
     specific = state;
     return absl::OkStatus();
   }
@@ -90,7 +92,7 @@ class RecordingDevice : public VirtioDevice {
   // Snapshot support, off by default like a device that never implemented it.
   bool snapshots = false;
   std::vector<std::optional<Queue>> queues;
-  std::string specific;
+  DeviceState specific;
   absl::Status quiesce_result = absl::OkStatus();
   int quiesces = 0;
 
@@ -468,7 +470,7 @@ class MmioSnapshotTest : public MmioTransportTest {
     driver_->Write32(kInterruptAck, kInterruptConfigChange);
     driver_->Write32(kQueueSel, 1);
     driver_->Write32(kDeviceFeaturesSel, 1);
-    device_->specific = "buckets";
+    device_->specific = kBuckets;
   }
 
   VirtioDeviceSnapshot Save() {
@@ -501,7 +503,7 @@ TEST_F(MmioSnapshotTest, SaveRecordsRegistersQueuesAndPositions) {
   EXPECT_EQ(state.queues[0].next_used, 1u);
   EXPECT_EQ(state.queues[1].size, 8u);
   EXPECT_EQ(state.queues[1].next_avail, 0u);
-  EXPECT_EQ(state.device_specific, "buckets");
+  EXPECT_EQ(state.device, DeviceState(kBuckets));
 }
 
 TEST_F(MmioSnapshotTest, SaveQuiescesTheDeviceFirst) {
@@ -562,7 +564,7 @@ TEST_F(MmioSnapshotTest, RestoreActivatesTheDeviceWithTheSavedPositions) {
   EXPECT_EQ(device.queues[0]->next_avail(), 2);
   EXPECT_EQ(device.queues[0]->next_used(), 1);
   EXPECT_EQ(device.queues[0]->layout().used_ring, queue0_.layout().used_ring);
-  EXPECT_EQ(device.specific, "buckets");
+  EXPECT_EQ(device.specific, DeviceState(kBuckets));
 }
 
 TEST_F(MmioSnapshotTest, RestoredQueueContinuesTheDriversRing) {

@@ -5,6 +5,7 @@
 
 #include <limits>
 
+#include "virtio/rate_limiter_state.h"
 #include "virtio/testing/fake_clock.h"
 
 namespace ember::virtio {
@@ -272,10 +273,10 @@ TEST(RateLimiter, SavedLevelsRestoreIntoANewLimiter) {
   RateLimiter original = MakeLimiter({{1000, 200, 100}, {10, 0, 100}}, clock);
   ASSERT_TRUE(original.Consume(1100, TokenType::kBytes));  // the burst, then most of the budget
   ASSERT_TRUE(original.Consume(7, TokenType::kOps));
-  std::string saved = original.SaveLevels();
+  RateLimiterState saved = original.SaveState();
 
   RateLimiter restored = MakeLimiter({{1000, 200, 100}, {10, 0, 100}}, clock);
-  ASSERT_TRUE(restored.RestoreLevels(saved).ok());
+  restored.RestoreState(saved);
   EXPECT_EQ(restored.bandwidth()->budget(), 100u);
   EXPECT_EQ(restored.bandwidth()->one_time_burst(), 0u);
   EXPECT_EQ(restored.ops()->budget(), 3u);
@@ -287,15 +288,18 @@ TEST(RateLimiter, LevelsOfOtherLimitsAreIgnored) {
   RateLimiter original = MakeLimiter({{1000, 0, 100}, {}}, clock);
   ASSERT_TRUE(original.Consume(900, TokenType::kBytes));
   RateLimiter clone = MakeLimiter({{5000, 0, 100}, {}}, clock);  // a clone with other limits
-  ASSERT_TRUE(clone.RestoreLevels(original.SaveLevels()).ok());
+  clone.RestoreState(original.SaveState());
   EXPECT_EQ(clone.bandwidth()->budget(), 5000u);
 }
 
-TEST(RateLimiter, MalformedSavedLevelsAreRefused) {
+TEST(RateLimiter, AStateSavedWithoutBucketsLeavesTheLevelsAlone) {
   FakeClock clock;
   RateLimiter limiter = MakeLimiter({{1000, 0, 100}, {}}, clock);
-  EXPECT_FALSE(limiter.RestoreLevels("short").ok());
-  EXPECT_TRUE(limiter.RestoreLevels("").ok());
+  ASSERT_TRUE(limiter.Consume(900, TokenType::kBytes));
+
+  limiter.RestoreState(RateLimiterState{});
+
+  EXPECT_EQ(limiter.bandwidth()->budget(), 100u);  // untouched, not emptied or refilled
 }
 
 }  // namespace
