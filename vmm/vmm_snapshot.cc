@@ -218,11 +218,13 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
   std::vector<std::uint32_t> required(state.required_cpu_features().begin(),
                                       state.required_cpu_features().end());
   EMBER_RETURN_IF_ERROR(CheckCpuFeatures(required, supported));
-  if (state.virtio_size() != static_cast<int>(virtio_devices_.size())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the snapshot has %d virtio devices; its configuration gives %d", state.virtio_size(),
-        virtio_devices_.size()));
+  // Devices by id, not by position: the same devices, whatever order they were saved in.
+  std::vector<std::string> device_ids;
+  for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
+    device_ids.push_back(virtio_devices_.transport(i).device().name());
   }
+  EMBER_ASSIGN_OR_RETURN(std::vector<int> saved_index,
+                         virtio::MatchDeviceStates(device_ids, state.virtio()));
 
   // The irqchip before the vCPUs: restoring a LAPIC consults the VM's interrupt routing.
   // What KVM refuses of it is the file's fault, as for the vCPUs below.
@@ -243,7 +245,7 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
   }
   serial_->Restore(FromProto(state.serial()));
   for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
-    const v1::VirtioDeviceState& saved = state.virtio(static_cast<int>(i));
+    const v1::VirtioDeviceState& saved = state.virtio(saved_index[i]);
     auto status = virtio_devices_.transport(i).RestoreState(virtio::FromProto(saved));
     if (!status.ok()) {
       return absl::InvalidArgumentError("virtio device " + saved.id() + ": " +

@@ -1,5 +1,9 @@
 #include "virtio/mmio/state_proto.h"
 
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "virtio/block/state_proto.h"
 #include "virtio/net/state_proto.h"
 #include "virtio/vsock/state_proto.h"
@@ -70,6 +74,32 @@ VirtioDeviceSnapshot FromProto(const v1::VirtioDeviceState& message) {
   }
   state.device = GetDeviceState(message);
   return state;
+}
+
+absl::StatusOr<std::vector<int>> MatchDeviceStates(
+    const std::vector<std::string>& configured_ids,
+    const google::protobuf::RepeatedPtrField<v1::VirtioDeviceState>& saved) {
+  std::map<std::string, int> saved_index;
+  std::vector<std::string> saved_ids;
+  for (int i = 0; i < saved.size(); ++i) {
+    if (!saved_index.emplace(saved[i].id(), i).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the snapshot holds device \"", saved[i].id(), "\" twice"));
+    }
+    saved_ids.push_back(saved[i].id());
+  }
+  std::vector<int> match;
+  for (const std::string& id : configured_ids) {
+    auto found = saved_index.find(id);
+    if (found == saved_index.end()) break;
+    match.push_back(found->second);
+  }
+  if (match.size() != configured_ids.size() || configured_ids.size() != saved_ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the snapshot's devices (", absl::StrJoin(saved_ids, ", "),
+        ") are not the configured ones (", absl::StrJoin(configured_ids, ", "), ")"));
+  }
+  return match;
 }
 
 }  // namespace ember::virtio

@@ -54,8 +54,24 @@ TEST(PreviousStateFormat, AFileOfThePreviousVersionIsRefusedNamingItsVersion) {
       << state.status();
 }
 
+// A previous-format payload under the current version number (a file relabelled by hand)
+// holds no device the configured ones can match: refused before any device sees it.
+TEST(PreviousStateFormat, ItsDevicesUnderTheCurrentVersionMatchNoConfiguredDevice) {
+  auto state = snapshot::DecodeState(Frame(PreviousFormatPayload(), snapshot::kFormatVersion));
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->virtio_size(), 1);
+
+  auto match = MatchDeviceStates({"block_rootfs"}, state->virtio());
+
+  ASSERT_TRUE(absl::IsInvalidArgument(match.status())) << match.status();
+  EXPECT_NE(match.status().message().find("are not the configured ones (block_rootfs)"),
+            std::string::npos)
+      << match.status();
+  EXPECT_EQ(FromProto(state->virtio(0)).device, DeviceState());  // and no block state
+}
+
 // The check above is the version's, not an accident of this payload: the current format's
-// own device state, framed the same way, reads.
+// own device state, framed the same way, reads and matches.
 TEST(PreviousStateFormat, TheCurrentFormatFramedTheSameWayReads) {
   v1::SnapshotState current;
   current.set_snapshot_id(kSnapshotId);
@@ -69,6 +85,7 @@ TEST(PreviousStateFormat, TheCurrentFormatFramedTheSameWayReads) {
   ASSERT_TRUE(state.ok()) << state.status();
   ASSERT_EQ(state->virtio_size(), 1);
   EXPECT_EQ(FromProto(state->virtio(0)).device, DeviceState(block::BlockState{}));
+  EXPECT_TRUE(MatchDeviceStates({"block_rootfs"}, state->virtio()).ok());
 }
 
 }  // namespace

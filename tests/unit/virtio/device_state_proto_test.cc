@@ -81,5 +81,39 @@ TEST(DeviceStateProto, VsockAndStatelessDevicesKeepTheirKind) {
   EXPECT_EQ(RoundTrip(Transport("other", std::monostate{})).device, DeviceState());
 }
 
+google::protobuf::RepeatedPtrField<v1::VirtioDeviceState> Saved(
+    const std::vector<std::string>& ids) {
+  google::protobuf::RepeatedPtrField<v1::VirtioDeviceState> saved;
+  for (const std::string& id : ids) saved.Add()->set_id(id);
+  return saved;
+}
+
+TEST(MatchDeviceStates, MatchesByIdWhateverTheSavedOrder) {
+  auto match = MatchDeviceStates({"block_rootfs", "net_eth0", "vsock_v"},
+                                 Saved({"vsock_v", "block_rootfs", "net_eth0"}));
+  ASSERT_TRUE(match.ok()) << match.status();
+  EXPECT_EQ(*match, (std::vector<int>{1, 2, 0}));
+}
+
+TEST(MatchDeviceStates, ADeviceOfAnotherIdIsRefusedNamingBothSets) {
+  auto match = MatchDeviceStates({"block_rootfs", "net_eth0"}, Saved({"block_rootfs", "net_eth1"}));
+  ASSERT_TRUE(absl::IsInvalidArgument(match.status())) << match.status();
+  EXPECT_NE(match.status().message().find("(block_rootfs, net_eth1)"), std::string::npos);
+  EXPECT_NE(match.status().message().find("(block_rootfs, net_eth0)"), std::string::npos);
+}
+
+TEST(MatchDeviceStates, AMissingOrAnExtraDeviceIsRefused) {
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      MatchDeviceStates({"block_rootfs", "net_eth0"}, Saved({"block_rootfs"})).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      MatchDeviceStates({"block_rootfs"}, Saved({"block_rootfs", "net_eth0"})).status()));
+}
+
+TEST(MatchDeviceStates, AnIdSavedTwiceIsRefused) {
+  auto match = MatchDeviceStates({"block_rootfs", "net_eth0"},
+                                 Saved({"block_rootfs", "block_rootfs"}));
+  EXPECT_TRUE(absl::IsInvalidArgument(match.status())) << match.status();
+}
+
 }  // namespace
 }  // namespace ember::virtio
