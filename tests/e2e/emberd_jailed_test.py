@@ -237,7 +237,7 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.base, "ember-vmm", "jmclone-0")))
 
     def test_jailed_restore_of_memory_the_jail_cannot_read_is_refused_naming_the_rule(self):
-        # As a snapshot taken without --jailer leaves it: root's, 0600.
+        # As a snapshot taken with --no-jail leaves it: root's, 0600.
         state, memory = self.jailed_snapshot_copy("jroot")
         os.chown(memory, 0, 0)
         os.chmod(memory, 0o600)

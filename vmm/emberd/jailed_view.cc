@@ -66,7 +66,7 @@ absl::StatusOr<JailChain> ReadJailChain(
 absl::Status CheckJailable(const v1::VmConfig& config) {
   auto refuse = [](const std::string& field) {
     return absl::FailedPreconditionError(
-        field + ": not supported with emberd --jailer (a jailed ember-vmm sees only its chroot; "
+        field + ": not supported for a jailed VM (a jailed ember-vmm sees only its chroot; "
                 "leave it empty)");
   };
   if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
@@ -142,7 +142,7 @@ absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
       std::to_string(st.st_gid) + ", mode " + mode + ") is not readable by the jail's uid " +
       std::to_string(uid) + " / gid " + std::to_string(gid) +
       ": a jailed clone maps its snapshot's memory through a hard link, as the jail's identity. "
-      "Snapshots of jailed VMs are the jail's; give one taken without --jailer to it (chown " +
+      "Snapshots of jailed VMs are the jail's; give one taken with --no-jail to it (chown " +
       std::to_string(uid) + ":" + std::to_string(gid) + ") to restore it jailed");
 }
 
@@ -255,7 +255,7 @@ class JailedView final : public VmmView {
                               const v1::RestoreOverrides& overrides) const override {
     if (overrides.vsock_uds_path().empty()) return absl::OkStatus();
     return absl::FailedPreconditionError(
-        where + ".vsock_uds_path: not supported with emberd --jailer (a jailed ember-vmm sees "
+        where + ".vsock_uds_path: not supported for a jailed VM (a jailed ember-vmm sees "
                 "only its chroot; leave it empty)");
   }
 
@@ -390,7 +390,7 @@ absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan
   } else if (plan->diff) {
     return absl::FailedPreconditionError(
         field + ": snapshot \"" + plan->snapshot_id +
-        "\" is a DIFF snapshot taken without --jailer: its state file names its base memory "
+        "\" is a DIFF snapshot taken with --no-jail: its state file names its base memory "
         "files by host paths, which a jail cannot see; fold it into a full snapshot "
         "(ember-snapshot merge) and restore that");
   }
