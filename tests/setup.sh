@@ -19,6 +19,9 @@ PACKAGES=(
   acpica-tools
   # e2e tests: the independent gRPC client of emberd, and throwaway TLS certificates
   python3-grpcio python3-protobuf openssl
+  # ember-rootfs: mke2fs -d and debugfs build its images (and its tests read them back);
+  # libarchive reads container exports and OCI layers, nlohmann-json their OCI index and configs
+  e2fsprogs libarchive-dev nlohmann-json3-dev
   # benchmarks: QEMU's microvm machine is the baseline perf/run compares against
   qemu-system-x86
 )
