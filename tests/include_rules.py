@@ -39,6 +39,7 @@ LAYERS = {
     "emberd": ["vmm/emberd"],
     "emberctl": ["vmm/emberctl"],
     "guest": ["rootfs"],
+    "rootfs_tool": ["rootfs/image"],
     "tests": ["tests"],
     "perf": ["perf"],
 }
@@ -69,6 +70,7 @@ ALLOWED = {
     "emberd": {"base", "proto", "rules", "control_frame", "jailer"},
     "emberctl": {"proto"},
     "guest": set(),  # the guest shares only proto/ with the host
+    "rootfs_tool": {"base"},  # ember-rootfs runs on the host: base's fds, status, atomic files
     "tests": EVERYTHING,
     "perf": EVERYTHING,
 }
