@@ -1,0 +1,136 @@
+#include "rootfs/image/build.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "rootfs/image/ext4_image.h"
+#include "rootfs/image/image_config.h"
+#include "rootfs/image/tree_scan.h"
+#include "rootfs/image/work_dir.h"
+#include "vmm/base/atomic_file.h"
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::rootfs {
+namespace {
+
+// The directory ember-rootfs runs from, where build/bin keeps ember-init and ember-agent.
+std::string SelfDirectory() {
+  char path[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return ".";
+  std::string self(path, static_cast<size_t>(n));
+  return self.substr(0, self.rfind('/'));
+}
+
+// The guest program `flag` names, or `name` beside ember-rootfs; a regular file either way.
+absl::StatusOr<std::string> GuestProgram(const std::string& given, const char* flag,
+                                         const char* name) {
+  std::string path = given.empty() ? SelfDirectory() + "/" + name : given;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (given.empty()) {
+      return absl::InvalidArgumentError(std::string("no ") + name + " beside ember-rootfs (" +
+                                        path + "); give " + flag + " PATH");
+    }
+    return absl::InvalidArgumentError(std::string(flag) + " " + path + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(std::string(flag) + " " + path + " is not a regular file");
+  }
+  return path;
+}
+
+std::string RealDirectoryOf(const std::string& path) {
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (dir.empty()) dir = "/";
+  char* real = ::realpath(dir.c_str(), nullptr);
+  if (real == nullptr) return {};
+  std::string result = real;
+  ::free(real);
+  return result;
+}
+
+absl::StatusOr<SourceKind> DecideKind(const Options& options) {
+  struct stat st {};
+  if (::stat(options.source.c_str(), &st) != 0) {
+    return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
+  }
+  if (options.kind != SourceKind::kAuto) return options.kind;
+  if (S_ISDIR(st.st_mode)) return SourceKind::kDirectory;
+  return SourceKind::kExport;
+}
+
+// The tree mke2fs -d copies, open; for a directory source, the directory itself.
+struct Tree {
+  std::string path;
+  base::UniqueFd fd;
+  std::vector<InodeFix> fixes;
+};
+
+absl::StatusOr<Tree> OpenDirectorySource(const Options& options) {
+  Tree tree;
+  tree.path = options.source;
+  tree.fd.Reset(::open(options.source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!tree.fd) {
+    return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
+  }
+  // The image and the scratch directory are made beside IMAGE: inside the tree, mke2fs -d
+  // would copy them into themselves.
+  char* real = ::realpath(options.source.c_str(), nullptr);
+  std::string source_real = real ? real : "";
+  ::free(real);
+  std::string output_dir = RealDirectoryOf(options.output);
+  if (!source_real.empty() &&
+      (output_dir == source_real || output_dir.rfind(source_real + "/", 0) == 0)) {
+    return absl::InvalidArgumentError("image " + options.output + " lies inside the source " +
+                                      options.source);
+  }
+  return tree;
+}
+
+}  // namespace
+
+absl::Status BuildRootfs(const Options& options) {
+  EMBER_ASSIGN_OR_RETURN(std::string init, GuestProgram(options.init, "--init", "ember-init"));
+  EMBER_ASSIGN_OR_RETURN(std::string agent, GuestProgram(options.agent, "--agent", "ember-agent"));
+  EMBER_ASSIGN_OR_RETURN(SourceKind kind, DecideKind(options));
+  if (RealDirectoryOf(options.output).empty()) {
+    return absl::InvalidArgumentError("image " + options.output + ": its directory does not exist");
+  }
+  EMBER_ASSIGN_OR_RETURN(WorkDir work, WorkDir::Create(options.output));
+
+  ImageConfig config;
+  Tree tree;
+  switch (kind) {
+    case SourceKind::kDirectory: {
+      EMBER_ASSIGN_OR_RETURN(tree, OpenDirectorySource(options));
+      break;
+    }
+    default:
+      return absl::UnimplementedError("only directory sources so far");
+  }
+
+  ImagePlan plan;
+  plan.tree = tree.path;
+  EMBER_ASSIGN_OR_RETURN(plan.stats, ScanTree(tree.fd.Get(), tree.path));
+  plan.size_bytes = options.size_bytes;
+  plan.fixes = std::move(tree.fixes);
+  std::string config_path = work.path() + "/image.json";
+  EMBER_RETURN_IF_ERROR(base::WriteFileAtomically(config_path, ImageConfigJson(config), 0644,
+                                                  base::AtomicFile::Durability::kRenameOnly));
+  plan.guest_files = {{"sbin/ember-init", init, 0755},
+                      {"sbin/ember-agent", agent, 0755},
+                      {kImageConfigPath, config_path, 0644}};
+  return BuildImage(plan, tree.fd.Get(), options.output);
+}
+
+}  // namespace ember::rootfs

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace ember::rootfs {
+
+// What the image is built from; kAuto decides from what SOURCE is.
+enum class SourceKind { kAuto, kDirectory, kExport, kOci };
+
+// ember-rootfs's command line.
+struct Options {
+  std::string source;
+  std::string output;
+  SourceKind kind = SourceKind::kAuto;
+  std::optional<uint64_t> size_bytes;
+  std::string init;   // empty: ember-init beside ember-rootfs
+  std::string agent;  // empty: ember-agent beside ember-rootfs
+  bool help = false;
+};
+
+inline constexpr const char* kUsage =
+    "usage: ember-rootfs [options] SOURCE IMAGE\n"
+    "Builds a sparse ext4 root image for an Ember guest at IMAGE, without root or loop mounts.\n"
+    "SOURCE is a directory, a container export tarball (podman/docker export; plain or gzip),\n"
+    "an OCI image layout directory or an OCI archive (podman save --format oci-archive).\n"
+    "  --size SIZE     image size in bytes, or with a K, M or G suffix (default: the content\n"
+    "                  plus headroom)\n"
+    "  --init PATH     ember-init, installed as /sbin/ember-init (default: beside ember-rootfs)\n"
+    "  --agent PATH    ember-agent, installed as /sbin/ember-agent (default: beside ember-rootfs)\n"
+    "  --format KIND   dir, export or oci, instead of deciding from SOURCE\n"
+    "The image's entrypoint, cmd, env, working directory and user (from an OCI image's config)\n"
+    "are written to /etc/ember/image.json for ember-agent.\n"
+    "Exit status: 0 done, 2 bad input (nothing written), 1 other failures.\n";
+
+// Parses argv; a malformed command line is InvalidArgument.
+[[nodiscard]] absl::StatusOr<Options> ParseOptions(int argc, char** argv);
+
+// "64M" -> 67108864; InvalidArgument for anything else than digits and one K/M/G suffix.
+[[nodiscard]] absl::StatusOr<uint64_t> ParseSize(const std::string& text);
+
+}  // namespace ember::rootfs

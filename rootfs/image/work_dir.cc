@@ -1,0 +1,69 @@
+#include "rootfs/image/work_dir.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "vmm/base/status.h"
+
+namespace ember::rootfs {
+
+absl::Status RemoveAll(int dir_fd, const std::string& name) {
+  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return absl::OkStatus();
+  if (errno != EISDIR) return base::ErrnoError("unlink", name);
+  base::UniqueFd child(
+      ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!child) return base::ErrnoError("open", name);
+  // The names first, then the removals: readdir's position is not defined across unlinks.
+  std::vector<std::string> names;
+  {
+    int walk_fd = ::dup(child.Get());
+    if (walk_fd < 0) return base::ErrnoError("dup", name);
+    DIR* dir = ::fdopendir(walk_fd);
+    if (dir == nullptr) {
+      ::close(walk_fd);
+      return base::ErrnoError("fdopendir", name);
+    }
+    while (dirent* entry = ::readdir(dir)) {
+      std::string child_name = entry->d_name;
+      if (child_name != "." && child_name != "..") names.push_back(child_name);
+    }
+    ::closedir(dir);
+  }
+  for (const std::string& child_name : names) {
+    if (absl::Status status = RemoveAll(child.Get(), child_name); !status.ok()) return status;
+  }
+  if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) return base::ErrnoError("rmdir", name);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WorkDir> WorkDir::Create(const std::string& output) {
+  std::string path = output + ".ember-rootfs-XXXXXX";
+  if (::mkdtemp(path.data()) == nullptr) return base::ErrnoError("mkdtemp", path);
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    absl::Status status = base::ErrnoError("open", path);
+    ::rmdir(path.c_str());
+    return status;
+  }
+  return WorkDir(std::move(path), std::move(fd));
+}
+
+WorkDir::~WorkDir() {
+  if (path_.empty()) return;
+  fd_.Reset();
+  // Best effort: a scratch directory left behind is named after the image, for the user to
+  // find; the process's outcome is already decided.
+  if (absl::Status status = RemoveAll(AT_FDCWD, path_); !status.ok()) {
+    std::fprintf(stderr, "ember-rootfs: could not remove %s: %s\n", path_.c_str(),
+                 std::string(status.message()).c_str());
+  }
+}
+
+}  // namespace ember::rootfs

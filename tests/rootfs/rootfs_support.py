@@ -1,0 +1,133 @@
+"""Shared helpers of ember-rootfs's tests: run the tool (as an unprivileged user when the tests
+run as root, so every test proves that no root is needed), and read the image back with
+e2fsprogs' own tools (e2fsck -fn, debugfs), never by mounting it."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+BUILD_DIR = os.environ.get("EMBER_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+TOOL = os.path.join(BUILD_DIR, "bin", "ember-rootfs")
+NOBODY = 65534
+ENV = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin:/sbin", DEBUGFS_PAGER="__none__",
+           PAGER="__none__")
+
+
+class RootfsTestCase(unittest.TestCase):
+    """A scratch directory per test, stand-ins for ember-init and ember-agent, and helpers."""
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="ember-rootfs-test-")
+        self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
+        os.chmod(self.work, 0o777)  # the unprivileged run writes its image here
+        self.out_dir = os.path.join(self.work, "out")
+        os.mkdir(self.out_dir)
+        os.chmod(self.out_dir, 0o777)
+        # Stand-ins until ember-init and ember-agent exist: any bytes prove the copy.
+        self.init = self.write_file("stand-ins/init", b"\x7fELF stand-in for ember-init\n", 0o755)
+        self.agent = self.write_file("stand-ins/agent", b"\x7fELF stand-in for ember-agent\n", 0o755)
+        os.chmod(os.path.join(self.work, "stand-ins"), 0o755)
+
+    def write_file(self, relative, data, mode=0o644):
+        path = os.path.join(self.work, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+        return path
+
+    def image_path(self, name="root.ext4"):
+        return os.path.join(self.out_dir, name)
+
+    def run_tool(self, source, image, *flags, guest_programs=True):
+        """ember-rootfs SOURCE IMAGE, as nobody when we are root."""
+        args = [TOOL]
+        if guest_programs:
+            args += ["--init", self.init, "--agent", self.agent]
+        args += list(flags) + [source, image]
+        if os.getuid() == 0:
+            args = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] + args
+        return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300)
+
+    def build(self, source, *flags):
+        image = self.image_path()
+        result = self.run_tool(source, image, *flags)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_clean(image)
+        return image
+
+    def assert_clean(self, image):
+        fsck = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, env=ENV)
+        self.assertEqual(fsck.returncode, 0, fsck.stdout + fsck.stderr)
+
+    def assert_refused(self, source, expected, *flags):
+        """Exit 2 with one line naming `expected`, and nothing left in the output directory."""
+        result = self.run_tool(source, self.image_path(), *flags)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertIn(expected, lines[0])
+        self.assertEqual(os.listdir(self.out_dir), [])
+        return lines[0]
+
+
+def debugfs(image, command):
+    result = subprocess.run(["debugfs", "-R", command, image], capture_output=True, text=True,
+                            env=ENV)
+    errors = [l for l in result.stderr.splitlines() if l and not l.startswith("debugfs ")]
+    return result.stdout, errors
+
+
+def stat(image, path):
+    """The inode at `path` (symlinks not followed) as a dict: type, mode (permission bits),
+    uid, gid, links, inode, size, target (symlinks); None when there is nothing there."""
+    out, errors = debugfs(image, f'stat "{path}"')
+    if errors:
+        return None
+    info = {}
+    m = re.search(r"Inode: (\d+)\s+Type: (\S+)\s+Mode:\s+(\d+)", out)
+    info["inode"], info["type"], info["mode"] = int(m.group(1)), m.group(2), int(m.group(3), 8)
+    m = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", out)
+    info["uid"], info["gid"] = int(m.group(1)), int(m.group(2))
+    info["links"] = int(re.search(r"Links: (\d+)", out).group(1))
+    info["size"] = int(re.search(r"Size: (\d+)", out).group(1))
+    m = re.search(r'Fast link dest: "(.*)"', out)
+    if m:
+        info["target"] = m.group(1)
+    elif info["type"] == "symlink":
+        info["target"] = cat(image, path).decode()
+    return info
+
+
+def cat(image, path):
+    result = subprocess.run(["debugfs", "-R", f'cat "{path}"', image], capture_output=True,
+                            env=ENV)
+    return result.stdout
+
+
+def names(image, path):
+    """The names in directory `path`, without . and .."""
+    out, errors = debugfs(image, f'ls -p "{path}"')
+    if errors:
+        return None
+    found = set()
+    for line in out.splitlines():
+        fields = line.strip("/").split("/")
+        if len(fields) >= 5 and fields[4] not in (".", ".."):
+            found.add(fields[4])
+    return found
+
+
+def image_config(image):
+    return json.loads(cat(image, "/etc/ember/image.json"))
+
+
+def free_bytes(image):
+    out = subprocess.run(["dumpe2fs", "-h", image], capture_output=True, text=True, env=ENV).stdout
+    free = int(re.search(r"Free blocks:\s+(\d+)", out).group(1))
+    block = int(re.search(r"Block size:\s+(\d+)", out).group(1))
+    return free * block
