@@ -17,6 +17,21 @@ void Check(bool ok, const char* what) {
 
 }  // namespace
 
+vsock::Header GuestHeader(vsock::Op op, std::uint32_t guest_port, std::uint32_t host_port,
+                          std::uint32_t fwd_cnt, std::uint32_t flags) {
+  vsock::Header h;
+  h.src_cid = kFakeGuestCid;
+  h.dst_cid = vsock::kHostCid;
+  h.src_port = guest_port;
+  h.dst_port = host_port;
+  h.type = vsock::kTypeStream;
+  h.op = static_cast<std::uint16_t>(op);
+  h.flags = flags;
+  h.buf_alloc = kFakeGuestBufAlloc;
+  h.fwd_cnt = fwd_cnt;
+  return h;
+}
+
 void FakeVsockDriver::AddRxBuffers(std::size_t count, std::uint32_t size) {
   AddSplitRxBuffers(count, std::span(&size, 1));
 }

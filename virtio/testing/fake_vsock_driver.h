@@ -12,6 +12,17 @@
 
 namespace ember::virtio::testing {
 
+// The fake guest's CID, and the receive buffer it advertises on every stream.
+inline constexpr std::uint64_t kFakeGuestCid = 3;
+inline constexpr std::uint32_t kFakeGuestBufAlloc = 64 * 1024;
+
+// A stream header of `op` from the fake guest's `guest_port` to the host's `host_port`, as the
+// guest's driver fills one in: `fwd_cnt` bytes of the stream consumed so far, `flags` (a
+// SHUTDOWN's), len 0 (FakeVsockDriver::Send sets it).
+[[nodiscard]] vsock::Header GuestHeader(vsock::Op op, std::uint32_t guest_port,
+                                        std::uint32_t host_port, std::uint32_t fwd_cnt = 0,
+                                        std::uint32_t flags = 0);
+
 struct VsockPacket {
   vsock::Header header;
   std::vector<std::uint8_t> payload;

@@ -15,28 +15,23 @@
 #include <string>
 #include <vector>
 
+#include "virtio/testing/fake_vsock_driver.h"
+
 namespace ember::virtio::vsock {
 namespace {
 
-constexpr std::uint64_t kCid = 3;
+constexpr std::uint64_t kCid = testing::kFakeGuestCid;
 constexpr std::uint32_t kHostPort = 7;
 constexpr std::uint32_t kGuestPort = 70;
 constexpr std::uint32_t kRoom = 4096 - kHeaderSize;  // payload of one of Linux's RX buffers
 
 std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
 
-Header GuestHeader(Op op, std::uint32_t buf_alloc = 64 * 1024, std::uint32_t fwd_cnt = 0,
-                   std::uint32_t flags = 0) {
-  Header h;
-  h.src_cid = kCid;
-  h.dst_cid = kHostCid;
-  h.src_port = kGuestPort;
-  h.dst_port = kHostPort;
-  h.type = kTypeStream;
-  h.op = static_cast<std::uint16_t>(op);
-  h.flags = flags;
+// A header the guest sends on the one stream these tests use, advertising `buf_alloc`.
+Header StreamHeader(Op op, std::uint32_t buf_alloc = testing::kFakeGuestBufAlloc,
+                    std::uint32_t fwd_cnt = 0, std::uint32_t flags = 0) {
+  Header h = testing::GuestHeader(op, kGuestPort, kHostPort, fwd_cnt, flags);
   h.buf_alloc = buf_alloc;
-  h.fwd_cnt = fwd_cnt;
   return h;
 }
 
@@ -91,7 +86,7 @@ class VsockConnectionTest : public ::testing::Test {
   }
 
   // A connection the guest opened with `request`; its RESPONSE already sent.
-  Connection Guest(const Header& request = GuestHeader(Op::kRequest)) {
+  Connection Guest(const Header& request = StreamHeader(Op::kRequest)) {
     Connection conn = Connection::FromGuest(std::move(device_end_), request);
     RecordingRx rx;
     EXPECT_TRUE(conn.FillRx(rx).used);
@@ -143,7 +138,7 @@ TEST_F(VsockConnectionTest, HostInitiatedSendsRequestAndIsEstablishedByTheGuests
   EXPECT_EQ(rx.packets[0].buf_alloc, kConnBufferSize);
   EXPECT_FALSE(conn.HasPendingRx());
 
-  Header response = GuestHeader(Op::kResponse);
+  Header response = StreamHeader(Op::kResponse);
   response.dst_port = 1u << 30;
   const auto out = Deliver(conn, response);
   EXPECT_EQ(out.verdict, Connection::Verdict::kKeep);
@@ -155,14 +150,14 @@ TEST_F(VsockConnectionTest, HostInitiatedSendsRequestAndIsEstablishedByTheGuests
 
 TEST_F(VsockConnectionTest, ResponseOnAnEstablishedStreamIsReset) {
   Connection conn = Guest();
-  const Header response = GuestHeader(Op::kResponse);
+  const Header response = StreamHeader(Op::kResponse);
   EXPECT_EQ(Deliver(conn, response).verdict,
             Connection::Verdict::kReset);
 }
 
 TEST_F(VsockConnectionTest, DataBeforeTheGuestAcceptsIsMalformed) {
   Connection conn = Connection::FromHost(std::move(device_end_), kCid, 1u << 30, kGuestPort);
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   const auto out = Deliver(conn, rw, Bytes("early"));
   EXPECT_EQ(out.verdict, Connection::Verdict::kReset);
   EXPECT_EQ(out.fault, Connection::Fault::kMalformed);
@@ -171,7 +166,7 @@ TEST_F(VsockConnectionTest, DataBeforeTheGuestAcceptsIsMalformed) {
 
 TEST_F(VsockConnectionTest, GuestDataReachesTheHostAndAdvancesFwdCnt) {
   Connection conn = Guest();
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   const auto out = Deliver(conn, rw, Bytes("hello"));
   EXPECT_EQ(out.verdict, Connection::Verdict::kKeep);
   EXPECT_EQ(out.accepted_bytes, 5u);
@@ -181,7 +176,7 @@ TEST_F(VsockConnectionTest, GuestDataReachesTheHostAndAdvancesFwdCnt) {
 }
 
 TEST_F(VsockConnectionTest, PeerCreditIsBufAllocLessWhatIsInFlight) {
-  Connection conn = Guest(GuestHeader(Op::kRequest, /*buf_alloc=*/1000));
+  Connection conn = Guest(StreamHeader(Op::kRequest, /*buf_alloc=*/1000));
   EXPECT_EQ(conn.PeerFreeCredit(), 1000u);
   ::send(host_.Get(), "0123456789", 10, 0);
   ASSERT_EQ(conn.OnHostReady(/*readable=*/true), Connection::Verdict::kKeep);
@@ -190,23 +185,23 @@ TEST_F(VsockConnectionTest, PeerCreditIsBufAllocLessWhatIsInFlight) {
   EXPECT_EQ(conn.rx_cnt(), 10u);
   EXPECT_EQ(conn.PeerFreeCredit(), 990u);
   // The guest says it read 4 of them and grew its buffer.
-  const Header update = GuestHeader(Op::kCreditUpdate, 2000, 4);
+  const Header update = StreamHeader(Op::kCreditUpdate, 2000, 4);
   EXPECT_EQ(Deliver(conn, update).verdict, Connection::Verdict::kKeep);
   EXPECT_EQ(conn.PeerFreeCredit(), 2000u - 6u);
 }
 
 TEST_F(VsockConnectionTest, PeerCreditCountsAcrossTheWrapOfTheCounters) {
   // fwd_cnt near 2^32: the guest has forwarded that much before; nothing is in flight.
-  Connection conn = Guest(GuestHeader(Op::kRequest, 1000, 0xffffff00u));
+  Connection conn = Guest(StreamHeader(Op::kRequest, 1000, 0xffffff00u));
   // rx_cnt starts at 0, 0x100 "behind" the guest's counter: 256 bytes appear in flight.
   EXPECT_EQ(conn.PeerFreeCredit(), 1000u - 0x100u);
-  const Header update = GuestHeader(Op::kCreditUpdate, 1000, 0);
+  const Header update = StreamHeader(Op::kCreditUpdate, 1000, 0);
   EXPECT_EQ(Deliver(conn, update).verdict, Connection::Verdict::kKeep);
   EXPECT_EQ(conn.PeerFreeCredit(), 1000u);
 }
 
 TEST_F(VsockConnectionTest, ReadsNoMoreThanTheCreditThenAsksForMoreAndStopsReading) {
-  Connection conn = Guest(GuestHeader(Op::kRequest, /*buf_alloc=*/1000));
+  Connection conn = Guest(StreamHeader(Op::kRequest, /*buf_alloc=*/1000));
   std::vector<std::uint8_t> sent(5000, 'x');
   ASSERT_EQ(::send(host_.Get(), sent.data(), sent.size(), 0), 5000);
   ASSERT_EQ(conn.OnHostReady(true), Connection::Verdict::kKeep);
@@ -221,17 +216,17 @@ TEST_F(VsockConnectionTest, ReadsNoMoreThanTheCreditThenAsksForMoreAndStopsReadi
   EXPECT_EQ(rx.Ops().back(), Op::kCreditRequest);
   EXPECT_FALSE(conn.FillRx(rx).used) << "no read without credit";
   EXPECT_FALSE(conn.HasPendingRx());
-  const Header update = GuestHeader(Op::kCreditUpdate, 1000, 1000);
+  const Header update = StreamHeader(Op::kCreditUpdate, 1000, 1000);
   EXPECT_EQ(Deliver(conn, update).verdict, Connection::Verdict::kKeep);
   EXPECT_NE(conn.WantedEvents() & EPOLLIN, 0u);
 }
 
 TEST_F(VsockConnectionTest, CreditRequestIsAnsweredWithTheForwardedCount) {
   Connection conn = Guest();
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   ASSERT_EQ(Deliver(conn, rw, Bytes("abc")).verdict,
             Connection::Verdict::kKeep);
-  const Header request = GuestHeader(Op::kCreditRequest);
+  const Header request = StreamHeader(Op::kCreditRequest);
   ASSERT_EQ(Deliver(conn, request).verdict, Connection::Verdict::kKeep);
   RecordingRx rx;
   ASSERT_TRUE(conn.FillRx(rx).used);
@@ -246,7 +241,7 @@ TEST_F(VsockConnectionTest, CreditUpdateIsDueOnceTheGuestIsDownToItsLastPacketOf
   // 192 KiB forwarded and unannounced leaves the guest exactly 64 KiB: not yet below.
   std::uint32_t sent = 0;
   for (int i = 0; i < 3; ++i) {
-    const Header rw = GuestHeader(Op::kRw);
+    const Header rw = StreamHeader(Op::kRw);
     ASSERT_EQ(Deliver(conn, rw, chunk).verdict, Connection::Verdict::kKeep);
     sent += kMaxPayload;
     std::size_t read = 0;
@@ -260,7 +255,7 @@ TEST_F(VsockConnectionTest, CreditUpdateIsDueOnceTheGuestIsDownToItsLastPacketOf
   EXPECT_FALSE(conn.CreditUpdateDue());
   EXPECT_FALSE(conn.HasPendingRx());
   // One byte more and it is due.
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   ASSERT_EQ(Deliver(conn, rw, Bytes("!")).verdict, Connection::Verdict::kKeep);
   EXPECT_TRUE(conn.CreditUpdateDue());
   RecordingRx rx;
@@ -279,7 +274,7 @@ TEST_F(VsockConnectionTest, GuestDataBeyondTheAdvertisedBufferIsACreditOverrun) 
   std::uint64_t accepted = 0;
   Connection::Outcome out;
   for (int i = 0; i < 16; ++i) {
-    const Header rw = GuestHeader(Op::kRw);
+    const Header rw = StreamHeader(Op::kRw);
     out = Deliver(conn, rw, chunk);
     if (out.verdict != Connection::Verdict::kKeep) break;
     accepted += out.accepted_bytes;
@@ -301,7 +296,7 @@ TEST_F(VsockConnectionTest, GuestDataQueuedForASlowReaderIsFlushedWhenTheSocketD
     const std::vector<std::uint8_t> chunk(sent.begin() + static_cast<std::ptrdiff_t>(off),
                                           sent.begin() + static_cast<std::ptrdiff_t>(off) +
                                               kMaxPayload);
-    const Header rw = GuestHeader(Op::kRw);
+    const Header rw = StreamHeader(Op::kRw);
     ASSERT_EQ(Deliver(conn, rw, chunk).verdict, Connection::Verdict::kKeep);
   }
   EXPECT_GT(conn.PendingGuestBytes(), 0u);
@@ -318,7 +313,7 @@ TEST_F(VsockConnectionTest, GuestDataQueuedForASlowReaderIsFlushedWhenTheSocketD
 }
 
 TEST_F(VsockConnectionTest, ReadFillingEveryBufferDoublesTheNextBatchAndAShortOneShrinksIt) {
-  Connection conn = Guest(GuestHeader(Op::kRequest, kConnBufferSize));
+  Connection conn = Guest(StreamHeader(Op::kRequest, kConnBufferSize));
   std::vector<std::uint8_t> sent(7 * kRoom, 'd');
   ASSERT_EQ(::send(host_.Get(), sent.data(), sent.size(), 0),
             static_cast<ssize_t>(sent.size()));
@@ -349,7 +344,7 @@ TEST_F(VsockConnectionTest, HostHalfCloseSendsShutdownSendAndKeepsTakingGuestDat
   EXPECT_EQ(rx.packets[0].flags, kShutdownSend);
   EXPECT_EQ(conn.state(), Connection::State::kEstablished);
   EXPECT_EQ(conn.WantedEvents() & EPOLLIN, 0u) << "nothing more to read after EOF";
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   EXPECT_EQ(Deliver(conn, rw, Bytes("answer")).verdict,
             Connection::Verdict::kKeep);
   EXPECT_EQ(HostReads(), Bytes("answer"));
@@ -364,22 +359,22 @@ TEST_F(VsockConnectionTest, HostCloseSendsShutdownBothWaysAndTheGuestsAnswerEnds
   ASSERT_EQ(rx.Ops(), std::vector<Op>{Op::kShutdown});
   EXPECT_EQ(rx.packets[0].flags, kShutdownSend | kShutdownRcv);
   EXPECT_EQ(conn.state(), Connection::State::kClosing);
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   const auto dropped = Deliver(conn, rw, Bytes("late"));
   EXPECT_EQ(dropped.verdict, Connection::Verdict::kKeep) << "late data is dropped, no fault";
   EXPECT_EQ(dropped.fault, Connection::Fault::kNone);
-  const Header shutdown = GuestHeader(Op::kShutdown, 0, 0, kShutdownRcv | kShutdownSend);
+  const Header shutdown = StreamHeader(Op::kShutdown, 0, 0, kShutdownRcv | kShutdownSend);
   EXPECT_EQ(Deliver(conn, shutdown).verdict,
             Connection::Verdict::kReset);
 }
 
 TEST_F(VsockConnectionTest, GuestSendShutdownHalfClosesTheHostStream) {
   Connection conn = Guest();
-  const Header shutdown = GuestHeader(Op::kShutdown, 64 * 1024, 0, kShutdownSend);
+  const Header shutdown = StreamHeader(Op::kShutdown, 64 * 1024, 0, kShutdownSend);
   EXPECT_EQ(Deliver(conn, shutdown).verdict, Connection::Verdict::kKeep);
   char c;
   EXPECT_EQ(::recv(host_.Get(), &c, 1, MSG_DONTWAIT), 0) << "the host sees EOF";
-  const Header rw = GuestHeader(Op::kRw);
+  const Header rw = StreamHeader(Op::kRw);
   const auto out = Deliver(conn, rw, Bytes("after"));
   EXPECT_EQ(out.verdict, Connection::Verdict::kReset);
   EXPECT_EQ(out.fault, Connection::Fault::kMalformed) << "data after the guest's SEND shutdown";
@@ -387,14 +382,14 @@ TEST_F(VsockConnectionTest, GuestSendShutdownHalfClosesTheHostStream) {
 
 TEST_F(VsockConnectionTest, GuestFullShutdownAsksForTheClosingRst) {
   Connection conn = Guest();
-  const Header shutdown = GuestHeader(Op::kShutdown, 64 * 1024, 0, kShutdownRcv | kShutdownSend);
+  const Header shutdown = StreamHeader(Op::kShutdown, 64 * 1024, 0, kShutdownRcv | kShutdownSend);
   EXPECT_EQ(Deliver(conn, shutdown).verdict,
             Connection::Verdict::kReset);
 }
 
 TEST_F(VsockConnectionTest, GuestRstIsForgottenWithoutAnswer) {
   Connection conn = Guest();
-  const Header rst = GuestHeader(Op::kRst);
+  const Header rst = StreamHeader(Op::kRst);
   EXPECT_EQ(Deliver(conn, rst).verdict, Connection::Verdict::kForget);
 }
 

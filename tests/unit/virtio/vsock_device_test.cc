@@ -40,12 +40,12 @@ using testing::FakeDriverQueue;
 using testing::FakeGuestAllocator;
 using testing::FakeMmioDriver;
 using testing::FakeVsockDriver;
+using testing::GuestHeader;
 using testing::VsockPacket;
 
 constexpr std::uint64_t kMemSize = 16 << 20;
 constexpr std::uint16_t kQueueSize = 256;
-constexpr std::uint64_t kCid = 3;
-constexpr std::uint32_t kGuestBuf = 64 * 1024;
+constexpr std::uint64_t kCid = testing::kFakeGuestCid;
 constexpr std::uint64_t kFeatures = FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureEventIdx);
 
 std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
@@ -53,21 +53,6 @@ std::vector<std::uint8_t> Pattern(std::size_t len, std::uint8_t seed) {
   std::vector<std::uint8_t> bytes(len);
   for (std::size_t i = 0; i < len; ++i) bytes[i] = static_cast<std::uint8_t>(seed + i * 7 + i / 251);
   return bytes;
-}
-
-Header GuestHeader(Op op, std::uint32_t src_port, std::uint32_t dst_port,
-                   std::uint32_t fwd_cnt = 0, std::uint32_t flags = 0) {
-  Header h;
-  h.src_cid = kCid;
-  h.dst_cid = kHostCid;
-  h.src_port = src_port;
-  h.dst_port = dst_port;
-  h.type = kTypeStream;
-  h.op = static_cast<std::uint16_t>(op);
-  h.flags = flags;
-  h.buf_alloc = kGuestBuf;
-  h.fwd_cnt = fwd_cnt;
-  return h;
 }
 
 base::UniqueFd Listen(const std::string& path) {
