@@ -9,32 +9,29 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <numeric>
 #include <optional>
-#include <functional>
 #include <thread>
 #include <vector>
 
+#include "tests/unit/virtio/device_harness.h"
 #include "virtio/mmio/mmio_transport.h"
 #include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
 #include "virtio/testing/fake_block_driver.h"
-#include "virtio/testing/fake_clock.h"
 #include "virtio/testing/fake_driver_queue.h"
-#include "virtio/testing/fake_mmio_driver.h"
 #include "vmm/base/event_loop.h"
 
 namespace ember::virtio::block {
 namespace {
 
 using testing::BlockRequestBuffers;
+using testing::DeviceHarness;
 using testing::FakeBlockDriver;
 using testing::FakeBuffer;
-using testing::FakeClock;
 using testing::FakeDriverQueue;
-using testing::FakeGuestAllocator;
-using testing::FakeMmioDriver;
 
 constexpr std::uint64_t kMemSize = 4 << 20;
 constexpr std::uint64_t kDiskSize = 64 * 1024;
@@ -129,13 +126,14 @@ class HeldEngine final : public BlockEngine {
 
 // A block device behind the real MMIO transport, driven through guest-memory rings by the
 // fake driver, on the engine the test is instantiated with.
-class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
+class BlockDeviceTest : public DeviceHarness<BlockDevice, ::testing::TestWithParam<EngineKind>> {
  protected:
   BlockDeviceTest()
-      : disk_(kDiskSize),
-        memory_(base::GuestMemory::Create({{0, kMemSize}}).value()),
-        queue_(memory_, 0x1000, kQueueSize),
-        alloc_(0x10000, kMemSize - 0x10000),
+      : DeviceHarness({.memory_size = kMemSize,
+                       .queue_size = kQueueSize,
+                       .queues = {0x1000},
+                       .buffers = 0x10000}),
+        disk_(kDiskSize),
         blk_(memory_, queue_, alloc_) {}
 
   BlockConfig Config() {
@@ -147,20 +145,12 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
     return config;
   }
 
-  // Creates the device and runs the driver's probe; false (with a failure) if either fails.
+  // Creates the device and runs the driver's probe; fails the test if either fails.
   void Start(const BlockConfig& config) { Start(BlockDevice::Create(config, metrics_, clock_)); }
   void Start() { Start(Config()); }
   void Start(absl::StatusOr<std::unique_ptr<BlockDevice>> device) {
-    ASSERT_TRUE(device.ok()) << device.status();
-    device_ = device->get();
-    auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                           base::EventFd::Create().value(), metrics_);
-    ASSERT_TRUE(transport.ok()) << transport.status();
-    transport_ = std::move(transport).value();
-    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
-    const absl::Status init = driver_->Initialize(kDriverFeatures & driver_->DeviceFeatures(),
-                                                  {queue_.layout()});
-    ASSERT_TRUE(init.ok()) << init;
+    ASSERT_NO_FATAL_FAILURE(AttachDevice(std::move(device)));
+    Probe(kDriverFeatures & driver_->DeviceFeatures());
   }
 
   // Starts the device on HeldEngine (held_), giving up on requests in flight after 50 ms.
@@ -177,22 +167,9 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
         metrics_, clock_));
   }
 
-  // What a restore in a new VMM process does: a fresh device and transport built from
-  // `config` over the same guest memory, put into `state`. The driver (registers, rings,
-  // buffers) carries on unchanged, as the guest does.
+  // A restore in a new VMM process (DeviceHarness::RestoreDevice) onto a drive of `config`.
   absl::Status Restore(const VirtioDeviceSnapshot& state, const BlockConfig& config) {
-    driver_.reset();
-    transport_.reset();
-    device_ = nullptr;
-    auto device = BlockDevice::Create(config, metrics_, clock_);
-    if (!device.ok()) return device.status();
-    device_ = device->get();
-    auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                           base::EventFd::Create().value(), metrics_);
-    if (!transport.ok()) return transport.status();
-    transport_ = std::move(transport).value();
-    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
-    return transport_->RestoreState(state);
+    return RestoreDevice(state, [&] { return BlockDevice::Create(config, metrics_, clock_); });
   }
 
   // Starts the device on a bigger disk read with O_DIRECT (slow_config_), so that reads
@@ -211,47 +188,12 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
     return "";
   }
 
-  // The guest writes QueueNotify; the VMM loop sees the ioeventfd and lets the device work.
-  void Kick() {
-    driver_->Write32(mmio::kQueueNotify, 0);
-    transport_->HandleQueueEvent(0);
-  }
-
-  // Runs the VMM loop's completion handler until `count` used entries arrived (or 5 s).
-  std::vector<testing::UsedElement> WaitForUsed(std::size_t count) {
-    return WaitForUsed(count, queue_);
-  }
-  std::vector<testing::UsedElement> WaitForUsed(std::size_t count, FakeDriverQueue& queue) {
-    std::vector<testing::UsedElement> used;
-    for (int spins = 0; spins < 5000 && used.size() < count; ++spins) {
-      while (auto elem = queue.PopUsed()) used.push_back(*elem);
-      if (used.size() >= count) break;
-      for (const EventSource& source : device_->EventSources()) {
-        pollfd pfd{source.fd, POLLIN, 0};
-        if (::poll(&pfd, 1, 1) != 1) continue;
-        // poll is level-triggered: drain what the loop would watch edge-triggered, before
-        // the handler, so the next poll waits for a new signal.
-        if (source.edge_triggered) {
-          std::uint64_t signals = 0;
-          EXPECT_EQ(::read(source.fd, &signals, sizeof(signals)),
-                    static_cast<ssize_t>(sizeof(signals)));
-        }
-        source.on_readable();
-      }
-    }
-    return used;
-  }
-
   // One request, start to finish: returns its status byte.
   std::uint8_t Run(const BlockRequestBuffers& buffers) {
     Kick();
     auto used = WaitForUsed(1);
     EXPECT_EQ(used.size(), 1u);
     return blk_.Status(buffers);
-  }
-
-  std::uint64_t Metric(const std::string& name) {
-    return metrics_.Get("block_disk0", name)->Get();
   }
 
   // A discard or write-zeroes request carrying one segment.
@@ -267,16 +209,9 @@ class BlockDeviceTest : public ::testing::TestWithParam<EngineKind> {
   TempDisk disk_;
   std::optional<TempDisk> slow_disk_;  // StartOnSlowDisk's
   BlockConfig slow_config_;            // StartOnSlowDisk's
-  base::MetricsRegistry metrics_;
-  FakeClock clock_;
-  base::GuestMemory memory_;
-  FakeDriverQueue queue_;
-  FakeGuestAllocator alloc_;
+  FakeDriverQueue& queue_ = queue(0);
   FakeBlockDriver blk_;
-  BlockDevice* device_ = nullptr;
   HeldEngine* held_ = nullptr;  // StartOnHungDisk's, owned by the device
-  std::unique_ptr<MmioTransport> transport_;
-  std::unique_ptr<FakeMmioDriver> driver_;
 };
 
 // Requests still in flight when the test acts: see the instantiation at the end.
@@ -753,12 +688,7 @@ TEST_P(BlockDeviceTest, OnePassTakesAtMostAQueueOfRequestsFromADriverThatKeepsPu
 
   EXPECT_LE(queue_.UsedIdx(), kQueueSize);
   // Nothing is lost: the loop, run on, takes up the rest through the device's resume event.
-  for (int spins = 0; spins < 1000 && queue_.UsedIdx() != kPublished; ++spins) {
-    for (const EventSource& source : device_->EventSources()) {
-      pollfd pfd{source.fd, POLLIN, 0};
-      if (::poll(&pfd, 1, 0) == 1) source.on_readable();
-    }
-  }
+  for (int spins = 0; spins < 1000 && queue_.UsedIdx() != kPublished; ++spins) ServeEvents();
   EXPECT_EQ(queue_.UsedIdx(), kPublished);
 }
 
@@ -918,12 +848,7 @@ TEST_P(InFlightBlockDeviceTest, SnapshotWithRequestsInFlightSavesThemAnswered) {
 }
 
 TEST_P(BlockDeviceTest, SnapshotBeforeDriverOkRestoresWithoutActivating) {
-  auto device = BlockDevice::Create(Config(), metrics_, clock_);
-  ASSERT_TRUE(device.ok());
-  transport_ = MmioTransport::Create(memory_, std::move(device).value(),
-                                     base::EventFd::Create().value(), metrics_)
-                   .value();
-  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+  ASSERT_NO_FATAL_FAILURE(AttachDevice(BlockDevice::Create(Config(), metrics_, clock_)));
   driver_->Write32(mmio::kStatus, kStatusAcknowledge);
   driver_->Write32(mmio::kStatus, kStatusAcknowledge | kStatusDriver);
   auto state = transport_->SaveState();

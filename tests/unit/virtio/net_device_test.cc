@@ -1,26 +1,21 @@
 #include "virtio/net/net_device.h"
 
 #include <gtest/gtest.h>
-#include <poll.h>
 
 #include <numeric>
 #include <vector>
 
-#include "virtio/mmio/mmio_transport.h"
+#include "tests/unit/virtio/device_harness.h"
 #include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
-#include "virtio/testing/fake_clock.h"
 #include "virtio/testing/fake_driver_queue.h"
-#include "virtio/testing/fake_mmio_driver.h"
 #include "virtio/testing/fake_net.h"
 
 namespace ember::virtio::net {
 namespace {
 
-using testing::FakeClock;
+using testing::DeviceHarness;
 using testing::FakeDriverQueue;
-using testing::FakeGuestAllocator;
-using testing::FakeMmioDriver;
 using testing::FakeNetDriver;
 using testing::FakeTapPeer;
 
@@ -57,13 +52,13 @@ std::uint16_t NumBuffers(const std::vector<std::uint8_t>& frame) {
 
 // A net device behind the real MMIO transport, its tap replaced by a datagram socketpair,
 // driven through guest-memory rings by the fake driver.
-class NetDeviceTest : public ::testing::Test {
+class NetDeviceTest : public DeviceHarness<NetDevice> {
  protected:
   NetDeviceTest()
-      : memory_(base::GuestMemory::Create({{0, kMemSize}}).value()),
-        rx_(memory_, 0x1000, kQueueSize),
-        tx_(memory_, 0x4000, kQueueSize),
-        alloc_(0x10000, kMemSize - 0x10000),
+      : DeviceHarness({.memory_size = kMemSize,
+                       .queue_size = kQueueSize,
+                       .queues = {0x1000, 0x4000},
+                       .buffers = 0x10000}),
         net_(memory_, rx_, tx_, alloc_) {}
 
   NetConfig Config() {
@@ -74,57 +69,21 @@ class NetDeviceTest : public ::testing::Test {
     config.queue_size = kQueueSize;
     return config;
   }
+  // A device of `config` on a new tap of `peer`.
+  absl::StatusOr<std::unique_ptr<NetDevice>> Create(const NetConfig& config, FakeTapPeer& peer) {
+    return NetDevice::CreateWithTap(config, peer.MakeTap(), metrics_, clock_);
+  }
 
   void Start(std::uint64_t features = kMrgFeatures) { Start(Config(), features); }
   void Start(const NetConfig& config, std::uint64_t features) {
-    auto device = NetDevice::CreateWithTap(config, tap_.MakeTap(), metrics_, clock_);
-    ASSERT_TRUE(device.ok()) << device.status();
-    device_ = device->get();
-    auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                           base::EventFd::Create().value(), metrics_);
-    ASSERT_TRUE(transport.ok()) << transport.status();
-    transport_ = std::move(transport).value();
-    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
-    const absl::Status init = driver_->Initialize(features, {rx_.layout(), tx_.layout()});
-    ASSERT_TRUE(init.ok()) << init;
+    StartDevice(Create(config, tap_), features);
   }
-
-  void Kick(std::size_t queue) {
-    driver_->Write32(mmio::kQueueNotify, static_cast<std::uint32_t>(queue));
-    transport_->HandleQueueEvent(queue);
-  }
-
-  // One turn of the VMM loop for the device's EventSource: true when it was ready.
-  bool RunLoop() {
-    bool any = false;
-    for (const EventSource& source : device_->EventSources()) {
-      pollfd pfd{source.fd, POLLIN, 0};
-      if (::poll(&pfd, 1, 0) == 1) {
-        source.on_readable();
-        any = true;
-      }
-    }
-    return any;
-  }
-  void RunLoopUntilIdle() {
-    for (int i = 0; i < 100 && RunLoop(); ++i) {
-    }
-  }
-
-  std::uint64_t Metric(const std::string& name) { return metrics_.Get("net_eth0", name)->Get(); }
-  bool NeedsReset() { return (transport_->status() & kStatusNeedsReset) != 0; }
 
   FakeTapPeer tap_;
-  base::MetricsRegistry metrics_;
-  FakeClock clock_;
-  base::GuestMemory memory_;
-  FakeDriverQueue rx_;
-  FakeDriverQueue tx_;
-  FakeGuestAllocator alloc_;
+  FakeTapPeer tap2_;  // the tap of the VMM a snapshot is restored in
+  FakeDriverQueue& rx_ = queue(kRxQueue);
+  FakeDriverQueue& tx_ = queue(kTxQueue);
   FakeNetDriver net_;
-  NetDevice* device_ = nullptr;
-  std::unique_ptr<MmioTransport> transport_;
-  std::unique_ptr<FakeMmioDriver> driver_;
 };
 
 TEST_F(NetDeviceTest, ConfigSpaceHoldsTheMacAndLinkUp) {
@@ -161,13 +120,8 @@ TEST_F(NetDeviceTest, NoGuestChecksumOffloadMeansNoTapOffloads) {
 
 TEST_F(NetDeviceTest, RefusedTapOffloadsFailActivation) {
   tap_.FailOffloads();
-  auto device = NetDevice::CreateWithTap(Config(), tap_.MakeTap(), metrics_, clock_);
-  ASSERT_TRUE(device.ok());
-  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                         base::EventFd::Create().value(), metrics_);
-  ASSERT_TRUE(transport.ok());
-  FakeMmioDriver driver(**transport);
-  EXPECT_FALSE(driver.Initialize(kBaseFeatures, {rx_.layout(), tx_.layout()}).ok());
+  ASSERT_NO_FATAL_FAILURE(AttachDevice(Create(Config(), tap_)));
+  EXPECT_FALSE(driver_->Initialize(kBaseFeatures, QueueLayouts()).ok());
 }
 
 TEST_F(NetDeviceTest, RxFrameReachesTheGuestWithItsHeaderPassedThrough) {
@@ -177,7 +131,7 @@ TEST_F(NetDeviceTest, RxFrameReachesTheGuestWithItsHeaderPassedThrough) {
   const auto header = Header(kHeaderFlagNeedsCsum, kGsoNone, 0, 34, 16);
   const auto payload = Payload(600);
   ASSERT_TRUE(tap_.Send(Frame(header, payload)));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   auto got = net_.PopRx();
   ASSERT_TRUE(got.has_value());
   ASSERT_EQ(got->size(), 12 + payload.size());
@@ -192,7 +146,7 @@ TEST_F(NetDeviceTest, RxSignalsTheGuest) {
   Start();
   net_.AddRxBuffers(1, 2048);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_NE(driver_->Read32(mmio::kInterruptStatus) & kInterruptUsedBuffer, 0u);
 }
 
@@ -200,9 +154,9 @@ TEST_F(NetDeviceTest, RxWithoutBuffersKeepsTheFrameAndStopsWatchingTheTap) {
   Start();
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100, 1))));
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(200, 2))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_FALSE(device_->watching_tap());
-  EXPECT_FALSE(RunLoop()) << "the loop is woken although the guest has no buffers";
+  EXPECT_EQ(ServeEvents(), 0) << "the loop is woken although the guest has no buffers";
   EXPECT_EQ(Metric("rx_no_buffers"), 1u);
   EXPECT_EQ(Metric("rx_frames"), 0u);
 }
@@ -210,13 +164,13 @@ TEST_F(NetDeviceTest, RxWithoutBuffersKeepsTheFrameAndStopsWatchingTheTap) {
 TEST_F(NetDeviceTest, RxFramesWaitingForBuffersArriveInOrderOnceBuffersCome) {
   Start();
   for (std::uint8_t i = 0; i < 3; ++i) ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100 + i, i))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   net_.AddRxBuffers(1, 2048);
   Kick(kRxQueue);
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   net_.AddRxBuffers(4, 2048);
   Kick(kRxQueue);
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   for (std::uint8_t i = 0; i < 3; ++i) {
     auto got = net_.PopRx();
     ASSERT_TRUE(got.has_value()) << "frame " << int{i} << " lost";
@@ -233,13 +187,13 @@ TEST_F(NetDeviceTest, RxBatchThatRunsOutOfBuffersMidwayKeepsTheRestInOrder) {
   net_.AddRxBuffers(2, 2048);
   Kick(kRxQueue);
   for (std::uint8_t i = 0; i < 5; ++i) ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(60 + i, i))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_EQ(Metric("rx_frames"), 2u);
   EXPECT_EQ(Metric("rx_no_buffers"), 1u);
   EXPECT_FALSE(device_->watching_tap());
   net_.AddRxBuffers(3, 2048);
   Kick(kRxQueue);
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   for (std::uint8_t i = 0; i < 5; ++i) {
     auto got = net_.PopRx();
     ASSERT_TRUE(got.has_value()) << "frame " << int{i} << " lost";
@@ -258,7 +212,7 @@ TEST_F(NetDeviceTest, MergeableRxSplitsALargeFrameAcrossBuffersAndCountsThem) {
   Kick(kRxQueue);
   const auto payload = Payload(3000);
   ASSERT_TRUE(tap_.Send(Frame(Header(), payload)));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   std::vector<std::uint8_t> joined;
   std::vector<std::vector<std::uint8_t>> parts;
   while (auto part = net_.PopRx()) parts.push_back(*part);
@@ -274,11 +228,11 @@ TEST_F(NetDeviceTest, MergeableRxWaitsUntilEnoughBuffersForTheWholeFrame) {
   net_.AddRxBuffers(2, 1024);
   Kick(kRxQueue);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(3000))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_FALSE(net_.PopRx().has_value()) << "a partial frame was delivered";
   net_.AddRxBuffers(1, 1024);
   Kick(kRxQueue);
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   int parts = 0;
   while (net_.PopRx()) ++parts;
   EXPECT_EQ(parts, 3);
@@ -289,7 +243,7 @@ TEST_F(NetDeviceTest, RxBufferSpreadOverSeveralDescriptorsHoldsOneFrame) {
   net_.AddRxBuffers(1, 4096, /*segments=*/4);
   const auto payload = Payload(3000);
   ASSERT_TRUE(tap_.Send(Frame(Header(), payload)));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   auto got = net_.PopRx();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->size(), 3012u);
@@ -302,7 +256,7 @@ TEST_F(NetDeviceTest, WithoutMergeableBuffersAFrameTooLargeForTheBufferIsDropped
   net_.AddRxBuffers(1, 1024);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(3000))));
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(500))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_EQ(Metric("rx_frames_too_large"), 1u);
   auto got = net_.PopRx();  // the buffer was kept for the next frame
   ASSERT_TRUE(got.has_value());
@@ -312,13 +266,13 @@ TEST_F(NetDeviceTest, WithoutMergeableBuffersAFrameTooLargeForTheBufferIsDropped
 TEST_F(NetDeviceTest, RxFrameWaitingAcrossAResetReachesTheReinitialisedDriver) {
   Start();
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   FakeDriverQueue rx2(memory_, 0x7000, kQueueSize);
   FakeDriverQueue tx2(memory_, 0xa000, kQueueSize);
   FakeNetDriver net2(memory_, rx2, tx2, alloc_);
   net2.AddRxBuffers(1, 2048);
   ASSERT_TRUE(driver_->Initialize(kMrgFeatures, {rx2.layout(), tx2.layout()}).ok());
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   auto got = net2.PopRx();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->size(), 112u);
@@ -456,7 +410,7 @@ TEST_F(NetDeviceTest, HostileRxChainMarksTheDeviceNeedsResetAndStopsReadingTheTa
   rx_.WriteDescriptor(0, 0x20000, 256, kDescFlagNext | kDescFlagWrite, 0);  // loops to itself
   rx_.Publish(0);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_TRUE(NeedsReset());
   EXPECT_EQ(Metric("invalid_chains"), 1u);
   EXPECT_FALSE(device_->watching_tap());
@@ -467,7 +421,7 @@ TEST_F(NetDeviceTest, RxChainWithDeviceReadableBuffersIsADriverError) {
   const testing::FakeBuffer readable[] = {{0x20000, 2048, false}};
   rx_.AddChain(readable);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_TRUE(NeedsReset());
 }
 
@@ -484,8 +438,7 @@ TEST_F(NetDeviceTest, TxRateLimiterThrottlesAndTheTimerResumes) {
   clock_.AdvanceMs(1000);
   // The limiter's timerfd runs on the real clock; wait for it like the VMM loop would.
   for (int i = 0; i < 300 && !tap_.Receive().has_value(); ++i) {
-    pollfd pfd{device_->EventSources()[0].fd, POLLIN, 0};
-    if (::poll(&pfd, 1, 10) == 1) device_->EventSources()[0].on_readable();
+    ServeEvents(/*timeout_ms=*/10);
     if (Metric("tx_frames") == 2) break;
   }
   EXPECT_EQ(Metric("tx_frames"), 2u);
@@ -498,14 +451,11 @@ TEST_F(NetDeviceTest, RxRateLimiterDefersTheFrameWithoutLosingIt) {
   net_.AddRxBuffers(4, 2048);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(64))));
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(65))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   EXPECT_EQ(Metric("rx_frames"), 1u);
   EXPECT_FALSE(device_->watching_tap());
   clock_.AdvanceMs(1000);
-  for (int i = 0; i < 300 && Metric("rx_frames") < 2; ++i) {
-    pollfd pfd{device_->EventSources()[0].fd, POLLIN, 0};
-    if (::poll(&pfd, 1, 10) == 1) device_->EventSources()[0].on_readable();
-  }
+  for (int i = 0; i < 300 && Metric("rx_frames") < 2; ++i) ServeEvents(/*timeout_ms=*/10);
   EXPECT_EQ(Metric("rx_frames"), 2u);
   // The held-back frame arrives intact once the limiter lets it through.
   auto first = net_.PopRx();
@@ -522,7 +472,7 @@ TEST_F(NetDeviceTest, SnapshotRestoreResumesBothQueuesWhereTheyStood) {
   Start();
   net_.AddRxBuffers(4, 2048);
   ASSERT_TRUE(tap_.Send(Frame(Header(), Payload(100, 1))));
-  RunLoopUntilIdle();
+  ServeUntilIdle();
   ASSERT_TRUE(net_.PopRx().has_value());
   net_.AddTx(Frame(Header(), Payload(64)));
   Kick(kTxQueue);
@@ -531,29 +481,20 @@ TEST_F(NetDeviceTest, SnapshotRestoreResumesBothQueuesWhereTheyStood) {
 
   auto saved = transport_->SaveState();
   ASSERT_TRUE(saved.ok()) << saved.status();
-  transport_.reset();  // the old VMM goes away with its tap
-  FakeTapPeer tap2;
-  auto device = NetDevice::CreateWithTap(Config(), tap2.MakeTap(), metrics_, clock_);
-  ASSERT_TRUE(device.ok());
-  device_ = device->get();
-  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                         base::EventFd::Create().value(), metrics_);
-  ASSERT_TRUE(transport.ok());
-  transport_ = std::move(transport).value();
-  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
-  const absl::Status restored = transport_->RestoreState(*saved);
+  // The old VMM goes away with its tap; the new one has a tap of its own.
+  const absl::Status restored = RestoreDevice(*saved, [&] { return Create(Config(), tap2_); });
   ASSERT_TRUE(restored.ok()) << restored;
-  EXPECT_EQ(tap2.vnet_header_size(), 12);
-  EXPECT_EQ(tap2.offloads(), kTunOffloadCsum | kTunOffloadTso4);
+  EXPECT_EQ(tap2_.vnet_header_size(), 12);
+  EXPECT_EQ(tap2_.offloads(), kTunOffloadCsum | kTunOffloadTso4);
 
-  ASSERT_TRUE(tap2.Send(Frame(Header(), Payload(200, 2))));
-  RunLoopUntilIdle();
+  ASSERT_TRUE(tap2_.Send(Frame(Header(), Payload(200, 2))));
+  ServeUntilIdle();
   auto got = net_.PopRx();  // one of the three buffers posted before the snapshot
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->size(), 212u);
   net_.AddTx(Frame(Header(), Payload(65)));
   Kick(kTxQueue);
-  auto sent = tap2.Receive();
+  auto sent = tap2_.Receive();
   ASSERT_TRUE(sent.has_value());
   EXPECT_EQ(sent->size(), 77u);
 }

@@ -1,7 +1,6 @@
 #include "virtio/vsock/vsock_device.h"
 
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -12,11 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "virtio/mmio/mmio_transport.h"
+#include "tests/unit/virtio/device_harness.h"
 #include "virtio/mmio/registers.h"
 #include "virtio/spec.h"
 #include "virtio/testing/fake_driver_queue.h"
-#include "virtio/testing/fake_mmio_driver.h"
 #include "virtio/testing/fake_vsock_driver.h"
 
 extern "C" {
@@ -36,9 +34,8 @@ extern const unsigned kUapiVirtioIdVsock;
 namespace ember::virtio::vsock {
 namespace {
 
+using testing::DeviceHarness;
 using testing::FakeDriverQueue;
-using testing::FakeGuestAllocator;
-using testing::FakeMmioDriver;
 using testing::FakeVsockDriver;
 using testing::GuestHeader;
 using testing::VsockPacket;
@@ -93,24 +90,20 @@ bool AtEof(int fd) {
 
 // A vsock device behind the real MMIO transport, driven by the fake guest driver, its host
 // side real Unix sockets in a fresh temporary directory.
-class VsockDeviceTest : public ::testing::Test {
+class VsockDeviceTest : public DeviceHarness<VsockDevice> {
  protected:
   VsockDeviceTest()
-      : memory_(base::GuestMemory::Create({{0, kMemSize}}).value()),
-        rx_(memory_, 0x1000, kQueueSize),
-        tx_(memory_, 0x6000, kQueueSize),
-        ev_(memory_, 0xb000, kQueueSize),
-        alloc_(0x20000, kMemSize - 0x20000),
+      : DeviceHarness({.memory_size = kMemSize,
+                       .queue_size = kQueueSize,
+                       .queues = {0x1000, 0x6000, 0xb000},
+                       .buffers = 0x20000}),
         guest_(memory_, rx_, tx_, ev_, alloc_) {
     char dir[] = "/tmp/ember_vsock_XXXXXX";
     EXPECT_NE(::mkdtemp(dir), nullptr);
     dir_ = dir;
     uds_ = dir_ + "/v.sock";
   }
-  ~VsockDeviceTest() override {
-    transport_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  ~VsockDeviceTest() override { std::filesystem::remove_all(dir_); }
 
   VsockConfig Config() {
     VsockConfig config;
@@ -121,51 +114,31 @@ class VsockDeviceTest : public ::testing::Test {
     return config;
   }
 
+  absl::StatusOr<std::unique_ptr<VsockDevice>> Create() {
+    return VsockDevice::Create(Config(), metrics_);
+  }
   void Start() {
-    auto device = VsockDevice::Create(Config(), metrics_);
-    ASSERT_TRUE(device.ok()) << device.status();
-    device_ = device->get();
-    auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                           base::EventFd::Create().value(), metrics_);
-    ASSERT_TRUE(transport.ok()) << transport.status();
-    transport_ = std::move(transport).value();
-    driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+    ASSERT_NO_FATAL_FAILURE(AttachDevice(Create()));
     guest_.AddSplitRxBuffers(rx_count_, rx_layout_);
     guest_.AddEventBuffers(1);
-    const absl::Status init =
-        driver_->Initialize(kFeatures, {rx_.layout(), tx_.layout(), ev_.layout()});
-    ASSERT_TRUE(init.ok()) << init;
+    Probe(kFeatures);
   }
 
-  void Kick(std::size_t queue) {
-    driver_->Write32(mmio::kQueueNotify, static_cast<std::uint32_t>(queue));
-    transport_->HandleQueueEvent(queue);
-  }
   // The guest sends one packet and notifies TX.
   void GuestSend(const Header& h, std::span<const std::uint8_t> payload = {}) {
     guest_.ReapTx();  // the driver recycles sent buffers, as Linux does
     guest_.Send(h, payload);
     Kick(kTxQueue);
   }
-  // Turns of the VMM loop until the device's EventSource is idle; returns how many it took.
-  int RunLoop() {
-    for (int i = 0; i < 1000; ++i) {
-      pollfd pfd{device_->EventSources()[0].fd, POLLIN, 0};
-      if (::poll(&pfd, 1, 0) != 1) return i;
-      device_->EventSources()[0].on_readable();
-    }
-    ADD_FAILURE() << "the device's EventSource never went idle";
-    return 1000;
-  }
   // Keeps the guest's RX ring stocked and collects every packet the device sends.
   std::vector<VsockPacket> Drain() {
-    RunLoop();
+    ServeUntilIdle();
     std::vector<VsockPacket> packets;
     while (auto p = guest_.PopRx()) packets.push_back(*p);
     if (!packets.empty()) {
       guest_.AddSplitRxBuffers(packets.size(), rx_layout_);
       Kick(kRxQueue);
-      RunLoop();
+      ServeUntilIdle();
       auto more = Drain();
       packets.insert(packets.end(), more.begin(), more.end());
     }
@@ -210,26 +183,16 @@ class VsockDeviceTest : public ::testing::Test {
     return base::UniqueFd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
   }
 
-  std::uint64_t Metric(const std::string& name) {
-    return metrics_.Get("vsock_vsock0", name)->Get();
-  }
-
   // The RX buffers Start posts, and Drain tops up: how many, and the descriptor sizes of
   // each chain (header included).
   std::size_t rx_count_ = 64;
   std::vector<std::uint32_t> rx_layout_ = {4096};
   std::string dir_;
   std::string uds_;
-  base::MetricsRegistry metrics_;
-  base::GuestMemory memory_;
-  FakeDriverQueue rx_;
-  FakeDriverQueue tx_;
-  FakeDriverQueue ev_;
-  FakeGuestAllocator alloc_;
+  FakeDriverQueue& rx_ = queue(kRxQueue);
+  FakeDriverQueue& tx_ = queue(kTxQueue);
+  FakeDriverQueue& ev_ = queue(kEventQueue);
   FakeVsockDriver guest_;
-  VsockDevice* device_ = nullptr;
-  std::unique_ptr<MmioTransport> transport_;
-  std::unique_ptr<FakeMmioDriver> driver_;
 };
 
 TEST(VsockPacket, HeaderLayoutMatchesTheKernel) {
@@ -744,19 +707,12 @@ TEST_F(VsockDeviceTest, TransportResetWaitsForAnEventBuffer) {
 }
 
 TEST_F(VsockDeviceTest, HostConnectionsBeforeTheDriverIsReadyWaitForIt) {
-  auto device = VsockDevice::Create(Config(), metrics_);
-  ASSERT_TRUE(device.ok());
-  device_ = device->get();
-  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                         base::EventFd::Create().value(), metrics_);
-  ASSERT_TRUE(transport.ok());
-  transport_ = std::move(transport).value();
-  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
+  ASSERT_NO_FATAL_FAILURE(AttachDevice(Create()));
   base::UniqueFd host = Connect(uds_);
   WriteAll(host.Get(), Bytes("CONNECT 52\n"));
-  RunLoop();
+  ServeUntilIdle();
   guest_.AddRxBuffers(4, 4096);
-  ASSERT_TRUE(driver_->Initialize(kFeatures, {rx_.layout(), tx_.layout(), ev_.layout()}).ok());
+  ASSERT_TRUE(driver_->Initialize(kFeatures, QueueLayouts()).ok());
   auto packets = Drain();
   ASSERT_EQ(packets.size(), 1u);
   EXPECT_EQ(packets[0].header.op, static_cast<std::uint16_t>(Op::kRequest));
@@ -767,17 +723,9 @@ TEST_F(VsockDeviceTest, SnapshotRestoreTellsTheGuestItsConnectionsAreGone) {
   auto [host, host_port] = HostInitiated(52);
   auto saved = transport_->SaveState();
   ASSERT_TRUE(saved.ok()) << saved.status();
-  transport_.reset();  // the old VMM exits: its sockets close and its listener goes
+  DetachDevice();  // the old VMM exits: its sockets close and its listener goes
   EXPECT_TRUE(AtEof(host.Get()));
-  auto device = VsockDevice::Create(Config(), metrics_);
-  ASSERT_TRUE(device.ok()) << device.status();
-  device_ = device->get();
-  auto transport = MmioTransport::Create(memory_, std::move(device).value(),
-                                         base::EventFd::Create().value(), metrics_);
-  ASSERT_TRUE(transport.ok());
-  transport_ = std::move(transport).value();
-  driver_ = std::make_unique<FakeMmioDriver>(*transport_);
-  const absl::Status restored = transport_->RestoreState(*saved);
+  const absl::Status restored = RestoreDevice(*saved, [&] { return Create(); });
   ASSERT_TRUE(restored.ok()) << restored;
   EXPECT_EQ(guest_.PopEvent(), std::optional<std::uint32_t>(kEventTransportReset));
   // The restored device serves new connections on the rings as they stood.
@@ -821,7 +769,7 @@ TEST_F(VsockDeviceTest, RxBuffersAReadDidNotNeedGoBackToTheRing) {
   // the last read needs only one; the other three must return to the ring unused.
   std::vector<std::uint8_t> sent = Pattern(3 * kRxPayload + 10, 4);
   WriteAll(host.Get(), sent);
-  RunLoop();
+  ServeUntilIdle();
   std::vector<VsockPacket> got;
   while (auto p = guest_.PopRx()) got.push_back(*p);
   ASSERT_EQ(got.size(), 4u);
@@ -833,7 +781,7 @@ TEST_F(VsockDeviceTest, RxBuffersAReadDidNotNeedGoBackToTheRing) {
     const auto more = Pattern(4 * kRxPayload, static_cast<std::uint8_t>(20 + i));
     WriteAll(host.Get(), more);
     sent.insert(sent.end(), more.begin(), more.end());
-    RunLoop();
+    ServeUntilIdle();
     const std::size_t before = got.size();
     while (auto p = guest_.PopRx()) got.push_back(*p);
     for (std::size_t k = before; k < got.size(); ++k) fwd += got[k].header.len;
@@ -843,7 +791,7 @@ TEST_F(VsockDeviceTest, RxBuffersAReadDidNotNeedGoBackToTheRing) {
   EXPECT_EQ(StreamOf(got), sent);
   // The ring is empty now; the next bytes wait for a buffer.
   WriteAll(host.Get(), Bytes("x"));
-  RunLoop();
+  ServeUntilIdle();
   EXPECT_FALSE(guest_.PopRx().has_value());
   guest_.AddRxBuffers(1, 4096);
   Kick(kRxQueue);
@@ -879,7 +827,7 @@ TEST_F(VsockDeviceTest, HostileRxChainInTheMiddleOfABatchedReadMarksTheDeviceNee
   rx_.AddChain(std::span(&readable, 1));
   Kick(kRxQueue);
   WriteAll(host.Get(), Pattern(3 * kRxPayload, 1));
-  RunLoop();
+  ServeUntilIdle();
   EXPECT_NE(transport_->status() & kStatusNeedsReset, 0u);
   EXPECT_EQ(Metric("invalid_chains"), 1u);
 }
@@ -892,12 +840,12 @@ TEST_F(VsockDeviceTest, HostDataWaitsWithoutSpinningWhileTheGuestHasNoRxBuffers)
   std::vector<std::uint8_t> got;
   for (int i = 0; i < 200; ++i) {
     WriteAll(host.Get(), Bytes("x"));
-    RunLoop();
+    ServeUntilIdle();
     while (auto p = guest_.PopRx()) got.insert(got.end(), p->payload.begin(), p->payload.end());
   }
   ASSERT_LT(got.size(), 200u) << "the RX ring never ran out";
   WriteAll(host.Get(), Bytes("tail"));
-  RunLoop();  // fails if the device's EventSource stays readable: a busy loop
+  ServeUntilIdle();  // fails if the device's EventSource stays readable: a busy loop
   EXPECT_FALSE(guest_.PopRx().has_value());
   // Buffers come back: everything arrives, in order.
   auto rest = Drain();
@@ -920,7 +868,7 @@ TEST_F(VsockDeviceTest, HeaderOnlyRxBufferCarriesACreditUpdateAndTheDataWaitsFor
   base::UniqueFd host = GuestInitiated(listener.Get(), 70, 7);  // RESPONSE fits; one reposted
   WriteAll(host.Get(), Bytes("data"));
   // The loop settles at once instead of meeting the same buffer on every turn.
-  EXPECT_LE(RunLoop(), 2);
+  EXPECT_LE(ServeUntilIdle(), 2);
   auto update = guest_.PopRx();
   ASSERT_TRUE(update.has_value()) << "the header-only buffer was not used";
   EXPECT_EQ(update->header.op, static_cast<std::uint16_t>(Op::kCreditUpdate));
@@ -935,7 +883,7 @@ TEST_F(VsockDeviceTest, HeaderOnlyRxBufferCarriesACreditUpdateAndTheDataWaitsFor
   ASSERT_TRUE(data.has_value());
   EXPECT_EQ(data->header.op, static_cast<std::uint16_t>(Op::kRw));
   EXPECT_EQ(data->payload, Bytes("data"));
-  EXPECT_EQ(RunLoop(), 0);
+  EXPECT_EQ(ServeUntilIdle(), 0);
 }
 
 TEST_F(VsockDeviceTest, RequestChurnWithoutRxBuffersKeepsTheRxWaitListBounded) {
