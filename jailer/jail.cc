@@ -312,6 +312,21 @@ absl::Status CreateDeviceNodes(const std::vector<HostDevice>& devices, uid_t uid
   return absl::OkStatus();
 }
 
+// The jail's root and everything put there stay root's, so the VMM can replace none of it
+// (a console turned into a symlink, a binary swapped); what it writes goes into kOutputDir,
+// the one directory it owns. A root a previous jailer version gave to the uid is taken back.
+absl::Status SecureRootAndMakeOutputDir(uid_t uid, gid_t gid) {
+  if (::chown("/", 0, 0) != 0) return ErrnoError("chown", "jail root");
+  if (::chmod("/", 0755) != 0) return ErrnoError("chmod", "jail root");
+  const std::string out = std::string("/") + kOutputDir;
+  EMBER_RETURN_IF_ERROR(MakeDirInJail(out.c_str()));
+  if (::fchownat(AT_FDCWD, out.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    return ErrnoError("chown", out);
+  }
+  if (::chmod(out.c_str(), 0700) != 0) return ErrnoError("chmod", out);
+  return absl::OkStatus();
+}
+
 absl::Status WritePidFile(const std::string& path, pid_t pid) {
   EMBER_RETURN_IF_ERROR(RemoveIfPresent(path));
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
@@ -484,8 +499,7 @@ absl::StatusOr<int> RunJailer(const JailerArgs& args) {
     }
     binary.fd.Reset();
   }
-  // The VMM creates its sockets and files next to itself.
-  if (::chown("/", args.uid, args.gid) != 0) return ErrnoError("chown", "jail root");
+  EMBER_RETURN_IF_ERROR(SecureRootAndMakeOutputDir(args.uid, args.gid));
 
   if (!args.daemonize && !args.new_pid_ns) {
     EMBER_RETURN_IF_ERROR(EnterVmm(args, dev_null.Get()));

@@ -335,7 +335,8 @@ std::string JailerUsage() {
 
 Builds a jail for one microVM and execs PATH inside it as UID:GID with no capabilities.
 The jail is <chroot-base-dir>/<exec name>/<id>/root; PATH is copied (or hard-linked) into it
-and /dev/kvm, /dev/net/tun and /dev/userfaultfd are created there, owned by UID:GID.
+and /dev/kvm, /dev/net/tun and /dev/userfaultfd are created there, owned by UID:GID. The
+jail's root and all of that are root's; the binary may write only in /out (UID:GID, 0700).
 
   --id ID                   letters, digits and dashes, at most 64 characters
   --exec-file PATH          binary to run in the jail (must be statically linked); an

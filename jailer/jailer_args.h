@@ -18,6 +18,10 @@ inline constexpr uint64_t kDefaultNoFileLimit = 2048;
 // Where jails are built when --chroot-base-dir is not given.
 inline constexpr char kDefaultChrootBase[] = "/srv/jailer";
 
+// The one directory of the jail the jailed binary may write: /<kOutputDir>, owned by its
+// uid:gid, mode 0700. The jail's root and everything else the jailer puts there are root's.
+inline constexpr char kOutputDir[] = "out";
+
 struct CgroupSetting {
   std::string file;   // e.g. "memory.max"; never contains '/'.
   std::string value;  // written verbatim.

@@ -1,6 +1,7 @@
 """emberd --jailer: each ember-vmm runs through ember-jailer (chroot, uid/gid), driven through
 emberd's gRPC API like any VM. Needs root (the jailer chroots and changes identity) and
 /dev/kvm."""
+import errno
 import os
 import re
 import shutil
@@ -173,10 +174,11 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
             snapshot_id=diff.snapshot_id, vm_id_prefix="jdclone", resume=True), timeout=60).vms[0]
         self.assert_jailed(vm.pid, vm.vm_id)
         root = self.jail_root(vm.vm_id)
-        for snapshot in (full, diff):
-            self.assertTrue(os.path.samestat(
-                os.stat(os.path.join(root, snapshot.snapshot_id + ".mem")),
-                os.stat(snapshot.memory_path)))
+        # The restored diff where emberd names it; its base where its state file names it,
+        # in the output directory the jailed VM wrote it to.
+        for linked, snapshot in ((os.path.join(root, "out", full.snapshot_id + ".mem"), full),
+                                 (os.path.join(root, diff.snapshot_id + ".mem"), diff)):
+            self.assertTrue(os.path.samestat(os.stat(linked), os.stat(snapshot.memory_path)))
         self.assert_counts_on(vm.vm_id, before)
 
     def test_jailed_snapshot_in_another_filesystem_is_copied_sparse_and_restores(self):
@@ -200,9 +202,11 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
             snapshot_id=snapshot.snapshot_id, vm_id_prefix="jxclone", resume=True),
             timeout=60).vms[0]
         self.assert_jailed(vm.pid, vm.vm_id)
-        # Across filesystems the clone's jail holds a private copy, still the jail's.
-        self.assert_jails_file(os.path.join(self.jail_root(vm.vm_id),
-                                            snapshot.snapshot_id + ".mem"))
+        # Across filesystems the clone's jail holds a private copy: root's, the jail's gid may
+        # read it.
+        copy = os.stat(os.path.join(self.jail_root(vm.vm_id), snapshot.snapshot_id + ".mem"))
+        self.assertEqual((copy.st_uid, copy.st_gid), (0, JAIL_GID))
+        self.assertEqual(stat.S_IMODE(copy.st_mode), 0o440)
         self.assert_counts_on(vm.vm_id, before)
 
     def test_snapshot_of_a_stopped_jailed_vm_is_failed_precondition(self):
@@ -269,9 +273,9 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
             f.write("ROOT-ONLY-SECRET\n")
         os.chmod(secret, 0o600)
         self.stub.Create(api.CreateRequest(vm_id="jsym", config=ec.config("idle")), timeout=30)
-        # What a compromised VMM can do in the jail's root, which is its own: swap its console
-        # for a symlink to a file only root may read.
-        console = os.path.join(self.base, "ember-vmm", "jsym", "root", "console.log")
+        # What a compromised VMM can do in the jail's output directory, which is its own: swap
+        # its console for a symlink to a file only root may read.
+        console = os.path.join(self.base, "ember-vmm", "jsym", "root", "out", "console.log")
         os.unlink(console)
         os.symlink(secret, console)
         code, details = code_of(
@@ -280,6 +284,48 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
         self.assertIn("console.log", details)
         self.assertNotIn("ROOT-ONLY-SECRET", details)
+
+    def test_the_jail_root_is_roots_and_the_jail_uid_writes_only_in_its_output_dir(self):
+        self.stub.Create(api.CreateRequest(vm_id="jroot", config=ec.config("idle")), timeout=30)
+        root = self.jail_root("jroot")
+        st = os.stat(root)
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+        self.assertEqual(st.st_mode & 0o022, 0, oct(st.st_mode))
+        for name in os.listdir(root):
+            if name != "out":
+                self.assertEqual(os.lstat(os.path.join(root, name)).st_uid, 0, name)
+        out = os.stat(os.path.join(root, "out"))
+        self.assertEqual((out.st_uid, stat.S_IMODE(out.st_mode)), (JAIL_UID, 0o700))
+        self.assertIn("console.log", os.listdir(os.path.join(root, "out")))
+        # As the jail's uid, as a compromised VMM would be: nothing new at the root.
+        self.assertEqual(self.create_as(JAIL_UID, JAIL_GID, root, "planted"), "EACCES")
+        self.assertEqual(self.create_as(JAIL_UID, JAIL_GID, root, "out/x"), "ok")
+
+    def create_as(self, uid, gid, root, path):
+        """Whether a process of uid:gid whose root and cwd are `root` (as a jailed VMM's are)
+        can create `path`: "ok" or the errno's name."""
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(read)
+            try:
+                os.chroot(root)
+                os.chdir("/")
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                os.unlink(path)
+                result = "ok"
+            except OSError as e:
+                result = errno.errorcode.get(e.errno, str(e.errno))
+            os.write(write, result.encode())
+            os._exit(0)
+        os.close(write)
+        result = os.read(read, 64).decode()
+        os.close(read)
+        os.waitpid(child, 0)
+        return result
 
     def test_underscore_ids_are_refused(self):
         code, details = code_of(self.stub.Create,

@@ -95,15 +95,17 @@ class JailedVmm : public ::testing::Test {
 TEST_F(JailedVmm, BuiltInGuestPassesHelloAndTheVmmExitsCleanly) {
   // Paths are inside the chroot: the VMM sees nothing else.
   ProcessResult result =
-      RunProcess(Command({"--metrics-path", "/metrics.json", "--log-level", "Debug"}), seconds(60));
+      RunProcess(Command({"--metrics-path", "/out/metrics.json", "--log-level", "Debug"}),
+                 seconds(60));
 
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("\nPASS hello\n"), std::string::npos) << result.out << result.err;
   // Filters were on inside the jail, for both thread kinds.
   EXPECT_NE(result.err.find("seccomp filter \"vcpu\""), std::string::npos) << result.err;
   EXPECT_NE(result.err.find("seccomp filter \"vmm\""), std::string::npos) << result.err;
-  // The metrics file was written inside the chroot, by the jailed uid/gid.
-  std::string metrics_path = ChrootDir() + "/metrics.json";
+  // The metrics file was written inside the chroot, in the one directory the jailed uid/gid
+  // may write.
+  std::string metrics_path = ChrootDir() + "/out/metrics.json";
   EXPECT_NE(ReadFileOr(metrics_path).find("start_to_first_instruction_us"), std::string::npos);
   struct stat st {};
   ASSERT_EQ(stat(metrics_path.c_str(), &st), 0);

@@ -28,6 +28,11 @@ namespace {
 constexpr char kJailChainFile[] = "jail-chain";
 constexpr char kJailBasesFile[] = "jail-bases";
 
+// The path in a jail of what its VMM writes: `name` in the jail's output directory.
+std::string JailOutput(const std::string& name) {
+  return "/" + std::string(kJailOutputDir) + "/" + name;
+}
+
 absl::Status WriteJailChain(const std::string& path,
                             const JailChain& chain) {
   std::string text;
@@ -51,9 +56,8 @@ absl::StatusOr<JailChain> ReadJailChain(
     std::string line = text.substr(start, end - start);
     start = end + 1;
     std::size_t space = line.find(' ');
-    // A name is a plain file name in a jail's root (JailFile::jail_name).
-    if (space == 0 || space == std::string::npos ||
-        line.substr(0, space).find('/') != std::string::npos ||
+    // A name is a plain file name in a jail's root or its output directory (JailFile::jail_name).
+    if (space == 0 || space == std::string::npos || !IsJailFileName(line.substr(0, space)) ||
         line.compare(space + 1, 1, "/") != 0) {
       return absl::DataLossError(path + ": malformed line \"" + line + "\"");
     }
@@ -205,10 +209,13 @@ class JailedView final : public VmmView {
       EMBER_RETURN_IF_ERROR(PrepareRestore(*restore, config, spec));
     }
     spec->jailer_args = JailerOptions(config, restore);
-    // emberd reads the console through a symlink into the jail.
-    AddJailFile(spec, JailFile::How::kSymlinkHost, spec->vm_dir + "/console.log", "console.log");
+    // The VM's directory links to the console in the jail, for people; emberd itself opens it
+    // through OpenVmmFile.
+    const std::string console = JailOutput("console.log");
+    AddJailFile(spec, JailFile::How::kSymlinkHost, spec->vm_dir + "/console.log",
+                console.substr(1));
     spec->vmm_args.insert(spec->vmm_args.end(),
-                          {"--serial-out", "/console.log", "--exit-record", "/exit"});
+                          {"--serial-out", console, "--exit-record", JailOutput("exit")});
     if (restore == nullptr) return absl::OkStatus();
     // The clone's ember-vmm names these as the bases of its first diff snapshot.
     JailChain chain = restore->jail_bases;
@@ -220,12 +227,12 @@ class JailedView final : public VmmView {
   }
 
   std::string ExitRecordPath(const std::string& vm_id) const override {
-    return JailRoot(vm_id) + "/exit";
+    return JailRoot(vm_id) + JailOutput("exit");
   }
   absl::StatusOr<base::UniqueFd> OpenVmmFile(const std::string& vm_id,
                                              const std::string& name) const override {
-    // The jail's root is the jail uid's: its VMM may have put anything there.
-    return emberd::OpenVmmFile(JailRoot(vm_id), name, /*in_root=*/true);
+    // The output directory is the jail uid's: its VMM may have put anything there.
+    return emberd::OpenVmmFile(JailRoot(vm_id) + "/" + kJailOutputDir, name, /*in_root=*/true);
   }
 
   void LoadVm(const std::string& vm_id) override {
@@ -270,10 +277,10 @@ class JailedView final : public VmmView {
   }
 
   SnapshotFiles SnapshotTarget(const v1::Snapshot& snapshot) const override {
-    // The jailed ember-vmm writes into its jail's root, which it owns, under names that are
-    // also what a clone's jail calls them: the names its diff snapshots will give as their
-    // bases.
-    return {"/" + snapshot.snapshot_id() + ".state", "/" + snapshot.snapshot_id() + ".mem"};
+    // The jailed ember-vmm writes into its jail's output directory, under names that are also
+    // what a clone's jail calls them: the names its diff snapshots will give as their bases.
+    return {JailOutput(snapshot.snapshot_id() + ".state"),
+            JailOutput(snapshot.snapshot_id() + ".mem")};
   }
 
   absl::Status FinishSnapshot(const v1::Snapshot& snapshot,

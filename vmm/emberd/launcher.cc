@@ -71,16 +71,22 @@ int CopyFile(const std::string& from, const std::string& to, mode_t mode) {
   return CopySparse(in.Get(), out.Get());
 }
 
-// A private copy for the jail: its uid:gid may read it, nobody else (a snapshot's memory).
+// A private copy for the jail: root's, so the VMM cannot change it; its gid may read it,
+// nobody else (a snapshot's memory).
 int CopyOwned(const std::string& from, const std::string& to, const JailerConfig& jail) {
   ::unlink(to.c_str());
-  if (int err = CopyFile(from, to, 0600); err != 0) return err;
-  return ::chown(to.c_str(), jail.uid, jail.gid) == 0 ? 0 : errno;
+  if (int err = CopyFile(from, to, 0440); err != 0) return err;
+  if (::chown(to.c_str(), 0, jail.gid) != 0) return errno;
+  return ::chmod(to.c_str(), 0440) == 0 ? 0 : errno;
 }
 
-// Puts `file` into the jail root `root` (in the helper, as root, before the jailer runs).
+// Puts `file` into the jail root `root` (in the helper, as root, before the jailer runs). A
+// file for the output directory goes into it now; the jailer gives the directory to the jail.
 int PlaceJailFile(const JailFile& file, const std::string& root, const JailerConfig& jail) {
   std::string target = root + "/" + file.jail_name;
+  if (file.jail_name.find('/') != std::string::npos) {
+    if (int err = MakeDirs(root + "/" + kJailOutputDir); err != 0) return err;
+  }
   switch (file.how) {
     case JailFile::How::kCopy:
       return CopyOwned(file.host_path, target, jail);
@@ -260,9 +266,9 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       for (std::size_t i = 0; ok && i < count; ++i) {
         const std::string& kind_name = args[3 + 2 * i];
         const std::string& host = args[4 + 2 * i];
-        if (kind_name.size() < 2 || kind_name.find('/') != std::string::npos ||
-            kind_name.substr(1) == "." || kind_name.substr(1) == ".." || host.empty() ||
-            host[0] != '/' || std::string_view("clLs").find(kind_name[0]) == std::string::npos) {
+        if (kind_name.size() < 2 || !IsJailFileName(std::string_view(kind_name).substr(1)) ||
+            host.empty() || host[0] != '/' ||
+            std::string_view("clLs").find(kind_name[0]) == std::string::npos) {
           ok = false;
           break;
         }
@@ -310,6 +316,12 @@ std::size_t ThreadCount() {
 }
 
 }  // namespace
+
+bool IsJailFileName(std::string_view name) {
+  const std::string out_prefix = std::string(kJailOutputDir) + "/";
+  if (name.starts_with(out_prefix)) name.remove_prefix(out_prefix.size());
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
+}
 
 std::string JailerConfig::JailRoot(const std::string& vmm_binary, const std::string& id) const {
   return chroot_base + "/" + Basename(vmm_binary) + "/" + id + "/root";

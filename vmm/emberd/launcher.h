@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -13,11 +14,15 @@
 
 namespace ember::emberd {
 
+// The one directory of a jail its ember-vmm may write (ember-jailer's kOutputDir, owned by the
+// jail's uid): its console, exit record and snapshots go there. The jail's root is root's.
+inline constexpr char kJailOutputDir[] = "out";
+
 // A file a jailed ember-vmm needs, put into its chroot by the fork server before the jailer
 // runs (emberd's own seccomp filter allows neither link nor chown).
 struct JailFile {
   enum class How : char {
-    kCopy = 'c',        // copied, owned by the jail's uid:gid, mode 0600 (config, state file)
+    kCopy = 'c',        // copied, root's, readable by the jail's gid (config, state file)
     // Hard-linked (the jail's uid must be able to read it), or on another filesystem copied as
     // kCopy, holes kept (kernel, initrd, a snapshot's memory files).
     kLinkOrCopy = 'l',
@@ -26,8 +31,12 @@ struct JailFile {
   };
   How how = How::kCopy;
   std::string host_path;  // absolute, on the host
-  std::string jail_name;  // a plain file name in the jail's root
+  std::string jail_name;  // a plain file name in the jail's root, or "out/" and one
 };
+
+// JailFile::jail_name's rule: a plain file name, or kJailOutputDir, '/' and a plain file name;
+// nothing that leads elsewhere.
+[[nodiscard]] bool IsJailFileName(std::string_view name);
 
 // Running ember-vmm through ember-jailer (emberd --jailer).
 struct JailerConfig {

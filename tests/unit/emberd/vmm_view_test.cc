@@ -25,7 +25,7 @@ class VmmViewTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::filesystem::create_directories(vms_dir_ + "/vm1");
-    std::filesystem::create_directories(jail_dir_ + "/vm1/root");
+    std::filesystem::create_directories(jail_dir_ + "/vm1/root/out");
     spec_.vm_id = "vm1";
     spec_.vm_dir = vms_dir_ + "/vm1";
   }
@@ -76,9 +76,10 @@ TEST_F(VmmViewTest, JailedLaunchPutsTheKernelAndDrivesIntoTheJailAndNamesThemThe
   auto view = Jailed();
   ASSERT_TRUE(view->PrepareLaunch(config, nullptr, &spec_).ok());
   EXPECT_EQ(FlagValue(spec_.vmm_args, "--config-proto"), "/config.pb");
-  EXPECT_EQ(FlagValue(spec_.vmm_args, "--serial-out"), "/console.log");
-  EXPECT_EQ(FlagValue(spec_.vmm_args, "--exit-record"), "/exit");
-  EXPECT_EQ(view->ExitRecordPath("vm1"), jail_dir_ + "/vm1/root/exit");
+  // What the VMM writes goes into the one directory of the jail it may write.
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--serial-out"), "/out/console.log");
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--exit-record"), "/out/exit");
+  EXPECT_EQ(view->ExitRecordPath("vm1"), jail_dir_ + "/vm1/root/out/exit");
   // The config the jail sees names the files by their names in the jail.
   v1::VmConfig seen;
   ASSERT_TRUE(seen.ParseFromString(ReadFile(spec_.vm_dir + "/jail-config.pb")));
@@ -86,7 +87,7 @@ TEST_F(VmmViewTest, JailedLaunchPutsTheKernelAndDrivesIntoTheJailAndNamesThemThe
   EXPECT_EQ(seen.drives(0).path_on_host(), "/drive0");
   std::vector<std::string> names;
   for (const JailFile& file : spec_.jail_files) names.push_back(file.jail_name);
-  EXPECT_EQ(names, (std::vector<std::string>{"kernel", "drive0", "config.pb", "console.log"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"kernel", "drive0", "config.pb", "out/console.log"}));
 }
 
 TEST_F(VmmViewTest, JailedLaunchRefusesHostPathsTheJailCannotSee) {
@@ -131,12 +132,12 @@ TEST_F(VmmViewTest, JailedSnapshotIsMovedOutAndADiffRecordsItsBases) {
   WriteInJail(*view, full);
   ASSERT_TRUE(view->FinishSnapshot(full, full_dir).ok());
   EXPECT_EQ(ReadFile(full.memory_path()), "memory");
-  EXPECT_FALSE(std::filesystem::exists(jail_dir_ + "/vm1/root/vm1-1.mem"));
+  EXPECT_FALSE(std::filesystem::exists(jail_dir_ + "/vm1/root/out/vm1-1.mem"));
   EXPECT_EQ(ReadFile(full_dir + "/jail-bases"), "");
   v1::Snapshot diff = SnapshotIn(diff_dir, "vm1-2", v1::CreateSnapshotRequest::DIFF);
   WriteInJail(*view, diff);
   ASSERT_TRUE(view->FinishSnapshot(diff, diff_dir).ok());
-  EXPECT_EQ(ReadFile(diff_dir + "/jail-bases"), "vm1-1.mem " + full.memory_path() + "\n");
+  EXPECT_EQ(ReadFile(diff_dir + "/jail-bases"), "out/vm1-1.mem " + full.memory_path() + "\n");
   // A restore of the diff links its base in under the name its state file gives it.
   RestorePlan plan;
   plan.diff = true;
@@ -146,7 +147,7 @@ TEST_F(VmmViewTest, JailedSnapshotIsMovedOutAndADiffRecordsItsBases) {
   plan.memory_path = diff.memory_path();
   ASSERT_TRUE(view->PlanRestore("snapshot_id", &plan).ok());
   EXPECT_EQ(plan.jail_memory_name, "vm1-2.mem");
-  EXPECT_EQ(plan.jail_bases, (JailChain{{"vm1-1.mem", full.memory_path()}}));
+  EXPECT_EQ(plan.jail_bases, (JailChain{{"out/vm1-1.mem", full.memory_path()}}));
 }
 
 TEST_F(VmmViewTest, AJailedSnapshotFileThatIsNotTheJailsOwnIsNotMoved) {
@@ -156,7 +157,7 @@ TEST_F(VmmViewTest, AJailedSnapshotFileThatIsNotTheJailsOwnIsNotMoved) {
   v1::Snapshot full = SnapshotIn(dir, "vm1-1", v1::CreateSnapshotRequest::FULL);
   WriteInJail(*view, full);
   // A second link to the memory file: the VMM could have linked a file that is not its own.
-  const std::string jailed_memory = jail_dir_ + "/vm1/root/vm1-1.mem";
+  const std::string jailed_memory = jail_dir_ + "/vm1/root/out/vm1-1.mem";
   ASSERT_EQ(::link(jailed_memory.c_str(), (temp_.path() + "/other").c_str()), 0);
   EXPECT_FALSE(view->FinishSnapshot(full, dir).ok());
   EXPECT_FALSE(std::filesystem::exists(full.memory_path()));
@@ -199,7 +200,8 @@ TEST_F(VmmViewTest, JailedUffdRestoreIsPlannedAndGetsUserfaultfd) {
 
 TEST_F(VmmViewTest, AVmmsFileIsReadOnlyAsARegularFileOfItsOwn) {
   auto view = Jailed();
-  const std::string root = jail_dir_ + "/vm1/root";
+  // Where the jailed VMM writes: its jail's output directory.
+  const std::string root = jail_dir_ + "/vm1/root/out";
   EXPECT_EQ(view->OpenVmmFile("vm1", "console.log").status().code(), absl::StatusCode::kNotFound);
   std::ofstream(root + "/console.log") << "hello";
   absl::StatusOr<base::UniqueFd> fd = view->OpenVmmFile("vm1", "console.log");

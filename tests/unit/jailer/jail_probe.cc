@@ -92,6 +92,15 @@ std::string TryOpen(const char* path, int flags) {
   return "ok";
 }
 
+// Whether a new file can be made at `path` (removed again at once).
+std::string TryCreate(const char* path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return strerrorname_np(errno);
+  close(fd);
+  unlink(path);
+  return "ok";
+}
+
 std::string FdKind(int fd) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return "closed";
@@ -181,6 +190,11 @@ int main(int argc, char** argv) {
   r << "dotdot_is_root=" << (root_st.st_ino == up_st.st_ino && root_st.st_dev == up_st.st_dev)
     << "\n";
   r << "root_owner=" << root_st.st_uid << ":" << root_st.st_gid << "\n";
+  char root_mode[8];
+  std::snprintf(root_mode, sizeof(root_mode), "%04o", root_st.st_mode & 07777);
+  r << "root_mode=" << root_mode << "\n";
+  r << "create_at_root=" << TryCreate("/probe-created") << "\n";
+  r << "create_in_out=" << TryCreate("/out/probe-created") << "\n";
   struct stat host_st {};
   r << "sees_etc_passwd=" << (stat("/etc/passwd", &host_st) == 0) << "\n";
   r << "sees_proc=" << (stat("/proc/self", &host_st) == 0) << "\n";
@@ -191,14 +205,14 @@ int main(int argc, char** argv) {
   r << "open_tun=" << TryOpen("/dev/net/tun", O_RDWR) << "\n";
   r << "chroot_syscall=" << (chroot("/") == 0 ? "ok" : strerrorname_np(errno)) << "\n";
   r << "mknod_syscall="
-    << (mknod("/probe-node", S_IFCHR | 0600, makedev(1, 3)) == 0 ? "ok" : strerrorname_np(errno))
+    << (mknod("/out/probe-node", S_IFCHR | 0600, makedev(1, 3)) == 0 ? "ok" : strerrorname_np(errno))
     << "\n";
   r << "setuid0=" << (setuid(0) == 0 ? "ok" : strerrorname_np(errno)) << "\n";
   r << "stdin=" << FdKind(0) << "\nstdout=" << FdKind(1) << "\nstderr=" << FdKind(2) << "\n";
 
   if (write_bytes >= 0) {
     signal(SIGXFSZ, SIG_IGN);  // see EFBIG instead of dying.
-    int fd = open("/probe-fsize", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open("/out/probe-fsize", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     std::string result = fd < 0 ? std::string("open:") + strerrorname_np(errno) : "ok";
     std::vector<char> data(static_cast<size_t>(write_bytes), 'x');
     if (fd >= 0) {

@@ -177,12 +177,38 @@ TEST_F(JailTest, AllowRootStillDropsEveryCapability) {
 
 TEST_F(JailTest, SeesOnlyItsChroot) {
   Report r = RunProbe({});
-  EXPECT_EQ(r["root_entries"], "dev,jail_probe");
+  EXPECT_EQ(r["root_entries"], "dev,jail_probe,out");
   EXPECT_EQ(r["cwd"], "/");
   EXPECT_EQ(r["dotdot_is_root"], "1");
   EXPECT_EQ(r["sees_etc_passwd"], "0");
   EXPECT_EQ(r["sees_proc"], "0");
-  EXPECT_EQ(r["root_owner"], "12345:12346");
+}
+
+TEST_F(JailTest, TheJailRootIsRootsAndTheBinaryWritesOnlyInItsOutputDir) {
+  Report r = RunProbe({});
+  EXPECT_EQ(r["root_owner"], "0:0");
+  EXPECT_EQ(r["root_mode"], "0755");
+  EXPECT_EQ(r["create_at_root"], "EACCES");
+  EXPECT_EQ(r["create_in_out"], "ok");
+  struct stat out {};
+  ASSERT_EQ(lstat((ChrootDir() + "/out").c_str(), &out), 0);
+  EXPECT_TRUE(S_ISDIR(out.st_mode));
+  EXPECT_EQ(out.st_uid, kUid);
+  EXPECT_EQ(out.st_gid, kGid);
+  EXPECT_EQ(out.st_mode & 07777, 0700u);
+  struct stat binary {};
+  ASSERT_EQ(stat((ChrootDir() + "/jail_probe").c_str(), &binary), 0);
+  EXPECT_EQ(binary.st_uid, 0u);
+}
+
+TEST_F(JailTest, ReusingAJailTakesBackARootAnEarlierJailGaveAway) {
+  RunProbe({});
+  ASSERT_EQ(chown(ChrootDir().c_str(), kUid, kGid), 0);
+  ASSERT_EQ(chmod(ChrootDir().c_str(), 0777), 0);
+  Report r = RunProbe({});
+  EXPECT_EQ(r["root_owner"], "0:0");
+  EXPECT_EQ(r["root_mode"], "0755");
+  EXPECT_EQ(r["create_at_root"], "EACCES");
 }
 
 TEST_F(JailTest, DeviceNodesAreOwnedByTheJailUserAndUsable) {
@@ -404,9 +430,9 @@ TEST_F(JailTest, MissingNetnsFailsWithExitCodeOne) {
 // --- daemonize -------------------------------------------------------------------------------
 
 TEST_F(JailTest, DaemonizeDetachesAndReportsThePid) {
-  Jailer jailer(Args({"--daemonize"}, {"--out", "/report"}), {});
+  Jailer jailer(Args({"--daemonize"}, {"--out", "/out/report"}), {});
   ASSERT_EQ(jailer.Wait(), 0) << jailer.err();
-  std::string report_path = ChrootDir() + "/report";
+  std::string report_path = ChrootDir() + "/out/report";
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (access(report_path.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
