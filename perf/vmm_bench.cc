@@ -390,8 +390,9 @@ class Bench {
     std::vector<std::string> args = {options_.jailer_path, "--id", id, "--exec-file",
                                      options_.vmm_path, "--uid", "65534", "--gid", "65534",
                                      "--chroot-base-dir", base, "--new-pid-ns", "--",
-                                     "--config", "/hello.json", "--metrics-path", "/metrics.json",
-                                     "--serial-out", "/serial.txt", "--start-time-us", ""};
+                                     "--config", "/hello.json", "--metrics-path",
+                                     "/out/metrics.json", "--serial-out", "/out/serial.txt",
+                                     "--start-time-us", ""};
     args.back() = std::to_string(MonotonicMicros());
     Child jailer = Child::Spawn(args, log);
     std::optional<int> status = jailer.WaitExit(kRunTimeout);
@@ -399,7 +400,7 @@ class Bench {
     if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
       Die("jailed ember-vmm (hello) ended with " + DescribeStatus(*status) + "; " + LogTail(log));
     }
-    std::string json = ReadFile(root + "/metrics.json");
+    std::string json = ReadFile(root + "/out/metrics.json");  // the jail's one writable dir
     auto first = MetricValue(json, "start_to_first_instruction_us");
     if (!first) Die("jailed metrics file lacks start_to_first_instruction_us: " + json);
     return *first / 1000.0;
