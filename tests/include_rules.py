@@ -70,7 +70,8 @@ ALLOWED = {
     "emberd": {"base", "proto", "rules", "control_frame", "jailer"},
     "emberctl": {"proto"},
     "guest": set(),  # the guest shares only proto/ with the host
-    "rootfs_tool": {"base"},  # ember-rootfs runs on the host: base's fds, status, atomic files
+    # ember-rootfs runs on the host: base's fds, status, atomic files; agent.proto's ImageConfig
+    "rootfs_tool": {"base", "proto"},
     "tests": EVERYTHING,
     "perf": EVERYTHING,
 }

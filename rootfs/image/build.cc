@@ -124,8 +124,8 @@ absl::Status BuildRootfs(const Options& options) {
   EMBER_ASSIGN_OR_RETURN(plan.stats, ScanTree(tree.fd.Get(), tree.path));
   plan.size_bytes = options.size_bytes;
   plan.fixes = std::move(tree.fixes);
-  std::string config_path = work.path() + "/image.json";
-  EMBER_RETURN_IF_ERROR(base::WriteFileAtomically(config_path, ImageConfigJson(config), 0644,
+  std::string config_path = work.path() + "/image-config.pb";
+  EMBER_RETURN_IF_ERROR(base::WriteFileAtomically(config_path, SerializeImageConfig(config), 0644,
                                                   base::AtomicFile::Durability::kRenameOnly));
   plan.guest_files = {{"sbin/ember-init", init, 0755},
                       {"sbin/ember-agent", agent, 0755},

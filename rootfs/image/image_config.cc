@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ember/v1/agent.pb.h"
+
 namespace ember::rootfs {
 namespace {
 
@@ -59,15 +61,14 @@ absl::StatusOr<ImageConfig> ParseOciImageConfig(std::string_view json) {
   return result;
 }
 
-std::string ImageConfigJson(const ImageConfig& config) {
-  // Insertion order kept, so the file reads in the order the comment in the header gives.
-  nlohmann::ordered_json json;
-  json["Entrypoint"] = config.entrypoint;
-  json["Cmd"] = config.cmd;
-  json["Env"] = config.env;
-  json["WorkingDir"] = config.working_dir;
-  json["User"] = config.user;
-  return json.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+std::string SerializeImageConfig(const ImageConfig& config) {
+  ember::v1::ImageConfig message;
+  for (const std::string& arg : config.entrypoint) message.add_entrypoint(arg);
+  for (const std::string& arg : config.cmd) message.add_cmd(arg);
+  for (const std::string& var : config.env) message.add_env(var);
+  message.set_working_dir(config.working_dir);
+  message.set_user(config.user);
+  return message.SerializeAsString();
 }
 
 }  // namespace ember::rootfs

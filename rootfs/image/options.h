@@ -33,7 +33,7 @@ inline constexpr const char* kUsage =
     "  --agent PATH    ember-agent, installed as /sbin/ember-agent (default: beside ember-rootfs)\n"
     "  --format KIND   dir, export or oci, instead of deciding from SOURCE\n"
     "The image's entrypoint, cmd, env, working directory and user (from an OCI image's config)\n"
-    "are written to /etc/ember/image.json for ember-agent.\n"
+    "are written to /etc/ember/image-config.pb (agent.proto's ImageConfig) for ember-agent.\n"
     "Exit status: 0 done, 2 bad input (nothing written), 1 other failures.\n";
 
 // Parses argv; a malformed command line is InvalidArgument.

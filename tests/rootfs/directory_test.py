@@ -39,7 +39,7 @@ class DirectorySource(RootfsTestCase):
         self.assertEqual(stat(image, "/usr/bin/rel-link")["target"], "../bin/tool")
         self.assertEqual(stat(image, "/tmp")["mode"], 0o1777)
 
-    def test_guest_programs_and_image_config_are_installed_owned_by_root(self):
+    def test_guest_programs_and_an_empty_image_config_are_installed_owned_by_root(self):
         image = self.build(self.make_tree())
         for path, source in (("/sbin/ember-init", self.init), ("/sbin/ember-agent", self.agent)):
             info = stat(image, path)
@@ -48,8 +48,8 @@ class DirectorySource(RootfsTestCase):
             with open(source, "rb") as f:
                 self.assertEqual(cat(image, path), f.read())
         self.assertEqual(image_config(image),
-                         {"Entrypoint": [], "Cmd": [], "Env": [], "WorkingDir": "", "User": ""})
-        self.assertEqual(stat(image, "/etc/ember/image.json")["mode"], 0o644)
+                         {"entrypoint": [], "cmd": [], "env": [], "working_dir": "", "user": ""})
+        self.assertEqual(stat(image, "/etc/ember/image-config.pb")["mode"], 0o644)
 
     def test_guest_programs_follow_a_merged_usr_sbin_symlink(self):
         tree = self.make_tree()

@@ -122,8 +122,26 @@ def names(image, path):
     return found
 
 
+SOURCE_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
+
+
 def image_config(image):
-    return json.loads(cat(image, "/etc/ember/image.json"))
+    """/etc/ember/image-config.pb (agent.proto's ImageConfig) as a dict of its fields, decoded
+    by protoc from the .proto itself, so the test shares no code with the writer."""
+    raw = cat(image, "/etc/ember/image-config.pb")
+    text = subprocess.run(["protoc", "--decode=ember.v1.ImageConfig",
+                           "-I", os.path.join(SOURCE_DIR, "proto"),
+                           os.path.join(SOURCE_DIR, "proto/ember/v1/agent.proto")],
+                          input=raw, capture_output=True, check=True).stdout.decode()
+    config = {"entrypoint": [], "cmd": [], "env": [], "working_dir": "", "user": ""}
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        value = json.loads(value)  # protoc's text format quotes strings as JSON does for ASCII
+        if isinstance(config[key], list):
+            config[key].append(value)
+        else:
+            config[key] = value
+    return config
 
 
 def free_bytes(image):
