@@ -13,6 +13,8 @@
 
 #include "rootfs/image/ext4_image.h"
 #include "rootfs/image/image_config.h"
+#include "rootfs/image/layer_reader.h"
+#include "rootfs/image/staged_tree.h"
 #include "rootfs/image/tree_scan.h"
 #include "rootfs/image/work_dir.h"
 #include "vmm/base/atomic_file.h"
@@ -97,6 +99,17 @@ absl::StatusOr<Tree> OpenDirectorySource(const Options& options) {
   return tree;
 }
 
+// The staged tree, its times set, as the tree mke2fs -d copies.
+absl::StatusOr<Tree> FinishStaged(StagedTree staged) {
+  EMBER_RETURN_IF_ERROR(staged.SetTimes());
+  Tree tree;
+  tree.path = staged.path();
+  tree.fd.Reset(::dup(staged.fd()));
+  if (!tree.fd) return base::ErrnoError("dup", staged.path());
+  tree.fixes = staged.InodeFixes();
+  return tree;
+}
+
 }  // namespace
 
 absl::Status BuildRootfs(const Options& options) {
@@ -115,8 +128,14 @@ absl::Status BuildRootfs(const Options& options) {
       EMBER_ASSIGN_OR_RETURN(tree, OpenDirectorySource(options));
       break;
     }
+    case SourceKind::kExport: {
+      EMBER_ASSIGN_OR_RETURN(StagedTree staged, StagedTree::Create(work.fd(), work.path(), "tree"));
+      EMBER_RETURN_IF_ERROR(ApplyLayer(options.source, options.source, &staged));
+      EMBER_ASSIGN_OR_RETURN(tree, FinishStaged(std::move(staged)));
+      break;
+    }
     default:
-      return absl::UnimplementedError("only directory sources so far");
+      return absl::UnimplementedError("OCI sources are not read yet");
   }
 
   ImagePlan plan;

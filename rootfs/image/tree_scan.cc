@@ -1,12 +1,12 @@
 #include "rootfs/image/tree_scan.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
 #include <set>
 #include <utility>
 
+#include "rootfs/image/work_dir.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 
@@ -24,29 +24,12 @@ class Scanner {
   explicit Scanner(std::string display_root) : display_root_(std::move(display_root)) {}
 
   absl::Status ScanDirectory(int dir_fd, const std::string& relative) {
-    // fdopendir takes the fd it is given; give it its own.
-    int walk_fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (walk_fd < 0) return base::ErrnoError("open", Show(relative));
-    DIR* dir = ::fdopendir(walk_fd);
-    if (dir == nullptr) {
-      absl::Status status = base::ErrnoError("fdopendir", Show(relative));
-      ::close(walk_fd);
-      return status;
+    EMBER_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir_fd, Show(relative)));
+    for (const std::string& name : names) {
+      EMBER_RETURN_IF_ERROR(
+          ScanEntry(dir_fd, name, relative.empty() ? name : relative + "/" + name));
     }
-    absl::Status status;
-    while (status.ok()) {
-      errno = 0;
-      dirent* entry = ::readdir(dir);
-      if (entry == nullptr) {
-        if (errno != 0) status = base::ErrnoError("readdir", Show(relative));
-        break;
-      }
-      std::string name = entry->d_name;
-      if (name == "." || name == "..") continue;
-      status = ScanEntry(dir_fd, name, relative.empty() ? name : relative + "/" + name);
-    }
-    ::closedir(dir);
-    return status;
+    return absl::OkStatus();
   }
 
   TreeStats stats() const { return stats_; }

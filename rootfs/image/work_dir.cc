@@ -14,6 +14,30 @@
 
 namespace ember::rootfs {
 
+absl::StatusOr<std::vector<std::string>> ListDirectory(int dir_fd, const std::string& display) {
+  // fdopendir takes the fd it is given; give it its own.
+  int walk_fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (walk_fd < 0) return base::ErrnoError("open", display);
+  DIR* dir = ::fdopendir(walk_fd);
+  if (dir == nullptr) {
+    absl::Status status = base::ErrnoError("fdopendir", display);
+    ::close(walk_fd);
+    return status;
+  }
+  std::vector<std::string> names;
+  for (;;) {
+    errno = 0;
+    dirent* entry = ::readdir(dir);
+    if (entry == nullptr) break;
+    std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  const int err = errno;
+  ::closedir(dir);
+  if (err != 0) return base::ErrnoError(err, "readdir", display);
+  return names;
+}
+
 absl::Status RemoveAll(int dir_fd, const std::string& name) {
   if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return absl::OkStatus();
   if (errno != EISDIR) return base::ErrnoError("unlink", name);
@@ -21,22 +45,9 @@ absl::Status RemoveAll(int dir_fd, const std::string& name) {
       ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!child) return base::ErrnoError("open", name);
   // The names first, then the removals: readdir's position is not defined across unlinks.
-  std::vector<std::string> names;
-  {
-    int walk_fd = ::dup(child.Get());
-    if (walk_fd < 0) return base::ErrnoError("dup", name);
-    DIR* dir = ::fdopendir(walk_fd);
-    if (dir == nullptr) {
-      ::close(walk_fd);
-      return base::ErrnoError("fdopendir", name);
-    }
-    while (dirent* entry = ::readdir(dir)) {
-      std::string child_name = entry->d_name;
-      if (child_name != "." && child_name != "..") names.push_back(child_name);
-    }
-    ::closedir(dir);
-  }
-  for (const std::string& child_name : names) {
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory(child.Get(), name);
+  if (!names.ok()) return names.status();
+  for (const std::string& child_name : *names) {
     if (absl::Status status = RemoveAll(child.Get(), child_name); !status.ok()) return status;
   }
   if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) return base::ErrnoError("rmdir", name);

@@ -2,11 +2,17 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "vmm/base/unique_fd.h"
 
 namespace ember::rootfs {
+
+// The names in the directory open at `dir_fd`, without "." and ".."; `display` names it in
+// errors.
+[[nodiscard]] absl::StatusOr<std::vector<std::string>> ListDirectory(int dir_fd,
+                                                                     const std::string& display);
 
 // Removes `name` in the directory open at `dir_fd`, and everything under it when it is a
 // directory, without following symlinks. Nothing there is not an error.

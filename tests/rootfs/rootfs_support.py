@@ -149,3 +149,35 @@ def free_bytes(image):
     free = int(re.search(r"Free blocks:\s+(\d+)", out).group(1))
     block = int(re.search(r"Block size:\s+(\d+)", out).group(1))
     return free * block
+
+
+# --- Archives made with Python's tarfile (independent of libarchive, which the tool reads with)
+
+def entry(name, kind="file", data=b"", mode=None, uid=0, gid=0, mtime=1_700_000_000,
+          target=None, major=0, minor=0):
+    """One tar member: kind is file, dir, symlink, hardlink, fifo, chr or blk."""
+    import tarfile
+    types = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
+             "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE,
+             "blk": tarfile.BLKTYPE}
+    info = tarfile.TarInfo(name)
+    info.type = types[kind]
+    info.mode = mode if mode is not None else (0o755 if kind == "dir" else 0o644)
+    info.uid, info.gid, info.mtime = uid, gid, mtime
+    info.uname = info.gname = ""
+    if target is not None:
+        info.linkname = target
+    info.devmajor, info.devminor = major, minor
+    if kind == "file":
+        info.size = len(data)
+    return info, (data if kind == "file" else None)
+
+
+def write_tar(path, entries, compression=""):
+    """A tar archive of `entries` (from entry()); compression "" or "gz"."""
+    import io
+    import tarfile
+    with tarfile.open(path, "w:" + compression, format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path

@@ -1,0 +1,141 @@
+#include "rootfs/image/layer_reader.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "vmm/base/status.h"
+
+namespace ember::rootfs {
+namespace {
+
+// OCI's whiteout names (image-spec, layer.md).
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+
+struct ArchiveDeleter {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+using ArchivePtr = std::unique_ptr<archive, ArchiveDeleter>;
+
+absl::Status Corrupt(const std::string& display, archive* a) {
+  const char* why = archive_error_string(a);
+  return absl::DataLossError(display +
+                             " is corrupt or truncated: " + (why ? why : "unreadable archive"));
+}
+
+// Copies the current entry's data into `fd`, holes kept as holes.
+absl::Status CopyData(archive* a, int fd, int64_t size, const std::string& display,
+                      const std::string& path) {
+  for (;;) {
+    const void* block = nullptr;
+    size_t length = 0;
+    la_int64_t offset = 0;
+    int r = archive_read_data_block(a, &block, &length, &offset);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return Corrupt(display, a);
+    const char* bytes = static_cast<const char*>(block);
+    while (length > 0) {
+      ssize_t n = ::pwrite(fd, bytes, length, offset);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return base::ErrnoError("write", "/" + path);
+      }
+      bytes += n;
+      length -= static_cast<size_t>(n);
+      offset += n;
+    }
+  }
+  if (::ftruncate(fd, size) != 0) return base::ErrnoError("ftruncate", "/" + path);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyEntry(archive* a, archive_entry* entry, const std::string& display,
+                        StagedTree* tree) {
+  const char* raw_name = archive_entry_pathname(entry);
+  if (raw_name == nullptr) return absl::DataLossError(display + ": an entry without a name");
+  absl::StatusOr<std::string> path = NormalizePath(raw_name);
+  if (!path.ok())
+    return absl::InvalidArgumentError(display + ": " + std::string(path.status().message()));
+
+  std::string base = path->substr(path->rfind('/') == std::string::npos ? 0 : path->rfind('/') + 1);
+  std::string dir =
+      base.size() == path->size() ? "" : path->substr(0, path->size() - base.size() - 1);
+  if (base == kOpaqueMarker) return tree->MakeOpaque(dir);
+  if (base.rfind(kWhiteoutPrefix, 0) == 0) {
+    std::string hidden = base.substr(kWhiteoutPrefix.size());
+    // Other ".wh..wh." names are aufs's own bookkeeping (hard-link directories), not files.
+    if (hidden.rfind(kWhiteoutPrefix, 0) == 0 || hidden.empty()) return absl::OkStatus();
+    return tree->Whiteout(dir.empty() ? hidden : dir + "/" + hidden);
+  }
+
+  EntryMeta meta;
+  meta.uid = static_cast<uint32_t>(archive_entry_uid(entry));
+  meta.gid = static_cast<uint32_t>(archive_entry_gid(entry));
+  meta.mode = static_cast<uint32_t>(archive_entry_mode(entry));
+  meta.mtime = archive_entry_mtime(entry);
+
+  if (const char* target = archive_entry_hardlink(entry)) {
+    absl::StatusOr<std::string> target_path = NormalizePath(target);
+    if (!target_path.ok()) {
+      return absl::InvalidArgumentError(display + ": hard link /" + *path + ": " +
+                                        std::string(target_path.status().message()));
+    }
+    return tree->AddHardLink(*path, *target_path);
+  }
+  switch (archive_entry_filetype(entry)) {
+    case AE_IFDIR:
+      return tree->AddDirectory(*path, meta);
+    case AE_IFREG: {
+      EMBER_ASSIGN_OR_RETURN(base::UniqueFd file, tree->AddFile(*path, meta));
+      return CopyData(a, file.Get(), archive_entry_size(entry), display, *path);
+    }
+    case AE_IFLNK: {
+      const char* target = archive_entry_symlink(entry);
+      if (target == nullptr || *target == '\0') {
+        return absl::DataLossError(display + ": symlink /" + *path + " without a target");
+      }
+      return tree->AddSymlink(*path, target, meta);
+    }
+    case AE_IFIFO:
+      return tree->AddFifo(*path, meta);
+    case AE_IFCHR:
+    case AE_IFBLK:
+      return absl::InvalidArgumentError(display + ": device node /" + *path +
+                                        ": an image carries none (the guest's devtmpfs does)");
+    case AE_IFSOCK:
+      return absl::OkStatus();  // as mke2fs -d: a socket is made by whoever listens
+    default:
+      return absl::DataLossError(display + ": entry /" + *path + " of an unknown type");
+  }
+}
+
+}  // namespace
+
+absl::Status ApplyLayer(const std::string& archive_path, const std::string& display,
+                        StagedTree* tree) {
+  ArchivePtr a(archive_read_new());
+  if (!a) return absl::ResourceExhaustedError("archive_read_new failed");
+  // Tar only (ustar, pax, GNU), compressed the ways container tools compress layers; no other
+  // format, and no external decompressor programs.
+  archive_read_support_format_tar(a.get());
+  archive_read_support_filter_gzip(a.get());
+  archive_read_support_filter_zstd(a.get());
+  if (archive_read_open_filename(a.get(), archive_path.c_str(), 64 * 1024) != ARCHIVE_OK) {
+    return Corrupt(display, a.get());
+  }
+  tree->BeginLayer();
+  for (;;) {
+    archive_entry* entry = nullptr;
+    int r = archive_read_next_header(a.get(), &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY) return Corrupt(display, a.get());
+    EMBER_RETURN_IF_ERROR(ApplyEntry(a.get(), entry, display, tree));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ember::rootfs
