@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
@@ -61,6 +62,10 @@ constexpr char kUsage[] =
     "  --net-override IFACE_ID=TAP[,MAC]  with --restore-from: give network interface\n"
     "                       IFACE_ID a new host tap (and guest MAC)\n"
     "  --vsock-override PATH  with --restore-from: a new host socket path for the vsock\n"
+  "  --allow-dir DIR      with --restore-from, repeatable: a drive or vsock path that the\n"
+  "                       state file names and no override replaces must lie under DIR\n"
+  "                       (without symlinks or \"..\" leading out); with none, every such\n"
+  "                       path is refused: a state file does not choose host files\n"
     "                       A restored VM logs and writes metrics only where --log-path and\n"
     "                       --metrics-path say, never where its state file says.\n"
     "  --snapshot-path FILE, --snapshot-mem-path FILE\n"
@@ -86,6 +91,7 @@ struct Flags {
   std::string restore_mem;
   std::string restore_overrides;  // --restore-overrides: a binary v1::RestoreOverrides
   v1::RestoreOverrides overrides;  // the --*-override flags
+  std::vector<std::string> allow_dirs;  // --allow-dir
   std::string snapshot_path;
   std::string snapshot_mem_path;
   std::string restore_mem_backend;  // empty: file
@@ -173,6 +179,7 @@ Flags ParseFlags(int argc, char** argv) {
       }
     }
     else if (arg == "--vsock-override") flags.overrides.set_vsock_uds_path(value());
+    else if (arg == "--allow-dir") flags.allow_dirs.push_back(value());
     else if (arg == "--restore-overrides") flags.restore_overrides = value();
     else if (arg == "--control-fd") {
       std::string text = value();
@@ -275,7 +282,10 @@ int Main(int argc, char** argv) {
       overrides = std::move(*loaded);
     }
     overrides.MergeFrom(flags.overrides);  // a flag replaces the file's entry for its device
-    if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, overrides, &options);
+    auto allowed = base::PathRules::Open(flags.allow_dirs, "ember-vmm");
+    if (!allowed.ok()) Fail(kExitBadInput, std::string(allowed.status().message()));
+    if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, overrides, *allowed,
+                                     &options);
         !status.ok()) {
       Fail(kExitBadInput, std::string(status.message()));
     }
@@ -283,12 +293,13 @@ int Main(int argc, char** argv) {
       Fail(kExitBadInput, std::string(status.message()));
     }
   } else if (flags.overrides.ByteSizeLong() != 0 || !flags.restore_overrides.empty() ||
+             !flags.allow_dirs.empty() ||
              !flags.restore_mem.empty() ||
              !flags.restore_mem_backend.empty() || flags.prefetch_working_set ||
              !flags.working_set.empty()) {
     Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --prefetch-working-set, "
-                        "--working-set, --restore-overrides, --drive-override, --net-override "
-                        "and --vsock-override need --restore-from");
+                        "--working-set, --restore-overrides, --drive-override, --net-override, "
+                        "--vsock-override and --allow-dir need --restore-from");
   } else if (!flags.config_path.empty() || !flags.config_proto_path.empty()) {
     if (!flags.config_path.empty() && !flags.config_proto_path.empty()) {
       Fail(kExitBadInput, "--config and --config-proto are alternatives; give one");

@@ -63,8 +63,39 @@ absl::Status CheckStateMatchesConfig(const v1::SnapshotState& state, const v1::V
   return absl::OkStatus();
 }
 
+absl::Status CheckPathsFromStateFile(const v1::VmConfig& config,
+                                     const v1::RestoreOverrides& overrides,
+                                     const base::PathRules& allowed) {
+  auto check = [&](const std::string& device, const std::string& path,
+                   const std::string& override_flag) -> absl::Status {
+    if (allowed.empty()) {
+      return absl::InvalidArgumentError(
+          device + ": " + path + " comes from the state file, which does not choose host "
+          "files; give " + override_flag + ", or --allow-dir DIR to accept the state file's "
+          "paths under DIR");
+    }
+    absl::Status status = allowed.Check(device + " (its path from the state file)", path);
+    if (status.ok()) return status;
+    return absl::InvalidArgumentError(std::string(status.message()) + "; or give " +
+                                      override_flag);
+  };
+  for (const v1::Drive& drive : config.drives()) {
+    if (drive.path_on_host().empty() ||
+        overrides.drive_path_on_host().count(drive.drive_id()) != 0) {
+      continue;
+    }
+    EMBER_RETURN_IF_ERROR(check("drive \"" + drive.drive_id() + "\"", drive.path_on_host(),
+                                "--drive-override " + drive.drive_id() + "=PATH"));
+  }
+  if (!config.vsock().uds_path().empty() && overrides.vsock_uds_path().empty()) {
+    EMBER_RETURN_IF_ERROR(
+        check("vsock socket", config.vsock().uds_path(), "--vsock-override PATH"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PrepareRestore(const std::string& state_path, const std::string& memory_path,
-                            const v1::RestoreOverrides& overrides,
+                            const v1::RestoreOverrides& overrides, const base::PathRules& allowed,
                             VmmOptions* options) {
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
   for (const snapshot::MemoryFileRef& file : snapshot::MemoryChain(state, memory_path)) {
@@ -82,6 +113,10 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
   if (auto status = CheckStateMatchesConfig(state, config); !status.ok()) {
     return absl::InvalidArgumentError("snapshot state file " + state_path +
                                       " does not match its configuration: " +
+                                      std::string(status.message()));
+  }
+  if (auto status = CheckPathsFromStateFile(config, overrides, allowed); !status.ok()) {
+    return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
                                       std::string(status.message()));
   }
   options->config = std::move(config);

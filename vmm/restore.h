@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "ember/v1/vm_config.pb.h"
+#include "vmm/base/path_rules.h"
 #include "vmm/vmm.h"
 
 namespace ember::vmm {
@@ -18,11 +19,22 @@ namespace ember::vmm {
 // size the state expects, applies `overrides` to the saved configuration by the rules
 // (rules::ApplyRestoreOverrides: the state file's log and metrics paths are dropped), which
 // becomes options.config, and checks the state matches that (CheckStateMatchesConfig).
+// A state file does not choose host files (CheckPathsFromStateFile): every drive and vsock
+// path it names that `overrides` leave in place must pass `allowed` (ember-vmm --allow-dir).
 // Touches nothing; every problem is InvalidArgument naming the file or the override.
 [[nodiscard]] absl::Status PrepareRestore(const std::string& state_path,
                                           const std::string& memory_path,
                                           const v1::RestoreOverrides& overrides,
-                                          VmmOptions* options);
+                                          const base::PathRules& allowed, VmmOptions* options);
+
+// OK when every drive and vsock path of `config` (a state file's, `overrides` applied) is
+// either an override's or passes `allowed`; otherwise InvalidArgument naming the device, the
+// path and both ways out. With no allowed directory, every path the state file chose is
+// refused: a crafted (re-CRC'd) state file would otherwise have a root ember-vmm open any
+// host file read-write as a disk, or bind a socket anywhere.
+[[nodiscard]] absl::Status CheckPathsFromStateFile(const v1::VmConfig& config,
+                                                   const v1::RestoreOverrides& overrides,
+                                                   const base::PathRules& allowed);
 
 // Reads a binary ember.v1.RestoreOverrides message from `path` (ember-vmm
 // --restore-overrides: what emberd writes for a clone). InvalidArgument naming the file.

@@ -57,7 +57,10 @@ Snapshot TakeSnapshot() {
 ProcessResult Restore(const v1::SnapshotState& state, const Snapshot& snap) {
   const std::string path = WriteTempFile("edited.state", snapshot::EncodeState(state));
   ::unlink(snap.uds.c_str());
-  return RunProcess({BinPath("ember-vmm"), "--restore-from", path, "--restore-mem", snap.memory},
+  // The state file's drive and vsock paths, which ember-vmm takes only where its restorer
+  // allows (every test file lies under /tmp).
+  return RunProcess({BinPath("ember-vmm"), "--restore-from", path, "--restore-mem", snap.memory,
+                     "--allow-dir", "/tmp"},
                     seconds(120));
 }
 

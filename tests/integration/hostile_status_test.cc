@@ -42,7 +42,7 @@ TEST(HostileStatus, SnapshotSucceedsAfterStatusWritesOutOfOrder) {
   // The snapshot is whole: restored, the guest finishes its scenario where it left off.
   ProcessResult restored =
       RunProcess({BinPath("ember-vmm"), "--restore-from", dir.path() + "/vm.state", "--restore-mem",
-                  dir.path() + "/vm.mem"},
+                  dir.path() + "/vm.mem", "--allow-dir", dir.path()},
                  seconds(60));
   EXPECT_EQ(restored.exit_code, 0) << restored.err;
   EXPECT_NE(restored.out.find("PASS status-order\n"), std::string::npos) << restored.out;

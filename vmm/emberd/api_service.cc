@@ -85,7 +85,7 @@ absl::Status ValidateConfig(const v1::VmConfig& config) {
   return ValidateHostPath("config.metrics.metrics_path", config.metrics().metrics_path(), false);
 }
 
-absl::Status CheckConfigPaths(const PathRules& paths, const v1::VmConfig& config) {
+absl::Status CheckConfigPaths(const base::PathRules& paths, const v1::VmConfig& config) {
   EMBER_RETURN_IF_ERROR(
       paths.Check("config.boot-source.kernel_image_path", config.boot_source().kernel_image_path()));
   EMBER_RETURN_IF_ERROR(
@@ -99,7 +99,8 @@ absl::Status CheckConfigPaths(const PathRules& paths, const v1::VmConfig& config
   return paths.Check("config.metrics.metrics_path", config.metrics().metrics_path());
 }
 
-absl::Status CheckRestorePaths(const PathRules& paths, const v1::RestoreRequest& request) {
+absl::Status CheckRestorePaths(const base::PathRules& paths,
+                               const v1::RestoreRequest& request) {
   EMBER_RETURN_IF_ERROR(paths.Check("state_path", request.state_path()));
   EMBER_RETURN_IF_ERROR(paths.Check("memory_path", request.memory_path()));
   for (int i = 0; i < request.overrides_size(); ++i) {

@@ -1,7 +1,7 @@
 #pragma once
 
 #include "ember/v1/api.grpc.pb.h"
-#include "vmm/emberd/path_rules.h"
+#include "vmm/base/path_rules.h"
 #include "vmm/emberd/vm_manager.h"
 
 namespace ember::emberd {
@@ -11,7 +11,7 @@ namespace ember::emberd {
 // --allow-dir). Called on gRPC's threads; `manager` and `paths` outlive it.
 class ApiService final : public v1::Ember::Service {
  public:
-  ApiService(VmManager& manager, const PathRules& paths) : manager_(manager), paths_(paths) {}
+  ApiService(VmManager& manager, const base::PathRules& paths) : manager_(manager), paths_(paths) {}
 
   grpc::Status Create(grpc::ServerContext*, const v1::CreateRequest*, v1::Vm*) override;
   grpc::Status Start(grpc::ServerContext*, const v1::VmRequest*, v1::Vm*) override;
@@ -41,7 +41,7 @@ class ApiService final : public v1::Ember::Service {
 
  private:
   VmManager& manager_;
-  const PathRules& paths_;
+  const base::PathRules& paths_;
 };
 
 // Request checks, exposed for unit tests. Each returns INVALID_ARGUMENT naming the field.
@@ -49,9 +49,10 @@ class ApiService final : public v1::Ember::Service {
                                         bool allow_empty = false);
 [[nodiscard]] absl::Status ValidateConfig(const v1::VmConfig& config);
 // Every host path of `config` against the allowed directories (after ValidateConfig).
-[[nodiscard]] absl::Status CheckConfigPaths(const PathRules& paths, const v1::VmConfig& config);
+[[nodiscard]] absl::Status CheckConfigPaths(const base::PathRules& paths,
+                                            const v1::VmConfig& config);
 // Every host path a Restore request names (its files and each clone's overrides).
-[[nodiscard]] absl::Status CheckRestorePaths(const PathRules& paths,
+[[nodiscard]] absl::Status CheckRestorePaths(const base::PathRules& paths,
                                              const v1::RestoreRequest& request);
 
 }  // namespace ember::emberd

@@ -17,7 +17,8 @@ constexpr char kUnjailedText[] =
 // An unjailed ember-vmm opens every path emberd gives it as it is.
 class DirectView final : public VmmView {
  public:
-  explicit DirectView(std::string vms_dir) : vms_dir_(std::move(vms_dir)) {}
+  DirectView(std::string vms_dir, const base::PathRules* paths)
+      : vms_dir_(std::move(vms_dir)), paths_(paths) {}
 
   absl::Status CheckVmId(const std::string&) const override { return absl::OkStatus(); }
 
@@ -29,6 +30,12 @@ class DirectView final : public VmmView {
     } else {
       const std::string overrides = dir + "/restore-overrides.pb";
       EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(*restore, overrides, overrides));
+      // A drive or vsock path that the state file names and no override replaces: ember-vmm
+      // takes it only where emberd's own rule would (ember-vmm refuses it with none).
+      for (const std::string& allowed : paths_ != nullptr ? paths_->Dirs()
+                                                         : std::vector<std::string>()) {
+        spec->vmm_args.insert(spec->vmm_args.end(), {"--allow-dir", allowed});
+      }
     }
     spec->vmm_args.insert(spec->vmm_args.end(), {"--serial-out", dir + "/console.log",
                                                  "--exit-record", ExitRecordPath(spec->vm_id)});
@@ -70,12 +77,13 @@ class DirectView final : public VmmView {
 
  private:
   const std::string vms_dir_;
+  const base::PathRules* const paths_;
 };
 
 }  // namespace
 
-std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir) {
-  return std::make_unique<DirectView>(std::move(vms_dir));
+std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir, const base::PathRules* paths) {
+  return std::make_unique<DirectView>(std::move(vms_dir), paths);
 }
 
 }  // namespace ember::emberd

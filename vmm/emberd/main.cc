@@ -27,7 +27,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/api_service.h"
 #include "vmm/emberd/launcher.h"
-#include "vmm/emberd/path_rules.h"
+#include "vmm/base/path_rules.h"
 #include "vmm/emberd/sandbox.h"
 #include "vmm/emberd/socket_group.h"
 #include "vmm/emberd/store.h"
@@ -223,7 +223,7 @@ base::UniqueFd LockStateDir(const std::string& state_dir) {
 
 // The allowed directories (--allow-dir, or the default when it exists), opened before the
 // seccomp filter. An operator's directory that cannot be opened stops emberd.
-PathRules OpenPathRules(std::vector<std::string> dirs) {
+base::PathRules OpenPathRules(std::vector<std::string> dirs) {
   if (dirs.empty()) {
     struct stat st {};
     if (::stat(kDefaultAllowDir, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -234,7 +234,7 @@ PathRules OpenPathRules(std::vector<std::string> dirs) {
                        << "emberd restarts, or --allow-dir names others";
     }
   }
-  absl::StatusOr<PathRules> rules = PathRules::Open(dirs);
+  absl::StatusOr<base::PathRules> rules = base::PathRules::Open(dirs);
   if (!rules.ok()) Fail(std::string(rules.status().message()));
   return std::move(*rules);
 }
@@ -356,6 +356,8 @@ int Main(int argc, char** argv) {
   on_stop.sa_handler = OnStopSignal;
   ::sigaction(SIGTERM, &on_stop, nullptr);
   ::sigaction(SIGINT, &on_stop, nullptr);
+  base::PathRules paths = OpenPathRules(flags.allow_dirs);
+  options.paths = &paths;
   auto manager = VmManager::Create(options, std::move(*launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
@@ -363,7 +365,6 @@ int Main(int argc, char** argv) {
   std::error_code error;
   std::filesystem::create_directories(std::filesystem::path(flags.socket).parent_path(), error);
   ::unlink(flags.socket.c_str());
-  PathRules paths = OpenPathRules(flags.allow_dirs);
   ApiService service(**manager, paths);
   grpc::ServerBuilder builder;
   // The socket is created under this umask, so it is 0600 from the start.

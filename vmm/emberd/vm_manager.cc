@@ -51,7 +51,7 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
   EMBER_ASSIGN_OR_RETURN(SnapshotMac mac, SnapshotMac::LoadOrCreateKey(o.state_dir));
   manager->mac_.emplace(std::move(mac));
   manager->view_ = o.jail_dir.empty()
-                       ? MakeDirectView(o.state_dir + "/vms")
+                       ? MakeDirectView(o.state_dir + "/vms", o.paths)
                        : MakeJailedView(o.state_dir + "/vms", o.jail_dir, o.jail_uid, o.jail_gid);
   EMBER_ASSIGN_OR_RETURN(manager->supervisor_, Supervisor::Create(o.request_timeout));
   return manager;

@@ -41,6 +41,9 @@ struct ManagerOptions {
   std::string jail_dir;
   uid_t jail_uid = 0;
   gid_t jail_gid = 0;
+  // emberd's allowed directories (--allow-dir), outliving the manager: the rule a restored
+  // state file's drive and vsock paths must pass when no override replaces them.
+  const base::PathRules* paths = nullptr;
 };
 
 // Owns every VM record and orchestrates the ember-vmm processes behind them: the supervisor

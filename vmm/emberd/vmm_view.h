@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "ember/v1/api.pb.h"
+#include "vmm/base/path_rules.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/restore_plan.h"
 #include "vmm/emberd/vmm_file.h"
@@ -71,8 +72,11 @@ class VmmView {
 };
 
 // VMMs run in the host's mount namespace: every path is the host's. `vms_dir`: the VMs'
-// state directories (<vms_dir>/<vm_id>).
-[[nodiscard]] std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir);
+// state directories (<vms_dir>/<vm_id>). `paths`: emberd's allowed directories (outliving the
+// view), handed to a restoring ember-vmm as its --allow-dir for the drive and vsock paths of a
+// state file that no override replaces; null: none (ember-vmm then refuses such paths).
+[[nodiscard]] std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir,
+                                                      const base::PathRules* paths = nullptr);
 
 // VMMs run under ember-jailer as uid:gid, VM <id> chrooted into <jail_dir>/<id>/root.
 [[nodiscard]] std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir,

@@ -9,6 +9,7 @@
 #include "snapshot/memory_file.h"
 #include "snapshot/snapshot_id.h"
 #include "snapshot/state_file.h"
+#include "tests/support/files.h"
 #include "tests/support/process.h"
 #include "vmm/arch/x86_64/layout.h"
 
@@ -54,13 +55,33 @@ SnapshotFiles WriteSnapshot(const v1::SnapshotState& state) {
   return files;
 }
 
-// PrepareRestore's verdict on `state`.
+// PrepareRestore's verdict on `state`, with `allow_dirs` as ember-vmm's --allow-dir.
 absl::Status Prepare(const v1::SnapshotState& state, VmmOptions* options = nullptr,
-                     const v1::RestoreOverrides& overrides = {}) {
+                     const v1::RestoreOverrides& overrides = {},
+                     const std::vector<std::string>& allow_dirs = {}) {
   SnapshotFiles files = WriteSnapshot(state);
   VmmOptions scratch;
-  return PrepareRestore(files.state_path, files.memory_path, overrides,
+  auto allowed = base::PathRules::Open(allow_dirs, "ember-vmm");
+  EXPECT_TRUE(allowed.ok()) << allowed.status();
+  if (!allowed.ok()) return allowed.status();
+  return PrepareRestore(files.state_path, files.memory_path, overrides, *allowed,
                         options != nullptr ? options : &scratch);
+}
+
+// A state file crafted (its CRC right) to give a restoring VMM `path` as drive "data".
+v1::SnapshotState StateWithDrive(const std::string& path) {
+  v1::SnapshotState state = ValidState(128, 1);
+  v1::Drive* drive = state.mutable_config()->add_drives();
+  drive->set_drive_id("data");
+  drive->set_path_on_host(path);
+  return state;
+}
+
+// A root-only file (mode 0600) in a directory of its own, outside any allowed directory.
+std::string RootOnlyFileElsewhere() {
+  std::string path = testing::WriteTempFile("secret", "not a disk");
+  EXPECT_EQ(::chmod(path.c_str(), 0600), 0);
+  return path;
 }
 
 // A state file crafted to name host files a restoring VMM would write to.
@@ -162,6 +183,70 @@ TEST(PrepareRestore, OverridesReplaceTheDevicesTheyName) {
   EXPECT_EQ(options.config.drives(0).path_on_host(), clone_disk);
 }
 
+TEST(PrepareRestore, DrivePathFromTheStateFileIsRefusedWithoutAllowedDirectories) {
+  const std::string secret = RootOnlyFileElsewhere();
+  absl::Status status = Prepare(StateWithDrive(secret));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("drive \"data\": " + secret + " comes from the state file"),
+            std::string::npos)
+      << status;
+  EXPECT_NE(status.message().find("--drive-override data=PATH"), std::string::npos) << status;
+}
+
+TEST(PrepareRestore, DrivePathFromTheStateFileOutsideTheAllowedDirectoriesIsRefused) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  const std::string secret = RootOnlyFileElsewhere();
+  absl::Status status = Prepare(StateWithDrive(secret), nullptr, {}, {allowed.path()});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("drive \"data\" (its path from the state file): " + secret +
+                                  " is outside the allowed directories"),
+            std::string::npos)
+      << status;
+}
+
+TEST(PrepareRestore, DrivePathFromTheStateFileThroughASymlinkOutOfTheAllowedDirectoryIsRefused) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  const std::string secret = RootOnlyFileElsewhere();
+  const std::string link = allowed.path() + "/disk.img";
+  ASSERT_EQ(::symlink(secret.c_str(), link.c_str()), 0);
+  absl::Status status = Prepare(StateWithDrive(link), nullptr, {}, {allowed.path()});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("leads out of " + allowed.path()), std::string::npos) << status;
+}
+
+TEST(PrepareRestore, DrivePathFromTheStateFileInsideAnAllowedDirectoryIsUsed) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  const std::string disk = allowed.path() + "/disk.img";
+  std::ofstream(disk) << std::string(4096, '\0');
+  VmmOptions options;
+  ASSERT_TRUE(Prepare(StateWithDrive(disk), &options, {}, {allowed.path()}).ok());
+  EXPECT_EQ(options.config.drives(0).path_on_host(), disk);
+}
+
+TEST(PrepareRestore, AnOverriddenDriveNeedsNoAllowedDirectory) {
+  v1::RestoreOverrides overrides;
+  const std::string clone_disk = testing::WriteTempFile("clone.img", std::string(4096, '\0'));
+  (*overrides.mutable_drive_path_on_host())["data"] = clone_disk;
+  VmmOptions options;
+  ASSERT_TRUE(Prepare(StateWithDrive(RootOnlyFileElsewhere()), &options, overrides).ok());
+  EXPECT_EQ(options.config.drives(0).path_on_host(), clone_disk);
+}
+
+TEST(PrepareRestore, VsockPathFromTheStateFileIsRefusedWithoutAllowedDirectories) {
+  v1::SnapshotState state = ValidState(128, 1);
+  state.mutable_config()->mutable_vsock()->set_vsock_id("vsock0");
+  state.mutable_config()->mutable_vsock()->set_guest_cid(3);
+  state.mutable_config()->mutable_vsock()->set_uds_path("/etc/planted.sock");
+  absl::Status status = Prepare(state);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("vsock socket: /etc/planted.sock comes from the state file"),
+            std::string::npos)
+      << status;
+  v1::RestoreOverrides overrides;
+  overrides.set_vsock_uds_path(testing::WriteTempFile("unused", "") + ".sock");
+  EXPECT_TRUE(Prepare(state, nullptr, overrides).ok());
+}
+
 TEST(PrepareRestore, OverrideOfADriveTheSnapshotLacksIsNamed) {
   v1::RestoreOverrides overrides;
   (*overrides.mutable_drive_path_on_host())["data"] = "/tmp/data.img";
@@ -181,6 +266,28 @@ TEST(VmmRestoreCli, RestoredVmNeverOpensTheLogFileItsStateFileNames) {
   EXPECT_NE(result.exit_code, 0) << result.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/planted.log")) << result.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/planted.metrics")) << result.err;
+}
+
+// The crafted state file of issue 21: a drive pointing at a root-only file outside every
+// allowed directory. ember-vmm refuses it (exit 2, naming the drive and the path) before it
+// opens the file or /dev/kvm.
+TEST(VmmRestoreCli, CraftedStateFilesDriveOutsideTheAllowedDirectoriesIsRefused) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  const std::string secret = RootOnlyFileElsewhere();
+  SnapshotFiles files = WriteSnapshot(StateWithDrive(secret));
+  for (const std::vector<std::string>& allow :
+       {std::vector<std::string>{}, std::vector<std::string>{"--allow-dir", allowed.path()}}) {
+    std::vector<std::string> argv = {testing::BinPath("ember-vmm"), "--restore-from",
+                                     files.state_path, "--restore-mem", files.memory_path};
+    argv.insert(argv.end(), allow.begin(), allow.end());
+    testing::ProcessResult result = testing::RunProcess(argv);
+    EXPECT_EQ(result.exit_code, 2) << result.err;
+    EXPECT_NE(result.err.find("snapshot state file " + files.state_path + ": drive \"data\""),
+              std::string::npos)
+        << result.err;
+    EXPECT_NE(result.err.find(secret), std::string::npos) << result.err;
+    EXPECT_EQ(testing::ReadFile(secret), "not a disk");
+  }
 }
 
 TEST(VmmRestoreCli, OverridesMessageFileThatDoesNotParseIsNamed) {

@@ -7,11 +7,12 @@
 #include "absl/status/statusor.h"
 #include "vmm/base/unique_fd.h"
 
-namespace ember::emberd {
+namespace ember::base {
 
-// The directories an API client may name host paths in (emberd --allow-dir), and the rule
-// every such path (kernel, initrd, drives, log, metrics, vsock socket, snapshot dir, restore
-// files) must pass: it lies lexically under an allowed directory and resolves there, from an
+// The directories a host path may lie in (emberd --allow-dir, for every path an API client
+// names; ember-vmm --allow-dir, for the paths a restored state file names that no override
+// replaces), and the rule every such path (kernel, initrd, drives, log, metrics, vsock socket,
+// snapshot dir, restore files) must pass: it lies lexically under an allowed directory and resolves there, from an
 // fd of that directory, with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): neither ".."
 // nor a symlink (absolute, or relative and climbing out) nor a /proc magic link leads out.
 // A symlink inside must be relative (RESOLVE_BENEATH refuses every absolute one, even one
@@ -30,7 +31,9 @@ class PathRules {
  public:
   // Opens each directory (absolute, existing; symlinks in the directory's own path are
   // followed once, here: the operator named it). INVALID_ARGUMENT naming the bad one.
-  [[nodiscard]] static absl::StatusOr<PathRules> Open(const std::vector<std::string>& dirs);
+  // `program` names whose --allow-dir the rule is in messages ("emberd", "ember-vmm").
+  [[nodiscard]] static absl::StatusOr<PathRules> Open(const std::vector<std::string>& dirs,
+                                                      const std::string& program = "emberd");
 
   // OK when `path` passes the rule; otherwise INVALID_ARGUMENT "<field>: <why>, <the rule>".
   // An empty path is OK (the caller decides whether the field is required).
@@ -38,6 +41,9 @@ class PathRules {
 
   // The allowed directories as the operator named them (normalised), for messages and logs.
   [[nodiscard]] std::string Describe() const;
+  // The same, one per entry (what emberd hands on as ember-vmm --allow-dir).
+  [[nodiscard]] std::vector<std::string> Dirs() const;
+  [[nodiscard]] bool empty() const { return dirs_.empty(); }
 
  private:
   struct Dir {
@@ -49,6 +55,7 @@ class PathRules {
   [[nodiscard]] absl::Status Resolve(const Dir& dir, const std::string& relative) const;
 
   std::vector<Dir> dirs_;
+  std::string program_ = "emberd";
 };
 
-}  // namespace ember::emberd
+}  // namespace ember::base

@@ -1,4 +1,4 @@
-#include "vmm/emberd/path_rules.h"
+#include "vmm/base/path_rules.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace ember::emberd {
+namespace ember::base {
 namespace {
 
 // openat2 has no glibc wrapper on every distribution this builds on.
@@ -29,8 +29,10 @@ std::string WithoutTrailingSlashes(std::string path) {
 
 }  // namespace
 
-absl::StatusOr<PathRules> PathRules::Open(const std::vector<std::string>& dirs) {
+absl::StatusOr<PathRules> PathRules::Open(const std::vector<std::string>& dirs,
+                                          const std::string& program) {
   PathRules rules;
+  rules.program_ = program;
   for (const std::string& given : dirs) {
     if (given.empty() || given.front() != '/') {
       return absl::InvalidArgumentError("--allow-dir: \"" + given +
@@ -60,6 +62,12 @@ std::string PathRules::Describe() const {
   return text.empty() ? "none" : text;
 }
 
+std::vector<std::string> PathRules::Dirs() const {
+  std::vector<std::string> names;
+  for (const Dir& dir : dirs_) names.push_back(dir.name);
+  return names;
+}
+
 absl::Status PathRules::Resolve(const Dir& dir, const std::string& relative) const {
   // Walk up from the path to its nearest existing ancestor: a missing tail is created later
   // inside whatever that ancestor is, so the ancestor is what must stay beneath `dir`.
@@ -86,8 +94,9 @@ absl::Status PathRules::Resolve(const Dir& dir, const std::string& relative) con
 
 absl::Status PathRules::Check(const std::string& field, const std::string& path) const {
   if (path.empty()) return absl::OkStatus();
-  const std::string rule = "host paths must lie under a directory emberd allows (--allow-dir: " +
-                           Describe() + "), without symlinks or \"..\" leading out";
+  const std::string rule = "host paths must lie under a directory " + program_ +
+                           " allows (--allow-dir: " + Describe() +
+                           "), without symlinks or \"..\" leading out";
   if (path.front() != '/' || path.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(field + ": " + path + " is not an absolute path; " +
                                       rule);
@@ -131,4 +140,4 @@ absl::Status PathRules::Check(const std::string& field, const std::string& path)
                                     " is outside the allowed directories; " + rule);
 }
 
-}  // namespace ember::emberd
+}  // namespace ember::base

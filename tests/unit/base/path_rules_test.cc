@@ -1,4 +1,4 @@
-#include "vmm/emberd/path_rules.h"
+#include "vmm/base/path_rules.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -9,7 +9,7 @@
 
 #include "tests/support/files.h"
 
-namespace ember::emberd {
+namespace ember::base {
 namespace {
 
 // <temp>/allowed is the one allowed directory; <temp>/outside holds a root-only file.
@@ -128,4 +128,4 @@ TEST(PathRules, AMissingOrRelativeAllowedDirectoryIsRefusedAtStartUp) {
 }
 
 }  // namespace
-}  // namespace ember::emberd
+}  // namespace ember::base
