@@ -8,12 +8,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "rootfs/image/ext4_image.h"
 #include "rootfs/image/image_config.h"
 #include "rootfs/image/layer_reader.h"
+#include "rootfs/image/oci_image.h"
 #include "rootfs/image/staged_tree.h"
 #include "rootfs/image/tree_scan.h"
 #include "rootfs/image/work_dir.h"
@@ -67,8 +69,17 @@ absl::StatusOr<SourceKind> DecideKind(const Options& options) {
     return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
   }
   if (options.kind != SourceKind::kAuto) return options.kind;
-  if (S_ISDIR(st.st_mode)) return SourceKind::kDirectory;
-  return SourceKind::kExport;
+  if (S_ISDIR(st.st_mode)) {
+    // An OCI layout names itself with an oci-layout file (image-spec, image-layout.md).
+    struct stat marker {};
+    bool layout = ::stat((options.source + "/oci-layout").c_str(), &marker) == 0;
+    return layout ? SourceKind::kOci : SourceKind::kDirectory;
+  }
+  base::UniqueFd fd(::open(options.source.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
+  }
+  return HoldsOciLayout(fd.Get()) ? SourceKind::kOci : SourceKind::kExport;
 }
 
 // The tree mke2fs -d copies, open; for a directory source, the directory itself.
@@ -97,6 +108,38 @@ absl::StatusOr<Tree> OpenDirectorySource(const Options& options) {
                                       options.source);
   }
   return tree;
+}
+
+absl::StatusOr<base::UniqueFd> OpenSourceFile(const std::string& source) {
+  base::UniqueFd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return absl::InvalidArgumentError("source " + source + ": " + std::strerror(errno));
+  return fd;
+}
+
+// An OCI layout to read blobs from: the source directory, or an OCI archive unpacked (with
+// the same checks as any archive) into the work directory.
+struct OciLayout {
+  base::UniqueFd fd;
+  std::optional<StagedTree> unpacked;
+};
+
+absl::StatusOr<OciLayout> OpenOciLayout(const std::string& source, const WorkDir& work) {
+  OciLayout layout;
+  struct stat st {};
+  if (::stat(source.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    layout.fd.Reset(::open(source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!layout.fd) {
+      return absl::InvalidArgumentError("source " + source + ": " + std::strerror(errno));
+    }
+    return layout;
+  }
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenSourceFile(source));
+  EMBER_ASSIGN_OR_RETURN(StagedTree unpacked, StagedTree::Create(work.fd(), work.path(), "oci"));
+  EMBER_RETURN_IF_ERROR(ApplyLayer(fd.Get(), source, &unpacked));
+  layout.fd.Reset(::dup(unpacked.fd()));
+  if (!layout.fd) return base::ErrnoError("dup", unpacked.path());
+  layout.unpacked = std::move(unpacked);
+  return layout;
 }
 
 // The staged tree, its times set, as the tree mke2fs -d copies.
@@ -129,13 +172,22 @@ absl::Status BuildRootfs(const Options& options) {
       break;
     }
     case SourceKind::kExport: {
+      EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenSourceFile(options.source));
       EMBER_ASSIGN_OR_RETURN(StagedTree staged, StagedTree::Create(work.fd(), work.path(), "tree"));
-      EMBER_RETURN_IF_ERROR(ApplyLayer(options.source, options.source, &staged));
+      EMBER_RETURN_IF_ERROR(ApplyLayer(fd.Get(), options.source, &staged));
       EMBER_ASSIGN_OR_RETURN(tree, FinishStaged(std::move(staged)));
       break;
     }
-    default:
-      return absl::UnimplementedError("OCI sources are not read yet");
+    case SourceKind::kOci:
+    case SourceKind::kAuto: {
+      EMBER_ASSIGN_OR_RETURN(OciLayout layout, OpenOciLayout(options.source, work));
+      EMBER_ASSIGN_OR_RETURN(OciImage image, ReadOciLayout(layout.fd.Get(), options.source));
+      config = image.config;
+      EMBER_ASSIGN_OR_RETURN(StagedTree staged, StagedTree::Create(work.fd(), work.path(), "tree"));
+      EMBER_RETURN_IF_ERROR(ApplyOciLayers(layout.fd.Get(), image, &staged));
+      EMBER_ASSIGN_OR_RETURN(tree, FinishStaged(std::move(staged)));
+      break;
+    }
   }
 
   ImagePlan plan;

@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <memory>
 
+#include "rootfs/image/sha256.h"
 #include "vmm/base/status.h"
 
 namespace ember::rootfs {
@@ -113,20 +116,52 @@ absl::Status ApplyEntry(archive* a, archive_entry* entry, const std::string& dis
   }
 }
 
-}  // namespace
+// libarchive's reader of an fd, hashing what it hands over.
+struct Source {
+  int fd = -1;
+  bool hash = false;
+  Sha256 sha;
+  char buffer[256 * 1024];
+};
 
-absl::Status ApplyLayer(const std::string& archive_path, const std::string& display,
-                        StagedTree* tree) {
+la_ssize_t ReadSource(archive* a, void* data, const void** block) {
+  auto* source = static_cast<Source*>(data);
+  for (;;) {
+    ssize_t n = ::read(source->fd, source->buffer, sizeof(source->buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      archive_set_error(a, errno, "read failed: %s", std::strerror(errno));
+      return -1;
+    }
+    if (source->hash) {
+      source->sha.Update(source->buffer, static_cast<size_t>(n));
+    }
+    *block = source->buffer;
+    return n;
+  }
+}
+
+// A reader of `source`: tar only (ustar, pax, GNU), compressed the ways container tools
+// compress layers; no other format, and no external decompressor programs.
+absl::StatusOr<ArchivePtr> OpenReader(Source* source, const std::string& display) {
   ArchivePtr a(archive_read_new());
   if (!a) return absl::ResourceExhaustedError("archive_read_new failed");
-  // Tar only (ustar, pax, GNU), compressed the ways container tools compress layers; no other
-  // format, and no external decompressor programs.
   archive_read_support_format_tar(a.get());
   archive_read_support_filter_gzip(a.get());
   archive_read_support_filter_zstd(a.get());
-  if (archive_read_open_filename(a.get(), archive_path.c_str(), 64 * 1024) != ARCHIVE_OK) {
+  if (archive_read_open(a.get(), source, nullptr, ReadSource, nullptr) != ARCHIVE_OK) {
     return Corrupt(display, a.get());
   }
+  return a;
+}
+
+}  // namespace
+
+absl::Status ApplyLayer(int fd, const std::string& display, StagedTree* tree, std::string* sha256) {
+  auto source = std::make_unique<Source>();
+  source->fd = fd;
+  source->hash = sha256 != nullptr;
+  EMBER_ASSIGN_OR_RETURN(ArchivePtr a, OpenReader(source.get(), display));
   tree->BeginLayer();
   for (;;) {
     archive_entry* entry = nullptr;
@@ -135,7 +170,30 @@ absl::Status ApplyLayer(const std::string& archive_path, const std::string& disp
     if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY) return Corrupt(display, a.get());
     EMBER_RETURN_IF_ERROR(ApplyEntry(a.get(), entry, display, tree));
   }
+  if (sha256 != nullptr) {
+    // What follows the end-of-archive blocks counts too.
+    const void* block = nullptr;
+    while (ReadSource(a.get(), source.get(), &block) > 0) {
+    }
+    *sha256 = source->sha.HexDigest();
+  }
   return absl::OkStatus();
+}
+
+bool HoldsOciLayout(int fd) {
+  auto source = std::make_unique<Source>();
+  source->fd = fd;
+  absl::StatusOr<ArchivePtr> reader = OpenReader(source.get(), "");
+  if (!reader.ok()) return false;
+  archive* a = reader->get();
+  archive_entry* entry = nullptr;
+  while (archive_read_next_header(a, &entry) == ARCHIVE_OK) {
+    const char* name = archive_entry_pathname(entry);
+    absl::StatusOr<std::string> path = NormalizePath(name ? name : "");
+    if (path.ok() && *path == "oci-layout") return true;
+    archive_read_data_skip(a);
+  }
+  return false;
 }
 
 }  // namespace ember::rootfs

@@ -7,12 +7,18 @@
 
 namespace ember::rootfs {
 
-// Applies the tar archive at `archive_path` (plain, gzip or zstd) to `tree`, entry by entry,
-// as one layer: OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) remove what earlier layers staged.
-// `display` names the archive in errors. A corrupt or truncated archive is DataLoss; an entry
-// escaping the root (".." in its name or a hard link's, a path through a symlink) or a device
-// node is InvalidArgument. Either way the tree is left part-applied, for the caller to drop.
-[[nodiscard]] absl::Status ApplyLayer(const std::string& archive_path, const std::string& display,
-                                      StagedTree* tree);
+// Applies the tar archive read from `fd` (plain, gzip or zstd; read from its current offset to
+// its end) to `tree`, entry by entry, as one layer: OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`)
+// remove what earlier layers staged. `display` names the archive in errors. A corrupt or
+// truncated archive is DataLoss; an entry escaping the root (".." in its name or a hard
+// link's, a path through a symlink) or a device node is InvalidArgument. Either way the tree is
+// left part-applied, for the caller to drop. With `sha256` given, it receives the SHA-256 (hex)
+// of every byte read from `fd`, for the caller to check against the layer's digest.
+[[nodiscard]] absl::Status ApplyLayer(int fd, const std::string& display, StagedTree* tree,
+                                      std::string* sha256 = nullptr);
+
+// Whether the tar archive read from `fd` holds "oci-layout" at its top (an OCI archive). Reads
+// headers only; an unreadable archive is not one.
+[[nodiscard]] bool HoldsOciLayout(int fd);
 
 }  // namespace ember::rootfs

@@ -181,3 +181,66 @@ def write_tar(path, entries, compression=""):
         for info, data in entries:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return path
+
+
+# --- OCI image layouts (image-spec's image-layout.md), made by hand -------------------------
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+def add_blob(layout, data):
+    """Stores `data` under blobs/sha256 and returns its descriptor fields."""
+    import hashlib
+    digest = hashlib.sha256(data).hexdigest()
+    os.makedirs(os.path.join(layout, "blobs", "sha256"), exist_ok=True)
+    with open(os.path.join(layout, "blobs", "sha256", digest), "wb") as f:
+        f.write(data)
+    return {"digest": "sha256:" + digest, "size": len(data)}
+
+
+def add_image(layout, layers, config, gzip_layers=()):
+    """Adds an image (layers: lists of entry(); config: the config's "config" object) and
+    returns its manifest's descriptor. Layers whose index is in `gzip_layers` are gzipped."""
+    import gzip
+    import tempfile as tf
+    layer_descriptors = []
+    for i, entries in enumerate(layers):
+        with tf.NamedTemporaryFile() as tmp:
+            write_tar(tmp.name, entries)
+            with open(tmp.name, "rb") as f:
+                data = f.read()
+        media = "application/vnd.oci.image.layer.v1.tar"
+        if i in gzip_layers:
+            data, media = gzip.compress(data), media + "+gzip"
+        layer_descriptors.append(dict(mediaType=media, **add_blob(layout, data)))
+    config_blob = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
+                              "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                "config": dict(mediaType="application/vnd.oci.image.config.v1+json",
+                               **add_blob(layout, config_blob)),
+                "layers": layer_descriptors}
+    return dict(mediaType=MANIFEST_TYPE, **add_blob(layout, json.dumps(manifest).encode()))
+
+
+def write_layout(layout, manifests):
+    """index.json naming `manifests` (descriptors, maybe with a platform) and oci-layout."""
+    os.makedirs(layout, exist_ok=True)
+    with open(os.path.join(layout, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    with open(os.path.join(layout, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests}, f)
+    for dirpath, _, filenames in os.walk(layout):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    return layout
+
+
+def write_oci_archive(path, layout):
+    """The layout as podman save --format oci-archive writes it: a tar of its contents."""
+    import tarfile
+    with tarfile.open(path, "w") as tar:
+        for name in sorted(os.listdir(layout)):
+            tar.add(os.path.join(layout, name), arcname=name)
+    return path
