@@ -36,10 +36,12 @@ LAYERS = {
     "rules": ["vmm/rules"],
     "vmm": ["vmm"],  # the rest of vmm/: its top, boot/, control/'s VMM end, main
     "config_tool": ["vmm/config_tool"],
+    "agent_client": ["vmm/agent_client"],
     "emberd": ["vmm/emberd"],
     "emberctl": ["vmm/emberctl"],
     "guest": ["rootfs"],
     "rootfs_tool": ["rootfs/image"],
+    "agent": ["rootfs/agent"],
     "tests": ["tests"],
     "perf": ["perf"],
 }
@@ -67,11 +69,17 @@ ALLOWED = {
     "config_tool": {"base", "proto", "exit_code"},
     # The control plane: proto, the rules of a VM config, the control channel's framing, its
     # own seccomp filter (jailer/); never the VMM.
-    "emberd": {"base", "proto", "rules", "control_frame", "jailer"},
+    "emberd": {"base", "proto", "rules", "control_frame", "jailer", "agent_client"},
+    # The host's client of ember-agent: the messages and their framing. For emberd and
+    # ember-runtime; the VMM itself never talks to the agent.
+    "agent_client": {"base", "proto", "control_frame"},
     "emberctl": {"proto"},
     "guest": set(),  # the guest shares only proto/ with the host
     # ember-rootfs runs on the host: base's fds, status, atomic files; agent.proto's ImageConfig
     "rootfs_tool": {"base", "proto"},
+    # ember-agent, a Linux program of the guest: the messages, their framing (the control
+    # channel's, which agent.proto adopts) and base's fds and statuses it builds on.
+    "agent": {"proto", "control_frame", "base"},
     "tests": EVERYTHING,
     "perf": EVERYTHING,
 }
