@@ -96,16 +96,21 @@ absl::StatusOr<Tree> OpenDirectorySource(const Options& options) {
   if (!tree.fd) {
     return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
   }
-  // The image and the scratch directory are made beside IMAGE: inside the tree, mke2fs -d
-  // would copy them into themselves.
+  // Inside the tree, the image and the scratch directory would be copied into themselves by
+  // mke2fs -d.
   char* real = ::realpath(options.source.c_str(), nullptr);
   std::string source_real = real ? real : "";
   ::free(real);
-  std::string output_dir = RealDirectoryOf(options.output);
-  if (!source_real.empty() &&
-      (output_dir == source_real || output_dir.rfind(source_real + "/", 0) == 0)) {
+  auto inside = [&](const std::string& dir) {
+    return !source_real.empty() && (dir == source_real || dir.rfind(source_real + "/", 0) == 0);
+  };
+  if (inside(RealDirectoryOf(options.output))) {
     return absl::InvalidArgumentError("image " + options.output + " lies inside the source " +
                                       options.source);
+  }
+  if (!options.work_dir.empty() && inside(RealDirectoryOf(options.work_dir + "/."))) {
+    return absl::InvalidArgumentError("--work-dir " + options.work_dir +
+                                      " lies inside the source " + options.source);
   }
   return tree;
 }
@@ -162,7 +167,11 @@ absl::Status BuildRootfs(const Options& options) {
   if (RealDirectoryOf(options.output).empty()) {
     return absl::InvalidArgumentError("image " + options.output + ": its directory does not exist");
   }
-  EMBER_ASSIGN_OR_RETURN(WorkDir work, WorkDir::Create(options.output));
+  // Beside the image unless told: the staged tree then shares the image's file system, and
+  // its space.
+  std::string work_prefix = options.work_dir.empty() ? options.output + ".ember-rootfs-"
+                                                     : options.work_dir + "/ember-rootfs-";
+  EMBER_ASSIGN_OR_RETURN(WorkDir work, WorkDir::Create(work_prefix));
 
   ImageConfig config;
   Tree tree;

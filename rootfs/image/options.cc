@@ -34,11 +34,13 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
       options.help = true;
       return options;
     }
-    if (arg == "--size" || arg == "--init" || arg == "--agent" || arg == "--format") {
+    if (arg == "--size" || arg == "--init" || arg == "--agent" || arg == "--format" ||
+        arg == "--work-dir") {
       absl::StatusOr<std::string> text = value();
       if (!text.ok()) return text.status();
       if (arg == "--init") options.init = *text;
       if (arg == "--agent") options.agent = *text;
+      if (arg == "--work-dir") options.work_dir = *text;
       if (arg == "--size") {
         absl::StatusOr<uint64_t> size = ParseSize(*text);
         if (!size.ok()) return size.status();

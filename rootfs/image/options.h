@@ -17,8 +17,9 @@ struct Options {
   std::string output;
   SourceKind kind = SourceKind::kAuto;
   std::optional<uint64_t> size_bytes;
-  std::string init;   // empty: ember-init beside ember-rootfs
-  std::string agent;  // empty: ember-agent beside ember-rootfs
+  std::string init;      // empty: ember-init beside ember-rootfs
+  std::string agent;     // empty: ember-agent beside ember-rootfs
+  std::string work_dir;  // empty: beside the image
   bool help = false;
 };
 
@@ -32,6 +33,8 @@ inline constexpr const char* kUsage =
     "  --init PATH     ember-init, installed as /sbin/ember-init (default: beside ember-rootfs)\n"
     "  --agent PATH    ember-agent, installed as /sbin/ember-agent (default: beside ember-rootfs)\n"
     "  --format KIND   dir, export or oci, instead of deciding from SOURCE\n"
+    "  --work-dir DIR  where archives are unpacked while the image is built (default: beside\n"
+    "                  IMAGE); a tmpfs stages many small files far faster than a disk\n"
     "The image's entrypoint, cmd, env, working directory and user (from an OCI image's config)\n"
     "are written to /etc/ember/image-config.pb (agent.proto's ImageConfig) for ember-agent.\n"
     "Exit status: 0 done, 2 bad input (nothing written), 1 other failures.\n";

@@ -54,8 +54,8 @@ absl::Status RemoveAll(int dir_fd, const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<WorkDir> WorkDir::Create(const std::string& output) {
-  std::string path = output + ".ember-rootfs-XXXXXX";
+absl::StatusOr<WorkDir> WorkDir::Create(const std::string& prefix) {
+  std::string path = prefix + "XXXXXX";
   if (::mkdtemp(path.data()) == nullptr) return base::ErrnoError("mkdtemp", path);
   base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) {

@@ -18,13 +18,12 @@ namespace ember::rootfs {
 // directory, without following symlinks. Nothing there is not an error.
 [[nodiscard]] absl::Status RemoveAll(int dir_fd, const std::string& name);
 
-// ember-rootfs's scratch directory (the staged tree, image.json), made beside the image so the
-// staged tree is on the image's file system, and removed with everything in it when dropped.
-// Move-only.
+// ember-rootfs's scratch directory (the staged tree, the image config), removed with
+// everything in it when dropped. Move-only.
 class WorkDir {
  public:
-  // Makes "<output>.ember-rootfs-XXXXXX", mode 0700.
-  [[nodiscard]] static absl::StatusOr<WorkDir> Create(const std::string& output);
+  // Makes "<prefix>XXXXXX", mode 0700.
+  [[nodiscard]] static absl::StatusOr<WorkDir> Create(const std::string& prefix);
 
   WorkDir(WorkDir&& other) noexcept
       : path_(std::exchange(other.path_, {})), fd_(std::move(other.fd_)) {}

@@ -102,6 +102,11 @@ class DirectorySource(RootfsTestCase):
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("inside the source", result.stderr)
 
+    def test_work_dir_inside_the_source_is_refused(self):
+        tree = self.make_tree()
+        os.chmod(os.path.join(tree, "tmp"), 0o777)
+        self.assert_refused(tree, "--work-dir", "--work-dir", os.path.join(tree, "tmp"))
+
     def test_failed_build_keeps_an_existing_image(self):
         image = self.image_path()
         with open(image, "wb") as f:

@@ -82,6 +82,15 @@ class ExportSource(RootfsTestCase):
         self.assertEqual((stat(image, "/b")["type"], stat(image, "/b")["mode"]),
                          ("directory", 0o750))
 
+    def test_work_dir_flag_stages_there_and_leaves_nothing(self):
+        staging = os.path.join(self.work, "staging")
+        os.mkdir(staging)
+        os.chmod(staging, 0o777)
+        image = self.build(self.export(rootfs_entries()), "--work-dir", staging)
+        self.assertEqual(stat(image, "/usr/bin/su")["mode"], 0o4755)
+        self.assertEqual(os.listdir(staging), [])
+        self.assertEqual(os.listdir(self.out_dir), ["root.ext4"])
+
     def test_empty_image_config_without_an_oci_config(self):
         image = self.build(self.export(rootfs_entries()))
         self.assertEqual(image_config(image)["entrypoint"], [])
