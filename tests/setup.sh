@@ -10,6 +10,8 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev libabsl-dev
   libgrpc++-dev protobuf-compiler-grpc
   liburing-dev libseccomp-dev
+  # ember-fc-api: Firecracker's REST API (HTTP parsing); curl replays Firecracker's guide in tests
+  curl libhttp-parser-dev
   # bzImage payload decompressors, and nettle for the kernel cache's SHA-256 keys
   zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev nettle-dev
   libgtest-dev libgmock-dev
