@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "vmm/base/sibling_executable.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/exit_code.h"
@@ -138,21 +138,7 @@ absl::StatusOr<v1::VmConfig> ConfigFromTool(const std::string& tool, const ToolR
 
 }  // namespace
 
-std::string DefaultConfigToolPath() {
-  // /proc/self/exe resolves symlinks; a jail has no /proc, but the kernel keeps the path
-  // ember-vmm was executed by (AT_EXECFN) for every process.
-  char self[PATH_MAX];
-  ssize_t length = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  std::string exe;
-  if (length > 0) {
-    exe.assign(self, static_cast<std::size_t>(length));
-  } else if (const auto* execfn = reinterpret_cast<const char*>(::getauxval(AT_EXECFN))) {
-    // getauxval returns the string's address as an integer.
-    exe = execfn;
-  }
-  std::size_t slash = exe.rfind('/');
-  return (slash == std::string::npos ? std::string() : exe.substr(0, slash + 1)) + kToolName;
-}
+std::string DefaultConfigToolPath() { return base::SiblingExecutable(kToolName); }
 
 absl::StatusOr<PendingVmConfig> PendingVmConfig::Start(const std::string& source,
                                                        const std::string& input,
