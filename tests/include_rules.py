@@ -39,6 +39,10 @@ LAYERS = {
     "agent_client": ["vmm/agent_client"],
     "emberd": ["vmm/emberd"],
     "emberctl": ["vmm/emberctl"],
+    # Firecracker's command line, linked into ember-vmm; the API front (ember-fc-api) beside it.
+    "fc_flags": [f"vmm/fcapi/{name}" for name in
+                 ["firecracker_flags.h", "firecracker_flags.cc", "firecracker_names.h"]],
+    "fcapi": ["vmm/fcapi"],
     "guest": ["rootfs"],
     "rootfs_tool": ["rootfs/image"],
     "agent": ["rootfs/agent"],
@@ -65,7 +69,7 @@ ALLOWED = {
     # token-bucket rule (virtio/rate_limiter.h, inline; nothing of virtio is linked).
     "rules": {"proto", "virtio"},
     "vmm": {"base", "kvm", "arch", "legacy", "virtio", "virtio_proto", "snapshot", "jailer", "proto",
-            "control_frame", "exit_code", "rules"},
+            "control_frame", "exit_code", "rules", "fc_flags"},
     "config_tool": {"base", "proto", "exit_code"},
     # The control plane: proto, the rules of a VM config, the control channel's framing, its
     # own seccomp filter (jailer/); never the VMM.
@@ -74,6 +78,9 @@ ALLOWED = {
     # ember-runtime; the VMM itself never talks to the agent.
     "agent_client": {"base", "proto", "control_frame"},
     "emberctl": {"proto"},
+    "fc_flags": {"base"},
+    # The API front drives ember-vmm over the control channel and reads JSON like ember-config.
+    "fcapi": {"base", "proto", "control_frame", "exit_code", "config_tool", "fc_flags"},
     "guest": set(),  # the guest shares only proto/ with the host
     # ember-rootfs runs on the host: base's fds, status, atomic files; agent.proto's ImageConfig
     "rootfs_tool": {"base", "proto"},

@@ -19,6 +19,7 @@
 #include "vmm/control/build_failure.h"
 #include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
+#include "vmm/fcapi/firecracker_flags.h"
 #include "vmm/restore.h"
 #include "vmm/seccomp.h"
 #include "vmm/vm_config.h"
@@ -72,6 +73,10 @@ constexpr char kUsage[] =
     "                       on SIGUSR1, pause, write a snapshot to these files and resume;\n"
     "                       on SIGUSR2, the same with a diff snapshot to FILE-diffN\n"
     "  --help               this text\n"
+    "\n"
+    "Firecracker's flags work too (as does a `firecracker` symlink to ember-vmm): --api-sock\n"
+    "PATH serves Firecracker's REST API (ember-fc-api --help); --config-file FILE --no-api,\n"
+    "--level, --no-seccomp, --id, --boot-timer map onto the flags above.\n"
     "\n"
     "Exit codes: 0 guest reset or SIGTERM, 1 VMM error, 2 bad input, 3 guest triple fault,\n"
     "4 KVM internal error, 5 KVM entry failure, 6 unexpected vCPU exit.\n";
@@ -380,4 +385,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace ember::vmm
 
-int main(int argc, char** argv) { return ember::vmm::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // Firecracker's flags first: --api-sock execs the API front and does not return.
+  ember::fcapi::FirecrackerCommandLine command_line(argc, argv);
+  return ember::vmm::Main(command_line.argc(), command_line.argv());
+}

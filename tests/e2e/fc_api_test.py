@@ -1,0 +1,414 @@
+"""Firecracker's REST API on `ember-vmm --api-sock`, driven as Firecracker's users drive it:
+curl --unix-socket replaying Firecracker's getting-started sequence, an independent Python
+HTTP client over AF_UNIX (configure, start, pause, snapshot, load into a second ember-vmm,
+resume), and hostile or mistaken requests, each answered Firecracker's way
+({"fault_message": ...}, 400/413) while the VM runs on. The guest is Ember's test guest."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import ember_client as ec
+
+BIN = os.path.join(ec.BUILD_DIR, "bin")
+VMM = os.path.join(BIN, "ember-vmm")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=30)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.unix_path)
+
+
+class Api:
+    """A Firecracker API client: one keep-alive connection, JSON in and out."""
+
+    def __init__(self, path):
+        self.conn = UnixHTTPConnection(path)
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        raw = response.read()
+        return response.status, (json.loads(raw) if raw else None)
+
+
+def raw_exchange(path, data):
+    """Sends raw bytes on a new connection; returns everything received until it closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(data)
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+
+
+class FcApiFixture(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="ember-fcapi-")
+        self.procs = []
+
+    def tearDown(self):
+        for proc, out in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            out.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, name, program=VMM, extra=()):
+        """Starts `program --api-sock DIR/name.sock`; returns (process, socket path)."""
+        path = os.path.join(self.dir, name + ".sock")
+        out = open(os.path.join(self.dir, name + ".out"), "wb")
+        proc = subprocess.Popen([program, "--api-sock", path, *extra], stdout=out,
+                                stderr=subprocess.STDOUT)
+        self.procs.append((proc, out))
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            self.assertIsNone(proc.poll(), "the API front ended: " + self.output(name))
+            self.assertLess(time.monotonic(), deadline, "no API socket after 10 s")
+            time.sleep(0.01)
+        return proc, path
+
+    def output(self, name):
+        with open(os.path.join(self.dir, name + ".out"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_output(self, name, text, timeout=30):
+        deadline = time.monotonic() + timeout
+        while text not in self.output(name):
+            self.assertLess(time.monotonic(), deadline,
+                            f"no {text!r} in {name}'s output: " + self.output(name)[-2000:])
+            time.sleep(0.05)
+
+    def configure(self, api, scenario, mem=32):
+        self.assertEqual(api.call("PUT", "/boot-source",
+                                  {"boot_args": f"console=ttyS0 ember.test={scenario}"})[0], 204)
+        self.assertEqual(api.call("PUT", "/machine-config",
+                                  {"vcpu_count": 1, "mem_size_mib": mem})[0], 204)
+
+    def assert_fault(self, result, status=400, contains=""):
+        code, body = result
+        self.assertEqual(code, status, body)
+        self.assertIsInstance(body, dict)
+        self.assertEqual(list(body), ["fault_message"])
+        self.assertIn(contains, body["fault_message"])
+
+
+class GettingStartedTest(FcApiFixture):
+    def test_firecracker_getting_started_sequence_with_curl(self):
+        """Firecracker's getting-started guide, step by step with curl: logger, boot source,
+        rootfs drive, (network with root only), InstanceStart; the guest boots."""
+        proc, sock = self.start("vm")
+        log = os.path.join(self.dir, "firecracker.log")
+        open(log, "w").close()
+        rootfs = os.path.join(self.dir, "rootfs.ext4")
+        with open(rootfs, "wb") as f:
+            f.truncate(1 << 20)
+
+        def curl(method, path, body=None):
+            args = ["curl", "-s", "-i", "--unix-socket", sock, "-X", method,
+                    "http://localhost" + path, "-H", "Accept: application/json"]
+            if body is not None:
+                args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+            head = subprocess.run(args, capture_output=True, check=True).stdout.decode()
+            return int(head.split()[1]), head
+
+        steps = [
+            ("PUT", "/logger", {"log_path": log, "level": "Debug", "show_level": True,
+                                "show_log_origin": True}),
+            ("PUT", "/boot-source", {"kernel_image_path": "",
+                                     "boot_args": "console=ttyS0 reboot=k panic=1 ember.test=idle"}),
+            ("PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": rootfs,
+                                       "is_root_device": True, "is_read_only": False}),
+            ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32}),
+        ]
+        if os.geteuid() == 0:
+            tap = "fcapitap0"
+            subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
+            self.addCleanup(subprocess.run, ["ip", "link", "del", tap])
+            steps.append(("PUT", "/network-interfaces/net1",
+                          {"iface_id": "net1", "guest_mac": "06:00:AC:10:00:02",
+                           "host_dev_name": tap}))
+        else:
+            print("note: not root, the network-interfaces step (a tap device) is left out")
+        steps.append(("PUT", "/actions", {"action_type": "InstanceStart"}))
+        for method, path, body in steps:
+            status, head = curl(method, path, body)
+            self.assertEqual(status, 204, f"{method} {path}: {head}")
+        status, head = curl("GET", "/")
+        self.assertEqual(status, 200, head)
+        self.assertIn('"state":"Running"', head)
+        self.wait_output("vm", "Ember test guest")
+        deadline = time.monotonic() + 30
+        while "Guest-boot-time" not in open(log).read():
+            self.assertLess(time.monotonic(), deadline, "no boot time in the PUT /logger file")
+            time.sleep(0.05)
+        self.assertIsNone(proc.poll())
+
+    def test_vmm_exit_ends_the_api_process_with_its_code(self):
+        proc, sock = self.start("vm")
+        api = Api(sock)
+        self.configure(api, "hello")  # the guest resets the machine once booted
+        self.assertEqual(api.call("PUT", "/actions", {"action_type": "InstanceStart"})[0], 204)
+        self.assertEqual(proc.wait(timeout=30), 0)
+        self.assertFalse(os.path.exists(sock), "the API socket outlived the VM")
+
+
+class SnapshotFlowTest(FcApiFixture):
+    def test_configure_start_pause_snapshot_load_into_second_vmm_resume(self):
+        _, sock_a = self.start("a")
+        a = Api(sock_a)
+        self.configure(a, "counter,idle")
+        self.assertEqual(a.call("GET", "/")[1]["state"], "Not started")
+        self.assertEqual(a.call("PUT", "/actions", {"action_type": "InstanceStart"})[0], 204)
+        self.wait_output("a", "count 3\n")
+        self.assertEqual(a.call("PATCH", "/vm", {"state": "Paused"})[0], 204)
+        self.assertEqual(a.call("GET", "/")[1]["state"], "Paused")
+        before = self.output("a")
+        self.assertNotIn("PASS counter", before, "the counter ended before the pause")
+        state = os.path.join(self.dir, "vm.state")
+        mem = os.path.join(self.dir, "vm.mem")
+        self.assertEqual(a.call("PUT", "/snapshot/create",
+                                {"snapshot_type": "Full", "snapshot_path": state,
+                                 "mem_file_path": mem})[0], 204)
+        self.assertTrue(os.path.getsize(mem) > 0)
+
+        _, sock_b = self.start("b")
+        b = Api(sock_b)
+        self.assertEqual(b.call("PUT", "/snapshot/load",
+                                {"snapshot_path": state,
+                                 "mem_backend": {"backend_type": "File", "backend_path": mem},
+                                 "resume_vm": False})[0], 204)
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Paused")
+        self.assertEqual(b.call("PATCH", "/vm", {"state": "Resumed"})[0], 204)
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Running")
+        self.wait_output("b", "PASS counter\n")
+        clone = self.output("b")
+        self.assertNotIn("Ember test guest", clone, "the clone rebooted instead of resuming")
+        self.assertIn("checksum ok", clone)
+        # The original is still paused where it was, and resumes too.
+        self.assertNotIn("PASS counter", self.output("a"))
+        self.assertEqual(a.call("PATCH", "/vm", {"state": "Resumed"})[0], 204)
+        self.wait_output("a", "PASS counter\n")
+
+    def test_uffd_backend_loads_and_resumes(self):
+        _, sock_a = self.start("a")
+        a = Api(sock_a)
+        self.configure(a, "counter,idle")
+        a.call("PUT", "/actions", {"action_type": "InstanceStart"})
+        self.wait_output("a", "count 2\n")
+        a.call("PATCH", "/vm", {"state": "Paused"})
+        self.assertEqual(a.call("PUT", "/snapshot/create",
+                                {"snapshot_path": "u.state", "mem_file_path": "u.mem"})[0], 204,
+                         "relative paths are the front's working directory's")
+        # The front runs in the test's working directory: relative paths land there.
+        state, mem = os.path.abspath("u.state"), os.path.abspath("u.mem")
+        self.addCleanup(lambda: [os.unlink(p) for p in (state, mem, mem + ".ws")
+                                 if os.path.exists(p)])
+        _, sock_b = self.start("b")
+        b = Api(sock_b)
+        self.assertEqual(b.call("PUT", "/snapshot/load",
+                                {"snapshot_path": state,
+                                 "mem_backend": {"backend_type": "Uffd", "backend_path": mem},
+                                 "resume_vm": True})[0], 204)
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Running")
+        self.wait_output("b", "PASS counter\n")
+
+
+class ErrorTest(FcApiFixture):
+    """Every mistake gets a Firecracker-shaped answer and the running VM is unharmed."""
+
+    def setUp(self):
+        super().setUp()
+        self.proc, self.sock = self.start("vm")
+        self.api = Api(self.sock)
+
+    def assert_still_running(self):
+        self.assertIsNone(self.proc.poll(), "the API process ended")
+        self.assertEqual(Api(self.sock).call("GET", "/"), (200, {
+            "id": "anonymous-instance", "state": "Running", "vmm_version": "1.13.0",
+            "app_name": "Ember"}))
+
+    def boot(self):
+        self.configure(self.api, "idle")
+        self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"})[0], 204)
+
+    def test_malformed_http_is_400_and_closes_only_that_connection(self):
+        self.boot()
+        reply = raw_exchange(self.sock, b"PUT /actions HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply)
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        self.assertIn("malformed HTTP request", body["fault_message"])
+        reply = raw_exchange(self.sock, b"\x00\x01garbage\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply)
+        self.assert_still_running()
+
+    def test_oversized_body_is_413_before_it_is_read(self):
+        self.boot()
+        reply = raw_exchange(self.sock, b"PUT /boot-source HTTP/1.1\r\n"
+                                        b"Content-Length: 1000000\r\n\r\n{")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 413 "), reply)
+        self.assertIn(b"fault_message", reply)
+        chunked = (b"PUT /boot-source HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                   b"".join(b"8000\r\n" + b" " * 0x8000 + b"\r\n" for _ in range(3)))
+        reply = raw_exchange(self.sock, chunked)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 413 "), reply)
+        self.assert_still_running()
+
+    def test_bad_json_and_unknown_fields_are_400(self):
+        self.assert_fault(self.api.call("PUT", "/machine-config", "not an object"))
+        self.assert_fault(self.api.call("PUT", "/boot-source", {"kernel_image_path": 7}))
+        self.assert_fault(self.api.call("PUT", "/drives/d1", {"drive_id": "d1", "bogus": 1}),
+                          contains="bogus")
+        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "Reboot"}),
+                          contains="InstanceStart")
+        code, _ = self.api.call("GET", "/machine-config")
+        self.assertEqual(code, 200)
+        self.boot()
+        self.assert_fault(self.api.call("PATCH", "/vm", {"state": "Frozen"}), contains="Paused")
+        self.assert_still_running()
+
+    def test_wrong_methods_and_paths_are_400(self):
+        self.boot()
+        for method, path in [("DELETE", "/"), ("POST", "/actions"), ("GET", "/nothing"),
+                             ("PUT", "/machine-config/x"), ("PATCH", "/boot-source")]:
+            body = None if method in ("GET", "DELETE") else {"a": 1}
+            self.assert_fault(self.api.call(method, path, body))
+        self.assert_fault(self.api.call("PUT", "/actions"), contains="no body")
+        self.assert_still_running()
+
+    def test_calls_in_the_wrong_state_are_refused(self):
+        for path, body in [("/vm", {"state": "Paused"}),
+                           ("/drives/d1", {"drive_id": "d1", "rate_limiter": {}})]:
+            self.assert_fault(self.api.call("PATCH", path, body), contains="needs a started")
+        self.assert_fault(self.api.call("PUT", "/snapshot/create",
+                                        {"snapshot_path": "/x", "mem_file_path": "/y"}),
+                          contains="needs a started")
+        self.boot()
+        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"}),
+                          contains="already started")
+        for path, body in [("/boot-source", {"boot_args": "x"}),
+                           ("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}),
+                           ("/drives/d1", {"drive_id": "d1", "path_on_host": "/x"}),
+                           ("/logger", {"level": "Info"}),
+                           ("/snapshot/load", {"snapshot_path": "/x", "mem_file_path": "/y"})]:
+            self.assert_fault(self.api.call("PUT", path, body))
+        self.assert_fault(self.api.call("PUT", "/snapshot/create",
+                                        {"snapshot_path": os.path.join(self.dir, "s"),
+                                         "mem_file_path": os.path.join(self.dir, "m")}),
+                          contains="paused")
+        self.assert_still_running()
+
+    def test_features_ember_lacks_say_so(self):
+        for method, path, body in [("PUT", "/balloon", {"amount_mib": 1}),
+                                   ("GET", "/balloon", None),
+                                   ("PUT", "/entropy", {}),
+                                   ("PUT", "/mmds", {"a": 1}),
+                                   ("PUT", "/mmds/config", {"network_interfaces": ["eth0"]}),
+                                   ("PUT", "/pmem/p0", {"id": "p0"}),
+                                   ("PUT", "/hotplug/memory", {"total_size_mib": 1})]:
+            self.assert_fault(self.api.call(method, path, body), contains="not supported by Ember")
+        self.assert_fault(self.api.call("PUT", "/cpu-config", {"cpuid_modifiers": []}),
+                          contains="not supported by Ember")
+        self.boot()
+        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "SendCtrlAltDel"}),
+                          contains="not supported by Ember")
+        self.assert_still_running()
+
+    def test_a_vm_that_cannot_be_built_is_400_and_can_be_fixed(self):
+        self.configure(self.api, "idle")
+        self.assertEqual(self.api.call("PATCH", "/machine-config", {"mem_size_mib": 1})[0], 204)
+        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"}),
+                          contains="mem_size_mib")
+        self.assertEqual(self.api.call("GET", "/")[1]["state"], "Not started")
+        self.assertEqual(self.api.call("PATCH", "/machine-config", {"mem_size_mib": 32})[0], 204)
+        self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"})[0], 204)
+        self.assert_still_running()
+
+    def test_rate_limits_patch_after_boot(self):
+        disk = os.path.join(self.dir, "disk.img")
+        with open(disk, "wb") as f:
+            f.truncate(1 << 20)
+        self.assertEqual(self.api.call("PUT", "/drives/disk",
+                                       {"drive_id": "disk", "path_on_host": disk,
+                                        "is_root_device": False, "is_read_only": True})[0], 204)
+        self.metrics = os.path.join(self.dir, "metrics.json")
+        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "FlushMetrics"}),
+                          contains="no metrics file")
+        self.assertEqual(self.api.call("PUT", "/metrics", {"metrics_path": self.metrics})[0], 204)
+        self.boot()
+        limiter = {"bandwidth": {"size": 4096, "refill_time": 100}}
+        self.assertEqual(self.api.call("PATCH", "/drives/disk",
+                                       {"drive_id": "disk", "rate_limiter": limiter})[0], 204)
+        self.assert_fault(self.api.call("PATCH", "/drives/nope",
+                                        {"drive_id": "nope", "rate_limiter": limiter}),
+                          contains="nope")
+        self.assert_fault(self.api.call("PATCH", "/drives/disk",
+                                        {"drive_id": "disk", "rate_limiter": {"ops": {"size": 1}}}),
+                          contains="refill_time")
+        self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "FlushMetrics"})[0], 204)
+        with open(self.metrics) as f:
+            self.assertEqual(json.load(f)["control"]["rate_limit_updates"], 1)
+        self.assert_still_running()
+
+
+class FlagsTest(FcApiFixture):
+    def firecracker(self):
+        link = os.path.join(self.dir, "firecracker")
+        os.symlink(VMM, link)
+        return link
+
+    def config_file(self, scenario):
+        path = os.path.join(self.dir, "vm.json")
+        with open(path, "w") as f:
+            json.dump({"boot-source": {"boot_args": f"console=ttyS0 ember.test={scenario}"},
+                       "machine-config": {"vcpu_count": 1, "mem_size_mib": 32}}, f)
+        return path
+
+    def test_firecracker_symlink_runs_a_config_file_without_api(self):
+        result = subprocess.run([self.firecracker(), "--no-api", "--config-file",
+                                 self.config_file("hello"), "--id", "vm-1", "--boot-timer",
+                                 "--level", "Info"], capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertIn(b"Guest-boot-time", result.stderr)
+
+    def test_firecracker_symlink_serves_the_api_with_config_file_booted(self):
+        proc, sock = self.start("vm", program=self.firecracker(),
+                                extra=["--config-file", self.config_file("idle"), "--id", "vm-2"])
+        self.assertEqual(Api(sock).call("GET", "/")[1]["id"], "vm-2")
+        self.assertEqual(Api(sock).call("GET", "/")[1]["state"], "Running")
+        proc.terminate()
+        self.assertEqual(proc.wait(timeout=30), 0)
+
+    def test_flags_for_missing_features_are_refused_with_exit_code_2(self):
+        for args, reason in [(["--seccomp-filter", "f.bpf"], b"seccomp"),
+                             (["--metadata", "m.json"], b"MMDS"),
+                             (["--enable-pci"], b"PCI"),
+                             ([], b"--no-api needs --config-file")]:
+            result = subprocess.run([self.firecracker(), "--no-api", *args],
+                                    capture_output=True, timeout=30)
+            self.assertEqual(result.returncode, 2, args)
+            self.assertIn(reason, result.stderr)
+            os.unlink(os.path.join(self.dir, "firecracker"))
+
+
+if __name__ == "__main__":
+    ec.require_kvm()
+    unittest.main(verbosity=2)

@@ -1,0 +1,302 @@
+// ember-fc-api: Firecracker's REST API on a Unix socket, in front of ember-vmm. ember-vmm execs
+// it for --api-sock (vmm/fcapi/firecracker_flags.h), so this process keeps the pid the caller
+// started; it starts the real ember-vmm as its child at InstanceStart (or a snapshot load) and
+// ends with it, with its exit code.
+//
+// Why a process of its own and not a thread in ember-vmm: the HTTP parser and protobuf's JSON
+// parser (the full protobuf runtime, ~1.5 MiB more RSS: proto/CMakeLists.txt) would otherwise
+// be linked into every ember-vmm, and ember-vmm without --api-sock must keep its start-up and
+// memory. Here they cost nothing unless the API is used, and the VMM this front starts is the
+// same ember-vmm, with the same per-thread seccomp filters, that emberd drives over the same
+// control channel.
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <list>
+#include <string>
+#include <string_view>
+
+#include "vmm/base/logging.h"
+#include "vmm/base/sibling_executable.h"
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/config_tool/vm_config_json.h"
+#include "vmm/control/frame.h"
+#include "vmm/exit_code.h"
+#include "vmm/fcapi/api.h"
+#include "vmm/fcapi/firecracker_names.h"
+#include "vmm/fcapi/http_connection.h"
+
+namespace ember::fcapi {
+namespace {
+
+// Firecracker's default for --http-api-max-payload-size.
+constexpr std::size_t kDefaultMaxPayload = 51200;
+constexpr int kWriteTimeoutMs = 5000;
+
+constexpr char kUsage[] =
+    "usage: ember-vmm --api-sock PATH [options]    (or: firecracker [options])\n"
+    "\n"
+    "Serves Firecracker's REST API (HTTP/1.1 over the Unix socket PATH) for one microVM, and\n"
+    "runs it with ember-vmm from InstanceStart or PUT /snapshot/load on.\n"
+    "\n"
+    "  --api-sock PATH        the socket (Firecracker's default: /run/firecracker.socket);\n"
+    "                         it must not exist yet\n"
+    "  --config-file FILE     boot at once from Firecracker's config file, then serve the API\n"
+    "  --id ID                the instance id GET / reports (letters, digits, '-')\n"
+    "  --level LEVEL          log level (Error, Warning, Info, Debug, Trace)\n"
+    "  --log-path FILE        the log (this front's and the VMM's)\n"
+    "  --metrics-path FILE    the metrics file (wins over PUT /metrics)\n"
+    "  --http-api-max-payload-size N   largest request body, bytes (default 51200)\n"
+    "  --no-seccomp           run the VMM without its seccomp filters\n"
+    "  --start-time-us N      CLOCK_MONOTONIC µs the caller started us; the boot timer counts\n"
+    "                         from it\n"
+    "  --boot-timer, --show-level, --show-log-origin, --start-time-cpu-us N,\n"
+    "  --parent-cpu-time-us N  taken (Ember's boot timer device and log decorations are on)\n"
+    "  --serial-out FILE, --seccomp MODE   ember-vmm's own, passed to it\n"
+    "\n"
+    "Refused, with the reason: --seccomp-filter, --metadata, --mmds-size-limit, --enable-pci,\n"
+    "--module, --snapshot-version, --describe-snapshot.\n"
+    "Exit code: the VMM's once it ran (0 guest reset or SIGTERM); 1 error, 2 bad input.\n";
+
+[[noreturn]] void Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "ember-fc-api: error: %s\n", message.c_str());
+  std::exit(code);
+}
+
+struct Flags {
+  std::string api_sock;
+  std::string config_file;
+  std::size_t max_payload = kDefaultMaxPayload;
+  ApiOptions api;
+  std::string log_path;
+};
+
+std::uint64_t NumberOrFail(std::string_view flag, const std::string& text) {
+  std::uint64_t number = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    Fail(vmm::kExitBadInput, std::string(flag) + ": \"" + text + "\" is not a whole number");
+  }
+  return number;
+}
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Fail(vmm::kExitBadInput, std::string(arg) + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(vmm::kExitOk);
+    }
+    if (auto refused = RefusedFlagReason(arg); !refused.empty()) {
+      Fail(vmm::kExitBadInput, std::string(arg) + ": " + refused);
+    }
+    if (arg == "--api-sock") {
+      flags.api_sock = value();
+    } else if (arg == "--config-file") {
+      flags.config_file = value();
+    } else if (arg == "--id") {
+      flags.api.id = value();
+      if (auto error = CheckInstanceId(flags.api.id); !error.empty()) {
+        Fail(vmm::kExitBadInput, "--id: " + error);
+      }
+    } else if (arg == "--level") {
+      std::string level = value();
+      base::LogLevel parsed;
+      if (auto status = base::ParseLogLevel(level, &parsed); !status.ok()) {
+        Fail(vmm::kExitBadInput, "--level: " + std::string(status.message()));
+      }
+      base::SetLogLevel(parsed);
+      flags.api.vmm_args.insert(flags.api.vmm_args.end(), {"--log-level", level});
+    } else if (arg == "--log-path") {
+      flags.log_path = value();
+      flags.api.vmm_args.insert(flags.api.vmm_args.end(), {"--log-path", flags.log_path});
+    } else if (arg == "--metrics-path") {
+      flags.api.metrics_path = value();
+    } else if (arg == "--http-api-max-payload-size") {
+      flags.max_payload = NumberOrFail(arg, value());
+    } else if (arg == "--no-seccomp") {
+      flags.api.vmm_args.insert(flags.api.vmm_args.end(), {"--seccomp", "off"});
+    } else if (arg == "--seccomp" || arg == "--serial-out" || arg == "--start-time-us") {
+      std::string text = value();
+      if (arg == "--start-time-us") NumberOrFail(arg, text);
+      flags.api.vmm_args.insert(flags.api.vmm_args.end(), {std::string(arg), text});
+    } else if (arg == "--start-time-cpu-us" || arg == "--parent-cpu-time-us") {
+      NumberOrFail(arg, value());  // Firecracker reports these in its metrics; Ember does not
+    } else if (arg == "--boot-timer" || arg == "--show-level" || arg == "--show-log-origin") {
+      // Ember's boot timer device is always there; its log lines show level and origin.
+    } else {
+      Fail(vmm::kExitBadInput, "unknown flag \"" + std::string(arg) + "\" (see --help)");
+    }
+  }
+  if (flags.api_sock.empty()) flags.api_sock = kDefaultApiSock;
+  return flags;
+}
+
+base::UniqueFd Listen(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof address.sun_path) {
+    Fail(vmm::kExitBadInput, "--api-sock: \"" + path + "\" is too long for a socket path");
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) Fail(vmm::kExitError, "socket: " + std::string(std::strerror(errno)));
+  if (::bind(fd.Get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    Fail(vmm::kExitError, "cannot bind the API socket \"" + path + "\": " +
+                              std::strerror(errno) +
+                              (errno == EADDRINUSE ? " (remove it first)" : ""));
+  }
+  if (::listen(fd.Get(), 16) != 0) Fail(vmm::kExitError, "listen: " + std::string(std::strerror(errno)));
+  return fd;
+}
+
+std::string Directory(const std::string& path) {
+  std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Bytes of a broken request read and dropped after its error answer, so that closing does not
+// reset the connection (and lose the answer) while the client is still sending.
+constexpr std::size_t kDrainLimit = std::size_t{1} << 20;
+
+struct Client {
+  base::UniqueFd fd;
+  HttpConnection http;
+  bool draining = false;  // answered an error; reading to the client's end before closing
+  std::size_t drained = 0;
+  Client(base::UniqueFd socket, std::size_t max_body) : fd(std::move(socket)), http(max_body) {}
+};
+
+// Reads what the client sent and answers every complete request. Returns false when the
+// connection is to be closed.
+bool ServeClient(Client& client, FirecrackerApi& api) {
+  char chunk[16 * 1024];
+  ssize_t n = ::read(client.fd.Get(), chunk, sizeof chunk);
+  if (n == 0) return false;
+  if (n < 0) return errno == EAGAIN || errno == EINTR;
+  if (client.draining) {
+    client.drained += static_cast<std::size_t>(n);
+    return client.drained < kDrainLimit;
+  }
+  bool healthy = client.http.Feed(std::string_view(chunk, static_cast<std::size_t>(n)));
+  HttpRequest request;
+  while (client.http.Next(&request)) {
+    HttpResponse response = api.Handle(request);
+    EMBER_LOG(kInfo) << "API: " << request.method << " " << request.path << " -> "
+                     << response.status;
+    bool close = client.http.close_requested();
+    if (!control::WriteAll(client.fd.Get(), FormatResponse(response, close), kWriteTimeoutMs)
+             .ok() ||
+        close) {
+      return false;
+    }
+  }
+  if (!healthy) {
+    const HttpResponse& error = client.http.error_response();
+    EMBER_LOG(kWarn) << "API: bad request (" << error.status << "): " << error.body;
+    if (!control::WriteAll(client.fd.Get(), FormatResponse(error, true), kWriteTimeoutMs).ok()) {
+      return false;
+    }
+    ::shutdown(client.fd.Get(), SHUT_WR);
+    client.draining = true;
+  }
+  return true;
+}
+
+int Main(int argc, char** argv) {
+  // Stop signals come through a signalfd; a client closing early must not kill the front.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  base::UniqueFd signal_fd(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+
+  Flags flags = ParseFlags(argc, argv);
+  if (!flags.log_path.empty()) {
+    if (auto status = base::SetLogFile(flags.log_path); !status.ok()) {
+      Fail(vmm::kExitBadInput, std::string(status.message()));
+    }
+  }
+  flags.api.vmm_path = base::SiblingExecutable("ember-vmm");
+  flags.api.private_parent = Directory(flags.api_sock);
+  FirecrackerApi api(flags.api);
+
+  base::UniqueFd listener = Listen(flags.api_sock);
+  std::string socket_path = flags.api_sock;
+  auto finish = [&](int code) {
+    ::unlink(socket_path.c_str());
+    return code;
+  };
+  if (!flags.config_file.empty()) {
+    auto config = config_tool::LoadVmConfigJsonFile(flags.config_file);
+    if (!config.ok()) {
+      ::unlink(socket_path.c_str());
+      Fail(vmm::kExitBadInput, std::string(config.status().message()));
+    }
+    if (auto status = api.BootFromConfig(std::move(*config)); !status.ok()) {
+      ::unlink(socket_path.c_str());
+      Fail(vmm::kExitBadInput, std::string(status.message()));
+    }
+  }
+  EMBER_LOG(kInfo) << "API server listening on " << socket_path;
+
+  std::list<Client> clients;
+  while (true) {
+    std::vector<pollfd> fds = {{listener.Get(), POLLIN, 0}, {signal_fd.Get(), POLLIN, 0}};
+    VmmProcess* vmm = api.vmm();
+    fds.push_back({vmm != nullptr ? vmm->fd() : -1, POLLIN, 0});
+    for (Client& client : clients) fds.push_back({client.fd.Get(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      EMBER_LOG(kError) << "poll: " << std::strerror(errno);
+      return finish(vmm::kExitError);
+    }
+    if (fds[1].revents != 0) {
+      signalfd_siginfo info{};
+      (void)::read(signal_fd.Get(), &info, sizeof info);
+      EMBER_LOG(kInfo) << "signal " << info.ssi_signo << ": stopping";
+      int code = vmm != nullptr ? vmm->Terminate(SIGTERM) : vmm::kExitOk;
+      return finish(code);
+    }
+    if (vmm != nullptr && fds[2].revents != 0) {
+      if (auto code = vmm->Drain(); code.has_value()) {
+        EMBER_LOG(kInfo) << "the VMM ended with exit code " << *code;
+        return finish(*code);
+      }
+    }
+    std::size_t index = 3;
+    for (auto it = clients.begin(); it != clients.end(); ++index) {
+      if (fds[index].revents != 0 && !ServeClient(*it, api)) {
+        it = clients.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (fds[0].revents != 0) {
+      base::UniqueFd conn(::accept4(listener.Get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (conn) clients.emplace_back(std::move(conn), flags.max_payload);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ember::fcapi
+
+int main(int argc, char** argv) { return ember::fcapi::Main(argc, argv); }
