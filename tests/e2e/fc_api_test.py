@@ -369,6 +369,46 @@ class ErrorTest(FcApiFixture):
         self.assert_still_running()
 
 
+def seccomp_mode(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Seccomp:"):
+                return int(line.split()[1])
+    return None
+
+
+class ProcessTest(FcApiFixture):
+    def booted_vmm(self, extra=()):
+        proc, sock = self.start("vm", extra=extra)
+        api = Api(sock)
+        self.configure(api, "idle")
+        self.assertEqual(api.call("PUT", "/actions", {"action_type": "InstanceStart"})[0], 204)
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            vmms = [int(p) for p in f.read().split()
+                    if b"--control-fd" in open(f"/proc/{p}/cmdline", "rb").read()]
+        self.assertEqual(len(vmms), 1, "the VMM is not the API process's child")
+        return proc, vmms[0]
+
+    def test_api_front_and_its_vmm_run_under_seccomp_filters(self):
+        proc, vmm = self.booted_vmm()
+        self.assertEqual(seccomp_mode(proc.pid), 2, "the API front has no seccomp filter")
+        self.assertEqual(seccomp_mode(vmm), 2, "ember-vmm has no seccomp filter")
+
+    def test_no_seccomp_leaves_both_unfiltered(self):
+        proc, vmm = self.booted_vmm(extra=["--no-seccomp"])
+        self.assertEqual(seccomp_mode(proc.pid), 0)
+        self.assertEqual(seccomp_mode(vmm), 0)
+
+    def test_vmm_dies_with_a_killed_api_process(self):
+        proc, vmm = self.booted_vmm()
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{vmm}") and open(f"/proc/{vmm}/stat").read().split()[2] != "Z":
+            self.assertLess(time.monotonic(), deadline, "ember-vmm outlived its API process")
+            time.sleep(0.01)
+
+
 class FlagsTest(FcApiFixture):
     def firecracker(self):
         link = os.path.join(self.dir, "firecracker")

@@ -312,8 +312,8 @@ absl::Status FirecrackerApi::StartVmm(std::vector<std::string> args, const v1::V
     args.insert(args.end(), {"--metrics-path", options_.metrics_path});
   }
   args.insert(args.end(), options_.vmm_args.begin(), options_.vmm_args.end());
-  EMBER_ASSIGN_OR_RETURN(vmm_, VmmProcess::Start(options_.vmm_path, std::move(args), config,
-                                                 options_.private_parent));
+  EMBER_ASSIGN_OR_RETURN(vmm_, VmmProcess::Start(std::move(args), config,
+                                                 options_.private_parent, *options_.launcher));
   return absl::OkStatus();
 }
 

@@ -24,10 +24,10 @@ namespace ember::fcapi {
 // What the front was started with (ember-fc-api's flags).
 struct ApiOptions {
   std::string id = "anonymous-instance";
-  std::string vmm_path;             // ember-vmm
   std::string private_parent;       // where VmmProcess makes its private directory
   std::vector<std::string> vmm_args;  // passed to every ember-vmm started (log, seccomp...)
   std::string metrics_path;         // --metrics-path, which wins over PUT /metrics
+  Launcher* launcher = nullptr;     // starts ember-vmm; outlives the API
 };
 
 // One microVM's API. Single-threaded: owned by the front's loop.

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -33,7 +34,9 @@
 #include "vmm/exit_code.h"
 #include "vmm/fcapi/api.h"
 #include "vmm/fcapi/firecracker_names.h"
+#include "vmm/fcapi/front_seccomp.h"
 #include "vmm/fcapi/http_connection.h"
+#include "vmm/fcapi/launcher.h"
 
 namespace ember::fcapi {
 namespace {
@@ -78,6 +81,9 @@ struct Flags {
   std::size_t max_payload = kDefaultMaxPayload;
   ApiOptions api;
   std::string log_path;
+  // The front's own filter: enforce unless --no-seccomp or --seccomp off/log (which ember-vmm
+  // gets too, for its own).
+  std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
 };
 
 std::uint64_t NumberOrFail(std::string_view flag, const std::string& text) {
@@ -129,10 +135,17 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (arg == "--http-api-max-payload-size") {
       flags.max_payload = NumberOrFail(arg, value());
     } else if (arg == "--no-seccomp") {
+      flags.seccomp = std::nullopt;
       flags.api.vmm_args.insert(flags.api.vmm_args.end(), {"--seccomp", "off"});
     } else if (arg == "--seccomp" || arg == "--serial-out" || arg == "--start-time-us") {
       std::string text = value();
       if (arg == "--start-time-us") NumberOrFail(arg, text);
+      if (arg == "--seccomp" && text == "off") flags.seccomp = std::nullopt;
+      if (arg == "--seccomp" && text != "off") {
+        auto mode = jailer::ParseSeccompMode(text);
+        if (!mode.ok()) Fail(vmm::kExitBadInput, "--seccomp: " + std::string(mode.status().message()));
+        flags.seccomp = *mode;
+      }
       flags.api.vmm_args.insert(flags.api.vmm_args.end(), {std::string(arg), text});
     } else if (arg == "--start-time-cpu-us" || arg == "--parent-cpu-time-us") {
       NumberOrFail(arg, value());  // Firecracker reports these in its metrics; Ember does not
@@ -234,12 +247,19 @@ int Main(int argc, char** argv) {
       Fail(vmm::kExitBadInput, std::string(status.message()));
     }
   }
-  flags.api.vmm_path = base::SiblingExecutable("ember-vmm");
+  // Forked now, while nothing else exists in the process and before its filter.
+  auto launcher = Launcher::Start(base::SiblingExecutable("ember-vmm"), "--control-fd");
+  if (!launcher.ok()) Fail(vmm::kExitError, std::string(launcher.status().message()));
+  flags.api.launcher = &*launcher;
   flags.api.private_parent = Directory(flags.api_sock);
   FirecrackerApi api(flags.api);
 
   base::UniqueFd listener = Listen(flags.api_sock);
   std::string socket_path = flags.api_sock;
+  if (auto status = InstallFrontFilter(flags.seccomp); !status.ok()) {
+    ::unlink(socket_path.c_str());
+    Fail(vmm::kExitError, "seccomp: " + std::string(status.message()));
+  }
   auto finish = [&](int code) {
     ::unlink(socket_path.c_str());
     return code;

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -76,10 +75,10 @@ absl::Status ToStatus(const v1::ControlResponse& response) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(const std::string& vmm_path,
-                                                              std::vector<std::string> args,
+absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(std::vector<std::string> args,
                                                               const v1::VmConfig* config,
-                                                              const std::string& private_parent) {
+                                                              const std::string& private_parent,
+                                                              Launcher& launcher) {
   EMBER_ASSIGN_OR_RETURN(PrivateDir dir, PrivateDir::Make(private_parent));
   std::string socket_path = dir.path() + "/control.sock";
   EMBER_ASSIGN_OR_RETURN(sockaddr_un address, UnixAddress(socket_path));
@@ -100,32 +99,14 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(const std::string&
   }
   ::unlink(socket_path.c_str());
 
-  std::vector<std::string> argv = {vmm_path};
+  std::vector<std::string> argv;
   if (config != nullptr) {
     std::string config_path = dir.path() + "/config.pb";
     EMBER_RETURN_IF_ERROR(WriteFile(config_path, config->SerializeAsString()));
     argv.insert(argv.end(), {"--config-proto", config_path});
   }
   argv.insert(argv.end(), args.begin(), args.end());
-  argv.insert(argv.end(), {"--control-fd", std::to_string(listener.Get())});
-  std::vector<char*> pointers;
-  for (std::string& arg : argv) pointers.push_back(arg.data());
-  pointers.push_back(nullptr);
-
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return base::ErrnoError("fork", vmm_path);
-  if (pid == 0) {
-    // The child: only async-signal-safe calls from here to exec.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);  // the front died before the line above
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::fcntl(listener.Get(), F_SETFD, 0);  // inherited across exec: the VMM's --control-fd
-    ::execv(pointers[0], pointers.data());
-    ::_exit(127);
-  }
+  EMBER_ASSIGN_OR_RETURN(pid_t pid, launcher.Spawn(argv, listener.Get()));
   process->pid_ = pid;
   listener.Reset();
 
@@ -134,7 +115,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(const std::string&
     auto message = process->ReadMessage(kHelloTimeoutMs);
     if (!message.ok()) {
       int code = process->Reap();
-      return absl::InternalError("ember-vmm (" + vmm_path + ") ended before its VM was built (" +
+      return absl::InternalError("ember-vmm ended before its VM was built (" +
                                  std::string(message.status().message()) + ", exit code " +
                                  std::to_string(code) + ")");
     }

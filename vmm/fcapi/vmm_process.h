@@ -13,6 +13,7 @@
 #include "ember/v1/vmm_control.pb.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/control/frame.h"
+#include "vmm/fcapi/launcher.h"
 
 // The real VMM behind the API front: one ember-vmm child driven over its control channel
 // (proto/ember/v1/vmm_control.proto), exactly as emberd drives it.
@@ -20,16 +21,16 @@ namespace ember::fcapi {
 
 class VmmProcess {
  public:
-  // Starts `vmm_path` with `args` plus --control-fd (and, for a boot, --config-proto with
-  // `config` written to a private file). The control socket and the config file live in a
+  // Starts ember-vmm with `args` plus --control-fd (and, for a boot, --config-proto with
+  // `config` written to a private file), through `launcher`. The control socket and the config file live in a
   // directory of their own, made with mode 0700 under `private_parent` and removed once the
   // VMM has connected and read them, so no other process can take the channel over. The child
-  // gets SIGKILL if this process dies. Returns once the VMM said HELLO (its VM is built);
+  // gets SIGKILL if this process dies (launcher.h). Returns once the VMM said HELLO (its VM is built);
   // a VMM that could not build its VM is InvalidArgument (the user's input) or Internal, with
   // the VMM's one-line reason.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<VmmProcess>> Start(
-      const std::string& vmm_path, std::vector<std::string> args, const v1::VmConfig* config,
-      const std::string& private_parent);
+      std::vector<std::string> args, const v1::VmConfig* config,
+      const std::string& private_parent, Launcher& launcher);
   ~VmmProcess();  // kills and reaps a VMM still running
   VmmProcess(const VmmProcess&) = delete;
   VmmProcess& operator=(const VmmProcess&) = delete;
