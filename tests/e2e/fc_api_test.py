@@ -208,6 +208,29 @@ class SnapshotFlowTest(FcApiFixture):
         self.assertEqual(a.call("PATCH", "/vm", {"state": "Resumed"})[0], 204)
         self.wait_output("a", "PASS counter\n")
 
+    def test_snapshot_drive_paths_load_only_under_allow_dir(self):
+        _, sock_a = self.start("a")
+        a = Api(sock_a)
+        disk = os.path.join(self.dir, "disk.img")
+        with open(disk, "wb") as f:
+            f.truncate(1 << 20)
+        self.configure(a, "idle")
+        self.assertEqual(a.call("PUT", "/drives/disk",
+                                {"drive_id": "disk", "path_on_host": disk,
+                                 "is_root_device": False, "is_read_only": True})[0], 204)
+        a.call("PUT", "/actions", {"action_type": "InstanceStart"})
+        a.call("PATCH", "/vm", {"state": "Paused"})
+        state, mem = os.path.join(self.dir, "d.state"), os.path.join(self.dir, "d.mem")
+        self.assertEqual(a.call("PUT", "/snapshot/create",
+                                {"snapshot_path": state, "mem_file_path": mem})[0], 204)
+        load = {"snapshot_path": state, "mem_file_path": mem, "resume_vm": True}
+        _, sock_b = self.start("b")
+        self.assert_fault(Api(sock_b).call("PUT", "/snapshot/load", load), contains=disk)
+        self.assertEqual(Api(sock_b).call("GET", "/")[1]["state"], "Not started")
+        _, sock_c = self.start("c", extra=["--allow-dir", self.dir])
+        self.assertEqual(Api(sock_c).call("PUT", "/snapshot/load", load)[0], 204)
+        self.assertEqual(Api(sock_c).call("GET", "/")[1]["state"], "Running")
+
     def test_uffd_backend_loads_and_resumes(self):
         _, sock_a = self.start("a")
         a = Api(sock_a)

@@ -472,6 +472,7 @@ HttpResponse FirecrackerApi::LoadSnapshot(const std::string& body) {
   if (!params.vsock_override().uds_path().empty()) {
     args.insert(args.end(), {"--vsock-override", params.vsock_override().uds_path()});
   }
+  args.insert(args.end(), options_.restore_args.begin(), options_.restore_args.end());
   // Diff-snapshot tracking (enable_diff_snapshots, track_dirty_pages) is the snapshotted VM's
   // own machine-config track_dirty_pages, which the restored VM keeps.
   if (auto status = StartVmm(std::move(args), nullptr); !status.ok()) return FromStatus(status);

@@ -26,6 +26,7 @@ struct ApiOptions {
   std::string id = "anonymous-instance";
   std::string private_parent;       // where VmmProcess makes its private directory
   std::vector<std::string> vmm_args;  // passed to every ember-vmm started (log, seccomp...)
+  std::vector<std::string> restore_args;  // passed to a restoring one (--allow-dir)
   std::string metrics_path;         // --metrics-path, which wins over PUT /metrics
   Launcher* launcher = nullptr;     // starts ember-vmm; outlives the API
 };

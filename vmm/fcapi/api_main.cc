@@ -65,6 +65,8 @@ constexpr char kUsage[] =
     "  --boot-timer, --show-level, --show-log-origin, --start-time-cpu-us N,\n"
     "  --parent-cpu-time-us N  taken (Ember's boot timer device and log decorations are on)\n"
     "  --serial-out FILE, --seccomp MODE   ember-vmm's own, passed to it\n"
+    "  --allow-dir DIR        ember-vmm's own, passed to it for PUT /snapshot/load: drive and\n"
+    "                         vsock paths a snapshot names must lie under one\n"
     "\n"
     "Refused, with the reason: --seccomp-filter, --metadata, --mmds-size-limit, --enable-pci,\n"
     "--module, --snapshot-version, --describe-snapshot.\n"
@@ -147,6 +149,8 @@ Flags ParseFlags(int argc, char** argv) {
         flags.seccomp = *mode;
       }
       flags.api.vmm_args.insert(flags.api.vmm_args.end(), {std::string(arg), text});
+    } else if (arg == "--allow-dir") {
+      flags.api.restore_args.insert(flags.api.restore_args.end(), {"--allow-dir", value()});
     } else if (arg == "--start-time-cpu-us" || arg == "--parent-cpu-time-us") {
       NumberOrFail(arg, value());  // Firecracker reports these in its metrics; Ember does not
     } else if (arg == "--boot-timer" || arg == "--show-level" || arg == "--show-log-origin") {
