@@ -460,6 +460,15 @@ class FlagsTest(FcApiFixture):
         proc.terminate()
         self.assertEqual(proc.wait(timeout=30), 0)
 
+    def test_an_existing_api_socket_path_is_refused_and_kept(self):
+        path = os.path.join(self.dir, "taken.sock")
+        with open(path, "w") as f:
+            f.write("not ours")
+        result = subprocess.run([VMM, "--api-sock", path], capture_output=True, timeout=30)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"already exists", result.stderr)
+        self.assertEqual(open(path).read(), "not ours")
+
     def test_flags_for_missing_features_are_refused_with_exit_code_2(self):
         for args, reason in [(["--seccomp-filter", "f.bpf"], b"seccomp"),
                              (["--metadata", "m.json"], b"MMDS"),

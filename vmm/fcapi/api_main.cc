@@ -163,21 +163,32 @@ Flags ParseFlags(int argc, char** argv) {
   return flags;
 }
 
+// The API socket appears at `path` only once it listens: clients (Firecracker's SDKs, scripts)
+// connect as soon as the file exists. It is bound under a temporary name beside `path` and
+// renamed into place; an existing `path` is refused, as Firecracker refuses it.
 base::UniqueFd Listen(const std::string& path) {
+  std::string temporary = path + ".ember-" + std::to_string(::getpid());
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof address.sun_path) {
+  if (temporary.size() >= sizeof address.sun_path) {
     Fail(vmm::kExitBadInput, "--api-sock: \"" + path + "\" is too long for a socket path");
   }
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) == 0) {
+    Fail(vmm::kExitError, "the API socket \"" + path + "\" already exists (remove it first)");
+  }
+  std::memcpy(address.sun_path, temporary.c_str(), temporary.size() + 1);
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) Fail(vmm::kExitError, "socket: " + std::string(std::strerror(errno)));
   if (::bind(fd.Get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    Fail(vmm::kExitError, "cannot bind the API socket \"" + path + "\": " +
-                              std::strerror(errno) +
-                              (errno == EADDRINUSE ? " (remove it first)" : ""));
+    Fail(vmm::kExitError, "cannot bind the API socket \"" + temporary + "\": " +
+                              std::strerror(errno));
   }
-  if (::listen(fd.Get(), 16) != 0) Fail(vmm::kExitError, "listen: " + std::string(std::strerror(errno)));
+  if (::listen(fd.Get(), 16) != 0 || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    int error = errno;
+    ::unlink(temporary.c_str());
+    Fail(vmm::kExitError, "cannot serve the API socket \"" + path + "\": " + std::strerror(error));
+  }
   return fd;
 }
 
