@@ -112,7 +112,10 @@ absl::Status AddGuestFileCommands(int tree_fd, const GuestFile& file,
   return absl::OkStatus();
 }
 
-void AddFixCommands(const InodeFix& fix, std::string* script) {
+// `value_files` names the files holding xattr values for debugfs (ea_set -f): made here, for
+// the caller to remove.
+absl::Status AddFixCommands(const InodeFix& fix, const std::string& value_prefix,
+                            std::vector<std::string>* value_files, std::string* script) {
   std::string path = DebugfsQuote("/" + fix.path);
   if (fix.set_owner) {
     *script += "set_inode_field " + path + " uid " + std::to_string(fix.uid) + "\n";
@@ -123,6 +126,15 @@ void AddFixCommands(const InodeFix& fix, std::string* script) {
     std::snprintf(mode, sizeof(mode), "0%o", fix.mode);
     *script += "set_inode_field " + path + " mode " + mode + "\n";
   }
+  for (const auto& [name, value] : fix.xattrs) {
+    // A value may hold any byte, so it goes through a file rather than the command line.
+    std::string file = value_prefix + std::to_string(value_files->size());
+    value_files->push_back(file);
+    EMBER_RETURN_IF_ERROR(
+        base::WriteFileAtomically(file, value, 0600, base::AtomicFile::Durability::kRenameOnly));
+    *script += "ea_set -f " + DebugfsQuote(file) + " " + path + " " + DebugfsQuote(name) + "\n";
+  }
+  return absl::OkStatus();
 }
 
 // debugfs exits 0 whatever its commands did; each failed command leaves a line on stderr. Its
@@ -212,7 +224,17 @@ absl::Status BuildImage(const ImagePlan& plan, int tree_fd, const std::string& o
   }
 
   std::string script;
-  for (const InodeFix& fix : plan.fixes) AddFixCommands(fix, &script);
+  std::vector<std::string> value_files;
+  struct RemoveFiles {
+    std::vector<std::string>* files;
+    ~RemoveFiles() {
+      for (const std::string& file : *files) ::unlink(file.c_str());
+    }
+  } remove_value_files{&value_files};
+  for (const InodeFix& fix : plan.fixes) {
+    EMBER_RETURN_IF_ERROR(
+        AddFixCommands(fix, image.temp_path() + ".xattr-", &value_files, &script));
+  }
   std::set<std::string> made_dirs;
   for (const GuestFile& file : plan.guest_files) {
     EMBER_RETURN_IF_ERROR(AddGuestFileCommands(tree_fd, file, &made_dirs, &script));

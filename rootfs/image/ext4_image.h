@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -10,8 +11,8 @@
 
 namespace ember::rootfs {
 
-// An inode whose owner or mode the tree handed to mke2fs -d does not hold (a staging tree made
-// without root owns everything itself), set afterwards with debugfs.
+// An inode whose owner, mode or extended attributes the tree handed to mke2fs -d does not hold
+// (a staging tree made without root owns everything itself), set afterwards with debugfs.
 struct InodeFix {
   std::string path;  // relative to the image's root; "" is the root
   bool set_owner = false;
@@ -19,6 +20,7 @@ struct InodeFix {
   uint32_t gid = 0;
   bool set_mode = false;
   uint32_t mode = 0;  // the whole i_mode: file type and permission bits
+  std::vector<std::pair<std::string, std::string>> xattrs;  // name, value: each set
 };
 
 // A host file copied into the image, owned by root: ember-init, ember-agent, image.json.

@@ -80,6 +80,17 @@ absl::Status ApplyEntry(archive* a, archive_entry* entry, const std::string& dis
   meta.gid = static_cast<uint32_t>(archive_entry_gid(entry));
   meta.mode = static_cast<uint32_t>(archive_entry_mode(entry));
   meta.mtime = archive_entry_mtime(entry);
+  archive_entry_xattr_reset(entry);
+  const char* xattr_name = nullptr;
+  const void* xattr_value = nullptr;
+  size_t xattr_size = 0;
+  while (archive_entry_xattr_next(entry, &xattr_name, &xattr_value, &xattr_size) == ARCHIVE_OK) {
+    std::string name = xattr_name ? xattr_name : "";
+    if (name.empty() || name.find('\n') != std::string::npos) {
+      return absl::DataLossError(display + ": entry /" + *path + " has a malformed xattr name");
+    }
+    meta.xattrs.emplace_back(name, std::string(static_cast<const char*>(xattr_value), xattr_size));
+  }
 
   if (const char* target = archive_entry_hardlink(entry)) {
     absl::StatusOr<std::string> target_path = NormalizePath(target);

@@ -52,7 +52,7 @@ StagedTree::StagedTree(std::string path, base::UniqueFd root)
       root_(std::move(root)),
       staged_uid_(::geteuid()),
       staged_gid_(::getegid()) {
-  entries_[""] = EntryMeta{0, 0, S_IFDIR | 0755, ::time(nullptr)};
+  entries_[""] = EntryMeta{0, 0, S_IFDIR | 0755, ::time(nullptr), {}};
 }
 
 absl::StatusOr<StagedTree> StagedTree::Create(int parent_fd, const std::string& parent_path,
@@ -90,7 +90,7 @@ absl::StatusOr<base::UniqueFd> StagedTree::OpenParent(const std::string& path, b
       if (::mkdirat(dir.Get(), component.c_str(), StagedPermissions(S_IFDIR | 0755)) != 0) {
         return base::ErrnoError("mkdir", Show(walked));
       }
-      Record(walked, EntryMeta{0, 0, S_IFDIR | 0755, ::time(nullptr)});
+      Record(walked, EntryMeta{0, 0, S_IFDIR | 0755, ::time(nullptr), {}});
       child =
           ::openat(dir.Get(), component.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
@@ -246,7 +246,7 @@ absl::Status StagedTree::AddHardLink(const std::string& path, const std::string&
     return base::ErrnoError("link", Show(path));
   }
   auto it = entries_.find(target);
-  Record(path, it != entries_.end() ? it->second : EntryMeta{0, 0, st.st_mode, st.st_mtime});
+  Record(path, it != entries_.end() ? it->second : EntryMeta{0, 0, st.st_mode, st.st_mtime, {}});
   return absl::OkStatus();
 }
 
@@ -312,7 +312,8 @@ std::vector<InodeFix> StagedTree::InodeFixes() const {
     fix.set_owner = meta.uid != staged_uid_ || meta.gid != staged_gid_;
     fix.mode = meta.mode;
     fix.set_mode = !S_ISLNK(meta.mode) && (meta.mode & 07777) != StagedPermissions(meta.mode);
-    if (fix.set_owner || fix.set_mode) fixes.push_back(std::move(fix));
+    fix.xattrs = meta.xattrs;
+    if (fix.set_owner || fix.set_mode || !fix.xattrs.empty()) fixes.push_back(std::move(fix));
   }
   return fixes;
 }

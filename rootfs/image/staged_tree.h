@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -21,6 +22,9 @@ struct EntryMeta {
   uint32_t gid = 0;
   uint32_t mode = 0;  // file type and permission bits, as st_mode
   int64_t mtime = 0;  // seconds since the epoch
+  // Extended attributes (file capabilities, SELinux labels, user.*): name, value. An
+  // unprivileged stager cannot set most of them, so they go to the image as fixes.
+  std::vector<std::pair<std::string, std::string>> xattrs;
 };
 
 // A root file system being assembled from archive entries (a container export, OCI layers in

@@ -5,7 +5,7 @@ the tool runs unprivileged, and every hostile or broken archive is refused whole
 import os
 import unittest
 
-from rootfs_support import (RootfsTestCase, cat, entry, image_config, names, stat, write_tar)
+from rootfs_support import (RootfsTestCase, cat, debugfs, entry, image_config, names, stat, write_tar, xattr)
 
 
 def rootfs_entries():
@@ -57,8 +57,20 @@ class ExportSource(RootfsTestCase):
 
     def test_entry_times_are_kept(self):
         image = self.build(self.export(rootfs_entries()))
-        out = os.popen(f"debugfs -R 'stat /home/user/notes' {image} 2>/dev/null").read()
+        out, _ = debugfs(image, "stat /home/user/notes")
         self.assertIn("mtime: 0x5f5e1000", out)  # 1_600_000_000
+
+    def test_extended_attributes_reach_the_image(self):
+        # A file capability (cap_net_raw, VFS_CAP_REVISION_2) as podman exports ping's.
+        capability = bytes.fromhex("0100000200200000000000000000000000000000")
+        image = self.build(self.export([
+            entry("bin/ping", data=b"ping", mode=0o755,
+                  xattrs={"security.capability": capability, "user.origin": b"test"}),
+            entry("bin/ping6", "hardlink", target="bin/ping"),
+        ]))
+        self.assertEqual(xattr(image, "/bin/ping", "security.capability", self.work), capability)
+        self.assertEqual(xattr(image, "/bin/ping6", "user.origin", self.work), b"test")
+        self.assertIsNone(xattr(image, "/bin", "user.origin", self.work))
 
     def test_gzip_export_is_read(self):
         image = self.build(self.export(rootfs_entries(), "gz", "export.tar.gz"))

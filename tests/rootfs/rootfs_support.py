@@ -109,6 +109,18 @@ def cat(image, path):
     return result.stdout
 
 
+def xattr(image, path, name, scratch):
+    """The value of xattr `name` of `path`, or None."""
+    out = os.path.join(scratch, "xattr-value")
+    if os.path.exists(out):
+        os.unlink(out)
+    _, errors = debugfs(image, f'ea_get -f {out} "{path}" {name}')
+    if errors or not os.path.exists(out):
+        return None
+    with open(out, "rb") as f:
+        return f.read()
+
+
 def names(image, path):
     """The names in directory `path`, without . and .."""
     out, errors = debugfs(image, f'ls -p "{path}"')
@@ -154,8 +166,9 @@ def free_bytes(image):
 # --- Archives made with Python's tarfile (independent of libarchive, which the tool reads with)
 
 def entry(name, kind="file", data=b"", mode=None, uid=0, gid=0, mtime=1_700_000_000,
-          target=None, major=0, minor=0):
-    """One tar member: kind is file, dir, symlink, hardlink, fifo, chr or blk."""
+          target=None, major=0, minor=0, xattrs=None):
+    """One tar member: kind is file, dir, symlink, hardlink, fifo, chr or blk; xattrs a dict
+    of name to bytes, as pax SCHILY.xattr records (GNU tar's and podman's spelling)."""
     import tarfile
     types = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
              "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE,
@@ -170,6 +183,8 @@ def entry(name, kind="file", data=b"", mode=None, uid=0, gid=0, mtime=1_700_000_
     info.devmajor, info.devminor = major, minor
     if kind == "file":
         info.size = len(data)
+    for key, value in (xattrs or {}).items():
+        info.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
     return info, (data if kind == "file" else None)
 
 
