@@ -6,8 +6,11 @@
 
 #include <utility>
 
+#include "vmm/base/status.h"
+
 #include "rootfs/agent/connection.h"
 #include "rootfs/agent/exec_session.h"
+#include "rootfs/agent/post_restore.h"
 
 #ifndef EMBER_VERSION
 #error "EMBER_VERSION comes from CMake"
@@ -54,6 +57,22 @@ void Agent::ServeExec(Connection& conn, v1::ExecRequest request) {
   RunExec(conn, request, processes_);
 }
 
+absl::Status Agent::StartHandler(const v1::StartHandlerRequest& request) {
+  EMBER_ASSIGN_OR_RETURN(v1::ImageConfig image, LoadImageConfig(options_.image_config_path));
+  if (request.argv().empty()) {
+    EMBER_ASSIGN_OR_RETURN(SpawnSpec spec, SpecFromImage(image));
+    return handler_.Start(std::move(spec));
+  }
+  SpawnSpec spec;
+  spec.argv.assign(request.argv().begin(), request.argv().end());
+  spec.env.assign(request.env().begin(), request.env().end());
+  if (spec.env.empty()) spec.env.assign(image.env().begin(), image.env().end());
+  spec.cwd = request.cwd().empty() ? image.working_dir() : request.cwd();
+  spec.uid = request.uid();
+  spec.gid = request.gid();
+  return handler_.Start(std::move(spec));
+}
+
 void Agent::Serve(base::UniqueFd fd) {
   Connection conn(std::move(fd));
   absl::StatusOr<std::optional<v1::AgentRequest>> request = conn.Read(kFirstRequestTimeoutMs);
@@ -91,14 +110,51 @@ void Agent::Serve(base::UniqueFd fd) {
       if (status.ok()) response.mutable_ack();
       break;
     }
+    case v1::AgentRequest::kStartHandler:
+      status = StartHandler((*request)->start_handler());
+      if (status.ok()) response.mutable_ack();
+      break;
+    case v1::AgentRequest::kInvoke:
+      status = handler_.Invoke(
+          (*request)->invoke().payload(), (*request)->invoke().timeout_ms(),
+          [this]() -> absl::StatusOr<SpawnSpec> {
+            EMBER_ASSIGN_OR_RETURN(v1::ImageConfig image,
+                                   LoadImageConfig(options_.image_config_path));
+            return SpecFromImage(image);
+          },
+          [&conn](const v1::InvokeResult& piece) {
+            v1::AgentResponse frame;
+            *frame.mutable_invoke_result() = piece;
+            return conn.Send(frame);
+          });
+      if (status.ok()) return;  // the pieces were the answer
+      break;
+    case v1::AgentRequest::kPostRestore: {
+      absl::StatusOr<v1::PostRestoreResult> result =
+          ApplyPostRestore((*request)->post_restore(), options_.set_clock);
+      // Drawn after the new entropy went in; a clone is no longer its parent even when a
+      // step failed.
+      boot_id_.store(RandomU64());
+      if (!result.ok()) {
+        status = result.status();
+        break;
+      }
+      result->set_boot_id(boot_id_.load());
+      *response.mutable_post_restore_result() = std::move(*result);
+      break;
+    }
+    case v1::AgentRequest::kShutdown:
+      response.mutable_ack();
+      (void)conn.Send(response);
+      ::sync();
+      // Not exit(): other threads are serving, and static destructors must not run under
+      // them.
+      ::_exit(kExitShutdown);
     case v1::AgentRequest::kStdinData:
       status = absl::InvalidArgumentError("stdin_data must follow an exec on its connection");
       break;
     case v1::AgentRequest::KIND_NOT_SET:
       status = absl::UnimplementedError("the request names nothing this agent knows");
-      break;
-    default:
-      status = absl::UnimplementedError("request not served yet");
       break;
   }
   if (!status.ok()) {

@@ -38,6 +38,8 @@ class Agent {
 
  private:
   void ServeExec(class Connection& conn, v1::ExecRequest request);
+  // The handler from the request, the image's config filling in what it leaves empty.
+  absl::Status StartHandler(const v1::StartHandlerRequest& request);
 
   const AgentOptions options_;
   std::atomic<std::uint64_t> boot_id_;  // replaced by PostRestore

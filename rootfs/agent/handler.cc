@@ -190,12 +190,18 @@ absl::Status Handler::Invoke(const std::string& payload, std::uint32_t timeout_m
     busy_ = true;
     process = current_;
   }
+  // The handler is free again once its result is read, before the last piece goes out: a
+  // host may send its next Invoke the moment that piece arrives.
   struct Idle {
     Handler* handler;
-    ~Idle() {
+    bool done = false;
+    void Release() {
+      if (done) return;
+      done = true;
       std::lock_guard lock(handler->mutex_);
       handler->busy_ = false;
     }
+    ~Idle() { Release(); }
   } idle{this};
 
   // Bytes the handler wrote outside an invocation would be read as the next result's length.
@@ -234,6 +240,7 @@ absl::Status Handler::Invoke(const std::string& payload, std::uint32_t timeout_m
     v1::InvokeResult piece;
     piece.set_output(chunk);
     if (left == 0) {
+      idle.Release();
       piece.set_last(true);
       piece.set_handler_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count()));

@@ -107,6 +107,29 @@ class AgentProtocolTest(unittest.TestCase):
         conn.close()
         self.assert_still_serving()
 
+    def test_an_invoke_result_comes_in_pieces_of_at_most_64_kib_the_last_marked(self):
+        handler = os.path.join(self.agent.scratch, "handler.py")
+        with open(handler, "w") as f:
+            f.write("import struct, sys\n"
+                    "r, w = sys.stdin.buffer, sys.stdout.buffer\n"
+                    "while True:\n"
+                    "    h = r.read(4)\n"
+                    "    if len(h) < 4: break\n"
+                    "    r.read(struct.unpack('<I', h)[0])\n"
+                    "    w.write(struct.pack('<I', 200000) + b'y' * 200000); w.flush()\n")
+        start = pb.AgentRequest()
+        start.start_handler.argv.extend(["/usr/bin/python3", handler])
+        start.start_handler.uid = os.getuid()
+        start.start_handler.gid = os.getgid()
+        self.assertEqual(self.agent.call(start)[-1].WhichOneof("kind"), "ack")
+        invoke = pb.AgentRequest()
+        invoke.invoke.payload = b"go"
+        pieces = [r.invoke_result for r in self.agent.call(invoke)]
+        self.assertGreater(len(pieces), 1)
+        self.assertTrue(all(len(p.output) <= 64 * 1024 for p in pieces))
+        self.assertEqual([p.last for p in pieces], [False] * (len(pieces) - 1) + [True])
+        self.assertEqual(b"".join(p.output for p in pieces), b"y" * 200000)
+
     def test_a_host_that_connects_and_leaves_at_once(self):
         for _ in range(20):
             self.agent.connect().close()
