@@ -346,7 +346,7 @@ absl::Status EnterVmm(const JailerArgs& args, int dev_null) {
       if (::dup2(dev_null, fd) < 0) return ErrnoError("dup2", "/dev/null");
     }
   }
-  EMBER_RETURN_IF_ERROR(DropPrivileges(args.uid, args.gid));
+  EMBER_RETURN_IF_ERROR(DropPrivileges(args.uid, args.gid, args.supplementary_gid));
   // Under a foreground stand-in (--new-pid-ns) the VMM must not outlive it: whoever supervises
   // the stand-in's pid (emberd) kills that pid. Set after the uid change, which clears it.
   if (args.new_pid_ns && !args.daemonize && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
@@ -412,8 +412,10 @@ absl::Status CheckPassFd(const JailerArgs& args) {
   return absl::OkStatus();
 }
 
-absl::Status DropPrivileges(uid_t uid, gid_t gid) {
-  if (::setgroups(0, nullptr) != 0) return ErrnoError("setgroups");
+absl::Status DropPrivileges(uid_t uid, gid_t gid, std::optional<gid_t> supplementary) {
+  if (::setgroups(supplementary ? 1 : 0, supplementary ? &*supplementary : nullptr) != 0) {
+    return ErrnoError("setgroups");
+  }
   if (::setresgid(gid, gid, gid) != 0) return ErrnoError("setresgid", std::to_string(gid));
   // Emptying the bounding set needs CAP_SETPCAP, so it comes before the uid change.
   for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap) {

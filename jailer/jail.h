@@ -2,6 +2,8 @@
 
 #include <sys/types.h>
 
+#include <optional>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "jailer/jailer_args.h"
@@ -22,9 +24,11 @@ namespace ember::jailer {
 // child the error is handed to the parent, and this function does not return.
 [[nodiscard]] absl::StatusOr<int> RunJailer(const JailerArgs& args);
 
-// Drops to uid/gid with no supplementary groups, an empty capability bounding set, no
+// Drops to uid/gid with no supplementary groups but `supplementary` (when given), an empty
+// capability bounding set, no
 // ambient, inheritable, permitted or effective capabilities, and no_new_privs set; then
 // verifies the result. Exposed for tests and for the jailer's foreground parent.
-[[nodiscard]] absl::Status DropPrivileges(uid_t uid, gid_t gid);
+[[nodiscard]] absl::Status DropPrivileges(uid_t uid, gid_t gid,
+                                          std::optional<gid_t> supplementary = std::nullopt);
 
 }  // namespace ember::jailer

@@ -172,6 +172,12 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
          have_gid = true;
          return absl::OkStatus();
        }},
+      {"--supplementary-gid",
+       [&](const std::string& flag, const std::string& v) -> absl::Status {
+         EMBER_ASSIGN_OR_RETURN(gid_t gid, ParseId(flag, v));
+         args.supplementary_gid = gid;
+         return absl::OkStatus();
+       }},
       {"--chroot-base-dir",
        [&](const std::string& flag, const std::string& v) -> absl::Status {
          EMBER_RETURN_IF_ERROR(CheckPath(flag, v));
@@ -304,6 +310,9 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
   if (!args.allow_root && args.gid == 0) {
     return Refuse("--gid", "0 (root) is refused unless --allow-root is given");
   }
+  if (!args.allow_root && args.supplementary_gid == 0u) {
+    return Refuse("--supplementary-gid", "0 (root) is refused unless --allow-root is given");
+  }
   if (args.isolate && args.netns) {
     return Refuse("--netns", "joins an existing network namespace; --isolate makes a new one");
   }
@@ -342,6 +351,7 @@ jail's root and all of that are root's; the binary may write only in /out (UID:G
   --exec-file PATH          binary to run in the jail (must be statically linked); an
                             ember-config beside it (ember-vmm's JSON config reader) goes in too
   --uid UID, --gid GID      identity to run as; 0 is refused without --allow-root
+  --supplementary-gid GID   the binary's one supplementary group (default: none)
   --allow-root              permit uid or gid 0 (capabilities are still all dropped)
   --chroot-base-dir DIR     absolute; default /srv/jailer
   --netns PATH              join this network namespace (e.g. /run/netns/NAME)

@@ -34,6 +34,9 @@ struct JailerArgs {
   std::string exec_file;  // as given (absolute or relative to the jailer's cwd).
   uid_t uid = 0;
   gid_t gid = 0;
+  // The binary's one supplementary group (--supplementary-gid); none when not given. emberd
+  // gives a restored clone the group its snapshot files are readable by.
+  std::optional<gid_t> supplementary_gid;
   bool allow_root = false;
   std::string chroot_base_dir = kDefaultChrootBase;
   std::optional<std::string> netns;

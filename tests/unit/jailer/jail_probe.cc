@@ -157,6 +157,11 @@ int main(int argc, char** argv) {
   r << "uid=" << ruid << "," << euid << "," << suid << "\n";
   r << "gid=" << rgid << "," << egid << "," << sgid << "\n";
   r << "groups=" << getgroups(0, nullptr) << "\n";
+  gid_t group_list[8];
+  int group_count = getgroups(8, group_list);
+  r << "group_list=";
+  for (int i = 0; i < group_count; ++i) r << (i > 0 ? "," : "") << group_list[i];
+  r << "\n";
 
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3] = {};

@@ -149,6 +149,14 @@ TEST_F(JailTest, RunsAsGivenUidAndGidWithNoSupplementaryGroups) {
   EXPECT_EQ(r["setuid0"], "EPERM");
 }
 
+TEST_F(JailTest, SupplementaryGidIsTheOnlyGroupBesidesTheGid) {
+  Report r = RunProbe({"--supplementary-gid", "23999"});
+  EXPECT_EQ(r["uid"], "12345,12345,12345");
+  EXPECT_EQ(r["gid"], "12346,12346,12346");
+  EXPECT_EQ(r["groups"], "1");
+  EXPECT_EQ(r["group_list"], "23999");
+}
+
 TEST_F(JailTest, HoldsNoCapabilitiesInAnySet) {
   Report r = RunProbe({});
   EXPECT_EQ(r["cap_eff"], kNoCaps);
