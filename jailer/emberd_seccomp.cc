@@ -134,14 +134,17 @@ std::vector<SyscallRule> StateDirRules(const EmberdSeccompParams& params) {
       Allow("fdatasync", "atomic record writes reach the disk before the rename"),
       Allow("access", "picking a free snapshot id; checking a snapshot's files before a restore"),
   };
-  if (params.jail_uid) {
+  if (params.snapshot_gid) {
     rules.push_back(Allow("ftruncate",
                           "a jailed VM's snapshot copied out of its jail across filesystems "
                           "keeps its size (CopySparse skips a trailing hole)"));
-    rules.push_back(AllowIfArg("fchown",
-                               "that copy stays the jail's, as a renamed file would (a jailed "
-                               "restore maps it as the jail's uid)",
-                               1, {*params.jail_uid}));
+    rules.push_back(AndArgIs(AllowIfArg("fchown",
+                                        "a snapshot moved out of a jail becomes root's and the "
+                                        "snapshot group's: its VM can no longer change it, "
+                                        "clones read it through the group",
+                                        1, {0}),
+                             2, *params.snapshot_gid));
+    rules.push_back(AllowIfArg("fchmod", "that snapshot file made 0440", 1, {0440}));
   }
   return rules;
 }

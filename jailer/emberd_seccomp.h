@@ -12,10 +12,10 @@ struct EmberdSeccompParams {
   // emberd also listens on TCP (--tcp): gRPC then accepts, and probes with, AF_INET/AF_INET6
   // sockets. Without it emberd's only sockets are AF_UNIX.
   bool tcp = false;
-  // emberd runs its VMs jailed (--jailer) as this uid: a snapshot a jailed ember-vmm wrote is
-  // moved out of its jail, and when that is a copy across filesystems emberd gives the copy
-  // back to this uid (fchown), and only to it.
-  std::optional<std::uint32_t> jail_uid;
+  // emberd runs its VMs jailed, and the snapshot files it keeps are of this group: a snapshot
+  // a jailed ember-vmm wrote is moved out of its jail (or copied, across filesystems) and
+  // given to root and this group, mode 0440 (fchown, fchmod), and only to them.
+  std::optional<std::uint32_t> snapshot_gid;
 };
 
 // emberd's allowlist (emberd_seccomp.cc): one policy for the whole process, installed on every

@@ -13,7 +13,9 @@ import ember_client as ec
 from ember_client import api
 from emberd_test import VmChecks
 
-DEFAULT_JAIL_ID = "830000"
+# The default range: each VM one of 830001 ... 830000 + 65536; 830000 is the snapshot group.
+DEFAULT_ID_BASE = 830000
+DEFAULT_JAIL_ID = str(DEFAULT_ID_BASE + 1)  # a fresh emberd's first VM's
 
 
 def status_of(pid):
@@ -75,6 +77,20 @@ class EmberdDefaultJailTest(VmChecks, unittest.TestCase):
         stand_in = status_of(vm.pid)
         self.assertEqual(stand_in["Uid"].split(), [DEFAULT_JAIL_ID] * 4)
         self.assertEqual(int(stand_in["CapEff"], 16), 0)
+
+    def test_two_vmms_of_an_emberd_with_no_jail_flags_have_uids_and_gids_of_their_own(self):
+        self.emberd = ec.Emberd()
+        ids = []
+        for vm_id in ("own-1", "own-2"):
+            status = status_of(self.jailed_vmm(self.start_vm(vm_id).pid))
+            uid = status["Uid"].split()[0]
+            self.assertEqual(status["Uid"].split(), [uid] * 4)
+            self.assertEqual(status["Gid"].split(), [uid] * 4)
+            self.assertEqual(status["Groups"], "")
+            ids.append(int(uid))
+        self.assertNotEqual(ids[0], ids[1])
+        for uid in ids:
+            self.assertIn(uid, range(DEFAULT_ID_BASE + 1, DEFAULT_ID_BASE + 65537))
 
     def test_a_vmm_of_an_emberd_with_no_jail_flags_has_its_own_namespaces(self):
         self.emberd = ec.Emberd()

@@ -15,18 +15,27 @@ import ember_client as ec
 from ember_client import api, grpc
 from emberd_test import EventReader, VmChecks, code_of
 
-JAIL_UID = 23456
-JAIL_GID = 23457
+# Each VM runs as uid = gid = one of ID_BASE + 1 ... ID_BASE + ID_COUNT; ID_BASE is the group
+# of the snapshot files emberd keeps.
+ID_BASE = 23456
+ID_COUNT = 64
+SNAPSHOT_GID = ID_BASE
+JAIL_UID = ID_BASE + 1  # the first VM's
+JAIL_GID = JAIL_UID
 
 
 class EmberdJailedTest(VmChecks, unittest.TestCase):
     def setUp(self):
         self.base = tempfile.mkdtemp(prefix="ember-e2e-jail-")
-        self.emberd = ec.Emberd(extra_args=[
+        self.emberd = self.start_emberd(ID_COUNT)
+
+    def start_emberd(self, id_count):
+        emberd = ec.Emberd(extra_args=[
             "--jailer", os.path.join(ec.BUILD_DIR, "bin", "ember-jailer"),
-            "--jailer-uid", str(JAIL_UID), "--jailer-gid", str(JAIL_GID),
+            "--jailer-id-base", str(ID_BASE), "--jailer-id-count", str(id_count),
             "--chroot-base", self.base, "--log-level", "Debug"])
-        self.stub = self.emberd.stub
+        self.stub = emberd.stub
+        return emberd
 
     def tearDown(self):
         self.emberd.close()
@@ -97,19 +106,30 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
     def jail_root(self, vm_id):
         return os.path.join(self.base, "ember-vmm", vm_id, "root")
 
-    def assert_jailed(self, pid, vm_id):
-        """`pid` runs chrooted in `vm_id`'s jail with the jail's identity."""
+    def assert_jailed(self, pid, vm_id, clone=False):
+        """`pid` runs chrooted in `vm_id`'s jail as a uid and gid of the range, the same
+        number (a clone with the snapshot group besides); returns the uid."""
         self.assertTrue(os.path.samestat(os.stat(f"/proc/{pid}/root"),
                                          os.stat(self.jail_root(vm_id))))
         with open(f"/proc/{pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
-        self.assertEqual(status["Uid"].split(), [str(JAIL_UID)] * 4)
-        self.assertEqual(status["Gid"].split(), [str(JAIL_GID)] * 4)
+        uid = int(status["Uid"].split()[0])
+        self.assertIn(uid, range(ID_BASE + 1, ID_BASE + ID_COUNT + 1))
+        self.assertEqual(status["Uid"].split(), [str(uid)] * 4)
+        self.assertEqual(status["Gid"].split(), [str(uid)] * 4)
+        self.assertEqual(status["Groups"].split(), [str(SNAPSHOT_GID)] if clone else [])
+        return uid
 
-    def assert_jails_file(self, path):
+    def assert_snapshot_groups_file(self, path):
+        """No VM can change `path`; clones read it through the snapshot group."""
         st = os.stat(path)
-        self.assertEqual((st.st_uid, st.st_gid), (JAIL_UID, JAIL_GID), path)
-        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600, path)
+        self.assertEqual((st.st_uid, st.st_gid), (0, SNAPSHOT_GID), path)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o440, path)
+
+    def vmm_of(self, pid):
+        """The ember-vmm under the jailer's stand-in `pid` (pid 1 of its namespace)."""
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return int(f.read().split()[0])
 
     def test_jailed_snapshot_lands_where_recorded_and_two_jailed_clones_continue(self):
         before = self.counting_vm("jsnap")
@@ -122,24 +142,29 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(record, "snapshot.json")))
         self.assertGreater(os.path.getsize(snapshot.state_path), 0)
         self.assertEqual(os.path.getsize(snapshot.memory_path), (32 << 20) + 48)  # + its trailer
-        self.assert_jails_file(snapshot.state_path)
-        self.assert_jails_file(snapshot.memory_path)
+        self.assert_snapshot_groups_file(snapshot.state_path)
+        self.assert_snapshot_groups_file(snapshot.memory_path)
         self.assertEqual([f for f in os.listdir(self.jail_root("jsnap"))
                           if f.endswith((".state", ".mem")) or ".tmp" in f], [])
         self.assertEqual(self.stub.Get(api.VmRequest(vm_id="jsnap")).state, api.Vm.PAUSED)
+        source_uid = self.assert_jailed(self.vmm_of(self.stub.Get(
+            api.VmRequest(vm_id="jsnap")).pid), "jsnap")
 
         restored = self.stub.Restore(api.RestoreRequest(
             snapshot_id=snapshot.snapshot_id, vm_id_prefix="jclone", count=2, resume=True),
             timeout=60)
         self.assertEqual([vm.vm_id for vm in restored.vms], ["jclone-0", "jclone-1"])
         self.assertEqual(len({vm.pid for vm in restored.vms}), 2)
+        uids = {source_uid}
         for vm in restored.vms:
             self.assertEqual(vm.state, api.Vm.RUNNING)
             self.assertEqual(vm.restored_from, snapshot.snapshot_id)
-            self.assert_jailed(vm.pid, vm.vm_id)
+            # Each clone its own uid, reading the source's snapshot through the group.
+            uids.add(self.assert_jailed(self.vmm_of(vm.pid), vm.vm_id, clone=True))
             # Both clones map the one memory file, hard-linked into each jail.
             linked = os.path.join(self.jail_root(vm.vm_id), snapshot.snapshot_id + ".mem")
             self.assertTrue(os.path.samestat(os.stat(linked), os.stat(snapshot.memory_path)))
+        self.assertEqual(len(uids), 3, uids)
         self.assertGreaterEqual(os.stat(snapshot.memory_path).st_nlink, 3)
         for vm in restored.vms:
             self.assert_counts_on(vm.vm_id, before)
@@ -166,13 +191,13 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         self.assertNotIn(b"PASS counter", before, "the counter ended before the pause")
         diff = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
             vm_id="jdiff", type=api.CreateSnapshotRequest.DIFF), timeout=60)
-        self.assert_jails_file(diff.memory_path)
+        self.assert_snapshot_groups_file(diff.memory_path)
         # Only the pages written since the full snapshot: far less than the VM's 32 MiB.
         self.assertLess(os.stat(diff.memory_path).st_blocks * 512, 8 << 20)
 
         vm = self.stub.Restore(api.RestoreRequest(
             snapshot_id=diff.snapshot_id, vm_id_prefix="jdclone", resume=True), timeout=60).vms[0]
-        self.assert_jailed(vm.pid, vm.vm_id)
+        self.assert_jailed(self.vmm_of(vm.pid), vm.vm_id, clone=True)
         root = self.jail_root(vm.vm_id)
         # The restored diff where emberd names it; its base where its state file names it,
         # in the output directory the jailed VM wrote it to.
@@ -190,8 +215,8 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
             vm_id="jxdev", snapshot_dir=os.path.join(other, "snap")), timeout=60)
         self.assertEqual(snapshot.memory_path, os.path.join(other, "snap", "memory"))
-        self.assert_jails_file(snapshot.state_path)
-        self.assert_jails_file(snapshot.memory_path)
+        self.assert_snapshot_groups_file(snapshot.state_path)
+        self.assert_snapshot_groups_file(snapshot.memory_path)
         st = os.stat(snapshot.memory_path)
         self.assertEqual(st.st_size, (32 << 20) + 48)  # + its trailer
         self.assertLess(st.st_blocks * 512, 16 << 20, "the copy filled the memory file's holes")
@@ -201,11 +226,11 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         vm = self.stub.Restore(api.RestoreRequest(
             snapshot_id=snapshot.snapshot_id, vm_id_prefix="jxclone", resume=True),
             timeout=60).vms[0]
-        self.assert_jailed(vm.pid, vm.vm_id)
-        # Across filesystems the clone's jail holds a private copy: root's, the jail's gid may
-        # read it.
+        uid = self.assert_jailed(self.vmm_of(vm.pid), vm.vm_id, clone=True)
+        # Across filesystems the clone's jail holds a private copy: root's, the clone's gid
+        # may read it.
         copy = os.stat(os.path.join(self.jail_root(vm.vm_id), snapshot.snapshot_id + ".mem"))
-        self.assertEqual((copy.st_uid, copy.st_gid), (0, JAIL_GID))
+        self.assertEqual((copy.st_uid, copy.st_gid), (0, uid))
         self.assertEqual(stat.S_IMODE(copy.st_mode), 0o440)
         self.assert_counts_on(vm.vm_id, before)
 
@@ -249,10 +274,11 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
             state_path=state, vm_id_prefix="jrclone"))
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
         self.assertIn("memory_path", details)
-        self.assertIn(f"not readable by the jail's uid {JAIL_UID}", details)
-        self.assertIn(f"chown {JAIL_UID}:{JAIL_GID}", details)
-        # Given to the jail, the same files restore.
-        os.chown(memory, JAIL_UID, JAIL_GID)
+        self.assertIn(f"not readable by the snapshot group {SNAPSHOT_GID}", details)
+        self.assertIn(f"chown :{SNAPSHOT_GID}, chmod g+r", details)
+        # Given to the group, the same files restore.
+        os.chown(memory, 0, SNAPSHOT_GID)
+        os.chmod(memory, 0o440)
         vm = self.stub.Restore(api.RestoreRequest(state_path=state, vm_id_prefix="jrclone"),
                                timeout=60).vms[0]
         self.assertEqual(vm.state, api.Vm.PAUSED)
@@ -326,6 +352,46 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         os.close(read)
         os.waitpid(child, 0)
         return result
+
+    def test_jailed_vms_have_uids_of_their_own_until_the_range_runs_out(self):
+        self.emberd.close()
+        self.emberd = self.start_emberd(2)
+        uids = set()
+        for vm_id in ("jid-1", "jid-2"):
+            vm = self.stub.Create(api.CreateRequest(vm_id=vm_id, config=ec.config("idle")),
+                                  timeout=30)
+            uids.add(self.assert_jailed(vm.pid, vm_id))
+        self.assertEqual(uids, {ID_BASE + 1, ID_BASE + 2})
+        code, details = code_of(self.stub.Create,
+                                api.CreateRequest(vm_id="jid-3", config=ec.config("idle")))
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+        self.assertIn("--jailer-id-count", details)
+        self.assertFalse(os.path.exists(self.jail_root("jid-3")))
+        # A stopped VM keeps its uid; a deleted one gives it back.
+        self.stub.Stop(api.StopRequest(vm_id="jid-1"), timeout=30)
+        self.assertEqual(code_of(self.stub.Create, api.CreateRequest(
+            vm_id="jid-3", config=ec.config("idle")))[0], grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.stub.Delete(api.DeleteRequest(vm_id="jid-1"), timeout=30)
+        vm = self.stub.Create(api.CreateRequest(vm_id="jid-3", config=ec.config("idle")),
+                              timeout=30)
+        self.assertEqual(self.assert_jailed(vm.pid, "jid-3"), ID_BASE + 1)
+
+    def test_a_restarted_emberd_gives_no_new_vm_the_uid_of_one_still_running(self):
+        self.emberd.close()
+        self.emberd = self.start_emberd(2)
+        vm = self.stub.Create(api.CreateRequest(vm_id="jkeep", config=ec.config("idle")),
+                              timeout=30)
+        kept = self.assert_jailed(vm.pid, "jkeep")
+        self.emberd.kill9()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        self.assertEqual(self.stub.Get(api.VmRequest(vm_id="jkeep")).state, api.Vm.CREATED)
+        vm = self.stub.Create(api.CreateRequest(vm_id="jnew", config=ec.config("idle")),
+                              timeout=30)
+        self.assertNotEqual(self.assert_jailed(vm.pid, "jnew"), kept)
+        code, details = code_of(self.stub.Create,
+                                api.CreateRequest(vm_id="jmore", config=ec.config("idle")))
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
 
     def test_underscore_ids_are_refused(self):
         code, details = code_of(self.stub.Create,

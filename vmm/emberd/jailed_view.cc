@@ -3,6 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -27,6 +31,9 @@ namespace {
 // snapshot a jailed ember-vmm took.
 constexpr char kJailChainFile[] = "jail-chain";
 constexpr char kJailBasesFile[] = "jail-bases";
+// In a jailed VM's directory: the uid (and gid) its ember-vmm runs as, so that the next emberd
+// gives it to no other VM while this one is on record.
+constexpr char kJailIdFile[] = "jail-id";
 
 // The path in a jail of what its VMM writes: `name` in the jail's output directory.
 std::string JailOutput(const std::string& name) {
@@ -80,12 +87,14 @@ absl::Status CheckJailable(const v1::VmConfig& config) {
 }
 
 
-// Moves a snapshot file the jailed ember-vmm wrote at `from` (in its jail) to `to`, keeping its
-// owner: a rename, or across filesystems a sparse copy given back to uid:gid. The jail is the
-// VMM's to fill, so `from` must be a regular file of the jail's uid with no other link: else
-// the VMM could have emberd move (or copy, as root) a file that is not its own.
+// Moves a snapshot file the jailed ember-vmm of uid `uid` wrote at `from` (in its jail) to `to`
+// and hands it to root and the snapshot group `snapshot_gid`, mode 0440: a rename,
+// or across filesystems a sparse copy. Its VM can then no longer change it (not even its
+// mode), and every clone, whatever its own uid, reads it through that group. The output
+// directory is the VMM's to fill, so `from` must be a regular file of `uid` with no other
+// link: else the VMM could have emberd move (or copy, as root) a file that is not its own.
 absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t uid,
-                           gid_t gid) {
+                           gid_t snapshot_gid) {
   base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!in) return base::ErrnoError("open", from);
   struct stat st {};
@@ -94,6 +103,10 @@ absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t
     return absl::InternalError(from + ": the jailed ember-vmm left something other than a "
                                "regular file of its own (uid " + std::to_string(uid) +
                                ") with one link");
+  }
+  constexpr uid_t owner = 0;  // a jailed emberd is root (the jailer needs it)
+  if (::fchown(in.Get(), owner, snapshot_gid) != 0 || ::fchmod(in.Get(), 0440) != 0) {
+    return base::ErrnoError("handing to the snapshot group", from);
   }
   if (::rename(from.c_str(), to.c_str()) == 0) {
     // The name could have been swapped between the open and the rename: what moved must be
@@ -112,7 +125,8 @@ absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t
       ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out) return base::ErrnoError("open", to);
   int err = CopySparse(in.Get(), out.Get());
-  if (err == 0 && ::fchown(out.Get(), uid, gid) != 0) err = errno;
+  if (err == 0 && ::fchown(out.Get(), owner, snapshot_gid) != 0) err = errno;
+  if (err == 0 && ::fchmod(out.Get(), 0440) != 0) err = errno;
   if (err != 0) {
     ::unlink(to.c_str());
     return base::ErrnoError(err, "copying " + from + " to", to);
@@ -122,12 +136,13 @@ absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t
 }
 
 // The rule for a jailed restore's memory files: a clone maps them through a hard link in its
-// jail, as the jail's uid:gid, so they must be readable by that identity (by the kernel's
-// order: owner bits if it owns the file, else group bits if its group, else the others'). Files
-// a jailed VM wrote are its uid's; a file on another filesystem than the jails is copied for
-// the jail instead (JailFile::kLinkOrCopy), so anything readable will do.
+// jail, as a uid and gid of its own with the snapshot group as its one supplementary group, so
+// they must be readable through that group (the group bits if the file is the group's, else
+// the others'). Snapshots emberd moved out of a jail are the group's; a file on another
+// filesystem than the jails is copied for the jail instead (JailFile::kLinkOrCopy), so anything
+// readable will do.
 absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
-                             const std::string& jail_dir, uid_t uid, gid_t gid) {
+                             const std::string& jail_dir, gid_t snapshot_gid) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return base::ErrnoError("stat", path);
   struct stat jails {};
@@ -137,17 +152,18 @@ absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
     return base::ErrnoError("stat", jail_dir);
   }
   if (st.st_dev != jails.st_dev) return absl::OkStatus();
-  mode_t bit = st.st_uid == uid ? S_IRUSR : st.st_gid == gid ? S_IRGRP : S_IROTH;
+  mode_t bit = st.st_gid == snapshot_gid ? S_IRGRP : S_IROTH;
   if ((st.st_mode & bit) != 0) return absl::OkStatus();
   char mode[8];
   std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
   return absl::FailedPreconditionError(
       field + ": " + path + " (uid " + std::to_string(st.st_uid) + ", gid " +
-      std::to_string(st.st_gid) + ", mode " + mode + ") is not readable by the jail's uid " +
-      std::to_string(uid) + " / gid " + std::to_string(gid) +
-      ": a jailed clone maps its snapshot's memory through a hard link, as the jail's identity. "
-      "Snapshots of jailed VMs are the jail's; give one taken with --no-jail to it (chown " +
-      std::to_string(uid) + ":" + std::to_string(gid) + ") to restore it jailed");
+      std::to_string(st.st_gid) + ", mode " + mode + ") is not readable by the snapshot group " +
+      std::to_string(snapshot_gid) +
+      ": a jailed clone maps its snapshot's memory through a hard link, as a uid of its own "
+      "in that group. Snapshots emberd took of jailed VMs are the group's; give one taken "
+      "with --no-jail to it (chown :" + std::to_string(snapshot_gid) +
+      ", chmod g+r) to restore it jailed");
 }
 
 
@@ -188,8 +204,8 @@ std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& 
 
 class JailedView final : public VmmView {
  public:
-  JailedView(std::string vms_dir, std::string jail_dir, uid_t uid, gid_t gid)
-      : vms_dir_(std::move(vms_dir)), jail_dir_(std::move(jail_dir)), uid_(uid), gid_(gid) {}
+  JailedView(std::string vms_dir, std::string jail_dir, JailIds ids)
+      : vms_dir_(std::move(vms_dir)), jail_dir_(std::move(jail_dir)), ids_(ids) {}
 
   absl::Status CheckVmId(const std::string& vm_id) const override {
     // ember-jailer's ids: letters, digits and dashes.
@@ -203,12 +219,20 @@ class JailedView final : public VmmView {
                              LaunchSpec* spec) override {
     // `config` is what the VMM will open (a clone's has its overrides applied).
     EMBER_RETURN_IF_ERROR(CheckJailable(config));
+    EMBER_ASSIGN_OR_RETURN(const std::uint32_t id, TakeId(spec->vm_id, spec->vm_dir));
     if (restore == nullptr) {
       EMBER_RETURN_IF_ERROR(PrepareBoot(config, spec));
     } else {
       EMBER_RETURN_IF_ERROR(PrepareRestore(*restore, config, spec));
     }
     spec->jailer_args = JailerOptions(config, restore);
+    spec->jailer_args.insert(spec->jailer_args.end(),
+                             {"--uid", std::to_string(id), "--gid", std::to_string(id)});
+    // A clone reads its snapshot's files through their group.
+    if (restore != nullptr) {
+      spec->jailer_args.insert(spec->jailer_args.end(),
+                               {"--supplementary-gid", std::to_string(ids_.snapshot_gid())});
+    }
     // The VM's directory links to the console in the jail, for people; emberd itself opens it
     // through OpenVmmFile.
     const std::string console = JailOutput("console.log");
@@ -236,6 +260,7 @@ class JailedView final : public VmmView {
   }
 
   void LoadVm(const std::string& vm_id) override {
+    RecoverId(vm_id);
     const std::string path = vms_dir_ + "/" + vm_id + "/" + kJailChainFile;
     if (::access(path.c_str(), F_OK) != 0) return;
     absl::StatusOr<JailChain> chain = ReadJailChain(path);
@@ -249,11 +274,15 @@ class JailedView final : public VmmView {
   }
 
   absl::Status RemoveVm(const std::string& vm_id) override {
-    {
-      std::lock_guard lock(mu_);
-      chains_.erase(vm_id);
+    EMBER_RETURN_IF_ERROR(RemoveTree(jail_dir_ + "/" + vm_id));
+    // Only once nothing of its uid is left in its jail may another VM have the uid.
+    std::lock_guard lock(mu_);
+    chains_.erase(vm_id);
+    if (auto it = vm_ids_.find(vm_id); it != vm_ids_.end()) {
+      taken_.erase(it->second);
+      vm_ids_.erase(it);
     }
-    return RemoveTree(jail_dir_ + "/" + vm_id);
+    return absl::OkStatus();
   }
 
   absl::Status PlanRestore(const std::string& field, RestorePlan* plan) const override;
@@ -297,6 +326,15 @@ class JailedView final : public VmmView {
   [[nodiscard]] std::string JailRoot(const std::string& vm_id) const {
     return jail_dir_ + "/" + vm_id + "/root";
   }
+  // The uid (and gid) of `vm_id`'s ember-vmm: the one it has, or a free one from the range,
+  // recorded in `vm_dir` (kJailIdFile) for the next emberd. RESOURCE_EXHAUSTED when every id of
+  // the range belongs to a VM.
+  [[nodiscard]] absl::StatusOr<std::uint32_t> TakeId(const std::string& vm_id,
+                                                     const std::string& vm_dir);
+  // Marks the id a previous emberd gave `vm_id` (its kJailIdFile) as taken.
+  void RecoverId(const std::string& vm_id);
+  // `vm_id`'s uid, or nullopt if it has none.
+  [[nodiscard]] std::optional<std::uint32_t> IdOf(const std::string& vm_id) const;
   // Writes the config the jailed VMM sees and names the files it needs in the jail.
   [[nodiscard]] absl::Status PrepareBoot(const v1::VmConfig& config, LaunchSpec* spec) const;
   // Puts the snapshot's files and drives into the clone's jail.
@@ -305,9 +343,11 @@ class JailedView final : public VmmView {
 
   const std::string vms_dir_;
   const std::string jail_dir_;
-  const uid_t uid_;
-  const gid_t gid_;
+  const JailIds ids_;
   mutable std::mutex mu_;
+  std::map<std::string, std::uint32_t> vm_ids_;  // guarded by mu_: each VM's uid and gid
+  std::set<std::uint32_t> taken_;                // guarded by mu_: the values of vm_ids_
+  std::uint32_t next_ = 0;  // guarded by mu_: where the search for a free id starts (an offset)
   // Per VM, the memory files its ember-vmm names as the bases of its next diff snapshot; also
   // in its directory's kJailChainFile.
   std::map<std::string, JailChain> chains_;  // guarded by mu_
@@ -375,8 +415,14 @@ absl::Status JailedView::FinishSnapshot(const v1::Snapshot& snapshot,
                                         const std::string& record_dir) {
   const SnapshotFiles files = SnapshotTarget(snapshot);
   const std::string root = JailRoot(snapshot.vm_id());
-  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + files.state, snapshot.state_path(), uid_, gid_));
-  EMBER_RETURN_IF_ERROR(MoveOutOfJail(root + files.memory, snapshot.memory_path(), uid_, gid_));
+  std::optional<std::uint32_t> uid = IdOf(snapshot.vm_id());
+  if (!uid) {
+    return absl::InternalError("VM \"" + snapshot.vm_id() + "\" has no jail uid on record");
+  }
+  EMBER_RETURN_IF_ERROR(
+      MoveOutOfJail(root + files.state, snapshot.state_path(), *uid, ids_.snapshot_gid()));
+  EMBER_RETURN_IF_ERROR(
+      MoveOutOfJail(root + files.memory, snapshot.memory_path(), *uid, ids_.snapshot_gid()));
   // Like ember-vmm's own chain: a full snapshot starts it afresh, a diff extends it.
   std::lock_guard lock(mu_);
   JailChain& chain = chains_[snapshot.vm_id()];
@@ -388,6 +434,67 @@ absl::Status JailedView::FinishSnapshot(const v1::Snapshot& snapshot,
       WriteJailChain(vms_dir_ + "/" + snapshot.vm_id() + "/" + kJailChainFile, bases));
   chain = std::move(bases);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::uint32_t> JailedView::TakeId(const std::string& vm_id,
+                                                 const std::string& vm_dir) {
+  std::uint32_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = vm_ids_.find(vm_id); it != vm_ids_.end()) return it->second;
+    // Round the range from where the last search ended, so that a freed id is the last to
+    // be given again.
+    for (std::uint32_t tried = 0; tried < ids_.count && id == 0; ++tried) {
+      const std::uint32_t candidate = ids_.base + 1 + (next_ + tried) % ids_.count;
+      if (taken_.count(candidate) == 0) {
+        id = candidate;
+        next_ = (next_ + tried + 1) % ids_.count;
+      }
+    }
+    if (id == 0) {
+      return absl::ResourceExhaustedError(
+          "every jail uid emberd may give (" + std::to_string(ids_.base + 1) + " to " +
+          std::to_string(ids_.base + ids_.count) +
+          ", --jailer-id-base and --jailer-id-count) belongs to a VM; delete one (a stopped "
+          "VM keeps its uid until it is deleted) or widen the range");
+    }
+    vm_ids_[vm_id] = id;
+    taken_.insert(id);
+  }
+  // Freed again by RemoveVm, which a failed launch calls too.
+  EMBER_RETURN_IF_ERROR(WriteFileAtomic(vm_dir + "/" + kJailIdFile, std::to_string(id) + "\n"));
+  return id;
+}
+
+void JailedView::RecoverId(const std::string& vm_id) {
+  const std::string path = vms_dir_ + "/" + vm_id + "/" + kJailIdFile;
+  if (::access(path.c_str(), F_OK) != 0) return;  // a VM of an emberd without uid ranges
+  absl::StatusOr<std::string> text = ReadFile(path);
+  std::uint32_t id = 0;
+  const char* end = nullptr;
+  if (text.ok()) {
+    auto parsed = std::from_chars(text->data(), text->data() + text->size(), id);
+    end = parsed.ec == std::errc() ? parsed.ptr : nullptr;
+  }
+  if (end == nullptr || std::string_view(end, text->data() + text->size() - end) != "\n") {
+    EMBER_LOG(kWarn) << "emberd: " << path << " is not a uid; VM " << vm_id << " keeps none";
+    return;
+  }
+  // Outside today's range (emberd restarted with another one), it is still this VM's: no VM
+  // gets it while this one lives, and a later one in range is never given twice.
+  std::lock_guard lock(mu_);
+  if (!taken_.insert(id).second) {
+    EMBER_LOG(kWarn) << "emberd: VM " << vm_id << " records uid " << id
+                     << ", which another VM has too";
+  }
+  vm_ids_[vm_id] = id;
+}
+
+std::optional<std::uint32_t> JailedView::IdOf(const std::string& vm_id) const {
+  std::lock_guard lock(mu_);
+  auto it = vm_ids_.find(vm_id);
+  if (it == vm_ids_.end()) return std::nullopt;
+  return it->second;
 }
 
 absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan) const {
@@ -408,22 +515,21 @@ absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan
                        [&](const auto& base) { return base.first == plan->jail_memory_name; });
   };
   for (int n = 1; taken(); ++n) plan->jail_memory_name = "snapshot-" + std::to_string(n) + ".mem";
-  EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, plan->memory_path, jail_dir_, uid_, gid_));
+  EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, plan->memory_path, jail_dir_, ids_.snapshot_gid()));
   for (const auto& [name, host] : plan->jail_bases) {
     if (::access(host.c_str(), R_OK) != 0) {
       return absl::NotFoundError(field + ": cannot read " + host + ", a base of this diff "
                                  "snapshot: " + std::strerror(errno));
     }
-    EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, host, jail_dir_, uid_, gid_));
+    EMBER_RETURN_IF_ERROR(CheckJailCanMap(field, host, jail_dir_, ids_.snapshot_gid()));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, uid_t uid,
-                                        gid_t gid) {
-  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), uid, gid);
+std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, JailIds ids) {
+  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), ids);
 }
 
 }  // namespace ember::emberd

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
@@ -73,23 +74,24 @@ int CopyFile(const std::string& from, const std::string& to, mode_t mode) {
 
 // A private copy for the jail: root's, so the VMM cannot change it; its gid may read it,
 // nobody else (a snapshot's memory).
-int CopyOwned(const std::string& from, const std::string& to, const JailerConfig& jail) {
+int CopyOwned(const std::string& from, const std::string& to, gid_t gid) {
   ::unlink(to.c_str());
   if (int err = CopyFile(from, to, 0440); err != 0) return err;
-  if (::chown(to.c_str(), 0, jail.gid) != 0) return errno;
+  if (::chown(to.c_str(), 0, gid) != 0) return errno;
   return ::chmod(to.c_str(), 0440) == 0 ? 0 : errno;
 }
 
-// Puts `file` into the jail root `root` (in the helper, as root, before the jailer runs). A
-// file for the output directory goes into it now; the jailer gives the directory to the jail.
-int PlaceJailFile(const JailFile& file, const std::string& root, const JailerConfig& jail) {
+// Puts `file` into the jail root `root` of a VMM of group `gid` (in the helper, as root, before
+// the jailer runs). A file for the output directory goes into it now; the jailer gives the
+// directory to the jail.
+int PlaceJailFile(const JailFile& file, const std::string& root, gid_t gid) {
   std::string target = root + "/" + file.jail_name;
   if (file.jail_name.find('/') != std::string::npos) {
     if (int err = MakeDirs(root + "/" + kJailOutputDir); err != 0) return err;
   }
   switch (file.how) {
     case JailFile::How::kCopy:
-      return CopyOwned(file.host_path, target, jail);
+      return CopyOwned(file.host_path, target, gid);
     case JailFile::How::kLinkOrCopy:
     case JailFile::How::kLink:
       ::unlink(target.c_str());
@@ -99,12 +101,44 @@ int PlaceJailFile(const JailFile& file, const std::string& root, const JailerCon
         return 0;
       }
       if (errno != EXDEV || file.how == JailFile::How::kLink) return errno;
-      return CopyOwned(file.host_path, target, jail);
+      return CopyOwned(file.host_path, target, gid);
     case JailFile::How::kSymlinkHost:
       ::unlink(file.host_path.c_str());
       return ::symlink(target.c_str(), file.host_path.c_str()) == 0 ? 0 : errno;
   }
   return EINVAL;
+}
+
+// Checks a jailed VM's ember-jailer options (flag and value pairs, LaunchSpec::jailer_args):
+// only per-VM options, since paths and namespaces are the helper's own, and an identity of
+// `ids`: --uid and --gid once each, the same VM id, and --supplementary-gid only the snapshot
+// group. Returns the VM's gid, or nullopt for a request to refuse.
+std::optional<gid_t> CheckJailerOptions(const JailIds& ids,
+                                        const std::vector<std::string>& options) {
+  std::optional<std::uint64_t> uid;
+  std::optional<std::uint64_t> gid;
+  auto number = [](const std::string& text) -> std::optional<std::uint64_t> {
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+    return value;
+  };
+  for (std::size_t i = 0; i + 1 < options.size(); i += 2) {
+    const std::string& flag = options[i];
+    const std::string& value = options[i + 1];
+    if (flag == "--uid" || flag == "--gid") {
+      std::optional<std::uint64_t>& id = flag == "--uid" ? uid : gid;
+      if (id.has_value()) return std::nullopt;
+      id = number(value);
+      if (!id || !ids.IsVmId(*id)) return std::nullopt;
+    } else if (flag == "--supplementary-gid") {
+      if (number(value) != std::optional<std::uint64_t>(ids.snapshot_gid())) return std::nullopt;
+    } else if (flag != "--device" && flag != "--tap" && flag != "--resource-limit") {
+      return std::nullopt;
+    }
+  }
+  if (!uid || !gid || *uid != *gid) return std::nullopt;
+  return static_cast<gid_t>(*gid);
 }
 
 // posix_spawns `binary` with `vmm_args` in its own session: stdin/stdout on /dev/null, stderr
@@ -115,11 +149,9 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
   std::vector<std::string> args = {binary};
   const std::string* exec = &binary;
   if (jail) {
-    args = {jail->jailer,         "--id",          vm_id,
-            "--exec-file",        binary,          "--uid",
-            std::to_string(jail->uid), "--gid",    std::to_string(jail->gid),
-            "--chroot-base-dir",  jail->chroot_base, "--pass-fd",
-            std::to_string(kChildControlFd)};
+    args = {jail->jailer,        "--id",           vm_id,
+            "--exec-file",       binary,           "--chroot-base-dir",
+            jail->chroot_base,   "--pass-fd",      std::to_string(kChildControlFd)};
     if (jail->new_pid_ns) args.push_back("--new-pid-ns");
     if (jail->isolate) args.push_back("--isolate");
     args.insert(args.end(), jailer_args.begin(), jailer_args.end());
@@ -165,7 +197,8 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
 // that ember-vmm is re-parented to the nearest subreaper, emberd. Reaping the middle process
 // before replying means the re-parenting is done by the time emberd reads the pid.
 SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<JailerConfig>& jail,
-                              const std::string& vm_id, const std::vector<JailFile>& files,
+                              const std::string& vm_id, gid_t vm_gid,
+                              const std::vector<JailFile>& files,
                               const std::vector<std::string>& jailer_args,
                               std::vector<std::string> vmm_args, int control_fd, int stderr_fd) {
   int pipe_fds[2];
@@ -180,7 +213,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       std::string root = jail->JailRoot(binary, vm_id);
       if (int err = MakeDirs(root); err != 0) reply = SpawnReply{err, 0, kJailDirStep};
       for (std::size_t i = 0; i < files.size() && reply.error == 0; ++i) {
-        if (int err = PlaceJailFile(files[i], root, *jail); err != 0) {
+        if (int err = PlaceJailFile(files[i], root, vm_gid); err != 0) {
           reply = SpawnReply{err, 0, static_cast<std::int32_t>(i + 1)};
         }
       }
@@ -286,18 +319,20 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       }
       std::vector<std::string> jailer_args;
       for (std::size_t i = 0; ok && i < option_pairs; ++i) {
-        const std::string& flag = args[options_at + 1 + 2 * i];
-        // Per-VM options only: identity, paths and namespaces are the helper's own.
-        ok = flag == "--device" || flag == "--tap" || flag == "--resource-limit";
-        jailer_args.push_back(flag);
+        jailer_args.push_back(args[options_at + 1 + 2 * i]);
         jailer_args.push_back(args[options_at + 2 + 2 * i]);
+      }
+      std::optional<gid_t> vm_gid;
+      if (ok && jail) {
+        vm_gid = CheckJailerOptions(jail->ids, jailer_args);
+        ok = vm_gid.has_value();
       }
       if (ok) {
         std::string vm_id = args[1];
         args.erase(args.begin(),
                    args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
-        reply = SpawnThroughMiddle(binary, jail, vm_id, files, jailer_args, std::move(args),
-                                   fds[0].Get(), fds[1].Get());
+        reply = SpawnThroughMiddle(binary, jail, vm_id, vm_gid.value_or(0), files, jailer_args,
+                                   std::move(args), fds[0].Get(), fds[1].Get());
       }
     }
     fds.clear();

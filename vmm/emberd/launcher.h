@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,12 +39,23 @@ struct JailFile {
 // nothing that leads elsewhere.
 [[nodiscard]] bool IsJailFileName(std::string_view name);
 
+// The identities jailed ember-vmms run as (emberd --jailer-id-base, --jailer-id-count): each VM
+// its own uid and gid, the same number, from base + 1 to base + count, so that no VMM can
+// signal, trace or share per-user limits with another. `base` itself is no VM's: it is the
+// group of the snapshot files emberd keeps, which a restored clone gets as its one
+// supplementary group to read them.
+struct JailIds {
+  std::uint32_t base = 0;
+  std::uint32_t count = 0;
+  [[nodiscard]] std::uint32_t snapshot_gid() const { return base; }
+  [[nodiscard]] bool IsVmId(std::uint64_t id) const { return id > base && id - base <= count; }
+};
+
 // Running ember-vmm through ember-jailer (emberd --jailer).
 struct JailerConfig {
   std::string jailer;       // the ember-jailer binary
   std::string chroot_base;  // absolute; a VM's jail is <chroot_base>/ember-vmm/<id>/root
-  uid_t uid = 0;
-  gid_t gid = 0;
+  JailIds ids;              // the fork server refuses a VM identity outside them
   bool new_pid_ns = false;
   bool isolate = false;  // new ipc, uts and network namespaces (ember-jailer --isolate)
   // <chroot_base>/<exec name>/<id>/root, the directory the jailer chroots into.
@@ -58,7 +70,8 @@ struct LaunchSpec {
   int control_listen_fd = -1;         // becomes ember-vmm's --control-fd
   int stderr_fd = -1;                 // ember-vmm's log
   std::vector<JailFile> jail_files;   // only for a jailed launch; paths in vmm_args are the jail's
-  // Only for a jailed launch: this VM's ember-jailer options, flag and value pairs of
+  // Only for a jailed launch: this VM's ember-jailer options, flag and value pairs of --uid and
+  // --gid (once each, the same id of JailIds), --supplementary-gid (the snapshot group),
   // --device, --tap and --resource-limit (the fork server refuses any other flag).
   std::vector<std::string> jailer_args;
 };

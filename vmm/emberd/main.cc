@@ -68,13 +68,16 @@ constexpr char kUsage[] =
     "                     and writes UNJAILED beside each VM's record\n"
     "  By default each ember-vmm runs through ember-jailer: chrooted (pivot_root) into\n"
     "  <chroot-base>/ember-vmm/<id>/root with its config, kernel and initrd (drives hard-linked:\n"
-    "  same filesystem), as --jailer-uid:--jailer-gid with no capabilities and NoNewPrivs, in\n"
+    "  same filesystem), as a uid and gid of its own with no capabilities and NoNewPrivs, in\n"
     "  new mount, pid, ipc, uts and network namespaces (a VM's taps are made in its own), with\n"
     "  only the device nodes it uses and RLIMIT_FSIZE its memory size + 64 MiB. Snapshots are\n"
     "  moved out of the jail; a restored clone gets the snapshot's files linked into its jail.\n"
     "  --jailer PATH      the ember-jailer binary (default: next to emberd)\n"
-    "  --jailer-uid N, --jailer-gid N\n"
-    "                     the jailed ember-vmm's identity (not 0; default 830000)\n"
+    "  --jailer-id-base N, --jailer-id-count N\n"
+    "                     each jailed ember-vmm runs as uid = gid = one of N+1 ... N+COUNT,\n"
+    "                     its own while its VM exists (until Delete); N itself is the group\n"
+    "                     of the snapshot files emberd keeps, which restored clones get as\n"
+    "                     their one supplementary group (defaults 830000 and 65536)\n"
     "  --chroot-base DIR  the jailer's --chroot-base-dir (default STATE-DIR/jail)\n"
     "  --jailer-new-pid-ns\n"
     "                     accepted for old command lines: a new pid namespace is the default\n"
@@ -104,15 +107,16 @@ struct Flags {
   std::string log_level;
   std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
   std::string jailer;
-  std::optional<std::uint32_t> jailer_uid;
-  std::optional<std::uint32_t> jailer_gid;
+  std::optional<std::uint32_t> jailer_id_base;
+  std::optional<std::uint32_t> jailer_id_count;
   std::string chroot_base;
   bool no_jail = false;
 };
 
-// The jailed ember-vmm's uid and gid unless --jailer-uid/--jailer-gid say otherwise: far above
-// the ranges distributions give to users and system accounts.
-constexpr std::uint32_t kDefaultJailId = 830000;
+// The jailed ember-vmms' ids unless --jailer-id-base/--jailer-id-count say otherwise: far above
+// the ranges distributions give to users and system accounts, and as many as a subuid block.
+constexpr std::uint32_t kDefaultJailIdBase = 830000;
+constexpr std::uint32_t kDefaultJailIdCount = 65536;
 
 std::uint32_t ParseId(const std::string& flag, const std::string& text) {
   std::uint32_t id = 0;
@@ -120,7 +124,7 @@ std::uint32_t ParseId(const std::string& flag, const std::string& text) {
   if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
     Fail(flag + ": \"" + text + "\" is not a number");
   }
-  if (id == 0) Fail(flag + ": 0 (root) is refused for a jailed ember-vmm");
+  if (id == 0) Fail(flag + ": must be at least 1 (0 is root's id, or no id at all)");
   return id;
 }
 
@@ -147,8 +151,12 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--vmm") flags.vmm = value();
     else if (arg == "--log-level") flags.log_level = value();
     else if (arg == "--jailer") flags.jailer = value();
-    else if (arg == "--jailer-uid") flags.jailer_uid = ParseId("--jailer-uid", value());
-    else if (arg == "--jailer-gid") flags.jailer_gid = ParseId("--jailer-gid", value());
+    else if (arg == "--jailer-id-base") flags.jailer_id_base = ParseId("--jailer-id-base", value());
+    else if (arg == "--jailer-id-count") flags.jailer_id_count = ParseId("--jailer-id-count", value());
+    else if (arg == "--jailer-uid" || arg == "--jailer-gid") {
+      Fail(std::string(arg) + ": every jailed VM has a uid and gid of its own now; give their "
+           "range with --jailer-id-base and --jailer-id-count");
+    }
     else if (arg == "--chroot-base") flags.chroot_base = value();
     else if (arg == "--jailer-new-pid-ns") {}  // the default
     else if (arg == "--no-jail") flags.no_jail = true;
@@ -167,10 +175,10 @@ Flags ParseFlags(int argc, char** argv) {
       Fail("unknown flag \"" + std::string(arg) + "\" (see --help)");
     }
   }
-  bool any_jail = !flags.jailer.empty() || flags.jailer_uid || flags.jailer_gid ||
+  bool any_jail = !flags.jailer.empty() || flags.jailer_id_base || flags.jailer_id_count ||
                   !flags.chroot_base.empty();
   if (flags.no_jail && any_jail) {
-    Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-uid, --jailer-gid and "
+    Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-id-base, --jailer-id-count and "
          "--chroot-base have nothing to configure");
   }
   // A TCP listener anyone on the network can reach is as good as root on this host: it is
@@ -317,12 +325,17 @@ std::optional<JailerConfig> JailFromFlags(const Flags& flags, std::string* vmm,
   while (jail.chroot_base.size() > 1 && jail.chroot_base.back() == '/') {
     jail.chroot_base.pop_back();
   }
-  jail.uid = flags.jailer_uid.value_or(kDefaultJailId);
-  jail.gid = flags.jailer_gid.value_or(kDefaultJailId);
+  jail.ids.base = flags.jailer_id_base.value_or(kDefaultJailIdBase);
+  jail.ids.count = flags.jailer_id_count.value_or(kDefaultJailIdCount);
+  // uid and gid 4294967295 are (uid_t)-1, "no change" to chown and setresuid.
+  if (std::uint64_t{jail.ids.base} + jail.ids.count >= 0xffffffffULL) {
+    Fail("--jailer-id-base + --jailer-id-count: ids end at " +
+         std::to_string(std::uint64_t{jail.ids.base} + jail.ids.count) +
+         ", past the largest uid 4294967294");
+  }
   jail.new_pid_ns = true;
   jail.isolate = true;
-  options->jail_uid = jail.uid;
-  options->jail_gid = jail.gid;
+  options->jail_ids = jail.ids;
   *vmm = std::filesystem::absolute(*vmm).string();
   options->jail_dir =
       std::filesystem::path(jail.JailRoot(*vmm, "x")).parent_path().parent_path().string();
@@ -397,7 +410,7 @@ int Main(int argc, char** argv) {
 
   jailer::EmberdSeccompParams seccomp_params;
   seccomp_params.tcp = !flags.tcp.empty();
-  if (jail) seccomp_params.jail_uid = jail->uid;
+  if (jail) seccomp_params.snapshot_gid = jail->ids.snapshot_gid();
   if (auto s = InstallSandbox(flags.seccomp, seccomp_params); !s.ok()) {
     Fail("sandbox: " + std::string(s.message()));
   }

@@ -18,7 +18,7 @@ namespace ember::emberd {
 // by the main thread once the gRPC server has started: gRPC's threads and the VM supervisor
 // exist by then, and threads started later inherit it. emberd must not exec afterwards (VMMs
 // are spawned by the fork server, launcher.h). `mode` nullopt installs nothing and says so;
-// every choice is logged. `params`: what the allowlist depends on (--tcp, --jailer-uid).
+// every choice is logged. `params`: what the allowlist depends on (--tcp, the jail).
 [[nodiscard]] absl::Status InstallSandbox(std::optional<jailer::SeccompMode> mode,
                                           const jailer::EmberdSeccompParams& params);
 

@@ -34,13 +34,12 @@ struct ManagerOptions {
   // connected (a client's own deadline ends only its wait; Stop ends a VMM that never answers).
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds create_timeout{30000};
-  // Non-empty: ember-vmm runs under ember-jailer (emberd --jailer) as jail_uid:jail_gid, VM
-  // <id> chrooted into <jail_dir>/<id>/root, and sees paths in there only. A jailed VM writes
+  // Non-empty: ember-vmm runs under ember-jailer, each VM as its own uid and gid of jail_ids,
+  // VM <id> chrooted into <jail_dir>/<id>/root, and sees paths in there only. A jailed VM writes
   // its snapshot into its jail's root, and emberd moves the files to where the record says; a
   // restored clone gets the snapshot's files linked (or copied) into its new jail.
   std::string jail_dir;
-  uid_t jail_uid = 0;
-  gid_t jail_gid = 0;
+  JailIds jail_ids;
   // emberd's allowed directories (--allow-dir), outliving the manager: the rule a restored
   // state file's drive and vsock paths must pass when no override replaces them.
   const base::PathRules* paths = nullptr;

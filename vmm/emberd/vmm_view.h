@@ -78,8 +78,9 @@ class VmmView {
 [[nodiscard]] std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir,
                                                       const base::PathRules* paths = nullptr);
 
-// VMMs run under ember-jailer as uid:gid, VM <id> chrooted into <jail_dir>/<id>/root.
+// VMMs run under ember-jailer, each as a uid and gid of its own from `ids`, VM <id> chrooted
+// into <jail_dir>/<id>/root.
 [[nodiscard]] std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir,
-                                                      uid_t uid, gid_t gid);
+                                                      JailIds ids);
 
 }  // namespace ember::emberd

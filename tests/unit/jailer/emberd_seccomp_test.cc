@@ -107,19 +107,24 @@ TEST(EmberdSeccompPolicy, MemoryIsNeverMappedExecutable) {
   EXPECT_EQ(Find(policy, "pkey_mprotect"), nullptr);
 }
 
-TEST(EmberdSeccompPolicy, FilesAreOnlyGivenAwayToTheJailUidAndOnlyWhenJailed) {
+TEST(EmberdSeccompPolicy, FilesAreOnlyGivenToRootAndTheSnapshotGroupAndOnlyWhenJailed) {
   SeccompPolicy unjailed = Policy(false);
-  for (const char* name : {"fchown", "ftruncate", "chown", "fchownat", "lchown", "link",
-                           "linkat"}) {
+  for (const char* name : {"fchown", "fchmod", "ftruncate", "chown", "fchownat", "lchown",
+                           "link", "linkat"}) {
     EXPECT_EQ(Find(unjailed, name), nullptr) << "unjailed emberd allows " << name;
   }
   EmberdSeccompParams params;
-  params.jail_uid = 23456;
+  params.snapshot_gid = 23456;
   SeccompPolicy jailed = EmberdPolicy(params);
   const SyscallRule* fchown = Find(jailed, "fchown");
   ASSERT_NE(fchown, nullptr);
   EXPECT_EQ(fchown->arg_index, 1);
-  EXPECT_EQ(fchown->allowed_values, (std::vector<uint64_t>{23456}));
+  EXPECT_EQ(fchown->allowed_values, (std::vector<uint64_t>{0}));
+  EXPECT_EQ(fchown->also_arg_index, 2);
+  EXPECT_EQ(fchown->also_arg_value, 23456u);
+  const SyscallRule* fchmod = Find(jailed, "fchmod");
+  ASSERT_NE(fchmod, nullptr);
+  EXPECT_EQ(fchmod->allowed_values, (std::vector<uint64_t>{0440}));
   EXPECT_NE(Find(jailed, "ftruncate"), nullptr);
   for (const char* name : {"chown", "fchownat", "lchown", "link", "linkat"}) {
     EXPECT_EQ(Find(jailed, name), nullptr) << "jailed emberd allows " << name;
