@@ -81,7 +81,8 @@ ALLOWED = {
     "fc_flags": {"base"},
     # The API front drives ember-vmm over the control channel, reads JSON like ember-config and
     # builds its seccomp filter with jailer/'s table-driven allowlists.
-    "fcapi": {"base", "proto", "control_frame", "exit_code", "config_tool", "fc_flags", "jailer"},
+    "fcapi": {"base", "proto", "control_frame", "exit_code", "config_tool", "fc_flags", "jailer",
+              "rules"},
     "guest": set(),  # the guest shares only proto/ with the host
     # ember-rootfs runs on the host: base's fds, status, atomic files; agent.proto's ImageConfig
     "rootfs_tool": {"base", "proto"},

@@ -355,13 +355,27 @@ class ErrorTest(FcApiFixture):
                           contains="not supported by Ember")
         self.assert_still_running()
 
-    def test_a_vm_that_cannot_be_built_is_400_and_can_be_fixed(self):
+    def test_a_bad_value_is_refused_at_its_call_and_changes_nothing(self):
         self.configure(self.api, "idle")
-        self.assertEqual(self.api.call("PATCH", "/machine-config", {"mem_size_mib": 1})[0], 204)
-        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"}),
+        self.assert_fault(self.api.call("PATCH", "/machine-config", {"mem_size_mib": 1}),
                           contains="mem_size_mib")
+        self.assert_fault(self.api.call("PUT", "/drives/d1",
+                                        {"drive_id": "d1", "path_on_host": "/x",
+                                         "io_engine": "Fast"}), contains="io_engine")
+        self.assertEqual(self.api.call("GET", "/machine-config")[1]["mem_size_mib"], 32)
+        self.assertEqual(self.api.call("GET", "/vm/config")[1]["drives"], [])
+
+    def test_a_vm_that_cannot_be_built_is_400_and_can_be_fixed(self):
+        missing = os.path.join(self.dir, "no-such-vmlinux")
+        self.configure(self.api, "idle")
+        self.assertEqual(self.api.call("PUT", "/boot-source",
+                                       {"kernel_image_path": missing,
+                                        "boot_args": "console=ttyS0 ember.test=idle"})[0], 204)
+        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"}),
+                          contains=missing)
         self.assertEqual(self.api.call("GET", "/")[1]["state"], "Not started")
-        self.assertEqual(self.api.call("PATCH", "/machine-config", {"mem_size_mib": 32})[0], 204)
+        self.assertEqual(self.api.call("PUT", "/boot-source",
+                                       {"boot_args": "console=ttyS0 ember.test=idle"})[0], 204)
         self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "InstanceStart"})[0], 204)
         self.assert_still_running()
 

@@ -13,6 +13,7 @@
 #include "vmm/base/atomic_file.h"
 #include "vmm/fcapi/fc_api.pb.h"
 #include "vmm/fcapi/firecracker_names.h"
+#include "vmm/rules/vm_config_rules.h"
 
 namespace ember::fcapi {
 namespace {
@@ -170,8 +171,8 @@ HttpResponse FirecrackerApi::Get(const Tokens& path) {
   }
   if (resource == "machine-config" && path.size() == 1) {
     v1::MachineConfig machine = config_.machine_config();
-    if (!machine.has_vcpu_count()) machine.set_vcpu_count(1);
-    if (!machine.has_mem_size_mib()) machine.set_mem_size_mib(128);
+    machine.set_vcpu_count(rules::VcpuCountOf(config_));
+    machine.set_mem_size_mib(rules::MemMibOf(config_));
     return Json(machine);
   }
   if (resource == "vm" && path.size() == 2 && path[1] == "config") return Json(config_);
@@ -213,6 +214,24 @@ HttpResponse FirecrackerApi::Put(const Tokens& path, const std::string& body) {
   if (path.size() != (takes_id ? 2u : 1u)) {
     return Invalid("PUT");
   }
+  return Checked([&] { return PutBootResource(resource, id, body); });
+}
+
+HttpResponse FirecrackerApi::Checked(const std::function<HttpResponse()>& change) {
+  // Firecracker refuses a whole update with a bad value: the config is checked by Ember's
+  // rules (the ones ember-vmm and emberd apply) after each change, and a refused change undone.
+  v1::VmConfig before = config_;
+  HttpResponse response = change();
+  if (response.status != 204) return response;
+  if (auto status = rules::CheckVmConfig(config_); !status.ok()) {
+    config_ = std::move(before);
+    return FromStatus(status);
+  }
+  return response;
+}
+
+HttpResponse FirecrackerApi::PutBootResource(std::string_view resource, std::string_view id,
+                                             const std::string& body) {
   if (resource == "drives") return PutDrive(id, body);
   if (resource == "network-interfaces") return PutInterface(id, body);
   if (resource == "machine-config") return PutMachineConfig(body, false);
@@ -248,7 +267,7 @@ HttpResponse FirecrackerApi::Patch(const Tokens& path, const std::string& body) 
   std::string_view id = path.size() > 1 ? path[1] : "";
   if (resource == "machine-config" && path.size() == 1) {
     if (state_ != State::kNotStarted) return PreBootOnly("PATCH /machine-config");
-    return PutMachineConfig(body, true);
+    return Checked([&] { return PutMachineConfig(body, true); });
   }
   if (resource == "vm" && path.size() == 1) return PatchVm(body);
   if (resource == "drives" && path.size() == 2) return PatchDrive(id, body);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,10 @@ class FirecrackerApi {
   HttpResponse Put(const Tokens& path, const std::string& body);
   HttpResponse Patch(const Tokens& path, const std::string& body);
 
+  // Runs `change` on config_ and keeps it only if the config still follows Ember's rules.
+  HttpResponse Checked(const std::function<HttpResponse()>& change);
+  HttpResponse PutBootResource(std::string_view resource, std::string_view id,
+                               const std::string& body);
   HttpResponse PutAction(const std::string& body);
   HttpResponse PutDrive(std::string_view id, const std::string& body);
   HttpResponse PutInterface(std::string_view id, const std::string& body);
