@@ -134,6 +134,12 @@ class Agent:
         return True
 
     def close(self):
+        # What the agent runs leads its own process group: killed with it.
+        for pid, _ in self.children():
+            try:
+                os.killpg(pid, 9)
+            except OSError:
+                pass
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()

@@ -82,11 +82,15 @@ class AgentUnderTest {
     if (!setup.set_clock) argv.push_back("--no-set-clock");
     process_ = std::make_unique<Process>(argv);
     ready_ = listener->Accept(30'000);
-    agent_pid_ = FindAgentPid();
+    // The wrappers (unshare, setpriv, sh) exec the agent: it keeps the process's pid.
+    agent_pid_ = process_->pid();
   }
 
   ~AgentUnderTest() {
     if (process_) {
+      // What the agent runs leads its own process group: killed with it, nothing of a test
+      // outlives it.
+      for (auto [child, state] : ChildrenOf(agent_pid_)) ::kill(-child, SIGKILL);
       if (agent_pid_ > 0) ::kill(agent_pid_, SIGKILL);
       process_->Signal(SIGKILL);
       (void)process_->Wait(std::chrono::seconds(10));
@@ -110,9 +114,6 @@ class AgentUnderTest {
   }
 
  private:
-  // The wrapper execs the agent (unshare, setpriv do), so the agent has the process's pid.
-  pid_t FindAgentPid() const { return process_->pid(); }
-
   ScopedTempDir scratch_;
   std::string socket_;
   std::unique_ptr<Process> process_;
