@@ -208,8 +208,13 @@ absl::Status BuildImage(const ImagePlan& plan, int tree_fd, const std::string& o
                                      // No blocks reserved for root: the image is one guest's
                                      // root disk, its headroom is all the guest's.
                                      "-m", "0"};
-  if (!plan.size_bytes) {
-    mke2fs.insert(mke2fs.end(), {"-N", std::to_string(AutomaticInodeCount(plan.stats))});
+  // mke2fs's own inode count for a --size image (mke2fs.conf: one per 4 KiB below 512 MiB,
+  // the "small" type, one per 16 KiB above) unless the tree needs more: an image of many small
+  // files would otherwise run out of inodes.
+  const uint64_t inodes = AutomaticInodeCount(plan.stats);
+  const uint64_t bytes_per_inode = size < 512 * kMiB ? 4096 : 16384;
+  if (!plan.size_bytes || size / bytes_per_inode < inodes) {
+    mke2fs.insert(mke2fs.end(), {"-N", std::to_string(inodes)});
   }
   mke2fs.insert(mke2fs.end(), {"-d", plan.tree, image.temp_path()});
   EMBER_ASSIGN_OR_RETURN(ToolResult made, RunTool(mke2fs));

@@ -103,6 +103,12 @@ class ExportSource(RootfsTestCase):
         self.assertEqual(os.listdir(staging), [])
         self.assertEqual(os.listdir(self.out_dir), ["root.ext4"])
 
+    def test_size_flag_with_many_small_files_still_has_inodes_for_them(self):
+        # 2500 files: more than the 2048 inodes mke2fs gives an 8 MiB image by itself.
+        files = [entry(f"many/d{i % 5}/f{i}") for i in range(2500)]
+        image = self.build(self.export(files), "--size", "8M")
+        self.assertEqual(sum(len(names(image, f"/many/d{d}")) for d in range(5)), 2500)
+
     def test_empty_image_config_without_an_oci_config(self):
         image = self.build(self.export(rootfs_entries()))
         self.assertEqual(image_config(image)["entrypoint"], [])
