@@ -26,6 +26,13 @@ constexpr std::size_t kMaxPendingStdin = 1 << 20;
 // The terminal's end-of-file character in canonical mode (VEOF, ^D by default).
 constexpr char kTerminalEof = '\x04';
 
+// What closes a terminal's input after `last_written`: VEOF ends input at the start of a
+// line, but only sends a partial line on, so a second one follows a line without its newline.
+std::string TerminalEnd(std::string_view last_written) {
+  if (last_written.empty() || last_written.back() == '\n') return std::string(1, kTerminalEof);
+  return std::string(2, kTerminalEof);
+}
+
 void SetNonBlocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0) (void)::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
@@ -167,6 +174,7 @@ absl::Status Session::Start() {
   }
   pending_stdin_ = request_.stdin();
   stdin_done_ = !request_.stdin_stream();
+  if (stdin_done_ && request_.tty()) pending_stdin_ += TerminalEnd(pending_stdin_);
   return absl::OkStatus();
 }
 
@@ -303,7 +311,7 @@ absl::Status Session::HandleHostRequest(const v1::AgentRequest& request) {
       }
       pending_stdin_ += request.stdin_data().data();
       if (request.stdin_data().eof()) stdin_done_ = true;
-      if (stdin_done_ && request_.tty()) pending_stdin_ += kTerminalEof;
+      if (stdin_done_ && request_.tty()) pending_stdin_ += TerminalEnd(request.stdin_data().data());
       WriteStdin();
       return absl::OkStatus();
     case v1::AgentRequest::kSignal:

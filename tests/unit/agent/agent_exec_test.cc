@@ -182,6 +182,22 @@ TEST(AgentExec, TtyExecSeesATerminalOfTheAskedSize) {
   EXPECT_EQ(result->exit.exit_code(), 0);
 }
 
+TEST(AgentExec, TtyStdinBytesAreTypedThenEndOfFile) {
+  AgentUnderTest agent;
+  Collected output;
+  v1::ExecRequest request = ExecOf({"sh", "-c", "stty -echo; cat; echo done"});
+  request.set_tty(true);
+  request.set_stdin("no newline at the end");
+  request.set_timeout_ms(20'000);
+
+  absl::StatusOr<agent_client::ExecResult> result = agent.Client().Exec(request, output.Callback());
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->exit.timed_out()) << "cat never saw the end of its input";
+  EXPECT_NE(output.out.find("no newline at the end"), std::string::npos) << output.out;
+  EXPECT_TRUE(output.out.ends_with("done\r\n")) << output.out;
+}
+
 TEST(AgentExec, TtyResizeFromAnotherConnectionReachesTheTerminal) {
   AgentUnderTest agent;
   v1::ExecRequest request = ExecOf({"sh", "-c", "read line; stty size"});
