@@ -162,6 +162,21 @@ class GettingStartedTest(FcApiFixture):
             time.sleep(0.05)
         self.assertIsNone(proc.poll())
 
+    def test_expect_100_continue_is_answered(self):
+        """A client that sends Expect: 100-continue (curl did for bodies over 1 KiB before
+        7.76, later ones past 1 MiB) waits for the interim answer before the body."""
+        _, sock = self.start("vm")
+        body = json.dumps({"boot_args": "console=ttyS0 ember.test=idle " + "x" * 1500})
+        result = subprocess.run(["curl", "-s", "-v", "--unix-socket", sock, "-X", "PUT",
+                                 "http://localhost/boot-source", "-d", body,
+                                 "-H", "Expect: 100-continue"],
+                                capture_output=True, check=True)
+        self.assertIn(b"Expect: 100-continue", result.stderr)
+        self.assertIn(b"< HTTP/1.1 100 Continue", result.stderr)
+        self.assertIn(b"< HTTP/1.1 204 No Content", result.stderr)
+        self.assertEqual(len(Api(sock).call("GET", "/vm/config")[1]["boot-source"]["boot_args"]),
+                         len(json.loads(body)["boot_args"]))
+
     def test_vmm_exit_ends_the_api_process_with_its_code(self):
         proc, sock = self.start("vm")
         api = Api(sock)

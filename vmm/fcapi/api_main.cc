@@ -234,6 +234,10 @@ bool ServeClient(Client& client, FirecrackerApi& api) {
       return false;
     }
   }
+  if (healthy && client.http.TakeContinue()) {
+    constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (!control::WriteAll(client.fd.Get(), kContinue, kWriteTimeoutMs).ok()) return false;
+  }
   if (!healthy) {
     const HttpResponse& error = client.http.error_response();
     EMBER_LOG(kWarn) << "API: bad request (" << error.status << "): " << error.body;

@@ -56,6 +56,8 @@ HttpConnection::HttpConnection(std::size_t max_body) : max_body_(max_body) {
   http_parser_settings_init(&settings_);
   settings_.on_message_begin = OnMessageBegin;
   settings_.on_url = OnUrl;
+  settings_.on_header_field = OnHeaderField;
+  settings_.on_header_value = OnHeaderValue;
   settings_.on_headers_complete = OnHeadersComplete;
   settings_.on_body = OnBody;
   settings_.on_message_complete = OnMessageComplete;
@@ -92,6 +94,10 @@ int HttpConnection::OnMessageBegin(http_parser* parser) {
   auto* self = static_cast<HttpConnection*>(parser->data);
   self->url_.clear();
   self->current_ = HttpRequest();
+  self->header_field_.clear();
+  self->header_value_.clear();
+  self->header_in_value_ = false;
+  self->expects_continue_ = false;
   return 0;
 }
 
@@ -101,8 +107,39 @@ int HttpConnection::OnUrl(http_parser* parser, const char* at, std::size_t lengt
   return 0;
 }
 
+// Header names and values may arrive in pieces; a field after a value starts the next header.
+int HttpConnection::OnHeaderField(http_parser* parser, const char* at, std::size_t length) {
+  auto* self = static_cast<HttpConnection*>(parser->data);
+  if (self->header_in_value_) {
+    self->NoteHeader();
+    self->header_field_.clear();
+    self->header_value_.clear();
+    self->header_in_value_ = false;
+  }
+  for (std::size_t i = 0; i < length; ++i) {
+    char c = at[i];
+    self->header_field_ += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  return 0;
+}
+
+int HttpConnection::OnHeaderValue(http_parser* parser, const char* at, std::size_t length) {
+  auto* self = static_cast<HttpConnection*>(parser->data);
+  self->header_in_value_ = true;
+  self->header_value_.append(at, length);
+  return 0;
+}
+
+void HttpConnection::NoteHeader() {
+  if (header_field_ != "expect") return;
+  std::string value;
+  for (char c : header_value_) value += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  expects_continue_ = value == "100-continue";
+}
+
 int HttpConnection::OnHeadersComplete(http_parser* parser) {
   auto* self = static_cast<HttpConnection*>(parser->data);
+  if (self->header_in_value_) self->NoteHeader();
   self->current_.method = http_method_str(static_cast<http_method>(parser->method));
   http_parser_url url;
   http_parser_url_init(&url);
@@ -121,6 +158,8 @@ int HttpConnection::OnHeadersComplete(http_parser* parser) {
     return -1;  // stops the parser (HPE_CB_headers_complete)
   }
   self->current_.has_body = chunked || has_length;
+  self->continue_pending_ =
+      self->expects_continue_ && (chunked || (has_length && parser->content_length > 0));
   return 0;
 }
 
@@ -136,6 +175,7 @@ int HttpConnection::OnBody(http_parser* parser, const char* at, std::size_t leng
 
 int HttpConnection::OnMessageComplete(http_parser* parser) {
   auto* self = static_cast<HttpConnection*>(parser->data);
+  self->continue_pending_ = false;  // the body came without waiting
   if (!http_should_keep_alive(parser)) self->close_requested_ = true;
   self->ready_.push_back(std::move(self->current_));
   self->current_ = HttpRequest();

@@ -6,6 +6,7 @@
 #include <deque>
 #include <string>
 #include <string_view>
+#include <utility>
 
 // One HTTP/1.1 client connection of the API socket, parsed with Node's http-parser
 // (Debian's libhttp-parser-dev): requests in, responses out, the socket itself the caller's.
@@ -50,6 +51,10 @@ class HttpConnection {
 
   // After Feed() returned false: what to answer before closing.
   [[nodiscard]] const HttpResponse& error_response() const { return error_; }
+  // Whether a request's headers asked for "Expect: 100-continue" and its body is still to
+  // come: the caller answers "100 Continue" once (curl waits a second for it otherwise).
+  // Clears the flag.
+  [[nodiscard]] bool TakeContinue() { return std::exchange(continue_pending_, false); }
   // Whether the client asked to close after the requests parsed so far (Connection: close,
   // or HTTP/1.0 without keep-alive).
   [[nodiscard]] bool close_requested() const { return close_requested_; }
@@ -57,15 +62,23 @@ class HttpConnection {
  private:
   static int OnMessageBegin(http_parser* parser);
   static int OnUrl(http_parser* parser, const char* at, std::size_t length);
+  static int OnHeaderField(http_parser* parser, const char* at, std::size_t length);
+  static int OnHeaderValue(http_parser* parser, const char* at, std::size_t length);
   static int OnHeadersComplete(http_parser* parser);
   static int OnBody(http_parser* parser, const char* at, std::size_t length);
   static int OnMessageComplete(http_parser* parser);
   bool Fail(int status, std::string message);
+  void NoteHeader();
 
   http_parser parser_;
   http_parser_settings settings_;
   std::size_t max_body_;
   std::string url_;
+  std::string header_field_;  // the header being read, lower case
+  std::string header_value_;
+  bool header_in_value_ = false;
+  bool expects_continue_ = false;  // this request said Expect: 100-continue
+  bool continue_pending_ = false;
   HttpRequest current_;
   std::deque<HttpRequest> ready_;
   HttpResponse error_;
