@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <set>
 
+#include "rootfs/image/interrupt.h"
 #include "rootfs/image/tool_process.h"
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
@@ -218,6 +219,7 @@ absl::Status BuildImage(const ImagePlan& plan, int tree_fd, const std::string& o
   }
   mke2fs.insert(mke2fs.end(), {"-d", plan.tree, image.temp_path()});
   EMBER_ASSIGN_OR_RETURN(ToolResult made, RunTool(mke2fs));
+  EMBER_RETURN_IF_ERROR(CheckInterrupt());  // a Ctrl-C reaches mke2fs too
   if (made.exit_code != 0) {
     std::string why = FirstLine(made.stderr_text);
     if (plan.size_bytes) {
@@ -252,6 +254,7 @@ absl::Status BuildImage(const ImagePlan& plan, int tree_fd, const std::string& o
         RunTool({"debugfs", "-w", "-f", script_path, image.temp_path()});
     ::unlink(script_path.c_str());
     if (!fixed.ok()) return fixed.status();
+    EMBER_RETURN_IF_ERROR(CheckInterrupt());
     std::string errors = DebugfsErrors(fixed->stderr_text);
     if (fixed->exit_code != 0 || !errors.empty()) {
       return absl::InvalidArgumentError("debugfs could not finish the image: " +

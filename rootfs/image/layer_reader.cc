@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 
+#include "rootfs/image/interrupt.h"
 #include "rootfs/image/sha256.h"
 #include "vmm/base/status.h"
 
@@ -139,7 +140,7 @@ la_ssize_t ReadSource(archive* a, void* data, const void** block) {
   auto* source = static_cast<Source*>(data);
   for (;;) {
     ssize_t n = ::read(source->fd, source->buffer, sizeof(source->buffer));
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && InterruptSignal() == 0) continue;
     if (n < 0) {
       archive_set_error(a, errno, "read failed: %s", std::strerror(errno));
       return -1;
@@ -179,6 +180,7 @@ absl::Status ApplyLayer(int fd, const std::string& display, StagedTree* tree, st
     int r = archive_read_next_header(a.get(), &entry);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY) return Corrupt(display, a.get());
+    EMBER_RETURN_IF_ERROR(CheckInterrupt());
     EMBER_RETURN_IF_ERROR(ApplyEntry(a.get(), entry, display, tree));
   }
   if (sha256 != nullptr) {

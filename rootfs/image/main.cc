@@ -1,8 +1,10 @@
 // ember-rootfs: builds an Ember guest's ext4 root image (see options.h for the command line).
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "rootfs/image/build.h"
+#include "rootfs/image/interrupt.h"
 #include "rootfs/image/options.h"
 
 namespace {
@@ -38,7 +40,14 @@ int main(int argc, char** argv) {
     std::fputs(ember::rootfs::kUsage, stdout);
     return 0;
   }
+  ember::rootfs::InstallInterruptHandlers();
   absl::Status status = ember::rootfs::BuildRootfs(*options);
+  // A signal after the image was committed changes nothing: the build is done.
+  if (int signal = ember::rootfs::InterruptSignal(); signal != 0 && !status.ok()) {
+    std::fprintf(stderr, "ember-rootfs: interrupted by %s; nothing written\n",
+                 sigabbrev_np(signal));
+    return 128 + signal;
+  }
   if (!status.ok()) {
     std::fprintf(stderr, "ember-rootfs: %s\n", std::string(status.message()).c_str());
     return ExitCodeOf(status);

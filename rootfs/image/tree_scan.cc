@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "rootfs/image/interrupt.h"
 #include "rootfs/image/work_dir.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
@@ -26,6 +27,7 @@ class Scanner {
   absl::Status ScanDirectory(int dir_fd, const std::string& relative) {
     EMBER_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir_fd, Show(relative)));
     for (const std::string& name : names) {
+      EMBER_RETURN_IF_ERROR(CheckInterrupt());
       EMBER_RETURN_IF_ERROR(
           ScanEntry(dir_fd, name, relative.empty() ? name : relative + "/" + name));
     }

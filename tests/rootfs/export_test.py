@@ -3,9 +3,12 @@ gzip), made here with Python's tarfile: owners, modes, links and times reach the
 the tool runs unprivileged, and every hostile or broken archive is refused whole."""
 
 import os
+import signal
+import subprocess
+import time
 import unittest
 
-from rootfs_support import (RootfsTestCase, cat, debugfs, entry, image_config, names, stat, write_tar, xattr)
+from rootfs_support import (ENV, NOBODY, TOOL, RootfsTestCase, cat, debugfs, entry, image_config, names, stat, write_tar, xattr)
 
 
 def rootfs_entries():
@@ -108,6 +111,34 @@ class ExportSource(RootfsTestCase):
         files = [entry(f"many/d{i % 5}/f{i}") for i in range(2500)]
         image = self.build(self.export(files), "--size", "8M")
         self.assertEqual(sum(len(names(image, f"/many/d{d}")) for d in range(5)), 2500)
+
+    def test_sigterm_mid_build_leaves_nothing(self):
+        # The archive comes through a FIFO that the test keeps open half-written, so the tool
+        # is mid-build, blocked on its read, when the signal arrives.
+        full = self.export([entry(f"f{i}", data=os.urandom(4096)) for i in range(8)])
+        with open(full, "rb") as f:
+            half = f.read()[:16 * 1024]
+        feed = os.path.join(self.work, "feed.tar")
+        os.mkfifo(feed, 0o666)
+        os.chmod(feed, 0o666)
+        args = [TOOL, "--init", self.init, "--agent", self.agent, "--format", "export", feed,
+                self.image_path()]
+        if os.getuid() == 0:
+            args = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] + args
+        tool = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=ENV)
+        with open(feed, "wb") as writer:
+            writer.write(half)
+            writer.flush()
+            deadline = time.monotonic() + 30
+            while not any(".ember-rootfs-" in n for n in os.listdir(self.out_dir)):
+                self.assertLess(time.monotonic(), deadline, "no work directory appeared")
+                time.sleep(0.05)
+            time.sleep(0.2)  # into the blocked read
+            tool.send_signal(signal.SIGTERM)
+            _, stderr = tool.communicate(timeout=60)
+        self.assertEqual(tool.returncode, 128 + signal.SIGTERM, stderr)
+        self.assertEqual(stderr.strip().splitlines(), ["ember-rootfs: interrupted by TERM; nothing written"])
+        self.assertEqual(os.listdir(self.out_dir), [])
 
     def test_empty_image_config_without_an_oci_config(self):
         image = self.build(self.export(rootfs_entries()))
