@@ -70,7 +70,7 @@ ALLOWED = {
     "rules": {"proto", "virtio"},
     "vmm": {"base", "kvm", "arch", "legacy", "virtio", "virtio_proto", "snapshot", "jailer", "proto",
             "control_frame", "exit_code", "rules", "fc_flags"},
-    "config_tool": {"base", "proto", "exit_code"},
+    "config_tool": {"base", "proto", "exit_code", "rules"},
     # The control plane: proto, the rules of a VM config, the control channel's framing, its
     # own seccomp filter (jailer/); never the VMM.
     "emberd": {"base", "proto", "rules", "control_frame", "jailer", "agent_client"},

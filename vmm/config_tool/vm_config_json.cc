@@ -3,11 +3,14 @@
 #include <fstream>
 #include <sstream>
 
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_replace.h"
 #include "vmm/base/status.h"
+#include "vmm/rules/firecracker_compat.h"
+#include "vmm/rules/vm_config_rules.h"
 
 namespace ember::config_tool {
 namespace {
@@ -22,9 +25,27 @@ std::string ToUserSpelling(std::string message) {
   return std::string(absl::StripAsciiWhitespace(absl::StrReplaceAll(message, {{" ^", ""}})));
 }
 
+// A top-level section for a feature Ember does not have is refused by its name alone, whatever
+// it holds: cpu-config may be a path or a template, and a newer Firecracker may add fields to
+// any of them. Read as a generic JSON object by the same parser; null or [] is off.
+absl::Status CheckUnsupportedSections(const std::string& json) {
+  google::protobuf::Struct top;
+  if (!google::protobuf::util::JsonStringToMessage(json, &top).ok()) {
+    return absl::OkStatus();  // not an object: the typed parse says what is wrong
+  }
+  for (const auto& [name, value] : top.fields()) {
+    if (!rules::IsUnsupportedSection(name)) continue;
+    bool off = value.has_null_value() ||
+               (value.has_list_value() && value.list_value().values_size() == 0);
+    if (!off) return rules::UnsupportedSectionError(name);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json) {
+  if (absl::Status status = CheckUnsupportedSections(json); !status.ok()) return status;
   v1::VmConfig config;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
@@ -32,6 +53,10 @@ absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json) {
   if (!status.ok()) {
     return absl::InvalidArgumentError(ToUserSpelling(std::string(status.message())));
   }
+  if (absl::Status resolved = rules::ResolveDeprecatedNames(&config); !resolved.ok()) {
+    return resolved;
+  }
+  if (absl::Status checked = rules::CheckVmConfig(config); !checked.ok()) return checked;
   return config;
 }
 

@@ -11,7 +11,9 @@
 // (proto/CMakeLists.txt says why).
 namespace ember::config_tool {
 
-// Parses a VM config in its JSON form. Unknown fields, wrong types and malformed JSON are
+// Parses a VM config in its JSON form, moves Firecracker's deprecated names to the current
+// ones and applies the rules that need no host (rules::CheckVmConfig). Unknown fields, wrong
+// types, malformed JSON, a section or value Ember does not support and a broken rule are
 // errors (InvalidArgument) whose one-line message names the field as the file spells it.
 [[nodiscard]] absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json);
 

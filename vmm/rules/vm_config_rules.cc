@@ -9,6 +9,7 @@
 // The bucket rule itself is virtio's, beside the arithmetic it keeps from overflowing; the
 // header is self-contained (inline), so nothing of the VMM is linked.
 #include "virtio/rate_limiter.h"
+#include "vmm/rules/firecracker_compat.h"
 
 namespace ember::rules {
 namespace {
@@ -49,7 +50,6 @@ absl::Status CheckMachine(const v1::MachineConfig& machine) {
                           std::to_string(kMaxMemMib) + " MiB, got " +
                           std::to_string(machine.mem_size_mib()));
   }
-  if (machine.smt()) return FieldError("machine-config.smt", "SMT is not supported");
   return absl::OkStatus();
 }
 
@@ -182,6 +182,7 @@ absl::Status CheckRateLimiter(const v1::RateLimiter& limiter, const std::string&
 }
 
 absl::Status CheckVmConfig(const v1::VmConfig& config) {
+  if (absl::Status status = CheckFirecrackerFeatures(config); !status.ok()) return status;
   if (absl::Status status = CheckMachine(config.machine_config()); !status.ok()) return status;
   const std::string& boot_args = config.boot_source().boot_args();
   if (boot_args.size() > kMaxCmdlineBytes) {

@@ -38,8 +38,9 @@ inline constexpr std::size_t kMaxCmdlineBytes = 2047;
 [[nodiscard]] absl::Status CheckRateLimiter(const v1::RateLimiter& limiter,
                                             const std::string& field);
 
-// Checks everything in `config` that can be judged without the host: ranges, ids, names,
-// duplicates, one root drive, rate limits, the length of the vsock's socket path. OK or
+// Checks everything in `config` that can be judged without the host: what Ember does not
+// support (CheckFirecrackerFeatures), ranges, ids, names, duplicates, one root drive, rate
+// limits, the length of the vsock's socket path. OK or
 // INVALID_ARGUMENT "<field>: <problem>", the field spelt as the config file spells it, e.g.
 // "drives[1].io_engine: \"Fast\" is not Async or Sync". Any thread.
 [[nodiscard]] absl::Status CheckVmConfig(const v1::VmConfig& config);

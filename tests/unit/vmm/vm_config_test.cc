@@ -54,7 +54,7 @@ TEST(VmConfig, UnknownFieldIsNamedAsTheFileSpellsIt) {
 }
 
 TEST(VmConfig, UnknownSectionIsNamed) {
-  EXPECT_NE(ErrorOf(R"({"balloon": {}})").find("balloon"), std::string::npos);
+  EXPECT_EQ(ErrorOf(R"({"ballon": {}})"), "ballon: Cannot find field.");
 }
 
 TEST(VmConfig, WrongTypeNamesTheField) {
