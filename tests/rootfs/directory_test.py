@@ -5,7 +5,7 @@ import os
 import stat as stat_module
 import unittest
 
-from rootfs_support import RootfsTestCase, cat, free_bytes, image_config, names, stat
+from rootfs_support import TOOL, RootfsTestCase, cat, free_bytes, image_config, names, stat
 
 
 class DirectorySource(RootfsTestCase):
@@ -50,6 +50,20 @@ class DirectorySource(RootfsTestCase):
         self.assertEqual(image_config(image),
                          {"entrypoint": [], "cmd": [], "env": [], "working_dir": "", "user": ""})
         self.assertEqual(stat(image, "/etc/ember/image-config.pb")["mode"], 0o644)
+
+    def test_guest_programs_default_to_the_ones_beside_ember_rootfs(self):
+        bin_dir = os.path.dirname(TOOL)
+        programs = {name: os.path.join(bin_dir, name) for name in ("ember-init", "ember-agent")}
+        for path in programs.values():
+            self.assertTrue(os.path.isfile(path), f"{path} is not built (build ember-init and "
+                            "ember-agent, or the whole tree)")
+        image = self.image_path()
+        result = self.run_tool(self.make_tree(), image, guest_programs=False)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_clean(image)
+        for name, path in programs.items():
+            with open(path, "rb") as f:
+                self.assertEqual(cat(image, "/sbin/" + name), f.read(), name)
 
     def test_guest_programs_follow_a_merged_usr_sbin_symlink(self):
         tree = self.make_tree()
