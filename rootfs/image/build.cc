@@ -79,7 +79,19 @@ absl::StatusOr<SourceKind> DecideKind(const Options& options) {
   if (!fd) {
     return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
   }
-  return HoldsOciLayout(fd.Get()) ? SourceKind::kOci : SourceKind::kExport;
+  switch (ProbeArchive(fd.Get())) {
+    case ArchiveKind::kOciLayout:
+      return SourceKind::kOci;
+    case ArchiveKind::kDockerArchive:
+      // Staged as an export it would make a root file system of layer tarballs.
+      return absl::InvalidArgumentError(
+          "source " + options.source +
+          " is a docker-archive, which ember-rootfs does not read: save the image with "
+          "--format oci-archive (or pass --format export if it really is a root file system)");
+    case ArchiveKind::kOther:
+      break;
+  }
+  return SourceKind::kExport;
 }
 
 // The tree mke2fs -d copies, open; for a directory source, the directory itself.

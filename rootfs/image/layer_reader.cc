@@ -193,20 +193,24 @@ absl::Status ApplyLayer(int fd, const std::string& display, StagedTree* tree, st
   return absl::OkStatus();
 }
 
-bool HoldsOciLayout(int fd) {
+ArchiveKind ProbeArchive(int fd) {
   auto source = std::make_unique<Source>();
   source->fd = fd;
   absl::StatusOr<ArchivePtr> reader = OpenReader(source.get(), "");
-  if (!reader.ok()) return false;
+  if (!reader.ok()) return ArchiveKind::kOther;
   archive* a = reader->get();
   archive_entry* entry = nullptr;
+  bool manifest = false;
+  bool repositories = false;
   while (archive_read_next_header(a, &entry) == ARCHIVE_OK) {
     const char* name = archive_entry_pathname(entry);
     absl::StatusOr<std::string> path = NormalizePath(name ? name : "");
-    if (path.ok() && *path == "oci-layout") return true;
+    if (path.ok() && *path == "oci-layout") return ArchiveKind::kOciLayout;
+    if (path.ok() && *path == "manifest.json") manifest = true;
+    if (path.ok() && *path == "repositories") repositories = true;
     archive_read_data_skip(a);
   }
-  return false;
+  return manifest && repositories ? ArchiveKind::kDockerArchive : ArchiveKind::kOther;
 }
 
 }  // namespace ember::rootfs

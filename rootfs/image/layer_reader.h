@@ -17,8 +17,11 @@ namespace ember::rootfs {
 [[nodiscard]] absl::Status ApplyLayer(int fd, const std::string& display, StagedTree* tree,
                                       std::string* sha256 = nullptr);
 
-// Whether the tar archive read from `fd` holds "oci-layout" at its top (an OCI archive). Reads
-// headers only; an unreadable archive is not one.
-[[nodiscard]] bool HoldsOciLayout(int fd);
+// What the tar archive read from `fd` holds at its top: "oci-layout" (an OCI archive), or
+// "manifest.json" and "repositories" without it (a docker-archive, podman save's default
+// format), or anything else (a container export). Reads headers only; an unreadable archive
+// is kOther, for the export reader to report.
+enum class ArchiveKind { kOciLayout, kDockerArchive, kOther };
+[[nodiscard]] ArchiveKind ProbeArchive(int fd);
 
 }  // namespace ember::rootfs

@@ -8,7 +8,8 @@ import os
 import unittest
 
 from rootfs_support import (INDEX_TYPE, RootfsTestCase, add_blob, add_image, cat, entry,
-                            image_config, names, stat, write_layout, write_oci_archive)
+                            image_config, names, stat, write_layout, write_oci_archive,
+                            write_tar)
 
 CONFIG = {"Entrypoint": ["/usr/bin/app", "--serve"], "Cmd": ["--port", "8080"],
           "Env": ["PATH=/usr/bin:/bin", "MODE=prod"], "WorkingDir": "/srv", "User": "1000:1000"}
@@ -168,6 +169,16 @@ class HostileOci(RootfsTestCase):
         manifest = add_image(path, [BASE], CONFIG)
         manifest["digest"] = "sha256:../../../etc/passwd"
         self.assert_refused(write_layout(path, [manifest]), "not sha256:<64 hex digits>")
+
+    def test_docker_archive_is_refused_with_a_hint(self):
+        # podman save's default format: manifest.json, repositories, configs and layer tars.
+        archive = write_tar(os.path.join(self.work, "image.docker.tar"), [
+            entry("manifest.json", data=b'[{"Config": "c.json", "Layers": ["l/layer.tar"]}]'),
+            entry("repositories", data=b"{}"),
+            entry("c.json", data=b"{}"),
+            entry("l/layer.tar", data=b"\0" * 1024),
+        ])
+        self.assert_refused(archive, "--format oci-archive")
 
     def test_truncated_oci_archive_is_refused(self):
         archive = write_oci_archive(os.path.join(self.work, "image.oci.tar"),
