@@ -141,6 +141,7 @@ class GettingStartedTest(FcApiFixture):
         ]
         if os.geteuid() == 0:
             tap = "fcapitap0"
+            subprocess.run(["ip", "link", "del", tap], capture_output=True)  # a crashed run's
             subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
             self.addCleanup(subprocess.run, ["ip", "link", "del", tap])
             steps.append(("PUT", "/network-interfaces/net1",
