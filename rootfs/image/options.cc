@@ -70,6 +70,13 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
   }
   options.source = positional[0];
   options.output = positional[1];
+  // These paths go into debugfs command lines, which end at a newline.
+  for (const std::string* path :
+       {&options.output, &options.init, &options.agent, &options.work_dir}) {
+    if (path->find('\n') != std::string::npos) {
+      return absl::InvalidArgumentError("a path with a newline: \"" + *path + "\"");
+    }
+  }
   return options;
 }
 

@@ -101,6 +101,12 @@ class DirectorySource(RootfsTestCase):
     def test_missing_directory_is_refused(self):
         self.assert_refused(os.path.join(self.work, "nothing-here"), "nothing-here")
 
+    def test_image_path_with_a_newline_is_refused(self):
+        result = self.run_tool(self.make_tree(), os.path.join(self.out_dir, "a\nb.ext4"))
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("newline", result.stderr)
+        self.assertEqual(os.listdir(self.out_dir), [])
+
     def test_missing_guest_program_is_refused(self):
         result = self.run_tool(self.make_tree(), self.image_path(), "--init",
                                os.path.join(self.work, "no-init"), "--agent", self.agent,
