@@ -144,7 +144,7 @@ TEST(AgentHandler, TimeoutKillsTheHandlerAndStartsAFreshOne) {
   EXPECT_EQ(CountAndPid(after->output).first, 1) << "a fresh handler counts from 1";
   EXPECT_NE(CountAndPid(after->output).second, CountAndPid(before->output).second);
   // Only the fresh handler is left: the killed one was reaped.
-  std::vector<std::pair<pid_t, char>> children = ChildrenOf(agent.agent_pid());
+  std::vector<std::pair<pid_t, char>> children = WaitChildren(agent.agent_pid(), 1);
   ASSERT_EQ(children.size(), 1u);
   EXPECT_EQ(children[0].first, CountAndPid(after->output).second);
 }
@@ -160,7 +160,7 @@ TEST(AgentHandler, HandlerDeathIsUnavailableAndTheNextInvokeStartsItAgain) {
 
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(CountAndPid(again->output).first, 1);
-  std::vector<std::pair<pid_t, char>> children = ChildrenOf(agent.agent_pid());
+  std::vector<std::pair<pid_t, char>> children = WaitChildren(agent.agent_pid(), 1);
   ASSERT_EQ(children.size(), 1u) << "the dead handler must not stay a zombie";
   EXPECT_NE(children[0].second, 'Z');
 }

@@ -45,14 +45,22 @@ inline std::vector<std::pair<pid_t, char>> ChildrenOf(pid_t parent) {
   return children;
 }
 
-// Waits until `parent` has no children left (live or zombie); false if some stay.
-inline bool WaitNoChildren(pid_t parent, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+// Waits until `parent` has `count` children (live or zombie: a reaper thread may be a moment
+// behind) and returns them; what it has then if that does not happen within `timeout`.
+inline std::vector<std::pair<pid_t, char>> WaitChildren(
+    pid_t parent, std::size_t count, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!ChildrenOf(parent).empty()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
+  std::vector<std::pair<pid_t, char>> children = ChildrenOf(parent);
+  while (children.size() != count && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    children = ChildrenOf(parent);
   }
-  return true;
+  return children;
+}
+
+// Waits until `parent` has no children left; false if some stay.
+inline bool WaitNoChildren(pid_t parent, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  return WaitChildren(parent, 0, timeout).empty();
 }
 
 // One ember-agent process listening at <scratch>/agent.sock, its image config at
