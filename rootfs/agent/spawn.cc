@@ -160,6 +160,8 @@ absl::StatusOr<Child> Spawn(const SpawnSpec& spec) {
     n = ::read(report_read.Get(), &failure, sizeof(failure));
   } while (n < 0 && errno == EINTR);
   if (n == static_cast<ssize_t>(sizeof(failure)) || !child.pidfd.Valid()) {
+    // Without a pidfd the program, exec'd or not, cannot be tracked: it goes.
+    if (!child.pidfd.Valid()) ::kill(pid, SIGKILL);
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
