@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "vmm/base/status.h"
+
 namespace ember::base {
 namespace {
 
@@ -68,7 +70,14 @@ std::vector<std::string> PathRules::Dirs() const {
   return names;
 }
 
-absl::Status PathRules::Resolve(const Dir& dir, const std::string& relative) const {
+absl::Status PathRules::Resolve(const Dir& dir, const std::string& relative,
+                                base::UniqueFd* opened) const {
+  if (opened != nullptr) {
+    // The file itself, resolved once: what the caller holds is what passed.
+    opened->Reset(OpenBeneath(dir.fd.Get(), relative.empty() ? "." : relative, 0));
+    if (*opened) return absl::OkStatus();
+    if (errno == ENOENT) return absl::NotFoundError("does not exist");
+  }
   // Walk up from the path to its nearest existing ancestor: a missing tail is created later
   // inside whatever that ancestor is, so the ancestor is what must stay beneath `dir`.
   std::string candidate = relative;
@@ -94,6 +103,18 @@ absl::Status PathRules::Resolve(const Dir& dir, const std::string& relative) con
 
 absl::Status PathRules::Check(const std::string& field, const std::string& path) const {
   if (path.empty()) return absl::OkStatus();
+  return Match(field, path, nullptr);
+}
+
+absl::StatusOr<base::UniqueFd> PathRules::OpenFile(const std::string& field,
+                                                   const std::string& path) const {
+  base::UniqueFd opened;
+  EMBER_RETURN_IF_ERROR(Match(field, path, &opened));
+  return opened;
+}
+
+absl::Status PathRules::Match(const std::string& field, const std::string& path,
+                              base::UniqueFd* opened) const {
   const std::string rule = "host paths must lie under a directory " + program_ +
                            " allows (--allow-dir: " + Describe() +
                            "), without symlinks or \"..\" leading out";
@@ -127,7 +148,7 @@ absl::Status PathRules::Check(const std::string& field, const std::string& path)
         continue;
       }
       while (!relative.empty() && relative.front() == '/') relative.erase(0, 1);
-      absl::Status resolved = Resolve(dir, relative);
+      absl::Status resolved = Resolve(dir, relative, opened);
       if (resolved.ok()) return resolved;
       if (first_refusal.ok()) first_refusal = resolved;
     }

@@ -19,12 +19,12 @@ namespace ember::base {
 // that points back inside). A path that does not exist yet (a log, a socket, a new snapshot dir) passes when its nearest
 // existing ancestor does, as that is where it will be created.
 //
-// What the check guarantees: at the moment of the request, the path names a place inside an
-// allowed directory. It does not hold the file open for ember-vmm, which opens the path later:
-// someone who can rename or replace entries inside an allowed directory between the check and
-// that open can still swap a checked component for a symlink. So an allowed directory's
-// contents must be writable only by users trusted as much as the API's clients are; the jail
-// (where ember-vmm opens only what emberd linked into it) narrows what such a swap reaches.
+// What Check guarantees: at the moment of the request, the path names a place inside an
+// allowed directory. A path used later by name (a socket or log the VMM creates) can still be
+// raced by someone who can rename entries inside an allowed directory; OpenFile closes that for
+// files that exist (kernel, initrd, drives): the caller keeps the very file that passed. So an
+// allowed directory's contents must be writable only by users trusted as much as the API's
+// clients are.
 //
 // Built once at start-up (before emberd's seccomp filter) and then only read: any thread.
 class PathRules {
@@ -39,6 +39,14 @@ class PathRules {
   // An empty path is OK (the caller decides whether the field is required).
   [[nodiscard]] absl::Status Check(const std::string& field, const std::string& path) const;
 
+  // Check's rule for a file that must exist (a kernel, an initrd, a drive), and the file
+  // itself: an O_PATH fd of what passed, resolved once. Whoever uses the file through it
+  // (a VMM reopening /proc/self/fd/N, or a hard link made from it) gets what was checked, even
+  // if the name is swapped for a symlink a moment later. Otherwise INVALID_ARGUMENT as Check
+  // ("<field>: <path> does not exist; <the rule>" for a missing file).
+  [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenFile(const std::string& field,
+                                                        const std::string& path) const;
+
   // The allowed directories as the operator named them (normalised), for messages and logs.
   [[nodiscard]] std::string Describe() const;
   // The same, one per entry (what emberd hands on as ember-vmm --allow-dir).
@@ -51,8 +59,13 @@ class PathRules {
     std::string real;  // its canonical path (differs when `name` passes through a symlink)
     base::UniqueFd fd;  // O_PATH | O_DIRECTORY
   };
-  // OK, or why `relative` (under `dir`) escapes or cannot be resolved.
-  [[nodiscard]] absl::Status Resolve(const Dir& dir, const std::string& relative) const;
+  // OK, or why `relative` (under `dir`) escapes or cannot be resolved. With `opened`, the path
+  // must exist, and *opened becomes its O_PATH fd.
+  [[nodiscard]] absl::Status Resolve(const Dir& dir, const std::string& relative,
+                                     base::UniqueFd* opened) const;
+  // Check and OpenFile (with `opened`).
+  [[nodiscard]] absl::Status Match(const std::string& field, const std::string& path,
+                                   base::UniqueFd* opened) const;
 
   std::vector<Dir> dirs_;
   std::string program_ = "emberd";

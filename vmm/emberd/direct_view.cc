@@ -1,8 +1,10 @@
+#include <map>
+
 #include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/emberd/launch_files.h"
 #include "vmm/emberd/store.h"
 #include "vmm/emberd/vmm_view.h"
-
-#include "vmm/base/status.h"
 
 namespace ember::emberd {
 
@@ -22,14 +24,18 @@ class DirectView final : public VmmView {
 
   absl::Status CheckVmId(const std::string&) const override { return absl::OkStatus(); }
 
-  absl::Status PrepareLaunch(const v1::VmConfig&, const RestorePlan* restore,
+  absl::Status PrepareLaunch(const v1::VmConfig& config, const RestorePlan* restore,
                              LaunchSpec* spec) override {
     const std::string& dir = spec->vm_dir;
-    if (restore == nullptr) {
+    if (restore == nullptr && paths_ == nullptr) {
       spec->vmm_args = {"--config-proto", dir + "/config.pb"};
+    } else if (restore == nullptr) {
+      EMBER_RETURN_IF_ERROR(PrepareBoot(config, spec));
     } else {
+      RestorePlan direct = *restore;
+      if (paths_ != nullptr) EMBER_RETURN_IF_ERROR(HandOverDrives(config, &direct, spec));
       const std::string overrides = dir + "/restore-overrides.pb";
-      EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(*restore, overrides, overrides));
+      EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(direct, overrides, overrides));
       // A drive or vsock path that the state file names and no override replaces: ember-vmm
       // takes it only where emberd's own rule would (ember-vmm refuses it with none).
       for (const std::string& allowed : paths_ != nullptr ? paths_->Dirs()
@@ -76,6 +82,52 @@ class DirectView final : public VmmView {
   void AbandonSnapshot(const v1::Snapshot&) override {}
 
  private:
+  // The VMM's configuration names the kernel, initrd and drives by the files emberd checked
+  // (inherited fds, launch_files.h), not by their paths, which may lead elsewhere by the time
+  // the VMM opens them.
+  absl::Status PrepareBoot(const v1::VmConfig& config, LaunchSpec* spec) const {
+    v1::VmConfig launch = config;
+    auto hand_over = [&](const std::string& field, std::string* path) -> absl::Status {
+      if (path->empty()) return absl::OkStatus();
+      EMBER_ASSIGN_OR_RETURN(int index, AddCheckedFile(*paths_, field, *path, spec));
+      *path = InheritedFilePath(static_cast<std::size_t>(index));
+      return absl::OkStatus();
+    };
+    v1::BootSource* boot = launch.mutable_boot_source();
+    std::string kernel = boot->kernel_image_path();
+    EMBER_RETURN_IF_ERROR(hand_over("config.boot-source.kernel_image_path", &kernel));
+    if (!kernel.empty()) boot->set_kernel_image_path(kernel);
+    std::string initrd = boot->initrd_path();
+    EMBER_RETURN_IF_ERROR(hand_over("config.boot-source.initrd_path", &initrd));
+    if (!initrd.empty()) boot->set_initrd_path(initrd);
+    for (int i = 0; i < launch.drives_size(); ++i) {
+      EMBER_RETURN_IF_ERROR(hand_over("config.drives[" + std::to_string(i) + "].path_on_host",
+                                      launch.mutable_drives(i)->mutable_path_on_host()));
+    }
+    const std::string path = spec->vm_dir + "/vmm-config.pb";
+    EMBER_RETURN_IF_ERROR(WriteFileAtomic(path, launch.SerializeAsString()));
+    spec->vmm_args = {"--config-proto", path};
+    return absl::OkStatus();
+  }
+
+  // Every drive of a clone, whether its file is the snapshot's (`config`, when emberd recorded
+  // it) or an override's, is overridden with the file emberd checked.
+  absl::Status HandOverDrives(const v1::VmConfig& config, RestorePlan* plan,
+                              LaunchSpec* spec) const {
+    std::map<std::string, std::string> drives;
+    for (const v1::Drive& drive : config.drives()) {
+      if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
+    }
+    for (const auto& [id, path] : plan->overrides.drive_path_on_host()) drives[id] = path;
+    for (const auto& [id, path] : drives) {
+      EMBER_ASSIGN_OR_RETURN(int index,
+                             AddCheckedFile(*paths_, "drive \"" + id + "\"", path, spec));
+      (*plan->overrides.mutable_drive_path_on_host())[id] =
+          InheritedFilePath(static_cast<std::size_t>(index));
+    }
+    return absl::OkStatus();
+  }
+
   const std::string vms_dir_;
   const base::PathRules* const paths_;
 };

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -32,11 +33,15 @@ constexpr int kChildControlFd = 3;
 // A request is strings each ended by a NUL: kRequestTag, the VM id, the number N of jail files,
 // N pairs (the JailFile's How character followed by its jail name; its host path), the number M
 // of jailer option pairs, M pairs (flag, value), then ember-vmm's arguments; with the control and stderr fds attached (SCM_RIGHTS, in that order).
+// After those two come the LaunchSpec's files, if any; a jail file's host path "#I" names the
+// I-th of them.
 // The tag keeps a request from ever being empty, which on a SEQPACKET socket would read as
 // emberd closing it. Paths under the state dir keep a request far below kMaxRequest.
 constexpr char kRequestTag[] = "ember-spawn-v3";
 constexpr std::size_t kMaxRequest = 64 * 1024;
 constexpr int kRequestFds = 2;
+// Where the helper keeps a request's files while it spawns: above every fd a VMM gets them at.
+constexpr int kHeldFileFds = 128;
 
 // The helper's answer: posix_spawn's error (0 on success, kMalformed for a request it could not
 // read) and ember-vmm's pid; `jail_step` is non-zero when the error is from preparing the jail
@@ -143,9 +148,11 @@ std::optional<gid_t> CheckJailerOptions(const JailIds& ids,
 
 // posix_spawns `binary` with `vmm_args` in its own session: stdin/stdout on /dev/null, stderr
 // on stderr_fd, the control socket at kChildControlFd, signals at their defaults.
+// Unjailed, the files at kFirstFileFd on (`file_fds`, which lie above them: kHeldFileFds).
 SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>& jail,
                     const std::string& vm_id, const std::vector<std::string>& jailer_args,
-                    std::vector<std::string> vmm_args, int control_fd, int stderr_fd) {
+                    std::vector<std::string> vmm_args, int control_fd, int stderr_fd,
+                    const std::vector<int>& file_fds) {
   std::vector<std::string> args = {binary};
   const std::string* exec = &binary;
   if (jail) {
@@ -172,6 +179,10 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
   posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
   // dup2 clears FD_CLOEXEC on the copy; every other fd of the helper is close-on-exec.
   posix_spawn_file_actions_adddup2(&actions, control_fd, kChildControlFd);
+  // A jailed VMM gets its files linked into the jail (PlaceJailFile) instead.
+  for (std::size_t i = 0; !jail && i < file_fds.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, file_fds[i], kFirstFileFd + static_cast<int>(i));
+  }
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // Its own session: a terminal's signals to emberd do not reach the VMs, and VMs outlive
@@ -200,7 +211,8 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
                               const std::string& vm_id, gid_t vm_gid,
                               const std::vector<JailFile>& files,
                               const std::vector<std::string>& jailer_args,
-                              std::vector<std::string> vmm_args, int control_fd, int stderr_fd) {
+                              std::vector<std::string> vmm_args, int control_fd, int stderr_fd,
+                              const std::vector<int>& file_fds) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
   base::UniqueFd read_end(pipe_fds[0]);
@@ -220,7 +232,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
     }
     if (reply.error == 0) {
       reply = SpawnVmm(binary, jail, vm_id, jailer_args, std::move(vmm_args), control_fd,
-                       stderr_fd);
+                       stderr_fd, file_fds);
     }
     ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
     ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
@@ -252,7 +264,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
   EMBER_LOG(kDebug) << "emberd: fork server for " << binary << " is pid " << ::getpid();
   std::vector<char> buffer(kMaxRequest);
   while (true) {
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kRequestFds)];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kRequestFds + kMaxLaunchFiles))];
     iovec iov{buffer.data(), buffer.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -273,7 +285,16 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       }
     }
     SpawnReply reply{kMalformed, 0, 0};
-    if (fds.size() == kRequestFds && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
+    std::vector<int> file_fds;
+    for (std::size_t i = kRequestFds; i < fds.size(); ++i) {
+      // Above every fd SpawnVmm dup2s onto, so that no dup2 overwrites a file still to come.
+      base::UniqueFd held(::fcntl(fds[i].Get(), F_DUPFD_CLOEXEC, kHeldFileFds));
+      fds[i] = std::move(held);
+      file_fds.push_back(fds[i].Get());
+    }
+    const bool files_held = std::all_of(fds.begin(), fds.end(), [](auto& fd) { return bool(fd); });
+    if (fds.size() >= kRequestFds && files_held &&
+        (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
       std::vector<std::string> args;
       std::size_t start = 0;
       for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
@@ -298,7 +319,17 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       std::vector<JailFile> files;
       for (std::size_t i = 0; ok && i < count; ++i) {
         const std::string& kind_name = args[3 + 2 * i];
-        const std::string& host = args[4 + 2 * i];
+        std::string host = args[4 + 2 * i];
+        std::size_t index = 0;
+        if (!host.empty() && host[0] == '#') {
+          // One of the request's files: linked from the fd emberd checked, not from a name.
+          auto [end, ec] = std::from_chars(host.data() + 1, host.data() + host.size(), index);
+          if (ec != std::errc() || end != host.data() + host.size() || index >= file_fds.size()) {
+            ok = false;
+            break;
+          }
+          host = "/proc/self/fd/" + std::to_string(file_fds[index]);
+        }
         if (kind_name.size() < 2 || !IsJailFileName(std::string_view(kind_name).substr(1)) ||
             host.empty() || host[0] != '/' ||
             std::string_view("clLs").find(kind_name[0]) == std::string::npos) {
@@ -332,7 +363,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
         args.erase(args.begin(),
                    args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
         reply = SpawnThroughMiddle(binary, jail, vm_id, vm_gid.value_or(0), files, jailer_args,
-                                   std::move(args), fds[0].Get(), fds[1].Get());
+                                   std::move(args), fds[0].Get(), fds[1].Get(), file_fds);
       }
     }
     fds.clear();
@@ -396,7 +427,11 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
   std::vector<std::string> fields = {spec.vm_id, std::to_string(spec.jail_files.size())};
   for (const JailFile& file : spec.jail_files) {
     fields.push_back(static_cast<char>(file.how) + file.jail_name);
-    fields.push_back(file.host_path);
+    if (file.file >= 0 && static_cast<std::size_t>(file.file) >= spec.files.size()) {
+      return absl::InternalError("VM \"" + spec.vm_id + "\": jail file " + file.jail_name +
+                                 " names no file of the launch");
+    }
+    fields.push_back(file.file >= 0 ? "#" + std::to_string(file.file) : file.host_path);
   }
   if (spec.jailer_args.size() % 2 != 0) {
     return absl::InternalError("VM \"" + spec.vm_id + "\": jailer options come in pairs");
@@ -417,19 +452,25 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
                                       std::to_string(request.size()) + " bytes, more than " +
                                       std::to_string(kMaxRequest));
   }
-  int fds[kRequestFds] = {spec.control_listen_fd, spec.stderr_fd};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(fds))] = {};
+  if (spec.files.size() > kMaxLaunchFiles) {
+    return absl::InvalidArgumentError("VM \"" + spec.vm_id + "\": more than " +
+                                      std::to_string(kMaxLaunchFiles) + " files to hand over");
+  }
+  std::vector<int> fds = {spec.control_listen_fd, spec.stderr_fd};
+  for (const base::UniqueFd& file : spec.files) fds.push_back(file.Get());
+  const std::size_t fd_bytes = sizeof(int) * fds.size();
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kRequestFds + kMaxLaunchFiles))] = {};
   iovec iov{request.data(), request.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  msg.msg_controllen = CMSG_SPACE(fd_bytes);
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(fds));
-  std::memcpy(CMSG_DATA(c), fds, sizeof(fds));
+  c->cmsg_len = CMSG_LEN(fd_bytes);
+  std::memcpy(CMSG_DATA(c), fds.data(), fd_bytes);
 
   std::lock_guard lock(mu_);
   ssize_t sent;

@@ -31,9 +31,21 @@ struct JailFile {
     kSymlinkHost = 's', // host_path becomes a symlink to the jail's file (the console)
   };
   How how = How::kCopy;
-  std::string host_path;  // absolute, on the host
+  std::string host_path;  // absolute, on the host (only named in messages when `file` is set)
   std::string jail_name;  // a plain file name in the jail's root, or "out/" and one
+  // Index into LaunchSpec::files, or -1: the file is linked (or copied) from that fd, the very
+  // file emberd checked, not from host_path, which may name another file by then.
+  int file = -1;
 };
+
+// Where an unjailed ember-vmm finds LaunchSpec::files[i]: inherited at fd kFirstFileFd + i
+// and named in its configuration as /proc/self/fd/<that fd> (reopening an fd through /proc
+// gets its file, whatever its name leads to by then).
+inline constexpr int kFirstFileFd = 4;
+inline constexpr std::size_t kMaxLaunchFiles = 64;
+[[nodiscard]] inline std::string InheritedFilePath(std::size_t index) {
+  return "/proc/self/fd/" + std::to_string(kFirstFileFd + static_cast<int>(index));
+}
 
 // JailFile::jail_name's rule: a plain file name, or kJailOutputDir, '/' and a plain file name;
 // nothing that leads elsewhere.
@@ -70,6 +82,10 @@ struct LaunchSpec {
   int control_listen_fd = -1;         // becomes ember-vmm's --control-fd
   int stderr_fd = -1;                 // ember-vmm's log
   std::vector<JailFile> jail_files;   // only for a jailed launch; paths in vmm_args are the jail's
+  // Files emberd checked against its path rules, held open (O_PATH), at most kMaxLaunchFiles:
+  // an unjailed ember-vmm inherits them (InheritedFilePath), a jailed one gets them linked
+  // into its jail (JailFile::file). Owned by the spec.
+  std::vector<base::UniqueFd> files;
   // Only for a jailed launch: this VM's ember-jailer options, flag and value pairs of --uid and
   // --gid (once each, the same id of JailIds), --supplementary-gid (the snapshot group),
   // --device, --tap and --resource-limit (the fork server refuses any other flag).

@@ -73,8 +73,10 @@ class VmmView {
 
 // VMMs run in the host's mount namespace: every path is the host's. `vms_dir`: the VMs'
 // state directories (<vms_dir>/<vm_id>). `paths`: emberd's allowed directories (outliving the
-// view), handed to a restoring ember-vmm as its --allow-dir for the drive and vsock paths of a
-// state file that no override replaces; null: none (ember-vmm then refuses such paths).
+// view): the VMM gets the kernel, initrd and drives as the files emberd checked against them
+// (launch_files.h), and a restoring one gets them as its --allow-dir for the drive and vsock
+// paths of a state file that no override replaces. Null: paths as they are, and no
+// --allow-dir (tests of other things).
 [[nodiscard]] std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir,
                                                       const base::PathRules* paths = nullptr);
 

@@ -113,6 +113,30 @@ TEST_F(PathRulesTest, ARelativePathIsRefused) {
   ExpectRefused("images/disk.img", "is not an absolute path");
 }
 
+// The race of issue 21: a name checked, then swapped for a symlink out before it is opened.
+// What OpenFile returns is the file that passed, reopened through /proc as a VMM does.
+TEST_F(PathRulesTest, OpenFileHoldsTheFileThatPassedWhenItsNameIsSwappedForASymlinkOut) {
+  const std::string disk = allowed_ + "/images/disk.img";
+  auto file = rules_.OpenFile("config.drives[0].path_on_host", disk);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const std::string swapped = allowed_ + "/images/swap";
+  ASSERT_EQ(::symlink(secret_.c_str(), swapped.c_str()), 0);
+  ASSERT_EQ(::rename(swapped.c_str(), disk.c_str()), 0);
+  ASSERT_EQ(testing::ReadFile(disk), "secret");  // the name leads out now
+  EXPECT_EQ(testing::ReadFile("/proc/self/fd/" + std::to_string(file->Get())), "disk");
+}
+
+TEST_F(PathRulesTest, OpenFileRefusesAMissingFileAndASymlinkOut) {
+  absl::Status missing = rules_.OpenFile("kernel", allowed_ + "/images/none").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.message().find("does not exist"), std::string::npos) << missing;
+  const std::string link = allowed_ + "/images/out";
+  ASSERT_EQ(::symlink(secret_.c_str(), link.c_str()), 0);
+  absl::Status out = rules_.OpenFile("kernel", link).status();
+  EXPECT_EQ(out.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(out.message().find("leads out of"), std::string::npos) << out;
+}
+
 TEST(PathRules, WithNoAllowedDirectoryEverythingIsRefused) {
   auto rules = PathRules::Open({});
   ASSERT_TRUE(rules.ok()) << rules.status();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "tests/support/files.h"
 
@@ -86,6 +87,83 @@ TEST_F(VmmViewTest, DirectLaunchNamesTheHostsPaths) {
   EXPECT_EQ(FlagValue(spec_.vmm_args, "--serial-out"), spec_.vm_dir + "/console.log");
   EXPECT_EQ(FlagValue(spec_.vmm_args, "--exit-record"), view->ExitRecordPath("vm1"));
   EXPECT_TRUE(spec_.jail_files.empty());
+}
+
+// emberd's rules over <temp>/allowed, holding a kernel and a disk.
+class CheckedFilesTest : public VmmViewTest {
+ protected:
+  void SetUp() override {
+    VmmViewTest::SetUp();
+    std::filesystem::create_directories(allowed_);
+    std::ofstream(kernel_) << "kernel";
+    std::ofstream(disk_) << "disk";
+    auto rules = base::PathRules::Open({allowed_});
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    rules_ = std::move(*rules);
+  }
+
+  // What spec_.files[i] reads as, as the VMM would reopen it.
+  std::string Handed(std::size_t i) {
+    return i < spec_.files.size()
+               ? ReadFile("/proc/self/fd/" + std::to_string(spec_.files[i].Get()))
+               : "(no file " + std::to_string(i) + ")";
+  }
+
+  // After the check, the disk's name leads elsewhere.
+  void SwapTheDisk() {
+    const std::string other = temp_.path() + "/other";
+    std::ofstream(other) << "other";
+    ASSERT_EQ(::rename(other.c_str(), disk_.c_str()), 0);
+  }
+
+  const std::string allowed_ = temp_.path() + "/allowed";
+  const std::string kernel_ = allowed_ + "/vmlinux";
+  const std::string disk_ = allowed_ + "/disk.img";
+  base::PathRules rules_;
+};
+
+TEST_F(CheckedFilesTest, DirectLaunchNamesTheFilesEmberdCheckedNotTheirPaths) {
+  v1::VmConfig config;
+  config.mutable_boot_source()->set_kernel_image_path(kernel_);
+  config.add_drives()->set_path_on_host(disk_);
+  auto view = MakeDirectView(vms_dir_, &rules_);
+  ASSERT_TRUE(view->PrepareLaunch(config, nullptr, &spec_).ok());
+  SwapTheDisk();
+  v1::VmConfig seen;
+  ASSERT_TRUE(seen.ParseFromString(ReadFile(FlagValue(spec_.vmm_args, "--config-proto"))));
+  EXPECT_EQ(seen.boot_source().kernel_image_path(), InheritedFilePath(0));
+  EXPECT_EQ(seen.drives(0).path_on_host(), InheritedFilePath(1));
+  EXPECT_EQ(Handed(0), "kernel");
+  EXPECT_EQ(Handed(1), "disk");
+}
+
+TEST_F(CheckedFilesTest, DirectLaunchRefusesAFileThatLeadsOutOfTheAllowedDirectories) {
+  const std::string link = allowed_ + "/out.img";
+  ASSERT_EQ(::symlink("/etc/passwd", link.c_str()), 0);
+  v1::VmConfig config;
+  config.add_drives()->set_path_on_host(link);
+  absl::Status refused = MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, nullptr, &spec_);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("config.drives[0].path_on_host: " + link), std::string::npos)
+      << refused;
+}
+
+TEST_F(CheckedFilesTest, DirectRestoreOverridesEveryDriveWithTheFileEmberdChecked) {
+  v1::VmConfig config;  // the snapshotted VM's, as emberd recorded it
+  v1::Drive* drive = config.add_drives();
+  drive->set_drive_id("root");
+  drive->set_path_on_host(disk_);
+  RestorePlan plan;
+  plan.state_path = "/s";
+  plan.memory_path = "/m";
+  ASSERT_TRUE(MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, &plan, &spec_).ok());
+  SwapTheDisk();
+  v1::RestoreOverrides sent;
+  ASSERT_TRUE(sent.ParseFromString(ReadFile(FlagValue(spec_.vmm_args, "--restore-overrides"))));
+  EXPECT_EQ(sent.drive_path_on_host().at("root"), InheritedFilePath(0));
+  EXPECT_EQ(Handed(0), "disk");
+  // Drives of a state file emberd has no record of: ember-vmm applies emberd's rule.
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--allow-dir"), allowed_);
 }
 
 TEST_F(VmmViewTest, JailedLaunchPutsTheKernelAndDrivesIntoTheJailAndNamesThemThere) {
