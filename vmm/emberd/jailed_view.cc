@@ -17,6 +17,7 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/emberd/launch_files.h"
 #include "vmm/emberd/store.h"
 #include "vmm/rules/vm_config_rules.h"
 #include "vmm/emberd/vmm_view.h"
@@ -204,8 +205,9 @@ std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& 
 
 class JailedView final : public VmmView {
  public:
-  JailedView(std::string vms_dir, std::string jail_dir, JailIds ids)
-      : vms_dir_(std::move(vms_dir)), jail_dir_(std::move(jail_dir)), ids_(ids) {}
+  JailedView(std::string vms_dir, std::string jail_dir, JailIds ids,
+             const base::PathRules* paths)
+      : vms_dir_(std::move(vms_dir)), jail_dir_(std::move(jail_dir)), ids_(ids), paths_(paths) {}
 
   absl::Status CheckVmId(const std::string& vm_id) const override {
     // ember-jailer's ids: letters, digits and dashes.
@@ -344,6 +346,20 @@ class JailedView final : public VmmView {
   const std::string vms_dir_;
   const std::string jail_dir_;
   const JailIds ids_;
+  // AddJailFile for a kernel, initrd or drive: linked from the file emberd checked against
+  // its path rules (launch_files.h), not from its name, which may lead elsewhere by then.
+  [[nodiscard]] absl::StatusOr<std::string> AddCheckedJailFile(LaunchSpec* spec,
+                                                               JailFile::How how,
+                                                               const std::string& field,
+                                                               const std::string& host,
+                                                               const std::string& name) const {
+    std::string seen = AddJailFile(spec, how, host, name);
+    if (paths_ == nullptr) return seen;
+    EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file,
+                           AddCheckedFile(*paths_, field, host, spec));
+    return seen;
+  }
+  const base::PathRules* const paths_;  // null: files linked by name (tests)
   mutable std::mutex mu_;
   std::map<std::string, std::uint32_t> vm_ids_;  // guarded by mu_: each VM's uid and gid
   std::set<std::uint32_t> taken_;                // guarded by mu_: the values of vm_ids_
@@ -360,17 +376,25 @@ absl::Status JailedView::PrepareBoot(const v1::VmConfig& config, LaunchSpec* spe
   };
   v1::BootSource* boot = jailed.mutable_boot_source();
   if (!boot->kernel_image_path().empty()) {
-    boot->set_kernel_image_path(
-        add(JailFile::How::kLinkOrCopy, boot->kernel_image_path(), "kernel"));
+    EMBER_ASSIGN_OR_RETURN(
+        *boot->mutable_kernel_image_path(),
+        AddCheckedJailFile(spec, JailFile::How::kLinkOrCopy, "config.boot-source.kernel_image_path",
+                           boot->kernel_image_path(), "kernel"));
   }
   if (!boot->initrd_path().empty()) {
-    boot->set_initrd_path(add(JailFile::How::kLinkOrCopy, boot->initrd_path(), "initrd"));
+    EMBER_ASSIGN_OR_RETURN(
+        *boot->mutable_initrd_path(),
+        AddCheckedJailFile(spec, JailFile::How::kLinkOrCopy, "config.boot-source.initrd_path",
+                           boot->initrd_path(), "initrd"));
   }
   for (int i = 0; i < jailed.drives_size(); ++i) {
     v1::Drive* drive = jailed.mutable_drives(i);
     if (drive->path_on_host().empty()) continue;
-    drive->set_path_on_host(
-        add(JailFile::How::kLink, drive->path_on_host(), "drive" + std::to_string(i)));
+    EMBER_ASSIGN_OR_RETURN(
+        *drive->mutable_path_on_host(),
+        AddCheckedJailFile(spec, JailFile::How::kLink,
+                           "config.drives[" + std::to_string(i) + "].path_on_host",
+                           drive->path_on_host(), "drive" + std::to_string(i)));
   }
   const std::string jail_config = spec->vm_dir + "/jail-config.pb";
   EMBER_RETURN_IF_ERROR(WriteFileAtomic(jail_config, jailed.SerializeAsString()));
@@ -402,8 +426,9 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
   jailed.overrides.clear_drive_path_on_host();
   int index = 0;
   for (const auto& [id, host] : drives) {
-    (*jailed.overrides.mutable_drive_path_on_host())[id] =
-        AddJailFile(spec, JailFile::How::kLink, host, "drive" + std::to_string(index++));
+    EMBER_ASSIGN_OR_RETURN((*jailed.overrides.mutable_drive_path_on_host())[id],
+                           AddCheckedJailFile(spec, JailFile::How::kLink, "drive \"" + id + "\"",
+                                              host, "drive" + std::to_string(index++)));
   }
   const std::string overrides = spec->vm_dir + "/restore-overrides.pb";
   EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(jailed, overrides, "/restore-overrides.pb"));
@@ -528,8 +553,9 @@ absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan
 
 }  // namespace
 
-std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, JailIds ids) {
-  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), ids);
+std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, JailIds ids,
+                                        const base::PathRules* paths) {
+  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), ids, paths);
 }
 
 }  // namespace ember::emberd

@@ -81,8 +81,11 @@ class VmmView {
                                                       const base::PathRules* paths = nullptr);
 
 // VMMs run under ember-jailer, each as a uid and gid of its own from `ids`, VM <id> chrooted
-// into <jail_dir>/<id>/root.
+// into <jail_dir>/<id>/root. `paths` (outliving the view): the kernel, initrd and drives are
+// linked into a jail from the files emberd checked against these rules; null: from their
+// names (tests of other things).
 [[nodiscard]] std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir,
-                                                      JailIds ids);
+                                                      JailIds ids,
+                                                      const base::PathRules* paths = nullptr);
 
 }  // namespace ember::emberd

@@ -166,6 +166,22 @@ TEST_F(CheckedFilesTest, DirectRestoreOverridesEveryDriveWithTheFileEmberdChecke
   EXPECT_EQ(FlagValue(spec_.vmm_args, "--allow-dir"), allowed_);
 }
 
+TEST_F(CheckedFilesTest, JailedLaunchLinksTheFilesEmberdCheckedIntoTheJail) {
+  v1::VmConfig config;
+  config.mutable_boot_source()->set_kernel_image_path(kernel_);
+  config.add_drives()->set_path_on_host(disk_);
+  auto view = MakeJailedView(vms_dir_, jail_dir_, kIds, &rules_);
+  ASSERT_TRUE(view->PrepareLaunch(config, nullptr, &spec_).ok());
+  SwapTheDisk();
+  std::map<std::string, int> files;
+  for (const JailFile& file : spec_.jail_files) files[file.jail_name] = file.file;
+  ASSERT_EQ(files.at("kernel"), 0);
+  ASSERT_EQ(files.at("drive0"), 1);
+  EXPECT_EQ(files.at("config.pb"), -1);  // emberd's own file
+  EXPECT_EQ(Handed(0), "kernel");
+  EXPECT_EQ(Handed(1), "disk");
+}
+
 TEST_F(VmmViewTest, JailedLaunchPutsTheKernelAndDrivesIntoTheJailAndNamesThemThere) {
   v1::VmConfig config;
   config.mutable_boot_source()->set_kernel_image_path("/boot/vmlinux");
