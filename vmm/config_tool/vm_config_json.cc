@@ -27,7 +27,9 @@ std::string ToUserSpelling(std::string message) {
 
 // A top-level section for a feature Ember does not have is refused by its name alone, whatever
 // it holds: cpu-config may be a path or a template, and a newer Firecracker may add fields to
-// any of them. Read as a generic JSON object by the same parser; null or [] is off.
+// any of them, which the typed parse would call unknown. Read as a generic JSON object by the
+// same parser, only once the typed parse failed, so that a good file is parsed once; null or []
+// is off. A section the typed parse did read is refused by the rules, with the same line.
 absl::Status CheckUnsupportedSections(const std::string& json) {
   google::protobuf::Struct top;
   if (!google::protobuf::util::JsonStringToMessage(json, &top).ok()) {
@@ -45,12 +47,14 @@ absl::Status CheckUnsupportedSections(const std::string& json) {
 }  // namespace
 
 absl::StatusOr<v1::VmConfig> ParseVmConfigJson(const std::string& json) {
-  if (absl::Status status = CheckUnsupportedSections(json); !status.ok()) return status;
   v1::VmConfig config;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   auto status = google::protobuf::util::JsonStringToMessage(json, &config, options);
   if (!status.ok()) {
+    if (absl::Status unsupported = CheckUnsupportedSections(json); !unsupported.ok()) {
+      return unsupported;
+    }
     return absl::InvalidArgumentError(ToUserSpelling(std::string(status.message())));
   }
   if (absl::Status resolved = rules::ResolveDeprecatedNames(&config); !resolved.ok()) {
