@@ -8,7 +8,8 @@ import subprocess
 import time
 import unittest
 
-from rootfs_support import (ENV, NOBODY, TOOL, RootfsTestCase, cat, debugfs, entry, image_config, names, stat, write_tar, xattr)
+from rootfs_support import (ENV, RootfsTestCase, as_nobody, cat, debugfs, entry, image_config,
+                            names, runnable_tool, stat, write_tar, xattr)
 
 
 def rootfs_entries():
@@ -121,11 +122,9 @@ class ExportSource(RootfsTestCase):
         feed = os.path.join(self.work, "feed.tar")
         os.mkfifo(feed, 0o666)
         os.chmod(feed, 0o666)
-        args = [TOOL, "--init", self.init, "--agent", self.agent, "--format", "export", feed,
-                self.image_path()]
-        if os.getuid() == 0:
-            args = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] + args
-        tool = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=ENV)
+        args = [runnable_tool(), "--init", self.init, "--agent", self.agent, "--format", "export",
+                feed, self.image_path()]
+        tool = subprocess.Popen(as_nobody(args), stderr=subprocess.PIPE, text=True, env=ENV)
         with open(feed, "wb") as writer:
             writer.write(half)
             writer.flush()

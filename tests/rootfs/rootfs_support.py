@@ -2,6 +2,7 @@
 run as root, so every test proves that no root is needed), and read the image back with
 e2fsprogs' own tools (e2fsck -fn, debugfs), never by mounting it."""
 
+import atexit
 import json
 import os
 import re
@@ -15,6 +16,36 @@ TOOL = os.path.join(BUILD_DIR, "bin", "ember-rootfs")
 NOBODY = 65534
 ENV = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin:/sbin", DEBUGFS_PAGER="__none__",
            PAGER="__none__")
+
+
+_runnable_tool = None
+
+
+def runnable_tool():
+    """The ember-rootfs to run. As root, a copy (with the ember-init and ember-agent built
+    beside it) in a world-readable directory: the unprivileged run cannot reach the build tree
+    when it lies under a private directory (a CI checkout in /root)."""
+    global _runnable_tool
+    if os.getuid() != 0:
+        return TOOL
+    if _runnable_tool is None:
+        bin_dir = tempfile.mkdtemp(prefix="ember-rootfs-bin-")
+        atexit.register(shutil.rmtree, bin_dir, ignore_errors=True)
+        os.chmod(bin_dir, 0o755)
+        for name in ("ember-rootfs", "ember-init", "ember-agent"):
+            built = os.path.join(os.path.dirname(TOOL), name)
+            if os.path.exists(built):
+                shutil.copy(built, os.path.join(bin_dir, name))
+                os.chmod(os.path.join(bin_dir, name), 0o755)
+        _runnable_tool = os.path.join(bin_dir, "ember-rootfs")
+    return _runnable_tool
+
+
+def as_nobody(args):
+    """`args` run as nobody when we are root, so every test proves that no root is needed."""
+    if os.getuid() == 0:
+        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] + args
+    return args
 
 
 class RootfsTestCase(unittest.TestCase):
@@ -45,13 +76,11 @@ class RootfsTestCase(unittest.TestCase):
 
     def run_tool(self, source, image, *flags, guest_programs=True):
         """ember-rootfs SOURCE IMAGE, as nobody when we are root."""
-        args = [TOOL]
+        args = [runnable_tool()]
         if guest_programs:
             args += ["--init", self.init, "--agent", self.agent]
         args += list(flags) + [source, image]
-        if os.getuid() == 0:
-            args = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] + args
-        return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300)
+        return subprocess.run(as_nobody(args), capture_output=True, text=True, env=ENV, timeout=300)
 
     def build(self, source, *flags):
         image = self.image_path()
