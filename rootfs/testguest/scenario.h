@@ -20,6 +20,7 @@ int blk_reset_scenario(const struct boot_info *boot, const char **reason);
 int counter_scenario(const struct boot_info *boot, const char **reason);
 int vsock_scenario(const struct boot_info *boot, const char **reason);
 int vsock_reset_scenario(const struct boot_info *boot, const char **reason);
+int agent_scenario(const struct boot_info *boot, const char **reason);
 int net_scenario(const struct boot_info *boot, const char **reason);
 int touch_scenario(const struct boot_info *boot, const char **reason);
 /* Hostile guests (hostile.h): each does what a broken or malicious driver might. */

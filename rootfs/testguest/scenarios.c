@@ -53,6 +53,7 @@ const struct scenario kScenarios[] = {
     {"counter", counter_scenario},
     {"vsock", vsock_scenario},
     {"vsock-reset", vsock_reset_scenario},
+    {"agent", agent_scenario},
     {"net", net_scenario},
     {"touch", touch_scenario},
     {"blk-flood", blk_flood_scenario},
