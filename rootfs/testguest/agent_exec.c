@@ -30,7 +30,12 @@ static uint8_t out_buf[AGENT_MAX_REQUEST];
 
 /* 1, or 0 when the body is malformed or has more than MAX_ARGS arguments. */
 static int parse(const uint8_t *body, uint32_t len, struct exec_request *req) {
-  memset(req, 0, sizeof(*req));
+  /* Only the counters: clearing the whole struct costs ~1 us per byte where guest code is
+   * emulated. */
+  req->argc = 0;
+  req->in = 0;
+  req->in_len = 0;
+  req->unsupported = 0;
   struct pb_reader r = pb_reader_of(body, len);
   uint32_t field, type;
   while (pb_next(&r, &field, &type)) {
