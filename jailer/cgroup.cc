@@ -183,6 +183,38 @@ absl::StatusOr<std::string> FindCgroup1Mount(const std::vector<MountInfoEntry>& 
       absl::StrCat("no cgroup v1 hierarchy carries the \"", controller, "\" controller"));
 }
 
+CgroupPlacement PlaceControllers(const std::vector<MountInfoEntry>& mounts,
+                                 const std::string& v2_controllers,
+                                 const std::vector<std::string>& wanted) {
+  CgroupPlacement placement;
+  std::vector<std::string> in_v2 =
+      absl::StrSplit(v2_controllers, absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  absl::StatusOr<std::string> v2 = FindCgroup2Mount(mounts);
+  bool all_in_v2 = v2.ok() && std::all_of(wanted.begin(), wanted.end(), [&](const auto& c) {
+                     return std::find(in_v2.begin(), in_v2.end(), c) != in_v2.end();
+                   });
+  if (all_in_v2) {
+    placement.version = 2;
+    placement.controllers = wanted;
+    placement.mounts = {*v2};
+    return placement;
+  }
+  for (const std::string& controller : wanted) {
+    absl::StatusOr<std::string> mount = FindCgroup1Mount(mounts, controller);
+    if (!mount.ok()) {
+      placement.missing.push_back(controller);
+      continue;
+    }
+    placement.version = 1;
+    placement.controllers.push_back(controller);
+    if (std::find(placement.mounts.begin(), placement.mounts.end(), *mount) ==
+        placement.mounts.end()) {
+      placement.mounts.push_back(*mount);
+    }
+  }
+  return placement;
+}
+
 std::string ControllerOf(const std::string& file) { return file.substr(0, file.find('.')); }
 
 absl::StatusOr<std::vector<std::string>> SetUpCgroups(const JailerArgs& args, pid_t pid) {

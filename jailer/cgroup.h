@@ -29,6 +29,20 @@ struct MountInfoEntry {
 [[nodiscard]] absl::StatusOr<std::string> FindCgroup1Mount(
     const std::vector<MountInfoEntry>& mounts, const std::string& controller);
 
+// Where cgroups with `wanted` controllers go on a host: the v2 hierarchy when it carries all
+// of them (`v2_controllers`: its cgroup.controllers), else the v1 hierarchies of those a v1
+// hierarchy carries. The jailer takes one version per jail, so a hybrid host whose v2
+// hierarchy carries only some of them gets those from v1, or goes without.
+struct CgroupPlacement {
+  int version = 0;                       // 1 or 2; 0: no hierarchy carries any of them
+  std::vector<std::string> controllers;  // the wanted controllers the version carries
+  std::vector<std::string> mounts;       // their hierarchies' mount points, each once
+  std::vector<std::string> missing;      // the wanted controllers nothing here carries
+};
+[[nodiscard]] CgroupPlacement PlaceControllers(const std::vector<MountInfoEntry>& mounts,
+                                               const std::string& v2_controllers,
+                                               const std::vector<std::string>& wanted);
+
 // "memory.max" -> "memory". Settings are validated by ParseJailerArgs, so there is a dot.
 [[nodiscard]] std::string ControllerOf(const std::string& file);
 

@@ -53,6 +53,33 @@ TEST(MountInfo, NoCgroup2IsNotFound) {
   EXPECT_EQ(mount.status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(CgroupPlacement, AHybridHostWhoseV2LacksTheControllersUsesV1) {
+  CgroupPlacement placement =
+      PlaceControllers(ParseMountInfo(kHybrid), "hugetlb\n", {"memory", "pids", "cpu"});
+  EXPECT_EQ(placement.version, 1);
+  EXPECT_EQ(placement.controllers, (std::vector<std::string>{"memory", "pids", "cpu"}));
+  EXPECT_EQ(placement.mounts, (std::vector<std::string>{"/sys/fs/cgroup/memory",
+                                                        "/sys/fs/cgroup/pids",
+                                                        "/sys/fs/cgroup/cpu,cpuacct"}));
+  EXPECT_TRUE(placement.missing.empty());
+}
+
+TEST(CgroupPlacement, V2CarryingEveryControllerIsUsedAlone) {
+  CgroupPlacement placement = PlaceControllers(ParseMountInfo(kHybrid), "cpu memory pids\n",
+                                               {"memory", "pids", "cpu"});
+  EXPECT_EQ(placement.version, 2);
+  EXPECT_EQ(placement.mounts, (std::vector<std::string>{"/sys/fs/cgroup/unified"}));
+}
+
+TEST(CgroupPlacement, AControllerNoHierarchyCarriesIsMissing) {
+  CgroupPlacement placement =
+      PlaceControllers(ParseMountInfo(kHybrid), "", {"memory", "hugetlb"});
+  EXPECT_EQ(placement.version, 1);
+  EXPECT_EQ(placement.controllers, (std::vector<std::string>{"memory"}));
+  EXPECT_EQ(placement.missing, (std::vector<std::string>{"hugetlb"}));
+  EXPECT_EQ(PlaceControllers({}, "", {"memory"}).version, 0);
+}
+
 TEST(Cgroup, ControllerIsThePrefixBeforeTheFirstDot) {
   EXPECT_EQ(ControllerOf("memory.limit_in_bytes"), "memory");
   EXPECT_EQ(ControllerOf("cpuset.cpus.exclusive"), "cpuset");
