@@ -393,6 +393,44 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
                                 api.CreateRequest(vm_id="jmore", config=ec.config("idle")))
         self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
 
+    def test_a_jailed_vm_has_a_cgroup_of_its_own_limiting_memory_tasks_and_cpu(self):
+        config = ec.config("idle")
+        config.machine_config.vcpu_count = 2
+        vm = self.stub.Create(api.CreateRequest(vm_id="jcg", config=config), timeout=30)
+        vmm = self.vmm_of(vm.pid)
+        # "N:controller:/path" for v1 hierarchies; this host's v2 carries none of them.
+        with open(f"/proc/{vmm}/cgroup") as f:
+            paths = {c: p for _, cs, p in (line.strip().split(":", 2) for line in f)
+                     for c in cs.split(",")}
+        mounts = {}
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                dash = fields.index("-")
+                if fields[dash + 1] == "cgroup":
+                    for c in fields[dash + 3].split(","):
+                        mounts[c] = fields[4]
+        if not all(c in mounts for c in ("memory", "pids", "cpu")):
+            self.skipTest("this host has no cgroup v1 memory, pids and cpu hierarchies")
+        expected = {"memory": ("memory.limit_in_bytes", (32 + 128) << 20),
+                    "pids": ("pids.max", 2 + 64),
+                    "cpu": ("cpu.shares", 2 * 1024)}
+        dirs = []
+        for controller, (name, value) in expected.items():
+            self.assertTrue(paths[controller].endswith("/jcg"), paths[controller])
+            directory = mounts[controller] + paths[controller]
+            with open(os.path.join(directory, name)) as f:
+                self.assertEqual(int(f.read()), value, name)
+            dirs.append(directory)
+        # Gone once the VM ends, before it is deleted.
+        self.stub.Stop(api.StopRequest(vm_id="jcg"), timeout=30)
+        deadline = time.time() + 10
+        while any(os.path.exists(d) for d in dirs) and time.time() < deadline:
+            time.sleep(0.05)
+        for directory in dirs:
+            self.assertFalse(os.path.exists(directory), directory)
+        self.stub.Delete(api.DeleteRequest(vm_id="jcg"), timeout=30)
+
     def test_underscore_ids_are_refused(self):
         code, details = code_of(self.stub.Create,
                                 api.CreateRequest(vm_id="a_b", config=ec.config("idle")))

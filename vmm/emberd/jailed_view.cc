@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <deque>
+#include <thread>
 #include <charconv>
 #include <optional>
 #include <set>
@@ -173,6 +176,42 @@ absl::Status CheckJailCanMap(const std::string& field, const std::string& path,
 // console log a guest fills.
 constexpr std::uint64_t kFileSizeSlackMib = 64;
 
+// A VM's cgroup limits beyond its guest memory: the VMM's own memory (its heap, stacks, rings,
+// the page cache of the snapshots it writes, and in v2 the kernel's memory for it).
+constexpr std::uint64_t kCgroupMemoryOverheadMib = 128;
+// pids.max beyond a vCPU each: the VMM's own threads and the jailer's stand-in, plus io_uring's
+// bounded workers, at most 4 per host CPU for each drive.
+constexpr std::uint64_t kCgroupTaskSlack = 64;
+constexpr std::uint64_t kIoUringWorkersPerCpu = 4;
+
+// The --cgroup limits of a VM with `config` under `cgroups`: memory (guest + overhead), pids,
+// and a CPU weight in proportion to its vCPUs (v2 cpu.weight 100 per vCPU up to the most,
+// 10000; v1 cpu.shares 1024 per vCPU).
+std::vector<std::string> CgroupOptions(const JailCgroups& cgroups, const v1::VmConfig& config) {
+  const v1::MachineConfig& machine = config.machine_config();
+  const std::uint64_t mib =
+      (machine.has_mem_size_mib() ? machine.mem_size_mib() : rules::kDefaultMemMib);
+  const std::uint64_t vcpus = machine.vcpu_count() != 0 ? machine.vcpu_count() : rules::kDefaultVcpus;
+  const bool v2 = cgroups.version == 2;
+  std::vector<std::string> options;
+  for (const std::string& controller : cgroups.controllers) {
+    std::string setting;
+    if (controller == "memory") {
+      setting = (v2 ? "memory.max=" : "memory.limit_in_bytes=") +
+                std::to_string((mib + kCgroupMemoryOverheadMib) << 20);
+    } else if (controller == "pids") {
+      setting = "pids.max=" + std::to_string(vcpus + kCgroupTaskSlack +
+                                             kIoUringWorkersPerCpu * cgroups.host_cpus *
+                                                 static_cast<std::uint64_t>(config.drives_size()));
+    } else if (controller == "cpu") {
+      setting = v2 ? "cpu.weight=" + std::to_string(std::min<std::uint64_t>(10000, 100 * vcpus))
+                   : "cpu.shares=" + std::to_string(1024 * vcpus);
+    }
+    if (!setting.empty()) options.insert(options.end(), {"--cgroup", setting});
+  }
+  return options;
+}
+
 // This VM's ember-jailer options: only the device nodes it uses (KVM; the tun device when it
 // has a network interface; userfaultfd only for a UFFD restore), its taps
 // made in its network namespace, and its file size bound.
@@ -206,8 +245,29 @@ std::string AddJailFile(LaunchSpec* spec, JailFile::How how, const std::string& 
 class JailedView final : public VmmView {
  public:
   JailedView(std::string vms_dir, std::string jail_dir, JailIds ids,
-             const base::PathRules* paths)
-      : vms_dir_(std::move(vms_dir)), jail_dir_(std::move(jail_dir)), ids_(ids), paths_(paths) {}
+             const base::PathRules* paths, JailCgroups cgroups, EventHub* events)
+      : vms_dir_(std::move(vms_dir)),
+        jail_dir_(std::move(jail_dir)),
+        ids_(ids),
+        paths_(paths),
+        cgroups_(std::move(cgroups)),
+        events_(events) {
+    if (events_ != nullptr && cgroups_.version != 0) {
+      exits_ = events_->Subscribe("");
+      cgroup_sweeper_ = std::thread([this] { SweepCgroups(); });
+    }
+  }
+
+  ~JailedView() override {
+    if (!exits_) return;
+    {
+      std::lock_guard lock(exits_->mu);
+      stopping_ = true;
+    }
+    exits_->cv.notify_all();
+    cgroup_sweeper_.join();
+    events_->Unsubscribe(exits_);
+  }
 
   absl::Status CheckVmId(const std::string& vm_id) const override {
     // ember-jailer's ids: letters, digits and dashes.
@@ -228,6 +288,9 @@ class JailedView final : public VmmView {
       EMBER_RETURN_IF_ERROR(PrepareRestore(*restore, config, spec));
     }
     spec->jailer_args = JailerOptions(config, restore);
+    for (std::string& option : CgroupOptions(cgroups_, config)) {
+      spec->jailer_args.push_back(std::move(option));
+    }
     spec->jailer_args.insert(spec->jailer_args.end(),
                              {"--uid", std::to_string(id), "--gid", std::to_string(id)});
     // A clone reads its snapshot's files through their group.
@@ -277,6 +340,7 @@ class JailedView final : public VmmView {
 
   absl::Status RemoveVm(const std::string& vm_id) override {
     EMBER_RETURN_IF_ERROR(RemoveTree(jail_dir_ + "/" + vm_id));
+    RemoveCgroup(vm_id);
     // Only once nothing of its uid is left in its jail may another VM have the uid.
     std::lock_guard lock(mu_);
     chains_.erase(vm_id);
@@ -335,6 +399,11 @@ class JailedView final : public VmmView {
                                                      const std::string& vm_dir);
   // Marks the id a previous emberd gave `vm_id` (its kJailIdFile) as taken.
   void RecoverId(const std::string& vm_id);
+  // Removes `vm_id`'s cgroup from every hierarchy, and the parent once it is empty. Its tasks
+  // have been reaped; the kernel may take a moment to let the cgroup go.
+  void RemoveCgroup(const std::string& vm_id) const;
+  // cgroup_sweeper_'s loop: removes a VM's cgroup once it is STOPPED, until stopping_.
+  void SweepCgroups();
   // `vm_id`'s uid, or nullopt if it has none.
   [[nodiscard]] std::optional<std::uint32_t> IdOf(const std::string& vm_id) const;
   // Writes the config the jailed VMM sees and names the files it needs in the jail.
@@ -360,6 +429,11 @@ class JailedView final : public VmmView {
     return seen;
   }
   const base::PathRules* const paths_;  // null: files linked by name (tests)
+  const JailCgroups cgroups_;
+  EventHub* const events_;  // may be null: then cgroups go only with RemoveVm
+  std::shared_ptr<EventHub::Watcher> exits_;  // every VM's events, for their STOPPED
+  bool stopping_ = false;                     // guarded by exits_->mu
+  std::thread cgroup_sweeper_;
   mutable std::mutex mu_;
   std::map<std::string, std::uint32_t> vm_ids_;  // guarded by mu_: each VM's uid and gid
   std::set<std::uint32_t> taken_;                // guarded by mu_: the values of vm_ids_
@@ -515,6 +589,40 @@ void JailedView::RecoverId(const std::string& vm_id) {
   vm_ids_[vm_id] = id;
 }
 
+void JailedView::RemoveCgroup(const std::string& vm_id) const {
+  if (cgroups_.version == 0) return;
+  for (const std::string& mount : cgroups_.mounts) {
+    const std::string dir = mount + "/" + cgroups_.parent + "/" + vm_id;
+    int tries = 0;
+    while (::rmdir(dir.c_str()) != 0 && errno == EBUSY && ++tries < 100) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (::access(dir.c_str(), F_OK) == 0) {
+      EMBER_LOG(kWarn) << "emberd: VM " << vm_id << "'s cgroup " << dir
+                       << " is still there: " << std::strerror(errno);
+    }
+    ::rmdir((mount + "/" + cgroups_.parent).c_str());  // fails while other VMs' are in it
+  }
+}
+
+void JailedView::SweepCgroups() {
+  std::unique_lock lock(exits_->mu);
+  while (true) {
+    exits_->cv.wait(lock, [&] { return stopping_ || !exits_->queue.empty(); });
+    if (stopping_) return;
+    std::deque<v1::Event> events;
+    events.swap(exits_->queue);
+    lock.unlock();
+    for (const v1::Event& event : events) {
+      // STOPPED, not EXITED: a VMM found gone when emberd restarts is STOPPED with no EXITED.
+      if (event.kind() == v1::Event::STATE && event.state() == v1::Vm::STOPPED) {
+        RemoveCgroup(event.vm_id());
+      }
+    }
+    lock.lock();
+  }
+}
+
 std::optional<std::uint32_t> JailedView::IdOf(const std::string& vm_id) const {
   std::lock_guard lock(mu_);
   auto it = vm_ids_.find(vm_id);
@@ -554,8 +662,10 @@ absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan
 }  // namespace
 
 std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, JailIds ids,
-                                        const base::PathRules* paths) {
-  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), ids, paths);
+                                        const base::PathRules* paths, JailCgroups cgroups,
+                                        EventHub* events) {
+  return std::make_unique<JailedView>(std::move(vms_dir), std::move(jail_dir), ids, paths,
+                                      std::move(cgroups), events);
 }
 
 }  // namespace ember::emberd

@@ -114,11 +114,25 @@ int PlaceJailFile(const JailFile& file, const std::string& root, gid_t gid) {
   return EINVAL;
 }
 
+// Whether FILE=VALUE is a limit emberd sets on a VM's cgroup (JailedView), in `cgroups`'
+// version, as a number.
+bool IsVmCgroupLimit(const JailCgroups& cgroups, const std::string& setting) {
+  const std::size_t eq = setting.find('=');
+  if (eq == std::string::npos || eq + 1 == setting.size()) return false;
+  const std::string file = setting.substr(0, eq);
+  const bool known = cgroups.version == 2
+                         ? file == "memory.max" || file == "pids.max" || file == "cpu.weight"
+                         : cgroups.version == 1 && (file == "memory.limit_in_bytes" ||
+                                                    file == "pids.max" || file == "cpu.shares");
+  return known && setting.find_first_not_of("0123456789", eq + 1) == std::string::npos;
+}
+
 // Checks a jailed VM's ember-jailer options (flag and value pairs, LaunchSpec::jailer_args):
 // only per-VM options, since paths and namespaces are the helper's own, and an identity of
 // `ids`: --uid and --gid once each, the same VM id, and --supplementary-gid only the snapshot
-// group. Returns the VM's gid, or nullopt for a request to refuse.
-std::optional<gid_t> CheckJailerOptions(const JailIds& ids,
+// group; --cgroup only the limits of `cgroups`' version. Returns the VM's gid, or nullopt for a
+// request to refuse.
+std::optional<gid_t> CheckJailerOptions(const JailIds& ids, const JailCgroups& cgroups,
                                         const std::vector<std::string>& options) {
   std::optional<std::uint64_t> uid;
   std::optional<std::uint64_t> gid;
@@ -138,6 +152,8 @@ std::optional<gid_t> CheckJailerOptions(const JailIds& ids,
       if (!id || !ids.IsVmId(*id)) return std::nullopt;
     } else if (flag == "--supplementary-gid") {
       if (number(value) != std::optional<std::uint64_t>(ids.snapshot_gid())) return std::nullopt;
+    } else if (flag == "--cgroup") {
+      if (!IsVmCgroupLimit(cgroups, value)) return std::nullopt;
     } else if (flag != "--device" && flag != "--tap" && flag != "--resource-limit") {
       return std::nullopt;
     }
@@ -162,6 +178,10 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
     if (jail->new_pid_ns) args.push_back("--new-pid-ns");
     if (jail->isolate) args.push_back("--isolate");
     args.insert(args.end(), jailer_args.begin(), jailer_args.end());
+    if (std::find(jailer_args.begin(), jailer_args.end(), "--cgroup") != jailer_args.end()) {
+      args.insert(args.end(), {"--cgroup-version", std::to_string(jail->cgroups.version),
+                               "--parent-cgroup", jail->cgroups.parent});
+    }
     args.push_back("--");
     exec = &jail->jailer;
   }
@@ -355,7 +375,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       }
       std::optional<gid_t> vm_gid;
       if (ok && jail) {
-        vm_gid = CheckJailerOptions(jail->ids, jailer_args);
+        vm_gid = CheckJailerOptions(jail->ids, jail->cgroups, jailer_args);
         ok = vm_gid.has_value();
       }
       if (ok) {

@@ -63,11 +63,23 @@ struct JailIds {
   [[nodiscard]] bool IsVmId(std::uint64_t id) const { return id > base && id - base <= count; }
 };
 
+// Each jailed VM's own cgroup, with memory, pids and cpu limits (JailedView says which): emberd
+// picks the hierarchies at start-up (jailer::PlaceControllers) and removes a VM's cgroup when
+// it deletes the VM.
+struct JailCgroups {
+  int version = 0;      // 1 or 2; 0: none (no hierarchy here carries memory, pids or cpu)
+  std::string parent;   // relative to a hierarchy's root: a VM's cgroup is <parent>/<vm id>
+  std::vector<std::string> controllers;  // of memory, pids and cpu: those it limits
+  std::vector<std::string> mounts;       // the hierarchies that hold them
+  unsigned host_cpus = 1;                // sizes pids.max (io_uring's workers)
+};
+
 // Running ember-vmm through ember-jailer (emberd --jailer).
 struct JailerConfig {
   std::string jailer;       // the ember-jailer binary
   std::string chroot_base;  // absolute; a VM's jail is <chroot_base>/ember-vmm/<id>/root
   JailIds ids;              // the fork server refuses a VM identity outside them
+  JailCgroups cgroups;      // the fork server adds --cgroup-version and --parent-cgroup
   bool new_pid_ns = false;
   bool isolate = false;  // new ipc, uts and network namespaces (ember-jailer --isolate)
   // <chroot_base>/<exec name>/<id>/root, the directory the jailer chroots into.
@@ -88,7 +100,8 @@ struct LaunchSpec {
   std::vector<base::UniqueFd> files;
   // Only for a jailed launch: this VM's ember-jailer options, flag and value pairs of --uid and
   // --gid (once each, the same id of JailIds), --supplementary-gid (the snapshot group),
-  // --device, --tap and --resource-limit (the fork server refuses any other flag).
+  // --device, --tap, --resource-limit and --cgroup (only the limits JailedView sets; the fork
+  // server refuses any other flag).
   std::vector<std::string> jailer_args;
 };
 

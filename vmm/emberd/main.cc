@@ -23,6 +23,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "jailer/cgroup.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/api_service.h"
@@ -79,6 +80,12 @@ constexpr char kUsage[] =
     "                     of the snapshot files emberd keeps, which restored clones get as\n"
     "                     their one supplementary group (defaults 830000 and 65536)\n"
     "  --chroot-base DIR  the jailer's --chroot-base-dir (default STATE-DIR/jail)\n"
+    "  --cgroup-parent PATH\n"
+    "                     each jailed VM gets a cgroup PATH/<id> (relative to each hierarchy's\n"
+    "                     root; default ember-<hash of STATE-DIR>) limiting its memory (guest +\n"
+    "                     128 MiB), tasks (vCPUs + 64 + 4 per host CPU and drive) and CPU weight\n"
+    "                     (per vCPU): cgroup v2 where it carries memory, pids and cpu, else v1;\n"
+    "                     removed when its VMM ends (or the VM is deleted)\n"
     "  --jailer-new-pid-ns\n"
     "                     accepted for old command lines: a new pid namespace is the default\n"
     "  --help             this text\n"
@@ -110,6 +117,7 @@ struct Flags {
   std::optional<std::uint32_t> jailer_id_base;
   std::optional<std::uint32_t> jailer_id_count;
   std::string chroot_base;
+  std::string cgroup_parent;
   bool no_jail = false;
 };
 
@@ -158,6 +166,7 @@ Flags ParseFlags(int argc, char** argv) {
            "range with --jailer-id-base and --jailer-id-count");
     }
     else if (arg == "--chroot-base") flags.chroot_base = value();
+    else if (arg == "--cgroup-parent") flags.cgroup_parent = value();
     else if (arg == "--jailer-new-pid-ns") {}  // the default
     else if (arg == "--no-jail") flags.no_jail = true;
     else if (arg == "--seccomp") {
@@ -176,10 +185,10 @@ Flags ParseFlags(int argc, char** argv) {
     }
   }
   bool any_jail = !flags.jailer.empty() || flags.jailer_id_base || flags.jailer_id_count ||
-                  !flags.chroot_base.empty();
+                  !flags.chroot_base.empty() || !flags.cgroup_parent.empty();
   if (flags.no_jail && any_jail) {
-    Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-id-base, --jailer-id-count and "
-         "--chroot-base have nothing to configure");
+    Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-id-base, --jailer-id-count, "
+         "--chroot-base and --cgroup-parent have nothing to configure");
   }
   // A TCP listener anyone on the network can reach is as good as root on this host: it is
   // served only to clients with a certificate the operator's CA signed.
@@ -291,6 +300,48 @@ void ConfigureProcess(const Flags& flags) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // every thread inherits it
 }
 
+// The default --cgroup-parent: one per state directory, so that two emberds on one host never
+// share a VM's cgroup (FNV-1a of the directory's path).
+std::string DefaultCgroupParent(const std::string& state_dir) {
+  std::uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : state_dir) hash = (hash ^ c) * 0x100000001b3ULL;
+  char text[32];
+  std::snprintf(text, sizeof(text), "ember-%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+// Where each jailed VM's cgroup goes on this host (read before the seccomp filter).
+JailCgroups CgroupsFromHost(const Flags& flags, const std::string& state_dir) {
+  JailCgroups cgroups;
+  cgroups.parent = flags.cgroup_parent.empty() ? DefaultCgroupParent(state_dir)
+                                               : flags.cgroup_parent;
+  while (!cgroups.parent.empty() && cgroups.parent.front() == '/') cgroups.parent.erase(0, 1);
+  while (!cgroups.parent.empty() && cgroups.parent.back() == '/') cgroups.parent.pop_back();
+  if (cgroups.parent.empty() || ("/" + cgroups.parent + "/").find("/../") != std::string::npos ||
+      ("/" + cgroups.parent + "/").find("/./") != std::string::npos) {
+    Fail("--cgroup-parent: \"" + flags.cgroup_parent + "\" is no path below a hierarchy's root");
+  }
+  absl::StatusOr<std::string> mountinfo = ReadFile("/proc/self/mountinfo");
+  if (!mountinfo.ok()) Fail(std::string(mountinfo.status().message()));
+  std::vector<jailer::MountInfoEntry> mounts = jailer::ParseMountInfo(*mountinfo);
+  std::string v2_controllers;
+  if (absl::StatusOr<std::string> v2 = jailer::FindCgroup2Mount(mounts); v2.ok()) {
+    v2_controllers = ReadFile(*v2 + "/cgroup.controllers").value_or("");
+  }
+  jailer::CgroupPlacement placement =
+      jailer::PlaceControllers(mounts, v2_controllers, {"memory", "pids", "cpu"});
+  cgroups.version = placement.version;
+  cgroups.controllers = placement.controllers;
+  cgroups.mounts = placement.mounts;
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  cgroups.host_cpus = cpus > 0 ? static_cast<unsigned>(cpus) : 1;
+  for (const std::string& controller : placement.missing) {
+    EMBER_LOG(kWarn) << "emberd: no cgroup hierarchy here carries the " << controller
+                     << " controller: jailed VMs get no " << controller << " limit";
+  }
+  return cgroups;
+}
+
 // The jail every ember-vmm runs in unless --no-jail, filling in `options`' jail fields; `vmm`
 // becomes absolute, as the jailer's --exec-file.
 std::optional<JailerConfig> JailFromFlags(const Flags& flags, std::string* vmm,
@@ -336,6 +387,8 @@ std::optional<JailerConfig> JailFromFlags(const Flags& flags, std::string* vmm,
   jail.new_pid_ns = true;
   jail.isolate = true;
   options->jail_ids = jail.ids;
+  jail.cgroups = CgroupsFromHost(flags, options->state_dir);
+  options->jail_cgroups = jail.cgroups;
   *vmm = std::filesystem::absolute(*vmm).string();
   options->jail_dir =
       std::filesystem::path(jail.JailRoot(*vmm, "x")).parent_path().parent_path().string();

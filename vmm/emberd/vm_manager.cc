@@ -52,7 +52,8 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
   manager->mac_.emplace(std::move(mac));
   manager->view_ = o.jail_dir.empty()
                        ? MakeDirectView(o.state_dir + "/vms", o.paths)
-                       : MakeJailedView(o.state_dir + "/vms", o.jail_dir, o.jail_ids, o.paths);
+                       : MakeJailedView(o.state_dir + "/vms", o.jail_dir, o.jail_ids, o.paths,
+                                        o.jail_cgroups, &manager->events_);
   EMBER_ASSIGN_OR_RETURN(manager->supervisor_, Supervisor::Create(o.request_timeout));
   return manager;
 }

@@ -40,6 +40,7 @@ struct ManagerOptions {
   // restored clone gets the snapshot's files linked (or copied) into its new jail.
   std::string jail_dir;
   JailIds jail_ids;
+  JailCgroups jail_cgroups;
   // emberd's allowed directories (--allow-dir), outliving the manager: the rule a restored
   // state file's drive and vsock paths must pass when no override replaces them.
   const base::PathRules* paths = nullptr;

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "ember/v1/api.pb.h"
 #include "vmm/base/path_rules.h"
+#include "vmm/emberd/event_hub.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/restore_plan.h"
 #include "vmm/emberd/vmm_file.h"
@@ -80,12 +81,15 @@ class VmmView {
 [[nodiscard]] std::unique_ptr<VmmView> MakeDirectView(std::string vms_dir,
                                                       const base::PathRules* paths = nullptr);
 
-// VMMs run under ember-jailer, each as a uid and gid of its own from `ids`, VM <id> chrooted
-// into <jail_dir>/<id>/root. `paths` (outliving the view): the kernel, initrd and drives are
-// linked into a jail from the files emberd checked against these rules; null: from their
-// names (tests of other things).
+// VMMs run under ember-jailer, each as a uid and gid of its own from `ids` and in a cgroup of
+// its own (`cgroups`), VM <id> chrooted into <jail_dir>/<id>/root. `paths` (outliving the
+// view): the kernel, initrd and drives are linked into a jail from the files emberd checked
+// against these rules; null: from their names (tests of other things). With `events`
+// (outliving the view), a VM's cgroup goes as soon as it is STOPPED, not only when deleted.
 [[nodiscard]] std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir,
                                                       JailIds ids,
-                                                      const base::PathRules* paths = nullptr);
+                                                      const base::PathRules* paths = nullptr,
+                                                      JailCgroups cgroups = {},
+                                                      EventHub* events = nullptr);
 
 }  // namespace ember::emberd

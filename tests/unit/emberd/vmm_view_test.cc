@@ -425,6 +425,44 @@ TEST_F(VmmViewTest, AJailedCloneGetsTheSnapshotGroupAndABootNone) {
   EXPECT_NE(FlagValue(spec_.jailer_args, "--uid"), FlagValue(boot.jailer_args, "--uid"));
 }
 
+// Every --cgroup value in `args`.
+std::vector<std::string> CgroupSettings(const std::vector<std::string>& args) {
+  std::vector<std::string> settings;
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--cgroup") settings.push_back(args[i + 1]);
+  }
+  return settings;
+}
+
+TEST_F(VmmViewTest, AJailedVmIsLimitedInMemoryTasksAndCpuByItsSize) {
+  JailCgroups v1{1, "ember-test", {"memory", "pids", "cpu"}, {"/m", "/p", "/c"}, 2};
+  v1::VmConfig config;
+  config.mutable_machine_config()->set_mem_size_mib(256);
+  config.mutable_machine_config()->set_vcpu_count(2);
+  config.add_drives()->set_path_on_host("/dev/null");
+  ASSERT_TRUE(MakeJailedView(vms_dir_, jail_dir_, kIds, nullptr, v1)->PrepareLaunch(config, nullptr, &spec_).ok());
+  EXPECT_EQ(CgroupSettings(spec_.jailer_args),
+            (std::vector<std::string>{"memory.limit_in_bytes=" + std::to_string((256 + 128) << 20),
+                                      "pids.max=" + std::to_string(2 + 64 + 4 * 2 * 1),
+                                      "cpu.shares=2048"}));
+  JailCgroups v2{2, "ember-test", {"memory", "pids", "cpu"}, {"/u"}, 2};
+  LaunchSpec spec;
+  spec.vm_id = "vm2";
+  spec.vm_dir = vms_dir_ + "/vm2";
+  std::filesystem::create_directories(spec.vm_dir);
+  ASSERT_TRUE(MakeJailedView(vms_dir_, jail_dir_, kIds, nullptr, v2)->PrepareLaunch(config, nullptr, &spec).ok());
+  EXPECT_EQ(CgroupSettings(spec.jailer_args),
+            (std::vector<std::string>{"memory.max=" + std::to_string((256 + 128) << 20),
+                                      "pids.max=74", "cpu.weight=200"}));
+  // A host with no hierarchy for them: no limits asked for.
+  LaunchSpec none;
+  none.vm_id = "vm3";
+  none.vm_dir = vms_dir_ + "/vm3";
+  std::filesystem::create_directories(none.vm_dir);
+  ASSERT_TRUE(Jailed()->PrepareLaunch(config, nullptr, &none).ok());
+  EXPECT_TRUE(CgroupSettings(none.jailer_args).empty());
+}
+
 TEST(ApplyOverrides, AnOverrideOfADriveTheSnapshotLacksIsInvalidOnlyWhenTheConfigIsKnown) {
   v1::RestoreOverrides overrides;
   (*overrides.mutable_drive_path_on_host())["nope"] = "/x.img";
