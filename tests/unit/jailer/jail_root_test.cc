@@ -396,7 +396,13 @@ TEST_F(JailTest, NewPidNsRunsTheBinaryAsPidOneAndMirrorsItsExitCode) {
   Report r = ParseReport(jailer.ReadUntilReady());
   ASSERT_EQ(r["end"], "1") << jailer.err();
   EXPECT_EQ(r["pid"], "1");
-  std::string host_pid = ReadFileOr(ChrootDir() + "/jail_probe.pid");
+  // The foreground parent writes the pid file after the fork, as the child runs.
+  std::string host_pid;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((host_pid = ReadFileOr(ChrootDir() + "/jail_probe.pid")).empty() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   ASSERT_FALSE(host_pid.empty());
   host_pid.pop_back();  // newline
   EXPECT_NE(host_pid, std::to_string(jailer.pid()));
