@@ -259,6 +259,18 @@ TEST(VmConfig, BadLogLevelIsNamed) {
   EXPECT_NE(ErrorOf(R"({"logger": {"level": "Loud"}})").find("logger.level"), std::string::npos);
 }
 
+TEST(VmConfig, VsockWithoutIdAsCurrentFirecrackerWritesItLoads) {
+  auto config = ParseVmConfigJson(
+      R"({"vsock": {"guest_cid": 3, "uds_path": "/tmp/ember-vm-config-v.sock"}})", kConfigTool);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->vsock().vsock_id(), "vsock");
+}
+
+TEST(VmConfig, HtEnabledTrueIsRefusedAsSmt) {
+  EXPECT_EQ(ErrorOf(R"({"machine-config": {"vcpu_count": 2, "ht_enabled": true}})"),
+            "machine-config.smt: Ember does not support SMT (simultaneous multithreading)");
+}
+
 TEST(VmConfig, EmptyConfigIsValid) { EXPECT_EQ(ErrorOf("{}"), ""); }
 
 TEST(VmConfig, MissingConfigFileIsNamed) {
