@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,62 @@ TEST_F(AgentGuest, FrameLargerThanTheGuestTakesIsResourceExhausted) {
   ASSERT_TRUE(answer->has_error()) << answer->DebugString();
   EXPECT_EQ(answer->error().code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
   EXPECT_TRUE(Client().Ready().ok());
+}
+
+TEST_F(AgentGuest, KnownFieldOfTheWrongWireTypeIsInvalidArgument) {
+  // AgentRequest.exec (field 2) as a varint.
+  absl::StatusOr<v1::AgentResponse> answer = SendRaw(Endpoint::Vsock(uds_), Frame("\x10\x01"));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ASSERT_TRUE(answer->has_error()) << answer->DebugString();
+  EXPECT_EQ(answer->error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(AgentGuest, UnknownFieldsAreSkipped) {
+  v1::AgentRequest request;
+  request.mutable_invoke()->set_payload("ab");
+  std::string bytes = request.SerializeAsString();
+  // Field 99 as a varint, a fixed64, a fixed32 and bytes, before the request proper.
+  const std::string unknown(
+      "\x98\x06\x05\x99\x06"
+      "12345678"
+      "\x9d\x06"
+      "1234"
+      "\x9a\x06\x02xy",
+      24);
+  absl::StatusOr<v1::AgentResponse> answer = SendRaw(Endpoint::Vsock(uds_), Frame(unknown + bytes));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ASSERT_TRUE(answer->has_invoke_result()) << answer->DebugString();
+  EXPECT_EQ(answer->invoke_result().output(), "ba");
+}
+
+TEST_F(AgentGuest, ArbitraryFramesGetAnAnswerAndTheGuestServesOn) {
+  std::mt19937 random(14);
+  for (int i = 0; i < 40; ++i) {
+    std::string payload(random() % 64, '\0');
+    for (char& c : payload) c = static_cast<char>(random());
+    absl::StatusOr<v1::AgentResponse> answer = SendRaw(Endpoint::Vsock(uds_), Frame(payload));
+    ASSERT_TRUE(answer.ok()) << "frame " << i << ": " << answer.status();
+  }
+  absl::StatusOr<v1::ReadyInfo> ready = Client().Ready();
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->boot_id(), event_->boot_id());
+}
+
+TEST_F(AgentGuest, HostsLeavingMidRequestFreeTheirConnections) {
+  // More than the guest serves at once, one after another, each gone inside its frame.
+  for (int i = 0; i < 2 * kGuestConnections; ++i) {
+    absl::StatusOr<agent_client::Stream> stream =
+        agent_client::Stream::Open(Endpoint::Vsock(uds_), {});
+    ASSERT_TRUE(stream.ok()) << "connection " << i << ": " << stream.status();
+    ASSERT_TRUE(control::WriteAll(stream->fd(), "\x10\x00", 1'000).ok());
+  }
+  // The guest may still be taking the last ones down; the client waits for none of that.
+  absl::Status served = absl::UnavailableError("not tried");
+  for (int i = 0; i < 100 && !served.ok(); ++i) {
+    served = Client().Ready().status();
+    if (!served.ok()) usleep(20'000);
+  }
+  EXPECT_TRUE(served.ok()) << served;
 }
 
 TEST_F(AgentGuest, BareConnectionEchoesBytesBesideTheAgent) {
