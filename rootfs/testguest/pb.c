@@ -2,6 +2,15 @@
 
 #include "lib.h"
 
+struct pb_reader pb_reader_of(const void *data, uint32_t len) {
+  const uint8_t *p = data;
+  return (struct pb_reader){p, p + len, 0};
+}
+
+struct pb_writer pb_writer_of(void *buf, uint32_t cap) {
+  return (struct pb_writer){buf, 0, cap, 0};
+}
+
 static int fail(struct pb_reader *r) {
   r->error = 1;
   return 0;

@@ -24,14 +24,9 @@ struct pb_writer {
   int overflow; /* set once a write did not fit; the message is then unusable */
 };
 
-static inline struct pb_reader pb_reader_of(const void *data, uint32_t len) {
-  const uint8_t *p = data;
-  return (struct pb_reader){p, p + len, 0};
-}
-
-static inline struct pb_writer pb_writer_of(void *buf, uint32_t cap) {
-  return (struct pb_writer){buf, 0, cap, 0};
-}
+/* A reader of data[0..len), a writer into buf[0..cap). */
+struct pb_reader pb_reader_of(const void *data, uint32_t len);
+struct pb_writer pb_writer_of(void *buf, uint32_t cap);
 
 /* The next field's number and wire type: 1, or 0 at the end of the message (r->error set
  * when the end is not a clean one). */
