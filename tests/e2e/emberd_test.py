@@ -749,6 +749,36 @@ class EmberctlTest(unittest.TestCase):
                          .get("snapshots", []), [])
         self.assertIn("NOT_FOUND", self.ctl("delete-snapshot", snapshot_id, check=1).stderr)
 
+    def test_a_snapshot_without_a_mac_restores_only_once_the_operator_trusts_it(self):
+        self.ctl("create", "--id", "t1", "--mem", "32", "--boot-args",
+                 "console=ttyS0 ember.test=idle", check=0)
+        self.ctl("start", "t1", check=0)
+        self.ctl("pause", "t1", check=0)
+        snapshot = json.loads(self.ctl("snapshot", "t1", check=0).stdout)
+        snapshot_id = snapshot["snapshot_id"]
+        # As an emberd without snapshot MACs left it, or one that recorded it from its pending
+        # record after a crash.
+        os.unlink(os.path.join(self.emberd.state_dir, "snapshots", snapshot_id, "snapshot.mac"))
+        result = self.ctl("restore", "--snapshot", snapshot_id, "--prefix", "early", check=1)
+        self.assertIn("FAILED_PRECONDITION", result.stderr)
+        self.assertIn("has no MAC recorded", result.stderr)
+        self.assertIn("emberctl trust-snapshot " + snapshot_id, result.stderr)
+        self.assertIn("sealed", self.ctl("trust-snapshot", snapshot_id, check=0).stdout)
+        clone = json.loads(self.ctl("--json", "restore", "--snapshot", snapshot_id, "--prefix",
+                                    "late", "--resume", check=0).stdout)
+        self.assertEqual(clone["vms"][0]["state"], "RUNNING")
+        self.ctl("stop", "late-0", check=0)
+        # A snapshot changed after it was sealed is never sealed anew.
+        with open(snapshot["state_path"], "r+b") as f:
+            f.seek(100)
+            byte = f.read(1)[0]
+            f.seek(100)
+            f.write(bytes([byte ^ 1]))
+        result = self.ctl("trust-snapshot", snapshot_id, check=1)
+        self.assertIn("FAILED_PRECONDITION", result.stderr)
+        self.assertIn("seals only a snapshot that has no MAC", result.stderr)
+        self.assertIn("NOT_FOUND", self.ctl("trust-snapshot", "nope-1", check=1).stderr)
+
     def test_errors_are_readable_with_exit_codes(self):
         result = self.ctl("start", "nope", check=1)
         self.assertIn("NOT_FOUND", result.stderr)

@@ -294,6 +294,22 @@ int DeleteSnapshot(Client& client, const Args& args) {
   return 0;
 }
 
+int TrustSnapshot(Client& client, const Args& args) {
+  if (args.positional.empty()) UsageError("trust-snapshot needs a snapshot id");
+  v1::TrustSnapshotRequest request;
+  request.set_snapshot_id(args.positional[0]);
+  v1::Snapshot response;
+  grpc::Status status = client.stub().TrustSnapshot(Context().get(), request, &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    client.PrintJson(response);
+  } else {
+    std::printf("%s sealed: emberd restores it as its files are now\n",
+                response.snapshot_id().c_str());
+  }
+  return 0;
+}
+
 int RateLimit(Client& client, const Args& args) {
   v1::UpdateRateLimitsRequest request;
   request.set_vm_id(RequireId(args, "rate-limit"));
@@ -356,6 +372,11 @@ constexpr Command kCommands[] = {
     {"delete-snapshot",
      "  delete-snapshot SNAPSHOT_ID                      remove a snapshot's record and files\n",
      DeleteSnapshot},
+    {"trust-snapshot",
+     "  trust-snapshot SNAPSHOT_ID                       vouch for a snapshot that has no MAC\n"
+     "                                                   (older, or finished while emberd was\n"
+     "                                                   down): emberd seals and restores it\n",
+     TrustSnapshot},
     {"rate-limit",
      "  rate-limit ID (--drive ID | --iface ID) [--bw-size B --bw-refill-ms MS]\n"
      "             [--ops-size N --ops-refill-ms MS]\n",

@@ -259,15 +259,13 @@ grpc::Status ApiService::ListSnapshots(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status ApiService::DeleteSnapshot(grpc::ServerContext*,
-                                        const v1::DeleteSnapshotRequest* request,
-                                        v1::DeleteSnapshotResponse*) {
-  // emberd's ids are a vm_id, a timestamp and maybe a counter: the vm_id rules, longer.
-  const std::string& id = request->snapshot_id();
-  if (id.empty()) return ToGrpc(Invalid("snapshot_id", "is required"));
+namespace {
+
+// emberd's snapshot ids are a vm_id, a timestamp and maybe a counter: the vm_id rules, longer.
+absl::Status ValidateSnapshotId(const std::string& id) {
+  if (id.empty()) return Invalid("snapshot_id", "is required");
   if (id.size() > kMaxSnapshotIdLength) {
-    return ToGrpc(Invalid("snapshot_id", "at most 128 characters, got " +
-                                             std::to_string(id.size())));
+    return Invalid("snapshot_id", "at most 128 characters, got " + std::to_string(id.size()));
   }
   bool well_formed = std::isalnum(static_cast<unsigned char>(id[0])) != 0;
   for (char c : id) {
@@ -275,10 +273,28 @@ grpc::Status ApiService::DeleteSnapshot(grpc::ServerContext*,
                                   c == '_');
   }
   if (!well_formed) {
-    return ToGrpc(Invalid("snapshot_id", "[A-Za-z0-9_-], first one alphanumeric, got \"" +
-                                             id + "\""));
+    return Invalid("snapshot_id", "[A-Za-z0-9_-], first one alphanumeric, got \"" + id + "\"");
   }
-  return ToGrpc(manager_.DeleteSnapshot(id));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::Status ApiService::DeleteSnapshot(grpc::ServerContext*,
+                                        const v1::DeleteSnapshotRequest* request,
+                                        v1::DeleteSnapshotResponse*) {
+  if (auto s = ValidateSnapshotId(request->snapshot_id()); !s.ok()) return ToGrpc(s);
+  return ToGrpc(manager_.DeleteSnapshot(request->snapshot_id()));
+}
+
+grpc::Status ApiService::TrustSnapshot(grpc::ServerContext*,
+                                       const v1::TrustSnapshotRequest* request,
+                                       v1::Snapshot* response) {
+  if (auto s = ValidateSnapshotId(request->snapshot_id()); !s.ok()) return ToGrpc(s);
+  auto snapshot = manager_.TrustSnapshot(request->snapshot_id());
+  if (!snapshot.ok()) return ToGrpc(snapshot.status());
+  *response = std::move(*snapshot);
+  return grpc::Status::OK;
 }
 
 grpc::Status ApiService::WatchEvents(grpc::ServerContext* context,

@@ -25,6 +25,8 @@ class ApiService final : public v1::Ember::Service {
                              v1::ListSnapshotsResponse*) override;
   grpc::Status DeleteSnapshot(grpc::ServerContext*, const v1::DeleteSnapshotRequest*,
                               v1::DeleteSnapshotResponse*) override;
+  grpc::Status TrustSnapshot(grpc::ServerContext*, const v1::TrustSnapshotRequest* request,
+                             v1::Snapshot* response) override;
   grpc::Status Stop(grpc::ServerContext*, const v1::StopRequest*, v1::Vm*) override;
   grpc::Status Delete(grpc::ServerContext*, const v1::DeleteRequest*,
                       v1::DeleteResponse*) override;

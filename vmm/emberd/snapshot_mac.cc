@@ -183,7 +183,8 @@ absl::Status SnapshotMac::Verify(const std::string& field, const std::string& sn
           refused + "has no MAC recorded (" + path + ": " + std::strerror(errno) +
           "; a snapshot finished while emberd was down, or made by an emberd without snapshot "
           "MACs, has none), so emberd cannot tell that its files are the ones it wrote; refusing "
-          "to restore it");
+          "to restore it. If you vouch for its files as they are now, seal them: emberctl "
+          "trust-snapshot " + snapshot_id + " (TrustSnapshot)");
     }
     ssize_t got = ::read(fd.Get(), recorded.data(), recorded.size());
     if (got < 0) return base::ErrnoError("read", path);
@@ -210,6 +211,22 @@ absl::Status SnapshotMac::Verify(const std::string& field, const std::string& sn
         "restore it");
   }
   return absl::OkStatus();
+}
+
+absl::Status SnapshotMac::Seal(const std::string& field, const std::string& snapshot_id,
+                               const std::string& state_path, const std::string& memory_path,
+                               const std::string& record_dir) const {
+  struct stat st {};
+  const std::string path = record_dir + "/" + kSnapshotMacFile;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return base::ErrnoError("lstat", path);
+    return Record(snapshot_id, state_path, memory_path, record_dir);
+  }
+  absl::Status verified = Verify(field, snapshot_id, state_path, memory_path, record_dir);
+  if (verified.ok() || verified.code() != absl::StatusCode::kFailedPrecondition) return verified;
+  return absl::FailedPreconditionError(
+      std::string(verified.message()) + ". Trust seals only a snapshot that has no MAC: this "
+      "one's files changed after emberd sealed them, and emberd does not vouch for the change");
 }
 
 }  // namespace ember::emberd

@@ -53,6 +53,15 @@ class SnapshotMac {
                                     const std::string& state_path, const std::string& memory_path,
                                     const std::string& record_dir) const;
 
+  // The operator's word for a snapshot that has no MAC (made before emberd had snapshot MACs,
+  // or finished while emberd was down and recorded from its pending record): records the MACs
+  // of its files as they are now (Record), so that Verify passes from then on. OK at once for a
+  // snapshot whose MAC its files still match. FAILED_PRECONDITION, starting with `field`, for
+  // one whose files no longer match their MAC: a changed snapshot is never sealed anew.
+  [[nodiscard]] absl::Status Seal(const std::string& field, const std::string& snapshot_id,
+                                  const std::string& state_path, const std::string& memory_path,
+                                  const std::string& record_dir) const;
+
  private:
   struct Tags {
     std::string state;   // hex

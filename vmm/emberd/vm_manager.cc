@@ -496,6 +496,20 @@ absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
   return catalog_->Remove(*taken);
 }
 
+absl::StatusOr<v1::Snapshot> VmManager::TrustSnapshot(const std::string& snapshot_id) {
+  EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog_->Get(snapshot_id));
+  // Counted in as a restore, so that DeleteSnapshot does not remove the files being sealed.
+  EMBER_RETURN_IF_ERROR(catalog_->BeginRestore(snapshot_id));
+  absl::Status sealed = mac_->Seal("snapshot_id", snapshot_id, snapshot.state_path(),
+                                   snapshot.memory_path(), catalog_->RecordDir(snapshot_id));
+  catalog_->EndRestore(snapshot_id);
+  EMBER_RETURN_IF_ERROR(sealed);
+  EMBER_LOG(kWarn) << "emberd: snapshot " << snapshot_id
+                   << " is trusted on the operator's word (TrustSnapshot): its files as they "
+                      "are now restore from here on";
+  return snapshot;
+}
+
 absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request) {
   std::uint32_t count = request.count() == 0 ? 1 : request.count();
   if (!request.snapshot_id().empty()) {

@@ -80,6 +80,9 @@ class VmManager {
   // Removes a snapshot's files and record, unless a live VM, a restore in progress or a DIFF
   // snapshot emberd knows of still needs them (api.proto DeleteSnapshot).
   [[nodiscard]] absl::Status DeleteSnapshot(const std::string& snapshot_id);
+  // The operator vouches for a snapshot without a MAC: seals its files as they are now
+  // (SnapshotMac::Seal; api.proto TrustSnapshot).
+  [[nodiscard]] absl::StatusOr<v1::Snapshot> TrustSnapshot(const std::string& snapshot_id);
   // Whether the VM has stopped (no more console output will come).
   [[nodiscard]] absl::StatusOr<bool> ConsoleEnded(const std::string& vm_id);
   // The VM's console file, opened safely (VmmView::OpenVmmFile): NOT_FOUND until it exists.

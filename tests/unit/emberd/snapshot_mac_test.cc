@@ -100,6 +100,30 @@ TEST_F(SnapshotMacTest, NoRecordedMacIsRefused) {
   EXPECT_NE(status.message().find("no MAC"), std::string::npos) << status;
 }
 
+TEST_F(SnapshotMacTest, NoRecordedMacNamesTheTrustCommand) {
+  absl::Status status = Verify();
+  EXPECT_NE(status.message().find("emberctl trust-snapshot vm-1"), std::string::npos) << status;
+}
+
+TEST_F(SnapshotMacTest, SealingASnapshotWithoutAMacMakesItVerify) {
+  ASSERT_TRUE(mac_.Seal("snapshot_id", "vm-1", state_, memory_, dir_).ok());
+  EXPECT_TRUE(Verify().ok()) << Verify();
+  // Sealing it again changes nothing.
+  EXPECT_TRUE(mac_.Seal("snapshot_id", "vm-1", state_, memory_, dir_).ok());
+  EXPECT_TRUE(Verify().ok()) << Verify();
+}
+
+TEST_F(SnapshotMacTest, SealingASnapshotChangedAfterItWasSealedIsRefused) {
+  ASSERT_TRUE(mac_.Record("vm-1", state_, memory_, dir_).ok());
+  FlipByte(state_, 3);
+  absl::Status status = mac_.Seal("snapshot_id", "vm-1", state_, memory_, dir_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("state file " + state_), std::string::npos) << status;
+  EXPECT_NE(status.message().find("seals only a snapshot that has no MAC"), std::string::npos)
+      << status;
+  EXPECT_FALSE(Verify().ok());  // still refused
+}
+
 TEST_F(SnapshotMacTest, AFifoAsStateFileIsRefusedWithoutBlocking) {
   ASSERT_TRUE(mac_.Record("vm-1", state_, memory_, dir_).ok());
   ASSERT_EQ(::unlink(state_.c_str()), 0);
