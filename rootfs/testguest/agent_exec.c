@@ -1,15 +1,19 @@
 /* Exec in the test guest: no processes, only three builtins run in place.
  * - `echo ARGS`: stdout is ARGS joined by spaces and a newline; exit 0.
- * - `cat`: stdout is the request's stdin bytes; exit 0.
+ * - `cat`: stdout is the request's stdin bytes, then, with stdin_stream, each StdinData's
+ *   until its eof; exit 0.
  * - `exit N`: exit code N (0 without N).
  * Any other argv[0] is answered by an Error NOT_FOUND before anything starts, as ember-agent
- * answers a program it cannot find in PATH. A streamed stdin, a tty or a detached process is
- * UNIMPLEMENTED: the builtins need none of them. */
+ * answers a program it cannot find in PATH. A tty or a detached process is UNIMPLEMENTED: the
+ * builtins need neither. */
 #include "agent_service.h"
 #include "lib.h"
 #include "pb.h"
 #include "tsc.h"
 
+#define REQ_STDIN_DATA 3
+#define REQ_SIGNAL 4
+#define REQ_RESIZE 5
 #define RESP_EXEC_STARTED 2
 #define RESP_OUTPUT 3
 #define RESP_EXIT 4
@@ -22,7 +26,8 @@ struct exec_request {
   uint32_t argc;
   const uint8_t *in;
   uint32_t in_len;
-  int unsupported; /* stdin_stream, tty or detach asked for */
+  int stdin_stream;
+  int unsupported; /* tty or detach asked for */
 };
 
 static uint8_t msg_buf[AGENT_MAX_FRAME];
@@ -35,6 +40,7 @@ static int parse(const uint8_t *body, uint32_t len, struct exec_request *req) {
   req->argc = 0;
   req->in = 0;
   req->in_len = 0;
+  req->stdin_stream = 0;
   req->unsupported = 0;
   struct pb_reader r = pb_reader_of(body, len);
   uint32_t field, type;
@@ -46,7 +52,9 @@ static int parse(const uint8_t *body, uint32_t len, struct exec_request *req) {
       req->argc++;
     } else if (field == 6 && type == PB_LEN) {
       (void)pb_read_len(&r, &req->in, &req->in_len);
-    } else if ((field == 7 || field == 9 || field == 13) && type == PB_VARINT) {
+    } else if (field == 7 && type == PB_VARINT) {
+      if (pb_read_varint(&r, &flag)) req->stdin_stream = flag != 0;
+    } else if ((field == 9 || field == 13) && type == PB_VARINT) {
       if (pb_read_varint(&r, &flag) && flag) req->unsupported = 1;
     } else {
       (void)pb_skip(&r, type);
@@ -117,9 +125,8 @@ int agent_exec(struct agent_state *s, const uint8_t *body, uint32_t len, agent_s
     return agent_send_error(AGENT_INVALID_ARGUMENT, "Exec needs an argv", send, ctx, reason);
   }
   if (req.unsupported) {
-    return agent_send_error(AGENT_UNIMPLEMENTED,
-                            "the test guest's builtins take no streamed stdin, tty or detach", send,
-                            ctx, reason);
+    return agent_send_error(AGENT_UNIMPLEMENTED, "the test guest's builtins take no tty or detach",
+                            send, ctx, reason);
   }
   int32_t code = 0;
   uint32_t out_len = 0;
@@ -145,6 +152,41 @@ int agent_exec(struct agent_state *s, const uint8_t *body, uint32_t len, agent_s
                             "not a builtin of the test guest (echo, cat and exit are)", send, ctx,
                             reason);
   }
-  return send_started(s, send, ctx, reason) && send_stdout(out_buf, out_len, send, ctx, reason) &&
-         send_exit(code, start, send, ctx, reason);
+  if (!send_started(s, send, ctx, reason) || !send_stdout(out_buf, out_len, send, ctx, reason)) {
+    return 0;
+  }
+  if (req.stdin_stream && is(&req, 0, "cat")) return AGENT_STDIN;
+  return send_exit(code, start, send, ctx, reason);
+}
+
+int agent_stdin(const uint8_t *request, uint32_t len, uint64_t start_tsc, agent_send_fn send,
+                void *ctx, const char **reason) {
+  const uint8_t *body, *data = 0;
+  uint32_t body_len, data_len = 0, field, type;
+  uint64_t eof = 0;
+  int kind = agent_request_kind(request, len, &body, &body_len);
+  struct pb_reader b = pb_reader_of(body, body_len);
+  while (kind == REQ_STDIN_DATA && pb_next(&b, &field, &type)) {
+    if (field == 1 && type == PB_LEN) {
+      (void)pb_read_len(&b, &data, &data_len);
+    } else if (field == 2 && type == PB_VARINT) {
+      (void)pb_read_varint(&b, &eof);
+    } else {
+      (void)pb_skip(&b, type);
+    }
+  }
+  if (kind < 0 || b.error) {
+    return agent_send_error(AGENT_INVALID_ARGUMENT, "malformed frame on an Exec's connection", send,
+                            ctx, reason);
+  }
+  if (kind == REQ_SIGNAL || kind == REQ_RESIZE) return AGENT_STDIN;
+  if (kind != REQ_STDIN_DATA) {
+    return agent_send_error(AGENT_INVALID_ARGUMENT,
+                            "an Exec's connection carries StdinData, SignalRequest or "
+                            "ResizeRequest",
+                            send, ctx, reason);
+  }
+  if (!send_stdout(data, data_len, send, ctx, reason)) return 0;
+  if (!eof) return AGENT_STDIN;
+  return send_exit(0, start_tsc, send, ctx, reason);
 }

@@ -9,6 +9,7 @@
 #include "lib.h"
 #include "scenario.h"
 #include "serial.h"
+#include "tsc.h"
 #include "virtio_vsock.h"
 
 /* The guest's port for its ready-event connection to the host. */
@@ -26,7 +27,9 @@ struct link {
 struct conn {
   enum conn_kind kind;
   struct link l;
-  uint32_t have; /* bytes of the request frame in buf */
+  int streaming; /* a `cat` with stdin_stream runs on it */
+  uint64_t start_tsc;
+  uint32_t have; /* bytes of the frames not yet served, in buf */
   uint8_t buf[VSOCK_BUF_ALLOC];
 };
 
@@ -94,27 +97,47 @@ static int accept_conn(const struct vsock_hdr *h, const char **reason) {
   c->kind = h->dst_port == AGENT_GUEST_PORT ? CONN_AGENT : CONN_ECHO;
   c->l = refused;
   c->have = 0;
+  c->streaming = 0;
+  c->start_tsc = rdtsc();
   return control(&c->l, VSOCK_OP_RESPONSE, 0, reason);
 }
 
-/* Collects the request frame; serves it once whole, refuses it once its length is known to
- * be too large. Bytes past the frame are dropped: one request per connection. */
+/* Whether c->buf starts with a whole frame, whose payload length goes to *len; *refuse is
+ * set when that length is more than the buffer holds. */
+static int whole_frame(const struct conn *c, uint32_t *len, int *refuse) {
+  if (c->have < 4) return 0;
+  *len = (uint32_t)c->buf[0] | (uint32_t)c->buf[1] << 8 | (uint32_t)c->buf[2] << 16 |
+         (uint32_t)c->buf[3] << 24;
+  *refuse = *len > AGENT_MAX_REQUEST;
+  return !*refuse && c->have >= 4 + *len;
+}
+
+/* Collects frames: the request, then for a streaming `cat` its StdinData frames. Each whole
+ * frame is served and dropped from the buffer; a length too large is refused. Bytes after the
+ * final answer are dropped: one request per connection. */
 static int agent_data(struct conn *c, const uint8_t *data, uint32_t n, const char **reason) {
   uint32_t room = (uint32_t)sizeof(c->buf) - c->have;
   if (n > room) n = room; /* only a peer ignoring the credit window sends more */
   memcpy(c->buf + c->have, data, n);
   c->have += n;
-  if (c->have < 4) return 1;
-  uint32_t len = (uint32_t)c->buf[0] | (uint32_t)c->buf[1] << 8 | (uint32_t)c->buf[2] << 16 |
-                 (uint32_t)c->buf[3] << 24;
-  if (len > AGENT_MAX_REQUEST) {
-    return agent_send_error(AGENT_RESOURCE_EXHAUSTED,
-                            "request frame larger than the test guest's 4092 bytes", send_frame,
-                            &c->l, reason) &&
-           finish(c, reason);
+  int refuse = 0;
+  uint32_t len;
+  while (whole_frame(c, &len, &refuse)) {
+    int r = c->streaming ? agent_stdin(c->buf + 4, len, c->start_tsc, send_frame, &c->l, reason)
+                         : agent_serve(&state, c->buf + 4, len, send_frame, &c->l, reason);
+    if (r == 0) return 0;
+    if (r == AGENT_FINAL) return finish(c, reason);
+    c->streaming = 1;
+    c->have -= 4 + len;
+    /* The room this frees reaches the host in the fwd_cnt of the guest's next packet, or in
+     * its answer to the device's CREDIT_REQUEST. */
+    for (uint32_t i = 0; i < c->have; i++) c->buf[i] = c->buf[4 + len + i];
   }
-  if (c->have < 4 + len) return 1;
-  return agent_serve(&state, c->buf + 4, len, send_frame, &c->l, reason) && finish(c, reason);
+  if (!refuse) return 1;
+  return agent_send_error(AGENT_RESOURCE_EXHAUSTED,
+                          "request frame larger than the test guest's 4092 bytes", send_frame,
+                          &c->l, reason) &&
+         finish(c, reason);
 }
 
 static int handle(const struct vsock_packet *p, const char **reason) {

@@ -143,26 +143,36 @@ static int post_restore(struct agent_state *s, const uint8_t *body, uint32_t len
   return agent_send_response(RESP_POST_RESTORE_RESULT, w.buf, w.len, send, ctx, reason);
 }
 
-int agent_serve(struct agent_state *s, const uint8_t *request, uint32_t len, agent_send_fn send,
-                void *ctx, const char **reason) {
+int agent_request_kind(const uint8_t *request, uint32_t len, const uint8_t **body,
+                       uint32_t *body_len) {
   /* The oneof: the last kind field wins, as in any protobuf parser; others are skipped. */
-  uint32_t kind = 0, body_len = 0;
-  const uint8_t *body = 0;
+  int kind = 0;
+  *body = 0;
+  *body_len = 0;
   struct pb_reader r = pb_reader_of(request, len);
   uint32_t field, type;
   while (pb_next(&r, &field, &type)) {
     if (field >= 1 && field <= 9 && type == PB_LEN) {
-      kind = field;
-      (void)pb_read_len(&r, &body, &body_len);
+      kind = (int)field;
+      (void)pb_read_len(&r, body, body_len);
     } else if (field >= 1 && field <= 9) {
       r.error = 1; /* a known field with the wrong wire type */
     } else {
       (void)pb_skip(&r, type);
     }
   }
-  if (r.error) {
+  return r.error ? -1 : kind;
+}
+
+int agent_serve(struct agent_state *s, const uint8_t *request, uint32_t len, agent_send_fn send,
+                void *ctx, const char **reason) {
+  const uint8_t *body;
+  uint32_t body_len;
+  int kind = agent_request_kind(request, len, &body, &body_len);
+  if (kind < 0) {
     return agent_send_error(AGENT_INVALID_ARGUMENT, "malformed AgentRequest", send, ctx, reason);
   }
+  /* Every answer but Exec's is final: 1 is AGENT_FINAL. */
   switch (kind) {
     case REQ_READY: {
       struct pb_writer w = ready_info(s);

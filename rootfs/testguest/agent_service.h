@@ -29,8 +29,13 @@ typedef int (*agent_send_fn)(void *ctx, const uint8_t *frame, uint32_t len, cons
 
 void agent_state_init(struct agent_state *s);
 
-/* Serves the request in one frame's payload, sending every response frame it has. Returns 1,
- * or 0 when a send failed. Malformed input is answered with an Error, never a failure. */
+/* What agent_serve and agent_stdin return besides 0 (a send failed). */
+#define AGENT_FINAL 1 /* the final response went out: the connection is done */
+#define AGENT_STDIN 2 /* a `cat` with stdin_stream runs: StdinData frames follow */
+
+/* Serves the request in one frame's payload, sending every response frame it has. Returns
+ * AGENT_FINAL or AGENT_STDIN, or 0 when a send failed. Malformed input is answered with an
+ * Error, never a failure. */
 int agent_serve(struct agent_state *s, const uint8_t *request, uint32_t len, agent_send_fn send,
                 void *ctx, const char **reason);
 
@@ -46,6 +51,18 @@ uint32_t agent_ready_event(struct agent_state *s, uint8_t *buf);
  * holds the message encoded in inner[0..inner_len). */
 int agent_send_response(uint32_t kind, const uint8_t *inner, uint32_t inner_len, agent_send_fn send,
                         void *ctx, const char **reason);
+
+/* Which of AgentRequest's oneof fields `request` holds (0: none), its body in *body; -1 when
+ * the request is malformed. */
+int agent_request_kind(const uint8_t *request, uint32_t len, const uint8_t **body,
+                       uint32_t *body_len);
+
+/* The next frame on a connection agent_serve left at AGENT_STDIN (agent_exec.c): StdinData
+ * goes to stdout, its eof ends `cat` with exit 0; SignalRequest and ResizeRequest frames are
+ * taken and have no effect (a builtin has no signal handling or terminal). Returns as
+ * agent_serve; `start_tsc` is when the Exec came, for its run time. */
+int agent_stdin(const uint8_t *request, uint32_t len, uint64_t start_tsc, agent_send_fn send,
+                void *ctx, const char **reason);
 
 /* Serves an ExecRequest's body (agent_exec.c). */
 int agent_exec(struct agent_state *s, const uint8_t *body, uint32_t len, agent_send_fn send,

@@ -144,6 +144,67 @@ TEST_F(AgentGuest, CatCopiesStdinToStdoutAcrossSeveralVsockPackets) {
   EXPECT_EQ(ran->exit_code, 0);
 }
 
+TEST_F(AgentGuest, CatCopiesStreamedStdinBeyondTheGuestsWindowUntilEof) {
+  v1::ExecRequest request = Argv({"cat"});
+  request.set_stdin_stream(true);
+  absl::StatusOr<std::unique_ptr<agent_client::ExecCall>> call = Client().StartExec(request);
+  ASSERT_TRUE(call.ok()) << call.status();
+  // Three frames of 2000 bytes: more than the guest's 4 KiB receive window, which the
+  // fwd_cnt in its answers reopens.
+  std::string sent;
+  for (int i = 0; i < 3; ++i) {
+    std::string chunk(2000, static_cast<char>('a' + i));
+    ASSERT_TRUE((*call)->SendStdin(chunk, false).ok());
+    sent += chunk;
+  }
+  ASSERT_TRUE((*call)->Resize(24, 80).ok());  // taken, no effect
+  ASSERT_TRUE((*call)->SendStdin("end", true).ok());
+  sent += "end";
+  std::string out;
+  absl::StatusOr<v1::ExitStatus> exit =
+      (*call)->Wait([&](v1::Output::Stream, std::string_view data) { out += data; });
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code(), 0);
+  EXPECT_EQ(out, sent);
+}
+
+// Protobuf's varint, for frames built by hand.
+std::string Varint(std::uint64_t v) {
+  std::string out;
+  do {
+    out.push_back(static_cast<char>((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
+    v >>= 7;
+  } while (v != 0);
+  return out;
+}
+
+TEST_F(AgentGuest, StdinFramesWithoutOutputStillReopenTheGuestsWindow) {
+  absl::StatusOr<agent_client::Stream> stream =
+      agent_client::Stream::Open(Endpoint::Vsock(uds_), {});
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  v1::AgentRequest exec;
+  *exec.mutable_exec() = Argv({"cat"});
+  exec.mutable_exec()->set_stdin_stream(true);
+  ASSERT_TRUE(stream->Send(exec).ok());
+  absl::StatusOr<v1::AgentResponse> started = stream->Receive(30'000);
+  ASSERT_TRUE(started.ok() && started->has_exec_started()) << started.status();
+  // StdinData with no data, only an unknown 2000-byte field: nothing for cat to write, so only
+  // the guest's answers to the device's credit requests tell the host it took the bytes.
+  // Three pass its 4 KiB window.
+  const std::string padding = "\x7a" + Varint(2000) + std::string(2000, 'p');
+  const std::string request = "\x1a" + Varint(padding.size()) + padding;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(control::WriteAll(stream->fd(), Frame(request), 10'000).ok());
+  }
+  v1::AgentRequest eof;
+  eof.mutable_stdin_data()->set_eof(true);
+  ASSERT_TRUE(stream->Send(eof).ok());
+  absl::StatusOr<v1::AgentResponse> exit = stream->Receive(30'000);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  ASSERT_TRUE(exit->has_exit()) << exit->DebugString();
+  EXPECT_EQ(exit->exit().exit_code(), 0);
+}
+
 TEST_F(AgentGuest, ExitReturnsItsCode) {
   AgentClient client = Client();
   for (int code : {0, 7, 255}) {
