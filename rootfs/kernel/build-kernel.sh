@@ -6,8 +6,8 @@
 #
 #   rootfs/kernel/build-kernel.sh [--source 6.1|6.12] [--cache DIR] [--jobs N] [--config-only]
 #
-# --source    which linux-source-<version> package (default 6.1, Debian 12's own kernel;
-#             6.12 is in bookworm-security too)
+# --source    which linux-source-<version> package (default $EMBER_KERNEL_SOURCE, else 6.1,
+#             Debian 12's own kernel; 6.12 is in bookworm-security too)
 # --cache     default $EMBER_KERNEL_BUILD_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/ember/kernel
 # --jobs      make -j (default: the number of CPUs)
 # --config-only  stop once the merged .config is checked and print its path instead: checks
@@ -30,7 +30,7 @@ readonly BUILD_DEPS=(bc bison flex gcc libelf-dev libssl-dev make xz-utils)
 die() { echo "build-kernel: $*" >&2; exit 2; }
 say() { echo "build-kernel: $*" >&2; }
 
-source_version=6.1
+source_version=${EMBER_KERNEL_SOURCE:-6.1}
 cache=${EMBER_KERNEL_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ember/kernel}
 jobs=$(nproc)
 config_only=0
