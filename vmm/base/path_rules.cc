@@ -110,6 +110,14 @@ absl::StatusOr<base::UniqueFd> PathRules::OpenFile(const std::string& field,
                                                    const std::string& path) const {
   base::UniqueFd opened;
   EMBER_RETURN_IF_ERROR(Match(field, path, &opened));
+  // Only files a VMM can read as a kernel or serve as a disk: opening a FIFO (or a socket's
+  // name) would block the opener, the fork server included, until some writer came along.
+  struct stat st {};
+  if (::fstat(opened.Get(), &st) != 0) return base::ErrnoError("fstat", field + " (" + path + ")");
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return absl::InvalidArgumentError(field + ": " + path +
+                                      " is not a regular file or a block device");
+  }
   return opened;
 }
 
@@ -118,7 +126,7 @@ absl::Status PathRules::Match(const std::string& field, const std::string& path,
   const std::string rule = "host paths must lie under a directory " + program_ +
                            " allows (--allow-dir: " + Describe() +
                            "), without symlinks or \"..\" leading out";
-  if (path.front() != '/' || path.find('\0') != std::string::npos) {
+  if (path.empty() || path.front() != '/' || path.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(field + ": " + path + " is not an absolute path; " +
                                       rule);
   }

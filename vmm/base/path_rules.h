@@ -43,7 +43,8 @@ class PathRules {
   // itself: an O_PATH fd of what passed, resolved once. Whoever uses the file through it
   // (a VMM reopening /proc/self/fd/N, or a hard link made from it) gets what was checked, even
   // if the name is swapped for a symlink a moment later. Otherwise INVALID_ARGUMENT as Check
-  // ("<field>: <path> does not exist; <the rule>" for a missing file).
+  // ("<field>: <path> does not exist; <the rule>" for a missing file), and for anything but a
+  // regular file or a block device (a FIFO would block whoever opened it to read).
   [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenFile(const std::string& field,
                                                         const std::string& path) const;
 

@@ -14,7 +14,9 @@ extern "C" const std::uint8_t ember_builtin_guest_end[];
 namespace ember::vmm {
 
 absl::StatusOr<base::MmapRegion> MapFileReadOnly(const std::string& path) {
-  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO in a file's place must not block the open (it is refused below);
+  // reads go through the mapping, which the flag does not touch.
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fd) return base::ErrnoError("open", "\"" + path + "\"");
   struct stat st {};
   if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", "\"" + path + "\"");

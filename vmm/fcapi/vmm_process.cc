@@ -114,7 +114,9 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(std::vector<std::s
   while (true) {
     auto message = process->ReadMessage(kHelloTimeoutMs);
     if (!message.ok()) {
-      int code = process->Reap();
+      // A VMM that neither says HELLO nor ends (stuck opening a file, say) must not hold the
+      // front, which answers nothing while it waits here: killed, then reaped.
+      int code = process->Terminate(SIGKILL);
       return absl::InternalError("ember-vmm ended before its VM was built (" +
                                  std::string(message.status().message()) + ", exit code " +
                                  std::to_string(code) + ")");
@@ -122,7 +124,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(std::vector<std::s
     if (!message->has_event()) continue;
     const v1::ControlEvent& event = message->event();
     if (event.kind() == v1::ControlEvent::BUILD_FAILED) {
-      process->Reap();
+      process->Terminate(SIGKILL);
       return absl::Status(static_cast<absl::StatusCode>(event.build_failure().code()),
                           event.build_failure().message());
     }

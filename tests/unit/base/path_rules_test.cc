@@ -137,6 +137,22 @@ TEST_F(PathRulesTest, OpenFileRefusesAMissingFileAndASymlinkOut) {
   EXPECT_NE(out.message().find("leads out of"), std::string::npos) << out;
 }
 
+// Opening a FIFO to read blocks until a writer comes: in the fork server that would stall every
+// later launch. Refused at the check instead, as are an empty name and a directory.
+TEST_F(PathRulesTest, OpenFileRefusesAFifoADirectoryAndAnEmptyPath) {
+  const std::string fifo = allowed_ + "/images/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  absl::Status fifo_status = rules_.OpenFile("boot_source.kernel_image_path", fifo).status();
+  EXPECT_EQ(fifo_status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(fifo_status.message().find("not a regular file or a block device"),
+            std::string::npos)
+      << fifo_status;
+  EXPECT_EQ(rules_.OpenFile("kernel", allowed_ + "/images").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status empty = rules_.OpenFile("overrides.drive_path_on_host[rootfs]", "").status();
+  EXPECT_EQ(empty.code(), absl::StatusCode::kInvalidArgument) << empty;
+}
+
 TEST(PathRules, WithNoAllowedDirectoryEverythingIsRefused) {
   auto rules = PathRules::Open({});
   ASSERT_TRUE(rules.ok()) << rules.status();

@@ -1,6 +1,11 @@
 #include "vmm/boot/guest_loader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "tests/support/process.h"
 #include "tests/unit/boot/compressors.h"
@@ -154,6 +159,22 @@ TEST_F(GuestLoaderTest, NeitherElfNorBzImageIsRejected) {
   ASSERT_FALSE(guest.ok());
   EXPECT_NE(guest.status().message().find("neither an ELF vmlinux nor a bzImage"),
             std::string::npos);
+}
+
+// A FIFO in a kernel's or an initrd's place used to block ember-vmm in open() for as long as no
+// writer came (SIGTERM included); it is refused at once, like any other non-regular file.
+TEST(KernelImageFile, AFifoIsRefusedWithoutWaitingForAWriter) {
+  char dir[] = "/tmp/ember-kernel-fifo-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/vmlinux";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto kernel = KernelImage::FromFile(fifo);
+  ::unlink(fifo.c_str());
+  ::rmdir(dir);
+  ASSERT_FALSE(kernel.ok());
+  EXPECT_EQ(kernel.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(kernel.status().message().find("is not a regular file"), std::string::npos)
+      << kernel.status();
 }
 
 }  // namespace
