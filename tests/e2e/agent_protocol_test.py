@@ -8,6 +8,7 @@ import socket
 import struct
 import unittest
 
+import ember_unittest
 from agent_wire import Agent, exec_of, frame, pb, ready
 
 INVALID_ARGUMENT = 3
@@ -147,4 +148,4 @@ class AgentProtocolTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()

@@ -9,6 +9,7 @@ import unittest
 import grpc
 from google.protobuf import json_format
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api
 
@@ -138,4 +139,4 @@ class AllowedDirsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()

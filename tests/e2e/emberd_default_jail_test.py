@@ -9,6 +9,7 @@ import tempfile
 import time
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api
 from emberd_test import VmChecks
@@ -155,4 +156,4 @@ if __name__ == "__main__":
     if os.geteuid() != 0:
         print("SKIPPED: the default jail needs root")
         raise SystemExit(ec.SKIP)
-    unittest.main()
+    ember_unittest.main()

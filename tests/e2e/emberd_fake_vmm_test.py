@@ -13,6 +13,7 @@ import unittest
 
 import grpc
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api
 
@@ -268,4 +269,4 @@ class SnapshotKeyTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()

@@ -11,6 +11,7 @@ import tempfile
 import time
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api, grpc
 from emberd_test import EventReader, VmChecks, code_of
@@ -443,4 +444,4 @@ if __name__ == "__main__":
         print("SKIPPED: emberd --jailer needs root")
         sys.exit(ec.SKIP)
     ec.require_kvm()
-    unittest.main(verbosity=2)
+    ember_unittest.main()

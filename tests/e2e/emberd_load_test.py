@@ -5,6 +5,7 @@ import sys
 import time
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api
 
@@ -65,4 +66,4 @@ class LoadTest(unittest.TestCase):
 
 if __name__ == "__main__":
     ec.require_kvm()
-    unittest.main(verbosity=2)
+    ember_unittest.main()

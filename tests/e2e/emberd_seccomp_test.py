@@ -8,6 +8,7 @@ import signal
 import time
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api
 
@@ -127,4 +128,4 @@ class EmberdSeccompTest(unittest.TestCase):
 
 if __name__ == "__main__":
     ec.require_kvm()
-    unittest.main()
+    ember_unittest.main()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api
 
@@ -80,4 +81,4 @@ if __name__ == "__main__":
     if os.geteuid() != 0:
         print("SKIPPED: needs root (clients run as other users)")
         sys.exit(ec.SKIP)
-    unittest.main()
+    ember_unittest.main()

@@ -12,6 +12,7 @@ import threading
 import time
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api, grpc
 
@@ -796,4 +797,4 @@ class EmberctlTest(unittest.TestCase):
 
 if __name__ == "__main__":
     ec.require_kvm()
-    unittest.main(verbosity=2)
+    ember_unittest.main()

@@ -11,6 +11,7 @@ import unittest
 
 import grpc
 
+import ember_unittest
 import ember_client as ec
 from ember_client import api, api_grpc
 
@@ -139,4 +140,4 @@ class TcpStartUpTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()

@@ -13,6 +13,7 @@ import tempfile
 import time
 import unittest
 
+import ember_unittest
 import ember_client as ec
 
 BIN = os.path.join(ec.BUILD_DIR, "bin")
@@ -513,4 +514,4 @@ class FlagsTest(FcApiFixture):
 
 if __name__ == "__main__":
     ec.require_kvm()
-    unittest.main(verbosity=2)
+    ember_unittest.main()

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
+import ember_unittest
 import ember_client as ec
 from ember.v1 import vmm_control_pb2 as ctl
 
@@ -307,4 +308,4 @@ class VmmControlDriveTest(VmmFixture):
 
 if __name__ == "__main__":
     ec.require_kvm()
-    unittest.main(verbosity=2)
+    ember_unittest.main()

@@ -5,6 +5,7 @@ import os
 import stat as stat_module
 import unittest
 
+import ember_unittest
 from rootfs_support import TOOL, RootfsTestCase, cat, free_bytes, image_config, names, stat
 
 
@@ -147,4 +148,4 @@ class DirectorySource(RootfsTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()

@@ -8,6 +8,7 @@ import subprocess
 import time
 import unittest
 
+import ember_unittest
 from rootfs_support import (ENV, RootfsTestCase, as_nobody, cat, debugfs, entry, image_config,
                             names, runnable_tool, stat, write_tar, xattr)
 
@@ -229,4 +230,4 @@ class HostileExport(RootfsTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()

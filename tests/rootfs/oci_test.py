@@ -7,6 +7,7 @@ import json
 import os
 import unittest
 
+import ember_unittest
 from rootfs_support import (INDEX_TYPE, RootfsTestCase, add_blob, add_image, cat, entry,
                             image_config, names, stat, write_layout, write_oci_archive,
                             write_tar)
@@ -191,4 +192,4 @@ class HostileOci(RootfsTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    ember_unittest.main()
