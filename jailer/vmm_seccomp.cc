@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <signal.h>
@@ -63,7 +64,12 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
             "virtio-blk io_uring engine: submitting requests, waiting for them before a "
             "snapshot. The ring takes only the engine's opcodes on its registered file "
             "(restricted before it is enabled); io_uring_setup and io_uring_register are "
-            "not allowed, so no other ring can be made or widened"),
+            "not allowed but a file-table update, so no other ring can be made or widened"),
+      AllowIfArg("io_uring_register",
+                 "a drive swap puts the new backing file in the engine's one registered-file "
+                 "slot; the ring's own restrictions admit this registration only, and the file "
+                 "gets only the reads, writes, syncs and fallocates allowed here on any fd",
+                 1, {IORING_REGISTER_FILES_UPDATE}),
       Allow("preadv", "virtio-blk sync engine: reads"),
       Allow("pwritev", "virtio-blk sync engine: writes"),
       Allow("fdatasync", "virtio-blk sync engine: flushes"),
@@ -73,8 +79,13 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
             "of a throttled device"),
       AllowIfArg("openat",
                  "the metrics, snapshot, memory and working-set files: base::AtomicFile creates "
-                 "a new file of its own and opens its directory to fsync the rename",
-                 2, {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC}),
+                 "a new file of its own and opens its directory to fsync the rename; a drive "
+                 "swap (control UpdateDrive, Firecracker's PATCH /drives path_on_host) opens "
+                 "the new backing file as the drive's first one was opened",
+                 2,
+                 {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                  O_RDONLY | O_CLOEXEC, O_RDWR | O_CLOEXEC, O_RDONLY | O_CLOEXEC | O_DIRECT,
+                  O_RDWR | O_CLOEXEC | O_DIRECT}),
       Allow("rename",
             "the metrics file, snapshot, memory and working-set files: a temporary file "
             "replaces PATH atomically"),
@@ -111,7 +122,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       // Snapshots, taken on the VMM thread while the vCPUs are parked.
       AllowIfArg("ioctl", "snapshot: reading vCPU, irqchip, PIT and clock state", 1,
                  params.snapshot_ioctls),
-      Allow("lseek", "snapshot: SEEK_DATA/SEEK_HOLE over guest memory to skip untouched pages"),
+      Allow("lseek",
+            "snapshot: SEEK_DATA/SEEK_HOLE over guest memory to skip untouched pages; a drive "
+            "swap: the size of a block device (SEEK_END)"),
       Allow("ftruncate", "snapshot: sizing the memory file"),
       Allow("pwrite64", "snapshot: writing guest memory into the memory file"),
       Allow("fsync",
