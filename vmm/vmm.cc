@@ -6,10 +6,12 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "virtio/block/block_device.h"
 #include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/builder.h"
+#include "vmm/drive_config.h"
 #include "vmm/seccomp.h"
 
 namespace ember::vmm {
@@ -151,6 +153,28 @@ absl::Status Vmm::Resume() {
   if (!vcpus_started_) return StartVcpus();  // a restored VM's first run
   for (auto& vcpu : vcpus_) vcpu->Resume();
   state_ = State::kRunning;
+  return absl::OkStatus();
+}
+
+absl::Status Vmm::UpdateDrive(const std::string& drive_id, const std::string& path) {
+  virtio::block::BlockDevice* device = virtio_devices_.FindDrive(drive_id);
+  if (device == nullptr) return absl::NotFoundError("the VM has no drive \"" + drive_id + "\"");
+  if (path.empty()) return absl::InvalidArgumentError("drive " + drive_id + ": path is empty");
+  v1::VmConfig updated = config_;
+  v1::Drive* drive = nullptr;
+  for (v1::Drive& candidate : *updated.mutable_drives()) {
+    if (candidate.drive_id() == drive_id) drive = &candidate;
+  }
+  if (drive == nullptr) {
+    return absl::InternalError("drive " + drive_id + " has a device but no config entry");
+  }
+  drive->set_path_on_host(path);
+  // The same host check as at boot: no file shared by two drives where either writes.
+  if (absl::Status shared = DriveConfigs(updated).status(); !shared.ok()) {
+    return absl::InvalidArgumentError(shared.message());
+  }
+  EMBER_RETURN_IF_ERROR(device->ReplaceFile(path));
+  config_ = std::move(updated);
   return absl::OkStatus();
 }
 

@@ -97,6 +97,11 @@ class Vmm {
   // Writes a full snapshot of the paused VM: every vCPU, the irqchips, PIT, clock, devices
   // (their in-flight I/O completed first) and guest memory. VMM thread.
   [[nodiscard]] absl::Status CreateSnapshot(const SnapshotPaths& paths);
+  // Swaps drive `drive_id`'s backing file for `path` (BlockDevice::ReplaceFile) and records
+  // it in the config a later snapshot saves. NOT_FOUND for an unknown drive; INVALID_ARGUMENT
+  // for a file that cannot be used (missing, unreadable, of a bad size, or a file another
+  // drive uses where either writes): the old file then stays. VMM thread.
+  [[nodiscard]] absl::Status UpdateDrive(const std::string& drive_id, const std::string& path);
   // Ends the VM with `exit` (the first reason wins).
   void Stop(VmExit exit) { Finish(std::move(exit)); }
   [[nodiscard]] State state() const { return state_; }

@@ -8,10 +8,12 @@ import socket
 import struct
 import subprocess
 import tempfile
+import time
 import unittest
 
 import ember_unittest
 import ember_client as ec
+from ember.v1 import snapshot_pb2 as snap
 from ember.v1 import vmm_control_pb2 as ctl
 
 VMM = os.path.join(ec.BUILD_DIR, "bin", "ember-vmm")
@@ -65,9 +67,13 @@ class VmmFixture(unittest.TestCase):
         self.procs = []
         config = os.path.join(self.dir, "vm.json")
         with open(config, "w") as f:
-            f.write('{"boot-source": {"boot_args": "console=ttyS0 ember.test=idle"},'
+            f.write('{"boot-source": {"boot_args": "console=ttyS0 ember.test=' +
+                    self.scenarios() + '"},'
                     ' "machine-config": {"mem_size_mib": 32}' + self.extra_config() + '}')
         self.path, self.vmm = self.spawn("control.sock", ["--config", config])
+
+    def scenarios(self):
+        return "idle"
 
     def extra_config(self):
         return ""
@@ -304,6 +310,115 @@ class VmmControlDriveTest(VmmFixture):
         self.assertIn("drives[0].rate_limiter.bandwidth.refill_time", response.message)
         metrics = self.call(controller, lambda r: r.get_metrics.SetInParent())
         self.assertEqual(json.loads(metrics.metrics_json)["control"]["rate_limit_updates"], 1)
+
+
+
+def blk_image(sectors):
+    """The test guest's `blk` pattern (rootfs/testguest/blk_pattern.h's blk_initial)."""
+    return bytes((s * 0x9d + i + (i >> 8) * 0x3b + 0x11) & 0xff
+                 for s in range(sectors) for i in range(512))
+
+
+def read_state(path):
+    """The SnapshotState of a state file (snapshot/state_file.h: 24-byte header, payload, CRC)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"EMBERSNP", data[:8]
+    (length,) = struct.unpack("<Q", data[16:24])
+    state = snap.SnapshotState()
+    state.ParseFromString(data[24:24 + length])
+    return state
+
+
+class VmmControlDriveSwapTest(VmmFixture):
+    """A drive swapped under a running guest whose driver is up: the `blk` scenario brings the
+    device up and checks the pattern, then `idle` keeps the VM running."""
+
+    def scenarios(self):
+        return "blk,idle"
+
+    def extra_config(self):
+        image = os.path.join(self.dir, "disk.img")
+        with open(image, "wb") as f:
+            f.write(blk_image(64))
+        return f', "drives": [{{"drive_id": "scratch", "path_on_host": "{image}"}}]'
+
+    def wait_console(self, text, timeout=120):
+        deadline = time.monotonic() + timeout
+        console = self.path + ".console"
+        while time.monotonic() < deadline:
+            if os.path.exists(console):
+                with open(console) as f:
+                    out = f.read()
+                if text in out:
+                    return out
+            self.assertIsNone(self.vmm.poll(), "ember-vmm ended")
+            time.sleep(0.1)
+        self.fail(f"no {text!r} on the console")
+
+    def snapshot(self, controller, name):
+        self.assertEqual(self.call(controller, lambda r: r.pause.SetInParent()).code, 0)
+        state = os.path.join(self.dir, name)
+        def create(r):
+            r.create_snapshot.state_path = state
+            r.create_snapshot.memory_path = state + ".mem"
+        response = self.call(controller, create)
+        self.assertEqual(response.code, 0, response.message)
+        self.assertEqual(self.call(controller, lambda r: r.resume.SetInParent()).code, 0)
+        return read_state(state)
+
+    def update(self, controller, drive_id, path):
+        def fill(r):
+            r.update_drive.drive_id = drive_id
+            r.update_drive.path = path
+        return self.call(controller, fill)
+
+    @staticmethod
+    def transport(state):
+        return next(d.transport for d in state.virtio if d.id == "block_scratch")
+
+    def test_a_swapped_file_raises_the_config_change_and_a_snapshot_records_it(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        self.assertIn("PASS blk\n", self.wait_console("idle\n"))
+        before = self.snapshot(controller, "before")
+        self.assertEqual(self.transport(before).interrupt_status & 2, 0)
+        bigger = os.path.join(self.dir, "bigger.img")
+        with open(bigger, "wb") as f:
+            f.write(bytes(128 * 512))
+
+        response = self.update(controller, "scratch", bigger)
+
+        self.assertEqual(response.code, 0, response.message)
+        metrics = json.loads(self.call(controller, lambda r: r.get_metrics.SetInParent())
+                             .metrics_json)
+        self.assertEqual(metrics["block_scratch"]["file_swaps"], 1)
+        self.assertEqual(metrics["control"]["drive_updates"], 1)
+        after = self.snapshot(controller, "after")
+        self.assertEqual(after.config.drives[0].path_on_host, bigger)
+        # The driver was told: ConfigGeneration moved and InterruptStatus has the
+        # configuration-change bit (VIRTIO_MMIO_INT_CONFIG).
+        self.assertEqual(self.transport(after).config_generation,
+                         self.transport(before).config_generation + 1)
+        self.assertEqual(self.transport(after).interrupt_status & 2, 2)
+
+    def test_an_unknown_drive_is_not_found_and_a_missing_file_keeps_the_old_one(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        self.wait_console("idle\n")
+        image = os.path.join(self.dir, "disk.img")
+
+        unknown = self.update(controller, "nope", image)
+        missing = self.update(controller, "scratch", os.path.join(self.dir, "missing.img"))
+
+        self.assertEqual(unknown.code, 5, unknown.message)  # NOT_FOUND
+        self.assertIn("nope", unknown.message)
+        self.assertEqual(missing.code, 3, missing.message)  # INVALID_ARGUMENT
+        self.assertIn("missing.img", missing.message)
+        state = self.snapshot(controller, "state")
+        self.assertEqual(state.config.drives[0].path_on_host, image)
+        self.assertEqual(self.transport(state).interrupt_status & 2, 0)
+        self.assertIsNone(self.vmm.poll())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 #include "virtio/block/block_device.h"
 
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -102,7 +101,11 @@ absl::StatusOr<std::uint64_t> BackingSize(int fd, const std::string& path) {
   if (S_ISREG(st.st_mode)) {
     size = static_cast<std::uint64_t>(st.st_size);
   } else if (S_ISBLK(st.st_mode)) {
-    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) return base::ErrnoError("BLKGETSIZE64", path);
+    // lseek rather than BLKGETSIZE64: a drive swap sizes its file on the VMM thread, whose
+    // seccomp filter allows lseek but no block-device ioctl.
+    off_t end = ::lseek(fd, 0, SEEK_END);
+    if (end < 0) return base::ErrnoError("lseek", path);
+    size = static_cast<std::uint64_t>(end);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("drive file ", path, " is neither a regular file nor a block device"));
@@ -112,6 +115,22 @@ absl::StatusOr<std::uint64_t> BackingSize(int fd, const std::string& path) {
                                                    " bytes, not a multiple of 512"));
   }
   return size;
+}
+
+// Opens `path` as `config`'s drive: read-only drives O_RDONLY, O_DIRECT when asked.
+absl::StatusOr<base::UniqueFd> OpenBackingFile(const BlockConfig& config,
+                                               const std::string& path) {
+  const int flags = O_CLOEXEC | (config.read_only ? O_RDONLY : O_RDWR) |
+                    (config.direct_io ? O_DIRECT : 0);
+  base::UniqueFd file(::open(path.c_str(), flags));
+  if (!file) {
+    // Whatever the errno (no such file, no permission, O_DIRECT unsupported there), the file
+    // is the configurer's choice.
+    return absl::InvalidArgumentError(
+        base::ErrnoError("open", absl::StrCat("drive ", config.drive_id, " (", path, ")"))
+            .message());
+  }
+  return file;
 }
 
 }  // namespace
@@ -128,7 +147,8 @@ BlockDevice::Metrics::Metrics(base::MetricsRegistry& registry, const std::string
       io_errors(registry.Get(group, "io_errors")),
       invalid_requests(registry.Get(group, "invalid_requests")),
       invalid_chains(registry.Get(group, "invalid_chains")),
-      rate_limiter_throttled(registry.Get(group, "rate_limiter_throttled")) {}
+      rate_limiter_throttled(registry.Get(group, "rate_limiter_throttled")),
+      file_swaps(registry.Get(group, "file_swaps")) {}
 
 absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const BlockConfig& config,
                                                                  base::MetricsRegistry& metrics,
@@ -155,16 +175,7 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::CreateWithEngine(
                                                    config.queue_size,
                                                    " is not a power of two in [4, 32768]"));
   }
-  const int flags = O_CLOEXEC | (config.read_only ? O_RDONLY : O_RDWR) |
-                    (config.direct_io ? O_DIRECT : 0);
-  base::UniqueFd file(::open(config.path.c_str(), flags));
-  if (!file) {
-    // Whatever the errno (no such file, no permission, O_DIRECT unsupported there), the file
-    // is the configurer's choice.
-    return absl::InvalidArgumentError(
-        base::ErrnoError("open", absl::StrCat("drive ", config.drive_id, " (", config.path, ")"))
-            .message());
-  }
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd file, OpenBackingFile(config, config.path));
   EMBER_ASSIGN_OR_RETURN(std::uint64_t capacity, BackingSize(file.Get(), config.path));
   EMBER_ASSIGN_OR_RETURN(std::unique_ptr<BlockEngine> engine, make_engine(file.Get()));
   EMBER_ASSIGN_OR_RETURN(RateLimiter limiter, RateLimiter::Create(config.rate_limiter, clock));
@@ -178,11 +189,12 @@ BlockDevice::BlockDevice(const BlockConfig& config, base::UniqueFd file,
                          std::uint64_t capacity_bytes, std::unique_ptr<BlockEngine> engine,
                          RateLimiter limiter, base::EventFd resume, base::MetricsRegistry& metrics)
     : config_(config),
-      file_(std::move(file)),
-      capacity_bytes_(capacity_bytes),
       features_(Features(config)),
-      config_space_(MakeConfigSpace(capacity_bytes, config.queue_size)),
       metrics_(metrics, "block_" + config.drive_id),
+      config_space_(MakeConfigSpace(capacity_bytes, config.queue_size)),
+      file_(std::move(file)),
+      path_(config.path),
+      capacity_bytes_(capacity_bytes),
       engine_(std::move(engine)),
       limiter_(std::move(limiter)),
       in_flight_(config.queue_size),
@@ -193,6 +205,7 @@ BlockDevice::~BlockDevice() = default;
 std::uint32_t BlockDevice::device_id() const { return kDeviceIdBlock; }
 
 void BlockDevice::ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const {
+  std::lock_guard lock(config_mu_);
   for (std::size_t i = 0; i < data.size(); ++i) {
     data[i] = offset + i < config_space_.size() ? config_space_[offset + i] : 0;
   }
@@ -200,6 +213,31 @@ void BlockDevice::ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data)
 
 void BlockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
   // Nothing is writable: writeback toggling (VIRTIO_BLK_F_CONFIG_WCE) is not offered.
+}
+
+absl::Status BlockDevice::ReplaceFile(const std::string& path) {
+  // Everything that can fail on the new file happens before the old one is touched.
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd file, OpenBackingFile(config_, path));
+  EMBER_ASSIGN_OR_RETURN(std::uint64_t capacity, BackingSize(file.Get(), path));
+  std::lock_guard lock(mu_);
+  // A request in flight was checked against the old file's size and must land in it; the
+  // engine's file slot may change only once none is left.
+  EMBER_RETURN_IF_ERROR(WaitForInFlight());
+  EMBER_RETURN_IF_ERROR(engine_->ReplaceFile(file.Get()));
+  file_ = std::move(file);  // closes the old file, which no operation uses any more
+  path_ = path;
+  capacity_bytes_ = capacity;
+  {
+    std::lock_guard config_lock(config_mu_);
+    config_space_ = MakeConfigSpace(capacity, config_.queue_size);
+  }
+  metrics_.file_swaps->Add();
+  // A driver reads the new capacity on the configuration-change interrupt (Linux's
+  // virtblk_config_changed resizes the disk); one that is not running reads it at probe.
+  if (signals_ != nullptr) signals_->SignalConfigChange();
+  EMBER_LOG(kInfo) << name() << ": backing file is now " << path << " (" << capacity
+                   << " bytes)";
+  return absl::OkStatus();
 }
 
 absl::Status BlockDevice::Activate(ActivationContext context) {

@@ -26,8 +26,9 @@ namespace ember::virtio::block {
 //
 // Threads: register-side calls (ReadConfig, Activate, Reset) come from vCPU threads through
 // the transport; ProcessQueue, ProcessCompletions and ProcessRateLimiterTimer run on the VMM
-// loop thread. mu_ guards the activation state they share; the configuration space is
-// immutable and needs no lock.
+// loop thread. mu_ guards the activation state they share and the backing file; config_mu_
+// guards the configuration space, which a drive swap (ReplaceFile) rewrites while vCPUs may
+// read it.
 //
 // A request the device cannot serve (out of range, a write to a read-only drive, an I/O
 // error) completes with VIRTIO_BLK_S_IOERR or _UNSUPP and the device carries on. A chain
@@ -104,7 +105,25 @@ class BlockDevice final : public VirtioDevice {
   void UpdateRateLimiter(const std::optional<TokenBucketConfig>& bandwidth,
                          const std::optional<TokenBucketConfig>& ops);
 
-  [[nodiscard]] std::uint64_t capacity_bytes() const { return capacity_bytes_; }
+  // Loop thread (the control path's drive swap): makes `path` the drive's backing file. It is
+  // opened as the first one was (read-only drives O_RDONLY, O_DIRECT when configured) and
+  // checked the same way; then the requests in flight on the old file are waited for (at most
+  // in_flight_wait_limit), the engine is pointed at the new file, the capacity in the
+  // configuration space becomes the new file's, and an activated device raises the
+  // configuration-change interrupt (which bumps ConfigGeneration). Requests still queued run
+  // on the new file. Errors: InvalidArgument for the new file's faults (as Create),
+  // DEADLINE_EXCEEDED when the old file's requests did not finish; the old file then stays.
+  [[nodiscard]] absl::Status ReplaceFile(const std::string& path);
+
+  [[nodiscard]] std::uint64_t capacity_bytes() const {
+    std::lock_guard lock(mu_);
+    return capacity_bytes_;
+  }
+  // The backing file's path: the configured one, or the last ReplaceFile's.
+  [[nodiscard]] std::string path() const {
+    std::lock_guard lock(mu_);
+    return path_;
+  }
 
  private:
   // Where one request in flight in the engine will be answered. Indexed by descriptor head,
@@ -135,6 +154,7 @@ class BlockDevice final : public VirtioDevice {
     base::Metric* invalid_requests;  // answered with IOERR/UNSUPP without touching the file
     base::Metric* invalid_chains;    // the driver broke the virtqueue: NEEDS_RESET
     base::Metric* rate_limiter_throttled;
+    base::Metric* file_swaps;  // ReplaceFile calls that took effect
   };
 
   BlockDevice(const BlockConfig& config, base::UniqueFd file, std::uint64_t capacity_bytes,
@@ -163,13 +183,16 @@ class BlockDevice final : public VirtioDevice {
   void MarkBroken(const absl::Status& why);
 
   const BlockConfig config_;
-  const base::UniqueFd file_;  // declared before engine_: the engine borrows it
-  const std::uint64_t capacity_bytes_;
   const std::uint64_t features_;
-  std::vector<std::uint8_t> config_space_;
   Metrics metrics_;
 
+  mutable std::mutex config_mu_;
+  std::vector<std::uint8_t> config_space_;  // guarded by config_mu_
+
   mutable std::mutex mu_;
+  base::UniqueFd file_;  // guarded by mu_; declared before engine_: the engine borrows it
+  std::string path_;     // guarded by mu_; file_'s
+  std::uint64_t capacity_bytes_;  // guarded by mu_
   std::unique_ptr<BlockEngine> engine_;           // guarded by mu_
   RateLimiter limiter_;                           // guarded by mu_
   std::optional<Queue> queue_;                    // guarded by mu_; set while activated

@@ -48,6 +48,9 @@ class BlockEngine {
   [[nodiscard]] virtual absl::Status WaitForCompletion(std::chrono::nanoseconds /*timeout*/) {
     return absl::OkStatus();
   }
+  // Points every later operation at `fd` (borrowed, like the first one): the drive's backing
+  // file was swapped. Only with no operation queued or in flight; the VMM loop thread.
+  [[nodiscard]] virtual absl::Status ReplaceFile(int fd) = 0;
   // Signalled whenever operations finish, and never drained by the engine: watch it
   // edge-triggered (EventSource::edge_triggered). -1 when completions are ready as soon as
   // Submit returns (SyncEngine). Owned by the engine.

@@ -34,7 +34,8 @@ constexpr std::uint8_t kAllowedOps[] = {IORING_OP_READ,  IORING_OP_WRITE, IORING
                                         IORING_OP_FALLOCATE};
 
 // Fences the ring in before anyone can use it: only kAllowedOps, only on registered files
-// (IOSQE_FIXED_FILE required, no other flag), and no io_uring_register call once enabled.
+// (IOSQE_FIXED_FILE required, no other flag), and no io_uring_register call once enabled but
+// the file-table update a drive swap makes (ReplaceFile).
 // Without this the ring is a way around the VMM thread's seccomp filter: a compromised VMM
 // could open, read, link and connect anything through it.
 absl::Status Restrict(io_uring* ring) {
@@ -49,6 +50,9 @@ absl::Status Restrict(io_uring* ring) {
     rule.opcode = static_cast<std::uint16_t>(kind);
     rule.sqe_flags = IOSQE_FIXED_FILE;
   }
+  io_uring_restriction& update = rules.emplace_back();
+  update.opcode = IORING_RESTRICTION_REGISTER_OP;
+  update.register_op = IORING_REGISTER_FILES_UPDATE;
   // The raw system call: Debian's liburing 2.3 leaves io_uring_register_restrictions and
   // io_uring_enable_rings out of its shared library.
   auto register_op = [ring](unsigned opcode, const void* arg, unsigned count) {
@@ -93,6 +97,17 @@ absl::StatusOr<std::unique_ptr<IoUringEngine>> IoUringEngine::Create(int fd, uns
   }
   EMBER_RETURN_IF_ERROR(Restrict(&engine->ring_));
   return engine;
+}
+
+absl::Status IoUringEngine::ReplaceFile(int fd) {
+  // io_uring_register_files_update issues IORING_REGISTER_FILES_UPDATE, the one registration
+  // Restrict left open.
+  int result = io_uring_register_files_update(&ring_, kFileIndex, &fd, 1);
+  if (result < 0) return base::ErrnoError(-result, "io_uring_register_files_update", "block engine");
+  if (result != 1) {
+    return absl::InternalError("block engine: io_uring_register_files_update updated no slot");
+  }
+  return absl::OkStatus();
 }
 
 IoUringEngine::~IoUringEngine() {

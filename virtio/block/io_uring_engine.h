@@ -18,8 +18,10 @@ namespace ember::virtio::block {
 // completion_fd(), an eventfd that the VMM loop watches edge-triggered.
 //
 // The ring is restricted before it is enabled (IORING_REGISTER_RESTRICTIONS): it accepts only
-// the opcodes the engine issues, only on its registered file, and no further registration, so
-// it is no way around the VMM thread's seccomp filter. Anything else completes with -EACCES.
+// the opcodes the engine issues, only on its registered file, and of all registrations only a
+// file-table update (a drive swap), so it is no way around the VMM thread's seccomp filter: a
+// file put in the table gets only the reads, writes, syncs and fallocates that filter allows
+// on any fd anyway. Anything else completes (or is refused) with -EACCES.
 class IoUringEngine final : public BlockEngine {
  public:
   // Borrows `fd` (kept open by the device longer than the engine). `depth` is the most
@@ -38,6 +40,8 @@ class IoUringEngine final : public BlockEngine {
   void Submit() override;
   void Reap(std::vector<Completion>* out) override;
   [[nodiscard]] absl::Status WaitForCompletion(std::chrono::nanoseconds timeout) override;
+  // Updates the registered file table's one slot (IORING_REGISTER_FILES_UPDATE).
+  [[nodiscard]] absl::Status ReplaceFile(int fd) override;
   [[nodiscard]] int completion_fd() const override { return completion_.Get(); }
 
   // Tests only: the ring itself, to submit what a compromised VMM could write into it.

@@ -21,6 +21,10 @@ class SyncEngine final : public BlockEngine {
                    std::uint64_t cookie) override;
   void Submit() override {}
   void Reap(std::vector<Completion>* out) override;
+  [[nodiscard]] absl::Status ReplaceFile(int fd) override {
+    fd_ = fd;
+    return absl::OkStatus();
+  }
   [[nodiscard]] int completion_fd() const override { return -1; }
 
  private:

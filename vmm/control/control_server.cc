@@ -221,6 +221,10 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
     case v1::ControlRequest::kUpdateRateLimits:
       status = UpdateRateLimits(request.update_rate_limits());
       break;
+    case v1::ControlRequest::kUpdateDrive:
+      status = vmm_.UpdateDrive(request.update_drive().drive_id(), request.update_drive().path());
+      if (status.ok()) base::MetricsRegistry::Global().Get("control", "drive_updates")->Add();
+      break;
     case v1::ControlRequest::OP_NOT_SET:
       status = absl::InvalidArgumentError("control request has no operation");
       break;

@@ -32,6 +32,7 @@ using testing::DeviceHarness;
 using testing::FakeBlockDriver;
 using testing::FakeBuffer;
 using testing::FakeDriverQueue;
+using testing::FakeMmioDriver;
 
 constexpr std::uint64_t kMemSize = 4 << 20;
 constexpr std::uint64_t kDiskSize = 64 * 1024;
@@ -100,7 +101,12 @@ class HeldEngine final : public BlockEngine {
     std::this_thread::sleep_for(timeout);
     return absl::DeadlineExceededError("held");
   }
+  absl::Status ReplaceFile(int) override {
+    ++replaced_;
+    return absl::OkStatus();
+  }
   int completion_fd() const override { return -1; }
+  int replaced() const { return replaced_; }
 
   // Finishes every operation held so far, each with an I/O error.
   void Release() {
@@ -120,6 +126,7 @@ class HeldEngine final : public BlockEngine {
   }
 
   std::mutex mu_;  // the test releases from its thread while a reset reaps on another
+  int replaced_ = 0;  // test thread only
   std::vector<std::uint64_t> held_;
   std::vector<Completion> done_;
 };
@@ -890,6 +897,78 @@ TEST_P(BlockDeviceTest, RestoreOntoAnotherDriveIsRefused) {
 
   EXPECT_TRUE(absl::IsInvalidArgument(restored)) << restored;
   EXPECT_EQ(driver_->Read32(mmio::kStatus), 0u);
+}
+
+// The capacity in the configuration space, in sectors.
+std::uint64_t ConfigCapacity(const FakeMmioDriver& driver) {
+  return driver.Read32(mmio::kConfig) | (std::uint64_t{driver.Read32(mmio::kConfig + 4)} << 32);
+}
+
+TEST_P(BlockDeviceTest, SwappedFileServesLaterReadsAndItsCapacityReachesTheDriver) {
+  Start();
+  TempDisk bigger(2 * kDiskSize);
+  const std::vector<std::uint8_t> marker(512, 0xab);
+  {
+    int fd = ::open(bigger.path().c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_EQ(::pwrite(fd, marker.data(), marker.size(), 0), 512);
+    ::close(fd);
+  }
+  const std::uint32_t generation = driver_->Read32(mmio::kConfigGeneration);
+
+  ASSERT_TRUE(device_->ReplaceFile(bigger.path()).ok());
+
+  EXPECT_EQ(ConfigCapacity(*driver_), 2 * kDiskSize / 512);
+  EXPECT_NE(driver_->Read32(mmio::kConfigGeneration), generation);
+  EXPECT_EQ(driver_->Read32(mmio::kInterruptStatus) & kInterruptConfigChange,
+            kInterruptConfigChange);
+  EXPECT_GE(transport_->irqfd().Consume(), 1u);
+  BlockRequestBuffers first = blk_.AddNew(kTypeIn, 0, 512);
+  EXPECT_EQ(Run(first), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(first), marker);
+  // Past the old file's end, inside the new one's.
+  BlockRequestBuffers beyond = blk_.AddNew(kTypeIn, kDiskSize / 512, 512);
+  EXPECT_EQ(Run(beyond), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(beyond), Pattern(kDiskSize, 512));
+  EXPECT_EQ(device_->path(), bigger.path());
+  EXPECT_EQ(Metric("file_swaps"), 1u);
+}
+
+TEST_P(BlockDeviceTest, SwapToAMissingFileIsRefusedAndTheOldFileStays) {
+  Start();
+  const std::uint32_t generation = driver_->Read32(mmio::kConfigGeneration);
+
+  absl::Status swapped = device_->ReplaceFile(disk_.path() + ".missing");
+
+  EXPECT_EQ(swapped.code(), absl::StatusCode::kInvalidArgument) << swapped;
+  EXPECT_NE(swapped.message().find(".missing"), std::string::npos) << swapped;
+  EXPECT_EQ(driver_->Read32(mmio::kConfigGeneration), generation);
+  EXPECT_EQ(ConfigCapacity(*driver_), kDiskSize / 512);
+  EXPECT_EQ(device_->path(), disk_.path());
+  BlockRequestBuffers req = blk_.AddNew(kTypeIn, 1, 512);
+  EXPECT_EQ(Run(req), kStatusOk);
+  EXPECT_EQ(blk_.ReadData(req), Pattern(512, 512));
+  EXPECT_EQ(Metric("file_swaps"), 0u);
+}
+
+TEST_P(HungDiskBlockDeviceTest, SwapWaitsForRequestsInFlightAndGivesUpAtTheLimit) {
+  StartOnHungDisk();
+  TempDisk other(2 * kDiskSize);
+  blk_.AddNew(kTypeIn, 0, 512);
+  Kick();
+  ServeEvents();
+  ASSERT_EQ(held_->held(), 1);
+
+  absl::Status swapped = device_->ReplaceFile(other.path());
+
+  EXPECT_EQ(swapped.code(), absl::StatusCode::kDeadlineExceeded) << swapped;
+  EXPECT_EQ(held_->replaced(), 0);
+  EXPECT_EQ(device_->path(), disk_.path());
+  EXPECT_EQ(ConfigCapacity(*driver_), kDiskSize / 512);
+  // Once the old file's request has finished, the swap goes through.
+  held_->Release();
+  ASSERT_TRUE(device_->ReplaceFile(other.path()).ok());
+  EXPECT_EQ(held_->replaced(), 1);
+  EXPECT_EQ(ConfigCapacity(*driver_), 2 * kDiskSize / 512);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, BlockDeviceTest,

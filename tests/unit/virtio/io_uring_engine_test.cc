@@ -90,9 +90,37 @@ TEST_F(IoUringEngineRing, RefusesToReadAFileItDidNotRegister) {
   EXPECT_EQ(buffer_[0], 0);
 }
 
-TEST_F(IoUringEngineRing, RefusesToRegisterAnotherFile) {
+TEST_F(IoUringEngineRing, RefusesToRegisterAnotherFileTable) {
   int fd = other_.fd();
-  EXPECT_EQ(io_uring_register_files_update(&engine_->ring_for_testing(), 0, &fd, 1), -EACCES);
+  io_uring& ring = engine_->ring_for_testing();
+  EXPECT_EQ(io_uring_unregister_files(&ring), -EACCES);
+  EXPECT_EQ(io_uring_register_files(&ring, &fd, 1), -EACCES);
+}
+
+TEST_F(IoUringEngineRing, RefusesToRegisterBuffersOrAnotherEventfd) {
+  io_uring& ring = engine_->ring_for_testing();
+  iovec buffer{buffer_, sizeof(buffer_)};
+  EXPECT_EQ(io_uring_register_buffers(&ring, &buffer, 1), -EACCES);
+  EXPECT_EQ(io_uring_unregister_eventfd(&ring), -EACCES);
+}
+
+// A drive swap's update of the one slot is the registration left open: the file it puts there
+// gets only the engine's operations, which the VMM thread's filter allows on any fd.
+TEST_F(IoUringEngineRing, ReplaceFileAimsLaterReadsAtTheNewFile) {
+  const std::string marker = "the other file..";  // the drive reads 'd' there
+  ASSERT_EQ(::pwrite(other_.fd(), marker.data(), marker.size(), 0), 16);
+  ASSERT_TRUE(engine_->ReplaceFile(other_.fd()).ok());
+  std::vector<Completion> done;
+  char data[16] = {};
+  IoVecs iovs;
+  iovs.push_back({data, sizeof(data)});
+  engine_->Read(0, iovs, 5);
+  engine_->Submit();
+  ASSERT_TRUE(engine_->WaitForCompletion(std::chrono::seconds(5)).ok());
+  engine_->Reap(&done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result, static_cast<std::int64_t>(sizeof(data)));
+  EXPECT_EQ(std::string(data, sizeof(data)), marker);
 }
 
 // The control: what the engine itself does still runs.
