@@ -422,6 +422,35 @@ class ErrorTest(FcApiFixture):
             self.assertEqual(json.load(f)["control"]["rate_limit_updates"], 1)
         self.assert_still_running()
 
+    def test_path_on_host_patch_swaps_the_drive_after_boot(self):
+        disk, bigger = os.path.join(self.dir, "disk.img"), os.path.join(self.dir, "bigger.img")
+        for path, size in [(disk, 1 << 20), (bigger, 2 << 20)]:
+            with open(path, "wb") as f:
+                f.truncate(size)
+        self.assertEqual(self.api.call("PUT", "/drives/disk",
+                                       {"drive_id": "disk", "path_on_host": disk,
+                                        "is_root_device": False, "is_read_only": False})[0], 204)
+        self.metrics = os.path.join(self.dir, "metrics.json")
+        self.assertEqual(self.api.call("PUT", "/metrics", {"metrics_path": self.metrics})[0], 204)
+        self.boot()
+        missing = os.path.join(self.dir, "missing.img")
+        self.assert_fault(self.api.call("PATCH", "/drives/disk",
+                                        {"drive_id": "disk", "path_on_host": missing}),
+                          contains=missing)
+        self.assert_fault(self.api.call("PATCH", "/drives/nope",
+                                        {"drive_id": "nope", "path_on_host": bigger}),
+                          contains="nope")
+        self.assertEqual(self.api.call("PATCH", "/drives/disk",
+                                       {"drive_id": "disk", "path_on_host": bigger})[0], 204)
+        self.assertEqual(self.api.call("GET", "/vm/config")[1]["drives"][0]["path_on_host"],
+                         bigger)
+        self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "FlushMetrics"})[0], 204)
+        with open(self.metrics) as f:
+            metrics = json.load(f)
+        self.assertEqual(metrics["block_disk"]["file_swaps"], 1)
+        self.assertEqual(metrics["control"]["drive_updates"], 1)
+        self.assert_still_running()
+
 
 def seccomp_mode(pid):
     with open(f"/proc/{pid}/status") as f:

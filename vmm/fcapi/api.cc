@@ -388,8 +388,17 @@ HttpResponse FirecrackerApi::PatchDrive(std::string_view id, const std::string& 
   }
   if (state_ == State::kNotStarted) return NeedsStarted("PATCH /drives");
   if (drive.has_path_on_host()) {
-    return Fault("swapping a running drive's backing file is not supported by Ember yet; "
-                 "PATCH /drives takes rate_limiter updates");
+    // The swap first: a rate limiter in the same body applies only once
+    // the new file is in place.
+    v1::ControlRequest swap;
+    swap.mutable_update_drive()->set_drive_id(std::string(id));
+    swap.mutable_update_drive()->set_path(drive.path_on_host());
+    if (auto response = vmm_->Call(std::move(swap), kCallTimeoutMs); !response.ok()) {
+      return FromStatus(response.status());
+    }
+    for (v1::Drive& configured : *config_.mutable_drives()) {
+      if (configured.drive_id() == id) configured.set_path_on_host(drive.path_on_host());
+    }
   }
   if (!drive.has_rate_limiter()) return NoContent();
   v1::ControlRequest request;
