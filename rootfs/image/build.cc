@@ -222,6 +222,8 @@ absl::Status BuildRootfs(const Options& options) {
   plan.guest_files = {{"sbin/ember-init", init, 0755},
                       {"sbin/ember-agent", agent, 0755},
                       {kImageConfigPath, config_path, 0644}};
+  // ember-init mounts these; on a read-only root it cannot make them.
+  plan.mount_points = {{"proc", 0555}, {"sys", 0555}, {"dev", 0755}, {"run", 0755}, {"tmp", 01777}};
   return BuildImage(plan, tree.fd.Get(), options.output);
 }
 

@@ -113,6 +113,21 @@ absl::Status AddGuestFileCommands(int tree_fd, const GuestFile& file,
   return absl::OkStatus();
 }
 
+// The debugfs commands that make `point` an empty root-owned directory, unless the tree has
+// anything at its path (a directory, a symlink, even a file: the tree's own is kept).
+absl::Status AddMountPointCommands(int tree_fd, const MountPoint& point, std::string* script) {
+  EMBER_ASSIGN_OR_RETURN(Found existing, LookUp(tree_fd, point.image_path, /*follow=*/false));
+  if (existing != Found::kNothing) return absl::OkStatus();
+  std::string path = DebugfsQuote("/" + point.image_path);
+  char mode[32];
+  std::snprintf(mode, sizeof(mode), "0%o", S_IFDIR | (point.permissions & 07777));
+  *script += "mkdir " + path + "\n";
+  *script += "set_inode_field " + path + " mode " + mode + "\n";
+  *script += "set_inode_field " + path + " uid 0\n";
+  *script += "set_inode_field " + path + " gid 0\n";
+  return absl::OkStatus();
+}
+
 // `value_files` names the files holding xattr values for debugfs (ea_set -f): made here, for
 // the caller to remove.
 absl::Status AddFixCommands(const InodeFix& fix, const std::string& value_prefix,
@@ -245,6 +260,9 @@ absl::Status BuildImage(const ImagePlan& plan, int tree_fd, const std::string& o
   std::set<std::string> made_dirs;
   for (const GuestFile& file : plan.guest_files) {
     EMBER_RETURN_IF_ERROR(AddGuestFileCommands(tree_fd, file, &made_dirs, &script));
+  }
+  for (const MountPoint& point : plan.mount_points) {
+    EMBER_RETURN_IF_ERROR(AddMountPointCommands(tree_fd, point, &script));
   }
   if (!script.empty()) {
     std::string script_path = image.temp_path() + ".debugfs";

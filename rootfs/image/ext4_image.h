@@ -30,12 +30,20 @@ struct GuestFile {
   uint32_t permissions = 0644;
 };
 
+// A directory the guest mounts on (/proc, /dev, ...) that ember-init cannot make on a read-only
+// root: made empty and owned by root when the tree has nothing at its path.
+struct MountPoint {
+  std::string image_path;  // relative to the image's root, one component, e.g. "proc"
+  uint32_t permissions = 0755;
+};
+
 struct ImagePlan {
   std::string tree;                    // the directory mke2fs -d copies
   TreeStats stats;                     // of `tree`, for the automatic size
   std::optional<uint64_t> size_bytes;  // --size; automatic when empty
   std::vector<InodeFix> fixes;
   std::vector<GuestFile> guest_files;
+  std::vector<MountPoint> mount_points;
 };
 
 // The automatic image size for a tree of `stats` plus `extra_bytes` of added files: the content
@@ -46,7 +54,8 @@ struct ImagePlan {
 [[nodiscard]] uint64_t AutomaticInodeCount(const TreeStats& stats);
 
 // Builds a sparse ext4 image of `plan` at `output`: mke2fs -d into a temporary file beside it,
-// then one debugfs script for the fixes and the guest files, then a rename. `tree_fd` is
+// then one debugfs script for the fixes, the guest files and the missing mount points, then a
+// rename. `tree_fd` is
 // `plan.tree`, open, for looking up where the guest files go (symlinks resolved inside the
 // tree, as debugfs resolves them in the image). On any error nothing is left at `output`'s
 // name (an existing file there is kept). A --size too small for the tree is InvalidArgument.

@@ -82,6 +82,34 @@ class DirectorySource(RootfsTestCase):
         with open(self.init, "rb") as f:
             self.assertEqual(cat(image, "/sbin/ember-init"), f.read())
 
+    def test_missing_mount_points_are_made_empty_and_owned_by_root(self):
+        tree = os.path.join(self.work, "tree")
+        self.write_file("tree/etc/hostname", b"guest\n")
+        for dirpath, dirnames, _ in os.walk(tree):
+            os.chmod(dirpath, 0o755)
+        image = self.build(tree)
+        for path, mode in (("/proc", 0o555), ("/sys", 0o555), ("/dev", 0o755), ("/run", 0o755),
+                           ("/tmp", 0o1777)):
+            info = stat(image, path)
+            self.assertIsNotNone(info, path)
+            self.assertEqual((info["type"], info["mode"], info["uid"], info["gid"]),
+                             ("directory", mode, 0, 0), path)
+            self.assertEqual(names(image, path), set(), path)
+
+    def test_mount_points_the_tree_has_are_kept(self):
+        tree = self.make_tree()  # its /tmp is 1777
+        os.makedirs(os.path.join(tree, "dev"))
+        os.chmod(os.path.join(tree, "dev"), 0o775)
+        self.write_file("tree/dev/keep", b"kept\n")
+        os.symlink("tmp", os.path.join(tree, "run"))
+        image = self.build(tree)
+        self.assertEqual(stat(image, "/dev")["mode"], 0o775)
+        self.assertEqual(names(image, "/dev"), {"keep"})
+        self.assertEqual(stat(image, "/run")["type"], "symlink")
+        self.assertEqual(stat(image, "/run")["target"], "tmp")
+        self.assertEqual(stat(image, "/tmp")["mode"], 0o1777)
+        self.assertEqual(stat(image, "/proc")["mode"], 0o555)
+
     def test_automatic_size_leaves_headroom(self):
         tree = self.make_tree()
         self.write_file("tree/data", os.urandom(8 << 20))
