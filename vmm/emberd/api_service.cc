@@ -10,6 +10,7 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/emberd/restore_plan.h"
 #include "vmm/rules/vm_config_rules.h"
 
 namespace ember::emberd {
@@ -102,7 +103,13 @@ absl::Status CheckConfigPaths(const base::PathRules& paths, const v1::VmConfig& 
 absl::Status CheckRestorePaths(const base::PathRules& paths,
                                const v1::RestoreRequest& request) {
   EMBER_RETURN_IF_ERROR(paths.Check("state_path", request.state_path()));
-  EMBER_RETURN_IF_ERROR(paths.Check("memory_path", request.memory_path()));
+  // The memory file an empty memory_path implies (beside the state file) passes the same rule:
+  // a "memory" symlink there would otherwise lead the restore out of the allowed directories.
+  EMBER_RETURN_IF_ERROR(paths.Check(
+      request.memory_path().empty() && !request.state_path().empty()
+          ? "memory_path (empty: the file \"memory\" beside state_path)"
+          : "memory_path",
+      RequestedMemoryPath(request)));
   for (int i = 0; i < request.overrides_size(); ++i) {
     const std::string where = "overrides[" + std::to_string(i) + "]";
     const v1::RestoreOverrides& overrides = request.overrides(i);

@@ -40,6 +40,11 @@ absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::st
       config);
 }
 
+std::string RequestedMemoryPath(const v1::RestoreRequest& request) {
+  if (request.state_path().empty() || !request.memory_path().empty()) return request.memory_path();
+  return std::filesystem::path(request.state_path()).parent_path().string() + "/memory";
+}
+
 absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
                                         const SnapshotCatalog& catalog) {
   // Where the snapshot is, and the configuration of the VM it was taken from (emberd's
@@ -55,8 +60,7 @@ absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
     plan.record_dir = catalog.RecordDir(request.snapshot_id());
   } else {
     plan.state_path = request.state_path();
-    const std::string beside = std::filesystem::path(request.state_path()).parent_path();
-    plan.memory_path = request.memory_path().empty() ? beside + "/memory" : request.memory_path();
+    plan.memory_path = RequestedMemoryPath(request);
     plan.restored_from = request.state_path();
     // One of emberd's own snapshots, restored by its path: the clones' DIFF snapshots
     // apply onto it all the same.

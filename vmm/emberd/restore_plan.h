@@ -34,6 +34,11 @@ struct RestorePlan {
   JailChain jail_bases;
 };
 
+// The memory file a restore by state_path reads: memory_path, or when it is empty the file
+// "memory" beside the state file (what PlanRestore uses, and what emberd's path rules check).
+// A request by snapshot_id: its memory_path as given.
+[[nodiscard]] std::string RequestedMemoryPath(const v1::RestoreRequest& request);
+
 // A restore's plan from its request: the snapshot's files (of `catalog`'s snapshot, or the
 // paths the request names) and where its record is.
 [[nodiscard]] absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
