@@ -53,9 +53,24 @@ absl::StatusOr<base::UniqueFd> ConnectUnix(const std::string& path, Clock::time_
   EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.Valid()) return base::ErrnoError("socket", "AF_UNIX");
-  // sockaddr_un is the sockaddr of AF_UNIX: the kernel reads it by family.
-  if (::connect(fd.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN) {
+  while (true) {
+    // sockaddr_un is the sockaddr of AF_UNIX: the kernel reads it by family.
+    if (::connect(fd.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
+      return fd;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      // The listener's backlog is full: nothing is in progress (the socket stays unconnected),
+      // so try again until the deadline rather than wait for a POLLOUT that means nothing.
+      int left = MsLeft(deadline);
+      if (left == 0) {
+        return absl::UnavailableError("connect " + path +
+                                      ": the listener's backlog stayed full (nobody accepts)");
+      }
+      ::poll(nullptr, 0, left < 10 ? left : 10);
+      continue;
+    }
+    if (errno != EINPROGRESS) {
       absl::Status error = base::ErrnoError("connect", path);
       return absl::UnavailableError(error.message());
     }
@@ -64,8 +79,8 @@ absl::StatusOr<base::UniqueFd> ConnectUnix(const std::string& path, Clock::time_
     socklen_t len = sizeof(err);
     ::getsockopt(fd.Get(), SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) return absl::UnavailableError(base::ErrnoError(err, "connect", path).message());
+    return fd;
   }
-  return fd;
 }
 
 // Firecracker's host-initiated vsock handshake on ember-vmm's backend socket.
@@ -294,7 +309,14 @@ absl::StatusOr<InvokeOutcome> AgentClient::Invoke(std::string payload, std::uint
   InvokeOutcome outcome;
   while (true) {
     if (!response.has_invoke_result()) return Unexpected(response, "invoke_result");
-    outcome.output += response.invoke_result().output();
+    const std::string& piece = response.invoke_result().output();
+    if (piece.size() > options_.max_invoke_output_bytes - outcome.output.size()) {
+      // Returning drops the stream, which closes the connection: the agent's writes fail.
+      return absl::ResourceExhaustedError(
+          "agent: invoke output exceeds " + std::to_string(options_.max_invoke_output_bytes) +
+          " bytes (Options::max_invoke_output_bytes)");
+    }
+    outcome.output += piece;
     if (response.invoke_result().last()) {
       outcome.handler_us = response.invoke_result().handler_us();
       return outcome;

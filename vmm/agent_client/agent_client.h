@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,9 @@ struct Options {
   // How long a request may wait for its answer. Exec and Invoke add their own timeout_ms to
   // it, and wait without limit when that is 0.
   int reply_timeout_ms = 30'000;
+  // The most output one Invoke gathers from the agent, which runs in the guest and is not
+  // trusted to stop: past it the call is RESOURCE_EXHAUSTED and its connection is closed.
+  std::size_t max_invoke_output_bytes = std::size_t{64} << 20;
 };
 
 // One request's connection (agent.proto: one connection per request). Owned by one thread.
