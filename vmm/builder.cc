@@ -117,12 +117,14 @@ absl::Status VmBuilder::CreateLegacyDevices() {
   EMBER_ASSIGN_OR_RETURN(vmm_.serial_rx_space_, base::EventFd::Create());
   EMBER_ASSIGN_OR_RETURN(vmm_.reset_event_, base::EventFd::Create());
   EMBER_RETURN_IF_ERROR(vmm_.vm_->RegisterIrqfd(vmm_.serial_irq_->Get(), arch::kCom1Irq));
+  EMBER_ASSIGN_OR_RETURN(vmm_.keyboard_irq_, base::EventFd::Create());
+  EMBER_RETURN_IF_ERROR(vmm_.vm_->RegisterIrqfd(vmm_.keyboard_irq_->Get(), arch::kI8042Irq));
 
   const v1::Console& console = options_.config.console();
   vmm_.serial_ = std::make_unique<devices::Serial>(
       options_.console_out_fd, &*vmm_.serial_irq_, &*vmm_.serial_rx_space_,
       console.has_max_bytes() ? console.max_bytes() : devices::Serial::kDefaultMaxOutputBytes);
-  vmm_.i8042_ = std::make_unique<devices::I8042>(&*vmm_.reset_event_);
+  vmm_.i8042_ = std::make_unique<devices::I8042>(&*vmm_.reset_event_, &*vmm_.keyboard_irq_);
   Vmm* vmm = &vmm_;
   vmm_.boot_timer_ =
       std::make_unique<devices::BootTimer>(options_.start_us, [vmm](std::uint64_t us) {

@@ -178,6 +178,11 @@ absl::Status Vmm::UpdateDrive(const std::string& drive_id, const std::string& pa
   return absl::OkStatus();
 }
 
+absl::Status Vmm::SendCtrlAltDel() {
+  if (state_ == State::kCreated) return absl::FailedPreconditionError("the VM has not started");
+  return i8042_->SendCtrlAltDel();
+}
+
 VmExit Vmm::Serve() {
   if (auto status = loop_->Run(); !status.ok()) {
     Finish({kExitError, "event loop failed: " + std::string(status.message())});

@@ -102,6 +102,10 @@ class Vmm {
   // for a file that cannot be used (missing, unreadable, of a bad size, or a file another
   // drive uses where either writes): the old file then stays. VMM thread.
   [[nodiscard]] absl::Status UpdateDrive(const std::string& drive_id, const std::string& path);
+  // Firecracker's SendCtrlAltDel: the keys go into the i8042's output buffer and IRQ 1 is
+  // raised (I8042::SendCtrlAltDel). FAILED_PRECONDITION before Start; RESOURCE_EXHAUSTED when
+  // the guest has not read the last ones. VMM thread.
+  [[nodiscard]] absl::Status SendCtrlAltDel();
   // Ends the VM with `exit` (the first reason wins).
   void Stop(VmExit exit) { Finish(std::move(exit)); }
   [[nodiscard]] State state() const { return state_; }
@@ -163,6 +167,7 @@ class Vmm {
   std::optional<base::EventFd> serial_irq_;
   std::optional<base::EventFd> serial_rx_space_;
   std::optional<base::EventFd> reset_event_;
+  std::optional<base::EventFd> keyboard_irq_;  // IRQ 1's irqfd: the i8042's keys
   std::unique_ptr<devices::Serial> serial_;
   std::unique_ptr<devices::I8042> i8042_;
   std::unique_ptr<devices::BootTimer> boot_timer_;

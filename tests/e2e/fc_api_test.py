@@ -367,9 +367,16 @@ class ErrorTest(FcApiFixture):
             self.assert_fault(self.api.call(method, path, body), contains="not supported by Ember")
         self.assert_fault(self.api.call("PUT", "/cpu-config", {"cpuid_modifiers": []}),
                           contains="not supported by Ember")
+
+    def test_send_ctrl_alt_del_reaches_the_i8042(self):
+        self.metrics = os.path.join(self.dir, "metrics.json")
+        self.assertEqual(self.api.call("PUT", "/metrics", {"metrics_path": self.metrics})[0], 204)
         self.boot()
-        self.assert_fault(self.api.call("PUT", "/actions", {"action_type": "SendCtrlAltDel"}),
-                          contains="not supported by Ember")
+        self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "SendCtrlAltDel"})[0],
+                         204)
+        self.assertEqual(self.api.call("PUT", "/actions", {"action_type": "FlushMetrics"})[0], 204)
+        with open(self.metrics) as f:
+            self.assertEqual(json.load(f)["i8042"]["ctrl_alt_del_count"], 1)
         self.assert_still_running()
 
     def test_a_bad_value_is_refused_at_its_call_and_changes_nothing(self):

@@ -225,6 +225,9 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
       status = vmm_.UpdateDrive(request.update_drive().drive_id(), request.update_drive().path());
       if (status.ok()) base::MetricsRegistry::Global().Get("control", "drive_updates")->Add();
       break;
+    case v1::ControlRequest::kSendCtrlAltDel:
+      status = vmm_.SendCtrlAltDel();
+      break;
     case v1::ControlRequest::OP_NOT_SET:
       status = absl::InvalidArgumentError("control request has no operation");
       break;

@@ -318,8 +318,12 @@ HttpResponse FirecrackerApi::PutAction(const std::string& body) {
   if (type == "FlushMetrics") return FlushMetrics();
   if (type == "SendCtrlAltDel") {
     if (state_ == State::kNotStarted) return NeedsStarted("SendCtrlAltDel");
-    return Fault("SendCtrlAltDel is not supported by Ember: its i8042 controller takes no "
-                 "keyboard input; stop the microVM with SIGTERM instead");
+    v1::ControlRequest request;
+    request.mutable_send_ctrl_alt_del();
+    if (auto response = vmm_->Call(std::move(request), kCallTimeoutMs); !response.ok()) {
+      return FromStatus(response.status());
+    }
+    return NoContent();
   }
   return Fault("unknown action_type \"" + type +
                "\": InstanceStart, SendCtrlAltDel or FlushMetrics");

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <string>
+#include <vector>
 
 #include "vmm/base/unique_fd.h"
 #include "vmm/bus.h"
@@ -120,6 +121,63 @@ TEST(I8042, SelfTestAnswersPassed) {
   EXPECT_EQ(ReadReg(i8042, 4) & 0x01, 0x01);  // output buffer full
   EXPECT_EQ(ReadReg(i8042, 0), 0x55);
   EXPECT_EQ(reset->Consume(), 0u);
+}
+
+// Reads the data port while the status port says the output buffer is full.
+std::vector<std::uint8_t> DrainOutput(I8042& i8042) {
+  std::vector<std::uint8_t> bytes;
+  for (int i = 0; i < 64 && (ReadReg(i8042, 4) & 0x01) != 0; ++i) {
+    bytes.push_back(ReadReg(i8042, 0));
+  }
+  return bytes;
+}
+
+TEST(I8042, CtrlAltDelQueuesItsSet2ScancodesAndRaisesIrq1PerByte) {
+  auto reset = base::EventFd::Create();
+  auto irq = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok() && irq.ok());
+  I8042 i8042(&*reset, &*irq);
+  EXPECT_EQ(ReadReg(i8042, 4) & 0x01, 0x00);
+
+  ASSERT_TRUE(i8042.SendCtrlAltDel().ok());
+
+  EXPECT_EQ(irq->Consume(), 1u);
+  EXPECT_EQ(ReadReg(i8042, 4) & 0x01, 0x01);  // OBF
+  EXPECT_EQ(ReadReg(i8042, 0), 0x14);          // left Ctrl pressed
+  EXPECT_EQ(irq->Consume(), 1u);               // raised again for the next byte
+  const std::vector<std::uint8_t> rest = DrainOutput(i8042);
+  EXPECT_EQ(rest, (std::vector<std::uint8_t>{0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11,
+                                             0xf0, 0x14}));
+  EXPECT_EQ(ReadReg(i8042, 4) & 0x01, 0x00);
+  EXPECT_EQ(irq->Consume(), 9u);  // once per byte read while more waited
+  EXPECT_EQ(reset->Consume(), 0u);
+}
+
+TEST(I8042, CtrlAltDelRaisesNoIrqWhenTheGuestMaskedTheKeyboardInterrupt) {
+  auto reset = base::EventFd::Create();
+  auto irq = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok() && irq.ok());
+  I8042 i8042(&*reset, &*irq);
+  WriteReg(i8042, 4, 0x60);  // write the control byte:
+  WriteReg(i8042, 0, 0x00);  // keyboard interrupt off
+
+  ASSERT_TRUE(i8042.SendCtrlAltDel().ok());
+
+  EXPECT_EQ(irq->Consume(), 0u);
+  EXPECT_EQ(DrainOutput(i8042).size(), 11u);  // the bytes still wait for a polling guest
+}
+
+TEST(I8042, CtrlAltDelIsRefusedWhileTheGuestLeavesTheBufferUnread) {
+  auto reset = base::EventFd::Create();
+  ASSERT_TRUE(reset.ok());
+  I8042 i8042(&*reset);
+  ASSERT_TRUE(i8042.SendCtrlAltDel().ok());
+
+  absl::Status second = i8042.SendCtrlAltDel();
+
+  EXPECT_EQ(second.code(), absl::StatusCode::kResourceExhausted) << second;
+  EXPECT_EQ(DrainOutput(i8042).size(), 11u);
+  EXPECT_TRUE(i8042.SendCtrlAltDel().ok());  // room again once read
 }
 
 TEST(Bus, OverlappingRangesAreRejected) {

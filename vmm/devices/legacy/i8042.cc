@@ -1,5 +1,7 @@
 #include "vmm/devices/legacy/i8042.h"
 
+#include <array>
+
 namespace ember::devices {
 namespace {
 
@@ -23,19 +25,53 @@ constexpr std::uint8_t kCmdResetCpu = 0xfe;
 
 constexpr std::uint8_t kSelfTestPassed = 0x55;
 
+constexpr std::uint8_t kControlKeyboardInterrupt = 0x01;
+
+// Scan code set 2: left Ctrl, left Alt and Delete (an extended key, 0xe0-prefixed) pressed,
+// then released in reverse (0xf0 marks a release).
+constexpr std::array<std::uint8_t, 11> kCtrlAltDel = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0,
+                                                      0x71, 0xf0, 0x11, 0xf0, 0x14};
+
 }  // namespace
 
-I8042::I8042(const base::EventFd* reset_event)
+I8042::I8042(const base::EventFd* reset_event, const base::EventFd* keyboard_irq)
     : reset_event_(reset_event),
-      resets_(base::MetricsRegistry::Global().Get("i8042", "reset_count")) {}
+      keyboard_irq_(keyboard_irq),
+      resets_(base::MetricsRegistry::Global().Get("i8042", "reset_count")),
+      keystrokes_(base::MetricsRegistry::Global().Get("i8042", "ctrl_alt_del_count")) {}
+
+absl::Status I8042::SendCtrlAltDel() {
+  std::lock_guard lock(mu_);
+  if (output_.size() + kCtrlAltDel.size() > kOutputCapacity) {
+    return absl::ResourceExhaustedError(
+        "i8042: the guest has not read the keyboard's earlier bytes; Ctrl-Alt-Del not sent");
+  }
+  output_.insert(output_.end(), kCtrlAltDel.begin(), kCtrlAltDel.end());
+  status_ |= kStatusOutputFull;
+  keystrokes_->Add();
+  RaiseKeyboardIrqIfPending();
+  return absl::OkStatus();
+}
+
+void I8042::RaiseKeyboardIrqIfPending() {
+  if (keyboard_irq_ != nullptr && !output_.empty() && (control_ & kControlKeyboardInterrupt)) {
+    keyboard_irq_->Signal();
+  }
+}
 
 void I8042::Read(std::uint64_t offset, std::span<std::uint8_t> data) {
   if (data.size() != 1) return;
   std::lock_guard lock(mu_);
   switch (offset) {
     case kDataPort:
-      data[0] = output_;
-      status_ &= static_cast<std::uint8_t>(~kStatusOutputFull);
+      // An empty buffer reads 0.
+      data[0] = output_.empty() ? 0 : output_.front();
+      if (!output_.empty()) output_.pop_front();
+      if (output_.empty()) {
+        status_ &= static_cast<std::uint8_t>(~kStatusOutputFull);
+      } else {
+        RaiseKeyboardIrqIfPending();
+      }
       break;
     case kCommandPort:
       data[0] = status_;
@@ -82,7 +118,7 @@ void I8042::Command(std::uint8_t command) {
 }
 
 void I8042::Output(std::uint8_t byte) {
-  output_ = byte;
+  output_.assign(1, byte);
   status_ |= kStatusOutputFull;
 }
 
