@@ -169,8 +169,9 @@ absl::Status CopyFile(int src, const std::string& dst, off_t size) {
   return absl::OkStatus();
 }
 
-// Binaries the VMM runs from beside its own executable; the jail gets them with it.
-constexpr const char* kCompanionBinaries[] = {"ember-config"};
+// Binaries the VMM runs from beside its own executable; the jail gets them with it: ember-config
+// reads --config's JSON, ember-fc-api serves --api-sock (Firecracker's REST API).
+constexpr const char* kCompanionBinaries[] = {"ember-config", "ember-fc-api"};
 
 // A binary to place in the jail: opened (and checked) before the jail exists, hard-linked in
 // before pivot_root when that is safe, otherwise copied in after it.

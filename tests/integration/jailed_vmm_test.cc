@@ -113,6 +113,18 @@ TEST_F(JailedVmm, BuiltInGuestPassesHelloAndTheVmmExitsCleanly) {
   EXPECT_EQ(st.st_gid, kGid);
 }
 
+// ember-vmm runs ember-config for --config and ember-fc-api for --api-sock from beside itself.
+TEST_F(JailedVmm, CompanionBinariesAreLinkedInBesideTheVmm) {
+  ProcessResult result = RunProcess(Command({}), seconds(60));
+
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  for (const char* name : {"ember-config", "ember-fc-api"}) {
+    struct stat st {};
+    EXPECT_EQ(stat((ChrootDir() + "/" + name).c_str(), &st), 0) << name << " is not in the jail";
+    EXPECT_TRUE(S_ISREG(st.st_mode)) << name;
+  }
+}
+
 TEST_F(JailedVmm, SigtermReachesTheVmmAsPidOneAndStopsItCleanly) {
   // A config in the chroot, put there before the jailer (which keeps an existing directory)
   // runs: the idle scenario leaves the guest halted until the VMM is told to stop.
