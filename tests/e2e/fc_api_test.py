@@ -6,6 +6,7 @@ resume), and hostile or mistaken requests, each answered Firecracker's way
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -73,12 +74,12 @@ class FcApiFixture(unittest.TestCase):
             out.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def start(self, name, program=VMM, extra=()):
+    def start(self, name, program=VMM, extra=(), preexec_fn=None):
         """Starts `program --api-sock DIR/name.sock`; returns (process, socket path)."""
         path = os.path.join(self.dir, name + ".sock")
         out = open(os.path.join(self.dir, name + ".out"), "wb")
         proc = subprocess.Popen([program, "--api-sock", path, *extra], stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         self.procs.append((proc, out))
         deadline = time.monotonic() + 10
         while not os.path.exists(path):
@@ -547,6 +548,68 @@ class FlagsTest(FcApiFixture):
             self.assertIn(reason, result.stderr)
             os.unlink(os.path.join(self.dir, "firecracker"))
 
+
+def cpu_seconds(pid):
+    """The process's user + system CPU time so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def idle_clients(path, count):
+    """Up to `count` connections to `path` that send nothing. A connect the full backlog
+    refuses (EAGAIN) is retried for a second, for the front to accept; then no more are made."""
+    clients = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        deadline = time.monotonic() + 1
+        while (error := sock.connect_ex(path)) != 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if error != 0:
+            sock.close()
+            break
+        clients.append(sock)
+    return clients
+
+
+class ClientLimitTest(FcApiFixture):
+    def idle(self, sock, count):
+        """`count` idle clients, given half a second for the front to accept what it will."""
+        clients = idle_clients(sock, count)
+        self.addCleanup(lambda: [client.close() for client in clients])
+        self.assertEqual(len(clients), count)
+        time.sleep(0.5)
+        return clients
+
+    def assert_serves_once_closed(self, sock, clients):
+        for client in clients:
+            client.close()
+        self.assertEqual(Api(sock).call("GET", "/")[0], 200)
+
+    def test_out_of_fds_the_front_waits_instead_of_spinning(self):
+        limit = 24
+        proc, sock = self.start("api", preexec_fn=lambda: resource.setrlimit(
+            resource.RLIMIT_NOFILE, (limit, limit)))
+        clients = self.idle(sock, limit + 10)
+        self.assertEqual(open_fds(proc.pid), limit, "the front did not run out of fds")
+        # A front retrying the still-readable listener spins a core; waiting, it uses next to
+        # nothing. Generous: a shared, loaded machine.
+        before = cpu_seconds(proc.pid)
+        time.sleep(2)
+        self.assertLess(cpu_seconds(proc.pid) - before, 0.2)
+        self.assert_serves_once_closed(sock, clients)
+
+    def test_idle_clients_past_the_cap_wait_in_the_backlog(self):
+        proc, sock = self.start("api")
+        baseline = open_fds(proc.pid)
+        clients = self.idle(sock, 80)
+        self.assertLessEqual(open_fds(proc.pid) - baseline, 64)
+        self.assert_serves_once_closed(sock, clients)
 
 if __name__ == "__main__":
     ec.require_kvm()

@@ -17,7 +17,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <list>
@@ -44,6 +46,12 @@ namespace {
 // Firecracker's default for --http-api-max-payload-size.
 constexpr std::size_t kDefaultMaxPayload = 51200;
 constexpr int kWriteTimeoutMs = 5000;
+// Connections served at once; more wait in the listen backlog. Firecracker's users hold one or
+// two: the cap keeps a flood of idle clients from taking every fd the front may open.
+constexpr std::size_t kMaxClients = 64;
+// After accept4 fails for want of fds or memory, the listener (still readable) is left out of
+// poll for this long, or until a client closes, instead of being retried in a busy loop.
+constexpr int kAcceptPauseMs = 100;
 
 constexpr char kUsage[] =
     "usage: ember-vmm --api-sock PATH [options]    (or: firecracker [options])\n"
@@ -296,13 +304,28 @@ int Main(int argc, char** argv) {
   }
   EMBER_LOG(kInfo) << "API server listening on " << socket_path;
 
+  using Clock = std::chrono::steady_clock;
   std::list<Client> clients;
+  std::optional<Clock::time_point> accept_paused_until;
+  bool accept_warned = false;
   while (true) {
-    std::vector<pollfd> fds = {{listener.Get(), POLLIN, 0}, {signal_fd.Get(), POLLIN, 0}};
+    int timeout_ms = -1;
+    if (accept_paused_until.has_value()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(*accept_paused_until - Clock::now());
+      if (left.count() <= 0) {
+        accept_paused_until.reset();
+      } else {
+        timeout_ms = static_cast<int>(left.count());
+      }
+    }
+    // A negative fd is skipped by poll: the listener waits while at the cap or paused.
+    const bool accepting = clients.size() < kMaxClients && !accept_paused_until.has_value();
+    std::vector<pollfd> fds = {{accepting ? listener.Get() : -1, POLLIN, 0},
+                               {signal_fd.Get(), POLLIN, 0}};
     VmmProcess* vmm = api.vmm();
     fds.push_back({vmm != nullptr ? vmm->fd() : -1, POLLIN, 0});
     for (Client& client : clients) fds.push_back({client.fd.Get(), POLLIN, 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
       if (errno == EINTR) continue;
       EMBER_LOG(kError) << "poll: " << std::strerror(errno);
       return finish(vmm::kExitError);
@@ -324,13 +347,23 @@ int Main(int argc, char** argv) {
     for (auto it = clients.begin(); it != clients.end(); ++index) {
       if (fds[index].revents != 0 && !ServeClient(*it, api)) {
         it = clients.erase(it);
+        accept_paused_until.reset();  // its fd is free again
       } else {
         ++it;
       }
     }
     if (fds[0].revents != 0) {
       base::UniqueFd conn(::accept4(listener.Get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (conn) clients.emplace_back(std::move(conn), flags.max_payload);
+      if (conn) {
+        clients.emplace_back(std::move(conn), flags.max_payload);
+        accept_warned = false;
+      } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        if (!accept_warned) {  // once per shortage, not every pause
+          EMBER_LOG(kWarn) << "accept4: " << std::strerror(errno) << "; new clients wait";
+          accept_warned = true;
+        }
+        accept_paused_until = Clock::now() + std::chrono::milliseconds(kAcceptPauseMs);
+      }
     }
   }
 }
