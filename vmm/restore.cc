@@ -1,5 +1,6 @@
 #include "vmm/restore.h"
 
+#include <filesystem>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -94,10 +95,41 @@ absl::Status CheckPathsFromStateFile(const v1::VmConfig& config,
   return absl::OkStatus();
 }
 
+absl::Status CheckBaseMemoryFiles(const v1::SnapshotState& state, const std::string& state_path,
+                                  const base::PathRules& allowed) {
+  if (state.base_memory_files().empty()) return absl::OkStatus();
+  const std::string state_dir =
+      std::filesystem::absolute(state_path).lexically_normal().parent_path().string();
+  base::PathRules beside;
+  if (allowed.empty()) {
+    EMBER_ASSIGN_OR_RETURN(beside, base::PathRules::Open({state_dir}, "ember-vmm"));
+  }
+  for (int i = 0; i < state.base_memory_files_size(); ++i) {
+    const std::string field =
+        "base memory file " + std::to_string(i) + " (its path from the state file)";
+    const std::string& path = state.base_memory_files(i);
+    if (!allowed.empty()) {
+      EMBER_RETURN_IF_ERROR(allowed.Check(field, path));
+    } else if (!beside.Check(field, path).ok()) {
+      return absl::InvalidArgumentError(
+          field + ": " + path + " is not in the state file's own directory " + state_dir +
+          " (or leads out of it through a symlink or \"..\"); with no --allow-dir, ember-vmm "
+          "maps base memory files only from there: give --allow-dir DIR to accept them under "
+          "DIR");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PrepareRestore(const std::string& state_path, const std::string& memory_path,
                             const v1::RestoreOverrides& overrides, const base::PathRules& allowed,
                             VmmOptions* options) {
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
+  // Before any base is opened: a file opened is already a file read.
+  if (auto status = CheckBaseMemoryFiles(state, state_path, allowed); !status.ok()) {
+    return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
+                                      std::string(status.message()));
+  }
   for (const snapshot::MemoryFileRef& file : snapshot::MemoryChain(state, memory_path)) {
     if (auto status = snapshot::CheckMemoryFile(file, state.memory_file_size()); !status.ok()) {
       return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +

@@ -20,7 +20,8 @@ namespace ember::vmm {
 // (rules::ApplyRestoreOverrides: the state file's log and metrics paths are dropped), which
 // becomes options.config, and checks the state matches that (CheckStateMatchesConfig).
 // A state file does not choose host files (CheckPathsFromStateFile): every drive and vsock
-// path it names that `overrides` leave in place must pass `allowed` (ember-vmm --allow-dir).
+// path it names that `overrides` leave in place must pass `allowed` (ember-vmm --allow-dir),
+// and so must its base memory files (CheckBaseMemoryFiles), before any is opened.
 // Touches nothing; every problem is InvalidArgument naming the file or the override.
 [[nodiscard]] absl::Status PrepareRestore(const std::string& state_path,
                                           const std::string& memory_path,
@@ -35,6 +36,14 @@ namespace ember::vmm {
 [[nodiscard]] absl::Status CheckPathsFromStateFile(const v1::VmConfig& config,
                                                    const v1::RestoreOverrides& overrides,
                                                    const base::PathRules& allowed);
+
+// OK when every base memory file a DIFF state file (at `state_path`) names passes `allowed`,
+// or with no allowed directory lies in the state file's own directory (where a jailed
+// ember-vmm finds the bases emberd links in beside its state file); otherwise InvalidArgument
+// naming the path. A crafted state file would otherwise have ember-vmm map any host file.
+[[nodiscard]] absl::Status CheckBaseMemoryFiles(const v1::SnapshotState& state,
+                                                const std::string& state_path,
+                                                const base::PathRules& allowed);
 
 // Reads a binary ember.v1.RestoreOverrides message from `path` (ember-vmm
 // --restore-overrides: what emberd writes for a clone). InvalidArgument naming the file.

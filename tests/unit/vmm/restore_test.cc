@@ -247,6 +247,80 @@ TEST(PrepareRestore, VsockPathFromTheStateFileIsRefusedWithoutAllowedDirectories
   EXPECT_TRUE(Prepare(state, nullptr, overrides).ok());
 }
 
+// A full memory file at `path` that a diff of `state` may name as its base (its size, and
+// the trailer of a snapshot of its own); `state` becomes a DIFF naming it.
+void AddBase(const std::string& path, v1::SnapshotState* state) {
+  const std::string id = snapshot::NewSnapshotId();
+  std::ofstream(path, std::ios::binary).close();
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(state->memory_file_size())), 0);
+  std::ofstream(path, std::ios::binary | std::ios::app)
+      << snapshot::EncodeMemoryTrailer(state->memory_file_size(), id);
+  state->set_kind(v1::SnapshotState::DIFF);
+  state->add_base_memory_files(path);
+  state->add_base_memory_ids(id);
+}
+
+TEST(PrepareRestore, BaseMemoryFileFromTheStateFileOutsideItsDirectoryIsRefusedWithoutAllowedDirectories) {
+  v1::SnapshotState state = ValidState(128, 1);
+  const std::string base = testing::WriteTempFile("base.mem", "");  // a directory of its own
+  AddBase(base, &state);
+  absl::Status status = Prepare(state);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("base memory file 0 (its path from the state file): " + base +
+                                  " is not in the state file's own directory"),
+            std::string::npos)
+      << status;
+  EXPECT_NE(status.message().find("--allow-dir DIR"), std::string::npos) << status;
+}
+
+TEST(PrepareRestore, BaseMemoryFileFromTheStateFileOutsideTheAllowedDirectoriesIsRefused) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  v1::SnapshotState state = ValidState(128, 1);
+  const std::string base = testing::WriteTempFile("base.mem", "");
+  AddBase(base, &state);
+  absl::Status status = Prepare(state, nullptr, {}, {allowed.path()});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("base memory file 0 (its path from the state file): " + base +
+                                  " is outside the allowed directories"),
+            std::string::npos)
+      << status;
+}
+
+TEST(PrepareRestore, BaseMemoryFileFromTheStateFileThroughASymlinkOutOfTheAllowedDirectoryIsRefused) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  v1::SnapshotState state = ValidState(128, 1);
+  const std::string base = testing::WriteTempFile("base.mem", "");
+  const std::string link = allowed.path() + "/base.mem";
+  ASSERT_EQ(::symlink(base.c_str(), link.c_str()), 0);
+  AddBase(base, &state);
+  state.set_base_memory_files(0, link);
+  absl::Status status = Prepare(state, nullptr, {}, {allowed.path()});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("leads out of " + allowed.path()), std::string::npos) << status;
+}
+
+TEST(PrepareRestore, BaseMemoryFileInsideAnAllowedDirectoryIsUsed) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  v1::SnapshotState state = ValidState(128, 1);
+  AddBase(allowed.path() + "/base.mem", &state);
+  VmmOptions options;
+  absl::Status status = Prepare(state, &options, {}, {allowed.path()});
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST(PrepareRestore, BaseMemoryFileBesideTheStateFileIsUsedWithoutAllowedDirectories) {
+  v1::SnapshotState state = ValidState(128, 1);
+  SnapshotFiles files = WriteSnapshot(state);  // where the state file will be
+  const std::string dir = std::filesystem::path(files.state_path).parent_path();
+  AddBase(dir + "/base.mem", &state);
+  ASSERT_TRUE(snapshot::WriteStateFile(files.state_path, state).ok());
+  auto none = base::PathRules::Open({}, "ember-vmm");
+  ASSERT_TRUE(none.ok());
+  VmmOptions options;
+  absl::Status status = PrepareRestore(files.state_path, files.memory_path, {}, *none, &options);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
 TEST(PrepareRestore, OverrideOfADriveTheSnapshotLacksIsNamed) {
   v1::RestoreOverrides overrides;
   (*overrides.mutable_drive_path_on_host())["data"] = "/tmp/data.img";
