@@ -13,6 +13,7 @@
 #include <cstring>
 #include <utility>
 
+#include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 
 namespace ember::fcapi {
@@ -204,7 +205,14 @@ std::optional<int> VmmProcess::Drain() {
   std::string payload;
   while (true) {
     auto complete = reader_.Next(&payload);
-    if (!complete.ok() || !*complete) break;
+    if (!complete.ok()) {
+      // A bad frame: the stream cannot be resynchronised, and reading on would only pile up
+      // what the VMM sends. That is the VMM's end.
+      EMBER_LOG(kError) << "ember-vmm's control channel: " << complete.status().message()
+                        << "; killing it";
+      return Terminate(SIGKILL);
+    }
+    if (!*complete) break;
     v1::VmmMessage message;
     if (message.ParseFromString(payload) && message.has_event()) HandleEvent(message.event());
   }
