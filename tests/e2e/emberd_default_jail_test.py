@@ -5,6 +5,7 @@ it unjailed and says so; even then a VMM gets none of the fds emberd's parent le
 Needs root and /dev/kvm."""
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import unittest
@@ -150,6 +151,25 @@ class EmberdDefaultJailTest(VmChecks, unittest.TestCase):
                 pass
         self.assertNotIn(marker, vmm_fds.values())
 
+
+
+class JailIdRangeStartUpTest(unittest.TestCase):
+    def start(self, *flags):
+        scratch = tempfile.mkdtemp(prefix="ember-e2e-jail-ids-")
+        self.addCleanup(shutil.rmtree, scratch, True)
+        return subprocess.run(
+            [os.path.join(ec.BUILD_DIR, "bin", "emberd"),
+             "--socket", os.path.join(scratch, "emberd.sock"),
+             "--state-dir", os.path.join(scratch, "state"), *flags],
+            capture_output=True, text=True, timeout=30)
+
+    def test_an_id_range_ending_past_the_largest_uid_is_refused_at_start_up(self):
+        # 4294967295 is (uid_t)-1, "no change" to setresuid: no jailed VM may get it.
+        for base, count in ((4294967000, 1000), (4294967295, 4294967295), (4294901760, 65535)):
+            result = self.start("--jailer-id-base", str(base), "--jailer-id-count", str(count))
+            self.assertEqual(result.returncode, 2, result.stderr)
+            self.assertIn("--jailer-id-base + --jailer-id-count: ids end at "
+                          f"{base + count}, past the largest uid 4294967294", result.stderr)
 
 if __name__ == "__main__":
     ec.require_kvm()
