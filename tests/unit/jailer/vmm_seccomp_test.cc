@@ -69,7 +69,8 @@ TEST(VmmSeccompPolicy, VmmThreadIoctlsAreOnlyTheSnapshotReadsAndItSignalsOnlyThe
 }
 
 TEST(VmmSeccompPolicy, ThePageServersAbortSignalsOnlyItsOwnProcess) {
-  const SyscallRule* tgkill = Find(VmmThreadPolicy(VmmThreadKind::kPageServer, kParams), "tgkill");
+  const SeccompPolicy page_server = VmmThreadPolicy(VmmThreadKind::kPageServer, kParams);
+  const SyscallRule* tgkill = Find(page_server, "tgkill");
   ASSERT_NE(tgkill, nullptr);
   EXPECT_EQ(tgkill->also_arg_index, 0);
   EXPECT_EQ(tgkill->also_arg_value, 4242u);
