@@ -269,6 +269,138 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
   return reply;
 }
 
+// One request as it arrived: its bytes split at the NULs, and its fds (the two stdio/control
+// fds, then the files emberd checked, each moved above kHeldFileFds).
+struct ReceivedRequest {
+  std::vector<std::string> args;
+  std::vector<base::UniqueFd> fds;
+  std::vector<int> file_fds;  // fds[kRequestFds...], as numbers
+  bool whole = false;         // nothing truncated, every fd held, at least kRequestFds
+};
+
+// Waits for the next request. nullopt once emberd is gone.
+std::optional<ReceivedRequest> ReceiveRequest(int socket, std::vector<char>& buffer) {
+  while (true) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kRequestFds + kMaxLaunchFiles))];
+    iovec iov{buffer.data(), buffer.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    ReceivedRequest request;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        request.fds.emplace_back(fd);
+      }
+    }
+    std::vector<base::UniqueFd>& fds = request.fds;
+    for (std::size_t i = kRequestFds; i < fds.size(); ++i) {
+      // Above every fd SpawnVmm dup2s onto, so that no dup2 overwrites a file still to come.
+      base::UniqueFd held(::fcntl(fds[i].Get(), F_DUPFD_CLOEXEC, kHeldFileFds));
+      fds[i] = std::move(held);
+      request.file_fds.push_back(fds[i].Get());
+    }
+    const bool files_held = std::all_of(fds.begin(), fds.end(), [](auto& fd) { return bool(fd); });
+    request.whole = fds.size() >= kRequestFds && files_held &&
+                    (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+      if (buffer[i] != '\0') continue;
+      request.args.emplace_back(buffer.data() + start, i - start);
+      start = i + 1;
+    }
+    return request;
+  }
+}
+
+// A request's meaning, once every part of it passed the fork server's checks.
+struct SpawnRequest {
+  std::string vm_id;
+  std::vector<JailFile> files;
+  std::vector<std::string> jailer_args;
+  gid_t vm_gid = 0;
+  std::vector<std::string> vmm_args;
+};
+
+// Parses `args` (see kRequestTag's comment); nullopt for anything malformed or outside what
+// emberd may ask for (a jail id outside ember-jailer's alphabet, an identity outside the range).
+std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
+                                              const std::vector<int>& file_fds,
+                                              const std::optional<JailerConfig>& jail) {
+  std::size_t count = 0;
+  if (args.size() < 3 || args[0] != kRequestTag) return std::nullopt;
+  {
+    auto [end, ec] = std::from_chars(args[2].data(), args[2].data() + args[2].size(), count);
+    if (ec != std::errc() || end != args[2].data() + args[2].size() ||
+        args.size() < 3 + 2 * count || (!jail && count != 0)) {
+      return std::nullopt;
+    }
+  }
+  // A jailed VM's id names its jail directory: ember-jailer's alphabet only, so that no
+  // request reaches outside <chroot_base>/<exec name>/.
+  if (jail) {
+    const std::string& id = args[1];
+    if (id.empty() || id.size() > 64) return std::nullopt;
+    for (char c : id) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return std::nullopt;
+    }
+  }
+  SpawnRequest request;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string& kind_name = args[3 + 2 * i];
+    std::string host = args[4 + 2 * i];
+    std::size_t index = 0;
+    if (!host.empty() && host[0] == '#') {
+      // One of the request's files: linked from the fd emberd checked, not from a name.
+      auto [end, ec] = std::from_chars(host.data() + 1, host.data() + host.size(), index);
+      if (ec != std::errc() || end != host.data() + host.size() || index >= file_fds.size()) {
+        return std::nullopt;
+      }
+      host = "/proc/self/fd/" + std::to_string(file_fds[index]);
+    }
+    if (kind_name.size() < 2 || !IsJailFileName(std::string_view(kind_name).substr(1)) ||
+        host.empty() || host[0] != '/' ||
+        std::string_view("clLs").find(kind_name[0]) == std::string::npos) {
+      return std::nullopt;
+    }
+    request.files.push_back(
+        JailFile{static_cast<JailFile::How>(kind_name[0]), host, kind_name.substr(1)});
+  }
+  const std::size_t options_at = 3 + 2 * count;
+  std::size_t option_pairs = 0;
+  if (args.size() <= options_at) return std::nullopt;
+  {
+    const std::string& text = args[options_at];
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), option_pairs);
+    if (ec != std::errc() || end != text.data() + text.size() ||
+        args.size() < options_at + 1 + 2 * option_pairs || (!jail && option_pairs != 0)) {
+      return std::nullopt;
+    }
+  }
+  for (std::size_t i = 0; i < option_pairs; ++i) {
+    request.jailer_args.push_back(args[options_at + 1 + 2 * i]);
+    request.jailer_args.push_back(args[options_at + 2 + 2 * i]);
+  }
+  if (jail) {
+    std::optional<gid_t> vm_gid = CheckJailerOptions(jail->ids, jail->cgroups, request.jailer_args);
+    if (!vm_gid) return std::nullopt;
+    request.vm_gid = *vm_gid;
+  }
+  request.vm_id = args[1];
+  args.erase(args.begin(),
+             args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
+  request.vmm_args = std::move(args);
+  return request;
+}
+
 // The helper's loop: one request, one spawn, one reply, until emberd closes its end.
 [[noreturn]] void ServeSpawns(base::UniqueFd socket, const std::string& binary,
                               const std::optional<JailerConfig>& jail, pid_t emberd) {
@@ -284,109 +416,20 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
   EMBER_LOG(kDebug) << "emberd: fork server for " << binary << " is pid " << ::getpid();
   std::vector<char> buffer(kMaxRequest);
   while (true) {
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kRequestFds + kMaxLaunchFiles))];
-    iovec iov{buffer.data(), buffer.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    ssize_t n = ::recvmsg(socket.Get(), &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) ::_exit(0);  // emberd is gone
-    std::vector<base::UniqueFd> fds;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        fds.emplace_back(fd);
-      }
-    }
+    std::optional<ReceivedRequest> received = ReceiveRequest(socket.Get(), buffer);
+    if (!received) ::_exit(0);  // emberd is gone
     SpawnReply reply{kMalformed, 0, 0};
-    std::vector<int> file_fds;
-    for (std::size_t i = kRequestFds; i < fds.size(); ++i) {
-      // Above every fd SpawnVmm dup2s onto, so that no dup2 overwrites a file still to come.
-      base::UniqueFd held(::fcntl(fds[i].Get(), F_DUPFD_CLOEXEC, kHeldFileFds));
-      fds[i] = std::move(held);
-      file_fds.push_back(fds[i].Get());
+    std::optional<SpawnRequest> request;
+    if (received->whole) {
+      request = ParseSpawnRequest(std::move(received->args), received->file_fds, jail);
     }
-    const bool files_held = std::all_of(fds.begin(), fds.end(), [](auto& fd) { return bool(fd); });
-    if (fds.size() >= kRequestFds && files_held &&
-        (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
-      std::vector<std::string> args;
-      std::size_t start = 0;
-      for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
-        if (buffer[i] != '\0') continue;
-        args.emplace_back(buffer.data() + start, i - start);
-        start = i + 1;
-      }
-      std::size_t count = 0;
-      bool ok = args.size() >= 3 && args[0] == kRequestTag;
-      if (ok) {
-        auto [end, ec] = std::from_chars(args[2].data(), args[2].data() + args[2].size(), count);
-        ok = ec == std::errc() && end == args[2].data() + args[2].size() &&
-             args.size() >= 3 + 2 * count && (jail || count == 0);
-      }
-      // A jailed VM's id names its jail directory: ember-jailer's alphabet only, so that no
-      // request reaches outside <chroot_base>/<exec name>/.
-      if (ok && jail) {
-        const std::string& id = args[1];
-        ok = !id.empty() && id.size() <= 64;
-        for (char c : id) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-');
-      }
-      std::vector<JailFile> files;
-      for (std::size_t i = 0; ok && i < count; ++i) {
-        const std::string& kind_name = args[3 + 2 * i];
-        std::string host = args[4 + 2 * i];
-        std::size_t index = 0;
-        if (!host.empty() && host[0] == '#') {
-          // One of the request's files: linked from the fd emberd checked, not from a name.
-          auto [end, ec] = std::from_chars(host.data() + 1, host.data() + host.size(), index);
-          if (ec != std::errc() || end != host.data() + host.size() || index >= file_fds.size()) {
-            ok = false;
-            break;
-          }
-          host = "/proc/self/fd/" + std::to_string(file_fds[index]);
-        }
-        if (kind_name.size() < 2 || !IsJailFileName(std::string_view(kind_name).substr(1)) ||
-            host.empty() || host[0] != '/' ||
-            std::string_view("clLs").find(kind_name[0]) == std::string::npos) {
-          ok = false;
-          break;
-        }
-        files.push_back(JailFile{static_cast<JailFile::How>(kind_name[0]), host,
-                                 kind_name.substr(1)});
-      }
-      std::size_t options_at = 3 + 2 * count;
-      std::size_t option_pairs = 0;
-      if (ok) {
-        ok = args.size() > options_at;
-        const std::string& text = ok ? args[options_at] : args[0];
-        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), option_pairs);
-        ok = ok && ec == std::errc() && end == text.data() + text.size() &&
-             args.size() >= options_at + 1 + 2 * option_pairs && (jail || option_pairs == 0);
-      }
-      std::vector<std::string> jailer_args;
-      for (std::size_t i = 0; ok && i < option_pairs; ++i) {
-        jailer_args.push_back(args[options_at + 1 + 2 * i]);
-        jailer_args.push_back(args[options_at + 2 + 2 * i]);
-      }
-      std::optional<gid_t> vm_gid;
-      if (ok && jail) {
-        vm_gid = CheckJailerOptions(jail->ids, jail->cgroups, jailer_args);
-        ok = vm_gid.has_value();
-      }
-      if (ok) {
-        std::string vm_id = args[1];
-        args.erase(args.begin(),
-                   args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
-        reply = SpawnThroughMiddle(binary, jail, vm_id, vm_gid.value_or(0), files, jailer_args,
-                                   std::move(args), fds[0].Get(), fds[1].Get(), file_fds);
-      }
+    if (request) {
+      reply = SpawnThroughMiddle(binary, jail, request->vm_id, request->vm_gid, request->files,
+                                 request->jailer_args, std::move(request->vmm_args),
+                                 received->fds[0].Get(), received->fds[1].Get(),
+                                 received->file_fds);
     }
-    fds.clear();
+    received.reset();
     if (::send(socket.Get(), &reply, sizeof(reply), MSG_NOSIGNAL) != sizeof(reply)) ::_exit(0);
   }
 }
