@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "vmm/base/status.h"
+#include "vmm/base/unix_address.h"
 #include "vmm/control/frame.h"
 
 namespace ember::agent {
@@ -19,15 +20,6 @@ namespace {
 constexpr int kBacklog = 64;
 constexpr int kReadyEventTimeoutMs = 5'000;
 
-absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError("unix socket path \"" + path + "\" is empty or too long");
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return addr;
-}
 
 absl::Status ConnectWithin(int fd, const sockaddr* addr, socklen_t size, const std::string& what) {
   if (::connect(fd, addr, size) == 0) return absl::OkStatus();
@@ -60,7 +52,7 @@ absl::StatusOr<base::UniqueFd> ListenVsock(std::uint32_t port) {
 }
 
 absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
+  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(path));
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
@@ -92,7 +84,7 @@ absl::Status SendReadyEvent(const v1::ReadyInfo& info, const std::string& unix_p
     EMBER_RETURN_IF_ERROR(ConnectWithin(fd.Get(), reinterpret_cast<const sockaddr*>(&addr),
                                         sizeof(addr), what));
   } else {
-    EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(unix_path));
+    EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(unix_path));
     fd.Reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd.Valid()) return base::ErrnoError("socket", "AF_UNIX");
     what = unix_path;

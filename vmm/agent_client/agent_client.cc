@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "vmm/base/status.h"
+#include "vmm/base/unix_address.h"
 
 namespace ember::agent_client {
 namespace {
@@ -22,15 +23,6 @@ using Clock = std::chrono::steady_clock;
 // "OK 4294967295\n" and a little slack: a longer line is no handshake answer.
 constexpr std::size_t kMaxHandshakeLine = 32;
 
-absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError("unix socket path \"" + path + "\" is empty or too long");
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return addr;
-}
 
 int MsLeft(Clock::time_point deadline) {
   auto left =
@@ -50,7 +42,7 @@ absl::Status WaitReady(int fd, short events, Clock::time_point deadline, const s
 }
 
 absl::StatusOr<base::UniqueFd> ConnectUnix(const std::string& path, Clock::time_point deadline) {
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
+  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(path));
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.Valid()) return base::ErrnoError("socket", "AF_UNIX");
   while (true) {
@@ -347,7 +339,7 @@ absl::StatusOr<ReadyListener> ReadyListener::ForVsock(const std::string& uds_pat
 }
 
 absl::StatusOr<ReadyListener> ReadyListener::At(const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
+  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(path));
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.Valid()) return base::ErrnoError("socket", "AF_UNIX");
   if (::bind(fd.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {

@@ -8,25 +8,12 @@
 #include <cstring>
 
 #include "vmm/base/status.h"
+#include "vmm/base/unix_address.h"
 
 namespace ember::emberd {
 
-namespace {
-
-absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError("socket path too long: " + path);
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  return addr;
-}
-
-}  // namespace
-
 absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
+  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(path));
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return base::ErrnoError("socket", path);
   ::unlink(path.c_str());
@@ -39,7 +26,7 @@ absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path) {
 }
 
 absl::StatusOr<base::UniqueFd> ConnectUnix(const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
+  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(path));
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return base::ErrnoError("socket", path);
   if (::connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {

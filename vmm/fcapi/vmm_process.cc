@@ -15,6 +15,7 @@
 
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/base/unix_address.h"
 
 namespace ember::fcapi {
 namespace {
@@ -47,15 +48,6 @@ class PrivateDir {
   std::string path_;
 };
 
-absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof address.sun_path) {
-    return absl::InvalidArgumentError("socket path \"" + path + "\" is too long");
-  }
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  return address;
-}
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
   base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -82,7 +74,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Start(std::vector<std::s
                                                               Launcher& launcher) {
   EMBER_ASSIGN_OR_RETURN(PrivateDir dir, PrivateDir::Make(private_parent));
   std::string socket_path = dir.path() + "/control.sock";
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un address, UnixAddress(socket_path));
+  EMBER_ASSIGN_OR_RETURN(sockaddr_un address, base::UnixAddress(socket_path));
   base::UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listener) return base::ErrnoError("socket", "control channel");
   if (::bind(listener.Get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
