@@ -61,6 +61,7 @@
 #include "virtio/spec.h"
 #include "virtio/testing/fake_driver_queue.h"
 #include "virtio/testing/fake_mmio_driver.h"
+#include "virtio/testing/fake_vsock_driver.h"
 #include "virtio/vsock/packet.h"
 #include "virtio/vsock/vsock_device.h"
 #include "vmm/base/event_fd.h"
@@ -91,7 +92,7 @@ constexpr base::GuestAddress kBuffersBase = 0x10000;
 constexpr std::uint16_t kQueueSize = 256;
 constexpr std::uint64_t kDriverFeatures =
     virtio::FeatureBit(virtio::kFeatureVersion1) | virtio::FeatureBit(virtio::kFeatureEventIdx);
-constexpr std::uint64_t kGuestCid = 3;
+constexpr std::uint64_t kGuestCid = virtio::testing::kFakeGuestCid;
 constexpr std::uint32_t kGuestPort = 5000;
 // Linux's virtio_transport: 4 KiB of payload per RX buffer, a 256 KiB socket buffer, and a
 // CREDIT_UPDATE once less than one maximal packet (64 KiB) of it is free.
@@ -351,15 +352,8 @@ class DeviceSample {
 
   // A header from the guest's side of the connection, with its credit.
   vsock::Header GuestHeader(vsock::Op op) {
-    vsock::Header h;
-    h.src_cid = kGuestCid;
-    h.dst_cid = vsock::kHostCid;
-    h.src_port = kGuestPort;
-    h.dst_port = host_port_;
-    h.type = vsock::kTypeStream;
-    h.op = static_cast<std::uint16_t>(op);
-    h.buf_alloc = kGuestBufAlloc;
-    h.fwd_cnt = fwd_cnt_;
+    vsock::Header h = virtio::testing::GuestHeader(op, kGuestPort, host_port_, fwd_cnt_);
+    h.buf_alloc = kGuestBufAlloc;  // Linux's credit, larger than the unit tests' fake guest's
     fwd_cnt_sent_ = fwd_cnt_;
     return h;
   }
