@@ -26,6 +26,9 @@ PACKAGES=(
   e2fsprogs libarchive-dev nlohmann-json3-dev
   # benchmarks: QEMU's microvm machine is the baseline perf/run compares against
   qemu-system-x86
+  # ember-runtime's tests and benchmark: containerd (ctr) and podman drive it, runc is their
+  # baseline, busybox-static makes the test image's layers
+  busybox-static containerd podman runc
 )
 # Outside the source tree, reused across builds and checkouts.
 KERNEL_DEB_DIR=/var/cache/ember/debian-kernel
