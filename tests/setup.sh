@@ -19,6 +19,8 @@ PACKAGES=(
   libc6-dev iproute2
   # tests: ACPICA's iasl and acpiexec read back the DSDT the VMM writes
   acpica-tools
+  # emberd's clone networks: their NAT rules through libnftables; `nft` for tests and operators
+  libnftables-dev nftables
   # e2e tests: the independent gRPC client of emberd, and throwaway TLS certificates
   python3-grpcio python3-protobuf openssl
   # ember-rootfs: mke2fs -d and debugfs build its images (and its tests read them back);
