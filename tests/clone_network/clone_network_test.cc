@@ -1,0 +1,303 @@
+// Clone networks on a real kernel (needs root): namespaces, taps, veth pairs and nftables NAT
+// made by the library and checked from outside it (`ip`, `nft`, /proc), in a test host of
+// the test's own (world.h) so that counts before and after are exact.
+#include "vmm/emberd/clone_network/clone_network.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+
+#include "tests/clone_network/world.h"
+#include "tests/support/files.h"
+
+namespace ember::testing {
+namespace {
+
+using emberd::CloneNetwork;
+using emberd::CloneNetworkSpec;
+using emberd::EgressPool;
+using emberd::Ipv4Cidr;
+
+constexpr char kTap[] = "tap0";
+constexpr char kTapAddress[] = "172.16.0.1/30";
+constexpr char kGuestAddress[] = "172.16.0.2";
+constexpr uid_t kCloneUid = 830777;
+
+class CloneNetworkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = EnterTestHost(); !why.empty()) GTEST_SKIP() << why;
+    auto pool = EgressPool::Create({*Ipv4Cidr::Parse("10.213.0.0/24"), "fnnet"});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = std::move(*pool);
+  }
+
+  CloneNetworkSpec Spec(bool egress, std::string mount_path = "") {
+    CloneNetworkSpec spec;
+    spec.tap_name = kTap;
+    spec.tap_owner = kCloneUid;
+    spec.tap_group = kCloneUid;
+    spec.tap_address = *Ipv4Cidr::Parse(kTapAddress);
+    if (egress) {
+      absl::StatusOr<emberd::EgressLease> lease = pool_->Acquire();
+      EXPECT_TRUE(lease.ok()) << lease.status();
+      if (lease.ok()) spec.egress.emplace(std::move(*lease));
+    }
+    spec.mount_path = std::move(mount_path);
+    return spec;
+  }
+
+  std::unique_ptr<EgressPool> pool_;
+};
+
+TEST_F(CloneNetworkTest, TwoClonesSideBySideEachHaveExactlyTheSameTap) {
+  const std::set<std::string> host_links = LinkNames();
+  absl::StatusOr<CloneNetwork> a = CloneNetwork::Prepare(Spec(false));
+  absl::StatusOr<CloneNetwork> b = CloneNetwork::Prepare(Spec(false));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_NE(NetnsInode(a->netns_fd()), NetnsInode(b->netns_fd()));
+  for (const CloneNetwork* clone : {&*a, &*b}) {
+    EXPECT_EQ(LinkNames(clone->netns_fd()), (std::set<std::string>{"lo", kTap}));
+    ProcessResult details = IpIn(clone->netns_fd(), std::string("-d link show ") + kTap);
+    EXPECT_NE(details.out.find("tun type tap"), std::string::npos) << details.out;
+    EXPECT_NE(details.out.find("vnet_hdr on persist on user 830777 group 830777"),
+              std::string::npos)
+        << details.out;
+    EXPECT_NE(details.out.find(",UP"), std::string::npos) << details.out;
+    ProcessResult addr = IpIn(clone->netns_fd(), std::string("-o -4 addr show dev ") + kTap);
+    EXPECT_NE(addr.out.find(std::string("inet ") + kTapAddress), std::string::npos) << addr.out;
+  }
+  // Nothing of a clone without egress is on the host.
+  EXPECT_EQ(LinkNames(), host_links);
+}
+
+TEST_F(CloneNetworkTest, InvalidTapNamesAreRefused) {
+  for (const char* name : {"", "a-name-of-16-chr", "ta/p", "egress0", "lo"}) {
+    CloneNetworkSpec spec = Spec(false);
+    spec.tap_name = name;
+    absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(std::move(spec));
+    ASSERT_FALSE(clone.ok()) << name;
+    EXPECT_EQ(clone.status().code(), absl::StatusCode::kInvalidArgument) << clone.status();
+  }
+}
+
+// A TCP connection from inside the clone's namespace, made in the internet namespace; returns
+// the address the internet saw it come from ("" when it did not arrive).
+std::string ConnectFromClone(int clone_netns, int internet_netns) {
+  base::UniqueFd listener = SocketIn(internet_netns, SOCK_STREAM);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(8080);
+  inet_pton(AF_INET, kInternetAddress, &addr.sin_addr);
+  // sockaddr_in is what bind(), connect() and accept() take through their generic pointer.
+  auto* generic = reinterpret_cast<sockaddr*>(&addr);
+  int one = 1;
+  ::setsockopt(listener.Get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  EXPECT_EQ(::bind(listener.Get(), generic, sizeof(addr)), 0) << std::strerror(errno);
+  EXPECT_EQ(::listen(listener.Get(), 1), 0);
+  base::UniqueFd client = SocketIn(clone_netns, SOCK_STREAM | SOCK_NONBLOCK);
+  if (::connect(client.Get(), generic, sizeof(addr)) != 0 && errno != EINPROGRESS) return "";
+  pollfd p{listener.Get(), POLLIN, 0};
+  if (::poll(&p, 1, 5000) != 1) return "";
+  sockaddr_in peer{};
+  socklen_t length = sizeof(peer);
+  base::UniqueFd accepted(
+      ::accept4(listener.Get(), reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC));
+  if (!accepted) return "";
+  char text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &peer.sin_addr, text, sizeof(text));
+  return text;
+}
+
+TEST_F(CloneNetworkTest, EgressReachesTheInternetNamespaceThroughNat) {
+  Internet internet;
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  EXPECT_EQ(LinkNames(clone->netns_fd()), (std::set<std::string>{"lo", kTap, "egress0"}));
+  // The host masquerades the clone's veth address behind its own address on the uplink.
+  EXPECT_EQ(ConnectFromClone(clone->netns_fd(), internet.netns_fd()), kInternetGateway);
+}
+
+TEST_F(CloneNetworkTest, CloneWithoutEgressReachesNothing) {
+  Internet internet;
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(false));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  EXPECT_EQ(ConnectFromClone(clone->netns_fd(), internet.netns_fd()), "");
+}
+
+std::uint16_t Checksum(const std::uint8_t* data, std::size_t length) {
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; i + 1 < length; i += 2)
+    sum += static_cast<std::uint32_t>(data[i] << 8 | data[i + 1]);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum);
+}
+
+// What the guest does when it sends: a UDP datagram from the guest's address through the tap
+// (opened as ember-vmm opens it, with a virtio-net header), to the tap's own MAC.
+void SendAsGuest(int clone_netns, const std::string& payload) {
+  absl::StatusOr<emberd::ScopedNetns> inside = emberd::ScopedNetns::Enter(clone_netns);
+  ASSERT_TRUE(inside.ok()) << inside.status();
+  base::UniqueFd tap(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(tap) << std::strerror(errno);
+  ifreq ifr{};
+  std::strcpy(ifr.ifr_name, kTap);
+  ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+  ASSERT_EQ(::ioctl(tap.Get(), TUNSETIFF, &ifr), 0) << std::strerror(errno);
+  base::UniqueFd any(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ifreq hw{};
+  std::strcpy(hw.ifr_name, kTap);
+  ASSERT_EQ(::ioctl(any.Get(), SIOCGIFHWADDR, &hw), 0) << std::strerror(errno);
+
+  std::vector<std::uint8_t> frame(10, 0);  // struct virtio_net_hdr, no offloads
+  const std::uint8_t guest_mac[6] = {0x06, 0, 0x0a, 0, 0, 0x02};
+  frame.insert(frame.end(), hw.ifr_hwaddr.sa_data, hw.ifr_hwaddr.sa_data + 6);
+  frame.insert(frame.end(), guest_mac, guest_mac + 6);
+  frame.insert(frame.end(), {0x08, 0x00});
+  const std::size_t ip_at = frame.size();
+  const auto total = static_cast<std::uint16_t>(20 + 8 + payload.size());
+  std::uint8_t ip[20] = {0x45,
+                         0,
+                         static_cast<std::uint8_t>(total >> 8),
+                         static_cast<std::uint8_t>(total),
+                         0,
+                         1,
+                         0x40,
+                         0,
+                         64,
+                         17};
+  inet_pton(AF_INET, kGuestAddress, ip + 12);
+  inet_pton(AF_INET, kInternetAddress, ip + 16);
+  const std::uint16_t ip_sum = Checksum(ip, sizeof(ip));
+  ip[10] = static_cast<std::uint8_t>(ip_sum >> 8);
+  ip[11] = static_cast<std::uint8_t>(ip_sum);
+  frame.insert(frame.end(), ip, ip + sizeof(ip));
+  const auto udp_length = static_cast<std::uint16_t>(8 + payload.size());
+  // Ports 4000 -> 9999; checksum 0: none, as IPv4 allows.
+  frame.insert(frame.end(), {0x0f, 0xa0, 0x27, 0x0f, static_cast<std::uint8_t>(udp_length >> 8),
+                             static_cast<std::uint8_t>(udp_length), 0, 0});
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  ASSERT_GT(frame.size(), ip_at);
+  ASSERT_EQ(::write(tap.Get(), frame.data(), frame.size()), static_cast<ssize_t>(frame.size()))
+      << std::strerror(errno);
+}
+
+TEST_F(CloneNetworkTest, GuestTrafficLeavesWithTheHostsAddress) {
+  Internet internet;
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  base::UniqueFd receiver = SocketIn(internet.netns_fd(), SOCK_DGRAM);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(9999);
+  // sockaddr_in is what bind() and recvfrom() take through their generic pointer.
+  ASSERT_EQ(::bind(receiver.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  SendAsGuest(clone->netns_fd(), "from the guest");
+  pollfd p{receiver.Get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the guest's datagram never reached the internet";
+  char buf[64];
+  sockaddr_in from{};
+  socklen_t length = sizeof(from);
+  ssize_t n =
+      ::recvfrom(receiver.Get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &length);
+  ASSERT_EQ(std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0))), "from the guest");
+  char text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &from.sin_addr, text, sizeof(text));
+  EXPECT_STREQ(text, kInternetGateway);  // masqueraded twice: in the clone, then on the host
+}
+
+TEST_F(CloneNetworkTest, EgressWithTheHostsForwardingOffIsRefused) {
+  auto set_forwarding = [](const char* value) {
+    base::UniqueFd fd(::open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd && ::write(fd.Get(), value, 1) == 1);
+  };
+  set_forwarding("0");
+  const HostState before = ReadHostState();
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  set_forwarding("1");
+  ASSERT_FALSE(clone.ok());
+  EXPECT_EQ(clone.status().code(), absl::StatusCode::kFailedPrecondition) << clone.status();
+  EXPECT_NE(clone.status().message().find("net.ipv4.ip_forward"), std::string::npos);
+  EXPECT_EQ(ReadHostState(), before);
+}
+
+TEST_F(CloneNetworkTest, TeardownLeavesNoNamespaceLinkRuleOrMount) {
+  ScopedTempDir dir("fnnet");
+  const HostState before = ReadHostState();
+  ino_t first_ns = 0;
+  ino_t second_ns = 0;
+  {
+    absl::StatusOr<CloneNetwork> first =
+        CloneNetwork::Prepare(Spec(true, dir.path() + "/netns/first"));
+    absl::StatusOr<CloneNetwork> second =
+        CloneNetwork::Prepare(Spec(true, dir.path() + "/netns/second"));
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE(second.ok()) << second.status();
+    first_ns = NetnsInode(first->netns_fd());
+    second_ns = NetnsInode(second->netns_fd());
+    // While they live: two host veth ends, two nftables tables, two name mounts.
+    const HostState during = ReadHostState();
+    EXPECT_EQ(during.links.size(), before.links.size() + 2) << Describe(during);
+    EXPECT_NE(during.nft_ruleset.find("table ip " + first->host_nft_table()), std::string::npos);
+    EXPECT_NE(during.nft_ruleset.find("table ip " + second->host_nft_table()), std::string::npos);
+    EXPECT_EQ(during.nsfs_mounts.size(), before.nsfs_mounts.size() + 2) << Describe(during);
+    EXPECT_TRUE(NetnsHeldAnywhere(first_ns));
+
+    // One torn down explicitly, the other by its destructor.
+    EXPECT_TRUE(first->Teardown().ok());
+    EXPECT_TRUE(first->Teardown().ok());  // again: nothing left to do
+  }
+  const HostState after = ReadHostState();
+  EXPECT_EQ(after, before) << "before:\n" << Describe(before) << "\nafter:\n" << Describe(after);
+  EXPECT_FALSE(NetnsHeldAnywhere(first_ns));
+  EXPECT_FALSE(NetnsHeldAnywhere(second_ns));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/netns/first"));
+}
+
+TEST_F(CloneNetworkTest, FailedPrepareRemovesWhatItMade) {
+  ScopedTempDir dir("fnnet");
+  // The pool's first host veth name is taken on the host already: the veth step fails after
+  // the namespace, its mount and its tap were made.
+  ASSERT_EQ(Ip("link add fnnet0 type veth peer name fnnet0-peer").exit_code, 0);
+  const HostState before = ReadHostState();
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true, dir.path() + "/clone"));
+  const HostState after = ReadHostState();
+  EXPECT_EQ(Ip("link del fnnet0").exit_code, 0);
+  ASSERT_FALSE(clone.ok());
+  EXPECT_EQ(clone.status().code(), absl::StatusCode::kAlreadyExists) << clone.status();
+  EXPECT_NE(clone.status().message().find("fnnet0"), std::string::npos) << clone.status();
+  EXPECT_EQ(after, before) << "before:\n" << Describe(before) << "\nafter:\n" << Describe(after);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/clone"));
+}
+
+TEST_F(CloneNetworkTest, JailerJoinsANamedNamespaceOnly) {
+  ScopedTempDir dir("fnnet");
+  absl::StatusOr<CloneNetwork> unnamed = CloneNetwork::Prepare(Spec(false));
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status();
+  EXPECT_EQ(unnamed->JailerArgs().status().code(), absl::StatusCode::kFailedPrecondition);
+  const std::string path = dir.path() + "/named";
+  absl::StatusOr<CloneNetwork> named = CloneNetwork::Prepare(Spec(false, path));
+  ASSERT_TRUE(named.ok()) << named.status();
+  absl::StatusOr<std::vector<std::string>> args = named->JailerArgs();
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_EQ(*args, (std::vector<std::string>{"--netns", path}));
+  // The mount is the clone's namespace.
+  base::UniqueFd by_name(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(by_name) << std::strerror(errno);
+  EXPECT_EQ(NetnsInode(by_name.Get()), NetnsInode(named->netns_fd()));
+}
+
+}  // namespace
+}  // namespace ember::testing
