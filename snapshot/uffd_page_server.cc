@@ -31,23 +31,6 @@ constexpr std::uint64_t kPageSize = 4096;
 // Fault messages read per read(2): one per vCPU is the common case; a few more cost nothing.
 constexpr std::size_t kMessagesPerRead = 16;
 
-// A userfaultfd, through the system call (needs CAP_SYS_PTRACE for faults KVM takes in kernel
-// mode, unless vm.unprivileged_userfaultfd is 1) or else /dev/userfaultfd (access to the node
-// is the permission).
-absl::StatusOr<base::UniqueFd> OpenUserfaultfd() {
-  int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
-  if (fd >= 0) return base::UniqueFd(fd);
-  int syscall_errno = errno;
-  base::UniqueFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
-  if (dev) {
-    fd = ::ioctl(dev.Get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-    if (fd >= 0) return base::UniqueFd(fd);
-  }
-  return base::ErrnoError(syscall_errno, "userfaultfd",
-                          "guest memory (needs CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 "
-                          "or access to /dev/userfaultfd)");
-}
-
 struct Metrics {
   base::Metric* faults;
   base::Metric* zero_faults;
@@ -64,6 +47,20 @@ Metrics& GetMetrics() {
 }
 
 }  // namespace
+
+absl::StatusOr<base::UniqueFd> OpenUserfaultfd() {
+  int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (fd >= 0) return base::UniqueFd(fd);
+  int syscall_errno = errno;
+  base::UniqueFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+  if (dev) {
+    fd = ::ioctl(dev.Get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) return base::UniqueFd(fd);
+  }
+  return base::ErrnoError(syscall_errno, "userfaultfd",
+                          "guest memory (needs CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 "
+                          "or access to /dev/userfaultfd)");
+}
 
 absl::StatusOr<std::unique_ptr<UffdPageServer>> UffdPageServer::Create(
     const base::GuestMemory& memory, const MemoryFileRef& memory_file,

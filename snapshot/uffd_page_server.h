@@ -19,6 +19,11 @@
 
 namespace ember::snapshot {
 
+// A new userfaultfd (O_CLOEXEC | O_NONBLOCK), through the system call (needs CAP_SYS_PTRACE for
+// faults KVM takes in kernel mode, unless vm.unprivileged_userfaultfd is 1) or else
+// /dev/userfaultfd (access to the node is the permission). UFFDIO_API is the caller's.
+[[nodiscard]] absl::StatusOr<base::UniqueFd> OpenUserfaultfd();
+
 // Serves a restored guest's memory from a snapshot memory file through userfaultfd (MISSING
 // mode): the guest memory is anonymous and empty, and the first touch of each page, by a vCPU
 // (KVM reaches it through get_user_pages, the vCPU blocking until served) or by the VMM,
