@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "vmm/base/fd_passing.h"
 #include "vmm/base/status.h"
 
 namespace ember::fcapi {
@@ -117,20 +118,13 @@ absl::StatusOr<pid_t> Launcher::Spawn(const std::vector<std::string>& args, int 
   std::string request;
   for (const std::string& arg : args) request.append(arg).push_back('\0');
   if (request.size() > kMaxRequest) return absl::InvalidArgumentError("arguments too long");
-  iovec io{request.data(), request.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
-  if (::sendmsg(socket_.Get(), &message, MSG_NOSIGNAL) < 0) {
-    return base::ErrnoError("sendmsg", "launcher");
+  const int fds[] = {fd};
+  // A blocking socket and a request below the socket's buffer: sent whole or not at all.
+  if (absl::StatusOr<std::size_t> sent = base::SendWithFds(socket_.Get(), request, fds);
+      !sent.ok() || *sent != request.size()) {
+    return absl::InternalError("cannot send the launcher its request: " +
+                               (sent.ok() ? std::string("sent in part")
+                                          : std::string(sent.status().message())));
   }
   pollfd ready{socket_.Get(), POLLIN, 0};
   if (::poll(&ready, 1, kSpawnTimeoutMs) <= 0) {
