@@ -88,12 +88,18 @@ absl::Status VmBuilder::CreateMemory() {
   // (PrepareRestore refuses a state whose regions differ from it).
   std::vector<base::GuestMemory::Range> ranges = arch::GuestRamRanges(mem_bytes);
   if (options_.restore) {
-    auto memory = options_.restore->memory_backend == RestoreSource::MemoryBackend::kUffd
-                      ? vmm_.ServeSnapshotMemory(*options_.restore, ranges)
-                      : Vmm::MapSnapshotMemory(*options_.restore, ranges);
+    using Backend = RestoreSource::MemoryBackend;
+    const Backend backend = options_.restore->memory_backend;
+    auto memory = backend == Backend::kUffd          ? vmm_.ServeSnapshotMemory(*options_.restore, ranges)
+                  : backend == Backend::kUffdHandler ? vmm_.HandOffSnapshotMemory(*options_.restore, ranges)
+                                                     : Vmm::MapSnapshotMemory(*options_.restore, ranges);
     if (!memory.ok()) {
-      return absl::InvalidArgumentError("snapshot memory file: " +
-                                        std::string(memory.status().message()));
+      if (backend == Backend::kUffdHandler && !absl::IsInvalidArgument(memory.status())) {
+        return memory.status();  // the host's failure, not the snapshot's
+      }
+      return absl::InvalidArgumentError(
+          (backend == Backend::kUffdHandler ? "snapshot memory: " : "snapshot memory file: ") +
+          std::string(memory.status().message()));
     }
     vmm_.memory_ = std::move(*memory);
   } else {

@@ -54,6 +54,11 @@ constexpr char kUsage[] =
     "                       file (default): map the memory file copy-on-write; uffd: serve\n"
     "                       it page by page through userfaultfd and record the pages the\n"
     "                       guest touches (its working set) into MEM.ws when the VM ends\n"
+    "  --restore-uffd-handler SOCK  instead of --restore-mem: Firecracker's Uffd backend; the\n"
+    "                       VMM registers guest memory with a userfaultfd and sends it, with\n"
+    "                       a JSON description of the memory regions, to the page-fault\n"
+    "                       handler listening on the Unix socket SOCK, which serves the\n"
+    "                       faults from the snapshot's memory file; the VM ends if it exits\n"
     "  --prefetch-working-set  with uffd: load the recorded working set before the vCPUs run\n"
     "  --working-set FILE   with uffd: the working-set file (default: the memory file + .ws)\n"
     "  --restore-overrides FILE  with --restore-from: the clone's new drive files, taps,\n"
@@ -100,6 +105,7 @@ struct Flags {
   std::string snapshot_path;
   std::string snapshot_mem_path;
   std::string restore_mem_backend;  // empty: file
+  std::string restore_uffd_handler;  // --restore-uffd-handler: an external handler's socket
   bool prefetch_working_set = false;
   std::string working_set;
 };
@@ -157,6 +163,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--restore-from") flags.restore_from = value();
     else if (arg == "--restore-mem") flags.restore_mem = value();
     else if (arg == "--restore-mem-backend") flags.restore_mem_backend = value();
+    else if (arg == "--restore-uffd-handler") flags.restore_uffd_handler = value();
     else if (arg == "--prefetch-working-set") flags.prefetch_working_set = true;
     else if (arg == "--working-set") flags.working_set = value();
     else if (arg == "--snapshot-path") flags.snapshot_path = value();
@@ -209,6 +216,17 @@ Flags ParseFlags(int argc, char** argv) {
 // --restore-mem-backend and the working-set flags, which go with uffd only.
 absl::Status ApplyMemoryBackendFlags(const Flags& flags, RestoreSource* restore) {
   using Backend = RestoreSource::MemoryBackend;
+  if (!flags.restore_uffd_handler.empty()) {
+    if (!flags.restore_mem_backend.empty() || flags.prefetch_working_set ||
+        !flags.working_set.empty()) {
+      return absl::InvalidArgumentError(
+          "--restore-uffd-handler takes no --restore-mem-backend, --prefetch-working-set or "
+          "--working-set: the handler serves the memory");
+    }
+    restore->memory_backend = Backend::kUffdHandler;
+    restore->uffd_handler_socket = flags.restore_uffd_handler;
+    return absl::OkStatus();
+  }
   if (flags.restore_mem_backend.empty() || flags.restore_mem_backend == "file") {
     restore->memory_backend = Backend::kFile;
   } else if (flags.restore_mem_backend == "uffd") {
@@ -277,8 +295,9 @@ int Main(int argc, char** argv) {
   std::optional<PendingVmConfig> pending_config;  // --config: ember-config at work
   if (!flags.restore_from.empty()) {
     if (!flags.config_path.empty() || !flags.config_proto_path.empty() ||
-        flags.restore_mem.empty()) {
-      Fail(kExitBadInput, "--restore-from needs --restore-mem and takes no --config");
+        flags.restore_mem.empty() == flags.restore_uffd_handler.empty()) {
+      Fail(kExitBadInput, "--restore-from needs one of --restore-mem and --restore-uffd-handler "
+                          "and takes no --config");
     }
     v1::RestoreOverrides overrides;
     if (!flags.restore_overrides.empty()) {
@@ -299,10 +318,11 @@ int Main(int argc, char** argv) {
     }
   } else if (flags.overrides.ByteSizeLong() != 0 || !flags.restore_overrides.empty() ||
              !flags.allow_dirs.empty() ||
-             !flags.restore_mem.empty() ||
+             !flags.restore_mem.empty() || !flags.restore_uffd_handler.empty() ||
              !flags.restore_mem_backend.empty() || flags.prefetch_working_set ||
              !flags.working_set.empty()) {
-    Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --prefetch-working-set, "
+    Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --restore-uffd-handler, "
+                        "--prefetch-working-set, "
                         "--working-set, --restore-overrides, --drive-override, --net-override, "
                         "--vsock-override and --allow-dir need --restore-from");
   } else if (!flags.config_path.empty() || !flags.config_proto_path.empty()) {

@@ -130,7 +130,10 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
     return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
                                       std::string(status.message()));
   }
-  for (const snapshot::MemoryFileRef& file : snapshot::MemoryChain(state, memory_path)) {
+  // No memory file (empty memory_path): an external page-fault handler serves the memory.
+  for (const snapshot::MemoryFileRef& file :
+       memory_path.empty() ? std::vector<snapshot::MemoryFileRef>{}
+                           : snapshot::MemoryChain(state, memory_path)) {
     if (auto status = snapshot::CheckMemoryFile(file, state.memory_file_size()); !status.ok()) {
       return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
                                         std::string(status.message()));

@@ -22,7 +22,8 @@ namespace ember::vmm {
 // A state file does not choose host files (CheckPathsFromStateFile): every drive and vsock
 // path it names that `overrides` leave in place must pass `allowed` (ember-vmm --allow-dir),
 // and so must its base memory files (CheckBaseMemoryFiles), before any is opened.
-// Touches nothing; every problem is InvalidArgument naming the file or the override.
+// Touches nothing; every problem is InvalidArgument naming the file or the override. An empty
+// `memory_path` checks no memory file: an external page-fault handler serves the memory.
 [[nodiscard]] absl::Status PrepareRestore(const std::string& state_path,
                                           const std::string& memory_path,
                                           const v1::RestoreOverrides& overrides,

@@ -62,6 +62,12 @@ void VcpuRunner::Start() {
 
 void VcpuRunner::Stop() {
   if (!thread_.joinable()) return;
+  RequestStop();
+  thread_.join();
+}
+
+void VcpuRunner::RequestStop() {
+  if (!thread_.joinable()) return;
   stop_requested_.store(true);
   {
     std::lock_guard lock(pause_mu_);
@@ -71,7 +77,6 @@ void VcpuRunner::Stop() {
   // covers a run already in progress.
   vcpu_.RequestImmediateExit();
   pthread_kill(thread_.native_handle(), KickSignal());
-  thread_.join();
 }
 
 void VcpuRunner::Pause() {

@@ -38,6 +38,9 @@ class VcpuRunner {
   void Start();
   // Makes the vCPU leave the guest and its thread end; returns once it has. Idempotent.
   void Stop();
+  // Stop() without waiting: the thread leaves KVM_RUN before running guest code again, even
+  // if it first waits on something else (a page fault served by another process).
+  void RequestStop();
   // Stops the vCPU at an instruction boundary (any pending port/MMIO access completed) and
   // returns once it is parked, so its state can be read. Resume() lets it run on.
   void Pause();

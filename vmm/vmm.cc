@@ -66,6 +66,7 @@ absl::Status Vmm::WatchEvents(const VmmOptions& options) {
   }));
 
   if (options.snapshot_on_sigusr1) EMBER_RETURN_IF_ERROR(WatchSnapshotSignal(*options.snapshot_on_sigusr1));
+  EMBER_RETURN_IF_ERROR(WatchUffdHandler());
 
   if (options.console_input) {
     // A regular file or /dev/null cannot be polled; the console is then output-only.
@@ -187,6 +188,11 @@ VmExit Vmm::Serve() {
   if (auto status = loop_->Run(); !status.ok()) {
     Finish({kExitError, "event loop failed: " + std::string(status.message())});
   }
+  for (auto& vcpu : vcpus_) vcpu->RequestStop();
+  // An exited page-fault handler left faults nobody will serve; closing the last reference
+  // to the uffd wakes them (the pages become plain anonymous memory), and a vCPU told to stop
+  // leaves KVM_RUN before running guest code on them.
+  if (uffd_handler_exited_) uffd_handoff_.reset();
   for (auto& vcpu : vcpus_) vcpu->Stop();
   SaveWorkingSet();
   state_ = State::kEnded;

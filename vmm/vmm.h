@@ -14,6 +14,7 @@
 #include "vmm/base/event_loop.h"
 #include "vmm/base/guest_memory.h"
 #include "snapshot/uffd_page_server.h"
+#include "vmm/uffd_handoff.h"
 #include "vmm/bus.h"
 #include "vmm/devices/legacy/boot_timer.h"
 #include "vmm/devices/legacy/i8042.h"
@@ -36,8 +37,11 @@ struct RestoreSource {
   // memory served through userfaultfd by a page server, which records the pages the guest
   // touches into working_set_path when the VM ends, or with prefetch_working_set loads the
   // set recorded there before the vCPUs start (and records nothing).
-  enum class MemoryBackend { kFile, kUffd };
+  // kUffdHandler: the uffd goes to a page-fault handler process listening at
+  // uffd_handler_socket, as Firecracker's Uffd backend (uffd_handoff.h); no memory file.
+  enum class MemoryBackend { kFile, kUffd, kUffdHandler };
   MemoryBackend memory_backend = MemoryBackend::kFile;
+  std::string uffd_handler_socket{};  // kUffdHandler only
   std::string working_set_path{};  // kUffd only; empty: memory_path + ".ws"
   bool prefetch_working_set = false;
 };
@@ -130,6 +134,12 @@ class Vmm {
   // server that fills it, started (vmm_uffd.cc).
   [[nodiscard]] absl::StatusOr<base::GuestMemory> ServeSnapshotMemory(
       const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges);
+  // The same for an external page-fault handler: anonymous memory registered with a uffd that
+  // went to the handler (UffdHandoff). WatchUffdHandler (with the loop, from WatchEvents)
+  // ends the VM when that handler's process exits (vmm_uffd.cc).
+  [[nodiscard]] absl::StatusOr<base::GuestMemory> HandOffSnapshotMemory(
+      const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges);
+  [[nodiscard]] absl::Status WatchUffdHandler();
   // Writes the working set a userfaultfd restore recorded, if it records one. VMM thread,
   // when the VM has ended.
   void SaveWorkingSet();
@@ -160,6 +170,8 @@ class Vmm {
   // memory it fills is unmapped.
   std::unique_ptr<snapshot::UffdPageServer> page_server_;
   std::string working_set_path_;  // where SaveWorkingSet writes; empty: nothing to record
+  std::unique_ptr<UffdHandoff> uffd_handoff_;  // an external handler's restore
+  bool uffd_handler_exited_ = false;
   std::optional<base::EventLoop> loop_;
   Bus pio_bus_{"pio_bus"};
   Bus mmio_bus_{"mmio_bus"};

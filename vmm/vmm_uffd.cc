@@ -1,5 +1,10 @@
-// Vmm's userfaultfd restore path: guest memory served by snapshot::UffdPageServer, and the
-// working set it records or prefetches (the rest of the restore is in vmm_snapshot.cc).
+// Vmm's userfaultfd restore paths: guest memory served by snapshot::UffdPageServer (and the
+// working set it records or prefetches), or handed to an external page-fault handler
+// (UffdHandoff). The rest of the restore is in vmm_snapshot.cc.
+#include <sys/epoll.h>
+
+#include <string>
+
 #include "snapshot/uffd_page_server.h"
 #include "snapshot/working_set.h"
 #include "vmm/base/logging.h"
@@ -39,6 +44,36 @@ absl::StatusOr<base::GuestMemory> Vmm::ServeSnapshotMemory(
   EMBER_RETURN_IF_ERROR(page_server_->Start(
       [] { return InstallThreadSeccomp(jailer::VmmThreadKind::kPageServer); }));
   return memory;
+}
+
+absl::StatusOr<base::GuestMemory> Vmm::HandOffSnapshotMemory(
+    const RestoreSource& source, const std::vector<base::GuestMemory::Range>& ranges) {
+  if (source.state.kind() != v1::SnapshotState::FULL) {
+    return absl::InvalidArgumentError(
+        "an external page-fault handler serves full snapshots only: merge the diff's chain "
+        "into a full snapshot (ember-snapshot merge) and give the handler its memory file");
+  }
+  EMBER_ASSIGN_OR_RETURN(base::GuestMemory memory, base::GuestMemory::CreateAnonymous(ranges));
+  EMBER_ASSIGN_OR_RETURN(uffd_handoff_,
+                         UffdHandoff::Create(memory, source.uffd_handler_socket));
+  EMBER_LOG(kInfo) << "guest memory is served by the page-fault handler (pid "
+                   << uffd_handoff_->handler_pid() << ") at " << source.uffd_handler_socket;
+  return memory;
+}
+
+absl::Status Vmm::WatchUffdHandler() {
+  if (uffd_handoff_ == nullptr || uffd_handoff_->handler_pidfd() < 0) return absl::OkStatus();
+  // Once the handler is gone no fault can be served again: a vCPU touching a page it never
+  // copied would wait forever. End the VM instead, saying why.
+  return loop_->Add(uffd_handoff_->handler_pidfd(), EPOLLIN, [this](std::uint32_t) {
+    loop_->Remove(uffd_handoff_->handler_pidfd());
+    uffd_handler_exited_ = true;
+    base::MetricsRegistry::Global().Get("uffd", "handler_exits")->Add();
+    Finish({kExitError, "the page-fault handler (pid " +
+                            std::to_string(uffd_handoff_->handler_pid()) + ") at " +
+                            uffd_handoff_->socket_path() +
+                            " exited: guest memory can no longer be served"});
+  });
 }
 
 void Vmm::SaveWorkingSet() {

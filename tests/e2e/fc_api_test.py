@@ -10,6 +10,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -271,6 +272,96 @@ class SnapshotFlowTest(FcApiFixture):
                                  "resume_vm": True})[0], 204)
         self.assertEqual(b.call("GET", "/")[1]["state"], "Running")
         self.wait_output("b", "PASS counter\n")
+
+
+HANDLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "uffd_handler.py")
+
+
+class UffdHandlerTest(FcApiFixture):
+    """PUT /snapshot/load with {"backend_type": "Uffd", "backend_path": SOCKET}: the VMM hands
+    its userfaultfd and the region mappings to a page-fault handler process (uffd_handler.py,
+    written like Firecracker's example handlers), which serves the restored guest's memory."""
+
+    def snapshot(self):
+        _, sock_a = self.start("a")
+        a = Api(sock_a)
+        self.configure(a, "counter,idle")
+        a.call("PUT", "/actions", {"action_type": "InstanceStart"})
+        self.wait_output("a", "count 2\n")
+        self.assertEqual(a.call("PATCH", "/vm", {"state": "Paused"})[0], 204)
+        state, mem = os.path.join(self.dir, "u.state"), os.path.join(self.dir, "u.mem")
+        self.assertEqual(a.call("PUT", "/snapshot/create",
+                                {"snapshot_path": state, "mem_file_path": mem})[0], 204)
+        return state, mem
+
+    def handler(self, mode, mem=""):
+        sock = os.path.join(self.dir, "handler-" + mode + ".sock")
+        out = open(os.path.join(self.dir, "handler.out"), "wb")
+        proc = subprocess.Popen([sys.executable, HANDLER, sock, mem, mode], stdout=out,
+                                stderr=subprocess.STDOUT)
+        self.procs.append((proc, out))
+        self.wait_output("handler", "listening\n", timeout=10)
+        return proc, sock
+
+    def load(self, api, state, sock, resume=True):
+        return api.call("PUT", "/snapshot/load",
+                        {"snapshot_path": state,
+                         "mem_backend": {"backend_type": "Uffd", "backend_path": sock},
+                         "resume_vm": resume})
+
+    def test_handler_gets_the_uffd_and_mappings_and_serves_the_restored_guest(self):
+        state, mem = self.snapshot()
+        _, sock = self.handler("serve", mem)
+        _, sock_b = self.start("b")
+        b = Api(sock_b)
+        self.assertEqual(self.load(b, state, sock)[0], 204)
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Running")
+        self.wait_output("b", "PASS counter\n")
+        clone = self.output("b")
+        self.assertNotIn("Ember test guest", clone, "the clone rebooted instead of resuming")
+        self.assertIn("checksum ok", clone)
+        line = next(l for l in self.output("handler").splitlines() if l.startswith("mappings "))
+        mappings = json.loads(line.split(" ", 1)[1])
+        self.assertEqual(sum(m["size"] for m in mappings), 32 << 20)
+        self.assertEqual([m["offset"] for m in mappings], [0])
+        self.assertEqual(mappings[0]["page_size"], 4096)
+        self.assertEqual(mappings[0]["page_size_kib"], 4096, "Firecracker sends bytes here too")
+        self.assertIn("served 1\n", self.output("handler"))
+
+    def test_no_handler_at_the_socket_path_is_400_naming_it(self):
+        state, _ = self.snapshot()
+        missing = os.path.join(self.dir, "nobody.sock")
+        _, sock_b = self.start("b")
+        b = Api(sock_b)
+        self.assert_fault(self.load(b, state, missing), contains=missing)
+        self.assertIn("cannot connect", self.load(b, state, missing)[1]["fault_message"])
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Not started")
+
+    def test_a_handler_that_closes_at_once_is_400(self):
+        state, _ = self.snapshot()
+        handler, sock = self.handler("close")
+        _, sock_b = self.start("b")
+        b = Api(sock_b)
+        self.assert_fault(self.load(b, state, sock),
+                          contains="closed the connection without taking the uffd")
+        self.assertEqual(handler.wait(timeout=10), 0)
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Not started")
+
+    def test_a_silent_handler_stalls_only_the_guest_and_its_exit_ends_the_vm(self):
+        state, mem = self.snapshot()
+        handler, sock = self.handler("silent", mem)
+        front, sock_b = self.start("b")
+        b = Api(sock_b)
+        self.assertEqual(self.load(b, state, sock)[0], 204)
+        # The vCPU waits on a fault nobody serves; the VMM thread and the front go on.
+        time.sleep(1)
+        self.assertEqual(b.call("GET", "/")[1]["state"], "Running")
+        self.assertNotIn("PASS counter", self.output("b"))
+        handler.kill()
+        handler.wait()
+        self.assertEqual(front.wait(timeout=30), 1)
+        self.assertIn("page-fault handler (pid %d)" % handler.pid, self.output("b"))
+        self.assertIn("exited: guest memory can no longer be served", self.output("b"))
 
 
 class ErrorTest(FcApiFixture):

@@ -80,9 +80,9 @@ const char* StateName(bool started, bool paused) {
   return paused ? "Paused" : "Running";
 }
 
-bool IsSocket(const std::string& path) {
+bool IsRegularFile(const std::string& path) {
   struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && S_ISSOCK(info.st_mode);
+  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
 }
 
 }  // namespace
@@ -482,19 +482,23 @@ HttpResponse FirecrackerApi::LoadSnapshot(const std::string& body) {
     return Fault("unknown mem_backend.backend_type \"" + backend_type + "\": File or Uffd");
   }
   if (memory.empty()) return Fault("PUT /snapshot/load: the memory backend has no path");
-  if (backend_type == "Uffd" && IsSocket(memory)) {
-    return Fault("mem_backend \"" + memory + "\" is a socket: Ember serves userfaultfd page "
-                 "faults itself from the snapshot's memory file and takes no external page-fault "
-                 "handler; give the memory file as backend_path");
-  }
   if (state_ != State::kNotStarted) return PreBootOnly("PUT /snapshot/load");
   if (configured_) {
     return Fault("PUT /snapshot/load: a snapshot cannot be loaded after boot resources were "
                  "configured");
   }
-  std::vector<std::string> args = {"--restore-from", Absolute(params.snapshot_path()),
-                                   "--restore-mem", Absolute(memory), "--restore-mem-backend",
-                                   backend_type == "Uffd" ? "uffd" : "file"};
+  std::vector<std::string> args = {"--restore-from", Absolute(params.snapshot_path())};
+  if (backend_type == "File") {
+    args.insert(args.end(), {"--restore-mem", Absolute(memory)});
+  } else if (IsRegularFile(memory)) {
+    // Ember's extension: a memory file as a Uffd backend is served by ember-vmm's own page
+    // server thread.
+    args.insert(args.end(), {"--restore-mem", Absolute(memory), "--restore-mem-backend", "uffd"});
+  } else {
+    // Firecracker's meaning: the socket of a page-fault handler, which gets the uffd. A path
+    // with nothing there is ember-vmm's to report (it connects there).
+    args.insert(args.end(), {"--restore-uffd-handler", Absolute(memory)});
+  }
   for (const NetworkOverride& net : params.network_overrides()) {
     if (net.iface_id().empty() || net.host_dev_name().empty()) {
       return Fault("network_overrides: each needs iface_id and host_dev_name");
