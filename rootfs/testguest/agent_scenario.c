@@ -27,7 +27,7 @@ struct link {
 struct conn {
   enum conn_kind kind;
   struct link l;
-  int streaming; /* a `cat` with stdin_stream runs on it */
+  int streaming; /* 0, or what agent_exec left running on it (AGENT_STDIN, AGENT_SLEEPING) */
   uint64_t start_tsc;
   uint32_t have; /* bytes of the frames not yet served, in buf */
   uint8_t buf[VSOCK_BUF_ALLOC];
@@ -112,7 +112,7 @@ static int whole_frame(const struct conn *c, uint32_t *len, int *refuse) {
   return !*refuse && c->have >= 4 + *len;
 }
 
-/* Collects frames: the request, then for a streaming `cat` its StdinData frames. Each whole
+/* Collects frames: the request, then for a streaming `cat` or a `sleep` its later frames. Each whole
  * frame is served and dropped from the buffer; a length too large is refused. Bytes after the
  * final answer are dropped: one request per connection. */
 static int agent_data(struct conn *c, const uint8_t *data, uint32_t n, const char **reason) {
@@ -123,11 +123,12 @@ static int agent_data(struct conn *c, const uint8_t *data, uint32_t n, const cha
   int refuse = 0;
   uint32_t len;
   while (whole_frame(c, &len, &refuse)) {
-    int r = c->streaming ? agent_stdin(c->buf + 4, len, c->start_tsc, send_frame, &c->l, reason)
+    int r = c->streaming ? agent_stdin(c->buf + 4, len, c->streaming, c->start_tsc, send_frame,
+                                       &c->l, reason)
                          : agent_serve(&state, c->buf + 4, len, send_frame, &c->l, reason);
     if (r == 0) return 0;
     if (r == AGENT_FINAL) return finish(c, reason);
-    c->streaming = 1;
+    c->streaming = r;
     c->have -= 4 + len;
     /* The room this frees reaches the host in the fwd_cnt of the guest's next packet, or in
      * its answer to the device's CREDIT_REQUEST. */

@@ -32,6 +32,7 @@ void agent_state_init(struct agent_state *s);
 /* What agent_serve and agent_stdin return besides 0 (a send failed). */
 #define AGENT_FINAL 1 /* the final response went out: the connection is done */
 #define AGENT_STDIN 2 /* a `cat` with stdin_stream runs: StdinData frames follow */
+#define AGENT_SLEEPING 3 /* a `sleep infinity` runs: only a signal ends it */
 
 /* Serves the request in one frame's payload, sending every response frame it has. Returns
  * AGENT_FINAL or AGENT_STDIN, or 0 when a send failed. Malformed input is answered with an
@@ -57,12 +58,15 @@ int agent_send_response(uint32_t kind, const uint8_t *inner, uint32_t inner_len,
 int agent_request_kind(const uint8_t *request, uint32_t len, const uint8_t **body,
                        uint32_t *body_len);
 
-/* The next frame on a connection agent_serve left at AGENT_STDIN (agent_exec.c): StdinData
- * goes to stdout, its eof ends `cat` with exit 0; SignalRequest and ResizeRequest frames are
- * taken and have no effect (a builtin has no signal handling or terminal). Returns as
- * agent_serve; `start_tsc` is when the Exec came, for its run time. */
-int agent_stdin(const uint8_t *request, uint32_t len, uint64_t start_tsc, agent_send_fn send,
-                void *ctx, const char **reason);
+/* The next frame on a connection agent_serve left at AGENT_STDIN or AGENT_SLEEPING
+ * (`running`, agent_exec.c). A SignalRequest whose signal ends a process that does not handle
+ * it (all but SIGCHLD, SIGCONT, SIGURG, SIGWINCH and the stop signals) ends the builtin as
+ * that signal would: exit_code 128 + N, signal N. StdinData goes to `cat`'s stdout and its
+ * eof ends `cat` with exit 0; `sleep` drops it. ResizeRequest frames are taken and have no
+ * effect (a builtin has no terminal). Returns as agent_serve; `start_tsc` is when the Exec
+ * came, for its run time. */
+int agent_stdin(const uint8_t *request, uint32_t len, int running, uint64_t start_tsc,
+                agent_send_fn send, void *ctx, const char **reason);
 
 /* Serves an ExecRequest's body (agent_exec.c). */
 int agent_exec(struct agent_state *s, const uint8_t *body, uint32_t len, agent_send_fn send,

@@ -215,6 +215,30 @@ TEST_F(AgentGuest, ExitReturnsItsCode) {
   }
 }
 
+TEST_F(AgentGuest, SleepRunsUntilASignalOnItsConnectionEndsItAsThatSignal) {
+  absl::StatusOr<std::unique_ptr<agent_client::ExecCall>> call =
+      Client().StartExec(Argv({"sleep", "infinity"}));
+  ASSERT_TRUE(call.ok()) << call.status();
+  // Neither stdin, a resize nor a signal a process ignores by default ends it.
+  ASSERT_TRUE((*call)->SendStdin("ignored", true).ok());
+  ASSERT_TRUE((*call)->Resize(24, 80).ok());
+  ASSERT_TRUE((*call)->Signal(SIGWINCH).ok());
+  ASSERT_TRUE((*call)->Signal(SIGTERM).ok());
+  std::string out;
+  absl::StatusOr<v1::ExitStatus> exit =
+      (*call)->Wait([&](v1::Output::Stream, std::string_view data) { out += data; });
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->signal(), SIGTERM);
+  EXPECT_EQ(exit->exit_code(), 128 + SIGTERM);
+  EXPECT_EQ(out, "");
+}
+
+TEST_F(AgentGuest, SleepTakesOnlyInfinity) {
+  AgentClient client = Client();
+  absl::StatusOr<Ran> ran = RunExec(client, Argv({"sleep", "5"}));
+  EXPECT_EQ(ran.status().code(), absl::StatusCode::kInvalidArgument) << ran.status();
+}
+
 TEST_F(AgentGuest, UnknownProgramIsNotFound) {
   AgentClient client = Client();
   absl::StatusOr<Ran> ran = RunExec(client, Argv({"/bin/sh", "-c", "true"}));
