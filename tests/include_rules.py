@@ -43,6 +43,7 @@ LAYERS = {
     "fc_flags": [f"vmm/fcapi/{name}" for name in
                  ["firecracker_flags.h", "firecracker_flags.cc", "firecracker_names.h"]],
     "fcapi": ["vmm/fcapi"],
+    "runtime": ["vmm/runtime"],
     "guest": ["rootfs"],
     "rootfs_tool": ["rootfs/image"],
     "agent": ["rootfs/agent"],
@@ -77,6 +78,9 @@ ALLOWED = {
     # The host's client of ember-agent: the messages and their framing. For emberd and
     # ember-runtime; the VMM itself never talks to the agent.
     "agent_client": {"base", "proto", "control_frame"},
+    # ember-runtime: drives ember-vmm over the control channel and the guest through the agent
+    # client; never links the VMM.
+    "runtime": {"base", "proto", "control_frame", "agent_client"},
     "emberctl": {"proto"},
     "fc_flags": {"base"},
     # The API front drives ember-vmm over the control channel, reads JSON like ember-config and
