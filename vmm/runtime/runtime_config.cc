@@ -1,0 +1,114 @@
+#include "runtime_config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "nlohmann/json.hpp"
+#include "vmm/base/sibling_executable.h"
+
+namespace ember::runtime {
+namespace {
+
+using nlohmann::json;
+
+absl::Status Bad(const std::string& field, const std::string& why) {
+  return absl::InvalidArgumentError("runtime config: \"" + field + "\" " + why);
+}
+
+template <typename T>
+absl::Status Take(const json& object, const std::string& prefix, const std::string& key, T* out) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return absl::OkStatus();
+  try {
+    *out = it->get<T>();
+  } catch (const json::exception&) {
+    return Bad(prefix + key, "has the wrong type");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKeys(const json& object, const std::string& prefix,
+                       std::initializer_list<const char*> known) {
+  for (const auto& [key, value] : object.items()) {
+    bool found = false;
+    for (const char* k : known) found = found || key == k;
+    if (!found) return Bad(prefix + key, "is not a field of the runtime config");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::string& text) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("runtime config: not a JSON object");
+  }
+  absl::Status known = CheckKeys(j, "", {"vmm", "kernel", "initrd", "boot_args", "vcpus",
+                                         "memory_mib", "boot_timeout_ms", "image_cache_dir",
+                                         "rootfs_tool", "jailer"});
+  if (!known.ok()) return known;
+  RuntimeConfig config;
+  for (absl::Status s : {Take(j, "", "vmm", &config.vmm_path), Take(j, "", "kernel", &config.kernel),
+                         Take(j, "", "initrd", &config.initrd),
+                         Take(j, "", "boot_args", &config.boot_args),
+                         Take(j, "", "vcpus", &config.vcpus),
+                         Take(j, "", "memory_mib", &config.memory_mib),
+                         Take(j, "", "boot_timeout_ms", &config.boot_timeout_ms),
+                         Take(j, "", "image_cache_dir", &config.image_cache_dir),
+                         Take(j, "", "rootfs_tool", &config.rootfs_tool)}) {
+    if (!s.ok()) return s;
+  }
+  if (auto jailer = j.find("jailer"); jailer != j.end() && !jailer->is_null()) {
+    if (!jailer->is_object()) return Bad("jailer", "is not an object");
+    absl::Status jailer_known =
+        CheckKeys(*jailer, "jailer.", {"enabled", "path", "uid", "gid", "chroot_base"});
+    if (!jailer_known.ok()) return jailer_known;
+    for (absl::Status s : {Take(*jailer, "jailer.", "enabled", &config.jailer.enabled),
+                           Take(*jailer, "jailer.", "path", &config.jailer.path),
+                           Take(*jailer, "jailer.", "uid", &config.jailer.uid),
+                           Take(*jailer, "jailer.", "gid", &config.jailer.gid),
+                           Take(*jailer, "jailer.", "chroot_base", &config.jailer.chroot_base)}) {
+      if (!s.ok()) return s;
+    }
+  }
+  if (config.vcpus < 1 || config.vcpus > 32) return Bad("vcpus", "must be 1-32");
+  if (config.memory_mib < 16) return Bad("memory_mib", "must be at least 16");
+  if (config.boot_timeout_ms <= 0) return Bad("boot_timeout_ms", "must be positive");
+  if (config.vmm_path.empty()) config.vmm_path = base::SiblingExecutable("ember-vmm");
+  if (config.rootfs_tool.empty()) config.rootfs_tool = base::SiblingExecutable("ember-rootfs");
+  if (config.jailer.path.empty()) config.jailer.path = base::SiblingExecutable("ember-jailer");
+  return config;
+}
+
+ConfigSource ChooseConfig(const std::string& flag) {
+  if (!flag.empty()) return {flag, true};
+  if (const char* env = std::getenv("EMBER_RUNTIME_CONFIG"); env != nullptr && *env != '\0') {
+    return {env, true};
+  }
+  return {"/etc/ember/runtime.json", false};
+}
+
+absl::StatusOr<RuntimeConfig> LoadRuntimeConfig(const std::string& path, bool required) {
+  std::ifstream in(path);
+  if (!in) {
+    if (required) return absl::InvalidArgumentError("runtime config " + path + ": cannot read it");
+    return ParseRuntimeConfig("{}");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<RuntimeConfig> config = ParseRuntimeConfig(text.str());
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(path + ": " + std::string(config.status().message()));
+  }
+  return config;
+}
+
+std::string DefaultBootArgs(const std::string& kernel) {
+  if (kernel.empty()) return "console=ttyS0 ember.test=agent";
+  return "console=ttyS0 reboot=k panic=1 init=/sbin/ember-init";
+}
+
+}  // namespace ember::runtime

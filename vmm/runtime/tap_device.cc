@@ -1,0 +1,85 @@
+#include "tap_device.h"
+
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+
+#include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::runtime {
+namespace {
+
+// Runs `body` inside the network namespace at `netns_path`, then returns to this one.
+absl::Status InNetns(const std::string& netns_path, const std::function<absl::Status()>& body) {
+  base::UniqueFd own(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!own) return base::ErrnoError("open", "/proc/self/ns/net");
+  base::UniqueFd target(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!target) return base::ErrnoError("open", "network namespace " + netns_path);
+  if (::setns(target.Get(), CLONE_NEWNET) != 0) return base::ErrnoError("setns", netns_path);
+  absl::Status status = body();
+  if (::setns(own.Get(), CLONE_NEWNET) != 0) {
+    // Staying in the container's namespace would put every later socket there.
+    std::abort();
+  }
+  return status;
+}
+
+absl::StatusOr<base::UniqueFd> OpenTap(const std::string& name, ifreq* ifr) {
+  base::UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+  if (!fd) return base::ErrnoError("open", "/dev/net/tun");
+  *ifr = ifreq{};
+  std::strncpy(ifr->ifr_name, name.c_str(), IFNAMSIZ - 1);
+  // The flags ember-vmm attaches with (virtio/net/tap.cc).
+  ifr->ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+  if (::ioctl(fd.Get(), TUNSETIFF, ifr) != 0) return base::ErrnoError("TUNSETIFF", "tap " + name);
+  return fd;
+}
+
+}  // namespace
+
+absl::Status CreateTap(const std::string& netns_path, const std::string& name) {
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    return absl::InvalidArgumentError("tap name \"" + name + "\" is not a valid interface name");
+  }
+  return InNetns(netns_path, [&]() -> absl::Status {
+    ifreq ifr;
+    absl::StatusOr<base::UniqueFd> tap = OpenTap(name, &ifr);
+    if (!tap.ok()) return tap.status();
+    if (::ioctl(tap->Get(), TUNSETPERSIST, 1) != 0) {
+      return base::ErrnoError("TUNSETPERSIST", "tap " + name);
+    }
+    base::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock) return base::ErrnoError("socket", "for SIOCSIFFLAGS");
+    if (::ioctl(sock.Get(), SIOCGIFFLAGS, &ifr) != 0) {
+      return base::ErrnoError("SIOCGIFFLAGS", "tap " + name);
+    }
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    if (::ioctl(sock.Get(), SIOCSIFFLAGS, &ifr) != 0) {
+      return base::ErrnoError("SIOCSIFFLAGS", "tap " + name);
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status DeleteTap(const std::string& netns_path, const std::string& name) {
+  if (::access(netns_path.c_str(), F_OK) != 0) return absl::OkStatus();  // it went with it
+  return InNetns(netns_path, [&]() -> absl::Status {
+    ifreq ifr;
+    absl::StatusOr<base::UniqueFd> tap = OpenTap(name, &ifr);
+    if (!tap.ok()) return absl::OkStatus();  // gone already (or held: the VMM still runs)
+    if (::ioctl(tap->Get(), TUNSETPERSIST, 0) != 0) {
+      return base::ErrnoError("TUNSETPERSIST 0", "tap " + name);
+    }
+    return absl::OkStatus();  // the last fd's close removes it
+  });
+}
+
+}  // namespace ember::runtime
