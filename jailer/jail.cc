@@ -208,12 +208,16 @@ absl::Status SetLimit(int resource, const char* name, uint64_t value) {
   return absl::OkStatus();
 }
 
-// New ipc, uts and network namespaces, and in the network one the taps the VMM will attach to:
-// persistent and owned by uid:gid, so that the VMM needs no CAP_NET_ADMIN to open them. They
-// go with the namespace when its last process exits.
+// New ipc, uts and network namespaces (or, with --netns, the one joined already), and in the
+// network one the taps the VMM will attach to: persistent and owned by uid:gid, so that the
+// VMM needs no CAP_NET_ADMIN to open them. A tap the joined namespace has already is taken
+// over (TUNSETIFF attaches to it) and given to uid:gid the same way. They go with the
+// namespace when its last holder is gone.
 absl::Status Isolate(const JailerArgs& args) {
-  if (::unshare(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0) {
-    return ErrnoError("unshare(CLONE_NEWIPC|CLONE_NEWUTS|CLONE_NEWNET)");
+  const int network = args.netns ? 0 : CLONE_NEWNET;
+  if (::unshare(CLONE_NEWIPC | CLONE_NEWUTS | network) != 0) {
+    return ErrnoError(args.netns ? "unshare(CLONE_NEWIPC|CLONE_NEWUTS)"
+                                 : "unshare(CLONE_NEWIPC|CLONE_NEWUTS|CLONE_NEWNET)");
   }
   for (const std::string& name : args.taps) {
     UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));

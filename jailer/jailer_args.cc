@@ -313,9 +313,6 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& argv)
   if (!args.allow_root && args.supplementary_gid == 0u) {
     return Refuse("--supplementary-gid", "0 (root) is refused unless --allow-root is given");
   }
-  if (args.isolate && args.netns) {
-    return Refuse("--netns", "joins an existing network namespace; --isolate makes a new one");
-  }
   if (!args.taps.empty() && !args.isolate) {
     return Refuse("--tap", "creates a tap in the jail's own network namespace: needs --isolate");
   }
@@ -355,9 +352,11 @@ jail's root and all of that are root's; the binary may write only in /out (UID:G
   --allow-root              permit uid or gid 0 (capabilities are still all dropped)
   --chroot-base-dir DIR     absolute; default /srv/jailer
   --netns PATH              join this network namespace (e.g. /run/netns/NAME)
-  --isolate                 new ipc, uts and network namespaces (no host interfaces)
-  --tap NAME                create tap NAME in the new network namespace, owned by UID:GID
-                            (repeatable; needs --isolate)
+  --isolate                 new ipc, uts and network namespaces (no host interfaces); with
+                            --netns, new ipc and uts ones and PATH's network namespace
+  --tap NAME                create tap NAME in the jail's network namespace, or take the one
+                            a --netns namespace has, owned by UID:GID (repeatable; needs
+                            --isolate)
   --device kvm|tun|userfaultfd
                             only these device nodes in the jail (repeatable); default all
   --new-pid-ns              run the binary as pid 1 of a new pid namespace; its host pid is

@@ -42,10 +42,12 @@ struct JailerArgs {
   std::optional<std::string> netns;
   bool new_pid_ns = false;
   // New ipc, uts and network namespaces (--isolate): no System V objects, hostname or network
-  // interface of the host. Exclusive with --netns.
+  // interface of the host. With --netns the network namespace is that one instead (emberd's
+  // clone networks, made ahead with their taps, veth pairs and NAT).
   bool isolate = false;
-  // Tap devices created in the jail's new network namespace, owned by uid:gid and persistent
-  // until the namespace goes, so that the VMM attaches to them without CAP_NET_ADMIN.
+  // Tap devices created in the jail's network namespace (or, when a --netns namespace has them
+  // already, taken over), owned by uid:gid and persistent until the namespace goes, so that
+  // the VMM attaches to them without CAP_NET_ADMIN.
   std::vector<std::string> taps;
   // The device nodes the jail gets ("kvm", "tun", "userfaultfd"); all three when not given.
   std::optional<std::vector<std::string>> devices;

@@ -217,9 +217,19 @@ TEST(JailerArgs, WithoutDeviceFlagsEveryDeviceNodeIsWanted) {
   EXPECT_FALSE(args->isolate);
 }
 
-TEST(JailerArgs, RefusesTapWithoutIsolateAndIsolateWithNetns) {
+TEST(JailerArgs, RefusesTapWithoutIsolate) {
   ExpectRefused(Valid({"--tap", "tap0"}), "--tap", "needs --isolate");
-  ExpectRefused(Valid({"--isolate", "--netns", "/run/netns/x"}), "--netns", "--isolate");
+  ExpectRefused(Valid({"--netns", "/run/netns/x", "--tap", "tap0"}), "--tap", "needs --isolate");
+}
+
+// A clone network made ahead (emberd's): its namespace joined, ipc and uts still new.
+TEST(JailerArgs, IsolateWithNetnsJoinsThatNamespace) {
+  auto args =
+      ParseJailerArgs(Valid({"--isolate", "--netns", "/run/ember/netns/c1", "--tap", "tap0"}));
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_TRUE(args->isolate);
+  EXPECT_EQ(args->netns, "/run/ember/netns/c1");
+  EXPECT_EQ(args->taps, (std::vector<std::string>{"tap0"}));
 }
 
 TEST(JailerArgs, RefusesBadTapNamesAndUnknownDevices) {
