@@ -48,19 +48,18 @@ absl::Status TurnOnForwarding() {
 }
 
 // A persistent tap in the calling thread's namespace, opened with the flags ember-vmm opens
-// it with (virtio/net/tap.cc), owned by `owner`/`group` when given.
-absl::Status MakePersistentTap(const std::string& name, std::optional<uid_t> owner,
-                               std::optional<gid_t> group) {
+// it with (virtio/net/tap.cc), owned by `owner`/`group`.
+absl::Status MakePersistentTap(const std::string& name, uid_t owner, gid_t group) {
   base::UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
   if (!tun) return base::ErrnoError("open", "/dev/net/tun");
   ifreq ifr{};
   std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof(ifr.ifr_name) - 1));
   ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
   if (::ioctl(tun.Get(), TUNSETIFF, &ifr) != 0) return base::ErrnoError("TUNSETIFF", name);
-  if (owner && ::ioctl(tun.Get(), TUNSETOWNER, static_cast<unsigned long>(*owner)) != 0) {
+  if (::ioctl(tun.Get(), TUNSETOWNER, static_cast<unsigned long>(owner)) != 0) {
     return base::ErrnoError("TUNSETOWNER", name);
   }
-  if (group && ::ioctl(tun.Get(), TUNSETGROUP, static_cast<unsigned long>(*group)) != 0) {
+  if (::ioctl(tun.Get(), TUNSETGROUP, static_cast<unsigned long>(group)) != 0) {
     return base::ErrnoError("TUNSETGROUP", name);
   }
   if (::ioctl(tun.Get(), TUNSETPERSIST, 1UL) != 0) return base::ErrnoError("TUNSETPERSIST", name);
@@ -116,7 +115,8 @@ absl::Status CloneNetwork::BuildInside() {
   EMBER_ASSIGN_OR_RETURN(ScopedNetns inside, Enter());
   EMBER_ASSIGN_OR_RETURN(RtNetlink netlink, RtNetlink::Open());
   EMBER_RETURN_IF_ERROR(netlink.SetUp("lo"));
-  EMBER_RETURN_IF_ERROR(MakePersistentTap(spec_.tap_name, spec_.tap_owner, spec_.tap_group));
+  EMBER_RETURN_IF_ERROR(MakePersistentTap(spec_.tap_name, spec_.tap_owner.value_or(0),
+                                           spec_.tap_group.value_or(0)));
   tap_made_ = true;
   if (spec_.tap_address)
     EMBER_RETURN_IF_ERROR(netlink.AddAddress(spec_.tap_name, *spec_.tap_address));

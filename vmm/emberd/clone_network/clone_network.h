@@ -27,7 +27,8 @@ inline constexpr char kCloneNetnsDir[] = "/run/ember/netns";
 struct CloneNetworkSpec {
   std::string tap_name;  // the deployed VM's host_dev_name, e.g. "tap0"
   // A jailed clone's uid and gid: the tap is theirs, so its VMM opens it without privileges.
-  // Unset: root's.
+  // Unset: root's (ember-jailer --isolate --netns --tap hands it to the clone's uid when it
+  // starts the VMM, which is how a network made before its clone's uid is known is used).
   std::optional<uid_t> tap_owner;
   std::optional<gid_t> tap_group;
   // The host side of the tap (the guest's gateway), e.g. 172.16.0.1/30; unset: none.
