@@ -169,10 +169,13 @@ class FakeVmmTest(unittest.TestCase):
             clone_argv = [json.loads(line) for line in f][-1]
         self.assertEqual(clone_argv[clone_argv.index("--restore-from") + 1],
                          snapshot.state_path)
-        # The overrides travel as one binary message, which the VMM reads as it is.
+        # The overrides travel as one binary message, which the VMM reads as it is, except that
+        # the vsock socket is named inside the directory emberd checked (an fd it inherits).
         sent = ec.cfg.RestoreOverrides()
         with open(clone_argv[clone_argv.index("--restore-overrides") + 1], "rb") as f:
             sent.ParseFromString(f.read())
+        self.assertRegex(sent.vsock_uds_path, r"^/proc/self/fd/[0-9]+/clone\.vsock$")
+        sent.vsock_uds_path = overrides.vsock_uds_path
         self.assertEqual(sent, overrides)
 
 

@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -455,6 +456,34 @@ class EmberdTest(VmChecks, unittest.TestCase):
         metrics = json.loads(self.stub.GetMetrics(api.GetMetricsRequest(vm_id="rl")).json)
         self.assertGreater(metrics["block_scratch"]["rate_limiter_throttled"], 0)
         self.assertEqual(metrics["control"]["rate_limit_updates"], 1)
+
+    def test_an_unjailed_vms_log_metrics_and_vsock_stay_in_the_directory_emberd_checked(self):
+        """An unjailed VMM makes its log, metrics file and vsock socket by name long after emberd
+        checked the path: once the directory's name leads out of --allow-dir, what the VMM
+        writes still lands in the directory that passed."""
+        self.unjailed()
+        run = os.path.join(self.emberd.dir, "run")
+        outside = os.path.join(self.emberd.dir, "outside")
+        os.mkdir(run)
+        os.mkdir(outside)
+        config = ec.config()
+        config.logger.log_path = os.path.join(run, "vm.log")
+        config.logger.level = "Debug"
+        config.metrics.metrics_path = os.path.join(run, "metrics.json")
+        config.vsock.MergeFrom(ec.cfg.Vsock(vsock_id="v", guest_cid=3,
+                                            uds_path=os.path.join(run, "v.sock")))
+        self.stub.Create(api.CreateRequest(vm_id="made", config=config), timeout=30)
+        checked = os.path.join(self.emberd.dir, "checked")
+        os.rename(run, checked)
+        os.symlink(outside, run)
+        self.assertTrue(stat.S_ISSOCK(os.lstat(os.path.join(checked, "v.sock")).st_mode))
+        self.stub.Start(api.VmRequest(vm_id="made"), timeout=30)
+        self.stop_and_delete("made")  # ember-vmm writes its metrics as it ends
+        with open(os.path.join(checked, "metrics.json")) as f:
+            self.assertIn("vsock_v", json.load(f))
+        self.assertGreater(os.path.getsize(os.path.join(checked, "vm.log")), 0)
+        self.assertFalse(os.path.exists(os.path.join(checked, "v.sock")))  # removed at its end
+        self.assertEqual(os.listdir(outside), [])
 
     def test_bad_requests_get_the_right_code_naming_the_field(self):
         self.create("busy")

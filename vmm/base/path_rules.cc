@@ -35,6 +35,7 @@ absl::StatusOr<PathRules> PathRules::Open(const std::vector<std::string>& dirs,
                                           const std::string& program) {
   PathRules rules;
   rules.program_ = program;
+  rules.uid_ = ::geteuid();
   for (const std::string& given : dirs) {
     if (given.empty() || given.front() != '/') {
       return absl::InvalidArgumentError("--allow-dir: \"" + given +
@@ -119,6 +120,53 @@ absl::StatusOr<base::UniqueFd> PathRules::OpenFile(const std::string& field,
                                       " is not a regular file or a block device");
   }
   return opened;
+}
+
+absl::StatusOr<PathRules::Place> PathRules::OpenPlace(const std::string& field,
+                                                     const std::string& path) const {
+  EMBER_RETURN_IF_ERROR(Match(field, path, nullptr));
+  const std::size_t slash = path.find_last_of('/');
+  Place place;
+  place.name = path.substr(slash + 1);
+  if (place.name.empty() || place.name == ".") {
+    return absl::InvalidArgumentError(field + ": " + path + " names no file");
+  }
+  const std::string parent = slash == 0 ? "/" : path.substr(0, slash);
+  absl::Status opened = Match(field, parent, &place.dir);
+  struct stat st {};
+  if (opened.ok() && (::fstat(place.dir.Get(), &st) != 0 || !S_ISDIR(st.st_mode))) {
+    opened = absl::InvalidArgumentError(field + ": " + parent + " is not a directory");
+  }
+  if (!opened.ok()) {
+    return absl::InvalidArgumentError(field + ": " + path + ": its directory cannot be used (" +
+                                      std::string(opened.message()) + ")");
+  }
+  return place;
+}
+
+absl::StatusOr<base::UniqueFd> PathRules::OpenAppendFile(const std::string& field,
+                                                         const std::string& path) const {
+  EMBER_ASSIGN_OR_RETURN(Place place, OpenPlace(field, path));
+  base::UniqueFd file(::openat(place.dir.Get(), place.name.c_str(),
+                               O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+                                   O_NOCTTY | O_CLOEXEC,
+                               0600));
+  const std::string refused = field + ": " + path + " is not a regular file of " + program_ +
+                              "'s own (uid " + std::to_string(uid_) + ") with one link";
+  // ELOOP: a symlink; ENXIO: a FIFO no one reads; EISDIR: a directory.
+  if (!file && (errno == ELOOP || errno == ENXIO || errno == EISDIR)) {
+    return absl::InvalidArgumentError(refused + ": " + std::strerror(errno));
+  }
+  if (!file) {
+    return absl::InvalidArgumentError(field + ": cannot open " + path + ": " +
+                                      std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(file.Get(), &st) != 0) return base::ErrnoError("fstat", field + " (" + path + ")");
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != uid_) {
+    return absl::InvalidArgumentError(refused);
+  }
+  return file;
 }
 
 absl::Status PathRules::Match(const std::string& field, const std::string& path,

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -48,6 +50,27 @@ class PathRules {
   [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenFile(const std::string& field,
                                                         const std::string& path) const;
 
+  // A place where a file is to be made, and made again, by name (a socket a VMM binds, a
+  // metrics file it rewrites by rename): Check's rule for `path`, then the directory it lies
+  // in, resolved once by the rule (an O_PATH fd: `dir`), and its last component (`name`). Who
+  // names the place as "/proc/self/fd/<dir>/<name>" makes it in that very directory, even if a
+  // parent's name is swapped for a symlink out a moment later. INVALID_ARGUMENT as Check, and
+  // when the directory does not exist or `path` ends in no file name.
+  struct Place {
+    base::UniqueFd dir;
+    std::string name;
+  };
+  [[nodiscard]] absl::StatusOr<Place> OpenPlace(const std::string& field,
+                                                const std::string& path) const;
+
+  // A file to append to on a client's behalf (a VMM's log): opened (made 0600 when missing)
+  // write-only in OpenPlace's directory with O_NOFOLLOW and O_NONBLOCK, and kept only if it is
+  // a regular file with one link owned by this process's uid: never a symlink, a FIFO (opening
+  // one would block), a device, another user's file or a hard link to one. INVALID_ARGUMENT
+  // naming the field otherwise.
+  [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenAppendFile(const std::string& field,
+                                                              const std::string& path) const;
+
   // The allowed directories as the operator named them (normalised), for messages and logs.
   [[nodiscard]] std::string Describe() const;
   // The same, one per entry (what emberd hands on as ember-vmm --allow-dir).
@@ -70,6 +93,7 @@ class PathRules {
 
   std::vector<Dir> dirs_;
   std::string program_ = "emberd";
+  uid_t uid_ = 0;  // this process's euid at Open (emberd's seccomp filter has no geteuid)
 };
 
 }  // namespace ember::base

@@ -104,6 +104,23 @@ class DirectView final : public VmmView {
       EMBER_RETURN_IF_ERROR(hand_over("config.drives[" + std::to_string(i) + "].path_on_host",
                                       launch.mutable_drives(i)->mutable_path_on_host()));
     }
+    // The log the VMM appends to is the file emberd opened; its vsock socket and metrics file,
+    // which it makes (and remakes) itself, are named inside the directory emberd resolved.
+    if (!launch.logger().log_path().empty()) {
+      EMBER_ASSIGN_OR_RETURN(int index, AddCheckedAppendFile(*paths_, "config.logger.log_path",
+                                                             launch.logger().log_path(), spec));
+      launch.mutable_logger()->set_log_path(InheritedFilePath(static_cast<std::size_t>(index)));
+    }
+    if (!launch.metrics().metrics_path().empty()) {
+      EMBER_ASSIGN_OR_RETURN(*launch.mutable_metrics()->mutable_metrics_path(),
+                             AddCheckedPlace(*paths_, "config.metrics.metrics_path",
+                                             launch.metrics().metrics_path(), spec));
+    }
+    if (!launch.vsock().uds_path().empty()) {
+      EMBER_ASSIGN_OR_RETURN(*launch.mutable_vsock()->mutable_uds_path(),
+                             AddCheckedPlace(*paths_, "config.vsock.uds_path",
+                                             launch.vsock().uds_path(), spec));
+    }
     const std::string path = spec->vm_dir + "/vmm-config.pb";
     EMBER_RETURN_IF_ERROR(WriteFileAtomic(path, launch.SerializeAsString()));
     spec->vmm_args = {"--config-proto", path};
@@ -124,6 +141,12 @@ class DirectView final : public VmmView {
                              AddCheckedFile(*paths_, "drive \"" + id + "\"", path, spec));
       (*plan->overrides.mutable_drive_path_on_host())[id] =
           InheritedFilePath(static_cast<std::size_t>(index));
+    }
+    // So is its vsock socket (`config` has the override applied), in the directory checked.
+    if (!config.vsock().uds_path().empty()) {
+      EMBER_ASSIGN_OR_RETURN(
+          *plan->overrides.mutable_vsock_uds_path(),
+          AddCheckedPlace(*paths_, "vsock_uds_path", config.vsock().uds_path(), spec));
     }
     return absl::OkStatus();
   }

@@ -18,4 +18,20 @@ namespace ember::emberd {
                                                  const std::string& field,
                                                  const std::string& path, LaunchSpec* spec);
 
+// A log a VMM appends to (PathRules::OpenAppendFile: made if missing, a regular file of emberd's
+// own) added to spec->files like AddCheckedFile; the VMM reopens InheritedFilePath(index).
+[[nodiscard]] absl::StatusOr<int> AddCheckedAppendFile(const base::PathRules& paths,
+                                                       const std::string& field,
+                                                       const std::string& path, LaunchSpec* spec);
+
+// A file an unjailed VMM makes by name, maybe again and again (its vsock socket, its metrics
+// file, rewritten by rename): the directory `path` lies in, resolved by the rule
+// (PathRules::OpenPlace), is added to spec->files; returns the name the VMM is to use,
+// "/proc/self/fd/<that fd>/<file name>", which leads into that directory whatever its path
+// leads to later. INVALID_ARGUMENT as OpenPlace, or past kMaxLaunchFiles.
+[[nodiscard]] absl::StatusOr<std::string> AddCheckedPlace(const base::PathRules& paths,
+                                                          const std::string& field,
+                                                          const std::string& path,
+                                                          LaunchSpec* spec);
+
 }  // namespace ember::emberd

@@ -1,6 +1,7 @@
 #include "vmm/base/path_rules.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,6 +152,85 @@ TEST_F(PathRulesTest, OpenFileRefusesAFifoADirectoryAndAnEmptyPath) {
             absl::StatusCode::kInvalidArgument);
   absl::Status empty = rules_.OpenFile("overrides.drive_path_on_host[rootfs]", "").status();
   EXPECT_EQ(empty.code(), absl::StatusCode::kInvalidArgument) << empty;
+}
+
+// A socket or metrics file made later by name: made in the directory that passed, not where
+// its parent's name leads once it is swapped for a symlink out.
+TEST_F(PathRulesTest, OpenPlaceHoldsTheDirectoryThatPassedWhenItsNameIsSwappedForASymlinkOut) {
+  auto place = rules_.OpenPlace("config.vsock.uds_path", allowed_ + "/images/v.sock");
+  ASSERT_TRUE(place.ok()) << place.status();
+  EXPECT_EQ(place->name, "v.sock");
+  ASSERT_EQ(::rename((allowed_ + "/images").c_str(), (allowed_ + "/checked").c_str()), 0);
+  ASSERT_EQ(::symlink(outside_.c_str(), (allowed_ + "/images").c_str()), 0);
+  const std::string made =
+      "/proc/self/fd/" + std::to_string(place->dir.Get()) + "/" + place->name;
+  std::ofstream(made) << "made";
+  EXPECT_EQ(testing::ReadFile(allowed_ + "/checked/v.sock"), "made");
+  EXPECT_FALSE(std::filesystem::exists(outside_ + "/v.sock"));
+}
+
+TEST_F(PathRulesTest, OpenPlaceRefusesAParentOutsideMissingOrNotADirectory) {
+  ASSERT_EQ(::symlink(outside_.c_str(), (allowed_ + "/out").c_str()), 0);
+  EXPECT_EQ(rules_.OpenPlace("f", allowed_ + "/out/v.sock").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status missing = rules_.OpenPlace("f", allowed_ + "/none/v.sock").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.message().find("its directory cannot be used"), std::string::npos) << missing;
+  EXPECT_EQ(rules_.OpenPlace("f", allowed_ + "/images/disk.img/v.sock").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rules_.OpenPlace("f", allowed_ + "/images/").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PathRulesTest, OpenAppendFileMakesAMissingFileAndAppendsToItsOwn) {
+  const std::string log = allowed_ + "/images/vm.log";
+  std::ofstream(log) << "old\n";
+  auto file = rules_.OpenAppendFile("config.logger.log_path", log);
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ(::write(file->Get(), "new\n", 4), 4);
+  EXPECT_EQ(testing::ReadFile(log), "old\nnew\n");
+  auto made = rules_.OpenAppendFile("config.logger.log_path", allowed_ + "/images/new.log");
+  ASSERT_TRUE(made.ok()) << made.status();
+  struct stat st {};
+  ASSERT_EQ(::fstat(made->Get(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+// A log named by an API client is appended to by root: never through a symlink (even one that
+// stays inside), never into a FIFO (the open would block, and a FIFO is no log), never into a
+// hard link to someone's file.
+TEST_F(PathRulesTest, OpenAppendFileRefusesASymlinkAFifoAndAHardLink) {
+  const std::string link = allowed_ + "/images/link.log";
+  ASSERT_EQ(::symlink("disk.img", link.c_str()), 0);
+  absl::Status symlink = rules_.OpenAppendFile("config.logger.log_path", link).status();
+  EXPECT_EQ(symlink.code(), absl::StatusCode::kInvalidArgument) << symlink;
+  EXPECT_NE(symlink.message().find("config.logger.log_path: " + link), std::string::npos)
+      << symlink;
+  EXPECT_EQ(testing::ReadFile(allowed_ + "/images/disk.img"), "disk");
+  const std::string fifo = allowed_ + "/images/fifo.log";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(rules_.OpenAppendFile("config.logger.log_path", fifo).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // With a reader, a FIFO opens without blocking: refused as no regular file.
+  base::UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(reader);
+  EXPECT_EQ(rules_.OpenAppendFile("config.logger.log_path", fifo).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::string hard = allowed_ + "/images/hard.log";
+  ASSERT_EQ(::link((allowed_ + "/images/disk.img").c_str(), hard.c_str()), 0);
+  EXPECT_EQ(rules_.OpenAppendFile("config.logger.log_path", hard).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(testing::ReadFile(allowed_ + "/images/disk.img"), "disk");
+}
+
+TEST_F(PathRulesTest, OpenAppendFileRefusesAnotherUsersFile) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a file to another user";
+  const std::string log = allowed_ + "/images/nobody.log";
+  std::ofstream(log) << "theirs";
+  ASSERT_EQ(::chown(log.c_str(), 65534, 65534), 0);
+  absl::Status refused = rules_.OpenAppendFile("config.logger.log_path", log).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_EQ(testing::ReadFile(log), "theirs");
 }
 
 TEST(PathRules, WithNoAllowedDirectoryEverythingIsRefused) {

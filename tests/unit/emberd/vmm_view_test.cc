@@ -1,15 +1,19 @@
 #include "vmm/emberd/vmm_view.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 
 #include "tests/support/files.h"
+#include "vmm/base/atomic_file.h"
+#include "vmm/base/unix_address.h"
 
 namespace ember::emberd {
 namespace {
@@ -109,6 +113,21 @@ class CheckedFilesTest : public VmmViewTest {
                : "(no file " + std::to_string(i) + ")";
   }
 
+  // Prepares a direct restore of a snapshot of a VM with `config` (emberd's record, the
+  // clone's overrides applied); the overrides the VMM is sent.
+  v1::RestoreOverrides DirectRestoreSends(const v1::VmConfig& config) {
+    RestorePlan plan;
+    plan.state_path = "/s";
+    plan.memory_path = "/m";
+    EXPECT_TRUE(MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, &plan, &spec_).ok());
+    return SentOverrides();
+  }
+  v1::RestoreOverrides SentOverrides() {
+    v1::RestoreOverrides sent;
+    EXPECT_TRUE(sent.ParseFromString(ReadFile(FlagValue(spec_.vmm_args, "--restore-overrides"))));
+    return sent;
+  }
+
   // After the check, the disk's name leads elsewhere.
   void SwapTheDisk() {
     const std::string other = temp_.path() + "/other";
@@ -153,17 +172,118 @@ TEST_F(CheckedFilesTest, DirectRestoreOverridesEveryDriveWithTheFileEmberdChecke
   v1::Drive* drive = config.add_drives();
   drive->set_drive_id("root");
   drive->set_path_on_host(disk_);
-  RestorePlan plan;
-  plan.state_path = "/s";
-  plan.memory_path = "/m";
-  ASSERT_TRUE(MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, &plan, &spec_).ok());
+  const v1::RestoreOverrides sent = DirectRestoreSends(config);
   SwapTheDisk();
-  v1::RestoreOverrides sent;
-  ASSERT_TRUE(sent.ParseFromString(ReadFile(FlagValue(spec_.vmm_args, "--restore-overrides"))));
   EXPECT_EQ(sent.drive_path_on_host().at("root"), InheritedFilePath(0));
   EXPECT_EQ(Handed(0), "disk");
   // Drives of a state file emberd has no record of: ember-vmm applies emberd's rule.
   EXPECT_EQ(FlagValue(spec_.vmm_args, "--allow-dir"), allowed_);
+}
+
+// <allowed>/run holds what the VMM makes by name (log, metrics, vsock socket); after emberd's
+// check, <allowed>/run is swapped for a symlink to <temp>/outside.
+class MadeFilesTest : public CheckedFilesTest {
+ protected:
+  void SetUp() override {
+    CheckedFilesTest::SetUp();
+    std::filesystem::create_directories(run_);
+    std::filesystem::create_directories(outside_);
+  }
+
+  void SwapTheRunDirectory() {
+    ASSERT_EQ(::rename(run_.c_str(), (allowed_ + "/checked").c_str()), 0);
+    ASSERT_EQ(::symlink(outside_.c_str(), run_.c_str()), 0);
+  }
+
+  // `path` as this process reaches it: the VMM's /proc/self/fd/<kFirstFileFd + i> is
+  // spec_.files[i] here.
+  std::string AsTheVmmFindsIt(const std::string& path) {
+    const std::string prefix = "/proc/self/fd/";
+    if (path.rfind(prefix, 0) != 0) return path;
+    std::size_t end = path.find('/', prefix.size());
+    const int vmm_fd = std::stoi(path.substr(prefix.size(), end - prefix.size()));
+    const auto index = static_cast<std::size_t>(vmm_fd - kFirstFileFd);
+    if (index >= spec_.files.size()) return "(no file " + std::to_string(index) + ")";
+    return prefix + std::to_string(spec_.files[index].Get()) +
+           (end == std::string::npos ? "" : path.substr(end));
+  }
+
+  // A socket bound at `path` as the VMM binds its vsock socket.
+  base::UniqueFd BindAsTheVmm(const std::string& path) {
+    base::UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    auto address = base::UnixAddress(AsTheVmmFindsIt(path));
+    EXPECT_TRUE(address.ok()) << address.status();
+    if (!address.ok()) return sock;
+    // sockaddr_un is the address type bind() takes through its generic pointer.
+    EXPECT_EQ(
+        ::bind(sock.Get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(*address)), 0)
+        << path << ": " << std::strerror(errno);
+    return sock;
+  }
+
+  // The configuration the launched VMM reads.
+  v1::VmConfig Seen() {
+    v1::VmConfig seen;
+    EXPECT_TRUE(seen.ParseFromString(ReadFile(FlagValue(spec_.vmm_args, "--config-proto"))));
+    return seen;
+  }
+
+  const std::string run_ = allowed_ + "/run";
+  const std::string outside_ = temp_.path() + "/outside";
+};
+
+TEST_F(MadeFilesTest, DirectLaunchLogsIntoTheFileEmberdOpenedNotWhereItsNameLeadsLater) {
+  v1::VmConfig config;
+  config.mutable_logger()->set_log_path(run_ + "/vm.log");
+  ASSERT_TRUE(MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, nullptr, &spec_).ok());
+  SwapTheRunDirectory();
+  std::ofstream(AsTheVmmFindsIt(Seen().logger().log_path()), std::ios::app) << "a log line";
+  EXPECT_EQ(ReadFile(allowed_ + "/checked/vm.log"), "a log line");
+  EXPECT_FALSE(std::filesystem::exists(outside_ + "/vm.log"));
+}
+
+TEST_F(MadeFilesTest, DirectLaunchMakesMetricsAndTheVsockSocketInTheDirectoryEmberdChecked) {
+  v1::VmConfig config;
+  config.mutable_metrics()->set_metrics_path(run_ + "/metrics.json");
+  config.mutable_vsock()->set_uds_path(run_ + "/v.sock");
+  config.mutable_vsock()->set_guest_cid(3);
+  ASSERT_TRUE(MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, nullptr, &spec_).ok());
+  SwapTheRunDirectory();
+  const v1::VmConfig seen = Seen();
+  // As ember-vmm does: metrics rewritten by rename, the socket bound by name.
+  ASSERT_TRUE(base::WriteFileAtomically(AsTheVmmFindsIt(seen.metrics().metrics_path()), "{}\n",
+                                        0600, base::AtomicFile::Durability::kRenameOnly)
+                  .ok());
+  base::UniqueFd sock = BindAsTheVmm(seen.vsock().uds_path());
+  EXPECT_EQ(ReadFile(allowed_ + "/checked/metrics.json"), "{}\n");
+  EXPECT_TRUE(std::filesystem::is_socket(allowed_ + "/checked/v.sock"));
+  EXPECT_TRUE(std::filesystem::is_empty(outside_));
+}
+
+TEST_F(MadeFilesTest, DirectLaunchRefusesALogThatIsASymlinkOrAFifo) {
+  ASSERT_EQ(::symlink("../vmlinux", (run_ + "/link.log").c_str()), 0);
+  ASSERT_EQ(::mkfifo((run_ + "/fifo.log").c_str(), 0600), 0);
+  for (const std::string name : {"link.log", "fifo.log"}) {
+    v1::VmConfig config;
+    config.mutable_logger()->set_log_path(run_ + "/" + name);
+    LaunchSpec spec;
+    spec.vm_id = "vm1";
+    spec.vm_dir = spec_.vm_dir;
+    absl::Status refused = MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(config, nullptr, &spec);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << name << ": " << refused;
+    EXPECT_NE(refused.message().find("config.logger.log_path"), std::string::npos) << refused;
+  }
+  EXPECT_EQ(ReadFile(kernel_), "kernel");
+}
+
+TEST_F(MadeFilesTest, DirectRestoreBindsTheVsockSocketInTheDirectoryEmberdChecked) {
+  v1::VmConfig config;  // the snapshotted VM's, with the clone's overrides applied
+  config.mutable_vsock()->set_uds_path(run_ + "/clone.sock");
+  const v1::RestoreOverrides sent = DirectRestoreSends(config);
+  SwapTheRunDirectory();
+  base::UniqueFd sock = BindAsTheVmm(sent.vsock_uds_path());
+  EXPECT_TRUE(std::filesystem::is_socket(allowed_ + "/checked/clone.sock"));
+  EXPECT_TRUE(std::filesystem::is_empty(outside_));
 }
 
 TEST_F(CheckedFilesTest, JailedLaunchLinksTheFilesEmberdCheckedIntoTheJail) {
