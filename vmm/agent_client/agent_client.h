@@ -152,6 +152,9 @@ class ReadyListener {
   // Waits up to `timeout_ms` for an agent to connect and say it is ready.
   [[nodiscard]] absl::StatusOr<v1::ReadyInfo> Accept(int timeout_ms);
   [[nodiscard]] const std::string& path() const { return path_; }
+  // The listening socket (borrowed), for a caller that waits on it beside other fds and calls
+  // Accept once it is readable, so the event's frame gets Accept's whole timeout.
+  [[nodiscard]] int fd() const { return fd_.Get(); }
 
  private:
   ReadyListener(base::UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}

@@ -155,24 +155,29 @@ absl::Status Supervisor::Boot() {
   EMBER_ASSIGN_OR_RETURN(VmmProcess vmm, VmmProcess::Launch(spec_.launch, spec_.vm));
   vmm_.emplace(std::move(vmm));
   EMBER_RETURN_IF_ERROR(vmm_->Start());
+  // The ready event, unless the VMM ends first: both fds in one poll.
   auto deadline = Clock::now() + std::chrono::milliseconds(spec_.boot_timeout_ms);
   while (true) {
-    absl::StatusOr<v1::ReadyInfo> info = ready.Accept(250);
-    if (info.ok()) {
-      log_.Debug("container " + spec_.id + ": agent ready (" + info->agent_version() + ")");
-      break;
-    }
-    pollfd pfd{vmm_->exit_fd(), POLLIN, 0};
-    if (::poll(&pfd, 1, 0) == 1) {
-      int code = vmm_->Reap();
-      return absl::InternalError("the VM ended before its agent was ready (ember-vmm exit code " +
-                                 std::to_string(code) + "; see " + spec_.launch.output_path + ")");
-    }
-    if (Clock::now() > deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
       return absl::DeadlineExceededError("the guest agent was not ready within " +
                                          std::to_string(spec_.boot_timeout_ms) + " ms (see " +
                                          spec_.launch.output_path + ")");
     }
+    pollfd fds[2] = {{ready.fd(), POLLIN, 0}, {vmm_->exit_fd(), POLLIN, 0}};
+    if (::poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR) {
+      return base::ErrnoError("poll", "the agent's ready event");
+    }
+    if (fds[1].revents != 0) {
+      int code = vmm_->Reap();
+      return absl::InternalError("the VM ended before its agent was ready (ember-vmm exit code " +
+                                 std::to_string(code) + "; see " + spec_.launch.output_path + ")");
+    }
+    if (fds[0].revents == 0) continue;
+    absl::StatusOr<v1::ReadyInfo> info = ready.Accept(static_cast<int>(left.count()));
+    if (!info.ok()) return info.status();
+    log_.Debug("container " + spec_.id + ": agent ready (" + info->agent_version() + ")");
+    break;
   }
   if (!spec_.console_socket.empty()) {
     EMBER_ASSIGN_OR_RETURN(console_, OpenConsole(spec_.console_socket, spec_.workload.rows(),
