@@ -1,0 +1,359 @@
+// ember-runtime driven as runc's callers drive it (containerd's shim, podman's conmon): the
+// real binary, a real VM (the test guest's agent scenario plays the container's process:
+// Exec builtins echo, exit N, sleep infinity) and the real agent protocol over virtio-vsock.
+// The test process is a subreaper, as containerd's shim is, so the --pid-file process becomes
+// its child once `create` has exited and its exit status can be read.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+#include "tests/support/files.h"
+#include "tests/support/kvm_available.h"
+#include "tests/support/process.h"
+
+extern char** environ;
+
+namespace ember::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// The pids whose command line mentions `text` (our own state root: the supervisors, which
+// keep create's argv, and the VMMs, whose config lies under it).
+std::vector<pid_t> ProcessesMentioning(const std::string& text) {
+  std::vector<pid_t> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = ReadFile(entry.path().string() + "/cmdline");
+    std::string stat = ReadFile(entry.path().string() + "/stat");
+    std::size_t close = stat.rfind(')');
+    if (close != std::string::npos && stat.substr(close + 2, 1) == "Z") continue;  // reaped soon
+    if (cmdline.find(text) != std::string::npos) pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
+
+int MountCount() {
+  std::string mounts = ReadFile("/proc/self/mountinfo");
+  return static_cast<int>(std::count(mounts.begin(), mounts.end(), '\n'));
+}
+
+// A started command whose stdout and stderr go to files (as the shim's fifos would: the
+// supervisor keeps them after create exits).
+struct Started {
+  pid_t pid = -1;
+  int exit_code = -1;
+};
+
+class RuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EMBER_REQUIRE_KVM();
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    root_ = dir_.path() + "/root";
+    config_ = dir_.path() + "/runtime.json";
+    std::ofstream(config_) << json{{"image_cache_dir", dir_.path() + "/cache"},
+                                   {"boot_timeout_ms", 120000}}
+                                  .dump();
+    mounts_before_ = MountCount();
+  }
+
+  void TearDown() override {
+    if (::testing::Test::IsSkipped()) return;
+    // Nothing left behind: no supervisor or VMM of ours, no mount, no state directory.
+    EXPECT_EQ(ProcessesMentioning(root_), std::vector<pid_t>{});
+    EXPECT_EQ(MountCount(), mounts_before_);
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(root_, ec)) {
+      ADD_FAILURE() << "left in the state directory: " << entry.path();
+    }
+  }
+
+  // A bundle whose process is `args`: a small root tree and config.json.
+  std::string Bundle(const std::string& name, const std::vector<std::string>& args,
+                     json extra = json::object()) {
+    std::string bundle = dir_.path() + "/" + name;
+    std::filesystem::create_directories(bundle + "/rootfs/bin");
+    std::ofstream(bundle + "/rootfs/bin/hello") << "hello\n";
+    json config = {{"ociVersion", "1.0.2"},
+                   {"process",
+                    {{"terminal", false},
+                     {"user", {{"uid", 0}, {"gid", 0}}},
+                     {"args", args},
+                     {"env", {"PATH=/bin"}},
+                     {"cwd", "/"}}},
+                   {"root", {{"path", "rootfs"}, {"readonly", true}}},
+                   {"hostname", name},
+                   {"linux", {{"namespaces", {{{"type", "pid"}}, {{"type", "mount"}}}}}}};
+    config.merge_patch(extra);
+    std::ofstream(bundle + "/config.json") << config.dump(2);
+    return bundle;
+  }
+
+  std::vector<std::string> Argv(const std::vector<std::string>& command) const {
+    std::vector<std::string> argv = {BinPath("ember-runtime"), "--root", root_, "--config",
+                                     config_, "--log", log_path(), "--log-format", "json"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  }
+
+  ProcessResult Runtime(const std::vector<std::string>& command) const {
+    return RunProcess(Argv(command), seconds(180));
+  }
+
+  // Runs the command with stdout and stderr to `out` and waits for it (not for what it
+  // leaves running).
+  int RuntimeTo(const std::vector<std::string>& command, const std::string& out) const {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    std::vector<std::string> args = Argv(command);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) return -1;
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  // create, as the shim runs it; the --pid-file's pid.
+  pid_t Create(const std::string& id, const std::string& bundle, const std::string& out) {
+    std::string pid_file = dir_.path() + "/" + id + ".pid";
+    int code = RuntimeTo({"create", "--bundle", bundle, "--pid-file", pid_file, id}, out);
+    if (code != 0) {
+      ADD_FAILURE() << "create exited " << code << ": " << ReadFile(out);
+      return -1;
+    }
+    return std::stoi(ReadFile(pid_file));
+  }
+
+  std::string Status(const std::string& id) const {
+    ProcessResult state = Runtime({"state", id});
+    if (state.exit_code != 0) return "error: " + state.err;
+    return json::parse(state.out)["status"];
+  }
+
+  // The --pid-file process's end, as the subreaper sees it.
+  static int WaitExit(pid_t pid) {
+    int status = 0;
+    if (::waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+  }
+
+  std::string log_path() const { return dir_.path() + "/log.json"; }
+
+  // The last error line of the --log file.
+  std::string LastLoggedError() const {
+    std::ifstream in(log_path());
+    std::string line, last;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.value("level", "") == "error") last = j.value("msg", "");
+    }
+    return last;
+  }
+
+  ScopedTempDir dir_{"ember-runtime"};
+  std::string root_;
+  std::string config_;
+  int mounts_before_ = 0;
+};
+
+TEST_F(RuntimeTest, CreateThenStartRunsTheProcessAndThePidFileProcessExitsWithItsStatus) {
+  std::string out = dir_.path() + "/out";
+  pid_t pid = Create("c1", Bundle("b", {"exit", "7"}), out);
+  ASSERT_GT(pid, 0);
+  // A live descendant of ours once create has gone: ours to reap.
+  EXPECT_EQ(::kill(pid, 0), 0);
+  json state = json::parse(Runtime({"state", "c1"}).out);
+  EXPECT_EQ(state["status"], "created");
+  EXPECT_EQ(state["pid"], pid);
+  EXPECT_EQ(state["id"], "c1");
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 7);
+  EXPECT_EQ(Status("c1"), "stopped");
+  EXPECT_EQ(json::parse(Runtime({"state", "c1"}).out)["pid"], 0);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+  EXPECT_NE(Runtime({"state", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, TheProcessWritesToCreatesStdout) {
+  std::string out = dir_.path() + "/out";
+  pid_t pid = Create("c1", Bundle("b", {"echo", "hello", "from", "the", "VM"}), out);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 0);
+  EXPECT_EQ(ReadFile(out), "hello from the VM\n");
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, KillDeliversTheSignalThroughTheAgent) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  EXPECT_EQ(Status("c1"), "running");
+  // A signal the process ignores by default changes nothing.
+  ASSERT_EQ(Runtime({"kill", "c1", "WINCH"}).exit_code, 0);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(Status("c1"), "running");
+  ASSERT_EQ(Runtime({"kill", "c1", "TERM"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGTERM);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, SigkillEndsTheVm) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  ProcessResult ps = Runtime({"ps", "--format", "json", "c1"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  json pids = json::parse(ps.out);
+  ASSERT_EQ(pids.size(), 2u);  // the supervisor and its ember-vmm
+  EXPECT_EQ(pids[0], pid);
+  pid_t vmm = pids[1];
+  ASSERT_EQ(Runtime({"kill", "--all", "c1", "KILL"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
+  EXPECT_NE(::kill(vmm, 0), 0);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, KillOfACreatedContainerEndsItWithTheSignalsStatus) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"kill", "c1"}).exit_code, 0);  // SIGTERM by default
+  EXPECT_EQ(WaitExit(pid), 128 + SIGTERM);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, DeleteOfARunningContainerNeedsForce) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  ProcessResult refused = Runtime({"delete", "c1"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_EQ(LastLoggedError(), "cannot delete container c1 that is not stopped: running");
+  EXPECT_EQ(Status("c1"), "running");
+  EXPECT_EQ(Runtime({"delete", "--force", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
+}
+
+TEST_F(RuntimeTest, SecondCreateWithTheSameIdIsRefusedAndTheFirstRunsOn) {
+  std::string bundle = Bundle("b", {"echo", "first"});
+  std::string out = dir_.path() + "/out";
+  pid_t pid = Create("c1", bundle, out);
+  ASSERT_GT(pid, 0);
+  std::string second_out = dir_.path() + "/second";
+  EXPECT_EQ(RuntimeTo({"create", "--bundle", bundle, "c1"}, second_out), 1);
+  EXPECT_EQ(LastLoggedError(), "container with id \"c1\" already exists");
+  EXPECT_EQ(Status("c1"), "created");
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 0);
+  EXPECT_EQ(ReadFile(out), "first\n");
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, UnknownIdIsAnErrorInRuncsJsonLogForEveryCommand) {
+  for (std::vector<std::string> command :
+       std::vector<std::vector<std::string>>{{"state", "nope"},
+                                             {"start", "nope"},
+                                             {"kill", "nope", "KILL"},
+                                             {"delete", "nope"},
+                                             {"pause", "nope"},
+                                             {"ps", "nope"}}) {
+    ProcessResult result = Runtime(command);
+    EXPECT_EQ(result.exit_code, 1) << command[0];
+    EXPECT_EQ(LastLoggedError(), "container \"nope\" does not exist") << command[0];
+  }
+  // runc's `delete --force` of a container that is not there succeeds.
+  EXPECT_EQ(Runtime({"delete", "--force", "nope"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, BundleWithoutRootfsIsRefusedLeavingNothing) {
+  std::string bundle = Bundle("b", {"echo", "x"});
+  std::filesystem::remove_all(bundle + "/rootfs");
+  std::string out = dir_.path() + "/out";
+  EXPECT_EQ(RuntimeTo({"create", "--bundle", bundle, "c1"}, out), 1);
+  EXPECT_NE(LastLoggedError().find("rootfs"), std::string::npos) << LastLoggedError();
+  EXPECT_NE(Runtime({"state", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, ConfigJsonThatDoesNotParseIsRefusedLeavingNothing) {
+  std::string bundle = Bundle("b", {"echo", "x"});
+  std::ofstream(bundle + "/config.json") << "{\"process\": {";
+  std::string out = dir_.path() + "/out";
+  EXPECT_EQ(RuntimeTo({"create", "--bundle", bundle, "c1"}, out), 1);
+  EXPECT_NE(LastLoggedError().find("config.json"), std::string::npos) << LastLoggedError();
+  EXPECT_NE(Runtime({"state", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, ProgramTheGuestLacksEndsTheContainerAtStart) {
+  pid_t pid = Create("c1", Bundle("b", {"/bin/no-such-program"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(Runtime({"start", "c1"}).exit_code, 1);
+  EXPECT_NE(LastLoggedError().find("could not start"), std::string::npos) << LastLoggedError();
+  EXPECT_EQ(WaitExit(pid), 127);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, ExecRunsAnotherProcessInTheVm) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  std::string process = dir_.path() + "/process.json";
+  std::ofstream(process) << json{{"args", {"echo", "exec'd"}}, {"cwd", "/"},
+                                 {"user", {{"uid", 0}, {"gid", 0}}}}
+                                .dump();
+  ProcessResult exec = Runtime({"exec", "--process", process, "c1"});
+  EXPECT_EQ(exec.exit_code, 0) << exec.err;
+  EXPECT_EQ(exec.out, "exec'd\n");
+  ProcessResult exit_code = Runtime({"exec", "c1", "exit", "3"});
+  EXPECT_EQ(exit_code.exit_code, 3) << exit_code.err;
+  EXPECT_EQ(Runtime({"delete", "--force", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
+}
+
+TEST_F(RuntimeTest, PauseAndResumeShowInTheState) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  ASSERT_EQ(Runtime({"pause", "c1"}).exit_code, 0);
+  EXPECT_EQ(Status("c1"), "paused");
+  EXPECT_EQ(Runtime({"pause", "c1"}).exit_code, 1);
+  ASSERT_EQ(Runtime({"resume", "c1"}).exit_code, 0);
+  EXPECT_EQ(Status("c1"), "running");
+  ASSERT_EQ(Runtime({"kill", "c1", "INT"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGINT);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, UnsupportedCommandsAreRefusedSayingSo) {
+  for (const char* command : {"update", "checkpoint", "restore"}) {
+    EXPECT_EQ(Runtime({command, "c1"}).exit_code, 1);
+    EXPECT_NE(LastLoggedError().find("does not support"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace ember::testing
