@@ -66,16 +66,16 @@ absl::Status MakePersistentTap(const std::string& name, uid_t owner, gid_t group
   return absl::OkStatus();
 }
 
+}  // namespace
+
 // nftables identifiers: the host veth's name with anything but letters, digits and '_' as '_'.
-std::string HostTableName(const std::string& host_veth) {
+std::string EgressTableName(const std::string& host_veth) {
   std::string name = "ember_" + host_veth;
   for (char& c : name) {
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   }
   return name;
 }
-
-}  // namespace
 
 CloneNetwork::CloneNetwork(CloneNetwork&& other) noexcept
     : spec_(std::move(other.spec_)),
@@ -115,8 +115,8 @@ absl::Status CloneNetwork::BuildInside() {
   EMBER_ASSIGN_OR_RETURN(ScopedNetns inside, Enter());
   EMBER_ASSIGN_OR_RETURN(RtNetlink netlink, RtNetlink::Open());
   EMBER_RETURN_IF_ERROR(netlink.SetUp("lo"));
-  EMBER_RETURN_IF_ERROR(MakePersistentTap(spec_.tap_name, spec_.tap_owner.value_or(0),
-                                           spec_.tap_group.value_or(0)));
+  EMBER_RETURN_IF_ERROR(
+      MakePersistentTap(spec_.tap_name, spec_.tap_owner.value_or(0), spec_.tap_group.value_or(0)));
   tap_made_ = true;
   if (spec_.tap_address)
     EMBER_RETURN_IF_ERROR(netlink.AddAddress(spec_.tap_name, *spec_.tap_address));
@@ -151,7 +151,7 @@ absl::Status CloneNetwork::BuildEgress() {
   }
   // On the host: the clone's veth address leaving by any other link takes that link's address,
   // as a real uplink needs (the world has no route back to the pool's subnet).
-  const std::string table = HostTableName(egress.host_veth());
+  const std::string table = EgressTableName(egress.host_veth());
   EMBER_RETURN_IF_ERROR(RunNft("table ip " + table +
                                " {\n"
                                "  chain postrouting {\n"

@@ -21,6 +21,9 @@ inline constexpr char kCloneEgressLink[] = "egress0";
 // Where named clone namespaces are mounted by default (beside `ip netns`'s /run/netns).
 inline constexpr char kCloneNetnsDir[] = "/run/ember/netns";
 
+// The host's nftables table (family ip) of the clone whose host veth is `host_veth`.
+[[nodiscard]] std::string EgressTableName(const std::string& host_veth);
+
 // What one clone's network is. Clones restored from one snapshot all get the same `tap_name`
 // and `tap_address` (their guests all have the deployed VM's address): each in a namespace of
 // its own, they cannot clash.
