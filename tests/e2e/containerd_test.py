@@ -23,6 +23,7 @@ class ContainerdTest(unittest.TestCase):
             raise unittest.SkipTest(reason)
         oci.lo_up()
         cls.base = tempfile.mkdtemp(prefix="ember-containerd-test-")
+        cls.caller_cgroups = oci.CallerCgroups(oci.Containerd.NAMESPACE)
         cls.runtime_config = oci.write_runtime_config(os.path.join(cls.base, "runtime.json"),
                                                       cls.base)
         cls.containerd = oci.Containerd(cls.base, cls.runtime_config)
@@ -39,6 +40,7 @@ class ContainerdTest(unittest.TestCase):
             # as a leak by the case) must not take the removal onto the snapshots beneath it.
             subprocess.run(["umount", "-R", "--lazy", cls.base], stderr=subprocess.DEVNULL)
             shutil.rmtree(cls.base, ignore_errors=True)
+            cls.caller_cgroups.remove_new()
 
     def setUp(self):
         ContainerdTest.serial += 1

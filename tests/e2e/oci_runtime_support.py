@@ -10,6 +10,7 @@
   kernel is configured.
 """
 
+import glob
 import hashlib
 import io
 import json
@@ -166,10 +167,12 @@ class Containerd:
     ember-runtime's config reaches it through the environment containerd passes to its shims
     and they to the runtime."""
 
+    NAMESPACE = "ember-test"
+
     def __init__(self, base, runtime_config):
         self.base = base
         self.socket = os.path.join(base, "containerd.sock")
-        self.namespace = "ember-test"
+        self.namespace = self.NAMESPACE
         self.runc_root = os.path.join(base, "runc-root")
         config = os.path.join(base, "containerd.toml")
         with open(config, "w") as f:
@@ -213,6 +216,26 @@ class Containerd:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+# --- Cgroups the callers leave ---------------------------------------------------------------
+
+class CallerCgroups:
+    """Parent cgroups that containerd's runc shim (one per containerd namespace) and podman (its
+    conmon's) make and leave, whatever the runtime: removed at the end of a test that made
+    them, kept when they were there before."""
+
+    def __init__(self, name):
+        self.pattern = f"/sys/fs/cgroup/*/{name}"
+        self.before = set(glob.glob(self.pattern))
+
+    def remove_new(self):
+        for made in set(glob.glob(self.pattern)) - self.before:
+            for path in glob.glob(made + "/*/") + [made]:
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass  # in use by another containerd or podman on the machine
 
 
 # --- Leak accounting ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ podman's defaults ask for rlimits above this sandbox's hard limits (RLIMIT_NOFIL
 RLIMIT_NPROC its own), which runc and ember-runtime alike must refuse to raise: the test's
 containers.conf asks for less."""
 
-import glob
 import os
 import shutil
 import subprocess
@@ -42,9 +41,7 @@ class PodmanTest(unittest.TestCase):
         cls.podman_args = ["podman", "--root", os.path.join(cls.base, "storage"),
                            "--runroot", os.path.join(cls.base, "run"),
                            "--storage-driver", "overlay"]
-        # podman (with any runtime) leaves the cgroup it puts conmon in; remove it after the
-        # test only when the test made it.
-        cls.podman_cgroups = [c for c in glob.glob("/sys/fs/cgroup/*/libpod_parent")]
+        cls.caller_cgroups = oci.CallerCgroups("libpod_parent")
         archive = oci.write_busybox_archive(os.path.join(cls.base, "busybox.tar"))
         cls.podman("load", "--input", archive, check=True)
         cls.serial = 0
@@ -53,12 +50,7 @@ class PodmanTest(unittest.TestCase):
     def tearDownClass(cls):
         if hasattr(cls, "base"):
             cls.podman("system", "reset", "--force")
-            for made in set(glob.glob("/sys/fs/cgroup/*/libpod_parent")) - set(cls.podman_cgroups):
-                for path in glob.glob(made + "/*/") + [made]:
-                    try:
-                        os.rmdir(path)
-                    except OSError:
-                        pass  # in use by another podman on the machine
+            cls.caller_cgroups.remove_new()
             subprocess.run(["umount", "-R", "--lazy", cls.base], stderr=subprocess.DEVNULL)
             shutil.rmtree(cls.base, ignore_errors=True)
 
