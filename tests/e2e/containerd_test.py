@@ -83,27 +83,50 @@ class ContainerdTest(unittest.TestCase):
         images = os.listdir(os.path.join(self.base, "image-cache", "images"))
         self.assertEqual(1, len([name for name in images if name.endswith(".ext4")]), images)
 
-    def test_task_kill_ends_a_running_container(self):
-        # `cat` with an open stdin runs until its input ends: a container that keeps running.
-        client = subprocess.Popen(self.containerd.run_args(oci.RUNTIME, self.id, "cat"),
+    def start_running(self, *command):
+        """`ctr run` of `command` in the background, once its task is RUNNING."""
+        client = subprocess.Popen(self.containerd.run_args(oci.RUNTIME, self.id, *command),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + oci.COMMAND_TIMEOUT
-            while "RUNNING" not in self.task_status():
-                if client.poll() is not None:
-                    self.fail("ctr run ended before the kill: " + client.communicate()[1])
-                self.assertLess(time.monotonic(), deadline, "the container never ran")
-                time.sleep(0.2)
-            client.stdin.write("through the VM\n")
-            client.stdin.flush()
-            self.containerd.ctr("task", "kill", "--signal", "SIGKILL", self.id, check=True)
-            out, err = client.communicate(timeout=oci.COMMAND_TIMEOUT)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.communicate()
+        self.addCleanup(self.end_client, client)
+        deadline = time.monotonic() + oci.COMMAND_TIMEOUT
+        while "RUNNING" not in self.task_status():
+            if client.poll() is not None:
+                self.fail("ctr run ended before it ran: " + client.communicate()[1])
+            self.assertLess(time.monotonic(), deadline, "the container never ran")
+            time.sleep(0.2)
+        return client
+
+    @staticmethod
+    def end_client(client):
+        if client.poll() is None:
+            client.kill()
+        client.communicate()
+
+    def test_task_kill_ends_a_running_container(self):
+        # The test guest's `sleep infinity` runs until a signal reaches it through the agent.
+        client = self.start_running("sleep", "infinity")
+        self.containerd.ctr("task", "kill", self.id, check=True)  # SIGTERM
+        out, err = client.communicate(timeout=oci.COMMAND_TIMEOUT)
+        self.assertEqual(128 + 15, client.returncode, err)
+        self.assert_no_container()
+
+    def test_task_kill_with_sigkill_ends_the_vm(self):
+        client = self.start_running("sleep", "infinity")
+        self.containerd.ctr("task", "kill", "--signal", "SIGKILL", self.id, check=True)
+        out, err = client.communicate(timeout=oci.COMMAND_TIMEOUT)
         self.assertEqual(128 + 9, client.returncode, err)
+        self.assert_no_container()
+
+    def test_task_exec_runs_a_process_in_a_running_container(self):
+        # `cat` with an open stdin runs until its input ends: a container that keeps running.
+        client = self.start_running("cat")
+        result = self.containerd.ctr("task", "exec", "--exec-id", "probe", self.id,
+                                     "echo", "from", "exec")
+        self.assertEqual((result.returncode, result.stdout), (0, "from exec\n"), result.stderr)
+        client.stdin.write("through the VM\n")
+        out, err = client.communicate(timeout=oci.COMMAND_TIMEOUT)  # closes stdin: cat ends
+        self.assertEqual((client.returncode, out), (0, "through the VM\n"), err)
         self.assert_no_container()
 
     def test_task_ls_and_container_rm_clean_up_a_detached_one(self):

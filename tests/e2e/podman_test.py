@@ -89,6 +89,21 @@ class PodmanTest(unittest.TestCase):
         self.assertEqual(7, result.returncode, result.stdout + result.stderr)
         self.assert_no_container()
 
+    def test_exec_and_stop_a_detached_container(self):
+        started = self.podman("--runtime", oci.RUNTIME, "run", "--detach", "--name", self.name,
+                              "--network", "none", oci.IMAGE_NAME, "sleep", "infinity")
+        self.assertEqual(0, started.returncode, started.stderr)
+        self.addCleanup(self.podman, "rm", "--force", self.name)
+        executed = self.podman("exec", self.name, "echo", "from", "exec")
+        self.assertEqual((executed.returncode, executed.stdout), (0, "from exec\n"),
+                         executed.stderr)
+        # SIGTERM through the agent ends the test guest's `sleep infinity`.
+        self.podman("stop", "--time", "60", self.name, check=True)
+        code = self.podman("inspect", "--format", "{{.State.ExitCode}}", self.name, check=True)
+        self.assertEqual("143", code.stdout.strip())
+        self.podman("rm", self.name, check=True)
+        self.assert_no_container()
+
 
 if __name__ == "__main__":
     oci.enter_private_namespaces()
