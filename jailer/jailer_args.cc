@@ -85,7 +85,9 @@ absl::StatusOr<CgroupSetting> ParseCgroup(const std::string& text) {
   size_t dot = setting.file.find('.');
   bool file_ok = dot != std::string::npos && dot > 0 && dot + 1 < setting.file.size();
   for (char c : setting.file) {
-    file_ok = file_ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.');
+    // Upper case for hugetlb's page sizes ("hugetlb.2MB.max"); never a '/'.
+    file_ok = file_ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '_' || c == '.');
   }
   if (!file_ok) {
     return Refuse("--cgroup", absl::StrCat("\"", setting.file,

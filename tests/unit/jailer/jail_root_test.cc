@@ -545,6 +545,35 @@ TEST_F(JailCgroupTest, V2PlacesTheBinaryInItsCgroup) {
   EXPECT_EQ(jailer.Wait(), 0) << jailer.err();
 }
 
+// The v2 path with a real controller: this host's v2 hierarchy carries only hugetlb (memory,
+// pids and cpu are bound to v1 hierarchies, and the kernel gives a controller to one hierarchy
+// at a time), so hugetlb stands in for them: enabled in every ancestor's subtree_control from
+// the root down, its limit written in the jail's own cgroup, the binary placed there.
+TEST_F(JailCgroupTest, V2EnablesItsControllerOnTheWayDownAndWritesTheLimit) {
+  auto mount = FindCgroup2Mount(Mounts());
+  if (!mount.ok()) GTEST_SKIP() << "no cgroup v2 hierarchy here: " << mount.status();
+  if (ReadFileOr(*mount + "/cgroup.controllers").find("hugetlb") == std::string::npos) {
+    GTEST_SKIP() << "the hugetlb controller is not on the v2 hierarchy " << *mount << " here";
+  }
+  std::string parent = "ember-jailer-test-" + std::to_string(getpid());
+  RecordForCleanup(*mount, parent);
+  Jailer jailer(Args({"--cgroup-version", "2", "--cgroup", "hugetlb.2MB.max=0",
+                      "--parent-cgroup", parent},
+                     {"--wait"}),
+                {});
+  if (ParseReport(jailer.ReadUntilReady())["end"] != "1") {
+    const int status = jailer.Wait();
+    FAIL() << "the jailer ended (" << status << "): " << jailer.err();
+  }
+  EXPECT_THAT(ReadFileOr(*mount + "/cgroup.subtree_control"), HasSubstr("hugetlb"));
+  EXPECT_THAT(ReadFileOr(*mount + "/" + parent + "/cgroup.subtree_control"), HasSubstr("hugetlb"));
+  std::string leaf = *mount + "/" + parent + "/" + id_;
+  EXPECT_EQ(ReadFileOr(leaf + "/hugetlb.2MB.max"), "0\n");
+  EXPECT_THAT(ReadFileOr("/proc/" + std::to_string(jailer.pid()) + "/cgroup"),
+              HasSubstr("0::/" + parent + "/" + id_ + "\n"));
+  EXPECT_EQ(jailer.Wait(), 0) << jailer.err();
+}
+
 TEST_F(JailCgroupTest, V2PidsLimitStopsForks) {
   auto mount = FindCgroup2Mount(Mounts());
   if (!mount.ok()) GTEST_SKIP() << "no cgroup v2 hierarchy here: " << mount.status();
