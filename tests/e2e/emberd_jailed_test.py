@@ -8,6 +8,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -431,6 +432,55 @@ class EmberdJailedTest(VmChecks, unittest.TestCase):
         for directory in dirs:
             self.assertFalse(os.path.exists(directory), directory)
         self.stub.Delete(api.DeleteRequest(vm_id="jcg"), timeout=30)
+
+    def test_jailed_vms_made_and_deleted_at_once_all_start_and_leave_no_cgroup(self):
+        """Jails made while other VMs' cgroups go (their parent emptied and refilled, a STOPPED
+        event of an id handled after that id was made again): every Create succeeds, and once
+        every VM is deleted no VM's cgroup is left in any hierarchy."""
+        mounts = set()
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                dash = fields.index("-")
+                if fields[dash + 1] == "cgroup" and {"memory", "pids", "cpu"} & set(
+                        fields[dash + 3].split(",")):
+                    mounts.add(fields[4])
+        if not mounts:
+            self.skipTest("this host has no cgroup v1 memory, pids or cpu hierarchy")
+        parent = f"ember-e2e-churn-{os.getpid()}"
+        self.emberd.close()
+        self.emberd = ec.Emberd(extra_args=[
+            "--jailer", os.path.join(ec.BUILD_DIR, "bin", "ember-jailer"),
+            "--jailer-id-base", str(ID_BASE), "--jailer-id-count", str(ID_COUNT),
+            "--chroot-base", self.base, "--cgroup-parent", parent])
+        self.stub = self.emberd.stub
+        self.addCleanup(lambda: [os.path.isdir(os.path.join(m, parent)) and
+                                 os.rmdir(os.path.join(m, parent)) for m in mounts])
+        failures = []
+
+        def churn(worker):
+            for round_ in range(6):
+                # The same id again and again: its last STOPPED may still be on its way.
+                vm_id = f"churn-{worker}"
+                try:
+                    self.stub.Create(api.CreateRequest(vm_id=vm_id, config=ec.config("idle")),
+                                     timeout=60)
+                    self.stub.Stop(api.StopRequest(vm_id=vm_id), timeout=60)
+                    self.stub.Delete(api.DeleteRequest(vm_id=vm_id), timeout=60)
+                except grpc.RpcError as error:
+                    failures.append(f"{vm_id} round {round_}: {error.code()} {error.details()}")
+                    return
+
+        threads = [threading.Thread(target=churn, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(failures, [])
+        left = [os.path.join(m, parent, d) for m in mounts if os.path.isdir(os.path.join(m, parent))
+                for d in os.listdir(os.path.join(m, parent))
+                if os.path.isdir(os.path.join(m, parent, d))]
+        self.assertEqual(left, [])
 
     def test_underscore_ids_are_refused(self):
         code, details = code_of(self.stub.Create,

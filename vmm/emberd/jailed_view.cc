@@ -259,6 +259,10 @@ class JailedView final : public VmmView {
   }
 
   ~JailedView() override {
+    // No VM is launched any more: the parent goes unless VMs that outlive emberd are in it.
+    for (const std::string& mount : cgroups_.mounts) {
+      ::rmdir((mount + "/" + cgroups_.parent).c_str());
+    }
     if (!exits_) return;
     {
       std::lock_guard lock(exits_->mu);
@@ -281,6 +285,7 @@ class JailedView final : public VmmView {
                              LaunchSpec* spec) override {
     // `config` is what the VMM will open (a clone's has its overrides applied).
     EMBER_RETURN_IF_ERROR(CheckJailable(config));
+    ForgetEarlierStops(spec->vm_id);
     EMBER_ASSIGN_OR_RETURN(const std::uint32_t id, TakeId(spec->vm_id, spec->vm_dir));
     if (restore == nullptr) {
       EMBER_RETURN_IF_ERROR(PrepareBoot(config, spec));
@@ -399,11 +404,15 @@ class JailedView final : public VmmView {
                                                      const std::string& vm_dir);
   // Marks the id a previous emberd gave `vm_id` (its kJailIdFile) as taken.
   void RecoverId(const std::string& vm_id);
-  // Removes `vm_id`'s cgroup from every hierarchy, and the parent once it is empty. Its tasks
+  // Removes `vm_id`'s cgroup from every hierarchy (never the parent, which other VMs' jailers
+  // may be making theirs in at any moment). Its tasks
   // have been reaped; the kernel may take a moment to let the cgroup go.
   void RemoveCgroup(const std::string& vm_id) const;
   // cgroup_sweeper_'s loop: removes a VM's cgroup once it is STOPPED, until stopping_.
   void SweepCgroups();
+  // Before `vm_id` is launched (again): a STOPPED event of an earlier VM of that id that the
+  // sweeper has not acted on yet must not remove the cgroup the new VM's jailer makes.
+  void ForgetEarlierStops(const std::string& vm_id);
   // `vm_id`'s uid, or nullopt if it has none.
   [[nodiscard]] std::optional<std::uint32_t> IdOf(const std::string& vm_id) const;
   // Writes the config the jailed VMM sees and names the files it needs in the jail.
@@ -434,6 +443,11 @@ class JailedView final : public VmmView {
   std::shared_ptr<EventHub::Watcher> exits_;  // every VM's events, for their STOPPED
   bool stopping_ = false;                     // guarded by exits_->mu
   std::thread cgroup_sweeper_;
+  // Held by the sweeper from its check of relaunched_ to its removal, and by
+  // ForgetEarlierStops: a launch never overtakes a removal it should have stopped.
+  std::mutex sweep_mu_;
+  // guarded by sweep_mu_: VMs launched again since the sweeper took its current events
+  std::set<std::string> relaunched_;
   mutable std::mutex mu_;
   std::map<std::string, std::uint32_t> vm_ids_;  // guarded by mu_: each VM's uid and gid
   std::set<std::uint32_t> taken_;                // guarded by mu_: the values of vm_ids_
@@ -601,7 +615,8 @@ void JailedView::RemoveCgroup(const std::string& vm_id) const {
       EMBER_LOG(kWarn) << "emberd: VM " << vm_id << "'s cgroup " << dir
                        << " is still there: " << std::strerror(errno);
     }
-    ::rmdir((mount + "/" + cgroups_.parent).c_str());  // fails while other VMs' are in it
+    // The parent stays: removed while empty, it could go between another VM's jailer finding
+    // it and making that VM's cgroup in it, failing that VM's Create.
   }
 }
 
@@ -612,15 +627,44 @@ void JailedView::SweepCgroups() {
     if (stopping_) return;
     std::deque<v1::Event> events;
     events.swap(exits_->queue);
+    if (exits_->overflowed) {
+      // Events were dropped: the cgroups of the VMs whose STOPPED was among them stay until
+      // those VMs are deleted (RemoveVm).
+      exits_->overflowed = false;
+      EMBER_LOG(kWarn) << "emberd: the cgroup sweeper fell behind; some stopped VMs keep their "
+                          "cgroup until they are deleted";
+    }
+    {
+      // Every launch from here on comes after these events.
+      std::lock_guard sweep(sweep_mu_);
+      relaunched_.clear();
+    }
     lock.unlock();
     for (const v1::Event& event : events) {
       // STOPPED, not EXITED: a VMM found gone when emberd restarts is STOPPED with no EXITED.
       if (event.kind() == v1::Event::STATE && event.state() == v1::Vm::STOPPED) {
-        RemoveCgroup(event.vm_id());
+        std::lock_guard sweep(sweep_mu_);
+        if (relaunched_.count(event.vm_id()) == 0) RemoveCgroup(event.vm_id());
       }
     }
     lock.lock();
   }
+}
+
+void JailedView::ForgetEarlierStops(const std::string& vm_id) {
+  if (!exits_) return;
+  {
+    // Those still queued: none of this launch's own can be among them yet.
+    std::lock_guard lock(exits_->mu);
+    std::erase_if(exits_->queue, [&](const v1::Event& event) {
+      return event.vm_id() == vm_id && event.kind() == v1::Event::STATE &&
+             event.state() == v1::Vm::STOPPED;
+    });
+  }
+  // Those the sweeper holds: it skips the VM from now on, and a removal it is making now
+  // ends before this returns (and so before the new VM's jailer makes its cgroup).
+  std::lock_guard sweep(sweep_mu_);
+  relaunched_.insert(vm_id);
 }
 
 std::optional<std::uint32_t> JailedView::IdOf(const std::string& vm_id) const {
