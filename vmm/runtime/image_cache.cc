@@ -1,9 +1,7 @@
 #include "vmm/runtime/image_cache.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <nettle/sha2.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -14,18 +12,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <fstream>
-#include <optional>
 #include <random>
-#include <sstream>
 #include <system_error>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "vmm/base/sibling_executable.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/runtime/image_cache_key.h"
 
 extern char** environ;
 
@@ -36,188 +32,6 @@ namespace fs = std::filesystem;
 
 // What ember-rootfs says on stderr when it refuses a tree; more is cut.
 constexpr size_t kMaxToolMessage = 4096;
-
-class KeyHash {
- public:
-  KeyHash() { sha256_init(&ctx_); }
-  void Add(absl::string_view bytes) {
-    // Each piece with its length, so that ("ab","c") and ("a","bc") differ.
-    uint64_t size = bytes.size();
-    sha256_update(&ctx_, sizeof size,
-                  reinterpret_cast<const uint8_t*>(&size));  // bytes of an integer
-    sha256_update(&ctx_, bytes.size(),
-                  reinterpret_cast<const uint8_t*>(bytes.data()));  // chars as bytes
-  }
-  std::string Hex() {
-    uint8_t digest[SHA256_DIGEST_SIZE];
-    sha256_digest(&ctx_, sizeof digest, digest);
-    return absl::BytesToHexString(
-        absl::string_view(reinterpret_cast<const char*>(digest), sizeof digest));  // bytes as chars
-  }
-
- private:
-  sha256_ctx ctx_;
-};
-
-// --- Mounts ---------------------------------------------------------------------------------
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string UnescapeMountField(absl::string_view field) {
-  std::string out;
-  for (size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size()) {
-      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 +
-                               (field[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += field[i];
-    }
-  }
-  return out;
-}
-
-struct MountEntry {
-  std::string fs_type;
-  std::string super_options;
-};
-
-// The mount at exactly `mount_point` (the last one, if mounts are stacked there), if any.
-absl::StatusOr<std::optional<MountEntry>> MountAt(const fs::path& mount_point) {
-  std::ifstream in("/proc/self/mountinfo");
-  if (!in) return base::ErrnoError("open", "/proc/self/mountinfo");
-  std::optional<MountEntry> found;
-  std::string line;
-  while (std::getline(in, line)) {
-    // "ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS"
-    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
-    if (fields.size() < 10 || UnescapeMountField(fields[4]) != mount_point.string()) continue;
-    auto dash = std::find(fields.begin() + 6, fields.end(), "-");
-    if (fields.end() - dash < 4) continue;
-    found = MountEntry{std::string(dash[1]), UnescapeMountField(dash[3])};
-  }
-  return found;
-}
-
-// Splits on `separator` where it is not escaped by a backslash (overlayfs escapes ',' and ':'
-// in its layer paths), removing the escapes.
-std::vector<std::string> SplitEscaped(absl::string_view text, char separator) {
-  std::vector<std::string> parts(1);
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '\\' && i + 1 < text.size()) {
-      parts.back() += text[++i];
-    } else if (text[i] == separator) {
-      parts.emplace_back();
-    } else {
-      parts.back() += text[i];
-    }
-  }
-  return parts;
-}
-
-struct Overlay {
-  std::vector<std::string> lower;
-  std::string upper;
-};
-
-// The layers of an overlayfs mount from its options, or nullopt when they cannot be read as
-// absolute paths (podman mounts with paths relative to its storage directory): such a root is
-// fingerprinted as a plain tree.
-std::optional<Overlay> OverlayLayers(const std::string& super_options) {
-  Overlay overlay;
-  for (const std::string& option : SplitEscaped(super_options, ',')) {
-    if (option.starts_with("lowerdir=")) {
-      for (std::string& dir : SplitEscaped(option.substr(9), ':')) overlay.lower.push_back(dir);
-    } else if (option.starts_with("lowerdir+=")) {
-      overlay.lower.push_back(option.substr(10));
-    } else if (option.starts_with("upperdir=")) {
-      overlay.upper = option.substr(9);
-    }
-  }
-  if (overlay.lower.empty()) return std::nullopt;
-  for (const std::string& dir : overlay.lower) {
-    if (dir.empty() || dir.front() != '/') return std::nullopt;
-  }
-  if (!overlay.upper.empty() && overlay.upper.front() != '/') return std::nullopt;
-  return overlay;
-}
-
-// --- Stat fingerprints ----------------------------------------------------------------------
-
-absl::Status AddEntry(KeyHash& hash, const std::string& relative, const struct stat& st, int dir_fd,
-                      const char* name) {
-  std::string record = absl::StrCat(relative, " ", st.st_mode, " ", st.st_uid, " ", st.st_gid);
-  if (S_ISREG(st.st_mode)) {
-    absl::StrAppend(&record, " ", st.st_size);
-    // An empty file's contents are known whatever its time: runtimes make them as mount points.
-    if (st.st_size != 0) absl::StrAppend(&record, " ", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
-  } else if (S_ISLNK(st.st_mode)) {
-    std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
-    ssize_t n = ::readlinkat(dir_fd, name, target.data(), target.size());
-    if (n < 0) return base::ErrnoError("readlinkat", relative);
-    target.resize(static_cast<size_t>(n));
-    absl::StrAppend(&record, " -> ", target);
-  } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
-    absl::StrAppend(&record, " ", st.st_rdev);  // overlayfs whiteouts are 0:0 devices
-  }
-  // A directory's own time changes with its entries, which are here themselves.
-  hash.Add(record);
-  return absl::OkStatus();
-}
-
-// Every entry below the directory open at `dir_fd`, in name order, without following
-// symlinks or reading files.
-absl::Status FingerprintTree(KeyHash& hash, int dir_fd, const std::string& relative) {
-  base::UniqueFd own(::dup(dir_fd));
-  if (!own) return base::ErrnoError("dup", relative);
-  DIR* dir = ::fdopendir(own.Get());
-  if (dir == nullptr) return base::ErrnoError("fdopendir", relative);
-  (void)own.Release();  // closedir closes it
-  std::vector<std::string> names;
-  errno = 0;
-  while (dirent* entry = ::readdir(dir)) {
-    absl::string_view name = entry->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  int read_errno = errno;
-  ::closedir(dir);
-  if (read_errno != 0) return base::ErrnoError(read_errno, "readdir", relative);
-  std::sort(names.begin(), names.end());
-  for (const std::string& name : names) {
-    std::string path = absl::StrCat(relative, "/", name);
-    struct stat st {};
-    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      return base::ErrnoError("fstatat", path);
-    }
-    EMBER_RETURN_IF_ERROR(AddEntry(hash, path, st, dir_fd, name.c_str()));
-    if (S_ISDIR(st.st_mode)) {
-      base::UniqueFd child(
-          ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!child) return base::ErrnoError("open", path);
-      EMBER_RETURN_IF_ERROR(FingerprintTree(hash, child.Get(), path));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status FingerprintDirectory(KeyHash& hash, const fs::path& dir) {
-  base::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return base::ErrnoError("open", dir.string());
-  return FingerprintTree(hash, fd.Get(), "");
-}
-
-// A file's identity without reading it: for the guest programs and overlay layers.
-absl::Status AddIdentity(KeyHash& hash, const fs::path& path, bool with_inode) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return base::ErrnoError("stat", path.string());
-  std::string record =
-      absl::StrCat(path.string(), " ", st.st_size, " ", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
-  if (with_inode) {
-    absl::StrAppend(&record, " ", st.st_dev, " ", st.st_ino, " ", st.st_ctim.tv_sec, ".",
-                    st.st_ctim.tv_nsec);
-  }
-  hash.Add(record);
-  return absl::OkStatus();
-}
 
 // --- Files and locks ------------------------------------------------------------------------
 
@@ -251,8 +65,9 @@ std::string RandomToken() {
       absl::Hex(static_cast<uint64_t>(device()) << 32 | device(), absl::kZeroPad16));
 }
 
+// A key as RootfsContentKey makes it: a hex SHA-256.
 bool IsHexKey(absl::string_view text) {
-  return text.size() == 2 * SHA256_DIGEST_SIZE && std::all_of(text.begin(), text.end(), [](char c) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
          });
 }
@@ -383,33 +198,9 @@ absl::StatusOr<ImageCache> ImageCache::Open(Options options) {
 }
 
 absl::StatusOr<std::string> ImageCache::ContentKey(const fs::path& rootfs_dir) const {
-  std::error_code ec;
-  fs::path root = fs::canonical(rootfs_dir, ec);
-  if (ec || !fs::is_directory(root, ec)) {
-    return absl::NotFoundError(absl::StrCat("rootfs: no directory at ", rootfs_dir.string()));
-  }
-  KeyHash hash;
-  hash.Add("ember image key v1");
   fs::path tool = ToolPath(options_);
-  for (const fs::path& program :
-       {tool, tool.parent_path() / "ember-init", tool.parent_path() / "ember-agent"}) {
-    EMBER_RETURN_IF_ERROR(AddIdentity(hash, program, /*with_inode=*/false));
-  }
-  EMBER_ASSIGN_OR_RETURN(std::optional<MountEntry> mount, MountAt(root));
-  std::optional<Overlay> overlay;
-  if (mount && mount->fs_type == "overlay") overlay = OverlayLayers(mount->super_options);
-  if (overlay) {
-    hash.Add("overlay");
-    for (const std::string& layer : overlay->lower) {
-      EMBER_RETURN_IF_ERROR(AddIdentity(hash, layer, /*with_inode=*/true));
-    }
-    hash.Add("upper");
-    if (!overlay->upper.empty()) EMBER_RETURN_IF_ERROR(FingerprintDirectory(hash, overlay->upper));
-  } else {
-    hash.Add("tree");
-    EMBER_RETURN_IF_ERROR(FingerprintDirectory(hash, root));
-  }
-  return hash.Hex();
+  return RootfsContentKey(
+      rootfs_dir, {tool, tool.parent_path() / "ember-init", tool.parent_path() / "ember-agent"});
 }
 
 absl::StatusOr<ImageLease> ImageCache::Acquire(const fs::path& rootfs_dir, bool writable,
