@@ -348,6 +348,63 @@ TEST_F(RuntimeTest, PauseAndResumeShowInTheState) {
   EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
 }
 
+// A network namespace made with `ip netns add` for one test (as CNI makes a pod's), gone with it.
+class ScopedNetns {
+ public:
+  ScopedNetns() : name_("ember-rt-" + std::to_string(::getpid())) {
+    ok_ = RunProcess({"/usr/sbin/ip", "netns", "add", name_}).exit_code == 0;
+  }
+  ~ScopedNetns() {
+    if (ok_) (void)RunProcess({"/usr/sbin/ip", "netns", "del", name_});
+  }
+  [[nodiscard]] bool ok() const { return ok_; }
+  [[nodiscard]] std::string path() const { return "/var/run/netns/" + name_; }
+  // `ip link show NAME` inside it: empty when there is no such link.
+  [[nodiscard]] std::string Link(const std::string& link) const {
+    ProcessResult shown = RunProcess({"/usr/sbin/ip", "-n", name_, "-o", "link", "show", link});
+    return shown.exit_code == 0 ? shown.out : "";
+  }
+
+ private:
+  std::string name_;
+  bool ok_ = false;
+};
+
+TEST_F(RuntimeTest, BundlesNetworkNamespaceGetsTheVmsTapUntilTheContainerGoes) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and taps";
+  ScopedNetns netns;
+  ASSERT_TRUE(netns.ok());
+  json network = {{"linux",
+                   {{"namespaces",
+                     {{{"type", "pid"}}, {{"type", "network"}, {"path", netns.path()}}}}}}};
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}, network), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  std::string tap = netns.Link("ember0");
+  EXPECT_NE(tap.find("ember0"), std::string::npos);
+  EXPECT_NE(tap.find("UP"), std::string::npos) << tap;
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  ASSERT_EQ(Runtime({"kill", "c1", "TERM"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGTERM);
+  EXPECT_EQ(netns.Link("ember0"), "");
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+TEST_F(RuntimeTest, DeleteRemovesTheTapOfASupervisorThatWasKilledOutright) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and taps";
+  ScopedNetns netns;
+  ASSERT_TRUE(netns.ok());
+  json network = {{"linux", {{"namespaces", {{{"type", "network"}, {"path", netns.path()}}}}}}};
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}, network), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_NE(netns.Link("ember0"), "");
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);  // no clean-up of its own; its VMM dies with it
+  EXPECT_EQ(WaitExit(pid), 1000 + SIGKILL);
+  EXPECT_EQ(Status("c1"), "stopped");
+  EXPECT_NE(netns.Link("ember0"), "");  // persistent: still there
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+  EXPECT_EQ(netns.Link("ember0"), "");
+}
+
 TEST_F(RuntimeTest, UnsupportedCommandsAreRefusedSayingSo) {
   for (const char* command : {"update", "checkpoint", "restore"}) {
     EXPECT_EQ(Runtime({command, "c1"}).exit_code, 1);

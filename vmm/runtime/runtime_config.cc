@@ -46,40 +46,25 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::string& text) {
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("runtime config: not a JSON object");
   }
-  absl::Status known = CheckKeys(j, "", {"vmm", "kernel", "initrd", "boot_args", "vcpus",
-                                         "memory_mib", "boot_timeout_ms", "image_cache_dir",
-                                         "rootfs_tool", "jailer"});
+  if (j.contains("jailer")) {
+    return Bad("jailer",
+               "is not supported yet: containers' VMMs run unjailed (docs/ember-runtime.md)");
+  }
+  absl::Status known = CheckKeys(j, "", {"vmm", "kernel", "initrd", "boot_args",
+                                         "boot_timeout_ms", "image_cache_dir", "rootfs_tool"});
   if (!known.ok()) return known;
   RuntimeConfig config;
   for (absl::Status s : {Take(j, "", "vmm", &config.vmm_path), Take(j, "", "kernel", &config.kernel),
                          Take(j, "", "initrd", &config.initrd),
                          Take(j, "", "boot_args", &config.boot_args),
-                         Take(j, "", "vcpus", &config.vcpus),
-                         Take(j, "", "memory_mib", &config.memory_mib),
                          Take(j, "", "boot_timeout_ms", &config.boot_timeout_ms),
                          Take(j, "", "image_cache_dir", &config.image_cache_dir),
                          Take(j, "", "rootfs_tool", &config.rootfs_tool)}) {
     if (!s.ok()) return s;
   }
-  if (auto jailer = j.find("jailer"); jailer != j.end() && !jailer->is_null()) {
-    if (!jailer->is_object()) return Bad("jailer", "is not an object");
-    absl::Status jailer_known =
-        CheckKeys(*jailer, "jailer.", {"enabled", "path", "uid", "gid", "chroot_base"});
-    if (!jailer_known.ok()) return jailer_known;
-    for (absl::Status s : {Take(*jailer, "jailer.", "enabled", &config.jailer.enabled),
-                           Take(*jailer, "jailer.", "path", &config.jailer.path),
-                           Take(*jailer, "jailer.", "uid", &config.jailer.uid),
-                           Take(*jailer, "jailer.", "gid", &config.jailer.gid),
-                           Take(*jailer, "jailer.", "chroot_base", &config.jailer.chroot_base)}) {
-      if (!s.ok()) return s;
-    }
-  }
-  if (config.vcpus < 1 || config.vcpus > 32) return Bad("vcpus", "must be 1-32");
-  if (config.memory_mib < 16) return Bad("memory_mib", "must be at least 16");
   if (config.boot_timeout_ms <= 0) return Bad("boot_timeout_ms", "must be positive");
   if (config.vmm_path.empty()) config.vmm_path = base::SiblingExecutable("ember-vmm");
   if (config.rootfs_tool.empty()) config.rootfs_tool = base::SiblingExecutable("ember-rootfs");
-  if (config.jailer.path.empty()) config.jailer.path = base::SiblingExecutable("ember-jailer");
   return config;
 }
 

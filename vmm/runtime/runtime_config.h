@@ -10,7 +10,9 @@ namespace ember::runtime {
 
 // The runtime's own settings: a JSON file (--config, else $EMBER_RUNTIME_CONFIG, else
 // /etc/ember/runtime.json when it exists; docs/ember-runtime.md lists the fields). Every field
-// is optional.
+// is optional. A VM's vCPUs and memory come from its bundle (bundle.h). `jailer` is refused:
+// containers' VMMs do not run through ember-jailer yet, and a setting that silently did
+// nothing would leave them unjailed unknown to the operator.
 struct RuntimeConfig {
   std::string vmm_path;     // ember-vmm; default: the one beside ember-runtime
   // The guest kernel when the bundle's annotations name none. Empty: ember-vmm's built-in test
@@ -18,19 +20,9 @@ struct RuntimeConfig {
   std::string kernel;
   std::string initrd;
   std::string boot_args;    // default: per kernel (see DefaultBootArgs)
-  std::uint32_t vcpus = 1;          // when the bundle's resources and annotations say nothing
-  std::uint32_t memory_mib = 256;
   int boot_timeout_ms = 120'000;    // VMM start to the agent's ready event
   std::string image_cache_dir = "/var/cache/ember/images";
   std::string rootfs_tool;          // ember-rootfs; default: beside ember-runtime
-  // ember-jailer: run each VMM through it when `jailer.enabled`.
-  struct Jailer {
-    bool enabled = false;
-    std::string path;               // default: beside ember-runtime
-    std::uint32_t uid = 0;
-    std::uint32_t gid = 0;
-    std::string chroot_base = "/srv/ember-runtime/jail";
-  } jailer;
 };
 
 // The config at `path`; InvalidArgument naming the field or the JSON error. A missing file is

@@ -111,14 +111,8 @@ absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch,
     if (!netns) return base::ErrnoError("open", "network namespace " + launch.netns_path);
   }
 
-  std::vector<std::string> args;
-  if (!launch.jailer_path.empty()) {
-    args.push_back(launch.jailer_path);
-    args.insert(args.end(), launch.jailer_args.begin(), launch.jailer_args.end());
-    args.push_back("--");
-  }
-  args.insert(args.end(), {launch.vmm_path, "--config-proto", launch.config_path, "--control-fd",
-                           std::to_string(kChildControlFd)});
+  std::vector<std::string> args = {launch.vmm_path, "--config-proto", launch.config_path,
+                                   "--control-fd", std::to_string(kChildControlFd)};
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);

@@ -22,9 +22,6 @@ struct VmmLaunch {
   std::string config_path;      // where the binary VmConfig is written (--config-proto)
   std::string output_path;      // the VMM's stdout and stderr: serial console and log
   std::string netns_path;       // "" none; else the VMM runs in that network namespace
-  // Through ember-jailer: its path and the arguments that go before `--` (empty: unjailed).
-  std::string jailer_path;
-  std::vector<std::string> jailer_args;
   int hello_timeout_ms = 30'000;
 };
 
