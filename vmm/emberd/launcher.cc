@@ -1,6 +1,7 @@
 #include "vmm/emberd/launcher.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <linux/close_range.h>
@@ -30,14 +31,15 @@ namespace {
 
 // The fd number ember-vmm finds its control socket at.
 constexpr int kChildControlFd = 3;
-// A request is strings each ended by a NUL: kRequestTag, the VM id, the number N of jail files,
+// A request is strings each ended by a NUL: kRequestTag, the VM id, the network namespace's
+// path (LaunchSpec::netns_path, often empty), the number N of jail files,
 // N pairs (the JailFile's How character followed by its jail name; its host path), the number M
 // of jailer option pairs, M pairs (flag, value), then ember-vmm's arguments; with the control and stderr fds attached (SCM_RIGHTS, in that order).
 // After those two come the LaunchSpec's files, if any; a jail file's host path "#I" names the
 // I-th of them.
 // The tag keeps a request from ever being empty, which on a SEQPACKET socket would read as
 // emberd closing it. Paths under the state dir keep a request far below kMaxRequest.
-constexpr char kRequestTag[] = "ember-spawn-v3";
+constexpr char kRequestTag[] = "ember-spawn-v4";
 constexpr std::size_t kMaxRequest = 64 * 1024;
 constexpr int kRequestFds = 2;
 // Where the helper keeps a request's files while it spawns: above every fd a VMM gets them at.
@@ -166,7 +168,8 @@ std::optional<gid_t> CheckJailerOptions(const JailIds& ids, const JailCgroups& c
 // on stderr_fd, the control socket at kChildControlFd, signals at their defaults.
 // Unjailed, the files at kFirstFileFd on (`file_fds`, which lie above them: kHeldFileFds).
 SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>& jail,
-                    const std::string& vm_id, const std::vector<std::string>& jailer_args,
+                    const std::string& vm_id, const std::string& netns_path,
+                    const std::vector<std::string>& jailer_args,
                     std::vector<std::string> vmm_args, int control_fd, int stderr_fd,
                     const std::vector<int>& file_fds) {
   std::vector<std::string> args = {binary};
@@ -177,6 +180,7 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
             jail->chroot_base,   "--pass-fd",      std::to_string(kChildControlFd)};
     if (jail->new_pid_ns) args.push_back("--new-pid-ns");
     if (jail->isolate) args.push_back("--isolate");
+    if (!netns_path.empty()) args.insert(args.end(), {"--netns", netns_path});
     args.insert(args.end(), jailer_args.begin(), jailer_args.end());
     if (std::find(jailer_args.begin(), jailer_args.end(), "--cgroup") != jailer_args.end()) {
       args.insert(args.end(), {"--cgroup-version", std::to_string(jail->cgroups.version),
@@ -228,7 +232,8 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
 // that ember-vmm is re-parented to the nearest subreaper, emberd. Reaping the middle process
 // before replying means the re-parenting is done by the time emberd reads the pid.
 SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<JailerConfig>& jail,
-                              const std::string& vm_id, gid_t vm_gid,
+                              const std::string& vm_id, const std::string& netns_path,
+                              gid_t vm_gid,
                               const std::vector<JailFile>& files,
                               const std::vector<std::string>& jailer_args,
                               std::vector<std::string> vmm_args, int control_fd, int stderr_fd,
@@ -250,9 +255,14 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
         }
       }
     }
+    // Unjailed, the VMM is spawned inside its clone network: the middle process joins it.
+    if (reply.error == 0 && !jail && !netns_path.empty()) {
+      base::UniqueFd netns(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!netns || ::setns(netns.Get(), CLONE_NEWNET) != 0) reply = SpawnReply{errno, 0, 0};
+    }
     if (reply.error == 0) {
-      reply = SpawnVmm(binary, jail, vm_id, jailer_args, std::move(vmm_args), control_fd,
-                       stderr_fd, file_fds);
+      reply = SpawnVmm(binary, jail, vm_id, netns_path, jailer_args, std::move(vmm_args),
+                       control_fd, stderr_fd, file_fds);
     }
     ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
     ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
@@ -324,6 +334,7 @@ std::optional<ReceivedRequest> ReceiveRequest(int socket, std::vector<char>& buf
 // A request's meaning, once every part of it passed the fork server's checks.
 struct SpawnRequest {
   std::string vm_id;
+  std::string netns_path;
   std::vector<JailFile> files;
   std::vector<std::string> jailer_args;
   gid_t vm_gid = 0;
@@ -334,9 +345,21 @@ struct SpawnRequest {
 // emberd may ask for (a jail id outside ember-jailer's alphabet, an identity outside the range).
 std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
                                               const std::vector<int>& file_fds,
-                                              const std::optional<JailerConfig>& jail) {
+                                              const std::optional<JailerConfig>& jail,
+                                              const std::string& clone_netns_dir) {
   std::size_t count = 0;
-  if (args.size() < 3 || args[0] != kRequestTag) return std::nullopt;
+  if (args.size() < 4 || args[0] != kRequestTag) return std::nullopt;
+  // A network namespace only from the clone network directory: a file directly in it.
+  std::string netns_path = std::move(args[2]);
+  args.erase(args.begin() + 2);
+  if (!netns_path.empty()) {
+    const std::string prefix = clone_netns_dir + "/";
+    const std::string name = netns_path.substr(std::min(netns_path.size(), prefix.size()));
+    if (clone_netns_dir.empty() || netns_path.rfind(prefix, 0) != 0 || name.empty() ||
+        name == "." || name == ".." || name.find('/') != std::string::npos) {
+      return std::nullopt;
+    }
+  }
   {
     auto [end, ec] = std::from_chars(args[2].data(), args[2].data() + args[2].size(), count);
     if (ec != std::errc() || end != args[2].data() + args[2].size() ||
@@ -395,6 +418,7 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
     request.vm_gid = *vm_gid;
   }
   request.vm_id = args[1];
+  request.netns_path = std::move(netns_path);
   args.erase(args.begin(),
              args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
   request.vmm_args = std::move(args);
@@ -403,7 +427,8 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
 
 // The helper's loop: one request, one spawn, one reply, until emberd closes its end.
 [[noreturn]] void ServeSpawns(base::UniqueFd socket, const std::string& binary,
-                              const std::optional<JailerConfig>& jail, pid_t emberd) {
+                              const std::optional<JailerConfig>& jail,
+                              const std::string& clone_netns_dir, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != emberd) ::_exit(0);  // emberd died before the line above
   // Whatever emberd's own parent left open without close-on-exec (a service manager's or a
@@ -421,10 +446,12 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
     SpawnReply reply{kMalformed, 0, 0};
     std::optional<SpawnRequest> request;
     if (received->whole) {
-      request = ParseSpawnRequest(std::move(received->args), received->file_fds, jail);
+      request = ParseSpawnRequest(std::move(received->args), received->file_fds, jail,
+                                  clone_netns_dir);
     }
     if (request) {
-      reply = SpawnThroughMiddle(binary, jail, request->vm_id, request->vm_gid, request->files,
+      reply = SpawnThroughMiddle(binary, jail, request->vm_id, request->netns_path,
+                                 request->vm_gid, request->files,
                                  request->jailer_args, std::move(request->vmm_args),
                                  received->fds[0].Get(), received->fds[1].Get(),
                                  received->file_fds);
@@ -457,7 +484,7 @@ std::string JailerConfig::JailRoot(const std::string& vmm_binary, const std::str
 }
 
 absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
-    std::string binary, std::optional<JailerConfig> jailer) {
+    std::string binary, std::optional<JailerConfig> jailer, std::string clone_netns_dir) {
   if (std::size_t threads = ThreadCount(); threads != 1) {
     return absl::FailedPreconditionError(
         "the fork server must start while emberd has one thread; it has " +
@@ -479,7 +506,7 @@ absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
   if (helper < 0) return base::ErrnoError("fork", "fork server");
   if (helper == 0) {
     ours.Reset();
-    ServeSpawns(std::move(theirs), binary, jailer, emberd);
+    ServeSpawns(std::move(theirs), binary, jailer, clone_netns_dir, emberd);
   }
   return std::unique_ptr<ForkServerLauncher>(
       new ForkServerLauncher(std::move(binary), std::move(ours), helper));
@@ -487,7 +514,8 @@ absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
 
 absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
   std::string request(kRequestTag, sizeof(kRequestTag));  // with its NUL
-  std::vector<std::string> fields = {spec.vm_id, std::to_string(spec.jail_files.size())};
+  std::vector<std::string> fields = {spec.vm_id, spec.netns_path,
+                                     std::to_string(spec.jail_files.size())};
   for (const JailFile& file : spec.jail_files) {
     fields.push_back(static_cast<char>(file.how) + file.jail_name);
     if (file.file >= 0 && static_cast<std::size_t>(file.file) >= spec.files.size()) {

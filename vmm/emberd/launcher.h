@@ -103,6 +103,11 @@ struct LaunchSpec {
   // --device, --tap, --resource-limit and --cgroup (only the limits JailedView sets; the fork
   // server refuses any other flag).
   std::vector<std::string> jailer_args;
+  // The network namespace the VMM runs in: a clone network's mount (CloneNetworkServer), which
+  // must lie in the fork server's clone network directory. Jailed, ember-jailer joins it
+  // (--netns, with --isolate's new ipc and uts namespaces) and takes over its taps (--tap);
+  // unjailed, the VMM is spawned inside it. Empty: emberd's namespace, or the jail's own.
+  std::string netns_path;
 };
 
 // How emberd starts an ember-vmm. The seam for the jailer: a jailed launch execs ember-jailer
@@ -136,8 +141,11 @@ class ForkServerLauncher : public VmmLauncher {
   // With `jailer`, the helper execs ember-jailer with `binary` as its --exec-file instead of
   // `binary` itself: without --new-pid-ns the jailer becomes ember-vmm (same pid); with it, the
   // pid is the jailer's foreground parent, which mirrors ember-vmm's exit.
+  // `clone_netns_dir` (absolute): where LaunchSpec::netns_path may lie; empty: nowhere, every
+  // VMM runs in emberd's namespace or its jail's own.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ForkServerLauncher>> Start(
-      std::string binary, std::optional<JailerConfig> jailer = std::nullopt);
+      std::string binary, std::optional<JailerConfig> jailer = std::nullopt,
+      std::string clone_netns_dir = "");
 
   // Any thread; launches are serialised (one spawn takes about a millisecond).
   [[nodiscard]] absl::StatusOr<pid_t> Launch(const LaunchSpec& spec) override;
