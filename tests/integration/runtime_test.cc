@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,9 +49,13 @@ std::vector<pid_t> ProcessesMentioning(const std::string& text) {
   return pids;
 }
 
-int MountCount() {
-  std::string mounts = ReadFile("/proc/self/mountinfo");
-  return static_cast<int>(std::count(mounts.begin(), mounts.end(), '\n'));
+// The mounts whose line mentions `text`. Only ours are counted: other programs on the host
+// mount and unmount as they please while a test runs.
+int MountsMentioning(const std::string& text) {
+  std::istringstream mounts(ReadFile("/proc/self/mountinfo"));
+  int count = 0;
+  for (std::string line; std::getline(mounts, line);) count += line.find(text) != std::string::npos;
+  return count;
 }
 
 // A started command whose stdout and stderr go to files (as the shim's fifos would: the
@@ -70,14 +75,14 @@ class RuntimeTest : public ::testing::Test {
     std::ofstream(config_) << json{{"image_cache_dir", dir_.path() + "/cache"},
                                    {"boot_timeout_ms", 120000}}
                                   .dump();
-    mounts_before_ = MountCount();
+    mounts_before_ = MountsMentioning(dir_.path()) + MountsMentioning(NetnsName());
   }
 
   void TearDown() override {
     if (::testing::Test::IsSkipped()) return;
     // Nothing left behind: no supervisor or VMM of ours, no mount, no state directory.
     EXPECT_EQ(ProcessesMentioning(root_), std::vector<pid_t>{});
-    EXPECT_EQ(MountCount(), mounts_before_);
+    EXPECT_EQ(MountsMentioning(dir_.path()) + MountsMentioning(NetnsName()), mounts_before_);
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(root_, ec)) {
       ADD_FAILURE() << "left in the state directory: " << entry.path();
@@ -163,6 +168,8 @@ class RuntimeTest : public ::testing::Test {
   }
 
   std::string log_path() const { return dir_.path() + "/log.json"; }
+  // The network namespace a test may make (ScopedNetns).
+  static std::string NetnsName() { return "ember-rt-" + std::to_string(::getpid()); }
 
   // The last error line of the --log file.
   std::string LastLoggedError() const {
@@ -351,7 +358,7 @@ TEST_F(RuntimeTest, PauseAndResumeShowInTheState) {
 // A network namespace made with `ip netns add` for one test (as CNI makes a pod's), gone with it.
 class ScopedNetns {
  public:
-  ScopedNetns() : name_("ember-rt-" + std::to_string(::getpid())) {
+  explicit ScopedNetns(std::string name) : name_(std::move(name)) {
     ok_ = RunProcess({"/usr/sbin/ip", "netns", "add", name_}).exit_code == 0;
   }
   ~ScopedNetns() {
@@ -372,7 +379,7 @@ class ScopedNetns {
 
 TEST_F(RuntimeTest, BundlesNetworkNamespaceGetsTheVmsTapUntilTheContainerGoes) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and taps";
-  ScopedNetns netns;
+  ScopedNetns netns(NetnsName());
   ASSERT_TRUE(netns.ok());
   json network = {{"linux",
                    {{"namespaces",
@@ -391,7 +398,7 @@ TEST_F(RuntimeTest, BundlesNetworkNamespaceGetsTheVmsTapUntilTheContainerGoes) {
 
 TEST_F(RuntimeTest, DeleteRemovesTheTapOfASupervisorThatWasKilledOutright) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and taps";
-  ScopedNetns netns;
+  ScopedNetns netns(NetnsName());
   ASSERT_TRUE(netns.ok());
   json network = {{"linux", {{"namespaces", {{{"type", "network"}, {"path", netns.path()}}}}}}};
   pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}, network), dir_.path() + "/out");
