@@ -191,6 +191,14 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
     if (::chdir("/") != 0) ::_exit(1);
     ::close(report[0]);
     if (::dup2(report[1], 3) < 0) ::_exit(1);
+    if (!spec.console_socket.empty()) {
+      // The workload's stdio is the console's pty. runc's callers (containerd's shim) read
+      // create's stdout and stderr until they close: holding them would hang create.
+      int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(null, 1) < 0 || ::dup2(null, 2) < 0) {
+        ::_exit(1);
+      }
+    }
     ::close_range(4, ~0U, 0);
     RuntimeLog supervisor_log = log;
     supervisor_log.set_stderr(false);
