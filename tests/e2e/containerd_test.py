@@ -5,6 +5,7 @@ cat, exit N): no Linux guest runs on these machines. After each case nothing is 
 process, mount, network link, cgroup or image lease of the test's."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -75,6 +76,17 @@ class ContainerdTest(unittest.TestCase):
     def test_exit_status_is_the_workloads(self):
         result = self.ember_run("exit", "7")
         self.assertEqual(7, result.returncode, result.stdout + result.stderr)
+        self.assert_no_container()
+
+    def test_terminal_run_prints_through_the_console_socket(self):
+        # ctr run --tty needs a terminal of its own: script(1) gives it one. The shim passes
+        # --console-socket and reads create's output until it closes.
+        args = self.containerd.run_args(oci.RUNTIME, self.id, "echo", "over", "a", "tty",
+                                        extra=["--tty"])
+        result = oci.run(["script", "--quiet", "--return", "--command", shlex.join(args),
+                          "/dev/null"], stdin=subprocess.PIPE)
+        self.assertEqual(0, result.returncode, result.stdout + result.stderr)
+        self.assertIn("over a tty", result.stdout)
         self.assert_no_container()
 
     def test_second_container_of_an_image_reuses_its_image(self):
