@@ -219,7 +219,7 @@ absl::StatusOr<ImageLease> ImageCache::Acquire(const fs::path& rootfs_dir, bool 
   EMBER_RETURN_IF_ERROR(MakeDirectory(key_leases));
   ImageLease lease;
   std::string token = RandomToken();
-  lease.id = absl::StrCat(key, "/", token);
+  lease.id = (key_leases / token).string();
   const fs::path lease_dir = key_leases / token;
   if (::mkdir(lease_dir.c_str(), 0700) != 0) return base::ErrnoError("mkdir", lease_dir.string());
   absl::Status made = [&]() -> absl::Status {
@@ -244,13 +244,18 @@ absl::StatusOr<ImageLease> ImageCache::Acquire(const fs::path& rootfs_dir, bool 
 }
 
 absl::Status ImageCache::Release(const std::string& lease_id) {
-  std::vector<std::string> parts = absl::StrSplit(lease_id, '/');
-  if (parts.size() != 2 || !IsHexKey(parts[0]) || parts[1].empty() ||
-      parts[1].find_first_not_of("0123456789abcdef") != std::string::npos) {
+  // CACHE/leases/KEY/TOKEN: the cache is the one the lease names, not this one's directory.
+  const fs::path lease(lease_id);
+  const std::string token = lease.filename().string();
+  const std::string key = lease.parent_path().filename().string();
+  const fs::path leases = lease.parent_path().parent_path();
+  if (!lease.is_absolute() || lease.lexically_normal() != lease || leases.filename() != "leases" ||
+      !IsHexKey(key) || token.empty() ||
+      token.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("image lease \"", lease_id, "\": malformed"));
   }
-  EMBER_ASSIGN_OR_RETURN(FileLock lock, FileLock::Exclusive(options_.dir / "locks" / parts[0]));
-  return RemoveLease(options_.dir / "leases" / parts[0] / parts[1]);
+  EMBER_ASSIGN_OR_RETURN(FileLock lock, FileLock::Exclusive(leases.parent_path() / "locks" / key));
+  return RemoveLease(lease);
 }
 
 absl::StatusOr<uint64_t> ImageCache::EvictUnused() {

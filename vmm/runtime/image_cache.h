@@ -9,7 +9,9 @@
 namespace ember::runtime {
 
 // A container's hold on a guest root image. `id` is what Release takes: the runtime keeps it
-// in the container's state (it is plain text, "KEY/TOKEN").
+// in the container's state. It is the lease's directory (CACHE/leases/KEY/TOKEN), so Release
+// finds the cache from it whatever cache directory the releasing process was configured with
+// (podman runs `delete` without the --runtime-flag options it gave `create`).
 struct ImageLease {
   std::string id;
   // The ext4 image the VM's root drive opens. For a read-only lease it is the cache's shared
@@ -64,8 +66,9 @@ class ImageCache {
                                                    bool writable,
                                                    const std::filesystem::path& holder = {});
 
-  // Ends a lease: removes its directory (and a writable lease's copy). An id already released
-  // is OK, so `delete` can be retried; a malformed id is InvalidArgument.
+  // Ends a lease, in the cache its id names (which may be another directory than this
+  // cache's): removes its directory (and a writable lease's copy). An id already released is
+  // OK, so `delete` can be retried; anything not shaped as a lease's path is InvalidArgument.
   [[nodiscard]] absl::Status Release(const std::string& lease_id);
 
   // Removes every image no live lease holds (and stale leases, see Acquire). Returns the

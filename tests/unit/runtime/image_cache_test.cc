@@ -210,8 +210,25 @@ TEST_F(ImageCacheTest, ReleaseTwiceIsOkAndAMalformedIdIsRefused) {
   EXPECT_TRUE(cache.Release(lease->id).ok());
   EXPECT_TRUE(cache.Release(lease->id).ok());
   EXPECT_EQ(cache.Release("../../etc").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(cache.Release(std::string(64, 'a') + "/../x").code(),
+  EXPECT_EQ(cache.Release(std::string(64, 'a') + "/0123").code(),
+            absl::StatusCode::kInvalidArgument);  // relative
+  EXPECT_EQ(cache.Release("/etc/leases/" + std::string(64, 'a') + "/../../passwd").code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      cache.Release((tmp() / "cache" / "images" / std::string(64, 'a') / "0123").string()).code(),
+      absl::StatusCode::kInvalidArgument);  // not under leases/
+}
+
+TEST_F(ImageCacheTest, LeaseIsReleasedThroughACacheOpenedElsewhere) {
+  ImageCache cache = Open();
+  auto lease = cache.Acquire(tree(), /*writable=*/true);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  // A `delete` run with another configuration opens another cache directory.
+  auto other = ImageCache::Open({.dir = tmp() / "other-cache", .ember_rootfs = {}, .work_dir = {}});
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE(other->Release(lease->id).ok());
+  EXPECT_FALSE(fs::exists(lease->image));
+  EXPECT_GT(*cache.EvictUnused(), 0u);  // nothing holds the image any more
 }
 
 TEST_F(ImageCacheTest, MissingRootfsIsNotFound) {
