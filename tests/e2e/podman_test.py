@@ -33,11 +33,8 @@ class PodmanTest(unittest.TestCase):
                     '[engine]\n'
                     'cgroup_manager = "cgroupfs"\n'
                     'events_logger = "file"\n'
-                    f'tmp_dir = "{cls.base}/tmp"\n'
-                    # conmon runs `create`; podman itself runs start, kill and delete
-                    f'env = ["EMBER_RUNTIME_CONFIG={cls.runtime_config}"]\n')
-        cls.env = dict(os.environ, CONTAINERS_CONF=conf,
-                       EMBER_RUNTIME_CONFIG=cls.runtime_config)
+                    f'tmp_dir = "{cls.base}/tmp"\n')
+        cls.env = dict(os.environ, CONTAINERS_CONF=conf)
         cls.podman_args = ["podman", "--root", os.path.join(cls.base, "storage"),
                            "--runroot", os.path.join(cls.base, "run"),
                            "--storage-driver", "overlay"]
@@ -66,8 +63,15 @@ class PodmanTest(unittest.TestCase):
     def tearDown(self):
         self.assertEqual({}, self.leaks.leaks(), f"left behind by {self.name}")
 
+    def ember_args(self):
+        """podman's flags for ember-runtime. podman passes on none of its environment to the
+        runtime, so the runtime's config goes as its global --config flag (which podman gives
+        every command but `delete`: the image lease's id names its cache)."""
+        return ["--runtime", oci.RUNTIME, "--runtime-flag", "config=" + self.runtime_config]
+
     def run_container(self, runtime, *command):
-        return self.podman("--runtime", runtime, "run", "--rm", "--name", self.name,
+        runtime_args = self.ember_args() if runtime == oci.RUNTIME else ["--runtime", runtime]
+        return self.podman(*runtime_args, "run", "--rm", "--name", self.name,
                            "--network", "none", oci.IMAGE_NAME, *command)
 
     def assert_no_container(self):
@@ -83,6 +87,10 @@ class PodmanTest(unittest.TestCase):
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertEqual("hello\n", result.stdout)
         self.assert_no_container()
+        # The runtime read the test's config (through conmon's environment): its image is in
+        # the test's cache.
+        images = os.listdir(os.path.join(self.base, "image-cache", "images"))
+        self.assertTrue([name for name in images if name.endswith(".ext4")], images)
 
     def test_exit_status_is_the_workloads(self):
         result = self.run_container(oci.RUNTIME, "exit", "7")
@@ -90,7 +98,7 @@ class PodmanTest(unittest.TestCase):
         self.assert_no_container()
 
     def test_exec_and_stop_a_detached_container(self):
-        started = self.podman("--runtime", oci.RUNTIME, "run", "--detach", "--name", self.name,
+        started = self.podman(*self.ember_args(), "run", "--detach", "--name", self.name,
                               "--network", "none", oci.IMAGE_NAME, "sleep", "infinity")
         self.assertEqual(0, started.returncode, started.stderr)
         self.addCleanup(self.podman, "rm", "--force", self.name)
