@@ -87,6 +87,20 @@ uint32_t agent_ready_event(struct agent_state *s, uint8_t *buf) {
   return len;
 }
 
+/* A payload "spin:<ms>:..." keeps the handler busy for about <ms> milliseconds of TSC time
+ * before it answers, for the host's tests of a handler that outlives its timeout. Returns the
+ * milliseconds, 0 for any other payload. */
+static uint64_t spin_ms(const uint8_t *payload, uint32_t len) {
+  static const char prefix[] = "spin:";
+  const uint32_t n = sizeof(prefix) - 1;
+  if (len <= n || memcmp(payload, prefix, n) != 0) return 0;
+  uint64_t ms = 0;
+  for (uint32_t i = n; i < len && payload[i] >= '0' && payload[i] <= '9' && ms < 3600000; i++) {
+    ms = ms * 10 + (uint64_t)(payload[i] - '0');
+  }
+  return ms;
+}
+
 /* The fixed handler agent.proto names: the payload's bytes reversed, in one last result. */
 static int invoke(const uint8_t *body, uint32_t len, agent_send_fn send, void *ctx,
                   const char **reason) {
@@ -104,6 +118,12 @@ static int invoke(const uint8_t *body, uint32_t len, agent_send_fn send, void *c
   }
   if (r.error)
     return agent_send_error(AGENT_INVALID_ARGUMENT, "malformed InvokeRequest", send, ctx, reason);
+  uint64_t spin = spin_ms(payload, payload_len);
+  if (spin != 0) {
+    uint64_t until = rdtsc() + spin * (TSC_PER_SECOND / 1000);
+    while (rdtsc() < until) {
+    }
+  }
   for (uint32_t i = 0; i < payload_len; i++) reversed[i] = payload[payload_len - 1 - i];
   struct pb_writer w = pb_writer_of(inner_buf, sizeof(inner_buf));
   pb_put_bytes(&w, 1, reversed, payload_len);
