@@ -34,6 +34,8 @@
 #include "vmm/emberd/store.h"
 #include "vmm/emberd/tls_credentials.h"
 #include "vmm/emberd/unix_socket.h"
+#include "vmm/emberd/functions/function_manager.h"
+#include "vmm/emberd/functions/functions_service.h"
 #include "vmm/emberd/vm_manager.h"
 
 namespace ember::emberd {
@@ -62,6 +64,9 @@ constexpr char kUsage[] =
   "                     /srv/ember; giving one replaces it. Others get INVALID_ARGUMENT\n"
     "  --vmm PATH         the ember-vmm binary (default: next to emberd)\n"
     "  --max-vms N        live VMs at most (default 1024)\n"
+    "  --fn-max-in-flight N\n"
+    "                     function invocations in flight on the host at most (default 64);\n"
+    "                     more are RESOURCE_EXHAUSTED at once\n"
     "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
     "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
     "  --no-jail          run each ember-vmm UNJAILED: as root, with all capabilities, in\n"
@@ -111,6 +116,7 @@ struct Flags {
   std::vector<std::string> allow_dirs;  // empty: kDefaultAllowDir
   std::string vmm;
   std::size_t max_vms = 1024;
+  std::uint32_t fn_max_in_flight = 64;
   std::string log_level;
   std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
   std::string jailer;
@@ -173,6 +179,9 @@ Flags ParseFlags(int argc, char** argv) {
       auto mode = ParseSeccompFlag(value());
       if (!mode.ok()) Fail(std::string(mode.status().message()));
       flags.seccomp = *mode;
+    }
+    else if (arg == "--fn-max-in-flight") {
+      flags.fn_max_in_flight = ParseId("--fn-max-in-flight", value());
     }
     else if (arg == "--max-vms") {
       std::string text = value();
@@ -423,15 +432,33 @@ int Main(int argc, char** argv) {
   ::sigaction(SIGTERM, &on_stop, nullptr);
   ::sigaction(SIGINT, &on_stop, nullptr);
   base::PathRules paths = OpenPathRules(flags.allow_dirs);
-  options.paths = &paths;
+  // The VMMs may also use the root images emberd keeps for functions, which API requests
+  // cannot name (the API's rules stay `paths`).
+  auto image_dir = functions::MakeImageDir(options.state_dir);
+  if (!image_dir.ok()) Fail(std::string(image_dir.status().message()));
+  std::vector<std::string> vmm_dirs = paths.Dirs();
+  vmm_dirs.push_back(*image_dir);
+  auto vmm_paths = base::PathRules::Open(vmm_dirs);
+  if (!vmm_paths.ok()) Fail(std::string(vmm_paths.status().message()));
+  options.paths = &*vmm_paths;
   auto manager = VmManager::Create(options, std::move(*launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
+  functions::FunctionOptions fn_options;
+  fn_options.state_dir = options.state_dir;
+  fn_options.image_dir = *image_dir;
+  fn_options.max_in_flight = flags.fn_max_in_flight;
+  fn_options.jailed = jail.has_value();
+  fn_options.paths = &paths;
+  auto functions = functions::FunctionManager::Create(fn_options, **manager);
+  if (!functions.ok()) Fail(std::string(functions.status().message()));
+  if (auto s = (*functions)->Recover(); !s.ok()) Fail(std::string(s.message()));
 
   std::error_code error;
   std::filesystem::create_directories(std::filesystem::path(flags.socket).parent_path(), error);
   ::unlink(flags.socket.c_str());
   ApiService service(**manager, paths);
+  functions::FunctionsService functions_service(**functions, paths);
   grpc::ServerBuilder builder;
   // The socket is created under this umask, so it is 0600 from the start.
   mode_t old_umask = ::umask(0177);
@@ -452,6 +479,7 @@ int Main(int argc, char** argv) {
     builder.AddListeningPort(flags.tcp, *credentials);
   }
   builder.RegisterService(&service);
+  builder.RegisterService(&functions_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old_umask);
   if (!server) Fail("cannot listen on " + flags.socket + (flags.tcp.empty() ? "" : " / " + flags.tcp));

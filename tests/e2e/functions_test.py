@@ -1,0 +1,333 @@
+"""End-to-end tests of emberd's Functions API (deploy once, invoke from snapshots, warm pools)
+through an independent Python gRPC client, with the test guest's `agent` scenario playing the
+function (its handler returns the payload reversed; "spin:N" first keeps it busy ~N ms). Real
+emberd, real restores, real vsock. One emberd (--no-jail: a jailed VMM has no host vsock
+socket yet) serves the tests of a class. Guest-side work is emulated here (DESIGN.md), so the
+tests check what is answered, never how fast."""
+import os
+import re
+import signal
+import threading
+import time
+import unittest
+
+import ember_unittest
+import ember_client as ec
+from ember_client import api, api_grpc, grpc
+
+
+def reversed_bytes(payload):
+    return bytes(reversed(payload))
+
+
+def code_of(call, request, timeout=60):
+    try:
+        call(request, timeout=timeout)
+    except grpc.RpcError as error:
+        return error.code(), error.details()
+    return grpc.StatusCode.OK, ""
+
+
+class FunctionsFixture:
+    """Helpers over self.emberd / self.fn (a FunctionsStub)."""
+
+    @classmethod
+    def start_emberd(cls):
+        cls.emberd = ec.Emberd(extra_args=["--no-jail"])
+        cls.fn = api_grpc.FunctionsStub(cls.emberd.channel)
+        cls.image = os.path.join(cls.emberd.dir, "root.ext4")
+        with open(cls.image, "wb") as f:
+            f.write(b"an ext4 image the test guest never reads")
+            f.truncate(1 << 20)
+
+    def deploy(self, name, **pool):
+        return self.fn.DeployFunction(api.DeployFunctionRequest(
+            name=name, root_image_path=self.image, mem_size_mib=32,
+            warmup_payloads=[b"warm up"], pool=api.FunctionPool(**pool)), timeout=300)
+
+    def invoke(self, name, payload, timeout_ms=0):
+        return self.fn.Invoke(api.FunctionInvokeRequest(name=name, payload=payload,
+                                                        timeout_ms=timeout_ms), timeout=120)
+
+    def function(self, name):
+        found = self.fn.ListFunctions(api.ListFunctionsRequest(name=name), timeout=30).functions
+        return found[0] if found else None
+
+    def wait_function(self, name, predicate, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            f = self.function(name)
+            if predicate(f):
+                return f
+            time.sleep(0.05)
+        self.fail(f"function {name} never got there: {self.function(name)}")
+
+    def vms_of(self, name):
+        """The live VMs emberd runs for function `name`."""
+        pattern = re.compile(rf"^fn-{re.escape(name)}-(\d+-0|deploy)$")
+        return [v for v in self.emberd.stub.List(api.ListRequest(), timeout=30).vms
+                if pattern.match(v.vm_id) and v.state != api.Vm.STOPPED]
+
+    def delete(self, name, force=False):
+        self.fn.DeleteFunction(api.DeleteFunctionRequest(name=name, force=force), timeout=300)
+
+
+class FunctionsTest(FunctionsFixture, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.start_emberd()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.emberd.close()
+
+    def test_deploy_returns_a_ready_function_with_its_snapshot_and_timings(self):
+        f = self.deploy("ready")
+        self.assertEqual(f.state, api.Function.READY)
+        self.assertTrue(f.snapshot_id)
+        self.assertEqual(len(f.image_sha256), 64)
+        self.assertGreater(f.deploy.boot_to_ready_us, 0)
+        self.assertGreater(f.deploy.snapshot_us, 0)
+        self.assertGreaterEqual(f.deploy.total_us, f.deploy.boot_to_ready_us)
+        snapshots = self.emberd.stub.ListSnapshots(api.ListSnapshotsRequest(), timeout=30)
+        self.assertIn(f.snapshot_id, [s.snapshot_id for s in snapshots.snapshots])
+        self.assertEqual(self.vms_of("ready"), [], "the deploy VM should be gone")
+        self.delete("ready")
+
+    def test_hundred_invocations_across_pool_hits_and_misses_each_get_their_result(self):
+        self.deploy("hundred", min_warm=2)
+        hits = misses = 0
+        for i in range(100):
+            if i == 50:
+                # The second half also reuses clones kept warm after an invocation.
+                self.fn.UpdateFunction(api.UpdateFunctionRequest(
+                    name="hundred", pool=api.FunctionPool(min_warm=2, keep_warm_ms=10000)),
+                    timeout=30)
+            payload = b"payload %d " % i + bytes(range(i % 7))
+            result = self.invoke("hundred", payload)
+            self.assertEqual(result.output, reversed_bytes(payload), f"invocation {i}")
+            self.assertGreater(result.timings.total_us, 0)
+            self.assertGreaterEqual(result.timings.total_us, result.timings.handler_us)
+            if result.timings.pool_hit:
+                hits += 1
+                self.assertEqual(result.timings.restore_us, 0)
+            else:
+                misses += 1
+                self.assertGreater(result.timings.restore_us, 0)
+                self.assertGreater(result.timings.resume_to_ready_us, 0)
+        self.assertGreater(hits, 0)
+        self.assertGreater(misses, 0)
+        f = self.function("hundred")
+        self.assertEqual(f.counters.invocations, 100)
+        self.assertEqual(f.counters.pool_hits, hits)
+        self.assertEqual(f.counters.failures, 0)
+        self.assertGreater(f.counters.latency_p99_us, 0)
+        self.assertGreaterEqual(f.counters.latency_p99_us, f.counters.latency_p50_us)
+        self.delete("hundred")
+
+    def test_sixteen_concurrent_clients_each_get_a_clone_of_their_own(self):
+        self.deploy("sixteen", max_concurrency=16)
+        results = [None] * 16
+        start = threading.Barrier(16)
+
+        def client(i):
+            start.wait()
+            try:
+                results[i] = self.invoke("sixteen", b"client %02d" % i)
+            except grpc.RpcError as error:
+                results[i] = error
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        for i, result in enumerate(results):
+            self.assertIsInstance(result, api.FunctionInvokeResponse, f"client {i}: {result}")
+            self.assertEqual(result.output, reversed_bytes(b"client %02d" % i))
+        self.assertEqual(len({r.vm_id for r in results}), 16, "a clone served two at once")
+        self.delete("sixteen")
+
+    def test_invocations_beyond_max_concurrency_are_resource_exhausted_while_one_runs(self):
+        self.deploy("one-at-a-time", max_concurrency=1)
+        first = []
+        busy = threading.Thread(
+            target=lambda: first.append(self.invoke("one-at-a-time", b"spin:4000:slow")))
+        busy.start()
+        self.wait_function("one-at-a-time", lambda f: f.busy_clones == 1)
+        code, details = code_of(self.fn.Invoke, api.FunctionInvokeRequest(
+            name="one-at-a-time", payload=b"second"))
+        self.assertTrue(busy.is_alive(), "the refusal should not wait for the first")
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+        self.assertIn("max_concurrency", details)
+        busy.join(120)
+        self.assertEqual(first[0].output, reversed_bytes(b"spin:4000:slow"))
+        self.assertEqual(self.function("one-at-a-time").counters.rejected, 1)
+        self.delete("one-at-a-time")
+
+    def test_handler_past_its_timeout_is_deadline_exceeded_and_its_clone_discarded(self):
+        self.deploy("slow", keep_warm_ms=60000)
+        code, details = code_of(self.fn.Invoke, api.FunctionInvokeRequest(
+            name="slow", payload=b"spin:20000:", timeout_ms=300))
+        self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED, details)
+        self.assertIn("300 ms", details)
+        f = self.wait_function("slow", lambda f: f.busy_clones == 0)
+        self.assertEqual((f.counters.timeouts, f.counters.failures), (1, 1))
+        self.assertEqual(f.warm_clones, 0, "a timed-out clone must not be kept warm")
+        deadline = time.time() + 30
+        while self.vms_of("slow") and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.vms_of("slow"), [])
+        # The function serves on, from a fresh clone.
+        self.assertEqual(self.invoke("slow", b"after").output, b"retfa")
+        self.delete("slow")
+
+    def test_delete_while_idle_removes_clones_snapshot_image_and_record(self):
+        f = self.deploy("gone", min_warm=2)
+        self.wait_function("gone", lambda f: f.paused_clones == 2)
+        self.assertEqual(len(self.vms_of("gone")), 2)
+        self.delete("gone")
+        self.assertIsNone(self.function("gone"))
+        self.assertEqual(self.vms_of("gone"), [])
+        snapshots = self.emberd.stub.ListSnapshots(api.ListSnapshotsRequest(), timeout=30)
+        self.assertNotIn(f.snapshot_id, [s.snapshot_id for s in snapshots.snapshots])
+        self.assertFalse(os.path.exists(os.path.join(self.emberd.state_dir, "fn", "gone")))
+        image = os.path.join(self.emberd.state_dir, "fn-images", f.image_sha256 + ".ext4")
+        others = [x for x in self.fn.ListFunctions(api.ListFunctionsRequest()).functions
+                  if x.image_sha256 == f.image_sha256]
+        self.assertEqual(os.path.exists(image), bool(others))
+        code, details = code_of(self.fn.Invoke, api.FunctionInvokeRequest(name="gone"))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND, details)
+
+    def test_delete_is_refused_while_an_invocation_runs_unless_forced(self):
+        self.deploy("busy")
+        outcome = []
+
+        def slow():
+            try:
+                outcome.append(self.invoke("busy", b"spin:30000:"))
+            except grpc.RpcError as error:
+                outcome.append(error.code())
+
+        runner = threading.Thread(target=slow)
+        runner.start()
+        self.wait_function("busy", lambda f: f.busy_clones == 1)
+        code, details = code_of(self.fn.DeleteFunction, api.DeleteFunctionRequest(name="busy"))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertIn("force", details)
+        self.delete("busy", force=True)
+        runner.join(60)
+        self.assertFalse(runner.is_alive())
+        self.assertNotIsInstance(outcome[0], api.FunctionInvokeResponse)
+        self.assertIsNone(self.function("busy"))
+        self.assertEqual(self.vms_of("busy"), [])
+
+    def test_bad_requests_get_clear_codes_naming_the_field(self):
+        self.deploy("target")
+        cases = [
+            (self.fn.Invoke, api.FunctionInvokeRequest(name="nope", payload=b"x"),
+             grpc.StatusCode.NOT_FOUND, "nope"),
+            (self.fn.Invoke, api.FunctionInvokeRequest(name="target", payload=b"x" * 2000000),
+             grpc.StatusCode.INVALID_ARGUMENT, "payload"),
+            (self.fn.DeployFunction, api.DeployFunctionRequest(
+                name="nomem", root_image_path=self.image),
+             grpc.StatusCode.INVALID_ARGUMENT, "mem_size_mib"),
+            (self.fn.DeployFunction, api.DeployFunctionRequest(
+                name="noimage", root_image_path=self.image + ".missing", mem_size_mib=32),
+             grpc.StatusCode.INVALID_ARGUMENT, "root_image_path"),
+            (self.fn.DeployFunction, api.DeployFunctionRequest(name="noimage", mem_size_mib=32),
+             grpc.StatusCode.INVALID_ARGUMENT, "root_image_path"),
+            (self.fn.DeployFunction, api.DeployFunctionRequest(
+                name="Bad_Name", root_image_path=self.image, mem_size_mib=32),
+             grpc.StatusCode.INVALID_ARGUMENT, "name"),
+            (self.fn.DeployFunction, api.DeployFunctionRequest(
+                name="target", root_image_path=self.image, mem_size_mib=32),
+             grpc.StatusCode.ALREADY_EXISTS, "target"),
+            (self.fn.DeployFunction, api.DeployFunctionRequest(
+                name="outside", root_image_path="/etc/passwd", mem_size_mib=32),
+             grpc.StatusCode.INVALID_ARGUMENT, "root_image_path"),
+            (self.fn.UpdateFunction, api.UpdateFunctionRequest(
+                name="target", pool=api.FunctionPool(max_concurrency=100000)),
+             grpc.StatusCode.INVALID_ARGUMENT, "pool.max_concurrency"),
+            (self.fn.DeleteFunction, api.DeleteFunctionRequest(name="nope"),
+             grpc.StatusCode.NOT_FOUND, "nope"),
+        ]
+        for call, request, want, mention in cases:
+            code, details = code_of(call, request)
+            self.assertEqual(code, want, f"{request}: {details}")
+            self.assertIn(mention, details)
+        # Nothing of the refused deploys is left.
+        self.assertEqual(sorted(os.listdir(os.path.join(self.emberd.state_dir, "fn"))),
+                         ["target"])
+        self.assertEqual(self.invoke("target", b"still").output, b"llits")
+        self.delete("target")
+
+
+class FunctionsRestartTest(FunctionsFixture, unittest.TestCase):
+    def setUp(self):
+        self.start_emberd()
+
+    def tearDown(self):
+        self.emberd.close()
+
+    def vmm_pids(self):
+        """ember-vmm processes started for this emberd's VMs (found by their state dir)."""
+        pids = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b"ember-vmm" in cmdline and self.emberd.state_dir.encode() in cmdline:
+                pids.append(int(pid))
+        return pids
+
+    def test_emberd_killed_mid_burst_restarts_with_its_functions_and_no_orphans(self):
+        self.deploy("survivor", min_warm=2, keep_warm_ms=30000)
+        self.wait_function("survivor", lambda f: f.paused_clones == 2)
+        outcomes = []
+
+        def client(i):
+            try:
+                outcomes.append(self.invoke("survivor", b"spin:3000:%d" % i))
+            except grpc.RpcError as error:
+                outcomes.append(error.code())
+
+        burst = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in burst:
+            t.start()
+        self.wait_function("survivor", lambda f: f.busy_clones >= 2)
+        before = self.vmm_pids()
+        self.assertGreaterEqual(len(before), 2)
+        # SIGKILL with the clients' channel left open: they see the server go.
+        self.emberd.proc.send_signal(signal.SIGKILL)
+        self.emberd.proc.wait()
+        for t in burst:
+            t.join(120)
+        # Every invocation in flight failed cleanly (the connection went), none hung.
+        self.assertEqual(len(outcomes), 6)
+        self.assertTrue(all(o == grpc.StatusCode.UNAVAILABLE for o in outcomes), outcomes)
+
+        self.emberd.channel.close()
+        self.emberd.log.close()
+        self.emberd.start()
+        self.fn = api_grpc.FunctionsStub(self.emberd.channel)
+        f = self.function("survivor")
+        self.assertEqual(f.state, api.Function.READY)
+        # The old clones (busy, warm or paused at the kill) are gone; the pool refills anew.
+        after = set(self.vmm_pids())
+        self.assertFalse(after & set(before), f"orphaned VMMs: {after & set(before)}")
+        self.wait_function("survivor", lambda f: f.paused_clones == 2)
+        result = self.invoke("survivor", b"after the restart")
+        self.assertEqual(result.output, reversed_bytes(b"after the restart"))
+        self.assertTrue(result.timings.pool_hit)
+        self.delete("survivor")
+        self.assertEqual(self.vmm_pids(), [])
+
+
+if __name__ == "__main__":
+    ec.require_kvm()
+    ember_unittest.main()

@@ -1,0 +1,68 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ember/v1/api.pb.h"
+#include "vmm/agent_client/agent_client.h"
+#include "vmm/emberd/functions/clone_network.h"
+#include "vmm/emberd/vm_manager.h"
+
+namespace ember::emberd::functions {
+
+// One clone of a function's warm snapshot: an emberd VM (restored PAUSED) and what the
+// function layer keeps beside it. Owned by one holder at a time (the pool, or the invocation
+// it serves), so unguarded.
+struct Clone {
+  std::string vm_id;
+  std::string uds_path;  // its vsock socket (the agent at guest port 1024)
+  // Where the guest announces itself once resumed; reset once the clone is activated.
+  std::optional<agent_client::ReadyListener> ready;
+  std::unique_ptr<CloneNetworkLease> network;  // null without a network
+  bool activated = false;      // resumed and past PostRestore: serves invocations as it is
+  std::uint64_t restore_us = 0;
+  std::uint64_t warm_until_us = 0;  // kept warm after an invocation until then (monotonic)
+};
+
+// What a clone is made from: a READY function's snapshot and where its sockets go.
+struct CloneSource {
+  std::string function;
+  std::string snapshot_id;
+  std::string dir;            // the function's directory: its clones' sockets
+  v1::VmConfig deployed;      // the deploy VM's configuration
+  bool network = false;
+};
+
+// A clone's steps, each through emberd's own VM machinery (VmManager: Restore, Resume,
+// Delete): nothing here spawns or talks to an ember-vmm itself. Any thread; `vms` and
+// `networks` outlive it.
+class CloneOps {
+ public:
+  CloneOps(VmManager& vms, CloneNetworks& networks) : vms_(vms), networks_(networks) {}
+
+  // The VM id of clone `seq` of `function` (its Restore's vm_id_prefix plus "-0").
+  [[nodiscard]] static std::string VmIdPrefix(const std::string& function, std::uint64_t seq);
+  // Restores clone `seq` PAUSED, its network acquired first.
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Clone>> Restore(const CloneSource& source,
+                                                               std::uint64_t seq);
+  // Resumes a restored clone, waits (up to `timeout_ms`) for its agent's ready event and sends
+  // PostRestore (the host's clock, fresh entropy).
+  [[nodiscard]] absl::Status Activate(Clone& clone, int timeout_ms);
+  // One payload to the clone's handler; DEADLINE_EXCEEDED when it has not answered after
+  // `timeout_ms`.
+  [[nodiscard]] absl::StatusOr<agent_client::InvokeOutcome> Invoke(Clone& clone,
+                                                                   std::string payload,
+                                                                   std::uint32_t timeout_ms);
+  // Ends and forgets the clone's VM, removes its sockets and releases its network. Never fails:
+  // what cannot be removed is logged (an emberd restart removes it).
+  void Discard(Clone& clone);
+
+ private:
+  VmManager& vms_;
+  CloneNetworks& networks_;
+};
+
+}  // namespace ember::emberd::functions

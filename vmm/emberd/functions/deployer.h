@@ -1,0 +1,47 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ember/v1/api.pb.h"
+#include "vmm/base/path_rules.h"
+#include "vmm/emberd/functions/function_store.h"
+#include "vmm/emberd/functions/image_cache.h"
+#include "vmm/emberd/vm_manager.h"
+
+namespace ember::emberd::functions {
+
+// The VM id of a function's deploy VM, and the id prefix of all its VMs.
+[[nodiscard]] std::string DeployVmId(const std::string& function);
+[[nodiscard]] std::string VmIdPrefix(const std::string& function);
+
+// DeployFunction's steps, through emberd's VM machinery: the image into the cache, one VM
+// created and started, the agent's ready event, StartHandler, the warm-ups, Pause, a FULL
+// snapshot, the VM deleted. Any thread; everything it is given outlives it.
+class Deployer {
+ public:
+  Deployer(VmManager& vms, ImageCache& images, const FunctionStore& store,
+           const base::PathRules& paths)
+      : vms_(vms), images_(images), store_(store), paths_(paths) {}
+
+  // Deploys into `function` (its name set and its directory claimed; its record saved as
+  // DEPLOYING before anything else is made, and again with the image's digest once that is
+  // known, so that a restarted emberd can clean up after a deploy it did not finish). On
+  // success `function` is READY and saved. On failure the VM and the snapshot it made are
+  // gone; the record and the image are the caller's to remove.
+  [[nodiscard]] absl::Status Deploy(const v1::DeployFunctionRequest& request,
+                                    v1::Function* function);
+
+ private:
+  [[nodiscard]] absl::Status BootAndSnapshot(const v1::DeployFunctionRequest& request,
+                                             const v1::VmConfig& config, v1::Function* function);
+  [[nodiscard]] absl::Status WarmUp(const v1::DeployFunctionRequest& request,
+                                    const std::string& uds_path);
+
+  VmManager& vms_;
+  ImageCache& images_;
+  const FunctionStore& store_;
+  const base::PathRules& paths_;
+};
+
+}  // namespace ember::emberd::functions
