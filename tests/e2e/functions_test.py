@@ -4,9 +4,11 @@ function (its handler returns the payload reversed; "spin:N" first keeps it busy
 emberd, real restores, real vsock. One emberd (--no-jail: a jailed VMM has no host vsock
 socket yet) serves the tests of a class. Guest-side work is emulated here (DESIGN.md), so the
 tests check what is answered, never how fast."""
+import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 import unittest
@@ -14,6 +16,9 @@ import unittest
 import ember_unittest
 import ember_client as ec
 from ember_client import api, api_grpc, grpc
+
+
+EMBERCTL = os.path.join(ec.BUILD_DIR, "bin", "emberctl")
 
 
 def reversed_bytes(payload):
@@ -72,7 +77,9 @@ class FunctionsFixture:
         self.fn.DeleteFunction(api.DeleteFunctionRequest(name=name, force=force), timeout=300)
 
 
-class FunctionsTest(FunctionsFixture, unittest.TestCase):
+class SharedEmberd(FunctionsFixture):
+    """One emberd for all the tests of a class."""
+
     @classmethod
     def setUpClass(cls):
         cls.start_emberd()
@@ -81,6 +88,8 @@ class FunctionsTest(FunctionsFixture, unittest.TestCase):
     def tearDownClass(cls):
         cls.emberd.close()
 
+
+class FunctionsTest(SharedEmberd, unittest.TestCase):
     def test_deploy_returns_a_ready_function_with_its_snapshot_and_timings(self):
         f = self.deploy("ready")
         self.assertEqual(f.state, api.Function.READY)
@@ -261,6 +270,46 @@ class FunctionsTest(FunctionsFixture, unittest.TestCase):
                          ["target"])
         self.assertEqual(self.invoke("target", b"still").output, b"llits")
         self.delete("target")
+
+
+class FunctionsCtlTest(SharedEmberd, unittest.TestCase):
+    def ctl(self, *args, stdin=b"", check=0):
+        result = subprocess.run([EMBERCTL, "--socket", self.emberd.socket, *args], input=stdin,
+                                capture_output=True, timeout=600)
+        self.assertEqual(result.returncode, check, result.stderr.decode(errors="replace"))
+        return result
+
+    def test_emberctl_deploys_invokes_lists_updates_and_deletes(self):
+        out = self.ctl("fn", "deploy", "ctl", "--image", self.image, "--mem", "32",
+                       "--keep-warm-ms", "60000").stdout
+        self.assertIn(b"ctl READY", out)
+        # Payload from stdin, result on stdout as it is.
+        payload = bytes(range(256)) * 3
+        self.assertEqual(self.ctl("fn", "invoke", "ctl", stdin=payload).stdout,
+                         reversed_bytes(payload))
+        path = os.path.join(self.emberd.dir, "payload.bin")
+        with open(path, "wb") as f:
+            f.write(b"from a file")
+        self.assertEqual(self.ctl("fn", "invoke", "ctl", "--payload-file", path).stdout,
+                         b"elif a morf")
+        self.assertEqual(self.ctl("fn", "invoke", "ctl", "--stream", stdin=b"streamed").stdout,
+                         b"demaerts")
+        timed = json.loads(self.ctl("--json", "fn", "invoke", "ctl", stdin=b"json").stdout)
+        self.assertTrue(timed["timings"]["pool_hit"], timed)
+        self.assertGreater(int(timed["timings"]["total_us"]), 0)
+        self.assertTrue(timed["vm_id"].startswith("fn-ctl-"))
+        listed = json.loads(self.ctl("--json", "fn", "list").stdout)["functions"]
+        self.assertEqual([f["name"] for f in listed], ["ctl"])
+        self.assertEqual(int(listed[0]["counters"]["invocations"]), 4)
+        self.assertIn(b"min_warm", self.ctl("--json", "fn", "update", "ctl", "--min-warm",
+                                            "1").stdout)
+        self.assertEqual(self.function("ctl").spec.pool.keep_warm_ms, 60000, "update kept it")
+        self.ctl("fn", "delete", "ctl")
+        self.assertEqual(self.ctl("fn", "list").stdout, b"")
+        error = self.ctl("fn", "invoke", "ctl", stdin=b"x", check=1).stderr
+        self.assertIn(b"NOT_FOUND", error)
+        self.assertIn(b"needs --mem", self.ctl("fn", "deploy", "x", "--image", self.image,
+                                               check=2).stderr)
 
 
 class FunctionsRestartTest(FunctionsFixture, unittest.TestCase):

@@ -76,8 +76,9 @@ std::unique_ptr<grpc::ClientContext> Context(int seconds) {
 }
 
 Client::Client(const std::string& socket, bool json)
-    : stub_(v1::Ember::NewStub(
-          grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()))),
+    : channel_(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials())),
+      stub_(v1::Ember::NewStub(channel_)),
+      functions_(v1::Functions::NewStub(channel_)),
       socket_(socket),
       json_(json) {}
 

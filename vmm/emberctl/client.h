@@ -48,6 +48,7 @@ class Client {
   Client(const std::string& socket, bool json);
 
   v1::Ember::Stub& stub() { return *stub_; }
+  v1::Functions::Stub& functions() { return *functions_; }
   bool json() const { return json_; }
 
   // Prints the error the way a user reads it and returns the exit code for it.
@@ -65,7 +66,9 @@ class Client {
   void PrintVm(const v1::Vm& vm) const;
 
  private:
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Ember::Stub> stub_;
+  std::unique_ptr<v1::Functions::Stub> functions_;
   std::string socket_;
   bool json_;
 };

@@ -1,4 +1,5 @@
 #include "vmm/emberctl/commands.h"
+#include "vmm/emberctl/fn_commands.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -387,6 +388,7 @@ constexpr Command kCommands[] = {
      "  run [create flags] [--rm]                        create + start + follow the console;\n"
      "                                                   exits with the VM's exit code\n",
      RunVm, /*takes_signals=*/true},
+    {"fn", kFnHelp, Fn},
 };
 
 }  // namespace

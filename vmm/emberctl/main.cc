@@ -55,7 +55,8 @@ int Main(int argc, char** argv) {
   std::string name = argv[i];
   std::vector<std::string> rest(argv + i + 1, argv + argc);
   Args args =
-      ParseArgs(rest, {"force", "diff", "follow", "resume", "rm", "json", "prefetch-working-set"});
+      ParseArgs(rest, {"force", "diff", "follow", "resume", "rm", "json", "prefetch-working-set",
+                      "network", "stream"});
   const Command* command = FindCommand(name);
   if (command == nullptr) UsageError("unknown command \"" + name + "\"");
   if (command->takes_signals) {
