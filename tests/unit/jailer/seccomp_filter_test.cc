@@ -17,6 +17,8 @@
 #include <functional>
 #include <thread>
 
+#include "tests/support/sanitizers.h"
+
 namespace ember::jailer {
 namespace {
 
@@ -32,6 +34,10 @@ SeccompPolicy TestPolicy(std::vector<SyscallRule> extra = {}) {
        Allow("brk", "free() may trim the heap once the filter is loaded"),
        Allow("munmap", "free() may unmap a large chunk"),
        Allow("madvise", "free() may return pages")}};
+  if constexpr (test::kSanitized) {
+    policy.rules.push_back(
+        Allow("sigaltstack", "sanitizer build: the runtime's _exit drops its signal stack"));
+  }
   policy.rules.insert(policy.rules.end(), extra.begin(), extra.end());
   return policy;
 }
