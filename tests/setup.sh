@@ -26,6 +26,9 @@ PACKAGES=(
   # ember-rootfs: mke2fs -d and debugfs build its images (and its tests read them back);
   # libarchive reads container exports and OCI layers, nlohmann-json their OCI index and configs
   e2fsprogs libarchive-dev nlohmann-json3-dev
+  # sanitizer and fuzz stages (.ci/sanitize-and-fuzz): clang, its ASan/UBSan/libFuzzer
+  # runtimes (not pulled in without recommends) and llvm-symbolizer for readable reports
+  clang libclang-rt-dev llvm
   # benchmarks: QEMU's microvm machine is the baseline perf/run compares against
   qemu-system-x86
   # ember-runtime's tests and benchmark: containerd (ctr) and podman drive it, runc is their
