@@ -3,8 +3,8 @@
 // table, the rings and the buffers; the device side must pop, parse and complete chains
 // without touching memory outside the guest, looping, or crashing.
 //
-// Build: CC=clang CXX=clang++ cmake -DEMBER_FUZZ=ON ... && cmake --build . --target
-// descriptor_chain_fuzzer; run: ./descriptor_chain_fuzzer -max_len=70000
+// Run by ctest -L fuzz (tests/fuzz/CMakeLists.txt); by hand: build/fuzz/descriptor_chain_fuzzer
+// -max_len=70000 tests/fuzz/corpus/descriptor_chain_fuzzer
 
 #include <algorithm>
 #include <cstddef>
@@ -38,8 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::uint64_t features = FeatureBit(kFeatureVersion1);
   if ((data[1] & 1) != 0) features |= FeatureBit(kFeatureIndirectDesc);
   if ((data[1] & 2) != 0) features |= FeatureBit(kFeatureEventIdx);
-  const std::uint64_t base = (std::uint64_t{data[2]} | (std::uint64_t{data[3]} << 8)) * 16 %
-                             kMemSize;
+  const std::uint64_t base =
+      (std::uint64_t{data[2]} | (std::uint64_t{data[3]} << 8)) * 16 % kMemSize;
 
   const ember::base::GuestMemory& memory = Memory();
   auto all = memory.Slice(0, kMemSize).value();
