@@ -207,14 +207,29 @@ absl::StatusOr<ImageLease> ImageCache::Acquire(const fs::path& rootfs_dir, bool 
                                                const fs::path& holder) {
   EMBER_ASSIGN_OR_RETURN(std::string key, ContentKey(rootfs_dir));
   const fs::path image = options_.dir / "images" / (key + ".ext4");
-  EMBER_ASSIGN_OR_RETURN(FileLock lock, FileLock::Exclusive(options_.dir / "locks" / key));
-  struct stat st {};
-  if (::stat(image.c_str(), &st) != 0) {
-    if (errno != ENOENT) return base::ErrnoError("stat", image.string());
-    // ember-rootfs writes under a temporary name and renames, so a build killed midway left
-    // at most a temporary file (which it removes itself unless SIGKILLed).
-    EMBER_RETURN_IF_ERROR(RunEmberRootfs(ToolPath(options_), rootfs_dir, image, options_.work_dir));
-  }
+  bool built = false;
+  absl::StatusOr<ImageLease> lease = [&]() -> absl::StatusOr<ImageLease> {
+    EMBER_ASSIGN_OR_RETURN(FileLock lock, FileLock::Exclusive(options_.dir / "locks" / key));
+    struct stat st {};
+    if (::stat(image.c_str(), &st) != 0) {
+      if (errno != ENOENT) return base::ErrnoError("stat", image.string());
+      // ember-rootfs writes under a temporary name and renames, so a build killed midway
+      // left at most a temporary file (which it removes itself unless SIGKILLed).
+      EMBER_RETURN_IF_ERROR(
+          RunEmberRootfs(ToolPath(options_), rootfs_dir, image, options_.work_dir));
+      built = true;
+    }
+    return LeaseLocked(key, image, writable, holder);
+  }();
+  // A build is when the cache grows: only then, and with the key's lock released (eviction
+  // takes each key's lock in turn), are the least recently used unleased images beyond
+  // kKeptUnusedImages removed. Best effort: the lease is made either way.
+  if (lease.ok() && built) (void)EvictUnused(kKeptUnusedImages);
+  return lease;
+}
+
+absl::StatusOr<ImageLease> ImageCache::LeaseLocked(const std::string& key, const fs::path& image,
+                                                   bool writable, const fs::path& holder) {
   const fs::path key_leases = options_.dir / "leases" / key;
   EMBER_RETURN_IF_ERROR(MakeDirectory(key_leases));
   ImageLease lease;
@@ -258,20 +273,30 @@ absl::Status ImageCache::Release(const std::string& lease_id) {
   return RemoveLease(lease);
 }
 
-absl::StatusOr<uint64_t> ImageCache::EvictUnused() {
-  uint64_t freed = 0;
+absl::StatusOr<uint64_t> ImageCache::EvictUnused(size_t keep) {
+  // Most recently used first: a key's lease directory changes whenever a lease is made or
+  // ended there.
+  std::vector<std::pair<int64_t, std::string>> keys;
   std::error_code ec;
-  std::vector<std::string> keys;
   for (const auto& entry : fs::directory_iterator(options_.dir / "images", ec)) {
     std::string name = entry.path().filename().string();
-    if (name.ends_with(".ext4") && IsHexKey(name.substr(0, name.size() - 5))) {
-      keys.push_back(name.substr(0, name.size() - 5));
+    if (!name.ends_with(".ext4") || !IsHexKey(name.substr(0, name.size() - 5))) continue;
+    std::string key = name.substr(0, name.size() - 5);
+    struct stat st {};
+    if (::stat((options_.dir / "leases" / key).c_str(), &st) != 0 &&
+        ::stat(entry.path().c_str(), &st) != 0) {
+      continue;  // evicted by another process meanwhile
     }
+    keys.emplace_back(int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec, key);
   }
-  if (ec)
+  if (ec) {
     return absl::InternalError(
         absl::StrCat("list ", (options_.dir / "images").string(), ": ", ec.message()));
-  for (const std::string& key : keys) {
+  }
+  std::sort(keys.rbegin(), keys.rend());
+  uint64_t freed = 0;
+  size_t kept = 0;
+  for (const auto& [used, key] : keys) {
     EMBER_ASSIGN_OR_RETURN(FileLock lock, FileLock::Exclusive(options_.dir / "locks" / key));
     const fs::path key_leases = options_.dir / "leases" / key;
     bool leased = false;
@@ -283,6 +308,10 @@ absl::StatusOr<uint64_t> ImageCache::EvictUnused() {
       }
     }
     if (leased) continue;
+    if (kept < keep) {
+      ++kept;
+      continue;
+    }
     const fs::path image = options_.dir / "images" / (key + ".ext4");
     struct stat st {};
     if (::stat(image.c_str(), &st) != 0) continue;  // evicted by another process meanwhile

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -71,9 +72,15 @@ class ImageCache {
   // OK, so `delete` can be retried; anything not shaped as a lease's path is InvalidArgument.
   [[nodiscard]] absl::Status Release(const std::string& lease_id);
 
-  // Removes every image no live lease holds (and stale leases, see Acquire). Returns the
-  // bytes of images removed (allocated blocks). Images being built or leased are untouched.
-  [[nodiscard]] absl::StatusOr<uint64_t> EvictUnused();
+  // Removes the images no live lease holds (and stale leases, see Acquire), except the `keep`
+  // most recently leased or released of them. Returns the bytes of images removed (allocated
+  // blocks). Images being built or leased are untouched. Acquire runs it after each build with
+  // kKeptUnusedImages, so a cache nobody trims stays bounded.
+  [[nodiscard]] absl::StatusOr<uint64_t> EvictUnused(size_t keep = 0);
+
+  // How many unleased images a build leaves in the cache (the next containers of recently
+  // run images start without a build).
+  static constexpr size_t kKeptUnusedImages = 8;
 
   // The key Acquire would use for `rootfs_dir` (hex SHA-256). For tests and diagnostics.
   [[nodiscard]] absl::StatusOr<std::string> ContentKey(
@@ -83,6 +90,11 @@ class ImageCache {
 
  private:
   explicit ImageCache(Options options) : options_(std::move(options)) {}
+  // Makes a lease on the built image of `key`; the caller holds the key's lock.
+  [[nodiscard]] absl::StatusOr<ImageLease> LeaseLocked(const std::string& key,
+                                                       const std::filesystem::path& image,
+                                                       bool writable,
+                                                       const std::filesystem::path& holder);
 
   Options options_;
 };

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "tests/support/files.h"
 
@@ -189,6 +190,26 @@ TEST_F(ImageCacheTest, EvictionKeepsLeasedImagesAndRemovesReleasedOnes) {
   // The next container of the image builds it again.
   ASSERT_TRUE(cache.Acquire(tree(), false).ok());
   EXPECT_EQ(Builds(), 2);
+}
+
+TEST_F(ImageCacheTest, BuildsKeepOnlyTheMostRecentlyUsedUnleasedImages) {
+  ImageCache cache = Open();
+  auto held = cache.Acquire(tree(), false);  // leased throughout: never trimmed
+  ASSERT_TRUE(held.ok()) << held.status();
+  std::vector<fs::path> images;
+  for (size_t i = 0; i < ImageCache::kKeptUnusedImages + 2; ++i) {
+    fs::path root = tmp() / ("tree" + std::to_string(i));
+    MakeTree(root);
+    WriteFile(root / "etc" / "hostname", "box" + std::to_string(i) + "\n");
+    auto lease = cache.Acquire(root, false);
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    ASSERT_TRUE(cache.Release(lease->id).ok());
+    images.push_back(lease->image);
+  }
+  EXPECT_TRUE(fs::exists(held->image));
+  // The last build found kKeptUnusedImages + 1 unleased images: the least recently used went.
+  EXPECT_FALSE(fs::exists(images[0]));
+  for (size_t i = 1; i < images.size(); ++i) EXPECT_TRUE(fs::exists(images[i])) << i;
 }
 
 TEST_F(ImageCacheTest, LeaseWhoseHolderIsGoneDoesNotPinTheImage) {
