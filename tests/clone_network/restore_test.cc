@@ -19,6 +19,8 @@
 #include "tests/support/kvm_available.h"
 #include "tests/support/process.h"
 #include "vmm/emberd/clone_network/clone_network.h"
+#include "vmm/emberd/launcher.h"
+#include "vmm/emberd/vm_manager.h"
 
 namespace ember::testing {
 namespace {
@@ -209,6 +211,50 @@ TEST(CloneNetworkRestore, JailedClonesJoinTheirNetworksAndTakeTheirTaps) {
   clones.clear();
   const HostState after = ReadHostState();
   EXPECT_EQ(after, before) << "before:\n" << Describe(before) << "\nafter:\n" << Describe(after);
+}
+
+// emberd's own restore (VmManager::Restore, what the Functions pool calls) with a clone
+// network per clone: the fork server starts each clone's VMM inside its network.
+TEST(CloneNetworkRestore, EmberdRestoresEachCloneIntoItsNetwork) {
+  if (std::string why = EnterTestHost(); !why.empty()) GTEST_SKIP() << why;
+  EMBER_REQUIRE_KVM();
+  ScopedTempDir dir("fnnet-emberd");
+  const std::string state = dir.path() + "/vm.state";
+  const std::string memory = dir.path() + "/vm.mem";
+  TakeSnapshot(dir.path(), state, memory);
+  if (HasFatalFailure()) return;
+  const std::string netns_dir = dir.path() + "/netns";
+  std::vector<CloneNetwork> clones;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 2; ++i) {
+    CloneNetworkSpec spec = Spec();
+    spec.mount_path = netns_dir + "/c" + std::to_string(i);
+    absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(std::move(spec));
+    ASSERT_TRUE(clone.ok()) << clone.status();
+    paths.push_back(clone->spec().mount_path);
+    clones.push_back(std::move(*clone));
+  }
+  // The fork server first, while this process has one thread.
+  auto launcher = emberd::ForkServerLauncher::Start(BinPath("ember-vmm"), std::nullopt, netns_dir);
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  emberd::ManagerOptions options;
+  options.state_dir = dir.path() + "/emberd";
+  auto manager = emberd::VmManager::Create(options, std::move(*launcher));
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  v1::RestoreRequest request;
+  request.set_state_path(state);
+  request.set_memory_path(memory);
+  request.set_vm_id_prefix("clone");
+  request.set_count(2);
+  request.set_resume(true);
+  absl::StatusOr<v1::RestoreResponse> restored = (*manager)->Restore(request, paths);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_EQ(restored->vms_size(), 2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const std::string text = "emberd clone " + std::to_string(i);
+    EXPECT_EQ(EchoFromInside(clones[i], text), text);
+  }
+  for (const v1::Vm& vm : restored->vms()) EXPECT_TRUE((*manager)->Delete(vm.vm_id(), true).ok());
 }
 
 }  // namespace

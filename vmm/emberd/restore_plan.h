@@ -28,6 +28,9 @@ struct RestorePlan {
   bool diff = false;      // the snapshot is a DIFF snapshot
   std::string record_dir; // emberd's record of it; empty when emberd has none
   v1::RestoreOverrides overrides;
+  // The clone network the clone's VMM runs in (LaunchSpec::netns_path); set by emberd's own
+  // callers (the Functions pool), never from a request.
+  std::string netns_path;
   // Jailed only: the memory file's name in the clone's jail, and the diff bases to link in
   // beside it under the names its state file gives them (JailedView).
   std::string jail_memory_name;

@@ -178,6 +178,7 @@ absl::Status VmManager::Launch(const std::shared_ptr<Entry>& entry, const v1::Vm
   spec.vm_id = entry->vm_id();
   spec.vm_dir = dir;
   EMBER_RETURN_IF_ERROR(view_->PrepareLaunch(config, restore, &spec));
+  if (restore != nullptr) spec.netns_path = restore->netns_path;
   spec.control_listen_fd = listener.Get();
   spec.stderr_fd = log.Get();
   EMBER_ASSIGN_OR_RETURN(pid_t pid, launcher_->Launch(spec));
@@ -510,7 +511,8 @@ absl::StatusOr<v1::Snapshot> VmManager::TrustSnapshot(const std::string& snapsho
   return snapshot;
 }
 
-absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request) {
+absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest& request,
+                                                       const std::vector<std::string>& netns_paths) {
   std::uint32_t count = request.count() == 0 ? 1 : request.count();
   if (!request.snapshot_id().empty()) {
     EMBER_RETURN_IF_ERROR(catalog_->Get(request.snapshot_id()).status());
@@ -548,14 +550,15 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
   }
   EMBER_RETURN_IF_ERROR(
       view_->PlanRestore(request.snapshot_id().empty() ? "memory_path" : "snapshot_id", &plan));
-  EMBER_ASSIGN_OR_RETURN(std::vector<v1::Vm> clones, SpawnClones(request, plan));
+  EMBER_ASSIGN_OR_RETURN(std::vector<v1::Vm> clones, SpawnClones(request, netns_paths, plan));
   v1::RestoreResponse response;
   for (v1::Vm& clone : clones) *response.add_vms() = std::move(clone);
   return response;
 }
 
-absl::StatusOr<std::vector<v1::Vm>> VmManager::SpawnClones(const v1::RestoreRequest& request,
-                                                           RestorePlan& plan) {
+absl::StatusOr<std::vector<v1::Vm>> VmManager::SpawnClones(
+    const v1::RestoreRequest& request, const std::vector<std::string>& netns_paths,
+    RestorePlan& plan) {
   // Without emberd's record of the snapshotted VM's configuration, the clones' records carry
   // only the overrides: ember-vmm itself uses the configuration in the state file.
   v1::VmConfig base_config;
@@ -572,6 +575,7 @@ absl::StatusOr<std::vector<v1::Vm>> VmManager::SpawnClones(const v1::RestoreRequ
     plan.overrides = i < static_cast<std::uint32_t>(request.overrides_size())
                          ? request.overrides(static_cast<int>(i))
                          : v1::RestoreOverrides();
+    plan.netns_path = i < netns_paths.size() ? netns_paths[i] : "";
     const std::string where = "overrides[" + std::to_string(i) + "]";
     v1::VmConfig config = base_config;
     absl::Status status = view_->CheckOverrides(where, plan.overrides);

@@ -74,7 +74,11 @@ class VmManager {
   [[nodiscard]] absl::Status UpdateRateLimits(const v1::UpdateRateLimitsRequest& request);
   [[nodiscard]] absl::StatusOr<v1::Snapshot> CreateSnapshot(
       const v1::CreateSnapshotRequest& request);
-  [[nodiscard]] absl::StatusOr<v1::RestoreResponse> Restore(const v1::RestoreRequest& request);
+  // `netns_paths` (emberd's own callers only): clone i's VMM runs in the clone network at
+  // netns_paths[i] (LaunchSpec::netns_path); clones past its end in emberd's namespace or their
+  // jail's own.
+  [[nodiscard]] absl::StatusOr<v1::RestoreResponse> Restore(
+      const v1::RestoreRequest& request, const std::vector<std::string>& netns_paths = {});
   // The finished snapshots emberd keeps (all, or `vm_id`'s), sorted by snapshot_id.
   [[nodiscard]] std::vector<v1::Snapshot> ListSnapshots(const std::string& vm_id);
   // Removes a snapshot's files and record, unless a live VM, a restore in progress or a DIFF
@@ -125,7 +129,8 @@ class VmManager {
   [[nodiscard]] absl::Status WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
                                            const v1::VmConfig& config, v1::Snapshot* written);
   [[nodiscard]] absl::StatusOr<std::vector<v1::Vm>> SpawnClones(
-      const v1::RestoreRequest& request, RestorePlan& plan);
+      const v1::RestoreRequest& request, const std::vector<std::string>& netns_paths,
+      RestorePlan& plan);
   // Recover's steps: the VMs' records, then each live VMM's connection.
   [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms();
   void Reattach(const std::shared_ptr<Entry>& entry);
