@@ -161,8 +161,8 @@ int agent_exec(struct agent_state *s, const uint8_t *body, uint32_t len, agent_s
     }
   } else {
     return agent_send_error(AGENT_NOT_FOUND,
-                            "not a builtin of the test guest (echo, cat, exit and sleep are)", send, ctx,
-                            reason);
+                            "not a builtin of the test guest (echo, cat, exit and sleep are)",
+                            send, ctx, reason);
   }
   if (!send_started(s, send, ctx, reason) || !send_stdout(out_buf, out_len, send, ctx, reason)) {
     return 0;

@@ -5,13 +5,18 @@
 // its child once `create` has exited and its exit status can be read.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -72,9 +77,8 @@ class RuntimeTest : public ::testing::Test {
     ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     root_ = dir_.path() + "/root";
     config_ = dir_.path() + "/runtime.json";
-    std::ofstream(config_) << json{{"image_cache_dir", dir_.path() + "/cache"},
-                                   {"boot_timeout_ms", 120000}}
-                                  .dump();
+    std::ofstream(config_)
+        << json{{"image_cache_dir", dir_.path() + "/cache"}, {"boot_timeout_ms", 120000}}.dump();
     mounts_before_ = MountsMentioning(dir_.path()) + MountsMentioning(NetnsName());
   }
 
@@ -111,8 +115,9 @@ class RuntimeTest : public ::testing::Test {
   }
 
   std::vector<std::string> Argv(const std::vector<std::string>& command) const {
-    std::vector<std::string> argv = {BinPath("ember-runtime"), "--root", root_, "--config",
-                                     config_, "--log", log_path(), "--log-format", "json"};
+    std::vector<std::string> argv = {
+        BinPath("ember-runtime"), "--root", root_, "--config", config_, "--log", log_path(),
+        "--log-format",           "json"};
     argv.insert(argv.end(), command.begin(), command.end());
     return argv;
   }
@@ -127,8 +132,7 @@ class RuntimeTest : public ::testing::Test {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     std::vector<std::string> args = Argv(command);
     std::vector<char*> argv;
@@ -329,7 +333,8 @@ TEST_F(RuntimeTest, ExecRunsAnotherProcessInTheVm) {
   ASSERT_GT(pid, 0);
   ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
   std::string process = dir_.path() + "/process.json";
-  std::ofstream(process) << json{{"args", {"echo", "exec'd"}}, {"cwd", "/"},
+  std::ofstream(process) << json{{"args", {"echo", "exec'd"}},
+                                 {"cwd", "/"},
                                  {"user", {{"uid", 0}, {"gid", 0}}}}
                                 .dump();
   ProcessResult exec = Runtime({"exec", "--process", process, "c1"});
@@ -381,9 +386,9 @@ TEST_F(RuntimeTest, BundlesNetworkNamespaceGetsTheVmsTapUntilTheContainerGoes) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and taps";
   ScopedNetns netns(NetnsName());
   ASSERT_TRUE(netns.ok());
-  json network = {{"linux",
-                   {{"namespaces",
-                     {{{"type", "pid"}}, {{"type", "network"}, {"path", netns.path()}}}}}}};
+  json network = {
+      {"linux",
+       {{"namespaces", {{{"type", "pid"}}, {{"type", "network"}, {"path", netns.path()}}}}}}};
   pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}, network), dir_.path() + "/out");
   ASSERT_GT(pid, 0);
   std::string tap = netns.Link("ember0");
@@ -410,6 +415,72 @@ TEST_F(RuntimeTest, DeleteRemovesTheTapOfASupervisorThatWasKilledOutright) {
   EXPECT_NE(netns.Link("ember0"), "");  // persistent: still there
   EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
   EXPECT_EQ(netns.Link("ember0"), "");
+}
+
+// The fd in the one message of a connection to the console socket listening at `listener`.
+int ReceiveConsole(int listener) {
+  int conn = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (conn < 0) return -1;
+  char name[128];
+  iovec iov{name, sizeof(name)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  int fd = -1;
+  if (::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) > 0) {
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    if (cmsg != nullptr && cmsg->cmsg_type == SCM_RIGHTS) {
+      std::memcpy(&fd, CMSG_DATA(cmsg), sizeof(fd));
+    }
+  }
+  ::close(conn);
+  return fd;
+}
+
+TEST_F(RuntimeTest, TerminalProcessGetsAPtyWhoseMasterGoesOverTheConsoleSocket) {
+  std::string socket_path = dir_.path() + "/console.sock";
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  json terminal = {
+      {"process", {{"terminal", true}, {"consoleSize", {{"height", 30}, {"width", 100}}}}}};
+  std::string bundle = Bundle("b", {"echo", "on the tty"}, terminal);
+  std::string pid_file = dir_.path() + "/c1.pid";
+  // Without the socket a terminal cannot be given: refused, as runc does.
+  EXPECT_EQ(RuntimeTo({"create", "--bundle", bundle, "c1"}, dir_.path() + "/out"), 1);
+  ASSERT_EQ(RuntimeTo({"create", "--bundle", bundle, "--console-socket", socket_path, "--pid-file",
+                       pid_file, "c1"},
+                      dir_.path() + "/out"),
+            0)
+      << ReadFile(dir_.path() + "/out");
+  pid_t pid = std::stoi(ReadFile(pid_file));
+  int master = ReceiveConsole(listener);
+  ::close(listener);
+  ASSERT_GE(master, 0);
+  winsize size{};
+  ASSERT_EQ(::ioctl(master, TIOCGWINSZ, &size), 0);
+  EXPECT_EQ(size.ws_row, 30);
+  EXPECT_EQ(size.ws_col, 100);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  std::string seen;
+  while (seen.find('\n') == std::string::npos) {
+    pollfd pfd{master, POLLIN, 0};
+    if (::poll(&pfd, 1, 30'000) != 1) break;
+    char buf[256];
+    ssize_t n = ::read(master, buf, sizeof(buf));
+    if (n <= 0) break;
+    seen.append(buf, static_cast<std::size_t>(n));
+  }
+  EXPECT_EQ(seen, "on the tty\n");  // raw: no \r added on the host
+  EXPECT_EQ(WaitExit(pid), 0);
+  ::close(master);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
 }
 
 TEST_F(RuntimeTest, UnsupportedCommandsAreRefusedSayingSo) {

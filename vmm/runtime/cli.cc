@@ -27,8 +27,8 @@ struct CommandSpec {
 };
 
 const std::vector<FlagSpec> kCreateFlags = {
-    {"bundle", "b", true},         {"console-socket", "", true}, {"pid-file", "", true},
-    {"no-pivot", "", false},       {"no-new-keyring", "", false}, {"preserve-fds", "", true},
+    {"bundle", "b", true},      {"console-socket", "", true},  {"pid-file", "", true},
+    {"no-pivot", "", false},    {"no-new-keyring", "", false}, {"preserve-fds", "", true},
     {"pidfd-socket", "", true},
 };
 
@@ -86,7 +86,7 @@ const std::vector<CommandSpec>& Commands() {
 // runc's global flags (and Ember's --config).
 const std::vector<FlagSpec>& GlobalFlags() {
   static const std::vector<FlagSpec> flags = {
-      {"version", "v", false},  {"root", "", true},  {"log", "", true},
+      {"version", "v", false},  {"root", "", true},   {"log", "", true},
       {"log-format", "", true}, {"debug", "", false}, {"systemd-cgroup", "", false},
       {"rootless", "", true},   {"criu", "", true},   {"config", "", true},
   };
@@ -124,9 +124,9 @@ absl::StatusOr<std::string> FlagValue(const std::string& name, bool takes_value,
 
 // Parses the flags at argv[*i] on, up to the first argument that is no flag or "--" (left at
 // *i), passing each to `take` under its long name. --help / -h set inv->help.
-absl::Status ParseFlags(
-    const std::vector<FlagSpec>& specs, const std::vector<std::string>& argv, std::size_t* i,
-    Invocation* inv, const std::function<absl::Status(std::string_view, std::string)>& take) {
+absl::Status ParseFlags(const std::vector<FlagSpec>& specs, const std::vector<std::string>& argv,
+                        std::size_t* i, Invocation* inv,
+                        const std::function<absl::Status(std::string_view, std::string)>& take) {
   for (; *i < argv.size(); ++*i) {
     const std::string& arg = argv[*i];
     if (arg == "--") return absl::OkStatus();
@@ -229,14 +229,14 @@ std::string Usage() {
 
 absl::StatusOr<int> ParseSignal(const std::string& text) {
   static const std::array<std::pair<std::string_view, int>, 31> kNames = {{
-      {"HUP", SIGHUP},     {"INT", SIGINT},       {"QUIT", SIGQUIT}, {"ILL", SIGILL},
-      {"TRAP", SIGTRAP},   {"ABRT", SIGABRT},     {"IOT", SIGIOT},   {"BUS", SIGBUS},
-      {"FPE", SIGFPE},     {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},
-      {"USR2", SIGUSR2},   {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},
-      {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD},   {"CONT", SIGCONT}, {"STOP", SIGSTOP},
-      {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU}, {"URG", SIGURG},
-      {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},     {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
-      {"WINCH", SIGWINCH}, {"IO", SIGIO},         {"SYS", SIGSYS},
+      {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},     {"ILL", SIGILL},
+      {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"IOT", SIGIOT},       {"BUS", SIGBUS},
+      {"FPE", SIGFPE},       {"KILL", SIGKILL}, {"USR1", SIGUSR1},     {"SEGV", SIGSEGV},
+      {"USR2", SIGUSR2},     {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM},
+      {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP},
+      {"TSTP", SIGTSTP},     {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},
+      {"XCPU", SIGXCPU},     {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
+      {"WINCH", SIGWINCH},   {"IO", SIGIO},     {"SYS", SIGSYS},
   }};
   int number = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
@@ -247,7 +247,8 @@ absl::StatusOr<int> ParseSignal(const std::string& text) {
     return number;
   }
   std::string upper;
-  for (char c : text) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  for (char c : text)
+    upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
   std::string_view name = upper;
   if (name.starts_with("SIG")) name.remove_prefix(3);
   for (const auto& [n, value] : kNames) {

@@ -14,8 +14,8 @@ struct GlobalOptions {
   std::string log_path;                     // --log: where errors (and debug lines) go
   std::string log_format = "text";          // --log-format text|json
   bool debug = false;
-  bool systemd_cgroup = false;              // accepted; a VM has no host cgroup of its own
-  std::string config_path;                  // --config: the runtime's own config file
+  bool systemd_cgroup = false;  // accepted; a VM has no host cgroup of its own
+  std::string config_path;      // --config: the runtime's own config file
 };
 
 // One command line, parsed. Flags are kept under their long name without dashes; a flag that

@@ -47,8 +47,8 @@ absl::StatusOr<std::string> AskSupervisor(const std::string& socket_path,
   base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return base::ErrnoError("socket", socket_path);
   if (::connect(fd.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return absl::UnavailableError("the container's supervisor does not answer (" +
-                                  socket_path + ": " + std::string(strerror(errno)) + ")");
+    return absl::UnavailableError("the container's supervisor does not answer (" + socket_path +
+                                  ": " + std::string(strerror(errno)) + ")");
   }
   EMBER_RETURN_IF_ERROR(control::WriteAll(fd.Get(), request + "\n", timeout_ms));
   absl::StatusOr<std::string> answer = ReadLine(fd.Get(), timeout_ms, "the container's supervisor");

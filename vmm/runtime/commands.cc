@@ -17,6 +17,7 @@
 
 #include "bundle.h"
 #include "command_channel.h"
+#include "console.h"
 #include "container_state.h"
 #include "image_cache.h"
 #include "nlohmann/json.hpp"
@@ -88,7 +89,8 @@ std::string ReadReport(int fd, int timeout_ms) {
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return line.empty() ? "error the supervisor did not report in time" : line;
+    if (left.count() <= 0)
+      return line.empty() ? "error the supervisor did not report in time" : line;
     pollfd pfd{fd, POLLIN, 0};
     if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
     char c;
@@ -126,8 +128,9 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
         "cannot allocate tty if runc will detach without setting console socket");
   }
   if (!bundle.process.terminal && !console_socket.empty()) {
-    return absl::InvalidArgumentError("cannot use console socket if runc will not detach or "
-                                      "allocate tty");
+    return absl::InvalidArgumentError(
+        "cannot use console socket if runc will not detach or "
+        "allocate tty");
   }
   StateRoot root(inv.global.root);
   EMBER_RETURN_IF_ERROR(root.CreateContainerDir(id));
@@ -164,9 +167,8 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
   spec.launch.netns_path = record.netns_path;
   spec.vm = PlanVm(bundle, config, lease->image.string(), lease->writable, root.VsockPath(id), id);
   spec.workload = PlanExec(bundle.process);
-  spec.console_socket = console_socket.empty()
-                            ? std::string()
-                            : std::filesystem::absolute(console_socket).string();
+  spec.console_socket =
+      console_socket.empty() ? std::string() : std::filesystem::absolute(console_socket).string();
   spec.netns_path = record.netns_path;
   spec.tap_name = record.tap_name;
   spec.boot_timeout_ms = config.boot_timeout_ms;
@@ -211,8 +213,9 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
   record.pid = pid;
   record.pid_start = ProcessStartTime(pid).value_or(0);
   absl::Status saved = root.Save(record);
-  std::string line = saved.ok() ? ReadReport(report_fd.Get(), config.boot_timeout_ms + kReportMarginMs)
-                                : "error " + std::string(saved.message());
+  std::string line = saved.ok()
+                         ? ReadReport(report_fd.Get(), config.boot_timeout_ms + kReportMarginMs)
+                         : "error " + std::string(saved.message());
   if (line != "ok") {
     ::kill(pid, SIGKILL);
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
@@ -358,7 +361,8 @@ absl::StatusOr<int> List(const Invocation& inv) {
   StateRoot root(inv.global.root);
   std::string format = inv.Get("format", "table");
   json all = json::array();
-  if (format == "table" && !inv.Has("quiet")) std::cout << "ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER\n";
+  if (format == "table" && !inv.Has("quiet"))
+    std::cout << "ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER\n";
   for (const std::string& id : root.List()) {
     absl::StatusOr<ContainerRecord> record = root.Load(id);
     if (!record.ok()) continue;
@@ -369,8 +373,8 @@ absl::StatusOr<int> List(const Invocation& inv) {
     } else if (format == "json") {
       all.push_back(json::parse(OciStateJson(*record, status)));
     } else {
-      std::cout << id << "\t" << pid << "\t" << StatusName(status) << "\t" << record->bundle
-                << "\t" << record->created << "\troot\n";
+      std::cout << id << "\t" << pid << "\t" << StatusName(status) << "\t" << record->bundle << "\t"
+                << record->created << "\troot\n";
     }
   }
   if (format == "json" && !inv.Has("quiet")) std::cout << all.dump() << "\n";
@@ -475,9 +479,22 @@ absl::StatusOr<int> Exec(const Invocation& inv, const RuntimeLog& log) {
   }
   const agent_client::Endpoint endpoint = agent_client::Endpoint::Vsock(root.VsockPath(id));
   const v1::ExecRequest request = PlanExec(process);
+  const std::string console_socket =
+      process.terminal && !inv.Get("console-socket").empty()
+          ? std::filesystem::absolute(inv.Get("console-socket")).string()
+          : std::string();
+  // With a console socket the process's stdio is a pty whose master goes to the caller.
+  base::UniqueFd console;
+  auto stdio = [&]() -> absl::StatusOr<WorkloadRelay::Stdio> {
+    if (console_socket.empty()) return WorkloadRelay::Stdio{};
+    EMBER_ASSIGN_OR_RETURN(
+        console, OpenConsole(console_socket, process.console_height, process.console_width));
+    return WorkloadRelay::Stdio{console.Get(), console.Get(), console.Get()};
+  };
   if (!inv.Has("detach")) {
+    EMBER_ASSIGN_OR_RETURN(WorkloadRelay::Stdio fds, stdio());
     EMBER_ASSIGN_OR_RETURN(std::unique_ptr<WorkloadRelay> relay,
-                           WorkloadRelay::Start(endpoint, request, {}));
+                           WorkloadRelay::Start(endpoint, request, fds));
     EMBER_RETURN_IF_ERROR(WritePidFile(inv.Get("pid-file"), ::getpid()));
     return RelayExec(*relay, log);
   }
@@ -494,9 +511,12 @@ absl::StatusOr<int> Exec(const Invocation& inv, const RuntimeLog& log) {
     ::close(report[0]);
     RuntimeLog child_log = log;
     child_log.set_stderr(false);
+    absl::StatusOr<WorkloadRelay::Stdio> fds = stdio();
     absl::StatusOr<std::unique_ptr<WorkloadRelay>> relay =
-        WorkloadRelay::Start(endpoint, request, {});
-    std::string line = relay.ok() ? "ok\n" : "error " + std::string(relay.status().message()) + "\n";
+        fds.ok() ? WorkloadRelay::Start(endpoint, request, *fds)
+                 : absl::StatusOr<std::unique_ptr<WorkloadRelay>>(fds.status());
+    std::string line =
+        relay.ok() ? "ok\n" : "error " + std::string(relay.status().message()) + "\n";
     ssize_t ignored = ::write(report[1], line.data(), line.size());
     (void)ignored;
     ::close(report[1]);

@@ -25,11 +25,16 @@ constexpr const char* kOciVersion = "1.0.2";
 
 const char* StatusName(ContainerStatus status) {
   switch (status) {
-    case ContainerStatus::kCreating: return "creating";
-    case ContainerStatus::kCreated: return "created";
-    case ContainerStatus::kRunning: return "running";
-    case ContainerStatus::kPaused: return "paused";
-    case ContainerStatus::kStopped: return "stopped";
+    case ContainerStatus::kCreating:
+      return "creating";
+    case ContainerStatus::kCreated:
+      return "created";
+    case ContainerStatus::kRunning:
+      return "running";
+    case ContainerStatus::kPaused:
+      return "paused";
+    case ContainerStatus::kStopped:
+      return "stopped";
   }
   return "unknown";
 }
@@ -61,7 +66,8 @@ absl::Status StateRoot::CreateContainerDir(const std::string& id) const {
   EMBER_RETURN_IF_ERROR(ValidateId(id));
   std::error_code ec;
   std::filesystem::create_directories(root_, ec);
-  if (ec) return absl::InternalError("cannot make the state directory " + root_ + ": " + ec.message());
+  if (ec)
+    return absl::InternalError("cannot make the state directory " + root_ + ": " + ec.message());
   ::chmod(root_.c_str(), 0700);
   if (::mkdir(ContainerDir(id).c_str(), 0700) != 0) {
     if (errno == EEXIST) {
@@ -147,14 +153,10 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& text) {
 
 std::string OciStateJson(const ContainerRecord& record, ContainerStatus status) {
   json j = {
-      {"ociVersion", kOciVersion},
-      {"id", record.id},
-      {"status", StatusName(status)},
-      {"pid", status == ContainerStatus::kStopped ? 0 : record.pid},
-      {"bundle", record.bundle},
-      {"rootfs", record.rootfs},
-      {"created", record.created},
-      {"owner", ""},
+      {"ociVersion", kOciVersion},    {"id", record.id},
+      {"status", StatusName(status)}, {"pid", status == ContainerStatus::kStopped ? 0 : record.pid},
+      {"bundle", record.bundle},      {"rootfs", record.rootfs},
+      {"created", record.created},    {"owner", ""},
   };
   if (!record.annotations.empty()) j["annotations"] = record.annotations;
   return j.dump(2) + "\n";

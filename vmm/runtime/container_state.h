@@ -49,7 +49,7 @@ class StateRoot {
   // Files of one container's directory.
   [[nodiscard]] std::string RecordPath(const std::string& id) const;
   [[nodiscard]] std::string SupervisorSocket(const std::string& id) const;  // commands
-  [[nodiscard]] std::string VsockPath(const std::string& id) const;  // ember-vmm's vsock backend
+  [[nodiscard]] std::string VsockPath(const std::string& id) const;   // ember-vmm's vsock backend
   [[nodiscard]] std::string VmmLogPath(const std::string& id) const;  // the VMM's output
 
   // Makes ROOT (0700) if missing and ROOT/ID, which must not exist: AlreadyExists, in runc's

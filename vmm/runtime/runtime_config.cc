@@ -50,16 +50,17 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::string& text) {
     return Bad("jailer",
                "is not supported yet: containers' VMMs run unjailed (docs/ember-runtime.md)");
   }
-  absl::Status known = CheckKeys(j, "", {"vmm", "kernel", "initrd", "boot_args",
-                                         "boot_timeout_ms", "image_cache_dir", "rootfs_tool"});
+  absl::Status known = CheckKeys(j, "",
+                                 {"vmm", "kernel", "initrd", "boot_args", "boot_timeout_ms",
+                                  "image_cache_dir", "rootfs_tool"});
   if (!known.ok()) return known;
   RuntimeConfig config;
-  for (absl::Status s : {Take(j, "", "vmm", &config.vmm_path), Take(j, "", "kernel", &config.kernel),
-                         Take(j, "", "initrd", &config.initrd),
-                         Take(j, "", "boot_args", &config.boot_args),
-                         Take(j, "", "boot_timeout_ms", &config.boot_timeout_ms),
-                         Take(j, "", "image_cache_dir", &config.image_cache_dir),
-                         Take(j, "", "rootfs_tool", &config.rootfs_tool)}) {
+  for (absl::Status s :
+       {Take(j, "", "vmm", &config.vmm_path), Take(j, "", "kernel", &config.kernel),
+        Take(j, "", "initrd", &config.initrd), Take(j, "", "boot_args", &config.boot_args),
+        Take(j, "", "boot_timeout_ms", &config.boot_timeout_ms),
+        Take(j, "", "image_cache_dir", &config.image_cache_dir),
+        Take(j, "", "rootfs_tool", &config.rootfs_tool)}) {
     if (!s.ok()) return s;
   }
   if (config.boot_timeout_ms <= 0) return Bad("boot_timeout_ms", "must be positive");

@@ -14,15 +14,15 @@ namespace ember::runtime {
 // containers' VMMs do not run through ember-jailer yet, and a setting that silently did
 // nothing would leave them unjailed unknown to the operator.
 struct RuntimeConfig {
-  std::string vmm_path;     // ember-vmm; default: the one beside ember-runtime
+  std::string vmm_path;  // ember-vmm; default: the one beside ember-runtime
   // The guest kernel when the bundle's annotations name none. Empty: ember-vmm's built-in test
   // guest, running its `agent` scenario (what the tests on machines without a Linux guest use).
   std::string kernel;
   std::string initrd;
-  std::string boot_args;    // default: per kernel (see DefaultBootArgs)
-  int boot_timeout_ms = 120'000;    // VMM start to the agent's ready event
+  std::string boot_args;          // default: per kernel (see DefaultBootArgs)
+  int boot_timeout_ms = 120'000;  // VMM start to the agent's ready event
   std::string image_cache_dir = "/var/cache/ember/images";
-  std::string rootfs_tool;          // ember-rootfs; default: beside ember-runtime
+  std::string rootfs_tool;  // ember-rootfs; default: beside ember-runtime
 };
 
 // The config at `path`; InvalidArgument naming the field or the JSON error. A missing file is

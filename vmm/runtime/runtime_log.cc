@@ -26,7 +26,8 @@ std::string Rfc3339Now() {
 std::string RuntimeLog::FormatLine(absl::string_view format, absl::string_view level,
                                    absl::string_view message, absl::string_view time) {
   if (format == "json") {
-    nlohmann::json line = {{"level", std::string(level)}, {"msg", std::string(message)}, {"time", std::string(time)}};
+    nlohmann::json line = {
+        {"level", std::string(level)}, {"msg", std::string(message)}, {"time", std::string(time)}};
     return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   // logrus's text form: the message quoted as JSON quotes a string.

@@ -1,8 +1,8 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 
+#include "absl/strings/string_view.h"
 #include "cli.h"
 
 namespace ember::runtime {

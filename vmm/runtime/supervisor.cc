@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "command_channel.h"
+#include "console.h"
 #include "tap_device.h"
 #include "vmm/agent_client/agent_client.h"
 #include "vmm/base/status.h"
@@ -47,60 +48,6 @@ void Report(int fd, const std::string& line) {
 // such a signal to a container that has not started changes nothing.
 bool IgnoredByDefault(int sig) {
   return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT;
-}
-
-// Sends the pty master over the console socket the caller named (runc's protocol: one
-// message, the terminal's name as data, the fd as SCM_RIGHTS).
-absl::Status SendConsole(const std::string& socket_path, int master, const std::string& name) {
-  EMBER_ASSIGN_OR_RETURN(sockaddr_un addr, base::UnixAddress(socket_path));
-  base::UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!sock) return base::ErrnoError("socket", socket_path);
-  if (::connect(sock.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return base::ErrnoError("connect", "console socket " + socket_path);
-  }
-  std::string data = name;
-  iovec iov{data.data(), data.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
-  if (::sendmsg(sock.Get(), &msg, MSG_NOSIGNAL) < 0) {
-    return base::ErrnoError("sendmsg", "console socket " + socket_path);
-  }
-  return absl::OkStatus();
-}
-
-// The container's terminal: a pty whose master goes to the caller and whose slave is the
-// workload's stdio here, raw (the guest's terminal does the line discipline) and this
-// process's controlling terminal (so a resize arrives as SIGWINCH).
-absl::StatusOr<base::UniqueFd> OpenConsole(const std::string& socket_path, std::uint32_t rows,
-                                           std::uint32_t cols) {
-  int master = -1, slave = -1;
-  winsize size{};
-  size.ws_row = static_cast<unsigned short>(rows);
-  size.ws_col = static_cast<unsigned short>(cols);
-  if (::openpty(&master, &slave, nullptr, nullptr, rows != 0 ? &size : nullptr) != 0) {
-    return base::ErrnoError("openpty", "the container's console");
-  }
-  base::UniqueFd master_fd(master), slave_fd(slave);
-  ::fcntl(slave, F_SETFD, FD_CLOEXEC);
-  termios raw{};
-  if (::tcgetattr(slave, &raw) == 0) {
-    ::cfmakeraw(&raw);
-    ::tcsetattr(slave, TCSANOW, &raw);
-  }
-  ::ioctl(slave, TIOCSCTTY, 0);
-  char name[64] = "/dev/ptmx";
-  ::ptsname_r(master, name, sizeof(name));
-  EMBER_RETURN_IF_ERROR(SendConsole(socket_path, master, name));
-  return slave_fd;
 }
 
 class Supervisor {
@@ -180,8 +127,8 @@ absl::Status Supervisor::Boot() {
     break;
   }
   if (!spec_.console_socket.empty()) {
-    EMBER_ASSIGN_OR_RETURN(console_, OpenConsole(spec_.console_socket, spec_.workload.rows(),
-                                                 spec_.workload.cols()));
+    EMBER_ASSIGN_OR_RETURN(
+        console_, OpenConsole(spec_.console_socket, spec_.workload.rows(), spec_.workload.cols()));
   }
   return absl::OkStatus();
 }
@@ -264,8 +211,9 @@ void Supervisor::ServeConnection() {
   absl::StatusOr<std::string> command = ReadCommand(conn.Get(), 5'000);
   if (!command.ok()) return;
   absl::StatusOr<std::string> answer = Handle(*command);
-  if (!answer.ok()) log_.Debug("container " + spec_.id + ": " + *command + ": " +
-                               std::string(answer.status().message()));
+  if (!answer.ok())
+    log_.Debug("container " + spec_.id + ": " + *command + ": " +
+               std::string(answer.status().message()));
   SendAnswer(conn.Get(), answer);
 }
 
@@ -286,9 +234,8 @@ void Supervisor::OnSignal() {
 
 int Supervisor::Serve() {
   while (!exit_status_) {
-    std::vector<pollfd> fds = {{commands_.Get(), POLLIN, 0},
-                               {signals_.Get(), POLLIN, 0},
-                               {vmm_->exit_fd(), POLLIN, 0}};
+    std::vector<pollfd> fds = {
+        {commands_.Get(), POLLIN, 0}, {signals_.Get(), POLLIN, 0}, {vmm_->exit_fd(), POLLIN, 0}};
     if (relay_) relay_->AddPollFds(&fds);
     if (::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;

@@ -19,10 +19,9 @@ bool UsableHostname(const std::string& name) {
 std::string MacFor(const std::string& id) {
   std::size_t h = std::hash<std::string>{}(id);
   char mac[18];
-  std::snprintf(mac, sizeof(mac), "06:%02x:%02x:%02x:%02x:%02x",
-                static_cast<unsigned>(h & 0xff), static_cast<unsigned>((h >> 8) & 0xff),
-                static_cast<unsigned>((h >> 16) & 0xff), static_cast<unsigned>((h >> 24) & 0xff),
-                static_cast<unsigned>((h >> 32) & 0xff));
+  std::snprintf(mac, sizeof(mac), "06:%02x:%02x:%02x:%02x:%02x", static_cast<unsigned>(h & 0xff),
+                static_cast<unsigned>((h >> 8) & 0xff), static_cast<unsigned>((h >> 16) & 0xff),
+                static_cast<unsigned>((h >> 24) & 0xff), static_cast<unsigned>((h >> 32) & 0xff));
   return mac;
 }
 
@@ -32,7 +31,7 @@ v1::VmConfig PlanVm(const Bundle& bundle, const RuntimeConfig& config, const std
                     bool image_writable, const std::string& vsock_path, const std::string& id) {
   v1::VmConfig vm;
   const std::string kernel = !bundle.kernel.empty() ? bundle.kernel.string() : config.kernel;
-  std::string boot_args = !bundle.boot_args.empty()    ? bundle.boot_args
+  std::string boot_args = !bundle.boot_args.empty()   ? bundle.boot_args
                           : !config.boot_args.empty() ? config.boot_args
                                                       : DefaultBootArgs(kernel);
   if (!kernel.empty() && UsableHostname(bundle.hostname)) {

@@ -75,8 +75,8 @@ absl::StatusOr<std::pair<base::UniqueFd, sockaddr_un>> AbstractListener() {
 }
 
 // In the forked child: only async-signal-safe calls until exec. Never returns.
-[[noreturn]] void ExecVmm(const std::vector<char*>& argv, int listen_fd,
-                          int output_fd, int netns_fd, pid_t parent) {
+[[noreturn]] void ExecVmm(const std::vector<char*>& argv, int listen_fd, int output_fd,
+                          int netns_fd, pid_t parent) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(127);  // the supervisor died before the prctl
   sigset_t none;
@@ -96,8 +96,7 @@ absl::StatusOr<std::pair<base::UniqueFd, sockaddr_un>> AbstractListener() {
 
 }  // namespace
 
-absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch,
-                                              const v1::VmConfig& config) {
+absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch, const v1::VmConfig& config) {
   EMBER_RETURN_IF_ERROR(
       base::WriteFileAtomically(launch.config_path, config.SerializeAsString(), 0600));
   EMBER_ASSIGN_OR_RETURN(auto listener, AbstractListener());
@@ -136,11 +135,10 @@ absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch,
     return base::ErrnoError("connect", "ember-vmm's control socket");
   }
   vmm.control_ = std::move(conn);
-  absl::StatusOr<v1::VmmMessage> hello = ReadMessage(
-      vmm.control_.Get(), vmm.reader_,
-      Clock::now() + std::chrono::milliseconds(launch.hello_timeout_ms));
-  if (hello.ok() && hello->has_event() &&
-      hello->event().kind() == v1::ControlEvent::BUILD_FAILED) {
+  absl::StatusOr<v1::VmmMessage> hello =
+      ReadMessage(vmm.control_.Get(), vmm.reader_,
+                  Clock::now() + std::chrono::milliseconds(launch.hello_timeout_ms));
+  if (hello.ok() && hello->has_event() && hello->event().kind() == v1::ControlEvent::BUILD_FAILED) {
     const v1::BuildFailure& failure = hello->event().build_failure();
     vmm.Reap();
     return absl::Status(failure.code() == static_cast<int>(absl::StatusCode::kInvalidArgument)
@@ -159,8 +157,7 @@ absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch,
 
 VmmProcess::~VmmProcess() { Kill(); }
 
-absl::StatusOr<v1::ControlResponse> VmmProcess::Call(v1::ControlRequest request,
-                                                     int timeout_ms) {
+absl::StatusOr<v1::ControlResponse> VmmProcess::Call(v1::ControlRequest request, int timeout_ms) {
   if (!control_) return absl::FailedPreconditionError("ember-vmm has ended");
   request.set_id(next_id_++);
   std::string frame;
@@ -168,8 +165,7 @@ absl::StatusOr<v1::ControlResponse> VmmProcess::Call(v1::ControlRequest request,
   EMBER_RETURN_IF_ERROR(control::WriteAll(control_.Get(), frame, timeout_ms));
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
-    EMBER_ASSIGN_OR_RETURN(v1::VmmMessage message,
-                           ReadMessage(control_.Get(), reader_, deadline));
+    EMBER_ASSIGN_OR_RETURN(v1::VmmMessage message, ReadMessage(control_.Get(), reader_, deadline));
     if (!message.has_response() || message.response().id() != request.id()) continue;
     const v1::ControlResponse& response = message.response();
     if (response.code() != 0) {

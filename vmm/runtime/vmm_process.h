@@ -18,10 +18,10 @@ namespace ember::runtime {
 
 // How to start one container's ember-vmm.
 struct VmmLaunch {
-  std::string vmm_path;         // the ember-vmm binary
-  std::string config_path;      // where the binary VmConfig is written (--config-proto)
-  std::string output_path;      // the VMM's stdout and stderr: serial console and log
-  std::string netns_path;       // "" none; else the VMM runs in that network namespace
+  std::string vmm_path;     // the ember-vmm binary
+  std::string config_path;  // where the binary VmConfig is written (--config-proto)
+  std::string output_path;  // the VMM's stdout and stderr: serial console and log
+  std::string netns_path;   // "" none; else the VMM runs in that network namespace
   int hello_timeout_ms = 30'000;
 };
 

@@ -47,9 +47,9 @@ absl::StatusOr<std::unique_ptr<WorkloadRelay>> WorkloadRelay::Start(
     if (code <= 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
       code = static_cast<int>(absl::StatusCode::kUnknown);
     }
-    return absl::Status(static_cast<absl::StatusCode>(code),
-                        "the guest agent could not start the process: " +
-                            response.error().message());
+    return absl::Status(
+        static_cast<absl::StatusCode>(code),
+        "the guest agent could not start the process: " + response.error().message());
   }
   if (!response.has_exec_started()) {
     return absl::DataLossError("the guest agent answered an Exec without exec_started");
@@ -68,7 +68,7 @@ void WorkloadRelay::AddPollFds(std::vector<pollfd>* fds) {
 }
 
 absl::StatusOr<std::optional<int>> WorkloadRelay::OnReady(const std::vector<pollfd>& fds,
-                                                           std::size_t first) {
+                                                          std::size_t first) {
   if (poll_count_ == 2 && fds[first + 1].revents != 0) {
     EMBER_RETURN_IF_ERROR(PumpStdin());
   }
@@ -104,8 +104,7 @@ absl::StatusOr<std::optional<int>> WorkloadRelay::DrainAgent() {
     }
     switch (response->kind_case()) {
       case v1::AgentResponse::kOutput:
-        WriteOut(response->output().stream() == v1::Output::STDERR ? stdio_.err_fd
-                                                                   : stdio_.out_fd,
+        WriteOut(response->output().stream() == v1::Output::STDERR ? stdio_.err_fd : stdio_.out_fd,
                  response->output().data());
         break;
       case v1::AgentResponse::kExit:

@@ -38,7 +38,7 @@ class WorkloadRelay {
   // status once it ended (exit code, or 128 + the signal that ended it); nullopt while it
   // runs. An agent that breaks the connection before the exit is UNAVAILABLE.
   [[nodiscard]] absl::StatusOr<std::optional<int>> OnReady(const std::vector<pollfd>& fds,
-                                                            std::size_t first);
+                                                           std::size_t first);
 
   // To the process, on its Exec's connection (agent.proto: no answer; the exit tells).
   [[nodiscard]] absl::Status Signal(int sig, bool all);

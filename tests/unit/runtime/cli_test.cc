@@ -11,10 +11,10 @@ namespace ember::runtime {
 namespace {
 
 TEST(RuntimeCli, ShimsCreateLineGivesGlobalsFlagsAndId) {
-  absl::StatusOr<Invocation> inv = ParseCommandLine(
-      {"--root", "/run/containerd/runc/default", "--log", "/b/log.json", "--log-format", "json",
-       "--systemd-cgroup", "create", "--bundle", "/b", "--pid-file", "/b/init.pid",
-       "--no-pivot", "--no-new-keyring", "c1"});
+  absl::StatusOr<Invocation> inv =
+      ParseCommandLine({"--root", "/run/containerd/runc/default", "--log", "/b/log.json",
+                        "--log-format", "json", "--systemd-cgroup", "create", "--bundle", "/b",
+                        "--pid-file", "/b/init.pid", "--no-pivot", "--no-new-keyring", "c1"});
   ASSERT_TRUE(inv.ok()) << inv.status();
   EXPECT_EQ(inv->global.root, "/run/containerd/runc/default");
   EXPECT_EQ(inv->global.log_path, "/b/log.json");

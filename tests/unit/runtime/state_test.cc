@@ -103,8 +103,8 @@ TEST(RuntimeState, SupervisorIsAliveOnlyWithItsOwnStartTime) {
 }
 
 TEST(RuntimeLogLine, JsonLineIsWhatContainerdsShimReads) {
-  json line = json::parse(
-      RuntimeLog::FormatLine("json", "error", "container \"x\" does not exist", "T"));
+  json line =
+      json::parse(RuntimeLog::FormatLine("json", "error", "container \"x\" does not exist", "T"));
   EXPECT_EQ(line["level"], "error");
   EXPECT_EQ(line["msg"], "container \"x\" does not exist");
   EXPECT_EQ(line["time"], "T");
