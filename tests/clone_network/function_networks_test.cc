@@ -14,12 +14,16 @@
 namespace ember::testing {
 namespace {
 
+absl::StatusOr<std::unique_ptr<emberd::CloneNetworkServer>> StartServer(const ScopedTempDir& dir) {
+  emberd::CloneNetworkServerConfig config;
+  config.netns_dir = dir.path() + "/netns";
+  return emberd::CloneNetworkServer::Start(config);
+}
+
 TEST(FunctionNetworks, EachLeaseIsANetworkWithTheDeployVmsTapGoneWithTheLease) {
   if (std::string why = EnterTestHost(); !why.empty()) GTEST_SKIP() << why;
   ScopedTempDir dir("fnnet-fn");
-  emberd::CloneNetworkServerConfig config;
-  config.netns_dir = dir.path() + "/netns";
-  auto server = emberd::CloneNetworkServer::Start(config);
+  auto server = StartServer(dir);
   ASSERT_TRUE(server.ok()) << server.status();
   emberd::FunctionNetworks networks(**server, *emberd::Ipv4Cidr::Parse("172.16.0.1/30"), false);
   v1::VmConfig deployed;
@@ -47,9 +51,7 @@ TEST(FunctionNetworks, EachLeaseIsANetworkWithTheDeployVmsTapGoneWithTheLease) {
 TEST(FunctionNetworks, DeployVmWithoutOneInterfaceIsRefused) {
   if (std::string why = EnterTestHost(); !why.empty()) GTEST_SKIP() << why;
   ScopedTempDir dir("fnnet-fn");
-  emberd::CloneNetworkServerConfig config;
-  config.netns_dir = dir.path() + "/netns";
-  auto server = emberd::CloneNetworkServer::Start(config);
+  auto server = StartServer(dir);
   ASSERT_TRUE(server.ok()) << server.status();
   emberd::FunctionNetworks networks(**server, std::nullopt, false);
   EXPECT_EQ(networks.Acquire("f", "fn-f-1-0", v1::VmConfig()).status().code(),
