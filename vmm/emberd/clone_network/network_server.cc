@@ -290,7 +290,16 @@ absl::StatusOr<std::unique_ptr<CloneNetworkServer>> CloneNetworkServer::Start(
   return server;
 }
 
-CloneNetworkServer::~CloneNetworkServer() = default;
+CloneNetworkServer::~CloneNetworkServer() {
+  // The helper tears everything down once it reads the end of requests, then exits, which
+  // closes its end: waiting for that means nothing is left when this returns.
+  ::shutdown(socket_.Get(), SHUT_WR);
+  char byte;
+  ssize_t n;
+  do {
+    n = ::recv(socket_.Get(), &byte, 1, 0);
+  } while (n > 0 || (n < 0 && errno == EINTR));
+}
 
 absl::StatusOr<std::string> CloneNetworkServer::Call(const std::string& request) {
   std::lock_guard lock(mu_);

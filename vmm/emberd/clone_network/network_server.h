@@ -54,7 +54,8 @@ class CloneNetworkServer {
   // The helper's start-up clean-up is done when this returns.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<CloneNetworkServer>> Start(
       CloneNetworkServerConfig config);
-  ~CloneNetworkServer();  // closes the socket: the helper tears down everything and exits
+  // Ends the requests and waits until the helper has torn down everything and exited.
+  ~CloneNetworkServer();
 
   // A network of `shape`, from the spares when one is ready. Any thread; requests are
   // serialised. Errors are the library's (clone_network.h), e.g. FailedPrecondition for egress
