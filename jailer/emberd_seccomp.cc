@@ -136,8 +136,11 @@ std::vector<SyscallRule> StateDirRules(const EmberdSeccompParams& params) {
   };
   if (params.snapshot_gid) {
     rules.push_back(Allow("ftruncate",
-                          "a jailed VM's snapshot copied out of its jail across filesystems "
-                          "keeps its size (CopySparse skips a trailing hole)"));
+                          "a jailed VM's snapshot, copied out of its jail into a new file "
+                          "(snapshot_publish.h), gets its size first: holes stay holes"));
+    rules.push_back(Allow("copy_file_range",
+                          "that copy, data ranges only, page cache to page cache"));
+    rules.push_back(Allow("pwrite64", "that copy where copy_file_range cannot"));
     rules.push_back(AndArgIs(AllowIfArg("fchown",
                                         "a snapshot moved out of a jail becomes root's and the "
                                         "snapshot group's: its VM can no longer change it, "
