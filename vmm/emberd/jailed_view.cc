@@ -22,6 +22,7 @@
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/launch_files.h"
+#include "vmm/emberd/snapshot_publish.h"
 #include "vmm/emberd/store.h"
 #include "vmm/rules/vm_config_rules.h"
 #include "vmm/emberd/vmm_view.h"
@@ -91,54 +92,6 @@ absl::Status CheckJailable(const v1::VmConfig& config) {
   return absl::OkStatus();
 }
 
-
-// Moves a snapshot file the jailed ember-vmm of uid `uid` wrote at `from` (in its jail) to `to`
-// and hands it to root and the snapshot group `snapshot_gid`, mode 0440: a rename,
-// or across filesystems a sparse copy. Its VM can then no longer change it (not even its
-// mode), and every clone, whatever its own uid, reads it through that group. The output
-// directory is the VMM's to fill, so `from` must be a regular file of `uid` with no other
-// link: else the VMM could have emberd move (or copy, as root) a file that is not its own.
-absl::Status MoveOutOfJail(const std::string& from, const std::string& to, uid_t uid,
-                           gid_t snapshot_gid) {
-  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!in) return base::ErrnoError("open", from);
-  struct stat st {};
-  if (::fstat(in.Get(), &st) != 0) return base::ErrnoError("fstat", from);
-  if (!S_ISREG(st.st_mode) || st.st_uid != uid || st.st_nlink != 1) {
-    return absl::InternalError(from + ": the jailed ember-vmm left something other than a "
-                               "regular file of its own (uid " + std::to_string(uid) +
-                               ") with one link");
-  }
-  constexpr uid_t owner = 0;  // a jailed emberd is root (the jailer needs it)
-  if (::fchown(in.Get(), owner, snapshot_gid) != 0 || ::fchmod(in.Get(), 0440) != 0) {
-    return base::ErrnoError("handing to the snapshot group", from);
-  }
-  if (::rename(from.c_str(), to.c_str()) == 0) {
-    // The name could have been swapped between the open and the rename: what moved must be
-    // what was checked.
-    struct stat moved {};
-    if (::lstat(to.c_str(), &moved) != 0 || moved.st_ino != st.st_ino ||
-        moved.st_dev != st.st_dev) {
-      ::unlink(to.c_str());
-      return absl::InternalError(from + " changed while emberd moved it out of the jail");
-    }
-    return absl::OkStatus();
-  }
-  if (errno != EXDEV) return base::ErrnoError("rename", from + " to " + to);
-  ::unlink(to.c_str());
-  base::UniqueFd out(
-      ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!out) return base::ErrnoError("open", to);
-  int err = CopySparse(in.Get(), out.Get());
-  if (err == 0 && ::fchown(out.Get(), owner, snapshot_gid) != 0) err = errno;
-  if (err == 0 && ::fchmod(out.Get(), 0440) != 0) err = errno;
-  if (err != 0) {
-    ::unlink(to.c_str());
-    return base::ErrnoError(err, "copying " + from + " to", to);
-  }
-  ::unlink(from.c_str());
-  return absl::OkStatus();
-}
 
 // The rule for a jailed restore's memory files: a clone maps them through a hard link in its
 // jail, as a uid and gid of its own with the snapshot group as its one supplementary group, so
@@ -536,10 +489,13 @@ absl::Status JailedView::FinishSnapshot(const v1::Snapshot& snapshot,
   if (!uid) {
     return absl::InternalError("VM \"" + snapshot.vm_id() + "\" has no jail uid on record");
   }
+  // New files emberd writes, root's and the snapshot group's (0440): the VM that wrote them
+  // keeps no way to change what its clones will map (snapshot_publish.h).
+  const PublishedFile owner{/*uid=*/0, ids_.snapshot_gid()};
   EMBER_RETURN_IF_ERROR(
-      MoveOutOfJail(root + files.state, snapshot.state_path(), *uid, ids_.snapshot_gid()));
+      PublishSnapshotFile(root + files.state, *uid, snapshot.state_path(), owner));
   EMBER_RETURN_IF_ERROR(
-      MoveOutOfJail(root + files.memory, snapshot.memory_path(), *uid, ids_.snapshot_gid()));
+      PublishSnapshotFile(root + files.memory, *uid, snapshot.memory_path(), owner));
   // Like ember-vmm's own chain: a full snapshot starts it afresh, a diff extends it.
   std::lock_guard lock(mu_);
   JailChain& chain = chains_[snapshot.vm_id()];
