@@ -86,9 +86,9 @@ absl::Status WriteRange(int fd, const base::GuestRegion& region, std::uint64_t b
 
 }  // namespace
 
-absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestMemory& memory,
-                                                              const std::string& path,
-                                                              const std::string& id) {
+absl::StatusOr<WrittenMemoryFile> WriteMemoryFileUncommitted(const base::GuestMemory& memory,
+                                                             const std::string& path,
+                                                             const std::string& id) {
   EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
   std::vector<v1::MemoryRegion> layout;
   for (const base::GuestRegion& region : memory.regions()) {
@@ -115,8 +115,15 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestM
     layout.push_back(entry);
   }
   EMBER_RETURN_IF_ERROR(WriteTrailer(file.fd(), memory.total_size(), id, path));
-  EMBER_RETURN_IF_ERROR(file.Commit());
-  return layout;
+  return WrittenMemoryFile{std::move(file), std::move(layout)};
+}
+
+absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(const base::GuestMemory& memory,
+                                                              const std::string& path,
+                                                              const std::string& id) {
+  EMBER_ASSIGN_OR_RETURN(WrittenMemoryFile written, WriteMemoryFileUncommitted(memory, path, id));
+  EMBER_RETURN_IF_ERROR(written.file.Commit());
+  return std::move(written.layout);
 }
 
 namespace {
@@ -167,7 +174,7 @@ std::uint8_t* HostAtOffset(const base::GuestMemory& memory, std::uint64_t offset
 
 }  // namespace
 
-absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
+absl::StatusOr<WrittenMemoryFile> WriteDiffMemoryFileUncommitted(
     const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
     const std::string& path, const std::string& id) {
   EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
@@ -191,8 +198,16 @@ absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
     page = run;
   }
   EMBER_RETURN_IF_ERROR(WriteTrailer(file.fd(), memory.total_size(), id, path));
-  EMBER_RETURN_IF_ERROR(file.Commit());
-  return Layout(memory);
+  return WrittenMemoryFile{std::move(file), Layout(memory)};
+}
+
+absl::StatusOr<std::vector<v1::MemoryRegion>> WriteDiffMemoryFile(
+    const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
+    const std::string& path, const std::string& id) {
+  EMBER_ASSIGN_OR_RETURN(WrittenMemoryFile written,
+                         WriteDiffMemoryFileUncommitted(memory, dirty, path, id));
+  EMBER_RETURN_IF_ERROR(written.file.Commit());
+  return std::move(written.layout);
 }
 
 absl::Status ApplyDiffMemoryFile(const base::GuestMemory& memory, const MemoryFileRef& file) {

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "ember/v1/snapshot.pb.h"
 #include "snapshot/file_codec.h"
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/guest_memory.h"
 #include "vmm/base/unique_fd.h"
 
@@ -58,6 +59,22 @@ struct MemoryFileRef {
 // zero without reading anything. Returns the layout to record in the state file.
 [[nodiscard]] absl::StatusOr<std::vector<v1::MemoryRegion>> WriteMemoryFile(
     const base::GuestMemory& memory, const std::string& path, const std::string& id);
+
+// WriteMemoryFile and WriteDiffMemoryFile in two halves, so that a snapshot can let its VM run
+// on between them: the file written in full under its temporary name (base::AtomicFile),
+// not yet synced nor in place, and the layout to record. Only guest memory is read before
+// these return; the caller commits the file once it may replace `path` (the commit's fsync is
+// what durability costs, and the guest need not wait for it). Dropped uncommitted, the file
+// is removed.
+struct WrittenMemoryFile {
+  base::AtomicFile file;
+  std::vector<v1::MemoryRegion> layout;
+};
+[[nodiscard]] absl::StatusOr<WrittenMemoryFile> WriteMemoryFileUncommitted(
+    const base::GuestMemory& memory, const std::string& path, const std::string& id);
+[[nodiscard]] absl::StatusOr<WrittenMemoryFile> WriteDiffMemoryFileUncommitted(
+    const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
+    const std::string& path, const std::string& id);
 
 // Diff snapshots: writes only the pages set in `dirty` (one bit per 4 KiB page of the
 // memory's backing layout) to a new file of the full size at `path`, replacing it as

@@ -75,7 +75,15 @@ absl::StatusOr<v1::SnapshotState> DecodeState(const std::string& bytes) {
 }
 
 absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& state) {
-  return base::WriteFileAtomically(path, EncodeState(state));
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, WriteStateFileUncommitted(path, state));
+  return file.Commit();
+}
+
+absl::StatusOr<base::AtomicFile> WriteStateFileUncommitted(const std::string& path,
+                                                           const v1::SnapshotState& state) {
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, base::AtomicFile::Create(path));
+  EMBER_RETURN_IF_ERROR(file.Append(EncodeState(state)));
+  return file;
 }
 
 absl::StatusOr<v1::SnapshotState> ReadStateFile(const std::string& path) {

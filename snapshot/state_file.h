@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "ember/v1/snapshot.pb.h"
+#include "vmm/base/atomic_file.h"
 
 namespace ember::snapshot {
 
@@ -25,6 +26,11 @@ inline constexpr std::uint64_t kMaxPayload = 64u << 20;
 
 // Writes `state` to `path` atomically (base::WriteFileAtomically).
 [[nodiscard]] absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& state);
+
+// WriteStateFile's first half: `state` written under the file's temporary name, neither
+// synced nor in place; the caller commits it (Vmm::CommitSnapshot) or drops it (removed).
+[[nodiscard]] absl::StatusOr<base::AtomicFile> WriteStateFileUncommitted(
+    const std::string& path, const v1::SnapshotState& state);
 
 // Reads and verifies a state file: its framing, and that the payload carries a snapshot id
 // and one for each base memory file. Every problem is InvalidArgument naming the file.

@@ -76,7 +76,10 @@ constexpr char kUsage[] =
     "                       --metrics-path say, never where its state file says.\n"
     "  --snapshot-path FILE, --snapshot-mem-path FILE\n"
     "                       on SIGUSR1, pause, write a snapshot to these files and resume;\n"
-    "                       on SIGUSR2, the same with a diff snapshot to FILE-diffN\n"
+    "                       on SIGUSR2, the same with a diff snapshot to FILE-diffN; the VM\n"
+    "                       runs on once its memory is written, before the files are synced\n"
+    "  --snapshot-no-sync   do not fsync those snapshots' files: faster, but a crash may\n"
+    "                       lose (or, on some file systems, empty) the latest snapshot\n"
     "  --help               this text\n"
     "\n"
     "Firecracker's flags work too (as does a `firecracker` symlink to ember-vmm): --api-sock\n"
@@ -104,6 +107,7 @@ struct Flags {
   std::vector<std::string> allow_dirs;  // --allow-dir
   std::string snapshot_path;
   std::string snapshot_mem_path;
+  bool snapshot_no_sync = false;
   std::string restore_mem_backend;  // empty: file
   std::string restore_uffd_handler;  // --restore-uffd-handler: an external handler's socket
   bool prefetch_working_set = false;
@@ -168,6 +172,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--working-set") flags.working_set = value();
     else if (arg == "--snapshot-path") flags.snapshot_path = value();
     else if (arg == "--snapshot-mem-path") flags.snapshot_mem_path = value();
+    else if (arg == "--snapshot-no-sync") flags.snapshot_no_sync = true;
     else if (arg == "--drive-override") {
       std::string text = value();
       auto eq = text.find('=');
@@ -346,7 +351,8 @@ int Main(int argc, char** argv) {
     Fail(kExitBadInput, "--snapshot-path and --snapshot-mem-path go together");
   }
   if (!flags.snapshot_path.empty()) {
-    options.snapshot_on_sigusr1 = SnapshotPaths{flags.snapshot_path, flags.snapshot_mem_path};
+    options.snapshot_on_sigusr1 = SnapshotPaths{flags.snapshot_path, flags.snapshot_mem_path,
+                                                /*diff=*/false, !flags.snapshot_no_sync};
   }
   if (!flags.metrics_path.empty()) options.config.mutable_metrics()->set_metrics_path(flags.metrics_path);
   if (auto status = ValidateVmConfig(options.config); !status.ok()) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "ember/v1/snapshot.pb.h"
 #include "ember/v1/vm_config.pb.h"
+#include "vmm/base/atomic_file.h"
 #include "vmm/base/event_fd.h"
 #include "vmm/base/event_loop.h"
 #include "vmm/base/guest_memory.h"
@@ -52,6 +53,19 @@ struct SnapshotPaths {
   // Only the pages written since the previous snapshot (or the restore), laid over that
   // snapshot's memory on restore. Needs machine-config.track_dirty_pages.
   bool diff = false;
+  // Both files fsynced before they are put in place (and their directory after): a crash
+  // then leaves the previous snapshot or this one whole. Off only where the files are scratch
+  // (emberd copies a jailed VMM's files and syncs its copies) or the caller accepts losing
+  // the snapshot to a crash.
+  bool durable = true;
+};
+
+// How long a snapshot took: in all, and with the VM paused (what its guest feels). Equal
+// when the VM stays paused throughout (a snapshot of a VM paused through the control
+// channel); a standalone SIGUSR1/SIGUSR2 snapshot resumes the VM before it syncs its files.
+struct SnapshotTimes {
+  std::uint64_t total_us = 0;
+  std::uint64_t paused_us = 0;
 };
 
 struct VmmOptions {
@@ -154,6 +168,19 @@ class Vmm {
   [[nodiscard]] absl::Status TakeDirtyPages(const v1::SnapshotState& state,
                                             std::vector<std::uint64_t>& dirty);
   [[nodiscard]] absl::Status WatchSnapshotSignal(const SnapshotPaths& paths);
+  // A snapshot whose files are written but not yet synced nor in place (CreateSnapshot's
+  // halves: WriteSnapshot reads the paused VM, CommitSnapshot needs it no more).
+  struct PendingSnapshot {
+    SnapshotPaths paths;
+    std::optional<base::AtomicFile> memory;
+    std::optional<base::AtomicFile> state;
+    std::vector<snapshot::MemoryFileRef> chain;  // snapshot_chain_ once committed
+    std::uint64_t start_us = 0;
+  };
+  [[nodiscard]] absl::StatusOr<PendingSnapshot> WriteSnapshot(const SnapshotPaths& paths);
+  [[nodiscard]] absl::Status CommitSnapshot(PendingSnapshot pending);
+  // The standalone snapshot of SIGUSR1/SIGUSR2: pause, write, resume, then commit.
+  [[nodiscard]] absl::StatusOr<SnapshotTimes> SnapshotWhileRunning(const SnapshotPaths& paths);
   // Hands a configured vCPU to a runner thread (not started yet).
   void AdoptVcpu(kvm::Vcpu vcpu, std::uint64_t start_us);
   // Starts the vCPU threads (created or restored VM) and narrows the VMM thread's syscalls.

@@ -100,7 +100,7 @@ absl::Status Vmm::TakeDirtyPages(const v1::SnapshotState& state,
   return absl::OkStatus();
 }
 
-absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
+absl::StatusOr<Vmm::PendingSnapshot> Vmm::WriteSnapshot(const SnapshotPaths& paths) {
   if (state_ != State::kPaused) {
     return absl::FailedPreconditionError("a snapshot needs a paused VM");
   }
@@ -112,51 +112,98 @@ absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
     return absl::FailedPreconditionError(
         "a diff snapshot needs a previous snapshot (or a restore) to apply onto");
   }
-  std::uint64_t start = base::MonotonicMicros();
+  PendingSnapshot pending{paths, std::nullopt, std::nullopt, {}, base::MonotonicMicros()};
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, CaptureState());
   if (memory_->dirty_tracking()) {
     // Taken after the devices were quiesced (CaptureState), so their last writes count; a
     // full snapshot takes them too, to start the next diff from here. Taking them clears
     // KVM's log and memory's own, so they join the pages a failed attempt left pending and
-    // stay pending until this snapshot's files are all written.
+    // stay pending until this snapshot's files are all committed.
     EMBER_RETURN_IF_ERROR(TakeDirtyPages(state, pending_dirty_));
   }
-  std::vector<v1::MemoryRegion> layout;
-  std::vector<snapshot::MemoryFileRef> chain;
   // Both files carry it: a state file and a memory file of two snapshots (a crash between
-  // the two renames below) are refused on restore.
+  // the two renames of CommitSnapshot) are refused on restore.
   state.set_snapshot_id(snapshot::NewSnapshotId());
+  absl::StatusOr<snapshot::WrittenMemoryFile> memory;
   if (paths.diff) {
     // A VM restored from a diff names that diff among its bases; writing its own next diff
     // there (ember-vmm's SIGUSR2 numbering starts again at -diff1) would replace a base.
     std::vector<std::string> bases;
     for (const snapshot::MemoryFileRef& base : snapshot_chain_) bases.push_back(base.path);
     EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(paths.memory_path, bases));
-    EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteDiffMemoryFile(*memory_, pending_dirty_,
-                                                                 paths.memory_path,
-                                                                 state.snapshot_id()));
+    memory = snapshot::WriteDiffMemoryFileUncommitted(*memory_, pending_dirty_,
+                                                      paths.memory_path, state.snapshot_id());
     state.set_kind(v1::SnapshotState::DIFF);
     for (const snapshot::MemoryFileRef& base : snapshot_chain_) {
       state.add_base_memory_files(base.path);
       state.add_base_memory_ids(base.id);
     }
-    chain = snapshot_chain_;
+    pending.chain = snapshot_chain_;
   } else {
-    EMBER_ASSIGN_OR_RETURN(layout, snapshot::WriteMemoryFile(*memory_, paths.memory_path,
-                                                             state.snapshot_id()));
+    memory = snapshot::WriteMemoryFileUncommitted(*memory_, paths.memory_path,
+                                                  state.snapshot_id());
   }
+  if (!memory.ok()) return memory.status();
   // The restorer named it; what this VM wrote itself is no less trusted for being a symlink.
-  chain.push_back({paths.memory_path, state.snapshot_id(), snapshot::Symlinks::kFollow});
-  for (const v1::MemoryRegion& region : layout) *state.add_memory() = region;
-  EMBER_RETURN_IF_ERROR(snapshot::WriteStateFile(paths.state_path, state));
+  pending.chain.push_back({paths.memory_path, state.snapshot_id(), snapshot::Symlinks::kFollow});
+  for (const v1::MemoryRegion& region : memory->layout) *state.add_memory() = region;
+  pending.memory = std::move(memory->file);
+  EMBER_ASSIGN_OR_RETURN(pending.state,
+                         snapshot::WriteStateFileUncommitted(paths.state_path, state));
+  return pending;
+}
+
+absl::Status Vmm::CommitSnapshot(PendingSnapshot pending) {
+  using Durability = base::AtomicFile::Durability;
+  const Durability durability =
+      pending.paths.durable ? Durability::kDurable : Durability::kRenameOnly;
+  // The memory file first: the state file in place is what makes a snapshot restorable.
+  EMBER_RETURN_IF_ERROR(pending.memory->Commit(durability));
+  EMBER_RETURN_IF_ERROR(pending.state->Commit(durability));
   // Only a snapshot that can be restored becomes the base of the next diff.
-  snapshot_chain_ = std::move(chain);
+  snapshot_chain_ = std::move(pending.chain);
   pending_dirty_.clear();
-  std::uint64_t elapsed = base::MonotonicMicros() - start;
-  base::MetricsRegistry::Global().Get("snapshot", "create_us")->Set(elapsed);
-  EMBER_LOG(kInfo) << (paths.diff ? "diff " : "") << "snapshot written to " << paths.state_path << " and " << paths.memory_path
-                   << " in " << elapsed << " us";
   return absl::OkStatus();
+}
+
+namespace {
+
+void RecordSnapshot(const SnapshotPaths& paths, const SnapshotTimes& times) {
+  base::MetricsRegistry::Global().Get("snapshot", "create_us")->Set(times.total_us);
+  base::MetricsRegistry::Global().Get("snapshot", "paused_us")->Set(times.paused_us);
+  EMBER_LOG(kInfo) << (paths.diff ? "diff " : "") << "snapshot written to " << paths.state_path
+                   << " and " << paths.memory_path << (paths.durable ? "" : " (not synced)")
+                   << " in " << times.total_us << " us, VM paused " << times.paused_us << " us";
+}
+
+}  // namespace
+
+absl::Status Vmm::CreateSnapshot(const SnapshotPaths& paths) {
+  EMBER_ASSIGN_OR_RETURN(PendingSnapshot pending, WriteSnapshot(paths));
+  const std::uint64_t start = pending.start_us;
+  EMBER_RETURN_IF_ERROR(CommitSnapshot(std::move(pending)));
+  const std::uint64_t elapsed = base::MonotonicMicros() - start;
+  RecordSnapshot(paths, {elapsed, elapsed});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotTimes> Vmm::SnapshotWhileRunning(const SnapshotPaths& paths) {
+  const bool was_running = state_ == State::kRunning;
+  const std::uint64_t start = base::MonotonicMicros();
+  absl::Status paused = was_running ? Pause() : absl::OkStatus();
+  absl::StatusOr<PendingSnapshot> pending =
+      paused.ok() ? WriteSnapshot(paths) : absl::StatusOr<PendingSnapshot>(paused);
+  // The guest runs on as soon as its memory is in the files' page cache: syncing them is
+  // the host's business, and nothing the guest does now reaches them.
+  absl::Status resumed = was_running ? Resume() : absl::OkStatus();
+  SnapshotTimes times;
+  times.paused_us = base::MonotonicMicros() - start;
+  if (!pending.ok()) return pending.status();
+  EMBER_RETURN_IF_ERROR(CommitSnapshot(std::move(*pending)));
+  EMBER_RETURN_IF_ERROR(resumed);
+  times.total_us = base::MonotonicMicros() - start;
+  RecordSnapshot(paths, times);
+  return times;
 }
 
 absl::Status Vmm::WatchSnapshotSignal(const SnapshotPaths& paths) {
@@ -176,16 +223,12 @@ absl::Status Vmm::WatchSnapshotSignal(const SnapshotPaths& paths) {
     SnapshotPaths target = paths;
     if (info.ssi_signo == SIGUSR2) {
       std::string suffix = "-diff" + std::to_string(++diff_snapshots_taken_);
-      target = {paths.state_path + suffix, paths.memory_path + suffix, /*diff=*/true};
+      target.state_path += suffix;
+      target.memory_path += suffix;
+      target.diff = true;
     }
-    bool was_running = state_ == State::kRunning;
-    absl::Status status = was_running ? Pause() : absl::OkStatus();
-    if (status.ok()) status = CreateSnapshot(target);
-    if (was_running) {
-      if (auto resumed = Resume(); !resumed.ok() && status.ok()) status = resumed;
-    }
-    if (!status.ok()) {
-      EMBER_LOG(kError) << "snapshot failed: " << status.message();
+    if (auto status = SnapshotWhileRunning(target); !status.ok()) {
+      EMBER_LOG(kError) << "snapshot failed: " << status.status().message();
     }
   });
 }

@@ -246,7 +246,8 @@ absl::Status ControlServer::CreateSnapshot(const v1::ControlRequest::CreateSnaps
   }
   std::uint64_t start = base::MonotonicMicros();
   EMBER_RETURN_IF_ERROR(
-      vmm_.CreateSnapshot({request.state_path(), request.memory_path(), request.diff()}));
+      vmm_.CreateSnapshot({request.state_path(), request.memory_path(), request.diff(),
+                           /*durable=*/!request.no_sync()}));
   v1::SnapshotResult* result = response->mutable_snapshot();
   result->set_state_path(request.state_path());
   result->set_memory_path(request.memory_path());

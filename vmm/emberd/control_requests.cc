@@ -45,6 +45,7 @@ v1::ControlRequest SnapshotRequest(const v1::Snapshot& snapshot,
                                               v1::CreateSnapshotRequest::DIFF);
   request.mutable_create_snapshot()->set_state_path(target.state);
   request.mutable_create_snapshot()->set_memory_path(target.memory);
+  request.mutable_create_snapshot()->set_no_sync(target.scratch);
   return request;
 }
 

@@ -334,7 +334,7 @@ class JailedView final : public VmmView {
     // The jailed ember-vmm writes into its jail's output directory, under names that are also
     // what a clone's jail calls them: the names its diff snapshots will give as their bases.
     return {JailOutput(snapshot.snapshot_id() + ".state"),
-            JailOutput(snapshot.snapshot_id() + ".mem")};
+            JailOutput(snapshot.snapshot_id() + ".mem"), /*scratch=*/true};
   }
 
   absl::Status FinishSnapshot(const v1::Snapshot& snapshot,

@@ -26,6 +26,9 @@ class VmmView {
   struct SnapshotFiles {
     std::string state;
     std::string memory;
+    // emberd copies them into files of its own (FinishSnapshot), which it syncs: the VMM's
+    // need no fsync.
+    bool scratch = false;
   };
 
   virtual ~VmmView() = default;
