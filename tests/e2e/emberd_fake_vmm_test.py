@@ -8,6 +8,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -167,8 +168,9 @@ class FakeVmmTest(unittest.TestCase):
         self.assertEqual(restored.vms[0].state, api.Vm.PAUSED)
         with open(argv_log) as f:
             clone_argv = [json.loads(line) for line in f][-1]
-        self.assertEqual(clone_argv[clone_argv.index("--restore-from") + 1],
-                         snapshot.state_path)
+        # The state file emberd opened and checked, as an inherited fd.
+        self.assertTrue(clone_argv[clone_argv.index("--restore-from") + 1]
+                        .startswith("/proc/self/fd/"))
         # The overrides travel as one binary message, which the VMM reads as it is, except that
         # the vsock socket is named inside the directory emberd checked (an fd it inherits).
         sent = ec.cfg.RestoreOverrides()
@@ -177,6 +179,23 @@ class FakeVmmTest(unittest.TestCase):
         self.assertRegex(sent.vsock_uds_path, r"^/proc/self/fd/[0-9]+/clone\.vsock$")
         sent.vsock_uds_path = overrides.vsock_uds_path
         self.assertEqual(sent, overrides)
+
+    def test_restore_hands_the_vmm_the_state_file_emberd_verified_not_what_its_name_leads_to(self):
+        snapshot_dir = tempfile.mkdtemp(prefix="fake-vmm-swap-")
+        self.addCleanup(shutil.rmtree, snapshot_dir, True)
+        read = os.path.join(snapshot_dir, "read")
+        # The clone's fake VMM replaces the snapshot's state file after emberd checked it (its
+        # MAC too) and before it opens what it was given.
+        self.start_emberd(FAKE_VMM_RESTORE_READ=read,
+                          FAKE_VMM_RESTORE_SWAP=os.path.join(snapshot_dir, "snap", "state"))
+        self.paused_vm("src")
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id="src", snapshot_dir=os.path.join(snapshot_dir, "snap")), timeout=30)
+        restored = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone"), timeout=30)
+        self.assertEqual(restored.vms[0].state, api.Vm.PAUSED)
+        with open(read, "rb") as f:
+            self.assertEqual(f.read(), b"fake state")
 
 
 class StateDirLockTest(unittest.TestCase):

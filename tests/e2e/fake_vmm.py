@@ -8,6 +8,9 @@ Environment (inherited through emberd and its fork server):
   FAKE_VMM_SNAPSHOT_SECONDS  CreateSnapshot writes the state file, waits this long, then writes
                              the memory file and answers (default 0)
   FAKE_VMM_SNAPSHOT_DONE     after answering a CreateSnapshot, create this file
+  FAKE_VMM_RESTORE_SWAP      a restore first replaces the file at this path with other bytes
+                             (a writer racing emberd between its checks and the VMM's open)
+  FAKE_VMM_RESTORE_READ      a restore writes the bytes its --restore-from held to this file
 """
 import json
 import os
@@ -59,8 +62,16 @@ def main():
             f.write(json.dumps(argv) + "\n")
     restore = flag(argv, "--restore-from")
     if restore is not None:
+        swap = os.environ.get("FAKE_VMM_RESTORE_SWAP")
+        if swap:
+            with open(swap + ".swap", "wb") as f:
+                f.write(b"swapped in after emberd's checks")
+            os.rename(swap + ".swap", swap)
         for path in (restore, flag(argv, "--restore-mem")):
             open(path, "rb").close()  # like ember-vmm: a snapshot it cannot read is fatal
+        if os.environ.get("FAKE_VMM_RESTORE_READ"):
+            with open(restore, "rb") as f, open(os.environ["FAKE_VMM_RESTORE_READ"], "wb") as out:
+                out.write(f.read())
     state = ctl.VmmStatus.PAUSED if restore is not None else ctl.VmmStatus.CREATED
     listener = socket.socket(fileno=int(flag(argv, "--control-fd")))
     delay = float(os.environ.get("FAKE_VMM_SNAPSHOT_SECONDS", "0"))

@@ -35,6 +35,13 @@ class DirectView final : public VmmView {
     } else {
       RestorePlan direct = *restore;
       if (paths_ != nullptr) EMBER_RETURN_IF_ERROR(HandOverDrives(config, &direct, spec));
+      // The state file emberd opened and checked (its MAC too), not what its name leads to by
+      // the time the VMM opens it. (The memory file still goes by name: ember-vmm names it as
+      // a later diff's base and finds its working set beside it.)
+      if (paths_ != nullptr && direct.state_file) {
+        EMBER_ASSIGN_OR_RETURN(int index, HandOverFile(*direct.state_file, spec));
+        direct.state_path = InheritedFilePath(static_cast<std::size_t>(index));
+      }
       const std::string overrides = dir + "/restore-overrides.pb";
       EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(direct, overrides, overrides));
       // A drive or vsock path that the state file names and no override replaces: ember-vmm

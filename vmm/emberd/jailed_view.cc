@@ -452,10 +452,18 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
                                         LaunchSpec* spec) const {
   RestorePlan jailed = plan;  // the same restore, in the paths the jail sees
   // The state file is read once: a private copy costs little and needs no rule on its owner.
+  // Both are put into the jail from the files emberd opened and checked (their MAC too), not
+  // from their names (restore_plan.h).
   jailed.state_path = AddJailFile(spec, JailFile::How::kCopy, plan.state_path, "snapshot.state");
+  if (plan.state_file) {
+    EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file, HandOverFile(*plan.state_file, spec));
+  }
   // Memory is mapped MAP_PRIVATE read-only, so every clone can share the file's inode.
   jailed.memory_path =
       AddJailFile(spec, JailFile::How::kLinkOrCopy, plan.memory_path, plan.jail_memory_name);
+  if (plan.memory_file) {
+    EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file, HandOverFile(*plan.memory_file, spec));
+  }
   for (const auto& [name, host] : plan.jail_bases) {
     AddJailFile(spec, JailFile::How::kLinkOrCopy, host, name);
   }

@@ -1,5 +1,7 @@
 #include "vmm/emberd/restore_plan.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -94,6 +96,56 @@ absl::Status CheckRestoreFiles(const v1::RestoreRequest& request, const RestoreP
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace ember::emberd
+
+namespace ember::emberd {
+namespace {
+
+absl::StatusOr<std::shared_ptr<const base::UniqueFd>> OpenRestoreFile(
+    const std::string& field, const std::string& path, bool by_path, const base::PathRules* paths) {
+  constexpr int kFlags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+  base::UniqueFd fd;
+  if (by_path && paths != nullptr) {
+    // The file that passed the rule (an O_PATH fd), opened for reading through its fd: not
+    // whatever the name leads to by now.
+    EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths->OpenFile(field, path));
+    fd.Reset(::open(("/proc/self/fd/" + std::to_string(checked.Get())).c_str(), kFlags));
+  } else {
+    fd.Reset(::open(path.c_str(), kFlags | (by_path ? 0 : O_NOFOLLOW)));
+  }
+  if (!fd) {
+    return absl::NotFoundError(field + ": cannot open " + path + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", path);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(field + ": " + path + " is not a regular file");
+  }
+  return std::make_shared<const base::UniqueFd>(std::move(fd));
+}
+
+}  // namespace
+
+absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
+                              const base::PathRules* paths, RestorePlan* plan) {
+  EMBER_ASSIGN_OR_RETURN(plan->state_file,
+                         OpenRestoreFile(field, plan->state_path, by_path, paths));
+  EMBER_ASSIGN_OR_RETURN(plan->memory_file,
+                         OpenRestoreFile(field, plan->memory_path, by_path, paths));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> HandOverFile(const base::UniqueFd& file, LaunchSpec* spec) {
+  if (spec->files.size() >= kMaxLaunchFiles) {
+    return absl::InvalidArgumentError("a VM may be handed at most " +
+                                      std::to_string(kMaxLaunchFiles) + " host files");
+  }
+  base::UniqueFd dup(::fcntl(file.Get(), F_DUPFD_CLOEXEC, 0));
+  if (!dup) return base::ErrnoError("dup", "a snapshot file");
+  spec->files.push_back(std::move(dup));
+  return static_cast<int>(spec->files.size() - 1);
 }
 
 }  // namespace ember::emberd

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -7,6 +8,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ember/v1/api.pb.h"
+#include "vmm/base/path_rules.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/emberd/launcher.h"
 #include "vmm/emberd/snapshot_catalog.h"
 
 namespace ember::emberd {
@@ -35,7 +39,25 @@ struct RestorePlan {
   // beside it under the names its state file gives them (JailedView).
   std::string jail_memory_name;
   JailChain jail_bases;
+  // The state and memory files as emberd opened them once (OpenRestoreFiles): their MAC is
+  // verified on these fds, and every clone's VMM gets these very files (HandOverFile),
+  // whatever the names lead to by then. Shared by the plan's copies.
+  std::shared_ptr<const base::UniqueFd> state_file;
+  std::shared_ptr<const base::UniqueFd> memory_file;
 };
+
+// Opens the plan's state and memory files once, for reading, without blocking (a FIFO is
+// refused at once), and only regular files: a request's own paths (`by_path`) through `paths`
+// (emberd's allowed directories, when not null: symlinks only beneath them), a snapshot of
+// emberd's catalog with no symlink at all in the last component. `field` names the snapshot
+// in errors: NOT_FOUND for a file that cannot be opened, INVALID_ARGUMENT for one that is no
+// regular file.
+[[nodiscard]] absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
+                                            const base::PathRules* paths, RestorePlan* plan);
+
+// Adds a dup of `file` to the files `spec`'s VMM is handed (LaunchSpec::files); returns its
+// index there. INVALID_ARGUMENT when a launch would hand over more than kMaxLaunchFiles.
+[[nodiscard]] absl::StatusOr<int> HandOverFile(const base::UniqueFd& file, LaunchSpec* spec);
 
 // The memory file a restore by state_path reads: memory_path, or when it is empty the file
 // "memory" beside the state file (what PlanRestore uses, and what emberd's path rules check).

@@ -129,31 +129,42 @@ absl::StatusOr<SnapshotMac> SnapshotMac::LoadOrCreateKey(const std::string& stat
 absl::StatusOr<SnapshotMac::Tags> SnapshotMac::Compute(const std::string& snapshot_id,
                                                        const std::string& state_path,
                                                        const std::string& memory_path) const {
-  Tags tags;
   struct stat st {};
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd state, OpenRegular("state", state_path, &st));
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd memory, OpenRegular("memory", memory_path, &st));
+  return Compute(snapshot_id, {state.Get(), state_path}, {memory.Get(), memory_path});
+}
+
+absl::StatusOr<SnapshotMac::Tags> SnapshotMac::Compute(const std::string& snapshot_id,
+                                                       const OpenSnapshotFile& state,
+                                                       const OpenSnapshotFile& memory) const {
+  Tags tags;
   {
-    EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenRegular("state", state_path, &st));
     Hmac mac(key_, kStateLabel, snapshot_id);
     char buffer[64 * 1024];
-    for (;;) {
-      ssize_t got = ::read(fd.Get(), buffer, sizeof buffer);
+    // From offset 0 whatever the fd's own offset: the same fd is MACed again by a later
+    // restore, and handed to VMMs.
+    for (off_t offset = 0;;) {
+      ssize_t got = ::pread(state.fd, buffer, sizeof buffer, offset);
       if (got < 0 && errno == EINTR) continue;
-      if (got < 0) return base::ErrnoError("read", state_path);
+      if (got < 0) return base::ErrnoError("read", state.path);
       if (got == 0) break;
       mac.Update(buffer, static_cast<std::size_t>(got));
+      offset += got;
     }
     tags.state = mac.HexDigest();
   }
-  EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenRegular("memory", memory_path, &st));
+  struct stat st {};
+  if (::fstat(memory.fd, &st) != 0) return base::ErrnoError("fstat", memory.path);
   Hmac mac(key_, kMemoryLabel, snapshot_id);
   const auto size = static_cast<std::uint64_t>(st.st_size);
   mac.Update(&size, sizeof size);
   // A file too short for a trailer is MACed by its size alone, which then no longer matches.
   if (size >= kMemoryTrailerBytes) {
     std::uint8_t trailer[kMemoryTrailerBytes];
-    ssize_t got = ::pread(fd.Get(), trailer, sizeof trailer,
+    ssize_t got = ::pread(memory.fd, trailer, sizeof trailer,
                           static_cast<off_t>(size - kMemoryTrailerBytes));
-    if (got < 0) return base::ErrnoError("pread", memory_path);
+    if (got < 0) return base::ErrnoError("pread", memory.path);
     mac.Update(trailer, static_cast<std::size_t>(got));
   }
   tags.memory = mac.HexDigest();
@@ -173,6 +184,18 @@ absl::Status SnapshotMac::Record(const std::string& snapshot_id, const std::stri
 absl::Status SnapshotMac::Verify(const std::string& field, const std::string& snapshot_id,
                                  const std::string& state_path, const std::string& memory_path,
                                  const std::string& record_dir) const {
+  struct stat st {};
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd state, OpenRegular("state", state_path, &st));
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd memory, OpenRegular("memory", memory_path, &st));
+  return Verify(field, snapshot_id, {state.Get(), state_path}, {memory.Get(), memory_path},
+                record_dir);
+}
+
+absl::Status SnapshotMac::Verify(const std::string& field, const std::string& snapshot_id,
+                                 const OpenSnapshotFile& state, const OpenSnapshotFile& memory,
+                                 const std::string& record_dir) const {
+  const std::string& state_path = state.path;
+  const std::string& memory_path = memory.path;
   const std::string path = record_dir + "/" + kSnapshotMacFile;
   const std::string refused = field + ": snapshot \"" + snapshot_id + "\" ";
   std::string recorded(256, '\0');
@@ -190,7 +213,7 @@ absl::Status SnapshotMac::Verify(const std::string& field, const std::string& sn
     if (got < 0) return base::ErrnoError("read", path);
     recorded.resize(static_cast<std::size_t>(got));
   }
-  EMBER_ASSIGN_OR_RETURN(Tags tags, Compute(snapshot_id, state_path, memory_path));
+  EMBER_ASSIGN_OR_RETURN(Tags tags, Compute(snapshot_id, state, memory));
   const std::string expected_state = "state " + tags.state + "\n";
   const std::string expected_memory = "memory " + tags.memory + "\n";
   if (recorded.size() != expected_state.size() + expected_memory.size()) {

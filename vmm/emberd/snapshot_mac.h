@@ -53,6 +53,18 @@ class SnapshotMac {
                                     const std::string& state_path, const std::string& memory_path,
                                     const std::string& record_dir) const;
 
+  // A snapshot file emberd holds open: `fd` borrowed, `path` for messages only.
+  struct OpenSnapshotFile {
+    int fd = -1;
+    std::string path;
+  };
+  // Verify of the very files a restore holds open and hands to its VMMs (restore_plan.h), not
+  // of whatever their names lead to by then. Reads them with pread from offset 0.
+  [[nodiscard]] absl::Status Verify(const std::string& field, const std::string& snapshot_id,
+                                    const OpenSnapshotFile& state,
+                                    const OpenSnapshotFile& memory,
+                                    const std::string& record_dir) const;
+
   // The operator's word for a snapshot that has no MAC (made before emberd had snapshot MACs,
   // or finished while emberd was down and recorded from its pending record): records the MACs
   // of its files as they are now (Record), so that Verify passes from then on. OK at once for a
@@ -70,6 +82,9 @@ class SnapshotMac {
   [[nodiscard]] absl::StatusOr<Tags> Compute(const std::string& snapshot_id,
                                              const std::string& state_path,
                                              const std::string& memory_path) const;
+  [[nodiscard]] absl::StatusOr<Tags> Compute(const std::string& snapshot_id,
+                                             const OpenSnapshotFile& state,
+                                             const OpenSnapshotFile& memory) const;
 
   std::string key_;
 };

@@ -542,10 +542,15 @@ absl::StatusOr<v1::RestoreResponse> VmManager::Restore(const v1::RestoreRequest&
     }
   } restore_done{catalog_.get(), plan.snapshot_id};
   EMBER_RETURN_IF_ERROR(CheckRestoreFiles(request, plan));
+  const bool by_path = request.snapshot_id().empty();
+  const std::string field = by_path ? "state_path" : "snapshot_id";
+  // Opened once: the MAC is checked on, and the clones get, these very files.
+  EMBER_RETURN_IF_ERROR(OpenRestoreFiles(field, by_path, options_.paths, &plan));
   // A snapshot emberd made is restored only as emberd wrote it, before anything is spawned.
   if (!plan.record_dir.empty()) {
-    EMBER_RETURN_IF_ERROR(mac_->Verify(request.snapshot_id().empty() ? "state_path" : "snapshot_id",
-                                       plan.snapshot_id, plan.state_path, plan.memory_path,
+    EMBER_RETURN_IF_ERROR(mac_->Verify(field, plan.snapshot_id,
+                                       {plan.state_file->Get(), plan.state_path},
+                                       {plan.memory_file->Get(), plan.memory_path},
                                        plan.record_dir));
   }
   EMBER_RETURN_IF_ERROR(

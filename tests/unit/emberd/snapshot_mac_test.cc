@@ -1,5 +1,6 @@
 #include "vmm/emberd/snapshot_mac.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include "snapshot/memory_file.h"
 #include "snapshot/snapshot_id.h"
 #include "tests/support/files.h"
+#include "vmm/base/unique_fd.h"
 
 namespace ember::emberd {
 namespace {
@@ -170,6 +172,23 @@ TEST_F(SnapshotMacTest, KeyThatIsASymlinkIsRefused) {
   ASSERT_EQ(::symlink("elsewhere", (dir_ + "/" + kSnapshotKeyFile).c_str()), 0);
   EXPECT_EQ(SnapshotMac::LoadOrCreateKey(dir_).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SnapshotMacTest, VerifyOfOpenFilesChecksThoseFilesNotWhatTheirNamesLeadToLater) {
+  ASSERT_TRUE(mac_.Record("vm-1", state_, memory_, dir_).ok());
+  base::UniqueFd state(::open(state_.c_str(), O_RDONLY | O_CLOEXEC));
+  base::UniqueFd memory(::open(memory_.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(state.Valid() && memory.Valid());
+  // Read once already (the fd's offset moved): Verify reads from the start regardless.
+  char byte = 0;
+  ASSERT_EQ(::read(state.Get(), &byte, 1), 1);
+  // A changed state file put in place under the same name after the files were opened.
+  std::ofstream(dir_ + "/changed") << "a changed state file";
+  ASSERT_EQ(::rename((dir_ + "/changed").c_str(), state_.c_str()), 0);
+  EXPECT_TRUE(mac_.Verify("snapshot_id", "vm-1", {state.Get(), state_}, {memory.Get(), memory_},
+                          dir_)
+                  .ok());
+  EXPECT_EQ(Verify().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

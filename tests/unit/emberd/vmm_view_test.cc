@@ -286,6 +286,65 @@ TEST_F(MadeFilesTest, DirectRestoreBindsTheVsockSocketInTheDirectoryEmberdChecke
   EXPECT_TRUE(std::filesystem::is_empty(outside_));
 }
 
+// A restore of the snapshot in allowed_ ("state", "memory"), its files opened as the manager
+// opens them; then both names are made to lead to other files, as a racing writer would.
+RestorePlan OpenedThenSwapped(const std::string& dir, const base::PathRules& rules) {
+  std::ofstream(dir + "/state") << "state";
+  std::ofstream(dir + "/memory") << "memory";
+  RestorePlan plan;
+  plan.state_path = dir + "/state";
+  plan.memory_path = dir + "/memory";
+  plan.jail_memory_name = "snap.mem";
+  EXPECT_TRUE(OpenRestoreFiles("state_path", /*by_path=*/true, &rules, &plan).ok());
+  for (const std::string& name : {plan.state_path, plan.memory_path}) {
+    std::ofstream(dir + "/other") << "other";
+    EXPECT_EQ(::rename((dir + "/other").c_str(), name.c_str()), 0);
+  }
+  return plan;
+}
+
+TEST_F(CheckedFilesTest, DirectRestoreHandsTheVmmTheStateFileEmberdOpenedNotItsName) {
+  RestorePlan plan = OpenedThenSwapped(allowed_, rules_);
+  ASSERT_TRUE(
+      MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(v1::VmConfig(), &plan, &spec_).ok());
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--restore-from"), InheritedFilePath(0));
+  EXPECT_EQ(Handed(0), "state");
+}
+
+TEST_F(CheckedFilesTest, JailedRestorePutsTheFilesEmberdOpenedIntoTheJailNotTheirNames) {
+  RestorePlan plan = OpenedThenSwapped(allowed_, rules_);
+  ASSERT_TRUE(MakeJailedView(vms_dir_, jail_dir_, kIds, &rules_)
+                  ->PrepareLaunch(v1::VmConfig(), &plan, &spec_)
+                  .ok());
+  std::map<std::string, std::string> placed;  // jail name -> what its source reads as
+  for (const JailFile& file : spec_.jail_files) {
+    placed[file.jail_name] = file.file >= 0 ? Handed(static_cast<std::size_t>(file.file))
+                                            : "(by name) " + ReadFile(file.host_path);
+  }
+  EXPECT_EQ(placed["snapshot.state"], "state");
+  EXPECT_EQ(placed["snap.mem"], "memory");
+}
+
+TEST_F(CheckedFilesTest, RestoreOfAFifoIsRefusedAtOnce) {
+  ASSERT_EQ(::mkfifo((allowed_ + "/state").c_str(), 0600), 0);
+  std::ofstream(allowed_ + "/memory") << "memory";
+  RestorePlan plan;
+  plan.state_path = allowed_ + "/state";
+  plan.memory_path = allowed_ + "/memory";
+  absl::Status refused = OpenRestoreFiles("state_path", /*by_path=*/true, &rules_, &plan);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+}
+
+TEST_F(CheckedFilesTest, RestoreByIdRefusesASymlinkedStateFile) {
+  std::ofstream(allowed_ + "/real") << "state";
+  ASSERT_EQ(::symlink((allowed_ + "/real").c_str(), (allowed_ + "/state").c_str()), 0);
+  std::ofstream(allowed_ + "/memory") << "memory";
+  RestorePlan plan;
+  plan.state_path = allowed_ + "/state";
+  plan.memory_path = allowed_ + "/memory";
+  EXPECT_FALSE(OpenRestoreFiles("snapshot_id", /*by_path=*/false, &rules_, &plan).ok());
+}
+
 TEST_F(CheckedFilesTest, JailedLaunchLinksTheFilesEmberdCheckedIntoTheJail) {
   v1::VmConfig config;
   config.mutable_boot_source()->set_kernel_image_path(kernel_);
