@@ -79,13 +79,15 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
             "of a throttled device"),
       AllowIfArg("openat",
                  "the metrics, snapshot, memory and working-set files: base::AtomicFile creates "
-                 "a new file of its own and opens its directory to fsync the rename; a drive "
-                 "swap (control UpdateDrive, Firecracker's PATCH /drives path_on_host) opens "
-                 "the new backing file as the drive's first one was opened",
-                 2,
-                 {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                  O_RDONLY | O_CLOEXEC, O_RDWR | O_CLOEXEC, O_RDONLY | O_CLOEXEC | O_DIRECT,
-                  O_RDWR | O_CLOEXEC | O_DIRECT}),
+                 "a new file of its own and opens its directory to fsync the rename (no existing "
+                 "file: a drive swap's new file arrives as an fd on the control channel)",
+                 2, {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC}),
+      Allow("recvmsg",
+            "the control connection: a drive swap's new backing file comes attached to its "
+            "request (SCM_RIGHTS), opened by the controller"),
+      AllowIfArg("fcntl",
+                 "a drive swap checks the access mode and O_DIRECT of the file it was handed",
+                 1, {F_GETFL}),
       Allow("rename",
             "the metrics file, snapshot, memory and working-set files: a temporary file "
             "replaces PATH atomically"),

@@ -157,7 +157,8 @@ absl::Status Vmm::Resume() {
   return absl::OkStatus();
 }
 
-absl::Status Vmm::UpdateDrive(const std::string& drive_id, const std::string& path) {
+absl::Status Vmm::UpdateDrive(const std::string& drive_id, const std::string& path,
+                              base::UniqueFd file) {
   virtio::block::BlockDevice* device = virtio_devices_.FindDrive(drive_id);
   if (device == nullptr) return absl::NotFoundError("the VM has no drive \"" + drive_id + "\"");
   if (path.empty()) return absl::InvalidArgumentError("drive " + drive_id + ": path is empty");
@@ -174,7 +175,7 @@ absl::Status Vmm::UpdateDrive(const std::string& drive_id, const std::string& pa
   if (absl::Status shared = DriveConfigs(updated).status(); !shared.ok()) {
     return absl::InvalidArgumentError(shared.message());
   }
-  EMBER_RETURN_IF_ERROR(device->ReplaceFile(path));
+  EMBER_RETURN_IF_ERROR(device->ReplaceFile(path, std::move(file)));
   config_ = std::move(updated);
   return absl::OkStatus();
 }

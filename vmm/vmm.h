@@ -115,11 +115,13 @@ class Vmm {
   // Writes a full snapshot of the paused VM: every vCPU, the irqchips, PIT, clock, devices
   // (their in-flight I/O completed first) and guest memory. VMM thread.
   [[nodiscard]] absl::Status CreateSnapshot(const SnapshotPaths& paths);
-  // Swaps drive `drive_id`'s backing file for `path` (BlockDevice::ReplaceFile) and records
-  // it in the config a later snapshot saves. NOT_FOUND for an unknown drive; INVALID_ARGUMENT
-  // for a file that cannot be used (missing, unreadable, of a bad size, or a file another
-  // drive uses where either writes): the old file then stays. VMM thread.
-  [[nodiscard]] absl::Status UpdateDrive(const std::string& drive_id, const std::string& path);
+  // Swaps drive `drive_id`'s backing file for `file`, opened by the caller, known as `path`
+  // (BlockDevice::ReplaceFile), and records `path` in the config a later snapshot saves.
+  // NOT_FOUND for an unknown drive; INVALID_ARGUMENT for a file that cannot be used (opened
+  // for the wrong access, of a bad size, or a path another drive uses where either writes):
+  // the old file then stays. VMM thread.
+  [[nodiscard]] absl::Status UpdateDrive(const std::string& drive_id, const std::string& path,
+                                         base::UniqueFd file);
   // Firecracker's SendCtrlAltDel: the keys go into the i8042's output buffer and IRQ 1 is
   // raised (I8042::SendCtrlAltDel). FAILED_PRECONDITION before Start; RESOURCE_EXHAUSTED when
   // the guest has not read the last ones. VMM thread.

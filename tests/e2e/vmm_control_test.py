@@ -30,11 +30,17 @@ class Controller:
     def send_raw(self, data):
         self.sock.sendall(data)
 
-    def send(self, request):
+    def send(self, request, fds=()):
+        """Sends one frame; `fds` go with it (SCM_RIGHTS), in the same sendmsg."""
         request.id = self.next_id
         self.next_id += 1
         payload = request.SerializeToString()
-        self.send_raw(struct.pack("<I", len(payload)) + payload)
+        frame = struct.pack("<I", len(payload)) + payload
+        if fds:
+            sent = socket.send_fds(self.sock, [frame], list(fds))
+            self.send_raw(frame[sent:])
+        else:
+            self.send_raw(frame)
         return request.id
 
     def recv(self):
@@ -130,11 +136,11 @@ class VmmFixture(unittest.TestCase):
         self.assertEqual(self.call(controller, lambda r: r.resume.SetInParent()).code, 0)
         return read_state(state)
 
-    def call(self, controller, fill):
+    def call(self, controller, fill, fds=()):
         """Sends one request built by fill(request); returns its response (events skipped)."""
         request = ctl.ControlRequest()
         fill(request)
-        sent = controller.send(request)
+        sent = controller.send(request, fds)
         response = controller.response().response
         self.assertEqual(response.id, sent)
         return response
@@ -367,11 +373,18 @@ class VmmControlDriveSwapTest(VmmFixture):
             f.write(blk_image(64))
         return f', "drives": [{{"drive_id": "scratch", "path_on_host": "{image}"}}]'
 
-    def update(self, controller, drive_id, path):
+    def update(self, controller, drive_id, path, flags=os.O_RDWR):
+        """UpdateDrive with `path` opened with `flags` attached, or no fd for flags None."""
         def fill(r):
             r.update_drive.drive_id = drive_id
             r.update_drive.path = path
-        return self.call(controller, fill)
+        if flags is None:
+            return self.call(controller, fill)
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        try:
+            return self.call(controller, fill, [fd])
+        finally:
+            os.close(fd)
 
     @staticmethod
     def transport(state):
@@ -402,19 +415,26 @@ class VmmControlDriveSwapTest(VmmFixture):
                          self.transport(before).config_generation + 1)
         self.assertEqual(self.transport(after).interrupt_status & 2, 2)
 
-    def test_an_unknown_drive_is_not_found_and_a_missing_file_keeps_the_old_one(self):
+    def test_an_unknown_drive_is_not_found_and_a_file_without_its_fd_or_read_only_is_refused(self):
         controller, _ = self.hello()
         self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
         self.wait_console("idle\n")
         image = os.path.join(self.dir, "disk.img")
+        other = os.path.join(self.dir, "other.img")
+        with open(other, "wb") as f:
+            f.write(bytes(128 * 512))
 
         unknown = self.update(controller, "nope", image)
-        missing = self.update(controller, "scratch", os.path.join(self.dir, "missing.img"))
+        no_fd = self.update(controller, "scratch", other, flags=None)
+        read_only = self.update(controller, "scratch", other, flags=os.O_RDONLY)
 
         self.assertEqual(unknown.code, 5, unknown.message)  # NOT_FOUND
         self.assertIn("nope", unknown.message)
-        self.assertEqual(missing.code, 3, missing.message)  # INVALID_ARGUMENT
-        self.assertIn("missing.img", missing.message)
+        # ember-vmm opens nothing by name: the file must come with the request.
+        self.assertEqual(no_fd.code, 3, no_fd.message)  # INVALID_ARGUMENT
+        self.assertIn("attach the new file's fd", no_fd.message)
+        self.assertEqual(read_only.code, 3, read_only.message)
+        self.assertIn("reading and writing", read_only.message)
         state = self.snapshot(controller, "state")
         self.assertEqual(state.config.drives[0].path_on_host, image)
         self.assertEqual(self.transport(state).interrupt_status & 2, 0)

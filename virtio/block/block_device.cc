@@ -215,9 +215,18 @@ void BlockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
   // Nothing is writable: writeback toggling (VIRTIO_BLK_F_CONFIG_WCE) is not offered.
 }
 
-absl::Status BlockDevice::ReplaceFile(const std::string& path) {
+absl::Status BlockDevice::ReplaceFile(const std::string& path, base::UniqueFd file) {
   // Everything that can fail on the new file happens before the old one is touched.
-  EMBER_ASSIGN_OR_RETURN(base::UniqueFd file, OpenBackingFile(config_, path));
+  const int flags = ::fcntl(file.Get(), F_GETFL);
+  if (flags < 0) return base::ErrnoError("fcntl(F_GETFL)", "drive " + config_.drive_id);
+  const int access = flags & O_ACCMODE;
+  if ((config_.read_only ? access == O_WRONLY : access != O_RDWR) ||
+      config_.direct_io != ((flags & O_DIRECT) != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "drive ", config_.drive_id, ": the new file (", path, ") must be open ",
+        config_.read_only ? "for reading" : "for reading and writing",
+        config_.direct_io ? ", with O_DIRECT" : ", without O_DIRECT", ", as the drive is"));
+  }
   EMBER_ASSIGN_OR_RETURN(std::uint64_t capacity, BackingSize(file.Get(), path));
   std::lock_guard lock(mu_);
   // A request in flight was checked against the old file's size and must land in it; the

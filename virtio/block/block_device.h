@@ -105,15 +105,18 @@ class BlockDevice final : public VirtioDevice {
   void UpdateRateLimiter(const std::optional<TokenBucketConfig>& bandwidth,
                          const std::optional<TokenBucketConfig>& ops);
 
-  // Loop thread (the control path's drive swap): makes `path` the drive's backing file. It is
-  // opened as the first one was (read-only drives O_RDONLY, O_DIRECT when configured) and
-  // checked the same way; then the requests in flight on the old file are waited for (at most
-  // in_flight_wait_limit), the engine is pointed at the new file, the capacity in the
-  // configuration space becomes the new file's, and an activated device raises the
+  // Loop thread (the control path's drive swap): makes `file`, which the caller opened (the
+  // VMM opens no drive file after boot: whoever asks for the swap passes it over the control
+  // channel), the drive's backing file, known by `path` from now on. It must be open as the
+  // first one was (read-write unless the drive is read-only, O_DIRECT exactly when
+  // configured) and is checked as Create checks its file; then the requests in flight on the
+  // old file are waited for (at most in_flight_wait_limit), the engine is pointed at the new
+  // file, the capacity in the configuration space becomes the new file's, and an activated
+  // device raises the
   // configuration-change interrupt (which bumps ConfigGeneration). Requests still queued run
   // on the new file. Errors: InvalidArgument for the new file's faults (as Create),
   // DEADLINE_EXCEEDED when the old file's requests did not finish; the old file then stays.
-  [[nodiscard]] absl::Status ReplaceFile(const std::string& path);
+  [[nodiscard]] absl::Status ReplaceFile(const std::string& path, base::UniqueFd file);
 
   [[nodiscard]] std::uint64_t capacity_bytes() const {
     std::lock_guard lock(mu_);

@@ -23,12 +23,13 @@ namespace ember::base {
 constexpr std::size_t kMaxPassedFds = 8;
 
 // One recvmsg on `socket` (borrowed) into `buffer`: the bytes read (0 once the peer has
-// closed) and the fds that came with them, owned, close-on-exec. More than kMaxPassedFds fds
-// are closed by the kernel and the message's fds are then an error (InvalidArgument), as is
-// any ancillary data but SCM_RIGHTS. Errors keep recvmsg's errno (EAGAIN included).
+// closed) and the fds that came with them, owned, close-on-exec. Fds beyond kMaxPassedFds are
+// closed by the kernel, and then none of that message's are kept; ancillary data other than
+// SCM_RIGHTS is dropped. Errors keep recvmsg's errno (EAGAIN is would_block instead).
 struct Received {
   std::size_t bytes = 0;
   std::vector<UniqueFd> fds;
+  bool would_block = false;  // a non-blocking socket had nothing (EAGAIN): bytes is 0
 };
 [[nodiscard]] absl::StatusOr<Received> ReceiveWithFds(int socket, std::span<char> buffer);
 

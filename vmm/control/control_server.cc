@@ -145,10 +145,11 @@ void ControlServer::OnConnectionReady(std::uint32_t events) {
   if (events & EPOLLOUT) Flush();
   if (!conn_) return;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-    absl::StatusOr<bool> open = reader_.ReadFrom(conn_.Get());
+    absl::StatusOr<bool> open = reader_.ReadWithFdsFrom(conn_.Get());
     std::string payload;
+    std::vector<base::UniqueFd> fds;
     while (conn_) {
-      absl::StatusOr<bool> got = reader_.Next(&payload);
+      absl::StatusOr<bool> got = reader_.NextWithFds(&payload, &fds);
       if (!got.ok()) {
         // The framing is lost: say why, then drop the connection (the VM keeps running).
         base::MetricsRegistry::Global().Get("control", "bad_frames")->Add();
@@ -160,7 +161,7 @@ void ControlServer::OnConnectionReady(std::uint32_t events) {
         return;
       }
       if (!*got) break;
-      Handle(payload);
+      Handle(payload, std::move(fds));
     }
     if (!conn_) return;
     if (!open.ok()) {
@@ -171,7 +172,7 @@ void ControlServer::OnConnectionReady(std::uint32_t events) {
   }
 }
 
-void ControlServer::Handle(const std::string& payload) {
+void ControlServer::Handle(const std::string& payload, std::vector<base::UniqueFd> fds) {
   v1::ControlRequest request;
   v1::VmmMessage message;
   v1::ControlResponse* response = message.mutable_response();
@@ -182,11 +183,12 @@ void ControlServer::Handle(const std::string& payload) {
     return;
   }
   response->set_id(request.id());
-  HandleRequest(request, response);
+  HandleRequest(request, std::move(fds), response);
   Send(message);
 }
 
 void ControlServer::HandleRequest(const v1::ControlRequest& request,
+                                  std::vector<base::UniqueFd> fds,
                                   v1::ControlResponse* response) {
   base::MetricsRegistry::Global().Get("control", "requests")->Add();
   absl::Status status;
@@ -222,7 +224,15 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
       status = UpdateRateLimits(request.update_rate_limits());
       break;
     case v1::ControlRequest::kUpdateDrive:
-      status = vmm_.UpdateDrive(request.update_drive().drive_id(), request.update_drive().path());
+      // The VMM opens no file for a swap (its filter has no openat for drive files): the
+      // controller opened it, with its own path checks, and attached it to this request.
+      if (fds.size() != 1) {
+        status = absl::InvalidArgumentError(
+            "update_drive: attach the new file's fd to the request (SCM_RIGHTS), exactly one");
+        break;
+      }
+      status = vmm_.UpdateDrive(request.update_drive().drive_id(), request.update_drive().path(),
+                                std::move(fds[0]));
       if (status.ok()) base::MetricsRegistry::Global().Get("control", "drive_updates")->Add();
       break;
     case v1::ControlRequest::kSendCtrlAltDel:

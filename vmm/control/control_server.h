@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ember/v1/vmm_control.pb.h"
@@ -37,8 +38,10 @@ class ControlServer {
   void Accept();
   void OnConnectionReady(std::uint32_t events);
   void CloseConnection(const std::string& why);
-  void Handle(const std::string& payload);
-  void HandleRequest(const v1::ControlRequest& request, v1::ControlResponse* response);
+  // `fds`: those attached to the request's frame (owned; closed unless a request takes one).
+  void Handle(const std::string& payload, std::vector<base::UniqueFd> fds);
+  void HandleRequest(const v1::ControlRequest& request, std::vector<base::UniqueFd> fds,
+                     v1::ControlResponse* response);
   // Fills response->snapshot on success.
   [[nodiscard]] absl::Status CreateSnapshot(const v1::ControlRequest::CreateSnapshot& request,
                                             v1::ControlResponse* response);

@@ -9,6 +9,7 @@
 
 #include <google/protobuf/message_lite.h>
 
+#include "vmm/base/fd_passing.h"
 #include "vmm/base/status.h"
 
 namespace ember::control {
@@ -45,6 +46,7 @@ absl::StatusOr<bool> FrameReader::Next(std::string* payload) {
   if (available - kFrameHeaderBytes < length) return false;
   payload->assign(buffer_, consumed_ + kFrameHeaderBytes, length);
   consumed_ += kFrameHeaderBytes + length;
+  stream_consumed_ += kFrameHeaderBytes + length;
   // Compact once the consumed prefix dominates, so the buffer does not grow without bound.
   if (consumed_ == buffer_.size()) {
     buffer_.clear();
@@ -71,6 +73,63 @@ absl::StatusOr<bool> FrameReader::ReadFrom(int fd) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
     return base::ErrnoError("read", "control socket");
   }
+}
+
+absl::StatusOr<bool> FrameReader::ReadWithFdsFrom(int fd) {
+  char chunk[16 * 1024];
+  while (true) {
+    absl::StatusOr<base::Received> got = base::ReceiveWithFds(fd, chunk);
+    if (!got.ok()) return absl::Status(got.status().code(), "control socket: " +
+                                                            std::string(got.status().message()));
+    if (got->would_block) return true;
+    if (got->bytes == 0) return false;
+    Feed(std::string_view(chunk, got->bytes));
+    stream_read_ += got->bytes;
+    for (base::UniqueFd& passed : got->fds) fds_.emplace_back(stream_read_, std::move(passed));
+    // Bound what one peer can make us buffer: a frame plus its header at most, and its fds.
+    if (buffered() > kMaxFramePayloadBytes + kFrameHeaderBytes + sizeof(chunk)) return true;
+    if (fds_.size() > base::kMaxPassedFds * 4) {
+      return absl::InvalidArgumentError("control socket: more fds than the frames read take");
+    }
+  }
+}
+
+absl::StatusOr<bool> FrameReader::NextWithFds(std::string* payload,
+                                              std::vector<base::UniqueFd>* fds) {
+  fds->clear();
+  const std::uint64_t start = stream_consumed_;
+  EMBER_ASSIGN_OR_RETURN(bool got, Next(payload));
+  if (!got) return false;
+  const std::uint64_t end = stream_consumed_;
+  while (!fds_.empty() && fds_.front().first <= end) {
+    if (fds_.front().first > start) fds->push_back(std::move(fds_.front().second));
+    fds_.pop_front();  // an earlier frame's that it did not take: closed
+  }
+  return true;
+}
+
+absl::Status SendFrame(int socket, const google::protobuf::MessageLite& message, int fd,
+                       int timeout_ms) {
+  std::string frame;
+  EMBER_RETURN_IF_ERROR(AppendFrame(message, &frame));
+  std::size_t sent = 0;
+  if (fd >= 0) {
+    const int fds[] = {fd};
+    while (true) {
+      absl::StatusOr<std::size_t> first = base::SendWithFds(socket, frame, fds);
+      if (first.ok()) {
+        sent = *first;
+        break;
+      }
+      // A full non-blocking socket: wait for room, then try again with the fd.
+      pollfd room{socket, POLLOUT, 0};
+      if (!absl::IsUnavailable(first.status()) || ::poll(&room, 1, timeout_ms) <= 0) {
+        return absl::UnavailableError("control socket: cannot send a frame with its fd: " +
+                                      std::string(first.status().message()));
+      }
+    }
+  }
+  return WriteAll(socket, std::string_view(frame).substr(sent), timeout_ms);
 }
 
 absl::Status WriteAll(int fd, std::string_view data, int timeout_ms) {

@@ -5,8 +5,13 @@
 #include <string>
 #include <string_view>
 
+#include <deque>
+#include <utility>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
 
 namespace google::protobuf {
 class MessageLite;
@@ -42,10 +47,32 @@ class FrameReader {
 
   [[nodiscard]] std::size_t buffered() const { return buffer_.size() - consumed_; }
 
+  // ReadFrom for a peer that may attach fds to a frame (SCM_RIGHTS, sent with the frame in
+  // one sendmsg: SendFrame). Each fd is kept with how far the stream had been read when it
+  // came; NextWithFds hands a frame the fds that came with its own bytes. Fds beyond
+  // base::kMaxPassedFds in one message are dropped by the kernel (the frame then gets none).
+  [[nodiscard]] absl::StatusOr<bool> ReadWithFdsFrom(int fd);
+  // Next, plus the fds attached to that frame (moved into *fds, replacing its contents); fds
+  // that came with earlier frames, which did not take them, are closed.
+  [[nodiscard]] absl::StatusOr<bool> NextWithFds(std::string* payload,
+                                                 std::vector<base::UniqueFd>* fds);
+
  private:
   std::string buffer_;
   std::size_t consumed_ = 0;
+  std::uint64_t stream_consumed_ = 0;  // bytes of the stream taken by Next, all frames
+  std::uint64_t stream_read_ = 0;      // bytes of the stream read by ReadWithFdsFrom
+  // Fds received, each with stream_read_ just after the recvmsg that brought them: a frame
+  // sent in one sendmsg gets its fds in a read that ends inside it (after its first byte,
+  // never past its end, since a read stops after a message carrying fds).
+  std::deque<std::pair<std::uint64_t, base::UniqueFd>> fds_;
 };
+
+// Sends `message` as one frame on a blocking or non-blocking `socket` (borrowed), with `fd`
+// (borrowed, or -1 for none) attached to it (SCM_RIGHTS) in the same sendmsg, waiting up to
+// `timeout_ms` for the rest when the socket takes only part. Never raises SIGPIPE.
+[[nodiscard]] absl::Status SendFrame(int socket, const google::protobuf::MessageLite& message,
+                                     int fd, int timeout_ms);
 
 // Writes all of `data` to `fd` (borrowed; blocking or not), waiting up to `timeout_ms` in
 // total for the socket to drain. Never raises SIGPIPE.

@@ -8,6 +8,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include "vmm/base/drive_file.h"
 #include "vmm/base/status.h"
 #include "ember/v1/vmm_control.pb.h"
 #include "vmm/base/atomic_file.h"
@@ -394,15 +395,26 @@ HttpResponse FirecrackerApi::PatchDrive(std::string_view id, const std::string& 
   if (drive.has_path_on_host()) {
     // The swap first: a rate limiter in the same body applies only once
     // the new file is in place.
+    // Opened here, as ember-vmm opened the drive's first file: the VMM's filter lets it
+    // open no existing file once it runs, so the file goes to it as an fd.
+    v1::Drive* configured = nullptr;
+    for (v1::Drive& candidate : *config_.mutable_drives()) {
+      if (candidate.drive_id() == id) configured = &candidate;
+    }
+    if (configured == nullptr) {
+      return Fault("PATCH /drives: the microVM has no drive \"" + std::string(id) + "\"");
+    }
+    auto file = base::OpenDriveFile(drive.path_on_host(), configured->is_read_only(),
+                                    configured->direct_io(), "drive " + std::string(id));
+    if (!file.ok()) return FromStatus(file.status());
     v1::ControlRequest swap;
     swap.mutable_update_drive()->set_drive_id(std::string(id));
-    swap.mutable_update_drive()->set_path(drive.path_on_host());
-    if (auto response = vmm_->Call(std::move(swap), kCallTimeoutMs); !response.ok()) {
+    swap.mutable_update_drive()->set_path(Absolute(drive.path_on_host()));
+    if (auto response = vmm_->Call(std::move(swap), kCallTimeoutMs, file->Get());
+        !response.ok()) {
       return FromStatus(response.status());
     }
-    for (v1::Drive& configured : *config_.mutable_drives()) {
-      if (configured.drive_id() == id) configured.set_path_on_host(drive.path_on_host());
-    }
+    configured->set_path_on_host(Absolute(drive.path_on_host()));
   }
   if (!drive.has_rate_limiter()) return NoContent();
   v1::ControlRequest request;

@@ -171,12 +171,10 @@ absl::StatusOr<v1::VmmMessage> VmmProcess::ReadMessage(int timeout_ms) {
 }
 
 absl::StatusOr<v1::ControlResponse> VmmProcess::Call(v1::ControlRequest request,
-                                                     int timeout_ms) {
+                                                     int timeout_ms, int fd) {
   if (exit_code_) return absl::FailedPreconditionError("the microVM has ended");
   request.set_id(next_id_++);
-  std::string frame;
-  EMBER_RETURN_IF_ERROR(control::AppendFrame(request, &frame));
-  EMBER_RETURN_IF_ERROR(control::WriteAll(conn_.Get(), frame, timeout_ms));
+  EMBER_RETURN_IF_ERROR(control::SendFrame(conn_.Get(), request, fd, timeout_ms));
   while (true) {
     EMBER_ASSIGN_OR_RETURN(v1::VmmMessage message, ReadMessage(timeout_ms));
     if (message.has_event()) {

@@ -37,9 +37,10 @@ class VmmProcess {
 
   // Sends `request` (its id is set here) and waits up to `timeout_ms` for its response,
   // handling events that come first. A response with a non-zero code is returned as that
-  // status (InvalidArgument, FailedPrecondition, NotFound...) with the VMM's message.
+  // status (InvalidArgument, FailedPrecondition, NotFound...) with the VMM's message. `fd`
+  // (borrowed), if not -1, goes with the request (SCM_RIGHTS): a drive swap's new file.
   [[nodiscard]] absl::StatusOr<v1::ControlResponse> Call(v1::ControlRequest request,
-                                                         int timeout_ms);
+                                                         int timeout_ms, int fd = -1);
 
   // The control connection, for the caller's poll loop: when it is readable, call Drain().
   [[nodiscard]] int fd() const { return conn_.Get(); }

@@ -2,6 +2,7 @@
 // vCPU thread's ioctls are filtered by request number. (What they allow at run time is tested
 // on real KVM in tests/integration/seccomp_test.cc.)
 #include "jailer/vmm_seccomp.h"
+#include "jailer/seccomp_filter.h"
 
 #include <gtest/gtest.h>
 #include <linux/if_tun.h>
@@ -9,7 +10,13 @@
 #include <linux/kvm.h>
 #include <sys/socket.h>
 #include <linux/userfaultfd.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -118,6 +125,49 @@ TEST(VmmSeccompPolicy, NeitherThreadCanExecOrMapExecutableMemory) {
     EXPECT_EQ(mmap->arg_mask, static_cast<uint64_t>(PROT_EXEC));
     EXPECT_EQ(mmap->allowed_values, (std::vector<uint64_t>{0}));
   }
+}
+
+// A drive swap's new file comes as an fd on the control channel (issue 21): the VMM thread
+// creates only files of its own and opens only directories, never an existing file.
+TEST(VmmSeccompPolicy, TheVmmThreadOpensNoExistingFileAndTakesDriveFilesAsFds) {
+  SeccompPolicy vmm = VmmThreadPolicy(VmmThreadKind::kVmm, kParams);
+  const SyscallRule* openat = Find(vmm, "openat");
+  ASSERT_NE(openat, nullptr);
+  EXPECT_EQ(openat->arg_index, 2);
+  EXPECT_EQ(openat->allowed_values,
+            (std::vector<uint64_t>{O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                                   O_RDONLY | O_DIRECTORY | O_CLOEXEC}));
+  EXPECT_NE(Find(vmm, "recvmsg"), nullptr);
+  const SyscallRule* fcntl = Find(vmm, "fcntl");
+  ASSERT_NE(fcntl, nullptr);
+  EXPECT_EQ(fcntl->arg_index, 1);
+  EXPECT_EQ(fcntl->allowed_values, (std::vector<uint64_t>{F_GETFL}));
+}
+
+// The same at run time: a process under the VMM thread's filter that opens an existing file
+// read-write, as a drive swap did before, dies of SIGSYS.
+TEST(VmmSeccompPolicy, TheVmmThreadDiesOpeningAnExistingFileReadWrite) {
+  char path[] = "/tmp/ember-vmm-seccomp-XXXXXX";
+  int file = ::mkstemp(path);
+  ASSERT_GE(file, 0);
+  ::close(file);
+  const SeccompPolicy vmm = VmmThreadPolicy(VmmThreadKind::kVmm, kParams);
+  for (int flags : {O_RDWR | O_CLOEXEC, O_RDONLY | O_CLOEXEC, O_RDWR | O_CLOEXEC | O_DIRECT}) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      rlimit no_core{0, 0};
+      ::setrlimit(RLIMIT_CORE, &no_core);
+      if (!InstallSeccompPolicy(vmm, SeccompMode::kEnforce).ok()) ::_exit(90);
+      int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, path, flags));
+      ::_exit(fd >= 0 ? 0 : 91);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "flags " << flags << ": exit " << WEXITSTATUS(status);
+    EXPECT_EQ(WTERMSIG(status), SIGSYS) << "flags " << flags;
+  }
+  ::unlink(path);
 }
 
 TEST(VmmSeccompPolicy, PageServerCompilesAndItsIoctlsAreOnlyTheUserfaultfdFills) {

@@ -904,6 +904,11 @@ std::uint64_t ConfigCapacity(const FakeMmioDriver& driver) {
   return driver.Read32(mmio::kConfig) | (std::uint64_t{driver.Read32(mmio::kConfig + 4)} << 32);
 }
 
+// A drive swap's new file as its controller opens it (base::OpenDriveFile's flags).
+base::UniqueFd OpenForSwap(const std::string& path, int access = O_RDWR) {
+  return base::UniqueFd(::open(path.c_str(), access | O_CLOEXEC));
+}
+
 TEST_P(BlockDeviceTest, SwappedFileServesLaterReadsAndItsCapacityReachesTheDriver) {
   Start();
   TempDisk bigger(2 * kDiskSize);
@@ -915,7 +920,7 @@ TEST_P(BlockDeviceTest, SwappedFileServesLaterReadsAndItsCapacityReachesTheDrive
   }
   const std::uint32_t generation = driver_->Read32(mmio::kConfigGeneration);
 
-  ASSERT_TRUE(device_->ReplaceFile(bigger.path()).ok());
+  ASSERT_TRUE(device_->ReplaceFile(bigger.path(), OpenForSwap(bigger.path())).ok());
 
   EXPECT_EQ(ConfigCapacity(*driver_), 2 * kDiskSize / 512);
   EXPECT_NE(driver_->Read32(mmio::kConfigGeneration), generation);
@@ -933,14 +938,16 @@ TEST_P(BlockDeviceTest, SwappedFileServesLaterReadsAndItsCapacityReachesTheDrive
   EXPECT_EQ(Metric("file_swaps"), 1u);
 }
 
-TEST_P(BlockDeviceTest, SwapToAMissingFileIsRefusedAndTheOldFileStays) {
+TEST_P(BlockDeviceTest, SwapToAFileOpenedReadOnlyForAWritableDriveIsRefusedAndTheOldFileStays) {
   Start();
+  TempDisk other(2 * kDiskSize);
   const std::uint32_t generation = driver_->Read32(mmio::kConfigGeneration);
 
-  absl::Status swapped = device_->ReplaceFile(disk_.path() + ".missing");
+  absl::Status swapped = device_->ReplaceFile(other.path(), OpenForSwap(other.path(), O_RDONLY));
 
   EXPECT_EQ(swapped.code(), absl::StatusCode::kInvalidArgument) << swapped;
-  EXPECT_NE(swapped.message().find(".missing"), std::string::npos) << swapped;
+  EXPECT_NE(swapped.message().find(other.path()), std::string::npos) << swapped;
+  EXPECT_NE(swapped.message().find("reading and writing"), std::string::npos) << swapped;
   EXPECT_EQ(driver_->Read32(mmio::kConfigGeneration), generation);
   EXPECT_EQ(ConfigCapacity(*driver_), kDiskSize / 512);
   EXPECT_EQ(device_->path(), disk_.path());
@@ -958,7 +965,7 @@ TEST_P(HungDiskBlockDeviceTest, SwapWaitsForRequestsInFlightAndGivesUpAtTheLimit
   ServeEvents();
   ASSERT_EQ(held_->held(), 1);
 
-  absl::Status swapped = device_->ReplaceFile(other.path());
+  absl::Status swapped = device_->ReplaceFile(other.path(), OpenForSwap(other.path()));
 
   EXPECT_EQ(swapped.code(), absl::StatusCode::kDeadlineExceeded) << swapped;
   EXPECT_EQ(held_->replaced(), 0);
@@ -966,7 +973,7 @@ TEST_P(HungDiskBlockDeviceTest, SwapWaitsForRequestsInFlightAndGivesUpAtTheLimit
   EXPECT_EQ(ConfigCapacity(*driver_), kDiskSize / 512);
   // Once the old file's request has finished, the swap goes through.
   held_->Release();
-  ASSERT_TRUE(device_->ReplaceFile(other.path()).ok());
+  ASSERT_TRUE(device_->ReplaceFile(other.path(), OpenForSwap(other.path())).ok());
   EXPECT_EQ(held_->replaced(), 1);
   EXPECT_EQ(ConfigCapacity(*driver_), 2 * kDiskSize / 512);
 }
