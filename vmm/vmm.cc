@@ -11,7 +11,6 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/builder.h"
-#include "vmm/drive_config.h"
 #include "vmm/seccomp.h"
 
 namespace ember::vmm {
@@ -171,9 +170,18 @@ absl::Status Vmm::UpdateDrive(const std::string& drive_id, const std::string& pa
     return absl::InternalError("drive " + drive_id + " has a device but no config entry");
   }
   drive->set_path_on_host(path);
-  // The same host check as at boot: no file shared by two drives where either writes.
-  if (absl::Status shared = DriveConfigs(updated).status(); !shared.ok()) {
-    return absl::InvalidArgumentError(shared.message());
+  // The check boot makes by name, made on the file itself (its name may not even be visible
+  // here, in a jail): no file shared by two drives where either writes.
+  for (const v1::Drive& other : updated.drives()) {
+    if (other.drive_id() == drive_id) continue;
+    virtio::block::BlockDevice* other_device = virtio_devices_.FindDrive(other.drive_id());
+    if (other_device != nullptr && other_device->HoldsFile(file.Get()) &&
+        !(other.is_read_only() && drive->is_read_only())) {
+      return absl::InvalidArgumentError("drive " + drive_id + ": " + path + " is drive " +
+                                        other.drive_id() +
+                                        "'s file, and two drives may share a file only if "
+                                        "neither writes");
+    }
   }
   EMBER_RETURN_IF_ERROR(device->ReplaceFile(path, std::move(file)));
   config_ = std::move(updated);

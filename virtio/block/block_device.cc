@@ -215,6 +215,14 @@ void BlockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
   // Nothing is writable: writeback toggling (VIRTIO_BLK_F_CONFIG_WCE) is not offered.
 }
 
+bool BlockDevice::HoldsFile(int fd) const {
+  struct stat ours {};
+  struct stat theirs {};
+  std::lock_guard lock(mu_);
+  return ::fstat(file_.Get(), &ours) == 0 && ::fstat(fd, &theirs) == 0 &&
+         ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino;
+}
+
 absl::Status BlockDevice::ReplaceFile(const std::string& path, base::UniqueFd file) {
   // Everything that can fail on the new file happens before the old one is touched.
   const int flags = ::fcntl(file.Get(), F_GETFL);

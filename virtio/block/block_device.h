@@ -122,6 +122,8 @@ class BlockDevice final : public VirtioDevice {
     std::lock_guard lock(mu_);
     return capacity_bytes_;
   }
+  // Whether `fd` (borrowed) is this drive's backing file (the same inode). Any thread.
+  [[nodiscard]] bool HoldsFile(int fd) const;
   // The backing file's path: the configured one, or the last ReplaceFile's.
   [[nodiscard]] std::string path() const {
     std::lock_guard lock(mu_);
