@@ -320,6 +320,37 @@ class JailedView final : public VmmView {
                 "only its chroot; leave it empty)");
   }
 
+  absl::Status CheckDriveFile(const std::string& vm_id, int file, bool read_only) const override {
+    std::uint32_t id = 0;
+    {
+      std::lock_guard lock(mu_);
+      auto it = vm_ids_.find(vm_id);
+      if (it == vm_ids_.end()) {
+        return absl::FailedPreconditionError("VM \"" + vm_id + "\" has no jail uid");
+      }
+      id = it->second;
+    }
+    // The permission check the kernel makes when the jailed VMM opens a drive it was given at
+    // Create (its uid and gid are both `id`), on the mode bits (an ACL granting more is not
+    // taken into account: stricter, never looser).
+    struct stat info {};
+    if (::fstat(file, &info) != 0) return base::ErrnoError("fstat", "path_on_host");
+    const mode_t bits = info.st_uid == id   ? (info.st_mode >> 6) & 7
+                        : info.st_gid == id ? (info.st_mode >> 3) & 7
+                                            : info.st_mode & 7;
+    const mode_t needed = read_only ? 4 : 6;
+    if ((bits & needed) != needed) {
+      return absl::InvalidArgumentError(
+          "path_on_host: VM \"" + vm_id + "\" runs jailed as uid and gid " + std::to_string(id) +
+          ", which may not open this file " + (read_only ? "to read" : "to read and write") +
+          " (its mode is " + std::to_string((info.st_mode >> 6) & 7) +
+          std::to_string((info.st_mode >> 3) & 7) + std::to_string(info.st_mode & 7) +
+          ", owner " + std::to_string(info.st_uid) + ":" + std::to_string(info.st_gid) +
+          "): a drive a Create gave it would fail the same way");
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status CheckSnapshot(const std::string& vm_id, bool diff) const override {
     std::lock_guard lock(mu_);
     auto it = chains_.find(vm_id);

@@ -60,6 +60,14 @@ class VmmView {
   [[nodiscard]] virtual absl::Status CheckOverrides(
       const std::string& where, const v1::RestoreOverrides& overrides) const = 0;
 
+  // Whether the VM's ember-vmm may be handed `file` (borrowed: a drive's new backing file,
+  // open read-only or read-write as `read_only` says) by a drive swap: only if Create would
+  // have let it open that file itself. OK by default (an unjailed VMM runs as emberd does);
+  // a jailed one needs its uid or gid to have the access in the file's mode bits.
+  [[nodiscard]] virtual absl::Status CheckDriveFile(const std::string& /*vm_id*/, int /*file*/,
+                                                    bool /*read_only*/) const {
+    return absl::OkStatus();
+  }
   // Whether the VM can take a snapshot of this kind now.
   [[nodiscard]] virtual absl::Status CheckSnapshot(const std::string& vm_id,
                                                    bool diff) const = 0;
