@@ -457,6 +457,85 @@ class EmberdTest(VmChecks, unittest.TestCase):
         self.assertGreater(metrics["block_scratch"]["rate_limiter_throttled"], 0)
         self.assertEqual(metrics["control"]["rate_limit_updates"], 1)
 
+    def image(self, name, sectors, mode=0o666):
+        """A drive image in emberd's (allowed) directory; 0666 so that a jailed VM's own uid
+        may open it, as a Create's drive must be."""
+        path = os.path.join(self.emberd.dir, name)
+        with open(path, "wb") as f:  # rootfs/testguest/blk_pattern.h's initial pattern
+            f.write(bytes((s * 0x9d + i + (i >> 8) * 0x3b + 0x11) & 0xff
+                          for s in range(sectors) for i in range(512)))
+        os.chmod(path, mode)
+        return path
+
+    def swap(self, vm_id, drive_id, path):
+        return self.stub.UpdateDrive(api.UpdateDriveRequest(
+            vm_id=vm_id, drive_id=drive_id, path_on_host=path), timeout=30)
+
+    def test_update_drive_swaps_a_jailed_vms_file_and_its_record_keeps_the_path(self):
+        first, bigger = self.image("first.img", 64), self.image("bigger.img", 128)
+        config = ec.config("blk,idle")
+        config.drives.add(drive_id="scratch", path_on_host=first)
+        self.stub.Create(api.CreateRequest(vm_id="sw", config=config), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="sw"), timeout=30)
+        self.wait_console("sw", rb"PASS blk")
+
+        vm = self.swap("sw", "scratch", bigger)
+
+        self.assertEqual(vm.config.drives[0].path_on_host, bigger)
+        metrics = json.loads(self.stub.GetMetrics(api.GetMetricsRequest(vm_id="sw")).json)
+        self.assertEqual(metrics["block_scratch"]["file_swaps"], 1)
+        # The record carries the new path across a restart of emberd, and into snapshots.
+        self.emberd.kill9()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        self.assertEqual(self.stub.Get(api.VmRequest(vm_id="sw")).config.drives[0].path_on_host,
+                         bigger)
+        self.stub.Pause(api.VmRequest(vm_id="sw"), timeout=30)
+        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(vm_id="sw"), timeout=60)
+        clone = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="swc"), timeout=60).vms[0]
+        self.assertEqual(clone.config.drives[0].path_on_host, bigger)
+        self.stop_and_delete("swc-0", "sw")
+
+    def test_update_drive_refuses_what_a_create_would_refuse_and_keeps_the_old_file(self):
+        first, other = self.image("first.img", 64), self.image("other.img", 64)
+        private = self.image("private.img", 64, mode=0o600)  # root's: not the jail uid's
+        read_only = self.image("read-only.img", 64, mode=0o644)
+        escape = os.path.join(self.emberd.dir, "escape.img")
+        os.symlink("/etc/passwd", escape)
+        config = ec.config("blk,idle")
+        config.drives.add(drive_id="scratch", path_on_host=first)
+        self.stub.Create(api.CreateRequest(vm_id="sw", config=config), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="sw"), timeout=30)
+        self.wait_console("sw", rb"PASS blk")
+        s = self.stub
+        cases = [
+            ("unknown drive", "nope", other, grpc.StatusCode.NOT_FOUND, "nope"),
+            ("outside --allow-dir", "scratch", "/etc/passwd", grpc.StatusCode.INVALID_ARGUMENT,
+             "path_on_host"),
+            ("symlink out", "scratch", escape, grpc.StatusCode.INVALID_ARGUMENT, "path_on_host"),
+            ("missing", "scratch", other + ".missing", grpc.StatusCode.INVALID_ARGUMENT,
+             "path_on_host"),
+            ("not the jail uid's", "scratch", private, grpc.StatusCode.INVALID_ARGUMENT,
+             "may not open this file to read and write"),
+            ("read-only for the jail uid", "scratch", read_only,
+             grpc.StatusCode.INVALID_ARGUMENT, "may not open this file to read and write"),
+            ("no path", "scratch", "", grpc.StatusCode.INVALID_ARGUMENT, "path_on_host"),
+        ]
+        for name, drive_id, path, code, mention in cases:
+            with self.subTest(name):
+                with self.assertRaises(grpc.RpcError) as raised:
+                    self.swap("sw", drive_id, path)
+                self.assertEqual(raised.exception.code(), code, raised.exception.details())
+                self.assertIn(mention, raised.exception.details())
+        self.assertEqual(s.Get(api.VmRequest(vm_id="sw")).config.drives[0].path_on_host, first)
+        metrics = json.loads(s.GetMetrics(api.GetMetricsRequest(vm_id="sw")).json)
+        self.assertEqual(metrics["block_scratch"].get("file_swaps", 0), 0)
+        self.stop_and_delete("sw")
+        with self.assertRaises(grpc.RpcError) as stopped:
+            self.swap("sw", "scratch", other)
+        self.assertEqual(stopped.exception.code(), grpc.StatusCode.NOT_FOUND)
+
     def test_an_unjailed_vms_log_metrics_and_vsock_stay_in_the_directory_emberd_checked(self):
         """An unjailed VMM makes its log, metrics file and vsock socket by name long after emberd
         checked the path: once the directory's name leads out of --allow-dir, what the VMM

@@ -339,6 +339,26 @@ int RateLimit(Client& client, const Args& args) {
   return status.ok() ? 0 : client.Fail(status);
 }
 
+int UpdateDrive(Client& client, const Args& args) {
+  v1::UpdateDriveRequest request;
+  request.set_vm_id(RequireId(args, "update-drive"));
+  if (args.positional.size() != 3) {
+    UsageError("update-drive needs ID DRIVE_ID PATH");
+  }
+  request.set_drive_id(args.positional[1]);
+  request.set_path_on_host(args.positional[2]);
+  v1::Vm response;
+  grpc::Status status = client.stub().UpdateDrive(Context().get(), request, &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    client.PrintJson(response);
+  } else {
+    std::printf("%s: drive %s is now %s\n", response.vm_id().c_str(), request.drive_id().c_str(),
+                request.path_on_host().c_str());
+  }
+  return 0;
+}
+
 int Console(Client& client, const Args& args) {
   grpc::ClientContext context;
   grpc::Status status =
@@ -378,6 +398,9 @@ constexpr Command kCommands[] = {
      "                                                   (older, or finished while emberd was\n"
      "                                                   down): emberd seals and restores it\n",
      TrustSnapshot},
+    {"update-drive",
+     "  update-drive ID DRIVE_ID PATH                    swap a running VM's drive's file\n",
+     UpdateDrive},
     {"rate-limit",
      "  rate-limit ID (--drive ID | --iface ID) [--bw-size B --bw-refill-ms MS]\n"
      "             [--ops-size N --ops-refill-ms MS]\n",

@@ -396,6 +396,17 @@ grpc::Status ApiService::UpdateRateLimits(grpc::ServerContext*,
   return ToGrpc(manager_.UpdateRateLimits(*request));
 }
 
+grpc::Status ApiService::UpdateDrive(grpc::ServerContext*, const v1::UpdateDriveRequest* request,
+                                     v1::Vm* response) {
+  if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (request->drive_id().empty()) return ToGrpc(Invalid("drive_id", "is required"));
+  if (request->path_on_host().empty()) return ToGrpc(Invalid("path_on_host", "is required"));
+  auto vm = manager_.UpdateDrive(*request);
+  if (!vm.ok()) return ToGrpc(vm.status());
+  *response = std::move(*vm);
+  return grpc::Status::OK;
+}
+
 grpc::Status ApiService::StreamConsole(grpc::ServerContext* context,
                                        const v1::StreamConsoleRequest* request,
                                        grpc::ServerWriter<v1::ConsoleChunk>* writer) {

@@ -38,6 +38,8 @@ class ApiService final : public v1::Ember::Service {
                           v1::GetMetricsResponse*) override;
   grpc::Status UpdateRateLimits(grpc::ServerContext*, const v1::UpdateRateLimitsRequest*,
                                 v1::UpdateRateLimitsResponse*) override;
+  grpc::Status UpdateDrive(grpc::ServerContext*, const v1::UpdateDriveRequest*,
+                           v1::Vm*) override;
   grpc::Status StreamConsole(grpc::ServerContext*, const v1::StreamConsoleRequest*,
                              grpc::ServerWriter<v1::ConsoleChunk>*) override;
 

@@ -301,16 +301,15 @@ void Supervisor::OnProcessExit(SupervisedVmm& vmm) {
 }
 
 absl::StatusOr<v1::ControlResponse> Supervisor::Call(SupervisedVmm& vmm,
-                                                     v1::ControlRequest request, Wait wait) {
+                                                     v1::ControlRequest request, Wait wait,
+                                                     int fd) {
   std::unique_lock lock(vmm.mu);
   if (!vmm.control_) {
     return absl::UnavailableError(Quoted(vmm.vm_id()) + ": its ember-vmm is not connected");
   }
   std::uint64_t id = vmm.next_id_++;
   request.set_id(id);
-  std::string frame;
-  EMBER_RETURN_IF_ERROR(control::AppendFrame(request, &frame));
-  EMBER_RETURN_IF_ERROR(control::WriteAll(vmm.control_.Get(), frame, kWriteTimeoutMs));
+  EMBER_RETURN_IF_ERROR(control::SendFrame(vmm.control_.Get(), request, fd, kWriteTimeoutMs));
   vmm.responses_[id];
   auto answered_or_gone = [&] { return vmm.responses_[id].has_value() || !vmm.control_; };
   bool answered = true;

@@ -97,9 +97,11 @@ class Supervisor {
   // Sends `request` and waits for its response: the response if its code is OK, else that
   // code with the VMM's message (ResponseStatus); UNAVAILABLE if the VMM is not connected,
   // went away or did not answer in time.
+  // `fd` (borrowed), unless -1, goes with the request (SCM_RIGHTS): a drive swap's new file.
   [[nodiscard]] absl::StatusOr<v1::ControlResponse> Call(SupervisedVmm& vmm,
                                                          v1::ControlRequest request,
-                                                         Wait wait = Wait::kRequestTimeout);
+                                                         Wait wait = Wait::kRequestTimeout,
+                                                         int fd = -1);
   // Whether the VMM's process has exited, waiting up to `timeout` for it. `lock` holds mu.
   [[nodiscard]] static bool WaitForExit(SupervisedVmm& vmm, std::unique_lock<std::mutex>& lock,
                                         std::chrono::milliseconds timeout);

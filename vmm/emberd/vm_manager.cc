@@ -5,11 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <random>
 
+#include "vmm/base/drive_file.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/emberd/control_requests.h"
@@ -379,6 +381,50 @@ absl::Status VmManager::UpdateRateLimits(const v1::UpdateRateLimitsRequest& requ
     }
   }
   return supervisor_->Call(*entry, control).status();
+}
+
+absl::StatusOr<v1::Vm> VmManager::UpdateDrive(const v1::UpdateDriveRequest& request) {
+  EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.vm_id()));
+  v1::Drive drive;
+  {
+    std::lock_guard lock(entry->mu);
+    auto& drives = entry->vm.config().drives();
+    auto it = std::find_if(drives.begin(), drives.end(), [&](const v1::Drive& candidate) {
+      return candidate.drive_id() == request.drive_id();
+    });
+    if (it == drives.end()) {
+      return absl::NotFoundError("drive_id: VM \"" + request.vm_id() + "\" has no drive \"" +
+                                 request.drive_id() + "\"");
+    }
+    drive = *it;
+    if (entry->vm.state() != v1::Vm::RUNNING && entry->vm.state() != v1::Vm::PAUSED) {
+      return absl::FailedPreconditionError("cannot swap a drive of VM \"" + request.vm_id() +
+                                           "\": it is " + StateName(entry->vm.state()));
+    }
+  }
+  // The rule a Create's drive passes, on the very file that passed it (an O_PATH fd, reopened
+  // through /proc for the access the drive needs: a symlink swapped in afterwards leads nowhere).
+  std::string open_path = request.path_on_host();
+  base::UniqueFd checked;
+  if (options_.paths != nullptr) {
+    EMBER_ASSIGN_OR_RETURN(checked, options_.paths->OpenFile("path_on_host", request.path_on_host()));
+    open_path = "/proc/self/fd/" + std::to_string(checked.Get());
+  }
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd file,
+                         base::OpenDriveFile(open_path, drive.is_read_only(), drive.direct_io(),
+                                             "path_on_host"));
+  EMBER_RETURN_IF_ERROR(view_->CheckDriveFile(request.vm_id(), file.Get(), drive.is_read_only()));
+  v1::ControlRequest control;
+  control.mutable_update_drive()->set_drive_id(request.drive_id());
+  control.mutable_update_drive()->set_path(request.path_on_host());
+  EMBER_RETURN_IF_ERROR(
+      supervisor_->Call(*entry, control, Supervisor::Wait::kRequestTimeout, file.Get()).status());
+  std::lock_guard lock(entry->mu);
+  for (v1::Drive& recorded : *entry->vm.mutable_config()->mutable_drives()) {
+    if (recorded.drive_id() == request.drive_id()) recorded.set_path_on_host(request.path_on_host());
+  }
+  entry->Persist();
+  return entry->vm;
 }
 
 absl::StatusOr<v1::VmConfig> VmManager::CheckSnapshotable(Entry& entry,

@@ -72,6 +72,9 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<std::string> VmMetrics(const std::string& vm_id);
   [[nodiscard]] std::string OwnMetrics();
   [[nodiscard]] absl::Status UpdateRateLimits(const v1::UpdateRateLimitsRequest& request);
+  // The API's UpdateDrive (api.proto): the new file opened by the rules a Create's drive
+  // passes, handed to the VMM as an fd, then recorded. Returns the VM's record.
+  [[nodiscard]] absl::StatusOr<v1::Vm> UpdateDrive(const v1::UpdateDriveRequest& request);
   [[nodiscard]] absl::StatusOr<v1::Snapshot> CreateSnapshot(
       const v1::CreateSnapshotRequest& request);
   // `netns_paths` (emberd's own callers only): clone i's VMM runs in the clone network at
