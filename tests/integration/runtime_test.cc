@@ -15,7 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -247,6 +249,52 @@ TEST_F(RuntimeTest, SigkillEndsTheVm) {
   ASSERT_EQ(Runtime({"kill", "--all", "c1", "KILL"}).exit_code, 0);
   EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
   EXPECT_NE(::kill(vmm, 0), 0);
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+// The name /proc/net/unix gives the socket `fd` of process `pid` is bound to ("@..." abstract),
+// or "" if it has none.
+std::string BoundName(pid_t pid, int fd) {
+  std::string link = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/fd/" +
+                                                   std::to_string(fd));
+  std::string inode = link.substr(link.find('[') + 1, link.find(']') - link.find('[') - 1);
+  std::ifstream table("/proc/net/unix");
+  std::string line;
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string field, name;
+    for (int i = 0; i < 7; ++i) fields >> field;  // Num RefCount Protocol Flags Type St Inode
+    if (field != inode) continue;
+    fields >> name;
+    return name;
+  }
+  return "";
+}
+
+// ember-vmm runs as root and obeys whoever holds its control channel (snapshots to any path,
+// drive swaps): only the supervisor may ever reach it. ember-vmm keeps its listener on fd 3.
+TEST_F(RuntimeTest, NoOtherProcessCanConnectToTheVmmsControlChannel) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ProcessResult ps = Runtime({"ps", "--format", "json", "c1"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  json pids = json::parse(ps.out);
+  ASSERT_EQ(pids.size(), 2u);
+  std::string name = BoundName(pids[1], 3);
+  ASSERT_FALSE(name.empty()) << "fd 3 of ember-vmm is not a bound Unix socket";
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, name.data(), std::min(name.size(), sizeof(address.sun_path) - 1));
+  if (name[0] == '@') address.sun_path[0] = '\0';
+  socklen_t length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() +
+                                            (name[0] == '@' ? 0 : 1));
+  int conn = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(conn, 0);
+  EXPECT_NE(::connect(conn, reinterpret_cast<sockaddr*>(&address), length), 0)
+      << "connected to ember-vmm's control listener at " << name;
+  ::close(conn);
+  ASSERT_EQ(Runtime({"kill", "c1", "KILL"}).exit_code, 0);
+  WaitExit(pid);
   EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
 }
 

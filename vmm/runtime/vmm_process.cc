@@ -13,9 +13,11 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
+#include "vmm/base/unix_address.h"
 
 namespace ember::runtime {
 namespace {
@@ -57,21 +59,32 @@ absl::StatusOr<v1::VmmMessage> ReadMessage(int fd, control::FrameReader& reader,
   }
 }
 
-// A listening Unix socket at a kernel-chosen abstract address (autobind): no file to remove.
-absl::StatusOr<std::pair<base::UniqueFd, sockaddr_un>> AbstractListener() {
-  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return base::ErrnoError("socket", "control listener");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (::bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(sa_family_t)) != 0) {
-    return base::ErrnoError("bind", "control listener (autobind)");
+// A listening Unix socket bound in the container's directory (0700, root's), named through an
+// O_PATH fd of it so the directory's length never matters. The supervisor unlinks it as soon as
+// it has connected, so nothing else can ever reach ember-vmm's control channel: an abstract
+// address would let any local user connect and replace the supervisor as the VMM's controller.
+struct PrivateListener {
+  base::UniqueFd fd;
+  base::UniqueFd dir;
+  sockaddr_un address{};
+};
+
+absl::StatusOr<PrivateListener> ListenInDirectory(const std::string& dir) {
+  PrivateListener listener;
+  listener.dir.Reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!listener.dir) return base::ErrnoError("open", dir);
+  EMBER_ASSIGN_OR_RETURN(listener.address,
+                         base::UnixAddress("/proc/self/fd/" + std::to_string(listener.dir.Get()) +
+                                           "/control.sock"));
+  ::unlink(listener.address.sun_path);  // left by a supervisor killed before it connected
+  listener.fd.Reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener.fd) return base::ErrnoError("socket", "control listener");
+  if (::bind(listener.fd.Get(), reinterpret_cast<const sockaddr*>(&listener.address),
+             sizeof(listener.address)) != 0) {
+    return base::ErrnoError("bind", dir + "/control.sock");
   }
-  if (::listen(fd.Get(), 1) != 0) return base::ErrnoError("listen", "control listener");
-  socklen_t len = sizeof(addr);
-  if (::getsockname(fd.Get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return base::ErrnoError("getsockname", "control listener");
-  }
-  return std::make_pair(std::move(fd), addr);
+  if (::listen(listener.fd.Get(), 1) != 0) return base::ErrnoError("listen", "control listener");
+  return listener;
 }
 
 // In the forked child: only async-signal-safe calls until exec. Never returns.
@@ -99,8 +112,8 @@ absl::StatusOr<std::pair<base::UniqueFd, sockaddr_un>> AbstractListener() {
 absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch, const v1::VmConfig& config) {
   EMBER_RETURN_IF_ERROR(
       base::WriteFileAtomically(launch.config_path, config.SerializeAsString(), 0600));
-  EMBER_ASSIGN_OR_RETURN(auto listener, AbstractListener());
-  auto& [listen_fd, address] = listener;
+  EMBER_ASSIGN_OR_RETURN(PrivateListener listener,
+                         ListenInDirectory(std::filesystem::path(launch.config_path).parent_path()));
   base::UniqueFd output(
       ::open(launch.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!output) return base::ErrnoError("open", launch.output_path);
@@ -119,7 +132,7 @@ absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch, const v1:
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return base::ErrnoError("fork", "ember-vmm");
-  if (pid == 0) ExecVmm(argv, listen_fd.Get(), output.Get(), netns.Get(), parent);
+  if (pid == 0) ExecVmm(argv, listener.fd.Get(), output.Get(), netns.Get(), parent);
 
   base::UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   VmmProcess vmm(pid, std::move(pidfd), base::UniqueFd());
@@ -128,10 +141,14 @@ absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch, const v1:
     return base::ErrnoError("pidfd_open", "ember-vmm");
   }
   base::UniqueFd conn(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!conn || ::connect(conn.Get(), reinterpret_cast<const sockaddr*>(&address),
-                         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 +
-                                                std::strlen(address.sun_path + 1))) != 0) {
+  int connected = conn ? ::connect(conn.Get(), reinterpret_cast<const sockaddr*>(&listener.address),
+                                   sizeof(listener.address))
+                       : -1;
+  int connect_errno = errno;
+  ::unlink(listener.address.sun_path);
+  if (connected != 0) {
     vmm.Kill();
+    errno = connect_errno;
     return base::ErrnoError("connect", "ember-vmm's control socket");
   }
   vmm.control_ = std::move(conn);

@@ -26,8 +26,8 @@ struct VmmLaunch {
 };
 
 // One ember-vmm, the supervisor's child, driven over its control channel
-// (proto/ember/v1/vmm_control.proto) through an abstract Unix socket that leaves no file
-// behind. It dies with the supervisor (PR_SET_PDEATHSIG). Owned by the supervisor's one
+// (proto/ember/v1/vmm_control.proto) through a Unix socket in the container's directory that
+// only the supervisor reaches (unlinked once it has connected). It dies with the supervisor (PR_SET_PDEATHSIG). Owned by the supervisor's one
 // thread.
 class VmmProcess {
  public:
