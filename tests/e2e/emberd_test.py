@@ -5,10 +5,12 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -535,6 +537,34 @@ class EmberdTest(VmChecks, unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as stopped:
             self.swap("sw", "scratch", other)
         self.assertEqual(stopped.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_update_drive_cannot_reach_the_function_images_only_emberds_vmms_may_use(self):
+        """STATE/fn-images is in the VMMs' rules (a function's clones attach its image) but never
+        the API's: a swap onto a function's image would let one VM write what its clones share."""
+        self.emberd.close()
+        allowed = tempfile.mkdtemp(prefix="ember-allowed-")  # beside the state dir, not above
+        self.addCleanup(shutil.rmtree, allowed, True)
+        self.emberd = ec.Emberd(allow_dirs=(allowed,))
+        self.stub = self.emberd.stub
+        first = os.path.join(allowed, "first.img")
+        shutil.copyfile(self.image("first.img", 64), first)
+        os.chmod(first, 0o666)
+        function_image = os.path.join(self.emberd.state_dir, "fn-images", "0" * 64 + ".ext4")
+        shutil.copyfile(first, function_image)
+        os.chmod(function_image, 0o666)
+        config = ec.config("blk,idle")
+        config.drives.add(drive_id="scratch", path_on_host=first)
+        self.stub.Create(api.CreateRequest(vm_id="fi", config=config), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="fi"), timeout=30)
+        self.wait_console("fi", rb"PASS blk")
+        with self.assertRaises(grpc.RpcError) as raised:
+            self.swap("fi", "scratch", function_image)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT,
+                         raised.exception.details())
+        self.assertIn("path_on_host", raised.exception.details())
+        self.assertEqual(self.stub.Get(api.VmRequest(vm_id="fi")).config.drives[0].path_on_host,
+                         first)
+        self.stop_and_delete("fi")
 
     def test_an_unjailed_vms_log_metrics_and_vsock_stay_in_the_directory_emberd_checked(self):
         """An unjailed VMM makes its log, metrics file and vsock socket by name long after emberd

@@ -401,6 +401,9 @@ grpc::Status ApiService::UpdateDrive(grpc::ServerContext*, const v1::UpdateDrive
   if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
   if (request->drive_id().empty()) return ToGrpc(Invalid("drive_id", "is required"));
   if (request->path_on_host().empty()) return ToGrpc(Invalid("path_on_host", "is required"));
+  // The API's rules first: the VmManager opens with the VMMs' wider ones, which also admit the
+  // function images in emberd's state directory that no request may name.
+  if (auto s = paths_.Check("path_on_host", request->path_on_host()); !s.ok()) return ToGrpc(s);
   auto vm = manager_.UpdateDrive(*request);
   if (!vm.ok()) return ToGrpc(vm.status());
   *response = std::move(*vm);
