@@ -8,8 +8,8 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include <cstring>
 
+#include "vmm/base/fd_passing.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unix_address.h"
 
@@ -25,22 +25,9 @@ absl::Status SendConsole(const std::string& socket_path, int master, const std::
   if (::connect(sock.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     return base::ErrnoError("connect", "console socket " + socket_path);
   }
-  std::string data = name;
-  iovec iov{data.data(), data.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
-  if (::sendmsg(sock.Get(), &msg, MSG_NOSIGNAL) < 0) {
-    return base::ErrnoError("sendmsg", "console socket " + socket_path);
-  }
+  const int fds[] = {master};
+  absl::StatusOr<std::size_t> sent = base::SendWithFds(sock.Get(), name, fds);
+  if (!sent.ok()) return base::ErrnoError("sendmsg", "console socket " + socket_path);
   return absl::OkStatus();
 }
 
