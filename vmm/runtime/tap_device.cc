@@ -8,8 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <functional>
+#include <thread>
 
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
@@ -32,14 +35,21 @@ absl::Status InNetns(const std::string& netns_path, const std::function<absl::St
   return status;
 }
 
-absl::StatusOr<base::UniqueFd> OpenTap(const std::string& name, ifreq* ifr) {
+// How long DeleteTap waits for a dying VMM to let go of the tap.
+constexpr std::chrono::seconds kTapReleaseWait{5};
+
+// Attaches to tap `name`; on failure `*error` (when given) is TUNSETIFF's errno.
+absl::StatusOr<base::UniqueFd> OpenTap(const std::string& name, ifreq* ifr, int* error = nullptr) {
   base::UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
   if (!fd) return base::ErrnoError("open", "/dev/net/tun");
   *ifr = ifreq{};
   std::strncpy(ifr->ifr_name, name.c_str(), IFNAMSIZ - 1);
   // The flags ember-vmm attaches with (virtio/net/tap.cc).
   ifr->ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
-  if (::ioctl(fd.Get(), TUNSETIFF, ifr) != 0) return base::ErrnoError("TUNSETIFF", "tap " + name);
+  if (::ioctl(fd.Get(), TUNSETIFF, ifr) != 0) {
+    if (error != nullptr) *error = errno;
+    return base::ErrnoError("TUNSETIFF", "tap " + name);
+  }
   return fd;
 }
 
@@ -72,13 +82,25 @@ absl::Status CreateTap(const std::string& netns_path, const std::string& name) {
 absl::Status DeleteTap(const std::string& netns_path, const std::string& name) {
   if (::access(netns_path.c_str(), F_OK) != 0) return absl::OkStatus();  // it went with it
   return InNetns(netns_path, [&]() -> absl::Status {
-    ifreq ifr;
-    absl::StatusOr<base::UniqueFd> tap = OpenTap(name, &ifr);
-    if (!tap.ok()) return absl::OkStatus();  // gone already (or held: the VMM still runs)
-    if (::ioctl(tap->Get(), TUNSETPERSIST, 0) != 0) {
-      return base::ErrnoError("TUNSETPERSIST 0", "tap " + name);
+    // A supervisor killed outright leaves its VMM to die of PDEATHSIG a moment later; until it
+    // has, the tap is still attached (EBUSY) and must be waited for, not taken for gone.
+    const auto deadline = std::chrono::steady_clock::now() + kTapReleaseWait;
+    for (;;) {
+      ifreq ifr;
+      int error = 0;
+      absl::StatusOr<base::UniqueFd> tap = OpenTap(name, &ifr, &error);
+      if (tap.ok()) {
+        if (::ioctl(tap->Get(), TUNSETPERSIST, 0) != 0) {
+          return base::ErrnoError("TUNSETPERSIST 0", "tap " + name);
+        }
+        return absl::OkStatus();  // the last fd's close removes it
+      }
+      if (error != EBUSY) return absl::OkStatus();  // gone already
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return absl::FailedPreconditionError("tap " + name + " is still attached to a VMM");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    return absl::OkStatus();  // the last fd's close removes it
   });
 }
 

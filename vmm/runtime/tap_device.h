@@ -11,7 +11,8 @@ namespace ember::runtime {
 // Enters the namespace for the call and returns to its own; call from a single-threaded
 // process.
 [[nodiscard]] absl::Status CreateTap(const std::string& netns_path, const std::string& name);
-// Removes the tap; a tap or namespace already gone is fine.
+// Removes the tap; a tap or namespace already gone is fine. A tap a dying VMM still holds is
+// waited for (a few seconds at most).
 [[nodiscard]] absl::Status DeleteTap(const std::string& netns_path, const std::string& name);
 
 }  // namespace ember::runtime
