@@ -11,6 +11,7 @@
 #include "vmm/boot/guest_loader.h"
 #include "vmm/device_list.h"
 #include "vmm/rules/vm_config_rules.h"
+#include "vmm/startup_profile.h"
 
 namespace ember::vmm {
 
@@ -31,7 +32,9 @@ absl::StatusOr<std::unique_ptr<Vmm>> VmBuilder::BuildForBoot(const VmmOptions& o
   }
   EMBER_RETURN_IF_ERROR(builder.BuildVm());
   EMBER_RETURN_IF_ERROR(builder.LoadGuestAndCreateVcpus());
+  StartupProfile::Mark("guest_load");
   EMBER_RETURN_IF_ERROR(vmm->WatchEvents(options));
+  StartupProfile::Mark("watch_events");
   return vmm;
 }
 
@@ -42,6 +45,7 @@ absl::StatusOr<std::unique_ptr<Vmm>> VmBuilder::BuildFromSnapshot(const VmmOptio
   EMBER_RETURN_IF_ERROR(builder.BuildVm());
   EMBER_RETURN_IF_ERROR(vmm->RestoreFromSnapshot(*options.restore, options.start_us));
   EMBER_RETURN_IF_ERROR(vmm->WatchEvents(options));
+  StartupProfile::Mark("watch_events");
   vmm->state_ = Vmm::State::kPaused;  // the guest is mid-run; Resume() (or Run()) starts it
   EMBER_LOG(kInfo) << "VM restored: " << vmm->vcpus_.size() << " vCPU(s), "
                    << vmm->memory_->total_size() / arch::kMiB << " MiB from "
@@ -60,16 +64,22 @@ absl::Status VmBuilder::BuildVm() {
   EMBER_ASSIGN_OR_RETURN(cpu_template_,
                          arch::ParseCpuTemplate(cpu_template.empty() ? "host" : cpu_template));
   EMBER_RETURN_IF_ERROR(CreateDevices());
+  StartupProfile::Mark("devices");
 
   EMBER_ASSIGN_OR_RETURN(vmm_.kvm_, kvm::Kvm::Open());
   EMBER_ASSIGN_OR_RETURN(vmm_.vm_, vmm_.kvm_->CreateVm());
+  StartupProfile::Mark("kvm_create_vm");
   EMBER_RETURN_IF_ERROR(CreateMemory());
+  StartupProfile::Mark("memory");
   EMBER_RETURN_IF_ERROR(vmm_.vm_->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
   EMBER_RETURN_IF_ERROR(vmm_.vm_->CreateIrqchip());
   EMBER_RETURN_IF_ERROR(vmm_.vm_->CreatePit());
+  StartupProfile::Mark("irqchip_pit");
   EMBER_ASSIGN_OR_RETURN(vmm_.loop_, base::EventLoop::Create());
   EMBER_RETURN_IF_ERROR(CreateLegacyDevices());
-  return PlaceVirtioDevices();
+  EMBER_RETURN_IF_ERROR(PlaceVirtioDevices());
+  StartupProfile::Mark("device_wiring");
+  return absl::OkStatus();
 }
 
 absl::Status VmBuilder::CreateDevices() {

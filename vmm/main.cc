@@ -22,6 +22,7 @@
 #include "vmm/fcapi/firecracker_flags.h"
 #include "vmm/restore.h"
 #include "vmm/seccomp.h"
+#include "vmm/startup_profile.h"
 #include "vmm/vm_config.h"
 #include "vmm/vmm.h"
 
@@ -295,6 +296,7 @@ int Main(int argc, char** argv) {
   ::signal(SIGXFSZ, SIG_IGN);
 
   Flags flags = ParseFlags(argc, argv);
+  StartupProfile::Begin(own_start_us, flags.start_us);
   control::SetBuildFailureSinks(flags.control_fd, flags.exit_record);
   VmmOptions options;
   std::optional<PendingVmConfig> pending_config;  // --config: ember-config at work
@@ -342,10 +344,12 @@ int Main(int argc, char** argv) {
       pending_config.emplace(std::move(*started));
     }
   }
+  StartupProfile::Mark("read_config");  // a restore's state file read and checked here
   // Compiled while ember-config, if any, parses the JSON on the other CPU.
   if (auto status = ConfigureSeccomp(flags.seccomp); !status.ok()) {
     Fail(kExitError, std::string(status.message()));
   }
+  StartupProfile::Mark("seccomp_compile");
   if (pending_config) options.config = ConfigOrFail(pending_config->Finish());
   if (flags.snapshot_path.empty() != flags.snapshot_mem_path.empty()) {
     Fail(kExitBadInput, "--snapshot-path and --snapshot-mem-path go together");
@@ -384,6 +388,7 @@ int Main(int argc, char** argv) {
   }
 
   if (flags.control_fd >= 0) options.console_input = false;  // emberd's VMs have no terminal
+  StartupProfile::Mark("options");
   auto vmm = Vmm::Create(options);
   if (!vmm.ok()) {
     bool user_error = vmm.status().code() == absl::StatusCode::kInvalidArgument;

@@ -14,6 +14,7 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/startup_profile.h"
 #include "vmm/vcpu_state.h"
 #include "vmm/vmm.h"
 
@@ -268,12 +269,14 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
   }
   EMBER_ASSIGN_OR_RETURN(std::vector<int> saved_index,
                          virtio::MatchDeviceStates(device_ids, state.virtio()));
+  StartupProfile::Mark("cpu_check");
 
   // The irqchip before the vCPUs: restoring a LAPIC consults the VM's interrupt routing.
   // What KVM refuses of it is the file's fault, as for the vCPUs below.
   if (auto status = RestoreVmState(*vm_, state.vm()); !status.ok()) {
     return absl::InvalidArgumentError("vm state: " + std::string(status.message()));
   }
+  StartupProfile::Mark("vm_state");
   VcpuRunner::InstallKickSignalHandler();
   for (const v1::VcpuState& saved : state.vcpus()) {
     EMBER_ASSIGN_OR_RETURN(kvm::Vcpu vcpu, vm_->CreateVcpu(saved.id()));
@@ -286,6 +289,7 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
     vcpu_cpuid_.push_back(std::move(cpuid));
     AdoptVcpu(std::move(vcpu), start_us);
   }
+  StartupProfile::Mark("vcpu_state");
   serial_->Restore(FromProto(state.serial()));
   for (std::size_t i = 0; i < virtio_devices_.size(); ++i) {
     const v1::VirtioDeviceState& saved = state.virtio(saved_index[i]);
@@ -295,6 +299,7 @@ absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t
                                         std::string(status.message()));
     }
   }
+  StartupProfile::Mark("device_state");
   return absl::OkStatus();
 }
 
