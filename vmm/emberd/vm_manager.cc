@@ -82,8 +82,9 @@ std::size_t VmManager::LiveVms() {
   return live;
 }
 
-absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig& config) {
-  return SpawnVm(std::move(vm_id), config, nullptr);
+absl::StatusOr<v1::Vm> VmManager::CreateVm(std::string vm_id, const v1::VmConfig& config,
+                                           const std::string& netns_path) {
+  return SpawnVm(std::move(vm_id), config, nullptr, netns_path);
 }
 
 absl::StatusOr<std::shared_ptr<VmManager::Entry>> VmManager::AddEntry(
@@ -131,14 +132,19 @@ absl::Status VmManager::Abandon(Entry& entry, absl::Status status) {
 }
 
 absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig& config,
-                                          const RestorePlan* restore) {
+                                          const RestorePlan* restore,
+                                          const std::string& netns_path) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry,
                          AddEntry(std::move(vm_id), config, restore));
   std::lock_guard op(entry->op_mu);
   if (auto status = view_->CheckVmId(entry->vm_id()); !status.ok()) {
     return Abandon(*entry, status);
   }
-  if (auto status = Launch(entry, config, restore); !status.ok()) return Abandon(*entry, status);
+  if (auto status = Launch(entry, config, restore,
+                           restore != nullptr ? restore->netns_path : netns_path);
+      !status.ok()) {
+    return Abandon(*entry, status);
+  }
   if (auto status = AwaitBuilt(*entry, restore != nullptr); !status.ok()) {
     return Abandon(*entry, status);
   }
@@ -161,7 +167,7 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
 }
 
 absl::Status VmManager::Launch(const std::shared_ptr<Entry>& entry, const v1::VmConfig& config,
-                               const RestorePlan* restore) {
+                               const RestorePlan* restore, const std::string& netns_path) {
   const std::string dir = VmDir(entry->vm_id());
   if (::mkdir(dir.c_str(), 0700) != 0) return base::ErrnoError("mkdir", dir);
   // config.json is the readable record; ember-vmm reads the binary config.pb, which spares it
@@ -180,7 +186,7 @@ absl::Status VmManager::Launch(const std::shared_ptr<Entry>& entry, const v1::Vm
   spec.vm_id = entry->vm_id();
   spec.vm_dir = dir;
   EMBER_RETURN_IF_ERROR(view_->PrepareLaunch(config, restore, &spec));
-  if (restore != nullptr) spec.netns_path = restore->netns_path;
+  spec.netns_path = netns_path;
   spec.control_listen_fd = listener.Get();
   spec.stderr_fd = log.Get();
   EMBER_ASSIGN_OR_RETURN(pid_t pid, launcher_->Launch(spec));

@@ -59,7 +59,10 @@ class VmManager {
   // Loads the records of a previous emberd and re-attaches to the VMs still running.
   [[nodiscard]] absl::Status Recover();
 
-  [[nodiscard]] absl::StatusOr<v1::Vm> CreateVm(std::string vm_id, const v1::VmConfig& config);
+  // `netns_path` (emberd's own callers only, as Restore's): the VMM runs in that clone
+  // network (a function's deploy VM, whose tap its clones' networks copy).
+  [[nodiscard]] absl::StatusOr<v1::Vm> CreateVm(std::string vm_id, const v1::VmConfig& config,
+                                                const std::string& netns_path = "");
   // `request_us`: CLOCK_MONOTONIC µs at which the Start request arrived (boot time base).
   [[nodiscard]] absl::StatusOr<v1::Vm> Start(const std::string& vm_id, std::uint64_t request_us);
   [[nodiscard]] absl::StatusOr<v1::Vm> Pause(const std::string& vm_id);
@@ -108,7 +111,8 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& vm_id);
   // Spawns the VM's ember-vmm and waits for its HELLO: CREATED, or PAUSED for a restore.
   [[nodiscard]] absl::StatusOr<v1::Vm> SpawnVm(std::string vm_id, const v1::VmConfig& config,
-                                               const RestorePlan* restore);
+                                               const RestorePlan* restore,
+                                               const std::string& netns_path = "");
   // Records a new VM (CREATED, `creating`) under `vm_id`, or a generated id if empty.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> AddEntry(std::string vm_id,
                                                                 const v1::VmConfig& config,
@@ -117,7 +121,8 @@ class VmManager {
   absl::Status Abandon(Entry& entry, absl::Status status);
   // Writes the VM's directory and starts its ember-vmm under supervision.
   [[nodiscard]] absl::Status Launch(const std::shared_ptr<Entry>& entry,
-                                    const v1::VmConfig& config, const RestorePlan* restore);
+                                    const v1::VmConfig& config, const RestorePlan* restore,
+                                    const std::string& netns_path);
   // Waits until the VMM has built the VM (its HELLO) or says why it could not.
   [[nodiscard]] absl::Status AwaitBuilt(Entry& entry, bool restore);
   [[nodiscard]] absl::StatusOr<v1::Vm> SimpleOp(const std::string& vm_id, v1::Vm::State from,
