@@ -53,6 +53,20 @@ absl::StatusOr<base::UniqueFd> OpenTap(const std::string& name, ifreq* ifr, int*
   return fd;
 }
 
+// Sets IFF_UP on the interface `ifr` names.
+absl::Status BringUp(ifreq& ifr) {
+  base::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) return base::ErrnoError("socket", "for SIOCSIFFLAGS");
+  if (::ioctl(sock.Get(), SIOCGIFFLAGS, &ifr) != 0) {
+    return base::ErrnoError("SIOCGIFFLAGS", std::string("tap ") + ifr.ifr_name);
+  }
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (::ioctl(sock.Get(), SIOCSIFFLAGS, &ifr) != 0) {
+    return base::ErrnoError("SIOCSIFFLAGS", std::string("tap ") + ifr.ifr_name);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status CreateTap(const std::string& netns_path, const std::string& name) {
@@ -66,16 +80,11 @@ absl::Status CreateTap(const std::string& netns_path, const std::string& name) {
     if (::ioctl(tap->Get(), TUNSETPERSIST, 1) != 0) {
       return base::ErrnoError("TUNSETPERSIST", "tap " + name);
     }
-    base::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!sock) return base::ErrnoError("socket", "for SIOCSIFFLAGS");
-    if (::ioctl(sock.Get(), SIOCGIFFLAGS, &ifr) != 0) {
-      return base::ErrnoError("SIOCGIFFLAGS", "tap " + name);
-    }
-    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-    if (::ioctl(sock.Get(), SIOCSIFFLAGS, &ifr) != 0) {
-      return base::ErrnoError("SIOCSIFFLAGS", "tap " + name);
-    }
-    return absl::OkStatus();
+    absl::Status up = BringUp(ifr);
+    // A persistent tap outlives this fd: one that could not be set up goes now, or nobody
+    // would remove it (the caller takes a failed CreateTap for no tap at all).
+    if (!up.ok()) (void)::ioctl(tap->Get(), TUNSETPERSIST, 0);
+    return up;
   });
 }
 
