@@ -465,6 +465,43 @@ TEST_F(RuntimeTest, DeleteRemovesTheTapOfASupervisorThatWasKilledOutright) {
   EXPECT_EQ(netns.Link("ember0"), "");
 }
 
+// A supervisor that dies while its VM boots (killed; the host short of memory) cannot remove
+// the tap it made: the failed create must.
+TEST_F(RuntimeTest, ACreateWhoseSupervisorDiesDuringBootLeavesNoTap) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and taps";
+  ScopedNetns netns(NetnsName());
+  ASSERT_TRUE(netns.ok());
+  json network = {{"linux", {{"namespaces", {{{"type", "network"}, {"path", netns.path()}}}}}}};
+  std::string bundle = Bundle("b", {"echo", "x"}, network);
+  std::string out = dir_.path() + "/out";
+  std::vector<std::string> args = Argv({"create", "--bundle", bundle, "c1"});
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t create = -1;
+  ASSERT_EQ(posix_spawn(&create, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  // The tap is made before ember-vmm starts; the supervisor leads a session of its own.
+  pid_t supervisor = -1;
+  auto deadline = std::chrono::steady_clock::now() + seconds(60);
+  while (supervisor < 0 && std::chrono::steady_clock::now() < deadline) {
+    if (!netns.Link("ember0").empty()) {
+      for (pid_t pid : ProcessesMentioning(root_)) {
+        if (::getsid(pid) == pid) supervisor = pid;
+      }
+    }
+  }
+  ASSERT_GT(supervisor, 0);
+  ASSERT_EQ(::kill(supervisor, SIGKILL), 0);
+  EXPECT_EQ(WaitExit(create), 1);
+  EXPECT_EQ(netns.Link("ember0"), "") << ReadFile(out);
+}
+
+TEST_F(RuntimeTest, RunWaitsForTheProcessThenRemovesTheContainer) {
+  ProcessResult run = Runtime({"run", "--bundle", Bundle("b", {"exit", "7"}), "c1"});
+  EXPECT_EQ(run.exit_code, 7) << run.err;
+  EXPECT_NE(Runtime({"state", "c1"}).exit_code, 0);  // and TearDown finds no state left
+}
+
 // The fd in the one message of a connection to the console socket listening at `listener`.
 int ReceiveConsole(int listener) {
   int conn = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
@@ -529,6 +566,63 @@ TEST_F(RuntimeTest, TerminalProcessGetsAPtyWhoseMasterGoesOverTheConsoleSocket) 
   EXPECT_EQ(WaitExit(pid), 0);
   ::close(master);
   EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+// A listening Unix socket at `path` (a console socket, as the shim makes one).
+int ListenAt(const std::string& path) {
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 1) != 0) {
+    ::close(listener);
+    return -1;
+  }
+  return listener;
+}
+
+// containerd's shim reads a detached exec's stdout and stderr until they close; with a tty the
+// process's stdio is the pty, so nothing may keep them once exec has returned.
+TEST_F(RuntimeTest, DetachedTtyExecLetsGoOfTheCallersStdout) {
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(Runtime({"start", "c1"}).exit_code, 0);
+  std::string socket_path = dir_.path() + "/console.sock";
+  int listener = ListenAt(socket_path);
+  ASSERT_GE(listener, 0);
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  std::string exec_pid_file = dir_.path() + "/exec.pid";
+  std::vector<std::string> args =
+      Argv({"exec", "--detach", "--tty", "--console-socket", socket_path, "--pid-file",
+            exec_pid_file, "c1", "sleep", "infinity"});
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t exec = -1;
+  ASSERT_EQ(posix_spawn(&exec, argv[0], &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  EXPECT_EQ(WaitExit(exec), 0);
+  int master = ReceiveConsole(listener);
+  ::close(listener);
+  EXPECT_GE(master, 0);
+  pollfd pfd{out[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 10'000), 1) << "exec's stdout is still held open";
+  char c;
+  EXPECT_EQ(::read(out[0], &c, 1), 0);
+  ::close(out[0]);
+  EXPECT_EQ(Runtime({"delete", "--force", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
+  // The relay the detached exec left (the test, a subreaper, inherited it) ends with the VM.
+  EXPECT_NE(WaitExit(std::stoi(ReadFile(exec_pid_file))), -1);
+  if (master >= 0) ::close(master);
 }
 
 TEST_F(RuntimeTest, UnsupportedCommandsAreRefusedSayingSo) {

@@ -102,9 +102,12 @@ std::string ReadReport(int fd, int timeout_ms) {
   }
 }
 
-// Undoes a create that failed part-way: the lease and the state directory.
-void Abandon(const StateRoot& root, const RuntimeConfig& config, const std::string& id,
+// Undoes a create that failed part-way: the tap (a supervisor killed before its report made
+// it and could not remove it), the lease and the state directory.
+void Abandon(const StateRoot& root, const RuntimeConfig& config, const ContainerRecord& record,
              const std::string& lease) {
+  const std::string& id = record.id;
+  if (!record.tap_name.empty()) (void)DeleteTap(record.netns_path, record.tap_name);
   if (!lease.empty()) {
     absl::StatusOr<ImageCache> cache =
         ImageCache::Open({config.image_cache_dir, config.rootfs_tool, {}});
@@ -152,7 +155,7 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
       cache.ok() ? cache->Acquire(bundle.rootfs, !bundle.rootfs_readonly, root.ContainerDir(id))
                  : absl::StatusOr<ImageLease>(cache.status());
   if (!lease.ok()) {
-    Abandon(root, config, id, "");
+    Abandon(root, config, record, "");
     return absl::Status(lease.status().code(),
                         "the container's root image: " + std::string(lease.status().message()));
   }
@@ -175,14 +178,14 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
 
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) {
-    Abandon(root, config, id, record.image_lease);
+    Abandon(root, config, record, record.image_lease);
     return base::ErrnoError("pipe2", "supervisor report");
   }
   std::cout.flush();
   std::cerr.flush();
   pid_t pid = ::fork();
   if (pid < 0) {
-    Abandon(root, config, id, record.image_lease);
+    Abandon(root, config, record, record.image_lease);
     return base::ErrnoError("fork", "supervisor");
   }
   if (pid == 0) {
@@ -220,7 +223,7 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
     ::kill(pid, SIGKILL);
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    Abandon(root, config, id, record.image_lease);
+    Abandon(root, config, record, record.image_lease);
     return absl::InternalError(line.starts_with("error ") ? line.substr(6) : line);
   }
   absl::Status pid_file = WritePidFile(inv.Get("pid-file"), pid);
@@ -228,7 +231,7 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
     ::kill(pid, SIGKILL);
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    Abandon(root, config, id, record.image_lease);
+    Abandon(root, config, record, record.image_lease);
     return pid_file;
   }
   log.Debug("container " + id + " created: supervisor " + std::to_string(pid));
@@ -280,6 +283,23 @@ absl::StatusOr<int> Kill(const Invocation& inv) {
   return 0;
 }
 
+// Removes what a stopped container leaves: its tap (when its supervisor was killed outright
+// and could not), its image lease and its state directory.
+absl::Status RemoveStopped(const Invocation& inv, const StateRoot& root,
+                           const ContainerRecord& record, const RuntimeLog& log) {
+  if (!record.tap_name.empty()) {
+    absl::Status tap = DeleteTap(record.netns_path, record.tap_name);
+    if (!tap.ok()) log.Warning(tap.message());
+  }
+  if (!record.image_lease.empty()) {
+    EMBER_ASSIGN_OR_RETURN(RuntimeConfig config, Config(inv));
+    EMBER_ASSIGN_OR_RETURN(ImageCache cache,
+                           ImageCache::Open({config.image_cache_dir, config.rootfs_tool, {}}));
+    EMBER_RETURN_IF_ERROR(cache.Release(record.image_lease));
+  }
+  return root.Remove(record.id);
+}
+
 absl::StatusOr<int> Delete(const Invocation& inv, const RuntimeLog& log) {
   EMBER_ASSIGN_OR_RETURN(std::string id, TheId(inv));
   StateRoot root(inv.global.root);
@@ -309,18 +329,7 @@ absl::StatusOr<int> Delete(const Invocation& inv, const RuntimeLog& log) {
                                          std::to_string(record->pid) + ") did not exit");
     }
   }
-  // What a supervisor that was killed outright could not clean up itself.
-  if (!record->tap_name.empty()) {
-    absl::Status tap = DeleteTap(record->netns_path, record->tap_name);
-    if (!tap.ok()) log.Warning(tap.message());
-  }
-  if (!record->image_lease.empty()) {
-    EMBER_ASSIGN_OR_RETURN(RuntimeConfig config, Config(inv));
-    EMBER_ASSIGN_OR_RETURN(ImageCache cache,
-                           ImageCache::Open({config.image_cache_dir, config.rootfs_tool, {}}));
-    EMBER_RETURN_IF_ERROR(cache.Release(record->image_lease));
-  }
-  EMBER_RETURN_IF_ERROR(root.Remove(id));
+  EMBER_RETURN_IF_ERROR(RemoveStopped(inv, root, *record, log));
   return 0;
 }
 
@@ -509,6 +518,15 @@ absl::StatusOr<int> Exec(const Invocation& inv, const RuntimeLog& log) {
     ::setsid();
     if (::chdir("/") != 0) ::_exit(1);
     ::close(report[0]);
+    if (!console_socket.empty()) {
+      // The process's stdio is the pty. The caller reads this command's stdout and stderr
+      // until they close (containerd's shim does): holding them would hang it.
+      int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(null, 1) < 0 || ::dup2(null, 2) < 0) {
+        ::_exit(1);
+      }
+      ::close(null);
+    }
     RuntimeLog child_log = log;
     child_log.set_stderr(false);
     absl::StatusOr<WorkloadRelay::Stdio> fds = stdio();
@@ -540,11 +558,16 @@ absl::StatusOr<int> Run(const Invocation& inv, const RuntimeLog& log) {
   EMBER_ASSIGN_OR_RETURN(Created created, CreateContainer(inv, log));
   EMBER_ASSIGN_OR_RETURN(std::string id, TheId(inv));
   StateRoot root(inv.global.root);
-  EMBER_RETURN_IF_ERROR(AskSupervisor(root.SupervisorSocket(id), "start").status());
-  if (inv.Has("detach")) return 0;
+  absl::Status started = AskSupervisor(root.SupervisorSocket(id), "start").status();
+  if (started.ok() && inv.Has("detach")) return 0;
+  if (!started.ok()) ::kill(created.supervisor, SIGKILL);
   int status = 0;
   while (::waitpid(created.supervisor, &status, 0) < 0 && errno == EINTR) {
   }
+  // runc's `run` destroys the container once it has ended: nothing of it outlives the command.
+  EMBER_ASSIGN_OR_RETURN(ContainerRecord record, root.Load(id));
+  EMBER_RETURN_IF_ERROR(RemoveStopped(inv, root, record, log));
+  if (!started.ok()) return started;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

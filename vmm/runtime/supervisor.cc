@@ -283,8 +283,9 @@ int RunSupervisor(const SupervisorSpec& spec, const RuntimeLog& log, base::Uniqu
   Supervisor supervisor(spec, log);
   absl::Status booted = supervisor.Boot();
   if (!booted.ok()) {
-    Report(report.Get(), "error " + std::string(booted.message()));
+    // Cleaned up before the report: `create` kills this process as soon as it reads it.
     supervisor.Cleanup();
+    Report(report.Get(), "error " + std::string(booted.message()));
     return 1;
   }
   Report(report.Get(), "ok");
