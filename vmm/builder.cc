@@ -66,15 +66,27 @@ absl::Status VmBuilder::BuildVm() {
   EMBER_RETURN_IF_ERROR(CreateDevices());
   StartupProfile::Mark("devices");
 
-  EMBER_ASSIGN_OR_RETURN(vmm_.kvm_, kvm::Kvm::Open());
-  EMBER_ASSIGN_OR_RETURN(vmm_.vm_, vmm_.kvm_->CreateVm());
-  StartupProfile::Mark("kvm_create_vm");
-  EMBER_RETURN_IF_ERROR(CreateMemory());
-  StartupProfile::Mark("memory");
-  EMBER_RETURN_IF_ERROR(vmm_.vm_->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
-  EMBER_RETURN_IF_ERROR(vmm_.vm_->CreateIrqchip());
-  EMBER_RETURN_IF_ERROR(vmm_.vm_->CreatePit());
-  StartupProfile::Mark("irqchip_pit");
+  PreparedKvm* prepared = options_.prepared.get();
+  if (prepared != nullptr && prepared->kvm && prepared->vm) {
+    // A pooled VMM made these before it knew its VM (vmm/pool_slot.h).
+    vmm_.kvm_ = std::move(prepared->kvm);
+    vmm_.vm_ = std::move(prepared->vm);
+    prepared->kvm.reset();
+    prepared->vm.reset();
+    EMBER_RETURN_IF_ERROR(CreateMemory());
+    StartupProfile::Mark("memory");
+  } else {
+    EMBER_ASSIGN_OR_RETURN(vmm_.kvm_, kvm::Kvm::Open());
+    EMBER_ASSIGN_OR_RETURN(vmm_.vm_, vmm_.kvm_->CreateVm());
+    StartupProfile::Mark("kvm_create_vm");
+    EMBER_RETURN_IF_ERROR(CreateMemory());
+    StartupProfile::Mark("memory");
+    EMBER_RETURN_IF_ERROR(
+        vmm_.vm_->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
+    EMBER_RETURN_IF_ERROR(vmm_.vm_->CreateIrqchip());
+    EMBER_RETURN_IF_ERROR(vmm_.vm_->CreatePit());
+    StartupProfile::Mark("irqchip_pit");
+  }
   EMBER_ASSIGN_OR_RETURN(vmm_.loop_, base::EventLoop::Create());
   EMBER_RETURN_IF_ERROR(CreateLegacyDevices());
   EMBER_RETURN_IF_ERROR(PlaceVirtioDevices());

@@ -20,6 +20,7 @@
 #include "vmm/control/control_server.h"
 #include "vmm/exit_code.h"
 #include "vmm/fcapi/firecracker_flags.h"
+#include "vmm/pool_slot.h"
 #include "vmm/restore.h"
 #include "vmm/seccomp.h"
 #include "vmm/startup_profile.h"
@@ -46,6 +47,9 @@ constexpr char kUsage[] =
     "  --control-fd N       serve the listening control socket N (emberd): the VM is built\n"
     "                       but its vCPUs start only on the controller's Start request\n"
     "                       (a restored VM waits PAUSED for the controller's Resume)\n"
+    "  --pool-slot --control-fd N  (emberd's VMM pool) prepare now (seccomp filters, /dev/kvm,\n"
+    "                       the VM), then take this VMM's arguments and fds from the one\n"
+    "                       connection on the listening socket N and run as if exec'd with them\n"
     "  --seccomp MODE       per-thread seccomp filters: enforce (default), log, or off\n"
     "  --exit-record FILE   when the VM ends, write \"CODE REASON\" (one line) to FILE, so a\n"
     "                       supervisor that was not watching can still learn how it ended\n"
@@ -295,6 +299,30 @@ int Main(int argc, char** argv) {
   // line dropped and counted, a snapshot refused), not kill the VM with SIGXFSZ.
   ::signal(SIGXFSZ, SIG_IGN);
 
+  // A pooled VMM (emberd's VMM pool): prepared now, it runs on below with the arguments of
+  // the launch it waits for, as if exec'd with them.
+  std::shared_ptr<PreparedKvm> prepared;
+  std::vector<std::string> launch_args;
+  std::vector<char*> launch_argv;
+  if (argc == 4 && std::string_view(argv[1]) == "--pool-slot" &&
+      std::string_view(argv[2]) == "--control-fd") {
+    int slot_fd = -1;
+    const std::string_view text = argv[3];
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), slot_fd);
+    if (ec != std::errc() || end != text.data() + text.size() || slot_fd < 0) {
+      Fail(kExitBadInput, "--pool-slot --control-fd N: \"" + std::string(text) +
+                              "\" is not a file descriptor number");
+    }
+    prepared = std::make_shared<PreparedKvm>();
+    launch_args = RunPoolSlot(slot_fd, prepared.get());
+    launch_args.insert(launch_args.begin(), argv[0]);
+    for (std::string& arg : launch_args) launch_argv.push_back(arg.data());
+    launch_argv.push_back(nullptr);
+    argc = static_cast<int>(launch_args.size());
+    argv = launch_argv.data();
+    own_start_us = base::MonotonicMicros();  // the VM's start-up begins at its launch
+  }
+
   Flags flags = ParseFlags(argc, argv);
   StartupProfile::Begin(own_start_us, flags.start_us);
   control::SetBuildFailureSinks(flags.control_fd, flags.exit_record);
@@ -389,6 +417,7 @@ int Main(int argc, char** argv) {
 
   if (flags.control_fd >= 0) options.console_input = false;  // emberd's VMs have no terminal
   StartupProfile::Mark("options");
+  options.prepared = std::move(prepared);
   auto vmm = Vmm::Create(options);
   if (!vmm.ok()) {
     bool user_error = vmm.status().code() == absl::StatusCode::kInvalidArgument;

@@ -46,6 +46,12 @@ void WarnIfSeccompRelaxed(SeccompSetting setting) {
 }
 
 absl::Status ConfigureSeccomp(SeccompSetting setting) {
+  // A pooled VMM compiled its filters before its launch (vmm/pool_slot.h); a launch with the
+  // same setting keeps them, another one replaces them.
+  static std::optional<SeccompSetting> compiled;
+  if (compiled == setting) return absl::OkStatus();
+  for (std::optional<jailer::BpfProgram>& program : g_programs) program.reset();
+  compiled.reset();
   if (setting == SeccompSetting::kOff) return absl::OkStatus();
   jailer::SeccompMode mode =
       setting == SeccompSetting::kLog ? jailer::SeccompMode::kLog : jailer::SeccompMode::kEnforce;
@@ -68,6 +74,7 @@ absl::Status ConfigureSeccomp(SeccompSetting setting) {
         jailer::SeccompFilter::Build(jailer::VmmThreadPolicy(kind, params), mode));
     EMBER_ASSIGN_OR_RETURN(g_programs[Index(kind)], filter.Compile());
   }
+  compiled = setting;
   return absl::OkStatus();
 }
 

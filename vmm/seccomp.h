@@ -18,8 +18,9 @@ enum class SeccompSetting {
 // "enforce", "log" or "off"; InvalidArgument otherwise.
 [[nodiscard]] absl::StatusOr<SeccompSetting> ParseSeccompSetting(std::string_view text);
 
-// Called once by main, before any thread exists: compiles every thread kind's filter (so that
-// installing one later is a single system call). Logs nothing, so main may call it before the
+// Called by main, before any thread exists: compiles every thread kind's filter (so that
+// installing one later is a single system call). A second call with the setting already
+// compiled does nothing (a pooled VMM compiles before its launch: vmm/pool_slot.h). Logs nothing, so main may call it before the
 // log is set up. A process that never calls it (tests building VMs in-process) installs no
 // filters.
 [[nodiscard]] absl::Status ConfigureSeccomp(SeccompSetting setting);

@@ -68,7 +68,17 @@ struct SnapshotTimes {
   std::uint64_t paused_us = 0;
 };
 
+// KVM objects made before the VM's configuration was known (a pooled ember-vmm,
+// vmm/pool_slot.h): the VM with its TSS, irqchip and PIT, none of which depends on the
+// configuration. Vmm::Create takes them (leaving this empty) instead of making its own.
+struct PreparedKvm {
+  std::optional<kvm::Kvm> kvm;
+  std::optional<kvm::Vm> vm;
+};
+
 struct VmmOptions {
+  // Shared so that options stay copyable; the builder moves the objects out.
+  std::shared_ptr<PreparedKvm> prepared;
   v1::VmConfig config;  // already validated; for a restore, the snapshot's (with overrides)
   std::optional<RestoreSource> restore;
   // CLOCK_MONOTONIC µs of the start command (boot time and first-instruction time count from it).

@@ -45,6 +45,25 @@ def proc_rss_kib(pid):
     return 0
 
 
+def pool_slots(emberd_pid):
+    """Live ember-vmm --pool-slot children of emberd (its VMM pool's slots, idle or taken:
+    a taken one keeps its command line)."""
+    slots = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == emberd_pid and fields[0] != "Z" and b"\0--pool-slot\0" in cmdline:
+            slots.append(int(entry))
+    return sorted(slots)
+
+
 class Emberd:
     """One emberd process over a scratch state directory; restartable."""
 

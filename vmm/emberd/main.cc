@@ -28,6 +28,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/api_service.h"
 #include "vmm/emberd/launcher.h"
+#include "vmm/emberd/vmm_pool.h"
 #include "vmm/base/path_rules.h"
 #include "vmm/emberd/sandbox.h"
 #include "vmm/emberd/socket_group.h"
@@ -64,6 +65,11 @@ constexpr char kUsage[] =
   "                     /srv/ember; giving one replaces it. Others get INVALID_ARGUMENT\n"
     "  --vmm PATH         the ember-vmm binary (default: next to emberd)\n"
     "  --max-vms N        live VMs at most (default 1024)\n"
+    "  --vmm-pool N       keep N ember-vmm processes started ahead (exec'd, seccomp filters\n"
+    "                     compiled, /dev/kvm opened, VM and irqchip created), each handed to\n"
+    "                     one Create or Restore and replaced in the background (default 0:\n"
+    "                     none). Needs --no-jail: a jail is its VM's own (uid, chroot, cgroup\n"
+    "                     named after it), which a VMM started ahead cannot have yet\n"
     "  --fn-max-in-flight N\n"
     "                     function invocations in flight on the host at most (default 64);\n"
     "                     more are RESOURCE_EXHAUSTED at once\n"
@@ -117,6 +123,7 @@ struct Flags {
   std::string vmm;
   std::size_t max_vms = 1024;
   std::uint32_t fn_max_in_flight = 64;
+  std::uint32_t vmm_pool = 0;  // --vmm-pool
   std::string log_level;
   std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
   std::string jailer;
@@ -180,6 +187,14 @@ Flags ParseFlags(int argc, char** argv) {
       if (!mode.ok()) Fail(std::string(mode.status().message()));
       flags.seccomp = *mode;
     }
+    else if (arg == "--vmm-pool") {
+      std::string text = value();
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), flags.vmm_pool);
+      if (ec != std::errc() || end != text.data() + text.size() || text.empty() ||
+          flags.vmm_pool > 64) {
+        Fail("--vmm-pool: \"" + text + "\" is not a number from 0 to 64");
+      }
+    }
     else if (arg == "--fn-max-in-flight") {
       flags.fn_max_in_flight = ParseId("--fn-max-in-flight", value());
     }
@@ -195,6 +210,10 @@ Flags ParseFlags(int argc, char** argv) {
   }
   bool any_jail = !flags.jailer.empty() || flags.jailer_id_base || flags.jailer_id_count ||
                   !flags.chroot_base.empty() || !flags.cgroup_parent.empty();
+  if (flags.vmm_pool > 0 && !flags.no_jail) {
+    Fail("--vmm-pool needs --no-jail: a jailed ember-vmm's jail (its uid, chroot and cgroup) is "
+         "its VM's own, named after the VM, which a VMM started ahead does not know yet");
+  }
   if (flags.no_jail && any_jail) {
     Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-id-base, --jailer-id-count, "
          "--chroot-base and --cgroup-parent have nothing to configure");
@@ -441,7 +460,15 @@ int Main(int argc, char** argv) {
   auto vmm_paths = base::PathRules::Open(vmm_dirs);
   if (!vmm_paths.ok()) Fail(std::string(vmm_paths.status().message()));
   options.paths = &*vmm_paths;
-  auto manager = VmManager::Create(options, std::move(*launcher));
+  std::unique_ptr<VmmLauncher> vmm_launcher = std::move(*launcher);
+  if (flags.vmm_pool > 0) {
+    // Its thread gets emberd's filter with every other one (InstallSandbox below).
+    auto pool = VmmPool::Create(std::move(vmm_launcher), options.state_dir + "/vmm-pool",
+                                flags.vmm_pool);
+    if (!pool.ok()) Fail("--vmm-pool: " + std::string(pool.status().message()));
+    vmm_launcher = std::move(*pool);
+  }
+  auto manager = VmManager::Create(options, std::move(vmm_launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
   functions::FunctionOptions fn_options;
