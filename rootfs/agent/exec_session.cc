@@ -129,6 +129,7 @@ absl::Status Session::Start() {
   spec.cwd = request_.cwd();
   spec.uid = request_.uid();
   spec.gid = request_.gid();
+  EMBER_ASSIGN_OR_RETURN(spec.limits, LimitsOf(request_));
   base::UniqueFd child_stdin;
   base::UniqueFd child_stdout;
   base::UniqueFd child_stderr;

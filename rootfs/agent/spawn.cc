@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -21,12 +24,32 @@ namespace {
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 // The step of the child's set-up that failed, reported through the exec pipe.
-enum class Step : int { kTty, kStdio, kGroups, kGid, kUid, kCwd, kExec };
+enum class Step : int {
+  kTty,
+  kStdio,
+  kRlimit,
+  kBounding,
+  kKeepCaps,
+  kGroups,
+  kGid,
+  kUid,
+  kCapset,
+  kAmbient,
+  kNoNewPrivs,
+  kCwd,
+  kExec
+};
 
 const char* StepName(Step step) {
   switch (step) {
     case Step::kTty: return "setting the controlling terminal";
     case Step::kStdio: return "setting up stdin/stdout/stderr";
+    case Step::kRlimit: return "setrlimit";
+    case Step::kBounding: return "dropping from the capability bounding set";
+    case Step::kKeepCaps: return "prctl(PR_SET_KEEPCAPS)";
+    case Step::kCapset: return "capset";
+    case Step::kAmbient: return "raising an ambient capability";
+    case Step::kNoNewPrivs: return "prctl(PR_SET_NO_NEW_PRIVS)";
     case Step::kGroups: return "setgroups";
     case Step::kGid: return "setgid";
     case Step::kUid: return "setuid";
@@ -78,15 +101,56 @@ struct ChildFailure {
       fail(Step::kStdio);
     }
   }
+  const ProcessLimits& limits = spec.limits;
+  // Before the uid changes: raising a hard limit needs CAP_SYS_RESOURCE.
+  for (const ProcessLimits::Limit& limit : limits.rlimits) {
+    if (::setrlimit(static_cast<__rlimit_resource_t>(limit.resource), &limit.value) != 0) {
+      fail(Step::kRlimit);
+    }
+  }
+  const std::optional<ProcessLimits::Capabilities>& caps = limits.capabilities;
+  if (caps) {
+    // Needs CAP_SETPCAP, so before the uid changes; and the permitted set is kept through it.
+    for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap) {
+      if ((caps->bounding >> cap & 1) == 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+        fail(Step::kBounding);
+      }
+    }
+    if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(Step::kKeepCaps);
+  }
   if (::geteuid() == 0) {
-    if (::setgroups(0, nullptr) != 0) fail(Step::kGroups);
+    if (::setgroups(limits.additional_gids.size(), limits.additional_gids.data()) != 0) {
+      fail(Step::kGroups);
+    }
     if (::setgid(spec.gid) != 0) fail(Step::kGid);
     if (::setuid(spec.uid) != 0) fail(Step::kUid);
-  } else if (spec.gid != ::getegid() || spec.uid != ::geteuid()) {
+  } else if (spec.gid != ::getegid() || spec.uid != ::geteuid() ||
+             !limits.additional_gids.empty()) {
     // An agent that is not root (a host test) cannot change identity: say so rather than
     // run the program as someone else.
     errno = EPERM;
-    fail(spec.gid != ::getegid() ? Step::kGid : Step::kUid);
+    fail(spec.gid != ::getegid()   ? Step::kGid
+         : spec.uid != ::geteuid() ? Step::kUid
+                                   : Step::kGroups);
+  }
+  if (caps) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; ++i) {
+      data[i].effective = static_cast<std::uint32_t>(caps->effective >> (32 * i));
+      data[i].permitted = static_cast<std::uint32_t>(caps->permitted >> (32 * i));
+      data[i].inheritable = static_cast<std::uint32_t>(caps->inheritable >> (32 * i));
+    }
+    if (::syscall(SYS_capset, &header, data) != 0) fail(Step::kCapset);
+    for (int cap = 0; cap < 64; ++cap) {
+      if ((caps->ambient >> cap & 1) != 0 &&
+          ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0) {
+        fail(Step::kAmbient);
+      }
+    }
+  }
+  if (limits.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    fail(Step::kNoNewPrivs);
   }
   if (::chdir(spec.cwd.empty() ? "/" : spec.cwd.c_str()) != 0) fail(Step::kCwd);
   // Everything but 0-2 and the report pipe (close-on-exec) goes.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "rootfs/agent/process_limits.h"
 #include "vmm/base/unique_fd.h"
 
 namespace ember::agent {
@@ -24,6 +25,8 @@ struct SpawnSpec {
   int stderr_fd = -1;
   // stdin_fd is a terminal's slave side, to become the process's controlling terminal.
   bool controlling_tty = false;
+  // Supplementary groups (else none), resource limits, no_new_privs and capabilities.
+  ProcessLimits limits;
 };
 
 // A started process. The pidfd is how the agent signals it and learns of its end, free of

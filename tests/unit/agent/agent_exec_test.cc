@@ -1,6 +1,7 @@
 // ember-agent's Ready and Exec, run as the real binary on a Unix socket and driven through
 // the host's C++ client (vmm/agent_client).
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -308,6 +309,91 @@ TEST(AgentExec, AProgramThatCannotStartIsAnErrorNamingIt) {
   EXPECT_NE(cwd.status().message().find("chdir /no/such/dir"), std::string_view::npos)
       << cwd.status();
   EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(WaitNoChildren(agent.agent_pid()));
+}
+
+// The value of `key` ("CapEff") in /proc/self/status as `text` has it.
+std::string StatusField(const std::string& text, const std::string& key) {
+  std::size_t at = text.find("\n" + key + ":\t");
+  if (at == std::string::npos) return "(no " + key + ")";
+  at += key.size() + 3;
+  std::string value = text.substr(at, text.find('\n', at) - at);
+  while (!value.empty() && value.back() == ' ') value.pop_back();
+  return value;
+}
+
+TEST(AgentExec, RlimitsAreSetBeforeTheProgramRuns) {
+  AgentUnderTest agent;
+  Collected output;
+  v1::ExecRequest request = ExecOf({"sh", "-c", "ulimit -Sn; ulimit -Hn; ulimit -c"});
+  request.add_rlimits(std::to_string(RLIMIT_NOFILE) + " 100 200");
+  request.add_rlimits(std::to_string(RLIMIT_CORE) + " 0 0");
+
+  absl::StatusOr<agent_client::ExecResult> result = agent.Client().Exec(request, output.Callback());
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(output.out, "100\n200\n0\n");
+}
+
+TEST(AgentExec, SupplementaryGroupsCapabilitiesAndNoNewPrivsAsAsked) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: the agent changes the process's identity";
+  AgentUnderTest agent;
+  Collected output;
+  v1::ExecRequest request = ExecOf({"cat", "/proc/self/status"});
+  request.set_uid(1000);
+  request.set_gid(1000);
+  request.add_additional_gids(10);
+  request.add_additional_gids(20);
+  request.set_no_new_privileges(true);
+  request.set_set_capabilities(true);
+  request.add_cap_bounding("CAP_CHOWN");
+  request.add_cap_bounding("CAP_NET_BIND_SERVICE");
+  for (auto* set : {request.mutable_cap_effective(), request.mutable_cap_permitted(),
+                    request.mutable_cap_inheritable(), request.mutable_cap_ambient()}) {
+    set->Add("CAP_NET_BIND_SERVICE");
+  }
+
+  absl::StatusOr<agent_client::ExecResult> result = agent.Client().Exec(request, output.Callback());
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(StatusField(output.out, "Uid"), "1000\t1000\t1000\t1000");
+  EXPECT_EQ(StatusField(output.out, "Gid"), "1000\t1000\t1000\t1000");
+  EXPECT_EQ(StatusField(output.out, "Groups"), "10 20");
+  // CAP_CHOWN is bit 0, CAP_NET_BIND_SERVICE bit 10; a non-root process keeps its ambient ones.
+  EXPECT_EQ(StatusField(output.out, "CapBnd"), "0000000000000401");
+  EXPECT_EQ(StatusField(output.out, "CapAmb"), "0000000000000400");
+  EXPECT_EQ(StatusField(output.out, "CapEff"), "0000000000000400");
+  EXPECT_EQ(StatusField(output.out, "CapPrm"), "0000000000000400");
+  EXPECT_EQ(StatusField(output.out, "NoNewPrivs"), "1");
+}
+
+TEST(AgentExec, WithoutLimitsARootProcessHasNoGroupsAndEveryCapability) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: the agent changes the process's identity";
+  AgentUnderTest agent;
+  Collected output;
+
+  ASSERT_TRUE(agent.Client().Exec(ExecOf({"cat", "/proc/self/status"}), output.Callback()).ok());
+
+  EXPECT_EQ(StatusField(output.out, "Groups"), "");
+  EXPECT_EQ(StatusField(output.out, "NoNewPrivs"), "0");
+  EXPECT_EQ(StatusField(output.out, "CapEff"), StatusField(output.out, "CapBnd"));
+}
+
+TEST(AgentExec, AnUnknownCapabilityOrAMalformedRlimitIsRefusedStartingNothing) {
+  AgentUnderTest agent;
+  v1::ExecRequest bad_cap = ExecOf({"true"});
+  bad_cap.set_set_capabilities(true);
+  bad_cap.add_cap_effective("CAP_BANANAS");
+  v1::ExecRequest bad_limit = ExecOf({"true"});
+  bad_limit.add_rlimits(std::to_string(RLIMIT_NOFILE) + " 200 100");
+
+  absl::StatusOr<agent_client::ExecResult> cap = agent.Client().Exec(bad_cap);
+  absl::StatusOr<agent_client::ExecResult> limit = agent.Client().Exec(bad_limit);
+
+  EXPECT_EQ(cap.status().code(), absl::StatusCode::kInvalidArgument) << cap.status();
+  EXPECT_NE(cap.status().message().find("CAP_BANANAS"), std::string_view::npos);
+  EXPECT_EQ(limit.status().code(), absl::StatusCode::kInvalidArgument) << limit.status();
+  EXPECT_NE(limit.status().message().find("200 100"), std::string_view::npos);
   EXPECT_TRUE(WaitNoChildren(agent.agent_pid()));
 }
 
