@@ -157,6 +157,15 @@ absl::StatusOr<BundleProcess> CheckProcess(const oci::Process& in, absl::string_
   out.console_height = in.console_size().height();
   out.console_width = in.console_size().width();
   out.no_new_privileges = in.no_new_privileges();
+  if (in.has_capabilities()) {
+    const oci::Capabilities& caps = in.capabilities();
+    out.capabilities = BundleCapabilities{
+        {caps.bounding().begin(), caps.bounding().end()},
+        {caps.effective().begin(), caps.effective().end()},
+        {caps.inheritable().begin(), caps.inheritable().end()},
+        {caps.permitted().begin(), caps.permitted().end()},
+        {caps.ambient().begin(), caps.ambient().end()}};
+  }
   std::set<std::string> seen;
   for (int i = 0; i < in.rlimits_size(); ++i) {
     std::string name = field(absl::StrCat("rlimits[", i, "]"));

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,16 @@ struct BundleRlimit {
   uint64_t hard = 0;
 };
 
+// The process's capability sets by name ("CAP_CHOWN"), as config.json gives them; the guest's
+// agent checks the names.
+struct BundleCapabilities {
+  std::vector<std::string> bounding;
+  std::vector<std::string> effective;
+  std::vector<std::string> inheritable;
+  std::vector<std::string> permitted;
+  std::vector<std::string> ambient;
+};
+
 // The container's process, as the guest's agent runs it (agent.proto's Exec).
 struct BundleProcess {
   std::vector<std::string> args;  // never empty
@@ -32,6 +43,7 @@ struct BundleProcess {
   uint32_t console_width = 0;
   std::vector<BundleRlimit> rlimits;
   bool no_new_privileges = false;
+  std::optional<BundleCapabilities> capabilities;  // nullopt: none given (root keeps all)
 };
 
 // The annotations ember-runtime reads (documented in docs/ember-runtime.md). Any other

@@ -74,6 +74,21 @@ v1::ExecRequest PlanExec(const BundleProcess& process) {
   exec.set_tty(process.terminal);
   exec.set_rows(process.console_height);
   exec.set_cols(process.console_width);
+  for (uint32_t gid : process.additional_gids) exec.add_additional_gids(gid);
+  for (const BundleRlimit& limit : process.rlimits) {
+    exec.add_rlimits(std::to_string(limit.resource) + " " + std::to_string(limit.soft) + " " +
+                     std::to_string(limit.hard));
+  }
+  exec.set_no_new_privileges(process.no_new_privileges);
+  if (process.capabilities) {
+    const BundleCapabilities& caps = *process.capabilities;
+    exec.set_set_capabilities(true);
+    exec.mutable_cap_bounding()->Add(caps.bounding.begin(), caps.bounding.end());
+    exec.mutable_cap_effective()->Add(caps.effective.begin(), caps.effective.end());
+    exec.mutable_cap_inheritable()->Add(caps.inheritable.begin(), caps.inheritable.end());
+    exec.mutable_cap_permitted()->Add(caps.permitted.begin(), caps.permitted.end());
+    exec.mutable_cap_ambient()->Add(caps.ambient.begin(), caps.ambient.end());
+  }
   return exec;
 }
 

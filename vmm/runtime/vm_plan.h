@@ -2,10 +2,10 @@
 
 #include <string>
 
-#include "bundle.h"
+#include "vmm/runtime/bundle.h"
 #include "ember/v1/agent.pb.h"
 #include "ember/v1/vm_config.pb.h"
-#include "runtime_config.h"
+#include "vmm/runtime/runtime_config.h"
 
 namespace ember::runtime {
 

@@ -20,7 +20,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Shaped like the config.json containerd's `ctr run` writes (trimmed): fields ember-runtime
-// does not read (mounts, capabilities, seccomp, masked paths, cgroups) are there to be skipped.
+// does not read (seccomp, masked paths, cgroups) are there to be skipped.
 constexpr char kContainerdConfig[] = R"json({
   "ociVersion": "1.1.0",
   "process": {
@@ -104,12 +104,22 @@ TEST_F(BundleTest, ContainerdConfigLoadsEveryFieldTheVmNeeds) {
   EXPECT_EQ(b.process.rlimits[0].resource, RLIMIT_NOFILE);
   EXPECT_EQ(b.process.rlimits[0].soft, 512u);
   EXPECT_EQ(b.process.rlimits[0].hard, 1024u);
+  ASSERT_TRUE(b.process.capabilities.has_value());
+  EXPECT_THAT(b.process.capabilities->bounding, ElementsAre("CAP_CHOWN"));
+  EXPECT_THAT(b.process.capabilities->effective, ElementsAre("CAP_CHOWN"));
+  EXPECT_TRUE(b.process.capabilities->ambient.empty());
   EXPECT_EQ(b.hostname, "box");
   EXPECT_EQ(b.vcpus, 2u);                             // quota 1.5 periods, rounded up
   EXPECT_EQ(b.memory_mib, 256u + kGuestOverheadMib);  // the limit plus the guest's own
   EXPECT_EQ(b.network_namespace, "/var/run/netns/cni-1234");
   EXPECT_TRUE(b.kernel.empty());
   EXPECT_EQ(b.annotations.at("io.kubernetes.cri.container-type"), "container");
+}
+
+TEST_F(BundleTest, WithoutCapabilitiesTheProcessHasNone) {
+  auto loaded = LoadWith(MinimalConfig());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->process.capabilities.has_value());
 }
 
 TEST_F(BundleTest, WithoutLimitsTheVmGetsTheDefaults) {
