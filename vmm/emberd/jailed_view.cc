@@ -79,6 +79,15 @@ absl::StatusOr<JailChain> ReadJailChain(
   return chain;
 }
 
+// A vsock socket a jailed VMM may make: in its jail's output directory, the one directory it
+// may write ("/out/NAME"), where emberd reaches it at <jail root>/out/NAME (the Functions'
+// agents). Nothing else in the jail or on the host.
+bool IsJailVsockPath(const std::string& path) {
+  const std::string prefix = JailOutput("");
+  return path.rfind(prefix, 0) == 0 && path.size() > prefix.size() &&
+         IsJailFileName(path.substr(1));
+}
+
 // What a jailed ember-vmm cannot do, whatever emberd puts into its jail: reach a host path.
 absl::Status CheckJailable(const v1::VmConfig& config) {
   auto refuse = [](const std::string& field) {
@@ -86,7 +95,9 @@ absl::Status CheckJailable(const v1::VmConfig& config) {
         field + ": not supported for a jailed VM (a jailed ember-vmm sees only its chroot; "
                 "leave it empty)");
   };
-  if (!config.vsock().uds_path().empty()) return refuse("vsock.uds_path");
+  if (!config.vsock().uds_path().empty() && !IsJailVsockPath(config.vsock().uds_path())) {
+    return refuse("vsock.uds_path");
+  }
   if (!config.logger().log_path().empty()) return refuse("logger.log_path");
   if (!config.metrics().metrics_path().empty()) return refuse("metrics.metrics_path");
   return absl::OkStatus();
@@ -314,7 +325,9 @@ class JailedView final : public VmmView {
 
   absl::Status CheckOverrides(const std::string& where,
                               const v1::RestoreOverrides& overrides) const override {
-    if (overrides.vsock_uds_path().empty()) return absl::OkStatus();
+    if (overrides.vsock_uds_path().empty() || IsJailVsockPath(overrides.vsock_uds_path())) {
+      return absl::OkStatus();
+    }
     return absl::FailedPreconditionError(
         where + ".vsock_uds_path: not supported for a jailed VM (a jailed ember-vmm sees "
                 "only its chroot; leave it empty)");
