@@ -1,14 +1,17 @@
 """End-to-end tests of emberd's Functions API (deploy once, invoke from snapshots, warm pools)
 through an independent Python gRPC client, with the test guest's `agent` scenario playing the
 function (its handler returns the payload reversed; "spin:N" first keeps it busy ~N ms). Real
-emberd, real restores, real vsock. One emberd (--no-jail: a jailed VMM has no host vsock
-socket yet) serves the tests of a class. Guest-side work is emulated here (DESIGN.md), so the
-tests check what is answered, never how fast."""
+emberd, real restores, real vsock, every VMM jailed (emberd's default) unless a class says
+otherwise. One emberd serves the tests of a class. Guest-side work is emulated here
+(DESIGN.md), so the tests check what is answered, never how fast."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -36,18 +39,24 @@ def code_of(call, request, timeout=60):
 class FunctionsFixture:
     """Helpers over self.emberd / self.fn (a FunctionsStub)."""
 
+    EMBERD_ARGS = ()
+    ALLOW_DIRS = ec.Emberd.TEST_ALLOW_DIRS
+    IMAGE_DIR = None  # None: the emberd's scratch directory
+
     @classmethod
-    def start_emberd(cls):
-        cls.emberd = ec.Emberd(extra_args=["--no-jail"])
+    def start_emberd(cls, binary=None):
+        cls.emberd = ec.Emberd(binary=binary, extra_args=list(cls.EMBERD_ARGS),
+                               allow_dirs=cls.ALLOW_DIRS)
         cls.fn = api_grpc.FunctionsStub(cls.emberd.channel)
-        cls.image = os.path.join(cls.emberd.dir, "root.ext4")
+        cls.image = os.path.join(cls.IMAGE_DIR or cls.emberd.dir,
+                                 f"root-{os.getpid()}.ext4")
         with open(cls.image, "wb") as f:
             f.write(b"an ext4 image the test guest never reads")
             f.truncate(1 << 20)
 
-    def deploy(self, name, **pool):
+    def deploy(self, name, network=False, **pool):
         return self.fn.DeployFunction(api.DeployFunctionRequest(
-            name=name, root_image_path=self.image, mem_size_mib=32,
+            name=name, root_image_path=self.image, mem_size_mib=32, network=network,
             warmup_payloads=[b"warm up"], pool=api.FunctionPool(**pool)), timeout=300)
 
     def invoke(self, name, payload, timeout_ms=0):
@@ -75,6 +84,69 @@ class FunctionsFixture:
 
     def delete(self, name, force=False):
         self.fn.DeleteFunction(api.DeleteFunctionRequest(name=name, force=force), timeout=300)
+
+    def kill_emberd_mid_burst(self, name, clients):
+        """Starts `clients` slow invocations of `name`, kills emberd (SIGKILL) while at least
+        two run, checks that every one failed cleanly, and starts emberd again. Returns the
+        VM processes there were at the kill."""
+        outcomes = []
+
+        def client(i):
+            try:
+                outcomes.append(self.invoke(name, b"spin:3000:%d" % i))
+            except grpc.RpcError as error:
+                outcomes.append(error.code())
+
+        burst = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in burst:
+            t.start()
+        self.wait_function(name, lambda f: f.busy_clones >= 2)
+        before = self.vmm_pids()
+        self.assertGreaterEqual(len(before), 2)
+        # SIGKILL with the clients' channel left open: they see the server go.
+        self.emberd.proc.send_signal(signal.SIGKILL)
+        self.emberd.proc.wait()
+        for t in burst:
+            t.join(120)
+        # Every invocation in flight failed cleanly (the connection went), none hung.
+        self.assertEqual(len(outcomes), clients)
+        self.assertTrue(all(o == grpc.StatusCode.UNAVAILABLE for o in outcomes), outcomes)
+        self.emberd.channel.close()
+        self.emberd.log.close()
+        self.emberd.start()
+        self.fn = api_grpc.FunctionsStub(self.emberd.channel)
+        return before
+
+    def vmm_pids(self):
+        """The processes of this emberd's VMs (found by the state dir in their command line):
+        an unjailed ember-vmm; a jailed VM's ember-jailer and what runs under it (ember-vmm,
+        chrooted in its pid namespace)."""
+        state = self.emberd.state_dir.encode()
+        pids = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            program = cmdline.split(b"\0")[0]
+            if state not in cmdline or not program.endswith((b"ember-vmm", b"ember-jailer")):
+                continue
+            pids.append(int(pid))
+            if program.endswith(b"ember-jailer"):
+                pids += self.descendants(int(pid))
+        return sorted(set(pids))
+
+    @staticmethod
+    def descendants(pid):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            return []
+        return children + [d for c in children for d in FunctionsFixture.descendants(c)]
 
 
 class SharedEmberd(FunctionsFixture):
@@ -319,51 +391,10 @@ class FunctionsRestartTest(FunctionsFixture, unittest.TestCase):
     def tearDown(self):
         self.emberd.close()
 
-    def vmm_pids(self):
-        """ember-vmm processes started for this emberd's VMs (found by their state dir)."""
-        pids = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
-            if b"ember-vmm" in cmdline and self.emberd.state_dir.encode() in cmdline:
-                pids.append(int(pid))
-        return pids
-
     def test_emberd_killed_mid_burst_restarts_with_its_functions_and_no_orphans(self):
         self.deploy("survivor", min_warm=2, keep_warm_ms=30000)
         self.wait_function("survivor", lambda f: f.paused_clones == 2)
-        outcomes = []
-
-        def client(i):
-            try:
-                outcomes.append(self.invoke("survivor", b"spin:3000:%d" % i))
-            except grpc.RpcError as error:
-                outcomes.append(error.code())
-
-        burst = [threading.Thread(target=client, args=(i,)) for i in range(6)]
-        for t in burst:
-            t.start()
-        self.wait_function("survivor", lambda f: f.busy_clones >= 2)
-        before = self.vmm_pids()
-        self.assertGreaterEqual(len(before), 2)
-        # SIGKILL with the clients' channel left open: they see the server go.
-        self.emberd.proc.send_signal(signal.SIGKILL)
-        self.emberd.proc.wait()
-        for t in burst:
-            t.join(120)
-        # Every invocation in flight failed cleanly (the connection went), none hung.
-        self.assertEqual(len(outcomes), 6)
-        self.assertTrue(all(o == grpc.StatusCode.UNAVAILABLE for o in outcomes), outcomes)
-
-        self.emberd.channel.close()
-        self.emberd.log.close()
-        self.emberd.start()
-        self.fn = api_grpc.FunctionsStub(self.emberd.channel)
+        before = self.kill_emberd_mid_burst("survivor", 6)
         f = self.function("survivor")
         self.assertEqual(f.state, api.Function.READY)
         # The old clones (busy, warm or paused at the kill) are gone; the pool refills anew.
@@ -377,6 +408,149 @@ class FunctionsRestartTest(FunctionsFixture, unittest.TestCase):
         self.assertEqual(self.vmm_pids(), [])
 
 
+class FunctionsUnjailedTest(SharedEmberd, unittest.TestCase):
+    """--no-jail, with the state directory outside every --allow-dir: the VMMs' vsock sockets
+    lie in the functions' directories, which emberd's rules for its VMMs admit."""
+    EMBERD_ARGS = ("--no-jail",)
+    ALLOW_DIRS = ("/dev/shm",)
+    IMAGE_DIR = "/dev/shm"
+
+    @classmethod
+    def tearDownClass(cls):
+        os.unlink(cls.image)
+        super().tearDownClass()
+
+    def test_an_unjailed_emberd_serves_functions_from_its_own_state_directory(self):
+        self.deploy("unjailed", min_warm=1)
+        self.wait_function("unjailed", lambda f: f.paused_clones == 1)
+        for payload in (b"pooled", b"restored"):
+            self.assertEqual(self.invoke("unjailed", payload).output, reversed_bytes(payload))
+        self.delete("unjailed")
+        self.assertEqual(self.vmm_pids(), [])
+
+
+def run(argv):
+    return subprocess.run(argv, check=True, capture_output=True, timeout=60).stdout.decode()
+
+
+class NetworkedFunctionsTest(FunctionsFixture, unittest.TestCase):
+    """Functions with network on, from an emberd --fn-egress that runs in a network namespace of
+    the test's own (IPv4 forwarding on there, as egress needs), so that the links and nftables
+    tables it leaves are told apart from the host's and other tests'."""
+    EMBERD_ARGS = ("--fn-egress",)
+    # The clone network server keeps one network of each shape made ahead (network_server.h):
+    # every function here has the same shape, so that one stays until emberd stops.
+    SPARES = 1
+
+    def setUp(self):
+        self.netns = f"ember-fn-{os.getpid()}"
+        run(["ip", "netns", "add", self.netns])
+        self.addCleanup(run, ["ip", "netns", "del", self.netns])
+        self.in_netns(["ip", "link", "set", "lo", "up"])
+        self.in_netns(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # emberd itself runs in that namespace: a wrapper enters it and execs emberd.
+        self.wrapper = os.path.join(tempfile.mkdtemp(prefix="ember-fn-net-"), "emberd")
+        with open(self.wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nexec nsenter --net=/run/netns/{self.netns} "
+                    f"{os.path.join(ec.BUILD_DIR, 'bin', 'emberd')} \"$@\"\n")
+        os.chmod(self.wrapper, 0o755)
+        self.addCleanup(shutil.rmtree, os.path.dirname(self.wrapper), True)
+        self.start_emberd(binary=self.wrapper)
+        self.addCleanup(self.close_emberd)
+
+    def close_emberd(self):
+        if self.emberd.proc.poll() is None:
+            self.emberd.close()
+
+    def in_netns(self, argv):
+        return run(["ip", "netns", "exec", self.netns] + argv)
+
+    def leftovers(self):
+        """What clone networks hold now: links in emberd's namespace (veth host ends), its
+        nftables tables, the namespaces mounted in emberd's state dir and the VMMs."""
+        links = [line.split(":")[1].strip().split("@")[0]
+                 for line in self.in_netns(["ip", "-o", "link"]).splitlines()]
+        tables = [line for line in self.in_netns(["nft", "list", "tables"]).splitlines()
+                  if line.strip()]
+        netns_dir = os.path.join(self.emberd.state_dir, "netns") + "/"
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f if line.split()[4].startswith(netns_dir)]
+        return {"links": sorted(link for link in links if link != "lo"),
+                "tables": tables, "netns": mounts, "vmms": self.vmm_pids()}
+
+    def assert_only_spares_left(self):
+        left = self.leftovers()
+        self.assertEqual(left["vmms"], [])
+        self.assertEqual(len(left["netns"]), self.SPARES, left)
+        self.assertEqual(len(left["links"]), self.SPARES, left)  # the spare's veth host end
+        self.assertEqual(len(left["tables"]), self.SPARES, left)
+
+    def assert_nothing_left_once_emberd_stops(self):
+        self.emberd.close()
+        deadline = time.time() + 30
+        while any(self.leftovers().values()) and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.leftovers(), {"links": [], "tables": [], "netns": [], "vmms": []})
+
+    @staticmethod
+    def program(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0]
+
+    def netns_of(self, pid):
+        return os.readlink(f"/proc/{pid}/ns/net")
+
+    def test_each_clone_runs_in_a_namespace_of_its_own_with_the_deploy_vms_tap(self):
+        self.deploy("net", network=True, min_warm=1, keep_warm_ms=60000)
+        self.wait_function("net", lambda f: f.paused_clones == 1)
+        results = []
+        clients = [threading.Thread(target=lambda i=i: results.append(
+            self.invoke("net", b"spin:300:%d" % i))) for i in range(2)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(120)
+        self.assertEqual(sorted(r.output for r in results),
+                         sorted(reversed_bytes(b"spin:300:%d" % i) for i in range(2)))
+        self.assertEqual(len({r.vm_id for r in results}), 2)
+        # Two clones kept warm and the refilled one: each VMM in a namespace of its own, none
+        # in emberd's, each holding the tap the deploy VM had and its egress veth end.
+        self.wait_function("net", lambda f: f.warm_clones == 2 and f.paused_clones == 1)
+        pids = [pid for pid in self.vmm_pids() if self.program(pid).endswith(b"ember-vmm")]
+        self.assertEqual(len(pids), 3, pids)
+        namespaces = {self.netns_of(pid) for pid in pids}
+        self.assertEqual(len(namespaces), 3)
+        self.assertNotIn(self.netns_of(self.emberd.proc.pid), namespaces)
+        for pid in pids:
+            links = run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-o", "link"])
+            self.assertIn(": tap0:", links)
+            self.assertIn(": egress0@", links)
+        self.assertEqual(len(self.leftovers()["netns"]), 3 + self.SPARES)
+        # Served again from the warm clones, in their namespaces.
+        self.assertEqual(self.invoke("net", b"again").output, b"niaga")
+        self.delete("net")
+        self.assert_only_spares_left()
+        self.assert_nothing_left_once_emberd_stops()
+
+    def test_emberd_killed_with_networked_clones_leaves_nothing_once_restarted(self):
+        self.deploy("netkill", network=True, min_warm=2, keep_warm_ms=30000)
+        self.wait_function("netkill", lambda f: f.paused_clones == 2)
+        before = set(self.kill_emberd_mid_burst("netkill", 4))
+        self.assertEqual(self.function("netkill").state, api.Function.READY)
+        self.assertFalse(set(self.vmm_pids()) & before, "orphaned VMMs")
+        self.wait_function("netkill", lambda f: f.paused_clones == 2)
+        # The old clones' networks went with them: only the new pool's and the spare are held.
+        self.assertEqual(len(self.leftovers()["netns"]), 2 + self.SPARES)
+        result = self.invoke("netkill", b"after")
+        self.assertEqual(result.output, b"retfa")
+        self.delete("netkill")
+        self.assert_only_spares_left()
+        self.assert_nothing_left_once_emberd_stops()
+
+
 if __name__ == "__main__":
     ec.require_kvm()
+    if os.geteuid() != 0:
+        print("SKIPPED: jailed VMMs and clone networks need root")
+        sys.exit(ec.SKIP)
     ember_unittest.main()

@@ -27,6 +27,8 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/api_service.h"
+#include "vmm/emberd/clone_network/function_networks.h"
+#include "vmm/emberd/clone_network/network_server.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/vmm_pool.h"
 #include "vmm/base/path_rules.h"
@@ -73,6 +75,11 @@ constexpr char kUsage[] =
     "  --fn-max-in-flight N\n"
     "                     function invocations in flight on the host at most (default 64);\n"
     "                     more are RESOURCE_EXHAUSTED at once\n"
+    "  --fn-egress        functions with network on: each clone also reaches beyond its\n"
+    "                     namespace (a veth pair from 10.200.0.0/16 and NAT; needs the host's\n"
+    "                     IPv4 forwarding on). Without it a clone reaches only its tap's host\n"
+    "                     side (172.16.0.1/30). Clone networks need root; their namespaces\n"
+    "                     are mounted under STATE-DIR/netns\n"
     "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
     "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
     "  --no-jail          run each ember-vmm UNJAILED: as root, with all capabilities, in\n"
@@ -124,6 +131,7 @@ struct Flags {
   std::size_t max_vms = 1024;
   std::uint32_t fn_max_in_flight = 64;
   std::uint32_t vmm_pool = 0;  // --vmm-pool
+  bool fn_egress = false;
   std::string log_level;
   std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
   std::string jailer;
@@ -182,6 +190,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--cgroup-parent") flags.cgroup_parent = value();
     else if (arg == "--jailer-new-pid-ns") {}  // the default
     else if (arg == "--no-jail") flags.no_jail = true;
+    else if (arg == "--fn-egress") flags.fn_egress = true;
     else if (arg == "--seccomp") {
       auto mode = ParseSeccompFlag(value());
       if (!mode.ok()) Fail(std::string(mode.status().message()));
@@ -282,6 +291,26 @@ base::PathRules OpenPathRules(std::vector<std::string> dirs) {
   absl::StatusOr<base::PathRules> rules = base::PathRules::Open(dirs);
   if (!rules.ok()) Fail(std::string(rules.status().message()));
   return std::move(*rules);
+}
+
+// The host side of every function clone's tap (the guest's gateway; clone_network.h).
+constexpr char kFunctionTapAddress[] = "172.16.0.1/30";
+
+// The clone networks of functions with network on, or null without root (a function asking
+// for one is then refused). Called while emberd has one thread, after it holds the state
+// directory's lock: the server empties `netns_dir` of what an earlier emberd left.
+std::unique_ptr<CloneNetworkServer> StartCloneNetworks(const Flags& flags,
+                                                       const std::string& netns_dir) {
+  if (::geteuid() != 0) {
+    if (flags.fn_egress) Fail("--fn-egress: clone networks need root");
+    return nullptr;
+  }
+  CloneNetworkServerConfig config;
+  config.netns_dir = netns_dir;
+  if (flags.fn_egress) config.egress = EgressPoolConfig{};
+  auto server = CloneNetworkServer::Start(std::move(config));
+  if (!server.ok()) Fail("clone network server: " + std::string(server.status().message()));
+  return std::move(*server);
 }
 
 volatile sig_atomic_t g_stop_signal = 0;
@@ -432,12 +461,16 @@ int Main(int argc, char** argv) {
   std::string vmm = flags.vmm.empty() ? DefaultVmmPath() : flags.vmm;
   if (::access(vmm.c_str(), X_OK) != 0) Fail("--vmm: \"" + vmm + "\" is not executable");
   std::optional<JailerConfig> jail = JailFromFlags(flags, &vmm, &options);
+  // Where function clones' network namespaces are mounted (CloneNetworkServer's).
+  const std::string netns_dir = ::geteuid() == 0 ? options.state_dir + "/netns" : "";
   // Before any thread exists and before the filter: see ForkServerLauncher.
-  auto launcher = ForkServerLauncher::Start(vmm, jail);
+  auto launcher = ForkServerLauncher::Start(vmm, jail, netns_dir);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
   // One emberd per state directory: a second would take over the VMs' control connections and
   // write the same records. Locked after the fork server is forked, so that it holds no copy.
   base::UniqueFd state_lock = LockStateDir(options.state_dir);
+  // Outlives the functions (declared before them): their clones' leases go back to it.
+  std::unique_ptr<CloneNetworkServer> clone_networks = StartCloneNetworks(flags, netns_dir);
   // A socket that still accepts connections is a live server's (an emberd with another state
   // directory): unlinking it would take its clients away.
   if (ConnectUnix(flags.socket).ok()) {
@@ -457,6 +490,12 @@ int Main(int argc, char** argv) {
   if (!image_dir.ok()) Fail(std::string(image_dir.status().message()));
   std::vector<std::string> vmm_dirs = paths.Dirs();
   vmm_dirs.push_back(*image_dir);
+  // And an unjailed function VM's vsock socket, in its function's directory.
+  const std::string function_dir = options.state_dir + "/fn";
+  if (::mkdir(function_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    Fail("mkdir " + function_dir + ": " + std::strerror(errno));
+  }
+  vmm_dirs.push_back(function_dir);
   auto vmm_paths = base::PathRules::Open(vmm_dirs);
   if (!vmm_paths.ok()) Fail(std::string(vmm_paths.status().message()));
   options.paths = &*vmm_paths;
@@ -475,8 +514,13 @@ int Main(int argc, char** argv) {
   fn_options.state_dir = options.state_dir;
   fn_options.image_dir = *image_dir;
   fn_options.max_in_flight = flags.fn_max_in_flight;
-  fn_options.jailed = jail.has_value();
+  fn_options.jail_dir = options.jail_dir;
   fn_options.paths = &paths;
+  std::optional<FunctionNetworks> fn_networks;
+  if (clone_networks != nullptr) {
+    fn_networks.emplace(*clone_networks, *Ipv4Cidr::Parse(kFunctionTapAddress), flags.fn_egress);
+    fn_options.networks = &*fn_networks;
+  }
   auto functions = functions::FunctionManager::Create(fn_options, **manager);
   if (!functions.ok()) Fail(std::string(functions.status().message()));
   if (auto s = (*functions)->Recover(); !s.ok()) Fail(std::string(s.message()));

@@ -1,5 +1,6 @@
 #include "vmm/emberd/clone_network/network_server.h"
 
+#include <fcntl.h>
 #include <net/if.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -195,6 +196,20 @@ class Helper {
   std::uint64_t next_id_ = 0;
 };
 
+// In the helper: closes every fd emberd had open but stdio and `socket` (moved to fd 3), so
+// that it holds nothing of emberd's, e.g. the state directory's lock, which would outlive
+// emberd here for a moment and turn its successor away.
+base::UniqueFd KeepOnly(base::UniqueFd socket) {
+  constexpr int kSocketFd = 3;
+  int fd = socket.Release();
+  if (fd != kSocketFd) {
+    if (::dup3(fd, kSocketFd, O_CLOEXEC) != kSocketFd) ::_exit(1);
+    ::close(fd);
+  }
+  ::close_range(kSocketFd + 1, ~0U, 0);
+  return base::UniqueFd(kSocketFd);
+}
+
 [[noreturn]] void Serve(base::UniqueFd socket, CloneNetworkServerConfig config, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != emberd) ::_exit(0);
@@ -278,7 +293,7 @@ absl::StatusOr<std::unique_ptr<CloneNetworkServer>> CloneNetworkServer::Start(
   if (helper < 0) return base::ErrnoError("fork", "clone network server");
   if (helper == 0) {
     ours.Reset();
-    Serve(std::move(theirs), std::move(config), emberd);
+    Serve(KeepOnly(std::move(theirs)), std::move(config), emberd);
   }
   theirs.Reset();
   std::unique_ptr<CloneNetworkServer> server(new CloneNetworkServer(std::move(ours), helper));

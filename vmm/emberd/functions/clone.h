@@ -8,6 +8,8 @@
 #include "absl/status/statusor.h"
 #include "ember/v1/api.pb.h"
 #include "vmm/agent_client/agent_client.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/emberd/functions/agent_socket.h"
 #include "vmm/emberd/functions/clone_network.h"
 #include "vmm/emberd/vm_manager.h"
 
@@ -18,9 +20,12 @@ namespace ember::emberd::functions {
 // it serves), so unguarded.
 struct Clone {
   std::string vm_id;
-  std::string uds_path;  // its vsock socket (the agent at guest port 1024)
-  // Where the guest announces itself once resumed; reset once the clone is activated.
-  std::optional<agent_client::ReadyListener> ready;
+  // Unjailed, its vsock socket in the function's directory, removed with the clone (a jailed
+  // clone's goes with its jail): empty when jailed.
+  std::string uds_path;
+  // Its VMM's vsock socket (OpenAgentSocket), through which the agent (guest port 1024) is
+  // reached.
+  base::UniqueFd agent_socket;
   std::unique_ptr<CloneNetworkLease> network;  // null without a network
   bool activated = false;      // resumed and past PostRestore: serves invocations as it is
   std::uint64_t restore_us = 0;
@@ -36,20 +41,26 @@ struct CloneSource {
   bool network = false;
 };
 
+// The endpoint of a clone's agent.
+[[nodiscard]] agent_client::Endpoint AgentOf(const Clone& clone);
+
 // A clone's steps, each through emberd's own VM machinery (VmManager: Restore, Resume,
 // Delete): nothing here spawns or talks to an ember-vmm itself. Any thread; `vms` and
 // `networks` outlive it.
 class CloneOps {
  public:
-  CloneOps(VmManager& vms, CloneNetworks& networks) : vms_(vms), networks_(networks) {}
+  CloneOps(VmManager& vms, CloneNetworks& networks, AgentSockets sockets)
+      : vms_(vms), networks_(networks), sockets_(std::move(sockets)) {}
 
   // The VM id of clone `seq` of `function` (its Restore's vm_id_prefix plus "-0").
   [[nodiscard]] static std::string VmIdPrefix(const std::string& function, std::uint64_t seq);
   // Restores clone `seq` PAUSED, its network acquired first.
   [[nodiscard]] absl::StatusOr<std::unique_ptr<Clone>> Restore(const CloneSource& source,
                                                                std::uint64_t seq);
-  // Resumes a restored clone, waits (up to `timeout_ms`) for its agent's ready event and sends
-  // PostRestore (the host's clock, fresh entropy).
+  // Resumes a restored clone and sends its agent PostRestore (the host's clock, fresh
+  // entropy), again until the agent answers, for up to `timeout_ms`: a restored guest serves
+  // once it has run past its transport reset, and a real agent announces itself only at boot,
+  // so no ready event is waited for.
   [[nodiscard]] absl::Status Activate(Clone& clone, int timeout_ms);
   // One payload to the clone's handler; DEADLINE_EXCEEDED when it has not answered after
   // `timeout_ms`.
@@ -63,6 +74,7 @@ class CloneOps {
  private:
   VmManager& vms_;
   CloneNetworks& networks_;
+  const AgentSockets sockets_;
 };
 
 }  // namespace ember::emberd::functions

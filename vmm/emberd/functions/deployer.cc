@@ -12,6 +12,8 @@ namespace ember::emberd::functions {
 namespace {
 
 constexpr int kAgentReplyMs = 30'000;
+// One try of Ready while the deploy VM boots: the vsock handshake waits for the guest.
+constexpr int kAgentConnectMs = 1'000;
 
 std::uint64_t Since(std::uint64_t start_us) { return base::MonotonicMicros() - start_us; }
 
@@ -37,8 +39,8 @@ absl::Status Deployer::Deploy(const v1::DeployFunctionRequest& request, v1::Func
   function->set_image_sha256(sha);
   EMBER_RETURN_IF_ERROR(store_.Save(*function));
   const std::string uds = store_.Dir(request.name()) + "/deploy.sock";
-  EMBER_RETURN_IF_ERROR(BootAndSnapshot(request, DeployConfig(request, images_.PathOf(sha), uds),
-                                        function));
+  EMBER_RETURN_IF_ERROR(BootAndSnapshot(
+      request, DeployConfig(request, images_.PathOf(sha), sockets_.ConfigPath(uds)), function));
   ::unlink(uds.c_str());
   function->mutable_deploy()->set_total_us(Since(start));
   function->set_state(v1::Function::READY);
@@ -52,28 +54,47 @@ absl::Status Deployer::Deploy(const v1::DeployFunctionRequest& request, v1::Func
 absl::Status Deployer::BootAndSnapshot(const v1::DeployFunctionRequest& request,
                                        const v1::VmConfig& config, v1::Function* function) {
   const std::string vm_id = DeployVmId(request.name());
-  const std::string& uds = config.vsock().uds_path();
-  ::unlink(uds.c_str());
+  const std::string unjailed = store_.Dir(request.name()) + "/deploy.sock";
+  if (!sockets_.jailed()) ::unlink(unjailed.c_str());
   std::uint64_t step = base::MonotonicMicros();
-  EMBER_ASSIGN_OR_RETURN(agent_client::ReadyListener ready,
-                         agent_client::ReadyListener::ForVsock(uds));
-  EMBER_RETURN_IF_ERROR(vms_.CreateVm(vm_id, config).status());
+  // Released after the VM is gone (declared before vm_gone).
+  std::unique_ptr<CloneNetworkLease> network;
+  std::string netns_path;
+  if (request.network()) {
+    EMBER_ASSIGN_OR_RETURN(network, networks_.Acquire(request.name(), vm_id, config));
+    if (network != nullptr) netns_path = network->netns_path();
+  }
+  EMBER_RETURN_IF_ERROR(vms_.CreateVm(vm_id, config, netns_path).status());
   // From here on the VM exists: whatever happens, it goes.
   struct VmGone {
     VmManager& vms;
     const std::string& id;
     ~VmGone() { (void)vms.Delete(id, /*force=*/true); }
   } vm_gone{vms_, vm_id};
+  // Built: its vsock socket exists.
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd socket,
+                         OpenAgentSocket(sockets_.HostPath(vm_id, unjailed)));
+  const agent_client::Endpoint agent = agent_client::Endpoint::Vsock(AgentEndpointPath(socket));
   EMBER_RETURN_IF_ERROR(vms_.Start(vm_id, base::MonotonicMicros()).status());
   const int ready_ms = static_cast<int>(
       request.ready_timeout_ms() == 0 ? kDefaultReadyTimeoutMs : request.ready_timeout_ms());
-  if (absl::StatusOr<v1::ReadyInfo> info = ready.Accept(ready_ms); !info.ok()) {
-    return absl::Status(info.status().code(), "the deploy VM's agent did not say Ready: " +
-                                                  std::string(info.status().message()));
+  agent_client::Options options;
+  options.connect_timeout_ms = kAgentConnectMs;
+  options.reply_timeout_ms = kAgentReplyMs;
+  agent_client::AgentClient client(agent, options);
+  absl::Status ready = UntilAgentAnswers(
+      [&] { return client.Ready().status(); }, ready_ms, [&]() -> absl::Status {
+        absl::StatusOr<v1::Vm> vm = vms_.Get(vm_id);
+        if (vm.ok() && vm->state() == v1::Vm::RUNNING) return absl::OkStatus();
+        return absl::UnavailableError("the deploy VM stopped");
+      });
+  if (!ready.ok()) {
+    return absl::Status(ready.code(), "the deploy VM's agent did not answer Ready: " +
+                                          std::string(ready.message()));
   }
   function->mutable_deploy()->set_boot_to_ready_us(Since(step));
   step = base::MonotonicMicros();
-  EMBER_RETURN_IF_ERROR(WarmUp(request, uds));
+  EMBER_RETURN_IF_ERROR(WarmUp(request, agent));
   function->mutable_deploy()->set_warmup_us(Since(step));
   step = base::MonotonicMicros();
   EMBER_RETURN_IF_ERROR(vms_.Pause(vm_id).status());
@@ -87,10 +108,10 @@ absl::Status Deployer::BootAndSnapshot(const v1::DeployFunctionRequest& request,
 }
 
 absl::Status Deployer::WarmUp(const v1::DeployFunctionRequest& request,
-                              const std::string& uds_path) {
+                              const agent_client::Endpoint& endpoint) {
   agent_client::Options options;
   options.reply_timeout_ms = kAgentReplyMs;
-  agent_client::AgentClient agent(agent_client::Endpoint::Vsock(uds_path), options);
+  agent_client::AgentClient agent(endpoint, options);
   v1::StartHandlerRequest start;
   for (const std::string& arg : request.handler_argv()) start.add_argv(arg);
   for (const std::string& env : request.env()) start.add_env(env);

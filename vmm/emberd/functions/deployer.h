@@ -4,7 +4,10 @@
 
 #include "absl/status/statusor.h"
 #include "ember/v1/api.pb.h"
+#include "vmm/agent_client/agent_client.h"
 #include "vmm/base/path_rules.h"
+#include "vmm/emberd/functions/agent_socket.h"
+#include "vmm/emberd/functions/clone_network.h"
 #include "vmm/emberd/functions/function_store.h"
 #include "vmm/emberd/functions/image_cache.h"
 #include "vmm/emberd/vm_manager.h"
@@ -16,13 +19,19 @@ namespace ember::emberd::functions {
 [[nodiscard]] std::string VmIdPrefix(const std::string& function);
 
 // DeployFunction's steps, through emberd's VM machinery: the image into the cache, one VM
-// created and started, the agent's ready event, StartHandler, the warm-ups, Pause, a FULL
-// snapshot, the VM deleted. Any thread; everything it is given outlives it.
+// created (with network on, inside a clone network, so that its tap is what every clone finds
+// in its own) and started, the agent's answer to Ready, StartHandler, the warm-ups, Pause, a
+// FULL snapshot, the VM deleted. Any thread; everything it is given outlives it.
 class Deployer {
  public:
   Deployer(VmManager& vms, ImageCache& images, const FunctionStore& store,
-           const base::PathRules& paths)
-      : vms_(vms), images_(images), store_(store), paths_(paths) {}
+           const base::PathRules& paths, CloneNetworks& networks, AgentSockets sockets)
+      : vms_(vms),
+        images_(images),
+        store_(store),
+        paths_(paths),
+        networks_(networks),
+        sockets_(std::move(sockets)) {}
 
   // Deploys into `function` (its name set and its directory claimed; its record saved as
   // DEPLOYING before anything else is made, and again with the image's digest once that is
@@ -36,12 +45,14 @@ class Deployer {
   [[nodiscard]] absl::Status BootAndSnapshot(const v1::DeployFunctionRequest& request,
                                              const v1::VmConfig& config, v1::Function* function);
   [[nodiscard]] absl::Status WarmUp(const v1::DeployFunctionRequest& request,
-                                    const std::string& uds_path);
+                                    const agent_client::Endpoint& agent);
 
   VmManager& vms_;
   ImageCache& images_;
   const FunctionStore& store_;
   const base::PathRules& paths_;
+  CloneNetworks& networks_;
+  const AgentSockets sockets_;
 };
 
 }  // namespace ember::emberd::functions

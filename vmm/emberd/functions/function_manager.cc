@@ -41,8 +41,8 @@ FunctionManager::FunctionManager(FunctionOptions options, VmManager& vms, Functi
       vms_(vms),
       store_(std::move(store)),
       images_(options_.image_dir),
-      ops_(vms, options_.networks != nullptr ? *options_.networks : no_networks_),
-      deployer_(vms, images_, store_, *options_.paths) {}
+      ops_(vms, Networks(), AgentSockets(options_.jail_dir)),
+      deployer_(vms, images_, store_, *options_.paths, Networks(), AgentSockets(options_.jail_dir)) {}
 
 absl::StatusOr<std::unique_ptr<FunctionManager>> FunctionManager::Create(FunctionOptions options,
                                                                          VmManager& vms) {
@@ -94,11 +94,6 @@ void FunctionManager::AddReady(const v1::Function& function) {
 }
 
 absl::StatusOr<v1::Function> FunctionManager::Deploy(const v1::DeployFunctionRequest& request) {
-  if (options_.jailed) {
-    return absl::FailedPreconditionError(
-        "functions need the guest agent's vsock socket on the host, which a jailed ember-vmm "
-        "cannot have yet: run emberd --no-jail for functions");
-  }
   if (request.network() && options_.networks == nullptr) {
     return absl::FailedPreconditionError(
         "network: this emberd has no per-clone networks; deploy with network off");
@@ -203,9 +198,12 @@ absl::StatusOr<InvokeResult> FunctionManager::Invoke(const v1::FunctionInvokeReq
     std::lock_guard lock(entry->mu);
     entry->busy_vms.erase(clone->vm_id);
   }
-  if (std::unique_ptr<Clone> spent =
-          entry->pool.Finish(std::move(clone), status.code(), now, result.timings.total_us())) {
-    Discard(std::move(spent));
+  {
+    HandOff handing(*this);  // the slot goes before the clone reaches the discard queue
+    if (std::unique_ptr<Clone> spent =
+            entry->pool.Finish(std::move(clone), status.code(), now, result.timings.total_us())) {
+      Discard(std::move(spent));
+    }
   }
   maintain_cv_.notify_all();  // a pooled clone was taken: refill
   if (!status.ok()) {
@@ -335,6 +333,19 @@ absl::Status FunctionManager::RemoveArtifacts(const v1::Function& function) {
   return store_.Remove(function.name());
 }
 
+FunctionManager::HandOff::HandOff(FunctionManager& manager) : manager_(manager) {
+  std::lock_guard lock(manager_.discard_mu_);
+  ++manager_.discarding_;
+}
+
+FunctionManager::HandOff::~HandOff() {
+  {
+    std::lock_guard lock(manager_.discard_mu_);
+    --manager_.discarding_;
+  }
+  manager_.discard_cv_.notify_all();
+}
+
 void FunctionManager::Discard(std::unique_ptr<Clone> clone) {
   {
     std::lock_guard lock(discard_mu_);
@@ -376,7 +387,10 @@ void FunctionManager::Maintain() {
     for (auto& [name, entry] : functions_) entries.push_back(entry);
   }
   for (auto& entry : entries) {
-    Discard(entry->pool.Expire(base::MonotonicMicros()));
+    {
+      HandOff handing(*this);
+      Discard(entry->pool.Expire(base::MonotonicMicros()));
+    }
     std::optional<CloneSource> source = ReadySource(entry->mu, entry->record, entry->source);
     if (!source || !entry->pool.BeginRefill(base::MonotonicMicros())) continue;
     absl::StatusOr<std::unique_ptr<Clone>> clone = ops_.Restore(*source, next_seq_++);
@@ -384,6 +398,7 @@ void FunctionManager::Maintain() {
       EMBER_LOG(kWarn) << "emberd: function " << source->function
                        << ": pool refill failed: " << clone.status().message();
     }
+    HandOff handing(*this);
     if (std::unique_ptr<Clone> back =
             entry->pool.EndRefill(clone.ok() ? std::move(*clone) : nullptr)) {
       Discard(std::move(back));

@@ -30,7 +30,8 @@ struct FunctionOptions {
   std::string image_dir;              // MakeImageDir's
   // Invocations in flight on the whole host; beyond it Invoke is RESOURCE_EXHAUSTED at once.
   std::uint32_t max_in_flight = 64;
-  bool jailed = false;                // VMMs run jailed: no host vsock socket, so no functions
+  // VmManager's ManagerOptions::jail_dir: where a jailed VM's root is; empty when unjailed.
+  std::string jail_dir;
   const base::PathRules* paths = nullptr;  // the API's rules for the paths a request names
   // Per-clone networks; null: none can be had (a function with network on is refused).
   CloneNetworks* networks = nullptr;
@@ -77,6 +78,10 @@ class FunctionManager {
   };
 
   FunctionManager(FunctionOptions options, VmManager& vms, FunctionStore store);
+  // options_.networks, or none.
+  [[nodiscard]] CloneNetworks& Networks() {
+    return options_.networks != nullptr ? *options_.networks : no_networks_;
+  }
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& name);
   void AddReady(const v1::Function& function);
   // Restores (if `clone` is null), activates and invokes; fills the timings it measured.
@@ -88,6 +93,20 @@ class FunctionManager {
   [[nodiscard]] bool ImageInUse(const std::string& sha256, const std::string& except);
   void RemoveCloneVms(const std::vector<v1::Function>& functions);
   void SweepImages();
+  // Held while a clone leaves its pool for the discard queue (ClonePool::Finish, Expire,
+  // EndRefill, then Discard): counted in discarding_ all along, so that a DeleteFunction that
+  // sees the pool idle also waits for that clone's discard before it removes the snapshot the
+  // clone's VM still maps.
+  class HandOff {
+   public:
+    explicit HandOff(FunctionManager& manager);
+    HandOff(const HandOff&) = delete;
+    HandOff& operator=(const HandOff&) = delete;
+    ~HandOff();
+
+   private:
+    FunctionManager& manager_;
+  };
   // To the discard thread.
   void Discard(std::unique_ptr<Clone> clone);
   void Discard(std::vector<std::unique_ptr<Clone>> clones);
@@ -114,7 +133,8 @@ class FunctionManager {
   std::mutex discard_mu_;
   std::condition_variable discard_cv_;
   std::deque<std::unique_ptr<Clone>> discards_;  // guarded by discard_mu_
-  std::uint32_t discarding_ = 0;                 // guarded by discard_mu_
+  // guarded by discard_mu_: clones being discarded or handed to discards_ (HandOff)
+  std::uint32_t discarding_ = 0;
   bool discard_stop_ = false;                    // guarded by discard_mu_
 
   std::thread maintainer_;

@@ -124,6 +124,14 @@ v1::VmConfig DeployConfig(const v1::DeployFunctionRequest& request, const std::s
   root->set_is_root_device(true);
   // Every clone shares the one image: none may change it under the others.
   root->set_is_read_only(true);
+  if (request.network()) {
+    // Every clone of the function finds this tap in its own namespace (clone_network.h), and
+    // its guest keeps this address and MAC.
+    v1::NetworkInterface* iface = config.add_network_interfaces();
+    iface->set_iface_id("eth0");
+    iface->set_host_dev_name(kFunctionTap);
+    iface->set_guest_mac(kFunctionGuestMac);
+  }
   v1::Vsock* vsock = config.mutable_vsock();
   vsock->set_vsock_id("vsock0");
   vsock->set_guest_cid(3);

@@ -21,6 +21,9 @@ inline constexpr std::uint32_t kDefaultInvokeTimeoutMs = 30'000;
 inline constexpr std::uint32_t kMaxInvokeTimeoutMs = 900'000;
 inline constexpr std::uint32_t kDefaultReadyTimeoutMs = 120'000;
 inline constexpr int kMaxWarmups = 16;
+// A function with network on: its deploy VM's (and so every clone's) tap and guest MAC.
+inline constexpr char kFunctionTap[] = "tap0";
+inline constexpr char kFunctionGuestMac[] = "06:00:ac:10:00:02";
 
 // Each returns INVALID_ARGUMENT naming the field. Called by the gRPC service before anything
 // else; pure.
@@ -35,7 +38,7 @@ inline constexpr int kMaxWarmups = 16;
 [[nodiscard]] std::uint32_t InvokeTimeoutMs(const v1::FunctionInvokeRequest& request);
 
 // The VM configuration of a function's deploy VM: `image` attached read-only as its root
-// drive, its agent reached at `vsock_uds_path`.
+// drive, its agent reached at `vsock_uds_path`, with network on one interface on kFunctionTap.
 [[nodiscard]] v1::VmConfig DeployConfig(const v1::DeployFunctionRequest& request,
                                         const std::string& image,
                                         const std::string& vsock_uds_path);

@@ -17,6 +17,7 @@ namespace ember::emberd::functions {
 namespace {
 
 constexpr std::size_t kChunk = std::size_t{1} << 20;
+constexpr mode_t kImageMode = 0444;
 
 std::string Hex(const std::uint8_t* bytes, std::size_t size) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -83,7 +84,9 @@ absl::StatusOr<std::string> ImageCache::Add(const base::PathRules& paths,
   static std::atomic<unsigned> counter{0};
   const std::string temp =
       dir_ + "/.new-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  base::UniqueFd out(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  // Read-only for everyone: a jailed VMM (a uid of its own) opens its hard link in the jail;
+  // on the host only root reaches the cache's 0700 directory.
+  base::UniqueFd out(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kImageMode));
   if (!out) return base::ErrnoError("open", temp);
   absl::StatusOr<std::string> sha = CopyHashing(in.Get(), out.Get(), path);
   if (!sha.ok()) {

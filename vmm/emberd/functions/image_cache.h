@@ -8,7 +8,8 @@
 namespace ember::emberd::functions {
 
 // The root images of deployed functions, one file per content: <dir>/<sha256 hex>.ext4, root's,
-// 0600. A function's clones attach its image for as long as it lives, so emberd keeps its own
+// 0444 (jailed VMMs read it through a link in their jail; the directory is root's 0700). A
+// function's clones attach its image for as long as it lives, so emberd keeps its own
 // copy rather than the client's file, which could change under a snapshot that expects it.
 // emberd's VMM path rules admit `dir` (main.cc), the API's do not: a client cannot name these
 // files. Any thread; adding the same content twice at once is safe (rename is atomic).
