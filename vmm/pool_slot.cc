@@ -59,6 +59,7 @@ void Prepare(PreparedKvm* prepared) {
   DieIf(vm->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr), "KVM_SET_TSS_ADDR");
   DieIf(vm->CreateIrqchip(), "KVM_CREATE_IRQCHIP");
   DieIf(vm->CreatePit(), "KVM_CREATE_PIT2");
+  DieIf(kvm->GetSupportedCpuid().status(), "KVM_GET_SUPPORTED_CPUID");  // kept by the Kvm
   prepared->kvm.emplace(std::move(*kvm));
   prepared->vm.emplace(std::move(*vm));
 }

@@ -9,8 +9,8 @@ namespace ember::vmm {
 
 // ember-vmm --pool-slot: a VMM started before it is asked for (emberd's VMM pool,
 // vmm/emberd/vmm_pool.h). It does now what every VMM does whatever its VM (exec, loading,
-// static set-up, its seccomp filters compiled, /dev/kvm opened, the VM created with its TSS,
-// irqchip and PIT, into `prepared`), then waits on its listening socket `listen_fd` (owned)
+// static set-up, its seccomp filters compiled, /dev/kvm opened and KVM's supported CPUID read,
+// the VM created with its TSS, irqchip and PIT, into `prepared`), then waits on its listening socket `listen_fd` (owned)
 // for emberd's one connection and the launch that comes on it (control/pool_launch.h): the
 // arguments it would have been exec'd with and the VM's fds. Those fds are put where an
 // exec'd ember-vmm finds them (its control listener at 3, its log on stderr, inherited files

@@ -89,11 +89,13 @@ absl::StatusOr<Vm> Kvm::CreateVm() const {
 }
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::GetSupportedCpuid() const {
+  if (supported_cpuid_) return *supported_cpuid_;
   FlexBuffer<kvm_cpuid_entry2> cpuid(kMaxCpuidEntries);
   if (::ioctl(fd_.Get(), kGetSupportedCpuid, cpuid.data()) != 0) {
     return base::ErrnoError("ioctl(KVM_GET_SUPPORTED_CPUID)");
   }
-  return cpuid.Entries();
+  supported_cpuid_ = cpuid.Entries();
+  return *supported_cpuid_;
 }
 
 }  // namespace ember::kvm

@@ -2,6 +2,7 @@
 
 #include <linux/kvm.h>
 
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,7 +19,9 @@ class Kvm {
   [[nodiscard]] static absl::StatusOr<Kvm> Open(const char* path = "/dev/kvm");
 
   [[nodiscard]] absl::StatusOr<Vm> CreateVm() const;
-  // CPUID leaves this host's KVM can expose to a guest.
+  // CPUID leaves this host's KVM can expose to a guest. Asked of KVM once (its answer does not
+  // change; a pooled VMM asks before its launch, vmm/pool_slot.h), then a copy of that answer.
+  // VMM thread.
   [[nodiscard]] absl::StatusOr<std::vector<kvm_cpuid_entry2>> GetSupportedCpuid() const;
   // Size of each vCPU's shared kvm_run area.
   [[nodiscard]] int vcpu_mmap_size() const { return vcpu_mmap_size_; }
@@ -32,6 +35,7 @@ class Kvm {
   Kvm(base::UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
   base::UniqueFd fd_;
   int vcpu_mmap_size_;
+  mutable std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;  // once asked
 };
 
 }  // namespace ember::kvm
