@@ -228,7 +228,7 @@ class Bench {
 
   // The phases StartupProfile records on a restore, in order (vmm/startup_profile.h).
   static constexpr const char* kRestorePhases[] = {
-      "exec",        "read_config", "seccomp_compile", "options",   "devices",
+      "exec",        "read_config", "seccomp_compile", "options",   "kvm_wait", "devices",
       "kvm_create_vm", "memory",    "irqchip_pit",     "device_wiring", "cpu_check",
       "vm_state",    "vcpu_state",  "device_state",    "watch_events"};
 

@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "vmm/arch/x86_64/layout.h"
 #include "vmm/base/status.h"
 #include "vmm/control/frame.h"
 #include "vmm/control/pool_launch.h"
@@ -52,16 +51,7 @@ void ReserveLaunchFds() {
 void Prepare(PreparedKvm* prepared) {
   // Compiled once here; Main's ConfigureSeccomp with the same setting finds them done.
   DieIf(ConfigureSeccomp(SeccompSetting::kEnforce), "seccomp");
-  absl::StatusOr<kvm::Kvm> kvm = kvm::Kvm::Open();
-  DieIf(kvm.status(), "/dev/kvm");
-  absl::StatusOr<kvm::Vm> vm = kvm->CreateVm();
-  DieIf(vm.status(), "KVM_CREATE_VM");
-  DieIf(vm->SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr), "KVM_SET_TSS_ADDR");
-  DieIf(vm->CreateIrqchip(), "KVM_CREATE_IRQCHIP");
-  DieIf(vm->CreatePit(), "KVM_CREATE_PIT2");
-  DieIf(kvm->GetSupportedCpuid().status(), "KVM_GET_SUPPORTED_CPUID");  // kept by the Kvm
-  prepared->kvm.emplace(std::move(*kvm));
-  prepared->vm.emplace(std::move(*vm));
+  DieIf(PrepareKvm(*prepared), "KVM");
 }
 
 // Waits until `fd` is readable; false when poll fails.

@@ -24,6 +24,18 @@ std::uint64_t MemBytesOf(const v1::VmConfig& config) {
   return std::uint64_t{rules::MemMibOf(config)} * arch::kMiB;
 }
 
+absl::Status PrepareKvm(PreparedKvm& prepared) {
+  EMBER_ASSIGN_OR_RETURN(kvm::Kvm kvm, kvm::Kvm::Open());
+  EMBER_RETURN_IF_ERROR(kvm.GetSupportedCpuid().status());
+  EMBER_ASSIGN_OR_RETURN(kvm::Vm vm, kvm.CreateVm());
+  EMBER_RETURN_IF_ERROR(vm.SetTssAndIdentityMap(arch::kTssAddr, arch::kIdentityMapAddr));
+  EMBER_RETURN_IF_ERROR(vm.CreateIrqchip());
+  EMBER_RETURN_IF_ERROR(vm.CreatePit());
+  prepared.kvm.emplace(std::move(kvm));
+  prepared.vm.emplace(std::move(vm));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Vmm>> Vmm::Create(const VmmOptions& options) {
   return options.restore ? VmBuilder::BuildFromSnapshot(options) : VmBuilder::BuildForBoot(options);
 }

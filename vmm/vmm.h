@@ -76,6 +76,14 @@ struct PreparedKvm {
   std::optional<kvm::Vm> vm;
 };
 
+// Fills `prepared`: /dev/kvm opened, KVM's supported CPUID read (the Kvm keeps it), the VM
+// created with its TSS, irqchip and PIT. Any thread, before Vmm::Create; on an error the
+// builder makes whatever is missing itself (and reports its own error). ember-vmm does it on a
+// thread of its own while its main thread reads its config and compiles its filters (these
+// ioctls mostly wait: KVM synchronises its interrupt routing), or a pooled VMM before its
+// launch (vmm/pool_slot.h).
+[[nodiscard]] absl::Status PrepareKvm(PreparedKvm& prepared);
+
 struct VmmOptions {
   // Shared so that options stay copyable; the builder moves the objects out.
   std::shared_ptr<PreparedKvm> prepared;
