@@ -11,6 +11,10 @@ Environment (inherited through emberd and its fork server):
   FAKE_VMM_RESTORE_SWAP      a restore first replaces the file at this path with other bytes
                              (a writer racing emberd between its checks and the VMM's open)
   FAKE_VMM_RESTORE_READ      a restore writes the bytes its --restore-from held to this file
+  FAKE_VMM_LITTER            write this many small files beside its console (in the VM's
+                             directory), so that removing the directory takes a while
+  FAKE_VMM_DRIVE_LOG         append the path of each drive swap (UpdateDrive) to this file, one
+                             a line, in the order the swaps arrive
 """
 import json
 import os
@@ -72,6 +76,12 @@ def main():
         if os.environ.get("FAKE_VMM_RESTORE_READ"):
             with open(restore, "rb") as f, open(os.environ["FAKE_VMM_RESTORE_READ"], "wb") as out:
                 out.write(f.read())
+    litter = int(os.environ.get("FAKE_VMM_LITTER", "0"))
+    if litter and flag(argv, "--serial-out"):
+        litter_dir = os.path.join(os.path.dirname(flag(argv, "--serial-out")), "litter")
+        os.makedirs(litter_dir, exist_ok=True)
+        for n in range(litter):
+            open(os.path.join(litter_dir, str(n)), "w").close()
     state = ctl.VmmStatus.PAUSED if restore is not None else ctl.VmmStatus.CREATED
     listener = socket.socket(fileno=int(flag(argv, "--control-fd")))
     delay = float(os.environ.get("FAKE_VMM_SNAPSHOT_SECONDS", "0"))
@@ -91,6 +101,9 @@ def main():
                 state = ctl.VmmStatus.PAUSED
             elif op == "get_metrics":
                 response.metrics_json = "{}"
+            elif op == "update_drive" and os.environ.get("FAKE_VMM_DRIVE_LOG"):
+                with open(os.environ["FAKE_VMM_DRIVE_LOG"], "a") as f:
+                    f.write(request.update_drive.path + "\n")
             elif op == "create_snapshot":
                 started = time.monotonic()
                 snap = request.create_snapshot

@@ -20,6 +20,9 @@ const char* StateName(v1::Vm::State state) { return v1::Vm::State_Name(state).c_
 
 constexpr char kRecordFile[] = "/snapshot.json";
 constexpr char kPendingFile[] = "/pending.json";
+// A snapshot being deleted: its record renamed, so that an emberd killed while the files go
+// finds no record of files that are gone, and finishes the deletion on its next start.
+constexpr char kDeletingFile[] = "/deleting.json";
 
 }  // namespace
 
@@ -38,12 +41,28 @@ void SnapshotCatalog::Load() {
   std::lock_guard lock(mu_);
   for (auto it = std::filesystem::directory_iterator(state_dir_ + "/snapshots", error);
        !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    const std::string dir = it->path().string();
     v1::Snapshot snapshot;
-    if (ReadMessageJson(it->path().string() + kRecordFile, &snapshot).ok()) {
+    if (ReadMessageJson(dir + kRecordFile, &snapshot).ok()) {
       snapshots_[snapshot.snapshot_id()] = snapshot;
-    } else if (ReadMessageJson(it->path().string() + kPendingFile, &snapshot).ok() &&
-               RecordDir(snapshot.snapshot_id()) == it->path().string()) {
+    } else if (ReadMessageJson(dir + kPendingFile, &snapshot).ok() &&
+               RecordDir(snapshot.snapshot_id()) == dir) {
       Reconcile(snapshot);
+    } else if (ReadMessageJson(dir + kDeletingFile, &snapshot).ok() &&
+               RecordDir(snapshot.snapshot_id()) == dir) {
+      if (absl::Status status = RemoveFiles(snapshot, /*marked=*/true); !status.ok()) {
+        EMBER_LOG(kWarn) << "emberd: snapshot " << snapshot.snapshot_id()
+                         << " was being deleted by an earlier emberd: " << status.message();
+      } else {
+        EMBER_LOG(kInfo) << "emberd: snapshot " << snapshot.snapshot_id()
+                         << ", which an earlier emberd was deleting, is deleted";
+      }
+    } else if (::access((dir + kRecordFile).c_str(), F_OK) != 0 &&
+               ::access((dir + kPendingFile).c_str(), F_OK) != 0 &&
+               ::access((dir + kDeletingFile).c_str(), F_OK) != 0) {
+      // Begin made it but was cut short before its pending record: nothing to finish.
+      (void)RemoveTree(dir);
+      EMBER_LOG(kInfo) << "emberd: removed " << dir << ", a snapshot begun but never recorded";
     }
   }
 }
@@ -257,7 +276,7 @@ absl::StatusOr<v1::Snapshot> SnapshotCatalog::Take(const std::string& snapshot_i
 }
 
 absl::Status SnapshotCatalog::Remove(const v1::Snapshot& taken) {
-  if (absl::Status status = RemoveFiles(taken); !status.ok()) {
+  if (absl::Status status = RemoveFiles(taken, /*marked=*/false); !status.ok()) {
     std::lock_guard lock(mu_);
     snapshots_[taken.snapshot_id()] = taken;
     return absl::InternalError("snapshot_id: " + std::string(status.message()));
@@ -266,14 +285,20 @@ absl::Status SnapshotCatalog::Remove(const v1::Snapshot& taken) {
   return absl::OkStatus();
 }
 
-absl::Status SnapshotCatalog::RemoveFiles(const v1::Snapshot& snapshot) const {
-  // The files first, the record last: if emberd dies in between, the record is still there
-  // and a second DeleteSnapshot finishes the job.
+absl::Status SnapshotCatalog::RemoveFiles(const v1::Snapshot& snapshot, bool marked) const {
+  const std::string record_dir = RecordDir(snapshot.snapshot_id());
+  // The record is marked first, the files go next, the record directory last: if emberd dies
+  // in between, its next start finds the mark and finishes (Load). A second Delete after a
+  // failure here finds the mark already made.
+  if (!marked && ::rename((record_dir + kRecordFile).c_str(),
+                          (record_dir + kDeletingFile).c_str()) != 0 &&
+      !(errno == ENOENT && ::access((record_dir + kDeletingFile).c_str(), F_OK) == 0)) {
+    return base::ErrnoError("rename", record_dir + kRecordFile);
+  }
   for (const std::string& path :
        {snapshot.state_path(), snapshot.memory_path(), snapshot.memory_path() + ".ws"}) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) return base::ErrnoError("unlink", path);
   }
-  const std::string record_dir = RecordDir(snapshot.snapshot_id());
   std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
   // A caller's snapshot_dir goes too once empty; whatever else is in it stays.
   if (dir != record_dir) (void)::rmdir(dir.c_str());

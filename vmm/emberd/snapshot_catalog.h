@@ -96,7 +96,8 @@ class SnapshotCatalog {
   [[nodiscard]] absl::Status CheckDeletable(const std::string& snapshot_id,
                                             const v1::Snapshot& snapshot,
                                             const std::vector<SnapshotUser>& users) const;
-  [[nodiscard]] absl::Status RemoveFiles(const v1::Snapshot& snapshot) const;
+  // `marked`: its record is deleting.json already (Load), else snapshot.json is renamed so.
+  [[nodiscard]] absl::Status RemoveFiles(const v1::Snapshot& snapshot, bool marked) const;
   // Load's decision on a snapshot a previous emberd left pending. mu_ held.
   void Reconcile(const v1::Snapshot& pending);
 

@@ -30,18 +30,20 @@ void VmEntry::SetState(v1::Vm::State state) {
   EMBER_LOG(kInfo) << "emberd: VM " << vm.vm_id() << ": " << StateName(vm.state()) << " -> "
                    << StateName(state);
   vm.set_state(state);
-  Persist();
+  (void)Persist();
   v1::Event event;
   event.set_kind(v1::Event::STATE);
   event.set_state(state);
   Publish(event);
 }
 
-void VmEntry::Persist() {
-  if (deleted) return;
-  if (auto status = WriteMessageJson(dir_ + "/vm.json", vm); !status.ok()) {
+absl::Status VmEntry::Persist() {
+  if (deleted) return absl::OkStatus();
+  absl::Status status = WriteMessageJson(dir_ + "/vm.json", vm);
+  if (!status.ok()) {
     EMBER_LOG(kError) << "emberd: cannot record VM " << vm.vm_id() << ": " << status.message();
   }
+  return status;
 }
 
 void VmEntry::Publish(v1::Event event) {
@@ -61,7 +63,7 @@ void VmEntry::OnHello(const v1::VmmStatus& status) {
 
 void VmEntry::OnBooted(std::uint64_t boot_time_us) {
   vm.set_boot_time_us(boot_time_us);
-  Persist();
+  (void)Persist();
   v1::Event event;
   event.set_kind(v1::Event::BOOTED);
   event.set_boot_time_us(boot_time_us);
@@ -76,7 +78,7 @@ void VmEntry::OnExit(const v1::ExitInfo& exit) {
   *event.mutable_exit() = exit;
   Publish(event);
   SetState(v1::Vm::STOPPED);
-  Persist();
+  (void)Persist();
 }
 
 }  // namespace ember::emberd

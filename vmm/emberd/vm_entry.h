@@ -4,6 +4,7 @@
 #include <mutex>
 #include <string>
 
+#include "absl/status/status.h"
 #include "ember/v1/api.pb.h"
 #include "vmm/emberd/event_hub.h"
 #include "vmm/emberd/supervisor.h"
@@ -39,7 +40,9 @@ class VmEntry final : public SupervisedVmm {
   void ApplyVmmState(v1::VmmStatus::State state);
   // Records and announces a new state; STOPPED is final.
   void SetState(v1::Vm::State state);
-  void Persist();
+  // Writes vm.json; a failure (the state directory's disk full) is logged, and returned for
+  // the callers that must not go on without the record (Create's launch).
+  absl::Status Persist();
   void Publish(v1::Event event);
 
  protected:

@@ -69,8 +69,17 @@ std::string VmManager::VmDir(const std::string& vm_id) const {
 absl::StatusOr<std::shared_ptr<VmManager::Entry>> VmManager::Find(const std::string& vm_id) {
   std::lock_guard lock(mu_);
   auto it = vms_.find(vm_id);
-  if (it == vms_.end()) return absl::NotFoundError("vm_id: no VM \"" + vm_id + "\"");
-  return it->second;
+  if (it != vms_.end()) {
+    std::lock_guard vm_lock(it->second->mu);
+    if (!it->second->deleted) return it->second;
+  }
+  return absl::NotFoundError("vm_id: no VM \"" + vm_id + "\"");
+}
+
+void VmManager::Forget(const std::shared_ptr<Entry>& entry) {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(entry->vm_id());
+  if (it != vms_.end() && it->second == entry) vms_.erase(it);
 }
 
 std::size_t VmManager::LiveVms() {
@@ -94,8 +103,11 @@ absl::StatusOr<std::shared_ptr<VmManager::Entry>> VmManager::AddEntry(
     do vm_id = GenerateId();
     while (vms_.count(vm_id) != 0);
   }
-  if (vms_.count(vm_id) != 0) {
-    return absl::AlreadyExistsError("vm_id: a VM \"" + vm_id + "\" already exists");
+  if (auto it = vms_.find(vm_id); it != vms_.end()) {
+    std::lock_guard vm_lock(it->second->mu);
+    return absl::AlreadyExistsError("vm_id: a VM \"" + vm_id + "\" " +
+                                    (it->second->deleted ? "is still being deleted; try again"
+                                                         : "already exists"));
   }
   if (LiveVms() >= options_.max_vms) {
     return absl::ResourceExhaustedError("emberd runs its limit of " +
@@ -116,18 +128,23 @@ absl::StatusOr<std::shared_ptr<VmManager::Entry>> VmManager::AddEntry(
   return entry;
 }
 
-absl::Status VmManager::Abandon(Entry& entry, absl::Status status) {
+absl::Status VmManager::Abandon(const std::shared_ptr<Entry>& entry, absl::Status status) {
   {
-    std::lock_guard lock(mu_);
-    vms_.erase(entry.vm_id());
+    // Its files go only once its VMM has (a live one would write into the removed directory
+    // and keep its cgroup busy), and its id is free again only once they have: a Create of
+    // the same id meanwhile is ALREADY_EXISTS, never a VM whose directory this removes.
+    std::unique_lock lock(entry->mu);
+    entry->deleted = true;
+    entry->Kill();
+    if (!entry->exited() && entry->vm.pid() != 0 &&
+        !Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5))) {
+      EMBER_LOG(kWarn) << "emberd: VM " << entry->vm_id()
+                       << ": its ember-vmm did not end within 5 s of SIGKILL";
+    }
   }
-  {
-    std::lock_guard lock(entry.mu);
-    entry.deleted = true;
-    entry.Kill();
-  }
-  (void)RemoveTree(VmDir(entry.vm_id()));
-  (void)view_->RemoveVm(entry.vm_id());
+  (void)view_->RemoveVm(entry->vm_id());
+  (void)RemoveTree(VmDir(entry->vm_id()));
+  Forget(entry);
   return status;
 }
 
@@ -138,15 +155,15 @@ absl::StatusOr<v1::Vm> VmManager::SpawnVm(std::string vm_id, const v1::VmConfig&
                          AddEntry(std::move(vm_id), config, restore));
   std::lock_guard op(entry->op_mu);
   if (auto status = view_->CheckVmId(entry->vm_id()); !status.ok()) {
-    return Abandon(*entry, status);
+    return Abandon(entry, status);
   }
   if (auto status = Launch(entry, config, restore,
                            restore != nullptr ? restore->netns_path : netns_path);
       !status.ok()) {
-    return Abandon(*entry, status);
+    return Abandon(entry, status);
   }
   if (auto status = AwaitBuilt(*entry, restore != nullptr); !status.ok()) {
-    return Abandon(*entry, status);
+    return Abandon(entry, status);
   }
   v1::Vm vm;
   {
@@ -198,8 +215,9 @@ absl::Status VmManager::Launch(const std::shared_ptr<Entry>& entry, const v1::Vm
   }
   std::lock_guard lock(entry->mu);
   entry->vm.set_pid(pid);
-  entry->Persist();
-  return absl::OkStatus();
+  // Without its record a restarted emberd would not know the VM (Recover stops the VMM of a
+  // directory without one): no VM without it.
+  return entry->Persist();
 }
 
 absl::Status VmManager::AwaitBuilt(Entry& entry, bool restore) {
@@ -305,22 +323,26 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
   if (force) EMBER_RETURN_IF_ERROR(Stop(vm_id, std::chrono::milliseconds(2000)).status());
   std::lock_guard op(entry->op_mu);
   {
-    std::lock_guard lock(mu_);
-    auto it = vms_.find(vm_id);
-    if (it == vms_.end() || it->second != entry) {
-      return absl::NotFoundError("vm_id: no VM \"" + vm_id + "\"");
-    }
-    vms_.erase(it);
-  }
-  {
     std::lock_guard lock(entry->mu);
+    // Another Delete came first.
+    if (entry->deleted) return absl::NotFoundError("vm_id: no VM \"" + vm_id + "\"");
     entry->deleted = true;
     v1::Event event;
     event.set_kind(v1::Event::DELETED);
     entry->Publish(event);
   }
-  EMBER_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
-  EMBER_RETURN_IF_ERROR(view_->RemoveVm(vm_id));
+  // The entry stays in vms_ (Find skips it) until the files are gone, so that a Create of the
+  // same id cannot make a directory this is removing. The record goes first: an emberd killed
+  // in between finds a directory without one and removes the rest (RemoveLeftover).
+  const std::string dir = VmDir(vm_id);
+  absl::Status status;
+  if (::unlink((dir + "/vm.json").c_str()) != 0 && errno != ENOENT) {
+    status = base::ErrnoError("unlink", dir + "/vm.json");
+  }
+  if (status.ok()) status = view_->RemoveVm(vm_id);
+  if (status.ok()) status = RemoveTree(dir);
+  Forget(entry);
+  EMBER_RETURN_IF_ERROR(status);
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << " deleted";
   return absl::OkStatus();
 }
@@ -343,7 +365,7 @@ std::vector<v1::Vm> VmManager::List() {
   std::vector<v1::Vm> vms;
   for (auto& entry : entries) {
     std::lock_guard lock(entry->mu);
-    if (!entry->creating) vms.push_back(entry->vm);
+    if (!entry->creating && !entry->deleted) vms.push_back(entry->vm);
   }
   return vms;
 }
@@ -391,9 +413,13 @@ absl::Status VmManager::UpdateRateLimits(const v1::UpdateRateLimitsRequest& requ
 
 absl::StatusOr<v1::Vm> VmManager::UpdateDrive(const v1::UpdateDriveRequest& request) {
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.vm_id()));
+  // One swap at a time per VM: two at once could reach the VMM in one order and the record in
+  // the other, which would then name a file the drive no longer uses.
+  std::lock_guard op(entry->op_mu);
   v1::Drive drive;
   {
     std::lock_guard lock(entry->mu);
+    if (entry->creating) return StillCreating(request.vm_id());
     auto& drives = entry->vm.config().drives();
     auto it = std::find_if(drives.begin(), drives.end(), [&](const v1::Drive& candidate) {
       return candidate.drive_id() == request.drive_id();
@@ -429,7 +455,7 @@ absl::StatusOr<v1::Vm> VmManager::UpdateDrive(const v1::UpdateDriveRequest& requ
   for (v1::Drive& recorded : *entry->vm.mutable_config()->mutable_drives()) {
     if (recorded.drive_id() == request.drive_id()) recorded.set_path_on_host(request.path_on_host());
   }
-  entry->Persist();
+  (void)entry->Persist();
   return entry->vm;
 }
 
@@ -478,6 +504,8 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   }
   if (status.ok()) status = catalog_->Commit(written);
   if (!status.ok()) {
+    // Written but not recorded (emberd's own disk full): no files of a snapshot nobody knows.
+    if (!written.state_path().empty()) catalog_->RemoveUnfinished(written);
     catalog_->Unreserve(snapshot.snapshot_id());
     return status;
   }
@@ -667,9 +695,14 @@ absl::StatusOr<std::vector<std::shared_ptr<VmManager::Entry>>> VmManager::LoadVm
   std::string vms_dir = options_.state_dir + "/vms";
   std::error_code error;
   std::vector<std::shared_ptr<Entry>> running;
+  std::vector<std::string> leftovers;
   for (auto it = std::filesystem::directory_iterator(vms_dir, error);
        !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
     std::string dir = it->path().string();
+    if (::access((dir + "/vm.json").c_str(), F_OK) != 0 && errno == ENOENT) {
+      leftovers.push_back(it->path().filename().string());
+      continue;
+    }
     v1::Vm vm;
     if (auto status = ReadMessageJson(dir + "/vm.json", &vm); !status.ok()) {
       EMBER_LOG(kWarn) << "emberd: skipping " << dir << ": " << status.message();
@@ -685,7 +718,41 @@ absl::StatusOr<std::vector<std::shared_ptr<VmManager::Entry>>> VmManager::LoadVm
     if (entry->vm.state() != v1::Vm::STOPPED) running.push_back(entry);
   }
   if (error) return absl::InternalError("cannot list " + vms_dir + ": " + error.message());
+  for (const std::string& vm_id : leftovers) RemoveLeftover(vm_id);
   return running;
+}
+
+void VmManager::RemoveLeftover(const std::string& vm_id) {
+  // An earlier emberd ended between making this VM's directory and recording the VM (Create,
+  // Restore), or between removing its record and the rest (Delete): nobody was told of a VM
+  // here. Its ember-vmm, if one was started, still holds the control socket's listener and
+  // ends when told to stop; then its files go.
+  view_->LoadVm(vm_id);
+  if (absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(vm_id) + "/control.sock");
+      control.ok()) {
+    v1::Vm record;
+    record.set_vm_id(vm_id);
+    auto entry = std::make_shared<Entry>(std::move(record), VmDir(vm_id), events_);
+    entry->creating = true;  // no events
+    entry->deleted = true;   // no record
+    if (supervisor_->Attach(entry, std::move(*control), 0, /*child=*/false).ok()) {
+      v1::ControlRequest stop;
+      stop.mutable_stop()->set_reason("emberd ended before it recorded this VM");
+      absl::Status stopped = supervisor_->Call(*entry, stop).status();
+      std::unique_lock lock(entry->mu);
+      // The VMM's exit closes the connection.
+      if (!entry->cv.wait_for(lock, options_.create_timeout,
+                              [&] { return !entry->connected(); })) {
+        EMBER_LOG(kWarn) << "emberd: the unrecorded ember-vmm of " << vm_id
+                         << " did not end when told to stop: " << stopped.message();
+      }
+      supervisor_->Detach(*entry);
+    }
+  }
+  (void)view_->RemoveVm(vm_id);
+  (void)RemoveTree(VmDir(vm_id));
+  EMBER_LOG(kInfo) << "emberd: removed " << VmDir(vm_id)
+                   << ", which an earlier emberd left without a record";
 }
 
 void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
@@ -694,9 +761,10 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
   absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(id) + "/control.sock");
   absl::Status status = control.status();
   if (status.ok()) status = supervisor_->Attach(entry, std::move(*control), 0, /*child=*/false);
+  const bool connected = status.ok();
   std::unique_lock lock(entry->mu);
   if (status.ok() &&
-      entry->cv.wait_for(lock, std::chrono::seconds(5), [&] { return entry->hello(); })) {
+      entry->cv.wait_for(lock, options_.create_timeout, [&] { return entry->hello(); })) {
     const pid_t pid = entry->vm.pid();
     lock.unlock();
     status = supervisor_->WatchProcess(entry, pid);
@@ -708,6 +776,18 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
     }
   }
   supervisor_->Detach(*entry);
+  if (connected && entry->vm.pid() > 0) {
+    // It still holds its listener but never answered: a VM nobody can drive. Ended, so that
+    // no ember-vmm runs that emberd does not know.
+    const pid_t pid = entry->vm.pid();
+    lock.unlock();
+    const bool watched = supervisor_->WatchProcess(entry, pid).ok();
+    lock.lock();
+    entry->Kill();
+    if (watched) (void)Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5));
+    EMBER_LOG(kWarn) << "emberd: VM " << id << " (pid " << pid
+                     << ") did not answer after the restart; killed";
+  }
   // The VMM's words, so read as any file it writes, and no more than a line's worth.
   absl::StatusOr<base::UniqueFd> fd = view_->OpenVmmFile(id, "exit");
   absl::StatusOr<std::string> record =

@@ -118,7 +118,11 @@ class VmManager {
                                                                 const v1::VmConfig& config,
                                                                 const RestorePlan* restore);
   // Forgets a VM whose creation failed, kills its VMM and removes its files; returns `status`.
-  absl::Status Abandon(Entry& entry, absl::Status status);
+  absl::Status Abandon(const std::shared_ptr<Entry>& entry, absl::Status status);
+  // Drops `entry` from vms_ (if it is still the one under its id).
+  void Forget(const std::shared_ptr<Entry>& entry);
+  // Recover's step for a VM directory without a record: stops its VMM, removes its files.
+  void RemoveLeftover(const std::string& vm_id);
   // Writes the VM's directory and starts its ember-vmm under supervision.
   [[nodiscard]] absl::Status Launch(const std::shared_ptr<Entry>& entry,
                                     const v1::VmConfig& config, const RestorePlan* restore,

@@ -147,6 +147,31 @@ TEST_F(SnapshotCatalogTest, AFailedRemoveKeepsTheRecordForASecondDelete) {
   EXPECT_TRUE(Delete(snapshot.snapshot_id()).ok());
 }
 
+TEST_F(SnapshotCatalogTest, ADeleteCutShortLeavesNoRecordOfMissingFilesAndTheNextStartEndsIt) {
+  v1::Snapshot snapshot = Finished("vm", 1000);
+  // The state file goes, then the memory file cannot (a directory there): as if emberd had
+  // been killed between the two.
+  ASSERT_EQ(::unlink(snapshot.memory_path().c_str()), 0);
+  std::filesystem::create_directories(snapshot.memory_path() + "/x");
+  EXPECT_EQ(Delete(snapshot.snapshot_id()).code(), absl::StatusCode::kInternal);
+  ASSERT_FALSE(std::filesystem::exists(snapshot.state_path()));
+  // A restarted emberd keeps no record that names the state file that is gone.
+  EXPECT_TRUE(Reloaded()->List("").empty());
+  std::filesystem::remove_all(snapshot.memory_path());
+  auto again = Reloaded();
+  EXPECT_EQ(again->Get(snapshot.snapshot_id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(again->RecordDir(snapshot.snapshot_id())));
+}
+
+TEST_F(SnapshotCatalogTest, ARecordDirectoryBegunButNeverRecordedIsRemovedOnTheNextStart) {
+  // emberd was killed inside Begin: the VM's config written, the pending record not yet.
+  const std::string record = catalog_->RecordDir("vm-1000");
+  std::filesystem::create_directories(record);
+  std::ofstream(record + "/vm_config.json") << "{}";
+  auto again = Reloaded();
+  EXPECT_FALSE(std::filesystem::exists(record));
+}
+
 TEST_F(SnapshotCatalogTest, LoadFindsTheRecordsOfAPreviousEmberd) {
   v1::Snapshot snapshot = Finished("vm", 1000);
   auto again = Reloaded();

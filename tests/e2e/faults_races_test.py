@@ -1,0 +1,127 @@
+"""Calls on one VM id racing each other in emberd (issue 19, faults): threads hammer Create and
+Delete of one id, and drive swaps of one VM. Whatever the interleaving, emberd's records, the
+VMs' directories and the VMMs that run agree. fake_vmm.py as the VMM (the control protocol
+only), so no KVM or root is needed and the hammering is quick."""
+import concurrent.futures
+import os
+import random
+import tempfile
+import time
+import unittest
+
+import ember_unittest
+import ember_client as ec
+from ember_client import api, grpc
+
+FAKE_VMM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_vmm.py")
+
+
+def fake_vmm_pids(state_dir):
+    """Pids of the fake VMMs whose control socket lies in `state_dir` (their argv names it)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        # Run through its #! line: python3 FAKE_VMM ... (emberd's own argv names it after --vmm).
+        if FAKE_VMM.encode() in argv[:2] and any(state_dir.encode() in a for a in argv):
+            pids.append(int(pid))
+    return pids
+
+
+class RacesTest(unittest.TestCase):
+    def setUp(self):
+        self.scratch = tempfile.mkdtemp(prefix="ember-races-")
+        self.drive_log = os.path.join(self.scratch, "swaps")
+        # Litter: each VM's directory takes a while to remove, as a real one with a big console.
+        env = dict(os.environ, FAKE_VMM_DRIVE_LOG=self.drive_log, FAKE_VMM_LITTER="300")
+        self.emberd = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM], env=env)
+        self.addCleanup(self.emberd.close)
+        self.stub = self.emberd.stub
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+        self.addCleanup(self.pool.shutdown)
+
+    def call(self, method, request):
+        try:
+            return method(request, timeout=60), None
+        except grpc.RpcError as error:
+            return None, error
+
+    def assert_records_match_disk_and_processes(self):
+        vms = {vm.vm_id: vm for vm in self.stub.List(api.ListRequest(), timeout=30).vms}
+        vms_dir = os.path.join(self.emberd.state_dir, "vms")
+        self.assertEqual(sorted(os.listdir(vms_dir)), sorted(vms),
+                         "a VM directory without a VM, or a VM without its directory")
+        for vm_id, vm in vms.items():
+            self.assertTrue(os.path.exists(os.path.join(vms_dir, vm_id, "vm.json")), vm_id)
+            self.assertTrue(os.path.exists(os.path.join(vms_dir, vm_id, "config.pb")), vm_id)
+        live = sorted(vm.pid for vm in vms.values() if vm.state != api.Vm.STOPPED)
+        self.assertEqual(sorted(fake_vmm_pids(self.emberd.state_dir)), live,
+                         "a VMM that emberd does not know, or a known one that is gone")
+
+    def test_creates_and_deletes_of_one_id_at_once_leave_records_files_and_vmms_agreeing(self):
+        deadline = time.monotonic() + 8
+        created = []
+
+        def create():
+            while time.monotonic() < deadline:
+                vm, error = self.call(self.stub.Create,
+                                      api.CreateRequest(vm_id="one", config=ec.config()))
+                if error is None:
+                    created.append(vm.pid)
+                else:
+                    # The VM exists, or is still being deleted: never a half-made one.
+                    self.assertEqual(error.code(), grpc.StatusCode.ALREADY_EXISTS,
+                                     error.details())
+
+        def delete():
+            while time.monotonic() < deadline:
+                _, error = self.call(self.stub.Delete, api.DeleteRequest(vm_id="one", force=True))
+                if error is not None:
+                    self.assertIn(error.code(), (grpc.StatusCode.NOT_FOUND,
+                                                 grpc.StatusCode.FAILED_PRECONDITION),
+                                  error.details())
+
+        for future in [self.pool.submit(f) for f in (create, create, create, delete, delete)]:
+            future.result()
+        self.assertGreater(len(created), 1)
+        self.assert_records_match_disk_and_processes()
+        # The id is usable again, its VM as whole as any.
+        self.call(self.stub.Delete, api.DeleteRequest(vm_id="one", force=True))
+        vm, error = self.call(self.stub.Create, api.CreateRequest(vm_id="one", config=ec.config()))
+        self.assertIsNone(error)
+        self.stub.Start(api.VmRequest(vm_id="one"), timeout=30)
+        self.assert_records_match_disk_and_processes()
+
+    def test_drive_swaps_at_once_leave_the_record_naming_the_file_the_vmm_got_last(self):
+        paths = []
+        for n in range(8):
+            path = os.path.join(self.scratch, f"disk{n}")
+            with open(path, "wb") as f:
+                f.truncate(1 << 20)
+            paths.append(path)
+        config = ec.config()
+        config.drives.add(drive_id="data", path_on_host=paths[0])
+        self.stub.Create(api.CreateRequest(vm_id="swapped", config=config), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="swapped"), timeout=30)
+
+        def swap(path):
+            _, error = self.call(self.stub.UpdateDrive, api.UpdateDriveRequest(
+                vm_id="swapped", drive_id="data", path_on_host=path))
+            self.assertIsNone(error, error and error.details())
+
+        for round_ in range(30):
+            futures = [self.pool.submit(swap, path) for path in random.sample(paths, 8)]
+            for future in futures:
+                future.result()
+            with open(self.drive_log) as f:
+                last = f.read().splitlines()[-1]
+            recorded = self.stub.Get(api.VmRequest(vm_id="swapped"), timeout=30)
+            self.assertEqual(recorded.config.drives[0].path_on_host, last,
+                             f"round {round_}: the record names another file than the VMM's")
+
+
+if __name__ == "__main__":
+    ember_unittest.main()
