@@ -194,8 +194,15 @@ absl::Status SnapshotCatalog::Begin(const v1::Snapshot& snapshot,
                                  error.message());
     }
   }
-  EMBER_RETURN_IF_ERROR(WriteMessageJson(record_dir + "/vm_config.json", config));
-  return WriteMessageJson(record_dir + kPendingFile, snapshot);
+  absl::Status status = WriteMessageJson(record_dir + "/vm_config.json", config);
+  if (status.ok()) status = WriteMessageJson(record_dir + kPendingFile, snapshot);
+  if (!status.ok()) {
+    // emberd's disk full: nothing of a snapshot that never began (the caller's directory goes
+    // only if this made it, and so it is empty).
+    (void)RemoveTree(record_dir);
+    if (dir != record_dir) (void)::rmdir(dir.c_str());
+  }
+  return status;
 }
 
 void SnapshotCatalog::RemoveUnfinished(const v1::Snapshot& snapshot) const {
