@@ -218,6 +218,14 @@ class Containerd:
         self.log.close()
 
 
+def jails_held(state_dir):
+    """The jails (and their uid leases) ember-runtime keeps in the test's cache: none once every
+    container of the test is deleted."""
+    jails = os.path.join(state_dir, "image-cache", "jails")
+    held = glob.glob(os.path.join(jails, "ember-vmm", "*"))
+    held += [p for p in glob.glob(os.path.join(jails, "uids", "*")) if p[-1].isdigit()]
+    return held
+
 # --- Cgroups the callers leave ---------------------------------------------------------------
 
 class CallerCgroups:
@@ -285,8 +293,8 @@ class LeakCheck:
     """What a case may leave behind, counted before it and after it: watched processes (the
     VMM, the runtime and its supervisor, shims, conmon), mounts and network links (in the
     test's private namespaces, so all of them), cgroups whose path names one of `tokens` (the
-    test's containers and namespace; other users of the machine make cgroups too), and image
-    leases in the test's cache."""
+    test's containers and namespace; other users of the machine make cgroups too: a jailed
+    VMM's are named after its container), and image leases and jails in the test's cache."""
 
     def __init__(self, state_dir, tokens):
         self.state_dir = state_dir
@@ -296,7 +304,8 @@ class LeakCheck:
     def _snapshot(self):
         return {"processes": {(pid, exe) for pid, exe, _ in _watched_processes(self.tokens)},
                 "mounts": _mounts(), "links": _links(), "cgroups": _cgroups(self.tokens),
-                "leases": set(leases_held(self.state_dir))}
+                "leases": set(leases_held(self.state_dir)),
+                "jails": set(jails_held(self.state_dir))}
 
     def leaks(self, settle=15.0):
         """What is here now and was not before; waits up to `settle` seconds for it to go

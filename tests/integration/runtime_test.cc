@@ -79,8 +79,7 @@ class RuntimeTest : public ::testing::Test {
     ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     root_ = dir_.path() + "/root";
     config_ = dir_.path() + "/runtime.json";
-    std::ofstream(config_)
-        << json{{"image_cache_dir", dir_.path() + "/cache"}, {"boot_timeout_ms", 120000}}.dump();
+    WriteConfig(json::object());
     mounts_before_ = MountsMentioning(dir_.path()) + MountsMentioning(NetnsName());
   }
 
@@ -88,11 +87,47 @@ class RuntimeTest : public ::testing::Test {
     if (::testing::Test::IsSkipped()) return;
     // Nothing left behind: no supervisor or VMM of ours, no mount, no state directory.
     EXPECT_EQ(ProcessesMentioning(root_), std::vector<pid_t>{});
+    EXPECT_EQ(ProcessesOfJailUids(), std::vector<pid_t>{});  // a jailed VMM names no path
     EXPECT_EQ(MountsMentioning(dir_.path()) + MountsMentioning(NetnsName()), mounts_before_);
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(root_, ec)) {
       ADD_FAILURE() << "left in the state directory: " << entry.path();
     }
+  }
+
+  // The runtime's config file: the test's own cache and jail uids, plus `extra`.
+  void WriteConfig(const json& extra) {
+    json config = {{"image_cache_dir", dir_.path() + "/cache"},
+                   {"boot_timeout_ms", 120000},
+                   {"jailer", {{"uid_base", JailUidBase()}, {"uid_count", kJailUids}}}};
+    config.merge_patch(extra);
+    std::ofstream(config_) << config.dump();
+  }
+
+  // Each test process's jails take uids of their own, so that no other process has them.
+  static constexpr std::uint32_t kJailUids = 1000;
+  static std::uint32_t JailUidBase() {
+    return 1'700'000'000u + static_cast<std::uint32_t>(::getpid() % 100'000) * kJailUids;
+  }
+  static std::uint32_t UidOf(pid_t pid) {
+    std::istringstream status(ReadFile("/proc/" + std::to_string(pid) + "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Uid:", 0) == 0) return static_cast<std::uint32_t>(std::stoul(line.substr(5)));
+    }
+    return 0;
+  }
+  static std::vector<pid_t> ProcessesOfJailUids() {
+    std::vector<pid_t> pids;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string stat = ReadFile(entry.path().string() + "/stat");
+      std::size_t close = stat.rfind(')');
+      if (close != std::string::npos && stat.substr(close + 2, 1) == "Z") continue;  // ended
+      std::uint32_t uid = UidOf(std::stoi(name));
+      if (uid >= JailUidBase() && uid < JailUidBase() + kJailUids) pids.push_back(std::stoi(name));
+    }
+    return pids;
   }
 
   // A bundle whose process is `args`: a small root tree and config.json.
@@ -406,6 +441,100 @@ TEST_F(RuntimeTest, PauseAndResumeShowInTheState) {
   ASSERT_EQ(Runtime({"kill", "c1", "INT"}).exit_code, 0);
   EXPECT_EQ(WaitExit(pid), 128 + SIGINT);
   EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+}
+
+// The pids `ps --format json` gives: the supervisor, then its VMM.
+std::vector<pid_t> PsPids(const ProcessResult& ps) {
+  std::vector<pid_t> pids;
+  json list = json::parse(ps.out, nullptr, false);
+  if (list.is_array()) {
+    for (const json& pid : list) pids.push_back(pid.get<pid_t>());
+  }
+  return pids;
+}
+
+std::string StatusLine(pid_t pid, const std::string& key) {
+  std::istringstream status(ReadFile("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 2);
+  }
+  return "";
+}
+
+std::string NsOf(const std::string& pid, const std::string& ns) {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/" + pid + "/ns/" + ns, ec).string();
+}
+
+TEST_F(RuntimeTest, TheVmmRunsJailedAsAUidOfItsOwnAndDeleteRemovesTheJail) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: ember-jailer";
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  std::vector<pid_t> pids = PsPids(Runtime({"ps", "--format", "json", "c1"}));
+  ASSERT_EQ(pids.size(), 2u);
+  const pid_t vmm = pids[1];
+  const std::uint32_t uid = UidOf(vmm);
+  EXPECT_GE(uid, JailUidBase());
+  EXPECT_LT(uid, JailUidBase() + kJailUids);
+  const std::string id = std::to_string(uid);
+  EXPECT_EQ(StatusLine(vmm, "Uid"), id + "\t" + id + "\t" + id + "\t" + id);
+  EXPECT_EQ(StatusLine(vmm, "Gid"), id + "\t" + id + "\t" + id + "\t" + id);
+  EXPECT_EQ(StatusLine(vmm, "CapEff"), "0000000000000000");
+  EXPECT_EQ(StatusLine(vmm, "CapBnd"), "0000000000000000");
+  EXPECT_EQ(StatusLine(vmm, "NoNewPrivs"), "1");
+  for (const char* ns : {"mnt", "net", "ipc", "uts"}) {
+    EXPECT_NE(NsOf(std::to_string(vmm), ns), NsOf("self", ns)) << ns;
+  }
+  const std::string jail = dir_.path() + "/cache/jails/ember-vmm/c1";
+  EXPECT_TRUE(std::filesystem::exists(jail + "/root/drive0"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() + "/cache/jails/uids/" + id));
+  // The VMM's own cgroups, named after the container, under ember-runtime/.
+  std::string cgroups = ReadFile("/proc/" + std::to_string(vmm) + "/cgroup");
+  EXPECT_NE(cgroups.find("/ember-runtime/c1"), std::string::npos) << cgroups;
+  // An exec reaches the jailed VMM's vsock socket through the container's v.sock.
+  ProcessResult exec = Runtime({"exec", "c1", "echo", "jailed"});
+  EXPECT_EQ(exec.out, "jailed\n") << exec.err;
+
+  ASSERT_EQ(Runtime({"delete", "--force", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
+  EXPECT_FALSE(std::filesystem::exists(jail));
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/cache/jails/uids/" + id));
+  std::istringstream lines(cgroups);
+  for (std::string line; std::getline(lines, line);) {
+    std::size_t at = line.find("/ember-runtime/c1");
+    if (at == std::string::npos) continue;
+    std::string hierarchy = line.substr(line.find(':') + 1);
+    hierarchy = hierarchy.substr(0, hierarchy.find(':'));
+    EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/" +
+                                         (hierarchy.empty() ? std::string("unified") : hierarchy) +
+                                         "/ember-runtime/c1"))
+        << line;
+  }
+}
+
+TEST_F(RuntimeTest, AJailedVmmWhoseSupervisorWasKilledIsEndedByDelete) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: ember-jailer";
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  std::vector<pid_t> pids = PsPids(Runtime({"ps", "--format", "json", "c1"}));
+  ASSERT_EQ(pids.size(), 2u);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);  // jailed, its VMM has no parent-death signal
+  EXPECT_EQ(WaitExit(pid), 1000 + SIGKILL);
+  EXPECT_EQ(Status("c1"), "stopped");
+  EXPECT_EQ(Runtime({"delete", "c1"}).exit_code, 0);
+  // TearDown: no process of the jails' uids is left.
+}
+
+TEST_F(RuntimeTest, UnjailedWhenTheConfigSaysSo) {
+  WriteConfig({{"jailer", {{"enabled", false}}}});
+  pid_t pid = Create("c1", Bundle("b", {"sleep", "infinity"}), dir_.path() + "/out");
+  ASSERT_GT(pid, 0);
+  std::vector<pid_t> pids = PsPids(Runtime({"ps", "--format", "json", "c1"}));
+  ASSERT_EQ(pids.size(), 2u);
+  EXPECT_EQ(UidOf(pids[1]), ::geteuid());
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/cache/jails/ember-vmm/c1"));
+  ASSERT_EQ(Runtime({"delete", "--force", "c1"}).exit_code, 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
 }
 
 // A network namespace made with `ip netns add` for one test (as CNI makes a pod's), gone with it.

@@ -20,6 +20,7 @@
 #include "console.h"
 #include "container_state.h"
 #include "image_cache.h"
+#include "jail.h"
 #include "nlohmann/json.hpp"
 #include "runtime_config.h"
 #include "supervisor.h"
@@ -107,6 +108,8 @@ std::string ReadReport(int fd, int timeout_ms) {
 void Abandon(const StateRoot& root, const RuntimeConfig& config, const ContainerRecord& record,
              const std::string& lease) {
   const std::string& id = record.id;
+  // The jail first: a jailed VMM outlives its killed supervisor, and holds the tap.
+  (void)DestroyJail(record.jail_dir, record.jail_uid_lease, record.cgroup_dirs);
   if (!record.tap_name.empty()) (void)DeleteTap(record.netns_path, record.tap_name);
   if (!lease.empty()) {
     absl::StatusOr<ImageCache> cache =
@@ -166,9 +169,33 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
   spec.root = root;
   spec.launch.vmm_path = config.vmm_path;
   spec.launch.config_path = root.ContainerDir(id) + "/vm.pb";
+  spec.launch.control_dir = root.ContainerDir(id);
   spec.launch.output_path = root.VmmLogPath(id);
   spec.launch.netns_path = record.netns_path;
   spec.vm = PlanVm(bundle, config, lease->image.string(), lease->writable, root.VsockPath(id), id);
+  if (config.jailer.enabled) {
+    absl::StatusOr<Jail> jail =
+        PlanJail(config.jailer, id, root.ContainerDir(id), spec.vm.machine_config().mem_size_mib());
+    if (jail.ok()) {
+      // Recorded before anything is put there, so that whatever fails next undoes it.
+      record.jail_dir = jail->dir;
+      record.jail_uid_lease = jail->uid_lease;
+      record.cgroup_dirs = jail->cgroup_dirs;
+    }
+    absl::StatusOr<std::vector<std::string>> jailer_argv =
+        jail.ok() ? PrepareJail(config.jailer, *jail, config.vmm_path, &spec.vm, record.netns_path,
+                                record.tap_name, kVmmControlFd)
+                  : absl::StatusOr<std::vector<std::string>>(jail.status());
+    if (!jailer_argv.ok()) {
+      Abandon(root, config, record, record.image_lease);
+      return jailer_argv.status();
+    }
+    spec.launch.jailer_argv = std::move(*jailer_argv);
+    spec.launch.config_path = jail->root + "/config.pb";
+    spec.launch.config_in_jail = "/config.pb";
+    spec.jail_root = jail->root;
+    spec.jail_uid = jail->uid;
+  }
   spec.workload = PlanExec(bundle.process);
   spec.console_socket =
       console_socket.empty() ? std::string() : std::filesystem::absolute(console_socket).string();
@@ -287,6 +314,9 @@ absl::StatusOr<int> Kill(const Invocation& inv) {
 // and could not), its image lease and its state directory.
 absl::Status RemoveStopped(const Invocation& inv, const StateRoot& root,
                            const ContainerRecord& record, const RuntimeLog& log) {
+  // The jail first: a jailed VMM has no parent-death signal, so one whose supervisor was
+  // killed outright runs on (holding the tap) until its cgroup is emptied.
+  EMBER_RETURN_IF_ERROR(DestroyJail(record.jail_dir, record.jail_uid_lease, record.cgroup_dirs));
   if (!record.tap_name.empty()) {
     absl::Status tap = DeleteTap(record.netns_path, record.tap_name);
     if (!tap.ok()) log.Warning(tap.message());

@@ -126,6 +126,9 @@ std::string RecordToJson(const ContainerRecord& record) {
       {"image_lease", record.image_lease},
       {"netns_path", record.netns_path},
       {"tap_name", record.tap_name},
+      {"jail_dir", record.jail_dir},
+      {"jail_uid_lease", record.jail_uid_lease},
+      {"cgroup_dirs", record.cgroup_dirs},
   };
   return j.dump(2) + "\n";
 }
@@ -145,6 +148,9 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& text) {
     record.image_lease = j.value("image_lease", "");
     record.netns_path = j.value("netns_path", "");
     record.tap_name = j.value("tap_name", "");
+    record.jail_dir = j.value("jail_dir", "");
+    record.jail_uid_lease = j.value("jail_uid_lease", "");
+    record.cgroup_dirs = j.value("cgroup_dirs", std::vector<std::string>{});
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(std::string("bad container record: ") + e.what());
   }

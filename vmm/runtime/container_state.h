@@ -28,6 +28,11 @@ struct ContainerRecord {
   std::string image_lease;  // the image the VM boots, as ImageCache::Acquire leased it
   std::string netns_path;   // the bundle's network namespace, where the tap lives ("" none)
   std::string tap_name;     // "" without a network
+  // A jailed VM's (jail.h): its jail directory ("" unjailed), the uid lease its VMM runs
+  // under, and the cgroup directories the jailer made for it.
+  std::string jail_dir;
+  std::string jail_uid_lease;
+  std::vector<std::string> cgroup_dirs;
 };
 
 // The OCI statuses, as `state` prints them.

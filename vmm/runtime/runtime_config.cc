@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 #include "vmm/base/sibling_executable.h"
+#include "vmm/base/status.h"
 
 namespace ember::runtime {
 namespace {
@@ -46,13 +47,9 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::string& text) {
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("runtime config: not a JSON object");
   }
-  if (j.contains("jailer")) {
-    return Bad("jailer",
-               "is not supported yet: containers' VMMs run unjailed (docs/ember-runtime.md)");
-  }
   absl::Status known = CheckKeys(j, "",
                                  {"vmm", "kernel", "initrd", "boot_args", "boot_timeout_ms",
-                                  "image_cache_dir", "rootfs_tool"});
+                                  "image_cache_dir", "rootfs_tool", "jailer"});
   if (!known.ok()) return known;
   RuntimeConfig config;
   for (absl::Status s :
@@ -64,6 +61,33 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::string& text) {
     if (!s.ok()) return s;
   }
   if (config.boot_timeout_ms <= 0) return Bad("boot_timeout_ms", "must be positive");
+  if (auto it = j.find("jailer"); it != j.end()) {
+    if (!it->is_object()) return Bad("jailer", "has the wrong type");
+    JailerSettings& jail = config.jailer;
+    EMBER_RETURN_IF_ERROR(CheckKeys(
+        *it, "jailer.",
+        {"enabled", "path", "chroot_base_dir", "uid_base", "uid_count", "cgroup_parent"}));
+    for (absl::Status s :
+         {Take(*it, "jailer.", "enabled", &jail.enabled), Take(*it, "jailer.", "path", &jail.path),
+          Take(*it, "jailer.", "chroot_base_dir", &jail.chroot_base_dir),
+          Take(*it, "jailer.", "uid_base", &jail.uid_base),
+          Take(*it, "jailer.", "uid_count", &jail.uid_count),
+          Take(*it, "jailer.", "cgroup_parent", &jail.cgroup_parent)}) {
+      if (!s.ok()) return s;
+    }
+    if (jail.uid_base == 0) return Bad("jailer.uid_base", "must not be 0 (root)");
+    if (jail.uid_count == 0 || jail.uid_base + uint64_t{jail.uid_count} > 0xFFFF'FFFFull) {
+      return Bad("jailer.uid_count", "must be positive, and the range end below 4294967295");
+    }
+    if (jail.cgroup_parent.empty() || jail.cgroup_parent.find("..") != std::string::npos ||
+        jail.cgroup_parent.front() == '/') {
+      return Bad("jailer.cgroup_parent", "must be a relative cgroup path without \"..\"");
+    }
+  }
+  if (config.jailer.path.empty()) config.jailer.path = base::SiblingExecutable("ember-jailer");
+  if (config.jailer.chroot_base_dir.empty()) {
+    config.jailer.chroot_base_dir = config.image_cache_dir + "/jails";
+  }
   if (config.vmm_path.empty()) config.vmm_path = base::SiblingExecutable("ember-vmm");
   if (config.rootfs_tool.empty()) config.rootfs_tool = base::SiblingExecutable("ember-rootfs");
   return config;

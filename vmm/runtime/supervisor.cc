@@ -56,6 +56,9 @@ class Supervisor {
 
   // Boots the VM; OK once the agent said it is ready.
   absl::Status Boot();
+  // Jailed: the ready listener in the jail's output directory, and ROOT/ID/v.sock made a link
+  // to ember-vmm's socket there.
+  absl::StatusOr<agent_client::ReadyListener> JailReadyListener();
   // Serves commands until the workload (or the VM) ends; the exit status.
   int Serve();
   void Cleanup();
@@ -75,6 +78,7 @@ class Supervisor {
   base::UniqueFd commands_;
   base::UniqueFd signals_;
   base::UniqueFd console_;  // the pty slave, with a console socket
+  base::UniqueFd out_dir_;  // jailed: the jail's output directory (O_PATH)
   bool tap_made_ = false;
   std::unique_ptr<WorkloadRelay> relay_;
   Phase phase_ = Phase::kCreated;
@@ -97,10 +101,23 @@ absl::Status Supervisor::Boot() {
     tap_made_ = true;
   }
   const std::string vsock = spec_.root.VsockPath(spec_.id);
-  EMBER_ASSIGN_OR_RETURN(agent_client::ReadyListener ready,
-                         agent_client::ReadyListener::ForVsock(vsock));
+  std::optional<agent_client::ReadyListener> ready;
+  if (spec_.jail_root.empty()) {
+    absl::StatusOr<agent_client::ReadyListener> listener =
+        agent_client::ReadyListener::ForVsock(vsock);
+    if (!listener.ok()) return listener.status();
+    ready.emplace(std::move(*listener));
+  }
   EMBER_ASSIGN_OR_RETURN(VmmProcess vmm, VmmProcess::Launch(spec_.launch, spec_.vm));
   vmm_.emplace(std::move(vmm));
+  if (!spec_.jail_root.empty()) {
+    // ember-vmm's vsock socket is in the jail's output directory, which the jailer made before
+    // ember-vmm said hello: the ready listener goes beside it, the jail's uid's to connect to,
+    // and the container's v.sock leads there for `exec`.
+    absl::StatusOr<agent_client::ReadyListener> listener = JailReadyListener();
+    if (!listener.ok()) return listener.status();
+    ready.emplace(std::move(*listener));
+  }
   EMBER_RETURN_IF_ERROR(vmm_->Start());
   // The ready event, unless the VMM ends first: both fds in one poll.
   auto deadline = Clock::now() + std::chrono::milliseconds(spec_.boot_timeout_ms);
@@ -111,7 +128,7 @@ absl::Status Supervisor::Boot() {
                                          std::to_string(spec_.boot_timeout_ms) + " ms (see " +
                                          spec_.launch.output_path + ")");
     }
-    pollfd fds[2] = {{ready.fd(), POLLIN, 0}, {vmm_->exit_fd(), POLLIN, 0}};
+    pollfd fds[2] = {{ready->fd(), POLLIN, 0}, {vmm_->exit_fd(), POLLIN, 0}};
     if (::poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR) {
       return base::ErrnoError("poll", "the agent's ready event");
     }
@@ -121,7 +138,7 @@ absl::Status Supervisor::Boot() {
                                  std::to_string(code) + "; see " + spec_.launch.output_path + ")");
     }
     if (fds[0].revents == 0) continue;
-    absl::StatusOr<v1::ReadyInfo> info = ready.Accept(static_cast<int>(left.count()));
+    absl::StatusOr<v1::ReadyInfo> info = ready->Accept(static_cast<int>(left.count()));
     if (!info.ok()) return info.status();
     log_.Debug("container " + spec_.id + ": agent ready (" + info->agent_version() + ")");
     break;
@@ -131,6 +148,29 @@ absl::Status Supervisor::Boot() {
         console_, OpenConsole(spec_.console_socket, spec_.workload.rows(), spec_.workload.cols()));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<agent_client::ReadyListener> Supervisor::JailReadyListener() {
+  const std::string out = spec_.jail_root + "/out";
+  // By an fd: a jail's path is longer than a socket address may be.
+  out_dir_.Reset(::open(out.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!out_dir_) return base::ErrnoError("open", out);
+  const std::string name = "v.sock_" + std::to_string(v1::AGENT_PORT_READY_EVENT);
+  ::unlinkat(out_dir_.Get(), name.c_str(), 0);
+  EMBER_ASSIGN_OR_RETURN(agent_client::ReadyListener ready,
+                         agent_client::ReadyListener::At("/proc/self/fd/" +
+                                                         std::to_string(out_dir_.Get()) + "/" +
+                                                         name));
+  if (::fchownat(out_dir_.Get(), name.c_str(), spec_.jail_uid, spec_.jail_uid,
+                 AT_SYMLINK_NOFOLLOW) != 0) {
+    return base::ErrnoError("chown", out + "/" + name);
+  }
+  const std::string link = spec_.root.VsockPath(spec_.id);
+  ::unlink(link.c_str());
+  if (::symlink((out + "/v.sock").c_str(), link.c_str()) != 0) {
+    return base::ErrnoError("symlink", link);
+  }
+  return ready;
 }
 
 absl::StatusOr<std::string> Supervisor::StartWorkload() {

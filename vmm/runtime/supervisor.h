@@ -21,6 +21,9 @@ struct SupervisorSpec {
   std::string console_socket;  // "" none: the workload's stdio is the supervisor's
   std::string netns_path;      // with tap_name: the tap to make there for the VM
   std::string tap_name;
+  // Jailed: the jail's root, where ember-vmm's vsock socket is (out/v.sock), and its uid.
+  std::string jail_root;
+  uint32_t jail_uid = 0;
   int boot_timeout_ms = 120'000;
 };
 

@@ -24,8 +24,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The fd number ember-vmm finds its control socket at.
-constexpr int kChildControlFd = 3;
+constexpr int kChildControlFd = kVmmControlFd;
 
 int MsLeft(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -110,21 +109,29 @@ absl::StatusOr<PrivateListener> ListenInDirectory(const std::string& dir) {
 }  // namespace
 
 absl::StatusOr<VmmProcess> VmmProcess::Launch(const VmmLaunch& launch, const v1::VmConfig& config) {
-  EMBER_RETURN_IF_ERROR(
-      base::WriteFileAtomically(launch.config_path, config.SerializeAsString(), 0600));
-  EMBER_ASSIGN_OR_RETURN(PrivateListener listener,
-                         ListenInDirectory(std::filesystem::path(launch.config_path).parent_path()));
+  const bool jailed = !launch.jailer_argv.empty();
+  EMBER_RETURN_IF_ERROR(base::WriteFileAtomically(launch.config_path, config.SerializeAsString(),
+                                                  jailed ? 0644 : 0600));
+  EMBER_ASSIGN_OR_RETURN(PrivateListener listener, ListenInDirectory(launch.control_dir));
   base::UniqueFd output(
       ::open(launch.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!output) return base::ErrnoError("open", launch.output_path);
   base::UniqueFd netns;
-  if (!launch.netns_path.empty()) {
+  // A jailed VMM's namespaces are the jailer's to set up.
+  if (!launch.netns_path.empty() && !jailed) {
     netns.Reset(::open(launch.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!netns) return base::ErrnoError("open", "network namespace " + launch.netns_path);
   }
 
-  std::vector<std::string> args = {launch.vmm_path, "--config-proto", launch.config_path,
-                                   "--control-fd", std::to_string(kChildControlFd)};
+  // The jailer names the binary itself (its --exec-file): only the arguments follow its "--".
+  std::vector<std::string> args = launch.jailer_argv;
+  if (jailed) {
+    args.push_back("--");
+  } else {
+    args.push_back(launch.vmm_path);
+  }
+  args.insert(args.end(), {"--config-proto", jailed ? launch.config_in_jail : launch.config_path,
+                           "--control-fd", std::to_string(kChildControlFd)});
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);

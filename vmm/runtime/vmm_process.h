@@ -16,12 +16,22 @@
 
 namespace ember::runtime {
 
+// The fd number ember-vmm finds its control socket at.
+inline constexpr int kVmmControlFd = 3;
+
 // How to start one container's ember-vmm.
 struct VmmLaunch {
   std::string vmm_path;     // the ember-vmm binary
-  std::string config_path;  // where the binary VmConfig is written (--config-proto)
+  std::string config_path;  // where the binary VmConfig is written
   std::string output_path;  // the VMM's stdout and stderr: serial console and log
   std::string netns_path;   // "" none; else the VMM runs in that network namespace
+  // The container's 0700 directory: the control listener is made there.
+  std::string control_dir;
+  // Jailed: ember-jailer's argv up to "--" (jail.h), which execs ember-vmm in place, the
+  // config's path as the jailed VMM sees it, and the config file readable by the jail's uid
+  // (it holds paths only). Empty: ember-vmm is started directly.
+  std::vector<std::string> jailer_argv;
+  std::string config_in_jail;
   int hello_timeout_ms = 30'000;
 };
 

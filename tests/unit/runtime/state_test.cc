@@ -123,10 +123,33 @@ TEST(RuntimeConfigFile, FieldsAreReadAndDefaultsFilled) {
   EXPECT_FALSE(config->rootfs_tool.empty());
 }
 
-TEST(RuntimeConfigFile, JailerIsRefusedRatherThanIgnored) {
-  absl::StatusOr<RuntimeConfig> config = ParseRuntimeConfig(R"({"jailer": {"enabled": true}})");
-  ASSERT_FALSE(config.ok());
-  EXPECT_NE(config.status().message().find("jailer"), std::string::npos);
+TEST(RuntimeConfigFile, JailedByDefaultWithJailsBesideTheImages) {
+  absl::StatusOr<RuntimeConfig> config = ParseRuntimeConfig(R"({"image_cache_dir": "/c"})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->jailer.enabled);
+  EXPECT_EQ(config->jailer.chroot_base_dir, "/c/jails");
+  EXPECT_FALSE(config->jailer.path.empty());
+  EXPECT_GT(config->jailer.uid_base, 0u);
+}
+
+TEST(RuntimeConfigFile, JailerSettingsAreReadAndCheckedNamingTheField) {
+  absl::StatusOr<RuntimeConfig> config = ParseRuntimeConfig(
+      R"({"jailer": {"enabled": false, "path": "/j", "chroot_base_dir": "/srv/jails",
+                     "uid_base": 5000, "uid_count": 10, "cgroup_parent": "ember/containers"}})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->jailer.enabled);
+  EXPECT_EQ(config->jailer.path, "/j");
+  EXPECT_EQ(config->jailer.chroot_base_dir, "/srv/jails");
+  EXPECT_EQ(config->jailer.uid_base, 5000u);
+  EXPECT_EQ(config->jailer.uid_count, 10u);
+  EXPECT_EQ(config->jailer.cgroup_parent, "ember/containers");
+  for (const char* bad : {R"({"jailer": {"uid_base": 0}})", R"({"jailer": {"uid_count": 0}})",
+                          R"({"jailer": {"cgroup_parent": "../x"}})", R"({"jailer": {"uid": 1}})",
+                          R"({"jailer": true})"}) {
+    absl::StatusOr<RuntimeConfig> refused = ParseRuntimeConfig(bad);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_NE(refused.status().message().find("jailer"), std::string::npos) << bad;
+  }
 }
 
 TEST(RuntimeConfigFile, UnknownFieldOrWrongTypeIsRefusedNamingIt) {
