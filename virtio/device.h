@@ -74,9 +74,12 @@ class VirtioDevice {
   [[nodiscard]] virtual std::string name() const = 0;
 
   // Device configuration space, `offset` relative to its start; bytes past its end read as
-  // zero and writes to them are ignored. vCPU thread.
+  // zero and writes to them are ignored. vCPU thread. WriteConfig returns whether the device
+  // took the write: false for fields the negotiated features leave read-only (a driver must
+  // not write them), which the transport counts.
   virtual void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const = 0;
-  virtual void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) = 0;
+  [[nodiscard]] virtual bool WriteConfig(std::uint64_t offset,
+                                         std::span<const std::uint8_t> data) = 0;
 
   // The driver set DRIVER_OK. An error (a required queue missing, say) makes the transport
   // set DEVICE_NEEDS_RESET. vCPU thread.

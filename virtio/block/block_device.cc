@@ -211,8 +211,9 @@ void BlockDevice::ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data)
   }
 }
 
-void BlockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
+bool BlockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
   // Nothing is writable: writeback toggling (VIRTIO_BLK_F_CONFIG_WCE) is not offered.
+  return false;
 }
 
 bool BlockDevice::HoldsFile(int fd) const {

@@ -69,7 +69,8 @@ class BlockDevice final : public VirtioDevice {
   }
   [[nodiscard]] std::string name() const override { return "block_" + config_.drive_id; }
   void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const override;
-  void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+  [[nodiscard]] bool WriteConfig(std::uint64_t offset,
+                                 std::span<const std::uint8_t> data) override;
   // Refused while requests from before the last reset are still in flight (a reset that
   // gave up waiting for them): the transport then sets DEVICE_NEEDS_RESET.
   [[nodiscard]] absl::Status Activate(ActivationContext context) override;

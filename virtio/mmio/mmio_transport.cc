@@ -69,6 +69,8 @@ MmioTransport::MmioTransport(const base::GuestMemory& memory,
       invalid_accesses_(metrics.Get("mmio_" + device_->name(), "invalid_register_access")),
       activate_fails_(metrics.Get("mmio_" + device_->name(), "activate_fails")),
       needs_reset_(metrics.Get("mmio_" + device_->name(), "needs_reset")),
+      features_refused_(metrics.Get("mmio_" + device_->name(), "features_refused")),
+      config_writes_refused_(metrics.Get("mmio_" + device_->name(), "config_writes_refused")),
       queues_(queue_max_sizes_.size()) {}
 
 void MmioTransport::Read(std::uint64_t offset, std::span<std::uint8_t> data) {
@@ -91,7 +93,7 @@ void MmioTransport::Read(std::uint64_t offset, std::span<std::uint8_t> data) {
 void MmioTransport::Write(std::uint64_t offset, std::span<const std::uint8_t> data) {
   if (offset >= kConfig) {
     std::lock_guard lock(mu_);
-    device_->WriteConfig(offset - kConfig, data);
+    if (!device_->WriteConfig(offset - kConfig, data)) config_writes_refused_->Add();
     return;
   }
   if (data.size() != 4 || offset % 4 != 0) {
@@ -291,6 +293,7 @@ void MmioTransport::WriteStatus(std::uint32_t value) {
                      << driver_features_ << " refused (VIRTIO_F_VERSION_1 is required and "
                      << "only the offered 0x" << device_->offered_features() << " may be set)";
     granted &= ~(kStatusFeaturesOk | kStatusDriverOk);
+    features_refused_->Add();
   }
   status_.fetch_or(granted);
   if ((added & granted & kStatusDriverOk) != 0 && !Activate()) {

@@ -158,6 +158,8 @@ class MmioTransport final : public base::BusDevice, private DeviceSignals {
   base::Metric* invalid_accesses_;  // register accesses that break the spec's rules
   base::Metric* activate_fails_;
   base::Metric* needs_reset_;
+  base::Metric* features_refused_;       // FEATURES_OK refused: features not offered
+  base::Metric* config_writes_refused_;  // writes to configuration the device keeps read-only
 
   std::atomic<std::uint32_t> status_{0};
   std::atomic<std::uint32_t> interrupt_status_{0};

@@ -146,8 +146,9 @@ void NetDevice::ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) c
   }
 }
 
-void NetDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
+bool NetDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
   // The MAC is writable only with VIRTIO_NET_F_CTRL_MAC_ADDR, which is not offered.
+  return false;
 }
 
 absl::Status NetDevice::Activate(ActivationContext context) {

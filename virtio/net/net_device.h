@@ -95,7 +95,8 @@ class NetDevice final : public VirtioDevice {
   }
   [[nodiscard]] std::string name() const override { return "net_" + config_.iface_id; }
   void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const override;
-  void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+  [[nodiscard]] bool WriteConfig(std::uint64_t offset,
+                                 std::span<const std::uint8_t> data) override;
   [[nodiscard]] absl::Status Activate(ActivationContext context) override;
   void Reset() override;
   void ProcessQueue(std::size_t index) override;

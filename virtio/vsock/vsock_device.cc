@@ -82,8 +82,9 @@ void VsockDevice::ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data)
   }
 }
 
-void VsockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
+bool VsockDevice::WriteConfig(std::uint64_t, std::span<const std::uint8_t>) {
   // The guest CID is read-only.
+  return false;
 }
 
 absl::Status VsockDevice::Activate(ActivationContext context) {

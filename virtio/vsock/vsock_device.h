@@ -66,7 +66,8 @@ class VsockDevice final : public VirtioDevice, private RxBuffers {
   }
   [[nodiscard]] std::string name() const override { return "vsock_" + config_.vsock_id; }
   void ReadConfig(std::uint64_t offset, std::span<std::uint8_t> data) const override;
-  void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+  [[nodiscard]] bool WriteConfig(std::uint64_t offset,
+                                 std::span<const std::uint8_t> data) override;
   [[nodiscard]] absl::Status Activate(ActivationContext context) override;
   void Reset() override;
   void ProcessQueue(std::size_t index) override;

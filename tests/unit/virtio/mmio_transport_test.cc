@@ -40,10 +40,12 @@ class RecordingDevice : public VirtioDevice {
       if (offset + i < config.size()) data[i] = config[offset + i];
     }
   }
-  void WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+  bool WriteConfig(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    if (offset < read_only_config_bytes) return false;
     for (std::size_t i = 0; i < data.size(); ++i) {
       if (offset + i < config.size()) config[offset + i] = data[i];
     }
+    return true;
   }
   absl::Status Activate(ActivationContext context) override {
     if (!activate_result.ok()) return activate_result;
@@ -82,6 +84,8 @@ class RecordingDevice : public VirtioDevice {
   }
 
   std::array<std::uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
+  // Writes starting below this offset are refused, as a device's read-only fields are.
+  std::uint64_t read_only_config_bytes = 0;
   absl::Status activate_result = absl::OkStatus();
   bool activated = false;
   std::uint64_t features = 0;
@@ -184,6 +188,21 @@ TEST_F(MmioTransportTest, FeaturesTheDeviceDidNotOfferAreRefused) {
   driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureIndirectDesc));
   driver_->Write32(kStatus, kAckDriverFeatures);
   EXPECT_EQ(driver_->Read32(kStatus), kAckDriver);
+}
+
+TEST_F(MmioTransportTest, RefusedFeatureSetIsCounted) {
+  driver_->Write32(kStatus, kStatusAcknowledge);
+  driver_->Write32(kStatus, kAckDriver);
+  driver_->WriteDriverFeatures(FeatureBit(kFeatureVersion1) | FeatureBit(kFeatureIndirectDesc));
+
+  driver_->Write32(kStatus, kAckDriverFeatures);
+
+  EXPECT_EQ(Metric("features_refused"), 1u);
+}
+
+TEST_F(MmioTransportTest, AcceptedFeatureSetIsNotCountedAsRefused) {
+  ASSERT_TRUE(InitializeBothQueues().ok());
+  EXPECT_EQ(Metric("features_refused"), 0u);
 }
 
 TEST_F(MmioTransportTest, DriverFeaturesBeforeDriverStatusAreIgnored) {
@@ -419,6 +438,17 @@ TEST_F(MmioTransportTest, ConfigSpaceWritesReachTheDevice) {
   const std::array<std::uint8_t, 1> data{0xaa};
   transport_->Write(kConfig + 1, data);
   EXPECT_EQ(device_->config[1], 0xaa);
+  EXPECT_EQ(Metric("config_writes_refused"), 0u);
+}
+
+TEST_F(MmioTransportTest, ConfigWriteTheDeviceRefusesIsCountedAndChangesNothing) {
+  device_->read_only_config_bytes = 4;
+  const std::array<std::uint8_t, 4> data{0xaa, 0xbb, 0xcc, 0xdd};
+
+  transport_->Write(kConfig, data);
+
+  EXPECT_EQ(device_->config[0], 1);
+  EXPECT_EQ(Metric("config_writes_refused"), 1u);
 }
 
 TEST_F(MmioTransportTest, SharedMemoryRegionsReadAsAbsent) {
