@@ -24,3 +24,26 @@
 /* How many bytes serial-flood writes to COM1: a VM exit each, some 20-50 us here, so a few
  * seconds' worth. A multiple of 4096. */
 #define SERIAL_FLOOD_BYTES (64u * 1024u)
+
+/* vsock-attacks' port pair: the guest's, and a host port nobody listens on (an RST answers
+ * every REQUEST to it). */
+#define ATTACK_VSOCK_GUEST_PORT 49200
+#define ATTACK_VSOCK_CLOSED_PORT 6002
+
+/* vsock-no-credit: connected to VSOCK_HOST_PORT with no credit granted (buf_alloc 0), the
+ * guest prints NO_CREDIT_MARKER and the host writes as much as its socket takes; the guest
+ * must receive no data until it grants NO_CREDIT_GRANT_BYTES (NO_CREDIT_GRANT_MARKER), and
+ * then no more than that. */
+#define NO_CREDIT_GRANT_BYTES 4096u
+#define NO_CREDIT_MARKER "vsock-no-credit: connected, no credit granted\n"
+#define NO_CREDIT_GRANT_MARKER "vsock-no-credit: credit granted\n"
+
+/* attack.h's outcomes: what the device did about an attack, as the guest prints it. */
+#define OUTCOME_NEEDS_RESET "needs-reset" /* DEVICE_NEEDS_RESET set (spec 2.1.2) */
+#define OUTCOME_IGNORED "ignored"         /* the write changed nothing; the device serves on */
+#define OUTCOME_REFUSED "refused"         /* FEATURES_OK left clear (spec 3.1.1 step 6) */
+#define OUTCOME_DROPPED "dropped"         /* request returned unserved or failed; no reset */
+#define OUTCOME_SURVIVED "survived"       /* the device serves on */
+
+/* How many notifications notify-storm writes: ~10 us each here. */
+#define ATTACK_NOTIFY_STORM 10000u

@@ -30,3 +30,9 @@ int vsock_req_churn_scenario(const struct boot_info *boot, const char **reason);
 int features_retry_scenario(const struct boot_info *boot, const char **reason);
 int serial_flood_scenario(const struct boot_info *boot, const char **reason);
 int status_order_scenario(const struct boot_info *boot, const char **reason);
+/* Every attack of attack.h on one device each (attack_targets.c), and a vsock peer that
+ * grants no credit (vsock_credit_scenario.c). */
+int blk_attacks_scenario(const struct boot_info *boot, const char **reason);
+int net_attacks_scenario(const struct boot_info *boot, const char **reason);
+int vsock_attacks_scenario(const struct boot_info *boot, const char **reason);
+int vsock_no_credit_scenario(const struct boot_info *boot, const char **reason);

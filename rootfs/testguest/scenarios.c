@@ -62,5 +62,9 @@ const struct scenario kScenarios[] = {
     {"features-retry", features_retry_scenario},
     {"serial-flood", serial_flood_scenario},
     {"status-order", status_order_scenario},
+    {"blk-attacks", blk_attacks_scenario},
+    {"net-attacks", net_attacks_scenario},
+    {"vsock-attacks", vsock_attacks_scenario},
+    {"vsock-no-credit", vsock_no_credit_scenario},
     {0, 0},
 };

@@ -94,8 +94,11 @@ static int fail(struct virtio_mmio_dev *dev, const char *why, const char **reaso
   return 0;
 }
 
+uint64_t virtio_mmio_extra_optional;
+
 int virtio_mmio_negotiate(struct virtio_mmio_dev *dev, uint64_t required, uint64_t optional,
                           const char **reason) {
+  optional |= virtio_mmio_extra_optional;
   /* The initialisation sequence of spec 3.1.1. */
   wr(dev, VIRTIO_MMIO_STATUS, 0);
   if (rd(dev, VIRTIO_MMIO_STATUS) != 0) return fail(dev, "device did not reset", reason);

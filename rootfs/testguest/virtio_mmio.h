@@ -63,6 +63,11 @@ struct virtio_mmio_dev {
 int virtio_mmio_find(const char *cmdline, uint32_t device_id, struct virtio_mmio_dev *dev,
                      const char **reason);
 
+/* Features every later virtio_mmio_negotiate also takes when offered, beside its `optional`:
+ * for a scenario that brings a device up through its usual driver with one feature more
+ * (attack.c negotiates VIRTIO_F_INDIRECT_DESC so). 0 normally. */
+extern uint64_t virtio_mmio_extra_optional;
+
 /* Resets the device and negotiates: VIRTIO_F_VERSION_1 and `required` must be offered,
  * `optional` is taken when offered. Ends with FEATURES_OK accepted, ready for queue set-up.
  * Returns 1, or 0 with *reason set (and FAILED written to the status). */

@@ -36,27 +36,22 @@ int virtio_vsock_open(struct virtio_vsock *vs, const char *cmdline, const char *
   return 1;
 }
 
-int virtio_vsock_send(struct virtio_vsock *vs, uint32_t src_port, uint32_t dst_port, uint16_t op,
-                      uint32_t flags, uint32_t fwd_cnt, const void *payload, uint32_t len,
-                      const char **reason) {
-  if (len > VSOCK_MAX_PAYLOAD) {
-    *reason = "vsock packet payload too large for the driver";
-    return 0;
-  }
-  struct vsock_packet *p = &vs->tx_buf;
-  p->hdr = (struct vsock_hdr){.src_cid = vs->cid,
-                              .dst_cid = VSOCK_HOST_CID,
-                              .src_port = src_port,
-                              .dst_port = dst_port,
-                              .len = len,
-                              .type = VSOCK_TYPE_STREAM,
-                              .op = op,
-                              .flags = flags,
-                              .buf_alloc = VSOCK_BUF_ALLOC,
-                              .fwd_cnt = fwd_cnt};
-  if (len) memcpy(p->payload, payload, len);
-  struct virtq_buf b = {p, (uint32_t)(sizeof(p->hdr) + len), 0};
-  if (virtq_add(&vs->tx, &b, 1) < 0) {
+struct vsock_hdr virtio_vsock_hdr(const struct virtio_vsock *vs, uint32_t src_port,
+                                  uint32_t dst_port, uint16_t op, uint32_t len,
+                                  uint32_t buf_alloc) {
+  return (struct vsock_hdr){.src_cid = vs->cid,
+                            .dst_cid = VSOCK_HOST_CID,
+                            .src_port = src_port,
+                            .dst_port = dst_port,
+                            .len = len,
+                            .type = VSOCK_TYPE_STREAM,
+                            .op = op,
+                            .buf_alloc = buf_alloc};
+}
+
+int virtio_vsock_send_bufs(struct virtio_vsock *vs, const struct virtq_buf *bufs, int n,
+                           const char **reason) {
+  if (virtq_add(&vs->tx, bufs, n) < 0) {
     *reason = "vsock TX queue full";
     return 0;
   }
@@ -65,6 +60,22 @@ int virtio_vsock_send(struct virtio_vsock *vs, uint32_t src_port, uint32_t dst_p
   uint32_t used_len;
   (void)virtq_get_used(&vs->tx, &used_len);
   return 1;
+}
+
+int virtio_vsock_send(struct virtio_vsock *vs, uint32_t src_port, uint32_t dst_port, uint16_t op,
+                      uint32_t flags, uint32_t fwd_cnt, const void *payload, uint32_t len,
+                      const char **reason) {
+  if (len > VSOCK_MAX_PAYLOAD) {
+    *reason = "vsock packet payload too large for the driver";
+    return 0;
+  }
+  struct vsock_packet *p = &vs->tx_buf;
+  p->hdr = virtio_vsock_hdr(vs, src_port, dst_port, op, len, VSOCK_BUF_ALLOC);
+  p->hdr.flags = flags;
+  p->hdr.fwd_cnt = fwd_cnt;
+  if (len) memcpy(p->payload, payload, len);
+  struct virtq_buf b = {p, (uint32_t)(sizeof(p->hdr) + len), 0};
+  return virtio_vsock_send_bufs(vs, &b, 1, reason);
 }
 
 /* The buffer handed out by the last poll, given back at the next one. */

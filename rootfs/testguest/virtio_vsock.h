@@ -77,6 +77,16 @@ int virtio_vsock_init(struct virtio_vsock *vs, const char *cmdline, const char *
  * scenario that posts RX buffers of its own (vs->rx) and sends with virtio_vsock_send. */
 int virtio_vsock_open(struct virtio_vsock *vs, const char *cmdline, const char **reason);
 
+/* The header of a stream packet from the guest to the host, every other field zero. */
+struct vsock_hdr virtio_vsock_hdr(const struct virtio_vsock *vs, uint32_t src_port,
+                                  uint32_t dst_port, uint16_t op, uint32_t len,
+                                  uint32_t buf_alloc);
+
+/* Sends one packet made of `n` device-readable buffers (header first) and waits until the
+ * device took it. Returns 1, or 0 with *reason set. */
+int virtio_vsock_send_bufs(struct virtio_vsock *vs, const struct virtq_buf *bufs, int n,
+                           const char **reason);
+
 /* Sends one packet to the host (header fields from the arguments, src_cid the guest's,
  * buf_alloc VSOCK_BUF_ALLOC) and waits until the device took it. Returns 1, or 0 with *reason
  * set. */

@@ -25,17 +25,6 @@ using std::chrono::seconds;
 // a queue's worth of requests and allocator slack, far below what an unbounded flood keeps.
 constexpr std::uint64_t kRssMarginKib = 4 * 1024;
 
-// What the `blk` scenario expects on its disk.
-std::string PatternImage() {
-  std::string image;
-  for (std::uint32_t s = 0; s < BLK_DISK_SECTORS; ++s) {
-    for (std::uint32_t i = 0; i < BLK_SECTOR_SIZE; ++i) {
-      image.push_back(static_cast<char>(blk_initial(s, i)));
-    }
-  }
-  return image;
-}
-
 // Room for blk-flood's read.
 std::string FloodImage() { return std::string(BLK_FLOOD_DISK_BYTES, '\x5a'); }
 
@@ -62,8 +51,9 @@ TEST(HostileBlk, ControllerIsAnsweredWithinASecondDuringAReadChainFlood) {
 TEST(HostileBlk, ReadChainFloodLeavesTheVmmWithinItsMemoryMarginOfAQuietGuest) {
   EMBER_REQUIRE_KVM();
   ScopedTempDir control_dir("ember-hostile-blk"), flood_dir("ember-hostile-blk");
-  const IdleVm control = RunUntilIdle(
-      control_dir.path(), GuestConfig("blk,idle", DriveMember(control_dir.path(), PatternImage())));
+  const IdleVm control =
+      RunUntilIdle(control_dir.path(),
+                   GuestConfig("blk,idle", DriveMember(control_dir.path(), BlkPatternImage())));
   const IdleVm flood = RunUntilIdle(
       flood_dir.path(), GuestConfig("blk-flood,idle", DriveMember(flood_dir.path(), FloodImage())));
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "rootfs/testguest/blk_pattern.h"
+#include "rootfs/testguest/vsock_ports.h"
 #include "tests/support/files.h"
 
 namespace ember::testing {
@@ -207,6 +208,21 @@ std::string DriveMember(const std::string& dir, const std::string& image) {
   std::ofstream(path, std::ios::binary) << image;
   return R"("drives": [{"drive_id": ")" BLK_DRIVE_ID R"(", "path_on_host": ")" + path +
          R"(", "is_root_device": false, "is_read_only": false, "io_engine": "Async"}])";
+}
+
+std::string VsockMember(const std::string& uds) {
+  return R"("vsock": {"vsock_id": "vsock0", "guest_cid": )" + std::to_string(VSOCK_GUEST_CID) +
+         R"(, "uds_path": ")" + uds + R"("})";
+}
+
+std::string BlkPatternImage() {
+  std::string image;
+  for (std::uint32_t s = 0; s < BLK_DISK_SECTORS; ++s) {
+    for (std::uint32_t i = 0; i < BLK_SECTOR_SIZE; ++i) {
+      image.push_back(static_cast<char>(blk_initial(s, i)));
+    }
+  }
+  return image;
 }
 
 std::string GuestConfig(const std::string& scenarios, const std::string& devices) {

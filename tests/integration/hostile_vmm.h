@@ -105,6 +105,13 @@ std::uint64_t GuestCount(const std::string& console, const std::string& prefix);
 // the io_uring engine, backed by `image` written to dir/disk.img.
 std::string DriveMember(const std::string& dir, const std::string& image);
 
+// The "vsock" member of a Firecracker config: vsock0, VSOCK_GUEST_CID (vsock_ports.h), its
+// Unix-socket backend at `uds`.
+std::string VsockMember(const std::string& uds);
+
+// What the `blk` scenario expects on its disk (blk_pattern.h), for DriveMember.
+std::string BlkPatternImage();
+
 // A Firecracker config for the test guest running `scenarios` (ember.test=), with
 // `devices` (JSON members such as "drives": [...]) added.
 std::string GuestConfig(const std::string& scenarios, const std::string& devices = "");

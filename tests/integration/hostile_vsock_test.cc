@@ -2,6 +2,7 @@
 // backend: a header-only RX buffer at the head of the ring while the host sends data
 // (`vsock-tiny-rx`) must not keep the VMM thread busy once the guest idles, and REQUEST after
 // REQUEST with no RX buffers (`vsock-req-churn`) must not grow the VMM's memory.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 
 #include "rootfs/testguest/hostile.h"
 #include "rootfs/testguest/vsock_ports.h"
+#include "tests/integration/hostile_attacks.h"
 #include "tests/integration/hostile_vmm.h"
 #include "tests/support/files.h"
 #include "tests/support/kvm_available.h"
@@ -34,11 +36,6 @@ constexpr milliseconds kIdleCpuLimit(100);
 // of the tens of thousands of connections the churn opens and resets goes beyond it.
 constexpr std::uint64_t kRssMarginKib = 128;
 
-std::string VsockDevice(const std::string& uds) {
-  return R"("vsock": {"vsock_id": "vsock0", "guest_cid": )" + std::to_string(VSOCK_GUEST_CID) +
-         R"(, "uds_path": ")" + uds + R"("})";
-}
-
 bool Readable(int fd, milliseconds timeout) {
   pollfd p{fd, POLLIN, 0};
   return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
@@ -50,7 +47,7 @@ TEST(HostileVsock, HeaderOnlyRxBufferDoesNotKeepTheVmmThreadBusy) {
   const std::string uds = dir.path() + "/v.sock";
   base::UniqueFd listener = ListenUnix(uds + "_" + std::to_string(VSOCK_HOST_PORT), 4);
   ASSERT_TRUE(listener) << uds;
-  ControlledVmm vmm(dir.path(), GuestConfig("vsock-tiny-rx,idle", VsockDevice(uds)));
+  ControlledVmm vmm(dir.path(), GuestConfig("vsock-tiny-rx,idle", VsockMember(uds)));
   ASSERT_TRUE(vmm.ok()) << vmm.error();
   ASSERT_TRUE(Readable(listener.Get(), seconds(60))) << "the guest never connected\n"
                                                      << vmm.Console();
@@ -68,6 +65,51 @@ TEST(HostileVsock, HeaderOnlyRxBufferDoesNotKeepTheVmmThreadBusy) {
       << "the VMM thread used " << used.count() << " ms of CPU in " << kIdleWindow.count()
       << " ms of guest idling";
   EXPECT_NE(vmm.Console().find("\nPASS vsock-tiny-rx\n"), std::string::npos) << vmm.Console();
+}
+
+// More than the host socket's buffers and the guest's few RX buffers can hold: a VMM that
+// reads on without the guest's credit takes it all.
+constexpr std::size_t kNoCreditWriteBytes = 4 * 1024 * 1024;
+
+// Writes to non-blocking `fd` until it takes no more or `limit` bytes went; the bytes written.
+std::size_t WriteUntilFull(int fd, std::size_t limit) {
+  const std::string chunk(64 * 1024, 'c');
+  std::size_t written = 0;
+  while (written < limit) {
+    const ssize_t n = ::write(fd, chunk.data(), std::min(chunk.size(), limit - written));
+    if (n <= 0) break;
+    written += static_cast<std::size_t>(n);
+  }
+  return written;
+}
+
+TEST(HostileVsock, PeerThatGrantsNoCreditGetsNoDataAndHoldsTheHostWriterBack) {
+  EMBER_REQUIRE_KVM();
+  ScopedTempDir dir("ember-hostile-vsock");
+  const std::string uds = dir.path() + "/v.sock";
+  base::UniqueFd listener = ListenUnix(uds + "_" + std::to_string(VSOCK_HOST_PORT), 4);
+  ASSERT_TRUE(listener) << uds;
+  ControlledVmm vmm(dir.path(), GuestConfig("vsock-no-credit,idle", VsockMember(uds)));
+  ASSERT_TRUE(vmm.ok()) << vmm.error();
+  ASSERT_TRUE(Readable(listener.Get(), seconds(60))) << "the guest never connected\n"
+                                                     << vmm.Console();
+  base::UniqueFd from_guest(::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(vmm.WaitForConsole(NO_CREDIT_MARKER, seconds(60))) << vmm.Console();
+  ASSERT_EQ(::fcntl(from_guest.Get(), F_SETFL, O_NONBLOCK), 0);
+
+  const std::size_t written = WriteUntilFull(from_guest.Get(), kNoCreditWriteBytes);
+  std::this_thread::sleep_for(milliseconds(500));  // the guest still withholds its credit
+  const bool still_holding = vmm.Console().find(NO_CREDIT_GRANT_MARKER) == std::string::npos;
+  const std::string held_metrics = FetchMetrics(vmm);
+  ASSERT_TRUE(vmm.WaitForConsole("\nidle\n", seconds(60))) << vmm.Console();
+
+  EXPECT_NE(vmm.Console().find("\nPASS vsock-no-credit\n"), std::string::npos) << vmm.Console();
+  EXPECT_LT(written, kNoCreditWriteBytes) << "the VMM took every byte the host wrote";
+  ASSERT_TRUE(still_holding) << "the guest granted credit before the host had written\n"
+                             << vmm.Console();
+  EXPECT_EQ(MetricValue(held_metrics, "vsock_vsock0", "rx_bytes"), 0) << held_metrics;
+  EXPECT_LE(MetricValue(FetchMetrics(vmm), "vsock_vsock0", "rx_bytes"),
+            static_cast<std::int64_t>(NO_CREDIT_GRANT_BYTES));
 }
 
 // Accepts and closes every connection to a listener until destroyed, as a host service
@@ -101,7 +143,7 @@ IdleVm RunAgainstAcceptingPort(const std::string& scenario) {
   base::UniqueFd listener = ListenUnix(uds + "_" + std::to_string(VSOCK_CHURN_PORT), SOMAXCONN);
   EXPECT_TRUE(listener) << uds;
   Acceptor acceptor(listener.Get());
-  return RunUntilIdle(dir.path(), GuestConfig(scenario + ",idle", VsockDevice(uds)));
+  return RunUntilIdle(dir.path(), GuestConfig(scenario + ",idle", VsockMember(uds)));
 }
 
 TEST(HostileVsock, RequestChurnWithoutRxBuffersLeavesTheVmmWithinItsMemoryMargin) {
