@@ -1,7 +1,8 @@
 """emberd's Unix socket delegated to a group (issue 21, item 3): with --socket-group it is 0660
 root:GROUP and emberd admits a connection only when its peer (SO_PEERCRED) is root or in
 GROUP, even where the file mode would let another user in; without it the socket is 0600
-root. Clients run as other users (needs root); fake_vmm.py as the VMM."""
+root, and the peer check admits root (and emberd's own uid) only. Clients run as other users
+(needs root); fake_vmm.py as the VMM."""
 import os
 import stat
 import subprocess
@@ -75,6 +76,15 @@ class DefaultSocketTest(unittest.TestCase):
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
         self.assertEqual(st.st_uid, 0)
         self.assertEqual(list_as(emberd.socket, STRANGER, STRANGER, [GROUP]), "UNAVAILABLE")
+
+    def test_without_a_group_a_stranger_is_refused_by_the_peer_check_through_an_open_mode(self):
+        emberd = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM])
+        self.addCleanup(emberd.close)
+        os.chmod(emberd.dir, 0o755)
+        os.chmod(emberd.socket, 0o666)
+        self.assertEqual(list_as(emberd.socket, STRANGER, STRANGER, [GROUP]), "UNAVAILABLE")
+        self.assertIn(f"(uid {STRANGER}, gid {STRANGER}) refused", emberd.read_log())
+        emberd.stub.List(api.ListRequest(), timeout=10)  # root still gets in
 
 
 if __name__ == "__main__":

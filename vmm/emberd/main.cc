@@ -49,7 +49,9 @@ constexpr char kUsage[] =
     "\n"
     "Serves Ember's gRPC API and runs one ember-vmm per microVM.\n"
     "\n"
-    "  --socket PATH      API Unix socket, mode 0600 root (default /run/ember/emberd.sock)\n"
+    "  --socket PATH      API Unix socket, mode 0600 root (default /run/ember/emberd.sock);\n"
+    "                     only connections whose peer (SO_PEERCRED) is root or emberd's own\n"
+    "                     uid are admitted\n"
   "  --socket-group GROUP\n"
   "                     make the socket 0660 root:GROUP (a name or gid) and admit only\n"
   "                     connections whose peer (SO_PEERCRED) is root or in GROUP\n"
@@ -533,17 +535,16 @@ int Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   // The socket is created under this umask, so it is 0600 from the start.
   mode_t old_umask = ::umask(0177);
-  std::unique_ptr<GroupSocketServer> group_socket;
-  if (flags.socket_group.empty()) {
-    builder.AddListeningPort("unix:" + flags.socket, grpc::InsecureServerCredentials());
-  } else {
-    // emberd accepts on the socket itself, to check each peer before gRPC sees it.
+  // emberd accepts on the socket itself, to check each peer (SO_PEERCRED) before gRPC sees it.
+  std::optional<gid_t> socket_group;
+  if (!flags.socket_group.empty()) {
     absl::StatusOr<gid_t> group = ResolveGroup(flags.socket_group);
     if (!group.ok()) Fail(std::string(group.status().message()));
-    auto listening = GroupSocketServer::Listen(flags.socket, *group);
-    if (!listening.ok()) Fail("--socket: " + std::string(listening.status().message()));
-    group_socket = std::move(*listening);
+    socket_group = *group;
   }
+  auto listening = GroupSocketServer::Listen(flags.socket, socket_group);
+  if (!listening.ok()) Fail("--socket: " + std::string(listening.status().message()));
+  std::unique_ptr<GroupSocketServer> group_socket = std::move(*listening);
   if (!flags.tcp.empty()) {
     auto credentials = MutualTlsCredentials(flags.tls);
     if (!credentials.ok()) Fail(std::string(credentials.status().message()));
@@ -554,11 +555,7 @@ int Main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old_umask);
   if (!server) Fail("cannot listen on " + flags.socket + (flags.tcp.empty() ? "" : " / " + flags.tcp));
-  if (group_socket) {
-    group_socket->Serve(server.get());
-  } else {
-    ::chmod(flags.socket.c_str(), 0600);
-  }
+  group_socket->Serve(server.get());
 
   jailer::EmberdSeccompParams seccomp_params;
   seccomp_params.tcp = !flags.tcp.empty();

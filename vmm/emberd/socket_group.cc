@@ -42,9 +42,10 @@ absl::StatusOr<PeerCredentials> ReadPeerCredentials(int fd) {
   }
 }
 
-bool PeerMayCall(const PeerCredentials& peer, gid_t group) {
-  return peer.uid == 0 || peer.gid == group ||
-         std::find(peer.groups.begin(), peer.groups.end(), group) != peer.groups.end();
+bool PeerMayCall(const PeerCredentials& peer, std::optional<gid_t> group, uid_t owner) {
+  if (peer.uid == 0 || peer.uid == owner) return true;
+  return group && (peer.gid == *group ||
+                   std::find(peer.groups.begin(), peer.groups.end(), *group) != peer.groups.end());
 }
 
 absl::StatusOr<gid_t> ResolveGroup(const std::string& name_or_gid) {
@@ -67,12 +68,14 @@ absl::StatusOr<gid_t> ResolveGroup(const std::string& name_or_gid) {
 }
 
 absl::StatusOr<std::unique_ptr<GroupSocketServer>> GroupSocketServer::Listen(
-    const std::string& path, gid_t group) {
+    const std::string& path, std::optional<gid_t> group) {
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd listener, ListenUnix(path));  // 0600 from the start
   // ListenUnix's backlog suits one VMM's control socket; the API's clients come in crowds.
   if (::listen(listener.Get(), SOMAXCONN) != 0) return base::ErrnoError("listen", path);
-  if (::chown(path.c_str(), 0, group) != 0) return base::ErrnoError("chown", path);
-  if (::chmod(path.c_str(), 0660) != 0) return base::ErrnoError("chmod", path);
+  if (group) {
+    if (::chown(path.c_str(), 0, *group) != 0) return base::ErrnoError("chown", path);
+    if (::chmod(path.c_str(), 0660) != 0) return base::ErrnoError("chmod", path);
+  }
   base::UniqueFd wakeup(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wakeup) return base::ErrnoError("eventfd", "the API socket's accept loop");
   return std::unique_ptr<GroupSocketServer>(
@@ -111,10 +114,13 @@ void GroupSocketServer::AcceptLoop(grpc::Server* server) {
       EMBER_LOG(kWarn) << "emberd: API connection closed: " << peer.status().message();
       continue;
     }
-    if (!PeerMayCall(*peer, group_)) {
+    if (!PeerMayCall(*peer, group_, owner_)) {
       EMBER_LOG(kWarn) << "emberd: API connection from pid " << peer->pid << " (uid "
-                       << peer->uid << ", gid " << peer->gid << ") refused: neither root nor "
-                       << "a member of the socket's group " << group_;
+                       << peer->uid << ", gid " << peer->gid << ") refused: neither root"
+                       << (owner_ != 0 ? ", emberd's own uid" : "")
+                       << (group_ ? " nor a member of the socket's group " +
+                                        std::to_string(*group_)
+                                  : std::string(" (no --socket-group)"));
       continue;
     }
     // gRPC owns the fd from here.

@@ -24,6 +24,12 @@ TEST(PeerMayCall, ANonMemberIsRefused) {
   EXPECT_FALSE(PeerMayCall({1, 1000, 1000, {27, 100}}, kGroup));
 }
 
+TEST(PeerMayCall, WithoutAGroupOnlyRootAndEmberdsOwnUidMayCall) {
+  EXPECT_TRUE(PeerMayCall({1, 0, 0, {}}, std::nullopt));
+  EXPECT_TRUE(PeerMayCall({1, 1000, 1000, {}}, std::nullopt, 1000));
+  EXPECT_FALSE(PeerMayCall({1, 1001, kGroup, {kGroup}}, std::nullopt, 1000));
+}
+
 TEST(ReadPeerCredentials, ReadsWhatTheKernelRecordedForThePeer) {
   int fds[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
