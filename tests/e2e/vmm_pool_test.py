@@ -81,6 +81,22 @@ class VmmPoolTest(VmChecks, unittest.TestCase):
         self.wait_console("after-kill", rb"\nidle\n")
         self.stop_and_delete("after-kill")
 
+    def test_a_restarted_emberd_keeps_a_pooled_vm_and_its_old_idle_slots_end(self):
+        vm = self.boot("kept")
+        self.wait_console("kept", rb"\nidle\n")
+        old_idle = self.idle_slots()
+        self.emberd.kill9()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        again = self.stub.Get(api.VmRequest(vm_id="kept"), timeout=30)
+        self.assertEqual((again.state, again.pid), (api.Vm.RUNNING, vm.pid))
+        deadline = time.time() + 10
+        while not all(gone(p) for p in old_idle) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(all(gone(p) for p in old_idle), f"old idle slots left: {old_idle}")
+        self.assertEqual(len(self.idle_slots()), POOL)
+        self.stop_and_delete("kept")
+
     def test_an_idle_slot_holds_no_file_of_any_vm(self):
         self.boot("neighbour")
         self.wait_console("neighbour", rb"\nidle\n")
