@@ -429,6 +429,35 @@ class FunctionsUnjailedTest(SharedEmberd, unittest.TestCase):
         self.assertEqual(self.vmm_pids(), [])
 
 
+    def test_cold_invocations_restore_through_userfaultfd_and_prefetch_the_recorded_set(self):
+        f = self.deploy("coldws")  # no pool, no keep-warm: every invocation restores a clone
+        memory = [s.memory_path for s in self.emberd.stub.ListSnapshots(
+            api.ListSnapshotsRequest(), timeout=30).snapshots
+            if s.snapshot_id == f.snapshot_id][0]
+        self.assertFalse(os.path.exists(memory + ".ws"))
+        first = self.invoke("coldws", b"first")
+        self.assertEqual(first.output, b"tsrif")
+        self.assertFalse(first.timings.pool_hit)
+        # Its clone, restored through userfaultfd, recorded its working set as it ended.
+        deadline = time.time() + 60
+        while not os.path.exists(memory + ".ws") and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(os.path.exists(memory + ".ws"), "no working set was recorded")
+        # The next cold clone prefetches it (kept warm here, to be looked at).
+        self.fn.UpdateFunction(api.UpdateFunctionRequest(
+            name="coldws", pool=api.FunctionPool(keep_warm_ms=60000)), timeout=30)
+        second = self.invoke("coldws", b"second")
+        self.assertEqual(second.output, b"dnoces")
+        self.assertFalse(second.timings.pool_hit)
+        vm = self.emberd.stub.Get(api.VmRequest(vm_id=second.vm_id), timeout=30)
+        with open(f"/proc/{vm.pid}/cmdline", "rb") as cmdline:
+            args = cmdline.read().split(b"\0")
+        self.assertIn(b"--prefetch-working-set", args)
+        self.assertIn(b"uffd", args)
+        self.delete("coldws")
+        self.assertFalse(os.path.exists(memory + ".ws"))
+
+
 def run(argv):
     return subprocess.run(argv, check=True, capture_output=True, timeout=60).stdout.decode()
 

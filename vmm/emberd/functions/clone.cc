@@ -38,7 +38,7 @@ agent_client::Endpoint AgentOf(const Clone& clone) {
 }
 
 absl::StatusOr<std::unique_ptr<Clone>> CloneOps::Restore(const CloneSource& source,
-                                                         std::uint64_t seq) {
+                                                         std::uint64_t seq, bool cold) {
   const std::uint64_t start = base::MonotonicMicros();
   auto clone = std::make_unique<Clone>();
   const std::string prefix = VmIdPrefix(source.function, seq);
@@ -52,6 +52,10 @@ absl::StatusOr<std::unique_ptr<Clone>> CloneOps::Restore(const CloneSource& sour
   request.set_snapshot_id(source.snapshot_id);
   request.set_vm_id_prefix(prefix);
   request.set_count(1);
+  if (cold && !sockets_.jailed() && !source.memory_path.empty()) {
+    request.set_memory_backend(v1::RestoreRequest::UFFD);
+    request.set_prefetch_working_set(::access((source.memory_path + ".ws").c_str(), R_OK) == 0);
+  }
   v1::RestoreOverrides* overrides = request.add_overrides();
   overrides->set_vsock_uds_path(sockets_.ConfigPath(unjailed));
   std::vector<std::string> netns_paths;

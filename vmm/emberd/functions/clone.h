@@ -39,6 +39,9 @@ struct CloneSource {
   std::string dir;            // the function's directory: its clones' sockets
   v1::VmConfig deployed;      // the deploy VM's configuration
   bool network = false;
+  // The snapshot's memory file: a working set recorded beside it (<memory_path>.ws) lets a
+  // cold clone prefetch it.
+  std::string memory_path;
 };
 
 // The endpoint of a clone's agent.
@@ -54,9 +57,15 @@ class CloneOps {
 
   // The VM id of clone `seq` of `function` (its Restore's vm_id_prefix plus "-0").
   [[nodiscard]] static std::string VmIdPrefix(const std::string& function, std::uint64_t seq);
-  // Restores clone `seq` PAUSED, its network acquired first.
+  // Restores clone `seq` PAUSED, its network acquired first. `cold`: for an invocation that
+  // waits on it (no pooled clone was ready), so its memory comes through userfaultfd, the
+  // recorded working set loaded in bulk before the vCPUs run, or without one yet the set
+  // recorded as the clone ends (unjailed only: a jail has no working-set file beside its
+  // link to the memory file, nor a place to write one). Pooled clones, restored ahead of
+  // invocations, map the file copy-on-write: they share its page cache while they wait.
   [[nodiscard]] absl::StatusOr<std::unique_ptr<Clone>> Restore(const CloneSource& source,
-                                                               std::uint64_t seq);
+                                                               std::uint64_t seq,
+                                                               bool cold = false);
   // Resumes a restored clone and sends its agent PostRestore (the host's clock, fresh
   // entropy), again until the agent answers, for up to `timeout_ms`: a restored guest serves
   // once it has run past its transport reset, and a real agent announces itself only at boot,

@@ -86,6 +86,11 @@ void FunctionManager::AddReady(const v1::Function& function) {
   source.snapshot_id = function.snapshot_id();
   source.dir = store_.Dir(function.name());
   source.network = function.spec().network();
+  for (const v1::Snapshot& snapshot : vms_.ListSnapshots("")) {
+    if (snapshot.snapshot_id() == function.snapshot_id()) {
+      source.memory_path = snapshot.memory_path();
+    }
+  }
   source.deployed = DeployConfig(function.spec(), images_.PathOf(function.image_sha256()),
                                  source.dir + "/deploy.sock");
   auto entry = std::make_shared<Entry>(function, std::move(source), base::MonotonicMicros());
@@ -137,7 +142,7 @@ absl::Status FunctionManager::Serve(Entry& entry, std::unique_ptr<Clone>& clone,
   if (clone == nullptr) {
     std::optional<CloneSource> source = ReadySource(entry.mu, entry.record, entry.source);
     if (!source) return absl::FailedPreconditionError("the function is not ready");
-    EMBER_ASSIGN_OR_RETURN(clone, ops_.Restore(*source, next_seq_++));
+    EMBER_ASSIGN_OR_RETURN(clone, ops_.Restore(*source, next_seq_++, /*cold=*/true));
     result->timings.set_restore_us(clone->restore_us);
   }
   result->vm_id = clone->vm_id;
