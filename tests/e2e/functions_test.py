@@ -4,6 +4,7 @@ function (its handler returns the payload reversed; "spin:N" first keeps it busy
 emberd, real restores, real vsock, every VMM jailed (emberd's default) unless a class says
 otherwise. One emberd serves the tests of a class. Guest-side work is emulated here
 (DESIGN.md), so the tests check what is answered, never how fast."""
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,8 @@ import unittest
 
 import ember_unittest
 import ember_client as ec
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rootfs"))
+import rootfs_support as rs  # noqa: E402  (OCI archives made with Python's tarfile)
 from ember_client import api, api_grpc, grpc
 
 
@@ -302,6 +305,46 @@ class FunctionsTest(SharedEmberd, unittest.TestCase):
         self.assertNotIsInstance(outcome[0], api.FunctionInvokeResponse)
         self.assertIsNone(self.function("busy"))
         self.assertEqual(self.vms_of("busy"), [])
+
+    def test_deploy_from_an_oci_archive_builds_its_image_once_by_content(self):
+        archive = os.path.join(self.emberd.dir, "image.oci.tar")
+        layout = os.path.join(self.emberd.dir, "layout")
+        rs.write_layout(layout, [rs.add_image(
+            layout, [[rs.entry("bin/handler", data=b"#!/bin/sh\n", mode=0o755)]],
+            {"Entrypoint": ["/bin/handler"]})])
+        rs.write_oci_archive(archive, layout)
+        with open(archive, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+
+        def deploy(name):
+            return self.fn.DeployFunction(api.DeployFunctionRequest(
+                name=name, oci_archive_path=archive, mem_size_mib=32), timeout=300)
+
+        first = deploy("oci")
+        self.assertEqual(first.state, api.Function.READY)
+        self.assertEqual(first.image_sha256, digest)
+        image = os.path.join(self.emberd.state_dir, "fn-images", digest + ".ext4")
+        # ember-rootfs built an ext4 image of it, with the archive's entrypoint recorded.
+        self.assertEqual(rs.image_config(image)["entrypoint"], ["/bin/handler"])
+        built = os.stat(image)
+        self.assertEqual(self.invoke("oci", b"oci").output, b"ico")
+        # The same archive again: the same image, not built again.
+        self.assertEqual(deploy("oci-again").image_sha256, digest)
+        self.assertEqual(os.stat(image).st_ino, built.st_ino)
+        self.delete("oci")
+        self.assertTrue(os.path.exists(image), "oci-again still uses it")
+        self.delete("oci-again")
+        self.assertFalse(os.path.exists(image))
+        # What ember-rootfs refuses is INVALID_ARGUMENT naming the field; nothing is left.
+        with open(archive, "wb") as f:
+            f.write(b"not a tar archive at all" * 100)
+        code, details = code_of(self.fn.DeployFunction, api.DeployFunctionRequest(
+            name="oci-bad", oci_archive_path=archive, mem_size_mib=32), timeout=300)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertIn("oci_archive_path", details)
+        self.assertIsNone(self.function("oci-bad"))
+        self.assertEqual([n for n in os.listdir(os.path.join(self.emberd.state_dir, "fn-images"))
+                          if n.endswith(".ext4")], [])
 
     def test_bad_requests_get_clear_codes_naming_the_field(self):
         self.deploy("target")

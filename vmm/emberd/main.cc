@@ -315,6 +315,21 @@ std::unique_ptr<CloneNetworkServer> StartCloneNetworks(const Flags& flags,
   return std::move(*server);
 }
 
+// The builder of functions' images from OCI archives: ember-rootfs beside emberd, or null
+// (deploys from an archive are then refused) when there is none.
+std::unique_ptr<functions::RootfsBuilder> StartRootfsBuilder() {
+  const std::string tool =
+      (std::filesystem::path(DefaultVmmPath()).parent_path() / "ember-rootfs").string();
+  if (::access(tool.c_str(), X_OK) != 0) {
+    EMBER_LOG(kWarn) << "emberd: no " << tool << ": functions cannot be deployed from OCI "
+                     << "archives";
+    return nullptr;
+  }
+  auto builder = functions::RootfsBuilder::Start(tool);
+  if (!builder.ok()) Fail("rootfs builder: " + std::string(builder.status().message()));
+  return std::move(*builder);
+}
+
 volatile sig_atomic_t g_stop_signal = 0;
 void OnStopSignal(int sig) { g_stop_signal = sig; }
 
@@ -468,6 +483,8 @@ int Main(int argc, char** argv) {
   // Before any thread exists and before the filter: see ForkServerLauncher.
   auto launcher = ForkServerLauncher::Start(vmm, jail, netns_dir);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
+  // Also before the lock (it holds no copy) and before any thread.
+  std::unique_ptr<functions::RootfsBuilder> rootfs_builder = StartRootfsBuilder();
   // One emberd per state directory: a second would take over the VMs' control connections and
   // write the same records. Locked after the fork server is forked, so that it holds no copy.
   base::UniqueFd state_lock = LockStateDir(options.state_dir);
@@ -517,6 +534,7 @@ int Main(int argc, char** argv) {
   fn_options.image_dir = *image_dir;
   fn_options.max_in_flight = flags.fn_max_in_flight;
   fn_options.jail_dir = options.jail_dir;
+  fn_options.rootfs = rootfs_builder.get();
   fn_options.paths = &paths;
   std::optional<FunctionNetworks> fn_networks;
   if (clone_networks != nullptr) {

@@ -28,14 +28,19 @@ absl::Status Deployer::Deploy(const v1::DeployFunctionRequest& request, v1::Func
   *function->mutable_spec() = request;
   function->set_created_unix_ms(NowUnixMs());
   EMBER_RETURN_IF_ERROR(store_.Save(*function));
+  std::string sha;
   if (!request.oci_archive_path().empty()) {
-    // ember-rootfs is a program, and emberd's seccomp filter lets it exec none.
-    return absl::FailedPreconditionError(
-        "oci_archive_path: emberd does not run ember-rootfs; build the image with "
-        "`ember-rootfs ARCHIVE IMAGE` (emberctl fn deploy --oci does) and give root_image_path");
+    if (rootfs_ == nullptr) {
+      return absl::FailedPreconditionError(
+          "oci_archive_path: this emberd has no rootfs builder (ember-rootfs beside it); build "
+          "the image with `ember-rootfs ARCHIVE IMAGE` and give root_image_path");
+    }
+    EMBER_ASSIGN_OR_RETURN(sha, images_.AddOciArchive(paths_, *rootfs_,
+                                                      request.oci_archive_path()));
+  } else {
+    EMBER_ASSIGN_OR_RETURN(sha, images_.Add(paths_, "root_image_path",
+                                            request.root_image_path()));
   }
-  EMBER_ASSIGN_OR_RETURN(std::string sha,
-                         images_.Add(paths_, "root_image_path", request.root_image_path()));
   function->set_image_sha256(sha);
   EMBER_RETURN_IF_ERROR(store_.Save(*function));
   const std::string uds = store_.Dir(request.name()) + "/deploy.sock";

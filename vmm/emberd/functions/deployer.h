@@ -18,20 +18,23 @@ namespace ember::emberd::functions {
 [[nodiscard]] std::string DeployVmId(const std::string& function);
 [[nodiscard]] std::string VmIdPrefix(const std::string& function);
 
-// DeployFunction's steps, through emberd's VM machinery: the image into the cache, one VM
+// DeployFunction's steps, through emberd's VM machinery: the image into the cache (built from
+// an OCI archive by `rootfs`, which may be null, then refused), one VM
 // created (with network on, inside a clone network, so that its tap is what every clone finds
 // in its own) and started, the agent's answer to Ready, StartHandler, the warm-ups, Pause, a
 // FULL snapshot, the VM deleted. Any thread; everything it is given outlives it.
 class Deployer {
  public:
   Deployer(VmManager& vms, ImageCache& images, const FunctionStore& store,
-           const base::PathRules& paths, CloneNetworks& networks, AgentSockets sockets)
+           const base::PathRules& paths, CloneNetworks& networks, AgentSockets sockets,
+           RootfsBuilder* rootfs)
       : vms_(vms),
         images_(images),
         store_(store),
         paths_(paths),
         networks_(networks),
-        sockets_(std::move(sockets)) {}
+        sockets_(std::move(sockets)),
+        rootfs_(rootfs) {}
 
   // Deploys into `function` (its name set and its directory claimed; its record saved as
   // DEPLOYING before anything else is made, and again with the image's digest once that is
@@ -53,6 +56,7 @@ class Deployer {
   const base::PathRules& paths_;
   CloneNetworks& networks_;
   const AgentSockets sockets_;
+  RootfsBuilder* const rootfs_;  // null: deploys from OCI archives are refused
 };
 
 }  // namespace ember::emberd::functions

@@ -42,7 +42,8 @@ FunctionManager::FunctionManager(FunctionOptions options, VmManager& vms, Functi
       store_(std::move(store)),
       images_(options_.image_dir),
       ops_(vms, Networks(), AgentSockets(options_.jail_dir)),
-      deployer_(vms, images_, store_, *options_.paths, Networks(), AgentSockets(options_.jail_dir)) {}
+      deployer_(vms, images_, store_, *options_.paths, Networks(),
+                AgentSockets(options_.jail_dir), options_.rootfs) {}
 
 absl::StatusOr<std::unique_ptr<FunctionManager>> FunctionManager::Create(FunctionOptions options,
                                                                          VmManager& vms) {

@@ -35,6 +35,8 @@ struct FunctionOptions {
   const base::PathRules* paths = nullptr;  // the API's rules for the paths a request names
   // Per-clone networks; null: none can be had (a function with network on is refused).
   CloneNetworks* networks = nullptr;
+  // Builds images from OCI archives; null: deploys from one are refused.
+  RootfsBuilder* rootfs = nullptr;
 };
 
 struct InvokeResult {

@@ -72,18 +72,62 @@ absl::StatusOr<std::string> CopyHashing(int in, int out, const std::string& what
   return Hex(digest, sizeof(digest));
 }
 
+// The sha256 hex of what `in` holds from its current offset on.
+absl::StatusOr<std::string> Hash(int in, const std::string& what) {
+  sha256_ctx sha;
+  sha256_init(&sha);
+  std::vector<char> buf(kChunk);
+  while (true) {
+    const ssize_t got = ::read(in, buf.data(), buf.size());
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return base::ErrnoError("read", what);
+    if (got == 0) break;
+    // reinterpret_cast: nettle takes bytes as uint8_t.
+    sha256_update(&sha, static_cast<std::size_t>(got),
+                  reinterpret_cast<const std::uint8_t*>(buf.data()));
+  }
+  std::uint8_t digest[SHA256_DIGEST_SIZE];
+  sha256_digest(&sha, sizeof(digest), digest);
+  return Hex(digest, sizeof(digest));
+}
+
+// The very file that passed the rules (`checked`, O_PATH), reopened for reading.
+absl::StatusOr<base::UniqueFd> Reopen(const base::UniqueFd& checked, const std::string& path) {
+  const std::string via = "/proc/self/fd/" + std::to_string(checked.Get());
+  base::UniqueFd in(::open(via.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return base::ErrnoError("open", path);
+  return in;
+}
+
+std::atomic<unsigned> temp_counter{0};
+
 }  // namespace
+
+absl::StatusOr<std::string> ImageCache::AddOciArchive(const base::PathRules& paths,
+                                                      RootfsBuilder& builder,
+                                                      const std::string& path) {
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths.OpenFile("oci_archive_path", path));
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, Reopen(checked, path));
+  EMBER_ASSIGN_OR_RETURN(std::string sha, Hash(in.Get(), path));
+  if (::access(PathOf(sha).c_str(), F_OK) == 0) return sha;  // built before
+  if (::lseek(in.Get(), 0, SEEK_SET) != 0) return base::ErrnoError("lseek", path);
+  const std::string temp = dir_ + "/.oci-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(temp_counter++) + ".ext4";
+  EMBER_RETURN_IF_ERROR(builder.Build(in.Get(), temp));
+  if (::rename(temp.c_str(), PathOf(sha).c_str()) != 0) {
+    absl::Status status = base::ErrnoError("rename", temp);
+    ::unlink(temp.c_str());
+    return status;
+  }
+  return sha;
+}
 
 absl::StatusOr<std::string> ImageCache::Add(const base::PathRules& paths,
                                             const std::string& field, const std::string& path) {
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths.OpenFile(field, path));
-  // The very file that passed the rules, reopened for reading.
-  const std::string via = "/proc/self/fd/" + std::to_string(checked.Get());
-  base::UniqueFd in(::open(via.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return base::ErrnoError("open", path);
-  static std::atomic<unsigned> counter{0};
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, Reopen(checked, path));
   const std::string temp =
-      dir_ + "/.new-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+      dir_ + "/.new-" + std::to_string(::getpid()) + "-" + std::to_string(temp_counter++);
   // Read-only for everyone: a jailed VMM (a uid of its own) opens its hard link in the jail;
   // on the host only root reaches the cache's 0700 directory.
   base::UniqueFd out(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kImageMode));

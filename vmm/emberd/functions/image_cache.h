@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "vmm/base/path_rules.h"
+#include "vmm/emberd/functions/rootfs_builder.h"
 
 namespace ember::emberd::functions {
 
@@ -23,6 +24,12 @@ class ImageCache {
   [[nodiscard]] absl::StatusOr<std::string> Add(const base::PathRules& paths,
                                                 const std::string& field,
                                                 const std::string& path);
+  // The image of the OCI archive `path` names (checked by `paths`), built by `builder` unless
+  // an image of the same archive is there already: returns the archive's sha256 hex, under
+  // which its image is kept. Errors as Add's, and the builder's.
+  [[nodiscard]] absl::StatusOr<std::string> AddOciArchive(const base::PathRules& paths,
+                                                          RootfsBuilder& builder,
+                                                          const std::string& path);
   [[nodiscard]] std::string PathOf(const std::string& sha256) const {
     return dir_ + "/" + sha256 + ".ext4";
   }

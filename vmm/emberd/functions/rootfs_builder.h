@@ -1,0 +1,42 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vmm/base/unique_fd.h"
+
+namespace ember::emberd::functions {
+
+// Builds functions' root images from OCI image archives with ember-rootfs, in a helper process:
+// emberd's seccomp filter lets it exec nothing, so the helper is forked before the filter (as
+// the fork server is) and spawns ember-rootfs on emberd's requests, one at a time, over a
+// socket pair. It exits when emberd closes its end or dies (PR_SET_PDEATHSIG).
+class RootfsBuilder {
+ public:
+  // Forks the helper for the ember-rootfs binary `tool`. Called by emberd's main thread while
+  // it is the only thread and holds nothing a helper should not keep (before the state
+  // directory's lock).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<RootfsBuilder>> Start(std::string tool);
+  ~RootfsBuilder() = default;  // the socket closes: the helper exits
+
+  // Builds the image of the OCI archive open at `archive` (borrowed) into the new file `image`,
+  // readable by everyone (a jailed VMM reads its link; the cache's directory keeps others
+  // out). An archive ember-rootfs refuses is INVALID_ARGUMENT naming oci_archive_path with its
+  // message. Any thread; builds are serialised.
+  [[nodiscard]] absl::Status Build(int archive, const std::string& image);
+
+ private:
+  RootfsBuilder(base::UniqueFd socket, pid_t helper_pid)
+      : socket_(std::move(socket)), helper_pid_(helper_pid) {}
+
+  std::mutex mu_;
+  base::UniqueFd socket_;  // guarded by mu_: one request and its reply at a time
+  pid_t helper_pid_;
+};
+
+}  // namespace ember::emberd::functions
