@@ -94,6 +94,7 @@ void GroupSocketServer::Serve(grpc::Server* server) {
 }
 
 void GroupSocketServer::AcceptLoop(grpc::Server* server) {
+  bool starved = false;  // accept failed last time: logged once, until one succeeds
   for (;;) {
     pollfd fds[2] = {{listener_.Get(), POLLIN, 0}, {wakeup_.Get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
@@ -104,11 +105,24 @@ void GroupSocketServer::AcceptLoop(grpc::Server* server) {
     if (fds[1].revents != 0) return;
     base::UniqueFd connection(::accept4(listener_.Get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!connection) {
-      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-        EMBER_LOG(kWarn) << "emberd: accept on the API socket: " << std::strerror(errno);
+      const int error = errno;
+      if (error == EAGAIN || error == EINTR || error == ECONNABORTED) continue;
+      if (!starved) {
+        EMBER_LOG(kWarn) << "emberd: accept on the API socket: " << std::strerror(error)
+                         << (error == EMFILE || error == ENFILE || error == ENOBUFS ||
+                                     error == ENOMEM
+                                 ? "; new connections wait until some close"
+                                 : "");
       }
+      // The connection stays in the backlog and the listener readable: without a pause this
+      // loop would spin (and log) as fast as it can until fds or memory free up. The wakeup
+      // still ends the pause at once.
+      starved = true;
+      pollfd wake{wakeup_.Get(), POLLIN, 0};
+      (void)::poll(&wake, 1, 100);
       continue;
     }
+    starved = false;
     absl::StatusOr<PeerCredentials> peer = ReadPeerCredentials(connection.Get());
     if (!peer.ok()) {
       EMBER_LOG(kWarn) << "emberd: API connection closed: " << peer.status().message();
