@@ -519,7 +519,7 @@ class NetworkedFunctionsTest(FunctionsFixture, unittest.TestCase):
         run(["ip", "netns", "add", self.netns])
         self.addCleanup(run, ["ip", "netns", "del", self.netns])
         self.in_netns(["ip", "link", "set", "lo", "up"])
-        self.in_netns(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.in_netns(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
         # emberd itself runs in that namespace: a wrapper enters it and execs emberd.
         self.wrapper = os.path.join(tempfile.mkdtemp(prefix="ember-fn-net-"), "emberd")
         with open(self.wrapper, "w") as f:
