@@ -21,6 +21,9 @@ absl::Status AbsolutePath(const std::string& field, const std::string& path) {
 
 constexpr char kTestGuestArgs[] = "console=ttyS0 ember.test=agent";
 constexpr char kLinuxArgs[] = "console=ttyS0 reboot=k panic=1 init=/sbin/ember-init";
+// The guest's side of kFunctionTap: 172.16.0.2/30, its gateway the tap's host side
+// (172.16.0.1, emberd's kFunctionTapAddress).
+constexpr char kLinuxNetworkArgs[] = " ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off";
 
 }  // namespace
 
@@ -112,8 +115,12 @@ v1::VmConfig DeployConfig(const v1::DeployFunctionRequest& request, const std::s
   boot->set_kernel_image_path(request.kernel_image_path());
   if (!request.boot_args().empty()) {
     boot->set_boot_args(request.boot_args());
+  } else if (!request.kernel_image_path().empty()) {
+    // A Linux guest with network on gets the address every clone keeps (ember-init reads the
+    // kernel's ip= as the kernel documents it).
+    boot->set_boot_args(std::string(kLinuxArgs) + (request.network() ? kLinuxNetworkArgs : ""));
   } else {
-    boot->set_boot_args(request.kernel_image_path().empty() ? kTestGuestArgs : kLinuxArgs);
+    boot->set_boot_args(kTestGuestArgs);
   }
   config.mutable_machine_config()->set_vcpu_count(
       request.vcpu_count() == 0 ? 1 : request.vcpu_count());
