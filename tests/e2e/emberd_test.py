@@ -765,9 +765,15 @@ class EmberdTest(VmChecks, unittest.TestCase):
         emberd_pid = self.emberd.proc.pid
         with open(f"/proc/{emberd_pid}/task/{emberd_pid}/children") as f:
             children = [int(pid) for pid in f.read().split()]
-        # The fork server is a fork of emberd (same executable); the VMs are ember-vmm.
+        # The fork server is a fork of emberd (same executable and name); the VMs are
+        # ember-vmm, the Functions' helpers are forks that name themselves emberd-*.
+        def comm(pid):
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
+
         fork_servers = [pid for pid in children
-                        if os.readlink(f"/proc/{pid}/exe") == os.readlink(f"/proc/{emberd_pid}/exe")]
+                        if os.readlink(f"/proc/{pid}/exe") == os.readlink(f"/proc/{emberd_pid}/exe")
+                        and comm(pid) == comm(emberd_pid)]
         self.assertEqual(len(fork_servers), 1, children)
         os.kill(fork_servers[0], signal.SIGKILL)
 

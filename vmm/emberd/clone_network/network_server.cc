@@ -212,6 +212,7 @@ base::UniqueFd KeepOnly(base::UniqueFd socket) {
 
 [[noreturn]] void Serve(base::UniqueFd socket, CloneNetworkServerConfig config, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::prctl(PR_SET_NAME, "emberd-netns");  // told apart from emberd and its fork server
   if (::getppid() != emberd) ::_exit(0);
   auto send = [&](const std::string& reply) {
     if (::send(socket.Get(), reply.data(), reply.size(), MSG_NOSIGNAL) < 0) ::_exit(0);

@@ -92,6 +92,7 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 
 [[noreturn]] void Serve(base::UniqueFd socket, const std::string& tool, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::prctl(PR_SET_NAME, "emberd-rootfs");  // told apart from emberd and its fork server
   if (::getppid() != emberd) ::_exit(0);
   std::vector<char> buffer(kMaxMessage);
   while (true) {
