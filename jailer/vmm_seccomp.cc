@@ -114,7 +114,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("unlink",
             "vsock: removing the uds_path listener's socket file as the VMM ends; "
             "base::AtomicFile removing its temporary file after a failed snapshot write"),
-      Allow("poll", "control channel: waiting for a slow controller to take a reply"),
+      Allow("poll",
+            "control channel: waiting for a slow controller to take a reply; vsock: whether a "
+            "host peer that sent EOF hung up altogether (no wait)"),
       Allow("getpid",
             "pthread_kill (its own tgid); the control channel's status reply; "
             "base::AtomicFile naming its temporary file"),
