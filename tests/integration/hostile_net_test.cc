@@ -23,18 +23,6 @@ using std::chrono::seconds;
 
 constexpr char kTap[] = "emberhtap0";
 
-ProcessResult Ip(std::vector<std::string> args) {
-  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (::access(path, X_OK) == 0) {
-      args.insert(args.begin(), path);
-      return RunProcess(args, seconds(10));
-    }
-  }
-  ProcessResult missing;
-  missing.err = "no ip(8)";
-  return missing;
-}
-
 TEST(HostileNet, NetDeviceResetsOrDropsOnEveryAttackAndServesAfterEachReset) {
   const std::string not_root = EnterPrivateNetns();
   if (!not_root.empty()) GTEST_SKIP() << not_root;

@@ -37,7 +37,8 @@ milliseconds Left(Clock::time_point deadline) {
 }  // namespace
 
 ControlledVmm::ControlledVmm(const std::string& dir, const std::string& config_json,
-                             const std::vector<std::string>& extra_args)
+                             const std::vector<std::string>& extra_args,
+                             const std::vector<std::string>& wrapper)
     : console_path_(dir + "/console.log"), log_path_(dir + "/vmm.log") {
   const std::string config = dir + "/vm.json";
   std::ofstream(config) << config_json;
@@ -57,6 +58,7 @@ ControlledVmm::ControlledVmm(const std::string& dir, const std::string& config_j
                                    "--log-path",
                                    log_path_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv.insert(argv.begin(), wrapper.begin(), wrapper.end());
   process_ = std::make_unique<Process>(argv);
   listener = base::UniqueFd();
 
@@ -223,6 +225,18 @@ std::string BlkPatternImage() {
     }
   }
   return image;
+}
+
+ProcessResult Ip(std::vector<std::string> args) {
+  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (::access(path, X_OK) == 0) {
+      args.insert(args.begin(), path);
+      return RunProcess(args, milliseconds(10'000));
+    }
+  }
+  ProcessResult missing;
+  missing.err = "no ip(8)";
+  return missing;
 }
 
 std::string GuestConfig(const std::string& scenarios, const std::string& devices) {

@@ -24,10 +24,12 @@ namespace ember::testing {
 class ControlledVmm {
  public:
   // Writes `config_json` (Firecracker's format) into `dir` and starts ember-vmm on it with
-  // --control-fd, --serial-out dir/console.log and --log-path dir/vmm.log, plus `extra_args`.
-  // Check ok() before use.
+  // --control-fd, --serial-out dir/console.log and --log-path dir/vmm.log, plus `extra_args`;
+  // under `wrapper` (a program and its arguments that runs the command line after it, such
+  // as ember-syscall-recorder) when one is given. Check ok() before use.
   ControlledVmm(const std::string& dir, const std::string& config_json,
-                const std::vector<std::string>& extra_args = {});
+                const std::vector<std::string>& extra_args = {},
+                const std::vector<std::string>& wrapper = {});
   ~ControlledVmm();
   ControlledVmm(const ControlledVmm&) = delete;
   ControlledVmm& operator=(const ControlledVmm&) = delete;
@@ -111,6 +113,9 @@ std::string VsockMember(const std::string& uds);
 
 // What the `blk` scenario expects on its disk (blk_pattern.h), for DriveMember.
 std::string BlkPatternImage();
+
+// Runs iproute2's ip(8) (found by absolute path: Process does not search PATH) with `args`.
+ProcessResult Ip(std::vector<std::string> args);
 
 // A Firecracker config for the test guest running `scenarios` (ember.test=), with
 // `devices` (JSON members such as "drives": [...]) added.
