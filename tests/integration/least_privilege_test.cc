@@ -157,7 +157,8 @@ class LeastPrivilege : public ::testing::Test {
   }
 
   // The blk scenarios on the sync engine, with a flush (writeback cache) and an ops rate limit
-  // tight enough to throttle them (the refill timer).
+  // tight enough to throttle them however slow the traced VMM is: blk-reset queues four reads
+  // at once, two more than the bucket holds (the refill timer).
   void RunSyncEngineVm(const std::string& dir) {
     const std::string disk = dir + "/sync.img";
     std::ofstream(disk, std::ios::binary) << BlkPatternImage();
@@ -165,7 +166,7 @@ class LeastPrivilege : public ::testing::Test {
                               R"(", "path_on_host": ")" +
                               disk + R"(", "is_root_device": false, "is_read_only": false,
         "io_engine": "Sync", "cache_type": "Writeback",
-        "rate_limiter": {"ops": {"size": 4, "refill_time": 100}}}])";
+        "rate_limiter": {"ops": {"size": 2, "refill_time": 200}}}])";
     const std::string config = dir + "/sync.json";
     std::ofstream(config) << GuestConfig("blk-reset,blk", drive);
     const ProcessResult ran = RunProcess(
