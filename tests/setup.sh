@@ -5,8 +5,8 @@
 set -euo pipefail
 
 PACKAGES=(
-  # build
-  cmake g++ make pkg-config
+  # build (lld: the linker of the dynamically linked binaries, see CMakeLists.txt)
+  cmake g++ lld make pkg-config
   protobuf-compiler libprotobuf-dev libabsl-dev
   libgrpc++-dev protobuf-compiler-grpc
   liburing-dev libseccomp-dev
