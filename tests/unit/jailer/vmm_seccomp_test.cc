@@ -19,6 +19,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
+
+#include "tests/support/sanitizers.h"
 
 namespace ember::jailer {
 namespace {
@@ -48,6 +52,30 @@ TEST(VmmSeccompPolicy, EveryThreadKindCompilesAndEveryRuleHasAReason) {
     auto program = filter->Compile();
     ASSERT_TRUE(program.ok()) << program.status();
     EXPECT_GT(program->size(), 0u);
+  }
+}
+
+// Whether any of the policy's madvise rules admits `advice`.
+bool AllowsMadvise(const SeccompPolicy& policy, uint64_t advice) {
+  return std::any_of(policy.rules.begin(), policy.rules.end(), [&](const SyscallRule& rule) {
+    return rule.name == "madvise" &&
+           (rule.arg_index < 0 || std::find(rule.allowed_values.begin(), rule.allowed_values.end(),
+                                            advice) != rule.allowed_values.end());
+  });
+}
+
+// As a thread ends, ASan's runtime drops its signal stack and remaps its stack's shadow
+// (madvise MADV_NOHUGEPAGE, MADV_DONTDUMP): a vCPU thread ending under its filter died of SIGSYS
+// in sanitizer builds. Production filters must not gain any of it.
+TEST(VmmSeccompPolicy, OnlySanitizerBuildsAllowTheSanitizerRuntimesOwnCalls) {
+  for (VmmThreadKind kind :
+       {VmmThreadKind::kVmm, VmmThreadKind::kVcpu, VmmThreadKind::kPageServer}) {
+    SeccompPolicy policy = VmmThreadPolicy(kind, kParams);
+    EXPECT_EQ(Find(policy, "sigaltstack") != nullptr, test::kSanitized) << policy.name;
+    EXPECT_EQ(Find(policy, "sched_yield") != nullptr, test::kSanitized) << policy.name;
+    EXPECT_EQ(AllowsMadvise(policy, MADV_NOHUGEPAGE), test::kSanitized) << policy.name;
+    EXPECT_EQ(AllowsMadvise(policy, MADV_DONTDUMP), test::kSanitized) << policy.name;
+    EXPECT_TRUE(AllowsMadvise(policy, MADV_DONTNEED)) << policy.name;
   }
 }
 
@@ -146,6 +174,31 @@ TEST(VmmSeccompPolicy, TheVmmThreadOpensNoExistingFileAndTakesDriveFilesAsFds) {
 
 // The same at run time: a process under the VMM thread's filter that opens an existing file
 // read-write, as a drive swap did before, dies of SIGSYS.
+// A vCPU or page-server thread ends under its own filter (a VM stopping), in a child process.
+// In sanitizer builds the runtime's own calls as the thread ends must pass its filter.
+TEST(VmmSeccompPolicy, AThreadEndsUnderEachFilterWithoutDying) {
+  for (VmmThreadKind kind :
+       {VmmThreadKind::kVmm, VmmThreadKind::kVcpu, VmmThreadKind::kPageServer}) {
+    const SeccompPolicy policy = VmmThreadPolicy(kind, kParams);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      rlimit no_core{0, 0};
+      ::setrlimit(RLIMIT_CORE, &no_core);
+      std::atomic<int> code{0};
+      std::thread thread([&] {
+        if (!InstallSeccompPolicy(policy, SeccompMode::kEnforce).ok()) code = 90;
+      });
+      thread.join();
+      ::_exit(code);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_FALSE(WIFSIGNALED(status)) << policy.name << ": signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), 0) << policy.name;
+  }
+}
+
 TEST(VmmSeccompPolicy, TheVmmThreadDiesOpeningAnExistingFileReadWrite) {
   char path[] = "/tmp/ember-vmm-seccomp-XXXXXX";
   int file = ::mkstemp(path);
