@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "rootfs/agent/exec_files.h"
 #include "rootfs/agent/spawn.h"
 #include "vmm/base/status.h"
 
@@ -130,6 +131,7 @@ absl::Status Session::Start() {
   spec.uid = request_.uid();
   spec.gid = request_.gid();
   EMBER_ASSIGN_OR_RETURN(spec.limits, LimitsOf(request_));
+  EMBER_RETURN_IF_ERROR(WriteExecFiles(request_));
   base::UniqueFd child_stdin;
   base::UniqueFd child_stdout;
   base::UniqueFd child_stderr;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -394,6 +395,49 @@ TEST(AgentExec, AnUnknownCapabilityOrAMalformedRlimitIsRefusedStartingNothing) {
   EXPECT_NE(cap.status().message().find("CAP_BANANAS"), std::string_view::npos);
   EXPECT_EQ(limit.status().code(), absl::StatusCode::kInvalidArgument) << limit.status();
   EXPECT_NE(limit.status().message().find("200 100"), std::string_view::npos);
+  EXPECT_TRUE(WaitNoChildren(agent.agent_pid()));
+}
+
+TEST(AgentExec, FilesAreWrittenBeforeTheProcessStarts) {
+  AgentUnderTest agent;
+  Collected output;
+  const std::string hosts = agent.scratch() + "/etc/hosts";
+  const std::string link = agent.scratch() + "/resolv.conf";
+  std::filesystem::create_directories(agent.scratch() + "/elsewhere");
+  std::filesystem::create_symlink(agent.scratch() + "/elsewhere/target", link);
+  v1::ExecRequest request =
+      ExecOf({"sh", "-c", "cat " + hosts + " " + link + "; stat -c %a " + hosts});
+  request.add_file_paths(hosts);
+  request.add_file_contents("127.0.0.1 box\n");
+  request.add_file_modes(0640);
+  request.add_file_paths(link);
+  request.add_file_contents("nameserver 10.0.0.1\n");
+  request.add_file_modes(0644);
+
+  absl::StatusOr<agent_client::ExecResult> result = agent.Client().Exec(request, output.Callback());
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(output.out, "127.0.0.1 box\nnameserver 10.0.0.1\n640\n");
+  // The symlink was replaced, not written through.
+  EXPECT_FALSE(std::filesystem::exists(agent.scratch() + "/elsewhere/target"));
+}
+
+TEST(AgentExec, ARelativeFilePathOrMismatchedFileListsAreRefused) {
+  AgentUnderTest agent;
+  v1::ExecRequest relative = ExecOf({"true"});
+  relative.add_file_paths("etc/hosts");
+  relative.add_file_contents("x");
+  relative.add_file_modes(0644);
+  v1::ExecRequest dotdot = relative;
+  dotdot.set_file_paths(0, "/etc/../hosts");
+  v1::ExecRequest mismatched = relative;
+  mismatched.set_file_paths(0, "/tmp/x");
+  mismatched.clear_file_modes();
+
+  for (const v1::ExecRequest& bad : {relative, dotdot, mismatched}) {
+    absl::StatusOr<agent_client::ExecResult> result = agent.Client().Exec(bad);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  }
   EXPECT_TRUE(WaitNoChildren(agent.agent_pid()));
 }
 
