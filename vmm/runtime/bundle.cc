@@ -299,6 +299,97 @@ absl::Status CheckRoot(const oci::Spec& spec, Bundle& out, const FieldErrors& er
   return absl::OkStatus();
 }
 
+// Where a guest (ember-init) mounts its own kernel file systems: the runtime's mounts of
+// those types there are what the guest has already. /dev/shm is the guest's own tmpfs whatever
+// the caller binds there (podman and CRI bind a host directory).
+bool GuestsOwnMount(const oci::Mount& mount) {
+  static const std::set<std::string> kTypes = {"proc",   "sysfs",  "devpts",  "mqueue",
+                                               "tmpfs",  "cgroup", "cgroup2", "devtmpfs"};
+  static const std::set<std::string> kPlaces = {"/proc",        "/sys", "/dev",
+                                                "/dev/pts",     "/dev/shm", "/dev/mqueue",
+                                                "/sys/fs/cgroup", "/run", "/tmp"};
+  if (mount.destination() == "/dev/shm") return true;
+  return kTypes.count(mount.type()) != 0 && kPlaces.count(mount.destination()) != 0;
+}
+
+bool HasOption(const oci::Mount& mount, absl::string_view option) {
+  for (const std::string& o : mount.options()) {
+    if (o == option) return true;
+  }
+  return false;
+}
+
+absl::Status CopyFileIn(const fs::path& source, const std::string& destination,
+                        const std::string& field, const FieldErrors& errors, Bundle& out,
+                        std::size_t* budget) {
+  struct stat st {};
+  if (::stat(source.c_str(), &st) != 0) {
+    return errors.Invalid(field, absl::StrCat("cannot read ", source.string()));
+  }
+  const std::size_t size = static_cast<std::size_t>(st.st_size);
+  if (size > *budget) {
+    return errors.Invalid(field, absl::StrCat("the bind-mounted files exceed ", kMaxCopiedBytes,
+                                              " bytes, all a VM is given copies of"));
+  }
+  std::ifstream in(source, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in.good() && !in.eof()) return errors.Invalid(field, "cannot read " + source.string());
+  *budget -= size;
+  out.files.push_back({destination, text.str(), static_cast<uint32_t>(st.st_mode & 07777)});
+  return absl::OkStatus();
+}
+
+absl::Status CheckMounts(const oci::Spec& spec, Bundle& out, const FieldErrors& errors) {
+  std::size_t budget = kMaxCopiedBytes;
+  for (int i = 0; i < spec.mounts_size(); ++i) {
+    const oci::Mount& mount = spec.mounts(i);
+    const std::string field = absl::StrCat("mounts[", i, "]");
+    if (mount.destination().empty() || mount.destination().front() != '/') {
+      return errors.Invalid(field + ".destination",
+                            absl::StrCat("\"", mount.destination(), "\" is not absolute"));
+    }
+    if (GuestsOwnMount(mount)) continue;
+    const bool bind = mount.type() == "bind" || HasOption(mount, "bind") || HasOption(mount, "rbind");
+    if (!bind) {
+      return errors.Invalid(field, absl::StrCat("a ", mount.type(), " mount at ",
+                                                mount.destination(),
+                                                " cannot be given to a VM (only bind mounts and "
+                                                "the kernel file systems a guest has are)"));
+    }
+    std::error_code ec;
+    const fs::path source = mount.source();
+    if (fs::is_regular_file(source, ec)) {
+      EMBER_RETURN_IF_ERROR(CopyFileIn(source, mount.destination(), field, errors, out, &budget));
+      continue;
+    }
+    if (!fs::is_directory(source, ec)) {
+      return errors.Invalid(field + ".source",
+                            absl::StrCat("no file or directory at ", source.string()));
+    }
+    if (!HasOption(mount, "ro")) {
+      return errors.Invalid(field, absl::StrCat(
+                                       "a writable directory (", source.string(), " at ",
+                                       mount.destination(),
+                                       ") cannot be shared with a VM: only files and read-only "
+                                       "directories are copied in"));
+    }
+    // Read-only directories (Kubernetes' secrets, config maps, service account tokens):
+    // their regular files, symlinks followed (config maps link through ..data).
+    for (auto it = fs::recursive_directory_iterator(source, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      const std::string relative = it->path().lexically_relative(source).string();
+      // Kubernetes' ..data and ..TIMESTAMP hold what the visible names link to.
+      if (relative.starts_with("..") || relative.find("/..") != std::string::npos) continue;
+      EMBER_RETURN_IF_ERROR(CopyFileIn(it->path(), mount.destination() + "/" + relative, field,
+                                       errors, out, &budget));
+    }
+    if (ec) return errors.Invalid(field, absl::StrCat("cannot read ", source.string()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<uint64_t> ParseMemoryMib(const std::string& quantity) {
@@ -373,6 +464,7 @@ absl::StatusOr<Bundle> LoadBundle(const fs::path& bundle_dir) {
   EMBER_ASSIGN_OR_RETURN(out.vcpus, VcpusFrom(spec, errors));
   EMBER_ASSIGN_OR_RETURN(out.memory_mib, MemoryFrom(spec, errors));
   EMBER_RETURN_IF_ERROR(CheckNamespaces(spec, out, errors));
+  EMBER_RETURN_IF_ERROR(CheckMounts(spec, out, errors));
   return out;
 }
 

@@ -64,6 +64,18 @@ inline constexpr uint32_t kMaxVcpus = 32;
 inline constexpr uint32_t kMinMemoryMib = 16;
 inline constexpr uint32_t kMaxMemoryMib = 1024 * 1024;
 
+// A file the guest's agent writes before the container's process starts: a bind mount's
+// source, copied (a VM cannot share the host's files).
+struct BundleFile {
+  std::string path;  // in the guest, absolute
+  std::string contents;
+  uint32_t mode = 0644;
+};
+
+// At most this much of bind-mounted files is copied into a guest: it travels in the agent's
+// Exec request, whose frame is at most 1 MiB.
+inline constexpr std::size_t kMaxCopiedBytes = 512 * 1024;
+
 // An OCI bundle (runtime-spec config.json) turned into what an Ember microVM needs.
 struct Bundle {
   std::filesystem::path dir;     // the bundle directory, absolute
@@ -79,6 +91,9 @@ struct Bundle {
   // tap goes there. Empty: no network (no entry, or a new empty namespace).
   std::filesystem::path network_namespace;
   std::map<std::string, std::string> annotations;  // all of them, io.ember.* included
+  // `mounts`: the kernel file systems at their usual places are the guest's own; bind mounts of
+  // files and read-only directories are copied in (docs/ember-runtime.md, "Mounts").
+  std::vector<BundleFile> files;
 };
 
 // Reads BUNDLE_DIR/config.json. Any thread; reads files only. Bad input is InvalidArgument

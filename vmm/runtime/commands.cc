@@ -197,6 +197,11 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
     spec.jail_uid = jail->uid;
   }
   spec.workload = PlanExec(bundle.process);
+  for (const BundleFile& file : bundle.files) {
+    spec.workload.add_file_paths(file.path);
+    spec.workload.add_file_contents(file.contents);
+    spec.workload.add_file_modes(file.mode);
+  }
   spec.console_socket =
       console_socket.empty() ? std::string() : std::filesystem::absolute(console_socket).string();
   spec.netns_path = record.netns_path;

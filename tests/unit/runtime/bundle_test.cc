@@ -320,6 +320,72 @@ TEST_F(BundleTest, ExecProcessFileIsCheckedLikeConfigs) {
   EXPECT_EQ(LoadProcess(bundle() / "missing.json").status().code(), absl::StatusCode::kNotFound);
 }
 
+// config.json with `mounts` (a JSON array) and the minimal rest.
+std::string WithMounts(const std::string& mounts) {
+  return MinimalConfig(R"({"args": ["sh"], "cwd": "/"})", R"(, "mounts": )" + mounts);
+}
+
+TEST_F(BundleTest, KernelFileSystemsAtTheirPlacesAreTheGuestsOwn) {
+  auto loaded = LoadWith(WithMounts(R"([
+    {"destination": "/proc", "type": "proc", "source": "proc"},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+    {"destination": "/dev/shm", "type": "bind", "source": "/nonexistent/shm", "options": ["rbind"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs"},
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}])"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->files.empty());
+}
+
+TEST_F(BundleTest, BindMountedFilesAndReadOnlyDirectoriesAreCopiedIn) {
+  std::filesystem::path hosts = bundle() / "hosts";
+  std::ofstream(hosts) << "127.0.0.1 box\n";
+  ::chmod(hosts.c_str(), 0640);
+  // A Kubernetes secret: files linked through ..data, which is not copied itself.
+  std::filesystem::path secret = bundle() / "secret";
+  std::filesystem::create_directories(secret / "..2024_01" );
+  std::ofstream(secret / "..2024_01" / "token") << "t0k3n";
+  std::filesystem::create_directory_symlink("..2024_01", secret / "..data");
+  std::filesystem::create_symlink("..data/token", secret / "token");
+  auto loaded = LoadWith(WithMounts(R"([
+    {"destination": "/etc/hosts", "type": "bind", "source": ")" + hosts.string() +
+                                    R"(", "options": ["rbind", "rprivate"]},
+    {"destination": "/var/run/secrets/sa", "type": "bind", "source": ")" + secret.string() +
+                                    R"(", "options": ["rbind", "ro"]}])"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->files.size(), 2u) << (loaded->files.empty() ? "" : loaded->files.back().path);
+  EXPECT_EQ(loaded->files[0].path, "/etc/hosts");
+  EXPECT_EQ(loaded->files[0].contents, "127.0.0.1 box\n");
+  EXPECT_EQ(loaded->files[0].mode, 0640u);
+  EXPECT_EQ(loaded->files[1].path, "/var/run/secrets/sa/token");
+  EXPECT_EQ(loaded->files[1].contents, "t0k3n");
+}
+
+TEST_F(BundleTest, AWritableDirectoryBindIsRefusedNamingIt) {
+  std::filesystem::create_directory(bundle() / "volume");
+  std::string error = ErrorFor(WithMounts(R"([{"destination": "/data", "type": "bind", "source": ")" +
+                                          (bundle() / "volume").string() +
+                                          R"(", "options": ["rbind"]}])"));
+  EXPECT_THAT(error, HasSubstr("mounts[0]"));
+  EXPECT_THAT(error, HasSubstr("writable directory"));
+}
+
+TEST_F(BundleTest, OtherMountTypesAreRefusedNamingThem) {
+  std::string error = ErrorFor(
+      WithMounts(R"([{"destination": "/data", "type": "nfs", "source": "server:/export"}])"));
+  EXPECT_THAT(error, HasSubstr("mounts[0]"));
+  EXPECT_THAT(error, HasSubstr("nfs mount at /data"));
+}
+
+TEST_F(BundleTest, BindMountedFilesBeyondWhatAVmIsGivenAreRefused) {
+  std::filesystem::path big = bundle() / "big";
+  std::ofstream(big) << std::string(kMaxCopiedBytes + 1, 'x');
+  std::string error = ErrorFor(WithMounts(R"([{"destination": "/big", "type": "bind", "source": ")" +
+                                          big.string() + R"(", "options": ["rbind", "ro"]}])"));
+  EXPECT_THAT(error, HasSubstr("exceed"));
+}
+
 TEST(ParseMemoryMib, UnitsAreKubernetesQuantities) {
   EXPECT_EQ(*ParseMemoryMib("512Mi"), 512u);
   EXPECT_EQ(*ParseMemoryMib("2Gi"), 2048u);
