@@ -3,6 +3,7 @@ result lines, each beside its runc baseline measured in the same run, runs inter
   oci_create_start_ms   `ember-runtime create` + `start` of one bundle, the guest image already
                         cached: create returns once the VM's agent is ready, start once the
                         process runs; next to `runc create` + `start` of the same bundle
+                        (and oci_create_start_unjailed_ms: the VMM not through ember-jailer)
   ctr_run_to_exit_ms    `ctr run --rm` of a busybox image to the container's exit, with
                         ember-runtime as the runc binary, next to `ctr run --rm` with runc,
                         through one containerd started here
@@ -89,6 +90,11 @@ def main():
     try:
         config = oci.write_runtime_config(os.path.join(work, "runtime.json"), work)
         env = dict(os.environ, EMBER_RUNTIME_CONFIG=config)
+        # The same runtime with its VMMs unjailed, to show what the jail costs.
+        unjailed_config = os.path.join(work, "runtime-unjailed.json")
+        with open(config) as f, open(unjailed_config, "w") as out:
+            json.dump(dict(json.load(f), jailer={"enabled": False}), out)
+        unjailed_env = dict(os.environ, EMBER_RUNTIME_CONFIG=unjailed_config)
         bundle = os.path.join(work, "bundle")
         make_bundle(bundle)
         roots = {name: os.path.join(work, name + "-root") for name in ("ember", "runc")}
@@ -96,14 +102,17 @@ def main():
             os.makedirs(root)
         # The first create builds the guest image: the figure is for a cached one.
         create_start(oci.RUNTIME, roots["ember"], bundle, "warm", env)
-        ember_ms, runc_ms = [], []
+        ember_ms, unjailed_ms, runc_ms = [], [], []
         for run in range(args.runs):
             ember_ms.append(create_start(oci.RUNTIME, roots["ember"], bundle, f"e{run}", env))
+            unjailed_ms.append(create_start(oci.RUNTIME, roots["ember"], bundle, f"u{run}",
+                                            unjailed_env))
             runc_ms.append(create_start("runc", roots["runc"], bundle, f"r{run}", env))
             if args.verbose:
-                print(f"run {run}: ember-runtime {ember_ms[-1]:.2f} ms, runc {runc_ms[-1]:.2f} ms",
-                      file=sys.stderr)
+                print(f"run {run}: ember-runtime {ember_ms[-1]:.2f} ms, unjailed "
+                      f"{unjailed_ms[-1]:.2f} ms, runc {runc_ms[-1]:.2f} ms", file=sys.stderr)
         report("oci_create_start_ms", ember_ms, "runc_create_start_ms", runc_ms)
+        report("oci_create_start_unjailed_ms", unjailed_ms, "runc_create_start_ms", runc_ms)
 
         os.makedirs(os.path.join(work, "containerd"))
         containerd = oci.Containerd(os.path.join(work, "containerd"), config)
