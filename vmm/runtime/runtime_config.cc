@@ -1,5 +1,7 @@
 #include "runtime_config.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -52,6 +54,8 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::string& text) {
                                   "image_cache_dir", "rootfs_tool", "jailer"});
   if (!known.ok()) return known;
   RuntimeConfig config;
+  // Only root can jail; a rootless caller's VMM runs as that caller, with nothing to drop.
+  config.jailer.enabled = ::geteuid() == 0;
   for (absl::Status s :
        {Take(j, "", "vmm", &config.vmm_path), Take(j, "", "kernel", &config.kernel),
         Take(j, "", "initrd", &config.initrd), Take(j, "", "boot_args", &config.boot_args),

@@ -8,7 +8,8 @@
 
 namespace ember::runtime {
 
-// How containers' VMMs are jailed (jail.h): through ember-jailer unless `enabled` is false.
+// How containers' VMMs are jailed (jail.h): through ember-jailer unless `enabled` is false
+// (its default: whether the runtime runs as root, which jailing needs).
 struct JailerSettings {
   bool enabled = true;
   std::string path;              // ember-jailer; default: the one beside ember-runtime
