@@ -323,7 +323,8 @@ class FunctionsTest(SharedEmberd, unittest.TestCase):
         first = deploy("oci")
         self.assertEqual(first.state, api.Function.READY)
         self.assertEqual(first.image_sha256, digest)
-        image = os.path.join(self.emberd.state_dir, "fn-images", digest + ".ext4")
+        # Kept apart from a raw image of the same bytes.
+        image = os.path.join(self.emberd.state_dir, "fn-images", "oci-" + digest + ".ext4")
         # ember-rootfs built an ext4 image of it, with the archive's entrypoint recorded.
         self.assertEqual(rs.image_config(image)["entrypoint"], ["/bin/handler"])
         built = os.stat(image)
@@ -345,6 +346,44 @@ class FunctionsTest(SharedEmberd, unittest.TestCase):
         self.assertIsNone(self.function("oci-bad"))
         self.assertEqual([n for n in os.listdir(os.path.join(self.emberd.state_dir, "fn-images"))
                           if n.endswith(".ext4")], [])
+
+    def test_deleting_a_function_keeps_the_image_a_deploy_in_flight_shares_with_it(self):
+        image_path = os.path.join(self.emberd.dir, "shared-image.ext4")
+        with open(image_path, "wb") as f:
+            f.write(b"an image only this test's two functions use")
+            f.truncate(1 << 20)
+
+        def request(name, warmup):
+            return api.DeployFunctionRequest(name=name, root_image_path=image_path,
+                                             mem_size_mib=32, warmup_payloads=[warmup])
+
+        self.fn.DeployFunction(request("holder", b"warm up"), timeout=300)
+        outcome = []
+
+        def deploy_in_flight():
+            try:
+                # Its warm-up keeps it deploying well after its VM exists.
+                outcome.append(self.fn.DeployFunction(request("inflight", b"spin:5000:"),
+                                                      timeout=300))
+            except grpc.RpcError as error:
+                outcome.append(error)
+
+        deployer = threading.Thread(target=deploy_in_flight)
+        deployer.start()
+        # Its deploy VM is made once its image is in the cache.
+        deadline = time.time() + 120
+        while not self.vms_of("inflight") and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(self.vms_of("inflight"), "inflight's deploy VM never appeared")
+        self.delete("holder")
+        deployer.join(300)
+        self.assertIsInstance(outcome[0], api.Function, outcome)
+        image = os.path.join(self.emberd.state_dir, "fn-images",
+                             outcome[0].image_sha256 + ".ext4")
+        self.assertTrue(os.path.exists(image), "deleting holder removed inflight's image")
+        self.assertEqual(self.invoke("inflight", b"abc").output, b"cba")
+        self.delete("inflight")
+        self.assertFalse(os.path.exists(image))
 
     def test_bad_requests_get_clear_codes_naming_the_field(self):
         self.deploy("target")

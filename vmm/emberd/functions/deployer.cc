@@ -22,6 +22,11 @@ std::uint64_t Since(std::uint64_t start_us) { return base::MonotonicMicros() - s
 std::string VmIdPrefix(const std::string& function) { return "fn-" + function + "-"; }
 std::string DeployVmId(const std::string& function) { return VmIdPrefix(function) + "deploy"; }
 
+std::string ImageKeyOf(const v1::Function& function) {
+  if (function.image_sha256().empty()) return "";
+  return ImageKey(!function.spec().oci_archive_path().empty(), function.image_sha256());
+}
+
 absl::Status Deployer::Deploy(const v1::DeployFunctionRequest& request, v1::Function* function) {
   const std::uint64_t start = base::MonotonicMicros();
   function->set_state(v1::Function::DEPLOYING);
@@ -44,8 +49,9 @@ absl::Status Deployer::Deploy(const v1::DeployFunctionRequest& request, v1::Func
   function->set_image_sha256(sha);
   EMBER_RETURN_IF_ERROR(store_.Save(*function));
   const std::string uds = store_.Dir(request.name()) + "/deploy.sock";
+  const std::string image = images_.PathOf(ImageKeyOf(*function));
   EMBER_RETURN_IF_ERROR(BootAndSnapshot(
-      request, DeployConfig(request, images_.PathOf(sha), sockets_.ConfigPath(uds)), function));
+      request, DeployConfig(request, image, sockets_.ConfigPath(uds)), function));
   ::unlink(uds.c_str());
   function->mutable_deploy()->set_total_us(Since(start));
   function->set_state(v1::Function::READY);

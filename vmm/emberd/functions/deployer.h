@@ -17,6 +17,8 @@ namespace ember::emberd::functions {
 // The VM id of a function's deploy VM, and the id prefix of all its VMs.
 [[nodiscard]] std::string DeployVmId(const std::string& function);
 [[nodiscard]] std::string VmIdPrefix(const std::string& function);
+// The image cache's key of `function`'s image (ImageKey): empty before one was added.
+[[nodiscard]] std::string ImageKeyOf(const v1::Function& function);
 
 // DeployFunction's steps, through emberd's VM machinery: the image into the cache (built from
 // an OCI archive by `rootfs`, which may be null, then refused), one VM
@@ -39,8 +41,9 @@ class Deployer {
   // Deploys into `function` (its name set and its directory claimed; its record saved as
   // DEPLOYING before anything else is made, and again with the image's digest once that is
   // known, so that a restarted emberd can clean up after a deploy it did not finish). On
-  // success `function` is READY and saved. On failure the VM and the snapshot it made are
-  // gone; the record and the image are the caller's to remove.
+  // success `function` is READY and saved. Once `function` has an image_sha256, it holds a
+  // reference to that image (ImageCache), the caller's to release. On failure the VM and the
+  // snapshot it made are gone; the record and the image's reference are the caller's.
   [[nodiscard]] absl::Status Deploy(const v1::DeployFunctionRequest& request,
                                     v1::Function* function);
 

@@ -92,7 +92,7 @@ void FunctionManager::AddReady(const v1::Function& function) {
       source.memory_path = snapshot.memory_path();
     }
   }
-  source.deployed = DeployConfig(function.spec(), images_.PathOf(function.image_sha256()),
+  source.deployed = DeployConfig(function.spec(), images_.PathOf(ImageKeyOf(function)),
                                  source.dir + "/deploy.sock");
   auto entry = std::make_shared<Entry>(function, std::move(source), base::MonotonicMicros());
   std::lock_guard lock(mu_);
@@ -126,7 +126,7 @@ absl::StatusOr<v1::Function> FunctionManager::Deploy(const v1::DeployFunctionReq
       std::lock_guard lock(mu_);
       functions_.erase(request.name());
     }
-    if (absl::Status removed = RemoveArtifacts(function); !removed.ok()) {
+    if (absl::Status removed = RemoveArtifacts(function, /*holds_image=*/true); !removed.ok()) {
       EMBER_LOG(kWarn) << "emberd: function " << request.name()
                        << ": after a failed deploy: " << removed.message();
     }
@@ -306,30 +306,18 @@ absl::Status FunctionManager::Delete(const std::string& name, bool force) {
     std::lock_guard lock(entry->mu);
     function = entry->record;
   }
-  EMBER_RETURN_IF_ERROR(RemoveArtifacts(function));
+  EMBER_RETURN_IF_ERROR(RemoveArtifacts(function, /*holds_image=*/true));
   EMBER_LOG(kInfo) << "emberd: function " << name << " deleted";
   return absl::OkStatus();
 }
 
-bool FunctionManager::ImageInUse(const std::string& sha256, const std::string& except) {
-  std::lock_guard lock(mu_);
-  for (auto& [name, entry] : functions_) {
-    if (name == except) continue;
-    std::lock_guard entry_lock(entry->mu);
-    if (entry->record.image_sha256() == sha256) return true;
-  }
-  return false;
-}
-
-absl::Status FunctionManager::RemoveArtifacts(const v1::Function& function) {
+absl::Status FunctionManager::RemoveArtifacts(const v1::Function& function, bool holds_image) {
   absl::Status status;
   if (!function.snapshot_id().empty()) {
     status = vms_.DeleteSnapshot(function.snapshot_id());
     if (status.code() == absl::StatusCode::kNotFound) status = absl::OkStatus();
   }
-  if (!function.image_sha256().empty() && !ImageInUse(function.image_sha256(), function.name())) {
-    images_.Remove(function.image_sha256());
-  }
+  if (holds_image && !function.image_sha256().empty()) images_.Release(ImageKeyOf(function));
   if (!status.ok()) {
     // The record stays, so that the next start tries again.
     return absl::Status(status.code(), "function \"" + function.name() +
@@ -454,35 +442,23 @@ void FunctionManager::RemoveCloneVms(const std::vector<v1::Function>& functions)
   }
 }
 
-void FunctionManager::SweepImages() {
-  std::error_code error;
-  for (auto it = std::filesystem::directory_iterator(images_.dir(), error);
-       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
-    const std::string file = it->path().filename().string();
-    const std::string ext = ".ext4";
-    const bool image = file.size() > ext.size() && file.compare(file.size() - ext.size(),
-                                                                ext.size(), ext) == 0;
-    if (image && ImageInUse(file.substr(0, file.size() - ext.size()), "")) continue;
-    ::unlink(it->path().c_str());  // unused, or a copy cut short
-  }
-}
-
 absl::Status FunctionManager::Recover() {
   std::vector<v1::Function> functions = store_.LoadAll();
   RemoveCloneVms(functions);
   for (const v1::Function& function : functions) {
     if (function.state() == v1::Function::READY) {
+      images_.Acquire(ImageKeyOf(function));
       AddReady(function);
       EMBER_LOG(kInfo) << "emberd: function " << function.name() << " recovered";
       continue;
     }
     EMBER_LOG(kWarn) << "emberd: function " << function.name()
                      << " was still deploying when emberd stopped; removing it";
-    if (absl::Status status = RemoveArtifacts(function); !status.ok()) {
+    if (absl::Status status = RemoveArtifacts(function, /*holds_image=*/false); !status.ok()) {
       EMBER_LOG(kWarn) << "emberd: " << status.message();
     }
   }
-  SweepImages();
+  images_.RemoveUnreferenced();  // unused images, copies cut short
   maintainer_ = std::thread([this] { MaintainLoop(); });
   discarder_ = std::thread([this] { DiscardLoop(); });
   return absl::OkStatus();

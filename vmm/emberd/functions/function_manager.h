@@ -90,11 +90,10 @@ class FunctionManager {
   [[nodiscard]] absl::Status Serve(Entry& entry, std::unique_ptr<Clone>& clone,
                                    const v1::FunctionInvokeRequest& request,
                                    InvokeResult* result);
-  // Removes a function's snapshot, its image when no other function uses it, and its record.
-  [[nodiscard]] absl::Status RemoveArtifacts(const v1::Function& function);
-  [[nodiscard]] bool ImageInUse(const std::string& sha256, const std::string& except);
+  // Removes a function's snapshot and its record, and releases its image's reference if
+  // `holds_image` (it does unless it is a record a previous emberd left).
+  [[nodiscard]] absl::Status RemoveArtifacts(const v1::Function& function, bool holds_image);
   void RemoveCloneVms(const std::vector<v1::Function>& functions);
-  void SweepImages();
   // Held while a clone leaves its pool for the discard queue (ClonePool::Finish, Expire,
   // EndRefill, then Discard): counted in discarding_ all along, so that a DeleteFunction that
   // sees the pool idle also waits for that clone's discard before it removes the snapshot the

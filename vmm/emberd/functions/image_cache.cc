@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <filesystem>
 #include <vector>
 
 #include "vmm/base/status.h"
@@ -72,25 +73,6 @@ absl::StatusOr<std::string> CopyHashing(int in, int out, const std::string& what
   return Hex(digest, sizeof(digest));
 }
 
-// The sha256 hex of what `in` holds from its current offset on.
-absl::StatusOr<std::string> Hash(int in, const std::string& what) {
-  sha256_ctx sha;
-  sha256_init(&sha);
-  std::vector<char> buf(kChunk);
-  while (true) {
-    const ssize_t got = ::read(in, buf.data(), buf.size());
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return base::ErrnoError("read", what);
-    if (got == 0) break;
-    // reinterpret_cast: nettle takes bytes as uint8_t.
-    sha256_update(&sha, static_cast<std::size_t>(got),
-                  reinterpret_cast<const std::uint8_t*>(buf.data()));
-  }
-  std::uint8_t digest[SHA256_DIGEST_SIZE];
-  sha256_digest(&sha, sizeof(digest), digest);
-  return Hex(digest, sizeof(digest));
-}
-
 // The very file that passed the rules (`checked`, O_PATH), reopened for reading.
 absl::StatusOr<base::UniqueFd> Reopen(const base::UniqueFd& checked, const std::string& path) {
   const std::string via = "/proc/self/fd/" + std::to_string(checked.Get());
@@ -101,33 +83,65 @@ absl::StatusOr<base::UniqueFd> Reopen(const base::UniqueFd& checked, const std::
 
 std::atomic<unsigned> temp_counter{0};
 
+std::string TempName(const std::string& dir, const std::string& kind) {
+  return dir + "/." + kind + "-" + std::to_string(::getpid()) + "-" +
+         std::to_string(temp_counter++);
+}
+
+// Unlinks a temporary file of the cache as its scope ends.
+struct TempGone {
+  const std::string& path;
+  ~TempGone() { ::unlink(path.c_str()); }
+};
+
 }  // namespace
+
+std::string ImageKey(bool from_archive, const std::string& sha256) {
+  return from_archive ? "oci-" + sha256 : sha256;
+}
 
 absl::StatusOr<std::string> ImageCache::AddOciArchive(const base::PathRules& paths,
                                                       RootfsBuilder& builder,
                                                       const std::string& path) {
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths.OpenFile("oci_archive_path", path));
-  EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, Reopen(checked, path));
-  EMBER_ASSIGN_OR_RETURN(std::string sha, Hash(in.Get(), path));
-  if (::access(PathOf(sha).c_str(), F_OK) == 0) return sha;  // built before
-  if (::lseek(in.Get(), 0, SEEK_SET) != 0) return base::ErrnoError("lseek", path);
-  const std::string temp = dir_ + "/.oci-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(temp_counter++) + ".ext4";
-  EMBER_RETURN_IF_ERROR(builder.Build(in.Get(), temp));
-  if (::rename(temp.c_str(), PathOf(sha).c_str()) != 0) {
-    absl::Status status = base::ErrnoError("rename", temp);
-    ::unlink(temp.c_str());
-    return status;
+  // Not a device: emberd (root) would read a whole disk and hand it to the parser.
+  struct stat st {};
+  if (::fstat(checked.Get(), &st) != 0) return base::ErrnoError("fstat", path);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError("oci_archive_path: " + path + " is not a regular file");
   }
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, Reopen(checked, path));
+  // The image is built from the very bytes hashed: a private copy, which the client who owns
+  // the archive cannot rewrite between the hash and the build.
+  const std::string copy = TempName(dir_, "archive");
+  const TempGone copy_gone{copy};
+  std::string sha;
+  {
+    base::UniqueFd out(::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out) return base::ErrnoError("open", copy);
+    EMBER_ASSIGN_OR_RETURN(sha, CopyHashing(in.Get(), out.Get(), path));
+  }
+  const std::string key = ImageKey(/*from_archive=*/true, sha);
+  {
+    std::lock_guard lock(mu_);
+    if (::access(PathOf(key).c_str(), F_OK) == 0) {  // built before
+      ++refs_[key];
+      return sha;
+    }
+  }
+  base::UniqueFd archive(::open(copy.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!archive) return base::ErrnoError("open", copy);
+  const std::string temp = TempName(dir_, "oci");
+  EMBER_RETURN_IF_ERROR(builder.Build(archive.Get(), temp));
+  EMBER_RETURN_IF_ERROR(Install(temp, key));
   return sha;
 }
 
-absl::StatusOr<std::string> ImageCache::Add(const base::PathRules& paths,
-                                            const std::string& field, const std::string& path) {
+absl::StatusOr<std::string> ImageCache::Add(const base::PathRules& paths, const std::string& field,
+                                            const std::string& path) {
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths.OpenFile(field, path));
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, Reopen(checked, path));
-  const std::string temp =
-      dir_ + "/.new-" + std::to_string(::getpid()) + "-" + std::to_string(temp_counter++);
+  const std::string temp = TempName(dir_, "new");
   // Read-only for everyone: a jailed VMM (a uid of its own) opens its hard link in the jail;
   // on the host only root reaches the cache's 0700 directory.
   base::UniqueFd out(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kImageMode));
@@ -142,15 +156,50 @@ absl::StatusOr<std::string> ImageCache::Add(const base::PathRules& paths,
     ::unlink(temp.c_str());
     return absl::InvalidArgumentError(field + ": " + path + " is empty");
   }
-  if (::rename(temp.c_str(), PathOf(*sha).c_str()) != 0) {
+  EMBER_RETURN_IF_ERROR(Install(temp, ImageKey(/*from_archive=*/false, *sha)));
+  return sha;
+}
+
+absl::Status ImageCache::Install(const std::string& temp, const std::string& key) {
+  std::lock_guard lock(mu_);
+  if (::access(PathOf(key).c_str(), F_OK) == 0) {
+    ::unlink(temp.c_str());  // the same content, there already (and maybe in use)
+  } else if (::rename(temp.c_str(), PathOf(key).c_str()) != 0) {
     absl::Status status = base::ErrnoError("rename", temp);
     ::unlink(temp.c_str());
     return status;
   }
-  return sha;
+  ++refs_[key];
+  return absl::OkStatus();
 }
 
-void ImageCache::Remove(const std::string& sha256) const { ::unlink(PathOf(sha256).c_str()); }
+void ImageCache::Acquire(const std::string& key) {
+  std::lock_guard lock(mu_);
+  ++refs_[key];
+}
+
+void ImageCache::Release(const std::string& key) {
+  std::lock_guard lock(mu_);
+  auto it = refs_.find(key);
+  if (it == refs_.end()) return;  // never taken: nothing of the caller's to remove
+  if (--it->second > 0) return;
+  refs_.erase(it);
+  ::unlink(PathOf(key).c_str());
+}
+
+void ImageCache::RemoveUnreferenced() {
+  std::lock_guard lock(mu_);
+  const std::string ext = ".ext4";
+  std::error_code error;
+  for (auto it = std::filesystem::directory_iterator(dir_, error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    const std::string file = it->path().filename().string();
+    const bool image =
+        file.size() > ext.size() && file.compare(file.size() - ext.size(), ext.size(), ext) == 0;
+    if (image && refs_.contains(file.substr(0, file.size() - ext.size()))) continue;
+    ::unlink(it->path().c_str());  // unused, or a copy cut short
+  }
+}
 
 absl::StatusOr<std::string> MakeImageDir(const std::string& state_dir) {
   const std::string dir = state_dir + "/fn-images";

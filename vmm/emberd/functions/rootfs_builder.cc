@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <charconv>
 #include <vector>
 
@@ -39,12 +40,40 @@ absl::Status FromReply(const std::string& reply) {
   return absl::Status(static_cast<absl::StatusCode>(code), std::string(end + 1));
 }
 
-// In the helper: ember-rootfs --format oci /proc/self/fd/3 IMAGE, its output gathered.
-absl::Status RunTool(const std::string& tool, int archive, const std::string& image) {
-  // dup2 onto itself would leave the received fd's close-on-exec flag set.
-  if (archive == kArchiveFd && ::fcntl(archive, F_SETFD, 0) != 0) {
-    return base::ErrnoError("fcntl", "the archive");
+// In the child, between fork and exec (async-signal-safe calls only): ember-rootfs with its
+// stdio, the archive at kArchiveFd and nothing else the helper holds.
+[[noreturn]] void ExecTool(char* const* argv, int archive, int output, pid_t helper) {
+  ::setpgid(0, 0);  // a group of its own: a timeout kills whatever it started too
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != helper) ::_exit(127);
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(127);
+  const int null = ::open("/dev/null", O_RDONLY);
+  if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(output, 1) < 0 || ::dup2(output, 2) < 0) {
+    ::_exit(127);
   }
+  // dup2 onto itself would leave the received fd's close-on-exec flag set.
+  if (archive == kArchiveFd ? ::fcntl(archive, F_SETFD, 0) != 0
+                            : ::dup2(archive, kArchiveFd) < 0) {
+    ::_exit(127);
+  }
+  if (::close_range(kArchiveFd + 1, ~0U, 0) != 0) ::_exit(127);
+  ::execve(argv[0], argv, environ);
+  ::_exit(127);
+}
+
+// Kills the build `pid` leads and reaps it.
+void KillBuild(pid_t pid) {
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+// In the helper: ember-rootfs --format oci /proc/self/fd/3 IMAGE, its output gathered, killed
+// at `timeout`.
+absl::Status RunTool(const std::string& tool, int archive, const std::string& image,
+                     std::chrono::milliseconds timeout) {
   std::vector<std::string> args = {tool, "--format", "oci",
                                    "/proc/self/fd/" + std::to_string(kArchiveFd), image};
   std::vector<char*> argv;
@@ -54,20 +83,27 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return base::ErrnoError("pipe2", "ember-rootfs");
   base::UniqueFd read_end(pipe_fds[0]);
   base::UniqueFd write_end(pipe_fds[1]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end.Get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, write_end.Get(), 2);
-  posix_spawn_file_actions_adddup2(&actions, archive, kArchiveFd);
-  pid_t pid = 0;
-  const int err = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  const pid_t helper = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return base::ErrnoError("fork", tool);
+  if (pid == 0) ExecTool(argv.data(), archive, write_end.Get(), helper);
   write_end.Reset();
-  if (err != 0) return base::ErrnoError(err, "posix_spawn", tool);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string output;
   char buffer[512];
   for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{read_end.Get(), POLLIN, 0};
+    const int ready = left.count() > 0 ? ::poll(&pfd, 1, static_cast<int>(left.count())) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      KillBuild(pid);
+      ::unlink(image.c_str());
+      return absl::DeadlineExceededError(
+          "oci_archive_path: ember-rootfs did not build the image within " +
+          std::to_string(timeout.count()) + " ms; it was stopped");
+    }
     const ssize_t n = ::read(read_end.Get(), buffer, sizeof(buffer));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -90,7 +126,8 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
                              "): " + output);
 }
 
-[[noreturn]] void Serve(base::UniqueFd socket, const std::string& tool, pid_t emberd) {
+[[noreturn]] void Serve(base::UniqueFd socket, const std::string& tool,
+                        std::chrono::milliseconds timeout, pid_t emberd) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   ::prctl(PR_SET_NAME, "emberd-rootfs");  // told apart from emberd and its fork server
   if (::getppid() != emberd) ::_exit(0);
@@ -101,7 +138,7 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
     absl::Status built =
         got->fds.size() != 1
             ? absl::InvalidArgumentError("a build request carries exactly one archive")
-            : RunTool(tool, got->fds[0].Get(), std::string(buffer.data(), got->bytes));
+            : RunTool(tool, got->fds[0].Get(), std::string(buffer.data(), got->bytes), timeout);
     const std::string reply = Reply(built);
     if (::send(socket.Get(), reply.data(), reply.size(), MSG_NOSIGNAL) < 0) ::_exit(0);
   }
@@ -109,7 +146,8 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RootfsBuilder>> RootfsBuilder::Start(std::string tool) {
+absl::StatusOr<std::unique_ptr<RootfsBuilder>> RootfsBuilder::Start(
+    std::string tool, std::chrono::milliseconds timeout) {
   if (::access(tool.c_str(), X_OK) != 0) return base::ErrnoError("access", tool);
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
@@ -122,7 +160,7 @@ absl::StatusOr<std::unique_ptr<RootfsBuilder>> RootfsBuilder::Start(std::string 
   if (helper < 0) return base::ErrnoError("fork", "rootfs builder");
   if (helper == 0) {
     ours.Reset();
-    Serve(std::move(theirs), tool, emberd);
+    Serve(std::move(theirs), tool, timeout, emberd);
   }
   return std::unique_ptr<RootfsBuilder>(new RootfsBuilder(std::move(ours), helper));
 }

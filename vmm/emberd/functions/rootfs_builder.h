@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,19 +16,26 @@ namespace ember::emberd::functions {
 // Builds functions' root images from OCI image archives with ember-rootfs, in a helper process:
 // emberd's seccomp filter lets it exec nothing, so the helper is forked before the filter (as
 // the fork server is) and spawns ember-rootfs on emberd's requests, one at a time, over a
-// socket pair. It exits when emberd closes its end or dies (PR_SET_PDEATHSIG).
+// socket pair. It exits when emberd closes its end or dies (PR_SET_PDEATHSIG). ember-rootfs
+// parses a client's archive: it runs with no new privileges, in a process group of its own,
+// with only its stdio and the archive open, killed when the helper dies or when its build
+// takes longer than the timeout (the deploy then fails, and the next build can start).
 class RootfsBuilder {
  public:
-  // Forks the helper for the ember-rootfs binary `tool`. Called by emberd's main thread while
-  // it is the only thread and holds nothing a helper should not keep (before the state
-  // directory's lock).
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<RootfsBuilder>> Start(std::string tool);
+  static constexpr std::chrono::milliseconds kDefaultTimeout{300'000};
+
+  // Forks the helper for the ember-rootfs binary `tool`, whose builds are killed after
+  // `timeout`. Called by emberd's main thread while it is the only thread and holds nothing a
+  // helper should not keep (before the state directory's lock).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<RootfsBuilder>> Start(
+      std::string tool, std::chrono::milliseconds timeout = kDefaultTimeout);
   ~RootfsBuilder() = default;  // the socket closes: the helper exits
 
   // Builds the image of the OCI archive open at `archive` (borrowed) into the new file `image`,
   // readable by everyone (a jailed VMM reads its link; the cache's directory keeps others
   // out). An archive ember-rootfs refuses is INVALID_ARGUMENT naming oci_archive_path with its
-  // message. Any thread; builds are serialised.
+  // message; a build past the timeout is DEADLINE_EXCEEDED naming it. Any thread; builds are
+  // serialised.
   [[nodiscard]] absl::Status Build(int archive, const std::string& image);
 
  private:

@@ -1,0 +1,160 @@
+// The Functions image cache (vmm/emberd/functions/image_cache.*) and its rootfs builder, with a
+// shell script standing in for ember-rootfs: it "builds" an image holding "built from: " and
+// the archive's bytes, and plays the client or a hanging parser when the archive asks it to.
+#include "vmm/emberd/functions/image_cache.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "tests/support/files.h"
+#include "vmm/emberd/functions/rootfs_builder.h"
+
+namespace ember::emberd::functions {
+namespace {
+
+using ember::testing::ReadFile;
+using ember::testing::ScopedTempDir;
+
+// An archive starting "swap" makes the tool rewrite the client's archive ($FN_TEST_SWAP) in
+// place before it reads its own, as a client racing emberd would; "sleep" makes it hang. Fd 42
+// open or new privileges allowed make it fail.
+constexpr char kTool[] = R"sh(#!/bin/sh
+case "$(cat "$3")" in
+  sleep*) exec sleep 60 ;;
+  swap*) printf 'B: the archive swapped in' > "$FN_TEST_SWAP" ;;
+esac
+if [ -e /proc/self/fd/42 ]; then echo "fd 42 was inherited" >&2; exit 1; fi
+grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status || { echo "may gain privileges" >&2; exit 1; }
+{ printf 'built from: '; cat "$3"; } > "$4"
+)sh";
+
+void Write(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+class FnImageCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::mkdir(allowed_.c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(cache_dir_.c_str(), 0700), 0);
+    Write(tool_, kTool);
+    ASSERT_EQ(::chmod(tool_.c_str(), 0755), 0);
+    ::setenv("FN_TEST_SWAP", archive_.c_str(), 1);
+    absl::StatusOr<base::PathRules> rules = base::PathRules::Open({allowed_});
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    rules_ = std::make_unique<base::PathRules>(std::move(*rules));
+  }
+
+  std::unique_ptr<RootfsBuilder> StartBuilder(
+      std::chrono::milliseconds timeout = RootfsBuilder::kDefaultTimeout) {
+    absl::StatusOr<std::unique_ptr<RootfsBuilder>> builder = RootfsBuilder::Start(tool_, timeout);
+    EXPECT_TRUE(builder.ok()) << builder.status();
+    return builder.ok() ? std::move(*builder) : nullptr;
+  }
+
+  ScopedTempDir root_{"fn-image-cache"};
+  const std::string allowed_ = root_.path() + "/allowed";
+  const std::string cache_dir_ = root_.path() + "/cache";
+  const std::string tool_ = root_.path() + "/ember-rootfs.sh";
+  const std::string archive_ = allowed_ + "/image.oci.tar";
+  std::unique_ptr<base::PathRules> rules_;
+  ImageCache cache_{cache_dir_};
+};
+
+TEST_F(FnImageCacheTest, OciImageIsBuiltFromTheArchiveAsHashedThoughItsFileChangesAfter) {
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "swap: the archive hashed");
+
+  absl::StatusOr<std::string> sha = cache_.AddOciArchive(*rules_, *builder, archive_);
+
+  ASSERT_TRUE(sha.ok()) << sha.status();
+  ASSERT_EQ(ReadFile(archive_), "B: the archive swapped in");  // the client did rewrite it
+  EXPECT_EQ(ReadFile(cache_.PathOf(ImageKey(true, *sha))), "built from: swap: the archive hashed");
+}
+
+TEST_F(FnImageCacheTest, RawImageAndArchiveOfTheSameBytesGetImagesOfTheirOwn) {
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "the same bytes");
+
+  absl::StatusOr<std::string> raw = cache_.Add(*rules_, "root_image_path", archive_);
+  absl::StatusOr<std::string> oci = cache_.AddOciArchive(*rules_, *builder, archive_);
+
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  ASSERT_TRUE(oci.ok()) << oci.status();
+  EXPECT_EQ(*raw, *oci);
+  EXPECT_EQ(ReadFile(cache_.PathOf(ImageKey(false, *raw))), "the same bytes");
+  EXPECT_EQ(ReadFile(cache_.PathOf(ImageKey(true, *oci))), "built from: the same bytes");
+}
+
+TEST_F(FnImageCacheTest, ArchiveThatIsNotARegularFileIsRefused) {
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  const std::string device = allowed_ + "/disk";
+  if (::mknod(device.c_str(), S_IFBLK | 0600, makedev(7, 0)) != 0) {
+    GTEST_SKIP() << "mknod of a block device needs root";
+  }
+
+  absl::StatusOr<std::string> sha = cache_.AddOciArchive(*rules_, *builder, device);
+
+  ASSERT_EQ(sha.status().code(), absl::StatusCode::kInvalidArgument) << sha.status();
+  EXPECT_NE(sha.status().message().find("oci_archive_path: " + device + " is not a regular file"),
+            std::string::npos)
+      << sha.status();
+}
+
+TEST_F(FnImageCacheTest, ImageStaysUntilItsLastReferenceIsReleased) {
+  Write(archive_, "an image two functions use");
+  absl::StatusOr<std::string> first = cache_.Add(*rules_, "root_image_path", archive_);
+  absl::StatusOr<std::string> second = cache_.Add(*rules_, "root_image_path", archive_);
+  ASSERT_TRUE(first.ok() && second.ok());
+  const std::string image = cache_.PathOf(ImageKey(false, *first));
+
+  cache_.Release(ImageKey(false, *first));
+  EXPECT_EQ(::access(image.c_str(), F_OK), 0);
+  cache_.Release(ImageKey(false, *second));
+  EXPECT_NE(::access(image.c_str(), F_OK), 0);
+}
+
+TEST_F(FnImageCacheTest, BuildPastTheTimeoutIsStoppedAndTheNextBuildRuns) {
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder(std::chrono::milliseconds(500));
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "sleep: a parser that hangs");
+  base::UniqueFd hanging(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
+
+  absl::Status built = builder->Build(hanging.Get(), cache_dir_ + "/hanging.ext4");
+
+  EXPECT_EQ(built.code(), absl::StatusCode::kDeadlineExceeded) << built;
+  EXPECT_NE(built.message().find("oci_archive_path"), std::string::npos) << built;
+  EXPECT_NE(::access((cache_dir_ + "/hanging.ext4").c_str(), F_OK), 0);
+  Write(archive_, "a plain archive");
+  base::UniqueFd plain(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_TRUE(builder->Build(plain.Get(), cache_dir_ + "/plain.ext4").ok());
+}
+
+TEST_F(FnImageCacheTest, ToolGetsNoFdOfTheHelpersButTheArchiveAndNoNewPrivileges) {
+  // An fd emberd left inheritable before the helper forked.
+  base::UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_EQ(::dup2(null.Get(), 42), 42);
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ::close(42);
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "a plain archive");
+  base::UniqueFd archive(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
+
+  absl::Status built = builder->Build(archive.Get(), cache_dir_ + "/plain.ext4");
+
+  EXPECT_TRUE(built.ok()) << built;
+  EXPECT_EQ(ReadFile(cache_dir_ + "/plain.ext4"), "built from: a plain archive");
+}
+
+}  // namespace
+}  // namespace ember::emberd::functions
