@@ -87,20 +87,21 @@ class Emberd:
         self.log = None
         self.start()
 
-    def start(self):
+    def start(self, timeout=10):
+        """timeout: seconds until emberd listens (its recovery of VMs comes first)."""
         args = [self.binary, "--socket", self.socket, "--state-dir", self.state_dir]
         if self.max_vms:
             args += ["--max-vms", str(self.max_vms)]
         args += self.extra_args
         self.log = open(os.path.join(self.dir, "emberd.log"), "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, **self.popen_args)
-        deadline = time.time() + 10
+        deadline = time.time() + timeout
         while not os.path.exists(self.socket):
             if self.proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("emberd did not start: " + self.read_log())
             time.sleep(0.02)
         self.channel = grpc.insecure_channel("unix://" + self.socket)
-        grpc.channel_ready_future(self.channel).result(timeout=10)
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
         self.stub = api_grpc.EmberStub(self.channel)
 
     def read_log(self):

@@ -5,6 +5,9 @@ only), so no KVM or root is needed and the hammering is quick."""
 import concurrent.futures
 import os
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -121,6 +124,50 @@ class RacesTest(unittest.TestCase):
             recorded = self.stub.Get(api.VmRequest(vm_id="swapped"), timeout=30)
             self.assertEqual(recorded.config.drives[0].path_on_host, last,
                              f"round {round_}: the record names another file than the VMM's")
+
+    def test_an_unrecorded_vmm_that_never_answers_stop_is_killed_at_restart(self):
+        # A VM directory without vm.json (emberd died before recording it) whose VMM holds the
+        # control socket but reads nothing, as a wedged ember-vmm would.
+        self.emberd.kill9()
+        vm_dir = os.path.join(self.emberd.state_dir, "vms", "unrecorded")
+        os.makedirs(vm_dir)
+        control = os.path.join(vm_dir, "control.sock")
+        wedged = subprocess.Popen([sys.executable, "-c", (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\n"
+            "held = []\n"
+            "while True: held.append(s.accept()[0])\n"), control])
+        self.addCleanup(lambda: wedged.poll() is None and wedged.kill())
+        while not os.path.exists(control):
+            time.sleep(0.01)
+        # emberd's recovery waits its create timeout (30 s) for the VMM to go before it listens.
+        self.emberd.start(timeout=120)
+        self.stub = self.emberd.stub
+        self.assertEqual(wedged.wait(timeout=30), -signal.SIGKILL,
+                         "the VMM was left running, unknown to emberd")
+        self.assertFalse(os.path.exists(vm_dir))
+
+    def test_a_delete_that_cannot_remove_every_file_keeps_the_id_until_a_retry_finishes(self):
+        self.stub.Create(api.CreateRequest(vm_id="stuck", config=ec.config()), timeout=30)
+        vm_dir = os.path.join(self.emberd.state_dir, "vms", "stuck")
+        pinned = os.path.join(vm_dir, "pinned")
+        open(pinned, "w").close()
+        # Immutable: not even root removes it, as a file on a failing disk.
+        subprocess.run(["chattr", "+i", pinned], check=True)
+        self.addCleanup(subprocess.run, ["chattr", "-i", pinned], check=False)
+        _, error = self.call(self.stub.Delete, api.DeleteRequest(vm_id="stuck", force=True))
+        self.assertIsNotNone(error, "a Delete that left files behind said OK")
+        # The id is not free while its directory is there: a Create would take it as its own.
+        _, error = self.call(self.stub.Create, api.CreateRequest(vm_id="stuck",
+                                                                 config=ec.config()))
+        self.assertEqual(error and error.code(), grpc.StatusCode.ALREADY_EXISTS,
+                         error and error.details())
+        self.assertTrue(os.path.exists(pinned))
+        subprocess.run(["chattr", "-i", pinned], check=True)
+        _, error = self.call(self.stub.Delete, api.DeleteRequest(vm_id="stuck", force=True))
+        self.assertIsNone(error, error and error.details())
+        self.assertFalse(os.path.exists(vm_dir))
+        self.assert_records_match_disk_and_processes()
 
 
 if __name__ == "__main__":

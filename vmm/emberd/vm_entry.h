@@ -32,6 +32,9 @@ class VmEntry final : public SupervisedVmm {
   v1::Vm vm;              // guarded by mu
   bool creating = false;  // guarded by mu: Create has not returned yet; no events
   bool deleted = false;   // guarded by mu: no more records
+  // guarded by mu: deleted, but its files could not all be removed; only a retried Delete
+  // finds it (its id stays taken meanwhile).
+  bool delete_unfinished = false;
   // The snapshot the VM's next DIFF snapshot applies onto (its latest, or the one it was
   // restored from); empty when emberd knows of none.
   std::string last_snapshot_id;  // guarded by mu

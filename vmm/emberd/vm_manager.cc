@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -310,6 +311,18 @@ absl::StatusOr<v1::Vm> VmManager::Stop(const std::string& vm_id,
 }
 
 absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
+  if (std::shared_ptr<Entry> unfinished = UnfinishedDelete(vm_id)) {
+    std::lock_guard op(unfinished->op_mu);
+    {
+      std::lock_guard lock(unfinished->mu);
+      // Another retry came first.
+      if (!unfinished->delete_unfinished) {
+        return absl::NotFoundError("vm_id: no VM \"" + vm_id + "\"");
+      }
+      unfinished->delete_unfinished = false;
+    }
+    return RemoveFiles(unfinished);
+  }
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(vm_id));
   {
     std::lock_guard lock(entry->mu);
@@ -331,9 +344,22 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
     event.set_kind(v1::Event::DELETED);
     entry->Publish(event);
   }
+  return RemoveFiles(entry);
+}
+
+std::shared_ptr<VmManager::Entry> VmManager::UnfinishedDelete(const std::string& vm_id) {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(vm_id);
+  if (it == vms_.end()) return nullptr;
+  std::lock_guard vm_lock(it->second->mu);
+  return it->second->delete_unfinished ? it->second : nullptr;
+}
+
+absl::Status VmManager::RemoveFiles(const std::shared_ptr<Entry>& entry) {
   // The entry stays in vms_ (Find skips it) until the files are gone, so that a Create of the
   // same id cannot make a directory this is removing. The record goes first: an emberd killed
   // in between finds a directory without one and removes the rest (RemoveLeftover).
+  const std::string& vm_id = entry->vm_id();
   const std::string dir = VmDir(vm_id);
   absl::Status status;
   if (::unlink((dir + "/vm.json").c_str()) != 0 && errno != ENOENT) {
@@ -341,8 +367,17 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
   }
   if (status.ok()) status = view_->RemoveVm(vm_id);
   if (status.ok()) status = RemoveTree(dir);
+  if (!status.ok()) {
+    // Still not free: a Create of the id would find the directory there (and remove it as its
+    // own); a retried Delete finishes the job. An emberd restarted meanwhile finds the VM again
+    // (vm.json kept) or removes the rest (RemoveLeftover).
+    std::lock_guard lock(entry->mu);
+    entry->delete_unfinished = true;
+    return absl::Status(status.code(), "VM \"" + vm_id + "\" is deleted but not all of its "
+                                       "files could be removed (Delete again to finish): " +
+                                       std::string(status.message()));
+  }
   Forget(entry);
-  EMBER_RETURN_IF_ERROR(status);
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << " deleted";
   return absl::OkStatus();
 }
@@ -455,7 +490,16 @@ absl::StatusOr<v1::Vm> VmManager::UpdateDrive(const v1::UpdateDriveRequest& requ
   for (v1::Drive& recorded : *entry->vm.mutable_config()->mutable_drives()) {
     if (recorded.drive_id() == request.drive_id()) recorded.set_path_on_host(request.path_on_host());
   }
-  (void)entry->Persist();
+  // Not rolled back: a swap back could fail as well. The record in memory names the file the
+  // drive uses; the caller learns that the one on disk does not.
+  if (absl::Status persisted = entry->Persist(); !persisted.ok()) {
+    return absl::Status(persisted.code(),
+                        "drive \"" + request.drive_id() + "\" of VM \"" + request.vm_id() +
+                            "\" now uses " + request.path_on_host() +
+                            ", but emberd could not record the swap (an emberd restarted "
+                            "before the next record would name the old file): " +
+                            std::string(persisted.message()));
+  }
   return entry->vm;
 }
 
@@ -730,6 +774,12 @@ void VmManager::RemoveLeftover(const std::string& vm_id) {
   view_->LoadVm(vm_id);
   if (absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(vm_id) + "/control.sock");
       control.ok()) {
+    // No record names its pid: the socket's peer does (in emberd's pid namespace).
+    ucred peer{};
+    socklen_t peer_size = sizeof(peer);
+    if (::getsockopt(control->Get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0) {
+      peer.pid = 0;
+    }
     v1::Vm record;
     record.set_vm_id(vm_id);
     auto entry = std::make_shared<Entry>(std::move(record), VmDir(vm_id), events_);
@@ -743,8 +793,10 @@ void VmManager::RemoveLeftover(const std::string& vm_id) {
       // The VMM's exit closes the connection.
       if (!entry->cv.wait_for(lock, options_.create_timeout,
                               [&] { return !entry->connected(); })) {
-        EMBER_LOG(kWarn) << "emberd: the unrecorded ember-vmm of " << vm_id
-                         << " did not end when told to stop: " << stopped.message();
+        EMBER_LOG(kWarn) << "emberd: the unrecorded ember-vmm of " << vm_id << " (pid "
+                         << peer.pid << ") did not end when told to stop ("
+                         << stopped.message() << "); killing it";
+        if (peer.pid > 0) KillUnanswering(entry, peer.pid, lock);
       }
       supervisor_->Detach(*entry);
     }
@@ -753,6 +805,15 @@ void VmManager::RemoveLeftover(const std::string& vm_id) {
   (void)RemoveTree(VmDir(vm_id));
   EMBER_LOG(kInfo) << "emberd: removed " << VmDir(vm_id)
                    << ", which an earlier emberd left without a record";
+}
+
+void VmManager::KillUnanswering(const std::shared_ptr<Entry>& entry, pid_t pid,
+                                std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  const bool watched = supervisor_->WatchProcess(entry, pid).ok();
+  lock.lock();
+  entry->Kill();
+  if (watched) (void)Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5));
 }
 
 void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
@@ -780,11 +841,7 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
     // It still holds its listener but never answered: a VM nobody can drive. Ended, so that
     // no ember-vmm runs that emberd does not know.
     const pid_t pid = entry->vm.pid();
-    lock.unlock();
-    const bool watched = supervisor_->WatchProcess(entry, pid).ok();
-    lock.lock();
-    entry->Kill();
-    if (watched) (void)Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5));
+    KillUnanswering(entry, pid, lock);
     EMBER_LOG(kWarn) << "emberd: VM " << id << " (pid " << pid
                      << ") did not answer after the restart; killed";
   }

@@ -121,6 +121,11 @@ class VmManager {
   absl::Status Abandon(const std::shared_ptr<Entry>& entry, absl::Status status);
   // Drops `entry` from vms_ (if it is still the one under its id).
   void Forget(const std::shared_ptr<Entry>& entry);
+  // The entry of `vm_id` whose Delete could not remove all its files, or null.
+  std::shared_ptr<Entry> UnfinishedDelete(const std::string& vm_id);
+  // Removes a deleted VM's record and files, then forgets it; if any stays, keeps it for a
+  // retried Delete. entry->op_mu held.
+  [[nodiscard]] absl::Status RemoveFiles(const std::shared_ptr<Entry>& entry);
   // Recover's step for a VM directory without a record: stops its VMM, removes its files.
   void RemoveLeftover(const std::string& vm_id);
   // Writes the VM's directory and starts its ember-vmm under supervision.
@@ -146,6 +151,11 @@ class VmManager {
   // Recover's steps: the VMs' records, then each live VMM's connection.
   [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms();
   void Reattach(const std::shared_ptr<Entry>& entry);
+  // Ends a VMM that holds its control socket but does not answer, so that no ember-vmm runs
+  // that emberd does not know: SIGKILL through a pidfd of `pid` (its HELLO's or its socket
+  // peer's), then up to 5 s for its exit. `lock` holds entry->mu; released meanwhile.
+  void KillUnanswering(const std::shared_ptr<Entry>& entry, pid_t pid,
+                       std::unique_lock<std::mutex>& lock);
   [[nodiscard]] std::size_t LiveVms();
 
   ManagerOptions options_;
