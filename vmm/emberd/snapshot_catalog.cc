@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <tuple>
+#include <vector>
 
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/logging.h"
@@ -186,6 +187,13 @@ absl::Status SnapshotCatalog::Begin(const v1::Snapshot& snapshot,
   // ember-vmm writes into the directory; emberd's record (snapshot.json and the VM's
   // config, which a restore needs) always lives under the state directory.
   const std::string record_dir = RecordDir(snapshot.snapshot_id());
+  // The caller's directories that Begin makes, deepest first: only these go again on failure.
+  std::vector<std::filesystem::path> made;
+  for (std::filesystem::path p = dir; !p.empty() && p != p.parent_path() &&
+                                      !std::filesystem::exists(p);
+       p = p.parent_path()) {
+    made.push_back(p);
+  }
   for (const std::string& d : {dir, record_dir}) {
     std::error_code error;
     std::filesystem::create_directories(d, error);
@@ -197,10 +205,12 @@ absl::Status SnapshotCatalog::Begin(const v1::Snapshot& snapshot,
   absl::Status status = WriteMessageJson(record_dir + "/vm_config.json", config);
   if (status.ok()) status = WriteMessageJson(record_dir + kPendingFile, snapshot);
   if (!status.ok()) {
-    // emberd's disk full: nothing of a snapshot that never began (the caller's directory goes
-    // only if this made it, and so it is empty).
+    // emberd's disk full: nothing of a snapshot that never began (the caller's directories go
+    // only if this made them, and so they are empty).
     (void)RemoveTree(record_dir);
-    if (dir != record_dir) (void)::rmdir(dir.c_str());
+    if (dir != record_dir) {
+      for (const std::filesystem::path& p : made) (void)::rmdir(p.c_str());
+    }
   }
   return status;
 }

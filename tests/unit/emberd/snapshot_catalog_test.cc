@@ -194,6 +194,33 @@ TEST_F(SnapshotCatalogTest, BeginRefusesADirectoryThatHoldsASnapshot) {
   EXPECT_EQ(ReadFile(mine + "/memory"), "someone's memory");
 }
 
+// A record that cannot be written (here: a directory where vm_config.json goes, as a full disk
+// would fail it) undoes only what Begin made.
+class SnapshotCatalogBeginFailsTest : public SnapshotCatalogTest {
+ protected:
+  absl::Status BeginInto(const std::string& dir) {
+    v1::Snapshot snapshot;
+    snapshot.set_snapshot_id(catalog_->Reserve("vm", 1000));
+    snapshot.set_state_path(dir + "/state");
+    snapshot.set_memory_path(dir + "/memory");
+    std::filesystem::create_directories(catalog_->RecordDir(snapshot.snapshot_id()) +
+                                        "/vm_config.json");
+    return catalog_->Begin(snapshot, v1::VmConfig());
+  }
+};
+
+TEST_F(SnapshotCatalogBeginFailsTest, ACallersEmptyDirectoryStays) {
+  const std::string mine = dir_ + "/mine";
+  std::filesystem::create_directories(mine);
+  EXPECT_FALSE(BeginInto(mine).ok());
+  EXPECT_TRUE(std::filesystem::is_directory(mine));
+}
+
+TEST_F(SnapshotCatalogBeginFailsTest, TheDirectoriesItMadeGo) {
+  EXPECT_FALSE(BeginInto(dir_ + "/made/for/it").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/made"));
+}
+
 TEST_F(SnapshotCatalogTest, APendingSnapshotWhoseFilesAreCompleteIsRecordedOnTheNextStart) {
   // emberd was killed after ember-vmm wrote both files, before it recorded them.
   v1::Snapshot snapshot = Begun("vm", 1000, "", dir_ + "/mine");
