@@ -90,18 +90,30 @@ absl::StatusOr<pid_t> VmmPool::Launch(const LaunchSpec& spec) {
   if (slot.pid == 0) return spawner_->Launch(spec);
   Wake();  // refill
   absl::Status sent = SendLaunch(slot, spec);
-  std::lock_guard lock(mu_);
-  if (sent.ok()) {
-    // From here the VM's supervisor reaps it, not the pool.
-    tracked_[slot.pid].state = SlotState::kTaken;
-    ++hits_;
-    return slot.pid;
+  int pidfd = -1;
+  {
+    std::lock_guard lock(mu_);
+    if (sent.ok()) {
+      // From here the VM's supervisor reaps it, not the pool.
+      tracked_[slot.pid].state = SlotState::kTaken;
+      ++hits_;
+      return slot.pid;
+    }
+    // A slot that died idle (and was not reaped yet) cannot take it; an exec'd VMM will.
+    EMBER_LOG(kWarn) << "emberd: VMM pool: slot pid " << slot.pid << " did not take VM "
+                     << spec.vm_id << "'s launch (" << sent.message() << "); spawning one";
+    // Still kSending: the refill thread neither closes nor reaps it.
+    pidfd = tracked_[slot.pid].pidfd.Get();
+    ++misses_;
   }
-  // A slot that died idle (and was not reaped yet) cannot take it; an exec'd VMM will.
-  EMBER_LOG(kWarn) << "emberd: VMM pool: slot pid " << slot.pid << " did not take VM "
-                   << spec.vm_id << "'s launch (" << sent.message() << "); spawning one";
-  tracked_[slot.pid].state = SlotState::kDiscard;
-  ++misses_;
+  // The fds may have gone out before the rest timed out: the slot then holds copies of the
+  // VM's control listener and files. Gone before the exec'd VMM serves them, so that no
+  // process emberd does not supervise accepts the VM's control connection or keeps its drives.
+  KillAndReap(pidfd);
+  {
+    std::lock_guard lock(mu_);
+    tracked_[slot.pid].state = SlotState::kDiscard;
+  }
   Wake();
   return spawner_->Launch(spec);
 }
@@ -150,8 +162,8 @@ void VmmPool::Refill() {
       if (stopping_) return;
       for (auto it = tracked_.begin(); it != tracked_.end();) {
         const SlotState state = it->second.state;
-        if (state == SlotState::kDiscard) KillAndReap(it->second.pidfd.Get());
         // A taken slot is its VM's now: its pidfd is only closed (its supervisor has its own).
+        // A discarded one was killed and reaped by Launch.
         if (state == SlotState::kTaken || state == SlotState::kDiscard) {
           it = tracked_.erase(it);
           continue;

@@ -87,7 +87,7 @@ class VmmPool : public VmmLauncher {
     kIdle,     // in idle_: the refill thread reaps it if it ends
     kSending,  // Launch is sending it a launch: left alone
     kTaken,    // its VM's now: its pidfd is closed, the VM's supervisor reaps it
-    kDiscard,  // did not take its launch: killed and reaped
+    kDiscard,  // did not take its launch: killed and reaped by Launch, to be forgotten
   };
   struct Tracked {
     base::UniqueFd pidfd;
