@@ -120,9 +120,14 @@ struct Flags {
   std::string working_set;
 };
 
+// Main's thread preparing KVM while the config is read, until Main joins it (main thread only).
+// Fail joins it first: exit()'s static destructors must not run under its KVM ioctls.
+std::thread* preparing_kvm = nullptr;
+
 [[noreturn]] void Fail(int code, const std::string& message) {
   std::fprintf(stderr, "ember-vmm: error: %s\n", message.c_str());
   control::ReportBuildFailure(code, message);
+  if (preparing_kvm != nullptr && preparing_kvm->joinable()) preparing_kvm->join();
   std::exit(code);
 }
 
@@ -333,6 +338,7 @@ int Main(int argc, char** argv) {
   if (!prepared) {
     prepared = std::make_shared<PreparedKvm>();
     preparing = std::thread([p = prepared.get()] { (void)PrepareKvm(*p); });
+    preparing_kvm = &preparing;
   }
   control::SetBuildFailureSinks(flags.control_fd, flags.exit_record);
   VmmOptions options;
@@ -427,6 +433,7 @@ int Main(int argc, char** argv) {
   if (flags.control_fd >= 0) options.console_input = false;  // emberd's VMs have no terminal
   StartupProfile::Mark("options");
   if (preparing.joinable()) preparing.join();
+  preparing_kvm = nullptr;
   StartupProfile::Mark("kvm_wait");
   options.prepared = std::move(prepared);
   auto vmm = Vmm::Create(options);
