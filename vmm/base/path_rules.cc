@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "vmm/base/status.h"
 
@@ -32,11 +33,15 @@ std::string WithoutTrailingSlashes(std::string path) {
 }  // namespace
 
 absl::StatusOr<PathRules> PathRules::Open(const std::vector<std::string>& dirs,
-                                          const std::string& program) {
+                                          const std::string& program,
+                                          const std::vector<OwnDir>& own) {
   PathRules rules;
   rules.program_ = program;
   rules.uid_ = ::geteuid();
-  for (const std::string& given : dirs) {
+  std::vector<std::pair<std::string, std::optional<OwnDir::Use>>> all;
+  for (const std::string& given : dirs) all.emplace_back(given, std::nullopt);
+  for (const OwnDir& dir : own) all.emplace_back(dir.path, dir.use);
+  for (const auto& [given, use] : all) {
     if (given.empty() || given.front() != '/') {
       return absl::InvalidArgumentError("--allow-dir: \"" + given +
                                         "\" is not an absolute path");
@@ -54,6 +59,7 @@ absl::StatusOr<PathRules> PathRules::Open(const std::vector<std::string>& dirs,
                                         std::strerror(errno));
     }
     dir.real = real;
+    dir.own = use;
     rules.dirs_.push_back(std::move(dir));
   }
   return rules;
@@ -61,15 +67,19 @@ absl::StatusOr<PathRules> PathRules::Open(const std::vector<std::string>& dirs,
 
 std::string PathRules::Describe() const {
   std::string text;
-  for (const Dir& dir : dirs_) text += (text.empty() ? "" : ", ") + dir.name;
+  for (const std::string& name : Dirs()) text += (text.empty() ? "" : ", ") + name;
   return text.empty() ? "none" : text;
 }
 
 std::vector<std::string> PathRules::Dirs() const {
   std::vector<std::string> names;
-  for (const Dir& dir : dirs_) names.push_back(dir.name);
+  for (const Dir& dir : dirs_) {
+    if (!dir.own) names.push_back(dir.name);
+  }
   return names;
 }
+
+bool PathRules::empty() const { return Dirs().empty(); }
 
 absl::Status PathRules::Resolve(const Dir& dir, const std::string& relative,
                                 base::UniqueFd* opened) const {
@@ -109,8 +119,19 @@ absl::Status PathRules::Check(const std::string& field, const std::string& path)
 
 absl::StatusOr<base::UniqueFd> PathRules::OpenFile(const std::string& field,
                                                    const std::string& path) const {
+  return OpenExisting(field, path, std::nullopt);
+}
+
+absl::StatusOr<base::UniqueFd> PathRules::OpenReadOnlyFile(const std::string& field,
+                                                           const std::string& path) const {
+  return OpenExisting(field, path, OwnDir::Use::kReadOnlyFiles);
+}
+
+absl::StatusOr<base::UniqueFd> PathRules::OpenExisting(const std::string& field,
+                                                       const std::string& path,
+                                                       std::optional<OwnDir::Use> also) const {
   base::UniqueFd opened;
-  EMBER_RETURN_IF_ERROR(Match(field, path, &opened));
+  EMBER_RETURN_IF_ERROR(Match(field, path, &opened, also));
   // Only files a VMM can read as a kernel or serve as a disk: opening a FIFO (or a socket's
   // name) would block the opener, the fork server included, until some writer came along.
   struct stat st {};
@@ -124,7 +145,7 @@ absl::StatusOr<base::UniqueFd> PathRules::OpenFile(const std::string& field,
 
 absl::StatusOr<PathRules::Place> PathRules::OpenPlace(const std::string& field,
                                                      const std::string& path) const {
-  EMBER_RETURN_IF_ERROR(Match(field, path, nullptr));
+  EMBER_RETURN_IF_ERROR(Match(field, path, nullptr, OwnDir::Use::kPlaces));
   const std::size_t slash = path.find_last_of('/');
   Place place;
   place.name = path.substr(slash + 1);
@@ -132,7 +153,7 @@ absl::StatusOr<PathRules::Place> PathRules::OpenPlace(const std::string& field,
     return absl::InvalidArgumentError(field + ": " + path + " names no file");
   }
   const std::string parent = slash == 0 ? "/" : path.substr(0, slash);
-  absl::Status opened = Match(field, parent, &place.dir);
+  absl::Status opened = Match(field, parent, &place.dir, OwnDir::Use::kPlaces);
   struct stat st {};
   if (opened.ok() && (::fstat(place.dir.Get(), &st) != 0 || !S_ISDIR(st.st_mode))) {
     opened = absl::InvalidArgumentError(field + ": " + parent + " is not a directory");
@@ -170,7 +191,7 @@ absl::StatusOr<base::UniqueFd> PathRules::OpenAppendFile(const std::string& fiel
 }
 
 absl::Status PathRules::Match(const std::string& field, const std::string& path,
-                              base::UniqueFd* opened) const {
+                              base::UniqueFd* opened, std::optional<OwnDir::Use> also) const {
   const std::string rule = "host paths must lie under a directory " + program_ +
                            " allows (--allow-dir: " + Describe() +
                            "), without symlinks or \"..\" leading out";
@@ -190,6 +211,7 @@ absl::Status PathRules::Match(const std::string& field, const std::string& path,
   }
   absl::Status first_refusal;
   for (const Dir& dir : dirs_) {
+    if (dir.own && dir.own != also) continue;
     for (const std::string* spelling : {&dir.name, &dir.real}) {
       const std::string& prefix = *spelling;
       std::string relative;

@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,8 +35,21 @@ class PathRules {
   // Opens each directory (absolute, existing; symlinks in the directory's own path are
   // followed once, here: the operator named it). INVALID_ARGUMENT naming the bad one.
   // `program` names whose --allow-dir the rule is in messages ("emberd", "ember-vmm").
+  // `own`: directories of the program's own, which nothing a client names (a path in a
+  // request, a drive or socket in a state file it wrote) may reach: Check, OpenFile, Dirs and
+  // Describe leave them out. Only OpenReadOnlyFile reaches kReadOnlyFiles ones (emberd's
+  // function images, which every clone of a function attaches), and only OpenPlace (and so
+  // OpenAppendFile) kPlaces ones (where emberd has a function VM make its vsock socket). A
+  // client's path reaches neither: callers check what a client names by rules without them
+  // first, and a path is resolved only beneath the directories it lies in by name.
+  struct OwnDir {
+    enum class Use { kReadOnlyFiles, kPlaces };
+    std::string path;
+    Use use = Use::kReadOnlyFiles;
+  };
   [[nodiscard]] static absl::StatusOr<PathRules> Open(const std::vector<std::string>& dirs,
-                                                      const std::string& program = "emberd");
+                                                      const std::string& program = "emberd",
+                                                      const std::vector<OwnDir>& own = {});
 
   // OK when `path` passes the rule; otherwise INVALID_ARGUMENT "<field>: <why>, <the rule>".
   // An empty path is OK (the caller decides whether the field is required).
@@ -50,8 +64,15 @@ class PathRules {
   [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenFile(const std::string& field,
                                                         const std::string& path) const;
 
+  // OpenFile's rule widened to the kReadOnlyFiles directories too: for a file its caller hands
+  // on only to be read (a drive that emberd's own configuration makes read-only), never for a
+  // path a client chose.
+  [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenReadOnlyFile(const std::string& field,
+                                                                const std::string& path) const;
+
   // A place where a file is to be made, and made again, by name (a socket a VMM binds, a
-  // metrics file it rewrites by rename): Check's rule for `path`, then the directory it lies
+  // metrics file it rewrites by rename): Check's rule for `path` (the kPlaces directories
+  // admitted too), then the directory it lies
   // in, resolved once by the rule (an O_PATH fd: `dir`), and its last component (`name`). Who
   // names the place as "/proc/self/fd/<dir>/<name>" makes it in that very directory, even if a
   // parent's name is swapped for a symlink out a moment later. INVALID_ARGUMENT as Check, and
@@ -71,25 +92,35 @@ class PathRules {
   [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenAppendFile(const std::string& field,
                                                               const std::string& path) const;
 
-  // The allowed directories as the operator named them (normalised), for messages and logs.
+  // The allowed directories as the operator named them (normalised), for messages and logs;
+  // not the read-only ones.
   [[nodiscard]] std::string Describe() const;
-  // The same, one per entry (what emberd hands on as ember-vmm --allow-dir).
+  // The same, one per entry (what emberd hands on as ember-vmm --allow-dir: the rule for what a
+  // state file names is the client's, never wider).
   [[nodiscard]] std::vector<std::string> Dirs() const;
-  [[nodiscard]] bool empty() const { return dirs_.empty(); }
+  // No client's directory (own ones aside): nothing a client names can pass.
+  [[nodiscard]] bool empty() const;
 
  private:
   struct Dir {
     std::string name;  // as given, without trailing '/'
     std::string real;  // its canonical path (differs when `name` passes through a symlink)
     base::UniqueFd fd;  // O_PATH | O_DIRECTORY
+    std::optional<OwnDir::Use> own;  // none: a client's directory
   };
   // OK, or why `relative` (under `dir`) escapes or cannot be resolved. With `opened`, the path
   // must exist, and *opened becomes its O_PATH fd.
   [[nodiscard]] absl::Status Resolve(const Dir& dir, const std::string& relative,
                                      base::UniqueFd* opened) const;
-  // Check and OpenFile (with `opened`).
+  // Check and OpenFile (with `opened`), over the clients' directories and the own ones of
+  // `also` (none: only the clients').
   [[nodiscard]] absl::Status Match(const std::string& field, const std::string& path,
-                                   base::UniqueFd* opened) const;
+                                   base::UniqueFd* opened,
+                                   std::optional<OwnDir::Use> also = std::nullopt) const;
+  // OpenFile and OpenReadOnlyFile.
+  [[nodiscard]] absl::StatusOr<base::UniqueFd> OpenExisting(
+      const std::string& field, const std::string& path,
+      std::optional<OwnDir::Use> also) const;
 
   std::vector<Dir> dirs_;
   std::string program_ = "emberd";

@@ -45,7 +45,8 @@ class DirectView final : public VmmView {
       const std::string overrides = dir + "/restore-overrides.pb";
       EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(direct, overrides, overrides));
       // A drive or vsock path that the state file names and no override replaces: ember-vmm
-      // takes it only where emberd's own rule would (ember-vmm refuses it with none).
+      // takes it only where a client's own path would pass (ember-vmm refuses it with none);
+      // never in emberd's read-only image directories, which Dirs() leaves out.
       for (const std::string& allowed : paths_ != nullptr ? paths_->Dirs()
                                                          : std::vector<std::string>()) {
         spec->vmm_args.insert(spec->vmm_args.end(), {"--allow-dir", allowed});
@@ -109,8 +110,15 @@ class DirectView final : public VmmView {
     EMBER_RETURN_IF_ERROR(hand_over("config.boot-source.initrd_path", &initrd));
     if (!initrd.empty()) boot->set_initrd_path(initrd);
     for (int i = 0; i < launch.drives_size(); ++i) {
-      EMBER_RETURN_IF_ERROR(hand_over("config.drives[" + std::to_string(i) + "].path_on_host",
-                                      launch.mutable_drives(i)->mutable_path_on_host()));
+      // A read-only drive may be one of emberd's function images (a deploy VM's root): the
+      // VMM is told it is read-only by this very configuration.
+      v1::Drive* drive = launch.mutable_drives(i);
+      if (drive->path_on_host().empty()) continue;
+      EMBER_ASSIGN_OR_RETURN(
+          int index, AddCheckedFile(*paths_, "config.drives[" + std::to_string(i) +
+                                                 "].path_on_host",
+                                    drive->path_on_host(), spec, DriveImageDirs(*drive)));
+      drive->set_path_on_host(InheritedFilePath(static_cast<std::size_t>(index)));
     }
     // The log the VMM appends to is the file emberd opened; its vsock socket and metrics file,
     // which it makes (and remakes) itself, are named inside the directory emberd resolved.
@@ -142,14 +150,9 @@ class DirectView final : public VmmView {
   // it) or an override's, is overridden with the file emberd checked.
   absl::Status HandOverDrives(const v1::VmConfig& config, RestorePlan* plan,
                               LaunchSpec* spec) const {
-    std::map<std::string, std::string> drives;
-    for (const v1::Drive& drive : config.drives()) {
-      if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
-    }
-    for (const auto& [id, path] : plan->overrides.drive_path_on_host()) drives[id] = path;
-    for (const auto& [id, path] : drives) {
-      EMBER_ASSIGN_OR_RETURN(int index,
-                             AddCheckedFile(*paths_, "drive \"" + id + "\"", path, spec));
+    for (const auto& [id, file] : RestoredDrives(config, plan->overrides)) {
+      EMBER_ASSIGN_OR_RETURN(
+          int index, AddCheckedFile(*paths_, "drive \"" + id + "\"", file.path, spec, file.images));
       (*plan->overrides.mutable_drive_path_on_host())[id] =
           InheritedFilePath(static_cast<std::size_t>(index));
     }

@@ -428,11 +428,13 @@ class JailedView final : public VmmView {
                                                                JailFile::How how,
                                                                const std::string& field,
                                                                const std::string& host,
-                                                               const std::string& name) const {
+                                                               const std::string& name,
+                                                               ImageDirs images =
+                                                                   ImageDirs::kRefused) const {
     std::string seen = AddJailFile(spec, how, host, name);
     if (paths_ == nullptr) return seen;
     EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file,
-                           AddCheckedFile(*paths_, field, host, spec));
+                           AddCheckedFile(*paths_, field, host, spec, images));
     return seen;
   }
   const base::PathRules* const paths_;  // null: files linked by name (tests)
@@ -480,7 +482,8 @@ absl::Status JailedView::PrepareBoot(const v1::VmConfig& config, LaunchSpec* spe
         *drive->mutable_path_on_host(),
         AddCheckedJailFile(spec, JailFile::How::kLink,
                            "config.drives[" + std::to_string(i) + "].path_on_host",
-                           drive->path_on_host(), "drive" + std::to_string(i)));
+                           drive->path_on_host(), "drive" + std::to_string(i),
+                           DriveImageDirs(*drive)));
   }
   const std::string jail_config = spec->vm_dir + "/jail-config.pb";
   // Made anew for every launch and read only by the fork server copying it into the jail a
@@ -514,18 +517,14 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
   // The state file names the drives as the snapshotted VM saw them (a jail's "/drive0" or a
   // host path), neither of which this jail has: every drive gets a link in the jail and an
   // override to it. Sorted by id so that the jail's drive names are reproducible.
-  std::map<std::string, std::string> drives;
-  for (const v1::Drive& drive : config.drives()) {
-    if (!drive.path_on_host().empty()) drives[drive.drive_id()] = drive.path_on_host();
-  }
   // With no recorded configuration, the overrides are all emberd knows of the drives.
-  for (const auto& [id, path] : plan.overrides.drive_path_on_host()) drives[id] = path;
   jailed.overrides.clear_drive_path_on_host();
   int index = 0;
-  for (const auto& [id, host] : drives) {
+  for (const auto& [id, drive] : RestoredDrives(config, plan.overrides)) {
     EMBER_ASSIGN_OR_RETURN((*jailed.overrides.mutable_drive_path_on_host())[id],
                            AddCheckedJailFile(spec, JailFile::How::kLink, "drive \"" + id + "\"",
-                                              host, "drive" + std::to_string(index++)));
+                                              drive.path, "drive" + std::to_string(index++),
+                                              drive.images));
   }
   const std::string overrides = spec->vm_dir + "/restore-overrides.pb";
   EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(jailed, overrides, "/restore-overrides.pb"));

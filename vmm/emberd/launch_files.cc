@@ -22,8 +22,15 @@ absl::StatusOr<int> AddFile(const std::string& field, LaunchSpec* spec, Open ope
 }  // namespace
 
 absl::StatusOr<int> AddCheckedFile(const base::PathRules& paths, const std::string& field,
-                                   const std::string& path, LaunchSpec* spec) {
-  return AddFile(field, spec, [&] { return paths.OpenFile(field, path); });
+                                   const std::string& path, LaunchSpec* spec, ImageDirs images) {
+  return AddFile(field, spec, [&] {
+    return images == ImageDirs::kReadOnly ? paths.OpenReadOnlyFile(field, path)
+                                          : paths.OpenFile(field, path);
+  });
+}
+
+ImageDirs DriveImageDirs(const v1::Drive& drive) {
+  return drive.is_read_only() ? ImageDirs::kReadOnly : ImageDirs::kRefused;
 }
 
 absl::StatusOr<int> AddCheckedAppendFile(const base::PathRules& paths, const std::string& field,

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "ember/v1/vm_config.pb.h"
 #include "vmm/base/path_rules.h"
 #include "vmm/emberd/launcher.h"
 
@@ -14,9 +15,20 @@ namespace ember::emberd {
 // round to opening it: unjailed it reopens InheritedFilePath(index), jailed it finds a link the
 // fork server made from the fd (JailFile::file). INVALID_ARGUMENT as PathRules::OpenFile, or
 // when a launch would hand over more than kMaxLaunchFiles. Any thread.
+//
+// `images`: kReadOnly only for a drive that the configuration emberd itself wrote or recorded
+// makes read-only (a function's root image, which every clone of the function attaches); the
+// rules' read-only directories are then reachable too (PathRules::OpenReadOnlyFile). A path a
+// client chose (a request's, an override's) is never opened so.
+enum class ImageDirs { kRefused, kReadOnly };
 [[nodiscard]] absl::StatusOr<int> AddCheckedFile(const base::PathRules& paths,
                                                  const std::string& field,
-                                                 const std::string& path, LaunchSpec* spec);
+                                                 const std::string& path, LaunchSpec* spec,
+                                                 ImageDirs images = ImageDirs::kRefused);
+
+// The rule for `drive` of a configuration emberd itself wrote or recorded: kReadOnly when the
+// drive is read-only.
+[[nodiscard]] ImageDirs DriveImageDirs(const v1::Drive& drive);
 
 // A log a VMM appends to (PathRules::OpenAppendFile: made if missing, a regular file of emberd's
 // own) added to spec->files like AddCheckedFile; the VMM reopens InheritedFilePath(index).

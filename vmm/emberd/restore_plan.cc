@@ -29,6 +29,20 @@ absl::StatusOr<std::vector<std::string>> RestoreArgs(const RestorePlan& plan,
   return args;
 }
 
+std::map<std::string, RestoredDrive> RestoredDrives(const v1::VmConfig& config,
+                                                    const v1::RestoreOverrides& overrides) {
+  std::map<std::string, RestoredDrive> drives;
+  for (const v1::Drive& drive : config.drives()) {
+    if (!drive.path_on_host().empty()) {
+      drives[drive.drive_id()] = {drive.path_on_host(), DriveImageDirs(drive)};
+    }
+  }
+  for (const auto& [id, path] : overrides.drive_path_on_host()) {
+    drives[id] = {path, ImageDirs::kRefused};
+  }
+  return drives;
+}
+
 absl::Status ApplyOverrides(const v1::RestoreOverrides& overrides, const std::string& where,
                             bool check, v1::VmConfig* config) {
   for (const auto& [id, path] : overrides.drive_path_on_host()) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "ember/v1/api.pb.h"
 #include "vmm/base/path_rules.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/emberd/launch_files.h"
 #include "vmm/emberd/launcher.h"
 #include "vmm/emberd/snapshot_catalog.h"
 
@@ -71,6 +73,18 @@ struct RestorePlan {
 // Whether the plan's files are there and fit its memory backend; errors name the field.
 [[nodiscard]] absl::Status CheckRestoreFiles(const v1::RestoreRequest& request,
                                              const RestorePlan& plan);
+
+// A clone's drive file, and the rule emberd opens it by (launch_files.h).
+struct RestoredDrive {
+  std::string path;
+  ImageDirs images = ImageDirs::kRefused;
+};
+// The drives of a clone whose snapshotted VM had `config` (emberd's record, with `overrides`
+// applied; empty when emberd has none) by drive id, sorted: an override's file is the
+// client's (never in emberd's read-only image directories); a recorded drive's is emberd's
+// own, read-only where the record says so (a function's root image).
+[[nodiscard]] std::map<std::string, RestoredDrive> RestoredDrives(
+    const v1::VmConfig& config, const v1::RestoreOverrides& overrides);
 
 // ember-vmm's restore flags for `plan`. Its overrides travel as one message (ember-vmm
 // --restore-overrides), written here to `overrides_file`, which the VMM opens as

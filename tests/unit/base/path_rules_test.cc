@@ -233,6 +233,48 @@ TEST_F(PathRulesTest, OpenAppendFileRefusesAnotherUsersFile) {
   EXPECT_EQ(testing::ReadFile(log), "theirs");
 }
 
+// emberd's own function images: reached only to be read, and only by OpenReadOnlyFile.
+TEST_F(PathRulesTest, AReadOnlyDirectoryIsReachedOnlyByOpenReadOnlyFile) {
+  const std::string images = temp_.path() + "/fn-images";
+  std::filesystem::create_directories(images);
+  std::ofstream(images + "/root.img") << "image";
+  auto rules =
+      PathRules::Open({allowed_}, "emberd", {{images, PathRules::OwnDir::Use::kReadOnlyFiles}});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  const std::string image = images + "/root.img";
+  absl::StatusOr<UniqueFd> read = rules->OpenReadOnlyFile("drive", image);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(testing::ReadFile("/proc/self/fd/" + std::to_string(read->Get())), "image");
+  EXPECT_EQ(rules->OpenFile("drive", image).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rules->Check("drive", image).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rules->OpenPlace("vsock", images + "/v.sock").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // What emberd hands a restoring ember-vmm as its --allow-dir, and names in messages.
+  EXPECT_EQ(rules->Dirs(), std::vector<std::string>{allowed_});
+  EXPECT_EQ(rules->Describe(), allowed_);
+  // The client's directories are reached by both.
+  EXPECT_TRUE(rules->OpenReadOnlyFile("drive", allowed_ + "/images/disk.img").ok());
+  EXPECT_TRUE(rules->OpenFile("drive", allowed_ + "/images/disk.img").ok());
+}
+
+// Where emberd has its function VMs make their sockets: reached only by OpenPlace.
+TEST_F(PathRulesTest, AnOwnPlacesDirectoryIsReachedOnlyByOpenPlace) {
+  const std::string own = temp_.path() + "/fn";
+  std::filesystem::create_directories(own);
+  std::ofstream(own + "/record") << "record";
+  auto rules = PathRules::Open({allowed_}, "emberd", {{own, PathRules::OwnDir::Use::kPlaces}});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  absl::StatusOr<PathRules::Place> place = rules->OpenPlace("vsock", own + "/agent.sock");
+  ASSERT_TRUE(place.ok()) << place.status();
+  EXPECT_EQ(place->name, "agent.sock");
+  EXPECT_EQ(rules->Check("vsock", own + "/agent.sock").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rules->OpenFile("drive", own + "/record").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rules->OpenReadOnlyFile("drive", own + "/record").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rules->Dirs(), std::vector<std::string>{allowed_});
+}
+
 TEST(PathRules, WithNoAllowedDirectoryEverythingIsRefused) {
   auto rules = PathRules::Open({});
   ASSERT_TRUE(rules.ok()) << rules.status();

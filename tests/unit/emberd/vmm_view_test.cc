@@ -180,6 +180,70 @@ TEST_F(CheckedFilesTest, DirectRestoreOverridesEveryDriveWithTheFileEmberdChecke
   EXPECT_EQ(FlagValue(spec_.vmm_args, "--allow-dir"), allowed_);
 }
 
+// emberd's rules as emberd builds them for its VMMs: the client's <allowed>, and its own
+// function images (<temp>/fn-images), read-only.
+class ImageDirsTest : public CheckedFilesTest {
+ protected:
+  void SetUp() override {
+    CheckedFilesTest::SetUp();
+    std::filesystem::create_directories(images_);
+    std::ofstream(image_) << "image";
+    auto rules = base::PathRules::Open(
+        {allowed_}, "emberd", {{images_, base::PathRules::OwnDir::Use::kReadOnlyFiles}});
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    rules_ = std::move(*rules);
+  }
+
+  static v1::VmConfig WithRoot(const std::string& path, bool read_only) {
+    v1::VmConfig config;
+    v1::Drive* drive = config.add_drives();
+    drive->set_drive_id("root");
+    drive->set_path_on_host(path);
+    drive->set_is_read_only(read_only);
+    return config;
+  }
+
+  const std::string images_ = temp_.path() + "/fn-images";
+  const std::string image_ = images_ + "/root.img";
+};
+
+TEST_F(ImageDirsTest, ALaunchAttachesAFunctionImageOnlyAsAReadOnlyDrive) {
+  ASSERT_TRUE(MakeDirectView(vms_dir_, &rules_)
+                  ->PrepareLaunch(WithRoot(image_, /*read_only=*/true), nullptr, &spec_)
+                  .ok());
+  EXPECT_EQ(Handed(0), "image");
+  LaunchSpec writable;
+  writable.vm_id = "vm1";
+  writable.vm_dir = spec_.vm_dir;
+  absl::Status refused = MakeDirectView(vms_dir_, &rules_)
+                             ->PrepareLaunch(WithRoot(image_, false), nullptr, &writable);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_TRUE(writable.files.empty());
+}
+
+TEST_F(ImageDirsTest, ARestoreReachesAFunctionImageOnlyThroughEmbersRecordNeverAStateFile) {
+  // emberd's record of a function's snapshot: its root image, read-only.
+  EXPECT_EQ(DirectRestoreSends(WithRoot(image_, true)).drive_path_on_host().at("root"),
+            InheritedFilePath(0));
+  EXPECT_EQ(Handed(0), "image");
+  // A state file emberd has no record of: ember-vmm accepts what it names under the client's
+  // directories only.
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--allow-dir"), allowed_);
+  EXPECT_EQ(std::count(spec_.vmm_args.begin(), spec_.vmm_args.end(), "--allow-dir"), 1);
+  // An override is the client's: never a function image, read-only or not.
+  RestorePlan plan;
+  plan.state_path = "/s";
+  plan.memory_path = "/m";
+  (*plan.overrides.mutable_drive_path_on_host())["root"] = image_;
+  LaunchSpec clone;
+  clone.vm_id = "vm1";
+  clone.vm_dir = spec_.vm_dir;
+  absl::Status refused = MakeDirectView(vms_dir_, &rules_)
+                             ->PrepareLaunch(WithRoot(image_, true), &plan, &clone);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("drive \"root\""), std::string::npos) << refused;
+}
+
 // <allowed>/run holds what the VMM makes by name (log, metrics, vsock socket); after emberd's
 // check, <allowed>/run is swapped for a symlink to <temp>/outside.
 class MadeFilesTest : public CheckedFilesTest {
