@@ -1,6 +1,7 @@
 """What emberd's API lets a client reach (issue 21, item 3), through the real gRPC API with
 fake_vmm.py as the VMM (the refusals happen in emberd, before any VMM): host paths only under
 --allow-dir, and emberd's records read only from its own state directory."""
+import json
 import os
 import shutil
 import tempfile
@@ -22,6 +23,20 @@ def code_of(call, request):
     except grpc.RpcError as error:
         return error.code(), error.details()
     return grpc.StatusCode.OK, ""
+
+
+def planted_snapshot(stub, allowed):
+    """Snapshots a new paused VM "src" into <allowed>/snap and copies its files into
+    <allowed>/planted, where emberd has no record of them; returns the copy's state path."""
+    stub.Create(api.CreateRequest(vm_id="src", config=ec.config()), timeout=30)
+    stub.Start(api.VmRequest(vm_id="src"), timeout=30)
+    stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
+    snapshot = stub.CreateSnapshot(api.CreateSnapshotRequest(
+        vm_id="src", snapshot_dir=os.path.join(allowed, "snap")), timeout=30)
+    planted = os.path.join(allowed, "planted")
+    os.makedirs(planted)
+    shutil.copy(snapshot.memory_path, os.path.join(planted, "memory"))
+    return shutil.copy(snapshot.state_path, os.path.join(planted, "state"))
 
 
 class AllowedDirsTest(unittest.TestCase):
@@ -113,15 +128,8 @@ class AllowedDirsTest(unittest.TestCase):
 
 
     def test_restore_by_state_path_ignores_records_planted_beside_the_state_file(self):
-        self.stub.Create(api.CreateRequest(vm_id="src", config=ec.config()), timeout=30)
-        self.stub.Start(api.VmRequest(vm_id="src"), timeout=30)
-        self.stub.Pause(api.VmRequest(vm_id="src"), timeout=30)
-        snapshot = self.stub.CreateSnapshot(api.CreateSnapshotRequest(
-            vm_id="src", snapshot_dir=os.path.join(self.allowed, "snap")), timeout=30)
-        planted = os.path.join(self.allowed, "planted")
-        os.makedirs(planted)
-        state = shutil.copy(snapshot.state_path, os.path.join(planted, "state"))
-        shutil.copy(snapshot.memory_path, os.path.join(planted, "memory"))
+        state = planted_snapshot(self.stub, self.allowed)
+        planted = os.path.dirname(state)
         # What emberd keeps in its own record directory, written by a caller instead: a
         # configuration whose drive is a root-only file outside the allowed directories.
         lure = ec.config()
@@ -136,6 +144,39 @@ class AllowedDirsTest(unittest.TestCase):
         self.assertEqual(list(clone.config.drives), [])
         self.assertEqual(list(self.stub.Get(api.VmRequest(vm_id="c-0"), timeout=30)
                               .config.drives), [])
+
+
+class StateFileDirsTest(unittest.TestCase):
+    """The host files a restore by state_path may reach are the client's own: the VMM that
+    restores a state file a client names accepts the drive and vsock paths in it only under the
+    client's --allow-dir, never under emberd's own directories: its function images
+    (STATE/fn-images), which every clone of a function attaches (a crafted state file could
+    name one as a writable drive), or its functions' directory (STATE/fn)."""
+
+    def setUp(self):
+        self.scratch = tempfile.mkdtemp(prefix="ember-e2e-api-")
+        self.addCleanup(shutil.rmtree, self.scratch, True)
+        self.allowed = os.path.join(self.scratch, "allowed")
+        os.makedirs(self.allowed)
+        self.argv_log = os.path.join(self.scratch, "argv")
+        self.emberd = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM],
+                                allow_dirs=[self.allowed],
+                                env=dict(os.environ, FAKE_VMM_ARGV_LOG=self.argv_log))
+        self.addCleanup(self.emberd.close)
+        self.stub = self.emberd.stub
+
+    def last_argv(self):
+        with open(self.argv_log) as f:
+            return [json.loads(line) for line in f][-1]
+
+    def test_a_restore_by_state_path_lets_the_vmm_accept_paths_only_under_the_clients_dirs(self):
+        # A copy emberd has no record of: what its state file names decides the clone's files.
+        state = planted_snapshot(self.stub, self.allowed)
+        self.stub.Restore(api.RestoreRequest(state_path=state, vm_id_prefix="c"), timeout=30)
+        argv = self.last_argv()
+        allowed = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--allow-dir"]
+        self.assertEqual(allowed, [self.allowed])
+        self.assertTrue(os.path.isdir(os.path.join(self.emberd.state_dir, "fn-images")))
 
 
 if __name__ == "__main__":

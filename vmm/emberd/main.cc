@@ -504,18 +504,21 @@ int Main(int argc, char** argv) {
   ::sigaction(SIGINT, &on_stop, nullptr);
   base::PathRules paths = OpenPathRules(flags.allow_dirs);
   // The VMMs may also use the root images emberd keeps for functions, which API requests
-  // cannot name (the API's rules stay `paths`).
+  // cannot name (the API's rules stay `paths`): only read-only, and only as a drive emberd's
+  // own configuration names (PathRules::OpenReadOnlyFile), never one a client's state file
+  // names (the VMM's --allow-dir is the client's).
   auto image_dir = functions::MakeImageDir(options.state_dir);
   if (!image_dir.ok()) Fail(std::string(image_dir.status().message()));
-  std::vector<std::string> vmm_dirs = paths.Dirs();
-  vmm_dirs.push_back(*image_dir);
-  // And an unjailed function VM's vsock socket, in its function's directory.
+  // And an unjailed function VM's vsock socket, in its function's directory: a place emberd's
+  // own configuration may name (PathRules::OpenPlace), never a state file's path.
   const std::string function_dir = options.state_dir + "/fn";
   if (::mkdir(function_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     Fail("mkdir " + function_dir + ": " + std::strerror(errno));
   }
-  vmm_dirs.push_back(function_dir);
-  auto vmm_paths = base::PathRules::Open(vmm_dirs);
+  using OwnDir = base::PathRules::OwnDir;
+  auto vmm_paths = base::PathRules::Open(paths.Dirs(), "emberd",
+                                         {{*image_dir, OwnDir::Use::kReadOnlyFiles},
+                                          {function_dir, OwnDir::Use::kPlaces}});
   if (!vmm_paths.ok()) Fail(std::string(vmm_paths.status().message()));
   options.paths = &*vmm_paths;
   std::unique_ptr<VmmLauncher> vmm_launcher = std::move(*launcher);
