@@ -108,8 +108,12 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       AllowIfArg("openat",
                  "the metrics, snapshot, memory and working-set files: base::AtomicFile creates "
                  "a new file of its own and opens its directory to fsync the rename (no existing "
-                 "file: a drive swap's new file arrives as an fd on the control channel)",
-                 2, {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC}),
+                 "file: a drive swap's new file arrives as an fd on the control channel); vsock: "
+                 "the socket file at <uds_path>_P, O_PATH without following a symlink, to "
+                 "connect to that very socket (base::ConnectNoFollow; O_PATH reads nothing)",
+                 2,
+                 {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                  O_PATH | O_NOFOLLOW | O_CLOEXEC}),
       Allow("recvmsg",
             "the control connection: a drive swap's new backing file comes attached to its "
             "request (SCM_RIGHTS), opened by the controller"),
@@ -138,7 +142,9 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("shutdown", "vsock: passing a guest's SHUTDOWN on to its host socket"),
       AllowIfArg("socket", "vsock: a guest connecting to host port P reaches <uds_path>_P", 0,
                  {AF_UNIX}),
-      Allow("connect", "vsock: a guest connecting to host port P reaches <uds_path>_P"),
+      Allow("connect",
+            "vsock: a guest connecting to host port P reaches <uds_path>_P (through "
+            "/proc/self/fd/N of the socket file opened O_PATH)"),
       Allow("unlink",
             "vsock: removing the uds_path listener's socket file as the VMM ends; "
             "base::AtomicFile removing its temporary file after a failed snapshot write"),

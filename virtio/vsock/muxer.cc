@@ -1,5 +1,6 @@
 #include "virtio/vsock/muxer.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "vmm/base/logging.h"
+#include "vmm/base/socket_file.h"
 #include "vmm/base/status.h"
 
 namespace ember::virtio::vsock {
@@ -85,6 +87,17 @@ absl::StatusOr<std::unique_ptr<Muxer>> Muxer::Create(const VsockConfig& config,
   if (::listen(listener.Get(), 128) != 0) {
     return cleanup_on_error(base::ErrnoError("listen", config.uds_path));
   }
+  // The directory the listener is bound in, held: the guest's connections go to sockets in
+  // this very directory, whatever its path leads to later (ConnectToHostPort).
+  const std::size_t slash = config.uds_path.find_last_of('/');
+  const std::string dir_path = slash == std::string::npos ? "."
+                               : slash == 0               ? "/"
+                                                          : config.uds_path.substr(0, slash);
+  base::UniqueFd dir(::open(dir_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) {
+    return cleanup_on_error(
+        base::ErrnoError("open", absl::StrCat(what, ": directory ", dir_path)));
+  }
   auto events = EventSet::Create();
   if (!events.ok()) return cleanup_on_error(events.status());
   auto wake = base::EventFd::Create();
@@ -92,15 +105,20 @@ absl::StatusOr<std::unique_ptr<Muxer>> Muxer::Create(const VsockConfig& config,
   absl::Status added = events->Add(listener.Get(), EPOLLIN, Token(kKindListener, listener.Get()));
   if (added.ok()) added = events->Add(wake->Get(), EPOLLIN, Token(kKindWake, wake->Get()));
   if (!added.ok()) return cleanup_on_error(added);
-  return std::unique_ptr<Muxer>(new Muxer(config, metrics, std::move(listener),
-                                          std::move(events).value(), std::move(wake).value()));
+  auto muxer = std::unique_ptr<Muxer>(new Muxer(config, metrics, std::move(listener),
+                                                std::move(events).value(),
+                                                std::move(wake).value(), std::move(dir)));
+  muxer->port_prefix_ = config.uds_path.substr(slash == std::string::npos ? 0 : slash + 1) + "_";
+  muxer->proc_fds_ = ::access("/proc/self/fd", X_OK) == 0;
+  return muxer;
 }
 
 Muxer::Muxer(const VsockConfig& config, VsockMetrics& metrics, base::UniqueFd listener,
-             EventSet events, base::EventFd wake)
+             EventSet events, base::EventFd wake, base::UniqueFd dir)
     : config_(config),
       metrics_(metrics),
       listener_(std::move(listener)),
+      dir_(std::move(dir)),
       events_(std::move(events)),
       wake_(std::move(wake)) {}
 
@@ -276,19 +294,38 @@ void Muxer::OnGuestRequest(const Header& h) {
   }
   const std::string path = absl::StrCat(config_.uds_path, "_", h.dst_port);
   base::UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), std::min(path.size(), sizeof(addr.sun_path) - 1));
   // A Unix stream connect either completes at once or fails (EAGAIN: the listener's backlog
   // is full); it never blocks the loop with SOCK_NONBLOCK.
-  if (!sock ||
-      ::connect(sock.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+  if (!sock || ConnectToHostPort(sock.Get(), h.dst_port, path) != 0) {
     metrics_.host_connect_fails->Add();
     EMBER_LOG(kDebug) << name() << ": guest connect to host port " << h.dst_port << ": "
                       << base::ErrnoError("connect", path);
     return QueueRst(RstFor(h));
   }
   Add(Connection::FromGuest(std::move(sock), h));
+}
+
+int Muxer::ConnectToHostPort(int sock, std::uint32_t port, const std::string& path) const {
+  // Only a socket that is itself at <uds_path>_<port> in the directory held since Create: a
+  // symlink planted at that name (by whoever can write the directory) would lead the guest to
+  // any socket on the host, emberd's own included.
+  const std::string name = absl::StrCat(port_prefix_, port);
+  if (proc_fds_) return base::ConnectNoFollow(sock, dir_.Get(), name);
+  // No /proc (a jail that mounts none, as ember-jailer's): checked without following, then
+  // connected by name. A symlink swapped in between the two would still be followed, but
+  // only inside the jail's root (pivot_root leaves nothing of the host above it), which holds
+  // nothing but the VMM's own files.
+  struct stat st {};
+  if (::fstatat(dir_.Get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+  if (!S_ISSOCK(st.st_mode)) {
+    errno = S_ISLNK(st.st_mode) ? ELOOP : ENOTSOCK;
+    return -1;
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), std::min(path.size(), sizeof(addr.sun_path) - 1));
+  // sockaddr_un is the address type connect() takes through its generic pointer.
+  return ::connect(sock, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
 }
 
 // --- Connections -------------------------------------------------------------------------------

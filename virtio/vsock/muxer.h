@@ -84,12 +84,14 @@ class Muxer {
   };
 
   Muxer(const VsockConfig& config, VsockMetrics& metrics, base::UniqueFd listener,
-        EventSet events, base::EventFd wake);
+        EventSet events, base::EventFd wake, base::UniqueFd dir);
 
   void AcceptHostConnections();
   void ProcessHandshake(int fd);
   void ProcessSocket(int fd, std::uint32_t events);
   void OnGuestRequest(const Header& header);
+  // connect(2) of `sock` to the socket for host port `port` (at `path`), as connect returns.
+  [[nodiscard]] int ConnectToHostPort(int sock, std::uint32_t port, const std::string& path) const;
   void Add(Connection conn);
   // Acts on what a connection answered: forgets it, or queues it for RX and updates its
   // epoll interest.
@@ -106,6 +108,12 @@ class Muxer {
   const VsockConfig config_;
   VsockMetrics& metrics_;
   const base::UniqueFd listener_;
+  // The directory uds_path lies in (O_PATH), where the guest's connections go; the prefix
+  // of their names in it ("<last component of uds_path>_"); whether /proc/self/fd is there
+  // to connect through (ConnectToHostPort).
+  const base::UniqueFd dir_;
+  std::string port_prefix_;
+  bool proc_fds_ = false;
   EventSet events_;
   const base::EventFd wake_;
 

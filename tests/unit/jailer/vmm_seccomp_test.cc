@@ -156,7 +156,8 @@ TEST(VmmSeccompPolicy, NeitherThreadCanExecOrMapExecutableMemory) {
 }
 
 // A drive swap's new file comes as an fd on the control channel (issue 21): the VMM thread
-// creates only files of its own and opens only directories, never an existing file.
+// creates only files of its own and opens only directories and O_PATH references (a vsock
+// socket file to connect to), never an existing file to read or write.
 TEST(VmmSeccompPolicy, TheVmmThreadOpensNoExistingFileAndTakesDriveFilesAsFds) {
   SeccompPolicy vmm = VmmThreadPolicy(VmmThreadKind::kVmm, kParams);
   const SyscallRule* openat = Find(vmm, "openat");
@@ -164,7 +165,8 @@ TEST(VmmSeccompPolicy, TheVmmThreadOpensNoExistingFileAndTakesDriveFilesAsFds) {
   EXPECT_EQ(openat->arg_index, 2);
   EXPECT_EQ(openat->allowed_values,
             (std::vector<uint64_t>{O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                                   O_RDONLY | O_DIRECTORY | O_CLOEXEC}));
+                                   O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                                   O_PATH | O_NOFOLLOW | O_CLOEXEC}));
   EXPECT_NE(Find(vmm, "recvmsg"), nullptr);
   const SyscallRule* fcntl = Find(vmm, "fcntl");
   ASSERT_NE(fcntl, nullptr);

@@ -1,6 +1,7 @@
 #include "virtio/vsock/vsock_device.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -328,6 +329,23 @@ TEST_F(VsockDeviceTest, GuestConnectToAPortNobodyListensOnGetsRst) {
   EXPECT_EQ(rst->header.src_port, 4321u);
   EXPECT_EQ(rst->header.dst_port, 5000u);
   EXPECT_EQ(Metric("host_connect_fails"), 1u);
+}
+
+// Whoever can write uds_path's directory may plant a symlink at <uds_path>_<port>: the
+// guest's connection must not follow it to another socket on the host (issue 21).
+TEST_F(VsockDeviceTest, GuestConnectRefusesASymlinkAtPathUnderscorePortToAnotherListener) {
+  Start();
+  const std::string elsewhere = dir_ + "/elsewhere.sock";
+  base::UniqueFd other = Listen(elsewhere);
+  ASSERT_EQ(::symlink("elsewhere.sock", (uds_ + "_1234").c_str()), 0);
+  GuestSend(GuestHeader(Op::kRequest, 5000, 1234));
+  auto rst = OnePacket();
+  ASSERT_TRUE(rst.has_value());
+  EXPECT_EQ(rst->header.op, static_cast<std::uint16_t>(Op::kRst));
+  EXPECT_EQ(Metric("host_connect_fails"), 1u);
+  pollfd pending{other.Get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pending, 1, 0), 0)
+      << "the guest reached " << elsewhere << " through the symlink";
 }
 
 TEST_F(VsockDeviceTest, DeviceNeverSendsMoreThanTheGuestsCredit) {
