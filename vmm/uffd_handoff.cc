@@ -3,6 +3,7 @@
 #include <linux/sockios.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -23,6 +24,12 @@ namespace ember::vmm {
 namespace {
 
 constexpr std::uint64_t kPageSize = 4096;
+// <asm-generic/socket.h>'s SO_PEERPIDFD (Linux 6.5), which older C library headers lack.
+#ifdef SO_PEERPIDFD
+constexpr int kSoPeerPidfd = SO_PEERPIDFD;
+#else
+constexpr int kSoPeerPidfd = 77;
+#endif
 
 std::string Where(const std::string& socket_path) {
   return "the page-fault handler at " + socket_path;
@@ -121,6 +128,11 @@ absl::Status WaitUntilTaken(int socket, const std::string& socket_path,
 
 }  // namespace
 
+UffdHandoff::ExitWatch UffdHandoff::exit_watch() const {
+  if (pidfd_) return {pidfd_.Get(), EPOLLIN};
+  return {socket_.Get(), EPOLLRDHUP | EPOLLHUP};
+}
+
 absl::StatusOr<std::unique_ptr<UffdHandoff>> UffdHandoff::Create(const base::GuestMemory& memory,
                                                                  const std::string& socket_path) {
   std::unique_ptr<UffdHandoff> handoff(new UffdHandoff());
@@ -150,8 +162,16 @@ absl::StatusOr<std::unique_ptr<UffdHandoff>> UffdHandoff::Create(const base::Gue
   socklen_t len = sizeof peer;
   if (::getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && peer.pid > 0) {
     handoff->handler_pid_ = peer.pid;
-    // ESRCH: it already exited; the handshake below says so.
-    handoff->pidfd_.Reset(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
+  }
+  // The handler's pidfd, whether or not its pid is visible from this pid namespace (a jailed
+  // VMM's is its own): SO_PEERPIDFD (Linux 6.5) hands it over with the connection. Before
+  // that, pidfd_open of a visible pid (ESRCH: it already exited; the handshake below says so).
+  int pidfd = -1;
+  socklen_t pidfd_len = sizeof pidfd;
+  if (::getsockopt(socket, SOL_SOCKET, kSoPeerPidfd, &pidfd, &pidfd_len) == 0 && pidfd >= 0) {
+    handoff->pidfd_.Reset(pidfd);
+  } else if (handoff->handler_pid_ > 0) {
+    handoff->pidfd_.Reset(static_cast<int>(::syscall(SYS_pidfd_open, handoff->handler_pid_, 0)));
   }
   if (absl::Status sent = SendWithFd(socket, MappingsJson(memory), handoff->uffd_.Get());
       !sent.ok()) {

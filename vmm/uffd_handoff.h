@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -26,10 +27,12 @@ namespace ember::vmm {
 // handler written for Firecracker finds what it expects (Ember never removes guest pages).
 //
 // Unlike Firecracker, ember-vmm does not go on blindly: Create waits until the handler has
-// taken the message off the socket, and the VMM watches the handler's process (pidfd, when the
-// handler's pid is visible from the VMM's pid namespace) and ends the VM with an error if it
-// exits, since no fault could be served again (Vmm::Serve then releases the uffd so the
-// vCPUs waiting on faults can leave). A handler that is alive but stops answering leaves the
+// taken the message off the socket, and the VMM watches the handler's process (exit_watch)
+// and ends the VM with an error if it exits, since no fault could be served again (Vmm::Serve
+// then releases the uffd so the vCPUs waiting on faults can leave). The kernel would not tell
+// anyone: the VMM's own reference keeps the uffd alive, so a fault would wait for ever (and
+// were it to drop that reference, the handler's exit would turn every page it never copied
+// into a zero page under the running guest). A handler that is alive but stops answering leaves the
 // faulting thread waiting, as in Firecracker: a vCPU then cannot be paused (PATCH /vm times
 // out), but the wait is killable, and the VMM dies with its API front.
 //
@@ -46,9 +49,20 @@ class UffdHandoff {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<UffdHandoff>> Create(
       const base::GuestMemory& memory, const std::string& socket_path);
 
-  // The handler's pidfd (borrowed), or -1 when its pid is not visible here.
+  // The handler's pidfd (borrowed; SO_PEERPIDFD, or pidfd_open of a visible pid), or -1 on a
+  // kernel before 6.5 when its pid is not visible from this pid namespace.
   [[nodiscard]] int handler_pidfd() const { return pidfd_.Get(); }
+  // Its pid in this pid namespace; 0 when it has none here.
   [[nodiscard]] pid_t handler_pid() const { return handler_pid_; }
+  // What becomes ready (`events`, for epoll) once the handler has exited: its pidfd; without
+  // one, the connection, which hangs up when the handler's last reference to it goes. So a
+  // handler the VMM cannot see any other way must keep the connection open while it serves,
+  // as Firecracker's example handlers do. Borrowed; for the VMM loop (Vmm::WatchUffdHandler).
+  struct ExitWatch {
+    int fd;
+    std::uint32_t events;
+  };
+  [[nodiscard]] ExitWatch exit_watch() const;
   [[nodiscard]] const std::string& socket_path() const { return socket_path_; }
 
  private:
@@ -56,7 +70,9 @@ class UffdHandoff {
 
   std::string socket_path_;
   base::UniqueFd uffd_;
-  base::UniqueFd socket_;  // kept open: closing it tells nothing a handler needs to know
+  // Kept open: closing it tells nothing a handler needs to know; without a pidfd its hang-up
+  // is how the handler's exit shows.
+  base::UniqueFd socket_;
   base::UniqueFd pidfd_;
   pid_t handler_pid_ = 0;
 };
