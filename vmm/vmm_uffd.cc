@@ -62,11 +62,12 @@ absl::StatusOr<base::GuestMemory> Vmm::HandOffSnapshotMemory(
 }
 
 absl::Status Vmm::WatchUffdHandler() {
-  if (uffd_handoff_ == nullptr || uffd_handoff_->handler_pidfd() < 0) return absl::OkStatus();
+  if (uffd_handoff_ == nullptr) return absl::OkStatus();
   // Once the handler is gone no fault can be served again: a vCPU touching a page it never
   // copied would wait forever. End the VM instead, saying why.
-  return loop_->Add(uffd_handoff_->handler_pidfd(), EPOLLIN, [this](std::uint32_t) {
-    loop_->Remove(uffd_handoff_->handler_pidfd());
+  const UffdHandoff::ExitWatch watch = uffd_handoff_->exit_watch();
+  return loop_->Add(watch.fd, watch.events, [this, watch](std::uint32_t) {
+    loop_->Remove(watch.fd);
     uffd_handler_exited_ = true;
     base::MetricsRegistry::Global().Get("uffd", "handler_exits")->Add();
     Finish({kExitError, "the page-fault handler (pid " +
