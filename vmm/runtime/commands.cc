@@ -108,8 +108,10 @@ std::string ReadReport(int fd, int timeout_ms) {
 void Abandon(const StateRoot& root, const RuntimeConfig& config, const ContainerRecord& record,
              const std::string& lease) {
   const std::string& id = record.id;
-  // The jail first: a jailed VMM outlives its killed supervisor, and holds the tap.
-  (void)DestroyJail(record.jail_dir, record.jail_uid_lease, record.cgroup_dirs);
+  // The jail first: a jailed VMM outlives its killed supervisor, and holds the tap. One that
+  // survives keeps everything, the state directory included (it is what holds the uid
+  // lease), so that a delete retries this.
+  if (!DestroyJail(record.jail_dir, record.jail_uid_lease, record.cgroup_dirs).ok()) return;
   if (!record.tap_name.empty()) (void)DeleteTap(record.netns_path, record.tap_name);
   if (!lease.empty()) {
     absl::StatusOr<ImageCache> cache =

@@ -222,30 +222,46 @@ absl::StatusOr<std::vector<std::string>> PrepareJail(const JailerSettings& setti
 
 absl::Status DestroyJail(const std::string& dir, const std::string& uid_lease,
                          const std::vector<std::string>& cgroup_dirs) {
-  absl::Status first;
-  auto keep = [&first](absl::Status status) {
-    if (first.ok() && !status.ok()) first = std::move(status);
-  };
+  // A jail whose processes may still run keeps its uid and its directory: another container
+  // leased that uid would share it with a live (perhaps compromised) VMM, and the directory
+  // holds what that VMM may write, which root must not walk while it can.
+  std::vector<std::string> still_running;
   for (const std::string& cgroup : cgroup_dirs) {
     if (::access(cgroup.c_str(), F_OK) != 0) continue;
     const auto deadline = std::chrono::steady_clock::now() + kCgroupEmptyWait;
+    std::string procs;
     while (true) {
-      std::string procs = ReadSmall(cgroup + "/cgroup.procs").value_or("");
-      if (procs.empty()) break;
+      procs = ReadSmall(cgroup + "/cgroup.procs").value_or("");
+      if (procs.empty() || std::chrono::steady_clock::now() >= deadline) break;
       std::istringstream in(procs);
       for (pid_t pid; in >> pid;) ::kill(pid, SIGKILL);
-      if (std::chrono::steady_clock::now() >= deadline) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    if (::rmdir(cgroup.c_str()) != 0 && errno != ENOENT) keep(base::ErrnoError("rmdir", cgroup));
+    if (!procs.empty()) {
+      std::istringstream in(procs);
+      std::string pids;
+      for (pid_t pid; in >> pid;) pids += (pids.empty() ? "" : " ") + std::to_string(pid);
+      still_running.push_back(cgroup + " still holds pids " + pids);
+    } else if (::rmdir(cgroup.c_str()) != 0 && errno != ENOENT) {
+      still_running.push_back(std::string(base::ErrnoError("rmdir", cgroup).message()));
+    }
   }
+  if (!still_running.empty()) {
+    std::string what;
+    for (const std::string& line : still_running) what += (what.empty() ? "" : "; ") + line;
+    return absl::FailedPreconditionError(
+        "the jail's processes did not end within " + std::to_string(kCgroupEmptyWait.count()) +
+        " s after SIGKILL (" + what + "); its uid lease and " + dir +
+        " are kept: delete again once they have ended");
+  }
+  absl::Status first;
   if (!dir.empty()) {
     std::error_code ec;
     fs::remove_all(dir, ec);
-    if (ec) keep(absl::InternalError("remove " + dir + ": " + ec.message()));
+    if (ec) first = absl::InternalError("remove " + dir + ": " + ec.message());
   }
-  if (!uid_lease.empty() && ::unlink(uid_lease.c_str()) != 0 && errno != ENOENT) {
-    keep(base::ErrnoError("unlink", uid_lease));
+  if (!uid_lease.empty() && ::unlink(uid_lease.c_str()) != 0 && errno != ENOENT && first.ok()) {
+    first = base::ErrnoError("unlink", uid_lease);
   }
   return first;
 }

@@ -49,7 +49,9 @@ struct Jail {
 
 // Ends whatever still runs in the jail's cgroups (a VMM whose supervisor was killed outright:
 // jailed, it has no parent-death signal), removes them, the jail directory and the uid lease.
-// Each step is tried; the first failure is returned. Idempotent.
+// When a cgroup does not empty (or cannot be removed) within a few seconds, the lease and the
+// directory are kept and FAILED_PRECONDITION names the pids left: a later call retries.
+// Otherwise each step is tried and the first failure is returned. Idempotent.
 [[nodiscard]] absl::Status DestroyJail(const std::string& dir, const std::string& uid_lease,
                                        const std::vector<std::string>& cgroup_dirs);
 

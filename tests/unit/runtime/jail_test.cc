@@ -1,0 +1,120 @@
+#include "vmm/runtime/jail.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "tests/support/files.h"
+
+namespace ember::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  ASSERT_TRUE(out.flush()) << path;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  std::getline(in, text);
+  return text;
+}
+
+// A process in a jail's pids cgroup that SIGKILL does not end: it is also in a frozen cgroup-v1
+// freezer group, where a pending SIGKILL waits until the group is thawed (as a VMM stuck in the
+// kernel would). Root only; cleans up after itself.
+class FrozenJailProcess {
+ public:
+  FrozenJailProcess()
+      : pids_("/sys/fs/cgroup/pids/ember-jail-test-" + std::to_string(::getpid())),
+        freezer_("/sys/fs/cgroup/freezer/ember-jail-test-" + std::to_string(::getpid())) {}
+  ~FrozenJailProcess() {
+    Thaw();
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::rmdir(freezer_.c_str());
+    ::rmdir(pids_.c_str());
+  }
+
+  // False when this host has no cgroup-v1 pids and freezer hierarchies to do it with.
+  bool Start() {
+    if (::geteuid() != 0 || !fs::exists("/sys/fs/cgroup/pids/cgroup.procs") ||
+        !fs::exists("/sys/fs/cgroup/freezer/cgroup.procs")) {
+      return false;
+    }
+    fs::create_directory(pids_);
+    fs::create_directory(freezer_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    WriteFile(pids_ + "/cgroup.procs", std::to_string(pid_));
+    WriteFile(freezer_ + "/cgroup.procs", std::to_string(pid_));
+    WriteFile(freezer_ + "/freezer.state", "FROZEN");
+    while (ReadFile(freezer_ + "/freezer.state") != "FROZEN") ::usleep(1000);
+    return true;
+  }
+
+  // Lets the SIGKILL the jail's destruction sent take effect, and reaps the process.
+  int ThawAndReap() {
+    Thaw();
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+  const std::string& cgroup() const { return pids_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  void Thaw() {
+    if (fs::exists(freezer_)) WriteFile(freezer_ + "/freezer.state", "THAWED");
+  }
+
+  std::string pids_;
+  std::string freezer_;
+  pid_t pid_ = -1;
+};
+
+TEST(DestroyJail, KeepsTheUidLeaseAndDirectoryWhileAJailProcessOutlivesSigkill) {
+  FrozenJailProcess vmm;
+  if (!vmm.Start()) GTEST_SKIP() << "needs root and cgroup-v1 pids and freezer hierarchies";
+  testing::ScopedTempDir temp("ember-jail");
+  const std::string dir = temp.path() + "/ember-vmm/c1";
+  const std::string lease = temp.path() + "/uids/100000";
+  fs::create_directories(dir + "/root/out");
+  fs::create_directories(temp.path() + "/uids");
+  WriteFile(lease, dir);
+
+  absl::Status status = DestroyJail(dir, lease, {vmm.cgroup()});
+
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("pids " + std::to_string(vmm.pid())), std::string::npos)
+      << status;
+  EXPECT_TRUE(fs::exists(dir + "/root/out"));
+  EXPECT_TRUE(fs::exists(lease));
+  EXPECT_TRUE(fs::exists(vmm.cgroup()));
+
+  const int ended = vmm.ThawAndReap();
+  EXPECT_TRUE(WIFSIGNALED(ended) && WTERMSIG(ended) == SIGKILL);
+  EXPECT_TRUE(DestroyJail(dir, lease, {vmm.cgroup()}).ok());
+  EXPECT_FALSE(fs::exists(dir));
+  EXPECT_FALSE(fs::exists(lease));
+  EXPECT_FALSE(fs::exists(vmm.cgroup()));
+}
+
+}  // namespace
+}  // namespace ember::runtime
