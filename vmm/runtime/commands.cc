@@ -177,7 +177,8 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
   spec.vm = PlanVm(bundle, config, lease->image.string(), lease->writable, root.VsockPath(id), id);
   if (config.jailer.enabled) {
     absl::StatusOr<Jail> jail =
-        PlanJail(config.jailer, id, root.ContainerDir(id), spec.vm.machine_config().mem_size_mib());
+        PlanJail(config.jailer, id, config.vmm_path, root.ContainerDir(id),
+                 spec.vm.machine_config().mem_size_mib());
     if (jail.ok()) {
       // Recorded before anything is put there, so that whatever fails next undoes it.
       record.jail_dir = jail->dir;

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <nettle/sha2.h>
+
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -23,6 +25,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::size_t kMaxJailIdLength = 64;  // ember-jailer's
+// A digested jail id: the prefix, then this many bytes of SHA-256 in hex (63 characters).
+constexpr char kDigestIdPrefix[] = "h--";
+constexpr std::size_t kDigestBytes = 30;
 // What a VMM needs beyond its guest's memory (its own pages, io_uring, device buffers), and
 // its threads (vCPUs, the VMM loop, io_uring workers).
 constexpr std::uint64_t kVmmOverheadMib = 256;
@@ -142,30 +147,63 @@ absl::Status LinkOrCopy(const std::string& from, const std::string& to, bool cop
 }  // namespace
 
 std::string JailIdFor(const std::string& container_id) {
-  bool usable = !container_id.empty() && container_id.size() <= kMaxJailIdLength;
+  // Ids passed through never contain "--", digests always do: no container id can name
+  // another's jail. The digest is SHA-256 (240 of its bits), which no one can collide.
+  bool usable = !container_id.empty() && container_id.size() <= kMaxJailIdLength &&
+                container_id.find("--") == std::string::npos;
   for (char c : container_id) usable = usable && (std::isalnum(static_cast<unsigned char>(c)) || c == '-');
   if (usable) return container_id;
-  char digest[17];
-  std::snprintf(digest, sizeof(digest), "%016llx",
-                static_cast<unsigned long long>(Fnv1a(container_id)));
-  return std::string("c-") + digest;
+  sha256_ctx sha;
+  sha256_init(&sha);
+  sha256_update(&sha, container_id.size(), reinterpret_cast<const uint8_t*>(container_id.data()));
+  uint8_t digest[SHA256_DIGEST_SIZE];
+  sha256_digest(&sha, sizeof digest, digest);
+  std::string id = kDigestIdPrefix;
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < kDigestBytes; ++i) {
+    id += kDigits[digest[i] >> 4];
+    id += kDigits[digest[i] & 0xf];
+  }
+  return id;
 }
 
 absl::StatusOr<Jail> PlanJail(const JailerSettings& settings, const std::string& container_id,
-                              const std::string& holder, uint32_t memory_mib) {
+                              const std::string& vmm_path, const std::string& holder,
+                              uint32_t memory_mib) {
+  // ember-jailer's chroot is CHROOT_BASE/<--exec-file's basename>/ID/root.
+  const std::string exec_name = fs::path(vmm_path).filename().string();
+  if (exec_name.empty() || exec_name == "." || exec_name == "..") {
+    return absl::InvalidArgumentError("jailer: the VMM path \"" + vmm_path +
+                                      "\" names no file");
+  }
   // The VMM never walks these from outside its root: only root needs to reach them.
   EMBER_RETURN_IF_ERROR(MakeDirs(settings.chroot_base_dir, 0700));
+  EMBER_RETURN_IF_ERROR(MakeDirs(settings.chroot_base_dir + "/" + exec_name, 0700));
   EMBER_ASSIGN_OR_RETURN(CgroupPlan cgroups, PlanCgroups(memory_mib));
   Jail jail;
   jail.jail_id = JailIdFor(container_id);
-  jail.dir = settings.chroot_base_dir + "/ember-vmm/" + jail.jail_id;
+  jail.dir = settings.chroot_base_dir + "/" + exec_name + "/" + jail.jail_id;
   jail.root = jail.dir + "/root";
   for (const std::string& mount : cgroups.mounts) {
     jail.cgroup_dirs.push_back(mount + "/" + settings.cgroup_parent + "/" + jail.jail_id);
   }
-  EMBER_ASSIGN_OR_RETURN(auto lease, LeaseUid(settings, container_id, holder));
-  jail.uid = lease.first;
-  jail.uid_lease = lease.second;
+  // Made here, exclusively: a jail is never shared, whatever led two containers to one id.
+  if (::mkdir(jail.dir.c_str(), 0755) != 0) {
+    if (errno == EEXIST) {
+      return absl::AlreadyExistsError("jailer: the jail " + jail.dir +
+                                      " exists already (another container's, or one a failed "
+                                      "delete kept); it is not shared");
+    }
+    return base::ErrnoError("mkdir", jail.dir);
+  }
+  absl::StatusOr<std::pair<std::uint32_t, std::string>> lease =
+      LeaseUid(settings, container_id, holder);
+  if (!lease.ok()) {
+    ::rmdir(jail.dir.c_str());
+    return lease.status();
+  }
+  jail.uid = lease->first;
+  jail.uid_lease = lease->second;
   return jail;
 }
 

@@ -14,14 +14,14 @@
 namespace ember::runtime {
 
 // A container's jail (docs/ember-runtime.md, "The jail"): ember-jailer builds it at
-// CHROOT_BASE/ember-vmm/JAIL_ID/root and execs ember-vmm there as a uid and gid of the
+// CHROOT_BASE/VMM_NAME/JAIL_ID/root (VMM_NAME: the VMM binary's file name) and execs ember-vmm there as a uid and gid of the
 // container's own, with no capabilities, in new mount, ipc and uts namespaces (and the
 // container's network namespace, or a new empty one), in cgroups of its own. What the VMM
 // opens is put into the jail first: its config, kernel, initrd and a hard link of the root
 // image; its vsock socket is /out/v.sock there.
 struct Jail {
   std::string jail_id;    // ember-jailer's --id
-  std::string dir;        // CHROOT_BASE/ember-vmm/JAIL_ID: removed with the container
+  std::string dir;        // CHROOT_BASE/VMM_NAME/JAIL_ID: removed with the container
   std::string root;       // dir + "/root": the VMM's "/"
   std::uint32_t uid = 0;  // also the gid
   std::string uid_lease;  // the file that holds the uid for the container
@@ -29,14 +29,17 @@ struct Jail {
 };
 
 // The jail id of a container: its id when ember-jailer takes it (letters, digits, dashes; at most
-// 64), else a digest of it.
+// 64) and it has no "--", else "h--" and a SHA-256 digest of it: distinct containers never
+// share one.
 [[nodiscard]] std::string JailIdFor(const std::string& container_id);
 
-// Leases a free uid from the settings' range for the container whose state directory is
-// `holder` (a lease whose holder is gone is free again) and plans the jail. Any process; the
-// leases are serialised by a lock file under the chroot base.
+// Makes the jail's directory (ALREADY_EXISTS when it is there: jails are never shared),
+// leases a free uid from the settings' range for the container whose state directory is
+// `holder` (a lease whose holder is gone is free again) and plans the jail, for the VMM binary
+// at `vmm_path`. Any process; the leases are serialised by a lock file under the chroot base.
 [[nodiscard]] absl::StatusOr<Jail> PlanJail(const JailerSettings& settings,
                                             const std::string& container_id,
+                                            const std::string& vmm_path,
                                             const std::string& holder, uint32_t memory_mib);
 
 // Puts what the VMM of `vm` opens into the jail, rewrites `vm`'s paths to the jail's and

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -114,6 +115,59 @@ TEST(DestroyJail, KeepsTheUidLeaseAndDirectoryWhileAJailProcessOutlivesSigkill) 
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_FALSE(fs::exists(lease));
   EXPECT_FALSE(fs::exists(vmm.cgroup()));
+}
+
+TEST(JailIdFor, NoContainerIdNamesAnotherContainersDigestedJailId) {
+  const std::string digested = JailIdFor("ns/pod_1");
+
+  EXPECT_EQ(JailIdFor("plain-id-1"), "plain-id-1");
+  EXPECT_NE(digested, "ns/pod_1");
+  EXPECT_NE(JailIdFor(digested), digested);
+  EXPECT_LE(digested.size(), 64u);
+  for (char c : digested) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-');
+}
+
+JailerSettings SettingsIn(const std::string& dir) {
+  JailerSettings settings;
+  settings.chroot_base_dir = dir + "/jails";
+  settings.uid_base = 100000;
+  settings.uid_count = 16;
+  return settings;
+}
+
+TEST(PlanJail, TheJailLiesUnderTheVmmBinarysNameAsEmberJailerPutsIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "plans cgroups: needs root";
+  testing::ScopedTempDir temp("ember-jail");
+  const std::string holder = temp.path() + "/c1";
+  fs::create_directories(holder);
+
+  absl::StatusOr<Jail> jail = PlanJail(SettingsIn(temp.path()), "c1", "/opt/ember/my-vmm", holder, 64);
+
+  ASSERT_TRUE(jail.ok()) << jail.status();
+  EXPECT_EQ(jail->dir, temp.path() + "/jails/my-vmm/c1");
+  EXPECT_EQ(jail->root, jail->dir + "/root");
+  EXPECT_TRUE(fs::is_directory(jail->dir));
+}
+
+TEST(PlanJail, RefusesAJailDirectoryThatExistsAndLeasesNoUidForIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "plans cgroups: needs root";
+  testing::ScopedTempDir temp("ember-jail");
+  const JailerSettings settings = SettingsIn(temp.path());
+  fs::create_directories(temp.path() + "/a");
+  fs::create_directories(temp.path() + "/b");
+  absl::StatusOr<Jail> first = PlanJail(settings, "c1", "/bin/ember-vmm", temp.path() + "/a", 64);
+  ASSERT_TRUE(first.ok()) << first.status();
+  fs::create_directories(first->root + "/out");
+
+  absl::StatusOr<Jail> second = PlanJail(settings, "c1", "/bin/ember-vmm", temp.path() + "/b", 64);
+
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists) << second.status();
+  EXPECT_TRUE(fs::is_directory(first->root + "/out"));
+  int leases = 0;
+  for (const auto& entry : fs::directory_iterator(settings.chroot_base_dir + "/uids")) {
+    if (entry.path().filename().string()[0] != '.') ++leases;
+  }
+  EXPECT_EQ(leases, 1);
 }
 
 }  // namespace
