@@ -169,6 +169,27 @@ class RacesTest(unittest.TestCase):
         self.assertFalse(os.path.exists(vm_dir))
         self.assert_records_match_disk_and_processes()
 
+    def test_a_drive_swap_that_cannot_be_recorded_fails_saying_the_vmm_swapped(self):
+        old, new = (os.path.join(self.scratch, name) for name in ("old", "new"))
+        for path in (old, new):
+            with open(path, "wb") as f:
+                f.truncate(1 << 20)
+        config = ec.config()
+        config.drives.add(drive_id="data", path_on_host=old)
+        self.stub.Create(api.CreateRequest(vm_id="unrecorded-swap", config=config), timeout=30)
+        self.stub.Start(api.VmRequest(vm_id="unrecorded-swap"), timeout=30)
+        # vm.json cannot be replaced, as on a full disk.
+        vm_dir = os.path.join(self.emberd.state_dir, "vms", "unrecorded-swap")
+        subprocess.run(["chattr", "+i", vm_dir], check=True)
+        self.addCleanup(subprocess.run, ["chattr", "-i", vm_dir], check=False)
+        _, error = self.call(self.stub.UpdateDrive, api.UpdateDriveRequest(
+            vm_id="unrecorded-swap", drive_id="data", path_on_host=new))
+        subprocess.run(["chattr", "-i", vm_dir], check=True)
+        self.assertIsNotNone(error, "a swap emberd could not record said OK")
+        self.assertIn("could not record the swap", error.details())
+        with open(self.drive_log) as f:
+            self.assertEqual(f.read().splitlines()[-1], new)
+
 
 if __name__ == "__main__":
     ember_unittest.main()
