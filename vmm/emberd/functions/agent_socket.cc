@@ -1,11 +1,11 @@
 #include "vmm/emberd/functions/agent_socket.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 
 #include <chrono>
 #include <thread>
 
+#include "vmm/agent_client/socket_file.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/status.h"
 
@@ -28,19 +28,11 @@ std::string AgentSockets::HostPath(const std::string& vm_id, const std::string& 
 }
 
 absl::StatusOr<base::UniqueFd> OpenAgentSocket(const std::string& path) {
-  base::UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return base::ErrnoError("open", "the agent's vsock socket " + path);
-  struct stat st {};
-  if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", path);
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError("the agent's vsock socket " + path +
-                                         " is not a socket");
-  }
-  return fd;
+  return agent_client::OpenSocketFile(AT_FDCWD, path, std::nullopt);
 }
 
 std::string AgentEndpointPath(const base::UniqueFd& socket) {
-  return "/proc/self/fd/" + std::to_string(socket.Get());
+  return agent_client::SocketFdPath(socket);
 }
 
 absl::Status UntilAgentAnswers(const std::function<absl::Status()>& call, int timeout_ms,
