@@ -26,6 +26,7 @@
 #include "supervisor.h"
 #include "tap_device.h"
 #include "vm_plan.h"
+#include "vmm/agent_client/socket_file.h"
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/status.h"
 #include "workload.h"
@@ -183,6 +184,7 @@ absl::StatusOr<Created> CreateContainer(const Invocation& inv, const RuntimeLog&
       // Recorded before anything is put there, so that whatever fails next undoes it.
       record.jail_dir = jail->dir;
       record.jail_uid_lease = jail->uid_lease;
+      record.jail_uid = jail->uid;
       record.cgroup_dirs = jail->cgroup_dirs;
     }
     absl::StatusOr<std::vector<std::string>> jailer_argv =
@@ -524,7 +526,13 @@ absl::StatusOr<int> Exec(const Invocation& inv, const RuntimeLog& log) {
     return absl::InvalidArgumentError(
         "cannot allocate tty if runc will detach without setting console socket");
   }
-  const agent_client::Endpoint endpoint = agent_client::Endpoint::Vsock(root.VsockPath(id));
+  // Jailed, the VMM owns the directory its socket is in: connect only to that very socket.
+  base::UniqueFd jail_vsock;
+  if (!record.jail_dir.empty()) {
+    EMBER_ASSIGN_OR_RETURN(jail_vsock, OpenJailVsock(record.jail_dir + "/root", record.jail_uid));
+  }
+  const agent_client::Endpoint endpoint = agent_client::Endpoint::Vsock(
+      jail_vsock ? agent_client::SocketFdPath(jail_vsock) : root.VsockPath(id));
   const v1::ExecRequest request = PlanExec(process);
   const std::string console_socket =
       process.terminal && !inv.Get("console-socket").empty()

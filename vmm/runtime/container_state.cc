@@ -128,6 +128,7 @@ std::string RecordToJson(const ContainerRecord& record) {
       {"tap_name", record.tap_name},
       {"jail_dir", record.jail_dir},
       {"jail_uid_lease", record.jail_uid_lease},
+      {"jail_uid", record.jail_uid},
       {"cgroup_dirs", record.cgroup_dirs},
   };
   return j.dump(2) + "\n";
@@ -150,6 +151,7 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& text) {
     record.tap_name = j.value("tap_name", "");
     record.jail_dir = j.value("jail_dir", "");
     record.jail_uid_lease = j.value("jail_uid_lease", "");
+    record.jail_uid = j.value("jail_uid", std::uint32_t{0});
     record.cgroup_dirs = j.value("cgroup_dirs", std::vector<std::string>{});
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(std::string("bad container record: ") + e.what());

@@ -29,9 +29,10 @@ struct ContainerRecord {
   std::string netns_path;   // the bundle's network namespace, where the tap lives ("" none)
   std::string tap_name;     // "" without a network
   // A jailed VM's (jail.h): its jail directory ("" unjailed), the uid lease its VMM runs
-  // under, and the cgroup directories the jailer made for it.
+  // under and that uid, and the cgroup directories the jailer made for it.
   std::string jail_dir;
   std::string jail_uid_lease;
+  std::uint32_t jail_uid = 0;
   std::vector<std::string> cgroup_dirs;
 };
 

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "jailer/cgroup.h"
+#include "vmm/agent_client/socket_file.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 
@@ -302,6 +303,20 @@ absl::Status DestroyJail(const std::string& dir, const std::string& uid_lease,
     first = base::ErrnoError("unlink", uid_lease);
   }
   return first;
+}
+
+absl::StatusOr<base::UniqueFd> OpenJailVsock(const std::string& jail_root,
+                                             std::uint32_t jail_uid) {
+  const std::string out = jail_root + "/out";
+  base::UniqueFd dir(::open(out.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return base::ErrnoError("open", out);
+  absl::StatusOr<base::UniqueFd> socket =
+      agent_client::OpenSocketFile(dir.Get(), "v.sock", static_cast<uid_t>(jail_uid));
+  if (!socket.ok()) {
+    return absl::Status(socket.status().code(),
+                        "in " + out + ": " + std::string(socket.status().message()));
+  }
+  return socket;
 }
 
 }  // namespace ember::runtime

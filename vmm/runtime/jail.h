@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ember/v1/vm_config.pb.h"
+#include "vmm/base/unique_fd.h"
 #include "vmm/runtime/runtime_config.h"
 
 namespace ember::runtime {
@@ -57,5 +58,12 @@ struct Jail {
 // Otherwise each step is tried and the first failure is returned. Idempotent.
 [[nodiscard]] absl::Status DestroyJail(const std::string& dir, const std::string& uid_lease,
                                        const std::vector<std::string>& cgroup_dirs);
+
+// The VMM's vsock socket in the jail whose root is `jail_root` (out/v.sock): the out directory
+// opened from root's path and the socket in it without following a symlink, checked to be a
+// socket of `jail_uid`'s (the VMM's). The VMM can write out/: by its name the socket could be
+// any socket on the host. Connect through agent_client::SocketFdPath while holding the fd.
+[[nodiscard]] absl::StatusOr<base::UniqueFd> OpenJailVsock(const std::string& jail_root,
+                                                           std::uint32_t jail_uid);
 
 }  // namespace ember::runtime

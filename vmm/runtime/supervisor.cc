@@ -17,8 +17,10 @@
 
 #include "command_channel.h"
 #include "console.h"
+#include "jail.h"
 #include "tap_device.h"
 #include "vmm/agent_client/agent_client.h"
+#include "vmm/agent_client/socket_file.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unix_address.h"
 #include "workload.h"
@@ -79,6 +81,7 @@ class Supervisor {
   base::UniqueFd signals_;
   base::UniqueFd console_;  // the pty slave, with a console socket
   base::UniqueFd out_dir_;  // jailed: the jail's output directory (O_PATH)
+  base::UniqueFd jail_vsock_;  // jailed: the VMM's vsock socket (O_PATH), the relay's endpoint
   bool tap_made_ = false;
   std::unique_ptr<WorkloadRelay> relay_;
   Phase phase_ = Phase::kCreated;
@@ -179,8 +182,16 @@ absl::StatusOr<std::string> Supervisor::StartWorkload() {
   }
   WorkloadRelay::Stdio stdio;
   if (console_) stdio = {console_.Get(), console_.Get(), console_.Get()};
-  absl::StatusOr<std::unique_ptr<WorkloadRelay>> relay = WorkloadRelay::Start(
-      agent_client::Endpoint::Vsock(spec_.root.VsockPath(spec_.id)), spec_.workload, stdio);
+  auto start = [&]() -> absl::StatusOr<std::unique_ptr<WorkloadRelay>> {
+    std::string vsock = spec_.root.VsockPath(spec_.id);
+    if (!spec_.jail_root.empty()) {
+      // The VMM owns the directory its socket is in: connect only to that very socket.
+      EMBER_ASSIGN_OR_RETURN(jail_vsock_, OpenJailVsock(spec_.jail_root, spec_.jail_uid));
+      vsock = agent_client::SocketFdPath(jail_vsock_);
+    }
+    return WorkloadRelay::Start(agent_client::Endpoint::Vsock(vsock), spec_.workload, stdio);
+  };
+  absl::StatusOr<std::unique_ptr<WorkloadRelay>> relay = start();
   if (!relay.ok()) {
     // runc's init fails the same way when it cannot exec the process: the container ends.
     exit_status_ = kNotStartedStatus;

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +14,8 @@
 #include <string>
 
 #include "tests/support/files.h"
+#include "vmm/agent_client/socket_file.h"
+#include "vmm/base/unique_fd.h"
 
 namespace ember::runtime {
 namespace {
@@ -168,6 +173,58 @@ TEST(PlanJail, RefusesAJailDirectoryThatExistsAndLeasesNoUidForIt) {
     if (entry.path().filename().string()[0] != '.') ++leases;
   }
   EXPECT_EQ(leases, 1);
+}
+
+// A listening Unix socket at `path`, owned by `uid`.
+base::UniqueFd ListenAt(const std::string& path, uid_t uid) {
+  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  // sockaddr_un is what bind takes for AF_UNIX.
+  EXPECT_EQ(::bind(fd.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0) << path;
+  EXPECT_EQ(::listen(fd.Get(), 1), 0);
+  EXPECT_EQ(::chown(path.c_str(), uid, uid), 0);
+  return fd;
+}
+
+constexpr uid_t kJailUid = 100007;
+
+TEST(OpenJailVsock, OpensTheVmmsOwnSocket) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chowns to the jail's uid: needs root";
+  testing::ScopedTempDir temp("ember-jail");
+  fs::create_directories(temp.path() + "/root/out");
+  base::UniqueFd vmm = ListenAt(temp.path() + "/root/out/v.sock", kJailUid);
+
+  absl::StatusOr<base::UniqueFd> socket = OpenJailVsock(temp.path() + "/root", kJailUid);
+
+  ASSERT_TRUE(socket.ok()) << socket.status();
+  struct stat st {};
+  ASSERT_EQ(::stat(agent_client::SocketFdPath(*socket).c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+}
+
+TEST(OpenJailVsock, RefusesASymlinkThereToAnotherListeningSocket) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chowns to the jail's uid: needs root";
+  testing::ScopedTempDir temp("ember-jail");
+  fs::create_directories(temp.path() + "/root/out");
+  base::UniqueFd other = ListenAt(temp.path() + "/other.sock", kJailUid);
+  fs::create_symlink(temp.path() + "/other.sock", temp.path() + "/root/out/v.sock");
+
+  absl::StatusOr<base::UniqueFd> socket = OpenJailVsock(temp.path() + "/root", kJailUid);
+
+  EXPECT_EQ(socket.status().code(), absl::StatusCode::kFailedPrecondition) << socket.status();
+}
+
+TEST(OpenJailVsock, RefusesASocketThatIsNotTheJailUids) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chowns to the jail's uid: needs root";
+  testing::ScopedTempDir temp("ember-jail");
+  fs::create_directories(temp.path() + "/root/out");
+  base::UniqueFd planted = ListenAt(temp.path() + "/root/out/v.sock", 0);
+
+  absl::StatusOr<base::UniqueFd> socket = OpenJailVsock(temp.path() + "/root", kJailUid);
+
+  EXPECT_EQ(socket.status().code(), absl::StatusCode::kFailedPrecondition) << socket.status();
 }
 
 }  // namespace
