@@ -31,7 +31,10 @@ LAYERS = {
     "snapshot": ["snapshot"],
     "jailer": ["jailer"],
     "proto": ["proto", "ember/v1"],
-    "control_frame": ["vmm/control/frame.h", "vmm/control/frame.cc"],
+    # The control channel's framing, and the launch message a pooled ember-vmm takes in it
+    # (emberd sends it, the VMM reads it): both in ember_control_frame.
+    "control_frame": [f"vmm/control/{name}" for name in
+                      ["frame.h", "frame.cc", "pool_launch.h", "pool_launch.cc"]],
     "exit_code": ["vmm/exit_code.h"],
     "rules": ["vmm/rules"],
     "vmm": ["vmm"],  # the rest of vmm/: its top, boot/, control/'s VMM end, main
@@ -79,8 +82,9 @@ ALLOWED = {
     # ember-runtime; the VMM itself never talks to the agent.
     "agent_client": {"base", "proto", "control_frame"},
     # ember-runtime: drives ember-vmm over the control channel and the guest through the agent
-    # client; never links the VMM.
-    "runtime": {"base", "proto", "control_frame", "agent_client"},
+    # client, and removes its jails' cgroups with jailer/'s helpers (as emberd does); never
+    # links the VMM.
+    "runtime": {"base", "proto", "control_frame", "agent_client", "jailer"},
     "emberctl": {"proto"},
     "fc_flags": {"base"},
     # The API front drives ember-vmm over the control channel, reads JSON like ember-config and
