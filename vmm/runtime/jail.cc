@@ -268,21 +268,27 @@ absl::Status DestroyJail(const std::string& dir, const std::string& uid_lease,
   for (const std::string& cgroup : cgroup_dirs) {
     if (::access(cgroup.c_str(), F_OK) != 0) continue;
     const auto deadline = std::chrono::steady_clock::now() + kCgroupEmptyWait;
-    std::string procs;
     while (true) {
-      procs = ReadSmall(cgroup + "/cgroup.procs").value_or("");
-      if (procs.empty() || std::chrono::steady_clock::now() >= deadline) break;
+      std::string procs = ReadSmall(cgroup + "/cgroup.procs").value_or("");
+      // Empty now, yet a process still on its way in (a jailer joining as its killed
+      // supervisor dies) makes rmdir EBUSY: kill again, as for one that was there.
+      if (procs.empty()) {
+        if (::rmdir(cgroup.c_str()) == 0 || errno == ENOENT) break;
+        if (errno != EBUSY) {
+          still_running.push_back(std::string(base::ErrnoError("rmdir", cgroup).message()));
+          break;
+        }
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        std::istringstream in(procs);
+        std::string pids;
+        for (pid_t pid; in >> pid;) pids += (pids.empty() ? "" : " ") + std::to_string(pid);
+        still_running.push_back(cgroup + " still holds pids " + (pids.empty() ? "(busy)" : pids));
+        break;
+      }
       std::istringstream in(procs);
       for (pid_t pid; in >> pid;) ::kill(pid, SIGKILL);
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (!procs.empty()) {
-      std::istringstream in(procs);
-      std::string pids;
-      for (pid_t pid; in >> pid;) pids += (pids.empty() ? "" : " ") + std::to_string(pid);
-      still_running.push_back(cgroup + " still holds pids " + pids);
-    } else if (::rmdir(cgroup.c_str()) != 0 && errno != ENOENT) {
-      still_running.push_back(std::string(base::ErrnoError("rmdir", cgroup).message()));
     }
   }
   if (!still_running.empty()) {
