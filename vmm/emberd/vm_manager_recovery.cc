@@ -1,0 +1,162 @@
+// VmManager's recovery after an emberd restart: the VMs' records loaded, each live VMM
+// re-attached, and the VM directories an earlier emberd left without a record removed
+// (vm_manager.h).
+#include "vmm/emberd/vm_manager.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "vmm/base/logging.h"
+#include "vmm/base/status.h"
+#include "vmm/emberd/store.h"
+#include "vmm/emberd/unix_socket.h"
+#include "vmm/emberd/vmm_file.h"
+
+namespace ember::emberd {
+
+namespace {
+
+// More than RecordedExit reads of an exit record's first line.
+constexpr std::size_t kMaxExitRecordBytes = 4096;
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::shared_ptr<VmManager::Entry>>> VmManager::LoadVms() {
+  std::string vms_dir = options_.state_dir + "/vms";
+  std::error_code error;
+  std::vector<std::shared_ptr<Entry>> running;
+  std::vector<std::string> leftovers;
+  for (auto it = std::filesystem::directory_iterator(vms_dir, error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    std::string dir = it->path().string();
+    if (::access((dir + "/vm.json").c_str(), F_OK) != 0 && errno == ENOENT) {
+      leftovers.push_back(it->path().filename().string());
+      continue;
+    }
+    v1::Vm vm;
+    if (auto status = ReadMessageJson(dir + "/vm.json", &vm); !status.ok()) {
+      EMBER_LOG(kWarn) << "emberd: skipping " << dir << ": " << status.message();
+      continue;
+    }
+    const std::string vm_id = vm.vm_id();
+    auto entry = std::make_shared<Entry>(std::move(vm), VmDir(vm_id), events_);
+    view_->LoadVm(entry->vm_id());
+    {
+      std::lock_guard lock(mu_);
+      vms_[entry->vm_id()] = entry;
+    }
+    if (entry->vm.state() != v1::Vm::STOPPED) running.push_back(entry);
+  }
+  if (error) return absl::InternalError("cannot list " + vms_dir + ": " + error.message());
+  for (const std::string& vm_id : leftovers) RemoveLeftover(vm_id);
+  return running;
+}
+
+void VmManager::RemoveLeftover(const std::string& vm_id) {
+  // An earlier emberd ended between making this VM's directory and recording the VM (Create,
+  // Restore), or between removing its record and the rest (Delete): nobody was told of a VM
+  // here. Its ember-vmm, if one was started, still holds the control socket's listener and
+  // ends when told to stop; then its files go.
+  view_->LoadVm(vm_id);
+  if (absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(vm_id) + "/control.sock");
+      control.ok()) {
+    // No record names its pid: the socket's peer does (in emberd's pid namespace).
+    ucred peer{};
+    socklen_t peer_size = sizeof(peer);
+    if (::getsockopt(control->Get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0) {
+      peer.pid = 0;
+    }
+    v1::Vm record;
+    record.set_vm_id(vm_id);
+    auto entry = std::make_shared<Entry>(std::move(record), VmDir(vm_id), events_);
+    entry->creating = true;  // no events
+    entry->deleted = true;   // no record
+    if (supervisor_->Attach(entry, std::move(*control), 0, /*child=*/false).ok()) {
+      v1::ControlRequest stop;
+      stop.mutable_stop()->set_reason("emberd ended before it recorded this VM");
+      absl::Status stopped = supervisor_->Call(*entry, stop).status();
+      std::unique_lock lock(entry->mu);
+      // The VMM's exit closes the connection.
+      if (!entry->cv.wait_for(lock, options_.create_timeout,
+                              [&] { return !entry->connected(); })) {
+        EMBER_LOG(kWarn) << "emberd: the unrecorded ember-vmm of " << vm_id << " (pid "
+                         << peer.pid << ") did not end when told to stop ("
+                         << stopped.message() << "); killing it";
+        if (peer.pid > 0) KillUnanswering(entry, peer.pid, lock);
+      }
+      supervisor_->Detach(*entry);
+    }
+  }
+  (void)view_->RemoveVm(vm_id);
+  (void)RemoveTree(VmDir(vm_id));
+  EMBER_LOG(kInfo) << "emberd: removed " << VmDir(vm_id)
+                   << ", which an earlier emberd left without a record";
+}
+
+void VmManager::KillUnanswering(const std::shared_ptr<Entry>& entry, pid_t pid,
+                                std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  const bool watched = supervisor_->WatchProcess(entry, pid).ok();
+  lock.lock();
+  entry->Kill();
+  if (watched) (void)Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5));
+}
+
+void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
+  // A live ember-vmm still holds its listening control socket and answers HELLO.
+  const std::string& id = entry->vm_id();
+  absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(id) + "/control.sock");
+  absl::Status status = control.status();
+  if (status.ok()) status = supervisor_->Attach(entry, std::move(*control), 0, /*child=*/false);
+  const bool connected = status.ok();
+  std::unique_lock lock(entry->mu);
+  if (status.ok() &&
+      entry->cv.wait_for(lock, options_.create_timeout, [&] { return entry->hello(); })) {
+    const pid_t pid = entry->vm.pid();
+    lock.unlock();
+    status = supervisor_->WatchProcess(entry, pid);
+    lock.lock();
+    if (status.ok()) {
+      EMBER_LOG(kInfo) << "emberd: re-attached VM " << id << " (pid " << pid << ", "
+                       << StateName(entry->vm.state()) << ")";
+      return;
+    }
+  }
+  supervisor_->Detach(*entry);
+  if (connected && entry->vm.pid() > 0) {
+    // It still holds its listener but never answered: a VM nobody can drive. Ended, so that
+    // no ember-vmm runs that emberd does not know.
+    const pid_t pid = entry->vm.pid();
+    KillUnanswering(entry, pid, lock);
+    EMBER_LOG(kWarn) << "emberd: VM " << id << " (pid " << pid
+                     << ") did not answer after the restart; killed";
+  }
+  // The VMM's words, so read as any file it writes, and no more than a line's worth.
+  absl::StatusOr<base::UniqueFd> fd = view_->OpenVmmFile(id, "exit");
+  absl::StatusOr<std::string> record =
+      fd.ok() ? ReadAtMost(fd->Get(), kMaxExitRecordBytes) : fd.status();
+  *entry->vm.mutable_exit() = RecordedExit(record);
+  entry->vm.set_pid(0);
+  entry->SetState(v1::Vm::STOPPED);
+  EMBER_LOG(kInfo) << "emberd: VM " << id << " is gone: marked STOPPED";
+}
+
+absl::Status VmManager::Recover() {
+  EMBER_ASSIGN_OR_RETURN(std::vector<std::shared_ptr<Entry>> running, LoadVms());
+  catalog_->Load();
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [vm_id, entry] : vms_) {
+      std::lock_guard vm_lock(entry->mu);
+      entry->last_snapshot_id = catalog_->NextDiffBase(vm_id, entry->vm.created_unix_ms(),
+                                                       entry->vm.restored_from());
+    }
+  }
+  for (auto& entry : running) Reattach(entry);
+  return absl::OkStatus();
+}
+
+}  // namespace ember::emberd
