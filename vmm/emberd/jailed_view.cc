@@ -22,6 +22,7 @@
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/emberd/launch_files.h"
+#include "vmm/emberd/parent_cpu_weight.h"
 #include "vmm/emberd/snapshot_publish.h"
 #include "vmm/emberd/store.h"
 #include "vmm/rules/vm_config_rules.h"
@@ -261,6 +262,7 @@ class JailedView final : public VmmView {
     for (std::string& option : CgroupOptions(cgroups_, config)) {
       spec->jailer_args.push_back(std::move(option));
     }
+    parent_weight_.Add(spec->vm_id, spec->jailer_args);
     spec->jailer_args.insert(spec->jailer_args.end(),
                              {"--uid", std::to_string(id), "--gid", std::to_string(id)});
     // A clone reads its snapshot's files through their group.
@@ -439,6 +441,7 @@ class JailedView final : public VmmView {
   }
   const base::PathRules* const paths_;  // null: files linked by name (tests)
   const JailCgroups cgroups_;
+  mutable ParentCpuWeight parent_weight_{cgroups_};  // the VMs' parent weighs as they do
   EventHub* const events_;  // may be null: then cgroups go only with RemoveVm
   std::shared_ptr<EventHub::Watcher> exits_;  // every VM's events, for their STOPPED
   bool stopping_ = false;                     // guarded by exits_->mu
@@ -616,6 +619,7 @@ void JailedView::RecoverId(const std::string& vm_id) {
 
 void JailedView::RemoveCgroup(const std::string& vm_id) const {
   if (cgroups_.version == 0) return;
+  parent_weight_.Remove(vm_id);
   for (const std::string& mount : cgroups_.mounts) {
     const std::string dir = mount + "/" + cgroups_.parent + "/" + vm_id;
     int tries = 0;
