@@ -18,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "vmm/base/status.h"
+#include "vmm/runtime/bind_source.h"
 #include "vmm/runtime/oci_spec.pb.h"
 
 namespace ember::runtime {
@@ -319,27 +320,6 @@ bool HasOption(const oci::Mount& mount, absl::string_view option) {
   return false;
 }
 
-absl::Status CopyFileIn(const fs::path& source, const std::string& destination,
-                        const std::string& field, const FieldErrors& errors, Bundle& out,
-                        std::size_t* budget) {
-  struct stat st {};
-  if (::stat(source.c_str(), &st) != 0) {
-    return errors.Invalid(field, absl::StrCat("cannot read ", source.string()));
-  }
-  const std::size_t size = static_cast<std::size_t>(st.st_size);
-  if (size > *budget) {
-    return errors.Invalid(field, absl::StrCat("the bind-mounted files exceed ", kMaxCopiedBytes,
-                                              " bytes, all a VM is given copies of"));
-  }
-  std::ifstream in(source, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in.good() && !in.eof()) return errors.Invalid(field, "cannot read " + source.string());
-  *budget -= size;
-  out.files.push_back({destination, text.str(), static_cast<uint32_t>(st.st_mode & 07777)});
-  return absl::OkStatus();
-}
-
 absl::Status CheckMounts(const oci::Spec& spec, Bundle& out, const FieldErrors& errors) {
   std::size_t budget = kMaxCopiedBytes;
   for (int i = 0; i < spec.mounts_size(); ++i) {
@@ -357,35 +337,29 @@ absl::Status CheckMounts(const oci::Spec& spec, Bundle& out, const FieldErrors& 
                                                 " cannot be given to a VM (only bind mounts and "
                                                 "the kernel file systems a guest has are)"));
     }
-    std::error_code ec;
-    const fs::path source = mount.source();
-    if (fs::is_regular_file(source, ec)) {
-      EMBER_RETURN_IF_ERROR(CopyFileIn(source, mount.destination(), field, errors, out, &budget));
+    absl::StatusOr<BindSource> source = BindSource::Open(mount.source());
+    if (!source.ok()) return errors.Invalid(field + ".source", source.status().message());
+    if (!source->is_directory()) {
+      absl::StatusOr<CopiedFile> file = source->ReadFile(&budget);
+      if (!file.ok()) return errors.Invalid(field, file.status().message());
+      out.files.push_back({mount.destination(), std::move(file->contents), file->mode});
       continue;
-    }
-    if (!fs::is_directory(source, ec)) {
-      return errors.Invalid(field + ".source",
-                            absl::StrCat("no file or directory at ", source.string()));
     }
     if (!HasOption(mount, "ro")) {
       return errors.Invalid(field, absl::StrCat(
-                                       "a writable directory (", source.string(), " at ",
+                                       "a writable directory (", mount.source(), " at ",
                                        mount.destination(),
                                        ") cannot be shared with a VM: only files and read-only "
                                        "directories are copied in"));
     }
-    // Read-only directories (Kubernetes' secrets, config maps, service account tokens):
-    // their regular files, symlinks followed (config maps link through ..data).
-    for (auto it = fs::recursive_directory_iterator(source, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (!it->is_regular_file(ec)) continue;
-      const std::string relative = it->path().lexically_relative(source).string();
-      // Kubernetes' ..data and ..TIMESTAMP hold what the visible names link to.
-      if (relative.starts_with("..") || relative.find("/..") != std::string::npos) continue;
-      EMBER_RETURN_IF_ERROR(CopyFileIn(it->path(), mount.destination() + "/" + relative, field,
-                                       errors, out, &budget));
+    // Read-only directories (Kubernetes' secrets, config maps, service account tokens): their
+    // regular files, through links that stay inside (config maps link through ..data).
+    absl::StatusOr<std::vector<CopiedFile>> files = source->ReadTree(&budget);
+    if (!files.ok()) return errors.Invalid(field, files.status().message());
+    for (CopiedFile& file : *files) {
+      out.files.push_back(
+          {mount.destination() + "/" + file.relative, std::move(file.contents), file.mode});
     }
-    if (ec) return errors.Invalid(field, absl::StrCat("cannot read ", source.string()));
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,5 @@
 #include "vmm/runtime/image_cache_key.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <nettle/sha2.h>
 #include <sys/stat.h>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/runtime/sorted_names.h"
 
 namespace ember::runtime {
 namespace {
@@ -153,21 +153,7 @@ absl::Status AddEntry(KeyHash& hash, const std::string& relative, const struct s
 // Every entry below the directory open at `dir_fd`, in name order, without following
 // symlinks or reading files.
 absl::Status FingerprintTree(KeyHash& hash, int dir_fd, const std::string& relative) {
-  base::UniqueFd own(::dup(dir_fd));
-  if (!own) return base::ErrnoError("dup", relative);
-  DIR* dir = ::fdopendir(own.Get());
-  if (dir == nullptr) return base::ErrnoError("fdopendir", relative);
-  (void)own.Release();  // closedir closes it
-  std::vector<std::string> names;
-  errno = 0;
-  while (dirent* entry = ::readdir(dir)) {
-    absl::string_view name = entry->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  int read_errno = errno;
-  ::closedir(dir);
-  if (read_errno != 0) return base::ErrnoError(read_errno, "readdir", relative);
-  std::sort(names.begin(), names.end());
+  EMBER_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(dir_fd, relative));
   for (const std::string& name : names) {
     std::string path = absl::StrCat(relative, "/", name);
     struct stat st {};

@@ -9,7 +9,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "tests/support/files.h"
 
@@ -18,6 +20,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Pair;
 
 // Shaped like the config.json containerd's `ctr run` writes (trimmed): fields ember-runtime
 // does not read (seccomp, masked paths, cgroups) are there to be skipped.
@@ -384,6 +387,79 @@ TEST_F(BundleTest, BindMountedFilesBeyondWhatAVmIsGivenAreRefused) {
   std::string error = ErrorFor(WithMounts(R"([{"destination": "/big", "type": "bind", "source": ")" +
                                           big.string() + R"(", "options": ["rbind", "ro"]}])"));
   EXPECT_THAT(error, HasSubstr("exceed"));
+}
+
+// A read-only directory bind whose source a tenant controls (a volume, an NFS share): the
+// runtime reads it as root, so a link must not carry it to the host's files.
+class ReadOnlyDirectoryTest : public BundleTest {
+ protected:
+  ReadOnlyDirectoryTest() {
+    std::ofstream(outside()) << "host secret";
+    std::filesystem::create_directory(volume());
+  }
+  std::filesystem::path outside() const { return bundle() / "outside"; }
+  std::filesystem::path volume() const { return bundle() / "volume"; }
+  absl::StatusOr<Bundle> LoadVolume() const {
+    return LoadWith(WithMounts(R"([{"destination": "/data", "type": "bind", "source": ")" +
+                               volume().string() + R"(", "options": ["rbind", "ro"]}])"));
+  }
+  // Fails the test if any copied file holds the host file's contents.
+  static void ExpectNoHostContents(const absl::StatusOr<Bundle>& loaded) {
+    if (!loaded.ok()) return;
+    for (const BundleFile& file : loaded->files) {
+      EXPECT_NE(file.contents, "host secret") << file.path << " is the host's file";
+    }
+  }
+};
+
+TEST_F(ReadOnlyDirectoryTest, AnAbsoluteSymlinkOutIsRefusedNamingTheMountAndTheEntry) {
+  std::ofstream(volume() / "plain") << "mine";
+  std::filesystem::create_symlink(outside(), volume() / "a");
+  auto loaded = LoadVolume();
+  ExpectNoHostContents(loaded);
+  ASSERT_FALSE(loaded.ok()) << "a -> " << outside() << " was followed";
+  EXPECT_THAT(loaded.status().message(), HasSubstr("mounts[0]"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr(volume().string() + "/a"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("leads out"));
+}
+
+TEST_F(ReadOnlyDirectoryTest, ARelativeSymlinkUpAndOutIsRefused) {
+  std::filesystem::create_directory(volume() / "sub");
+  std::filesystem::create_symlink("../../outside", volume() / "sub" / "b");
+  auto loaded = LoadVolume();
+  ExpectNoHostContents(loaded);
+  ASSERT_FALSE(loaded.ok()) << "sub/b -> ../../outside was followed";
+  EXPECT_THAT(loaded.status().message(), HasSubstr(volume().string() + "/sub/b"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("../../outside"));
+}
+
+TEST_F(ReadOnlyDirectoryTest, AKubernetesConfigMapTreeStillCopiesThroughItsInnerLinks) {
+  // kubelet's atomic writer: ..data -> ..TIMESTAMP, each key -> ..data/key, all relative.
+  std::filesystem::create_directories(volume() / "..2024_01_01_00_00_00.1" / "sub");
+  std::ofstream(volume() / "..2024_01_01_00_00_00.1" / "app.conf") << "level=debug\n";
+  std::ofstream(volume() / "..2024_01_01_00_00_00.1" / "sub" / "deep") << "deep";
+  ::chmod((volume() / "..2024_01_01_00_00_00.1" / "app.conf").c_str(), 0600);
+  std::filesystem::create_directory_symlink("..2024_01_01_00_00_00.1", volume() / "..data");
+  std::filesystem::create_symlink("..data/app.conf", volume() / "app.conf");
+  std::filesystem::create_directory(volume() / "dir");
+  std::filesystem::create_symlink("../..data/sub/deep", volume() / "dir" / "deep");
+  ASSERT_EQ(::mkfifo((volume() / "fifo").c_str(), 0600), 0);
+  std::filesystem::create_symlink("fifo", volume() / "to-fifo");
+  std::filesystem::create_symlink("missing", volume() / "dangling");
+  auto loaded = LoadVolume();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  std::map<std::string, std::pair<std::string, uint32_t>> copied;
+  for (const BundleFile& file : loaded->files) copied[file.path] = {file.contents, file.mode};
+  EXPECT_THAT(copied, ElementsAre(Pair("/data/app.conf", Pair("level=debug\n", 0600u)),
+                                  Pair("/data/dir/deep", Pair("deep", 0644u))));
+}
+
+TEST_F(BundleTest, AFileThatReadsLongerThanItsSizeIsRefusedNotReadWithoutEnd) {
+  // /proc files say 0 bytes and read more: what a file growing after its stat looks like.
+  std::string error = ErrorFor(WithMounts(
+      R"([{"destination": "/status", "type": "bind", "source": "/proc/self/status"}])"));
+  EXPECT_THAT(error, HasSubstr("mounts[0]"));
+  EXPECT_THAT(error, HasSubstr("grew"));
 }
 
 TEST(ParseMemoryMib, UnitsAreKubernetesQuantities) {
