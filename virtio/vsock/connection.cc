@@ -1,7 +1,6 @@
 #include "virtio/vsock/connection.h"
 
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -63,18 +62,6 @@ bool Connection::CreditUpdateDue() const {
 
 void Connection::MaybeWantCreditUpdate() {
   if (CreditUpdateDue()) want_credit_update_ = true;
-}
-
-std::uint32_t Connection::WantedEvents() const {
-  std::uint32_t want = 0;
-  // Read only what an RX buffer and the guest's credit can take; until then the socket stays
-  // quiet instead of waking the loop.
-  if (state_ == State::kEstablished && !want_data_ && !host_eof_ && !guest_shut_rcv_ &&
-      PeerFreeCredit() > 0) {
-    want |= EPOLLIN;
-  }
-  if (!TxBufferEmpty()) want |= EPOLLOUT;
-  return want;
 }
 
 Header Connection::ReplyHeader(Op op) const {
@@ -189,7 +176,7 @@ Connection::Outcome Connection::OnGuestRw(const Header& h, const DescriptorChain
     }
     CommitTx(rest, /*counted=*/true);
     // A socket that just took less than offered, or has bytes queued already, is written
-    // again on EPOLLOUT (WantedEvents); trying now would only meet EAGAIN.
+    // again on its next EPOLLOUT edge; trying now would only meet EAGAIN.
     if (was_empty && !sent && !FlushTx()) {
       out.verdict = Verdict::kReset;
       return out;
@@ -201,7 +188,7 @@ Connection::Outcome Connection::OnGuestRw(const Header& h, const DescriptorChain
 
 // --- Host socket -------------------------------------------------------------------------------
 
-Connection::Verdict Connection::OnHostReady(bool readable) {
+Connection::Verdict Connection::OnHostReady(bool readable, bool peer_closed) {
   if (!TxBufferEmpty()) {
     if (!FlushTx()) return Verdict::kReset;
     MaybeWantCreditUpdate();
@@ -210,8 +197,9 @@ Connection::Verdict Connection::OnHostReady(bool readable) {
       if (closed != Verdict::kKeep) return closed;
     }
   }
-  // Read when an RX buffer is there for it; until then the socket stops waking the loop.
-  if (readable) want_data_ = true;
+  // Read when an RX buffer and credit are there for it (WantsToRead).
+  if (readable) host_readable_ = true;
+  if (peer_closed) host_closed_ = true;
   return Verdict::kKeep;
 }
 
@@ -235,15 +223,12 @@ Connection::RxOutcome Connection::FillRx(RxBuffers& rx) {
     SendControl(rx, op);
     return {true};
   }
-  if (!want_data_) return {};
-  want_data_ = false;
+  if (!WantsToRead()) return {};
   return FillData(rx);
 }
 
 Connection::RxOutcome Connection::FillData(RxBuffers& rx) {
-  if (state_ != State::kEstablished || guest_shut_rcv_ || host_eof_) return {};
-  const std::uint32_t credit = PeerFreeCredit();
-  if (credit == 0) return {};  // read again when the guest's credit update arrives
+  const std::uint32_t credit = PeerFreeCredit();  // WantsToRead: more than 0
   // One read fills at most one maximal packet's worth, so that a busy connection takes its
   // turn in the round robin after 16 of Linux's 4 KiB buffers rather than after the guest's
   // whole credit.
@@ -257,7 +242,6 @@ Connection::RxOutcome Connection::FillData(RxBuffers& rx) {
     // only (hdr.len beyond it is dropped), so the data cannot start here and continue in the
     // next buffers either. So the buffer carries a header-only packet that is always valid on
     // an established stream, a CREDIT_UPDATE, and the data waits for the next buffer.
-    want_data_ = true;
     SendControl(rx, Op::kCreditUpdate);
     return {true};
   }
@@ -272,20 +256,24 @@ Connection::RxOutcome Connection::FillData(RxBuffers& rx) {
     }
     // A read that filled every buffer means the socket probably holds more: the connection
     // stays in the muxer's RX list (round robin with the others) and reads again, twice as
-    // many buffers at once, instead of waiting for the loop (two epoll_ctl calls and a loop
-    // turn per read otherwise). A short read drained the socket: the next batch is as large
-    // as this one needed, so a trickle of small messages does not pop and put back many
-    // buffers for each.
+    // many buffers at once, instead of waiting for the loop. A short read drained the socket
+    // (the next bytes raise a new edge, and so does the peer's shutdown): the next batch is
+    // as large as this one needed, so a trickle of small messages does not pop and put back
+    // many buffers for each.
     if (read.filled) {
-      want_data_ = true;
       rx_batch_ = std::min(rx_batch_ * 2, kMaxRxBatchChains);
     } else {
+      // Unless the peer is gone: its EOF raises no edge of its own once reported.
+      if (!host_closed_) host_readable_ = false;
       rx_batch_ = read.used;
     }
     return {true};
   }
   if (rx.broken()) return {};
-  if (read.n < 0 && WouldBlock(read.error)) return {};
+  if (read.n < 0 && WouldBlock(read.error)) {
+    host_readable_ = false;  // drained; the next bytes raise a new edge
+    return {};
+  }
   // ECONNRESET and the like: the host peer is gone.
   if (read.n < 0) return {false, Verdict::kReset};
   // EOF. A peer that closed outright also reports POLLHUP; one that only shut down its

@@ -105,8 +105,12 @@ class Connection {
   // `chain` holds the payload after the header.
   [[nodiscard]] Outcome OnGuestPacket(const Header& header, const DescriptorChain& chain);
   // The host socket is ready: writes what is buffered for it, and when `readable` (it reported
-  // EPOLLIN/HUP/ERR while read interest was on) wants an RX buffer to read into.
-  [[nodiscard]] Verdict OnHostReady(bool readable);
+  // EPOLLIN/HUP/ERR) remembers that it holds something to read, until a read finds it drained.
+  // `peer_closed` (EPOLLRDHUP/HUP/ERR): the host peer sends no more, so a short read does not
+  // drain it; reads go on until the EOF. The socket is watched edge-triggered: an edge comes
+  // only with new bytes or a state change, so a socket the device stopped reading (no credit,
+  // no RX buffer) stays readable here, with no epoll_ctl to pause it and none to resume it.
+  [[nodiscard]] Verdict OnHostReady(bool readable, bool peer_closed = false);
   // Fills `rx` with the next packet for the guest: REQUEST, RESPONSE, CREDIT_UPDATE,
   // CREDIT_REQUEST, then data or the SHUTDOWN the host's EOF calls for.
   [[nodiscard]] RxOutcome FillRx(RxBuffers& rx);
@@ -114,10 +118,14 @@ class Connection {
   // Whether FillRx has something to send once an RX buffer is there.
   [[nodiscard]] bool HasPendingRx() const {
     return want_request_ || want_response_ || want_credit_update_ || want_credit_request_ ||
-           want_data_;
+           WantsToRead();
   }
-  // The epoll events the connection can act on now (EPOLLIN, EPOLLOUT).
-  [[nodiscard]] std::uint32_t WantedEvents() const;
+  // Whether FillRx would read the host socket now: it holds something (as far as the device
+  // knows), the stream is established and open guest-ward, and the guest has credit left.
+  [[nodiscard]] bool WantsToRead() const {
+    return host_readable_ && state_ == State::kEstablished && !host_eof_ && !guest_shut_rcv_ &&
+           PeerFreeCredit() > 0;
+  }
   // A header for this connection (ports, CIDs, buf_alloc, fwd_cnt), len 0.
   [[nodiscard]] Header ReplyHeader(Op op) const;
 
@@ -205,7 +213,9 @@ class Connection {
   bool want_response_ = false;
   bool want_credit_update_ = false;
   bool want_credit_request_ = false;
-  bool want_data_ = false;  // the socket was readable; read interest off until read
+  // The host socket reported readable and no read has found it drained since.
+  bool host_readable_ = false;
+  bool host_closed_ = false;  // the socket reported the host peer's shutdown; EOF follows
   // RX buffers the next read of the socket fills at once: grows while reads fill every
   // buffer, shrinks to what a short read needed (FillData).
   std::size_t rx_batch_ = 1;

@@ -220,7 +220,7 @@ void Muxer::ProcessHandshake(int fd) {
   events_.Remove(fd);
   handshakes_.erase(it);
   host_ports_.insert(local);
-  // Not in the EventSet until the guest accepts (WantedEvents is 0 before).
+  // Watched at once: what the host sends before the guest accepts is read once it has.
   Add(Connection::FromHost(std::move(sock), config_.guest_cid, local, *port));
 }
 
@@ -229,9 +229,9 @@ void Muxer::ProcessSocket(int fd, std::uint32_t events) {
   if (by_fd == conn_by_fd_.end()) return;
   const Key key = by_fd->second;
   Entry& entry = conns_.at(key);
-  const bool readable =
-      (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && (entry.interest & EPOLLIN) != 0;
-  Apply(key, entry.conn.OnHostReady(readable));
+  const bool readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  const bool closed = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  Apply(key, entry.conn.OnHostReady(readable, closed));
 }
 
 // --- Guest packets -------------------------------------------------------------------------------
@@ -333,8 +333,22 @@ int Muxer::ConnectToHostPort(int sock, std::uint32_t port, const std::string& pa
 void Muxer::Add(Connection conn) {
   const Key key{conn.local_port(), conn.peer_port()};
   const int fd = conn.fd();
-  conns_.emplace(key, Entry{std::move(conn)});
+  Entry& entry = conns_.emplace(key, Entry{std::move(conn)}).first->second;
   conn_by_fd_[fd] = key;
+  // Edge-triggered, for reading and writing alike, for the connection's whole life: the
+  // connection remembers what the socket reported (Connection::OnHostReady) and acts when it
+  // can, so the interest never changes. A level-triggered watch had to be paused while the
+  // guest had no credit or RX buffer and resumed after, two epoll_ctl calls per read batch,
+  // and an EPOLLOUT added and dropped around each write the socket did not take at once.
+  // HUP and ERR come as edges too, so a peer gone while the device cannot act does not wake
+  // the loop over and over.
+  absl::Status added =
+      events_.Add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, Token(kKindConnection, fd));
+  if (added.ok()) {
+    entry.watched = true;
+  } else {
+    EMBER_LOG(kError) << name() << ": " << added;
+  }
   metrics_.conns_added->Add();
   Apply(key, Connection::Verdict::kKeep);
 }
@@ -350,34 +364,12 @@ void Muxer::Apply(const Key& key, Connection::Verdict verdict) {
   }
   Entry& entry = conns_.at(key);
   if (entry.conn.HasPendingRx()) WantRx(key, entry);
-  UpdateInterest(entry);
 }
 
 void Muxer::WantRx(const Key& key, Entry& entry) {
   if (entry.waiting_rx) return;
   entry.waiting_rx = true;
   rx_wait_.push_back(key);
-}
-
-void Muxer::UpdateInterest(Entry& entry) {
-  const std::uint32_t want = entry.conn.WantedEvents();
-  const std::uint32_t have = entry.interest;
-  if (want == have) return;
-  const int fd = entry.conn.fd();
-  absl::Status status = absl::OkStatus();
-  // A socket with no interest leaves the set: EPOLLHUP is reported whatever was asked for,
-  // and would wake the loop again and again for a peer the device is not ready to handle.
-  if (want == 0) {
-    events_.Remove(fd);
-  } else if (have == 0) {
-    status = events_.Add(fd, want, Token(kKindConnection, fd));
-  } else {
-    status = events_.Modify(fd, want, Token(kKindConnection, fd));
-  }
-  if (!status.ok()) {
-    EMBER_LOG(kError) << name() << ": " << status;
-  }
-  entry.interest = want;
 }
 
 void Muxer::Remove(const Key& key, bool tell_guest) {
@@ -388,7 +380,7 @@ void Muxer::Remove(const Key& key, bool tell_guest) {
     metrics_.conns_reset->Add();
     QueueRst(entry.conn.ReplyHeader(Op::kRst));
   }
-  if (entry.interest != 0) events_.Remove(entry.conn.fd());
+  if (entry.watched) events_.Remove(entry.conn.fd());
   // At most one entry per live connection, so the search is bounded by kMaxConnections, and
   // only a connection that goes while waiting pays it.
   if (entry.waiting_rx) rx_wait_.erase(std::find(rx_wait_.begin(), rx_wait_.end(), key));

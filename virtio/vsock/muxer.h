@@ -23,7 +23,7 @@ namespace ember::virtio::vsock {
 
 // The host side of a vsock device, Firecracker's Unix-socket backend: the listener at
 // uds_path and the "CONNECT <port>\n" handshake of host peers, the guest's connections to
-// "<uds_path>_<port>", the map of live connections, their sockets' epoll interest, and what
+// "<uds_path>_<port>", the map of live connections, their sockets' epoll watch, and what
 // waits for RX buffers (RSTs, then connections in round robin). It knows nothing of queues:
 // the device hands it each guest packet and each RX buffer.
 //
@@ -79,8 +79,8 @@ class Muxer {
   };
   struct Entry {
     Connection conn;
-    std::uint32_t interest = 0;  // epoll events asked for; 0: not in the EventSet
-    bool waiting_rx = false;     // in rx_wait_
+    bool watched = false;     // its socket is in the EventSet
+    bool waiting_rx = false;  // in rx_wait_
   };
 
   Muxer(const VsockConfig& config, VsockMetrics& metrics, base::UniqueFd listener,
@@ -93,11 +93,9 @@ class Muxer {
   // connect(2) of `sock` to the socket for host port `port` (at `path`), as connect returns.
   [[nodiscard]] int ConnectToHostPort(int sock, std::uint32_t port, const std::string& path) const;
   void Add(Connection conn);
-  // Acts on what a connection answered: forgets it, or queues it for RX and updates its
-  // epoll interest.
+  // Acts on what a connection answered: forgets it, or queues it for RX.
   void Apply(const Key& key, Connection::Verdict verdict);
   void WantRx(const Key& key, Entry& entry);
-  void UpdateInterest(Entry& entry);
   // The RST answering guest packet `to`.
   [[nodiscard]] Header RstFor(const Header& to) const;
   void QueueRst(const Header& rst);
