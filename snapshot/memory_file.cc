@@ -308,14 +308,26 @@ std::string EncodeMemoryTrailer(std::uint64_t memory_size, const std::string& id
 }
 
 std::vector<MemoryFileRef> MemoryChain(const v1::SnapshotState& state,
-                                       const std::string& memory_path) {
+                                       const MemoryFileRef& memory, const HandedFiles& bases) {
   std::vector<MemoryFileRef> chain;
   for (int i = 0; i < state.base_memory_files_size(); ++i) {
     // ReadStateFile checked there is an id for each.
-    chain.push_back({state.base_memory_files(i), state.base_memory_ids(i), Symlinks::kRefuse});
+    const std::string& name = state.base_memory_files(i);
+    auto handed = bases.find(name);
+    if (handed == bases.end()) {
+      chain.push_back({name, state.base_memory_ids(i), Symlinks::kRefuse});
+    } else {
+      // The restorer's own file (a /proc/self/fd link): followed, as its own memory file is.
+      chain.push_back({name, state.base_memory_ids(i), Symlinks::kFollow, handed->second});
+    }
   }
-  chain.push_back({memory_path, state.snapshot_id(), Symlinks::kFollow});
+  chain.push_back({memory.path, state.snapshot_id(), Symlinks::kFollow, memory.file});
   return chain;
+}
+
+std::vector<MemoryFileRef> MemoryChain(const v1::SnapshotState& state,
+                                       const std::string& memory_path) {
+  return MemoryChain(state, MemoryFileRef{memory_path, "", Symlinks::kFollow});
 }
 
 namespace {
@@ -361,7 +373,10 @@ absl::Status CheckTrailer(const std::string& trailer, std::uint64_t memory_size,
 absl::StatusOr<base::UniqueFd> OpenMemoryFile(const MemoryFileRef& file,
                                               std::uint64_t memory_size) {
   const std::string what = "snapshot memory file";
-  EMBER_ASSIGN_OR_RETURN(OpenedFile opened, OpenSnapshotFile(file.path, what, file.symlinks));
+  EMBER_ASSIGN_OR_RETURN(OpenedFile opened,
+                         file.file.empty() ? OpenSnapshotFile(file.path, what, file.symlinks)
+                                           : OpenSnapshotFile(file.file, what + " " + file.path +
+                                                                             " (handed over as)"));
   if (opened.size != memory_size + kMemoryTrailerSize) {
     return absl::InvalidArgumentError(
         what + " " + file.path + " is " + std::to_string(opened.size) + " bytes; the state " +

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,14 +31,28 @@ inline constexpr std::size_t kMemoryTrailerSize = 8 + 4 + 4 + 8 + 16 + 8;
 
 // A memory file as a state file names it: where, the id it must carry, and whether its path
 // may end in a symlink (the restorer's own --restore-mem may; a base a state file names not).
+// `file`, when set, is where it is opened instead of `path`: a file the restorer opened and
+// handed over (emberd's /proc/self/fd/N), so that whatever `path` leads to by now is never
+// opened; `path` then only names it (in messages, and as a later diff's base).
 struct MemoryFileRef {
   std::string path;
   std::string id;
   Symlinks symlinks = Symlinks::kFollow;
+  std::string file{};
 };
 
+// Files a restorer handed over for the memory files a state file names as its bases
+// (ember-vmm --base-memory-file NAME=FILE): the name as the state file gives it, and the file
+// to open for it.
+using HandedFiles = std::map<std::string, std::string>;
+
 // The memory files a restore from `state` reads, in the order it lays them down: a diff's
-// bases (as the state names them), then `memory_path`, the restorer's own, with the state's id.
+// bases (as the state names them; a base among `bases` is opened from the file handed over
+// for it), then `memory`, the restorer's own, with the state's id.
+[[nodiscard]] std::vector<MemoryFileRef> MemoryChain(const v1::SnapshotState& state,
+                                                     const MemoryFileRef& memory,
+                                                     const HandedFiles& bases = {});
+// The same for a memory file at `memory_path`, opened by that name.
 [[nodiscard]] std::vector<MemoryFileRef> MemoryChain(const v1::SnapshotState& state,
                                                      const std::string& memory_path);
 

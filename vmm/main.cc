@@ -56,6 +56,13 @@ constexpr char kUsage[] =
     "                       supervisor that was not watching can still learn how it ended\n"
     "  --restore-from FILE  restore the snapshot whose state file is FILE instead of booting\n"
     "  --restore-mem FILE   ... and whose memory file is FILE (mapped lazily, copy-on-write)\n"
+    "  --restore-mem-name NAME  with --restore-mem: the memory file's name, when FILE is not\n"
+    "                       it (emberd hands over the file it checked as /proc/self/fd/N):\n"
+    "                       what this VM's diff snapshots name as their base, and NAME.ws the\n"
+    "                       default working set\n"
+    "  --base-memory-file NAME=FILE  with --restore-from, repeatable: the base memory file\n"
+    "                       that a diff's state file names NAME is FILE; once one is given,\n"
+    "                       every base must be, and no name from the state file is opened\n"
     "  --restore-mem-backend file|uffd\n"
     "                       file (default): map the memory file copy-on-write; uffd: serve\n"
     "                       it page by page through userfaultfd and record the pages the\n"
@@ -108,6 +115,8 @@ struct Flags {
   int control_fd = -1;  // --control-fd: driven by emberd over vmm/control/
   std::string restore_from;
   std::string restore_mem;
+  std::string restore_mem_name;   // --restore-mem-name
+  snapshot::HandedFiles base_files;  // --base-memory-file
   std::string restore_overrides;  // --restore-overrides: a binary v1::RestoreOverrides
   v1::RestoreOverrides overrides;  // the --*-override flags
   std::vector<std::string> allow_dirs;  // --allow-dir
@@ -177,6 +186,15 @@ Flags ParseFlags(int argc, char** argv) {
 #endif
     else if (arg == "--restore-from") flags.restore_from = value();
     else if (arg == "--restore-mem") flags.restore_mem = value();
+    else if (arg == "--restore-mem-name") flags.restore_mem_name = value();
+    else if (arg == "--base-memory-file") {
+      std::string text = value();
+      auto eq = text.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+        Fail(kExitBadInput, "--base-memory-file: \"" + text + "\" is not NAME=FILE");
+      }
+      flags.base_files[text.substr(0, eq)] = text.substr(eq + 1);
+    }
     else if (arg == "--restore-mem-backend") flags.restore_mem_backend = value();
     else if (arg == "--restore-uffd-handler") flags.restore_uffd_handler = value();
     else if (arg == "--prefetch-working-set") flags.prefetch_working_set = true;
@@ -358,8 +376,12 @@ int Main(int argc, char** argv) {
     overrides.MergeFrom(flags.overrides);  // a flag replaces the file's entry for its device
     auto allowed = base::PathRules::Open(flags.allow_dirs, "ember-vmm");
     if (!allowed.ok()) Fail(kExitBadInput, std::string(allowed.status().message()));
-    if (auto status = PrepareRestore(flags.restore_from, flags.restore_mem, overrides, *allowed,
-                                     &options);
+    if (!flags.restore_mem_name.empty() && flags.restore_mem.empty()) {
+      Fail(kExitBadInput, "--restore-mem-name goes with --restore-mem");
+    }
+    if (auto status = PrepareRestore(flags.restore_from,
+                                     {flags.restore_mem, flags.restore_mem_name, flags.base_files},
+                                     overrides, *allowed, &options);
         !status.ok()) {
       Fail(kExitBadInput, std::string(status.message()));
     }
@@ -367,11 +389,13 @@ int Main(int argc, char** argv) {
       Fail(kExitBadInput, std::string(status.message()));
     }
   } else if (flags.overrides.ByteSizeLong() != 0 || !flags.restore_overrides.empty() ||
-             !flags.allow_dirs.empty() ||
+             !flags.allow_dirs.empty() || !flags.restore_mem_name.empty() ||
+             !flags.base_files.empty() ||
              !flags.restore_mem.empty() || !flags.restore_uffd_handler.empty() ||
              !flags.restore_mem_backend.empty() || flags.prefetch_working_set ||
              !flags.working_set.empty()) {
-    Fail(kExitBadInput, "--restore-mem, --restore-mem-backend, --restore-uffd-handler, "
+    Fail(kExitBadInput, "--restore-mem, --restore-mem-name, --base-memory-file, "
+                        "--restore-mem-backend, --restore-uffd-handler, "
                         "--prefetch-working-set, "
                         "--working-set, --restore-overrides, --drive-override, --net-override, "
                         "--vsock-override and --allow-dir need --restore-from");

@@ -96,8 +96,21 @@ absl::Status CheckPathsFromStateFile(const v1::VmConfig& config,
 }
 
 absl::Status CheckBaseMemoryFiles(const v1::SnapshotState& state, const std::string& state_path,
-                                  const base::PathRules& allowed) {
+                                  const base::PathRules& allowed,
+                                  const snapshot::HandedFiles& handed) {
   if (state.base_memory_files().empty()) return absl::OkStatus();
+  if (!handed.empty()) {
+    for (int i = 0; i < state.base_memory_files_size(); ++i) {
+      const std::string& path = state.base_memory_files(i);
+      if (handed.count(path) == 0) {
+        return absl::InvalidArgumentError(
+            "base memory file " + std::to_string(i) + " (its path from the state file): " +
+            path + " is none of the files handed over (--base-memory-file), and with those "
+            "given ember-vmm opens no base by the state file's name");
+      }
+    }
+    return absl::OkStatus();
+  }
   const std::string state_dir =
       std::filesystem::absolute(state_path).lexically_normal().parent_path().string();
   base::PathRules beside;
@@ -121,19 +134,28 @@ absl::Status CheckBaseMemoryFiles(const v1::SnapshotState& state, const std::str
   return absl::OkStatus();
 }
 
-absl::Status PrepareRestore(const std::string& state_path, const std::string& memory_path,
+std::vector<snapshot::MemoryFileRef> RestoreChain(const RestoreSource& source) {
+  // Handed over (memory_name set): named by memory_name, opened as memory_path.
+  snapshot::MemoryFileRef memory{source.memory_path, "", snapshot::Symlinks::kFollow};
+  if (!source.memory_name.empty()) memory = {source.memory_name, "", memory.symlinks, memory.path};
+  return snapshot::MemoryChain(source.state, memory, source.base_files);
+}
+
+absl::Status PrepareRestore(const std::string& state_path, const RestoreMemory& memory,
                             const v1::RestoreOverrides& overrides, const base::PathRules& allowed,
                             VmmOptions* options) {
-  EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, snapshot::ReadStateFile(state_path));
+  EMBER_ASSIGN_OR_RETURN(v1::SnapshotState read, snapshot::ReadStateFile(state_path));
   // Before any base is opened: a file opened is already a file read.
-  if (auto status = CheckBaseMemoryFiles(state, state_path, allowed); !status.ok()) {
+  if (auto status = CheckBaseMemoryFiles(read, state_path, allowed, memory.bases);
+      !status.ok()) {
     return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
                                       std::string(status.message()));
   }
-  // No memory file (empty memory_path): an external page-fault handler serves the memory.
+  RestoreSource source{std::move(read), memory.path, memory.name, memory.bases};
+  const v1::SnapshotState& state = source.state;
+  // No memory file (empty path): an external page-fault handler serves the memory.
   for (const snapshot::MemoryFileRef& file :
-       memory_path.empty() ? std::vector<snapshot::MemoryFileRef>{}
-                           : snapshot::MemoryChain(state, memory_path)) {
+       memory.path.empty() ? std::vector<snapshot::MemoryFileRef>{} : RestoreChain(source)) {
     if (auto status = snapshot::CheckMemoryFile(file, state.memory_file_size()); !status.ok()) {
       return absl::InvalidArgumentError("snapshot state file " + state_path + ": " +
                                         std::string(status.message()));
@@ -155,7 +177,7 @@ absl::Status PrepareRestore(const std::string& state_path, const std::string& me
                                       std::string(status.message()));
   }
   options->config = std::move(config);
-  options->restore = RestoreSource{std::move(state), memory_path};
+  options->restore = std::move(source);
   return absl::OkStatus();
 }
 

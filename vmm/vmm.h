@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,7 +34,14 @@ namespace ember::vmm {
 // memory file.
 struct RestoreSource {
   v1::SnapshotState state;
-  std::string memory_path;
+  std::string memory_path;  // the file mapped (emberd's: /proc/self/fd/N, the file it checked)
+  // What this VM's diff snapshots name that file as their base (ember-vmm --restore-mem-name);
+  // empty: memory_path.
+  std::string memory_name{};
+  // The files handed over for the bases a DIFF state file names, by those names
+  // (snapshot::HandedFiles; ember-vmm --base-memory-file): a base among them is opened from its
+  // file, never by its name.
+  std::map<std::string, std::string> base_files{};
   // How guest memory comes back (vmm_uffd.cc): the file mapped MAP_PRIVATE, or anonymous
   // memory served through userfaultfd by a page server, which records the pages the guest
   // touches into working_set_path when the VM ends, or with prefetch_working_set loads the
@@ -43,7 +51,7 @@ struct RestoreSource {
   enum class MemoryBackend { kFile, kUffd, kUffdHandler };
   MemoryBackend memory_backend = MemoryBackend::kFile;
   std::string uffd_handler_socket{};  // kUffdHandler only
-  std::string working_set_path{};  // kUffd only; empty: memory_path + ".ws"
+  std::string working_set_path{};  // kUffd only; empty: memory_name (or memory_path) + ".ws"
   bool prefetch_working_set = false;
 };
 
@@ -58,6 +66,11 @@ struct SnapshotPaths {
   // (emberd copies a jailed VMM's files and syncs its copies) or the caller accepts losing
   // the snapshot to a crash.
   bool durable = true;
+  // A directory the files are made in (borrowed for the call; emberd's, resolved by its
+  // rule): each under the last component of its path, through /proc/self/fd/<dir_fd>, never
+  // by the paths, which then only name the files (in the state file, as a later diff's base).
+  // Both paths must lie in one directory. -1: by the paths.
+  int dir_fd = -1;
 };
 
 // How long a snapshot took: in all, and with the VM paused (what its guest feels). Equal

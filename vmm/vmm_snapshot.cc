@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_format.h"
 #include "snapshot/memory_file.h"
@@ -14,6 +15,7 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/restore.h"
 #include "vmm/startup_profile.h"
 #include "vmm/vcpu_state.h"
 #include "vmm/vmm.h"
@@ -39,6 +41,25 @@ devices::Serial::State FromProto(const v1::SerialState& p) {
   return {std::vector<std::uint8_t>(p.rx_fifo().begin(), p.rx_fifo().end()),
           byte(p.ier()), byte(p.lcr()), byte(p.mcr()), byte(p.scratch()),
           byte(p.divisor_low()), byte(p.divisor_high()), p.thr_empty_pending()};
+}
+
+// Where the file named `path` is made: in paths.dir_fd, when given, under its last component.
+std::string WhereToWrite(const SnapshotPaths& paths, const std::string& path) {
+  if (paths.dir_fd < 0) return path;
+  return "/proc/self/fd/" + std::to_string(paths.dir_fd) + "/" +
+         std::filesystem::path(path).filename().string();
+}
+
+absl::Status CheckSnapshotPaths(const SnapshotPaths& paths) {
+  const std::filesystem::path state(paths.state_path);
+  const std::filesystem::path memory(paths.memory_path);
+  if (paths.dir_fd >= 0 && (state.parent_path() != memory.parent_path() ||
+                            !state.has_filename() || !memory.has_filename())) {
+    return absl::InvalidArgumentError(
+        "a snapshot written in a directory handed over names two files of that directory; " +
+        paths.state_path + " and " + paths.memory_path + " are not");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -113,6 +134,9 @@ absl::StatusOr<Vmm::PendingSnapshot> Vmm::WriteSnapshot(const SnapshotPaths& pat
     return absl::FailedPreconditionError(
         "a diff snapshot needs a previous snapshot (or a restore) to apply onto");
   }
+  EMBER_RETURN_IF_ERROR(CheckSnapshotPaths(paths));
+  const std::string state_file = WhereToWrite(paths, paths.state_path);
+  const std::string memory_file = WhereToWrite(paths, paths.memory_path);
   PendingSnapshot pending{paths, std::nullopt, std::nullopt, {}, base::MonotonicMicros()};
   EMBER_ASSIGN_OR_RETURN(v1::SnapshotState state, CaptureState());
   if (memory_->dirty_tracking()) {
@@ -130,10 +154,12 @@ absl::StatusOr<Vmm::PendingSnapshot> Vmm::WriteSnapshot(const SnapshotPaths& pat
     // A VM restored from a diff names that diff among its bases; writing its own next diff
     // there (ember-vmm's SIGUSR2 numbering starts again at -diff1) would replace a base.
     std::vector<std::string> bases;
-    for (const snapshot::MemoryFileRef& base : snapshot_chain_) bases.push_back(base.path);
-    EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(paths.memory_path, bases));
-    memory = snapshot::WriteDiffMemoryFileUncommitted(*memory_, pending_dirty_,
-                                                      paths.memory_path, state.snapshot_id());
+    for (const snapshot::MemoryFileRef& base : snapshot_chain_) {
+      bases.push_back(base.file.empty() ? base.path : base.file);
+    }
+    EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(memory_file, bases));
+    memory = snapshot::WriteDiffMemoryFileUncommitted(*memory_, pending_dirty_, memory_file,
+                                                      state.snapshot_id());
     state.set_kind(v1::SnapshotState::DIFF);
     for (const snapshot::MemoryFileRef& base : snapshot_chain_) {
       state.add_base_memory_files(base.path);
@@ -141,16 +167,14 @@ absl::StatusOr<Vmm::PendingSnapshot> Vmm::WriteSnapshot(const SnapshotPaths& pat
     }
     pending.chain = snapshot_chain_;
   } else {
-    memory = snapshot::WriteMemoryFileUncommitted(*memory_, paths.memory_path,
-                                                  state.snapshot_id());
+    memory = snapshot::WriteMemoryFileUncommitted(*memory_, memory_file, state.snapshot_id());
   }
   if (!memory.ok()) return memory.status();
   // The restorer named it; what this VM wrote itself is no less trusted for being a symlink.
   pending.chain.push_back({paths.memory_path, state.snapshot_id(), snapshot::Symlinks::kFollow});
   for (const v1::MemoryRegion& region : memory->layout) *state.add_memory() = region;
   pending.memory = std::move(memory->file);
-  EMBER_ASSIGN_OR_RETURN(pending.state,
-                         snapshot::WriteStateFileUncommitted(paths.state_path, state));
+  EMBER_ASSIGN_OR_RETURN(pending.state, snapshot::WriteStateFileUncommitted(state_file, state));
   return pending;
 }
 
@@ -243,7 +267,7 @@ absl::StatusOr<base::GuestMemory> Vmm::MapSnapshotMemory(
   // A full snapshot's memory file, or a diff's full base, mapped lazily; then each later
   // diff's pages, then this one's, copied over. Each file is checked again as it is opened:
   // the one mapped is the one checked.
-  std::vector<snapshot::MemoryFileRef> chain = snapshot::MemoryChain(state, source.memory_path);
+  std::vector<snapshot::MemoryFileRef> chain = RestoreChain(source);
   std::uint64_t memory_size = state.memory_file_size();
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd full, snapshot::OpenMemoryFile(chain[0], memory_size));
   EMBER_ASSIGN_OR_RETURN(base::GuestMemory memory,
@@ -257,7 +281,7 @@ absl::StatusOr<base::GuestMemory> Vmm::MapSnapshotMemory(
 absl::Status Vmm::RestoreFromSnapshot(const RestoreSource& source, std::uint64_t start_us) {
   const v1::SnapshotState& state = source.state;
   // A diff taken from this VM applies onto what it was restored from.
-  snapshot_chain_ = snapshot::MemoryChain(state, source.memory_path);
+  snapshot_chain_ = RestoreChain(source);
   EMBER_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_->GetSupportedCpuid());
   std::vector<std::uint32_t> required(state.required_cpu_features().begin(),
                                       state.required_cpu_features().end());

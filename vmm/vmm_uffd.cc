@@ -10,6 +10,7 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/metrics.h"
 #include "vmm/base/status.h"
+#include "vmm/restore.h"
 #include "vmm/seccomp.h"
 #include "vmm/vmm.h"
 
@@ -25,12 +26,12 @@ absl::StatusOr<base::GuestMemory> Vmm::ServeSnapshotMemory(
   EMBER_ASSIGN_OR_RETURN(base::GuestMemory memory, base::GuestMemory::CreateAnonymous(ranges));
   // The encoded state is unique to this snapshot (vCPU registers, clock): a working set
   // recorded on another snapshot of the same guest does not match it.
+  const snapshot::MemoryFileRef file = RestoreChain(source).back();  // a full one has no bases
   EMBER_ASSIGN_OR_RETURN(
       page_server_,
-      snapshot::UffdPageServer::Create(memory, {source.memory_path, source.state.snapshot_id()},
-                                       source.state.SerializeAsString()));
+      snapshot::UffdPageServer::Create(memory, file, source.state.SerializeAsString()));
   std::string ws_path =
-      source.working_set_path.empty() ? source.memory_path + ".ws" : source.working_set_path;
+      source.working_set_path.empty() ? file.path + ".ws" : source.working_set_path;
   if (source.prefetch_working_set) {
     EMBER_ASSIGN_OR_RETURN(snapshot::WorkingSet set,
                            snapshot::ReadWorkingSetFile(ws_path, page_server_->memory_size(),

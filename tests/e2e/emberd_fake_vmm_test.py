@@ -197,6 +197,74 @@ class FakeVmmTest(unittest.TestCase):
         with open(read, "rb") as f:
             self.assertEqual(f.read(), b"fake state")
 
+    def snapshot_in(self, snapshot_dir, vm_id="src", diff=False):
+        return self.stub.CreateSnapshot(api.CreateSnapshotRequest(
+            vm_id=vm_id, snapshot_dir=snapshot_dir,
+            type=api.CreateSnapshotRequest.DIFF if diff else api.CreateSnapshotRequest.FULL),
+            timeout=30)
+
+    def test_restore_hands_the_vmm_the_memory_file_and_bases_emberd_opened_not_their_names(self):
+        top = tempfile.mkdtemp(prefix="fake-vmm-links-")
+        self.addCleanup(shutil.rmtree, top, True)
+        read = os.path.join(top, "read.json")
+        full, diff = os.path.join(top, "full"), os.path.join(top, "diff")
+        # The clone's fake VMM replaces the memory file and the diff's base by symlinks to a
+        # root-only file after emberd opened them, before it reads what it was given.
+        self.start_emberd(FAKE_VMM_RESTORE_FILES=read, FAKE_VMM_RESTORE_LINKS=os.pathsep.join(
+            [os.path.join(diff, "memory"), os.path.join(full, "memory")]))
+        config = ec.config()
+        config.machine_config.track_dirty_pages = True
+        self.paused_vm("src", config)
+        self.snapshot_in(full)
+        snapshot = self.snapshot_in(diff, diff=True)
+        restored = self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone"), timeout=30)
+        self.assertEqual(restored.vms[0].state, api.Vm.PAUSED)
+        with open(read) as f:
+            # The fake VMM's memory files, 4096 zero bytes; never /etc/shadow.
+            self.assertEqual(json.load(f), {
+                "--restore-mem": "\0" * 4096,
+                "--base-memory-file " + os.path.join(full, "memory"): "\0" * 4096})
+
+    def test_uffd_restore_prefetches_the_working_set_emberd_opened_not_its_name(self):
+        top = tempfile.mkdtemp(prefix="fake-vmm-ws-")
+        self.addCleanup(shutil.rmtree, top, True)
+        read = os.path.join(top, "read.json")
+        snap = os.path.join(top, "snap")
+        self.start_emberd(FAKE_VMM_RESTORE_FILES=read,
+                          FAKE_VMM_RESTORE_LINKS=os.path.join(snap, "memory.ws"))
+        self.paused_vm("src")
+        snapshot = self.snapshot_in(snap)
+        with open(os.path.join(snap, "memory.ws"), "wb") as f:
+            f.write(b"the working set")
+        self.stub.Restore(api.RestoreRequest(
+            snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone",
+            memory_backend=api.RestoreRequest.UFFD, prefetch_working_set=True), timeout=30)
+        with open(read) as f:
+            self.assertEqual(json.load(f)["--working-set"], "the working set")
+
+    def test_a_snapshot_dir_swapped_for_a_symlink_after_the_request_is_not_written_through(self):
+        top = tempfile.mkdtemp(prefix="fake-vmm-dir-")
+        self.addCleanup(shutil.rmtree, top, True)
+        snap, checked, outside = (os.path.join(top, n) for n in ("snap", "checked", "outside"))
+        os.mkdir(outside)
+        self.start_emberd(FAKE_VMM_SNAPSHOT_SECONDS=2)
+        self.paused_vm("src")
+        pending = self.pool.submit(self.snapshot_in, snap)
+        # The state file is written, the memory file under way: the name now leads elsewhere.
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(snap, "state")):
+            self.assertLess(time.monotonic(), deadline, "the fake VMM never wrote its state file")
+            time.sleep(0.05)
+        os.rename(snap, checked)
+        os.symlink(outside, snap)
+        try:
+            pending.result(timeout=30)
+        except grpc.RpcError:
+            pass  # emberd may find the snapshot's name leading elsewhere afterwards
+        self.assertEqual(os.listdir(outside), [])
+        self.assertIn("memory", os.listdir(checked))
+
 
 class StateDirLockTest(unittest.TestCase):
     def setUp(self):

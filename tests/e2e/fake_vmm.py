@@ -11,6 +11,11 @@ Environment (inherited through emberd and its fork server):
   FAKE_VMM_RESTORE_SWAP      a restore first replaces the file at this path with other bytes
                              (a writer racing emberd between its checks and the VMM's open)
   FAKE_VMM_RESTORE_READ      a restore writes the bytes its --restore-from held to this file
+  FAKE_VMM_RESTORE_LINKS     a restore first replaces each of these paths (os.pathsep between
+                             them) with a symlink to /etc/shadow
+  FAKE_VMM_RESTORE_FILES     a restore writes to this file, as JSON, what it read through each
+                             file it was given: {"--restore-mem": ..., "--working-set": ...,
+                             "--base-memory-file NAME": ...} (Latin-1 text)
   FAKE_VMM_LITTER            write this many small files beside its console (in the VM's
                              directory), so that removing the directory takes a while
   FAKE_VMM_DRIVE_LOG         append the path of each drive swap (UpdateDrive) to this file, one
@@ -32,22 +37,42 @@ def flag(argv, name):
 
 
 def read_frame(conn):
+    """The next request and the fds that came with it (SCM_RIGHTS, as ember-vmm takes them)."""
     header = b""
+    fds = []
     while len(header) < 4:
-        chunk = conn.recv(4 - len(header))
+        chunk, got, _, _ = socket.recv_fds(conn, 4 - len(header), 4)
+        fds += got
         if not chunk:
-            return None
+            return None, fds
         header += chunk
     (length,) = struct.unpack("<I", header)
     payload = b""
     while len(payload) < length:
         chunk = conn.recv(length - len(payload))
         if not chunk:
-            return None
+            return None, fds
         payload += chunk
     request = ctl.ControlRequest()
     request.ParseFromString(payload)
-    return request
+    return request, fds
+
+
+def read_given(path):
+    with open(path, "rb") as f:
+        return f.read().decode("latin-1")
+
+
+def restore_files(argv):
+    """What the restore reads through each memory-side file it was given."""
+    read = {}
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("--restore-mem", "--working-set") and os.path.isfile(argv[i + 1]):
+            read[arg] = read_given(argv[i + 1])
+        elif arg == "--base-memory-file":
+            name, _, given = argv[i + 1].partition("=")
+            read["--base-memory-file " + name] = read_given(given)
+    return read
 
 
 def send(conn, message):
@@ -71,8 +96,14 @@ def main():
             with open(swap + ".swap", "wb") as f:
                 f.write(b"swapped in after emberd's checks")
             os.rename(swap + ".swap", swap)
+        for path in filter(None, os.environ.get("FAKE_VMM_RESTORE_LINKS", "").split(os.pathsep)):
+            os.unlink(path)
+            os.symlink("/etc/shadow", path)
         for path in (restore, flag(argv, "--restore-mem")):
             open(path, "rb").close()  # like ember-vmm: a snapshot it cannot read is fatal
+        if os.environ.get("FAKE_VMM_RESTORE_FILES"):
+            with open(os.environ["FAKE_VMM_RESTORE_FILES"], "w") as out:
+                json.dump(restore_files(argv), out)
         if os.environ.get("FAKE_VMM_RESTORE_READ"):
             with open(restore, "rb") as f, open(os.environ["FAKE_VMM_RESTORE_READ"], "wb") as out:
                 out.write(f.read())
@@ -90,7 +121,7 @@ def main():
         send(conn, ctl.VmmMessage(event=ctl.ControlEvent(kind=ctl.ControlEvent.HELLO,
                                                          status=status(state))))
         while True:
-            request = read_frame(conn)
+            request, fds = read_frame(conn)
             if request is None:
                 break  # the controller went away; wait for the next one
             response = ctl.ControlResponse(id=request.id)
@@ -107,20 +138,27 @@ def main():
             elif op == "create_snapshot":
                 started = time.monotonic()
                 snap = request.create_snapshot
-                with open(snap.state_path, "wb") as f:
+                # Like ember-vmm: with a directory attached, the files are made in it.
+                def target(path):
+                    if not fds:
+                        return path
+                    return f"/proc/self/fd/{fds[0]}/{os.path.basename(path)}"
+                with open(target(snap.state_path), "wb") as f:
                     f.write(b"fake state")
                 # Like base::AtomicFile: a file of its own, renamed over the target when done.
-                temp = f"{snap.memory_path}.tmp-{os.getpid()}-0-0"
+                temp = target(f"{snap.memory_path}.tmp-{os.getpid()}-0-0")
                 with open(temp, "wb") as f:
                     f.write(b"\0" * 4096)
                     f.flush()
                     time.sleep(delay)
-                os.rename(temp, snap.memory_path)
+                os.rename(temp, target(snap.memory_path))
                 response.snapshot.state_path = snap.state_path
                 response.snapshot.memory_path = snap.memory_path
                 response.snapshot.duration_us = int((time.monotonic() - started) * 1e6) + 1
             if op != "get_metrics" and op != "create_snapshot":
                 response.status.CopyFrom(status(state))
+            for fd in fds:
+                os.close(fd)
             send(conn, ctl.VmmMessage(response=response))
             if op == "create_snapshot" and os.environ.get("FAKE_VMM_SNAPSHOT_DONE"):
                 open(os.environ["FAKE_VMM_SNAPSHOT_DONE"], "w").close()

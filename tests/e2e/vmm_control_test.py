@@ -84,7 +84,7 @@ class VmmFixture(unittest.TestCase):
     def extra_config(self):
         return ""
 
-    def spawn(self, socket_name, args):
+    def spawn(self, socket_name, args, pass_fds=()):
         """Starts an ember-vmm serving a new control socket; returns (socket path, process)."""
         path = os.path.join(self.dir, socket_name)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -93,7 +93,7 @@ class VmmFixture(unittest.TestCase):
         proc = subprocess.Popen(
             [VMM] + args + ["--control-fd", str(listener.fileno()),
                             "--serial-out", path + ".console"],
-            pass_fds=[listener.fileno()], stderr=subprocess.PIPE)
+            pass_fds=[listener.fileno()] + list(pass_fds), stderr=subprocess.PIPE)
         listener.close()
         self.procs.append(proc)
         return path, proc
@@ -358,6 +358,85 @@ def read_state(path):
     state = snap.SnapshotState()
     state.ParseFromString(data[24:24 + length])
     return state
+
+
+class VmmHandedFilesTest(VmmFixture):
+    """Files a controller hands over (as emberd does, having resolved them by its path rules):
+    the VMM uses those very files and directories, whatever their names lead to by then. The
+    snapshots are written through <dir>/named, a symlink the test points elsewhere."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="ember-ctl-")
+        self.procs = []
+        config = os.path.join(self.dir, "vm.json")
+        with open(config, "w") as f:
+            f.write('{"boot-source": {"boot_args": "console=ttyS0 ember.test=idle"},'
+                    ' "machine-config": {"mem_size_mib": 32, "track_dirty_pages": true}}')
+        self.path, self.vmm = self.spawn("control.sock", ["--config", config])
+        self.real = os.path.join(self.dir, "real")
+        self.outside = os.path.join(self.dir, "outside")
+        self.named = os.path.join(self.dir, "named")
+        os.mkdir(self.real)
+        os.mkdir(self.outside)
+        os.symlink(self.outside, self.named)
+
+    def paused(self, controller):
+        self.assertEqual(self.call(controller, lambda r: r.pause.SetInParent()).code, 0)
+
+    def snapshot_in_real(self, controller, name, diff=False):
+        """A snapshot named <named>/<name>{,.mem}, with the real directory's fd attached."""
+        def create(r):
+            r.create_snapshot.state_path = os.path.join(self.named, name)
+            r.create_snapshot.memory_path = os.path.join(self.named, name + ".mem")
+            r.create_snapshot.diff = diff
+        fd = os.open(self.real, os.O_PATH | os.O_DIRECTORY)
+        try:
+            return self.call(controller, create, fds=[fd])
+        finally:
+            os.close(fd)
+
+    def test_a_snapshot_is_written_in_the_directory_handed_over_not_where_its_path_leads(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        self.paused(controller)
+        response = self.snapshot_in_real(controller, "full")
+        self.assertEqual(response.code, 0, response.message)
+        self.assertEqual(sorted(os.listdir(self.real)), ["full", "full.mem"])
+        self.assertEqual(os.listdir(self.outside), [])
+
+    def test_a_diff_restores_from_the_files_handed_over_never_the_names_its_state_file_gives(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        self.paused(controller)
+        self.assertEqual(self.snapshot_in_real(controller, "full").code, 0)
+        self.assertEqual(self.call(controller, lambda r: r.resume.SetInParent()).code, 0)
+        self.paused(controller)
+        response = self.snapshot_in_real(controller, "diff", diff=True)
+        self.assertEqual(response.code, 0, response.message)
+        diff = read_state(os.path.join(self.real, "diff"))
+        self.assertEqual(list(diff.base_memory_files), [os.path.join(self.named, "full.mem")])
+        # By those names, the bases are now a symlink to a root-only file.
+        os.symlink("/etc/shadow", os.path.join(self.outside, "full.mem"))
+        memory = os.open(os.path.join(self.real, "diff.mem"), os.O_RDONLY)
+        base = os.open(os.path.join(self.real, "full.mem"), os.O_RDONLY)
+        path, clone = self.spawn(
+            "clone.sock",
+            ["--restore-from", os.path.join(self.real, "diff"),
+             "--restore-mem", f"/proc/self/fd/{memory}",
+             "--restore-mem-name", os.path.join(self.named, "diff.mem"),
+             "--base-memory-file", f"{self.named}/full.mem=/proc/self/fd/{base}"],
+            pass_fds=[memory, base])
+        os.close(memory)
+        os.close(base)
+        clone_controller, status = self.hello(path)
+        self.assertEqual(status.state, ctl.VmmStatus.PAUSED)
+        # Its own next diff names its bases as it was told, not as /proc/self/fd/N.
+        self.assertEqual(self.call(clone_controller, lambda r: r.resume.SetInParent()).code, 0)
+        self.paused(clone_controller)
+        response = self.snapshot_in_real(clone_controller, "clone-diff", diff=True)
+        self.assertEqual(response.code, 0, response.message)
+        self.assertEqual(list(read_state(os.path.join(self.real, "clone-diff")).base_memory_files),
+                         [os.path.join(self.named, n) for n in ("full.mem", "diff.mem")])
 
 
 class VmmControlDriveSwapTest(VmmFixture):

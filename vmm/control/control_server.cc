@@ -218,7 +218,7 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
       SetStatus(response, absl::OkStatus());
       return;
     case v1::ControlRequest::kCreateSnapshot:
-      SetStatus(response, CreateSnapshot(request.create_snapshot(), response));
+      SetStatus(response, CreateSnapshot(request.create_snapshot(), std::move(fds), response));
       return;
     case v1::ControlRequest::kUpdateRateLimits:
       status = UpdateRateLimits(request.update_rate_limits());
@@ -248,16 +248,21 @@ void ControlServer::HandleRequest(const v1::ControlRequest& request,
 }
 
 absl::Status ControlServer::CreateSnapshot(const v1::ControlRequest::CreateSnapshot& request,
+                                           std::vector<base::UniqueFd> fds,
                                            v1::ControlResponse* response) {
   if (request.state_path().empty() || request.state_path()[0] != '/' ||
       request.memory_path().empty() || request.memory_path()[0] != '/') {
     return absl::InvalidArgumentError(
         "create_snapshot: state_path and memory_path must be absolute paths");
   }
+  if (fds.size() > 1) {
+    return absl::InvalidArgumentError(
+        "create_snapshot: attach at most one fd, the directory to write the files in");
+  }
   std::uint64_t start = base::MonotonicMicros();
   EMBER_RETURN_IF_ERROR(
       vmm_.CreateSnapshot({request.state_path(), request.memory_path(), request.diff(),
-                           /*durable=*/!request.no_sync()}));
+                           /*durable=*/!request.no_sync(), fds.empty() ? -1 : fds[0].Get()}));
   v1::SnapshotResult* result = response->mutable_snapshot();
   result->set_state_path(request.state_path());
   result->set_memory_path(request.memory_path());

@@ -42,8 +42,9 @@ class ControlServer {
   void Handle(const std::string& payload, std::vector<base::UniqueFd> fds);
   void HandleRequest(const v1::ControlRequest& request, std::vector<base::UniqueFd> fds,
                      v1::ControlResponse* response);
-  // Fills response->snapshot on success.
+  // Fills response->snapshot on success. `fds`: none, or the directory to write in.
   [[nodiscard]] absl::Status CreateSnapshot(const v1::ControlRequest::CreateSnapshot& request,
+                                            std::vector<base::UniqueFd> fds,
                                             v1::ControlResponse* response);
   [[nodiscard]] absl::Status UpdateRateLimits(const v1::ControlRequest::UpdateRateLimits& request);
   void SendEvent(v1::ControlEvent::Kind kind);

@@ -1,3 +1,8 @@
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "vmm/base/atomic_file.h"
@@ -36,12 +41,9 @@ class DirectView final : public VmmView {
       RestorePlan direct = *restore;
       if (paths_ != nullptr) EMBER_RETURN_IF_ERROR(HandOverDrives(config, &direct, spec));
       // The state file emberd opened and checked (its MAC too), not what its name leads to by
-      // the time the VMM opens it. (The memory file still goes by name: ember-vmm names it as
-      // a later diff's base and finds its working set beside it.)
-      if (paths_ != nullptr && direct.state_file) {
-        EMBER_ASSIGN_OR_RETURN(int index, HandOverFile(*direct.state_file, spec));
-        direct.state_path = InheritedFilePath(static_cast<std::size_t>(index));
-      }
+      // the time the VMM opens it; so too its memory file, its diff's bases and its working
+      // set (or the directory the VMM records one in).
+      if (paths_ != nullptr) EMBER_RETURN_IF_ERROR(HandOverSnapshotFiles(&direct, spec));
       const std::string overrides = dir + "/restore-overrides.pb";
       EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(direct, overrides, overrides));
       // A drive or vsock path that the state file names and no override replaces: ember-vmm
@@ -84,6 +86,22 @@ class DirectView final : public VmmView {
   }
   SnapshotFiles SnapshotTarget(const v1::Snapshot& snapshot) const override {
     return {snapshot.state_path(), snapshot.memory_path()};
+  }
+  absl::StatusOr<base::UniqueFd> OpenSnapshotDir(const v1::Snapshot& snapshot,
+                                                 bool clients) const override {
+    if (clients && paths_ != nullptr) {
+      // By the rule the request passed: a directory swapped for a symlink out since is refused.
+      EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place,
+                             paths_->OpenPlace("snapshot_dir", snapshot.state_path()));
+      return std::move(place.dir);
+    }
+    const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+    base::UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+      return absl::InvalidArgumentError("snapshot_dir: cannot open " + dir + ": " +
+                                        std::strerror(errno));
+    }
+    return fd;
   }
   absl::Status FinishSnapshot(const v1::Snapshot&, const std::string&) override {
     return absl::OkStatus();
@@ -161,6 +179,34 @@ class DirectView final : public VmmView {
       EMBER_ASSIGN_OR_RETURN(
           *plan->overrides.mutable_vsock_uds_path(),
           AddCheckedPlace(*paths_, "vsock_uds_path", config.vsock().uds_path(), spec));
+    }
+    return absl::OkStatus();
+  }
+
+  // The files OpenRestoreFiles opened for `plan` become the VMM's: its state file, and its
+  // memory file, diff bases and working set, which it names as emberd does (a later diff
+  // names its bases so) but opens only as the files handed over.
+  static absl::Status HandOverSnapshotFiles(RestorePlan* plan, LaunchSpec* spec) {
+    auto hand_over = [&](const base::UniqueFd& file) -> absl::StatusOr<std::string> {
+      EMBER_ASSIGN_OR_RETURN(int index, HandOverFile(file, spec));
+      return InheritedFilePath(static_cast<std::size_t>(index));
+    };
+    if (plan->state_file) {
+      EMBER_ASSIGN_OR_RETURN(plan->state_path, hand_over(*plan->state_file));
+    }
+    if (plan->memory_file) {
+      plan->vmm_memory_name = plan->memory_path;
+      EMBER_ASSIGN_OR_RETURN(plan->memory_path, hand_over(*plan->memory_file));
+    }
+    for (std::size_t i = 0; i < plan->base_files.size(); ++i) {
+      EMBER_ASSIGN_OR_RETURN(std::string file, hand_over(*plan->base_files[i]));
+      plan->vmm_base_files.emplace_back(plan->base_memory_paths[i], std::move(file));
+    }
+    if (plan->working_set_file) {
+      EMBER_ASSIGN_OR_RETURN(plan->vmm_working_set, hand_over(*plan->working_set_file));
+    } else if (plan->working_set_dir) {
+      EMBER_ASSIGN_OR_RETURN(std::string dir, hand_over(*plan->working_set_dir));
+      plan->vmm_working_set = dir + "/" + plan->working_set_name;
     }
     return absl::OkStatus();
   }

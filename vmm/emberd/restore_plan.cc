@@ -21,10 +21,18 @@ absl::StatusOr<std::vector<std::string>> RestoreArgs(const RestorePlan& plan,
   std::vector<std::string> args = {"--restore-from",      plan.state_path,
                                    "--restore-mem",       plan.memory_path,
                                    "--restore-overrides", overrides_for_vmm};
+  if (!plan.vmm_memory_name.empty()) {
+    args.insert(args.end(), {"--restore-mem-name", plan.vmm_memory_name});
+  }
+  for (const auto& [name, file] : plan.vmm_base_files) {
+    args.insert(args.end(), {"--base-memory-file", name + "=" + file});
+  }
   if (plan.uffd) {
-    // The working set is <memory>.ws, beside the memory file (ember-vmm's default).
+    // The working set is <memory>.ws, beside the memory file (ember-vmm's default), unless
+    // the VMM is told where it is.
     args.insert(args.end(), {"--restore-mem-backend", "uffd"});
     if (plan.prefetch) args.push_back("--prefetch-working-set");
+    if (!plan.vmm_working_set.empty()) args.insert(args.end(), {"--working-set", plan.vmm_working_set});
   }
   return args;
 }
@@ -61,6 +69,31 @@ std::string RequestedMemoryPath(const v1::RestoreRequest& request) {
   return std::filesystem::path(request.state_path()).parent_path().string() + "/memory";
 }
 
+namespace {
+
+// A DIFF snapshot of the catalog: the memory files its state file names as its bases, oldest
+// first. Its VMM named them as it was told to write or restore each (emberd's snapshots'
+// memory_paths), so the catalog's chain gives the same names.
+absl::Status PlanBases(const SnapshotCatalog& catalog, RestorePlan* plan) {
+  if (plan->snapshot_id.empty()) return absl::OkStatus();
+  EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog.Get(plan->snapshot_id));
+  plan->diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
+  for (std::string base = snapshot.base_snapshot_id(); plan->diff && !base.empty();) {
+    if (plan->base_memory_paths.size() == kMaxLaunchFiles) {
+      return absl::FailedPreconditionError("snapshot \"" + plan->snapshot_id +
+                                           "\" has a chain of more than " +
+                                           std::to_string(kMaxLaunchFiles) + " snapshots");
+    }
+    EMBER_ASSIGN_OR_RETURN(v1::Snapshot recorded, catalog.Get(base));
+    plan->base_memory_paths.insert(plan->base_memory_paths.begin(), recorded.memory_path());
+    if (recorded.type() != v1::CreateSnapshotRequest::DIFF) break;
+    base = recorded.base_snapshot_id();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
                                         const SnapshotCatalog& catalog) {
   // Where the snapshot is, and the configuration of the VM it was taken from (emberd's
@@ -68,7 +101,6 @@ absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
   RestorePlan plan;
   if (!request.snapshot_id().empty()) {
     EMBER_ASSIGN_OR_RETURN(v1::Snapshot snapshot, catalog.Get(request.snapshot_id()));
-    plan.diff = snapshot.type() == v1::CreateSnapshotRequest::DIFF;
     plan.state_path = snapshot.state_path();
     plan.memory_path = snapshot.memory_path();
     plan.restored_from = request.snapshot_id();
@@ -85,6 +117,7 @@ absl::StatusOr<RestorePlan> PlanRestore(const v1::RestoreRequest& request,
     // which host files a clone is given (its drives, a jail's links).
     if (!plan.snapshot_id.empty()) plan.record_dir = catalog.RecordDir(plan.snapshot_id);
   }
+  EMBER_RETURN_IF_ERROR(PlanBases(catalog, &plan));
   plan.uffd = request.memory_backend() == v1::RestoreRequest::UFFD;
   plan.prefetch = request.prefetch_working_set();
   return plan;
@@ -140,6 +173,21 @@ absl::StatusOr<std::shared_ptr<const base::UniqueFd>> OpenRestoreFile(
   return std::make_shared<const base::UniqueFd>(std::move(fd));
 }
 
+// The directory `path` lies in, resolved once (an O_PATH fd), and its last component: by the
+// rule for a request's own path, as OpenRestoreFile opens a catalog's.
+absl::StatusOr<base::PathRules::Place> OpenRestorePlace(const std::string& field,
+                                                        const std::string& path, bool by_path,
+                                                        const base::PathRules* paths) {
+  if (by_path && paths != nullptr) return paths->OpenPlace(field, path);
+  const std::filesystem::path name(path);
+  base::PathRules::Place place;
+  place.name = name.filename().string();
+  place.dir.Reset(
+      ::open(name.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!place.dir) return base::ErrnoError("open the directory of", path);
+  return place;
+}
+
 }  // namespace
 
 absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
@@ -148,6 +196,22 @@ absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
                          OpenRestoreFile(field, plan->state_path, by_path, paths));
   EMBER_ASSIGN_OR_RETURN(plan->memory_file,
                          OpenRestoreFile(field, plan->memory_path, by_path, paths));
+  plan->base_files.clear();
+  // The catalog's own paths, whichever way the snapshot was named.
+  for (const std::string& base : plan->base_memory_paths) {
+    EMBER_ASSIGN_OR_RETURN(plan->base_files.emplace_back(),
+                           OpenRestoreFile(field, base, /*by_path=*/false, paths));
+  }
+  if (plan->uffd && plan->prefetch) {
+    EMBER_ASSIGN_OR_RETURN(plan->working_set_file,
+                           OpenRestoreFile("prefetch_working_set", plan->memory_path + ".ws",
+                                           by_path, paths));
+  } else if (plan->uffd) {
+    EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place,
+                           OpenRestorePlace(field, plan->memory_path + ".ws", by_path, paths));
+    plan->working_set_dir = std::make_shared<const base::UniqueFd>(std::move(place.dir));
+    plan->working_set_name = std::move(place.name);
+  }
   return absl::OkStatus();
 }
 

@@ -46,9 +46,29 @@ struct RestorePlan {
   // whatever the names lead to by then. Shared by the plan's copies.
   std::shared_ptr<const base::UniqueFd> state_file;
   std::shared_ptr<const base::UniqueFd> memory_file;
+  // A DIFF snapshot of emberd's catalog: the memory files its state file names as its bases,
+  // oldest first (each base snapshot's memory_path, the name its VMM wrote it under), and
+  // those files as OpenRestoreFiles opened them: an unjailed clone is handed these
+  // (ember-vmm --base-memory-file), never the names.
+  std::vector<std::string> base_memory_paths;
+  std::vector<std::shared_ptr<const base::UniqueFd>> base_files;
+  // A UFFD restore's working set (<memory>.ws): with prefetch, the file as opened
+  // (working_set_file); without, the directory the VMM records it in (working_set_dir, an
+  // O_PATH fd of the memory file's directory, resolved once) and its name there.
+  std::shared_ptr<const base::UniqueFd> working_set_file;
+  std::shared_ptr<const base::UniqueFd> working_set_dir;
+  std::string working_set_name;
+  // How the VMM is to find those, when not by state_path and memory_path themselves (set by
+  // an unjailed launch, DirectView): the memory file's name (ember-vmm --restore-mem-name),
+  // the file handed over for each base name (--base-memory-file), the working set
+  // (--working-set).
+  std::string vmm_memory_name;
+  std::vector<std::pair<std::string, std::string>> vmm_base_files;
+  std::string vmm_working_set;
 };
 
-// Opens the plan's state and memory files once, for reading, without blocking (a FIFO is
+// Opens the plan's state and memory files once (and its diff bases, and its working set or
+// the directory it is to be recorded in), for reading, without blocking (a FIFO is
 // refused at once), and only regular files: a request's own paths (`by_path`) through `paths`
 // (emberd's allowed directories, when not null: symlinks only beneath them), a snapshot of
 // emberd's catalog with no symlink at all in the last component. `field` names the snapshot

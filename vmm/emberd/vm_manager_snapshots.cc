@@ -77,9 +77,12 @@ absl::Status VmManager::WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot
   const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
   EMBER_RETURN_IF_ERROR(catalog_->Begin(snapshot, config));
   const std::string record_dir = catalog_->RecordDir(snapshot.snapshot_id());
+  // Opened now, the fd going with the request: the VMM writes in this very directory.
+  absl::StatusOr<base::UniqueFd> dir_fd = view_->OpenSnapshotDir(snapshot, dir != record_dir);
   absl::StatusOr<v1::ControlResponse> response =
-      supervisor_->Call(entry, SnapshotRequest(snapshot, view_->SnapshotTarget(snapshot)),
-                        Supervisor::Wait::kWhileConnected);
+      !dir_fd.ok() ? absl::StatusOr<v1::ControlResponse>(dir_fd.status())
+                   : supervisor_->Call(entry, SnapshotRequest(snapshot, view_->SnapshotTarget(snapshot)),
+                                       Supervisor::Wait::kWhileConnected, dir_fd->Get());
   if (response.ok()) {
     *written = snapshot;
     written->set_create_duration_us(response->snapshot().duration_us());

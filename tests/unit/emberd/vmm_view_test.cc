@@ -14,6 +14,7 @@
 #include "tests/support/files.h"
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/unix_address.h"
+#include "vmm/emberd/restore_plan.h"
 
 namespace ember::emberd {
 namespace {
@@ -321,6 +322,101 @@ TEST_F(MadeFilesTest, DirectLaunchMakesMetricsAndTheVsockSocketInTheDirectoryEmb
   base::UniqueFd sock = BindAsTheVmm(seen.vsock().uds_path());
   EXPECT_EQ(ReadFile(allowed_ + "/checked/metrics.json"), "{}\n");
   EXPECT_TRUE(std::filesystem::is_socket(allowed_ + "/checked/v.sock"));
+  EXPECT_TRUE(std::filesystem::is_empty(outside_));
+}
+
+TEST_F(MadeFilesTest, DirectSnapshotIsWrittenInTheDirectoryEmberdOpenedByTheClientsRule) {
+  auto view = MakeDirectView(vms_dir_, &rules_);
+  const v1::Snapshot snapshot = SnapshotIn(run_, "s1", v1::CreateSnapshotRequest::FULL);
+  absl::StatusOr<base::UniqueFd> dir = view->OpenSnapshotDir(snapshot, /*clients=*/true);
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  SwapTheRunDirectory();
+  // As ember-vmm makes the files in the directory handed over with the request.
+  ASSERT_TRUE(base::WriteFileAtomically("/proc/self/fd/" + std::to_string(dir->Get()) + "/state",
+                                        "state")
+                  .ok());
+  EXPECT_EQ(ReadFile(allowed_ + "/checked/state"), "state");
+  EXPECT_TRUE(std::filesystem::is_empty(outside_));
+  // Once the name leads out of the allowed directories, a new snapshot there is refused.
+  absl::StatusOr<base::UniqueFd> refused = view->OpenSnapshotDir(snapshot, /*clients=*/true);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_NE(refused.status().message().find("snapshot_dir"), std::string::npos)
+      << refused.status();
+}
+
+TEST_F(MadeFilesTest, DirectSnapshotInEmberdsRecordDirectoryRefusesASymlink) {
+  const std::string record = temp_.path() + "/record";
+  ASSERT_EQ(::symlink(outside_.c_str(), record.c_str()), 0);
+  absl::StatusOr<base::UniqueFd> refused = MakeDirectView(vms_dir_, &rules_)->OpenSnapshotDir(
+      SnapshotIn(record, "s1", v1::CreateSnapshotRequest::FULL), /*clients=*/false);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+}
+
+// A UFFD restore by state_path of a DIFF snapshot in <allowed>/run (its base beside it), its
+// files opened by emberd (OpenRestoreFiles) before the test swaps their names.
+class RestoreFilesTest : public MadeFilesTest {
+ protected:
+  void SetUp() override {
+    MadeFilesTest::SetUp();
+    for (const std::string name : {"state", "memory", "base", "memory.ws"}) {
+      std::ofstream(run_ + "/" + name) << name;
+    }
+    std::ofstream(secret_) << "secret";
+    ASSERT_EQ(::chmod(secret_.c_str(), 0400), 0);
+    plan_.state_path = run_ + "/state";
+    plan_.memory_path = run_ + "/memory";
+    plan_.base_memory_paths = {run_ + "/base"};
+    plan_.uffd = true;
+  }
+
+  // Opens the plan's files as emberd does, then replaces every name by a symlink to a
+  // root-only file, and prepares the clone's launch.
+  void OpenSwapAndLaunch() {
+    ASSERT_TRUE(OpenRestoreFiles("state_path", /*by_path=*/true, &rules_, &plan_).ok());
+    for (const std::string name : {"state", "memory", "base", "memory.ws"}) {
+      const std::string path = run_ + "/" + name;
+      ASSERT_EQ(::unlink(path.c_str()), 0);
+      ASSERT_EQ(::symlink(secret_.c_str(), path.c_str()), 0);
+    }
+    absl::Status launched =
+        MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(v1::VmConfig(), &plan_, &spec_);
+    ASSERT_TRUE(launched.ok()) << launched;
+  }
+
+  // What the VMM reads at the path its flag names.
+  std::string ReadAsTheVmm(const std::string& path) { return ReadFile(AsTheVmmFindsIt(path)); }
+
+  const std::string secret_ = temp_.path() + "/secret";
+  RestorePlan plan_;
+};
+
+TEST_F(RestoreFilesTest, DirectRestoreHandsOverTheMemoryFileAndBasesEmberdOpenedNotTheirNames) {
+  OpenSwapAndLaunch();
+  EXPECT_EQ(ReadAsTheVmm(FlagValue(spec_.vmm_args, "--restore-from")), "state");
+  EXPECT_EQ(ReadAsTheVmm(FlagValue(spec_.vmm_args, "--restore-mem")), "memory");
+  // Named as emberd knows it: the clone's own diffs name it so as their base.
+  EXPECT_EQ(FlagValue(spec_.vmm_args, "--restore-mem-name"), run_ + "/memory");
+  const std::string base = FlagValue(spec_.vmm_args, "--base-memory-file");
+  const std::string name = run_ + "/base=";
+  ASSERT_EQ(base.rfind(name, 0), 0u) << base;
+  EXPECT_EQ(ReadAsTheVmm(base.substr(name.size())), "base");
+}
+
+TEST_F(RestoreFilesTest, DirectRestoreHandsOverTheWorkingSetEmberdOpenedNotItsName) {
+  plan_.prefetch = true;
+  OpenSwapAndLaunch();
+  EXPECT_EQ(ReadAsTheVmm(FlagValue(spec_.vmm_args, "--working-set")), "memory.ws");
+}
+
+TEST_F(RestoreFilesTest, DirectRestoreRecordsTheWorkingSetInTheDirectoryEmberdOpened) {
+  ASSERT_TRUE(OpenRestoreFiles("state_path", /*by_path=*/true, &rules_, &plan_).ok());
+  SwapTheRunDirectory();
+  ASSERT_TRUE(MakeDirectView(vms_dir_, &rules_)->PrepareLaunch(v1::VmConfig(), &plan_, &spec_).ok());
+  // As ember-vmm records it when the VM ends (vmm_uffd.cc).
+  ASSERT_TRUE(base::WriteFileAtomically(
+                  AsTheVmmFindsIt(FlagValue(spec_.vmm_args, "--working-set")), "recorded")
+                  .ok());
+  EXPECT_EQ(ReadFile(allowed_ + "/checked/memory.ws"), "recorded");
   EXPECT_TRUE(std::filesystem::is_empty(outside_));
 }
 

@@ -1,5 +1,6 @@
 #include "vmm/restore.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -64,7 +65,7 @@ absl::Status Prepare(const v1::SnapshotState& state, VmmOptions* options = nullp
   auto allowed = base::PathRules::Open(allow_dirs, "ember-vmm");
   EXPECT_TRUE(allowed.ok()) << allowed.status();
   if (!allowed.ok()) return allowed.status();
-  return PrepareRestore(files.state_path, files.memory_path, overrides, *allowed,
+  return PrepareRestore(files.state_path, {files.memory_path}, overrides, *allowed,
                         options != nullptr ? options : &scratch);
 }
 
@@ -317,8 +318,50 @@ TEST(PrepareRestore, BaseMemoryFileBesideTheStateFileIsUsedWithoutAllowedDirecto
   auto none = base::PathRules::Open({}, "ember-vmm");
   ASSERT_TRUE(none.ok());
   VmmOptions options;
-  absl::Status status = PrepareRestore(files.state_path, files.memory_path, {}, *none, &options);
+  absl::Status status = PrepareRestore(files.state_path, {files.memory_path}, {}, *none, &options);
   EXPECT_TRUE(status.ok()) << status;
+}
+
+// A DIFF whose base was handed over (--base-memory-file): its name from the state file now
+// leads to a root-only file, and only the handed file is checked and mapped.
+TEST(PrepareRestore, BaseMemoryFileHandedOverIsOpenedInsteadOfItsNameFromTheStateFile) {
+  testing::ScopedTempDir dir("ember-handed");
+  v1::SnapshotState state = ValidState(128, 1);
+  AddBase(dir.path() + "/base.mem", &state);
+  const std::string name = dir.path() + "/named.mem";
+  ASSERT_EQ(::symlink("/etc/shadow", name.c_str()), 0);
+  state.set_base_memory_files(0, name);
+  SnapshotFiles files = WriteSnapshot(state);
+  auto none = base::PathRules::Open({}, "ember-vmm");
+  ASSERT_TRUE(none.ok());
+  base::UniqueFd handed(::open((dir.path() + "/base.mem").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(handed);
+  const std::string file = "/proc/self/fd/" + std::to_string(handed.Get());
+  VmmOptions options;
+  absl::Status status = PrepareRestore(files.state_path, {files.memory_path, "", {{name, file}}},
+                                       {}, *none, &options);
+  ASSERT_TRUE(status.ok()) << status;
+  const std::vector<snapshot::MemoryFileRef> chain = RestoreChain(*options.restore);
+  ASSERT_EQ(chain.size(), 2u);
+  EXPECT_EQ(chain[0].path, name);  // what its own later diffs name it
+  EXPECT_EQ(chain[0].file, file);
+}
+
+TEST(PrepareRestore, WithBasesHandedOverABaseNotAmongThemIsRefusedNotOpenedByName) {
+  testing::ScopedTempDir allowed("ember-allowed");
+  v1::SnapshotState state = ValidState(128, 1);
+  AddBase(allowed.path() + "/base.mem", &state);  // would pass --allow-dir by name
+  SnapshotFiles files = WriteSnapshot(state);
+  auto rules = base::PathRules::Open({allowed.path()}, "ember-vmm");
+  ASSERT_TRUE(rules.ok());
+  VmmOptions options;
+  absl::Status status = PrepareRestore(
+      files.state_path, {files.memory_path, "", {{"/elsewhere.mem", "/dev/null"}}}, {}, *rules,
+      &options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find(allowed.path() + "/base.mem is none of the files handed over"),
+            std::string::npos)
+      << status;
 }
 
 TEST(PrepareRestore, OverrideOfADriveTheSnapshotLacksIsNamed) {
