@@ -26,15 +26,23 @@ struct ImageLease {
 // shared between containers of the same image, so that only the first container of an image
 // pays for the build.
 //
-// The content key is cheap, not a hash of every file (docs/ember-runtime.md, "Image cache"):
-// - a root that is an overlayfs mount (containerd's overlayfs snapshotter, podman's overlay
-//   driver) is keyed by its lower layers (path, device, inode, change time of each layer
-//   directory: overlayfs forbids changing a lower layer while it is mounted, and the
-//   snapshotters never change a committed one) plus a stat fingerprint of its upper directory,
-//   which is empty or nearly so when a container is created;
+// The content key is cheap, not a hash of every file (docs/ember-runtime.md, "Image cache"),
+// but the cache is shared by every container on the host, so it rests on what no image author
+// can set: paths, modes, owners, sizes and times come from tar headers, and a look-alike of
+// another image with same-size trojaned files matches them all.
+// - a root that is an overlayfs mount with absolute layer paths (containerd's overlayfs
+//   snapshotter, podman's overlay driver) is keyed by its lower layers (path, device, inode,
+//   change time of each layer directory: overlayfs forbids changing a lower layer while it is
+//   mounted, and the snapshotters never change a committed one) plus a stat fingerprint of its
+//   upper directory, which is empty or nearly so when a container is created (the identity,
+//   as below, of its non-empty files only: the snapshotter's mount-point directories there are
+//   new in every container);
 // - any other directory by a stat fingerprint of the whole tree: each entry's relative path,
-//   type, mode, owner, size, modification time and symlink target, without reading any file
-//   (empty files' times are left out: runtimes create them as mount points).
+//   type, mode, owner, size, modification time and symlink target, and the device, inode and
+//   change time (set by the kernel on every write, chmod, chown, xattr change or utimes) of the
+//   root and of every entry but empty files (runtimes create them as mount points; their times
+//   are left out too), without reading any file. A copy of a tree, or an overlay root with
+//   relative layer paths (its device is the mount's), is another key.
 // The ember-rootfs, ember-init and ember-agent binaries (size, time) are in every key, so a
 // rebuilt guest program never meets an image made with the old one.
 //

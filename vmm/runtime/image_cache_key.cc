@@ -129,13 +129,33 @@ std::optional<Overlay> OverlayLayers(const std::string& super_options) {
 
 // --- Stat fingerprints ----------------------------------------------------------------------
 
+// Which entries of a tree have their identity (device, inode, change time) in the key. Sizes
+// and times are the tree's owner's to set (a tar header does it), so they cannot tell two files
+// of the same metadata apart; an inode can, and its change time is set by the kernel on every
+// write, chmod, chown, xattr or utimes, never by a user.
+enum class Identity {
+  // An overlay's upper directory: only files with contents. The directories a snapshotter
+  // makes there for mount points are new in each container, and would end sharing of overlay
+  // roots; what a directory holds is its entries, which are in the key themselves.
+  kFiles,
+  // A plain tree: every entry and the root (xattrs, ACLs included, which change the change
+  // time), except empty files: runtimes make them as mount points and their contents are known.
+  kAll,
+};
+
+void AppendIdentity(std::string& record, const struct stat& st) {
+  absl::StrAppend(&record, " ", st.st_dev, " ", st.st_ino, " ", st.st_ctim.tv_sec, ".",
+                  st.st_ctim.tv_nsec);
+}
+
 absl::Status AddEntry(KeyHash& hash, const std::string& relative, const struct stat& st, int dir_fd,
-                      const char* name) {
+                      const char* name, Identity identity) {
   std::string record = absl::StrCat(relative, " ", st.st_mode, " ", st.st_uid, " ", st.st_gid);
+  const bool empty_file = S_ISREG(st.st_mode) && st.st_size == 0;
   if (S_ISREG(st.st_mode)) {
     absl::StrAppend(&record, " ", st.st_size);
     // An empty file's contents are known whatever its time: runtimes make them as mount points.
-    if (st.st_size != 0) absl::StrAppend(&record, " ", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+    if (!empty_file) absl::StrAppend(&record, " ", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
   } else if (S_ISLNK(st.st_mode)) {
     std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
     ssize_t n = ::readlinkat(dir_fd, name, target.data(), target.size());
@@ -145,14 +165,18 @@ absl::Status AddEntry(KeyHash& hash, const std::string& relative, const struct s
   } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
     absl::StrAppend(&record, " ", st.st_rdev);  // overlayfs whiteouts are 0:0 devices
   }
-  // A directory's own time changes with its entries, which are here themselves.
+  // A directory's own modification time changes with its entries, which are here themselves.
+  if (!empty_file && (S_ISREG(st.st_mode) || identity == Identity::kAll)) {
+    AppendIdentity(record, st);
+  }
   hash.Add(record);
   return absl::OkStatus();
 }
 
 // Every entry below the directory open at `dir_fd`, in name order, without following
 // symlinks or reading files.
-absl::Status FingerprintTree(KeyHash& hash, int dir_fd, const std::string& relative) {
+absl::Status FingerprintTree(KeyHash& hash, int dir_fd, const std::string& relative,
+                             Identity identity) {
   EMBER_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(dir_fd, relative));
   for (const std::string& name : names) {
     std::string path = absl::StrCat(relative, "/", name);
@@ -160,21 +184,28 @@ absl::Status FingerprintTree(KeyHash& hash, int dir_fd, const std::string& relat
     if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       return base::ErrnoError("fstatat", path);
     }
-    EMBER_RETURN_IF_ERROR(AddEntry(hash, path, st, dir_fd, name.c_str()));
+    EMBER_RETURN_IF_ERROR(AddEntry(hash, path, st, dir_fd, name.c_str(), identity));
     if (S_ISDIR(st.st_mode)) {
       base::UniqueFd child(
           ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!child) return base::ErrnoError("open", path);
-      EMBER_RETURN_IF_ERROR(FingerprintTree(hash, child.Get(), path));
+      EMBER_RETURN_IF_ERROR(FingerprintTree(hash, child.Get(), path, identity));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status FingerprintDirectory(KeyHash& hash, const fs::path& dir) {
+absl::Status FingerprintDirectory(KeyHash& hash, const fs::path& dir, Identity identity) {
   base::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return base::ErrnoError("open", dir.string());
-  return FingerprintTree(hash, fd.Get(), "");
+  if (identity == Identity::kAll) {
+    struct stat st {};
+    if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", dir.string());
+    std::string record = "/";
+    AppendIdentity(record, st);
+    hash.Add(record);
+  }
+  return FingerprintTree(hash, fd.Get(), "", identity);
 }
 
 // A file's identity without reading it: for the guest programs and overlay layers.
@@ -183,10 +214,7 @@ absl::Status AddIdentity(KeyHash& hash, const fs::path& path, bool with_inode) {
   if (::stat(path.c_str(), &st) != 0) return base::ErrnoError("stat", path.string());
   std::string record =
       absl::StrCat(path.string(), " ", st.st_size, " ", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
-  if (with_inode) {
-    absl::StrAppend(&record, " ", st.st_dev, " ", st.st_ino, " ", st.st_ctim.tv_sec, ".",
-                    st.st_ctim.tv_nsec);
-  }
+  if (with_inode) AppendIdentity(record, st);
   hash.Add(record);
   return absl::OkStatus();
 }
@@ -201,7 +229,7 @@ absl::StatusOr<std::string> RootfsContentKey(const fs::path& root_dir,
     return absl::NotFoundError(absl::StrCat("rootfs: no directory at ", root_dir.string()));
   }
   KeyHash hash;
-  hash.Add("ember image key v1");
+  hash.Add("ember image key v2");
   for (const fs::path& program : programs) {
     EMBER_RETURN_IF_ERROR(AddIdentity(hash, program, /*with_inode=*/false));
   }
@@ -214,10 +242,12 @@ absl::StatusOr<std::string> RootfsContentKey(const fs::path& root_dir,
       EMBER_RETURN_IF_ERROR(AddIdentity(hash, layer, /*with_inode=*/true));
     }
     hash.Add("upper");
-    if (!overlay->upper.empty()) EMBER_RETURN_IF_ERROR(FingerprintDirectory(hash, overlay->upper));
+    if (!overlay->upper.empty()) {
+      EMBER_RETURN_IF_ERROR(FingerprintDirectory(hash, overlay->upper, Identity::kFiles));
+    }
   } else {
     hash.Add("tree");
-    EMBER_RETURN_IF_ERROR(FingerprintDirectory(hash, root));
+    EMBER_RETURN_IF_ERROR(FingerprintDirectory(hash, root, Identity::kAll));
   }
   return hash.Hex();
 }

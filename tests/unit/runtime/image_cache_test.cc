@@ -87,11 +87,35 @@ TEST_F(ImageCacheTest, KeyIsStableForAnUnchangedTree) {
   EXPECT_EQ(Key(cache, tree()).size(), 64u);
 }
 
-TEST_F(ImageCacheTest, CopyWithItsTimesKeptSharesTheKey) {
+// Names, modes, owners, sizes and times are what an image's author writes in its tar headers:
+// a look-alike of a popular image with a trojaned binary of the same size must not get its key
+// (the cache is shared by every container on the host).
+TEST_F(ImageCacheTest, ALookAlikeTreeWithOtherContentsGetsAnotherKey) {
   ImageCache cache = Open();
-  fs::path copy = tmp() / "copy";
-  ASSERT_EQ(std::system(("cp -a " + tree().string() + " " + copy.string()).c_str()), 0);
-  EXPECT_EQ(Key(cache, tree()), Key(cache, copy));
+  fs::path twin = tmp() / "twin";
+  MakeTree(twin);
+  WriteFile(twin / "bin" / "program", "#!/bin/sh\necho pwned\n");  // the same size
+  ASSERT_EQ(fs::file_size(twin / "bin" / "program"), fs::file_size(tree() / "bin" / "program"));
+  struct timespec times[2] = {{1700000000, 123456789}, {1700000000, 123456789}};
+  for (const fs::path& root : {tree(), twin}) {
+    for (const char* entry : {"bin/program", "etc/hostname", "bin", "etc", ""}) {
+      ASSERT_EQ(::utimensat(AT_FDCWD, (root / entry).c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
+    }
+    ASSERT_EQ(::utimensat(AT_FDCWD, (root / "bin" / "link").c_str(), times, AT_SYMLINK_NOFOLLOW),
+              0);
+  }
+  EXPECT_NE(Key(cache, tree()), Key(cache, twin));
+}
+
+TEST_F(ImageCacheTest, AFileRewrittenToTheSameSizeWithItsTimesPutBackChangesTheKey) {
+  ImageCache cache = Open();
+  struct timespec times[2] = {{1700000000, 5}, {1700000000, 5}};
+  fs::path program = tree() / "bin" / "program";
+  ASSERT_EQ(::utimensat(AT_FDCWD, program.c_str(), times, 0), 0);
+  std::string before = Key(cache, tree());
+  WriteFile(program, "#!/bin/sh\necho pwned\n");
+  ASSERT_EQ(::utimensat(AT_FDCWD, program.c_str(), times, 0), 0);
+  EXPECT_NE(Key(cache, tree()), before);
 }
 
 TEST_F(ImageCacheTest, ChangedFileChangesTheKey) {
