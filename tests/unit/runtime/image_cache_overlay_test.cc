@@ -1,6 +1,7 @@
 // ImageCache's key for a root that is an overlayfs mount, as containerd's and podman's
 // snapshotters give it: the lower layers' identities and the upper directory's fingerprint,
 // never a walk of the merged tree. Needs root (mount).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/support/files.h"
@@ -98,6 +100,35 @@ TEST_F(OverlayKeyTest, WriteIntoTheUpperDirectoryChangesTheKey) {
   std::string before = Key(cache, root);
   WriteFile(root / "etc" / "motd", "written by the container\n");
   EXPECT_NE(Key(cache, root), before);
+}
+
+// What a snapshotter or runtime makes in a new container's upper directory (mount-point
+// directories and empty files) is new in each container: the key must not change with it.
+TEST_F(OverlayKeyTest, MountPointsMadeInEachContainersUpperDirectoryStillShareTheKey) {
+  ImageCache cache = Open();
+  std::vector<std::string> keys;
+  for (const char* name : {"c1", "c2"}) {
+    fs::path root = MountContainer(name);
+    fs::create_directories(root / "run" / "secrets");
+    WriteFile(root / "etc" / "resolv.conf", "");
+    keys.push_back(Key(cache, root));
+  }
+  EXPECT_EQ(keys[0], keys[1]);
+}
+
+// An upper directory's file of the same path, size and times but other contents (podman cp into
+// a stopped container keeps a file's times) is not the same file.
+TEST_F(OverlayKeyTest, ALookAlikeFileInAnUpperDirectoryGetsAnotherKey) {
+  ImageCache cache = Open();
+  std::vector<std::string> keys;
+  for (const auto& [name, text] : {std::pair{"c1", "genuine\n"}, std::pair{"c2", "trojan!\n"}}) {
+    fs::path root = MountContainer(name);
+    WriteFile(root / "etc" / "motd", text);
+    struct timespec times[2] = {{1700000000, 42}, {1700000000, 42}};
+    EXPECT_EQ(::utimensat(AT_FDCWD, (root / "etc" / "motd").c_str(), times, 0), 0);
+    keys.push_back(Key(cache, root));
+  }
+  EXPECT_NE(keys[0], keys[1]);
 }
 
 TEST_F(OverlayKeyTest, OtherLayersGiveAnotherKey) {
