@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -38,7 +39,14 @@ class CloneNetworkTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (std::string why = EnterTestHost(); !why.empty()) GTEST_SKIP() << why;
-    auto pool = EgressPool::Create({*Ipv4Cidr::Parse("10.213.0.0/24"), "fnnet"});
+    UsePool(false);
+  }
+
+  // Clones' egress leases from now on come from a pool that reaches the private ranges or not.
+  void UsePool(bool reach_private_ranges) {
+    emberd::EgressPoolConfig config{*Ipv4Cidr::Parse("10.213.0.0/24"), "fnnet"};
+    config.reach_private_ranges = reach_private_ranges;
+    auto pool = EgressPool::Create(std::move(config));
     ASSERT_TRUE(pool.ok()) << pool.status();
     pool_ = std::move(*pool);
   }
@@ -93,24 +101,27 @@ TEST_F(CloneNetworkTest, InvalidTapNamesAreRefused) {
   }
 }
 
-// A TCP connection from inside the clone's namespace, made in the internet namespace; returns
-// the address the internet saw it come from ("" when it did not arrive).
-std::string ConnectFromClone(int clone_netns, int internet_netns) {
-  base::UniqueFd listener = SocketIn(internet_netns, SOCK_STREAM);
+// A TCP connection from inside namespace `from_netns` to `address`, where a listener in
+// `to_netns` waits; returns the address the listener saw it come from ("" when it did not
+// arrive within `wait`).
+std::string Connect(int from_netns, int to_netns, const std::string& address,
+                    std::chrono::milliseconds wait = std::chrono::seconds(5)) {
+  base::UniqueFd listener = SocketIn(to_netns, SOCK_STREAM);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(8080);
-  inet_pton(AF_INET, kInternetAddress, &addr.sin_addr);
+  inet_pton(AF_INET, address.c_str(), &addr.sin_addr);
   // sockaddr_in is what bind(), connect() and accept() take through their generic pointer.
   auto* generic = reinterpret_cast<sockaddr*>(&addr);
   int one = 1;
   ::setsockopt(listener.Get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  EXPECT_EQ(::bind(listener.Get(), generic, sizeof(addr)), 0) << std::strerror(errno);
+  EXPECT_EQ(::bind(listener.Get(), generic, sizeof(addr)), 0)
+      << address << ": " << std::strerror(errno);
   EXPECT_EQ(::listen(listener.Get(), 1), 0);
-  base::UniqueFd client = SocketIn(clone_netns, SOCK_STREAM | SOCK_NONBLOCK);
+  base::UniqueFd client = SocketIn(from_netns, SOCK_STREAM | SOCK_NONBLOCK);
   if (::connect(client.Get(), generic, sizeof(addr)) != 0 && errno != EINPROGRESS) return "";
   pollfd p{listener.Get(), POLLIN, 0};
-  if (::poll(&p, 1, 5000) != 1) return "";
+  if (::poll(&p, 1, static_cast<int>(wait.count())) != 1) return "";
   sockaddr_in peer{};
   socklen_t length = sizeof(peer);
   base::UniqueFd accepted(
@@ -121,20 +132,79 @@ std::string ConnectFromClone(int clone_netns, int internet_netns) {
   return text;
 }
 
+// How long a connection that is dropped on its way is given: far longer than one that is let
+// through takes (a few hops inside this host), so a missing rule shows.
+constexpr std::chrono::milliseconds kDropped{2000};
+
 TEST_F(CloneNetworkTest, EgressReachesTheInternetNamespaceThroughNat) {
   Internet internet;
   absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
   ASSERT_TRUE(clone.ok()) << clone.status();
   EXPECT_EQ(LinkNames(clone->netns_fd()), (std::set<std::string>{"lo", kTap, "egress0"}));
   // The host masquerades the clone's veth address behind its own address on the uplink.
-  EXPECT_EQ(ConnectFromClone(clone->netns_fd(), internet.netns_fd()), kInternetGateway);
+  EXPECT_EQ(Connect(clone->netns_fd(), internet.netns_fd(), kInternetAddress), kInternetGateway);
+}
+
+TEST_F(CloneNetworkTest, EgressDoesNotReachTheHostItself) {
+  Internet internet;
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  absl::StatusOr<base::UniqueFd> host = emberd::CurrentNetns();
+  ASSERT_TRUE(host.ok()) << host.status();
+  ASSERT_EQ(Connect(clone->netns_fd(), internet.netns_fd(), kInternetAddress), kInternetGateway);
+  // Neither the host's end of the clone's veth (its gateway) nor another address of the host.
+  const std::string gateway = clone->spec().egress->host_address().AddressString();
+  EXPECT_EQ(Connect(clone->netns_fd(), host->Get(), gateway, kDropped), "") << gateway;
+  EXPECT_EQ(Connect(clone->netns_fd(), host->Get(), kInternetGateway, kDropped), "");
+}
+
+TEST_F(CloneNetworkTest, EgressDoesNotReachLinkLocalOrPrivateRanges) {
+  Internet internet;
+  RoutedNamespace metadata("fnnet-meta", "169.254.0.1", "169.254.169.254", 16);
+  RoutedNamespace lan("fnnet-lan", "192.168.77.1", "192.168.77.2", 24);
+  RoutedNamespace cgnat("fnnet-cgnat", "100.64.7.1", "100.64.7.2", 24);
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  ASSERT_EQ(Connect(clone->netns_fd(), internet.netns_fd(), kInternetAddress), kInternetGateway);
+  EXPECT_EQ(Connect(clone->netns_fd(), metadata.netns_fd(), "169.254.169.254", kDropped), "");
+  EXPECT_EQ(Connect(clone->netns_fd(), lan.netns_fd(), "192.168.77.2", kDropped), "");
+  EXPECT_EQ(Connect(clone->netns_fd(), cgnat.netns_fd(), "100.64.7.2", kDropped), "");
+}
+
+TEST_F(CloneNetworkTest, EgressReachesPrivateRangesOnlyWhenThePoolAllowsIt) {
+  UsePool(/*reach_private_ranges=*/true);
+  RoutedNamespace metadata("fnnet-meta", "169.254.0.1", "169.254.169.254", 16);
+  RoutedNamespace lan("fnnet-lan", "192.168.77.1", "192.168.77.2", 24);
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  absl::StatusOr<base::UniqueFd> host = emberd::CurrentNetns();
+  ASSERT_TRUE(host.ok()) << host.status();
+  EXPECT_EQ(Connect(clone->netns_fd(), lan.netns_fd(), "192.168.77.2"), "192.168.77.1");
+  // Still never the host, link-local or loopback.
+  const std::string gateway = clone->spec().egress->host_address().AddressString();
+  EXPECT_EQ(Connect(clone->netns_fd(), host->Get(), gateway, kDropped), "") << gateway;
+  EXPECT_EQ(Connect(clone->netns_fd(), host->Get(), "192.168.77.1", kDropped), "");
+  EXPECT_EQ(Connect(clone->netns_fd(), metadata.netns_fd(), "169.254.169.254", kDropped), "");
+}
+
+TEST_F(CloneNetworkTest, EgressDoesNotReachOtherClones) {
+  // With private ranges allowed, so that the pool's own subnet (inside 10/8) is what stops it.
+  UsePool(/*reach_private_ranges=*/true);
+  Internet internet;
+  absl::StatusOr<CloneNetwork> a = CloneNetwork::Prepare(Spec(true));
+  absl::StatusOr<CloneNetwork> b = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(Connect(a->netns_fd(), internet.netns_fd(), kInternetAddress), kInternetGateway);
+  const std::string other = b->spec().egress->clone_address().AddressString();
+  EXPECT_EQ(Connect(a->netns_fd(), b->netns_fd(), other, kDropped), "") << other;
 }
 
 TEST_F(CloneNetworkTest, CloneWithoutEgressReachesNothing) {
   Internet internet;
   absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(false));
   ASSERT_TRUE(clone.ok()) << clone.status();
-  EXPECT_EQ(ConnectFromClone(clone->netns_fd(), internet.netns_fd()), "");
+  EXPECT_EQ(Connect(clone->netns_fd(), internet.netns_fd(), kInternetAddress), "");
 }
 
 std::uint16_t Checksum(const std::uint8_t* data, std::size_t length) {

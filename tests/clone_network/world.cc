@@ -175,9 +175,13 @@ bool NetnsHeldAnywhere(ino_t inode) {
   return held.count(inode) != 0;
 }
 
-Internet::Internet() { Build(); }
+RoutedNamespace::RoutedNamespace(std::string link, std::string gateway, std::string address,
+                                 int prefix)
+    : link_(std::move(link)), gateway_(std::move(gateway)), address_(std::move(address)) {
+  Build(prefix);
+}
 
-void Internet::Build() {
+void RoutedNamespace::Build(int prefix) {
   absl::StatusOr<base::UniqueFd> ns = emberd::NewNetns();
   if (!ns.ok()) {
     ADD_FAILURE() << ns.status();
@@ -186,27 +190,27 @@ void Internet::Build() {
   netns_ = std::move(*ns);
   absl::StatusOr<base::UniqueFd> host = emberd::CurrentNetns();
   ASSERT_TRUE(host.ok()) << host.status();
-  // Made inside the internet's namespace, the host end moved out by the host namespace's fd.
+  // Made inside the new namespace, the host end moved out by the host namespace's fd.
   const std::string host_ns =
       "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(host->Get());
+  const std::string length = "/" + std::to_string(prefix);
   for (const std::string& args :
-       {"link add eth0 type veth peer name " + std::string(kInternetLink) + " netns " + host_ns,
-        "addr add " + std::string(kInternetAddress) + "/24 dev eth0",
-        std::string("link set eth0 up"), std::string("link set lo up")}) {
+       {"link add eth0 type veth peer name " + link_ + " netns " + host_ns,
+        "addr add " + address_ + length + " dev eth0", std::string("link set eth0 up"),
+        std::string("link set lo up")}) {
     ProcessResult r = IpIn(netns_.Get(), args);
     ASSERT_EQ(r.exit_code, 0) << "ip " << args << ": " << r.err;
   }
   for (const std::string& args :
-       {"addr add " + std::string(kInternetGateway) + "/24 dev " + kInternetLink,
-        "link set " + std::string(kInternetLink) + " up"}) {
+       {"addr add " + gateway_ + length + " dev " + link_, "link set " + link_ + " up"}) {
     ProcessResult r = Ip(args);
     ASSERT_EQ(r.exit_code, 0) << "ip " << args << ": " << r.err;
   }
 }
 
-Internet::~Internet() {
-  if (LinkNames().count(kInternetLink) != 0) {
-    EXPECT_EQ(Ip(std::string("link del ") + kInternetLink).exit_code, 0);
+RoutedNamespace::~RoutedNamespace() {
+  if (LinkNames().count(link_) != 0) {
+    EXPECT_EQ(Ip("link del " + link_).exit_code, 0);
   }
 }
 

@@ -44,20 +44,33 @@ ino_t NetnsInode(int netns_fd);
 // holds network namespace `inode`.
 bool NetnsHeldAnywhere(ino_t inode);
 
-// "The internet": a namespace of its own with address kInternetAddress on its eth0, one veth
-// pair (kInternetLink on the host side, kInternetGateway on it) away from the test's host.
-inline constexpr char kInternetAddress[] = "198.51.100.2";
-inline constexpr char kInternetGateway[] = "198.51.100.1";
-inline constexpr char kInternetLink[] = "fnnet-inet";
-class Internet {
+// A namespace of its own one veth pair away from the test's host and routed by it: `address`
+// on its eth0, `gateway` on the host's end `link` (both /`prefix`), the host's route to it
+// through that link (replies need none: the host masquerades what it forwards to `gateway`).
+// Removed when destroyed.
+class RoutedNamespace {
  public:
-  Internet();  // ADD_FAILURE()s when it cannot be made
-  ~Internet();
+  // ADD_FAILURE()s when it cannot be made.
+  RoutedNamespace(std::string link, std::string gateway, std::string address, int prefix);
+  ~RoutedNamespace();
+  RoutedNamespace(const RoutedNamespace&) = delete;
   [[nodiscard]] int netns_fd() const { return netns_.Get(); }
 
  private:
-  void Build();
+  void Build(int prefix);
+  const std::string link_;
+  const std::string gateway_;
+  const std::string address_;
   base::UniqueFd netns_;
+};
+
+// "The internet": what a clone's egress is for, at kInternetAddress (not a private range).
+inline constexpr char kInternetAddress[] = "198.51.100.2";
+inline constexpr char kInternetGateway[] = "198.51.100.1";
+inline constexpr char kInternetLink[] = "fnnet-inet";
+class Internet : public RoutedNamespace {
+ public:
+  Internet() : RoutedNamespace(kInternetLink, kInternetGateway, kInternetAddress, 24) {}
 };
 
 // A socket of `type` made in namespace `netns_fd` (it stays there, whatever thread uses it).

@@ -47,7 +47,13 @@ constexpr char kUsage[] =
     "                     namespace (a veth pair from 10.200.0.0/16 and NAT; needs the host's\n"
     "                     IPv4 forwarding on). Without it a clone reaches only its tap's host\n"
     "                     side (172.16.0.1/30). Clone networks need root; their namespaces\n"
-    "                     are mounted under STATE-DIR/netns\n"
+    "                     are mounted under STATE-DIR/netns. Egress reaches what lies beyond\n"
+    "                     the host's links, never the host itself (no connection to any of its\n"
+    "                     addresses), link-local (169.254.0.0/16: cloud metadata), loopback\n"
+    "                     or other clones, nor the private ranges 10/8, 172.16/12, 192.168/16\n"
+    "                     and 100.64/10 (the host's LANs) unless --fn-egress-private\n"
+    "  --fn-egress-private\n"
+    "                     clones' egress may also reach the private ranges\n"
     "  --seccomp MODE     emberd's own seccomp filter: enforce (default), log, or off\n"
     "  --log-level LEVEL  Error, Warning, Info (default), Debug or Trace\n"
     "  --no-jail          run each ember-vmm UNJAILED: as root, with all capabilities, in\n"
@@ -124,6 +130,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--jailer-new-pid-ns") {}  // the default
     else if (arg == "--no-jail") flags.no_jail = true;
     else if (arg == "--fn-egress") flags.fn_egress = true;
+    else if (arg == "--fn-egress-private") flags.fn_egress_private = true;
     else if (arg == "--seccomp") {
       auto mode = ParseSeccompFlag(value());
       if (!mode.ok()) Fail(std::string(mode.status().message()));

@@ -24,6 +24,7 @@ struct Flags {
   std::uint32_t fn_max_in_flight = 64;
   std::uint32_t vmm_pool = 0;  // --vmm-pool
   bool fn_egress = false;
+  bool fn_egress_private = false;  // clones' egress may reach 10/8, 172.16/12, ...
   std::string log_level;
   std::optional<jailer::SeccompMode> seccomp = jailer::SeccompMode::kEnforce;
   std::string jailer;

@@ -122,13 +122,17 @@ base::PathRules OpenPathRules(std::vector<std::string> dirs) {
 
 std::unique_ptr<CloneNetworkServer> StartCloneNetworks(const Flags& flags,
                                                        const std::string& netns_dir) {
+  if (flags.fn_egress_private && !flags.fn_egress) Fail("--fn-egress-private needs --fn-egress");
   if (::geteuid() != 0) {
     if (flags.fn_egress) Fail("--fn-egress: clone networks need root");
     return nullptr;
   }
   CloneNetworkServerConfig config;
   config.netns_dir = netns_dir;
-  if (flags.fn_egress) config.egress = EgressPoolConfig{};
+  if (flags.fn_egress) {
+    config.egress = EgressPoolConfig{};
+    config.egress->reach_private_ranges = flags.fn_egress_private;
+  }
   auto server = CloneNetworkServer::Start(std::move(config));
   if (!server.ok()) Fail("clone network server: " + std::string(server.status().message()));
   return std::move(*server);

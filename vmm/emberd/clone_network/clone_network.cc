@@ -66,6 +66,34 @@ absl::Status MakePersistentTap(const std::string& name, uid_t owner, gid_t group
   return absl::OkStatus();
 }
 
+// The host's rules for one clone, in its own table (deleted with the clone). A clone is
+// untrusted: it reaches the world beyond the host's uplinks and nothing else. On its way out the
+// clone's veth address takes the outgoing link's address, as a real uplink needs (the world has
+// no route back to the pool's subnet). It may not open anything on the host itself (any address
+// of it, by the input hook: only replies to what the host started come in from the veth), nor
+// be forwarded to loopback, link-local (cloud metadata at 169.254.169.254), the pool's subnet
+// (other clones) or, unless the pool allows it, the private ranges the host's LANs use.
+std::string EgressRules(const std::string& table, const EgressLease& egress) {
+  const std::string from_clone = "    iifname \"" + egress.host_veth() + "\" ";
+  std::string rules = "table ip " + table + " {\n";
+  rules += "  chain postrouting {\n    type nat hook postrouting priority srcnat;\n";
+  rules += "    ip saddr " + egress.clone_address().AddressString() + " oifname != \"" +
+           egress.host_veth() + "\" masquerade\n  }\n";
+  rules += "  chain input {\n    type filter hook input priority filter;\n";
+  rules += from_clone + "ct state established,related accept\n";
+  rules += from_clone + "drop\n  }\n";
+  rules += "  chain forward {\n    type filter hook forward priority filter;\n";
+  rules += from_clone + "ip daddr { 127.0.0.0/8, 169.254.0.0/16 } drop\n";
+  // A rule of its own: an anonymous set may not hold overlapping ranges, and the pool's subnet
+  // may lie inside 10/8.
+  rules += from_clone + "ip daddr " + egress.pool_config().subnet.ToString() + " drop\n";
+  if (!egress.pool_config().reach_private_ranges) {
+    rules +=
+        from_clone + "ip daddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } drop\n";
+  }
+  return rules + "  }\n}\n";
+}
+
 }  // namespace
 
 // nftables identifiers: the host veth's name with anything but letters, digits and '_' as '_'.
@@ -149,17 +177,8 @@ absl::Status CloneNetwork::BuildEgress() {
     EMBER_RETURN_IF_ERROR(netlink.SetUp(kCloneEgressLink));
     EMBER_RETURN_IF_ERROR(netlink.AddDefaultRoute(egress.host_address().address));
   }
-  // On the host: the clone's veth address leaving by any other link takes that link's address,
-  // as a real uplink needs (the world has no route back to the pool's subnet).
   const std::string table = EgressTableName(egress.host_veth());
-  EMBER_RETURN_IF_ERROR(RunNft("table ip " + table +
-                               " {\n"
-                               "  chain postrouting {\n"
-                               "    type nat hook postrouting priority srcnat;\n"
-                               "    ip saddr " +
-                               egress.clone_address().AddressString() + " oifname != \"" +
-                               egress.host_veth() + "\" masquerade\n  }\n}\n")
-                            .status());
+  EMBER_RETURN_IF_ERROR(RunNft(EgressRules(table, egress)).status());
   host_nft_table_ = table;
   return absl::OkStatus();
 }

@@ -39,8 +39,9 @@ struct CloneNetworkSpec {
   // With a lease: a veth pair to the host with the lease's addresses, the clone namespace's
   // default route through the host end, and NAT twice: what leaves the namespace takes its
   // veth address (masquerade inside), and what leaves the host by another link takes that
-  // link's (masquerade on the host). Needs the host's IPv4 forwarding on. Unset: the clone
-  // reaches nothing beyond its tap.
+  // link's (masquerade on the host). Filtered on the host: the clone reaches neither the host
+  // itself nor what the lease's pool keeps it from (EgressPoolConfig). Needs the host's IPv4
+  // forwarding on. Unset: the clone reaches nothing beyond its tap.
   std::optional<EgressLease> egress;
   // Non-empty: the namespace is also mounted at this path (NameNetns), so that ember-jailer
   // can join it by name (JailerArgs). Unset: held only by fd.

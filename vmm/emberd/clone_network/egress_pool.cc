@@ -31,6 +31,8 @@ EgressLease& EgressLease::operator=(EgressLease&& other) noexcept {
   return *this;
 }
 
+const EgressPoolConfig& EgressLease::pool_config() const { return pool_->config(); }
+
 EgressLease::~EgressLease() {
   if (pool_ != nullptr) pool_->Release(slot_);
 }

@@ -18,6 +18,10 @@ namespace ember::emberd {
 struct EgressPoolConfig {
   Ipv4Cidr subnet{(10u << 24) | (200u << 16), 16};  // 10.200.0.0/16: 16384 clones
   std::string veth_prefix = "ember";
+  // Whether clones' egress may reach the private ranges (10/8, 172.16/12, 192.168/16,
+  // 100.64/10: the host's LANs, typically). Never reachable whatever this says: the host
+  // itself, link-local (cloud metadata at 169.254.169.254), loopback and `subnet` (other clones).
+  bool reach_private_ranges = false;
 };
 
 class EgressPool;
@@ -34,6 +38,8 @@ class EgressLease {
   [[nodiscard]] const std::string& host_veth() const { return host_veth_; }
   [[nodiscard]] Ipv4Cidr host_address() const { return host_address_; }
   [[nodiscard]] Ipv4Cidr clone_address() const { return clone_address_; }
+  // The configuration of the pool this lease is from (not for a moved-from lease).
+  [[nodiscard]] const EgressPoolConfig& pool_config() const;
 
  private:
   friend class EgressPool;
