@@ -425,6 +425,43 @@ class FunctionsTest(SharedEmberd, unittest.TestCase):
         self.assertEqual(self.invoke("target", b"still").output, b"llits")
         self.delete("target")
 
+    def test_the_ember_api_takes_no_function_vm_id_and_changes_no_function_vm(self):
+        f = self.deploy("owned", min_warm=1)
+        self.wait_function("owned", lambda f: f.paused_clones == 1)
+        # A client's VM under a function's id would make its deploy fail, and be taken for the
+        # function's leftover and removed at emberd's next start.
+        stub = self.emberd.stub
+        for call, request, field in [
+                (stub.Create, api.CreateRequest(vm_id="fn-x-deploy", config=ec.config()),
+                 "vm_id"),
+                (stub.Restore, api.RestoreRequest(snapshot_id=f.snapshot_id,
+                                                  vm_id_prefix="fn-owned-99"), "vm_id_prefix")]:
+            code, details = code_of(call, request)
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, f"{request}: {details}")
+            self.assertIn(field, details)
+            self.assertIn('"fn-"', details)
+        # The function's clone is the Functions service's: the Ember API shows it, changes nothing.
+        [clone] = self.vms_of("owned")
+        self.assertEqual(stub.Get(api.VmRequest(vm_id=clone.vm_id), timeout=30).vm_id,
+                         clone.vm_id)
+        for call, request in [
+                (stub.Delete, api.DeleteRequest(vm_id=clone.vm_id, force=True)),
+                (stub.Stop, api.StopRequest(vm_id=clone.vm_id)),
+                (stub.Resume, api.VmRequest(vm_id=clone.vm_id)),
+                (stub.CreateSnapshot, api.CreateSnapshotRequest(vm_id=clone.vm_id)),
+                (stub.DeleteSnapshot, api.DeleteSnapshotRequest(snapshot_id=f.snapshot_id))]:
+            code, details = code_of(call, request)
+            self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, f"{request}: {details}")
+            self.assertIn("Functions service", details)
+        self.assertEqual([v.vm_id for v in self.vms_of("owned")], [clone.vm_id])
+        result = self.invoke("owned", b"mine")
+        self.assertEqual((result.output, result.timings.pool_hit, result.vm_id),
+                         (b"enim", True, clone.vm_id))
+        self.delete("owned")
+        code, details = code_of(stub.Create, api.CreateRequest(vm_id="fnx", config=ec.config()))
+        self.assertEqual(code, grpc.StatusCode.OK, details)  # only "fn-" is reserved
+        stub.Delete(api.DeleteRequest(vm_id="fnx", force=True), timeout=60)
+
 
 class FunctionsCtlTest(SharedEmberd, unittest.TestCase):
     def ctl(self, *args, stdin=b"", check=0):

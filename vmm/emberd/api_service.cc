@@ -39,6 +39,31 @@ absl::Status ValidateHostPath(const std::string& field, const std::string& path,
   return absl::OkStatus();
 }
 
+// Function VMs and their snapshots have ids starting with this (functions/deployer.cc:
+// "fn-<function>-deploy"; functions/clone.cc: "fn-<function>-<seq>-<n>"). They are the Functions
+// service's alone: an id a client took there could block a deploy or be taken for a function's
+// leftover and removed at start-up, and a function's clone or snapshot changed behind the
+// Functions service's back breaks its invocations. Reading them (Get, List, events, metrics,
+// console) is fine.
+constexpr char kFunctionPrefix[] = "fn-";
+
+bool IsFunctions(const std::string& id) { return id.rfind(kFunctionPrefix, 0) == 0; }
+
+// For an id a request asks a new VM to have.
+absl::Status RefuseFunctionVmId(const std::string& field, const std::string& id) {
+  if (!IsFunctions(id)) return absl::OkStatus();
+  return Invalid(field, "ids starting with \"" + std::string(kFunctionPrefix) +
+                            "\" are reserved for function VMs, got \"" + id + "\"");
+}
+
+// For a request that would change an existing VM or snapshot.
+absl::Status RefuseFunctions(const std::string& what, const std::string& id) {
+  if (!IsFunctions(id)) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      what + " \"" + id + "\" is a function's (its id starts with \"" + kFunctionPrefix +
+      "\"): the Functions service manages it (Invoke, UpdateFunction, DeleteFunction)");
+}
+
 }  // namespace
 
 absl::Status ValidateVmId(const std::string& field, const std::string& vm_id, bool allow_empty) {
@@ -124,6 +149,7 @@ absl::Status CheckRestorePaths(const base::PathRules& paths,
 grpc::Status ApiService::Create(grpc::ServerContext*, const v1::CreateRequest* request,
                                 v1::Vm* response) {
   if (auto s = ValidateVmId("vm_id", request->vm_id(), true); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctionVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
   if (!request->has_config()) return ToGrpc(Invalid("config", "is required"));
   if (auto s = ValidateConfig(request->config()); !s.ok()) return ToGrpc(s);
   if (auto s = CheckConfigPaths(paths_, request->config()); !s.ok()) return ToGrpc(s);
@@ -133,34 +159,38 @@ grpc::Status ApiService::Create(grpc::ServerContext*, const v1::CreateRequest* r
   return grpc::Status::OK;
 }
 
-#define EMBER_VM_CALL(call)                                                     \
-  do {                                                                          \
-    if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s); \
-    auto vm = (call);                                                           \
-    if (!vm.ok()) return ToGrpc(vm.status());                                   \
-    *response = std::move(*vm);                                                 \
-    return grpc::Status::OK;                                                    \
+// `changes`: the call changes the VM, which a function's VM is not for the Ember API to do.
+#define EMBER_VM_CALL(changes, call)                                                   \
+  do {                                                                                 \
+    if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);   \
+    if (changes) {                                                                     \
+      if (auto s = RefuseFunctions("VM", request->vm_id()); !s.ok()) return ToGrpc(s); \
+    }                                                                                  \
+    auto vm = (call);                                                                  \
+    if (!vm.ok()) return ToGrpc(vm.status());                                          \
+    *response = std::move(*vm);                                                        \
+    return grpc::Status::OK;                                                           \
   } while (false)
 
 grpc::Status ApiService::Start(grpc::ServerContext*, const v1::VmRequest* request,
                                v1::Vm* response) {
   std::uint64_t now = base::MonotonicMicros();
-  EMBER_VM_CALL(manager_.Start(request->vm_id(), now));
+  EMBER_VM_CALL(true, manager_.Start(request->vm_id(), now));
 }
 
 grpc::Status ApiService::Pause(grpc::ServerContext*, const v1::VmRequest* request,
                                v1::Vm* response) {
-  EMBER_VM_CALL(manager_.Pause(request->vm_id()));
+  EMBER_VM_CALL(true, manager_.Pause(request->vm_id()));
 }
 
 grpc::Status ApiService::Resume(grpc::ServerContext*, const v1::VmRequest* request,
                                 v1::Vm* response) {
-  EMBER_VM_CALL(manager_.Resume(request->vm_id()));
+  EMBER_VM_CALL(true, manager_.Resume(request->vm_id()));
 }
 
 grpc::Status ApiService::Get(grpc::ServerContext*, const v1::VmRequest* request,
                              v1::Vm* response) {
-  EMBER_VM_CALL(manager_.Get(request->vm_id()));
+  EMBER_VM_CALL(false, manager_.Get(request->vm_id()));
 }
 
 grpc::Status ApiService::Stop(grpc::ServerContext*, const v1::StopRequest* request,
@@ -171,7 +201,7 @@ grpc::Status ApiService::Stop(grpc::ServerContext*, const v1::StopRequest* reque
   }
   auto timeout = std::chrono::milliseconds(request->timeout_ms() == 0 ? 5000
                                                                       : request->timeout_ms());
-  EMBER_VM_CALL(manager_.Stop(request->vm_id(), timeout));
+  EMBER_VM_CALL(true, manager_.Stop(request->vm_id(), timeout));
 }
 
 #undef EMBER_VM_CALL
@@ -179,6 +209,7 @@ grpc::Status ApiService::Stop(grpc::ServerContext*, const v1::StopRequest* reque
 grpc::Status ApiService::Delete(grpc::ServerContext*, const v1::DeleteRequest* request,
                                 v1::DeleteResponse*) {
   if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctions("VM", request->vm_id()); !s.ok()) return ToGrpc(s);
   return ToGrpc(manager_.Delete(request->vm_id(), request->force()));
 }
 
@@ -192,6 +223,7 @@ grpc::Status ApiService::CreateSnapshot(grpc::ServerContext*,
                                         const v1::CreateSnapshotRequest* request,
                                         v1::Snapshot* response) {
   if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctions("VM", request->vm_id()); !s.ok()) return ToGrpc(s);
   if (!v1::CreateSnapshotRequest::Type_IsValid(request->type())) {
     return ToGrpc(Invalid("type", "unknown snapshot type " + std::to_string(request->type())));
   }
@@ -220,6 +252,9 @@ grpc::Status ApiService::Restore(grpc::ServerContext*, const v1::RestoreRequest*
     return ToGrpc(Invalid("memory_path", "goes with state_path (a snapshot_id names its own)"));
   }
   if (auto s = ValidateVmId("vm_id_prefix", request->vm_id_prefix()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctionVmId("vm_id_prefix", request->vm_id_prefix()); !s.ok()) {
+    return ToGrpc(s);
+  }
   if (request->vm_id_prefix().size() > kMaxVmIdLength - 6) {
     return ToGrpc(Invalid("vm_id_prefix", "at most 58 characters"));
   }
@@ -291,6 +326,7 @@ grpc::Status ApiService::DeleteSnapshot(grpc::ServerContext*,
                                         const v1::DeleteSnapshotRequest* request,
                                         v1::DeleteSnapshotResponse*) {
   if (auto s = ValidateSnapshotId(request->snapshot_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctions("snapshot", request->snapshot_id()); !s.ok()) return ToGrpc(s);
   return ToGrpc(manager_.DeleteSnapshot(request->snapshot_id()));
 }
 
@@ -368,6 +404,7 @@ grpc::Status ApiService::UpdateRateLimits(grpc::ServerContext*,
                                           const v1::UpdateRateLimitsRequest* request,
                                           v1::UpdateRateLimitsResponse*) {
   if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctions("VM", request->vm_id()); !s.ok()) return ToGrpc(s);
   if (request->drives_size() == 0 && request->interfaces_size() == 0) {
     return ToGrpc(Invalid("drives", "nothing to update: give drives or interfaces"));
   }
@@ -399,6 +436,7 @@ grpc::Status ApiService::UpdateRateLimits(grpc::ServerContext*,
 grpc::Status ApiService::UpdateDrive(grpc::ServerContext*, const v1::UpdateDriveRequest* request,
                                      v1::Vm* response) {
   if (auto s = ValidateVmId("vm_id", request->vm_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctions("VM", request->vm_id()); !s.ok()) return ToGrpc(s);
   if (request->drive_id().empty()) return ToGrpc(Invalid("drive_id", "is required"));
   if (request->path_on_host().empty()) return ToGrpc(Invalid("path_on_host", "is required"));
   // The API's rules first: the VmManager opens with the VMMs' wider ones, which also admit the
