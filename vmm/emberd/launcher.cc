@@ -4,7 +4,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
-#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +19,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "vmm/base/helper_process.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/emberd/store.h"
@@ -428,16 +428,7 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
 // The helper's loop: one request, one spawn, one reply, until emberd closes its end.
 [[noreturn]] void ServeSpawns(base::UniqueFd socket, const std::string& binary,
                               const std::optional<JailerConfig>& jail,
-                              const std::string& clone_netns_dir, pid_t emberd) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != emberd) ::_exit(0);  // emberd died before the line above
-  // Whatever emberd's own parent left open without close-on-exec (a service manager's or a
-  // shell's fds) must not reach a VMM, jailed or not: every VMM gets only stdio and its
-  // control socket. The helper's socket is close-on-exec already.
-  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-    EMBER_LOG(kError) << "emberd: fork server: close_range: " << std::strerror(errno);
-    ::_exit(1);
-  }
+                              const std::string& clone_netns_dir) {
   EMBER_LOG(kDebug) << "emberd: fork server for " << binary << " is pid " << ::getpid();
   std::vector<char> buffer(kMaxRequest);
   while (true) {
@@ -494,22 +485,17 @@ absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     return base::ErrnoError("prctl(PR_SET_CHILD_SUBREAPER)");
   }
-  int pair[2];
-  // SEQPACKET: one request or reply per message, fds attached to it.
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-    return base::ErrnoError("socketpair", "fork server");
-  }
-  base::UniqueFd ours(pair[0]);
-  base::UniqueFd theirs(pair[1]);
-  pid_t emberd = ::getpid();
-  pid_t helper = ::fork();
-  if (helper < 0) return base::ErrnoError("fork", "fork server");
-  if (helper == 0) {
-    ours.Reset();
-    ServeSpawns(std::move(theirs), binary, jailer, clone_netns_dir, emberd);
-  }
+  // Whatever emberd's own parent left open without close-on-exec (a service manager's or a
+  // shell's fds) must not reach a VMM, jailed or not: the helper holds none of it, and every
+  // VMM gets only stdio, its control socket and its files.
+  EMBER_ASSIGN_OR_RETURN(base::HelperProcess helper,
+                         base::ForkHelperProcess("fork server", nullptr,
+                                                 [&](base::UniqueFd socket) {
+                                                   ServeSpawns(std::move(socket), binary, jailer,
+                                                               clone_netns_dir);
+                                                 }));
   return std::unique_ptr<ForkServerLauncher>(
-      new ForkServerLauncher(std::move(binary), std::move(ours), helper));
+      new ForkServerLauncher(std::move(binary), std::move(helper.socket), helper.pid));
 }
 
 absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 #include <sstream>
 #include <vector>
 
+#include "vmm/base/helper_process.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/emberd/clone_network/clone_network.h"
@@ -196,24 +196,7 @@ class Helper {
   std::uint64_t next_id_ = 0;
 };
 
-// In the helper: closes every fd emberd had open but stdio and `socket` (moved to fd 3), so
-// that it holds nothing of emberd's, e.g. the state directory's lock, which would outlive
-// emberd here for a moment and turn its successor away.
-base::UniqueFd KeepOnly(base::UniqueFd socket) {
-  constexpr int kSocketFd = 3;
-  int fd = socket.Release();
-  if (fd != kSocketFd) {
-    if (::dup3(fd, kSocketFd, O_CLOEXEC) != kSocketFd) ::_exit(1);
-    ::close(fd);
-  }
-  ::close_range(kSocketFd + 1, ~0U, 0);
-  return base::UniqueFd(kSocketFd);
-}
-
-[[noreturn]] void Serve(base::UniqueFd socket, CloneNetworkServerConfig config, pid_t emberd) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  ::prctl(PR_SET_NAME, "emberd-netns");  // told apart from emberd and its fork server
-  if (::getppid() != emberd) ::_exit(0);
+[[noreturn]] void Serve(base::UniqueFd socket, CloneNetworkServerConfig config) {
   auto send = [&](const std::string& reply) {
     if (::send(socket.Get(), reply.data(), reply.size(), MSG_NOSIGNAL) < 0) ::_exit(0);
   };
@@ -283,21 +266,15 @@ absl::StatusOr<std::unique_ptr<CloneNetworkServer>> CloneNetworkServer::Start(
     return absl::InvalidArgumentError("clone network directory \"" + config.netns_dir +
                                       "\" is not absolute");
   }
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-    return base::ErrnoError("socketpair", "clone network server");
-  }
-  base::UniqueFd ours(pair[0]);
-  base::UniqueFd theirs(pair[1]);
-  const pid_t emberd = ::getpid();
-  const pid_t helper = ::fork();
-  if (helper < 0) return base::ErrnoError("fork", "clone network server");
-  if (helper == 0) {
-    ours.Reset();
-    Serve(KeepOnly(std::move(theirs)), std::move(config), emberd);
-  }
-  theirs.Reset();
-  std::unique_ptr<CloneNetworkServer> server(new CloneNetworkServer(std::move(ours), helper));
+  // It holds nothing of emberd's, e.g. the state directory's lock, which would outlive emberd
+  // there for a moment and turn its successor away. Named apart from emberd and its fork server.
+  EMBER_ASSIGN_OR_RETURN(base::HelperProcess helper,
+                         base::ForkHelperProcess("clone network server", "emberd-netns",
+                                                 [&](base::UniqueFd socket) {
+                                                   Serve(std::move(socket), std::move(config));
+                                                 }));
+  std::unique_ptr<CloneNetworkServer> server(
+      new CloneNetworkServer(std::move(helper.socket), helper.pid));
   absl::StatusOr<std::string> ready = ReadReply(server->socket_.Get());
   if (!ready.ok()) {
     return absl::Status(ready.status().code(),

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "vmm/base/fd_passing.h"
+#include "vmm/base/helper_process.h"
 #include "vmm/base/status.h"
 
 extern char** environ;
@@ -127,10 +128,7 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 }
 
 [[noreturn]] void Serve(base::UniqueFd socket, const std::string& tool,
-                        std::chrono::milliseconds timeout, pid_t emberd) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  ::prctl(PR_SET_NAME, "emberd-rootfs");  // told apart from emberd and its fork server
-  if (::getppid() != emberd) ::_exit(0);
+                        std::chrono::milliseconds timeout) {
   std::vector<char> buffer(kMaxMessage);
   while (true) {
     absl::StatusOr<base::Received> got = base::ReceiveWithFds(socket.Get(), buffer);
@@ -149,20 +147,14 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 absl::StatusOr<std::unique_ptr<RootfsBuilder>> RootfsBuilder::Start(
     std::string tool, std::chrono::milliseconds timeout) {
   if (::access(tool.c_str(), X_OK) != 0) return base::ErrnoError("access", tool);
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-    return base::ErrnoError("socketpair", "rootfs builder");
-  }
-  base::UniqueFd ours(pair[0]);
-  base::UniqueFd theirs(pair[1]);
-  const pid_t emberd = ::getpid();
-  const pid_t helper = ::fork();
-  if (helper < 0) return base::ErrnoError("fork", "rootfs builder");
-  if (helper == 0) {
-    ours.Reset();
-    Serve(std::move(theirs), tool, timeout, emberd);
-  }
-  return std::unique_ptr<RootfsBuilder>(new RootfsBuilder(std::move(ours), helper));
+  // Named apart from emberd and its fork server.
+  EMBER_ASSIGN_OR_RETURN(base::HelperProcess helper,
+                         base::ForkHelperProcess("rootfs builder", "emberd-rootfs",
+                                                 [&](base::UniqueFd socket) {
+                                                   Serve(std::move(socket), tool, timeout);
+                                                 }));
+  return std::unique_ptr<RootfsBuilder>(
+      new RootfsBuilder(std::move(helper.socket), helper.pid));
 }
 
 absl::Status RootfsBuilder::Build(int archive, const std::string& image) {
