@@ -20,6 +20,8 @@ Environment (inherited through emberd and its fork server):
                              directory), so that removing the directory takes a while
   FAKE_VMM_DRIVE_LOG         append the path of each drive swap (UpdateDrive) to this file, one
                              a line, in the order the swaps arrive
+  FAKE_VMM_FAIL_AFTER        before its HELLO, wait until this file exists, then exit 1 (a VMM
+                             that could not build its VM)
 """
 import json
 import os
@@ -113,6 +115,11 @@ def main():
         os.makedirs(litter_dir, exist_ok=True)
         for n in range(litter):
             open(os.path.join(litter_dir, str(n)), "w").close()
+    fail_after = os.environ.get("FAKE_VMM_FAIL_AFTER")
+    if fail_after:
+        while not os.path.exists(fail_after):
+            time.sleep(0.01)
+        return 1
     state = ctl.VmmStatus.PAUSED if restore is not None else ctl.VmmStatus.CREATED
     listener = socket.socket(fileno=int(flag(argv, "--control-fd")))
     delay = float(os.environ.get("FAKE_VMM_SNAPSHOT_SECONDS", "0"))

@@ -169,6 +169,35 @@ class RacesTest(unittest.TestCase):
         self.assertFalse(os.path.exists(vm_dir))
         self.assert_records_match_disk_and_processes()
 
+    def test_a_failed_create_that_cannot_remove_every_file_keeps_the_id_until_a_delete(self):
+        fail_now = os.path.join(self.scratch, "fail-now")
+        failing = ec.Emberd(extra_args=["--no-jail", "--vmm", FAKE_VMM],
+                            env=dict(os.environ, FAKE_VMM_FAIL_AFTER=fail_now))
+        self.addCleanup(failing.close)
+        create = self.pool.submit(self.call, failing.stub.Create,
+                                  api.CreateRequest(vm_id="doomed", config=ec.config()))
+        # Recorded and launched: its VMM waits for fail_now before it fails.
+        vm_dir = os.path.join(failing.state_dir, "vms", "doomed")
+        while not os.path.exists(os.path.join(vm_dir, "vm.json")):
+            self.assertFalse(create.done(), create.done() and create.result())
+            time.sleep(0.01)
+        pinned = os.path.join(vm_dir, "pinned")
+        open(pinned, "w").close()
+        subprocess.run(["chattr", "+i", pinned], check=True)
+        self.addCleanup(subprocess.run, ["chattr", "-i", pinned], check=False)
+        open(fail_now, "w").close()
+        _, error = create.result(timeout=60)
+        self.assertIsNotNone(error, "a Create whose VMM failed said OK")
+        self.assertIn("Delete", error.details())
+        _, error = self.call(failing.stub.Create, api.CreateRequest(vm_id="doomed",
+                                                                    config=ec.config()))
+        self.assertEqual(error and error.code(), grpc.StatusCode.ALREADY_EXISTS,
+                         error and error.details())
+        subprocess.run(["chattr", "-i", pinned], check=True)
+        _, error = self.call(failing.stub.Delete, api.DeleteRequest(vm_id="doomed"))
+        self.assertIsNone(error, error and error.details())
+        self.assertFalse(os.path.exists(vm_dir))
+
     def test_a_drive_swap_that_cannot_be_recorded_fails_saying_the_vmm_swapped(self):
         old, new = (os.path.join(self.scratch, name) for name in ("old", "new"))
         for path in (old, new):

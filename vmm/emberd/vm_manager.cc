@@ -138,9 +138,11 @@ absl::Status VmManager::Abandon(const std::shared_ptr<Entry>& entry, absl::Statu
                        << ": its ember-vmm did not end within 5 s of SIGKILL";
     }
   }
-  (void)view_->RemoveVm(entry->vm_id());
-  (void)RemoveTree(VmDir(entry->vm_id()));
-  Forget(entry);
+  // As a Delete's: whatever stays keeps the id taken until a Delete removes it.
+  if (absl::Status removed = RemoveFiles(entry); !removed.ok()) {
+    return absl::Status(status.code(),
+                        std::string(status.message()) + "; and " + std::string(removed.message()));
+  }
   return status;
 }
 

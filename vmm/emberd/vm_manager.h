@@ -117,7 +117,9 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Entry>> AddEntry(std::string vm_id,
                                                                 const v1::VmConfig& config,
                                                                 const RestorePlan* restore);
-  // Forgets a VM whose creation failed, kills its VMM and removes its files; returns `status`.
+  // Forgets a VM whose creation failed: kills its VMM and removes its files (RemoveFiles: if any
+  // stays, its id stays taken until a Delete removes them). Returns `status`, and says so if
+  // files stayed. entry->op_mu held.
   absl::Status Abandon(const std::shared_ptr<Entry>& entry, absl::Status status);
   // Drops `entry` from vms_ (if it is still the one under its id).
   void Forget(const std::shared_ptr<Entry>& entry);
