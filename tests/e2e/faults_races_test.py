@@ -4,6 +4,7 @@ VMs' directories and the VMMs that run agree. fake_vmm.py as the VMM (the contro
 only), so no KVM or root is needed and the hammering is quick."""
 import concurrent.futures
 import os
+import queue
 import random
 import signal
 import subprocess
@@ -197,6 +198,33 @@ class RacesTest(unittest.TestCase):
         _, error = self.call(failing.stub.Delete, api.DeleteRequest(vm_id="doomed"))
         self.assertIsNone(error, error and error.details())
         self.assertFalse(os.path.exists(vm_dir))
+
+    def test_deleted_goes_out_when_the_delete_has_removed_every_file(self):
+        self.stub.Create(api.CreateRequest(vm_id="stuck", config=ec.config()), timeout=30)
+        pinned = os.path.join(self.emberd.state_dir, "vms", "stuck", "pinned")
+        open(pinned, "w").close()
+        subprocess.run(["chattr", "+i", pinned], check=True)
+        self.addCleanup(subprocess.run, ["chattr", "-i", pinned], check=False)
+        events = queue.Queue()
+        watch = self.stub.WatchEvents(api.WatchEventsRequest(initial_state=True))
+        self.addCleanup(watch.cancel)
+        self.pool.submit(lambda: [events.put(event) for event in watch])
+        # The initial state: the watch is in place before the Delete.
+        self.assertEqual(events.get(timeout=30).vm_id, "stuck")
+        _, error = self.call(self.stub.Delete, api.DeleteRequest(vm_id="stuck", force=True))
+        self.assertIsNotNone(error, "a Delete that left files behind said OK")
+        # A mark in the stream between the failed Delete and the one that finishes.
+        self.stub.Create(api.CreateRequest(vm_id="mark", config=ec.config()), timeout=30)
+        subprocess.run(["chattr", "-i", pinned], check=True)
+        _, error = self.call(self.stub.Delete, api.DeleteRequest(vm_id="stuck", force=True))
+        self.assertIsNone(error, error and error.details())
+        seen = []
+        while not seen or seen[-1] != ("stuck", api.Event.DELETED):
+            event = events.get(timeout=30)
+            seen.append((event.vm_id, event.kind))
+        self.assertIn(("mark", api.Event.STATE), seen,
+                      "DELETED went out before the Delete that removed the files")
+        self.assertEqual(seen.count(("stuck", api.Event.DELETED)), 1, seen)
 
     def test_a_drive_swap_that_cannot_be_recorded_fails_saying_the_vmm_swapped(self):
         old, new = (os.path.join(self.scratch, name) for name in ("old", "new"))

@@ -337,9 +337,6 @@ absl::Status VmManager::Delete(const std::string& vm_id, bool force) {
     // Another Delete came first.
     if (entry->deleted) return absl::NotFoundError("vm_id: no VM \"" + vm_id + "\"");
     entry->deleted = true;
-    v1::Event event;
-    event.set_kind(v1::Event::DELETED);
-    entry->Publish(event);
   }
   return RemoveFiles(entry);
 }
@@ -373,6 +370,14 @@ absl::Status VmManager::RemoveFiles(const std::shared_ptr<Entry>& entry) {
     return absl::Status(status.code(), "VM \"" + vm_id + "\" is deleted but not all of its "
                                        "files could be removed (Delete again to finish): " +
                                        std::string(status.message()));
+  }
+  {
+    // Only now: a watcher told of the deletion finds the id free (no event for a VM whose
+    // creation failed: nobody was told of it).
+    std::lock_guard lock(entry->mu);
+    v1::Event event;
+    event.set_kind(v1::Event::DELETED);
+    entry->Publish(event);
   }
   Forget(entry);
   EMBER_LOG(kInfo) << "emberd: VM " << vm_id << " deleted";

@@ -125,8 +125,8 @@ class VmManager {
   void Forget(const std::shared_ptr<Entry>& entry);
   // The entry of `vm_id` whose Delete could not remove all its files, or null.
   std::shared_ptr<Entry> UnfinishedDelete(const std::string& vm_id);
-  // Removes a deleted VM's record and files, then forgets it; if any stays, keeps it for a
-  // retried Delete. entry->op_mu held.
+  // Removes a deleted VM's record and files, then tells watchers (DELETED) and forgets it; if
+  // any stays, keeps it for a retried Delete. entry->op_mu held.
   [[nodiscard]] absl::Status RemoveFiles(const std::shared_ptr<Entry>& entry);
   // Recover's step for a VM directory without a record: stops its VMM, removes its files.
   void RemoveLeftover(const std::string& vm_id);
