@@ -6,8 +6,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "vmm/base/status.h"
@@ -70,14 +72,27 @@ int OpenBeneath(int root_fd, const std::string& relative, uint64_t flags) {
 }
 
 // Walks a directory source through descriptors only: subdirectories are opened from their
-// parent's descriptor without following a symlink, files from the source's descriptor with
-// RESOLVE_BENEATH, so swapping an entry for a link between listing and opening cannot lead out.
+// parent's descriptor without following a symlink, files and links from the source's
+// descriptor with RESOLVE_BENEATH, so swapping an entry for a link between listing and opening
+// cannot lead out.
 class TreeReader {
  public:
   TreeReader(int root_fd, std::string source, std::size_t* budget)
       : root_fd_(root_fd), source_(std::move(source)), budget_(budget) {}
 
   absl::Status Walk(int dir_fd, const std::string& relative) {
+    struct stat dir_st {};
+    if (::fstat(dir_fd, &dir_st) != 0) return base::ErrnoError("fstat", Shown(relative));
+    ancestors_.emplace_back(dir_st.st_dev, dir_st.st_ino);
+    absl::Status walked = WalkEntries(dir_fd, relative);
+    ancestors_.pop_back();
+    return walked;
+  }
+
+  std::vector<CopiedFile> Take() { return std::move(files_); }
+
+ private:
+  absl::Status WalkEntries(int dir_fd, const std::string& relative) {
     EMBER_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(dir_fd, Shown(relative)));
     for (const std::string& name : names) {
       if (name.starts_with("..")) continue;
@@ -104,9 +119,6 @@ class TreeReader {
     return absl::OkStatus();
   }
 
-  std::vector<CopiedFile> Take() { return std::move(files_); }
-
- private:
   std::string Shown(const std::string& path) const { return absl::StrCat(source_, "/", path); }
 
   // A regular file, or a symlink, at `path` beneath the source (`name` in `dir_fd`).
@@ -125,7 +137,17 @@ class TreeReader {
     }
     struct stat st {};
     if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", Shown(path));
-    if (!S_ISREG(st.st_mode)) return absl::OkStatus();  // a link to a directory, a FIFO, ...
+    if (S_ISDIR(st.st_mode)) {
+      // A link to a directory inside: what it holds, under the link's name (kubelet links a
+      // key's first component, `sub -> ..data/sub`, for a key `sub/file`), as a container
+      // would see it. A link back to a directory being walked would be a tree without end.
+      if (std::find(ancestors_.begin(), ancestors_.end(), std::pair{st.st_dev, st.st_ino}) !=
+          ancestors_.end()) {
+        return absl::OkStatus();
+      }
+      return Walk(fd.Get(), path);
+    }
+    if (!S_ISREG(st.st_mode)) return absl::OkStatus();  // a FIFO, a socket, a device
     EMBER_ASSIGN_OR_RETURN(std::string contents, ReadBounded(fd.Get(), st, Shown(path), budget_));
     files_.push_back({path, std::move(contents), static_cast<uint32_t>(st.st_mode & 07777)});
     return absl::OkStatus();
@@ -145,6 +167,7 @@ class TreeReader {
   const std::string source_;
   std::size_t* const budget_;
   std::vector<CopiedFile> files_;
+  std::vector<std::pair<dev_t, ino_t>> ancestors_;  // the directories being walked, outermost first
 };
 
 }  // namespace

@@ -45,9 +45,10 @@ class BindSource {
   // (Kubernetes' ..data and ..TIMESTAMP hold what the visible names link to). A symlink is
   // followed only while it stays beneath the source (Kubernetes' `key -> ..data/key`); one
   // that leads out (absolute, or through "..") is InvalidArgument naming it: under runc it would
-  // resolve inside the container, never to the host's file a copy would read. A symlink to
-  // nothing, a directory or anything but a regular file, and FIFOs, sockets and devices, are
-  // not copied (as before: only regular files are).
+  // resolve inside the container, never to the host's file a copy would read. A symlink to a
+  // directory inside is walked under its own name, unless it leads back to a directory being
+  // walked. A symlink to nothing, and FIFOs, sockets and devices, are not copied (only regular
+  // files are).
   [[nodiscard]] absl::StatusOr<std::vector<CopiedFile>> ReadTree(std::size_t* budget) const;
 
  private:

@@ -441,8 +441,10 @@ TEST_F(ReadOnlyDirectoryTest, AKubernetesConfigMapTreeStillCopiesThroughItsInner
   ::chmod((volume() / "..2024_01_01_00_00_00.1" / "app.conf").c_str(), 0600);
   std::filesystem::create_directory_symlink("..2024_01_01_00_00_00.1", volume() / "..data");
   std::filesystem::create_symlink("..data/app.conf", volume() / "app.conf");
+  std::filesystem::create_directory_symlink("..data/sub", volume() / "sub");  // key "sub/deep"
   std::filesystem::create_directory(volume() / "dir");
   std::filesystem::create_symlink("../..data/sub/deep", volume() / "dir" / "deep");
+  std::filesystem::create_directory_symlink("..", volume() / "dir" / "up");  // a loop: once
   ASSERT_EQ(::mkfifo((volume() / "fifo").c_str(), 0600), 0);
   std::filesystem::create_symlink("fifo", volume() / "to-fifo");
   std::filesystem::create_symlink("missing", volume() / "dangling");
@@ -451,7 +453,8 @@ TEST_F(ReadOnlyDirectoryTest, AKubernetesConfigMapTreeStillCopiesThroughItsInner
   std::map<std::string, std::pair<std::string, uint32_t>> copied;
   for (const BundleFile& file : loaded->files) copied[file.path] = {file.contents, file.mode};
   EXPECT_THAT(copied, ElementsAre(Pair("/data/app.conf", Pair("level=debug\n", 0600u)),
-                                  Pair("/data/dir/deep", Pair("deep", 0644u))));
+                                  Pair("/data/dir/deep", Pair("deep", 0644u)),
+                                  Pair("/data/sub/deep", Pair("deep", 0644u))));
 }
 
 TEST_F(BundleTest, AFileThatReadsLongerThanItsSizeIsRefusedNotReadWithoutEnd) {
