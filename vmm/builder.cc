@@ -155,9 +155,8 @@ absl::Status VmBuilder::CreateLegacyDevices() {
   vmm_.i8042_ = std::make_unique<devices::I8042>(&*vmm_.reset_event_, &*vmm_.keyboard_irq_);
   Vmm* vmm = &vmm_;
   vmm_.boot_timer_ =
-      std::make_unique<devices::BootTimer>(options_.start_us, [vmm](std::uint64_t us) {
-        if (vmm->on_boot_) vmm->on_boot_(us);
-      });
+      std::make_unique<devices::BootTimer>(options_.start_us,
+                                           [vmm](std::uint64_t us) { vmm->GuestBooted(us); });
   EMBER_RETURN_IF_ERROR(vmm_.pio_bus_.Insert(arch::kCom1Port, arch::kCom1Size, vmm_.serial_.get()));
   EMBER_RETURN_IF_ERROR(
       vmm_.pio_bus_.Insert(arch::kI8042Port, arch::kI8042Size, vmm_.i8042_.get()));

@@ -173,6 +173,9 @@ class Vmm {
  private:
   Vmm() = default;
   friend class VmBuilder;  // builds every part of a Vmm (builder.h)
+  // The boot timer's write, on the vCPU thread: the guest has booted, so the code that boot
+  // ran is released as start-up's was (on the VMM thread), then on_boot_ is told.
+  void GuestBooted(std::uint64_t us);
   [[nodiscard]] absl::Status WatchEvents(const VmmOptions& options);
   // The restore path of Build(): vCPUs, VM and device state from the snapshot.
   [[nodiscard]] absl::Status RestoreFromSnapshot(const RestoreSource& source,
