@@ -291,10 +291,10 @@ DeviceRate RunDevice(const Disk& disk, EngineKind engine, const Workload& worklo
   base::EventLoop loop = Check(base::EventLoop::Create(), "event loop");
   std::uint64_t events = 0;
   virtio::MmioTransport* t = transport.get();
-  Check(loop.Add(t->queue_event(0).Get(), EPOLLIN,
+  Check(loop.Add(t->queue_event(0).Get(), EPOLLIN | EPOLLET,
                  [t, &events](std::uint32_t) {
                    ++events;
-                   t->HandleQueueEvent(0);
+                   t->ProcessQueueNotification(0);
                  }),
         "watch ioeventfd");
   for (virtio::EventSource& source : t->device().EventSources()) {

@@ -101,10 +101,10 @@ inline void WireTransport(const std::string& harness, base::EventLoop& loop,
   std::uint64_t* count = &events;
   for (std::size_t q = 0; q < t->num_queues(); ++q) {
     CheckOk(harness,
-            loop.Add(t->queue_event(q).Get(), EPOLLIN,
+            loop.Add(t->queue_event(q).Get(), EPOLLIN | EPOLLET,
                      [t, q, count](std::uint32_t) {
                        ++*count;
-                       t->HandleQueueEvent(q);
+                       t->ProcessQueueNotification(q);
                      }),
             "watch ioeventfd");
   }

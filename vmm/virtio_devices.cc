@@ -24,8 +24,9 @@ absl::Status VirtioDevices::Add(std::string id, std::unique_ptr<virtio::MmioTran
     EMBER_RETURN_IF_ERROR(vm.RegisterIoeventfd(t->queue_event(q).Get(),
                                                at.base + virtio::MmioTransport::kQueueNotifyOffset,
                                                sizeof(std::uint32_t), /*pio=*/false, q));
-    EMBER_RETURN_IF_ERROR(
-        loop.Add(t->queue_event(q).Get(), EPOLLIN, [t, q](std::uint32_t) { t->HandleQueueEvent(q); }));
+    // Edge-triggered and never read (MmioTransport::ProcessQueueNotification).
+    EMBER_RETURN_IF_ERROR(loop.Add(t->queue_event(q).Get(), EPOLLIN | EPOLLET,
+                                   [t, q](std::uint32_t) { t->ProcessQueueNotification(q); }));
   }
   for (virtio::EventSource& source : t->device().EventSources()) {
     EMBER_RETURN_IF_ERROR(loop.Add(

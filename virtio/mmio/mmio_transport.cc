@@ -496,6 +496,8 @@ void MmioTransport::HandleQueueEvent(std::size_t index) {
   device_->ProcessQueue(index);
 }
 
+void MmioTransport::ProcessQueueNotification(std::size_t index) { device_->ProcessQueue(index); }
+
 void MmioTransport::SignalUsedBuffer() {
   interrupt_status_.fetch_or(kInterruptUsedBuffer);
   irqfd_.Signal();

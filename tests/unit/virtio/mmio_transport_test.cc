@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/epoll.h>
 
 #include <array>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "virtio/spec.h"
 #include "virtio/testing/fake_driver_queue.h"
 #include "virtio/testing/fake_mmio_driver.h"
+#include "vmm/base/unique_fd.h"
 
 namespace ember::virtio {
 namespace {
@@ -394,6 +396,29 @@ TEST_F(MmioTransportTest, HandleQueueEventConsumesTheEventAndProcessesTheQueue) 
   transport_->HandleQueueEvent(1);
   EXPECT_EQ(device_->processed, (std::vector<std::size_t>{1}));
   EXPECT_EQ(transport_->queue_event(1).Consume(), 0u);
+}
+
+TEST_F(MmioTransportTest, EdgeTriggeredNotificationsAreEachProcessedWithoutDrainingTheEventFd) {
+  // As ember-vmm's loop watches a queue's ioeventfd.
+  base::UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  ASSERT_TRUE(epoll);
+  epoll_event watch{};
+  watch.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(::epoll_ctl(epoll.Get(), EPOLL_CTL_ADD, transport_->queue_event(1).Get(), &watch), 0);
+  auto dispatch = [&] {
+    epoll_event ready{};
+    const int n = ::epoll_wait(epoll.Get(), &ready, 1, 0);
+    if (n == 1) transport_->ProcessQueueNotification(1);
+    return n;
+  };
+  driver_->Write32(kQueueNotify, 1);
+  EXPECT_EQ(dispatch(), 1);
+  EXPECT_EQ(dispatch(), 0) << "one edge per notification";
+  // The count was never read, and the next notification still raises an edge.
+  driver_->Write32(kQueueNotify, 1);
+  EXPECT_EQ(dispatch(), 1);
+  EXPECT_EQ(device_->processed, (std::vector<std::size_t>{1, 1}));
+  EXPECT_EQ(transport_->queue_event(1).Consume(), 2u);
 }
 
 TEST_F(MmioTransportTest, UsedBufferSignalSetsInterruptStatusAndIrqfd) {
