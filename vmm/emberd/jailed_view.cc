@@ -532,6 +532,17 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
   const std::string overrides = spec->vm_dir + "/restore-overrides.pb";
   EMBER_ASSIGN_OR_RETURN(spec->vmm_args, RestoreArgs(jailed, overrides, "/restore-overrides.pb"));
   AddJailFile(spec, JailFile::How::kCopy, overrides, "restore-overrides.pb");
+  // A userfaultfd clone's working set: the recorded one copied in beside the memory file, where
+  // ember-vmm looks for it; without one, the set it records goes to its output directory.
+  if (plan.uffd && plan.prefetch) {
+    const std::string set = plan.memory_path + ".ws";
+    base::UniqueFd file(::open(set.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!file) return base::ErrnoError("open", set);
+    AddJailFile(spec, JailFile::How::kCopy, set, plan.jail_memory_name + ".ws");
+    EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file, HandOverFile(file, spec));
+  } else if (plan.uffd) {
+    spec->vmm_args.insert(spec->vmm_args.end(), {"--working-set", JailOutput(kJailWorkingSetFile)});
+  }
   return absl::OkStatus();
 }
 

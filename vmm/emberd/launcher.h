@@ -18,6 +18,9 @@ namespace ember::emberd {
 // The one directory of a jail its ember-vmm may write (ember-jailer's kOutputDir, owned by the
 // jail's uid): its console, exit record and snapshots go there. The jail's root is root's.
 inline constexpr char kJailOutputDir[] = "out";
+// Where in that directory a clone restored through userfaultfd without a recorded working set
+// writes the one it records (ember-vmm --working-set), for emberd to take once it has ended.
+inline constexpr char kJailWorkingSetFile[] = "working-set";
 
 // A file a jailed ember-vmm needs, put into its chroot by the fork server before the jailer
 // runs (emberd's own seccomp filter allows neither link nor chown).
