@@ -152,6 +152,41 @@ class FunctionsFixture:
         return children + [d for c in children for d in FunctionsFixture.descendants(c)]
 
 
+    def assert_cold_clones_record_then_prefetch(self, name):
+        """Cold invocations of a new function `name`: the first clone, restored through
+        userfaultfd, records its working set as it ends (jailed: into its jail, from which
+        emberd takes it); the next cold clone prefetches it."""
+        f = self.deploy(name)  # no pool, no keep-warm: every invocation restores a clone
+        memory = [s.memory_path for s in self.emberd.stub.ListSnapshots(
+            api.ListSnapshotsRequest(), timeout=30).snapshots
+            if s.snapshot_id == f.snapshot_id][0]
+        self.assertFalse(os.path.exists(memory + ".ws"))
+        first = self.invoke(name, b"first")
+        self.assertEqual(first.output, b"tsrif")
+        self.assertFalse(first.timings.pool_hit)
+        deadline = time.time() + 60
+        while not os.path.exists(memory + ".ws") and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(os.path.exists(memory + ".ws"), "no working set was recorded")
+        # The next cold clone prefetches it (kept warm here, to be looked at).
+        self.fn.UpdateFunction(api.UpdateFunctionRequest(
+            name=name, pool=api.FunctionPool(keep_warm_ms=60000)), timeout=30)
+        second = self.invoke(name, b"second")
+        self.assertEqual(second.output, b"dnoces")
+        self.assertFalse(second.timings.pool_hit)
+        vm = self.emberd.stub.Get(api.VmRequest(vm_id=second.vm_id), timeout=30)
+        # Its ember-vmm's arguments (jailed: its ember-jailer's, which end with them).
+        with open(f"/proc/{vm.pid}/cmdline", "rb") as cmdline:
+            args = cmdline.read().split(b"\0")
+        self.assertIn(b"--prefetch-working-set", args)
+        self.assertIn(b"uffd", args)
+        metrics = json.loads(self.emberd.stub.GetMetrics(
+            api.GetMetricsRequest(vm_id=second.vm_id), timeout=30).json)
+        self.assertGreater(metrics.get("uffd", {}).get("prefetched_pages", 0), 0, metrics)
+        self.delete(name)
+        self.assertFalse(os.path.exists(memory + ".ws"))
+
+
 class SharedEmberd(FunctionsFixture):
     """One emberd for all the tests of a class."""
 
@@ -305,6 +340,40 @@ class FunctionsTest(SharedEmberd, unittest.TestCase):
         self.assertNotIsInstance(outcome[0], api.FunctionInvokeResponse)
         self.assertIsNone(self.function("busy"))
         self.assertEqual(self.vms_of("busy"), [])
+
+    def test_jailed_cold_invocations_record_a_working_set_in_the_jail_then_prefetch_it(self):
+        self.assert_cold_clones_record_then_prefetch("jailws")
+
+    def test_a_working_set_the_vmm_refuses_is_dropped_and_recorded_anew(self):
+        f = self.deploy("badws")
+        memory = [s.memory_path for s in self.emberd.stub.ListSnapshots(
+            api.ListSnapshotsRequest(), timeout=30).snapshots
+            if s.snapshot_id == f.snapshot_id][0]
+        self.assertEqual(self.invoke("badws", b"one").output, b"eno")
+        deadline = time.time() + 60
+        while not os.path.exists(memory + ".ws") and time.time() < deadline:
+            time.sleep(0.05)
+        # A set that passes emberd's checks but not the VMM's (its CRC): a compromised clone's.
+        with open(memory + ".ws", "rb") as ws:
+            corrupted = bytearray(ws.read())
+        corrupted[-1] ^= 0xff
+        with open(memory + ".ws", "wb") as ws:
+            ws.write(corrupted)
+        # Restored again without it, and recording a new one.
+        self.assertEqual(self.invoke("badws", b"two").output, b"owt")
+
+        def recorded():
+            try:
+                with open(memory + ".ws", "rb") as ws:
+                    return ws.read()
+            except FileNotFoundError:
+                return None  # dropped, the new one not there yet
+
+        deadline = time.time() + 60
+        while recorded() in (None, bytes(corrupted)) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertNotIn(recorded(), (None, bytes(corrupted)))
+        self.delete("badws")
 
     def test_deploy_from_an_oci_archive_builds_its_image_once_by_content(self):
         archive = os.path.join(self.emberd.dir, "image.oci.tar")
@@ -549,32 +618,7 @@ class FunctionsUnjailedTest(SharedEmberd, unittest.TestCase):
 
 
     def test_cold_invocations_restore_through_userfaultfd_and_prefetch_the_recorded_set(self):
-        f = self.deploy("coldws")  # no pool, no keep-warm: every invocation restores a clone
-        memory = [s.memory_path for s in self.emberd.stub.ListSnapshots(
-            api.ListSnapshotsRequest(), timeout=30).snapshots
-            if s.snapshot_id == f.snapshot_id][0]
-        self.assertFalse(os.path.exists(memory + ".ws"))
-        first = self.invoke("coldws", b"first")
-        self.assertEqual(first.output, b"tsrif")
-        self.assertFalse(first.timings.pool_hit)
-        # Its clone, restored through userfaultfd, recorded its working set as it ended.
-        deadline = time.time() + 60
-        while not os.path.exists(memory + ".ws") and time.time() < deadline:
-            time.sleep(0.05)
-        self.assertTrue(os.path.exists(memory + ".ws"), "no working set was recorded")
-        # The next cold clone prefetches it (kept warm here, to be looked at).
-        self.fn.UpdateFunction(api.UpdateFunctionRequest(
-            name="coldws", pool=api.FunctionPool(keep_warm_ms=60000)), timeout=30)
-        second = self.invoke("coldws", b"second")
-        self.assertEqual(second.output, b"dnoces")
-        self.assertFalse(second.timings.pool_hit)
-        vm = self.emberd.stub.Get(api.VmRequest(vm_id=second.vm_id), timeout=30)
-        with open(f"/proc/{vm.pid}/cmdline", "rb") as cmdline:
-            args = cmdline.read().split(b"\0")
-        self.assertIn(b"--prefetch-working-set", args)
-        self.assertIn(b"uffd", args)
-        self.delete("coldws")
-        self.assertFalse(os.path.exists(memory + ".ws"))
+        self.assert_cold_clones_record_then_prefetch("coldws")
 
 
 def run(argv):

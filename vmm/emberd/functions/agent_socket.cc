@@ -8,6 +8,7 @@
 #include "vmm/agent_client/socket_file.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/status.h"
+#include "vmm/emberd/launcher.h"
 
 namespace ember::emberd::functions {
 namespace {
@@ -25,6 +26,10 @@ std::string AgentSockets::ConfigPath(const std::string& unjailed) const {
 
 std::string AgentSockets::HostPath(const std::string& vm_id, const std::string& unjailed) const {
   return jailed() ? jail_dir_ + "/" + vm_id + "/root" + kJailSocket : unjailed;
+}
+
+std::string AgentSockets::JailOutputDir(const std::string& vm_id) const {
+  return jail_dir_ + "/" + vm_id + "/root/" + kJailOutputDir;
 }
 
 absl::StatusOr<base::UniqueFd> OpenAgentSocket(const std::string& path) {

@@ -23,6 +23,8 @@ class AgentSockets {
   [[nodiscard]] std::string ConfigPath(const std::string& unjailed) const;
   // Where emberd finds VM `vm_id`'s socket.
   [[nodiscard]] std::string HostPath(const std::string& vm_id, const std::string& unjailed) const;
+  // Jailed only: VM `vm_id`'s jail output directory on the host (where its VMM writes).
+  [[nodiscard]] std::string JailOutputDir(const std::string& vm_id) const;
   [[nodiscard]] bool jailed() const { return !jail_dir_.empty(); }
 
  private:

@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 
 #include "vmm/base/clock.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/emberd/functions/working_set.h"
 
 namespace ember::emberd::functions {
 namespace {
@@ -19,6 +21,8 @@ constexpr std::size_t kEntropyBytes = 32;
 // guest) and its answer.
 constexpr int kAgentConnectMs = 1'000;
 constexpr int kAgentReplyMs = 10'000;
+// A discarded clone's stop before its working set is taken (then it is killed).
+constexpr std::chrono::milliseconds kStopMs{2000};
 
 std::uint64_t WallClockNs() {
   timespec ts{};
@@ -52,9 +56,11 @@ absl::StatusOr<std::unique_ptr<Clone>> CloneOps::Restore(const CloneSource& sour
   request.set_snapshot_id(source.snapshot_id);
   request.set_vm_id_prefix(prefix);
   request.set_count(1);
-  if (cold && !sockets_.jailed() && !source.memory_path.empty()) {
+  const bool uffd = cold && !source.memory_path.empty();
+  const std::string working_set = source.memory_path + ".ws";
+  if (uffd) {
     request.set_memory_backend(v1::RestoreRequest::UFFD);
-    request.set_prefetch_working_set(::access((source.memory_path + ".ws").c_str(), R_OK) == 0);
+    request.set_prefetch_working_set(::access(working_set.c_str(), R_OK) == 0);
   }
   v1::RestoreOverrides* overrides = request.add_overrides();
   overrides->set_vsock_uds_path(sockets_.ConfigPath(unjailed));
@@ -67,8 +73,23 @@ absl::StatusOr<std::unique_ptr<Clone>> CloneOps::Restore(const CloneSource& sour
       netns_paths.push_back(clone->network->netns_path());
     }
   }
-  EMBER_ASSIGN_OR_RETURN(v1::RestoreResponse restored, vms_.Restore(request, netns_paths));
-  clone->vm_id = restored.vms(0).vm_id();
+  absl::StatusOr<v1::RestoreResponse> restored = vms_.Restore(request, netns_paths);
+  if (restored.status().code() == absl::StatusCode::kInvalidArgument &&
+      request.prefetch_working_set()) {
+    // The VMM refused the set (its CRC or fingerprint, which emberd does not check on a set a
+    // jailed clone recorded): every cold clone would fail on it. This one records a new one.
+    EMBER_LOG(kWarn) << "emberd: function " << source.function << ": dropping the working set "
+                     << working_set << ": " << restored.status().message();
+    ::unlink(working_set.c_str());
+    request.set_prefetch_working_set(false);
+    restored = vms_.Restore(request, netns_paths);
+  }
+  if (!restored.ok()) return restored.status();
+  clone->vm_id = restored->vms(0).vm_id();
+  if (uffd && !request.prefetch_working_set() && sockets_.jailed()) {
+    clone->working_set_to = working_set;
+    clone->memory_bytes = std::uint64_t{source.deployed.machine_config().mem_size_mib()} << 20;
+  }
   // The VMM made its socket before it said it was restored.
   absl::StatusOr<base::UniqueFd> socket =
       OpenAgentSocket(sockets_.HostPath(clone->vm_id, unjailed));
@@ -126,6 +147,16 @@ absl::StatusOr<agent_client::InvokeOutcome> CloneOps::Invoke(Clone& clone, std::
 }
 
 void CloneOps::Discard(Clone& clone) {
+  if (!clone.vm_id.empty() && !clone.working_set_to.empty()) {
+    // Its VMM writes the set as it ends; the jail goes with the VM.
+    (void)vms_.Stop(clone.vm_id, kStopMs);
+    if (absl::Status taken = TakeRecordedWorkingSet(sockets_.JailOutputDir(clone.vm_id),
+                                                    clone.memory_bytes, clone.working_set_to);
+        !taken.ok()) {
+      EMBER_LOG(kWarn) << "emberd: function clone " << clone.vm_id
+                       << ": its working set was not taken: " << taken.message();
+    }
+  }
   if (!clone.vm_id.empty()) {
     if (absl::Status status = vms_.Delete(clone.vm_id, /*force=*/true);
         !status.ok() && status.code() != absl::StatusCode::kNotFound) {

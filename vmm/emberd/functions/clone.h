@@ -30,6 +30,10 @@ struct Clone {
   bool activated = false;      // resumed and past PostRestore: serves invocations as it is
   std::uint64_t restore_us = 0;
   std::uint64_t warm_until_us = 0;  // kept warm after an invocation until then (monotonic)
+  // Jailed and restored through userfaultfd with no working set recorded yet: where the set it
+  // records goes once it has ended (TakeRecordedWorkingSet), and its guest memory's size.
+  std::string working_set_to;
+  std::uint64_t memory_bytes = 0;
 };
 
 // What a clone is made from: a READY function's snapshot and where its sockets go.
@@ -60,9 +64,10 @@ class CloneOps {
   // Restores clone `seq` PAUSED, its network acquired first. `cold`: for an invocation that
   // waits on it (no pooled clone was ready), so its memory comes through userfaultfd, the
   // recorded working set loaded in bulk before the vCPUs run, or without one yet the set
-  // recorded as the clone ends (unjailed only: a jail has no working-set file beside its
-  // link to the memory file, nor a place to write one). Pooled clones, restored ahead of
-  // invocations, map the file copy-on-write: they share its page cache while they wait.
+  // recorded as the clone ends (unjailed, by its VMM beside the memory file; jailed, into its
+  // jail, from which Discard takes it). A set the VMM refuses is dropped and the clone restored
+  // again recording one. Pooled clones, restored ahead of invocations, map the file
+  // copy-on-write: they share its page cache while they wait.
   [[nodiscard]] absl::StatusOr<std::unique_ptr<Clone>> Restore(const CloneSource& source,
                                                                std::uint64_t seq,
                                                                bool cold = false);
@@ -76,8 +81,9 @@ class CloneOps {
   [[nodiscard]] absl::StatusOr<agent_client::InvokeOutcome> Invoke(Clone& clone,
                                                                    std::string payload,
                                                                    std::uint32_t timeout_ms);
-  // Ends and forgets the clone's VM, removes its sockets and releases its network. Never fails:
-  // what cannot be removed is logged (an emberd restart removes it).
+  // Ends and forgets the clone's VM, removes its sockets and releases its network; first takes
+  // the working set a jailed clone recorded. Never fails: what cannot be removed is logged (an
+  // emberd restart removes it).
   void Discard(Clone& clone);
 
  private:
