@@ -190,6 +190,87 @@ class GettingStartedTest(FcApiFixture):
         self.assertFalse(os.path.exists(sock), "the API socket outlived the VM")
 
 
+class GoSdkTest(FcApiFixture):
+    """The calls firecracker-go-sdk (and firectl, which is built on it) makes, in its order and
+    with its bodies: Go's encoding/json leaves out empty optional fields and orders keys by
+    name, and its typed models read the answers back, so the answers must have Firecracker's
+    shape too (huge_pages an enum value, no empty cpu_template)."""
+
+    MACHINE_KEYS = {"vcpu_count", "mem_size_mib", "smt", "track_dirty_pages", "huge_pages"}
+
+    def call(self, api, method, path, body=None, expect=204):
+        status, answer = api.call(method, path, body)
+        self.assertEqual(status, expect, f"{method} {path}: {answer}")
+        return answer
+
+    def test_the_sdks_start_snapshot_shutdown_and_stop_sequence(self):
+        vm_id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"  # the SDK's default id is a UUID
+        proc, sock = self.start("vm", extra=["--id", vm_id])
+        api = Api(sock)
+        # waitForSocket: GET /machine-config until it answers, before anything is configured.
+        machine = self.call(api, "GET", "/machine-config", expect=200)
+        self.assertEqual(set(machine), self.MACHINE_KEYS, machine)
+        self.assertEqual(machine["huge_pages"], "None")
+        log = os.path.join(self.dir, "fc.log")
+        metrics = os.path.join(self.dir, "fc.metrics")
+        for path in (log, metrics):  # CreateLogFilesHandler makes them (or FIFOs) first
+            open(path, "w").close()
+        self.call(api, "PUT", "/logger", {"level": "Debug", "log_path": log, "show_level": True,
+                                          "show_log_origin": False})
+        self.call(api, "PUT", "/metrics", {"metrics_path": metrics})
+        self.call(api, "PUT", "/machine-config", {"mem_size_mib": 32, "smt": False,
+                                                  "track_dirty_pages": False, "vcpu_count": 1})
+        machine = self.call(api, "GET", "/machine-config", expect=200)  # refreshMachineConfiguration
+        self.assertEqual(set(machine), self.MACHINE_KEYS, machine)
+        self.assertEqual((machine["mem_size_mib"], machine["vcpu_count"]), (32, 1))
+        self.call(api, "PUT", "/boot-source",
+                  {"boot_args": "console=ttyS0 reboot=k panic=1 pci=off ember.test=idle",
+                   "kernel_image_path": ""})
+        rootfs = os.path.join(self.dir, "rootfs.ext4")
+        with open(rootfs, "wb") as f:
+            f.truncate(1 << 20)
+        self.call(api, "PUT", "/drives/1", {"drive_id": "1", "is_read_only": False,
+                                            "is_root_device": True, "path_on_host": rootfs})
+        self.call(api, "PUT", "/vsock", {"guest_cid": 3, "uds_path":
+                                         os.path.join(self.dir, "v.sock"), "vsock_id": "1"})
+        self.call(api, "PUT", "/actions", {"action_type": "InstanceStart"})
+        self.wait_output("vm", "Ember test guest")
+        info = self.call(api, "GET", "/", expect=200)
+        self.assertEqual((info["id"], info["state"]), (vm_id, "Running"))
+        # PauseVM, CreateSnapshot, ResumeVM.
+        self.call(api, "PATCH", "/vm", {"state": "Paused"})
+        state, mem = os.path.join(self.dir, "vm.state"), os.path.join(self.dir, "vm.mem")
+        self.call(api, "PUT", "/snapshot/create", {"mem_file_path": mem, "snapshot_path": state,
+                                                   "snapshot_type": "Full"})
+        self.call(api, "PATCH", "/vm", {"state": "Resumed"})
+        shown = self.call(api, "GET", "/vm/config", expect=200)["machine-config"]
+        self.assertEqual(set(shown), self.MACHINE_KEYS, shown)
+        self.assertEqual(shown["huge_pages"], "None")
+        # Shutdown sends Ctrl+Alt+Del; StopVMM sends SIGTERM, which ends the VMM too.
+        self.call(api, "PUT", "/actions", {"action_type": "SendCtrlAltDel"})
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
+        self.assertTrue(children, "no ember-vmm under the API process")
+        proc.terminate()
+        self.assertEqual(proc.wait(timeout=10), 0)
+        for child in children:
+            deadline = time.monotonic() + 10
+            while os.path.exists(f"/proc/{child}") and \
+                    open(f"/proc/{child}/stat").read().split()[2] != "Z":
+                self.assertLess(time.monotonic(), deadline, "ember-vmm outlived SIGTERM")
+                time.sleep(0.01)
+
+    def test_a_cpu_template_that_was_set_is_shown(self):
+        _, sock = self.start("vm")
+        api = Api(sock)
+        self.call(api, "PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32,
+                                                  "cpu_template": "baseline"})
+        machine = self.call(api, "GET", "/machine-config", expect=200)
+        self.assertEqual(machine["cpu_template"], "baseline")
+        self.call(api, "PATCH", "/machine-config", {"cpu_template": "None"})
+        self.assertNotIn("cpu_template", self.call(api, "GET", "/machine-config", expect=200))
+
+
 class SnapshotFlowTest(FcApiFixture):
     def test_configure_start_pause_snapshot_load_into_second_vmm_resume(self):
         _, sock_a = self.start("a")
@@ -415,6 +496,27 @@ class ErrorTest(FcApiFixture):
         self.assertEqual(code, 200)
         self.boot()
         self.assert_fault(self.api.call("PATCH", "/vm", {"state": "Frozen"}), contains="Paused")
+        self.assert_still_running()
+
+    def test_a_nul_in_any_string_is_400_naming_the_field(self):
+        """JSON's \\u0000 parses into a NUL; passed on to ember-vmm's arguments it would split one
+        into several of the client's choosing ("--seccomp off")."""
+        injected = "/tmp/x\u0000--seccomp\u0000off"
+        for path, body, field in [
+                ("/serial", {"serial_out_path": injected}, "serial_out_path"),
+                ("/boot-source", {"boot_args": "console=ttyS0\u0000x"}, "boot_args"),
+                ("/drives/d1", {"drive_id": "d1", "path_on_host": injected,
+                                "is_root_device": False, "is_read_only": True}, "path_on_host"),
+                ("/snapshot/load", {"snapshot_path": "/tmp/s", "mem_backend": {
+                    "backend_type": "File", "backend_path": injected}},
+                 "mem_backend.backend_path")]:
+            self.assert_fault(self.api.call("PUT", path, body), contains=field + " holds a NUL")
+        self.boot()
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            vmms = [p for p in f.read().split()
+                    if b"--control-fd" in open(f"/proc/{p}/cmdline", "rb").read()]
+        self.assertEqual(len(vmms), 1)
+        self.assertEqual(seccomp_mode(vmms[0]), 2, "ember-vmm runs without its filter")
         self.assert_still_running()
 
     def test_wrong_methods_and_paths_are_400(self):

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <climits>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -45,9 +47,52 @@ HttpResponse NeedsStarted(std::string_view call) {
                " needs a started microVM: call InstanceStart or load a snapshot first");
 }
 
+// A machine configuration as Firecracker's GET calls show it: every number filled in, the CPU
+// template only when one is set (Firecracker's "None" and Ember's default "host" mean none) and
+// huge_pages "None", not empty. Typed clients (the Go SDK's and the Rust crates' models) read
+// those two as enums and fail on "".
+v1::MachineConfig AsFirecrackerShows(const v1::VmConfig& config) {
+  v1::MachineConfig machine = config.machine_config();
+  machine.set_vcpu_count(rules::VcpuCountOf(config));
+  machine.set_mem_size_mib(rules::MemMibOf(config));
+  if (machine.cpu_template().empty() || machine.cpu_template() == "None" ||
+      machine.cpu_template() == "host") {
+    machine.clear_cpu_template();
+  }
+  if (machine.huge_pages().empty()) machine.set_huge_pages("None");
+  return machine;
+}
+
 HttpResponse FromStatus(const absl::Status& status) {
   return Fault(status.message().empty() ? absl::StatusCodeToString(status.code())
                                         : std::string(status.message()));
+}
+
+// The name of a string field of `message` (searched through nested messages) that holds a NUL
+// character, or empty. JSON's "\u0000" parses into one; no path, id or argument may hold it.
+std::string FieldWithNul(const google::protobuf::Message& message) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const FieldDescriptor* field : fields) {
+    int count = field->is_repeated() ? reflection->FieldSize(message, field) : 1;
+    for (int i = 0; i < count; ++i) {
+      if (field->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
+        std::string text = field->is_repeated() ? reflection->GetRepeatedString(message, field, i)
+                                                : reflection->GetString(message, field);
+        if (text.find('\0') != std::string::npos) return field->json_name();
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const google::protobuf::Message& inner =
+            field->is_repeated() ? reflection->GetRepeatedMessage(message, field, i)
+                                 : reflection->GetMessage(message, field);
+        if (std::string name = FieldWithNul(inner); !name.empty()) {
+          return field->json_name() + "." + name;
+        }
+      }
+    }
+  }
+  return {};
 }
 
 // Reads `body` into `message` with protobuf's JSON parser: unknown fields and wrong types are
@@ -56,7 +101,12 @@ absl::Status ParseBody(const std::string& body, google::protobuf::Message* messa
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   auto status = google::protobuf::util::JsonStringToMessage(body, message, options);
-  if (status.ok()) return absl::OkStatus();
+  if (status.ok()) {
+    if (std::string field = FieldWithNul(*message); !field.empty()) {
+      return absl::InvalidArgumentError(field + " holds a NUL character");
+    }
+    return absl::OkStatus();
+  }
   std::string text(status.message());
   for (char& c : text) {
     if (c == '\n') c = ' ';
@@ -171,12 +221,13 @@ HttpResponse FirecrackerApi::Get(const Tokens& path) {
     return Json(version);
   }
   if (resource == "machine-config" && path.size() == 1) {
-    v1::MachineConfig machine = config_.machine_config();
-    machine.set_vcpu_count(rules::VcpuCountOf(config_));
-    machine.set_mem_size_mib(rules::MemMibOf(config_));
-    return Json(machine);
+    return Json(AsFirecrackerShows(config_));
   }
-  if (resource == "vm" && path.size() == 2 && path[1] == "config") return Json(config_);
+  if (resource == "vm" && path.size() == 2 && path[1] == "config") {
+    v1::VmConfig shown = config_;
+    *shown.mutable_machine_config() = AsFirecrackerShows(config_);
+    return Json(shown);
+  }
   if (resource == "balloon") return Unsupported("A balloon device");
   if (resource == "mmds") return Unsupported("MMDS (the microVM metadata service)");
   if (resource == "hotplug") return Unsupported("Memory hotplug");
