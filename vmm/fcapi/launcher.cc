@@ -116,7 +116,14 @@ absl::StatusOr<Launcher> Launcher::Start(const std::string& binary, const std::s
 
 absl::StatusOr<pid_t> Launcher::Spawn(const std::vector<std::string>& args, int fd) {
   std::string request;
-  for (const std::string& arg : args) request.append(arg).push_back('\0');
+  for (const std::string& arg : args) {
+    // The helper splits the request at NULs: one inside an argument would add flags of the
+    // caller's choosing (a client's path "x\0--seccomp\0off").
+    if (arg.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("an argument holds a NUL character");
+    }
+    request.append(arg).push_back('\0');
+  }
   if (request.size() > kMaxRequest) return absl::InvalidArgumentError("arguments too long");
   const int fds[] = {fd};
   // A blocking socket and a request below the socket's buffer: sent whole or not at all.

@@ -174,9 +174,15 @@ absl::StatusOr<v1::ControlResponse> VmmProcess::Call(v1::ControlRequest request,
                                                      int timeout_ms, int fd) {
   if (exit_code_) return absl::FailedPreconditionError("the microVM has ended");
   request.set_id(next_id_++);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   EMBER_RETURN_IF_ERROR(control::SendFrame(conn_.Get(), request, fd, timeout_ms));
   while (true) {
-    EMBER_ASSIGN_OR_RETURN(v1::VmmMessage message, ReadMessage(timeout_ms));
+    // One deadline for the whole call: a VMM sending events (or answers to other ids) without
+    // end must not hold the single-threaded front, and every client with it, for ever.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return absl::DeadlineExceededError("ember-vmm did not answer in time");
+    EMBER_ASSIGN_OR_RETURN(v1::VmmMessage message, ReadMessage(static_cast<int>(left.count())));
     if (message.has_event()) {
       HandleEvent(message.event());
       continue;

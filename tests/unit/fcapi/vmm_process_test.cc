@@ -60,5 +60,49 @@ TEST(VmmProcess, ABadFrameFromTheVmmIsItsEndItIsKilledAndReaped) {
   EXPECT_EQ(*code, 128 + SIGKILL);
 }
 
+// Accepts the front's connection, sends argv[1] (hex, a HELLO frame) and then argv[2] (a STATE
+// event frame) every 100 ms for 10 s without ever answering a request, then closes.
+constexpr char kChattyVmm[] = R"(
+import socket, sys, time
+listener = socket.socket(fileno=int(sys.argv[-1]))
+conn, _ = listener.accept()
+conn.sendall(bytes.fromhex(sys.argv[1]))
+for _ in range(100):
+    conn.sendall(bytes.fromhex(sys.argv[2]))
+    time.sleep(0.1)
+)";
+
+std::string EventFrame(v1::ControlEvent::Kind kind) {
+  v1::VmmMessage message;
+  message.mutable_event()->set_kind(kind);
+  std::string frame;
+  EXPECT_TRUE(control::AppendFrame(message, &frame).ok());
+  return frame;
+}
+
+TEST(VmmProcess, ACallEndsAtItsDeadlineThoughTheVmmKeepsSendingEvents) {
+  testing::ScopedTempDir scratch("ember-vmm-process");
+  auto launcher = Launcher::Start("/usr/bin/python3", "--control-fd");
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  auto vmm = VmmProcess::Start({"-c", kChattyVmm, Hex(EventFrame(v1::ControlEvent::HELLO)),
+                                Hex(EventFrame(v1::ControlEvent::STATE))},
+                               nullptr, scratch.path(), *launcher);
+  ASSERT_TRUE(vmm.ok()) << vmm.status();
+  v1::ControlRequest request;
+  request.mutable_describe();
+  // Before: each event restarted the wait, so the call lasted as long as the events did and
+  // ended only when the stand-in closed (UNAVAILABLE).
+  auto response = (*vmm)->Call(request, 500);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kDeadlineExceeded) << response.status();
+}
+
+TEST(Launcher, RefusesAnArgumentHoldingANul) {
+  auto launcher = Launcher::Start("/usr/bin/python3", "--control-fd");
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  // The helper splits its request at NULs: "x\0--seccomp\0off" would be three arguments.
+  auto pid = launcher->Spawn({"-c", std::string("x\0--seccomp\0off", 16)}, 0);
+  EXPECT_EQ(pid.status().code(), absl::StatusCode::kInvalidArgument) << pid.status();
+}
+
 }  // namespace
 }  // namespace ember::fcapi
