@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "rootfs/image/ext4_image.h"
@@ -63,6 +65,29 @@ std::string RealDirectoryOf(const std::string& path) {
   return result;
 }
 
+// The source file, open for reading. "/dev/fd/N" or "/proc/self/fd/N" names an inherited fd,
+// whose file is read through a duplicate of it, from its start, not opened again by that name:
+// a builder running as a uid of its own (emberd's) may read the file it was handed but not open
+// it again (the kernel checks the file's mode on a reopen through /proc).
+absl::StatusOr<base::UniqueFd> OpenSourceFile(const std::string& source) {
+  for (const std::string_view prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+    if (!source.starts_with(prefix)) continue;
+    int inherited = -1;
+    const char* end = source.data() + source.size();
+    auto [stop, ec] = std::from_chars(source.data() + prefix.size(), end, inherited);
+    if (ec != std::errc() || stop != end || inherited < 0) break;
+    base::UniqueFd fd(::fcntl(inherited, F_DUPFD_CLOEXEC, 0));
+    if (!fd) return absl::InvalidArgumentError("source " + source + ": " + std::strerror(errno));
+    if (::lseek(fd.Get(), 0, SEEK_SET) != 0) {
+      return absl::InvalidArgumentError("source " + source + ": not a seekable file");
+    }
+    return fd;
+  }
+  base::UniqueFd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return absl::InvalidArgumentError("source " + source + ": " + std::strerror(errno));
+  return fd;
+}
+
 absl::StatusOr<SourceKind> DecideKind(const Options& options) {
   struct stat st {};
   if (::stat(options.source.c_str(), &st) != 0) {
@@ -75,10 +100,7 @@ absl::StatusOr<SourceKind> DecideKind(const Options& options) {
     bool layout = ::stat((options.source + "/oci-layout").c_str(), &marker) == 0;
     return layout ? SourceKind::kOci : SourceKind::kDirectory;
   }
-  base::UniqueFd fd(::open(options.source.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) {
-    return absl::InvalidArgumentError("source " + options.source + ": " + std::strerror(errno));
-  }
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenSourceFile(options.source));
   switch (ProbeArchive(fd.Get())) {
     case ArchiveKind::kOciLayout:
       return SourceKind::kOci;
@@ -125,12 +147,6 @@ absl::StatusOr<Tree> OpenDirectorySource(const Options& options) {
                                       " lies inside the source " + options.source);
   }
   return tree;
-}
-
-absl::StatusOr<base::UniqueFd> OpenSourceFile(const std::string& source) {
-  base::UniqueFd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return absl::InvalidArgumentError("source " + source + ": " + std::strerror(errno));
-  return fd;
 }
 
 // An OCI layout to read blobs from: the source directory, or an OCI archive unpacked (with
