@@ -10,6 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -23,16 +24,22 @@ using ember::testing::ReadFile;
 using ember::testing::ScopedTempDir;
 
 // An archive starting "swap" makes the tool rewrite the client's archive ($FN_TEST_SWAP) in
-// place before it reads its own, as a client racing emberd would; "sleep" makes it hang. Fd 42
-// open or new privileges allowed make it fail.
+// place before it reads its own, as a client racing emberd would; "sleep" makes it hang;
+// "whoami" makes its image its uid and groups; "linger" leaves a process of a session of its
+// own behind. Fd 42 open or new privileges allowed make it fail.
+// The archive is read from fd 3, as ember-rootfs reads "/proc/self/fd/N" (a reopen is refused
+// to the builder's id).
 constexpr char kTool[] = R"sh(#!/bin/sh
-case "$(cat "$3")" in
+archive=$(cat <&3)
+case "$archive" in
   sleep*) exec sleep 60 ;;
   swap*) printf 'B: the archive swapped in' > "$FN_TEST_SWAP" ;;
+  whoami*) { id -u; id -G; } > "$4"; exit 0 ;;
+  linger*) setsid sleep 6061 </dev/null >/dev/null 2>&1 & ;;
 esac
 if [ -e /proc/self/fd/42 ]; then echo "fd 42 was inherited" >&2; exit 1; fi
 grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status || { echo "may gain privileges" >&2; exit 1; }
-{ printf 'built from: '; cat "$3"; } > "$4"
+{ printf 'built from: '; printf '%s' "$archive"; } > "$4"
 )sh";
 
 void Write(const std::string& path, const std::string& bytes) {
@@ -42,6 +49,8 @@ void Write(const std::string& path, const std::string& bytes) {
 class FnImageCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The builder runs the tool as an id of its own: it must reach it.
+    ASSERT_EQ(::chmod(root_.path().c_str(), 0755), 0);
     ASSERT_EQ(::mkdir(allowed_.c_str(), 0755), 0);
     ASSERT_EQ(::mkdir(cache_dir_.c_str(), 0700), 0);
     Write(tool_, kTool);
@@ -72,6 +81,8 @@ TEST_F(FnImageCacheTest, OciImageIsBuiltFromTheArchiveAsHashedThoughItsFileChang
   std::unique_ptr<RootfsBuilder> builder = StartBuilder();
   ASSERT_NE(builder, nullptr);
   Write(archive_, "swap: the archive hashed");
+  // The tool plays the client, who owns the archive (it runs as the builder's id).
+  ASSERT_EQ(::chmod(archive_.c_str(), 0666), 0);
 
   absl::StatusOr<std::string> sha = cache_.AddOciArchive(*rules_, *builder, archive_);
 
@@ -154,6 +165,53 @@ TEST_F(FnImageCacheTest, ToolGetsNoFdOfTheHelpersButTheArchiveAndNoNewPrivileges
 
   EXPECT_TRUE(built.ok()) << built;
   EXPECT_EQ(ReadFile(cache_dir_ + "/plain.ext4"), "built from: a plain archive");
+}
+
+TEST_F(FnImageCacheTest, ToolRunsAsTheBuilderIdAndItsImageBecomesRoots) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the builder drops to its id only when emberd is root";
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "whoami");
+  // The archive is emberd's private copy, root's 0600: the tool reads the fd it is given.
+  ASSERT_EQ(::chmod(archive_.c_str(), 0600), 0);
+  base::UniqueFd archive(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
+
+  absl::Status built = builder->Build(archive.Get(), cache_dir_ + "/whoami.ext4");
+
+  ASSERT_TRUE(built.ok()) << built;
+  const std::string id = std::to_string(RootfsBuilder::kDefaultBuilderId);
+  EXPECT_EQ(ReadFile(cache_dir_ + "/whoami.ext4"), id + "\n" + id + "\n");
+  struct stat st {};
+  ASSERT_EQ(::stat((cache_dir_ + "/whoami.ext4").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+  // Its build directory is gone.
+  EXPECT_NE(::access((cache_dir_ + "/whoami.ext4.build").c_str(), F_OK), 0);
+}
+
+TEST_F(FnImageCacheTest, NothingTheToolStartsOutlivesItsBuild) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the build's pid namespace needs root";
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "linger");
+  base::UniqueFd archive(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
+
+  ASSERT_TRUE(builder->Build(archive.Get(), cache_dir_ + "/linger.ext4").ok());
+
+  // Its `sleep 6061` is gone (the kernel ends a pid namespace's processes with its init; give
+  // it a moment to reap them).
+  const std::string marker("sleep\0" "6061", 10);
+  auto lingering = [&] {
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      if (ReadFile(entry.path().string() + "/cmdline").find(marker) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
+  for (int i = 0; i < 100 && lingering(); ++i) ::usleep(10'000);
+  EXPECT_FALSE(lingering());
 }
 
 }  // namespace

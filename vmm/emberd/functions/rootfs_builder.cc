@@ -1,8 +1,10 @@
 #include "vmm/emberd/functions/rootfs_builder.h"
 
 #include <fcntl.h>
-#include <signal.h>
+#include <grp.h>
 #include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,8 +12,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <charconv>
+#include <chrono>
+#include <filesystem>
+#include <optional>
 #include <vector>
 
 #include "vmm/base/fd_passing.h"
@@ -41,12 +45,21 @@ absl::Status FromReply(const std::string& reply) {
   return absl::Status(static_cast<absl::StatusCode>(code), std::string(end + 1));
 }
 
-// In the child, between fork and exec (async-signal-safe calls only): ember-rootfs with its
-// stdio, the archive at kArchiveFd and nothing else the helper holds.
-[[noreturn]] void ExecTool(char* const* argv, int archive, int output, pid_t helper) {
-  ::setpgid(0, 0);  // a group of its own: a timeout kills whatever it started too
+// The image's name in its build directory (the tool's working directory).
+constexpr char kImageName[] = "image.ext4";
+
+// In the build's pid-namespace init, forked from the middle process: ember-rootfs with its
+// stdio, the archive at kArchiveFd and nothing else the helper holds, in `build_dir`, as `id`
+// (uid and gid, no supplementary groups) when the helper is root, with no new privileges.
+[[noreturn]] void ExecTool(char* const* argv, int archive, int output, const std::string& build_dir,
+                           std::optional<std::uint32_t> id) {
+  if (::chdir(build_dir.c_str()) != 0) ::_exit(127);
+  if (id && (::setgroups(0, nullptr) != 0 || ::setresgid(*id, *id, *id) != 0 ||
+             ::setresuid(*id, *id, *id) != 0)) {
+    ::_exit(127);
+  }
+  // After the uid change, which clears it; the middle process is its parent.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != helper) ::_exit(127);
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(127);
   const int null = ::open("/dev/null", O_RDONLY);
   if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(output, 1) < 0 || ::dup2(output, 2) < 0) {
@@ -62,6 +75,27 @@ absl::Status FromReply(const std::string& reply) {
   ::_exit(127);
 }
 
+// The middle process, forked from the helper: a process group of its own (a timeout kills
+// the group), and as root new pid, network and ipc namespaces for the tool, whose init it
+// forks: whatever the tool leaves behind (a process that left the group too) dies with that
+// init, and it reaches no network. Exits with the tool's status (128 + N for signal N).
+[[noreturn]] void RunBuild(char* const* argv, int archive, int output, const std::string& build_dir,
+                           std::optional<std::uint32_t> id, pid_t helper) {
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != helper) ::_exit(127);
+  if (id && ::unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC) != 0) ::_exit(127);
+  const pid_t tool = ::fork();
+  if (tool < 0) ::_exit(127);
+  if (tool == 0) ExecTool(argv, archive, output, build_dir, id);
+  ::close(output);  // the helper sees the end of the output once the tool's side is gone
+  int status = 0;
+  while (::waitpid(tool, &status, 0) < 0) {
+    if (errno != EINTR) ::_exit(127);
+  }
+  ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
 // Kills the build `pid` leads and reaps it.
 void KillBuild(pid_t pid) {
   ::kill(-pid, SIGKILL);
@@ -71,12 +105,49 @@ void KillBuild(pid_t pid) {
   }
 }
 
-// In the helper: ember-rootfs --format oci /proc/self/fd/3 IMAGE, its output gathered, killed
-// at `timeout`.
+// The build directory `dir` (the builder's, every process of which has ended): its image
+// becomes `image`, root's and read-only for everyone, if it is a regular file with no other
+// name; then the directory goes.
+absl::Status InstallImage(const std::string& dir, const std::string& image, bool drop) {
+  base::UniqueFd parent(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!parent) return base::ErrnoError("open", dir);
+  base::UniqueFd built(
+      ::openat(parent.Get(), kImageName, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!built) return base::ErrnoError("open", "the image ember-rootfs built");
+  struct stat st {};
+  if (::fstat(built.Get(), &st) != 0) return base::ErrnoError("fstat", image);
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    return absl::InternalError("ember-rootfs left no plain image file");
+  }
+  if (drop && ::fchown(built.Get(), 0, 0) != 0) return base::ErrnoError("chown", image);
+  if (::fchmod(built.Get(), 0444) != 0) return base::ErrnoError("chmod", image);
+  if (::renameat(parent.Get(), kImageName, AT_FDCWD, image.c_str()) != 0) {
+    return base::ErrnoError("rename", image);
+  }
+  return absl::OkStatus();
+}
+
+// In the helper: ember-rootfs --format oci /proc/self/fd/3 image.ext4 in a new build directory
+// beside `image` (the builder's, when the helper is root), its output gathered, killed at
+// `timeout`; the image is then moved to `image` and the directory removed.
 absl::Status RunTool(const std::string& tool, int archive, const std::string& image,
-                     std::chrono::milliseconds timeout) {
+                     std::chrono::milliseconds timeout, std::uint32_t builder_id) {
+  const std::optional<std::uint32_t> id =
+      ::geteuid() == 0 ? std::optional<std::uint32_t>(builder_id) : std::nullopt;
+  const std::string build_dir = image + ".build";
+  if (::mkdir(build_dir.c_str(), 0700) != 0) return base::ErrnoError("mkdir", build_dir);
+  struct DirGone {
+    const std::string& dir;
+    ~DirGone() {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);  // symlinks in it are removed, not followed
+    }
+  } dir_gone{build_dir};
+  if (id && ::chown(build_dir.c_str(), *id, *id) != 0) {
+    return base::ErrnoError("chown", build_dir);
+  }
   std::vector<std::string> args = {tool, "--format", "oci",
-                                   "/proc/self/fd/" + std::to_string(kArchiveFd), image};
+                                   "/proc/self/fd/" + std::to_string(kArchiveFd), kImageName};
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -87,7 +158,7 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
   const pid_t helper = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return base::ErrnoError("fork", tool);
-  if (pid == 0) ExecTool(argv.data(), archive, write_end.Get(), helper);
+  if (pid == 0) RunBuild(argv.data(), archive, write_end.Get(), build_dir, id, helper);
   write_end.Reset();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string output;
@@ -100,7 +171,6 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
       KillBuild(pid);
-      ::unlink(image.c_str());
       return absl::DeadlineExceededError(
           "oci_archive_path: ember-rootfs did not build the image within " +
           std::to_string(timeout.count()) + " ms; it was stopped");
@@ -116,10 +186,9 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
   }
   while (!output.empty() && output.back() == '\n') output.pop_back();
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-    if (::chmod(image.c_str(), 0444) != 0) return base::ErrnoError("chmod", image);
-    return absl::OkStatus();
+    // The tool's pid namespace is gone with its init: nothing of the builder's still writes.
+    return InstallImage(build_dir, image, id.has_value());
   }
-  ::unlink(image.c_str());
   if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
     return absl::InvalidArgumentError("oci_archive_path: " + output);
   }
@@ -128,7 +197,7 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 }
 
 [[noreturn]] void Serve(base::UniqueFd socket, const std::string& tool,
-                        std::chrono::milliseconds timeout) {
+                        std::chrono::milliseconds timeout, std::uint32_t builder_id) {
   std::vector<char> buffer(kMaxMessage);
   while (true) {
     absl::StatusOr<base::Received> got = base::ReceiveWithFds(socket.Get(), buffer);
@@ -136,7 +205,8 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
     absl::Status built =
         got->fds.size() != 1
             ? absl::InvalidArgumentError("a build request carries exactly one archive")
-            : RunTool(tool, got->fds[0].Get(), std::string(buffer.data(), got->bytes), timeout);
+            : RunTool(tool, got->fds[0].Get(), std::string(buffer.data(), got->bytes), timeout,
+                      builder_id);
     const std::string reply = Reply(built);
     if (::send(socket.Get(), reply.data(), reply.size(), MSG_NOSIGNAL) < 0) ::_exit(0);
   }
@@ -145,14 +215,14 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RootfsBuilder>> RootfsBuilder::Start(
-    std::string tool, std::chrono::milliseconds timeout) {
+    std::string tool, std::chrono::milliseconds timeout, std::uint32_t builder_id) {
   if (::access(tool.c_str(), X_OK) != 0) return base::ErrnoError("access", tool);
   // Named apart from emberd and its fork server.
-  EMBER_ASSIGN_OR_RETURN(base::HelperProcess helper,
-                         base::ForkHelperProcess("rootfs builder", "emberd-rootfs",
-                                                 [&](base::UniqueFd socket) {
-                                                   Serve(std::move(socket), tool, timeout);
-                                                 }));
+  EMBER_ASSIGN_OR_RETURN(
+      base::HelperProcess helper,
+      base::ForkHelperProcess("rootfs builder", "emberd-rootfs", [&](base::UniqueFd socket) {
+        Serve(std::move(socket), tool, timeout, builder_id);
+      }));
   return std::unique_ptr<RootfsBuilder>(
       new RootfsBuilder(std::move(helper.socket), helper.pid));
 }
