@@ -18,9 +18,16 @@ std::string WeightFile(int version) { return version == 2 ? "cpu.weight" : "cpu.
 
 }  // namespace
 
-std::uint64_t ParentCpuWeight::Clamp(int version, std::uint64_t sum) {
-  if (version == 2) return sum == 0 ? 100 : std::clamp<std::uint64_t>(sum, 1, 10000);
-  return sum == 0 ? 1024 : std::clamp<std::uint64_t>(sum, 2, 262144);
+std::uint64_t ParentCpuWeight::Cap(int version, unsigned host_cpus) {
+  const std::uint64_t cpus = std::max(1u, host_cpus);
+  if (version == 2) return std::min<std::uint64_t>(100 * cpus, 10000);
+  return std::min<std::uint64_t>(1024 * cpus, 262144);
+}
+
+std::uint64_t ParentCpuWeight::Clamp(int version, unsigned host_cpus, std::uint64_t sum) {
+  const std::uint64_t cap = Cap(version, host_cpus);
+  if (version == 2) return sum == 0 ? 100 : std::clamp<std::uint64_t>(sum, 1, cap);
+  return sum == 0 ? 1024 : std::clamp<std::uint64_t>(sum, 2, cap);
 }
 
 void ParentCpuWeight::Add(const std::string& vm_id, const std::vector<std::string>& jailer_args) {
@@ -49,7 +56,7 @@ void ParentCpuWeight::Remove(const std::string& vm_id) {
 void ParentCpuWeight::WriteLocked() {
   std::uint64_t sum = 0;
   for (const auto& [vm_id, weight] : weights_) sum += weight;
-  const std::string value = std::to_string(Clamp(cgroups_.version, sum));
+  const std::string value = std::to_string(Clamp(cgroups_.version, cgroups_.host_cpus, sum));
   for (const std::string& mount : cgroups_.mounts) {
     const std::string path = mount + "/" + cgroups_.parent + "/" + WeightFile(cgroups_.version);
     // Only the hierarchy that carries cpu has the file, and only once the parent exists.

@@ -16,7 +16,10 @@ namespace ember::emberd {
 // among them; on v2 a sibling slice), and all VMs share that one share: 16 warm function
 // clones of the busy-polling test guest served 5x fewer invocations jailed than unjailed
 // (perf/fn_bench.py). Weighing as much as its VMs, the parent gives each of them what it would
-// have unjailed; within it, each VM's own weight (JailedView) divides it. Any thread.
+// have unjailed; within it, each VM's own weight (JailedView) divides it. The sum is capped at
+// one default weight per host CPU (Cap): the parent sits beside system.slice (emberd, sshd,
+// journald) and user.slice, each weighing one default; uncapped, ~100 vCPUs of spinning guests
+// left them ~1% of the CPU, and emberd's API, supervisor and kill paths crawled. Any thread.
 class ParentCpuWeight {
  public:
   explicit ParentCpuWeight(JailCgroups cgroups) : cgroups_(std::move(cgroups)) {}
@@ -30,8 +33,13 @@ class ParentCpuWeight {
   void Remove(const std::string& vm_id);
 
   // The parent's weight for `sum`, the sum of its VMs' weights, in the file's range (v2
-  // cpu.weight 1..10000, default 100; v1 cpu.shares 2..262144, default 1024).
-  [[nodiscard]] static std::uint64_t Clamp(int version, std::uint64_t sum);
+  // cpu.weight 1..10000, default 100; v1 cpu.shares 2..262144, default 1024) and at most
+  // Cap(version, host_cpus).
+  [[nodiscard]] static std::uint64_t Clamp(int version, unsigned host_cpus, std::uint64_t sum);
+  // The most the parent weighs: the default weight times the host's CPUs, what as many busy
+  // default-weight tasks would weigh, so the VMs together never outweigh the rest of the host
+  // by more than the host has CPUs to give them.
+  [[nodiscard]] static std::uint64_t Cap(int version, unsigned host_cpus);
 
  private:
   void WriteLocked();  // mu_ held

@@ -15,9 +15,11 @@ namespace {
 // file there, as on a v1 host whose memory hierarchy is mounted apart).
 class ParentCpuWeightTest : public ::testing::Test {
  protected:
-  JailCgroups Hierarchies(int version, const std::string& file, bool parent_exists = true) {
+  JailCgroups Hierarchies(int version, const std::string& file, bool parent_exists = true,
+                          unsigned host_cpus = 4) {
     JailCgroups cgroups;
     cgroups.version = version;
+    cgroups.host_cpus = host_cpus;
     cgroups.parent = "ember-test";
     for (const char* mount : {"cpu", "memory"}) {
       const std::string dir = dir_.path() + "/" + mount;
@@ -55,13 +57,37 @@ TEST_F(ParentCpuWeightTest, AVmLaunchedAgainCountsOnce) {
 }
 
 TEST_F(ParentCpuWeightTest, V2WeightsStayInCpuWeightsRange) {
-  ParentCpuWeight weight(Hierarchies(2, "cpu.weight"));
+  ParentCpuWeight weight(Hierarchies(2, "cpu.weight", true, /*host_cpus=*/512));
   for (int i = 0; i < 150; ++i) {
     weight.Add("vm" + std::to_string(i), {"--cgroup", "cpu.weight=100"});
   }
   EXPECT_EQ("10000", Read("cpu.weight"));
-  EXPECT_EQ(100u, ParentCpuWeight::Clamp(2, 0));
-  EXPECT_EQ(262144u, ParentCpuWeight::Clamp(1, 1u << 30));
+  EXPECT_EQ(100u, ParentCpuWeight::Clamp(2, 512, 0));
+  EXPECT_EQ(262144u, ParentCpuWeight::Clamp(1, 512, 1u << 30));
+}
+
+// 200 busy one-vCPU VMs on a 2-CPU host weigh what two busy default tasks would, not 100x
+// system.slice (emberd, sshd) and user.slice.
+TEST_F(ParentCpuWeightTest, ManyVmsWeighNoMoreThanADefaultPerHostCpu) {
+  ParentCpuWeight v2(Hierarchies(2, "cpu.weight", true, /*host_cpus=*/2));
+  for (int i = 0; i < 200; ++i) v2.Add("vm" + std::to_string(i), {"--cgroup", "cpu.weight=100"});
+  EXPECT_EQ("200", Read("cpu.weight"));
+  v2.Remove("vm0");
+  EXPECT_EQ("200", Read("cpu.weight"));
+}
+
+TEST_F(ParentCpuWeightTest, ManyVmsWeighNoMoreThanADefaultPerHostCpuOnV1) {
+  ParentCpuWeight v1(Hierarchies(1, "cpu.shares", true, /*host_cpus=*/2));
+  for (int i = 0; i < 200; ++i) v1.Add("vm" + std::to_string(i), {"--cgroup", "cpu.shares=1024"});
+  EXPECT_EQ("2048", Read("cpu.shares"));
+}
+
+TEST_F(ParentCpuWeightTest, FewVmsStillWeighTheirSumUnderTheCap) {
+  ParentCpuWeight weight(Hierarchies(2, "cpu.weight", true, /*host_cpus=*/2));
+  weight.Add("a", {"--cgroup", "cpu.weight=100"});
+  EXPECT_EQ("100", Read("cpu.weight"));
+  weight.Add("b", {"--cgroup", "cpu.weight=50"});
+  EXPECT_EQ("150", Read("cpu.weight"));
 }
 
 TEST_F(ParentCpuWeightTest, NothingIsMadeWhereNoParentIsYet) {
