@@ -30,10 +30,6 @@ T LittleEndianAt(const std::string& bytes, std::size_t offset) {
 
 }  // namespace
 
-std::uint64_t MaxWorkingSetBytes(std::uint64_t memory_bytes) {
-  return kHeaderBytes + kRunBytes * ((memory_bytes / kPage + 1) / 2) + kCrcBytes;
-}
-
 absl::Status CheckWorkingSet(const std::string& bytes, std::uint64_t memory_bytes) {
   auto bad = [](const std::string& what) {
     return absl::InvalidArgumentError("the recorded working set " + what);

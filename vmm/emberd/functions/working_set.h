@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "vmm/emberd/working_set_size.h"
 
 namespace ember::emberd::functions {
 
@@ -18,7 +19,7 @@ namespace ember::emberd::functions {
 // drops the set and records a new one: CloneOps::Restore).
 
 // The largest well-formed set for `memory_bytes` of guest memory: every other page a run.
-[[nodiscard]] std::uint64_t MaxWorkingSetBytes(std::uint64_t memory_bytes);
+using ::ember::emberd::MaxWorkingSetBytes;
 
 // Whether `bytes` is a well-formed working set for a guest of `memory_bytes`; INVALID_ARGUMENT
 // saying what is wrong.
