@@ -71,9 +71,14 @@ int MakeDirs(const std::string& path) {
   return 0;
 }
 
+// Copies only a regular file: `from` is opened without blocking and checked first, so a FIFO
+// (or a device) there fails at once instead of stalling the single-threaded fork server.
 int CopyFile(const std::string& from, const std::string& to, mode_t mode) {
-  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  base::UniqueFd in(::open(from.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   if (!in) return errno;
+  struct stat st {};
+  if (::fstat(in.Get(), &st) != 0) return errno;
+  if (!S_ISREG(st.st_mode)) return EINVAL;
   base::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!out) return errno;
   return CopySparse(in.Get(), out.Get());

@@ -8,8 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "tests/support/files.h"
 #include "vmm/emberd/launch_files.h"
@@ -111,6 +114,36 @@ TEST_F(LauncherFilesTest, AJailedVmmFindsTheFileEmberdCheckedLinkedIntoItsJail) 
   ASSERT_EQ(::lstat(linked.c_str(), &seen), 0);
   EXPECT_EQ(seen.st_ino, checked.st_ino);
   EXPECT_EQ(ReadFile(linked), "checked");
+}
+
+TEST_F(LauncherFilesTest, AFifoToCopyIntoAJailFailsTheLaunchInsteadOfBlockingTheForkServer) {
+  JailerConfig jail;
+  jail.jailer = Script("jailer", "exit 0");
+  jail.chroot_base = temp_.path() + "/jails";
+  jail.ids = JailIds{840000, 3};
+  spec_.jailer_args = {"--uid", "840001", "--gid", "840001"};
+  auto launcher = ForkServerLauncher::Start(Script("vmm", "exit 0"), jail);
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  // A FIFO where a working set was (opened by a racing client's swap): reading it by its
+  // name blocks until a writer comes.
+  const std::string fifo = allowed_ + "/memory.ws";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  spec_.files.emplace_back(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(spec_.files.back());
+  spec_.jail_files.push_back(JailFile{JailFile::How::kCopy, fifo, "snap.mem.ws", 0});
+  // A blocked fork server is let go by a writer now and then, so that the test ends either way.
+  std::atomic<bool> done = false;
+  std::thread writer([&] {
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      base::UniqueFd unblock(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    }
+  });
+  auto pid = (*launcher)->Launch(spec_);
+  done = true;
+  writer.join();
+  EXPECT_FALSE(pid.ok()) << "a FIFO was copied into the jail";
+  if (pid.ok()) Reap(*pid);
 }
 
 TEST_F(LauncherFilesTest, AFileOutsideTheAllowedDirectoriesIsNeverHandedOver) {
