@@ -534,12 +534,17 @@ absl::Status JailedView::PrepareRestore(const RestorePlan& plan, const v1::VmCon
   AddJailFile(spec, JailFile::How::kCopy, overrides, "restore-overrides.pb");
   // A userfaultfd clone's working set: the recorded one copied in beside the memory file, where
   // ember-vmm looks for it; without one, the set it records goes to its output directory.
+  // The set is the file emberd opened and checked (OpenRestoreFiles), never reopened by its
+  // name: that may lead to a FIFO (the fork server would block copying it) or out of the
+  // allowed directories by now.
   if (plan.uffd && plan.prefetch) {
-    const std::string set = plan.memory_path + ".ws";
-    base::UniqueFd file(::open(set.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (!file) return base::ErrnoError("open", set);
-    AddJailFile(spec, JailFile::How::kCopy, set, plan.jail_memory_name + ".ws");
-    EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file, HandOverFile(file, spec));
+    if (!plan.working_set_file) {
+      return absl::InternalError("a prefetching restore has no working set opened");
+    }
+    AddJailFile(spec, JailFile::How::kCopy, plan.memory_path + ".ws",
+                plan.jail_memory_name + ".ws");
+    EMBER_ASSIGN_OR_RETURN(spec->jail_files.back().file,
+                           HandOverFile(*plan.working_set_file, spec));
   } else if (plan.uffd) {
     spec->vmm_args.insert(spec->vmm_args.end(), {"--working-set", JailOutput(kJailWorkingSetFile)});
   }

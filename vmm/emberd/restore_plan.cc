@@ -10,6 +10,7 @@
 
 #include "vmm/base/status.h"
 #include "vmm/emberd/store.h"
+#include "vmm/emberd/working_set_size.h"
 #include "vmm/rules/restore_overrides.h"
 
 namespace ember::emberd {
@@ -206,6 +207,17 @@ absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
     EMBER_ASSIGN_OR_RETURN(plan->working_set_file,
                            OpenRestoreFile("prefetch_working_set", plan->memory_path + ".ws",
                                            by_path, paths));
+    // Bounded before a jailed clone's fork server copies it: no set of this memory is larger.
+    struct stat set {}, memory {};
+    if (::fstat((*plan->working_set_file).Get(), &set) != 0 ||
+        ::fstat((*plan->memory_file).Get(), &memory) != 0) {
+      return base::ErrnoError("fstat", plan->memory_path + ".ws");
+    }
+    if (static_cast<std::uint64_t>(set.st_size) >
+        MaxWorkingSetBytes(static_cast<std::uint64_t>(memory.st_size))) {
+      return absl::InvalidArgumentError("prefetch_working_set: " + plan->memory_path +
+                                        ".ws is larger than any working set of its memory");
+    }
   } else if (plan->uffd) {
     EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place,
                            OpenRestorePlace(field, plan->memory_path + ".ws", by_path, paths));

@@ -15,6 +15,7 @@
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/unix_address.h"
 #include "vmm/emberd/restore_plan.h"
+#include "vmm/emberd/working_set_size.h"
 
 namespace ember::emberd {
 namespace {
@@ -406,6 +407,37 @@ TEST_F(RestoreFilesTest, DirectRestoreHandsOverTheWorkingSetEmberdOpenedNotItsNa
   plan_.prefetch = true;
   OpenSwapAndLaunch();
   EXPECT_EQ(ReadAsTheVmm(FlagValue(spec_.vmm_args, "--working-set")), "memory.ws");
+}
+
+TEST_F(RestoreFilesTest, JailedRestoreCopiesTheWorkingSetEmberdOpenedNotAFifoAtItsName) {
+  plan_.prefetch = true;
+  plan_.jail_memory_name = "snap.mem";
+  ASSERT_TRUE(OpenRestoreFiles("state_path", /*by_path=*/true, &rules_, &plan_).ok());
+  struct stat opened {};
+  ASSERT_EQ(::stat((run_ + "/memory.ws").c_str(), &opened), 0);
+  // Reopened by name, the fork server would block copying it into the jail.
+  ASSERT_EQ(::unlink((run_ + "/memory.ws").c_str()), 0);
+  ASSERT_EQ(::mkfifo((run_ + "/memory.ws").c_str(), 0600), 0);
+  absl::Status prepared = MakeJailedView(vms_dir_, jail_dir_, kIds, &rules_)
+                              ->PrepareLaunch(v1::VmConfig(), &plan_, &spec_);
+  ASSERT_TRUE(prepared.ok()) << prepared;
+  auto set = std::find_if(spec_.jail_files.begin(), spec_.jail_files.end(),
+                          [](const JailFile& file) { return file.jail_name == "snap.mem.ws"; });
+  ASSERT_NE(set, spec_.jail_files.end());
+  ASSERT_GE(set->file, 0) << "copied from its name";
+  struct stat handed {};
+  ASSERT_EQ(::fstat(spec_.files[static_cast<std::size_t>(set->file)].Get(), &handed), 0);
+  EXPECT_TRUE(S_ISREG(handed.st_mode));
+  EXPECT_EQ(handed.st_ino, opened.st_ino);
+}
+
+TEST_F(RestoreFilesTest, AWorkingSetLargerThanAnySetOfItsMemoryIsRefused) {
+  plan_.prefetch = true;
+  std::ofstream(run_ + "/memory") << std::string(8192, 'm');  // two pages: one run at most
+  std::ofstream(run_ + "/memory.ws") << std::string(MaxWorkingSetBytes(8192) + 1, 'w');
+  absl::Status refused = OpenRestoreFiles("state_path", /*by_path=*/true, &rules_, &plan_);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("prefetch_working_set"), std::string::npos) << refused;
 }
 
 TEST_F(RestoreFilesTest, DirectRestoreRecordsTheWorkingSetInTheDirectoryEmberdOpened) {
