@@ -214,5 +214,20 @@ TEST_F(FnImageCacheTest, NothingTheToolStartsOutlivesItsBuild) {
   EXPECT_FALSE(lingering());
 }
 
+TEST_F(FnImageCacheTest, ArchiveLargerThanTheLimitIsRefusedLeavingNothing) {
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  ImageCache small(cache_dir_, /*max_archive_bytes=*/16);
+  Write(archive_, "seventeen bytes!!");
+
+  absl::StatusOr<std::string> sha = small.AddOciArchive(*rules_, *builder, archive_);
+
+  EXPECT_EQ(sha.status().code(), absl::StatusCode::kInvalidArgument) << sha.status();
+  EXPECT_NE(sha.status().message().find("--fn-max-archive-mib"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::is_empty(cache_dir_));
+  Write(archive_, "sixteen bytes!!!");
+  EXPECT_TRUE(small.AddOciArchive(*rules_, *builder, archive_).ok());
+}
+
 }  // namespace
 }  // namespace ember::emberd::functions

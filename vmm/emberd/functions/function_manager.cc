@@ -40,7 +40,7 @@ FunctionManager::FunctionManager(FunctionOptions options, VmManager& vms, Functi
     : options_(std::move(options)),
       vms_(vms),
       store_(std::move(store)),
-      images_(options_.image_dir),
+      images_(options_.image_dir, options_.max_archive_bytes),
       ops_(vms, Networks(), AgentSockets(options_.jail_dir)),
       deployer_(vms, images_, store_, *options_.paths, Networks(),
                 AgentSockets(options_.jail_dir), options_.rootfs) {}

@@ -30,6 +30,8 @@ struct FunctionOptions {
   std::string image_dir;              // MakeImageDir's
   // Invocations in flight on the whole host; beyond it Invoke is RESOURCE_EXHAUSTED at once.
   std::uint32_t max_in_flight = 64;
+  // The largest OCI archive a deploy copies (ImageCache).
+  std::uint64_t max_archive_bytes = ImageCache::kDefaultMaxArchiveBytes;
   // VmManager's ManagerOptions::jail_dir: where a jailed VM's root is; empty when unjailed.
   std::string jail_dir;
   const base::PathRules* paths = nullptr;  // the API's rules for the paths a request names

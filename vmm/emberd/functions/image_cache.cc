@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cerrno>
 #include <filesystem>
+#include <functional>
+#include <limits>
 #include <vector>
 
 #include "vmm/base/status.h"
@@ -31,8 +33,12 @@ std::string Hex(const std::uint8_t* bytes, std::size_t size) {
 }
 
 // Copies `in` to `out` chunk by chunk, leaving all-zero chunks as holes (images are sparse),
-// and hashes every byte; returns the hex digest.
-absl::StatusOr<std::string> CopyHashing(int in, int out, const std::string& what) {
+// and hashes every byte; returns the hex digest. `too_large` (if given) once more than `limit`
+// bytes were read.
+absl::StatusOr<std::string> CopyHashing(
+    int in, int out, const std::string& what,
+    std::uint64_t limit = std::numeric_limits<std::uint64_t>::max(),
+    const std::function<absl::Status()>& too_large = nullptr) {
   sha256_ctx sha;
   sha256_init(&sha);
   std::vector<char> buf(kChunk);
@@ -43,6 +49,7 @@ absl::StatusOr<std::string> CopyHashing(int in, int out, const std::string& what
     if (got < 0) return base::ErrnoError("read", what);
     if (got == 0) break;
     const auto size = static_cast<std::size_t>(got);
+    if (static_cast<std::uint64_t>(offset) + size > limit && too_large) return too_large();
     // reinterpret_cast: nettle takes bytes as uint8_t.
     sha256_update(&sha, size, reinterpret_cast<const std::uint8_t*>(buf.data()));
     const bool zero = std::all_of(buf.begin(), buf.begin() + got, [](char c) { return c == 0; });
@@ -110,6 +117,12 @@ absl::StatusOr<std::string> ImageCache::AddOciArchive(const base::PathRules& pat
   if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError("oci_archive_path: " + path + " is not a regular file");
   }
+  auto too_large = [&] {
+    return absl::InvalidArgumentError(
+        "oci_archive_path: " + path + " is larger than this emberd takes (" +
+        std::to_string(max_archive_bytes_ >> 20) + " MiB, --fn-max-archive-mib)");
+  };
+  if (static_cast<std::uint64_t>(st.st_size) > max_archive_bytes_) return too_large();
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd in, Reopen(checked, path));
   // The image is built from the very bytes hashed: a private copy, which the client who owns
   // the archive cannot rewrite between the hash and the build.
@@ -119,7 +132,9 @@ absl::StatusOr<std::string> ImageCache::AddOciArchive(const base::PathRules& pat
   {
     base::UniqueFd out(::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!out) return base::ErrnoError("open", copy);
-    EMBER_ASSIGN_OR_RETURN(sha, CopyHashing(in.Get(), out.Get(), path));
+    // Bounded again while it is read: the client's file may grow after the look.
+    EMBER_ASSIGN_OR_RETURN(sha,
+                           CopyHashing(in.Get(), out.Get(), path, max_archive_bytes_, too_large));
   }
   const std::string key = ImageKey(/*from_archive=*/true, sha);
   {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
@@ -24,7 +25,12 @@ namespace ember::emberd::functions {
 // thread.
 class ImageCache {
  public:
-  explicit ImageCache(std::string dir) : dir_(std::move(dir)) {}
+  // emberd's --fn-max-archive-mib default.
+  static constexpr std::uint64_t kDefaultMaxArchiveBytes = std::uint64_t{4096} << 20;
+
+  // `max_archive_bytes`: the largest OCI archive AddOciArchive copies.
+  explicit ImageCache(std::string dir, std::uint64_t max_archive_bytes = kDefaultMaxArchiveBytes)
+      : dir_(std::move(dir)), max_archive_bytes_(max_archive_bytes) {}
 
   // Copies the image `path` names (checked by `paths`, `field` naming it in errors) into the
   // cache unless its content is there already; returns its sha256 hex, its key, with a
@@ -35,7 +41,9 @@ class ImageCache {
   // The image of the OCI archive `path` names (checked by `paths`; a regular file), built by
   // `builder` from a private copy of the archive unless an image of the same archive is there
   // already: returns the archive's sha256 hex, with a reference to ImageKey(true, sha) the
-  // caller releases. Errors as Add's, and the builder's.
+  // caller releases. Errors as Add's, and the builder's; an archive larger than the cache's
+  // limit is INVALID_ARGUMENT naming the limit, refused before or while it is copied, its copy
+  // removed.
   [[nodiscard]] absl::StatusOr<std::string> AddOciArchive(const base::PathRules& paths,
                                                           RootfsBuilder& builder,
                                                           const std::string& path);
@@ -57,6 +65,7 @@ class ImageCache {
   [[nodiscard]] absl::Status Install(const std::string& temp, const std::string& key);
 
   const std::string dir_;
+  const std::uint64_t max_archive_bytes_;
   std::mutex mu_;
   std::map<std::string, unsigned> refs_;  // guarded by mu_: key -> references
 };
