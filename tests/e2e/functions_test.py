@@ -596,6 +596,29 @@ class FunctionsRestartTest(FunctionsFixture, unittest.TestCase):
         self.assertEqual(self.vmm_pids(), [])
 
 
+class ArchiveLimitTest(SharedEmberd, unittest.TestCase):
+    """An emberd that takes OCI archives of at most 1 MiB (--fn-max-archive-mib)."""
+    EMBERD_ARGS = ("--fn-max-archive-mib", "1")
+
+    def test_an_archive_past_the_limit_is_refused_leaving_nothing(self):
+        archive = os.path.join(self.emberd.dir, "large.oci.tar")
+        layout = os.path.join(self.emberd.dir, "large-layout")
+        rs.write_layout(layout, [rs.add_image(
+            layout, [[rs.entry("bin/handler", data=b"#!/bin/sh\n", mode=0o755),
+                      rs.entry("data", data=os.urandom(3 << 19))]],  # 1.5 MiB, incompressible
+            {"Entrypoint": ["/bin/handler"]})])
+        rs.write_oci_archive(archive, layout)
+        self.assertGreater(os.path.getsize(archive), 1 << 20)
+        code, details = code_of(self.fn.DeployFunction, api.DeployFunctionRequest(
+            name="large", oci_archive_path=archive, mem_size_mib=32), timeout=300)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertIn("oci_archive_path", details)
+        self.assertIn("--fn-max-archive-mib", details)
+        self.assertIsNone(self.function("large"))
+        # Nothing of it kept: no copy, no image, no build directory.
+        self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "fn-images")), [])
+
+
 class FunctionsUnjailedTest(SharedEmberd, unittest.TestCase):
     """--no-jail, with the state directory outside every --allow-dir: the VMMs' vsock sockets
     lie in the functions' directories, which emberd's rules for its VMMs admit."""

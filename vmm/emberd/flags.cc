@@ -40,6 +40,9 @@ constexpr char kUsage[] =
     "                     one Create or Restore and replaced in the background (default 0:\n"
     "                     none). Needs --no-jail: a jail is its VM's own (uid, chroot, cgroup\n"
     "                     named after it), which a VMM started ahead cannot have yet\n"
+    "  --fn-max-archive-mib N\n"
+    "                     the largest OCI archive a function is deployed from (default 4096);\n"
+    "                     a larger one is INVALID_ARGUMENT, nothing of it kept\n"
     "  --fn-max-in-flight N\n"
     "                     function invocations in flight on the host at most (default 64);\n"
     "                     more are RESOURCE_EXHAUSTED at once\n"
@@ -143,6 +146,9 @@ Flags ParseFlags(int argc, char** argv) {
           flags.vmm_pool > 64) {
         Fail("--vmm-pool: \"" + text + "\" is not a number from 0 to 64");
       }
+    }
+    else if (arg == "--fn-max-archive-mib") {
+      flags.fn_max_archive_mib = ParseId("--fn-max-archive-mib", value());
     }
     else if (arg == "--fn-max-in-flight") {
       flags.fn_max_in_flight = ParseId("--fn-max-in-flight", value());
