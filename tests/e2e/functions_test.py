@@ -518,7 +518,11 @@ class FunctionsTest(SharedEmberd, unittest.TestCase):
                 (stub.Stop, api.StopRequest(vm_id=clone.vm_id)),
                 (stub.Resume, api.VmRequest(vm_id=clone.vm_id)),
                 (stub.CreateSnapshot, api.CreateSnapshotRequest(vm_id=clone.vm_id)),
-                (stub.DeleteSnapshot, api.DeleteSnapshotRequest(snapshot_id=f.snapshot_id))]:
+                (stub.DeleteSnapshot, api.DeleteSnapshotRequest(snapshot_id=f.snapshot_id)),
+                # A client's own VM restored from the function's snapshot would hold its deployed
+                # memory and pin the snapshot against DeleteFunction.
+                (stub.Restore, api.RestoreRequest(snapshot_id=f.snapshot_id, vm_id_prefix="mine")),
+                (stub.TrustSnapshot, api.TrustSnapshotRequest(snapshot_id=f.snapshot_id))]:
             code, details = code_of(call, request)
             self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, f"{request}: {details}")
             self.assertIn("Functions service", details)

@@ -255,6 +255,9 @@ grpc::Status ApiService::Restore(grpc::ServerContext*, const v1::RestoreRequest*
   if (auto s = RefuseFunctionVmId("vm_id_prefix", request->vm_id_prefix()); !s.ok()) {
     return ToGrpc(s);
   }
+  // A function's snapshot holds its deployed memory (env, secrets), and a VM restored from it
+  // would pin it against DeleteFunction: only the Functions API restores those.
+  if (auto s = RefuseFunctions("snapshot", request->snapshot_id()); !s.ok()) return ToGrpc(s);
   if (request->vm_id_prefix().size() > kMaxVmIdLength - 6) {
     return ToGrpc(Invalid("vm_id_prefix", "at most 58 characters"));
   }
@@ -334,6 +337,7 @@ grpc::Status ApiService::TrustSnapshot(grpc::ServerContext*,
                                        const v1::TrustSnapshotRequest* request,
                                        v1::Snapshot* response) {
   if (auto s = ValidateSnapshotId(request->snapshot_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = RefuseFunctions("snapshot", request->snapshot_id()); !s.ok()) return ToGrpc(s);
   auto snapshot = manager_.TrustSnapshot(request->snapshot_id());
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
   *response = std::move(*snapshot);
