@@ -22,6 +22,7 @@ Environment (inherited through emberd and its fork server):
                              a line, in the order the swaps arrive
   FAKE_VMM_FAIL_AFTER        before its HELLO, wait until this file exists, then exit 1 (a VMM
                              that could not build its VM)
+  FAKE_VMM_IGNORE_STOP       a stop gets no answer and ends nothing (a VMM that hangs)
 """
 import json
 import os
@@ -133,6 +134,8 @@ def main():
                 break  # the controller went away; wait for the next one
             response = ctl.ControlResponse(id=request.id)
             op = request.WhichOneof("op")
+            if op == "stop" and os.environ.get("FAKE_VMM_IGNORE_STOP"):
+                continue
             if op in ("start", "resume"):
                 state = ctl.VmmStatus.RUNNING
             elif op == "pause":

@@ -303,6 +303,22 @@ void Supervisor::OnProcessExit(SupervisedVmm& vmm) {
 absl::StatusOr<v1::ControlResponse> Supervisor::Call(SupervisedVmm& vmm,
                                                      v1::ControlRequest request, Wait wait,
                                                      int fd) {
+  return CallFor(vmm, std::move(request),
+                 wait == Wait::kWhileConnected
+                     ? std::nullopt
+                     : std::optional<std::chrono::milliseconds>(request_timeout_),
+                 fd);
+}
+
+absl::StatusOr<v1::ControlResponse> Supervisor::CallWithin(SupervisedVmm& vmm,
+                                                           v1::ControlRequest request,
+                                                           std::chrono::milliseconds timeout) {
+  return CallFor(vmm, std::move(request), std::min(timeout, request_timeout_), -1);
+}
+
+absl::StatusOr<v1::ControlResponse> Supervisor::CallFor(
+    SupervisedVmm& vmm, v1::ControlRequest request,
+    std::optional<std::chrono::milliseconds> timeout, int fd) {
   std::unique_lock lock(vmm.mu);
   if (!vmm.control_) {
     return absl::UnavailableError(Quoted(vmm.vm_id()) + ": its ember-vmm is not connected");
@@ -313,11 +329,11 @@ absl::StatusOr<v1::ControlResponse> Supervisor::Call(SupervisedVmm& vmm,
   vmm.responses_[id];
   auto answered_or_gone = [&] { return vmm.responses_[id].has_value() || !vmm.control_; };
   bool answered = true;
-  if (wait == Wait::kWhileConnected) {
+  if (!timeout) {
     // The VMM's exit closes the connection, so this ends when the VMM does.
     vmm.cv.wait(lock, answered_or_gone);
   } else {
-    answered = vmm.cv.wait_for(lock, request_timeout_, answered_or_gone);
+    answered = vmm.cv.wait_for(lock, *timeout, answered_or_gone);
   }
   std::optional<v1::ControlResponse> response = std::move(vmm.responses_[id]);
   vmm.responses_.erase(id);

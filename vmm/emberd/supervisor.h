@@ -102,6 +102,11 @@ class Supervisor {
                                                          v1::ControlRequest request,
                                                          Wait wait = Wait::kRequestTimeout,
                                                          int fd = -1);
+  // As Call, waiting at most `timeout` (or the request timeout, if shorter): for a caller with
+  // its own deadline (Stop), which a VMM that never answers must not stretch.
+  [[nodiscard]] absl::StatusOr<v1::ControlResponse> CallWithin(SupervisedVmm& vmm,
+                                                               v1::ControlRequest request,
+                                                               std::chrono::milliseconds timeout);
   // Whether the VMM's process has exited, waiting up to `timeout` for it. `lock` holds mu.
   [[nodiscard]] static bool WaitForExit(SupervisedVmm& vmm, std::unique_lock<std::mutex>& lock,
                                         std::chrono::milliseconds timeout);
@@ -111,6 +116,11 @@ class Supervisor {
     std::shared_ptr<SupervisedVmm> vmm;
     bool is_pidfd;
   };
+
+  // Call's body: `timeout` empty waits while the VMM stays connected.
+  [[nodiscard]] absl::StatusOr<v1::ControlResponse> CallFor(
+      SupervisedVmm& vmm, v1::ControlRequest request,
+      std::optional<std::chrono::milliseconds> timeout, int fd);
 
   explicit Supervisor(std::chrono::milliseconds request_timeout)
       : request_timeout_(request_timeout) {}

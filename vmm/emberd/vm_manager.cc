@@ -275,6 +275,15 @@ absl::StatusOr<v1::Vm> VmManager::Resume(const std::string& vm_id) {
 
 absl::StatusOr<v1::Vm> VmManager::Stop(const std::string& vm_id,
                                        std::chrono::milliseconds timeout) {
+  // `timeout` bounds the whole stop, the VMM's answer included: a VMM that never answers costs
+  // the caller (the Functions' single discard thread among them) `timeout`, not the request
+  // timeout on top of it.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(0),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now()));
+  };
   EMBER_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(vm_id));
   std::unique_lock op(entry->op_mu, std::defer_lock);
   if (!op.try_lock_for(timeout)) {
@@ -292,13 +301,13 @@ absl::StatusOr<v1::Vm> VmManager::Stop(const std::string& vm_id,
   }
   v1::ControlRequest request;
   request.mutable_stop()->set_reason("stopped through the API");
-  absl::StatusOr<v1::ControlResponse> response = supervisor_->Call(*entry, request);
+  absl::StatusOr<v1::ControlResponse> response = supervisor_->CallWithin(*entry, request, left());
   if (!response.ok()) {
     EMBER_LOG(kWarn) << "emberd: VM " << vm_id << ": " << response.status().message()
                      << "; killing it";
   }
   std::unique_lock lock(entry->mu);
-  if (!response.ok() || !Supervisor::WaitForExit(*entry, lock, timeout)) {
+  if (!response.ok() || !Supervisor::WaitForExit(*entry, lock, left())) {
     entry->Kill();
     if (!Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5))) {
       return absl::UnavailableError("VM \"" + vm_id + "\": ember-vmm did not exit after SIGKILL");
