@@ -256,15 +256,15 @@ Connection::RxOutcome Connection::FillData(RxBuffers& rx) {
     }
     // A read that filled every buffer means the socket probably holds more: the connection
     // stays in the muxer's RX list (round robin with the others) and reads again, twice as
-    // many buffers at once, instead of waiting for the loop. A short read drained the socket
-    // (the next bytes raise a new edge, and so does the peer's shutdown): the next batch is
-    // as large as this one needed, so a trickle of small messages does not pop and put back
-    // many buffers for each.
+    // many buffers at once, instead of waiting for the loop. A short read need not have
+    // drained the socket: an AF_UNIX stream read stops after bytes that carried SCM_RIGHTS
+    // (or at a change of credentials) with more queued behind them, and no new edge comes for
+    // those. So the connection stays readable until a read says EAGAIN; the next batch is as
+    // large as this one needed, so a trickle of small messages does not pop and put back many
+    // buffers for each.
     if (read.filled) {
       rx_batch_ = std::min(rx_batch_ * 2, kMaxRxBatchChains);
     } else {
-      // Unless the peer is gone: its EOF raises no edge of its own once reported.
-      if (!host_closed_) host_readable_ = false;
       rx_batch_ = read.used;
     }
     return {true};

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "virtio/testing/fake_vsock_driver.h"
+#include "vmm/base/fd_passing.h"
 
 namespace ember::virtio::vsock {
 namespace {
@@ -342,13 +343,15 @@ TEST_F(VsockConnectionTest, ReadFillingEveryBufferDoublesTheNextBatchAndAShortOn
   EXPECT_EQ(rx.asked_buffers, (std::vector<std::size_t>{1, 2, 4, 8, 1}));
 }
 
-TEST_F(VsockConnectionTest, ShortReadWaitsForTheNextEdgeUnlessThePeerHasClosed) {
+TEST_F(VsockConnectionTest, ShortReadReadsAgainAndOnlyEagainWaitsForTheNextEdge) {
   Connection conn = Guest();
   ASSERT_EQ(::send(host_.Get(), "one", 3, 0), 3);
   ASSERT_EQ(conn.OnHostReady(true), Connection::Verdict::kKeep);
   RecordingRx rx;
   ASSERT_TRUE(conn.FillRx(rx).used);
-  EXPECT_FALSE(conn.HasPendingRx()) << "a short read drained the socket";
+  ASSERT_TRUE(conn.HasPendingRx()) << "a short read need not have drained the socket";
+  EXPECT_FALSE(conn.FillRx(rx).used);
+  EXPECT_FALSE(conn.HasPendingRx()) << "EAGAIN: drained";
   // Bytes and the close come in one edge: the short read must not end the reading, or the
   // EOF behind the bytes would never be seen.
   ASSERT_EQ(::send(host_.Get(), "bye", 3, 0), 3);
@@ -359,6 +362,23 @@ TEST_F(VsockConnectionTest, ShortReadWaitsForTheNextEdgeUnlessThePeerHasClosed) 
   ASSERT_TRUE(conn.HasPendingRx());
   ASSERT_TRUE(conn.FillRx(rx).used);
   EXPECT_EQ(rx.Ops().back(), Op::kShutdown);
+}
+
+// An AF_UNIX stream read stops after bytes that carried an fd, with more bytes queued behind
+// them and no new edge to come for those.
+TEST_F(VsockConnectionTest, BytesQueuedBehindAPassedFdReachTheGuestOnTheSameEdge) {
+  Connection conn = Guest(StreamHeader(Op::kRequest, kConnBufferSize));
+  ASSERT_EQ(::send(host_.Get(), "ab", 2, 0), 2);
+  const int passed[] = {STDIN_FILENO};
+  absl::StatusOr<std::size_t> sent = base::SendWithFds(host_.Get(), "cd", passed);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  ASSERT_EQ(*sent, 2u);
+  ASSERT_EQ(::send(host_.Get(), "ef", 2, 0), 2);
+  ASSERT_EQ(conn.OnHostReady(true), Connection::Verdict::kKeep);  // one edge for all of it
+  RecordingRx rx;
+  for (int i = 0; i < 8 && conn.HasPendingRx(); ++i) (void)conn.FillRx(rx);
+  EXPECT_EQ(rx.data, Bytes("abcdef"));
+  EXPECT_FALSE(conn.HasPendingRx());
 }
 
 TEST_F(VsockConnectionTest, HostHalfCloseSendsShutdownSendAndKeepsTakingGuestData) {
