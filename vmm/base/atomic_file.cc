@@ -36,11 +36,12 @@ std::string TempName(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<AtomicFile> AtomicFile::Create(const std::string& path, mode_t mode) {
+absl::StatusOr<AtomicFile> AtomicFile::Create(const std::string& path, mode_t mode,
+                                              int dir_fd) {
   for (int attempt = 0;; ++attempt) {
     std::string temp = TempName(path);
     UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
-    if (fd) return AtomicFile(path, std::move(temp), std::move(fd));
+    if (fd) return AtomicFile(path, std::move(temp), std::move(fd), dir_fd);
     // EEXIST: a crashed writer's leftover, or a clash; another name will do.
     if (errno != EEXIST || attempt == 100) return ErrnoError("open", temp);
   }
@@ -49,7 +50,8 @@ absl::StatusOr<AtomicFile> AtomicFile::Create(const std::string& path, mode_t mo
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
     : path_(std::move(other.path_)),
       temp_path_(std::exchange(other.temp_path_, std::string())),
-      fd_(std::move(other.fd_)) {}
+      fd_(std::move(other.fd_)),
+      dir_fd_(other.dir_fd_) {}
 
 AtomicFile& AtomicFile::operator=(AtomicFile&& other) noexcept {
   if (this != &other) {
@@ -57,6 +59,7 @@ AtomicFile& AtomicFile::operator=(AtomicFile&& other) noexcept {
     path_ = std::move(other.path_);
     temp_path_ = std::exchange(other.temp_path_, std::string());
     fd_ = std::move(other.fd_);
+    dir_fd_ = other.dir_fd_;
   }
   return *this;
 }
@@ -96,6 +99,10 @@ absl::Status AtomicFile::Commit(Durability durability) {
   temp_path_.clear();
   if (!durable) return absl::OkStatus();
   // The rename itself is durable only once the directory is.
+  if (dir_fd_ >= 0) {
+    if (::fsync(dir_fd_) != 0) return ErrnoError("fsync directory", DirectoryOf(path_));
+    return absl::OkStatus();
+  }
   std::string dir = DirectoryOf(path_);
   UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd) return ErrnoError("open directory", dir);
@@ -108,8 +115,8 @@ bool IsAtomicFileTemp(const std::string& name, const std::string& target) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes, mode_t mode,
-                                 AtomicFile::Durability durability) {
-  EMBER_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, mode));
+                                 AtomicFile::Durability durability, int dir_fd) {
+  EMBER_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, mode, dir_fd));
   EMBER_RETURN_IF_ERROR(file.Append(bytes));
   return file.Commit(durability);
 }

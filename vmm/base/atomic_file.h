@@ -22,13 +22,16 @@ namespace ember::base {
 //
 // System calls, all on the VMM thread's seccomp allowlist: openat with
 // O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC (the file) and O_RDONLY|O_DIRECTORY|O_CLOEXEC (its
-// directory), getpid and clock_gettime (the unique name), write, fsync, rename, unlink, close.
+// directory, unless its fd was given), getpid and clock_gettime (the unique name), write,
+// fsync, rename, unlink, close.
 // Owned by one thread at a time.
 class AtomicFile {
  public:
-  // Creates the temporary file, empty, with `mode`.
+  // Creates the temporary file, empty, with `mode`. `dir_fd`, unless -1: the directory `path`
+  // lies in, open for reading (borrowed; it outlives this object), which Commit fsyncs instead
+  // of opening the directory by its name (a VMM whose filter opens no directory).
   [[nodiscard]] static absl::StatusOr<AtomicFile> Create(const std::string& path,
-                                                         mode_t mode = 0600);
+                                                         mode_t mode = 0600, int dir_fd = -1);
 
   AtomicFile(AtomicFile&& other) noexcept;
   AtomicFile& operator=(AtomicFile&& other) noexcept;
@@ -58,13 +61,15 @@ class AtomicFile {
   [[nodiscard]] absl::Status Commit(Durability durability = Durability::kDurable);
 
  private:
-  AtomicFile(std::string path, std::string temp_path, UniqueFd fd)
-      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(std::move(fd)) {}
+  AtomicFile(std::string path, std::string temp_path, UniqueFd fd, int dir_fd)
+      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(std::move(fd)),
+        dir_fd_(dir_fd) {}
   void Discard();
 
   std::string path_;
   std::string temp_path_;  // empty once committed or discarded
   UniqueFd fd_;
+  int dir_fd_ = -1;  // borrowed (Create's dir_fd)
 };
 
 // Whether file name `name` is an AtomicFile's temporary file for a target named `target` (both
@@ -72,8 +77,9 @@ class AtomicFile {
 [[nodiscard]] bool IsAtomicFileTemp(const std::string& name, const std::string& target);
 
 // `bytes` as the new contents of `path`, through an AtomicFile.
+// `dir_fd` as AtomicFile::Create's.
 [[nodiscard]] absl::Status WriteFileAtomically(
     const std::string& path, std::string_view bytes, mode_t mode = 0600,
-    AtomicFile::Durability durability = AtomicFile::Durability::kDurable);
+    AtomicFile::Durability durability = AtomicFile::Durability::kDurable, int dir_fd = -1);
 
 }  // namespace ember::base
