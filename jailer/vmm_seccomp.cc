@@ -105,15 +105,25 @@ std::vector<SyscallRule> VmmRules(const VmmSeccompParams& params) {
       Allow("timerfd_settime",
             "rate limiters (configured or set by UpdateRateLimits): arming the refill timer "
             "of a throttled device"),
-      AllowIfArg("openat",
-                 "the metrics, snapshot, memory and working-set files: base::AtomicFile creates "
-                 "a new file of its own and opens its directory to fsync the rename (no existing "
-                 "file: a drive swap's new file arrives as an fd on the control channel); vsock: "
-                 "the socket file at <uds_path>_P, O_PATH without following a symlink, to "
-                 "connect to that very socket (base::ConnectNoFollow; O_PATH reads nothing)",
-                 2,
-                 {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                  O_PATH | O_NOFOLLOW | O_CLOEXEC}),
+      params.directories_by_fd
+          ? AllowIfArg("openat",
+                       "the metrics, snapshot, memory and working-set files: base::AtomicFile "
+                       "creates a new file of its own (no existing file: a drive swap's new file "
+                       "arrives as an fd on the control channel); the directories it fsyncs are "
+                       "held open (--dirs-by-fd), none is opened by name; vsock: the socket file "
+                       "at <uds_path>_P, O_PATH without following a symlink, to connect to that "
+                       "very socket (base::ConnectNoFollow; O_PATH reads nothing)",
+                       2, {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_PATH | O_NOFOLLOW | O_CLOEXEC})
+          : AllowIfArg("openat",
+                       "the metrics, snapshot, memory and working-set files: base::AtomicFile "
+                       "creates a new file of its own and opens its directory to fsync the "
+                       "rename (no existing file: a drive swap's new file arrives as an fd on "
+                       "the control channel); vsock: the socket file at <uds_path>_P, O_PATH "
+                       "without following a symlink, to connect to that very socket "
+                       "(base::ConnectNoFollow; O_PATH reads nothing)",
+                       2,
+                       {O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                        O_PATH | O_NOFOLLOW | O_CLOEXEC}),
       Allow("recvmsg",
             "the control connection: a drive swap's new backing file comes attached to its "
             "request (SCM_RIGHTS), opened by the controller"),

@@ -32,6 +32,11 @@ struct VmmSeccompParams {
   // snapshot. Passed in by ember-vmm, which owns the KVM ABI (vmm/kvm/kvm_abi.h), rather than
   // spelled here.
   std::vector<std::uint64_t> snapshot_ioctls;
+  // The VMM writes files only in directories it holds open (ember-vmm --dirs-by-fd, what
+  // emberd starts it with): a snapshot's in the directory that comes with the request, a
+  // working set's in the directory opened at restore. The VMM thread then opens no directory
+  // by name at all (its openat admits no O_RDONLY|O_DIRECTORY).
+  bool directories_by_fd = false;
 };
 
 // The allowlist of `kind`. Each thread installs its own once it has finished setting up (the

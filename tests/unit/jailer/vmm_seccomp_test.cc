@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <thread>
 
@@ -201,6 +202,22 @@ TEST(VmmSeccompPolicy, AThreadEndsUnderEachFilterWithoutDying) {
   }
 }
 
+// How a child process ends that installs `policy` (enforced) and then opens `path` with
+// `flags`: exit 0 or 91 when the open was let through (done or failed), a signal otherwise.
+int StatusOfOpenUnder(const SeccompPolicy& policy, const char* path, int flags) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    if (!InstallSeccompPolicy(policy, SeccompMode::kEnforce).ok()) ::_exit(90);
+    int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, path, flags));
+    ::_exit(fd >= 0 ? 0 : 91);
+  }
+  int status = 0;
+  EXPECT_EQ(::waitpid(pid, &status, 0), pid);
+  return status;
+}
+
 TEST(VmmSeccompPolicy, TheVmmThreadDiesOpeningAnExistingFileReadWrite) {
   char path[] = "/tmp/ember-vmm-seccomp-XXXXXX";
   int file = ::mkstemp(path);
@@ -208,21 +225,31 @@ TEST(VmmSeccompPolicy, TheVmmThreadDiesOpeningAnExistingFileReadWrite) {
   ::close(file);
   const SeccompPolicy vmm = VmmThreadPolicy(VmmThreadKind::kVmm, kParams);
   for (int flags : {O_RDWR | O_CLOEXEC, O_RDONLY | O_CLOEXEC, O_RDWR | O_CLOEXEC | O_DIRECT}) {
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      rlimit no_core{0, 0};
-      ::setrlimit(RLIMIT_CORE, &no_core);
-      if (!InstallSeccompPolicy(vmm, SeccompMode::kEnforce).ok()) ::_exit(90);
-      int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, path, flags));
-      ::_exit(fd >= 0 ? 0 : 91);
-    }
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    const int status = StatusOfOpenUnder(vmm, path, flags);
     ASSERT_TRUE(WIFSIGNALED(status)) << "flags " << flags << ": exit " << WEXITSTATUS(status);
     EXPECT_EQ(WTERMSIG(status), SIGSYS) << "flags " << flags;
   }
   ::unlink(path);
+}
+
+// emberd's VMMs (ember-vmm --dirs-by-fd) hold every directory they write in open: their VMM
+// thread opens no directory by name, only new files and O_PATH socket files.
+TEST(VmmSeccompPolicy, WithDirectoriesByFdTheVmmThreadOpensNoDirectoryByName) {
+  VmmSeccompParams params = Params();
+  params.directories_by_fd = true;
+  const SeccompPolicy vmm = VmmThreadPolicy(VmmThreadKind::kVmm, params);
+  const SyscallRule* openat = Find(vmm, "openat");
+  ASSERT_NE(openat, nullptr);
+  EXPECT_EQ(openat->arg_index, 2);
+  EXPECT_EQ(openat->allowed_values, (std::vector<uint64_t>{O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                                                           O_PATH | O_NOFOLLOW | O_CLOEXEC}));
+  char dir[] = "/tmp/ember-vmm-seccomp-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  // What base::AtomicFile did to sync a directory it had no fd of.
+  const int status = StatusOfOpenUnder(vmm, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ::rmdir(dir);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
 }
 
 TEST(VmmSeccompPolicy, PageServerCompilesAndItsIoctlsAreOnlyTheUserfaultfdFills) {
