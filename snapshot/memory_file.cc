@@ -37,8 +37,8 @@ bool IsZeroPage(const std::uint8_t* page) {
 // mapping the old file MAP_PRIVATE — this VM itself, when restored from `path` — keep reading
 // the old inode, and a crash leaves the old file whole.
 absl::StatusOr<base::AtomicFile> CreateMemoryFile(const base::GuestMemory& memory,
-                                                  const std::string& path) {
-  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, base::AtomicFile::Create(path));
+                                                  const std::string& path, int dir_fd) {
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, base::AtomicFile::Create(path, 0600, dir_fd));
   if (::ftruncate(file.fd(), static_cast<off_t>(memory.total_size())) != 0) {
     return base::ErrnoError("ftruncate", file.temp_path());
   }
@@ -88,8 +88,8 @@ absl::Status WriteRange(int fd, const base::GuestRegion& region, std::uint64_t b
 
 absl::StatusOr<WrittenMemoryFile> WriteMemoryFileUncommitted(const base::GuestMemory& memory,
                                                              const std::string& path,
-                                                             const std::string& id) {
-  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
+                                                             const std::string& id, int dir_fd) {
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path, dir_fd));
   std::vector<v1::MemoryRegion> layout;
   for (const base::GuestRegion& region : memory.regions()) {
     if (!memory.fd_is_current()) {
@@ -176,8 +176,8 @@ std::uint8_t* HostAtOffset(const base::GuestMemory& memory, std::uint64_t offset
 
 absl::StatusOr<WrittenMemoryFile> WriteDiffMemoryFileUncommitted(
     const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
-    const std::string& path, const std::string& id) {
-  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path));
+    const std::string& path, const std::string& id, int dir_fd) {
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, CreateMemoryFile(memory, path, dir_fd));
   std::uint64_t pages = memory.page_count();
   for (std::uint64_t page = 0; page < pages;) {
     if (!(dirty[page / 64] >> (page % 64) & 1)) {

@@ -85,11 +85,13 @@ struct WrittenMemoryFile {
   base::AtomicFile file;
   std::vector<v1::MemoryRegion> layout;
 };
+// `dir_fd` as base::AtomicFile::Create's.
 [[nodiscard]] absl::StatusOr<WrittenMemoryFile> WriteMemoryFileUncommitted(
-    const base::GuestMemory& memory, const std::string& path, const std::string& id);
+    const base::GuestMemory& memory, const std::string& path, const std::string& id,
+    int dir_fd = -1);
 [[nodiscard]] absl::StatusOr<WrittenMemoryFile> WriteDiffMemoryFileUncommitted(
     const base::GuestMemory& memory, std::span<const std::uint64_t> dirty,
-    const std::string& path, const std::string& id);
+    const std::string& path, const std::string& id, int dir_fd = -1);
 
 // Diff snapshots: writes only the pages set in `dirty` (one bit per 4 KiB page of the
 // memory's backing layout) to a new file of the full size at `path`, replacing it as

@@ -80,8 +80,9 @@ absl::Status WriteStateFile(const std::string& path, const v1::SnapshotState& st
 }
 
 absl::StatusOr<base::AtomicFile> WriteStateFileUncommitted(const std::string& path,
-                                                           const v1::SnapshotState& state) {
-  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, base::AtomicFile::Create(path));
+                                                           const v1::SnapshotState& state,
+                                                           int dir_fd) {
+  EMBER_ASSIGN_OR_RETURN(base::AtomicFile file, base::AtomicFile::Create(path, 0600, dir_fd));
   EMBER_RETURN_IF_ERROR(file.Append(EncodeState(state)));
   return file;
 }

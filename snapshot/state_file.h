@@ -29,8 +29,9 @@ inline constexpr std::uint64_t kMaxPayload = 64u << 20;
 
 // WriteStateFile's first half: `state` written under the file's temporary name, neither
 // synced nor in place; the caller commits it (Vmm::CommitSnapshot) or drops it (removed).
+// `dir_fd` as base::AtomicFile::Create's.
 [[nodiscard]] absl::StatusOr<base::AtomicFile> WriteStateFileUncommitted(
-    const std::string& path, const v1::SnapshotState& state);
+    const std::string& path, const v1::SnapshotState& state, int dir_fd = -1);
 
 // Reads and verifies a state file: its framing, and that the payload carries a snapshot id
 // and one for each base memory file. Every problem is InvalidArgument naming the file.

@@ -107,8 +107,9 @@ absl::StatusOr<WorkingSet> DecodeWorkingSet(const std::string& bytes) {
   return set;
 }
 
-absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set) {
-  return base::WriteFileAtomically(path, EncodeWorkingSet(set));
+absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set, int dir_fd) {
+  return base::WriteFileAtomically(path, EncodeWorkingSet(set), 0600,
+                                   base::AtomicFile::Durability::kDurable, dir_fd);
 }
 
 absl::StatusOr<WorkingSet> ReadWorkingSetFile(const std::string& path, std::uint64_t memory_size,

@@ -46,7 +46,9 @@ inline constexpr std::uint32_t kWorkingSetVersion = 1;
 
 // Writes `set` atomically through base::WriteFileAtomically (a temporary file of its own, so
 // clones ending together never mix their sets; the VMM thread's seccomp allowlist permits it).
-[[nodiscard]] absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set);
+// `dir_fd` as base::AtomicFile::Create's.
+[[nodiscard]] absl::Status WriteWorkingSetFile(const std::string& path, const WorkingSet& set,
+                                               int dir_fd = -1);
 
 // Reads and verifies the file at `path`, and that it was recorded against a memory file of
 // `memory_size` bytes with `memory_fingerprint`. Every problem is InvalidArgument naming the

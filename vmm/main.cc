@@ -93,6 +93,10 @@ constexpr char kUsage[] =
     "                       runs on once its memory is written, before the files are synced\n"
     "  --snapshot-no-sync   do not fsync those snapshots' files: faster, but a crash may\n"
     "                       lose (or, on some file systems, empty) the latest snapshot\n"
+    "  --dirs-by-fd         (emberd) once running, open no directory by name: a snapshot\n"
+    "                       request comes with its directory's fd (or asks for no sync), a\n"
+    "                       uffd restore's working-set directory is opened at the start;\n"
+    "                       the VMM thread's seccomp filter then refuses opening a directory\n"
     "  --help               this text\n"
     "\n"
     "Firecracker's flags work too (as does a `firecracker` symlink to ember-vmm): --api-sock\n"
@@ -123,6 +127,7 @@ struct Flags {
   std::string snapshot_path;
   std::string snapshot_mem_path;
   bool snapshot_no_sync = false;
+  bool dirs_by_fd = false;  // --dirs-by-fd
   std::string restore_mem_backend;  // empty: file
   std::string restore_uffd_handler;  // --restore-uffd-handler: an external handler's socket
   bool prefetch_working_set = false;
@@ -202,6 +207,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--snapshot-path") flags.snapshot_path = value();
     else if (arg == "--snapshot-mem-path") flags.snapshot_mem_path = value();
     else if (arg == "--snapshot-no-sync") flags.snapshot_no_sync = true;
+    else if (arg == "--dirs-by-fd") flags.dirs_by_fd = true;
     else if (arg == "--drive-override") {
       std::string text = value();
       auto eq = text.find('=');
@@ -413,7 +419,11 @@ int Main(int argc, char** argv) {
   }
   StartupProfile::Mark("read_config");  // a restore's state file read and checked here
   // Compiled while ember-config, if any, parses the JSON on the other CPU.
-  if (auto status = ConfigureSeccomp(flags.seccomp); !status.ok()) {
+  if (flags.dirs_by_fd && !flags.snapshot_path.empty() && !flags.snapshot_no_sync) {
+    Fail(kExitBadInput, "--dirs-by-fd takes --snapshot-path only with --snapshot-no-sync: its "
+                        "snapshots would sync their directory, opened by name");
+  }
+  if (auto status = ConfigureSeccomp(flags.seccomp, flags.dirs_by_fd); !status.ok()) {
     Fail(kExitError, std::string(status.message()));
   }
   StartupProfile::Mark("seccomp_compile");

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "jailer/seccomp_filter.h"
 #include "vmm/base/logging.h"
@@ -21,6 +22,8 @@ namespace {
 // only read afterwards.
 std::array<std::optional<jailer::BpfProgram>, 3> g_programs;
 SeccompInstalledHook g_installed_hook = nullptr;
+// Whether the compiled filters let the VMM thread open no directory (DirectoriesByFdOnly).
+bool g_directories_by_fd = false;
 // Set once any thread of this process runs under a filter; read by the leak check below.
 std::atomic<bool> g_any_filter_installed{false};
 
@@ -48,19 +51,21 @@ void WarnIfSeccompRelaxed(SeccompSetting setting) {
   }
 }
 
-absl::Status ConfigureSeccomp(SeccompSetting setting) {
+absl::Status ConfigureSeccomp(SeccompSetting setting, bool directories_by_fd) {
   // A pooled VMM compiled its filters before its launch (vmm/pool_slot.h); a launch with the
   // same setting keeps them, another one replaces them.
-  static std::optional<SeccompSetting> compiled;
-  if (compiled == setting) return absl::OkStatus();
+  static std::optional<std::pair<SeccompSetting, bool>> compiled;
+  if (compiled == std::pair(setting, directories_by_fd)) return absl::OkStatus();
   for (std::optional<jailer::BpfProgram>& program : g_programs) program.reset();
   compiled.reset();
+  g_directories_by_fd = false;
   if (setting == SeccompSetting::kOff) return absl::OkStatus();
   jailer::SeccompMode mode =
       setting == SeccompSetting::kLog ? jailer::SeccompMode::kLog : jailer::SeccompMode::kEnforce;
   jailer::VmmSeccompParams params;
   params.kick_signal = KickSignal();
   params.pid = static_cast<std::uint64_t>(::getpid());  // tgkill only within this process
+  params.directories_by_fd = directories_by_fd;
   // What Vmm::CaptureState issues (vmm/vcpu_state.cc, vmm/kvm/*): the vCPU state getters,
   // KVM's MSR list and XSAVE size, the VM-wide irqchip, PIT and clock, and (diff snapshots)
   // the dirty log.
@@ -77,9 +82,12 @@ absl::Status ConfigureSeccomp(SeccompSetting setting) {
         jailer::SeccompFilter::Build(jailer::VmmThreadPolicy(kind, params), mode));
     EMBER_ASSIGN_OR_RETURN(g_programs[Index(kind)], filter.Compile());
   }
-  compiled = setting;
+  compiled = std::pair(setting, directories_by_fd);
+  g_directories_by_fd = directories_by_fd;
   return absl::OkStatus();
 }
+
+bool DirectoriesByFdOnly() { return g_directories_by_fd; }
 
 absl::Status InstallThreadSeccomp(jailer::VmmThreadKind kind) {
   const std::optional<jailer::BpfProgram>& program = g_programs[Index(kind)];

@@ -23,7 +23,14 @@ enum class SeccompSetting {
 // compiled does nothing (a pooled VMM compiles before its launch: vmm/pool_slot.h). Logs nothing, so main may call it before the
 // log is set up. A process that never calls it (tests building VMs in-process) installs no
 // filters.
-[[nodiscard]] absl::Status ConfigureSeccomp(SeccompSetting setting);
+// `directories_by_fd`: ember-vmm --dirs-by-fd (jailer::VmmSeccompParams::directories_by_fd).
+[[nodiscard]] absl::Status ConfigureSeccomp(SeccompSetting setting,
+                                            bool directories_by_fd = false);
+
+// Whether ConfigureSeccomp compiled filters under which the VMM thread opens no directory by
+// name: a durable file it writes must then lie in a directory it holds open (Vmm's snapshots
+// and working set check this first, rather than die of SIGSYS).
+[[nodiscard]] bool DirectoriesByFdOnly();
 
 // Logs a warning when `setting` is not enforce. Called by main once logging is set up.
 void WarnIfSeccompRelaxed(SeccompSetting setting);

@@ -66,10 +66,11 @@ struct SnapshotPaths {
   // (emberd copies a jailed VMM's files and syncs its copies) or the caller accepts losing
   // the snapshot to a crash.
   bool durable = true;
-  // A directory the files are made in (borrowed for the call; emberd's, resolved by its
-  // rule): each under the last component of its path, through /proc/self/fd/<dir_fd>, never
-  // by the paths, which then only name the files (in the state file, as a later diff's base).
-  // Both paths must lie in one directory. -1: by the paths.
+  // A directory the files are made in (borrowed for the call, open for reading; emberd's,
+  // resolved by its rule): each under the last component of its path, through
+  // /proc/self/fd/<dir_fd>, and the directory synced through it, never by the paths, which
+  // then only name the files (in the state file, as a later diff's base). Both paths must lie
+  // in one directory. -1: by the paths.
   int dir_fd = -1;
 };
 
@@ -233,6 +234,9 @@ class Vmm {
   // memory it fills is unmapped.
   std::unique_ptr<snapshot::UffdPageServer> page_server_;
   std::string working_set_path_;  // where SaveWorkingSet writes; empty: nothing to record
+  // Its directory, opened at restore (before any filter): synced through this fd, not opened
+  // by name when the VM ends.
+  base::UniqueFd working_set_dir_;
   std::unique_ptr<UffdHandoff> uffd_handoff_;  // an external handler's restore
   bool uffd_handler_exited_ = false;
   std::optional<base::EventLoop> loop_;

@@ -1,4 +1,5 @@
 // Vmm's snapshot and restore paths (the rest of Vmm is in vmm.cc).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -16,6 +17,7 @@
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
 #include "vmm/restore.h"
+#include "vmm/seccomp.h"
 #include "vmm/startup_profile.h"
 #include "vmm/vcpu_state.h"
 #include "vmm/vmm.h"
@@ -53,11 +55,27 @@ std::string WhereToWrite(const SnapshotPaths& paths, const std::string& path) {
 absl::Status CheckSnapshotPaths(const SnapshotPaths& paths) {
   const std::filesystem::path state(paths.state_path);
   const std::filesystem::path memory(paths.memory_path);
-  if (paths.dir_fd >= 0 && (state.parent_path() != memory.parent_path() ||
-                            !state.has_filename() || !memory.has_filename())) {
+  if (paths.dir_fd < 0) {
+    // Its filter would kill the VMM at the directory's fsync: say so instead.
+    if (paths.durable && DirectoriesByFdOnly()) {
+      return absl::FailedPreconditionError(
+          "this ember-vmm (--dirs-by-fd) opens no directory by name: attach the directory "
+          "of " + paths.state_path + " to the request, or ask for no_sync");
+    }
+    return absl::OkStatus();
+  }
+  if (state.parent_path() != memory.parent_path() || !state.has_filename() ||
+      !memory.has_filename()) {
     return absl::InvalidArgumentError(
         "a snapshot written in a directory handed over names two files of that directory; " +
         paths.state_path + " and " + paths.memory_path + " are not");
+  }
+  // Synced through this fd: a directory open for reading, not an O_PATH one.
+  const int flags = ::fcntl(paths.dir_fd, F_GETFL);
+  if (flags < 0 || (flags & O_PATH) != 0 || (flags & O_ACCMODE) != O_RDONLY) {
+    return absl::InvalidArgumentError(
+        "the directory handed over with a snapshot must be open for reading (O_RDONLY | "
+        "O_DIRECTORY), so that it can be synced");
   }
   return absl::OkStatus();
 }
@@ -159,7 +177,7 @@ absl::StatusOr<Vmm::PendingSnapshot> Vmm::WriteSnapshot(const SnapshotPaths& pat
     }
     EMBER_RETURN_IF_ERROR(snapshot::CheckOutputIsNoInput(memory_file, bases));
     memory = snapshot::WriteDiffMemoryFileUncommitted(*memory_, pending_dirty_, memory_file,
-                                                      state.snapshot_id());
+                                                      state.snapshot_id(), paths.dir_fd);
     state.set_kind(v1::SnapshotState::DIFF);
     for (const snapshot::MemoryFileRef& base : snapshot_chain_) {
       state.add_base_memory_files(base.path);
@@ -167,14 +185,16 @@ absl::StatusOr<Vmm::PendingSnapshot> Vmm::WriteSnapshot(const SnapshotPaths& pat
     }
     pending.chain = snapshot_chain_;
   } else {
-    memory = snapshot::WriteMemoryFileUncommitted(*memory_, memory_file, state.snapshot_id());
+    memory = snapshot::WriteMemoryFileUncommitted(*memory_, memory_file, state.snapshot_id(),
+                                                  paths.dir_fd);
   }
   if (!memory.ok()) return memory.status();
   // The restorer named it; what this VM wrote itself is no less trusted for being a symlink.
   pending.chain.push_back({paths.memory_path, state.snapshot_id(), snapshot::Symlinks::kFollow});
   for (const v1::MemoryRegion& region : memory->layout) *state.add_memory() = region;
   pending.memory = std::move(memory->file);
-  EMBER_ASSIGN_OR_RETURN(pending.state, snapshot::WriteStateFileUncommitted(state_file, state));
+  EMBER_ASSIGN_OR_RETURN(pending.state,
+                         snapshot::WriteStateFileUncommitted(state_file, state, paths.dir_fd));
   return pending;
 }
 

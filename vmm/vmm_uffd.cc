@@ -1,8 +1,12 @@
 // Vmm's userfaultfd restore paths: guest memory served by snapshot::UffdPageServer (and the
 // working set it records or prefetches), or handed to an external page-fault handler
 // (UffdHandoff). The rest of the restore is in vmm_snapshot.cc.
+#include <fcntl.h>
 #include <sys/epoll.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "snapshot/uffd_page_server.h"
@@ -39,7 +43,16 @@ absl::StatusOr<base::GuestMemory> Vmm::ServeSnapshotMemory(
     // Before anything can touch the memory: the vCPUs find these pages in place.
     EMBER_RETURN_IF_ERROR(page_server_->Prefetch(set));
   } else {
-    working_set_path_ = ws_path;  // the first restore records the set
+    // The first restore records the set, in the directory as it is now.
+    const std::string dir = std::filesystem::path(ws_path).parent_path().string();
+    working_set_dir_.Reset(
+        ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (working_set_dir_) {
+      working_set_path_ = ws_path;
+    } else {
+      EMBER_LOG(kWarn) << "the working set will not be recorded: cannot open " << dir << ": "
+                       << std::strerror(errno);
+    }
   }
   // Serving starts now: restoring device state may read guest memory.
   EMBER_RETURN_IF_ERROR(page_server_->Start(
@@ -82,7 +95,8 @@ void Vmm::SaveWorkingSet() {
   if (page_server_ == nullptr || working_set_path_.empty()) return;
   // The server keeps running: device teardown may still touch guest memory.
   snapshot::WorkingSet set = page_server_->Recorded();
-  if (auto status = snapshot::WriteWorkingSetFile(working_set_path_, set); !status.ok()) {
+  if (auto status = snapshot::WriteWorkingSetFile(working_set_path_, set, working_set_dir_.Get());
+      !status.ok()) {
     EMBER_LOG(kWarn) << "cannot write the working set: " << status.message();
     return;
   }

@@ -136,6 +136,13 @@ class VmmFixture(unittest.TestCase):
         self.assertEqual(self.call(controller, lambda r: r.resume.SetInParent()).code, 0)
         return read_state(state)
 
+    def snapshot_named(self, controller, directory, fds=()):
+        """Asks for a snapshot to <directory>/state and <directory>/memory; its response."""
+        def create(r):
+            r.create_snapshot.state_path = os.path.join(directory, "state")
+            r.create_snapshot.memory_path = os.path.join(directory, "memory")
+        return self.call(controller, create, fds)
+
     def call(self, controller, fill, fds=()):
         """Sends one request built by fill(request); returns its response (events skipped)."""
         request = ctl.ControlRequest()
@@ -202,10 +209,7 @@ class VmmControlTest(VmmFixture):
 
     def test_snapshot_of_a_vm_that_is_not_paused_is_failed_precondition(self):
         controller, _ = self.hello()
-        def snapshot(r):
-            r.create_snapshot.state_path = os.path.join(self.dir, "state")
-            r.create_snapshot.memory_path = os.path.join(self.dir, "memory")
-        response = self.call(controller, snapshot)
+        response = self.snapshot_named(controller, self.dir)
         self.assertEqual(response.code, 9, response.message)  # FAILED_PRECONDITION
         self.assertIn("paused", response.message)
 
@@ -372,7 +376,8 @@ class VmmHandedFilesTest(VmmFixture):
         with open(config, "w") as f:
             f.write('{"boot-source": {"boot_args": "console=ttyS0 ember.test=idle"},'
                     ' "machine-config": {"mem_size_mib": 32, "track_dirty_pages": true}}')
-        self.path, self.vmm = self.spawn("control.sock", ["--config", config])
+        # As emberd starts it: its VMM thread's filter opens no directory by name.
+        self.path, self.vmm = self.spawn("control.sock", ["--config", config, "--dirs-by-fd"])
         self.real = os.path.join(self.dir, "real")
         self.outside = os.path.join(self.dir, "outside")
         self.named = os.path.join(self.dir, "named")
@@ -389,7 +394,7 @@ class VmmHandedFilesTest(VmmFixture):
             r.create_snapshot.state_path = os.path.join(self.named, name)
             r.create_snapshot.memory_path = os.path.join(self.named, name + ".mem")
             r.create_snapshot.diff = diff
-        fd = os.open(self.real, os.O_PATH | os.O_DIRECTORY)
+        fd = os.open(self.real, os.O_RDONLY | os.O_DIRECTORY)
         try:
             return self.call(controller, create, fds=[fd])
         finally:
@@ -403,6 +408,18 @@ class VmmHandedFilesTest(VmmFixture):
         self.assertEqual(response.code, 0, response.message)
         self.assertEqual(sorted(os.listdir(self.real)), ["full", "full.mem"])
         self.assertEqual(os.listdir(self.outside), [])
+
+    def test_with_dirs_by_fd_a_synced_snapshot_by_name_is_refused_and_the_vm_lives_on(self):
+        controller, _ = self.hello()
+        self.assertEqual(self.call(controller, lambda r: r.start.SetInParent()).code, 0)
+        self.paused(controller)
+        refused = self.snapshot_named(controller, self.real)
+        self.assertEqual(refused.code, 9, refused.message)  # FAILED_PRECONDITION
+        self.assertIn("--dirs-by-fd", refused.message)
+        self.assertEqual(os.listdir(self.real), [])
+        # Its filter would have killed it had it opened the directory: it lives on.
+        self.assertEqual(self.snapshot_in_real(controller, "full").code, 0)
+        self.assertIsNone(self.vmm.poll())
 
     def test_a_diff_restores_from_the_files_handed_over_never_the_names_its_state_file_gives(self):
         controller, _ = self.hello()

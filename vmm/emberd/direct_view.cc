@@ -54,6 +54,9 @@ class DirectView final : public VmmView {
         spec->vmm_args.insert(spec->vmm_args.end(), {"--allow-dir", allowed});
       }
     }
+    // Every file it writes later lies in a directory emberd hands it (OpenSnapshotDir, a
+    // working set's place): its filter then opens no directory by name.
+    if (paths_ != nullptr) spec->vmm_args.push_back("--dirs-by-fd");
     spec->vmm_args.insert(spec->vmm_args.end(), {"--serial-out", dir + "/console.log",
                                                  "--exit-record", ExitRecordPath(spec->vm_id)});
     // Loudly, in the log and beside the VM's record: this VMM runs as root with every
@@ -89,14 +92,18 @@ class DirectView final : public VmmView {
   }
   absl::StatusOr<base::UniqueFd> OpenSnapshotDir(const v1::Snapshot& snapshot,
                                                  bool clients) const override {
+    // Open for reading: the VMM syncs the directory through this fd.
+    constexpr int kFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+    base::UniqueFd fd;
     if (clients && paths_ != nullptr) {
       // By the rule the request passed: a directory swapped for a symlink out since is refused.
       EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place,
                              paths_->OpenPlace("snapshot_dir", snapshot.state_path()));
-      return std::move(place.dir);
+      fd.Reset(::openat(place.dir.Get(), ".", kFlags));
+    } else {
+      fd.Reset(::open(dir.c_str(), kFlags));
     }
-    const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
-    base::UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
       return absl::InvalidArgumentError("snapshot_dir: cannot open " + dir + ": " +
                                         std::strerror(errno));

@@ -74,9 +74,10 @@ class VmmView {
   // Where the VM's ember-vmm writes `snapshot` (whose state_path and memory_path say where
   // the files end up).
   [[nodiscard]] virtual SnapshotFiles SnapshotTarget(const v1::Snapshot& snapshot) const = 0;
-  // The directory the VM's ember-vmm is to write `snapshot` in, opened now (an O_PATH fd that
+  // The directory the VM's ember-vmm is to write `snapshot` in, opened now for reading (the fd
   // goes with the request: the VMM makes the files in that very directory, whatever its name
-  // leads to by then), or an empty fd when the VMM writes where SnapshotTarget names.
+  // leads to by then, and syncs it through the fd), or an empty fd when the VMM writes where
+  // SnapshotTarget names.
   // `clients`: the directory is a request's snapshot_dir (opened by the client's rule), not
   // emberd's own record directory. INVALID_ARGUMENT naming snapshot_dir when it no longer
   // passes the rule.
