@@ -49,8 +49,9 @@ void ReserveLaunchFds() {
 }
 
 void Prepare(PreparedKvm* prepared) {
-  // Compiled once here; Main's ConfigureSeccomp with the same setting finds them done.
-  DieIf(ConfigureSeccomp(SeccompSetting::kEnforce), "seccomp");
+  // Compiled once here; Main's ConfigureSeccomp with the same setting finds them done: the
+  // launches a slot takes are emberd's unjailed ones, which ask for --dirs-by-fd.
+  DieIf(ConfigureSeccomp(SeccompSetting::kEnforce, /*directories_by_fd=*/true), "seccomp");
   DieIf(PrepareKvm(*prepared), "KVM");
 }
 
