@@ -156,7 +156,8 @@ struct OciLayout {
   std::optional<StagedTree> unpacked;
 };
 
-absl::StatusOr<OciLayout> OpenOciLayout(const std::string& source, const WorkDir& work) {
+absl::StatusOr<OciLayout> OpenOciLayout(const std::string& source, const WorkDir& work,
+                                        StagedBytes* budget) {
   OciLayout layout;
   struct stat st {};
   if (::stat(source.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -167,7 +168,8 @@ absl::StatusOr<OciLayout> OpenOciLayout(const std::string& source, const WorkDir
     return layout;
   }
   EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenSourceFile(source));
-  EMBER_ASSIGN_OR_RETURN(StagedTree unpacked, StagedTree::Create(work.fd(), work.path(), "oci"));
+  EMBER_ASSIGN_OR_RETURN(StagedTree unpacked,
+                         StagedTree::Create(work.fd(), work.path(), "oci", budget));
   EMBER_RETURN_IF_ERROR(ApplyLayer(fd.Get(), source, &unpacked));
   layout.fd.Reset(::dup(unpacked.fd()));
   if (!layout.fd) return base::ErrnoError("dup", unpacked.path());
@@ -200,6 +202,8 @@ absl::Status BuildRootfs(const Options& options) {
   std::string work_prefix = options.work_dir.empty() ? options.output + ".ember-rootfs-"
                                                      : options.work_dir + "/ember-rootfs-";
   EMBER_ASSIGN_OR_RETURN(WorkDir work, WorkDir::Create(work_prefix));
+  // Everything staged counts, the OCI archive's own unpacked blobs too.
+  StagedBytes budget(options.max_bytes);
 
   ImageConfig config;
   Tree tree;
@@ -210,17 +214,19 @@ absl::Status BuildRootfs(const Options& options) {
     }
     case SourceKind::kExport: {
       EMBER_ASSIGN_OR_RETURN(base::UniqueFd fd, OpenSourceFile(options.source));
-      EMBER_ASSIGN_OR_RETURN(StagedTree staged, StagedTree::Create(work.fd(), work.path(), "tree"));
+      EMBER_ASSIGN_OR_RETURN(StagedTree staged,
+                             StagedTree::Create(work.fd(), work.path(), "tree", &budget));
       EMBER_RETURN_IF_ERROR(ApplyLayer(fd.Get(), options.source, &staged));
       EMBER_ASSIGN_OR_RETURN(tree, FinishStaged(std::move(staged)));
       break;
     }
     case SourceKind::kOci:
     case SourceKind::kAuto: {
-      EMBER_ASSIGN_OR_RETURN(OciLayout layout, OpenOciLayout(options.source, work));
+      EMBER_ASSIGN_OR_RETURN(OciLayout layout, OpenOciLayout(options.source, work, &budget));
       EMBER_ASSIGN_OR_RETURN(OciImage image, ReadOciLayout(layout.fd.Get(), options.source));
       config = image.config;
-      EMBER_ASSIGN_OR_RETURN(StagedTree staged, StagedTree::Create(work.fd(), work.path(), "tree"));
+      EMBER_ASSIGN_OR_RETURN(StagedTree staged,
+                             StagedTree::Create(work.fd(), work.path(), "tree", &budget));
       EMBER_RETURN_IF_ERROR(ApplyOciLayers(layout.fd.Get(), image, &staged));
       EMBER_ASSIGN_OR_RETURN(tree, FinishStaged(std::move(staged)));
       break;
@@ -230,6 +236,12 @@ absl::Status BuildRootfs(const Options& options) {
   ImagePlan plan;
   plan.tree = tree.path;
   EMBER_ASSIGN_OR_RETURN(plan.stats, ScanTree(tree.fd.Get(), tree.path));
+  // A directory source was never staged; its blocks in use are what the image copies.
+  if (options.max_bytes && plan.stats.data_bytes > *options.max_bytes) {
+    return absl::InvalidArgumentError(
+        "source " + options.source + " takes " + std::to_string(plan.stats.data_bytes) +
+        " bytes, more than --max-bytes " + std::to_string(*options.max_bytes));
+  }
   plan.size_bytes = options.size_bytes;
   plan.fixes = std::move(tree.fixes);
   std::string config_path = work.path() + "/image-config.pb";

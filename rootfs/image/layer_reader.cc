@@ -31,9 +31,13 @@ absl::Status Corrupt(const std::string& display, archive* a) {
                              " is corrupt or truncated: " + (why ? why : "unreadable archive"));
 }
 
-// Copies the current entry's data into `fd`, holes kept as holes.
+// Copies the current entry's data into `fd`, holes kept as holes. Its declared size counts
+// against the tree's budget before anything is written, and any data past it as it comes.
 absl::Status CopyData(archive* a, int fd, int64_t size, const std::string& display,
-                      const std::string& path) {
+                      const std::string& path, StagedTree* tree) {
+  if (size < 0) return absl::DataLossError(display + ": entry /" + path + " has a negative size");
+  uint64_t charged = static_cast<uint64_t>(size);
+  EMBER_RETURN_IF_ERROR(tree->Charge(charged, path));
   for (;;) {
     const void* block = nullptr;
     size_t length = 0;
@@ -41,6 +45,11 @@ absl::Status CopyData(archive* a, int fd, int64_t size, const std::string& displ
     int r = archive_read_data_block(a, &block, &length, &offset);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return Corrupt(display, a);
+    if (offset < 0) return Corrupt(display, a);
+    if (const uint64_t end = static_cast<uint64_t>(offset) + length; end > charged) {
+      EMBER_RETURN_IF_ERROR(tree->Charge(end - charged, path));
+      charged = end;
+    }
     const char* bytes = static_cast<const char*>(block);
     while (length > 0) {
       ssize_t n = ::pwrite(fd, bytes, length, offset);
@@ -65,6 +74,7 @@ absl::Status ApplyEntry(archive* a, archive_entry* entry, const std::string& dis
   if (!path.ok())
     return absl::InvalidArgumentError(display + ": " + std::string(path.status().message()));
 
+  EMBER_RETURN_IF_ERROR(tree->Charge(StagedBytes::kEntryBytes, *path));
   std::string base = path->substr(path->rfind('/') == std::string::npos ? 0 : path->rfind('/') + 1);
   std::string dir =
       base.size() == path->size() ? "" : path->substr(0, path->size() - base.size() - 1);
@@ -106,7 +116,7 @@ absl::Status ApplyEntry(archive* a, archive_entry* entry, const std::string& dis
       return tree->AddDirectory(*path, meta);
     case AE_IFREG: {
       EMBER_ASSIGN_OR_RETURN(base::UniqueFd file, tree->AddFile(*path, meta));
-      return CopyData(a, file.Get(), archive_entry_size(entry), display, *path);
+      return CopyData(a, file.Get(), archive_entry_size(entry), display, *path, tree);
     }
     case AE_IFLNK: {
       const char* target = archive_entry_symlink(entry);

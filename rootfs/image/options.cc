@@ -5,7 +5,7 @@
 
 namespace ember::rootfs {
 
-absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
+absl::StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& flag) {
   uint64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   std::string suffix(end, text.data() + text.size());
@@ -15,7 +15,7 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
   if (suffix == "G" || suffix == "g") unit = 1ULL << 30;
   if (ec != std::errc() || (unit == 1 && !suffix.empty()) || value == 0 ||
       value > (1ULL << 50) / unit) {
-    return absl::InvalidArgumentError("--size \"" + text +
+    return absl::InvalidArgumentError(flag + " \"" + text +
                                       "\" is not a size (bytes, or a number with K, M or G)");
   }
   return value * unit;
@@ -35,16 +35,16 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
       return options;
     }
     if (arg == "--size" || arg == "--init" || arg == "--agent" || arg == "--format" ||
-        arg == "--work-dir") {
+        arg == "--work-dir" || arg == "--max-bytes") {
       absl::StatusOr<std::string> text = value();
       if (!text.ok()) return text.status();
       if (arg == "--init") options.init = *text;
       if (arg == "--agent") options.agent = *text;
       if (arg == "--work-dir") options.work_dir = *text;
-      if (arg == "--size") {
-        absl::StatusOr<uint64_t> size = ParseSize(*text);
+      if (arg == "--size" || arg == "--max-bytes") {
+        absl::StatusOr<uint64_t> size = ParseSize(*text, arg);
         if (!size.ok()) return size.status();
-        options.size_bytes = *size;
+        (arg == "--size" ? options.size_bytes : options.max_bytes) = *size;
       }
       if (arg == "--format") {
         if (*text == "dir") {

@@ -55,14 +55,24 @@ StagedTree::StagedTree(std::string path, base::UniqueFd root)
   entries_[""] = EntryMeta{0, 0, S_IFDIR | 0755, ::time(nullptr), {}};
 }
 
+absl::Status StagedBytes::Charge(uint64_t bytes, const std::string& path) {
+  if (limit_ && (bytes > *limit_ || used_ > *limit_ - bytes)) {
+    return absl::InvalidArgumentError("the image's files expand to more than --max-bytes " +
+                                      std::to_string(*limit_) + " bytes (at " + Show(path) + ")");
+  }
+  used_ += bytes;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<StagedTree> StagedTree::Create(int parent_fd, const std::string& parent_path,
-                                              const std::string& name) {
+                                              const std::string& name, StagedBytes* budget) {
   std::string path = parent_path + "/" + name;
   if (::mkdirat(parent_fd, name.c_str(), 0700) != 0) return base::ErrnoError("mkdir", path);
   base::UniqueFd root(
       ::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!root) return base::ErrnoError("open", path);
   StagedTree tree(std::move(path), std::move(root));
+  tree.budget_ = budget;
   // The root's staged mode, so its fix is computed like every other directory's.
   if (::fchmod(tree.root_.Get(), StagedPermissions(S_IFDIR | 0755)) != 0) {
     return base::ErrnoError("fchmod", tree.path_);

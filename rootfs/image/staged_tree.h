@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -27,6 +28,26 @@ struct EntryMeta {
   std::vector<std::pair<std::string, std::string>> xattrs;
 };
 
+// How many bytes the trees of one build may stage at most (--max-bytes), counted as they are
+// written, so that a small archive cannot expand to fill the disk: each file's size as its
+// entry declares it (holes included: mke2fs -d would still copy them), kEntryBytes for each
+// entry's own metadata, counted again when a later layer replaces it. Owned by the build;
+// its trees borrow it. One thread.
+class StagedBytes {
+ public:
+  static constexpr uint64_t kEntryBytes = 512;  // an inode and a directory entry, roughly
+
+  explicit StagedBytes(std::optional<uint64_t> limit) : limit_(limit) {}
+  // Counts `bytes` more for `path` (relative to the root); past the limit InvalidArgument
+  // naming the limit and the path, and nothing more may be staged.
+  [[nodiscard]] absl::Status Charge(uint64_t bytes, const std::string& path);
+  [[nodiscard]] uint64_t used() const { return used_; }
+
+ private:
+  std::optional<uint64_t> limit_;  // none: no limit
+  uint64_t used_ = 0;
+};
+
 // A root file system being assembled from archive entries (a container export, OCI layers in
 // order) in a directory of ember-rootfs's own, for mke2fs -d to copy. Written without root:
 // every staged entry is owned by ember-rootfs and readable by it, and the archive's owners and
@@ -41,16 +62,22 @@ class StagedTree {
  public:
   // Makes the staging directory `name` in the directory open at `parent_fd` (its path is
   // `parent_path`). Its root starts as a directory 0755 owned by root, as do parents no entry
-  // names (timed now).
+  // names (timed now). What is staged counts against `budget` (borrowed; null: no limit).
   [[nodiscard]] static absl::StatusOr<StagedTree> Create(int parent_fd,
                                                          const std::string& parent_path,
-                                                         const std::string& name);
+                                                         const std::string& name,
+                                                         StagedBytes* budget = nullptr);
 
   StagedTree(StagedTree&&) noexcept = default;
   StagedTree& operator=(StagedTree&&) noexcept = default;
 
   [[nodiscard]] const std::string& path() const { return path_; }
   [[nodiscard]] int fd() const { return root_.Get(); }
+
+  // Counts `bytes` of the entry at `path` against the build's budget (see StagedBytes).
+  [[nodiscard]] absl::Status Charge(uint64_t bytes, const std::string& path) {
+    return budget_ == nullptr ? absl::OkStatus() : budget_->Charge(bytes, path);
+  }
 
   // Starts the next layer: whiteouts only remove what earlier layers staged.
   void BeginLayer() { this_layer_.clear(); }
@@ -95,6 +122,7 @@ class StagedTree {
 
   std::string path_;
   base::UniqueFd root_;
+  StagedBytes* budget_ = nullptr;  // borrowed; null: no limit
   uid_t staged_uid_;
   gid_t staged_gid_;
   std::map<std::string, EntryMeta> entries_;  // every staged entry by path; "" is the root

@@ -190,6 +190,24 @@ class HostileOci(RootfsTestCase):
         self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
         self.assertEqual(os.listdir(self.out_dir), [])
 
+    def test_layer_expanding_past_max_bytes_is_refused_leaving_nothing(self):
+        # 4 MiB of zeros gzip to ~4 KiB: the archive is small, what it expands to is not.
+        zeros = [entry("big/", "dir"), entry("big/zeros", data=bytes(4 << 20))]
+        path = os.path.join(self.work, "layout")
+        layout = write_layout(path, [add_image(path, [BASE, zeros], CONFIG, gzip_layers=(1,))])
+        archive = write_oci_archive(os.path.join(self.work, "image.oci.tar"), layout)
+        self.assertLess(os.path.getsize(archive), 1 << 20)
+        line = self.assert_refused(archive, "--max-bytes 1048576", "--max-bytes", "1M")
+        self.assertIn("/big/zeros", line)
+
+    def test_many_empty_entries_count_against_max_bytes(self):
+        empties = [entry("many/", "dir")] + [entry(f"many/{i}") for i in range(2100)]
+        self.assert_refused(self.layout([empties]), "--max-bytes 1048576", "--max-bytes", "1M")
+
+    def test_an_image_within_max_bytes_builds(self):
+        zeros = [entry("big/", "dir"), entry("big/zeros", data=bytes(4 << 20))]
+        self.build(self.layout([BASE, zeros]), "--max-bytes", "8M")
+
 
 if __name__ == "__main__":
     ember_unittest.main()
