@@ -623,6 +623,32 @@ class ArchiveLimitTest(SharedEmberd, unittest.TestCase):
         self.assertEqual(os.listdir(os.path.join(self.emberd.state_dir, "fn-images")), [])
 
 
+class FunctionsLimitsTest(SharedEmberd, unittest.TestCase):
+    """emberd's host-wide caps on what clients' functions take: the size an OCI archive's image
+    may expand to while it is built (--fn-max-image-mib)."""
+    EMBERD_ARGS = ("--fn-max-image-mib", "1")
+
+    def test_an_archive_expanding_past_the_cap_is_refused_leaving_nothing(self):
+        archive = os.path.join(self.emberd.dir, "zeros.oci.tar")
+        layout = os.path.join(self.emberd.dir, "zeros-layout")
+        # 4 MiB of zeros gzip to a few KiB: a small archive, a large image.
+        rs.write_layout(layout, [rs.add_image(
+            layout, [[rs.entry("zeros", data=bytes(4 << 20))]], {}, gzip_layers=(0,))])
+        rs.write_oci_archive(archive, layout)
+        self.assertLess(os.path.getsize(archive), 1 << 20)
+
+        code, details = code_of(self.fn.DeployFunction, api.DeployFunctionRequest(
+            name="zeros", oci_archive_path=archive, mem_size_mib=32), timeout=300)
+
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertIn("oci_archive_path", details)
+        self.assertIn("--max-bytes 1048576", details)
+        self.assertIsNone(self.function("zeros"))
+        # No work directory, staged tree, archive copy or image of it.
+        self.assertEqual([n for n in os.listdir(os.path.join(self.emberd.state_dir, "fn-images"))
+                          if not re.fullmatch(r"[0-9a-f]{64}\.ext4", n)], [])
+
+
 class FunctionsUnjailedTest(SharedEmberd, unittest.TestCase):
     """--no-jail, with the state directory outside every --allow-dir: the VMMs' vsock sockets
     lie in the functions' directories, which emberd's rules for its VMMs admit."""

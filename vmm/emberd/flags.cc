@@ -46,6 +46,10 @@ constexpr char kUsage[] =
     "  --fn-max-in-flight N\n"
     "                     function invocations in flight on the host at most (default 64);\n"
     "                     more are RESOURCE_EXHAUSTED at once\n"
+    "  --fn-max-image-mib N\n"
+    "                     what an OCI archive's image may expand to while ember-rootfs builds it\n"
+    "                     (its files' sizes, 512 bytes per entry), in MiB (default 4096); a\n"
+    "                     larger one is INVALID_ARGUMENT, nothing of it kept\n"
     "  --fn-egress        functions with network on: each clone also reaches beyond its\n"
     "                     namespace (a veth pair from 10.200.0.0/16 and NAT; needs the host's\n"
     "                     IPv4 forwarding on). Without it a clone reaches only its tap's host\n"
@@ -152,6 +156,9 @@ Flags ParseFlags(int argc, char** argv) {
     }
     else if (arg == "--fn-max-in-flight") {
       flags.fn_max_in_flight = ParseId("--fn-max-in-flight", value());
+    }
+    else if (arg == "--fn-max-image-mib") {
+      flags.fn_max_image_mib = ParseId("--fn-max-image-mib", value());
     }
     else if (arg == "--max-vms") {
       std::string text = value();

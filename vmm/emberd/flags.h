@@ -23,6 +23,7 @@ struct Flags {
   std::size_t max_vms = 1024;
   std::uint32_t fn_max_in_flight = 64;
   std::uint32_t fn_max_archive_mib = 4096;  // --fn-max-archive-mib
+  std::uint32_t fn_max_image_mib = 4096;
   std::uint32_t vmm_pool = 0;  // --vmm-pool
   bool fn_egress = false;
   bool fn_egress_private = false;  // clones' egress may reach 10/8, 172.16/12, ...

@@ -86,7 +86,7 @@ int Main(int argc, char** argv) {
   auto launcher = ForkServerLauncher::Start(vmm, jail, netns_dir);
   if (!launcher.ok()) Fail("fork server: " + std::string(launcher.status().message()));
   // Also before the lock (it holds no copy) and before any thread.
-  std::unique_ptr<functions::RootfsBuilder> rootfs_builder = StartRootfsBuilder();
+  std::unique_ptr<functions::RootfsBuilder> rootfs_builder = StartRootfsBuilder(flags);
   // One emberd per state directory: a second would take over the VMs' control connections and
   // write the same records. Locked after the fork server is forked, so that it holds no copy.
   base::UniqueFd state_lock = LockStateDir(options.state_dir);

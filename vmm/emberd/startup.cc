@@ -138,7 +138,7 @@ std::unique_ptr<CloneNetworkServer> StartCloneNetworks(const Flags& flags,
   return std::move(*server);
 }
 
-std::unique_ptr<functions::RootfsBuilder> StartRootfsBuilder() {
+std::unique_ptr<functions::RootfsBuilder> StartRootfsBuilder(const Flags& flags) {
   const std::string tool =
       (std::filesystem::path(DefaultVmmPath()).parent_path() / "ember-rootfs").string();
   if (::access(tool.c_str(), X_OK) != 0) {
@@ -146,7 +146,9 @@ std::unique_ptr<functions::RootfsBuilder> StartRootfsBuilder() {
                      << "archives";
     return nullptr;
   }
-  auto builder = functions::RootfsBuilder::Start(tool);
+  auto builder = functions::RootfsBuilder::Start(tool, functions::RootfsBuilder::kDefaultTimeout,
+                                                 functions::RootfsBuilder::kDefaultBuilderId,
+                                                 std::uint64_t{flags.fn_max_image_mib} << 20);
   if (!builder.ok()) Fail("rootfs builder: " + std::string(builder.status().message()));
   return std::move(*builder);
 }

@@ -37,7 +37,7 @@ std::unique_ptr<CloneNetworkServer> StartCloneNetworks(const Flags& flags,
 
 // The builder of functions' images from OCI archives: ember-rootfs beside emberd, or null
 // (deploys from an archive are then refused) when there is none.
-std::unique_ptr<functions::RootfsBuilder> StartRootfsBuilder();
+std::unique_ptr<functions::RootfsBuilder> StartRootfsBuilder(const Flags& flags);
 
 // The log level, and the signals: SIGPIPE ignored, SIGTERM/SIGINT blocked in every thread.
 void ConfigureProcess(const Flags& flags);

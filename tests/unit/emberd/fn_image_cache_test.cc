@@ -26,21 +26,27 @@ using ember::testing::ScopedTempDir;
 // An archive starting "swap" makes the tool rewrite the client's archive ($FN_TEST_SWAP) in
 // place before it reads its own, as a client racing emberd would; "sleep" makes it hang;
 // "whoami" makes its image its uid and groups; "linger" leaves a process of a session of its
-// own behind. Fd 42 open or new privileges allowed make it fail.
+// own behind; "refuse" stages a file beside its image and refuses the archive. Fd 42 open, new
+// privileges allowed or a --max-bytes other than $FN_TEST_MAX_BYTES make it fail. Called as
+// ember-rootfs --format oci --max-bytes N /proc/self/fd/3 image.ext4.
 // The archive is read from fd 3, as ember-rootfs reads "/proc/self/fd/N" (a reopen is refused
 // to the builder's id).
 constexpr char kTool[] = R"sh(#!/bin/sh
+[ "$3 $4" = "--max-bytes $FN_TEST_MAX_BYTES" ] || { echo "args: $*" >&2; exit 1; }
 archive=$(cat <&3)
 case "$archive" in
+  refuse*) mkdir "$6.ember-rootfs-x" && echo staged > "$6.ember-rootfs-x/layer"
+           echo "too big" >&2; exit 2 ;;
   sleep*) exec sleep 60 ;;
   swap*) printf 'B: the archive swapped in' > "$FN_TEST_SWAP" ;;
-  whoami*) { id -u; id -G; } > "$4"; exit 0 ;;
+  whoami*) { id -u; id -G; } > "$6"; exit 0 ;;
   linger*) setsid sleep 6061 </dev/null >/dev/null 2>&1 & ;;
 esac
 if [ -e /proc/self/fd/42 ]; then echo "fd 42 was inherited" >&2; exit 1; fi
 grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status || { echo "may gain privileges" >&2; exit 1; }
-{ printf 'built from: '; printf '%s' "$archive"; } > "$4"
+{ printf 'built from: '; printf '%s' "$archive"; } > "$6"
 )sh";
+constexpr std::uint64_t kMaxBytes = 123456;
 
 void Write(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
@@ -56,6 +62,7 @@ class FnImageCacheTest : public ::testing::Test {
     Write(tool_, kTool);
     ASSERT_EQ(::chmod(tool_.c_str(), 0755), 0);
     ::setenv("FN_TEST_SWAP", archive_.c_str(), 1);
+    ::setenv("FN_TEST_MAX_BYTES", std::to_string(kMaxBytes).c_str(), 1);
     absl::StatusOr<base::PathRules> rules = base::PathRules::Open({allowed_});
     ASSERT_TRUE(rules.ok()) << rules.status();
     rules_ = std::make_unique<base::PathRules>(std::move(*rules));
@@ -63,7 +70,8 @@ class FnImageCacheTest : public ::testing::Test {
 
   std::unique_ptr<RootfsBuilder> StartBuilder(
       std::chrono::milliseconds timeout = RootfsBuilder::kDefaultTimeout) {
-    absl::StatusOr<std::unique_ptr<RootfsBuilder>> builder = RootfsBuilder::Start(tool_, timeout);
+    absl::StatusOr<std::unique_ptr<RootfsBuilder>> builder =
+        RootfsBuilder::Start(tool_, timeout, RootfsBuilder::kDefaultBuilderId, kMaxBytes);
     EXPECT_TRUE(builder.ok()) << builder.status();
     return builder.ok() ? std::move(*builder) : nullptr;
   }
@@ -149,6 +157,31 @@ TEST_F(FnImageCacheTest, BuildPastTheTimeoutIsStoppedAndTheNextBuildRuns) {
   Write(archive_, "a plain archive");
   base::UniqueFd plain(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
   EXPECT_TRUE(builder->Build(plain.Get(), cache_dir_ + "/plain.ext4").ok());
+}
+
+TEST_F(FnImageCacheTest, RefusedBuildLeavesNothingInTheCache) {
+  std::unique_ptr<RootfsBuilder> builder = StartBuilder();
+  ASSERT_NE(builder, nullptr);
+  Write(archive_, "refuse: staged, then found too big");
+  base::UniqueFd archive(::open(archive_.c_str(), O_RDONLY | O_CLOEXEC));
+
+  absl::Status built = builder->Build(archive.Get(), cache_dir_ + "/refused.ext4");
+
+  EXPECT_EQ(built.code(), absl::StatusCode::kInvalidArgument) << built;
+  EXPECT_NE(built.message().find("oci_archive_path: too big"), std::string::npos) << built;
+  EXPECT_TRUE(std::filesystem::is_empty(cache_dir_));
+}
+
+TEST_F(FnImageCacheTest, StartUpCleanUpRemovesTheDirectoriesOfBuildsCutShort) {
+  // A build directory with ember-rootfs's staging in it, left by a build emberd died during.
+  const std::string build_dir = cache_dir_ + "/.oci-1-0.build";
+  ASSERT_EQ(::mkdir(build_dir.c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((build_dir + "/image.ext4.ember-rootfs-abcdef").c_str(), 0700), 0);
+  Write(build_dir + "/image.ext4.ember-rootfs-abcdef/zeros", std::string(4096, '\0'));
+
+  cache_.RemoveUnreferenced();
+
+  EXPECT_TRUE(std::filesystem::is_empty(cache_dir_));
 }
 
 TEST_F(FnImageCacheTest, ToolGetsNoFdOfTheHelpersButTheArchiveAndNoNewPrivileges) {

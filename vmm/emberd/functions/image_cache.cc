@@ -15,6 +15,7 @@
 
 #include "vmm/base/status.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/emberd/store.h"
 
 namespace ember::emberd::functions {
 namespace {
@@ -212,7 +213,9 @@ void ImageCache::RemoveUnreferenced() {
     const bool image =
         file.size() > ext.size() && file.compare(file.size() - ext.size(), ext.size(), ext) == 0;
     if (image && refs_.contains(file.substr(0, file.size() - ext.size()))) continue;
-    ::unlink(it->path().c_str());  // unused, or a copy cut short
+    // Unused, a copy cut short, or a directory: a build directory (RootfsBuilder's) of a build
+    // cut short with emberd (its helper dies with it, before it removes the directory).
+    (void)RemoveTree(it->path().string());
   }
 }
 

@@ -54,8 +54,9 @@ class ImageCache {
   void Acquire(const std::string& key);
   // Drops a reference Add, AddOciArchive or Acquire took; the last removes the image.
   void Release(const std::string& key);
-  // Removes every file of the cache no reference holds: images no function uses, copies cut
-  // short. Only while no Add or AddOciArchive runs (emberd's start).
+  // Removes every file of the cache no reference holds (images no function uses, copies cut
+  // short) and every directory with all it holds (a build cut short). Only while no Add or
+  // AddOciArchive runs (emberd's start).
   void RemoveUnreferenced();
   [[nodiscard]] const std::string& dir() const { return dir_; }
 

@@ -127,11 +127,12 @@ absl::Status InstallImage(const std::string& dir, const std::string& image, bool
   return absl::OkStatus();
 }
 
-// In the helper: ember-rootfs --format oci /proc/self/fd/3 image.ext4 in a new build directory
-// beside `image` (the builder's, when the helper is root), its output gathered, killed at
+// In the helper: ember-rootfs --format oci --max-bytes N /proc/self/fd/3 image.ext4 in a new build
+// directory beside `image` (the builder's, when the helper is root), its output gathered, killed at
 // `timeout`; the image is then moved to `image` and the directory removed.
 absl::Status RunTool(const std::string& tool, int archive, const std::string& image,
-                     std::chrono::milliseconds timeout, std::uint32_t builder_id) {
+                     std::chrono::milliseconds timeout, std::uint32_t builder_id,
+                     std::uint64_t max_bytes) {
   const std::optional<std::uint32_t> id =
       ::geteuid() == 0 ? std::optional<std::uint32_t>(builder_id) : std::nullopt;
   const std::string build_dir = image + ".build";
@@ -146,8 +147,13 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
   if (id && ::chown(build_dir.c_str(), *id, *id) != 0) {
     return base::ErrnoError("chown", build_dir);
   }
-  std::vector<std::string> args = {tool, "--format", "oci",
-                                   "/proc/self/fd/" + std::to_string(kArchiveFd), kImageName};
+  std::vector<std::string> args = {tool,
+                                   "--format",
+                                   "oci",
+                                   "--max-bytes",
+                                   std::to_string(max_bytes),
+                                   "/proc/self/fd/" + std::to_string(kArchiveFd),
+                                   kImageName};
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -197,7 +203,8 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 }
 
 [[noreturn]] void Serve(base::UniqueFd socket, const std::string& tool,
-                        std::chrono::milliseconds timeout, std::uint32_t builder_id) {
+                        std::chrono::milliseconds timeout, std::uint32_t builder_id,
+                        std::uint64_t max_bytes) {
   std::vector<char> buffer(kMaxMessage);
   while (true) {
     absl::StatusOr<base::Received> got = base::ReceiveWithFds(socket.Get(), buffer);
@@ -206,7 +213,7 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
         got->fds.size() != 1
             ? absl::InvalidArgumentError("a build request carries exactly one archive")
             : RunTool(tool, got->fds[0].Get(), std::string(buffer.data(), got->bytes), timeout,
-                      builder_id);
+                      builder_id, max_bytes);
     const std::string reply = Reply(built);
     if (::send(socket.Get(), reply.data(), reply.size(), MSG_NOSIGNAL) < 0) ::_exit(0);
   }
@@ -215,13 +222,14 @@ absl::Status RunTool(const std::string& tool, int archive, const std::string& im
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RootfsBuilder>> RootfsBuilder::Start(
-    std::string tool, std::chrono::milliseconds timeout, std::uint32_t builder_id) {
+    std::string tool, std::chrono::milliseconds timeout, std::uint32_t builder_id,
+    std::uint64_t max_bytes) {
   if (::access(tool.c_str(), X_OK) != 0) return base::ErrnoError("access", tool);
   // Named apart from emberd and its fork server.
   EMBER_ASSIGN_OR_RETURN(
       base::HelperProcess helper,
       base::ForkHelperProcess("rootfs builder", "emberd-rootfs", [&](base::UniqueFd socket) {
-        Serve(std::move(socket), tool, timeout, builder_id);
+        Serve(std::move(socket), tool, timeout, builder_id, max_bytes);
       }));
   return std::unique_ptr<RootfsBuilder>(
       new RootfsBuilder(std::move(helper.socket), helper.pid));

@@ -32,21 +32,24 @@ class RootfsBuilder {
   // Just below ember-jailer's default VM ids (830001 on): far above the ids distributions give
   // to users and system accounts. No file on the host is this id's.
   static constexpr std::uint32_t kDefaultBuilderId = 829999;
+  // ember-rootfs --max-bytes: what an archive may expand to while it is staged (emberd
+  // --fn-max-image-mib), so that a small archive of compressed zeros cannot fill emberd's disk.
+  static constexpr std::uint64_t kDefaultMaxBytes = std::uint64_t{4096} << 20;
 
   // Forks the helper for the ember-rootfs binary `tool`, whose builds are killed after
-  // `timeout`. Called by emberd's main thread while it is the only thread and holds nothing a
-  // helper should not keep (before the state directory's lock).
+  // `timeout` and refused past `max_bytes`. Called by emberd's main thread while it is the only
+  // thread and holds nothing a helper should not keep (before the state directory's lock).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<RootfsBuilder>> Start(
       std::string tool, std::chrono::milliseconds timeout = kDefaultTimeout,
-      std::uint32_t builder_id = kDefaultBuilderId);
+      std::uint32_t builder_id = kDefaultBuilderId, std::uint64_t max_bytes = kDefaultMaxBytes);
   ~RootfsBuilder() = default;  // the socket closes: the helper exits
 
   // Builds the image of the OCI archive open at `archive` (borrowed) into the new file `image`
   // (a directory `image`.build beside it meanwhile), root's when emberd is,
   // readable by everyone (a jailed VMM reads its link; the cache's directory keeps others
   // out). An archive ember-rootfs refuses is INVALID_ARGUMENT naming oci_archive_path with its
-  // message; a build past the timeout is DEADLINE_EXCEEDED naming it. Any thread; builds are
-  // serialised.
+  // message (an archive expanding past max_bytes is one); a build past the timeout is
+  // DEADLINE_EXCEEDED naming it. Any thread; builds are serialised.
   [[nodiscard]] absl::Status Build(int archive, const std::string& image);
 
  private:
