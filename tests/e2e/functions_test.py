@@ -625,8 +625,9 @@ class ArchiveLimitTest(SharedEmberd, unittest.TestCase):
 
 class FunctionsLimitsTest(SharedEmberd, unittest.TestCase):
     """emberd's host-wide caps on what clients' functions take: the size an OCI archive's image
-    may expand to while it is built (--fn-max-image-mib)."""
-    EMBERD_ARGS = ("--fn-max-image-mib", "1")
+    may expand to while it is built (--fn-max-image-mib) and the clones kept ready across all
+    functions' pools (--fn-max-pooled)."""
+    EMBERD_ARGS = ("--fn-max-image-mib", "1", "--fn-max-pooled", "2")
 
     def test_an_archive_expanding_past_the_cap_is_refused_leaving_nothing(self):
         archive = os.path.join(self.emberd.dir, "zeros.oci.tar")
@@ -647,6 +648,29 @@ class FunctionsLimitsTest(SharedEmberd, unittest.TestCase):
         # No work directory, staged tree, archive copy or image of it.
         self.assertEqual([n for n in os.listdir(os.path.join(self.emberd.state_dir, "fn-images"))
                           if not re.fullmatch(r"[0-9a-f]{64}\.ext4", n)], [])
+
+    def test_paused_clones_of_all_functions_stay_within_the_cap(self):
+        for name in ("pooled-a", "pooled-b"):
+            self.deploy(name, min_warm=2)
+
+        def paused():
+            return sum(self.function(name).paused_clones for name in ("pooled-a", "pooled-b"))
+
+        deadline = time.time() + 60
+        while paused() < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(paused(), 2)
+        # Many of the pools' refill rounds (every 50 ms) later, none went past the cap.
+        for _ in range(40):
+            self.assertLessEqual(paused(), 2)
+            time.sleep(0.05)
+        # A pool hit frees a place, which a refill takes again.
+        holder = "pooled-a" if self.function("pooled-a").paused_clones else "pooled-b"
+        self.assertTrue(self.invoke(holder, b"hit").timings.pool_hit)
+        self.wait_function(holder, lambda f: paused() == 2)
+        self.assertEqual(paused(), 2)
+        for name in ("pooled-a", "pooled-b"):
+            self.delete(name)
 
 
 class FunctionsUnjailedTest(SharedEmberd, unittest.TestCase):

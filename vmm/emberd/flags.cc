@@ -1,5 +1,6 @@
 #include "vmm/emberd/flags.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -46,6 +47,10 @@ constexpr char kUsage[] =
     "  --fn-max-in-flight N\n"
     "                     function invocations in flight on the host at most (default 64);\n"
     "                     more are RESOURCE_EXHAUSTED at once\n"
+    "  --fn-max-pooled N  functions' clones kept ready on the host at most, paused (min_warm)\n"
+    "                     and warm (keep_warm_ms) together; a refill beyond it waits, a clone\n"
+    "                     beyond it is discarded after its invocation. Below --max-vms\n"
+    "                     (default: a quarter of it, at most 256)\n"
     "  --fn-max-image-mib N\n"
     "                     what an OCI archive's image may expand to while ember-rootfs builds it\n"
     "                     (its files' sizes, 512 bytes per entry), in MiB (default 4096); a\n"
@@ -157,6 +162,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--fn-max-in-flight") {
       flags.fn_max_in_flight = ParseId("--fn-max-in-flight", value());
     }
+    else if (arg == "--fn-max-pooled") flags.fn_max_pooled = ParseId("--fn-max-pooled", value());
     else if (arg == "--fn-max-image-mib") {
       flags.fn_max_image_mib = ParseId("--fn-max-image-mib", value());
     }
@@ -169,6 +175,10 @@ Flags ParseFlags(int argc, char** argv) {
     } else {
       Fail("unknown flag \"" + std::string(arg) + "\" (see --help)");
     }
+  }
+  if (flags.fn_max_pooled && *flags.fn_max_pooled >= flags.max_vms) {
+    Fail("--fn-max-pooled must be below --max-vms (" + std::to_string(flags.max_vms) +
+         "): pooled clones are VMs, and the API's own need room beside them");
   }
   bool any_jail = !flags.jailer.empty() || flags.jailer_id_base || flags.jailer_id_count ||
                   !flags.chroot_base.empty() || !flags.cgroup_parent.empty();
@@ -192,6 +202,11 @@ Flags ParseFlags(int argc, char** argv) {
     Fail("--tls-cert, --tls-key and --tls-client-ca go with --tcp (the Unix socket needs none)");
   }
   return flags;
+}
+
+std::uint32_t FnMaxPooled(const Flags& flags) {
+  return flags.fn_max_pooled.value_or(
+      static_cast<std::uint32_t>(std::min<std::size_t>(256, flags.max_vms / 4)));
 }
 
 void Fail(const std::string& message) {

@@ -23,6 +23,7 @@ struct Flags {
   std::size_t max_vms = 1024;
   std::uint32_t fn_max_in_flight = 64;
   std::uint32_t fn_max_archive_mib = 4096;  // --fn-max-archive-mib
+  std::optional<std::uint32_t> fn_max_pooled;  // none: FnMaxPooled's default
   std::uint32_t fn_max_image_mib = 4096;
   std::uint32_t vmm_pool = 0;  // --vmm-pool
   bool fn_egress = false;
@@ -40,6 +41,9 @@ struct Flags {
 // Parses and checks emberd's command line (main.cc's first step). --help prints the usage and
 // exits 0; a bad flag or a combination that cannot work exits through Fail.
 Flags ParseFlags(int argc, char** argv);
+
+// --fn-max-pooled, or its default: a quarter of --max-vms, at most 256.
+[[nodiscard]] std::uint32_t FnMaxPooled(const Flags& flags);
 
 // Ends emberd before it serves: `message` on stderr, exit status 2. For start-up only.
 [[noreturn]] void Fail(const std::string& message);

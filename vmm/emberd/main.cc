@@ -139,6 +139,7 @@ int Main(int argc, char** argv) {
   fn_options.image_dir = *image_dir;
   fn_options.max_in_flight = flags.fn_max_in_flight;
   fn_options.max_archive_bytes = std::uint64_t{flags.fn_max_archive_mib} << 20;
+  fn_options.max_pooled = FnMaxPooled(flags);
   fn_options.jail_dir = options.jail_dir;
   fn_options.rootfs = rootfs_builder.get();
   fn_options.paths = &paths;

@@ -154,5 +154,77 @@ TEST(LatencyWindow, QuantilesOfWhatItHolds) {
   EXPECT_EQ(window.Quantile(0.99), 99u);
 }
 
+TEST(ClonePool, RefillsOfAllFunctionsStopAtTheHostsPooledCap) {
+  PooledClones pooled(4);
+  ClonePool first(Settings(4, 4), 0, &pooled);
+  ClonePool second(Settings(4, 4), 0, &pooled);
+
+  // Both refill in turn for as long as they are let.
+  int refills = 0;
+  for (bool more = true; more;) {
+    more = false;
+    for (ClonePool* pool : {&first, &second}) {
+      if (!pool->BeginRefill(1)) continue;
+      ASSERT_EQ(pool->EndRefill(MakeClone("c" + std::to_string(refills++), false)), nullptr);
+      more = true;
+    }
+  }
+
+  v1::Function a, b;
+  first.Describe(&a);
+  second.Describe(&b);
+  EXPECT_EQ(a.paused_clones() + b.paused_clones(), 4u);
+  EXPECT_EQ(pooled.Count(), 4u);
+}
+
+TEST(ClonePool, ARefillWaitsForAPlaceAPoolHitGivesBack) {
+  PooledClones pooled(1);
+  ClonePool first(Settings(1, 4), 0, &pooled);
+  ClonePool second(Settings(1, 4), 0, &pooled);
+  AddPaused(first, "a", 1);
+  ASSERT_FALSE(second.BeginRefill(1));
+
+  absl::StatusOr<ClonePool::Admission> hit = first.Admit(2);
+
+  ASSERT_TRUE(hit.ok() && hit->pool_hit);
+  EXPECT_TRUE(second.BeginRefill(3));
+}
+
+TEST(ClonePool, AClonePastTheHostsPooledCapIsNotKeptWarm) {
+  PooledClones pooled(1);
+  ClonePool first(Settings(1, 4), 0, &pooled);
+  ClonePool second(Settings(0, 4, /*keep_warm_ms=*/60'000), 0, &pooled);
+  AddPaused(first, "a", 1);
+  absl::StatusOr<ClonePool::Admission> admitted = second.Admit(2);
+  ASSERT_TRUE(admitted.ok());
+
+  std::unique_ptr<Clone> back = second.Finish(MakeClone("b", true), absl::StatusCode::kOk, 3, 1);
+
+  ASSERT_NE(back, nullptr);  // the caller discards it
+  EXPECT_EQ(pooled.Count(), 1u);
+}
+
+TEST(ClonePool, ClonesLeavingThePoolGiveTheirPlacesBack) {
+  PooledClones pooled(8);
+  {
+    ClonePool other(Settings(1, 4), 0, &pooled);
+    ClonePool pool(Settings(2, 4, /*keep_warm_ms=*/10, /*idle_to_zero_ms=*/0), 0, &pooled);
+    AddPaused(pool, "a", 1);
+    AddPaused(pool, "b", 1);
+    absl::StatusOr<ClonePool::Admission> admitted = pool.Admit(2);
+    ASSERT_TRUE(admitted.ok());
+    ASSERT_EQ(pool.Finish(MakeClone("c", true), absl::StatusCode::kOk, 3, 1), nullptr);
+    EXPECT_EQ(pooled.Count(), 2u);  // one paused, one warm
+    EXPECT_EQ(pool.Expire(3 + 10 * kMs).size(), 1u);
+    EXPECT_EQ(pooled.Count(), 1u);
+    ASSERT_TRUE(pool.BeginRefill(4));  // a refill on its way while the function is deleted
+    EXPECT_EQ(pool.Drain().size(), 1u);
+    EXPECT_NE(pool.EndRefill(MakeClone("d", false)), nullptr);
+    EXPECT_EQ(pooled.Count(), 0u);
+    AddPaused(other, "e", 5);
+  }
+  EXPECT_EQ(pooled.Count(), 0u);  // the destroyed pool gave its paused clone's place back
+}
+
 }  // namespace
 }  // namespace ember::emberd::functions

@@ -1,6 +1,7 @@
 #include "vmm/emberd/functions/clone_pool.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "vmm/emberd/functions/function_rules.h"
 
@@ -16,6 +17,28 @@ std::uint64_t LatencyWindow::Quantile(double q) const {
   std::sort(sorted.begin(), sorted.end());
   auto index = static_cast<std::size_t>(q * static_cast<double>(n - 1) + 0.5);
   return sorted[std::min(index, n - 1)];
+}
+
+bool PooledClones::TryTake() {
+  std::uint32_t count = count_.load();
+  do {
+    if (count >= limit_) return false;
+  } while (!count_.compare_exchange_weak(count, count + 1));
+  return true;
+}
+
+void PooledClones::Give(std::size_t count) {
+  const auto given = static_cast<std::uint32_t>(count);
+  const std::uint32_t before = count_.fetch_sub(given);
+  if (before < given) std::abort();  // more given back than taken: the accounting is broken
+}
+
+ClonePool::~ClonePool() {
+  if (pooled_ != nullptr) pooled_->Give(paused_.size() + warm_.size() + refilling_);
+}
+
+void ClonePool::GiveBack(std::size_t count) {
+  if (pooled_ != nullptr && count > 0) pooled_->Give(count);
 }
 
 absl::StatusOr<ClonePool::Admission> ClonePool::Admit(std::uint64_t now_us) {
@@ -38,6 +61,7 @@ absl::StatusOr<ClonePool::Admission> ClonePool::Admit(std::uint64_t now_us) {
     paused_.pop_front();
   }
   admission.pool_hit = admission.clone != nullptr;
+  if (admission.pool_hit) GiveBack(1);
   if (admission.pool_hit) counters_.set_pool_hits(counters_.pool_hits() + 1);
   return admission;
 }
@@ -54,7 +78,8 @@ std::unique_ptr<Clone> ClonePool::Finish(std::unique_ptr<Clone> clone, absl::Sta
     if (code == absl::StatusCode::kDeadlineExceeded) counters_.set_timeouts(counters_.timeouts() + 1);
   }
   if (clone == nullptr || code != absl::StatusCode::kOk || draining_ ||
-      settings_.keep_warm_ms() == 0 || !clone->activated) {
+      settings_.keep_warm_ms() == 0 || !clone->activated ||
+      (pooled_ != nullptr && !pooled_->TryTake())) {
     return clone;
   }
   clone->warm_until_us = now_us + std::uint64_t{settings_.keep_warm_ms()} * 1000;
@@ -84,6 +109,7 @@ std::vector<std::unique_ptr<Clone>> ClonePool::Expire(std::uint64_t now_us) {
     expired.push_back(std::move(paused_.front()));
     paused_.pop_front();
   }
+  GiveBack(expired.size());
   return expired;
 }
 
@@ -96,6 +122,7 @@ bool ClonePool::BeginRefill(std::uint64_t now_us) {
       now_us - last_invoke_us_ >= std::uint64_t{settings_.idle_to_zero_ms()} * 1000) {
     return false;
   }
+  if (pooled_ != nullptr && !pooled_->TryTake()) return false;  // waits for a place
   ++refilling_;
   return true;
 }
@@ -103,7 +130,10 @@ bool ClonePool::BeginRefill(std::uint64_t now_us) {
 std::unique_ptr<Clone> ClonePool::EndRefill(std::unique_ptr<Clone> clone) {
   std::lock_guard lock(mu_);
   --refilling_;
-  if (clone == nullptr || draining_) return clone;
+  if (clone == nullptr || draining_) {
+    GiveBack(1);
+    return clone;
+  }
   paused_.push_back(std::move(clone));
   return nullptr;
 }
@@ -116,6 +146,7 @@ std::vector<std::unique_ptr<Clone>> ClonePool::Drain() {
     for (auto& clone : *list) idle.push_back(std::move(clone));
     list->clear();
   }
+  GiveBack(idle.size());
   return idle;
 }
 

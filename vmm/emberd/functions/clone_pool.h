@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -26,15 +27,38 @@ class LatencyWindow {
   std::size_t count_ = 0;  // added so far (the window holds min(count_, kSize))
 };
 
+// The clones kept ready across all functions' pools (paused, warm, and refills on their way)
+// against emberd --fn-max-pooled: pooled clones are VMs, and without a host-wide cap a few
+// functions with large min_warm would hold every VM emberd's --max-vms allows. Every pool
+// takes a place before it keeps a clone and gives it back as the clone leaves. Any thread.
+class PooledClones {
+ public:
+  explicit PooledClones(std::uint32_t limit) : limit_(limit) {}
+
+  // One more place, unless all `limit` are taken.
+  [[nodiscard]] bool TryTake();
+  void Give(std::size_t count);
+  [[nodiscard]] std::uint32_t Count() const { return count_.load(); }
+  [[nodiscard]] std::uint32_t limit() const { return limit_; }
+
+ private:
+  const std::uint32_t limit_;
+  std::atomic<std::uint32_t> count_{0};
+};
+
 // One function's clones and its invocation accounting: which clone serves an invocation, what
 // happens to it afterwards, and what the background work owes the pool. It only moves clones
 // between its lists and its callers; restoring, activating and discarding them is the
 // caller's (FunctionManager, through CloneOps), outside its lock. Any thread.
 class ClonePool {
  public:
-  // `now_us`: the start of the idle time that scales the pool to zero.
-  ClonePool(const v1::FunctionPool& settings, std::uint64_t now_us)
-      : settings_(settings), last_invoke_us_(now_us) {}
+  // `now_us`: the start of the idle time that scales the pool to zero. The clones it keeps
+  // count against `pooled` (borrowed, outlives it; null: no host-wide cap).
+  ClonePool(const v1::FunctionPool& settings, std::uint64_t now_us, PooledClones* pooled = nullptr)
+      : settings_(settings), last_invoke_us_(now_us), pooled_(pooled) {}
+  ~ClonePool();
+  ClonePool(const ClonePool&) = delete;
+  ClonePool& operator=(const ClonePool&) = delete;
 
   // An admitted invocation: the clone to serve it (warm, or paused and to be activated), or
   // null when none was ready and the caller restores one.
@@ -46,8 +70,8 @@ class ClonePool {
   // free) and the best clone: a warm one (most recently used first), else a paused one.
   [[nodiscard]] absl::StatusOr<Admission> Admit(std::uint64_t now_us);
   // Ends an admitted invocation and gives its slot back. Returns the clone when the caller must
-  // discard it (failed, no keep-warm, or the pool is being drained); otherwise keeps it warm
-  // until now + keep_warm_ms and returns null.
+  // discard it (failed, no keep-warm, the pool is being drained, or the host's pooled clones
+  // are at their cap); otherwise keeps it warm until now + keep_warm_ms and returns null.
   [[nodiscard]] std::unique_ptr<Clone> Finish(std::unique_ptr<Clone> clone, absl::StatusCode code,
                                               std::uint64_t now_us, std::uint64_t total_us);
   // Counts an invocation refused before admission (the host-wide limit).
@@ -56,8 +80,9 @@ class ClonePool {
   // Clones whose time is up: warm ones past keep-warm, and every idle one once the function
   // has had no invocation for idle_to_zero_ms. The caller discards them.
   [[nodiscard]] std::vector<std::unique_ptr<Clone>> Expire(std::uint64_t now_us);
-  // Whether the paused pool is short of min_warm (and not scaled to zero); if so, counts one
-  // refill in progress, which the caller ends with EndRefill.
+  // Whether the paused pool is short of min_warm (and not scaled to zero), and the host's
+  // pooled clones below their cap; if so, counts one refill in progress (and takes its place
+  // in the cap), which the caller ends with EndRefill.
   [[nodiscard]] bool BeginRefill(std::uint64_t now_us);
   // Adds a restored clone to the paused pool (null: the restore failed). Returns it back when
   // the pool is draining: the caller discards it.
@@ -77,6 +102,9 @@ class ClonePool {
   void Describe(v1::Function* function) const;
 
  private:
+  // Gives `count` places back to pooled_ (under mu_).
+  void GiveBack(std::size_t count);
+
   mutable std::mutex mu_;
   v1::FunctionPool settings_;                  // guarded by mu_
   std::deque<std::unique_ptr<Clone>> paused_;  // guarded by mu_
@@ -87,6 +115,8 @@ class ClonePool {
   std::uint64_t last_invoke_us_;               // guarded by mu_
   v1::FunctionCounters counters_;              // guarded by mu_
   LatencyWindow latency_;                      // guarded by mu_
+  PooledClones* const pooled_;                 // a place for each clone in paused_, warm_
+                                               // and refilling_
 };
 
 }  // namespace ember::emberd::functions

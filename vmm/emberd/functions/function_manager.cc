@@ -94,7 +94,8 @@ void FunctionManager::AddReady(const v1::Function& function) {
   }
   source.deployed = DeployConfig(function.spec(), images_.PathOf(ImageKeyOf(function)),
                                  source.dir + "/deploy.sock");
-  auto entry = std::make_shared<Entry>(function, std::move(source), base::MonotonicMicros());
+  auto entry =
+      std::make_shared<Entry>(function, std::move(source), base::MonotonicMicros(), pooled_);
   std::lock_guard lock(mu_);
   functions_[function.name()] = entry;
 }
@@ -115,7 +116,8 @@ absl::StatusOr<v1::Function> FunctionManager::Deploy(const v1::DeployFunctionReq
   function.set_name(request.name());
   function.set_state(v1::Function::DEPLOYING);
   *function.mutable_spec() = request;
-  auto placeholder = std::make_shared<Entry>(function, CloneSource{}, base::MonotonicMicros());
+  auto placeholder =
+      std::make_shared<Entry>(function, CloneSource{}, base::MonotonicMicros(), pooled_);
   {
     std::lock_guard lock(mu_);
     functions_[request.name()] = placeholder;

@@ -32,6 +32,8 @@ struct FunctionOptions {
   std::uint32_t max_in_flight = 64;
   // The largest OCI archive a deploy copies (ImageCache).
   std::uint64_t max_archive_bytes = ImageCache::kDefaultMaxArchiveBytes;
+  // Clones kept ready (paused and warm) across all functions' pools; see PooledClones.
+  std::uint32_t max_pooled = 256;
   // VmManager's ManagerOptions::jail_dir: where a jailed VM's root is; empty when unjailed.
   std::string jail_dir;
   const base::PathRules* paths = nullptr;  // the API's rules for the paths a request names
@@ -72,8 +74,8 @@ class FunctionManager {
 
  private:
   struct Entry {
-    Entry(v1::Function f, CloneSource s, std::uint64_t now_us)
-        : record(std::move(f)), source(std::move(s)), pool(record.spec().pool(), now_us) {}
+    Entry(v1::Function f, CloneSource s, std::uint64_t now_us, PooledClones& pooled)
+        : record(std::move(f)), source(std::move(s)), pool(record.spec().pool(), now_us, &pooled) {}
     std::mutex mu;
     v1::Function record;                // guarded by mu (pool settings: the pool's)
     CloneSource source;                 // immutable once READY
@@ -128,6 +130,7 @@ class FunctionManager {
   std::atomic<std::uint64_t> next_seq_{1};
   std::atomic<std::uint32_t> in_flight_{0};  // host-wide invocations
 
+  PooledClones pooled_{options_.max_pooled};  // before functions_: their pools use it
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> functions_;  // guarded by mu_
   std::condition_variable maintain_cv_;                       // with mu_
