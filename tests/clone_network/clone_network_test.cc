@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -156,6 +157,56 @@ TEST_F(CloneNetworkTest, EgressDoesNotReachTheHostItself) {
   const std::string gateway = clone->spec().egress->host_address().AddressString();
   EXPECT_EQ(Connect(clone->netns_fd(), host->Get(), gateway, kDropped), "") << gateway;
   EXPECT_EQ(Connect(clone->netns_fd(), host->Get(), kInternetGateway, kDropped), "");
+}
+
+// The egress rules are IPv4's: a veth end with an IPv6 link-local address would let the clone
+// reach a host service listening on [::] (fe80::...%egress0), past every rule.
+TEST_F(CloneNetworkTest, EgressDoesNotReachTheHostOverIpv6LinkLocal) {
+  absl::StatusOr<CloneNetwork> clone = CloneNetwork::Prepare(Spec(true));
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  absl::StatusOr<base::UniqueFd> host = emberd::CurrentNetns();
+  ASSERT_TRUE(host.ok()) << host.status();
+  // The host end's link-local address as the kernel derives it (EUI-64 of its MAC).
+  base::UniqueFd probe = SocketIn(host->Get(), SOCK_DGRAM);
+  ifreq ifr{};
+  const std::string host_veth = clone->spec().egress->host_veth();
+  std::memcpy(ifr.ifr_name, host_veth.data(), std::min(host_veth.size(), sizeof(ifr.ifr_name) - 1));
+  ASSERT_EQ(::ioctl(probe.Get(), SIOCGIFHWADDR, &ifr), 0) << std::strerror(errno);
+  const auto* mac = reinterpret_cast<const unsigned char*>(ifr.ifr_hwaddr.sa_data);
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_port = htons(8081);
+  const unsigned char link_local[16] = {
+      0xfe, 0x80, 0, 0, 0, 0, 0, 0, static_cast<unsigned char>(mac[0] ^ 2), mac[1], mac[2],
+      0xff, 0xfe, mac[3], mac[4], mac[5]};
+  std::memcpy(&addr.sin6_addr, link_local, sizeof(link_local));
+  base::UniqueFd listener = SocketIn(host->Get(), SOCK_STREAM, AF_INET6);
+  sockaddr_in6 any{};
+  any.sin6_family = AF_INET6;
+  any.sin6_port = htons(8081);
+  // sockaddr_in6 is what bind() and connect() take through their generic pointer.
+  ASSERT_EQ(::bind(listener.Get(), reinterpret_cast<sockaddr*>(&any), sizeof(any)), 0)
+      << std::strerror(errno);
+  ASSERT_EQ(::listen(listener.Get(), 4), 0);
+  // The clone's end, by its index in the clone's namespace; tried until the address would have
+  // passed duplicate address detection.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bool reached = false;
+  while (!reached && std::chrono::steady_clock::now() < deadline) {
+    base::UniqueFd client = SocketIn(clone->netns_fd(), SOCK_STREAM | SOCK_NONBLOCK, AF_INET6);
+    ifreq index{};
+    std::memcpy(index.ifr_name, emberd::kCloneEgressLink, sizeof(emberd::kCloneEgressLink));
+    ASSERT_EQ(::ioctl(client.Get(), SIOCGIFINDEX, &index), 0) << std::strerror(errno);
+    addr.sin6_scope_id = static_cast<std::uint32_t>(index.ifr_ifindex);
+    if (::connect(client.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 &&
+        errno != EINPROGRESS) {
+      ::usleep(200'000);
+      continue;
+    }
+    pollfd p{listener.Get(), POLLIN, 0};
+    reached = ::poll(&p, 1, 500) == 1;
+  }
+  EXPECT_FALSE(reached) << "the clone reached the host's [::]:8081 over " << host_veth;
 }
 
 TEST_F(CloneNetworkTest, EgressDoesNotReachLinkLocalOrPrivateRanges) {

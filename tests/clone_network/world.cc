@@ -214,13 +214,13 @@ RoutedNamespace::~RoutedNamespace() {
   }
 }
 
-base::UniqueFd SocketIn(int netns_fd, int type) {
+base::UniqueFd SocketIn(int netns_fd, int type, int family) {
   absl::StatusOr<emberd::ScopedNetns> inside = emberd::ScopedNetns::Enter(netns_fd);
   if (!inside.ok()) {
     ADD_FAILURE() << inside.status();
     return base::UniqueFd();
   }
-  base::UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  base::UniqueFd fd(::socket(family, type | SOCK_CLOEXEC, 0));
   EXPECT_TRUE(fd) << std::strerror(errno);
   return fd;
 }

@@ -2,6 +2,7 @@
 
 // What the clone-network tests share: a private stand-in for the host, a way to look at it
 // from outside the library under test (the `ip` and `nft` tools, /proc), and "the internet".
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <set>
@@ -73,7 +74,8 @@ class Internet : public RoutedNamespace {
   Internet() : RoutedNamespace(kInternetLink, kInternetGateway, kInternetAddress, 24) {}
 };
 
-// A socket of `type` made in namespace `netns_fd` (it stays there, whatever thread uses it).
-base::UniqueFd SocketIn(int netns_fd, int type);
+// A socket of `family` and `type` made in namespace `netns_fd` (it stays there, whatever
+// thread uses it).
+base::UniqueFd SocketIn(int netns_fd, int type, int family = AF_INET);
 
 }  // namespace ember::testing

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -47,6 +48,19 @@ absl::Status TurnOnForwarding() {
   return absl::OkStatus();
 }
 
+// No IPv6 on link `name` of the calling thread's namespace: the egress rules are IPv4's, and a
+// veth end's link-local address would let the clone reach a host service listening on [::]
+// (fe80::...%veth). A host without IPv6 has nothing to turn off.
+absl::Status DisableIpv6(const std::string& name) {
+  const std::string path = "/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6";
+  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd && errno == ENOENT && ::access("/proc/sys/net/ipv6", F_OK) != 0) {
+    return absl::OkStatus();
+  }
+  if (!fd || ::write(fd.Get(), "1", 1) != 1) return base::ErrnoError("turn off IPv6", path);
+  return absl::OkStatus();
+}
+
 // A persistent tap in the calling thread's namespace, opened with the flags ember-vmm opens
 // it with (virtio/net/tap.cc), owned by `owner`/`group`.
 absl::Status MakePersistentTap(const std::string& name, uid_t owner, gid_t group) {
@@ -83,7 +97,11 @@ std::string EgressRules(const std::string& table, const EgressLease& egress) {
   rules += from_clone + "ct state established,related accept\n";
   rules += from_clone + "drop\n  }\n";
   rules += "  chain forward {\n    type filter hook forward priority filter;\n";
-  rules += from_clone + "ip daddr { 127.0.0.0/8, 169.254.0.0/16 } drop\n";
+  // Loopback, link-local, "this network", IETF protocol assignments, benchmarking, multicast
+  // and reserved: none is the world's.
+  rules += from_clone +
+           "ip daddr { 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 192.0.0.0/24, 198.18.0.0/15, "
+           "224.0.0.0/4, 240.0.0.0/4 } drop\n";
   // A rule of its own: an anonymous set may not hold overlapping ranges, and the pool's subnet
   // may lie inside 10/8.
   rules += from_clone + "ip daddr " + egress.pool_config().subnet.ToString() + " drop\n";
@@ -168,11 +186,13 @@ absl::Status CloneNetwork::BuildEgress() {
   EMBER_ASSIGN_OR_RETURN(RtNetlink host, RtNetlink::Open());
   EMBER_RETURN_IF_ERROR(host.CreateVethPair(egress.host_veth(), kCloneEgressLink, netns_.Get()));
   veth_made_ = true;
+  EMBER_RETURN_IF_ERROR(DisableIpv6(egress.host_veth()));
   EMBER_RETURN_IF_ERROR(host.AddAddress(egress.host_veth(), egress.host_address()));
   EMBER_RETURN_IF_ERROR(host.SetUp(egress.host_veth()));
   {
     EMBER_ASSIGN_OR_RETURN(ScopedNetns inside, Enter());
     EMBER_ASSIGN_OR_RETURN(RtNetlink netlink, RtNetlink::Open());
+    EMBER_RETURN_IF_ERROR(DisableIpv6(kCloneEgressLink));
     EMBER_RETURN_IF_ERROR(netlink.AddAddress(kCloneEgressLink, egress.clone_address()));
     EMBER_RETURN_IF_ERROR(netlink.SetUp(kCloneEgressLink));
     EMBER_RETURN_IF_ERROR(netlink.AddDefaultRoute(egress.host_address().address));
