@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -33,6 +34,36 @@ def fake_vmm_pids(state_dir):
         if FAKE_VMM.encode() in argv[:2] and any(state_dir.encode() in a for a in argv):
             pids.append(int(pid))
     return pids
+
+
+# A VMM that holds its control socket but never answers, as a wedged ember-vmm would: the
+# process started listens, forks the holder, says the holder's pid in argv[2] once a connection
+# came, and exits when its stdin closes; the holder keeps the socket and every connection.
+WEDGED_LISTENER = (
+    "import os, socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\n"
+    "if os.fork() == 0:\n"
+    "    sys.stdin.close()\n"
+    "    held = []\n"
+    "    while True:\n"
+    "        held.append(s.accept()[0])\n"
+    "        with open(sys.argv[2] + '.tmp', 'w') as f: f.write(str(os.getpid()))\n"
+    "        os.rename(sys.argv[2] + '.tmp', sys.argv[2])\n"
+    "sys.stdin.read()\n")
+
+
+def spawn_with_pid(pid):
+    """A process (sleep) whose pid is `pid`, made free by the caller, or None when other
+    processes keep taking it first (ns_last_pid: needs root)."""
+    for _ in range(200):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        process = subprocess.Popen(["sleep", "600"])
+        if process.pid == pid:
+            return process
+        process.kill()
+        process.wait()
+    return None
 
 
 class RacesTest(unittest.TestCase):
@@ -147,6 +178,51 @@ class RacesTest(unittest.TestCase):
         self.assertEqual(wedged.wait(timeout=30), -signal.SIGKILL,
                          "the VMM was left running, unknown to emberd")
         self.assertFalse(os.path.exists(vm_dir))
+
+    def test_an_unrecorded_vmm_is_killed_through_the_pidfd_opened_at_connect_not_its_pid(self):
+        # The socket's peer (the process that listened) has exited after emberd connected, and
+        # its pid went to another process before the stop timed out: that one must live.
+        if os.geteuid() != 0:
+            self.skipTest("making a pid be reused (ns_last_pid) needs root")
+        self.emberd.kill9()
+        vm_dir = os.path.join(self.emberd.state_dir, "vms", "unrecorded")
+        os.makedirs(vm_dir)
+        control = os.path.join(vm_dir, "control.sock")
+        holder_file = os.path.join(self.scratch, "holder")
+        listener = subprocess.Popen([sys.executable, "-c", WEDGED_LISTENER, control, holder_file],
+                                    stdin=subprocess.PIPE)
+        self.addCleanup(lambda: listener.poll() is None and listener.kill())
+        while not os.path.exists(control):
+            time.sleep(0.01)
+        reused = {}
+
+        def reuse_the_listeners_pid():
+            deadline = time.time() + 120
+            while not os.path.exists(holder_file) and time.time() < deadline:
+                time.sleep(0.01)
+            with open(holder_file) as f:
+                holder = int(f.read())
+            self.addCleanup(os.kill, holder, signal.SIGKILL)
+            listener.stdin.close()
+            listener.wait()
+            reused["process"] = spawn_with_pid(listener.pid)
+
+        thread = threading.Thread(target=reuse_the_listeners_pid)
+        thread.start()
+        self.emberd.start(timeout=120)
+        self.stub = self.emberd.stub
+        thread.join(timeout=120)
+        innocent = reused.get("process")
+        if innocent is None:
+            self.skipTest(f"pid {listener.pid} was taken by another process first")
+        self.addCleanup(lambda: innocent.poll() is None and innocent.kill())
+        # emberd is done with the leftover once its directory is gone.
+        deadline = time.time() + 120
+        while os.path.exists(vm_dir) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists(vm_dir))
+        self.assertIsNone(innocent.poll(),
+                          "emberd killed the process that took the unanswering VMM's pid")
 
     def test_a_delete_that_cannot_remove_every_file_keeps_the_id_until_a_retry_finishes(self):
         self.stub.Create(api.CreateRequest(vm_id="stuck", config=ec.config()), timeout=30)

@@ -105,12 +105,17 @@ Supervisor::~Supervisor() {
   if (thread_.joinable()) thread_.join();
 }
 
+absl::StatusOr<base::UniqueFd> OpenPidfd(pid_t pid) {
+  base::UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return base::ErrnoError("pidfd_open", "pid " + std::to_string(pid));
+  return pidfd;
+}
+
 absl::Status Supervisor::Attach(const std::shared_ptr<SupervisedVmm>& vmm,
                                 base::UniqueFd control, pid_t pid, bool child) {
   base::UniqueFd pidfd;
   if (pid > 0) {
-    pidfd.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    if (!pidfd) return base::ErrnoError("pidfd_open", "pid " + std::to_string(pid));
+    EMBER_ASSIGN_OR_RETURN(pidfd, OpenPidfd(pid));
   }
   std::lock_guard lock(vmm->mu);
   vmm->child_ = child;
@@ -124,12 +129,15 @@ absl::Status Supervisor::Attach(const std::shared_ptr<SupervisedVmm>& vmm,
 }
 
 absl::Status Supervisor::WatchProcess(const std::shared_ptr<SupervisedVmm>& vmm, pid_t pid) {
-  base::UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd) return base::ErrnoError("pidfd_open", "pid " + std::to_string(pid));
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd pidfd, OpenPidfd(pid));
+  WatchProcess(vmm, std::move(pidfd));
+  return absl::OkStatus();
+}
+
+void Supervisor::WatchProcess(const std::shared_ptr<SupervisedVmm>& vmm, base::UniqueFd pidfd) {
   std::lock_guard lock(vmm->mu);
   vmm->pidfd_ = std::move(pidfd);
   WatchFd(vmm->pidfd_.Get(), vmm, true);
-  return absl::OkStatus();
 }
 
 void Supervisor::Detach(SupervisedVmm& vmm) {

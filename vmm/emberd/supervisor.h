@@ -86,6 +86,8 @@ class Supervisor {
   // Watches the process of a VMM attached without one (a re-attached VMM, once its HELLO
   // named its pid).
   [[nodiscard]] absl::Status WatchProcess(const std::shared_ptr<SupervisedVmm>& vmm, pid_t pid);
+  // The same with the process's pidfd (OpenPidfd), opened when its pid was known to be right.
+  void WatchProcess(const std::shared_ptr<SupervisedVmm>& vmm, base::UniqueFd pidfd);
   // Stops watching `vmm`'s control socket and closes it. `mu` held.
   void Detach(SupervisedVmm& vmm);
 
@@ -145,6 +147,9 @@ class Supervisor {
   bool stopping_ = false;                   // guarded by watch_mu_
   std::thread thread_;
 };
+
+// A pidfd of `pid` (pidfd_open): the process, even once `pid` names another.
+[[nodiscard]] absl::StatusOr<base::UniqueFd> OpenPidfd(pid_t pid);
 
 // The status a control-channel response stands for: OK for code 0, else the response's code
 // (an absl::StatusCode; an unknown one is INTERNAL) with "VM \"<vm_id>\": <message>".

@@ -154,9 +154,10 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms();
   void Reattach(const std::shared_ptr<Entry>& entry);
   // Ends a VMM that holds its control socket but does not answer, so that no ember-vmm runs
-  // that emberd does not know: SIGKILL through a pidfd of `pid` (its HELLO's or its socket
-  // peer's), then up to 5 s for its exit. `lock` holds entry->mu; released meanwhile.
-  void KillUnanswering(const std::shared_ptr<Entry>& entry, pid_t pid,
+  // that emberd does not know: SIGKILL through `pidfd` (of its recorded pid or its socket
+  // peer's, opened when it connected), then up to 5 s for its exit. `lock` holds entry->mu;
+  // released meanwhile.
+  void KillUnanswering(const std::shared_ptr<Entry>& entry, base::UniqueFd pidfd,
                        std::unique_lock<std::mutex>& lock);
   [[nodiscard]] std::size_t LiveVms();
 

@@ -63,12 +63,16 @@ void VmManager::RemoveLeftover(const std::string& vm_id) {
   view_->LoadVm(vm_id);
   if (absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(vm_id) + "/control.sock");
       control.ok()) {
-    // No record names its pid: the socket's peer does (in emberd's pid namespace).
+    // No record names its pid: the socket's peer does (in emberd's pid namespace). Its pidfd
+    // is opened now: the pid, kept until the stop has timed out, could name another process by
+    // then.
     ucred peer{};
     socklen_t peer_size = sizeof(peer);
     if (::getsockopt(control->Get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0) {
       peer.pid = 0;
     }
+    base::UniqueFd peer_pidfd;
+    if (peer.pid > 0) peer_pidfd = OpenPidfd(peer.pid).value_or(base::UniqueFd());
     v1::Vm record;
     record.set_vm_id(vm_id);
     auto entry = std::make_shared<Entry>(std::move(record), VmDir(vm_id), events_);
@@ -85,7 +89,7 @@ void VmManager::RemoveLeftover(const std::string& vm_id) {
         EMBER_LOG(kWarn) << "emberd: the unrecorded ember-vmm of " << vm_id << " (pid "
                          << peer.pid << ") did not end when told to stop ("
                          << stopped.message() << "); killing it";
-        if (peer.pid > 0) KillUnanswering(entry, peer.pid, lock);
+        if (peer_pidfd) KillUnanswering(entry, std::move(peer_pidfd), lock);
       }
       supervisor_->Detach(*entry);
     }
@@ -96,13 +100,13 @@ void VmManager::RemoveLeftover(const std::string& vm_id) {
                    << ", which an earlier emberd left without a record";
 }
 
-void VmManager::KillUnanswering(const std::shared_ptr<Entry>& entry, pid_t pid,
+void VmManager::KillUnanswering(const std::shared_ptr<Entry>& entry, base::UniqueFd pidfd,
                                 std::unique_lock<std::mutex>& lock) {
   lock.unlock();
-  const bool watched = supervisor_->WatchProcess(entry, pid).ok();
+  supervisor_->WatchProcess(entry, std::move(pidfd));
   lock.lock();
   entry->Kill();
-  if (watched) (void)Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5));
+  (void)Supervisor::WaitForExit(*entry, lock, std::chrono::seconds(5));
 }
 
 void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
@@ -110,6 +114,12 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
   const std::string& id = entry->vm_id();
   absl::StatusOr<base::UniqueFd> control = ConnectUnix(VmDir(id) + "/control.sock");
   absl::Status status = control.status();
+  // Opened at connect, for KillUnanswering: the recorded pid, kept until the HELLO has timed
+  // out, could name another process by then.
+  base::UniqueFd recorded_pidfd;
+  if (status.ok() && entry->vm.pid() > 0) {
+    recorded_pidfd = OpenPidfd(entry->vm.pid()).value_or(base::UniqueFd());
+  }
   if (status.ok()) status = supervisor_->Attach(entry, std::move(*control), 0, /*child=*/false);
   const bool connected = status.ok();
   std::unique_lock lock(entry->mu);
@@ -126,11 +136,11 @@ void VmManager::Reattach(const std::shared_ptr<Entry>& entry) {
     }
   }
   supervisor_->Detach(*entry);
-  if (connected && entry->vm.pid() > 0) {
+  if (connected && recorded_pidfd) {
     // It still holds its listener but never answered: a VM nobody can drive. Ended, so that
     // no ember-vmm runs that emberd does not know.
     const pid_t pid = entry->vm.pid();
-    KillUnanswering(entry, pid, lock);
+    KillUnanswering(entry, std::move(recorded_pidfd), lock);
     EMBER_LOG(kWarn) << "emberd: VM " << id << " (pid " << pid
                      << ") did not answer after the restart; killed";
   }
