@@ -78,6 +78,20 @@ class RacesTest(unittest.TestCase):
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
         self.addCleanup(self.pool.shutdown)
 
+    def kill_holder(self, holder_file):
+        """Ends WEDGED_LISTENER's holder, which emberd does not know (its socket's peer is the
+        process that listened)."""
+        if os.path.exists(holder_file):
+            with open(holder_file) as f:
+                os.kill(int(f.read()), signal.SIGKILL)
+
+    def assert_removed_in_the_background(self, vm_dir):
+        """emberd removes a leftover VM directory after it serves (its VMM ended first)."""
+        deadline = time.time() + 120
+        while os.path.exists(vm_dir) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists(vm_dir))
+
     def call(self, method, request):
         try:
             return method(request, timeout=60), None
@@ -172,18 +186,16 @@ class RacesTest(unittest.TestCase):
         self.addCleanup(lambda: wedged.poll() is None and wedged.kill())
         while not os.path.exists(control):
             time.sleep(0.01)
-        # emberd's recovery waits its create timeout (30 s) for the VMM to go before it listens.
-        self.emberd.start(timeout=120)
+        # Killed once the stop has gone unanswered for the request timeout (10 s).
+        self.emberd.start()
         self.stub = self.emberd.stub
         self.assertEqual(wedged.wait(timeout=30), -signal.SIGKILL,
                          "the VMM was left running, unknown to emberd")
-        self.assertFalse(os.path.exists(vm_dir))
+        self.assert_removed_in_the_background(vm_dir)
 
-    def test_an_unrecorded_vmm_is_killed_through_the_pidfd_opened_at_connect_not_its_pid(self):
-        # The socket's peer (the process that listened) has exited after emberd connected, and
-        # its pid went to another process before the stop timed out: that one must live.
-        if os.geteuid() != 0:
-            self.skipTest("making a pid be reused (ns_last_pid) needs root")
+    def wedged_leftover(self):
+        """emberd killed, and a VM directory it left without a record whose control socket a
+        WEDGED_LISTENER holds: (the directory, the listening process, its holder's pid file)."""
         self.emberd.kill9()
         vm_dir = os.path.join(self.emberd.state_dir, "vms", "unrecorded")
         os.makedirs(vm_dir)
@@ -192,17 +204,37 @@ class RacesTest(unittest.TestCase):
         listener = subprocess.Popen([sys.executable, "-c", WEDGED_LISTENER, control, holder_file],
                                     stdin=subprocess.PIPE)
         self.addCleanup(lambda: listener.poll() is None and listener.kill())
+        self.addCleanup(self.kill_holder, holder_file)
         while not os.path.exists(control):
             time.sleep(0.01)
+        return vm_dir, listener, holder_file
+
+    def test_a_restart_serves_while_an_unrecorded_vmm_that_never_answers_is_ended(self):
+        vm_dir, wedged, _ = self.wedged_leftover()
+        self.emberd.start()
+        self.stub = self.emberd.stub
+        # Served while the VMM still runs, its id taken until its files are gone.
+        _, error = self.call(self.stub.Create, api.CreateRequest(vm_id="unrecorded",
+                                                                 config=ec.config()))
+        self.assertIsNone(wedged.poll(), "emberd served only once it had ended the VMM")
+        self.assertEqual(error and error.code(), grpc.StatusCode.ALREADY_EXISTS,
+                         error and error.details())
+        self.assertEqual(wedged.wait(timeout=60), -signal.SIGKILL)
+        self.assert_removed_in_the_background(vm_dir)
+        self.stub.Create(api.CreateRequest(vm_id="unrecorded", config=ec.config()), timeout=30)
+
+    def test_an_unrecorded_vmm_is_killed_through_the_pidfd_opened_at_connect_not_its_pid(self):
+        # The socket's peer (the process that listened) has exited after emberd connected, and
+        # its pid went to another process before the stop timed out: that one must live.
+        if os.geteuid() != 0:
+            self.skipTest("making a pid be reused (ns_last_pid) needs root")
+        vm_dir, listener, holder_file = self.wedged_leftover()
         reused = {}
 
         def reuse_the_listeners_pid():
             deadline = time.time() + 120
             while not os.path.exists(holder_file) and time.time() < deadline:
                 time.sleep(0.01)
-            with open(holder_file) as f:
-                holder = int(f.read())
-            self.addCleanup(os.kill, holder, signal.SIGKILL)
             listener.stdin.close()
             listener.wait()
             reused["process"] = spawn_with_pid(listener.pid)
@@ -217,10 +249,7 @@ class RacesTest(unittest.TestCase):
             self.skipTest(f"pid {listener.pid} was taken by another process first")
         self.addCleanup(lambda: innocent.poll() is None and innocent.kill())
         # emberd is done with the leftover once its directory is gone.
-        deadline = time.time() + 120
-        while os.path.exists(vm_dir) and time.time() < deadline:
-            time.sleep(0.05)
-        self.assertFalse(os.path.exists(vm_dir))
+        self.assert_removed_in_the_background(vm_dir)
         self.assertIsNone(innocent.poll(),
                           "emberd killed the process that took the unanswering VMM's pid")
 

@@ -56,7 +56,10 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(
   return manager;
 }
 
-VmManager::~VmManager() { supervisor_.reset(); }
+VmManager::~VmManager() {
+  if (leftover_remover_.joinable()) leftover_remover_.join();
+  supervisor_.reset();
+}
 
 std::string VmManager::VmDir(const std::string& vm_id) const {
   return options_.state_dir + "/vms/" + vm_id;

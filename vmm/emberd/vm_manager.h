@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -128,8 +129,14 @@ class VmManager {
   // Removes a deleted VM's record and files, then tells watchers (DELETED) and forgets it; if
   // any stays, keeps it for a retried Delete. entry->op_mu held.
   [[nodiscard]] absl::Status RemoveFiles(const std::shared_ptr<Entry>& entry);
-  // Recover's step for a VM directory without a record: stops its VMM, removes its files.
-  void RemoveLeftover(const std::string& vm_id);
+  // A VM directory without a record (vm_manager_recovery.cc).
+  struct Leftover;
+  // Recover's first step for a VM directory without a record: takes its id (a deleted entry)
+  // and connects to its VMM, if one still holds the control socket.
+  [[nodiscard]] Leftover ReserveLeftover(const std::string& vm_id);
+  // Then, on leftover_remover_: stops the VMM (SIGKILL if it does not answer the stop within
+  // the request timeout), removes the files and frees the id (RemoveFiles).
+  void RemoveLeftover(Leftover& leftover);
   // Writes the VM's directory and starts its ember-vmm under supervision.
   [[nodiscard]] absl::Status Launch(const std::shared_ptr<Entry>& entry,
                                     const v1::VmConfig& config, const RestorePlan* restore,
@@ -150,8 +157,10 @@ class VmManager {
   [[nodiscard]] absl::StatusOr<std::vector<v1::Vm>> SpawnClones(
       const v1::RestoreRequest& request, const std::vector<std::string>& netns_paths,
       RestorePlan& plan);
-  // Recover's steps: the VMs' records, then each live VMM's connection.
-  [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms();
+  // Recover's steps: the VMs' records (and the ids of directories without one), then each live
+  // VMM's connection.
+  [[nodiscard]] absl::StatusOr<std::vector<std::shared_ptr<Entry>>> LoadVms(
+      std::vector<std::string>* leftovers);
   void Reattach(const std::shared_ptr<Entry>& entry);
   // Ends a VMM that holds its control socket but does not answer, so that no ember-vmm runs
   // that emberd does not know: SIGKILL through `pidfd` (of its recorded pid or its socket
@@ -170,6 +179,9 @@ class VmManager {
 
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> vms_;  // guarded by mu_
+  // Recover's removal of leftovers (RemoveLeftover); joined first on destruction, which it may
+  // hold up for the request timeout and 5 s at most.
+  std::thread leftover_remover_;
   // Last: its thread calls into the entries, and so into the members above.
   std::unique_ptr<Supervisor> supervisor_;
 };
