@@ -220,20 +220,7 @@ absl::Status Isolate(const JailerArgs& args) {
                                  : "unshare(CLONE_NEWIPC|CLONE_NEWUTS|CLONE_NEWNET)");
   }
   for (const std::string& name : args.taps) {
-    UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
-    if (!tun) return ErrnoError("open", "/dev/net/tun");
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof(ifr.ifr_name) - 1));
-    // The flags ember-vmm opens a tap with (virtio/net/tap.cc): a persistent tap must match.
-    ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
-    if (::ioctl(tun.Get(), TUNSETIFF, &ifr) != 0) return ErrnoError("TUNSETIFF", name);
-    if (::ioctl(tun.Get(), TUNSETOWNER, static_cast<unsigned long>(args.uid)) != 0) {
-      return ErrnoError("TUNSETOWNER", name);
-    }
-    if (::ioctl(tun.Get(), TUNSETGROUP, static_cast<unsigned long>(args.gid)) != 0) {
-      return ErrnoError("TUNSETGROUP", name);
-    }
-    if (::ioctl(tun.Get(), TUNSETPERSIST, 1UL) != 0) return ErrnoError("TUNSETPERSIST", name);
+    EMBER_RETURN_IF_ERROR(CreateOwnedTap(name, args.uid, args.gid));
   }
   return absl::OkStatus();
 }
@@ -452,6 +439,37 @@ absl::Status DropPrivileges(uid_t uid, gid_t gid, std::optional<gid_t> supplemen
     return absl::InternalError("uid/gid did not change as asked");
   }
   if (uid != 0 && ::setuid(0) == 0) return absl::InternalError("could regain uid 0");
+  return absl::OkStatus();
+}
+
+absl::Status CreateOwnedTap(const std::string& name, uid_t uid, gid_t gid) {
+  UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+  if (!tun) return ErrnoError("open", "/dev/net/tun");
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof(ifr.ifr_name) - 1));
+  // The flags ember-vmm opens a tap with (virtio/net/tap.cc): a persistent tap must match.
+  ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+  if (::ioctl(tun.Get(), TUNSETIFF, &ifr) != 0) return ErrnoError("TUNSETIFF", name);
+  if (::ioctl(tun.Get(), TUNSETOWNER, static_cast<unsigned long>(uid)) != 0) {
+    return ErrnoError("TUNSETOWNER", name);
+  }
+  if (::ioctl(tun.Get(), TUNSETGROUP, static_cast<unsigned long>(gid)) != 0) {
+    return ErrnoError("TUNSETGROUP", name);
+  }
+  if (::ioctl(tun.Get(), TUNSETPERSIST, 1UL) != 0) return ErrnoError("TUNSETPERSIST", name);
+  return absl::OkStatus();
+}
+
+absl::Status AddDeviceNodes(const std::string& root, const std::vector<std::string>& names,
+                            uid_t uid, gid_t gid) {
+  for (const HostDevice& device : LookUpHostDevices(names)) {
+    const std::string path = root + device.path;
+    EMBER_RETURN_IF_ERROR(RemoveIfPresent(path));
+    if (::mknod(path.c_str(), S_IFCHR | 0600, device.rdev) != 0) return ErrnoError("mknod", path);
+    if (::fchownat(AT_FDCWD, path.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoError("chown", path);
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -3,6 +3,8 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,5 +32,19 @@ namespace ember::jailer {
 // verifies the result. Exposed for tests and for the jailer's foreground parent.
 [[nodiscard]] absl::Status DropPrivileges(uid_t uid, gid_t gid,
                                           std::optional<gid_t> supplementary = std::nullopt);
+
+// A persistent tap `name` in the caller's network namespace, owned by uid:gid, so that a VMM
+// of that uid attaches to it without CAP_NET_ADMIN; an existing one of that name is taken
+// over. Used by the jailer (--tap) and by emberd's fork server for a jail that runs already (a
+// claimed VMM pool slot, from inside the slot's network namespace). Root.
+[[nodiscard]] absl::Status CreateOwnedTap(const std::string& name, uid_t uid, gid_t gid);
+
+// Adds the device nodes `names` (of "kvm", "tun", "userfaultfd") to the jail whose root is at
+// `root` on the caller's side (its /dev and /dev/net, which the jailer made root's), owned by
+// uid:gid, mode 0600, replacing nodes of those names. For a jail that runs already (a claimed
+// VMM pool slot gets the nodes its VM uses). Root.
+[[nodiscard]] absl::Status AddDeviceNodes(const std::string& root,
+                                          const std::vector<std::string>& names, uid_t uid,
+                                          gid_t gid);
 
 }  // namespace ember::jailer

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,12 +36,12 @@ void DieIf(const absl::Status& status, const char* what) {
   if (!status.ok()) Die(std::string(what) + ": " + std::string(status.message()));
 }
 
-// Keeps fds [kControlFd, kReservedFdEnd) taken (by /dev/null, close-on-exec) while the slot
+// Keeps fds [kControlFd, kReservedFdEnd) taken (by one eventfd, close-on-exec) while the slot
 // prepares, so that its own fds (KVM's, the connection) land above them and the launch's fds
-// can go exactly where an exec'd VMM has them.
+// can go exactly where an exec'd VMM has them. Not /dev/null: a jailed slot has none.
 void ReserveLaunchFds() {
-  int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null < 0) Die("open /dev/null: " + std::string(std::strerror(errno)));
+  int null = ::eventfd(0, EFD_CLOEXEC);
+  if (null < 0) Die("eventfd: " + std::string(std::strerror(errno)));
   for (int fd = kControlFd; fd < kReservedFdEnd; ++fd) {
     if (fd != null && ::fcntl(fd, F_GETFD) < 0 && ::dup3(null, fd, O_CLOEXEC) < 0) {
       Die("dup3: " + std::string(std::strerror(errno)));
@@ -96,8 +98,16 @@ std::vector<std::string> RunPoolSlot(int listen_fd, PreparedKvm* prepared) {
     absl::StatusOr<bool> read = reader.ReadWithFdsFrom(conn.Get());
     open = read.ok() && *read;
   }
-  absl::StatusOr<std::vector<std::string>> args = control::DecodePoolLaunch(payload);
-  DieIf(args.status(), "launch");
+  absl::StatusOr<control::PoolLaunch> launch = control::DecodePoolLaunch(payload);
+  DieIf(launch.status(), "launch");
+  // Before anything of the VM runs: its jail's file size bound, as the jailer sets it.
+  if (launch->file_size_limit != 0) {
+    const rlimit limit{launch->file_size_limit, launch->file_size_limit};
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) {
+      Die("setrlimit(RLIMIT_FSIZE): " + std::string(std::strerror(errno)));
+    }
+  }
+  std::vector<std::string>* args = &launch->args;
   if (fds.size() < control::kPoolLaunchFixedFds ||
       fds.size() - control::kPoolLaunchFixedFds > kReservedFdEnd - kFirstFileFd) {
     Die("a launch carries its control listener, its log and at most 64 files; this one " +

@@ -39,8 +39,9 @@ constexpr char kUsage[] =
     "  --vmm-pool N       keep N ember-vmm processes started ahead (exec'd, seccomp filters\n"
     "                     compiled, /dev/kvm opened, VM and irqchip created), each handed to\n"
     "                     one Create or Restore and replaced in the background (default 0:\n"
-    "                     none). Needs --no-jail: a jail is its VM's own (uid, chroot, cgroup\n"
-    "                     named after it), which a VMM started ahead cannot have yet\n"
+    "                     none). Jailed (the default), N of each kind (boots; restores, which\n"
+    "                     have the snapshot group), each in a jail made ahead (its own uid,\n"
+    "                     cgroup, root and namespaces) that becomes the VM's when one claims it\n"
     "  --fn-max-archive-mib N\n"
     "                     the largest OCI archive a function is deployed from (default 4096);\n"
     "                     a larger one is INVALID_ARGUMENT, nothing of it kept\n"
@@ -182,10 +183,6 @@ Flags ParseFlags(int argc, char** argv) {
   }
   bool any_jail = !flags.jailer.empty() || flags.jailer_id_base || flags.jailer_id_count ||
                   !flags.chroot_base.empty() || !flags.cgroup_parent.empty();
-  if (flags.vmm_pool > 0 && !flags.no_jail) {
-    Fail("--vmm-pool needs --no-jail: a jailed ember-vmm's jail (its uid, chroot and cgroup) is "
-         "its VM's own, named after the VM, which a VMM started ahead does not know yet");
-  }
   if (flags.no_jail && any_jail) {
     Fail("--no-jail runs ember-vmm unjailed: --jailer, --jailer-id-base, --jailer-id-count, "
          "--chroot-base and --cgroup-parent have nothing to configure");

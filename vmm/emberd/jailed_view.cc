@@ -38,9 +38,6 @@ namespace {
 // snapshot a jailed ember-vmm took.
 constexpr char kJailChainFile[] = "jail-chain";
 constexpr char kJailBasesFile[] = "jail-bases";
-// In a jailed VM's directory: the uid (and gid) its ember-vmm runs as, so that the next emberd
-// gives it to no other VM while this one is on record.
-constexpr char kJailIdFile[] = "jail-id";
 
 // The path in a jail of what its VMM writes: `name` in the jail's output directory.
 std::string JailOutput(const std::string& name) {
@@ -215,6 +212,8 @@ class JailedView final : public VmmView {
       : vms_dir_(std::move(vms_dir)),
         jail_dir_(std::move(jail_dir)),
         ids_(ids),
+        own_leases_(ids.leases ? nullptr : std::make_unique<JailIdLeases>(ids)),
+        leases_(ids.leases ? ids.leases : own_leases_.get()),
         paths_(paths),
         cgroups_(std::move(cgroups)),
         events_(events) {
@@ -316,10 +315,7 @@ class JailedView final : public VmmView {
     // Only once nothing of its uid is left in its jail may another VM have the uid.
     std::lock_guard lock(mu_);
     chains_.erase(vm_id);
-    if (auto it = vm_ids_.find(vm_id); it != vm_ids_.end()) {
-      taken_.erase(it->second);
-      vm_ids_.erase(it);
-    }
+    leases_->Release(vm_id);
     return absl::OkStatus();
   }
 
@@ -336,15 +332,9 @@ class JailedView final : public VmmView {
   }
 
   absl::Status CheckDriveFile(const std::string& vm_id, int file, bool read_only) const override {
-    std::uint32_t id = 0;
-    {
-      std::lock_guard lock(mu_);
-      auto it = vm_ids_.find(vm_id);
-      if (it == vm_ids_.end()) {
-        return absl::FailedPreconditionError("VM \"" + vm_id + "\" has no jail uid");
-      }
-      id = it->second;
-    }
+    const std::optional<std::uint32_t> held = leases_->IdOf(vm_id);
+    if (!held) return absl::FailedPreconditionError("VM \"" + vm_id + "\" has no jail uid");
+    const std::uint32_t id = *held;
     // The permission check the kernel makes when the jailed VMM opens a drive it was given at
     // Create (its uid and gid are both `id`), on the mode bits (an ACL granting more is not
     // taken into account: stricter, never looser).
@@ -424,6 +414,9 @@ class JailedView final : public VmmView {
   const std::string vms_dir_;
   const std::string jail_dir_;
   const JailIds ids_;
+  // Each VM's uid and gid (shared with the VMM pool, whose slots' ids VMs take over).
+  const std::unique_ptr<JailIdLeases> own_leases_;  // when emberd gave the view none
+  JailIdLeases* const leases_;
   // AddJailFile for a kernel, initrd or drive: linked from the file emberd checked against
   // its path rules (launch_files.h), not from its name, which may lead elsewhere by then.
   [[nodiscard]] absl::StatusOr<std::string> AddCheckedJailFile(LaunchSpec* spec,
@@ -452,9 +445,6 @@ class JailedView final : public VmmView {
   // guarded by sweep_mu_: VMs launched again since the sweeper took its current events
   std::set<std::string> relaunched_;
   mutable std::mutex mu_;
-  std::map<std::string, std::uint32_t> vm_ids_;  // guarded by mu_: each VM's uid and gid
-  std::set<std::uint32_t> taken_;                // guarded by mu_: the values of vm_ids_
-  std::uint32_t next_ = 0;  // guarded by mu_: where the search for a free id starts (an offset)
   // Per VM, the memory files its ember-vmm names as the bases of its next diff snapshot; also
   // in its directory's kJailChainFile.
   std::map<std::string, JailChain> chains_;  // guarded by mu_
@@ -581,31 +571,10 @@ absl::Status JailedView::FinishSnapshot(const v1::Snapshot& snapshot,
 
 absl::StatusOr<std::uint32_t> JailedView::TakeId(const std::string& vm_id,
                                                  const std::string& vm_dir) {
-  std::uint32_t id = 0;
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = vm_ids_.find(vm_id); it != vm_ids_.end()) return it->second;
-    // Round the range from where the last search ended, so that a freed id is the last to
-    // be given again.
-    for (std::uint32_t tried = 0; tried < ids_.count && id == 0; ++tried) {
-      const std::uint32_t candidate = ids_.base + 1 + (next_ + tried) % ids_.count;
-      if (taken_.count(candidate) == 0) {
-        id = candidate;
-        next_ = (next_ + tried + 1) % ids_.count;
-      }
-    }
-    if (id == 0) {
-      return absl::ResourceExhaustedError(
-          "every jail uid emberd may give (" + std::to_string(ids_.base + 1) + " to " +
-          std::to_string(ids_.base + ids_.count) +
-          ", --jailer-id-base and --jailer-id-count) belongs to a VM; delete one (a stopped "
-          "VM keeps its uid until it is deleted) or widen the range");
-    }
-    vm_ids_[vm_id] = id;
-    taken_.insert(id);
-  }
+  if (std::optional<std::uint32_t> held = leases_->IdOf(vm_id)) return *held;
+  EMBER_ASSIGN_OR_RETURN(const std::uint32_t id, leases_->Take(vm_id));
   // Freed again by RemoveVm, which a failed launch calls too.
-  EMBER_RETURN_IF_ERROR(WriteFileAtomic(vm_dir + "/" + kJailIdFile, std::to_string(id) + "\n"));
+  EMBER_RETURN_IF_ERROR(RecordJailId(vm_dir, id));
   return id;
 }
 
@@ -625,12 +594,10 @@ void JailedView::RecoverId(const std::string& vm_id) {
   }
   // Outside today's range (emberd restarted with another one), it is still this VM's: no VM
   // gets it while this one lives, and a later one in range is never given twice.
-  std::lock_guard lock(mu_);
-  if (!taken_.insert(id).second) {
+  if (!leases_->Recover(vm_id, id)) {
     EMBER_LOG(kWarn) << "emberd: VM " << vm_id << " records uid " << id
                      << ", which another VM has too";
   }
-  vm_ids_[vm_id] = id;
 }
 
 void JailedView::RemoveCgroup(const std::string& vm_id) const {
@@ -699,10 +666,7 @@ void JailedView::ForgetEarlierStops(const std::string& vm_id) {
 }
 
 std::optional<std::uint32_t> JailedView::IdOf(const std::string& vm_id) const {
-  std::lock_guard lock(mu_);
-  auto it = vm_ids_.find(vm_id);
-  if (it == vm_ids_.end()) return std::nullopt;
-  return it->second;
+  return leases_->IdOf(vm_id);
 }
 
 absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan) const {
@@ -735,6 +699,14 @@ absl::Status JailedView::PlanRestore(const std::string& field, RestorePlan* plan
 }
 
 }  // namespace
+
+std::vector<std::string> IdleSlotJailerOptions(const JailCgroups& cgroups) {
+  // No file size bound: a slot lowers its own to its VM's at its launch (VmmPool).
+  const v1::VmConfig defaults;
+  std::vector<std::string> options = {"--device", "kvm"};
+  for (std::string& option : CgroupOptions(cgroups, defaults)) options.push_back(std::move(option));
+  return options;
+}
 
 std::unique_ptr<VmmView> MakeJailedView(std::string vms_dir, std::string jail_dir, JailIds ids,
                                         const base::PathRules* paths, JailCgroups cgroups,

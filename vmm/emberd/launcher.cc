@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,6 +20,8 @@
 #include <filesystem>
 #include <optional>
 
+#include "jailer/cgroup.h"
+#include "jailer/jail.h"
 #include "vmm/base/helper_process.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
@@ -39,7 +42,15 @@ constexpr int kChildControlFd = 3;
 // I-th of them.
 // The tag keeps a request from ever being empty, which on a SEQPACKET socket would read as
 // emberd closing it. Paths under the state dir keep a request far below kMaxRequest.
-constexpr char kRequestTag[] = "ember-spawn-v4";
+// kSlotTag: the same for a VMM pool slot (the VM id is the slot's name; no files, ember-vmm's
+// arguments only --pool-slot): jailed in the pool's directory and cgroup (kPoolJailDir).
+// kClaimTag: a slot claimed for a VM (ForkServerLauncher::ClaimSlot): no namespace, ember-vmm's
+// arguments only the slot's name, and instead of the control and stderr fds the slot's pidfd
+// twice.
+constexpr char kRequestTag[] = "ember-spawn-v5";
+constexpr char kSlotTag[] = "ember-slot-v5";
+constexpr char kClaimTag[] = "ember-claim-v5";
+enum class RequestKind { kVm, kSlot, kClaim };
 constexpr std::size_t kMaxRequest = 64 * 1024;
 constexpr int kRequestFds = 2;
 // Where the helper keeps a request's files while it spawns: above every fd a VMM gets them at.
@@ -50,6 +61,12 @@ constexpr int kHeldFileFds = 128;
 // (the index + 1 of the JailFile, or kJailDirStep for the directory itself).
 constexpr std::int32_t kMalformed = -1;
 constexpr std::int32_t kJailDirStep = 1000000;
+// A claim's steps after the files (ClaimSlotJail).
+constexpr std::int32_t kClaimSlotStep = 1000001;     // the pidfd is not the slot's jailed VMM
+constexpr std::int32_t kClaimDevicesStep = 1000002;  // its device nodes
+constexpr std::int32_t kClaimLimitsStep = 1000003;   // its options
+constexpr std::int32_t kClaimCgroupStep = 1000004;   // its cgroup
+constexpr std::int32_t kClaimTapStep = 1000005;      // its taps
 struct SpawnReply {
   std::int32_t error = 0;
   std::int32_t pid = 0;
@@ -173,23 +190,24 @@ std::optional<gid_t> CheckJailerOptions(const JailIds& ids, const JailCgroups& c
 // on stderr_fd, the control socket at kChildControlFd, signals at their defaults.
 // Unjailed, the files at kFirstFileFd on (`file_fds`, which lie above them: kHeldFileFds).
 SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>& jail,
-                    const std::string& vm_id, const std::string& netns_path,
+                    bool pool_slot, const std::string& vm_id, const std::string& netns_path,
                     const std::vector<std::string>& jailer_args,
                     std::vector<std::string> vmm_args, int control_fd, int stderr_fd,
                     const std::vector<int>& file_fds) {
   std::vector<std::string> args = {binary};
   const std::string* exec = &binary;
   if (jail) {
+    const std::string pool = pool_slot ? std::string("/") + kPoolJailDir : "";
     args = {jail->jailer,        "--id",           vm_id,
             "--exec-file",       binary,           "--chroot-base-dir",
-            jail->chroot_base,   "--pass-fd",      std::to_string(kChildControlFd)};
+            jail->chroot_base + pool, "--pass-fd", std::to_string(kChildControlFd)};
     if (jail->new_pid_ns) args.push_back("--new-pid-ns");
     if (jail->isolate) args.push_back("--isolate");
     if (!netns_path.empty()) args.insert(args.end(), {"--netns", netns_path});
     args.insert(args.end(), jailer_args.begin(), jailer_args.end());
     if (std::find(jailer_args.begin(), jailer_args.end(), "--cgroup") != jailer_args.end()) {
       args.insert(args.end(), {"--cgroup-version", std::to_string(jail->cgroups.version),
-                               "--parent-cgroup", jail->cgroups.parent});
+                               "--parent-cgroup", jail->cgroups.parent + pool});
     }
     args.push_back("--");
     exec = &jail->jailer;
@@ -237,7 +255,7 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
 // that ember-vmm is re-parented to the nearest subreaper, emberd. Reaping the middle process
 // before replying means the re-parenting is done by the time emberd reads the pid.
 SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<JailerConfig>& jail,
-                              const std::string& vm_id, const std::string& netns_path,
+                              bool pool_slot, const std::string& vm_id, const std::string& netns_path,
                               gid_t vm_gid,
                               const std::vector<JailFile>& files,
                               const std::vector<std::string>& jailer_args,
@@ -252,7 +270,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
   if (middle == 0) {
     SpawnReply reply;
     if (jail) {
-      std::string root = jail->JailRoot(binary, vm_id);
+      std::string root = pool_slot ? jail->PoolJailRoot(binary, vm_id) : jail->JailRoot(binary, vm_id);
       if (int err = MakeDirs(root); err != 0) reply = SpawnReply{err, 0, kJailDirStep};
       for (std::size_t i = 0; i < files.size() && reply.error == 0; ++i) {
         if (int err = PlaceJailFile(files[i], root, vm_gid); err != 0) {
@@ -266,7 +284,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       if (!netns || ::setns(netns.Get(), CLONE_NEWNET) != 0) reply = SpawnReply{errno, 0, 0};
     }
     if (reply.error == 0) {
-      reply = SpawnVmm(binary, jail, vm_id, netns_path, jailer_args, std::move(vmm_args),
+      reply = SpawnVmm(binary, jail, pool_slot, vm_id, netns_path, jailer_args, std::move(vmm_args),
                        control_fd, stderr_fd, file_fds);
     }
     ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
@@ -336,8 +354,16 @@ std::optional<ReceivedRequest> ReceiveRequest(int socket, std::vector<char>& buf
   }
 }
 
+// ember-jailer's ids: letters, digits and dashes, at most 64.
+bool IsJailId(const std::string& id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-';
+  });
+}
+
 // A request's meaning, once every part of it passed the fork server's checks.
 struct SpawnRequest {
+  RequestKind kind = RequestKind::kVm;
   std::string vm_id;
   std::string netns_path;
   std::vector<JailFile> files;
@@ -353,7 +379,18 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
                                               const std::optional<JailerConfig>& jail,
                                               const std::string& clone_netns_dir) {
   std::size_t count = 0;
-  if (args.size() < 4 || args[0] != kRequestTag) return std::nullopt;
+  if (args.size() < 4) return std::nullopt;
+  RequestKind kind = RequestKind::kVm;
+  if (args[0] == kSlotTag) {
+    kind = RequestKind::kSlot;
+  } else if (args[0] == kClaimTag) {
+    kind = RequestKind::kClaim;
+  } else if (args[0] != kRequestTag) {
+    return std::nullopt;
+  }
+  // A slot or a claim is never in a clone network; only a jailed slot is claimed.
+  if (kind != RequestKind::kVm && !args[2].empty()) return std::nullopt;
+  if (kind == RequestKind::kClaim && !jail) return std::nullopt;
   // A network namespace only from the clone network directory: a file directly in it.
   std::string netns_path = std::move(args[2]);
   args.erase(args.begin() + 2);
@@ -374,13 +411,7 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
   }
   // A jailed VM's id names its jail directory: ember-jailer's alphabet only, so that no
   // request reaches outside <chroot_base>/<exec name>/.
-  if (jail) {
-    const std::string& id = args[1];
-    if (id.empty() || id.size() > 64) return std::nullopt;
-    for (char c : id) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return std::nullopt;
-    }
-  }
+  if (jail && !IsJailId(args[1])) return std::nullopt;
   SpawnRequest request;
   for (std::size_t i = 0; i < count; ++i) {
     const std::string& kind_name = args[3 + 2 * i];
@@ -422,12 +453,146 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
     if (!vm_gid) return std::nullopt;
     request.vm_gid = *vm_gid;
   }
+  request.kind = kind;
   request.vm_id = args[1];
   request.netns_path = std::move(netns_path);
   args.erase(args.begin(),
              args.begin() + static_cast<std::ptrdiff_t>(options_at + 1 + 2 * option_pairs));
   request.vmm_args = std::move(args);
+  // A slot runs nothing but --pool-slot and is given nothing yet; a claim names its slot (a
+  // jail id as well).
+  if (kind == RequestKind::kSlot &&
+      (request.vmm_args != std::vector<std::string>{"--pool-slot"} || !request.files.empty())) {
+    return std::nullopt;
+  }
+  if (kind == RequestKind::kClaim &&
+      (request.vmm_args.size() != 1 || !IsJailId(request.vmm_args[0]))) {
+    return std::nullopt;
+  }
   return request;
+}
+
+// The pid of the process `pidfd` refers to (its fdinfo's "Pid:"); 0 or less once it ended.
+pid_t PidOfPidfd(int pidfd) {
+  absl::StatusOr<std::string> info = ReadFile("/proc/self/fdinfo/" + std::to_string(pidfd));
+  const std::size_t at = info.ok() ? info->find("\nPid:") : std::string::npos;
+  if (at == std::string::npos) return 0;
+  return static_cast<pid_t>(std::strtol(info->c_str() + at + 5, nullptr, 10));
+}
+
+// `pid` and its children (a jailed slot's stand-in and its ember-vmm).
+std::vector<pid_t> WithChildren(pid_t pid) {
+  std::vector<pid_t> pids = {pid};
+  const std::string path =
+      "/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children";
+  absl::StatusOr<std::string> text = ReadFile(path);
+  const char* at = text.ok() ? text->c_str() : "";
+  for (char* end = nullptr;; at = end) {
+    const long child = std::strtol(at, &end, 10);
+    if (end == at) break;
+    pids.push_back(static_cast<pid_t>(child));
+  }
+  return pids;
+}
+
+// Makes the running pool slot request.vmm_args[0] (jailed, idle: it has run nothing of a VM)
+// VM request.vm_id's jail, doing what ember-jailer does for the VM alone: its jail directory
+// renamed to the VM's (never over another), the VM's files put in as for a spawn, its device
+// nodes beyond KVM, its cgroup (made with the VM's limits; the slot's processes
+// moved in and the slot's own removed) and its taps, made in the slot's network namespace.
+// `pidfd`: the slot's process, checked to be chrooted into that slot's jail. Runs in a child of
+// the fork server, which it leaves in the slot's network namespace.
+SpawnReply ClaimSlotJail(const std::string& binary, const JailerConfig& jail,
+                         const SpawnRequest& request, int pidfd) {
+  const std::string& slot = request.vmm_args[0];
+  const std::string slot_root = jail.PoolJailRoot(binary, slot);
+  const std::string root = jail.JailRoot(binary, request.vm_id);
+  const pid_t pid = PidOfPidfd(pidfd);
+  struct stat seen {};
+  struct stat want {};
+  if (pid <= 0 || ::stat(("/proc/" + std::to_string(pid) + "/root").c_str(), &seen) != 0 ||
+      ::stat(slot_root.c_str(), &want) != 0 || seen.st_dev != want.st_dev ||
+      seen.st_ino != want.st_ino) {
+    return SpawnReply{pid <= 0 ? ESRCH : EPERM, 0, kClaimSlotStep};
+  }
+  const std::string slot_dir = std::filesystem::path(slot_root).parent_path().string();
+  const std::string vm_dir = std::filesystem::path(root).parent_path().string();
+  if (int err = MakeDirs(std::filesystem::path(vm_dir).parent_path().string()); err != 0) {
+    return SpawnReply{err, 0, kJailDirStep};
+  }
+  if (::renameat2(AT_FDCWD, slot_dir.c_str(), AT_FDCWD, vm_dir.c_str(), RENAME_NOREPLACE) != 0) {
+    return SpawnReply{errno, 0, kJailDirStep};
+  }
+  for (std::size_t i = 0; i < request.files.size(); ++i) {
+    if (int err = PlaceJailFile(request.files[i], root, request.vm_gid); err != 0) {
+      return SpawnReply{err, 0, static_cast<std::int32_t>(i + 1)};
+    }
+  }
+  // The options as ember-jailer would take them (ParseSpawnRequest checked them already).
+  std::vector<std::string> argv = {"--id", request.vm_id, "--exec-file", binary, "--isolate"};
+  argv.insert(argv.end(), request.jailer_args.begin(), request.jailer_args.end());
+  if (std::find(argv.begin(), argv.end(), "--cgroup") != argv.end()) {
+    argv.insert(argv.end(), {"--cgroup-version", std::to_string(jail.cgroups.version),
+                             "--parent-cgroup", jail.cgroups.parent});
+  }
+  absl::StatusOr<jailer::JailerArgs> args = jailer::ParseJailerArgs(argv);
+  if (!args.ok()) return SpawnReply{EINVAL, 0, kClaimLimitsStep};
+  std::vector<std::string> devices = args->devices.value_or(std::vector<std::string>{});
+  std::erase(devices, "kvm");  // the slot has it: it opened /dev/kvm to prepare
+  if (!jailer::AddDeviceNodes(root, devices, args->uid, args->gid).ok()) {
+    return SpawnReply{errno != 0 ? errno : EIO, 0, kClaimDevicesStep};
+  }
+  // Its file size bound the slot sets on itself at its launch (VmmPool): raising another
+  // uid's rlimits needs CAP_SYS_RESOURCE, which root in a container may lack.
+  const std::vector<pid_t> pids = WithChildren(pid);
+  if (!args->cgroups.empty()) {
+    for (pid_t target : pids) {
+      if (!jailer::SetUpCgroups(*args, target).ok()) return SpawnReply{EIO, 0, kClaimCgroupStep};
+    }
+    // Empty now; the kernel may take a moment to let it go. A leftover is removed with the
+    // pool's others (VmmPool).
+    for (const std::string& mount : jail.cgroups.mounts) {
+      const std::string dir =
+          mount + "/" + jail.cgroups.parent + "/" + kPoolJailDir + "/" + slot;
+      for (int tries = 0; ::rmdir(dir.c_str()) != 0 && errno == EBUSY && tries < 100; ++tries) {
+        ::usleep(1000);
+      }
+    }
+  }
+  if (!args->taps.empty()) {
+    if (::setns(pidfd, CLONE_NEWNET) != 0) return SpawnReply{errno, 0, kClaimTapStep};
+    for (const std::string& tap : args->taps) {
+      if (!jailer::CreateOwnedTap(tap, args->uid, args->gid).ok()) {
+        return SpawnReply{errno != 0 ? errno : EIO, 0, kClaimTapStep};
+      }
+    }
+  }
+  return SpawnReply{0, pid, 0};
+}
+
+// A claim, in a child of the helper (which must stay in its own network namespace).
+SpawnReply ClaimThroughChild(const std::string& binary, const JailerConfig& jail,
+                             const SpawnRequest& request, int pidfd) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
+  base::UniqueFd read_end(pipe_fds[0]);
+  base::UniqueFd write_end(pipe_fds[1]);
+  pid_t child = ::fork();
+  if (child < 0) return SpawnReply{errno, 0, 0};
+  if (child == 0) {
+    const SpawnReply reply = ClaimSlotJail(binary, jail, request, pidfd);
+    ::_exit(::write(write_end.Get(), &reply, sizeof(reply)) == sizeof(reply) ? 0 : 1);
+  }
+  write_end.Reset();
+  SpawnReply reply{EPIPE, 0, 0};
+  ssize_t n;
+  do {
+    n = ::read(read_end.Get(), &reply, sizeof(reply));
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0, 0};
+  while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  return reply;
 }
 
 // The helper's loop: one request, one spawn, one reply, until emberd closes its end.
@@ -445,8 +610,11 @@ std::optional<SpawnRequest> ParseSpawnRequest(std::vector<std::string> args,
       request = ParseSpawnRequest(std::move(received->args), received->file_fds, jail,
                                   clone_netns_dir);
     }
-    if (request) {
-      reply = SpawnThroughMiddle(binary, jail, request->vm_id, request->netns_path,
+    if (request && request->kind == RequestKind::kClaim) {
+      reply = ClaimThroughChild(binary, *jail, *request, received->fds[0].Get());
+    } else if (request) {
+      reply = SpawnThroughMiddle(binary, jail, request->kind == RequestKind::kSlot,
+                                 request->vm_id, request->netns_path,
                                  request->vm_gid, request->files,
                                  request->jailer_args, std::move(request->vmm_args),
                                  received->fds[0].Get(), received->fds[1].Get(),
@@ -479,6 +647,11 @@ std::string JailerConfig::JailRoot(const std::string& vmm_binary, const std::str
   return chroot_base + "/" + Basename(vmm_binary) + "/" + id + "/root";
 }
 
+std::string JailerConfig::PoolJailRoot(const std::string& vmm_binary,
+                                       const std::string& slot) const {
+  return chroot_base + "/" + kPoolJailDir + "/" + Basename(vmm_binary) + "/" + slot + "/root";
+}
+
 absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
     std::string binary, std::optional<JailerConfig> jailer, std::string clone_netns_dir) {
   if (std::size_t threads = ThreadCount(); threads != 1) {
@@ -504,7 +677,26 @@ absl::StatusOr<std::unique_ptr<ForkServerLauncher>> ForkServerLauncher::Start(
 }
 
 absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
-  std::string request(kRequestTag, sizeof(kRequestTag));  // with its NUL
+  if (spec.pool_slot) {
+    return Request(kSlotTag, sizeof(kSlotTag), spec, spec.vmm_args,
+                   {spec.control_listen_fd, spec.stderr_fd});
+  }
+  return Request(kRequestTag, sizeof(kRequestTag), spec, spec.vmm_args,
+                 {spec.control_listen_fd, spec.stderr_fd});
+}
+
+absl::Status ForkServerLauncher::ClaimSlot(const std::string& slot, int slot_pidfd,
+                                           const LaunchSpec& spec) {
+  absl::StatusOr<pid_t> claimed =
+      Request(kClaimTag, sizeof(kClaimTag), spec, {slot}, {slot_pidfd, slot_pidfd});
+  return claimed.status();
+}
+
+absl::StatusOr<pid_t> ForkServerLauncher::Request(const char* tag, std::size_t tag_size,
+                                                  const LaunchSpec& spec,
+                                                  const std::vector<std::string>& tail,
+                                                  std::vector<int> fds) {
+  std::string request(tag, tag_size);  // with its NUL
   std::vector<std::string> fields = {spec.vm_id, spec.netns_path,
                                      std::to_string(spec.jail_files.size())};
   for (const JailFile& file : spec.jail_files) {
@@ -520,7 +712,7 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
   }
   fields.push_back(std::to_string(spec.jailer_args.size() / 2));
   fields.insert(fields.end(), spec.jailer_args.begin(), spec.jailer_args.end());
-  fields.insert(fields.end(), spec.vmm_args.begin(), spec.vmm_args.end());
+  fields.insert(fields.end(), tail.begin(), tail.end());
   for (const std::string& arg : fields) {
     if (arg.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("VM \"" + spec.vm_id +
@@ -538,7 +730,6 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
     return absl::InvalidArgumentError("VM \"" + spec.vm_id + "\": more than " +
                                       std::to_string(kMaxLaunchFiles) + " files to hand over");
   }
-  std::vector<int> fds = {spec.control_listen_fd, spec.stderr_fd};
   for (const base::UniqueFd& file : spec.files) fds.push_back(file.Get());
   const std::size_t fd_bytes = sizeof(int) * fds.size();
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kRequestFds + kMaxLaunchFiles))] = {};
@@ -576,8 +767,22 @@ absl::StatusOr<pid_t> ForkServerLauncher::Launch(const LaunchSpec& spec) {
   if (reply.error == kMalformed) {
     return absl::InternalError("emberd's fork server refused a malformed spawn request");
   }
+  if (reply.error != 0 && reply.jail_step == kJailDirStep && tag == kClaimTag &&
+      (reply.error == EEXIST || reply.error == ENOTEMPTY)) {
+    return absl::AlreadyExistsError("VM \"" + spec.vm_id + "\" has a jail already");
+  }
   if (reply.error != 0 && reply.jail_step == kJailDirStep) {
-    return base::ErrnoError(reply.error, "mkdir", "VM \"" + spec.vm_id + "\"'s jail");
+    return base::ErrnoError(reply.error, tag == kClaimTag ? "rename" : "mkdir",
+                            "VM \"" + spec.vm_id + "\"'s jail");
+  }
+  if (reply.error != 0 && reply.jail_step > kJailDirStep) {
+    static constexpr const char* kSteps[] = {"the pool slot's process", "its device nodes",
+                                             "its options", "its cgroup", "its taps"};
+    const auto step = static_cast<std::size_t>(reply.jail_step - kJailDirStep - 1);
+    return base::ErrnoError(reply.error,
+                            std::string("claiming a pool slot: ") +
+                                (step < std::size(kSteps) ? kSteps[step] : "a step"),
+                            "VM \"" + spec.vm_id + "\"");
   }
   if (reply.error != 0 && reply.jail_step > 0 &&
       static_cast<std::size_t>(reply.jail_step) <= spec.jail_files.size()) {

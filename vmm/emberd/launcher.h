@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/emberd/jail_leases.h"
 
 namespace ember::emberd {
 
@@ -54,18 +55,6 @@ inline constexpr std::size_t kMaxLaunchFiles = 64;
 // nothing that leads elsewhere.
 [[nodiscard]] bool IsJailFileName(std::string_view name);
 
-// The identities jailed ember-vmms run as (emberd --jailer-id-base, --jailer-id-count): each VM
-// its own uid and gid, the same number, from base + 1 to base + count, so that no VMM can
-// signal, trace or share per-user limits with another. `base` itself is no VM's: it is the
-// group of the snapshot files emberd keeps, which a restored clone gets as its one
-// supplementary group to read them.
-struct JailIds {
-  std::uint32_t base = 0;
-  std::uint32_t count = 0;
-  [[nodiscard]] std::uint32_t snapshot_gid() const { return base; }
-  [[nodiscard]] bool IsVmId(std::uint64_t id) const { return id > base && id - base <= count; }
-};
-
 // Each jailed VM's own cgroup, with memory, pids and cpu limits (JailedView says which): emberd
 // picks the hierarchies at start-up (jailer::PlaceControllers) and removes a VM's cgroup when
 // it deletes the VM.
@@ -77,6 +66,11 @@ struct JailCgroups {
   unsigned host_cpus = 1;                // sizes pids.max (io_uring's workers)
 };
 
+// Where the VMM pool's jailed slots live until a VM claims one: a directory beside the jails'
+// (<chroot_base>/_pool) and a cgroup inside the VMs' parent (<parent>/_pool). No VM id has an
+// underscore, so no VM's jail or cgroup is ever this.
+inline constexpr char kPoolJailDir[] = "_pool";
+
 // Running ember-vmm through ember-jailer (emberd --jailer).
 struct JailerConfig {
   std::string jailer;       // the ember-jailer binary
@@ -87,6 +81,10 @@ struct JailerConfig {
   bool isolate = false;  // new ipc, uts and network namespaces (ember-jailer --isolate)
   // <chroot_base>/<exec name>/<id>/root, the directory the jailer chroots into.
   [[nodiscard]] std::string JailRoot(const std::string& vmm_binary, const std::string& id) const;
+  // <chroot_base>/<kPoolJailDir>/<exec name>/<slot>/root: a VMM pool slot's jail until a VM
+  // claims it (its directory is then renamed to the VM's, JailRoot).
+  [[nodiscard]] std::string PoolJailRoot(const std::string& vmm_binary,
+                                         const std::string& slot) const;
 };
 
 // What one ember-vmm needs to start. Fds are borrowed for the Launch call.
@@ -111,6 +109,9 @@ struct LaunchSpec {
   // (--netns, with --isolate's new ipc and uts namespaces) and takes over its taps (--tap);
   // unjailed, the VMM is spawned inside it. Empty: emberd's namespace, or the jail's own.
   std::string netns_path;
+  // A VMM pool slot (vm_id is its name, vmm_args only --pool-slot, no files): jailed, it lives
+  // in the pool's directory and cgroup (kPoolJailDir) until a VM claims it.
+  bool pool_slot = false;
 };
 
 // How emberd starts an ember-vmm. The seam for the jailer: a jailed launch execs ember-jailer
@@ -121,6 +122,16 @@ class VmmLauncher {
   virtual ~VmmLauncher() = default;
   // Starts the process in its own session; returns its pid (a child of emberd).
   [[nodiscard]] virtual absl::StatusOr<pid_t> Launch(const LaunchSpec& spec) = 0;
+  // Makes the jailed, idle pool slot `slot` (a pool_slot Launch of this launcher; `slot_pidfd`
+  // its pid's, borrowed) VM spec.vm_id's jail: what a jailed Launch of `spec` would have made
+  // of the jail, the slot's own identity (spec's --uid and --gid must be the slot's). The VMM
+  // itself is told nothing (VmmPool sends it its launch). ALREADY_EXISTS, with the slot left as
+  // it was, when the VM has a jail already (a relaunch); after any other error the slot is
+  // to be discarded, and its jail may have become the VM's. Unimplemented by default.
+  [[nodiscard]] virtual absl::Status ClaimSlot(const std::string& /*slot*/, int /*slot_pidfd*/,
+                                               const LaunchSpec& /*spec*/) {
+    return absl::UnimplementedError("this launcher has no pool slots to claim");
+  }
 };
 
 // Starts ember-vmm through a fork server: a small helper process forked from emberd at
@@ -152,12 +163,22 @@ class ForkServerLauncher : public VmmLauncher {
 
   // Any thread; launches are serialised (one spawn takes about a millisecond).
   [[nodiscard]] absl::StatusOr<pid_t> Launch(const LaunchSpec& spec) override;
+  // Any thread, serialised with launches. Needs the jailer.
+  [[nodiscard]] absl::Status ClaimSlot(const std::string& slot, int slot_pidfd,
+                                       const LaunchSpec& spec) override;
 
   [[nodiscard]] pid_t helper_pid() const { return helper_pid_; }
 
  private:
   ForkServerLauncher(std::string binary, base::UniqueFd socket, pid_t helper_pid)
       : binary_(std::move(binary)), socket_(std::move(socket)), helper_pid_(helper_pid) {}
+
+  // Sends one request (`tag`, spec's fields, `tail` as ember-vmm's arguments, `fds` then spec's
+  // files attached) and returns the helper's pid or error.
+  [[nodiscard]] absl::StatusOr<pid_t> Request(const char* tag, std::size_t tag_size,
+                                              const LaunchSpec& spec,
+                                              const std::vector<std::string>& tail,
+                                              std::vector<int> fds);
 
   std::string binary_;  // for messages; the helper holds its own copy
   std::mutex mu_;

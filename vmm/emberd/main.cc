@@ -80,6 +80,13 @@ int Main(int argc, char** argv) {
   std::string vmm = flags.vmm.empty() ? DefaultVmmPath() : flags.vmm;
   if (::access(vmm.c_str(), X_OK) != 0) Fail("--vmm: \"" + vmm + "\" is not executable");
   std::optional<JailerConfig> jail = JailFromFlags(flags, &vmm, &options);
+  // One lease table of jail uids for the jailed view (VMs) and the VMM pool (slots, whose ids
+  // VMs take over); outlives both.
+  std::optional<JailIdLeases> jail_leases;
+  if (jail) {
+    jail->ids.leases = &jail_leases.emplace(jail->ids);
+    options.jail_ids.leases = jail->ids.leases;
+  }
   // Where function clones' network namespaces are mounted (CloneNetworkServer's).
   const std::string netns_dir = ::geteuid() == 0 ? options.state_dir + "/netns" : "";
   // Before any thread exists and before the filter: see ForkServerLauncher.
@@ -124,16 +131,24 @@ int Main(int argc, char** argv) {
   if (!vmm_paths.ok()) Fail(std::string(vmm_paths.status().message()));
   options.paths = &*vmm_paths;
   std::unique_ptr<VmmLauncher> vmm_launcher = std::move(*launcher);
+  VmmPool* pool = nullptr;
   if (flags.vmm_pool > 0) {
-    // Its thread gets emberd's filter with every other one (InstallSandbox below).
-    auto pool = VmmPool::Create(std::move(vmm_launcher), options.state_dir + "/vmm-pool",
-                                flags.vmm_pool);
-    if (!pool.ok()) Fail("--vmm-pool: " + std::string(pool.status().message()));
-    vmm_launcher = std::move(*pool);
+    std::optional<VmmPool::Jail> pool_jail;
+    if (jail) pool_jail = VmmPool::Jail{*jail, vmm};
+    auto created = VmmPool::Create(std::move(vmm_launcher), options.state_dir + "/vmm-pool",
+                                   flags.vmm_pool, std::move(pool_jail));
+    if (!created.ok()) Fail("--vmm-pool: " + std::string(created.status().message()));
+    pool = created->get();
+    vmm_launcher = std::move(*created);
+  } else if (jail) {
+    VmmPool::RemoveLeftovers(*jail);  // an earlier emberd's pool's, if it had one
   }
   auto manager = VmManager::Create(options, std::move(vmm_launcher));
   if (!manager.ok()) Fail(std::string(manager.status().message()));
   if (auto s = (*manager)->Recover(); !s.ok()) Fail(std::string(s.message()));
+  // Once the recovered VMs hold their uids; its thread gets emberd's filter with every other
+  // one (InstallSandbox below).
+  if (pool != nullptr) pool->Start();
   functions::FunctionOptions fn_options;
   fn_options.state_dir = options.state_dir;
   fn_options.image_dir = *image_dir;

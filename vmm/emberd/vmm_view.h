@@ -114,4 +114,10 @@ class VmmView {
                                                       JailCgroups cgroups = {},
                                                       EventHub* events = nullptr);
 
+// ember-jailer's options for an idle VMM pool slot's jail, beside its identity: KVM its one
+// device node, the cgroup limits of a VM of the default configuration under `cgroups`, no file
+// size bound. A VM that claims the slot gets its own (ForkServerLauncher::ClaimSlot; the bound
+// the slot sets itself at its launch).
+[[nodiscard]] std::vector<std::string> IdleSlotJailerOptions(const JailCgroups& cgroups);
+
 }  // namespace ember::emberd

@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -38,10 +40,14 @@ class ForkServerJailOptionsTest : public ::testing::Test {
     null_.Reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
   }
 
-  // Launches VM "vm1" with `options`; the jailer's command line, or the launch's error.
-  absl::StatusOr<std::string> Launch(std::vector<std::string> options) {
+  // Launches VM "vm1" with `options` (or, with `slot`, the VMM pool slot "1-0" running
+  // `vmm_args`); the jailer's command line, or the launch's error.
+  absl::StatusOr<std::string> Launch(std::vector<std::string> options, bool slot = false,
+                                     std::vector<std::string> vmm_args = {}) {
     LaunchSpec spec;
-    spec.vm_id = "vm1";
+    spec.vm_id = slot ? "1-0" : "vm1";
+    spec.pool_slot = slot;
+    spec.vmm_args = std::move(vmm_args);
     spec.vm_dir = temp_.path();
     spec.control_listen_fd = null_.Get();
     spec.stderr_fd = null_.Get();
@@ -95,6 +101,38 @@ TEST_F(ForkServerJailOptionsTest, AnyOtherIdentityGroupLimitOrFlagIsRefused) {
     for (const std::string& option : options) joined += option + " ";
     EXPECT_EQ(args.status().code(), absl::StatusCode::kInternal) << joined;
   }
+}
+
+TEST_F(ForkServerJailOptionsTest, APoolSlotIsJailedApartFromTheVmsAndRunsOnlyPoolSlot) {
+  const std::vector<std::string> options = {"--uid", "840001", "--gid", "840001", "--cgroup",
+                                            "pids.max=64", "--device", "kvm"};
+  absl::StatusOr<std::string> args = Launch(options, /*slot=*/true, {"--pool-slot"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_NE(args->find("--id 1-0 "), std::string::npos) << *args;
+  EXPECT_NE(args->find("--chroot-base-dir " + jail_.chroot_base + "/_pool "), std::string::npos)
+      << *args;
+  EXPECT_NE(args->find("--parent-cgroup ember-test/_pool "), std::string::npos) << *args;
+  EXPECT_NE(args->find("-- --pool-slot --control-fd 3"), std::string::npos) << *args;
+  // A slot runs nothing else: a VM's arguments go to a slot only with its launch.
+  EXPECT_EQ(Launch(options, true, {"--config-proto", "/config.pb"}).status().code(),
+            absl::StatusCode::kInternal);
+}
+
+TEST_F(ForkServerJailOptionsTest, AClaimOfAProcessNotInThatSlotsJailIsRefusedAndMovesNothing) {
+  // The slot's jail exists, but the process named is this test, whose root is the host's.
+  const std::string slot_root = jail_.PoolJailRoot(temp_.path() + "/vmm", "1-0");
+  ASSERT_EQ(std::system(("mkdir -p " + slot_root).c_str()), 0);
+  base::UniqueFd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+  ASSERT_TRUE(self);
+  LaunchSpec spec;
+  spec.vm_id = "vm1";
+  spec.vm_dir = temp_.path();
+  spec.jailer_args = {"--uid", "840001", "--gid", "840001", "--device", "kvm"};
+  absl::Status claimed = launcher_->ClaimSlot("1-0", self.Get(), spec);
+  EXPECT_FALSE(claimed.ok());
+  EXPECT_NE(claimed.message().find("the pool slot's process"), std::string::npos) << claimed;
+  EXPECT_EQ(::access(slot_root.c_str(), F_OK), 0);
+  EXPECT_NE(::access(jail_.JailRoot(temp_.path() + "/vmm", "vm1").c_str(), F_OK), 0);
 }
 
 }  // namespace
