@@ -51,9 +51,11 @@ void ReserveLaunchFds() {
 }
 
 void Prepare(PreparedKvm* prepared) {
-  // Compiled once here; Main's ConfigureSeccomp with the same setting finds them done: the
-  // launches a slot takes are emberd's unjailed ones, which ask for --dirs-by-fd.
-  DieIf(ConfigureSeccomp(SeccompSetting::kEnforce, /*directories_by_fd=*/true), "seccomp");
+  // Compiled once here; Main's ConfigureSeccomp with the same setting finds them done: emberd's
+  // unjailed launches ask for --dirs-by-fd (their files are /proc/self/fd paths), its jailed
+  // ones do not (a jail has no /proc: a slot without one is jailed).
+  const bool jailed = ::access("/proc/self/fd", F_OK) != 0;
+  DieIf(ConfigureSeccomp(SeccompSetting::kEnforce, /*directories_by_fd=*/!jailed), "seccomp");
   DieIf(PrepareKvm(*prepared), "KVM");
 }
 
