@@ -276,6 +276,34 @@ class FakeVmmTest(unittest.TestCase):
         self.assertEqual(os.listdir(outside), [])
         self.assertIn("memory", os.listdir(checked))
 
+    def swapped_snapshot(self, swap_to):
+        """A snapshot whose fake VMM, once it has written it, makes its snapshot_dir a symlink
+        to `swap_to` (before it answers)."""
+        top = tempfile.mkdtemp(prefix="fake-vmm-swap-dir-")
+        self.addCleanup(shutil.rmtree, top, True)
+        self.start_emberd(FAKE_VMM_SNAPSHOT_DIR_SWAP=swap_to)
+        self.paused_vm("src")
+        return self.snapshot_in(os.path.join(top, "snap"))
+
+    def test_a_snapshot_dir_swapped_for_a_crafted_pair_before_the_reply_is_not_sealed(self):
+        crafted = tempfile.mkdtemp(prefix="fake-vmm-crafted-")
+        self.addCleanup(shutil.rmtree, crafted, True)
+        with open(os.path.join(crafted, "state"), "wb") as f:
+            f.write(b"crafted state")
+        with open(os.path.join(crafted, "memory"), "wb") as f:
+            f.write(b"\0" * 4096)
+        try:
+            snapshot = self.swapped_snapshot(crafted)
+        except grpc.RpcError:
+            return  # refused at once: nothing sealed
+        # Sealed were the files the VMM wrote, so the crafted pair its name leads to now is no
+        # snapshot of emberd's.
+        with self.assertRaises(grpc.RpcError) as refused:
+            self.stub.Restore(api.RestoreRequest(
+                snapshot_id=snapshot.snapshot_id, vm_id_prefix="clone"), timeout=30)
+        self.assertIn(refused.exception.code(), (grpc.StatusCode.FAILED_PRECONDITION,
+                                                 grpc.StatusCode.INVALID_ARGUMENT))
+
 
 class StateDirLockTest(unittest.TestCase):
     def setUp(self):

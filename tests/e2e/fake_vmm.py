@@ -162,6 +162,13 @@ def main():
                     f.flush()
                     time.sleep(delay)
                 os.rename(temp, target(snap.memory_path))
+                swap = os.environ.get("FAKE_VMM_SNAPSHOT_DIR_SWAP")
+                if swap:
+                    # Once written, the snapshot's directory is renamed away and its name
+                    # made a symlink to the directory FAKE_VMM_SNAPSHOT_DIR_SWAP names.
+                    snap_dir = os.path.dirname(snap.state_path)
+                    os.rename(snap_dir, snap_dir + ".written")
+                    os.symlink(swap, snap_dir)
                 response.snapshot.state_path = snap.state_path
                 response.snapshot.memory_path = snap.memory_path
                 response.snapshot.duration_us = int((time.monotonic() - started) * 1e6) + 1

@@ -175,6 +175,17 @@ absl::Status SnapshotMac::Record(const std::string& snapshot_id, const std::stri
                                  const std::string& memory_path,
                                  const std::string& record_dir) const {
   EMBER_ASSIGN_OR_RETURN(Tags tags, Compute(snapshot_id, state_path, memory_path));
+  return WriteTags(tags, record_dir);
+}
+
+absl::Status SnapshotMac::Record(const std::string& snapshot_id, const OpenSnapshotFile& state,
+                                 const OpenSnapshotFile& memory,
+                                 const std::string& record_dir) const {
+  EMBER_ASSIGN_OR_RETURN(Tags tags, Compute(snapshot_id, state, memory));
+  return WriteTags(tags, record_dir);
+}
+
+absl::Status SnapshotMac::WriteTags(const Tags& tags, const std::string& record_dir) {
   EMBER_ASSIGN_OR_RETURN(base::AtomicFile file,
                          base::AtomicFile::Create(record_dir + "/" + kSnapshotMacFile, 0600));
   EMBER_RETURN_IF_ERROR(file.Append("state " + tags.state + "\nmemory " + tags.memory + "\n"));

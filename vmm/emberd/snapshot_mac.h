@@ -64,6 +64,11 @@ class SnapshotMac {
                                     const OpenSnapshotFile& state,
                                     const OpenSnapshotFile& memory,
                                     const std::string& record_dir) const;
+  // Record of the very files emberd holds open (those its VMM wrote in the directory emberd
+  // handed it), not of whatever their names lead to by then.
+  [[nodiscard]] absl::Status Record(const std::string& snapshot_id, const OpenSnapshotFile& state,
+                                    const OpenSnapshotFile& memory,
+                                    const std::string& record_dir) const;
 
   // The operator's word for a snapshot that has no MAC (made before emberd had snapshot MACs,
   // or finished while emberd was down and recorded from its pending record): records the MACs
@@ -85,6 +90,8 @@ class SnapshotMac {
   [[nodiscard]] absl::StatusOr<Tags> Compute(const std::string& snapshot_id,
                                              const OpenSnapshotFile& state,
                                              const OpenSnapshotFile& memory) const;
+
+  [[nodiscard]] static absl::Status WriteTags(const Tags& tags, const std::string& record_dir);
 
   std::string key_;
 };

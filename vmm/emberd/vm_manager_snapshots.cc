@@ -2,6 +2,9 @@
 // catalog's list, delete and trust (vm_manager.h).
 #include "vmm/emberd/vm_manager.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <filesystem>
 
@@ -51,10 +54,6 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   snapshot.set_created_unix_ms(NowUnixMs());
   v1::Snapshot written;
   absl::Status status = WriteSnapshot(*entry, snapshot, config, &written);
-  if (status.ok()) {
-    status = mac_->Record(written.snapshot_id(), written.state_path(), written.memory_path(),
-                          record_dir);
-  }
   if (status.ok()) status = catalog_->Commit(written);
   if (!status.ok()) {
     // Written but not recorded (emberd's own disk full): no files of a snapshot nobody knows.
@@ -72,6 +71,47 @@ absl::StatusOr<v1::Snapshot> VmManager::CreateSnapshot(const v1::CreateSnapshotR
   return written;
 }
 
+namespace {
+
+// `path`'s last component in `dir` (an O_PATH directory fd), for reading: no symlink, never
+// blocking, a regular file only.
+absl::StatusOr<base::UniqueFd> OpenWrittenFile(int dir, const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  base::UniqueFd fd(
+      ::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd) return base::ErrnoError("open the snapshot file", path);
+  struct stat st {};
+  if (::fstat(fd.Get(), &st) != 0) return base::ErrnoError("fstat", path);
+  if (!S_ISREG(st.st_mode)) return absl::InternalError(path + " is not a regular file");
+  return fd;
+}
+
+// Records the MAC of the files just written, in the directory they were written in: `dir_fd`,
+// the one handed to the VMM, or (a VMM that wrote none: emberd published a jailed VMM's files
+// by name) the directory opened now as that would have been, by the client's rule (`clients`)
+// or with no symlink in its last component. Never whatever the names lead to by now: a
+// snapshot_dir renamed and replaced by a crafted pair would be sealed as emberd's.
+absl::Status RecordSnapshotMac(const SnapshotMac& mac, const v1::Snapshot& snapshot,
+                               const std::string& record_dir, bool clients,
+                               const base::PathRules* paths, base::UniqueFd dir_fd) {
+  if (!dir_fd && clients && paths != nullptr) {
+    EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place,
+                           paths->OpenPlace("snapshot_dir", snapshot.state_path()));
+    dir_fd = std::move(place.dir);
+  } else if (!dir_fd) {
+    const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+    dir_fd.Reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir_fd) return base::ErrnoError("open", dir);
+  }
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd state, OpenWrittenFile(dir_fd.Get(), snapshot.state_path()));
+  EMBER_ASSIGN_OR_RETURN(base::UniqueFd memory,
+                         OpenWrittenFile(dir_fd.Get(), snapshot.memory_path()));
+  return mac.Record(snapshot.snapshot_id(), {state.Get(), snapshot.state_path()},
+                    {memory.Get(), snapshot.memory_path()}, record_dir);
+}
+
+}  // namespace
+
 absl::Status VmManager::WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot,
                                       const v1::VmConfig& config, v1::Snapshot* written) {
   const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
@@ -87,6 +127,10 @@ absl::Status VmManager::WriteSnapshot(Entry& entry, const v1::Snapshot& snapshot
     *written = snapshot;
     written->set_create_duration_us(response->snapshot().duration_us());
     absl::Status moved = view_->FinishSnapshot(snapshot, record_dir);
+    if (moved.ok()) {
+      moved = RecordSnapshotMac(*mac_, snapshot, record_dir, dir != record_dir, options_.paths,
+                                std::move(*dir_fd));
+    }
     if (moved.ok()) return moved;
     response = moved;
   }
