@@ -304,6 +304,17 @@ class FakeVmmTest(unittest.TestCase):
         self.assertIn(refused.exception.code(), (grpc.StatusCode.FAILED_PRECONDITION,
                                                  grpc.StatusCode.INVALID_ARGUMENT))
 
+    def test_delete_of_a_snapshot_whose_dir_became_a_symlink_removes_nothing_it_leads_to(self):
+        canary = tempfile.mkdtemp(prefix="fake-vmm-canary-")
+        self.addCleanup(shutil.rmtree, canary, True)
+        for name in ("state", "memory", "memory.ws"):
+            with open(os.path.join(canary, name), "w") as f:
+                f.write("canary")
+        snapshot = self.swapped_snapshot(canary)
+        self.stub.DeleteSnapshot(api.DeleteSnapshotRequest(snapshot_id=snapshot.snapshot_id),
+                                 timeout=30)
+        self.assertEqual(sorted(os.listdir(canary)), ["memory", "memory.ws", "state"])
+
 
 class StateDirLockTest(unittest.TestCase):
     def setUp(self):

@@ -1,5 +1,6 @@
 #include "vmm/emberd/snapshot_catalog.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "vmm/base/atomic_file.h"
 #include "vmm/base/logging.h"
 #include "vmm/base/status.h"
+#include "vmm/base/unique_fd.h"
 #include "vmm/emberd/store.h"
 
 namespace ember::emberd {
@@ -312,13 +314,35 @@ absl::Status SnapshotCatalog::RemoveFiles(const v1::Snapshot& snapshot, bool mar
       !(errno == ENOENT && ::access((record_dir + kDeletingFile).c_str(), F_OK) == 0)) {
     return base::ErrnoError("rename", record_dir + kRecordFile);
   }
-  for (const std::string& path :
-       {snapshot.state_path(), snapshot.memory_path(), snapshot.memory_path() + ".ws"}) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return base::ErrnoError("unlink", path);
+  // The files go from the snapshot's directory as opened now, never through a symlink: one
+  // swapped in for it would have root remove these names wherever it leads. Such a directory
+  // (or one already gone) holds none of the snapshot's files; the record goes all the same.
+  const std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
+  base::UniqueFd dir_fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir_fd && errno != ENOENT && errno != ELOOP && errno != ENOTDIR) {
+    return base::ErrnoError("open", dir);
   }
-  std::string dir = std::filesystem::path(snapshot.state_path()).parent_path().string();
-  // A caller's snapshot_dir goes too once empty; whatever else is in it stays.
-  if (dir != record_dir) (void)::rmdir(dir.c_str());
+  if (!dir_fd && errno != ENOENT) {
+    EMBER_LOG(kWarn) << "emberd: snapshot " << snapshot.snapshot_id() << ": " << dir
+                     << " is no longer a directory; whatever it leads to is left alone";
+  }
+  if (dir_fd) {
+    for (const std::string& path :
+         {snapshot.state_path(), snapshot.memory_path(), snapshot.memory_path() + ".ws"}) {
+      const std::string name = std::filesystem::path(path).filename().string();
+      if (::unlinkat(dir_fd.Get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+        return base::ErrnoError("unlink", path);
+      }
+    }
+    // A caller's snapshot_dir goes too once empty (and still the one opened); whatever else is
+    // in it stays.
+    struct stat opened {}, named {};
+    if (dir != record_dir && ::fstat(dir_fd.Get(), &opened) == 0 &&
+        ::lstat(dir.c_str(), &named) == 0 && opened.st_dev == named.st_dev &&
+        opened.st_ino == named.st_ino) {
+      (void)::rmdir(dir.c_str());
+    }
+  }
   return RemoveTree(record_dir);
 }
 
