@@ -151,18 +151,12 @@ absl::Status CheckRestoreFiles(const v1::RestoreRequest& request, const RestoreP
 namespace ember::emberd {
 namespace {
 
-absl::StatusOr<std::shared_ptr<const base::UniqueFd>> OpenRestoreFile(
-    const std::string& field, const std::string& path, bool by_path, const base::PathRules* paths) {
-  constexpr int kFlags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
-  base::UniqueFd fd;
-  if (by_path && paths != nullptr) {
-    // The file that passed the rule (an O_PATH fd), opened for reading through its fd: not
-    // whatever the name leads to by now.
-    EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths->OpenFile(field, path));
-    fd.Reset(::open(("/proc/self/fd/" + std::to_string(checked.Get())).c_str(), kFlags));
-  } else {
-    fd.Reset(::open(path.c_str(), kFlags | (by_path ? 0 : O_NOFOLLOW)));
-  }
+constexpr int kRestoreFileFlags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+
+// `fd`, opened for `path`, if it is a regular file.
+absl::StatusOr<std::shared_ptr<const base::UniqueFd>> RegularFile(const std::string& field,
+                                                                  const std::string& path,
+                                                                  base::UniqueFd fd) {
   if (!fd) {
     return absl::NotFoundError(field + ": cannot open " + path + ": " + std::strerror(errno));
   }
@@ -174,29 +168,70 @@ absl::StatusOr<std::shared_ptr<const base::UniqueFd>> OpenRestoreFile(
   return std::make_shared<const base::UniqueFd>(std::move(fd));
 }
 
-// The directory `path` lies in, resolved once (an O_PATH fd), and its last component: by the
-// rule for a request's own path, as OpenRestoreFile opens a catalog's.
-absl::StatusOr<base::PathRules::Place> OpenRestorePlace(const std::string& field,
-                                                        const std::string& path, bool by_path,
-                                                        const base::PathRules* paths) {
-  if (by_path && paths != nullptr) return paths->OpenPlace(field, path);
-  const std::filesystem::path name(path);
-  base::PathRules::Place place;
-  place.name = name.filename().string();
-  place.dir.Reset(
-      ::open(name.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!place.dir) return base::ErrnoError("open the directory of", path);
-  return place;
+absl::StatusOr<std::shared_ptr<const base::UniqueFd>> OpenRestoreFile(
+    const std::string& field, const std::string& path, bool by_path, const base::PathRules* paths) {
+  constexpr int kFlags = kRestoreFileFlags;
+  base::UniqueFd fd;
+  if (by_path && paths != nullptr) {
+    // The file that passed the rule (an O_PATH fd), opened for reading through its fd: not
+    // whatever the name leads to by now.
+    EMBER_ASSIGN_OR_RETURN(base::UniqueFd checked, paths->OpenFile(field, path));
+    fd.Reset(::open(("/proc/self/fd/" + std::to_string(checked.Get())).c_str(), kFlags));
+  } else {
+    fd.Reset(::open(path.c_str(), kFlags | (by_path ? 0 : O_NOFOLLOW)));
+  }
+  return RegularFile(field, path, std::move(fd));
+}
+
+// The directory of a snapshot of emberd's catalog, opened once (an O_PATH fd): its state,
+// memory and working set are all opened from it, never through their names' directories
+// again, which a symlink swapped in between would lead elsewhere. emberd's own record
+// directory with no symlink in its last component; a client's snapshot_dir by the client's
+// rule, as when it was written (no symlink out of the allowed directories).
+absl::StatusOr<base::UniqueFd> OpenCatalogDir(const std::string& field, const RestorePlan& plan,
+                                              const base::PathRules* paths) {
+  const std::string dir = std::filesystem::path(plan.state_path).parent_path().string();
+  if (paths != nullptr && dir != plan.record_dir) {
+    EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place, paths->OpenPlace(field, plan.state_path));
+    return std::move(place.dir);
+  }
+  base::UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    return absl::NotFoundError(field + ": cannot open " + dir + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+// `path` (in the catalog snapshot's directory `dir`), by its last component: no symlink.
+absl::StatusOr<std::shared_ptr<const base::UniqueFd>> OpenCatalogFile(const std::string& field,
+                                                                      const base::UniqueFd& dir,
+                                                                      const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  return RegularFile(field, path,
+                     base::UniqueFd(::openat(dir.Get(), name.c_str(),
+                                             kRestoreFileFlags | O_NOFOLLOW)));
 }
 
 }  // namespace
 
 absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
                               const base::PathRules* paths, RestorePlan* plan) {
-  EMBER_ASSIGN_OR_RETURN(plan->state_file,
-                         OpenRestoreFile(field, plan->state_path, by_path, paths));
-  EMBER_ASSIGN_OR_RETURN(plan->memory_file,
-                         OpenRestoreFile(field, plan->memory_path, by_path, paths));
+  // A catalog snapshot's files all lie in one directory (CreateSnapshot names them so).
+  base::UniqueFd catalog_dir;
+  if (!by_path) {
+    const std::filesystem::path state(plan->state_path);
+    if (std::filesystem::path(plan->memory_path).parent_path() != state.parent_path()) {
+      return absl::InternalError(field + ": the snapshot's state and memory files are in "
+                                 "different directories");
+    }
+    EMBER_ASSIGN_OR_RETURN(catalog_dir, OpenCatalogDir(field, *plan, paths));
+  }
+  auto open_file = [&](const std::string& what, const std::string& path) {
+    return by_path ? OpenRestoreFile(what, path, by_path, paths)
+                   : OpenCatalogFile(what, catalog_dir, path);
+  };
+  EMBER_ASSIGN_OR_RETURN(plan->state_file, open_file(field, plan->state_path));
+  EMBER_ASSIGN_OR_RETURN(plan->memory_file, open_file(field, plan->memory_path));
   plan->base_files.clear();
   // The catalog's own paths, whichever way the snapshot was named.
   for (const std::string& base : plan->base_memory_paths) {
@@ -205,8 +240,7 @@ absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
   }
   if (plan->uffd && plan->prefetch) {
     EMBER_ASSIGN_OR_RETURN(plan->working_set_file,
-                           OpenRestoreFile("prefetch_working_set", plan->memory_path + ".ws",
-                                           by_path, paths));
+                           open_file("prefetch_working_set", plan->memory_path + ".ws"));
     // Bounded before a jailed clone's fork server copies it: no set of this memory is larger.
     struct stat set {}, memory {};
     if (::fstat((*plan->working_set_file).Get(), &set) != 0 ||
@@ -218,11 +252,21 @@ absl::Status OpenRestoreFiles(const std::string& field, bool by_path,
       return absl::InvalidArgumentError("prefetch_working_set: " + plan->memory_path +
                                         ".ws is larger than any working set of its memory");
     }
-  } else if (plan->uffd) {
+  } else if (plan->uffd && by_path && paths != nullptr) {
     EMBER_ASSIGN_OR_RETURN(base::PathRules::Place place,
-                           OpenRestorePlace(field, plan->memory_path + ".ws", by_path, paths));
+                           paths->OpenPlace(field, plan->memory_path + ".ws"));
     plan->working_set_dir = std::make_shared<const base::UniqueFd>(std::move(place.dir));
     plan->working_set_name = std::move(place.name);
+  } else if (plan->uffd) {
+    const std::filesystem::path set(plan->memory_path + ".ws");
+    if (!by_path) {
+      plan->working_set_dir = std::make_shared<const base::UniqueFd>(std::move(catalog_dir));
+    } else {
+      base::UniqueFd dir(::open(set.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!dir) return base::ErrnoError("open the directory of", set.string());
+      plan->working_set_dir = std::make_shared<const base::UniqueFd>(std::move(dir));
+    }
+    plan->working_set_name = set.filename().string();
   }
   return absl::OkStatus();
 }

@@ -440,6 +440,19 @@ TEST_F(RestoreFilesTest, AWorkingSetLargerThanAnySetOfItsMemoryIsRefused) {
   EXPECT_NE(refused.message().find("prefetch_working_set"), std::string::npos) << refused;
 }
 
+TEST_F(RestoreFilesTest, ACatalogSnapshotWhoseDirectoryBecameASymlinkOutIsNotOpened) {
+  // A client's snapshot_dir (not emberd's record directory), renamed and replaced by a
+  // symlink to a directory outside holding a snapshot's names.
+  plan_.record_dir = temp_.path() + "/record";
+  for (const std::string name : {"state", "memory", "base"}) {
+    std::ofstream(outside_ + "/" + name) << "outside";
+  }
+  SwapTheRunDirectory();
+  absl::Status opened = OpenRestoreFiles("snapshot_id", /*by_path=*/false, &rules_, &plan_);
+  EXPECT_FALSE(opened.ok()) << "the working set would be recorded in "
+                            << (plan_.working_set_dir ? "the directory outside" : "none");
+}
+
 TEST_F(RestoreFilesTest, DirectRestoreRecordsTheWorkingSetInTheDirectoryEmberdOpened) {
   ASSERT_TRUE(OpenRestoreFiles("state_path", /*by_path=*/true, &rules_, &plan_).ok());
   SwapTheRunDirectory();
