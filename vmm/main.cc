@@ -62,7 +62,8 @@ constexpr char kUsage[] =
     "                       default working set\n"
     "  --base-memory-file NAME=FILE  with --restore-from, repeatable: the base memory file\n"
     "                       that a diff's state file names NAME is FILE; once one is given,\n"
-    "                       every base must be, and no name from the state file is opened\n"
+    "                       every base must be, and no name from the state file is opened;\n"
+    "                       split at the last '=' (a NAME may hold one, a FILE may not)\n"
     "  --restore-mem-backend file|uffd\n"
     "                       file (default): map the memory file copy-on-write; uffd: serve\n"
     "                       it page by page through userfaultfd and record the pages the\n"
@@ -194,7 +195,9 @@ Flags ParseFlags(int argc, char** argv) {
     else if (arg == "--restore-mem-name") flags.restore_mem_name = value();
     else if (arg == "--base-memory-file") {
       std::string text = value();
-      auto eq = text.find('=');
+      // At the last '=': NAME is a snapshot's path, which may hold one (emberd's FILE is
+      // /proc/self/fd/N).
+      auto eq = text.rfind('=');
       if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
         Fail(kExitBadInput, "--base-memory-file: \"" + text + "\" is not NAME=FILE");
       }

@@ -367,7 +367,7 @@ def read_state(path):
 class VmmHandedFilesTest(VmmFixture):
     """Files a controller hands over (as emberd does, having resolved them by its path rules):
     the VMM uses those very files and directories, whatever their names lead to by then. The
-    snapshots are written through <dir>/named, a symlink the test points elsewhere."""
+    snapshots are written through <dir>/na=med, a symlink the test points elsewhere."""
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="ember-ctl-")
@@ -380,7 +380,9 @@ class VmmHandedFilesTest(VmmFixture):
         self.path, self.vmm = self.spawn("control.sock", ["--config", config, "--dirs-by-fd"])
         self.real = os.path.join(self.dir, "real")
         self.outside = os.path.join(self.dir, "outside")
-        self.named = os.path.join(self.dir, "named")
+        # With an '=' (a snapshot_dir may hold one): --base-memory-file NAME=FILE splits at
+        # the last.
+        self.named = os.path.join(self.dir, "na=med")
         os.mkdir(self.real)
         os.mkdir(self.outside)
         os.symlink(self.outside, self.named)
