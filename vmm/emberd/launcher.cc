@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <optional>
 
 #include "jailer/cgroup.h"
@@ -251,6 +252,32 @@ SpawnReply SpawnVmm(const std::string& binary, const std::optional<JailerConfig>
   return SpawnReply{err, err == 0 ? pid : 0, 0};
 }
 
+// Runs `work` in a forked child of the helper and returns the reply it writes back through a
+// pipe, once the child is reaped (EPIPE if it ended without one).
+SpawnReply InChild(const std::function<SpawnReply()>& work) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
+  base::UniqueFd read_end(pipe_fds[0]);
+  base::UniqueFd write_end(pipe_fds[1]);
+  pid_t child = ::fork();
+  if (child < 0) return SpawnReply{errno, 0, 0};
+  if (child == 0) {
+    const SpawnReply reply = work();
+    ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
+    ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
+  }
+  write_end.Reset();
+  SpawnReply reply{EPIPE, 0, 0};
+  ssize_t n;
+  do {
+    n = ::read(read_end.Get(), &reply, sizeof(reply));
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0, 0};
+  while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  return reply;
+}
+
 // One spawn, in the helper: a middle process spawns ember-vmm, reports, and exits at once, so
 // that ember-vmm is re-parented to the nearest subreaper, emberd. Reaping the middle process
 // before replying means the re-parenting is done by the time emberd reads the pid.
@@ -261,13 +288,7 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
                               const std::vector<std::string>& jailer_args,
                               std::vector<std::string> vmm_args, int control_fd, int stderr_fd,
                               const std::vector<int>& file_fds) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
-  base::UniqueFd read_end(pipe_fds[0]);
-  base::UniqueFd write_end(pipe_fds[1]);
-  pid_t middle = ::fork();
-  if (middle < 0) return SpawnReply{errno, 0, 0};
-  if (middle == 0) {
+  return InChild([&] {
     SpawnReply reply;
     if (jail) {
       std::string root = pool_slot ? jail->PoolJailRoot(binary, vm_id) : jail->JailRoot(binary, vm_id);
@@ -287,19 +308,8 @@ SpawnReply SpawnThroughMiddle(const std::string& binary, const std::optional<Jai
       reply = SpawnVmm(binary, jail, pool_slot, vm_id, netns_path, jailer_args, std::move(vmm_args),
                        control_fd, stderr_fd, file_fds);
     }
-    ssize_t n = ::write(write_end.Get(), &reply, sizeof(reply));
-    ::_exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
-  }
-  write_end.Reset();
-  SpawnReply reply{EPIPE, 0, 0};
-  ssize_t n;
-  do {
-    n = ::read(read_end.Get(), &reply, sizeof(reply));
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0, 0};
-  while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
-  }
-  return reply;
+    return reply;
+  });
 }
 
 // One request as it arrived: its bytes split at the NULs, and its fds (the two stdio/control
@@ -573,26 +583,7 @@ SpawnReply ClaimSlotJail(const std::string& binary, const JailerConfig& jail,
 // A claim, in a child of the helper (which must stay in its own network namespace).
 SpawnReply ClaimThroughChild(const std::string& binary, const JailerConfig& jail,
                              const SpawnRequest& request, int pidfd) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return SpawnReply{errno, 0, 0};
-  base::UniqueFd read_end(pipe_fds[0]);
-  base::UniqueFd write_end(pipe_fds[1]);
-  pid_t child = ::fork();
-  if (child < 0) return SpawnReply{errno, 0, 0};
-  if (child == 0) {
-    const SpawnReply reply = ClaimSlotJail(binary, jail, request, pidfd);
-    ::_exit(::write(write_end.Get(), &reply, sizeof(reply)) == sizeof(reply) ? 0 : 1);
-  }
-  write_end.Reset();
-  SpawnReply reply{EPIPE, 0, 0};
-  ssize_t n;
-  do {
-    n = ::read(read_end.Get(), &reply, sizeof(reply));
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof(reply))) reply = SpawnReply{EPIPE, 0, 0};
-  while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
-  }
-  return reply;
+  return InChild([&] { return ClaimSlotJail(binary, jail, request, pidfd); });
 }
 
 // The helper's loop: one request, one spawn, one reply, until emberd closes its end.
